@@ -1,0 +1,71 @@
+// The daemon's client of one guest agent: Connect RPC over HTTP/2 over the
+// VM's virtio-serial port (a unix socket on the host). Everything the guest
+// sends is bounded here (message size) before any of it reaches an API client.
+import net from 'node:net';
+import { createClient, type Client } from '@connectrpc/connect';
+import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { Process } from '@capsule/protocol/agent';
+
+/** The largest single message accepted from a guest. */
+const MAX_AGENT_MESSAGE_BYTES = 4 * 1024 * 1024;
+const AUTHORITY = 'http://capsule-agent';
+
+export class AgentClient {
+  readonly process: Client<typeof Process>;
+  private readonly sessions: Http2SessionManager;
+
+  constructor(socketPath: string) {
+    this.sessions = new Http2SessionManager(AUTHORITY, { pingIdleConnection: false }, {
+      createConnection: () => net.connect(socketPath),
+      // The guest is not trusted: cap what it may make us buffer per header block.
+      maxHeaderListPairs: 256,
+      maxSessionMemory: 64,
+    });
+    const transport = createConnectTransport({
+      baseUrl: AUTHORITY,
+      httpVersion: '2',
+      sessionManager: this.sessions,
+      readMaxBytes: MAX_AGENT_MESSAGE_BYTES,
+      useBinaryFormat: true,
+    });
+    this.process = createClient(Process, transport);
+  }
+
+  /** Resolves when the agent answers GET /health with a 2xx within `timeoutMs`. */
+  async health(timeoutMs: number): Promise<void> {
+    const stream = await withTimeout(this.sessions.request('GET', '/health', {}, {}), timeoutMs, 'agent health check');
+    try {
+      const status = await withTimeout(
+        new Promise<number>((resolve, reject) => {
+          stream.once('response', (headers) => resolve(Number(headers[':status'])));
+          stream.once('error', reject);
+          stream.once('close', () => reject(new Error('the agent closed the health check stream')));
+        }),
+        timeoutMs,
+        'agent health check',
+      );
+      if (status < 200 || status > 299) throw new Error(`agent health check answered HTTP ${status}`);
+    } finally {
+      stream.close();
+      stream.resume();
+    }
+  }
+
+  close(): void {
+    this.sessions.abort();
+  }
+}
+
+async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

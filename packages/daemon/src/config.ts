@@ -1,0 +1,47 @@
+// Where capsuled keeps things. Every location can be moved with an environment
+// variable so tests can run a private daemon beside a user's one; the guest kit
+// cache is shared on purpose, because rebuilding it is the slow part of setup.
+import path from 'node:path';
+import { DEFAULT_SOCKET_PATH, SOCKET_ENV } from '@capsule/protocol';
+
+export interface DaemonConfig {
+  /** Durable state: the database, sandbox disks, templates. */
+  stateDir: string;
+  /** Transient handles (sockets, pid files); wiped by a host reboot. */
+  runtimeDir: string;
+  /** Build cache shared by every daemon on the host: kernel, initramfs, kit, root filesystems. */
+  cacheDir: string;
+  socketPath: string;
+  /** `kvm`, `tcg` or `auto` (probe once, cache the answer). */
+  accel: 'kvm' | 'tcg' | 'auto';
+  /** How long a cold boot may take before the create fails. */
+  bootTimeoutMs: number;
+  /** Host memory the daemon may hand to sandboxes, in MiB. */
+  memoryBudgetMiB: number;
+  logLevel: string;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const runtimeDir = env.CAPSULE_RUNTIME_DIR ?? '/run/capsule';
+  const accel = env.CAPSULE_ACCEL ?? 'auto';
+  if (accel !== 'kvm' && accel !== 'tcg' && accel !== 'auto') {
+    throw new Error(`CAPSULE_ACCEL must be kvm, tcg or auto, not "${accel}"`);
+  }
+  return {
+    stateDir: env.CAPSULE_STATE_DIR ?? '/var/lib/capsule',
+    runtimeDir,
+    cacheDir: env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule',
+    socketPath: env[SOCKET_ENV] ?? (env.CAPSULE_RUNTIME_DIR ? path.join(runtimeDir, 'capsuled.sock') : DEFAULT_SOCKET_PATH),
+    accel,
+    bootTimeoutMs: positiveInt(env.CAPSULE_BOOT_TIMEOUT_MS, 120_000),
+    memoryBudgetMiB: positiveInt(env.CAPSULE_MEMORY_BUDGET_MIB, 0),
+    logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+  };
+}
+
+function positiveInt(value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`expected a whole number, got "${value}"`);
+  return n;
+}

@@ -1,0 +1,94 @@
+// Starting and stopping capsuled: open the store, register the templates named
+// by the guest manifest, adopt running VMs, then serve the API. Stopping the
+// daemon never stops sandboxes; the next daemon adopts them.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { DaemonInfo } from '@capsule/protocol';
+import { buildApi, listenOnSocket } from './api/server.js';
+import type { DaemonConfig } from './config.js';
+import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
+import type { Logger } from './log.js';
+import { SandboxManager } from './sandboxes/manager.js';
+import { Store } from './store/store.js';
+import { chooseAccel } from './vmm/accel.js';
+import { qemuVersion } from './vmm/qemu.js';
+
+export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const DEFAULT_VCPUS = 1;
+const DEFAULT_MEMORY_MIB = 512;
+
+export interface RunningDaemon {
+  stop(): Promise<void>;
+}
+
+async function socketAnswers(socketPath: string): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function registerTemplates(store: Store, manifest: GuestManifest): Promise<void> {
+  for (const [name, template] of Object.entries(manifest.templates)) {
+    await store.upsertTemplate({
+      name,
+      kernel: manifest.kernel,
+      initramfs: manifest.initramfs,
+      kit: manifest.kit,
+      rootfs: template.rootfs,
+      default_vcpus: DEFAULT_VCPUS,
+      default_memory_mib: DEFAULT_MEMORY_MIB,
+      created_at: new Date().toISOString(),
+    });
+  }
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  if (await socketAnswers(config.socketPath)) {
+    throw new Error(`another capsuled is already serving ${config.socketPath}`);
+  }
+  const manifest = readManifest(config.cacheDir);
+  if (!manifest) throw new Error(`no guest manifest at ${manifestPath(config.cacheDir)}; run \`capsuled prepare\` first`);
+  fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
+
+  const store = await Store.open(path.join(config.stateDir, 'capsule.db'));
+  await registerTemplates(store, manifest);
+  const qemu = await qemuVersion();
+  const accel = await chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: manifest.kernel, initramfs: manifest.initramfs, qemuVersion: qemu });
+  log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
+
+  const manager = new SandboxManager(store, config, accel, log);
+  await manager.start();
+  const startedAt = new Date().toISOString();
+  const info = (): DaemonInfo => ({
+    version: DAEMON_VERSION,
+    pid: process.pid,
+    accel: accel.accel,
+    accelReason: accel.reason,
+    qemuVersion: qemu,
+    stateDir: config.stateDir,
+    runtimeDir: config.runtimeDir,
+    socketPath: config.socketPath,
+    sandboxesRunning: manager.runningCount,
+    startedAt,
+  });
+  const app = await buildApi({ manager, store, info, log, version: DAEMON_VERSION });
+  await listenOnSocket(app, config.socketPath);
+  log.info({ socket: config.socketPath, version: DAEMON_VERSION }, 'capsuled is serving');
+
+  return {
+    async stop() {
+      await app.close();
+      manager.shutdown();
+      await store.close();
+      fs.rmSync(config.socketPath, { force: true });
+    },
+  };
+}

@@ -1,0 +1,51 @@
+// Small filesystem helpers for building artefacts: every artefact is written
+// under a temporary name and renamed into place, so a crash mid-build never
+// leaves a half-written file that a later run would take as good.
+import fs from 'node:fs';
+import path from 'node:path';
+
+export function tempSibling(target: string): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${Date.now()}`);
+}
+
+/** Writes `data` to `target` atomically (temp file, fsync, rename). */
+export function writeFileAtomic(target: string, data: string | Buffer, mode = 0o644): void {
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  const temp = tempSibling(target);
+  const fd = fs.openSync(temp, 'w', mode);
+  try {
+    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temp, target);
+}
+
+/** Moves a finished temp file or folder into place, replacing what was there. */
+export function commitPath(temp: string, target: string): void {
+  fs.rmSync(target, { recursive: true, force: true });
+  fs.renameSync(temp, target);
+}
+
+/** Total bytes of regular files below `dir` (symlinks not followed). */
+export function treeBytes(dir: string): number {
+  let total = 0;
+  const walk = (d: string) => {
+    for (const entry of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (entry.isFile()) total += fs.lstatSync(p).size;
+    }
+  };
+  walk(dir);
+  return total;
+}
+
+/** Removes build artefacts in `dir` whose names start with `prefix` except `keep`. */
+export function pruneSiblings(dir: string, prefix: string, keep: string): void {
+  if (!fs.existsSync(dir)) return;
+  for (const name of fs.readdirSync(dir)) {
+    if (name.startsWith(prefix) && name !== keep) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,67 @@
+// The Capsule kit disk: a small read-only ext4 image mounted at /opt/capsule in
+// every guest. It carries tini, the agent bundle and a private copy of node with
+// its own libraries and loader, so the agent never depends on the guest's libc
+// and any root filesystem (Debian, Alpine, distroless) can run it.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runCommand } from '../launcher.js';
+import { agentBundle } from '../repo-paths.js';
+import { CacheKey } from './cache-key.js';
+import { pruneSiblings, tempSibling, treeBytes } from './files.js';
+
+const TINI = '/usr/bin/tini-static';
+const LOADER = 'ld-linux-x86-64.so.2';
+
+/** Shared libraries named by `ldd` output, and the dynamic loader. */
+export function parseLdd(output: string): { libraries: string[]; loader: string | undefined } {
+  const libraries: string[] = [];
+  let loader: string | undefined;
+  for (const line of output.split('\n')) {
+    const linked = /=>\s+(\/\S+)/.exec(line);
+    if (linked?.[1]) libraries.push(linked[1]);
+    else {
+      const bare = /^\s*(\/\S*ld-linux[^\s]*)/.exec(line);
+      if (bare?.[1]) loader = bare[1];
+    }
+  }
+  return { libraries, loader };
+}
+
+export async function ensureKit(cacheDir: string, report: (msg: string) => void): Promise<string> {
+  if (!fs.existsSync(agentBundle)) throw new Error(`the agent bundle ${agentBundle} is missing; run npm run build`);
+  const node = fs.realpathSync(process.execPath);
+  const { stdout } = await runCommand('ldd', [node]);
+  const { libraries, loader } = parseLdd(stdout);
+  if (!loader) throw new Error(`ldd ${node} named no dynamic loader`);
+
+  const key = new CacheKey().add('format', 'kit-v1').addFile('node', node).addFile('tini', TINI).addFile('agent', agentBundle);
+  for (const lib of libraries) key.addFile(lib, lib);
+  key.addFile('loader', loader);
+  const name = `kit-${key.digest()}.ext4`;
+  const dir = path.join(cacheDir, 'kit');
+  const target = path.join(dir, name);
+  if (fs.existsSync(target)) return target;
+
+  report('building the kit disk (node, agent, tini)');
+  const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-kit-'));
+  try {
+    for (const sub of ['bin', 'node/lib', 'agent']) fs.mkdirSync(path.join(staging, sub), { recursive: true });
+    fs.copyFileSync(TINI, path.join(staging, 'bin', 'tini'));
+    fs.copyFileSync(node, path.join(staging, 'node', 'node'));
+    for (const lib of libraries) fs.copyFileSync(lib, path.join(staging, 'node', 'lib', path.basename(lib)));
+    fs.copyFileSync(loader, path.join(staging, 'node', LOADER));
+    fs.copyFileSync(agentBundle, path.join(staging, 'agent', 'capsule-agent.cjs'));
+    for (const f of ['bin/tini', 'node/node', `node/${LOADER}`]) fs.chmodSync(path.join(staging, f), 0o755);
+
+    const sizeMiB = Math.ceil((treeBytes(staging) * 1.15) / 1048576) + 16;
+    fs.mkdirSync(dir, { recursive: true });
+    const temp = tempSibling(target);
+    await runCommand('mkfs.ext4', ['-q', '-F', '-L', 'capsule-kit', '-O', '^has_journal', '-d', staging, temp, `${sizeMiB}M`]);
+    fs.renameSync(temp, target);
+  } finally {
+    fs.rmSync(staging, { recursive: true, force: true });
+  }
+  pruneSiblings(dir, 'kit-', name);
+  return target;
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// capsuled's entry point. `capsuled` (or `capsuled serve`) runs the daemon;
+// `capsuled prepare` builds the guest kit and the base template.
+import { loadConfig } from './config.js';
+import { startDaemon } from './daemon.js';
+import { prepareGuest } from './guest/prepare.js';
+import { createLogger } from './log.js';
+
+const USAGE = `usage: capsuled [serve]     run the daemon (socket: $CAPSULE_SOCKET or /run/capsule/capsuled.sock)
+       capsuled prepare   build or reuse the guest kernel, initramfs, kit and base template
+       capsuled --version`;
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0] ?? 'serve';
+  if (command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (command === '--version') {
+    const { DAEMON_VERSION } = await import('./daemon.js');
+    process.stdout.write(`${DAEMON_VERSION}\n`);
+    return 0;
+  }
+  const config = loadConfig();
+  if (command === 'prepare') {
+    const started = Date.now();
+    await prepareGuest(config, (line) => process.stderr.write(`${line}\n`));
+    process.stderr.write(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    return 0;
+  }
+  if (command !== 'serve') {
+    process.stderr.write(`capsuled: unknown command "${command}"\n${USAGE}\n`);
+    return 2;
+  }
+  const log = createLogger(config.logLevel);
+  const daemon = await startDaemon(config, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping; sandboxes keep running');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await daemon.stop();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`capsuled: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

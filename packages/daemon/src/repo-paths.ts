@@ -1,0 +1,10 @@
+// Files capsuled takes from its own checkout: the guest init script and the
+// bundled agent. Resolved from this module's location (src/ or dist/ alike).
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+
+export const guestInitScript = path.join(repoRoot, 'guest', 'init');
+
+export const agentBundle = process.env.CAPSULE_AGENT_BUNDLE ?? path.join(repoRoot, 'packages', 'agent', 'dist', 'capsule-agent.cjs');

@@ -1,0 +1,50 @@
+// Schema migrations, applied in order at daemon start. Never edit a migration
+// that has shipped: add a new one.
+import { sql, type Kysely, type Migration } from 'kysely';
+
+export const migrations: Record<string, Migration> = {
+  '0001_sandboxes_and_templates': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('sandboxes')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text')
+        .addColumn('template', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('state_reason', 'text', (c) => c.notNull())
+        .addColumn('state_message', 'text')
+        .addColumn('vcpus', 'integer', (c) => c.notNull())
+        .addColumn('memory_mib', 'integer', (c) => c.notNull())
+        .addColumn('accel', 'text', (c) => c.notNull())
+        .addColumn('metadata', 'text', (c) => c.notNull())
+        .addColumn('env', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('boot_ms', 'integer')
+        .execute();
+      // A name identifies one live sandbox; killed ones keep theirs for history.
+      await sql`CREATE UNIQUE INDEX sandboxes_live_name ON sandboxes(name) WHERE name IS NOT NULL AND state != 'killed'`.execute(db);
+      await db.schema.createIndex('sandboxes_state').on('sandboxes').column('state').execute();
+      await db.schema
+        .createTable('sandbox_events')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('sandbox_id', 'text', (c) => c.notNull().references('sandboxes.id').onDelete('cascade'))
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('message', 'text')
+        .addColumn('at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('sandbox_events_sandbox').on('sandbox_events').column('sandbox_id').execute();
+      await db.schema
+        .createTable('templates')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('kernel', 'text', (c) => c.notNull())
+        .addColumn('initramfs', 'text', (c) => c.notNull())
+        .addColumn('kit', 'text', (c) => c.notNull())
+        .addColumn('rootfs', 'text', (c) => c.notNull())
+        .addColumn('default_vcpus', 'integer', (c) => c.notNull())
+        .addColumn('default_memory_mib', 'integer', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
+};

@@ -1,0 +1,46 @@
+// The store's tables as Kysely sees them. The store holds what a sandbox *is*
+// (identity, spec, state and its history); what is currently true of a running
+// VM (pid, sockets) lives in its runtime folder and is never stored here.
+import type { Generated } from 'kysely';
+
+export interface SandboxRow {
+  id: string;
+  name: string | null;
+  template: string;
+  state: string;
+  state_reason: string;
+  state_message: string | null;
+  vcpus: number;
+  memory_mib: number;
+  accel: string;
+  metadata: string;
+  env: string;
+  created_at: string;
+  boot_ms: number | null;
+}
+
+export interface SandboxEventRow {
+  id: Generated<number>;
+  sandbox_id: string;
+  state: string;
+  reason: string;
+  message: string | null;
+  at: string;
+}
+
+export interface TemplateRow {
+  name: string;
+  kernel: string;
+  initramfs: string;
+  kit: string;
+  rootfs: string;
+  default_vcpus: number;
+  default_memory_mib: number;
+  created_at: string;
+}
+
+export interface Database {
+  sandboxes: SandboxRow;
+  sandbox_events: SandboxEventRow;
+  templates: TemplateRow;
+}

@@ -1,0 +1,108 @@
+// SQLite through Kysely: opening, migrating, and the queries the daemon needs.
+// Every state change goes through `transition`, which records the history row
+// in the same transaction, so a sandbox's history can never disagree with it.
+import fs from 'node:fs';
+import path from 'node:path';
+import SQLite from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect, type Selectable } from 'kysely';
+import { migrations } from './migrations.js';
+import type { Database, SandboxEventRow, SandboxRow, TemplateRow } from './schema.js';
+
+export type SandboxRecord = Selectable<SandboxRow>;
+export type SandboxEvent = Selectable<SandboxEventRow>;
+export type TemplateRecord = Selectable<TemplateRow>;
+
+export class Store {
+  private constructor(readonly db: Kysely<Database>) {}
+
+  static async open(file: string): Promise<Store> {
+    if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const sqlite = new SQLite(file);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+    const { error } = await migrator.migrateToLatest();
+    if (error) {
+      await db.destroy();
+      throw error;
+    }
+    return new Store(db);
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  async insertSandbox(row: SandboxRecord): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.insertInto('sandboxes').values(row).execute();
+      await tx
+        .insertInto('sandbox_events')
+        .values({ sandbox_id: row.id, state: row.state, reason: row.state_reason, message: row.state_message, at: row.created_at })
+        .execute();
+    });
+  }
+
+  async getSandbox(idOrName: string): Promise<SandboxRecord | undefined> {
+    const byId = await this.db.selectFrom('sandboxes').selectAll().where('id', '=', idOrName).executeTakeFirst();
+    if (byId) return byId;
+    return await this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('name', '=', idOrName)
+      .where('state', '!=', 'killed')
+      .executeTakeFirst();
+  }
+
+  async listSandboxes(options: { includeKilled: boolean }): Promise<SandboxRecord[]> {
+    let query = this.db.selectFrom('sandboxes').selectAll().orderBy('created_at', 'asc');
+    if (!options.includeKilled) query = query.where('state', '!=', 'killed');
+    return await query.execute();
+  }
+
+  async sandboxesInStates(states: string[]): Promise<SandboxRecord[]> {
+    return await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', states).execute();
+  }
+
+  /** Moves a sandbox to `state`, recording why; `extra` updates other columns in the same step. */
+  async transition(id: string, state: string, reason: string, message?: string, extra: Partial<SandboxRecord> = {}): Promise<void> {
+    const at = new Date().toISOString();
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('sandboxes')
+        .set({ ...extra, state, state_reason: reason, state_message: message ?? null })
+        .where('id', '=', id)
+        .execute();
+      await tx.insertInto('sandbox_events').values({ sandbox_id: id, state, reason, message: message ?? null, at }).execute();
+    });
+  }
+
+  async history(id: string): Promise<SandboxEvent[]> {
+    return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
+  }
+
+  async upsertTemplate(row: TemplateRecord): Promise<void> {
+    await this.db
+      .insertInto('templates')
+      .values(row)
+      .onConflict((oc) =>
+        oc.column('name').doUpdateSet({
+          kernel: row.kernel,
+          initramfs: row.initramfs,
+          kit: row.kit,
+          rootfs: row.rootfs,
+        }),
+      )
+      .execute();
+  }
+
+  async getTemplate(name: string): Promise<TemplateRecord | undefined> {
+    return await this.db.selectFrom('templates').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+
+  async listTemplates(): Promise<TemplateRecord[]> {
+    return await this.db.selectFrom('templates').selectAll().orderBy('name').execute();
+  }
+}

@@ -1,0 +1,129 @@
+// The QEMU `microvm` driver: builds the command line, starts QEMU detached (so a
+// daemon restart never takes VMs down), and stops it gracefully then by force.
+// Firecracker and Cloud Hypervisor drivers are meant to sit beside this one.
+import fs from 'node:fs';
+import path from 'node:path';
+import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
+import { AGENT_PORT_NAME } from '@capsule/protocol/agent';
+import { QmpClient } from './qmp.js';
+
+export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface VmSpec {
+  /** Sandbox id; written into QEMU's command line so a pid can be recognised as ours. */
+  id: string;
+  accel: Accel;
+  vcpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initramfs: string;
+  kitDisk: string;
+  rootDisk: string;
+  hostname: string;
+  /** QEMU device id of the agent port; named in the VSERPORT_CHANGE events. */
+  agentPortId: string;
+}
+
+/** The transient files of one VM: sockets, pid file and QEMU's own log. */
+export class VmRuntimePaths {
+  constructor(readonly dir: string) {}
+  get qmpSocket(): string {
+    return path.join(this.dir, 'qmp.sock');
+  }
+  get agentSocket(): string {
+    return path.join(this.dir, 'agent.sock');
+  }
+  get consoleSocket(): string {
+    return path.join(this.dir, 'console.sock');
+  }
+  get pidFile(): string {
+    return path.join(this.dir, 'qemu.pid');
+  }
+  get qemuLog(): string {
+    return path.join(this.dir, 'qemu.log');
+  }
+}
+
+export function kernelCommandLine(spec: Pick<VmSpec, 'hostname'>): string {
+  return ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'random.trust_cpu=on', `capsule.hostname=${spec.hostname}`].join(' ');
+}
+
+export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
+  return [
+    '-name', spec.id,
+    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on',
+    '-accel', spec.accel,
+    '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(spec.vcpus),
+    '-m', `${spec.memoryMiB}M`,
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-kernel', spec.kernel,
+    '-initrd', spec.initramfs,
+    '-append', kernelCommandLine(spec),
+    '-drive', `id=root,file=${spec.rootDisk},format=qcow2,if=none,discard=unmap`,
+    '-device', 'virtio-blk-device,drive=root,serial=capsule-root',
+    '-drive', `id=kit,file=${spec.kitDisk},format=raw,if=none,readonly=on`,
+    '-device', 'virtio-blk-device,drive=kit,serial=capsule-kit',
+    '-object', 'rng-random,id=rng0,filename=/dev/urandom',
+    '-device', 'virtio-rng-device,rng=rng0',
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=agent,path=${paths.agentSocket},server=on,wait=off`,
+    '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
+    '-chardev', `socket,id=console,path=${paths.consoleSocket},server=on,wait=off`,
+    '-serial', 'chardev:console',
+    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
+    '-pidfile', paths.pidFile,
+  ];
+}
+
+/** Starts QEMU and returns its pid and a connected QMP client. */
+export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pid: number; qmp: QmpClient }> {
+  fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  const pid = await spawnDetached(QEMU_BINARY, qemuArgs(spec, paths), { logFile: paths.qemuLog });
+  try {
+    const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000, isAlive: () => isProcessAlive(pid) });
+    return { pid, qmp };
+  } catch (err) {
+    await terminateGroup(pid, 1000);
+    const log = tailOfFile(paths.qemuLog).trim();
+    throw new Error(`Failed to launch QEMU: ${(err as Error).message}${log ? `\n${log}` : ''}`);
+  }
+}
+
+/** Reads the pid file and checks that the process is the QEMU of sandbox `id`. */
+export function findRunningVm(paths: VmRuntimePaths, id: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(paths.pidFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !isProcessAlive(pid)) return undefined;
+  try {
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const nameAt = argv.indexOf('-name');
+    return nameAt >= 0 && argv[nameAt + 1] === id ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Asks QEMU to quit over QMP, then falls back to signals. Resolves when it is gone. */
+export async function stopVm(pid: number, qmp: QmpClient | undefined): Promise<void> {
+  if (qmp && !qmp.isClosed) {
+    try {
+      await Promise.race([qmp.execute('quit'), new Promise((r) => setTimeout(r, 2000))]);
+    } catch {
+      // The connection closing is what a successful quit looks like.
+    }
+    if (await waitForExit(pid, 3000)) return;
+  }
+  await terminateGroup(pid, 3000);
+}
+
+export async function qemuVersion(): Promise<string> {
+  const { stdout } = await runCommand(QEMU_BINARY, ['--version']);
+  return /version\s+(\S+)/.exec(stdout)?.[1] ?? stdout.split('\n')[0] ?? 'unknown';
+}

@@ -1,0 +1,185 @@
+// The daemon's REST contract: TypeBox schemas that the daemon validates
+// requests with and publishes in /openapi.json, and whose static types the SDK
+// and CLI use. Nothing here may import daemon or client code.
+import { Type, type Static } from '@sinclair/typebox';
+
+export const API_VERSION = 'v1';
+
+/** Limits that both the daemon's validation and the clients' help text quote. */
+export const limits = {
+  minMemoryMiB: 128,
+  maxMemoryMiB: 65536,
+  minVcpus: 1,
+  maxVcpus: 64,
+  maxCommandArgs: 4096,
+  maxEnvVars: 1024,
+  maxMetadataEntries: 64,
+  maxNameLength: 63,
+  /** Output kept per stream by the non-streaming exec; the rest is cut. */
+  execOutputLimitBytes: 16 * 1024 * 1024,
+} as const;
+
+export const SandboxState = Type.Union(
+  [
+    Type.Literal('starting'),
+    Type.Literal('running'),
+    Type.Literal('paused'),
+    Type.Literal('stopped'),
+    Type.Literal('error'),
+    Type.Literal('killed'),
+  ],
+);
+export type SandboxState = Static<typeof SandboxState>;
+
+const StringMap = (maxProperties: number) =>
+  Type.Record(Type.String({ minLength: 1, maxLength: 256 }), Type.String({ maxLength: 32768 }), { maxProperties });
+
+export const StateTransition = Type.Object(
+  {
+    state: SandboxState,
+    reason: Type.String({ description: 'user, crash, timeout, host_restart, start_failed, ...' }),
+    message: Type.Optional(Type.String()),
+    at: Type.String({ format: 'date-time' }),
+  },
+);
+export type StateTransition = Static<typeof StateTransition>;
+
+export const Sandbox = Type.Object(
+  {
+    id: Type.String({ description: '"sb_" followed by random base32' }),
+    name: Type.Union([Type.String(), Type.Null()]),
+    template: Type.String(),
+    state: SandboxState,
+    stateReason: Type.String(),
+    stateMessage: Type.Optional(Type.String()),
+    vcpus: Type.Integer(),
+    memoryMiB: Type.Integer(),
+    accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
+    metadata: StringMap(limits.maxMetadataEntries),
+    createdAt: Type.String({ format: 'date-time' }),
+    /** Milliseconds from the create request to the agent answering. */
+    bootMs: Type.Optional(Type.Integer()),
+    /** Host process id of the VM, while it runs. */
+    pid: Type.Optional(Type.Integer()),
+    history: Type.Optional(Type.Array(StateTransition)),
+  },
+);
+export type Sandbox = Static<typeof Sandbox>;
+
+export const CreateSandboxRequest = Type.Object(
+  {
+    template: Type.Optional(Type.String({ minLength: 1, maxLength: 128, default: 'base' })),
+    name: Type.Optional(
+      Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]*$', minLength: 1, maxLength: limits.maxNameLength }),
+    ),
+    vcpus: Type.Optional(Type.Integer()),
+    memoryMiB: Type.Optional(Type.Integer()),
+    env: Type.Optional(StringMap(limits.maxEnvVars)),
+    metadata: Type.Optional(StringMap(limits.maxMetadataEntries)),
+  },
+  { additionalProperties: false },
+);
+export type CreateSandboxRequest = Static<typeof CreateSandboxRequest>;
+
+export const SandboxList = Type.Object({ sandboxes: Type.Array(Sandbox) });
+export type SandboxList = Static<typeof SandboxList>;
+
+export const ExecRequest = Type.Object(
+  {
+    cmd: Type.Array(Type.String({ maxLength: 131072 }), { minItems: 1, maxItems: limits.maxCommandArgs }),
+    env: Type.Optional(StringMap(limits.maxEnvVars)),
+    cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+    user: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    /** Kill the command after this long; 0 or absent means no limit. */
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** Sent to the command's stdin, which is then closed. */
+    stdin: Type.Optional(Type.String({ maxLength: 16 * 1024 * 1024 })),
+  },
+  { additionalProperties: false },
+);
+export type ExecRequest = Static<typeof ExecRequest>;
+
+export const ExecResult = Type.Object(
+  {
+    exitCode: Type.Integer(),
+    /** Set when the command was ended by a signal (e.g. "SIGKILL"). */
+    signal: Type.Optional(Type.String()),
+    stdout: Type.String(),
+    stderr: Type.String(),
+    stdoutTruncated: Type.Boolean(),
+    stderrTruncated: Type.Boolean(),
+    durationMs: Type.Integer(),
+  },
+);
+export type ExecResult = Static<typeof ExecResult>;
+
+/**
+ * One line of the streaming exec response (application/x-ndjson). Output is
+ * base64 so that binary output survives; the last line is always `exit` or
+ * `error`.
+ */
+export const ExecEvent = Type.Union(
+  [
+    Type.Object({ type: Type.Literal('start'), pid: Type.Integer() }),
+    Type.Object({ type: Type.Literal('stdout'), data: Type.String({ contentEncoding: 'base64' }) }),
+    Type.Object({ type: Type.Literal('stderr'), data: Type.String({ contentEncoding: 'base64' }) }),
+    Type.Object({
+      type: Type.Literal('exit'),
+      exitCode: Type.Integer(),
+      signal: Type.Optional(Type.String()),
+      durationMs: Type.Integer(),
+    }),
+    Type.Object({
+      type: Type.Literal('error'),
+      code: Type.String(),
+      message: Type.String(),
+      hint: Type.Optional(Type.String()),
+    }),
+  ],
+);
+export type ExecEvent = Static<typeof ExecEvent>;
+
+export const Template = Type.Object(
+  {
+    name: Type.String(),
+    ready: Type.Boolean(),
+    rootfsBytes: Type.Integer({ description: 'apparent size of the root filesystem image' }),
+    defaultVcpus: Type.Integer(),
+    defaultMemoryMiB: Type.Integer(),
+    createdAt: Type.String({ format: 'date-time' }),
+  },
+);
+export type Template = Static<typeof Template>;
+
+export const TemplateList = Type.Object({ templates: Type.Array(Template) });
+export type TemplateList = Static<typeof TemplateList>;
+
+export const DaemonInfo = Type.Object(
+  {
+    version: Type.String(),
+    pid: Type.Integer(),
+    accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
+    accelReason: Type.String(),
+    qemuVersion: Type.String(),
+    stateDir: Type.String(),
+    runtimeDir: Type.String(),
+    socketPath: Type.String(),
+    sandboxesRunning: Type.Integer(),
+    startedAt: Type.String({ format: 'date-time' }),
+  },
+);
+export type DaemonInfo = Static<typeof DaemonInfo>;
+
+export const ErrorResponse = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String(),
+      message: Type.String(),
+      hint: Type.Optional(Type.String()),
+    }),
+  },
+);
+
+/** Where the daemon listens by default, and the variable that overrides it. */
+export const DEFAULT_SOCKET_PATH = '/run/capsule/capsuled.sock';
+export const SOCKET_ENV = 'CAPSULE_SOCKET';

@@ -1,0 +1,36 @@
+// The one table of Capsule's error codes. The daemon maps each code to an HTTP
+// status here and nowhere else; clients map the same codes back to typed
+// errors. Codes are stable: add new ones, never rename or reuse old ones.
+
+export const errorCodes = {
+  invalid_argument: 400,
+  unauthenticated: 401,
+  not_found: 404,
+  sandbox_not_found: 404,
+  template_not_found: 404,
+  name_taken: 409,
+  sandbox_not_running: 409,
+  template_not_ready: 409,
+  exec_failed: 422,
+  insufficient_resources: 507,
+  vm_start_failed: 500,
+  agent_unavailable: 502,
+  agent_protocol_error: 502,
+  timeout: 504,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+export function httpStatusOf(code: ErrorCode): number {
+  return errorCodes[code];
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(errorCodes, value);
+}
+
+/** The JSON body of every error response. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; hint?: string };
+}
