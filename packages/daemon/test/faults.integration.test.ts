@@ -1,0 +1,150 @@
+// Faults with real VMs: the daemon killed with SIGKILL and restarted adopts its
+// sandboxes; a VM killed behind the daemon's back is detected; a guest that
+// cannot boot and bad requests fail cleanly and leak nothing.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+
+describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
+  const daemon = new TestDaemon();
+  beforeAll(() => daemon.start());
+  afterAll(() => daemon.destroy());
+
+  it('adopts running sandboxes after capsuled is killed with SIGKILL', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'survivor' });
+    expect(created.status, created.text).toBe(201);
+    const { id, pid } = created.body;
+    await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', 'echo before > /root/mark'] });
+
+    await daemon.kill9();
+    expect(daemon.qemuPids()).toContain(pid);
+    await daemon.start();
+
+    const after = await daemon.request('GET', '/v1/sandboxes/survivor');
+    expect(after.body).toMatchObject({ id, state: 'running', pid });
+    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['cat', '/root/mark'] });
+    expect(res.body.stdout).toBe('before\n');
+  });
+
+  it('marks a sandbox whose QEMU was killed behind its back as error/crash and cleans up', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const { id, pid } = (await daemon.request('GET', '/v1/sandboxes/survivor')).body;
+    process.kill(pid, 'SIGKILL');
+    const state = await eventually(async () => {
+      const res = await daemon.request('GET', `/v1/sandboxes/${id}`);
+      return res.body.state === 'error' ? res.body : undefined;
+    }, 15_000, 'the crash to be noticed');
+    expect(state.stateReason).toBe('crash');
+    expect(state.stateMessage).toMatch(/exited unexpectedly/);
+    expect(daemon.runtimeLeftovers()).toEqual([]);
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id, 'overlay.qcow2'))).toBe(false);
+    // The name is free again once the broken sandbox is removed.
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+  });
+
+  it('marks a sandbox whose VM died while capsuled was down as error on the next start', async () => {
+    const created = await daemon.request('POST', '/v1/sandboxes', {});
+    const { id, pid } = created.body;
+    await daemon.kill9();
+    process.kill(pid, 'SIGKILL');
+    await eventually(() => (daemon.qemuPids().includes(pid) ? undefined : true), 5000, 'QEMU to exit');
+    await daemon.start();
+    const res = await daemon.request('GET', `/v1/sandboxes/${id}`);
+    expect(res.body).toMatchObject({ state: 'error', stateReason: 'crash' });
+    expect(daemon.runtimeLeftovers()).toEqual([]);
+  });
+});
+
+describe('bad input leaks nothing (real QEMU microVM)', () => {
+  // A second template whose root disk is not a filesystem: the guest's init
+  // fails to mount it and powers off, which is what a broken image looks like.
+  const cacheDir = fs.mkdtempSync('/tmp/capsule-test-cache-');
+  const daemon = new TestDaemon({ CAPSULE_CACHE_DIR: cacheDir, CAPSULE_BOOT_TIMEOUT_MS: '60000' });
+
+  beforeAll(async () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), 'utf8'));
+    const broken = path.join(cacheDir, 'broken.img');
+    fs.writeFileSync(broken, Buffer.alloc(8 * 1024 * 1024));
+    manifest.templates.broken = { rootfs: broken };
+    fs.writeFileSync(path.join(cacheDir, 'guest-manifest.json'), JSON.stringify(manifest));
+    await daemon.start();
+  });
+  afterAll(async () => {
+    await daemon.destroy();
+    fs.rmSync(cacheDir, { recursive: true, force: true });
+  });
+
+  const refused = async (body: unknown, status: number, code: string) => {
+    const res = await daemon.request('POST', '/v1/sandboxes', body);
+    expect(res.status, res.text).toBe(status);
+    expect(res.body.error.code).toBe(code);
+    expect(res.body.error.message).toBeTruthy();
+    return res.body.error;
+  };
+
+  it('refuses unknown templates, bad resources and unknown fields with stable codes', async () => {
+    expect((await refused({ template: 'nope' }, 404, 'template_not_found')).hint).toMatch(/base/);
+    await refused({ memoryMiB: 0 }, 400, 'invalid_argument');
+    await refused({ memoryMiB: 10_000_000 }, 400, 'invalid_argument');
+    await refused({ vcpus: 0 }, 400, 'invalid_argument');
+    await refused({ vcpus: 4096 }, 400, 'invalid_argument');
+    await refused({ vcpus: 1.5 }, 400, 'invalid_argument');
+    await refused({ name: 'Bad Name!' }, 400, 'invalid_argument');
+    await refused({ colour: 'blue' }, 400, 'invalid_argument');
+    expect(daemon.qemuPids()).toEqual([]);
+    expect((await daemon.request('GET', '/v1/sandboxes?all=true')).body.sandboxes).toEqual([]);
+  });
+
+  it('answers unknown sandboxes and routes with not-found codes', async () => {
+    for (const [method, url] of [
+      ['GET', '/v1/sandboxes/sb_doesnotexist'],
+      ['DELETE', '/v1/sandboxes/sb_doesnotexist'],
+      ['GET', '/v1/sandboxes/sb_doesnotexist/logs'],
+    ] as const) {
+      const res = await daemon.request(method, url);
+      expect(res.status, url).toBe(404);
+      expect(res.body.error.code).toBe('sandbox_not_found');
+    }
+    const exec = await daemon.request('POST', '/v1/sandboxes/sb_doesnotexist/exec', { cmd: ['true'] });
+    expect(exec.body.error.code).toBe('sandbox_not_found');
+    const route = await daemon.request('GET', '/v1/nothing-here');
+    expect(route.status).toBe(404);
+    expect(route.body.error.code).toBe('not_found');
+  });
+
+  it('reports a guest that cannot boot as vm_start_failed, keeps its console, leaks nothing', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const res = await daemon.request('POST', '/v1/sandboxes', { template: 'broken' });
+    expect(res.status, res.text).toBe(500);
+    expect(res.body.error.code).toBe('vm_start_failed');
+    expect(res.body.error.hint).toMatch(/capsule logs/);
+    const [sandbox] = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes;
+    expect(sandbox).toMatchObject({ state: 'error', stateReason: 'start_failed' });
+    const log = await daemon.request('GET', `/v1/sandboxes/${sandbox.id}/logs`);
+    expect(log.text).toContain('capsule-init: error');
+    expect(daemon.qemuPids()).toEqual([]);
+    expect(daemon.runtimeLeftovers()).toEqual([]);
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'overlay.qcow2'))).toBe(false);
+  });
+
+  it('keeps the API socket private to its owner', () => {
+    expect(fs.statSync(daemon.socketPath).mode & 0o777).toBe(0o600);
+  });
+
+  it('publishes an OpenAPI document naming every route', async () => {
+    const res = await daemon.request('GET', '/openapi.json');
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body.paths)).toEqual(
+      expect.arrayContaining(['/v1/sandboxes', '/v1/sandboxes/{id}', '/v1/sandboxes/{id}/exec', '/v1/sandboxes/{id}/exec/stream', '/v1/sandboxes/{id}/logs', '/v1/info', '/v1/templates']),
+    );
+  });
+
+  it('leaves no QEMU behind when stopped', async () => {
+    await daemon.stop();
+    const out = execFileSync('sh', ['-c', `ps -eo args | grep -c '[q]emu-system.*${daemon.root}' || true`]).toString().trim();
+    expect(out).toBe('0');
+  });
+});

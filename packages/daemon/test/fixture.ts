@@ -1,0 +1,169 @@
+// Integration-test fixture: a private capsuled (the real built daemon, real
+// QEMU, real guest) with its own state and runtime folders and the host's
+// shared guest-kit cache. Teardown kills the daemon and every QEMU it left,
+// and the daemon's log is printed only when a test failed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const daemonMain = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+export const cliMain = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
+export const sharedCacheDir = process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule';
+
+export interface ApiResponse<T = any> {
+  status: number;
+  body: T;
+  text: string;
+}
+
+export class TestDaemon {
+  readonly root: string;
+  readonly stateDir: string;
+  readonly runtimeDir: string;
+  readonly socketPath: string;
+  readonly logFile: string;
+  private proc: ChildProcess | undefined;
+
+  constructor(readonly extraEnv: Record<string, string> = {}) {
+    this.root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-test-'));
+    this.stateDir = path.join(this.root, 'state');
+    this.runtimeDir = path.join(this.root, 'run');
+    this.socketPath = path.join(this.runtimeDir, 'capsuled.sock');
+    this.logFile = path.join(this.root, 'capsuled.log');
+  }
+
+  get env(): Record<string, string> {
+    return {
+      ...(process.env as Record<string, string>),
+      CAPSULE_STATE_DIR: this.stateDir,
+      CAPSULE_RUNTIME_DIR: this.runtimeDir,
+      CAPSULE_CACHE_DIR: sharedCacheDir,
+      CAPSULE_SOCKET: this.socketPath,
+      CAPSULE_LOG_LEVEL: 'debug',
+      ...this.extraEnv,
+    };
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  async start(): Promise<void> {
+    const out = fs.openSync(this.logFile, 'a');
+    this.proc = spawn(process.execPath, [daemonMain], { env: this.env, stdio: ['ignore', out, out] });
+    fs.closeSync(out);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        const res = await this.request('GET', '/health');
+        if (res.status === 200) return;
+      } catch {
+        // Not listening yet.
+      }
+      if (this.proc.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`capsuled did not start:\n${this.log()}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  /** SIGKILL, as a crash or an OOM kill would. */
+  async kill9(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000).then(() => proc.kill('SIGKILL'))]);
+  }
+
+  log(): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  request<T = any>(method: string, urlPath: string, body?: unknown): Promise<ApiResponse<T>> {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          method,
+          path: urlPath,
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown = text;
+            if ((res.headers['content-type'] ?? '').includes('application/json') && text !== '') parsed = JSON.parse(text);
+            resolve({ status: res.statusCode ?? 0, body: parsed as T, text });
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  /** QEMU processes whose command line points into this daemon's folders. */
+  qemuPids(): number[] {
+    const pids: number[] = [];
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+        if (cmdline.includes('qemu-system') && cmdline.includes(this.root)) pids.push(Number(entry));
+      } catch {
+        // Exited while we looked.
+      }
+    }
+    return pids;
+  }
+
+  /** Everything left in the runtime folder's sandboxes/ (sockets, pid files). */
+  runtimeLeftovers(): string[] {
+    const dir = path.join(this.runtimeDir, 'sandboxes');
+    return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop();
+    for (const pid of this.qemuPids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
