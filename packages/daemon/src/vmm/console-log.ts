@@ -37,8 +37,10 @@ export class ConsoleLog {
     this.size = fs.fstatSync(this.fd).size;
   }
 
-  private write(chunk: Buffer): void {
+  private write(data: Buffer): void {
     if (this.fd === undefined) return;
+    // A single chunk larger than the limit keeps only its newest bytes.
+    const chunk = data.length > this.limitBytes ? data.subarray(data.length - this.limitBytes) : data;
     if (this.size + chunk.length > this.limitBytes) {
       fs.closeSync(this.fd);
       fs.renameSync(this.logFile, `${this.logFile}.1`);

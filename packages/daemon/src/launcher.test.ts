@@ -1,0 +1,50 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isProcessAlive, LaunchError, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
+
+describe('launcher', () => {
+  it('returns the output of a successful command', async () => {
+    const { stdout, stderr } = await runCommand('sh', ['-c', 'echo out; echo err >&2'], { input: undefined });
+    expect(stdout).toBe('out\n');
+    expect(stderr).toBe('err\n');
+  });
+
+  it('quotes the last output lines when a command fails', async () => {
+    const err = await runCommand('sh', ['-c', 'for i in $(seq 1 100); do echo line$i; done; exit 3']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LaunchError);
+    const launch = err as LaunchError;
+    expect(launch.exitCode).toBe(3);
+    expect(launch.message).toMatch(/^sh exited with code 3/);
+    expect(launch.message).toContain('line100');
+    expect(launch.message).not.toContain('line1\n');
+  });
+
+  it('says "Failed to launch" for a missing program', async () => {
+    await expect(runCommand('/no/such/program', [])).rejects.toThrow(/Failed to launch program/);
+  });
+
+  it('kills the whole process group on timeout', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-'));
+    const pidFile = path.join(dir, 'grandchild');
+    const started = Date.now();
+    await expect(runCommand('sh', ['-c', `sleep 30 & echo $! > ${pidFile}; wait`], { timeoutMs: 300 })).rejects.toThrow(/timed out/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const grandchild = Number(fs.readFileSync(pidFile, 'utf8'));
+    expect(await waitForExit(grandchild, 5000)).toBe(true);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts detached children that it can find and stop again', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-'));
+    const log = path.join(dir, 'child.log');
+    const pid = await spawnDetached('sh', ['-c', 'echo started; exec sleep 30'], { logFile: log });
+    expect(isProcessAlive(pid)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(tailOfFile(log)).toContain('started');
+    await terminateGroup(pid, 1000);
+    expect(isProcessAlive(pid)).toBe(false);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

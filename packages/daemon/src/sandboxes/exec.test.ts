@@ -1,0 +1,53 @@
+import type { ExecEvent } from '@capsule/protocol';
+import { describe, expect, it } from 'vitest';
+import { CapsuleError } from '../errors.js';
+import { collectExec, exitCodeForSignal, signalFromStatus } from './exec.js';
+import { hostnameFor, isSandboxId, newSandboxId } from './ids.js';
+
+async function* events(list: ExecEvent[]): AsyncGenerator<ExecEvent> {
+  yield* list;
+}
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+describe('exec results', () => {
+  it('reads signals out of envd status strings', () => {
+    expect(signalFromStatus('signal: killed')).toBe('SIGKILL');
+    expect(signalFromStatus('signal: terminated')).toBe('SIGTERM');
+    expect(signalFromStatus('exit status 1')).toBeUndefined();
+    expect(exitCodeForSignal('SIGKILL')).toBe(137);
+  });
+
+  it('collects output per stream and cuts it at the limit', async () => {
+    const result = await collectExec(
+      events([
+        { type: 'start', pid: 1 },
+        { type: 'stdout', data: b64('hello ') },
+        { type: 'stderr', data: b64('oops') },
+        { type: 'stdout', data: b64('world') },
+        { type: 'exit', exitCode: 0, durationMs: 5 },
+      ]),
+      8,
+    );
+    expect(result).toMatchObject({ stdout: 'hello wo', stderr: 'oops', stdoutTruncated: true, stderrTruncated: false, exitCode: 0 });
+  });
+
+  it('turns an error event into a CapsuleError with its code', async () => {
+    const err = await collectExec(events([{ type: 'error', code: 'timeout', message: 'too slow' }])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CapsuleError);
+    expect((err as CapsuleError).code).toBe('timeout');
+    expect((err as CapsuleError).status).toBe(504);
+  });
+
+  it('treats a stream without an end as a protocol error', async () => {
+    await expect(collectExec(events([{ type: 'start', pid: 1 }]))).rejects.toMatchObject({ code: 'agent_protocol_error' });
+  });
+});
+
+describe('sandbox ids', () => {
+  it('are sb_ + 20 base32 characters, unique, and make valid hostnames', () => {
+    const ids = new Set(Array.from({ length: 1000 }, newSandboxId));
+    expect(ids.size).toBe(1000);
+    for (const id of ids) expect(isSandboxId(id)).toBe(true);
+    expect(hostnameFor('sb_abc')).toBe('sb-abc');
+  });
+});

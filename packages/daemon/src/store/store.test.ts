@@ -1,0 +1,55 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Store, type SandboxRecord } from './store.js';
+
+const row = (id: string, name: string | null): SandboxRecord => ({
+  id,
+  name,
+  template: 'base',
+  state: 'starting',
+  state_reason: 'user',
+  state_message: null,
+  vcpus: 1,
+  memory_mib: 512,
+  accel: 'tcg',
+  metadata: '{}',
+  env: '{}',
+  created_at: new Date().toISOString(),
+  boot_ms: null,
+});
+
+describe('store (real SQLite, in memory)', () => {
+  let store: Store;
+  beforeEach(async () => {
+    store = await Store.open(':memory:');
+  });
+  afterEach(() => store.close());
+
+  it('records every transition in the history, in order', async () => {
+    await store.insertSandbox(row('sb_a', null));
+    await store.transition('sb_a', 'running', 'user', undefined, { boot_ms: 42 });
+    await store.transition('sb_a', 'error', 'crash', 'QEMU exited');
+    const sandbox = await store.getSandbox('sb_a');
+    expect(sandbox).toMatchObject({ state: 'error', state_reason: 'crash', state_message: 'QEMU exited', boot_ms: 42 });
+    expect((await store.history('sb_a')).map((h) => [h.state, h.reason])).toEqual([
+      ['starting', 'user'],
+      ['running', 'user'],
+      ['error', 'crash'],
+    ]);
+  });
+
+  it('keeps names unique among live sandboxes but reusable after a kill', async () => {
+    await store.insertSandbox(row('sb_a', 'web'));
+    await expect(store.insertSandbox(row('sb_b', 'web'))).rejects.toThrow(/UNIQUE/);
+    await store.transition('sb_a', 'killed', 'user');
+    await store.insertSandbox(row('sb_b', 'web'));
+    expect((await store.getSandbox('web'))?.id).toBe('sb_b');
+  });
+
+  it('lists killed sandboxes only when asked', async () => {
+    await store.insertSandbox(row('sb_a', null));
+    await store.insertSandbox(row('sb_b', null));
+    await store.transition('sb_a', 'killed', 'user');
+    expect((await store.listSandboxes({ includeKilled: false })).map((s) => s.id)).toEqual(['sb_b']);
+    expect((await store.listSandboxes({ includeKilled: true })).map((s) => s.id)).toEqual(['sb_a', 'sb_b']);
+  });
+});
