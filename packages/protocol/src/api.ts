@@ -183,3 +183,13 @@ export const ErrorResponse = Type.Object(
 /** Where the daemon listens by default, and the variable that overrides it. */
 export const DEFAULT_SOCKET_PATH = '/run/capsule/capsuled.sock';
 export const SOCKET_ENV = 'CAPSULE_SOCKET';
+
+/**
+ * $CAPSULE_SOCKET, else `capsuled.sock` in $CAPSULE_RUNTIME_DIR, else
+ * /run/capsule/capsuled.sock: the one rule the daemon and its clients share,
+ * so that a private daemon and its clients agree.
+ */
+export function defaultSocketPath(env: Record<string, string | undefined>): string {
+  const runtimeDir = env.CAPSULE_RUNTIME_DIR;
+  return env[SOCKET_ENV] || (runtimeDir ? `${runtimeDir.replace(/\/+$/, '')}/capsuled.sock` : DEFAULT_SOCKET_PATH);
+}

@@ -1,0 +1,101 @@
+// capsule-agent's entry point: parses options, builds the server and serves
+// it on the virtio-serial port (in a VM) or a unix socket (tests). Runs as
+// root under tini. Must never exit because of a client or the host: only
+// SIGTERM/SIGINT or a bad command line end it.
+import './threadpool-size.js';
+
+import { lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type http2 from 'node:http2';
+import { createLogger } from './log.js';
+import { parseAgentOptions, usage, UsageError, type AgentOptions } from './options.js';
+import { runPortSessions } from './port-session-loop.js';
+import { createProcessService, ProcessTable } from './process-service.js';
+import { createAgentServer } from './server.js';
+import { lookupUser, parsePasswd, PASSWD_PATH } from './users.js';
+import { openVirtioPort, waitForVirtioPortDevice } from './virtio-port.js';
+import { readFileSync } from 'node:fs';
+
+const log = createLogger('main');
+
+function installCrashGuards(): void {
+  // Last line of defence: an agent that dies takes the sandbox with it, so a
+  // bug reached by one request is logged and the rest keep being served.
+  process.on('uncaughtException', (error) => log.error('uncaught exception (agent keeps running)', error));
+  process.on('unhandledRejection', (reason) => log.error('unhandled rejection (agent keeps running)', reason));
+}
+
+/** root when it exists and we are root, else whoever the agent runs as. */
+function chooseDefaultUser(configured: string | undefined): string {
+  if (configured) return configured;
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0 && lookupUser('root')) return 'root';
+  try {
+    const own = parsePasswd(readFileSync(PASSWD_PATH, 'utf8')).find((user) => user.uid === uid);
+    if (own) return own.name;
+  } catch {
+    // No passwd: fall through to root, which fails per request with a clear error.
+  }
+  return 'root';
+}
+
+function listenOnUnixSocket(server: http2.Http2Server, path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path); // left over from an earlier run
+  } catch {
+    // Nothing there.
+  }
+  const listener = net.createServer((socket) => {
+    socket.on('error', (error) => log.debug(`unix socket connection error: ${error.message}`));
+    server.emit('connection', socket);
+  });
+  listener.on('error', (error) => {
+    log.error(`cannot listen on unix:${path}`, error);
+    process.exit(1);
+  });
+  listener.listen(path, () => log.info(`listening on unix:${path}`));
+}
+
+async function serveVirtioPort(server: http2.Http2Server, transport: Extract<AgentOptions['transport'], { kind: 'virtio-port' }>): Promise<void> {
+  const device = transport.devicePath ?? (await waitForVirtioPortDevice(transport.portName));
+  const port = openVirtioPort(device);
+  log.info(`serving on virtio port ${device} (${transport.portName})`);
+  await runPortSessions({ port, onSession: (stream) => server.emit('connection', stream) });
+}
+
+async function main(): Promise<void> {
+  let options: AgentOptions | 'help';
+  try {
+    options = parseAgentOptions(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`capsule-agent: ${error.message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if (options === 'help') {
+    process.stdout.write(usage);
+    return;
+  }
+  installCrashGuards();
+
+  const defaultUser = chooseDefaultUser(options.defaultUser);
+  const processes = new ProcessTable();
+  const server = createAgentServer({ processService: createProcessService(processes, { defaultUser }) });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      log.info(`${signal} received: killing started processes and exiting`);
+      processes.signalAll('SIGKILL');
+      process.exit(0);
+    });
+  }
+
+  log.info(`capsule-agent starting (pid ${process.pid}, node ${process.version}, default user ${defaultUser})`);
+  if (options.transport.kind === 'unix') listenOnUnixSocket(server, options.transport.path);
+  else await serveVirtioPort(server, options.transport);
+}
+
+main().catch((error: unknown) => {
+  log.error('capsule-agent failed to start', error);
+  process.exit(1);
+});
