@@ -1,0 +1,205 @@
+// Runs the built `capsule` (dist/main.js) as a child process against a stand-in
+// daemon (a node:http server on a temp unix socket, not capsuled) to pin what
+// scripts depend on: exit codes, raw output, cleanup on signals, error lines.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { sendError, sendJson, startStandInDaemon, type StandInDaemon, type StandInHandler } from '../../sdk/src/testing/stand-in-daemon.js';
+
+const packageDir = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const cliPath = path.join(packageDir, 'dist', 'main.js');
+const scratch = mkdtempSync(path.join(tmpdir(), 'capsule-cli-test-'));
+
+interface CliRun {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+function startCli(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [cliPath, ...args], {
+    env: { PATH: process.env['PATH'] ?? '', CAPSULE_STATE_DIR: path.join(scratch, 'state'), CAPSULED_BIN: path.join(scratch, 'no-capsuled'), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const done = new Promise<CliRun>((resolve) =>
+    child.on('close', (status, signal) => resolve({ status, signal, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8') })),
+  );
+  return { child, done };
+}
+
+const sandbox = {
+  id: 'sb_test1', name: null, template: 'base', state: 'running', stateReason: 'user',
+  vcpus: 1, memoryMiB: 512, accel: 'tcg', metadata: {}, createdAt: '2026-01-01T00:00:00Z',
+};
+const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
+
+/** Creates sandboxes, deletes them, and answers exec streams with the exit given in the command's first word. */
+const scriptedHandler: StandInHandler = (request, res) => {
+  if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
+  if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
+  if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
+  if (request.url === '/v1/sandboxes/sb_test1/exec') return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+  if (request.url === '/v1/sandboxes/sb_missing') {
+    return sendError(res, 404, 'sandbox_not_found', 'No sandbox with id or name "sb_missing"', 'List sandboxes with `capsule ls -a`');
+  }
+  if (request.url === '/v1/sandboxes/sb_test1/exec/stream') {
+    const [how] = JSON.parse(request.body).cmd as string[];
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    res.write(JSON.stringify({ type: 'start', pid: 3 }) + '\n');
+    if (how === 'hang') return; // keeps streaming nothing until the client goes away
+    res.write(JSON.stringify({ type: 'stdout', data: binaryOutput.toString('base64') }) + '\n');
+    res.write(JSON.stringify({ type: 'stderr', data: Buffer.from('warn\n').toString('base64') }) + '\n');
+    const exit = how === 'killed' ? { exitCode: -1, signal: 'SIGKILL' } : { exitCode: Number(how) };
+    return void res.end(JSON.stringify({ type: 'exit', durationMs: 4, ...exit }) + '\n');
+  }
+  return sendError(res, 404, 'not_found', `stand-in has no route for ${request.method} ${request.url}`);
+};
+
+let daemon: StandInDaemon;
+
+beforeAll(async () => {
+  // Test what ships: compile the CLI (and the packages it references) first.
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-b', packageDir], { stdio: 'inherit' });
+  daemon = await startStandInDaemon(scriptedHandler);
+}, 180_000);
+
+afterEach(() => {
+  daemon.requests.length = 0;
+  daemon.handle(scriptedHandler);
+});
+
+afterAll(async () => {
+  await daemon.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const deletes = () => daemon.requests.filter((request) => request.method === 'DELETE').map((request) => request.url);
+
+describe('the built capsule CLI with a stand-in daemon', () => {
+  it('run streams raw bytes, exits with the command exit code and removes the sandbox', async () => {
+    const result = await startCli(['run', '--memory', '1G', '--', '7'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(7);
+    expect(result.stdout.equals(binaryOutput)).toBe(true);
+    expect(result.stderr).toBe('warn\n');
+    expect(JSON.parse(daemon.requests.find((request) => request.url === '/v1/sandboxes')?.body ?? '')).toEqual({ template: 'base', memoryMiB: 1024 });
+    expect(deletes()).toEqual(['/v1/sandboxes/sb_test1']);
+  });
+
+  it('exits 128+N when the command is killed by a signal, and --keep keeps the sandbox', async () => {
+    const result = await startCli(['run', '--keep', '--', 'killed'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(137);
+    expect(result.stderr).toContain('Kept sandbox sb_test1');
+    expect(deletes()).toEqual([]);
+  });
+
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('removes the sandbox when interrupted by %s and exits %i', async (signal, code) => {
+    const { child, done } = startCli(['run', '--', 'hang'], { CAPSULE_SOCKET: daemon.socketPath });
+    while (!daemon.requests.some((request) => request.url.endsWith('/exec/stream'))) await sleep(20);
+    await sleep(50);
+    child.kill(signal);
+    const result = await done;
+    expect(result.status).toBe(code);
+    expect(deletes()).toEqual(['/v1/sandboxes/sb_test1']);
+  });
+
+  it('exec exits with the command exit code', async () => {
+    const result = await startCli(['exec', 'sb_test1', '--', '0'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(0);
+    expect(result.stdout.equals(binaryOutput)).toBe(true);
+  });
+
+  it('exec passes Ctrl-C on to the command by its pid and exits 130, leaving the sandbox', async () => {
+    const { child, done } = startCli(['exec', 'sb_test1', '--', 'hang'], { CAPSULE_SOCKET: daemon.socketPath });
+    while (!daemon.requests.some((request) => request.url.endsWith('/exec/stream'))) await sleep(20);
+    await sleep(50);
+    child.kill('SIGINT');
+    const result = await done;
+    expect(result.status).toBe(130);
+    const forwarded = daemon.requests.find((request) => request.url === '/v1/sandboxes/sb_test1/exec');
+    expect(JSON.parse(forwarded?.body ?? '{}').cmd).toEqual(['/bin/sh', '-c', 'kill -s INT 3']);
+    expect(deletes()).toEqual([]);
+  });
+
+  it('prints a daemon error as one line with its hint, no stack trace, and exits 125', async () => {
+    const result = await startCli(['inspect', 'sb_missing'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(125);
+    expect(result.stdout.length).toBe(0);
+    expect(result.stderr).toBe('capsule: No sandbox with id or name "sb_missing"\nhint: List sandboxes with `capsule ls -a`\n');
+
+    const debug = await startCli(['inspect', '--debug', 'sb_missing'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(debug.stderr).toMatch(/NotFoundError: No sandbox[\s\S]*\n +at /);
+    expect(debug.stderr).toContain('code: sandbox_not_found, HTTP 404');
+  });
+
+  it('reports each failed id of rm and exits 125', async () => {
+    const result = await startCli(['rm', 'sb_test1', 'sb_missing'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(125);
+    expect(result.stdout.toString()).toBe('sb_test1\n');
+    expect(result.stderr).toBe('capsule: sb_missing: No sandbox with id or name "sb_missing"\nhint: List sandboxes with `capsule ls -a`\n');
+  });
+
+  it('exits 2 on usage errors', async () => {
+    const result = await startCli(['run', '--cpus', 'many', '--', 'true'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/^capsule: option '--cpus <n>' argument 'many' is invalid\. .*\nhint: see 'capsule run --help'\n$/);
+  });
+
+  it('says how to start the daemon when none runs and capsuled cannot be found', async () => {
+    // An empty PATH, so that a capsuled installed on this machine is not found and started.
+    const result = await startCli(['ls'], { CAPSULE_SOCKET: path.join(scratch, 'absent.sock'), CAPSULED_BIN: '', PATH: scratch }).done;
+    expect(result.status).toBe(125);
+    expect(result.stderr).toMatch(/^capsule: capsuled is not running on unix:.*absent\.sock and its binary was not found\nhint: .*CAPSULED_BIN/);
+  });
+
+  it('starts a daemon in the background when none runs, and `daemon stop` stops it by its pid', async () => {
+    // A stand-in capsuled: answers /health, /v1/info and /v1/templates on $CAPSULE_SOCKET.
+    const standInBinary = path.join(scratch, 'stand-in-capsuled.mjs');
+    writeFileSync(
+      standInBinary,
+      `import http from 'node:http';
+      const socketPath = process.env.CAPSULE_SOCKET;
+      const info = { version: '0.0.0-stand-in', pid: process.pid, accel: 'tcg', accelReason: 'stand-in', qemuVersion: '-', stateDir: '-',
+        runtimeDir: '-', socketPath, sandboxesRunning: 0, startedAt: new Date().toISOString() };
+      const server = http.createServer((req, res) => {
+        const body = req.url === '/v1/info' ? info : req.url === '/v1/templates' ? { templates: [] } : { status: 'ok' };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
+      console.log('stand-in capsuled listening on', socketPath);
+      server.listen(socketPath);
+      process.on('SIGTERM', () => server.close(() => process.exit(0)));`,
+    );
+    const socketPath = path.join(scratch, 'autostart.sock');
+    const env = { CAPSULE_SOCKET: socketPath, CAPSULED_BIN: standInBinary };
+    const templates = await startCli(['templates', '--json'], env).done;
+    expect(templates.stderr).toBe('Starting capsuled…\n');
+    expect(templates.status).toBe(0);
+    expect(JSON.parse(templates.stdout.toString())).toEqual([]);
+
+    const status = await startCli(['daemon', 'status', '--json'], env).done;
+    expect(status.status).toBe(0);
+    const { pid } = JSON.parse(status.stdout.toString()) as { pid: number };
+
+    const stop = await startCli(['daemon', 'stop'], env).done;
+    expect(stop.status).toBe(0);
+    expect(stop.stdout.toString()).toBe(`capsuled (pid ${pid}) stopped\n`);
+    expect(() => process.kill(pid, 0)).toThrow();
+
+    const after = await startCli(['daemon', 'status'], env).done;
+    expect(after.status).toBe(1);
+    expect(after.stdout.toString()).toBe('capsuled is not running\n');
+  });
+});

@@ -1,0 +1,57 @@
+// What every command action shares: the global flags, a client for the daemon's
+// socket, the progress reporter, and `daemonClient()`, which starts capsuled in
+// the background when a command needs it and none answers.
+import { CapsuleClient, defaultSocketPath } from '@capsule/sdk';
+import type { Command } from 'commander';
+import { isDaemonDown, startDaemon } from './daemon-process.js';
+import { Progress } from './progress.js';
+
+
+export interface GlobalFlags {
+  debug: boolean;
+  verbose: boolean;
+  socket: string | undefined;
+}
+
+/** The flags of the command line being run, kept for the error reporter in main. */
+export const lastSeenFlags: GlobalFlags = { debug: false, verbose: false, socket: undefined };
+
+export class CliContext {
+  readonly flags: GlobalFlags;
+  readonly progress: Progress;
+  #client: CapsuleClient | undefined;
+
+  constructor(flags: GlobalFlags) {
+    this.flags = flags;
+    this.progress = new Progress({ verbose: flags.verbose });
+  }
+
+  static of(command: Command): CliContext {
+    const options = command.optsWithGlobals<{ debug?: boolean; verbose?: boolean; socket?: string }>();
+    const flags = { debug: options.debug === true, verbose: options.verbose === true, socket: options.socket };
+    Object.assign(lastSeenFlags, flags);
+    return new CliContext(flags);
+  }
+
+  get socketPath(): string {
+    return this.flags.socket ?? defaultSocketPath();
+  }
+
+  /** A client that does not start the daemon (for status, stop, doctor). */
+  client(): CapsuleClient {
+    this.#client ??= new CapsuleClient({ socketPath: this.socketPath });
+    return this.#client;
+  }
+
+  /** A client whose daemon answers, starting capsuled first when none does. */
+  async daemonClient(): Promise<CapsuleClient> {
+    const client = this.client();
+    try {
+      await client.health({ requestTimeoutMs: 10_000 });
+    } catch (error) {
+      if (!isDaemonDown(error)) throw error;
+      await startDaemon(client, { socketPath: this.flags.socket, onLaunch: () => process.stderr.write('Starting capsuled…\n') });
+    }
+    return client;
+  }
+}

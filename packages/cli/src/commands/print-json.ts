@@ -1,0 +1,4 @@
+// `--json` output: the daemon's objects as they are, indented, on stdout.
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}

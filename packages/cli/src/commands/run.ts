@@ -1,0 +1,120 @@
+// `capsule run`: create a sandbox, stream one command in it, exit with the
+// command's code, and remove the sandbox whatever happened (Ctrl-C included)
+// unless --keep. A sandbox it made must never be left behind silently.
+import type { CreateSandboxRequest, ExecRequest } from '@capsule/protocol';
+import type { CapsuleClient } from '@capsule/sdk';
+import { Command } from 'commander';
+import { CliContext } from '../cli-context.js';
+import { formatError } from '../error-report.js';
+import { formatElapsed } from '../human-format.js';
+import { EXIT_CAPSULE_FAILURE, exitCodeOfInterruption } from '../exit-codes.js';
+import { Interrupts } from '../interrupts.js';
+import { collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
+import { forwardSignal, streamCommand } from '../stream-command.js';
+import { addGlobalOptions } from './global-options.js';
+
+interface RunOptions {
+  template?: string;
+  cpus?: number;
+  memory?: number;
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  name?: string;
+  timeout?: number;
+  keep?: boolean;
+}
+
+const REMOVE_TIMEOUT_MS = 60_000;
+
+/** Removes the sandbox; a failure is reported, not thrown, so the command's exit code survives it. */
+async function removeSandbox(context: CliContext, client: CapsuleClient, id: string): Promise<void> {
+  const failure = await context.progress.step(`Removing sandbox ${id}`, () =>
+    client.deleteSandbox(id, { requestTimeoutMs: REMOVE_TIMEOUT_MS }).then(() => undefined, (error: unknown) => error ?? new Error('unknown failure')),
+  );
+  if (failure !== undefined) {
+    const reason = failure instanceof Error ? failure.message : String(failure);
+    process.stderr.write(`capsule: could not remove sandbox ${id}: ${reason}\nhint: remove it with \`capsule rm ${id}\`\n`);
+    if (context.flags.debug) process.stderr.write(formatError(failure, { debug: true }));
+  }
+}
+
+async function runAction(cmd: string[], options: RunOptions, command: Command): Promise<void> {
+  const context = CliContext.of(command);
+  const client = await context.daemonClient();
+  const template = options.template ?? 'base';
+  const createRequest: CreateSandboxRequest = {
+    template,
+    ...(options.name !== undefined && { name: options.name }),
+    ...(options.cpus !== undefined && { vcpus: options.cpus }),
+    ...(options.memory !== undefined && { memoryMiB: options.memory }),
+    ...(options.env && { env: options.env }),
+  };
+  const execRequest: ExecRequest = {
+    cmd,
+    ...(options.cwd !== undefined && { cwd: options.cwd }),
+    ...(options.user !== undefined && { user: options.user }),
+    ...(options.timeout !== undefined && { timeoutMs: options.timeout }),
+  };
+
+  let sandboxId: string | undefined;
+  const interrupts = new Interrupts(() => {
+    const where = sandboxId ? `sandbox ${sandboxId} may still exist; remove it with \`capsule rm ${sandboxId}\`` : 'a sandbox may have been created; check with `capsule ls`';
+    process.stderr.write(`\ncapsule: stopped waiting; ${where}\n`);
+  });
+  try {
+    // Not aborted by Ctrl-C: only a finished create tells us which sandbox to remove.
+    const creating = context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(createRequest));
+    interrupts.signal.addEventListener('abort', () => {
+      if (sandboxId === undefined) process.stderr.write('\ncapsule: interrupted; removing the sandbox as soon as it exists (interrupt again to stop waiting)\n');
+    });
+    const sandbox = await creating;
+    sandboxId = sandbox.id;
+    context.progress.note(`Sandbox ${sandbox.id} is ${sandbox.state}${sandbox.bootMs !== undefined ? ` (booted in ${formatElapsed(sandbox.bootMs)})` : ''}`);
+
+    let exitCode: number = EXIT_CAPSULE_FAILURE;
+    let failure: unknown;
+    let pid: number | undefined;
+    try {
+      if (interrupts.received === undefined) {
+        exitCode = await streamCommand(client, sandbox.id, execRequest, { signal: interrupts.signal, onStart: (started) => (pid = started) });
+      }
+    } catch (error) {
+      failure = error;
+    }
+    if (interrupts.received !== undefined) {
+      // A kept sandbox outlives us, so the command must hear the signal; otherwise removal ends it.
+      if (options.keep && pid !== undefined) await forwardSignal(client, sandbox.id, pid, interrupts.received);
+      exitCode = exitCodeOfInterruption(interrupts.received);
+      failure = undefined;
+    }
+    if (options.keep) {
+      process.stderr.write(`Kept sandbox ${sandbox.id}; remove it with \`capsule rm ${sandbox.id}\`\n`);
+    } else {
+      await removeSandbox(context, client, sandbox.id);
+    }
+    if (failure !== undefined) throw failure;
+    process.exitCode = exitCode;
+  } finally {
+    interrupts.dispose();
+  }
+}
+
+export function runCommand(): Command {
+  return addGlobalOptions(
+    new Command('run')
+      .description('Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards')
+      .argument('<cmd...>', 'the command and its arguments (put them after --)')
+      .option('-t, --template <name>', 'template to boot from', 'base')
+      .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
+      .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
+      .option('-e, --env <K=V>', 'environment variable for the sandbox (repeatable; bare K copies it from here)', collectEnv)
+      .option('-w, --cwd <dir>', 'working directory of the command')
+      .option('-u, --user <user>', 'user to run the command as')
+      .option('--name <name>', 'name for the sandbox')
+      .option('--timeout <duration>', 'kill the command after this long (30s, 5m; 0 = never)', parseDurationMs)
+      .option('--keep', 'keep the sandbox after the command ends')
+      .passThroughOptions()
+      .action(runAction),
+  );
+}

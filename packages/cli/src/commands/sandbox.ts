@@ -1,0 +1,134 @@
+// The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
+// each available at the top level (`capsule ls`) and under `capsule sandbox`.
+// Human output by default; --json prints the daemon's objects unchanged.
+import type { CreateSandboxRequest } from '@capsule/protocol';
+import { Command } from 'commander';
+import { CliContext } from '../cli-context.js';
+import { formatError } from '../error-report.js';
+import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
+import { describeSandbox, sandboxTable } from '../human-format.js';
+import { collectEnv, collectMetadata, parseCpuCount, parseMemoryMiB } from '../option-parsers.js';
+import { addGlobalOptions } from './global-options.js';
+import { printJson } from './print-json.js';
+
+interface CreateOptions {
+  template?: string;
+  cpus?: number;
+  memory?: number;
+  name?: string;
+  env?: Record<string, string>;
+  metadata?: Record<string, string>;
+  json?: boolean;
+}
+
+function createCommand(): Command {
+  return addGlobalOptions(
+    new Command('create')
+      .description('Create a sandbox and print its id')
+      .option('-t, --template <name>', 'template to boot from', 'base')
+      .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
+      .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
+      .option('--name <name>', 'name for the sandbox')
+      .option('-e, --env <K=V>', 'environment variable (repeatable; bare K copies it from here)', collectEnv)
+      .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
+      .option('--json', 'print the whole sandbox as JSON')
+      .action(async (options: CreateOptions, command: Command) => {
+        const context = CliContext.of(command);
+        const client = await context.daemonClient();
+        const template = options.template ?? 'base';
+        const request: CreateSandboxRequest = {
+          template,
+          ...(options.name !== undefined && { name: options.name }),
+          ...(options.cpus !== undefined && { vcpus: options.cpus }),
+          ...(options.memory !== undefined && { memoryMiB: options.memory }),
+          ...(options.env && { env: options.env }),
+          ...(options.metadata && { metadata: options.metadata }),
+        };
+        const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
+        if (options.json) printJson(sandbox);
+        else process.stdout.write(`${sandbox.id}\n`);
+      }),
+  );
+}
+
+function listCommand(name: string): Command {
+  return addGlobalOptions(
+    new Command(name)
+      .description('List sandboxes (killed ones only with --all)')
+      .option('-a, --all', 'include killed sandboxes')
+      .option('-q, --quiet', 'print only ids')
+      .option('--json', 'print the sandboxes as a JSON array')
+      .action(async (options: { all?: boolean; quiet?: boolean; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const sandboxes = await client.listSandboxes({ all: options.all === true });
+        if (options.json) printJson(sandboxes);
+        else if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
+        else process.stdout.write(sandboxTable(sandboxes));
+      }),
+  );
+}
+
+function inspectCommand(): Command {
+  return addGlobalOptions(
+    new Command('inspect')
+      .description('Show a sandbox in detail, with its state history')
+      .argument('<sandbox>', 'sandbox id or name')
+      .option('--json', 'print the sandbox as JSON')
+      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const sandbox = await client.getSandbox(idOrName);
+        if (options.json) printJson(sandbox);
+        else process.stdout.write(describeSandbox(sandbox));
+      }),
+  );
+}
+
+function removeCommand(name: string): Command {
+  return addGlobalOptions(
+    new Command(name)
+      .description('Remove (kill) sandboxes; prints each id removed and reports each failure')
+      .argument('<sandbox...>', 'sandbox ids or names')
+      .action(async (idsOrNames: string[], _options: object, command: Command) => {
+        const context = CliContext.of(command);
+        const client = await context.daemonClient();
+        for (const idOrName of idsOrNames) {
+          try {
+            await client.deleteSandbox(idOrName);
+            process.stdout.write(`${idOrName}\n`);
+          } catch (error) {
+            process.stderr.write(formatError(error, { debug: context.flags.debug, subject: idOrName }));
+            process.exitCode = EXIT_CAPSULE_FAILURE;
+          }
+        }
+      }),
+  );
+}
+
+function logsCommand(): Command {
+  return addGlobalOptions(
+    new Command('logs')
+      .description("Print a sandbox's serial console log")
+      .argument('<sandbox>', 'sandbox id or name')
+      .option('--json', 'print {"id", "log"} as JSON')
+      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const log = await client.logs(idOrName);
+        if (options.json) printJson({ id: idOrName, log });
+        else process.stdout.write(log);
+      }),
+  );
+}
+
+/** Top-level shortcuts: ls, inspect, rm, logs. */
+export function sandboxShortcutCommands(): Command[] {
+  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand()];
+}
+
+/** `capsule sandbox create|ls|inspect|rm|logs`. */
+export function sandboxCommand(): Command {
+  const group = new Command('sandbox').description('Create, list, inspect and remove sandboxes');
+  for (const subcommand of [createCommand(), listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand()]) {
+    group.addCommand(subcommand);
+  }
+  return group;
+}

@@ -1,0 +1,106 @@
+// The host checks behind `capsule doctor`: QEMU, KVM and the accelerator the
+// daemon chose, the guest kernel, free disk and the daemon's socket. Each check
+// reports ok/warn/fail with a line of advice; none of them changes the host.
+import { execFile } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { CapsuleClient, DaemonInfo } from '@capsule/sdk';
+import { isDaemonDown, stateDir } from './daemon-process.js';
+import { formatBytes } from './human-format.js';
+
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  detail: string;
+}
+
+export const LOW_DISK_BYTES = 5 * 1024 ** 3;
+
+export function cacheDir(): string {
+  return process.env['CAPSULE_CACHE_DIR'] || '/var/cache/capsule';
+}
+
+export async function checkQemu(binary = 'qemu-system-x86_64'): Promise<CheckResult> {
+  try {
+    const { stdout } = await promisify(execFile)(binary, ['--version'], { timeout: 10_000 });
+    return { name: 'qemu', status: 'ok', detail: stdout.split('\n')[0]?.trim() || binary };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { name: 'qemu', status: 'fail', detail: `${binary} not found on PATH (Debian/Ubuntu: apt-get install qemu-system-x86)` };
+    return { name: 'qemu', status: 'fail', detail: `${binary} --version failed: ${(error as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** Combines what /dev/kvm looks like here with what the daemon, which probes KVM by booting, decided. */
+export async function checkAccel(info: DaemonInfo | undefined, kvmDevice = '/dev/kvm'): Promise<CheckResult> {
+  if (info?.accel === 'kvm') return { name: 'kvm', status: 'ok', detail: `capsuled uses KVM (${info.accelReason})` };
+  if (info?.accel === 'tcg') return { name: 'kvm', status: 'warn', detail: `capsuled uses TCG, sandboxes run slower: ${info.accelReason}` };
+  try {
+    await access(kvmDevice, fsConstants.R_OK | fsConstants.W_OK);
+    return { name: 'kvm', status: 'ok', detail: `${kvmDevice} is usable (capsuled probes whether KVM really works when it starts)` };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { name: 'kvm', status: 'warn', detail: `no ${kvmDevice}: sandboxes will run under TCG, slower` };
+    return { name: 'kvm', status: 'warn', detail: `${kvmDevice} exists but cannot be opened here (${code}): capsuled needs read/write access for KVM` };
+  }
+}
+
+/** The guest kit that `capsuled prepare` builds: its manifest at `guest/manifest.json` or `guest-manifest.json` in the cache dir. */
+export async function checkGuestKernel(folder = cacheDir()): Promise<CheckResult> {
+  for (const manifest of [path.join(folder, 'guest', 'manifest.json'), path.join(folder, 'guest-manifest.json')]) {
+    try {
+      await access(manifest, fsConstants.R_OK);
+      return { name: 'guest kernel', status: 'ok', detail: `manifest at ${manifest}` };
+    } catch {
+      // try the next place
+    }
+  }
+  return { name: 'guest kernel', status: 'fail', detail: `no guest kernel manifest in ${folder}: run \`capsuled prepare\` (CAPSULE_CACHE_DIR picks another folder)` };
+}
+
+/** Free space where sandboxes' disks go; the state dir may not exist yet, so its nearest existing parent is measured. */
+export async function checkDiskSpace(folder = stateDir()): Promise<CheckResult> {
+  let measured = path.resolve(folder);
+  for (;;) {
+    try {
+      const stats = await statfs(measured);
+      const free = stats.bavail * stats.bsize;
+      const status: CheckStatus = free < LOW_DISK_BYTES ? 'warn' : 'ok';
+      return { name: 'disk', status, detail: `${formatBytes(free)} free at ${measured}${status === 'warn' ? ` (below ${formatBytes(LOW_DISK_BYTES)}; templates and sandboxes need room)` : ''}` };
+    } catch (error) {
+      const parent = path.dirname(measured);
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === measured) {
+        return { name: 'disk', status: 'fail', detail: `cannot measure free space at ${folder}: ${(error as Error).message}` };
+      }
+      measured = parent;
+    }
+  }
+}
+
+/** Whether capsuled answers; not running is a warning (the CLI starts it on demand), a refusing socket a failure. */
+export async function checkDaemon(client: CapsuleClient): Promise<{ result: CheckResult; info: DaemonInfo | undefined }> {
+  try {
+    const info = await client.info({ requestTimeoutMs: 10_000 });
+    return { result: { name: 'daemon', status: 'ok', detail: `capsuled ${info.version} answers on ${client.transport.address} (pid ${info.pid})` }, info };
+  } catch (error) {
+    if (isDaemonDown(error)) {
+      return { result: { name: 'daemon', status: 'warn', detail: `capsuled is not running on ${client.transport.address} (commands start it; or \`capsule daemon start\`)` }, info: undefined };
+    }
+    const hint = (error as { hint?: string }).hint;
+    return { result: { name: 'daemon', status: 'fail', detail: `${(error as Error).message}${hint ? ` (${hint})` : ''}` }, info: undefined };
+  }
+}
+
+export async function runAllChecks(client: CapsuleClient): Promise<CheckResult[]> {
+  const daemon = await checkDaemon(client);
+  const [qemu, accel, guest, disk] = await Promise.all([checkQemu(), checkAccel(daemon.info), checkGuestKernel(), checkDiskSpace()]);
+  return [qemu, accel, guest, disk, daemon.result];
+}
+
+export function formatCheck(check: CheckResult): string {
+  return `${check.status.padEnd(4)}  ${check.name}: ${check.detail}`;
+}

@@ -1,0 +1,123 @@
+// Turns daemon objects into the text people read: tables, ages, sizes and the
+// `inspect` view. Pure functions of their inputs (the clock is a parameter), so
+// tests pin the output; `--json` output never goes through here.
+import type { DaemonInfo, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
+
+/** Left-aligned columns separated by three spaces, like docker's tables. */
+export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('   ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** `45s`, `3m`, `2h`, `5d` since `isoTime`; `-` for an unreadable time. */
+export function formatAge(isoTime: string, now: number = Date.now()): string {
+  const then = Date.parse(isoTime);
+  if (Number.isNaN(then)) return '-';
+  const seconds = Math.max(0, Math.floor((now - then) / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
+}
+
+/** `512M`, `1G`, `1.5G` for a size in MiB. */
+export function formatMemoryMiB(mib: number): string {
+  if (mib >= 1024) return `${Number((mib / 1024).toFixed(1))}G`;
+  return `${mib}M`;
+}
+
+/** `900 B`, `1.5 KiB`, `4.0 GiB`. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** `850 ms`, `4.8 s`, `2m 5s`. */
+export function formatElapsed(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60_000)}m ${Math.round((ms % 60_000) / 1000)}s`;
+}
+
+export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Date.now()): string {
+  return renderTable(
+    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'AGE'],
+    sandboxes.map((sandbox) => [
+      sandbox.id,
+      sandbox.name ?? '-',
+      sandbox.template,
+      sandbox.state,
+      String(sandbox.vcpus),
+      formatMemoryMiB(sandbox.memoryMiB),
+      formatAge(sandbox.createdAt, now),
+    ]),
+  );
+}
+
+export function templateTable(templates: readonly Template[], now: number = Date.now()): string {
+  return renderTable(
+    ['NAME', 'READY', 'CPUS', 'MEM', 'DISK', 'AGE'],
+    templates.map((template) => [
+      template.name,
+      template.ready ? 'yes' : 'no',
+      String(template.defaultVcpus),
+      formatMemoryMiB(template.defaultMemoryMiB),
+      formatBytes(template.rootfsBytes),
+      formatAge(template.createdAt, now),
+    ]),
+  );
+}
+
+function keyValueLines(pairs: readonly (readonly [string, string])[]): string[] {
+  const width = Math.max(...pairs.map(([key]) => key.length));
+  return pairs.map(([key, value]) => `${key.padEnd(width)}   ${value}`);
+}
+
+/** The human view of `capsule inspect`. */
+export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()): string {
+  const state = `${sandbox.state} (${sandbox.stateReason}${sandbox.stateMessage ? `: ${sandbox.stateMessage}` : ''})`;
+  const pairs: [string, string][] = [
+    ['ID', sandbox.id],
+    ['Name', sandbox.name ?? '-'],
+    ['Template', sandbox.template],
+    ['State', state],
+    ['CPUs', String(sandbox.vcpus)],
+    ['Memory', formatMemoryMiB(sandbox.memoryMiB)],
+    ['Accel', sandbox.accel],
+    ['Created', `${sandbox.createdAt} (${formatAge(sandbox.createdAt, now)} ago)`],
+  ];
+  if (sandbox.bootMs !== undefined) pairs.push(['Boot', formatElapsed(sandbox.bootMs)]);
+  if (sandbox.pid !== undefined) pairs.push(['PID', String(sandbox.pid)]);
+  const metadata = Object.entries(sandbox.metadata);
+  pairs.push(['Metadata', metadata.length === 0 ? '-' : metadata.map(([key, value]) => `${key}=${value}`).join(', ')]);
+  const lines = keyValueLines(pairs);
+  if (sandbox.history && sandbox.history.length > 0) {
+    lines.push('History');
+    const rows = sandbox.history.map((transition) => [transition.at, transition.state, transition.reason, transition.message ?? '']);
+    lines.push(...renderTable(['  AT', 'STATE', 'REASON', 'MESSAGE'], rows.map(([at, ...rest]) => [`  ${at}`, ...rest])).trimEnd().split('\n'));
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** The human view of `capsule daemon status`. */
+export function describeDaemon(info: DaemonInfo, now: number = Date.now()): string {
+  return (
+    keyValueLines([
+      ['capsuled', `${info.version}, running (pid ${info.pid}, up ${formatAge(info.startedAt, now)})`],
+      ['Accel', `${info.accel} (${info.accelReason})`],
+      ['QEMU', info.qemuVersion],
+      ['Sandboxes', `${info.sandboxesRunning} running`],
+      ['Socket', info.socketPath],
+      ['State dir', info.stateDir],
+      ['Runtime dir', info.runtimeDir],
+    ]).join('\n') + '\n'
+  );
+}

@@ -1,0 +1,63 @@
+import { InvalidArgumentError } from 'commander';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseKeyValue, parseMemoryMiB } from './option-parsers.js';
+
+describe('parseMemoryMiB', () => {
+  it.each([
+    ['512', 512], ['512M', 512], ['512m', 512], ['512MiB', 512], ['512MB', 512],
+    ['1G', 1024], ['1g', 1024], ['1.5GiB', 1536], ['2gb', 2048], ['262144K', 256], ['64G', 65536],
+  ])('reads %s as %i MiB', (text, mib) => {
+    expect(parseMemoryMiB(text)).toBe(mib);
+  });
+
+  it.each(['', 'lots', '1X', '-512', '1.5', '100K', '64', '65G', '1T'])('rejects %j', (text) => {
+    expect(() => parseMemoryMiB(text)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('parseCpuCount', () => {
+  it('accepts whole numbers within the limits', () => {
+    expect(parseCpuCount('1')).toBe(1);
+    expect(parseCpuCount('64')).toBe(64);
+  });
+  it.each(['0', '65', '1.5', 'two', ''])('rejects %j', (text) => {
+    expect(() => parseCpuCount(text)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('parseDurationMs', () => {
+  it.each([
+    ['30', 30_000], ['0', 0], ['1.5', 1500], ['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h', 3_600_000], ['1m30s', 90_000], ['1h0m5s', 3_605_000],
+  ])('reads %s as %i ms', (text, ms) => {
+    expect(parseDurationMs(text)).toBe(ms);
+  });
+  it.each(['', 'soon', '5 m', '5d', '1m30', '-1s', 's'])('rejects %j', (text) => {
+    expect(() => parseDurationMs(text)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('key=value options', () => {
+  afterEach(() => vi.unstubAllEnvs());
+
+  it('splits at the first = and keeps empty values', () => {
+    expect(parseKeyValue('A=b=c', 'x')).toEqual(['A', 'b=c']);
+    expect(parseKeyValue('A=', 'x')).toEqual(['A', '']);
+    expect(() => parseKeyValue('=b', 'x')).toThrow(InvalidArgumentError);
+  });
+
+  it('collects repeated --env into one map, later values winning, and copies bare names from this shell', () => {
+    vi.stubEnv('CAPSULE_TEST_TOKEN', 's3cret');
+    let env = collectEnv('A=1');
+    env = collectEnv('B=x=y', env);
+    env = collectEnv('A=2', env);
+    env = collectEnv('CAPSULE_TEST_TOKEN', env);
+    expect(env).toEqual({ A: '2', B: 'x=y', CAPSULE_TEST_TOKEN: 's3cret' });
+    expect(() => collectEnv('CAPSULE_TEST_UNSET_VARIABLE')).toThrow(/not set in this shell/);
+    expect(() => collectEnv('not a name')).toThrow(InvalidArgumentError);
+  });
+
+  it('collects --metadata and requires K=V', () => {
+    expect(collectMetadata('team=ml', collectMetadata('owner=ann'))).toEqual({ owner: 'ann', team: 'ml' });
+    expect(() => collectMetadata('team')).toThrow(InvalidArgumentError);
+  });
+});

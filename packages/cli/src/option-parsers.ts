@@ -1,0 +1,69 @@
+// Parsers for the CLI's option values (env and metadata K=V pairs, memory
+// sizes, CPU counts, durations). Pure functions: they throw commander's
+// InvalidArgumentError, which commander reports as a usage error (exit 2).
+import { limits } from '@capsule/protocol';
+import { InvalidArgumentError } from 'commander';
+
+const MIB_PER_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
+
+/** `512` (MiB), `512M`, `512MiB`, `1G`, `1.5GiB`, `1T` → MiB, within the daemon's limits. */
+export function parseMemoryMiB(value: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(value);
+  if (!match) throw new InvalidArgumentError(`"${value}" is not a memory size (examples: 512, 512M, 2G)`);
+  const mib = Number(match[1]) * (MIB_PER_UNIT[(match[2] ?? 'm').toLowerCase()] ?? 1);
+  if (!Number.isInteger(mib)) throw new InvalidArgumentError(`"${value}" is not a whole number of MiB`);
+  if (mib < limits.minMemoryMiB || mib > limits.maxMemoryMiB) {
+    throw new InvalidArgumentError(`memory must be between ${limits.minMemoryMiB} MiB and ${limits.maxMemoryMiB / 1024} GiB`);
+  }
+  return mib;
+}
+
+export function parseCpuCount(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number of CPUs`);
+  const cpus = Number(value);
+  if (cpus < limits.minVcpus || cpus > limits.maxVcpus) {
+    throw new InvalidArgumentError(`CPUs must be between ${limits.minVcpus} and ${limits.maxVcpus}`);
+  }
+  return cpus;
+}
+
+const MS_PER_UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `500ms`, `30s`, `5m`, `1h`, `1m30s`, or a bare number of seconds → milliseconds. `0` means none. */
+export function parseDurationMs(value: string): number {
+  const text = value.trim();
+  if (/^\d+(?:\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  const parts = [...text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  if (parts.length === 0 || parts.map((part) => part[0]).join('') !== text) {
+    throw new InvalidArgumentError(`"${value}" is not a duration (examples: 30s, 5m, 1h30m, 500ms)`);
+  }
+  return Math.round(parts.reduce((total, part) => total + Number(part[1]) * (MS_PER_UNIT[part[2] ?? 's'] ?? 1000), 0));
+}
+
+/** Splits `KEY=VALUE` at the first `=`; the value may be empty or contain `=`. */
+export function parseKeyValue(value: string, what: string): [string, string] {
+  const equals = value.indexOf('=');
+  if (equals <= 0) throw new InvalidArgumentError(`${what} "${value}" must look like KEY=VALUE`);
+  return [value.slice(0, equals), value.slice(equals + 1)];
+}
+
+/**
+ * For repeated `--env`: `K=V` sets K; a bare `K` copies K from this shell's
+ * environment, as `docker run -e K` does, and is an error when K is not set here.
+ */
+export function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  if (!value.includes('=')) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) throw new InvalidArgumentError(`--env "${value}" must look like KEY=VALUE or KEY`);
+    const local = process.env[value];
+    if (local === undefined) throw new InvalidArgumentError(`--env ${value}: no value given and ${value} is not set in this shell`);
+    return { ...previous, [value]: local };
+  }
+  const [key, envValue] = parseKeyValue(value, '--env');
+  return { ...previous, [key]: envValue };
+}
+
+/** For repeated `--metadata K=V`. */
+export function collectMetadata(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const [key, metadataValue] = parseKeyValue(value, '--metadata');
+  return { ...previous, [key]: metadataValue };
+}

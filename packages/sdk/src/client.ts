@@ -1,0 +1,306 @@
+// CapsuleClient: one method per endpoint of capsuled's REST API, typed with the
+// protocol's schemas. Every call takes an AbortSignal and a request timeout that
+// bounds waiting for the daemon, never the operation itself; bodies read are bounded.
+import {
+  defaultSocketPath as protocolDefaultSocketPath,
+  type CreateSandboxRequest,
+  type DaemonInfo,
+  type ExecEvent,
+  type ExecRequest,
+  type ExecResult,
+  type Sandbox as SandboxInfo,
+  type SandboxList,
+  type Template,
+  type TemplateList,
+} from '@capsule/protocol';
+import { debugLog } from './debug-log.js';
+import { CapsuleError, ConnectionError, InvalidArgumentError, TimeoutError, errorFromWire } from './errors.js';
+import { toExecEvent } from './exec-event.js';
+import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
+import { HttpTransport, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+/**
+ * createSandbox answers only once the guest's agent does, which the daemon
+ * bounds itself (2 minutes by default, more under TCG on a busy host), so its
+ * default wait is longer than other requests'.
+ */
+export const DEFAULT_CREATE_TIMEOUT_MS = 300_000;
+
+export interface ConnectionOptions {
+  /** Unix socket of capsuled. Default: see defaultSocketPath(). */
+  socketPath?: string;
+  /** TCP instead of the unix socket (for later: remote daemons). */
+  host?: string;
+  port?: number;
+  /** Any other way to reach the daemon; overrides socketPath/host/port. */
+  transport?: Transport;
+  /** How long to wait for the daemon to answer a request; 0 means forever. Default 60 s (createSandbox: 5 min). */
+  requestTimeoutMs?: number;
+  /** Longest NDJSON line accepted from a streaming response. Default 8 MiB. */
+  maxStreamLineBytes?: number;
+  /** Largest non-streaming response body accepted. Default 128 MiB. */
+  maxResponseBytes?: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Overrides the client's requestTimeoutMs for this call. */
+  requestTimeoutMs?: number;
+}
+
+/** What `execStream` yields: every ExecEvent except `error`, which it throws as a CapsuleError. */
+export type ExecStreamEvent = Exclude<ExecEvent, { type: 'error' }>;
+
+const MAX_ERROR_BODY_BYTES = 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024;
+const SDK_USER_AGENT = 'capsule-sdk/0.1.0';
+const trace = debugLog('capsule:http');
+
+/** Where capsuled listens, by the rule in @capsule/protocol; reads this process's environment by default. */
+export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return protocolDefaultSocketPath(env);
+}
+
+/** Fallback codes for error responses that lack a JSON error body (e.g. a proxy or an old daemon). */
+const fallbackCodeByStatus: Record<number, string> = { 400: 'invalid_argument', 401: 'unauthenticated', 404: 'not_found', 504: 'timeout' };
+
+interface Deadline {
+  signal: AbortSignal;
+  /** Stop the request timer but keep forwarding the caller's abort (for streams). */
+  stopTimer(): void;
+  dispose(): void;
+}
+
+function startDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number, what: string): Deadline {
+  const controller = new AbortController();
+  const forwardAbort = () => controller.abort(callerSignal?.reason);
+  if (callerSignal?.aborted) forwardAbort();
+  else callerSignal?.addEventListener('abort', forwardAbort, { once: true });
+  const timer =
+    timeoutMs > 0
+      ? setTimeout(() => {
+          controller.abort(
+            new TimeoutError('request_timeout', `capsuled did not answer ${what} within ${formatSeconds(timeoutMs)}`, {
+              hint: 'The daemon may be overloaded: check `capsule daemon status`, or raise requestTimeoutMs',
+            }),
+          );
+        }, timeoutMs)
+      : undefined;
+  timer?.unref();
+  return {
+    signal: controller.signal,
+    stopTimer: () => clearTimeout(timer),
+    dispose: () => {
+      clearTimeout(timer);
+      callerSignal?.removeEventListener('abort', forwardAbort);
+    },
+  };
+}
+
+/** Request bodies as traced: env values and stdin are secrets as often as not. */
+function redactedForTrace(body: unknown): string {
+  return JSON.stringify(body, (key, value: unknown) => {
+    if (key === 'env' && typeof value === 'object' && value !== null) return Object.fromEntries(Object.keys(value).map((name) => [name, '<redacted>']));
+    if (key === 'stdin' && typeof value === 'string') return `<${value.length} chars>`;
+    return value;
+  });
+}
+
+function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+async function readBody(response: TransportResponse, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of response.body) {
+    total += chunk.byteLength;
+    if (total > limit) {
+      response.cancel();
+      throw new CapsuleError('protocol_error', `capsuled sent a response larger than ${limit} bytes`);
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks);
+}
+
+function sandboxPath(idOrName: string, suffix = ''): string {
+  if (typeof idOrName !== 'string' || idOrName === '') {
+    throw new InvalidArgumentError('invalid_argument', 'A sandbox id or name is required');
+  }
+  return `/v1/sandboxes/${encodeURIComponent(idOrName)}${suffix}`;
+}
+
+export class CapsuleClient {
+  readonly transport: Transport;
+  readonly requestTimeoutMs: number;
+  readonly #createTimeoutMs: number;
+  readonly #maxStreamLineBytes: number;
+  readonly #maxResponseBytes: number;
+
+  constructor(options: ConnectionOptions = {}) {
+    this.transport =
+      options.transport ??
+      (options.host !== undefined
+        ? new HttpTransport({ host: options.host, port: options.port ?? 80 })
+        : new HttpTransport({ socketPath: options.socketPath ?? defaultSocketPath() }));
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.#createTimeoutMs = options.requestTimeoutMs ?? DEFAULT_CREATE_TIMEOUT_MS;
+    this.#maxStreamLineBytes = options.maxStreamLineBytes ?? DEFAULT_MAX_NDJSON_LINE_BYTES;
+    this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+  }
+
+  async health(options?: CallOptions): Promise<{ status: string }> {
+    return this.#json('GET', '/health', undefined, options);
+  }
+
+  async info(options?: CallOptions): Promise<DaemonInfo> {
+    return this.#json('GET', '/v1/info', undefined, options);
+  }
+
+  async listTemplates(options?: CallOptions): Promise<Template[]> {
+    return (await this.#json<TemplateList>('GET', '/v1/templates', undefined, options)).templates;
+  }
+
+  /** Resolves once the sandbox runs and its agent answered. */
+  async createSandbox(request: CreateSandboxRequest, options: CallOptions = {}): Promise<SandboxInfo> {
+    return this.#json('POST', '/v1/sandboxes', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
+  /** Sandboxes that are not killed; with `all`, killed ones too. */
+  async listSandboxes(filter: { all?: boolean } = {}, options?: CallOptions): Promise<SandboxInfo[]> {
+    const route = filter.all ? '/v1/sandboxes?all=true' : '/v1/sandboxes';
+    return (await this.#json<SandboxList>('GET', route, undefined, options)).sandboxes;
+  }
+
+  async getSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('GET', sandboxPath(idOrName), undefined, options);
+  }
+
+  async deleteSandbox(idOrName: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', sandboxPath(idOrName), undefined, options);
+  }
+
+  /**
+   * Runs a command to completion and returns its output (each stream cut at
+   * limits.execOutputLimitBytes). The daemon answers only when the command ends, so
+   * the request timeout is added to `request.timeoutMs`, and without one it does not apply.
+   */
+  async exec(idOrName: string, request: ExecRequest, options: CallOptions = {}): Promise<ExecResult> {
+    const commandTimeoutMs = request.timeoutMs ?? 0;
+    const requestTimeoutMs = commandTimeoutMs > 0 ? commandTimeoutMs + (options.requestTimeoutMs ?? this.requestTimeoutMs) : 0;
+    return this.#json('POST', sandboxPath(idOrName, '/exec'), request, { ...options, requestTimeoutMs });
+  }
+
+  /**
+   * Runs a command and yields its events as they arrive; output data is base64.
+   * The last event is `exit`; an `error` event is thrown as a CapsuleError. The
+   * request timeout covers only the wait for the stream to begin. Stopping the
+   * iteration early (break, abort) closes the connection.
+   */
+  async *execStream(idOrName: string, request: ExecRequest, options: CallOptions = {}): AsyncGenerator<ExecStreamEvent, void, undefined> {
+    const route = sandboxPath(idOrName, '/exec/stream');
+    const { response, deadline } = await this.#send('POST', route, request, options, 'application/x-ndjson');
+    try {
+      deadline.stopTimer();
+      if (response.status >= 300) throw await this.#errorFrom(response, 'POST', route);
+      for await (const value of parseNdjson(response.body, { maxLineBytes: this.#maxStreamLineBytes })) {
+        const event = toExecEvent(value);
+        if (event === undefined) continue;
+        if (event.type === 'error') throw errorFromWire(event);
+        yield event;
+        if (event.type === 'exit') return;
+      }
+      throw new ConnectionError('connection_lost', 'The exec stream ended before the command exited', {
+        hint: 'Check that capsuled is still running with `capsule daemon status`',
+      });
+    } finally {
+      response.cancel();
+      deadline.dispose();
+    }
+  }
+
+  /** The sandbox's serial console log (bounded by the daemon). */
+  async logs(idOrName: string, options?: CallOptions): Promise<string> {
+    const route = sandboxPath(idOrName, '/logs');
+    const { response, deadline } = await this.#send('GET', route, undefined, options, 'text/plain');
+    try {
+      if (response.status >= 300) throw await this.#errorFrom(response, 'GET', route);
+      return (await readBody(response, this.#maxResponseBytes)).toString('utf8');
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  async openapi(options?: CallOptions): Promise<unknown> {
+    return this.#json('GET', '/openapi.json', undefined, options);
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+
+  async #json<T>(method: TransportRequest['method'], route: string, body: unknown, options: CallOptions = {}): Promise<T> {
+    const { response, deadline } = await this.#send(method, route, body, options, 'application/json');
+    try {
+      if (response.status >= 300) throw await this.#errorFrom(response, method, route);
+      const bytes = await readBody(response, this.#maxResponseBytes);
+      if (response.status === 204 || bytes.length === 0) return undefined as T;
+      try {
+        return JSON.parse(bytes.toString('utf8')) as T;
+      } catch {
+        throw new CapsuleError('protocol_error', `capsuled answered ${method} ${route} with a body that is not JSON`, { status: response.status });
+      }
+    } finally {
+      deadline.dispose();
+    }
+  }
+
+  async #send(
+    method: TransportRequest['method'],
+    route: string,
+    body: unknown,
+    options: CallOptions = {},
+    accept: string,
+  ): Promise<{ response: TransportResponse; deadline: Deadline }> {
+    const timeoutMs = options.requestTimeoutMs ?? this.requestTimeoutMs;
+    const deadline = startDeadline(options.signal, timeoutMs, `${method} ${route}`);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: Record<string, string> = { accept, 'user-agent': SDK_USER_AGENT };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const startedAt = Date.now();
+    if (trace.enabled) trace(`→ ${method} ${route}${body === undefined ? '' : ` ${redactedForTrace(body).slice(0, 500)}`}`);
+    try {
+      const response = await this.transport.request({ method, path: route, headers, body: payload, signal: deadline.signal });
+      trace(`← ${response.status} ${method} ${route} (${Date.now() - startedAt} ms)`);
+      return { response, deadline };
+    } catch (error) {
+      deadline.dispose();
+      trace(`✗ ${method} ${route}: ${String(error)}`);
+      throw error;
+    }
+  }
+
+  async #errorFrom(response: TransportResponse, method: string, route: string): Promise<CapsuleError> {
+    const text = (await readBody(response, MAX_ERROR_BODY_BYTES)).toString('utf8');
+    trace(`← error body ${text.slice(0, 500)}`);
+    let wire: unknown;
+    try {
+      wire = (JSON.parse(text) as { error?: unknown }).error;
+    } catch {
+      wire = undefined;
+    }
+    if (
+      typeof wire === 'object' && wire !== null &&
+      typeof (wire as { code?: unknown }).code === 'string' &&
+      typeof (wire as { message?: unknown }).message === 'string'
+    ) {
+      const { code, message, hint } = wire as { code: string; message: string; hint?: unknown };
+      return errorFromWire({ code, message, hint: typeof hint === 'string' ? hint : undefined }, response.status);
+    }
+    const code = fallbackCodeByStatus[response.status] ?? 'internal';
+    const snippet = text.trim().slice(0, 200);
+    return errorFromWire({ code, message: `capsuled answered ${method} ${route} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}` }, response.status);
+  }
+}

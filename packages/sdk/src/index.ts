@@ -1,0 +1,35 @@
+// The public API of @capsule/sdk. Anything not exported here is internal and may change.
+export { Sandbox, type SandboxCreateOptions, type SandboxConnectOptions, type SandboxListOptions } from './sandbox.js';
+export { Commands, DEFAULT_COMMAND_TIMEOUT_MS, toArgv, type CommandResult, type CommandRunOptions } from './commands.js';
+export {
+  CapsuleClient,
+  DEFAULT_CREATE_TIMEOUT_MS,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  defaultSocketPath,
+  type CallOptions,
+  type ConnectionOptions,
+  type ExecStreamEvent,
+} from './client.js';
+export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
+export {
+  CapsuleError,
+  CommandExitError,
+  ConnectionError,
+  InvalidArgumentError,
+  NotFoundError,
+  TimeoutError,
+  errorFromWire,
+  type CapsuleErrorDetails,
+  type LocalErrorCode,
+} from './errors.js';
+export type {
+  CreateSandboxRequest,
+  DaemonInfo,
+  ExecEvent,
+  ExecRequest,
+  ExecResult,
+  Sandbox as SandboxInfo,
+  SandboxState,
+  StateTransition,
+  Template as TemplateInfo,
+} from '@capsule/protocol';

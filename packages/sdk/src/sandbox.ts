@@ -1,0 +1,114 @@
+// The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
+// factories that create, connect, list and kill, and an instance whose concerns
+// are grouped (`sandbox.commands`). It holds no state the daemon does not own.
+import type { CreateSandboxRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
+import { CapsuleClient, type ConnectionOptions } from './client.js';
+import { Commands } from './commands.js';
+import { NotFoundError } from './errors.js';
+
+export interface SandboxCreateOptions extends ConnectionOptions {
+  /** Template to boot from. Default: the daemon's default, `base`. */
+  template?: string;
+  name?: string;
+  vcpus?: number;
+  memoryMiB?: number;
+  env?: Record<string, string>;
+  metadata?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+export interface SandboxConnectOptions extends ConnectionOptions {
+  signal?: AbortSignal;
+}
+
+export interface SandboxListOptions extends ConnectionOptions {
+  /** Include killed sandboxes. */
+  all?: boolean;
+  signal?: AbortSignal;
+}
+
+function callOptions(options: { signal?: AbortSignal | undefined }) {
+  return options.signal ? { signal: options.signal } : {};
+}
+
+export class Sandbox {
+  readonly id: string;
+  readonly commands: Commands;
+  /** The client this sandbox talks through, for endpoints without a helper here. */
+  readonly client: CapsuleClient;
+  #info: SandboxInfo;
+
+  private constructor(client: CapsuleClient, info: SandboxInfo) {
+    this.client = client;
+    this.id = info.id;
+    this.#info = info;
+    this.commands = new Commands(client, info.id);
+  }
+
+  /** What the daemon said about this sandbox when last asked; `getInfo()` asks again. */
+  get info(): SandboxInfo {
+    return this.#info;
+  }
+
+  /** Creates a sandbox and resolves when it runs and its agent answered. */
+  static create(options?: SandboxCreateOptions): Promise<Sandbox>;
+  static create(template: string, options?: SandboxCreateOptions): Promise<Sandbox>;
+  static async create(templateOrOptions?: string | SandboxCreateOptions, maybeOptions: SandboxCreateOptions = {}): Promise<Sandbox> {
+    const options = typeof templateOrOptions === 'string' ? { ...maybeOptions, template: templateOrOptions } : (templateOrOptions ?? {});
+    const client = new CapsuleClient(options);
+    const request: CreateSandboxRequest = {
+      ...(options.template !== undefined && { template: options.template }),
+      ...(options.name !== undefined && { name: options.name }),
+      ...(options.vcpus !== undefined && { vcpus: options.vcpus }),
+      ...(options.memoryMiB !== undefined && { memoryMiB: options.memoryMiB }),
+      ...(options.env && { env: options.env }),
+      ...(options.metadata && { metadata: options.metadata }),
+    };
+    return new Sandbox(client, await client.createSandbox(request, callOptions(options)));
+  }
+
+  /** Attaches to an existing sandbox by id or name; throws NotFoundError if there is none. */
+  static async connect(idOrName: string, options: SandboxConnectOptions = {}): Promise<Sandbox> {
+    const client = new CapsuleClient(options);
+    return new Sandbox(client, await client.getSandbox(idOrName, callOptions(options)));
+  }
+
+  /** Sandboxes that are not killed (with `all`, killed ones too). */
+  static async list(options: SandboxListOptions = {}): Promise<SandboxInfo[]> {
+    const client = new CapsuleClient(options);
+    try {
+      return await client.listSandboxes({ all: options.all ?? false }, callOptions(options));
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Kills a sandbox by id or name. Resolves false when there was no such sandbox. */
+  static async kill(idOrName: string, options: SandboxConnectOptions = {}): Promise<boolean> {
+    const client = new CapsuleClient(options);
+    try {
+      await client.deleteSandbox(idOrName, callOptions(options));
+      return true;
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      throw error;
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Kills this sandbox; killing one that is already gone is not an error. */
+  async kill(options: { signal?: AbortSignal } = {}): Promise<void> {
+    try {
+      await this.client.deleteSandbox(this.id, callOptions(options));
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+    }
+  }
+
+  /** Asks the daemon for this sandbox's current state (with its history) and remembers it. */
+  async getInfo(options: { signal?: AbortSignal } = {}): Promise<SandboxInfo> {
+    this.#info = await this.client.getSandbox(this.id, callOptions(options));
+    return this.#info;
+  }
+}
