@@ -1,8 +1,7 @@
 // Where capsuled keeps things. Every location can be moved with an environment
 // variable so tests can run a private daemon beside a user's one; the guest kit
 // cache is shared on purpose, because rebuilding it is the slow part of setup.
-import path from 'node:path';
-import { DEFAULT_SOCKET_PATH, SOCKET_ENV } from '@capsule/protocol';
+import { defaultSocketPath } from '@capsule/protocol';
 
 export interface DaemonConfig {
   /** Durable state: the database, sandbox disks, templates. */
@@ -31,7 +30,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     stateDir: env.CAPSULE_STATE_DIR ?? '/var/lib/capsule',
     runtimeDir,
     cacheDir: env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule',
-    socketPath: env[SOCKET_ENV] ?? (env.CAPSULE_RUNTIME_DIR ? path.join(runtimeDir, 'capsuled.sock') : DEFAULT_SOCKET_PATH),
+    socketPath: defaultSocketPath(env),
     accel,
     bootTimeoutMs: positiveInt(env.CAPSULE_BOOT_TIMEOUT_MS, 120_000),
     memoryBudgetMiB: positiveInt(env.CAPSULE_MEMORY_BUDGET_MIB, 0),

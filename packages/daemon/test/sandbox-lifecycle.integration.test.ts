@@ -1,9 +1,10 @@
 // Real microVMs end to end through the REST API: create, exec, delete; and
 // what must never leak when things go wrong.
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { eventually, TestDaemon } from './fixture.js';
 
 describe('sandbox lifecycle (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
@@ -86,6 +87,29 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
     const stderr = events.filter((e) => e.type === 'stderr').map((e) => Buffer.from(e.data, 'base64').toString()).join('');
     expect([stdout, stderr]).toEqual(['a', 'b']);
     expect(events.at(-1)).toMatchObject({ type: 'exit', exitCode: 2 });
+  });
+
+  it('kills a streaming command when its client goes away', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request(
+        { socketPath: daemon.socketPath, method: 'POST', path: `/v1/sandboxes/${id}/exec/stream`, headers: { 'content-type': 'application/json' } },
+        (res) => {
+          res.once('data', () => {
+            req.destroy(); // The first line is the start event: the command is running.
+            resolve();
+          });
+        },
+      );
+      req.on('error', () => undefined);
+      req.end(JSON.stringify({ cmd: ['sleep', '321'] }));
+      setTimeout(() => reject(new Error('no start event')), 30_000);
+    });
+    const gone = await eventually(async () => {
+      // pgrep exits 1 when nothing matches; its own command line does not start with "sleep".
+      const res = await exec({ cmd: ['pgrep', '-f', '^sleep 321$'] });
+      return res.body.exitCode === 1 ? true : undefined;
+    }, 15_000, 'the orphaned command to be killed');
+    expect(gone).toBe(true);
   });
 
   it('keeps large output intact', async () => {

@@ -2,6 +2,7 @@
 // clients reach it), request validation from the TypeBox schemas in
 // @capsule/protocol, and one error handler mapping CapsuleError codes to HTTP.
 import fs from 'node:fs';
+import type { ServerResponse } from 'node:http';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
@@ -121,7 +122,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   app.post<{ Params: { id: string }; Body: ExecRequest }>(
     '/v1/sandboxes/:id/exec',
     { schema: { params: IdParams, body: ExecRequest, response: { 200: ExecResult, ...errorResponses } } },
-    async (request) => await ctx.manager.exec(request.params.id, request.body, abortOnClose(request.raw)),
+    async (request, reply) => await ctx.manager.exec(request.params.id, request.body, abortOnClose(reply.raw)),
   );
 
   app.post<{ Params: { id: string }; Body: ExecRequest }>(
@@ -135,7 +136,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       },
     },
     async (request, reply) => {
-      const events = await ctx.manager.execStream(request.params.id, request.body, abortOnClose(request.raw));
+      const events = await ctx.manager.execStream(request.params.id, request.body, abortOnClose(reply.raw));
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -166,9 +167,11 @@ function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
 }
 
 /** An AbortSignal that fires when the client goes away before the response is done. */
-function abortOnClose(req: import('node:http').IncomingMessage): AbortSignal {
+function abortOnClose(res: ServerResponse): AbortSignal {
   const controller = new AbortController();
-  req.socket.once('close', () => controller.abort(new Error('the client disconnected')));
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
+  });
   return controller.signal;
 }
 

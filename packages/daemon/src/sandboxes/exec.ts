@@ -52,10 +52,14 @@ export async function* execEvents(agent: AgentClient, request: ExecRequest, sign
   const [cmd, ...args] = request.cmd;
   if (cmd === undefined || cmd === '') throw new CapsuleError('invalid_argument', 'the command is empty', { hint: 'pass the program and its arguments, e.g. ["echo", "hi"]' });
   const abort = new AbortController();
-  const onAbort = () => abort.abort(signal.reason);
+  let pid: number | undefined;
+  // A client that goes away takes its command with it: nothing is left running unobserved.
+  const onAbort = () => {
+    if (pid !== undefined) void killQuietly(agent, pid);
+    abort.abort(signal.reason);
+  };
   signal.addEventListener('abort', onAbort, { once: true });
   let timedOut = false;
-  let pid: number | undefined;
   const timer = request.timeoutMs
     ? setTimeout(() => {
         timedOut = true;

@@ -18,6 +18,7 @@ import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
 import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
 import { QmpClient as Qmp } from '../vmm/qmp.js';
 import { findRunningVm, startVm, stopVm, VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
+import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 
@@ -95,7 +96,7 @@ export class SandboxManager {
     try {
       const qmp = await Qmp.connect(paths.qmpSocket, { timeoutMs: 5000 });
       const vm = this.attach(record.id, pid, qmp);
-      await vm.agent.health(10_000);
+      await this.waitForHealthyAgent(record.id, vm, Date.now() + 15_000);
       this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');
     } catch (err) {
       this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not adopt sandbox; stopping it');
@@ -224,6 +225,7 @@ export class SandboxManager {
         rootDisk: overlay,
         hostname: hostnameFor(id),
         agentPortId: AGENT_PORT_DEVICE_ID,
+        tscKhz: await hostTscKhz(),
       };
       const { pid, qmp } = await startVm(spec, paths);
       const vm = this.attach(id, pid, qmp);
@@ -274,9 +276,18 @@ export class SandboxManager {
     } catch (err) {
       throw new Error(`the guest agent did not start: ${errorMessage(err)}`);
     }
+    await this.waitForHealthyAgent(id, vm, deadline);
+  }
+
+  /**
+   * Retries the agent's health check until `deadline`. A retry matters after a
+   * reconnect too: a write the guest had in flight when the previous host side
+   * left may arrive first on the new connection and break that HTTP/2 session.
+   */
+  private async waitForHealthyAgent(id: string, vm: LiveVm, deadline: number): Promise<void> {
     for (;;) {
       try {
-        await vm.agent.health(Math.min(5000, remaining()));
+        await vm.agent.health(Math.max(1, Math.min(5000, deadline - Date.now())));
         return;
       } catch (err) {
         if (Date.now() >= deadline || !isProcessAlive(vm.pid)) throw new Error(`the guest agent did not answer: ${errorMessage(err)}`);

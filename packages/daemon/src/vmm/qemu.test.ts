@@ -41,4 +41,10 @@ describe('qemu command line', () => {
     expect(after('-pidfile')).toEqual(['/run/x/qemu.pid']);
     expect(kernelCommandLine(spec)).toContain('capsule.hostname=sb-x');
   });
+
+  it('tells TCG guests the host TSC frequency, and KVM guests nothing', () => {
+    expect(kernelCommandLine({ ...spec, tscKhz: 2596100 })).toContain('tsc_early_khz=2596100 tsc=reliable');
+    expect(kernelCommandLine({ ...spec, accel: 'kvm', tscKhz: 2596100 })).not.toContain('tsc_early_khz');
+    expect(kernelCommandLine(spec)).not.toContain('tsc_early_khz');
+  });
 });

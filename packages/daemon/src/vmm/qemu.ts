@@ -24,6 +24,8 @@ export interface VmSpec {
   hostname: string;
   /** QEMU device id of the agent port; named in the VSERPORT_CHANGE events. */
   agentPortId: string;
+  /** Host TSC frequency for TCG guests (see tsc.ts); undefined leaves the guest to calibrate. */
+  tscKhz?: number | undefined;
 }
 
 /** The transient files of one VM: sockets, pid file and QEMU's own log. */
@@ -46,8 +48,10 @@ export class VmRuntimePaths {
   }
 }
 
-export function kernelCommandLine(spec: Pick<VmSpec, 'hostname'>): string {
-  return ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'random.trust_cpu=on', `capsule.hostname=${spec.hostname}`].join(' ');
+export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz'>): string {
+  const args = ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'random.trust_cpu=on', `capsule.hostname=${spec.hostname}`];
+  if (spec.accel === 'tcg' && spec.tscKhz !== undefined) args.push(`tsc_early_khz=${spec.tscKhz}`, 'tsc=reliable');
+  return args.join(' ');
 }
 
 export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {

@@ -50,7 +50,7 @@ describe.skipIf(!manifest)('QMP client (real QEMU)', () => {
     const resumed = qmp.waitForEvent((e) => e.event === 'RESUME', 5000);
     await qmp.execute('cont');
     expect((await resumed).event).toBe('RESUME');
-    const closed = new Promise((r) => qmp.once('close', r));
+    const closed = new Promise<void>((r) => qmp.once('close', () => r()));
     await qmp.execute('quit').catch(() => undefined);
     await closed;
     expect(qmp.isClosed).toBe(true);
