@@ -1,0 +1,43 @@
+// The built `capsule` CLI against a real capsuled and real microVMs: the
+// README's main command, exit codes, and errors with hints.
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
+
+describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
+  const daemon = new TestDaemon();
+  const capsule = (...args: string[]) =>
+    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', timeout: 170_000 });
+
+  beforeAll(() => daemon.start());
+  afterAll(() => daemon.destroy());
+
+  it('runs a command in a fresh microVM, prints its output and removes the sandbox', () => {
+    const res = capsule('run', '--', 'python3', '-c', 'import platform; print("hello from", platform.node())');
+    expect(res.stderr).not.toMatch(/capsule:/);
+    expect(res.status).toBe(0);
+    expect(res.stdout).toMatch(/^hello from sb-[a-z2-7]{20}\n$/);
+    expect(daemon.qemuPids()).toEqual([]);
+    const all = JSON.parse(capsule('ls', '--all', '--json').stdout);
+    expect(all.map((s: { state: string }) => s.state)).toEqual(['killed']);
+  });
+
+  it("exits with the command's own exit code, and 125 for Capsule's failures", () => {
+    expect(capsule('run', '--', 'sh', '-c', 'echo to-stderr >&2; exit 42')).toMatchObject({ status: 42, stderr: expect.stringContaining('to-stderr') });
+    const bad = capsule('run', '--template', 'nope', '--', 'true');
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/^capsule: template "nope" does not exist\nhint: /);
+  });
+
+  it('creates, execs in, inspects and removes a named sandbox', () => {
+    const created = capsule('sandbox', 'create', '--name', 'cli-test', '--env', 'GREETING=hi');
+    expect(created.status, created.stderr).toBe(0);
+    const id = created.stdout.trim();
+    expect(id).toMatch(/^sb_/);
+    expect(capsule('exec', 'cli-test', '--', 'sh', '-c', 'echo $GREETING; exit 5')).toMatchObject({ status: 5, stdout: 'hi\n' });
+    expect(JSON.parse(capsule('inspect', 'cli-test', '--json').stdout)).toMatchObject({ id, state: 'running' });
+    expect(capsule('logs', id).stdout).toContain('capsule.agent');
+    expect(capsule('rm', id).status).toBe(0);
+    expect(capsule('rm', id, 'sb_missing').status).toBe(125);
+  });
+});

@@ -1,0 +1,47 @@
+// The SDK against a real capsuled and real microVMs: the README's example.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CommandExitError, NotFoundError, Sandbox, TimeoutError } from '../src/index.js';
+import { TestDaemon } from '../../daemon/test/fixture.js';
+
+describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
+  const daemon = new TestDaemon();
+  let sandbox: Sandbox;
+
+  beforeAll(async () => {
+    await daemon.start();
+    sandbox = await Sandbox.create({ template: 'base', memoryMiB: 384, socketPath: daemon.socketPath, metadata: { suite: 'sdk' } });
+  });
+  afterAll(async () => {
+    await sandbox?.kill().catch(() => undefined);
+    await daemon.destroy();
+  });
+
+  it('runs a string command through bash and streams its output', async () => {
+    const chunks: string[] = [];
+    const result = await sandbox.commands.run('python3 -c "print(6 * 7)"; echo done', { onStdout: (c) => chunks.push(c) });
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toBe('42\ndone\n');
+    expect(chunks.join('')).toBe('42\ndone\n');
+  });
+
+  it('throws CommandExitError with the exit code and output of a failing command', async () => {
+    const err = await sandbox.commands.run(['sh', '-c', 'echo bad >&2; exit 3']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandExitError);
+    expect((err as CommandExitError).exitCode).toBe(3);
+    expect((err as CommandExitError).stderr).toBe('bad\n');
+  });
+
+  it('times out a command with TimeoutError', async () => {
+    await expect(sandbox.commands.run(['sleep', '30'], { timeoutMs: 500 })).rejects.toBeInstanceOf(TimeoutError);
+  });
+
+  it('connects to, lists and kills sandboxes', async () => {
+    const again = await Sandbox.connect(sandbox.id, { socketPath: daemon.socketPath });
+    expect(again.info.metadata).toEqual({ suite: 'sdk' });
+    const listed = await Sandbox.list({ socketPath: daemon.socketPath });
+    expect(listed.map((s) => s.id)).toContain(sandbox.id);
+    await again.kill();
+    await expect(Sandbox.connect('sb_nosuchsandboxxxxxxx', { socketPath: daemon.socketPath })).rejects.toBeInstanceOf(NotFoundError);
+    expect((await sandbox.getInfo()).state).toBe('killed');
+  });
+});
