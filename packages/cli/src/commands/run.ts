@@ -1,7 +1,7 @@
 // `capsule run`: create a sandbox, stream one command in it, exit with the
 // command's code, and remove the sandbox whatever happened (Ctrl-C included)
 // unless --keep. A sandbox it made must never be left behind silently.
-import type { CreateSandboxRequest, ExecRequest } from '@capsule/protocol';
+import type { ExecRequest } from '@capsule/protocol';
 import type { CapsuleClient } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
@@ -11,16 +11,12 @@ import { EXIT_CAPSULE_FAILURE, exitCodeOfInterruption } from '../exit-codes.js';
 import { Interrupts } from '../interrupts.js';
 import { collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { forwardSignal, streamCommand } from '../stream-command.js';
+import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 
-interface RunOptions {
-  template?: string;
-  cpus?: number;
-  memory?: number;
-  env?: Record<string, string>;
+interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
   cwd?: string;
   user?: string;
-  name?: string;
   timeout?: number;
   keep?: boolean;
 }
@@ -42,14 +38,8 @@ async function removeSandbox(context: CliContext, client: CapsuleClient, id: str
 async function runAction(cmd: string[], options: RunOptions, command: Command): Promise<void> {
   const context = CliContext.of(command);
   const client = await context.daemonClient();
-  const template = options.template ?? 'base';
-  const createRequest: CreateSandboxRequest = {
-    template,
-    ...(options.name !== undefined && { name: options.name }),
-    ...(options.cpus !== undefined && { vcpus: options.cpus }),
-    ...(options.memory !== undefined && { memoryMiB: options.memory }),
-    ...(options.env && { env: options.env }),
-  };
+  const createRequest = toCreateRequest(options);
+  const { template } = createRequest;
   const execRequest: ExecRequest = {
     cmd,
     ...(options.cwd !== undefined && { cwd: options.cwd }),
@@ -105,7 +95,7 @@ export function runCommand(): Command {
     new Command('run')
       .description('Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards')
       .argument('<cmd...>', 'the command and its arguments (put them after --)')
-      .option('-t, --template <name>', 'template to boot from', 'base')
+      .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('-e, --env <K=V>', 'environment variable for the sandbox (repeatable; bare K copies it from here)', collectEnv)

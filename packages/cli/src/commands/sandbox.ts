@@ -1,23 +1,17 @@
 // The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
-import type { CreateSandboxRequest } from '@capsule/protocol';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeSandbox, sandboxTable } from '../human-format.js';
 import { collectEnv, collectMetadata, parseCpuCount, parseMemoryMiB } from '../option-parsers.js';
+import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 
-interface CreateOptions {
-  template?: string;
-  cpus?: number;
-  memory?: number;
-  name?: string;
-  env?: Record<string, string>;
-  metadata?: Record<string, string>;
+interface CreateOptions extends SandboxSpecOptions {
   json?: boolean;
 }
 
@@ -25,7 +19,7 @@ function createCommand(): Command {
   return addGlobalOptions(
     new Command('create')
       .description('Create a sandbox and print its id')
-      .option('-t, --template <name>', 'template to boot from', 'base')
+      .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('--name <name>', 'name for the sandbox')
@@ -35,15 +29,8 @@ function createCommand(): Command {
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
-        const template = options.template ?? 'base';
-        const request: CreateSandboxRequest = {
-          template,
-          ...(options.name !== undefined && { name: options.name }),
-          ...(options.cpus !== undefined && { vcpus: options.cpus }),
-          ...(options.memory !== undefined && { memoryMiB: options.memory }),
-          ...(options.env && { env: options.env }),
-          ...(options.metadata && { metadata: options.metadata }),
-        };
+        const request = toCreateRequest(options);
+        const { template } = request;
         const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
         if (options.json) printJson(sandbox);
         else process.stdout.write(`${sandbox.id}\n`);

@@ -5,49 +5,43 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConsoleLog, readConsoleLog } from './console-log.js';
 
+/** Serves `send` on a console socket, captures it with a ConsoleLog of `limit` bytes, returns the log file. */
+async function capture(send: (socket: net.Socket) => Promise<void> | void, limit: number, settleMs: number) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
+  const socketPath = path.join(dir, 'console.sock');
+  const logFile = path.join(dir, 'console.log');
+  const server = net.createServer((socket) => void send(socket));
+  await new Promise<void>((r) => server.listen(socketPath, r));
+  const log = new ConsoleLog(socketPath, logFile, limit);
+  log.attach();
+  await new Promise((r) => setTimeout(r, settleMs));
+  log.detach();
+  server.close();
+  return { logFile, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
 describe('console log', () => {
   it('keeps at most about twice its limit, newest bytes last', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
-    const socketPath = path.join(dir, 'console.sock');
-    const logFile = path.join(dir, 'console.log');
     // Lines go out one at a time so that the log sees many small chunks and rotates.
-    const server = net.createServer(async (socket) => {
+    const { logFile, cleanup } = await capture(async (socket) => {
       for (let i = 0; i < 100; i++) {
         socket.write(`line ${String(i).padStart(3, '0')} ${'x'.repeat(90)}\n`);
         await new Promise((r) => setTimeout(r, 2));
       }
       socket.end();
-    });
-    await new Promise<void>((r) => server.listen(socketPath, r));
-    const log = new ConsoleLog(socketPath, logFile, 2000);
-    log.attach();
-    await new Promise((r) => setTimeout(r, 1500));
-    log.detach();
-    server.close();
+    }, 2000, 1500);
     const total = fs.statSync(logFile).size + fs.statSync(`${logFile}.1`).size;
     expect(total).toBeLessThanOrEqual(4000);
-    const text = readConsoleLog(logFile).toString();
-    expect(text.trim().split('\n').at(-1)).toMatch(/^line 099/);
+    expect(readConsoleLog(logFile).toString().trim().split('\n').at(-1)).toMatch(/^line 099/);
     expect(readConsoleLog(logFile, 100).length).toBe(100);
-    fs.rmSync(dir, { recursive: true, force: true });
+    cleanup();
   });
-});
 
-describe('console log, one oversized chunk', () => {
   it('keeps only the newest bytes of a chunk larger than the limit', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
-    const socketPath = path.join(dir, 'console.sock');
-    const logFile = path.join(dir, 'console.log');
-    const server = net.createServer((socket) => socket.end(`${'a'.repeat(50_000)}THE END`));
-    await new Promise<void>((r) => server.listen(socketPath, r));
-    const log = new ConsoleLog(socketPath, logFile, 1000);
-    log.attach();
-    await new Promise((r) => setTimeout(r, 300));
-    log.detach();
-    server.close();
+    const { logFile, cleanup } = await capture((socket) => void socket.end(`${'a'.repeat(50_000)}THE END`), 1000, 300);
     const text = readConsoleLog(logFile).toString();
     expect(text.length).toBeLessThanOrEqual(2000);
     expect(text.endsWith('THE END')).toBe(true);
-    fs.rmSync(dir, { recursive: true, force: true });
+    cleanup();
   });
 });

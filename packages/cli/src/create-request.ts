@@ -1,0 +1,25 @@
+// The sandbox spec flags that `run` and `sandbox create` share, turned into the
+// daemon's create request in one place so the two commands cannot drift.
+import type { CreateSandboxRequest } from '@capsule/protocol';
+
+export interface SandboxSpecOptions {
+  template?: string;
+  cpus?: number;
+  memory?: number;
+  name?: string;
+  env?: Record<string, string>;
+  metadata?: Record<string, string>;
+}
+
+export const DEFAULT_TEMPLATE = 'base';
+
+export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxRequest & { template: string } {
+  return {
+    template: options.template ?? DEFAULT_TEMPLATE,
+    ...(options.name !== undefined && { name: options.name }),
+    ...(options.cpus !== undefined && { vcpus: options.cpus }),
+    ...(options.memory !== undefined && { memoryMiB: options.memory }),
+    ...(options.env && { env: options.env }),
+    ...(options.metadata && { metadata: options.metadata }),
+  };
+}
