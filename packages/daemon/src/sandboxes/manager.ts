@@ -34,6 +34,8 @@ interface LiveVm {
   console: ConsoleLog;
   /** Set while the daemon itself is stopping the VM, so its exit is not a crash. */
   stopping: boolean;
+  /** Set until the agent first answered; a VM that dies meanwhile is the create's failure to report. */
+  booting: boolean;
 }
 
 export class SandboxManager {
@@ -97,6 +99,7 @@ export class SandboxManager {
       const qmp = await Qmp.connect(paths.qmpSocket, { timeoutMs: 5000 });
       const vm = this.attach(record.id, pid, qmp);
       await this.waitForHealthyAgent(record.id, vm, Date.now() + 15_000);
+      vm.booting = false;
       this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');
     } catch (err) {
       this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not adopt sandbox; stopping it');
@@ -123,7 +126,7 @@ export class SandboxManager {
     const paths = this.runtimePaths(id);
     const console = new ConsoleLog(paths.consoleSocket, path.join(this.stateDir(id), 'console.log'));
     console.attach();
-    const vm: LiveVm = { pid, qmp, agent: new AgentClient(paths.agentSocket), console, stopping: false };
+    const vm: LiveVm = { pid, qmp, agent: new AgentClient(paths.agentSocket), console, stopping: false, booting: true };
     this.live.set(id, vm);
     qmp.on('close', () => {
       if (!vm.stopping) void this.onVmGone(id, vm);
@@ -145,7 +148,7 @@ export class SandboxManager {
 
   /** The VM went away without the daemon asking: record it as a crash and clean up. */
   private async onVmGone(id: string, vm: LiveVm): Promise<void> {
-    if (this.live.get(id) !== vm || vm.stopping) return;
+    if (this.live.get(id) !== vm || vm.stopping || vm.booting) return;
     vm.stopping = true;
     const qemuLog = tailOfFile(this.runtimePaths(id).qemuLog, 1024).trim();
     const detail = qemuLog ? `: ${qemuLog.split('\n').slice(-3).join(' | ')}` : '';
@@ -230,6 +233,7 @@ export class SandboxManager {
       const { pid, qmp } = await startVm(spec, paths);
       const vm = this.attach(id, pid, qmp);
       await this.waitForAgent(id, vm, qmp);
+      vm.booting = false;
       const bootMs = Date.now() - createdAt.getTime();
       await this.store.transition(id, 'running', 'user', undefined, { boot_ms: bootMs });
       this.log.info({ sandbox: id, pid, bootMs }, 'sandbox running');
@@ -341,6 +345,9 @@ export class SandboxManager {
   async remove(idOrName: string): Promise<void> {
     const record = await this.require(idOrName);
     if (record.state === 'killed') return;
+    if (record.state === 'starting') {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is still starting`, { hint: 'remove it once its create request has returned' });
+    }
     const vm = this.live.get(record.id);
     if (vm) {
       vm.stopping = true;
