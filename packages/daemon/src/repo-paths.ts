@@ -7,4 +7,6 @@ export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 
 export const guestInitScript = path.join(repoRoot, 'guest', 'init');
 
+export const guestHelperSource = path.join(repoRoot, 'guest', 'capsule-guest-helper.c');
+
 export const agentBundle = process.env.CAPSULE_AGENT_BUNDLE ?? path.join(repoRoot, 'packages', 'agent', 'dist', 'capsule-agent.cjs');

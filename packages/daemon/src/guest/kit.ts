@@ -1,12 +1,13 @@
 // The Capsule kit disk: a small read-only ext4 image mounted at /opt/capsule in
-// every guest. It carries tini, the agent bundle and a private copy of node with
-// its own libraries and loader, so the agent never depends on the guest's libc
-// and any root filesystem (Debian, Alpine, distroless) can run it.
+// every guest. It carries tini, the agent bundle, a private copy of node with
+// its own libraries and loader (so the agent never depends on the guest's libc
+// and any root filesystem can run it), and capsule-guest-helper, built static
+// here from guest/, for the system calls node cannot make.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCommand } from '../launcher.js';
-import { agentBundle } from '../repo-paths.js';
+import { agentBundle, guestHelperSource } from '../repo-paths.js';
 import { CacheKey } from './cache-key.js';
 import { pruneSiblings, tempSibling, treeBytes } from './files.js';
 
@@ -35,7 +36,14 @@ export async function ensureKit(cacheDir: string, report: (msg: string) => void)
   const { libraries, loader } = parseLdd(stdout);
   if (!loader) throw new Error(`ldd ${node} named no dynamic loader`);
 
-  const key = new CacheKey().add('format', 'kit-v1').addFile('node', node).addFile('tini', TINI).addFile('agent', agentBundle);
+  const { stdout: gccVersion } = await runCommand('gcc', ['--version']);
+  const key = new CacheKey()
+    .add('format', 'kit-v2')
+    .addFile('node', node)
+    .addFile('tini', TINI)
+    .addFile('agent', agentBundle)
+    .addFile('helper', guestHelperSource)
+    .add('gcc', gccVersion);
   for (const lib of libraries) key.addFile(lib, lib);
   key.addFile('loader', loader);
   const name = `kit-${key.digest()}.ext4`;
@@ -43,7 +51,7 @@ export async function ensureKit(cacheDir: string, report: (msg: string) => void)
   const target = path.join(dir, name);
   if (fs.existsSync(target)) return target;
 
-  report('building the kit disk (node, agent, tini)');
+  report('building the kit disk (node, agent, tini, guest helper)');
   const staging = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-kit-'));
   try {
     for (const sub of ['bin', 'node/lib', 'agent']) fs.mkdirSync(path.join(staging, sub), { recursive: true });
@@ -52,6 +60,7 @@ export async function ensureKit(cacheDir: string, report: (msg: string) => void)
     for (const lib of libraries) fs.copyFileSync(lib, path.join(staging, 'node', 'lib', path.basename(lib)));
     fs.copyFileSync(loader, path.join(staging, 'node', LOADER));
     fs.copyFileSync(agentBundle, path.join(staging, 'agent', 'capsule-agent.cjs'));
+    await runCommand('gcc', ['-static', '-O2', '-Wall', '-s', '-o', path.join(staging, 'bin', 'capsule-guest-helper'), guestHelperSource]);
     for (const f of ['bin/tini', 'node/node', `node/${LOADER}`]) fs.chmodSync(path.join(staging, f), 0o755);
 
     const sizeMiB = Math.ceil((treeBytes(staging) * 1.15) / 1048576) + 16;
