@@ -13,10 +13,16 @@ const AUTHORITY = 'http://capsule-agent';
 export class AgentClient {
   readonly process: Client<typeof Process>;
   private readonly sessions: Http2SessionManager;
+  private readonly sockets = new Set<net.Socket>();
 
   constructor(socketPath: string) {
     this.sessions = new Http2SessionManager(AUTHORITY, { pingIdleConnection: false }, {
-      createConnection: () => net.connect(socketPath),
+      createConnection: () => {
+        const socket = net.connect(socketPath);
+        this.sockets.add(socket);
+        socket.once('close', () => this.sockets.delete(socket));
+        return socket;
+      },
       // The guest is not trusted: cap what it may make us buffer per header block.
       maxHeaderListPairs: 256,
       maxSessionMemory: 64,
@@ -51,8 +57,15 @@ export class AgentClient {
     }
   }
 
+  /**
+   * Closes the connection to the agent. The sockets are destroyed rather than
+   * the session manager aborted: abort() drops the manager's error listeners,
+   * and a session that then fails (a guest sending garbage) would emit an
+   * unhandled 'error' and take the daemon down.
+   */
   close(): void {
-    this.sessions.abort();
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
   }
 }
 

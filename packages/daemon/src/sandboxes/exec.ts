@@ -77,9 +77,14 @@ export async function* execEvents(agent: AgentClient, request: ExecRequest, sign
       },
       { signal: abort.signal, headers },
     );
+    // The stream is read to its very end even after the end event: leaving its
+    // last frame unread would leave the guest mid-write, and a write pending in
+    // the guest when the connection goes (a snapshot, a daemon restart) reaches
+    // the next connection and breaks it.
+    let final: ExecEvent | undefined;
     for await (const response of stream) {
       const event = response.event?.event;
-      if (!event) continue;
+      if (!event || final) continue;
       switch (event.case) {
         case 'start':
           pid = event.value.pid;
@@ -92,29 +97,31 @@ export async function* execEvents(agent: AgentClient, request: ExecRequest, sign
           else if (output.case === 'stderr') yield { type: 'stderr', data: Buffer.from(output.value).toString('base64') };
           break;
         }
-        case 'end': {
-          if (timedOut) {
-            yield { type: 'error', code: 'timeout', message: `the command ran longer than ${request.timeoutMs} ms and was killed`, hint: 'raise timeoutMs, or 0 for no limit' };
-            return;
-          }
-          const { exitCode, exited, status } = event.value;
-          const killedBy = exited ? undefined : signalFromStatus(status);
-          if (killedBy) yield { type: 'exit', exitCode: exitCodeForSignal(killedBy), signal: killedBy, durationMs: Date.now() - started };
-          else if (exited || exitCode >= 0) yield { type: 'exit', exitCode, durationMs: Date.now() - started };
-          else yield { type: 'error', code: 'exec_failed', message: event.value.error ?? status, hint: 'check that the program exists in the sandbox and is executable' };
-          return;
-        }
+        case 'end':
+          final = endEvent(event.value, timedOut ? request.timeoutMs : undefined, Date.now() - started);
+          break;
         case 'keepalive':
           break;
       }
     }
-    yield { type: 'error', code: 'agent_protocol_error', message: 'the agent ended the process stream without an end event' };
+    yield final ?? { type: 'error', code: 'agent_protocol_error', message: 'the agent ended the process stream without an end event' };
   } catch (err) {
     yield errorEvent(err, timedOut ? request.timeoutMs : undefined);
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+/** The API event for the agent's end event. */
+function endEvent(end: { exitCode: number; exited: boolean; status: string; error?: string | undefined }, timedOutAfterMs: number | undefined, durationMs: number): ExecEvent {
+  if (timedOutAfterMs !== undefined) {
+    return { type: 'error', code: 'timeout', message: `the command ran longer than ${timedOutAfterMs} ms and was killed`, hint: 'raise timeoutMs, or 0 for no limit' };
+  }
+  const killedBy = end.exited ? undefined : signalFromStatus(end.status);
+  if (killedBy) return { type: 'exit', exitCode: exitCodeForSignal(killedBy), signal: killedBy, durationMs };
+  if (end.exited || end.exitCode >= 0) return { type: 'exit', exitCode: end.exitCode, durationMs };
+  return { type: 'error', code: 'exec_failed', message: end.error ?? end.status, hint: 'check that the program exists in the sandbox and is executable' };
 }
 
 async function sendStdin(agent: AgentClient, pid: number, stdin: string): Promise<void> {

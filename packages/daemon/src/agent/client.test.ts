@@ -1,0 +1,53 @@
+// The daemon's agent client against hostile stand-in guests (raw sockets that
+// send garbage or nothing): it must fail the call, never the daemon.
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AgentClient } from './client.js';
+
+const servers: net.Server[] = [];
+afterEach(() => {
+  for (const server of servers.splice(0)) server.close();
+});
+
+async function standInGuest(onConnection: (socket: net.Socket) => void): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-client-'));
+  const socketPath = path.join(dir, 'agent.sock');
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    onConnection(socket);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return socketPath;
+}
+
+describe('agent client with a hostile stand-in guest', () => {
+  it('fails a health check against garbage and survives closing afterwards', async () => {
+    // A stray HTTP/2 DATA frame where the server preface should be.
+    const socketPath = await standInGuest((s) => s.write(Buffer.from([0, 0, 7, 0, 0, 0, 0, 0, 3, 2, 0, 0, 0, 2, 123, 125])));
+    const agent = new AgentClient(socketPath);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await expect(agent.health(2000)).rejects.toThrow();
+      agent.close();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  });
+
+  it('times out a health check against a guest that never answers', async () => {
+    const socketPath = await standInGuest(() => undefined);
+    const agent = new AgentClient(socketPath);
+    const started = Date.now();
+    await expect(agent.health(300)).rejects.toThrow(/timed out/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    agent.close();
+  });
+});
