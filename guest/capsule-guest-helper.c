@@ -5,8 +5,13 @@
  *   capsule-guest-helper settime SECONDS NANOSECONDS   set CLOCK_REALTIME
  *   capsule-guest-helper reseed HEX                    credit HEX as entropy and reseed the CRNG
  *
- * Several commands may follow each other in one call (one process start is
- * what a restore can afford): `settime S N reseed HEX`.
+ * Several commands may follow each other in one call: `settime S N reseed HEX`.
+ *
+ *   capsule-guest-helper serve
+ *
+ * reads the same commands one per line on stdin and answers each with "ok" or
+ * "error: ..." on stdout. The agent starts it once at boot, so a restore (when
+ * starting a process under TCG costs tens of milliseconds) only writes a line.
  * A restored guest's clock is the snapshot's and its random pool is a copy of
  * every other clone's, so both are fixed before the sandbox is handed out.
  * Built static (no dependency on the guest's libc) and kept tiny on purpose.
@@ -26,6 +31,32 @@
 static int fail(const char *what) {
   fprintf(stderr, "capsule-guest-helper: %s: %s\n", what, strerror(errno));
   return 1;
+}
+
+static int run_commands(int argc, char **argv);
+
+/* One command per line; answers "ok" or "error: <why>" (the details go to stderr). */
+static int serve(void) {
+  char line[2048];
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  while (fgets(line, sizeof line, stdin)) {
+    size_t len = strlen(line);
+    if (len == sizeof line - 1 && line[len - 1] != '\n') {
+      int c;
+      while ((c = getchar()) != EOF && c != '\n') {}
+      printf("error: line too long\n");
+      continue;
+    }
+    char *args[8];
+    int n = 1;
+    args[0] = "serve";
+    for (char *tok = strtok(line, " \t\r\n"); tok && n < 8; tok = strtok(NULL, " \t\r\n")) args[n++] = tok;
+    if (n == 1) continue;
+    int rc = run_commands(n, args);
+    if (rc == 0) printf("ok\n");
+    else printf("error: %s failed (code %d)\n", args[1], rc);
+  }
+  return 0;
 }
 
 static int settime(const char *seconds, const char *nanoseconds) {
@@ -71,6 +102,11 @@ static int reseed(const char *hex) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "serve") == 0) return serve();
+  return run_commands(argc, argv);
+}
+
+static int run_commands(int argc, char **argv) {
   int i = 1;
   if (argc < 2) goto usage;
   while (i < argc) {
@@ -88,6 +124,6 @@ int main(int argc, char **argv) {
   }
   return 0;
 usage:
-  fprintf(stderr, "usage: capsule-guest-helper [settime SECONDS NANOSECONDS] [reseed HEX] ...\n");
+  fprintf(stderr, "usage: capsule-guest-helper [settime SECONDS NANOSECONDS] [reseed HEX] ... | serve\n");
   return 2;
 }

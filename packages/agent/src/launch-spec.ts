@@ -4,8 +4,9 @@
 // error with envd's code (InvalidArgument) and wording.
 
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { delimiter, resolve } from 'node:path';
 import { Code, ConnectError } from '@connectrpc/connect';
+import { expandAndResolvePath, InvalidPathError } from './user-path.js';
 import type { UnixUser } from './users.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -27,6 +28,13 @@ export interface LaunchRequest {
   cwd?: string | undefined;
 }
 
+/** What the agent adds to every launch (POST /init sets them). */
+export interface LaunchDefaults {
+  envs?: Record<string, string>;
+  /** cwd for requests that name none; unset: the user's home. */
+  workdir?: string | undefined;
+}
+
 /** The process's environment: agent defaults, then the request's (which win). */
 export function buildProcessEnv(
   user: UnixUser,
@@ -44,14 +52,15 @@ export function buildProcessEnv(
   };
 }
 
-/** envd's rules: unset means home, `~` means home, relative means under home. */
-export function resolveWorkingDirectory(cwd: string | undefined, user: UnixUser): string {
-  let path = cwd ?? '';
-  if (path === '~' || path.startsWith('~/')) path = join(user.home, path.slice(1));
-  else if (path.startsWith('~')) {
-    throw new ConnectError(`failed to expand path '${path}' for user '${user.name}': cannot expand user-specific home dir`, Code.InvalidArgument);
+/** envd's rules: unset means the default workdir (else home), `~` means home, relative means under home. */
+export function resolveWorkingDirectory(cwd: string | undefined, user: UnixUser, defaultWorkdir?: string): string {
+  let absolute: string;
+  try {
+    absolute = expandAndResolvePath(cwd ?? '', user, defaultWorkdir);
+  } catch (error) {
+    if (error instanceof InvalidPathError) throw new ConnectError(error.message, Code.InvalidArgument);
+    throw error;
   }
-  const absolute = isAbsolute(path) ? path : resolve(user.home, path);
   let isDirectory = false;
   try {
     isDirectory = statSync(absolute).isDirectory();
@@ -92,11 +101,7 @@ export function describeCommand(request: Pick<LaunchRequest, 'cmd' | 'args'>): s
   return [request.cmd, ...request.args].join(' ');
 }
 
-export function buildLaunchSpec(
-  request: LaunchRequest,
-  user: UnixUser,
-  agentEnvs: Record<string, string> = {},
-): LaunchSpec {
+export function buildLaunchSpec(request: LaunchRequest, user: UnixUser, defaults: LaunchDefaults = {}): LaunchSpec {
   if (request.cmd === '') throw new ConnectError('process.cmd must not be empty', Code.InvalidArgument);
   if (request.cmd.includes('\0') || request.args.some((arg) => arg.includes('\0'))) {
     throw new ConnectError('process.cmd and process.args must not contain NUL bytes', Code.InvalidArgument);
@@ -106,8 +111,8 @@ export function buildLaunchSpec(
       throw new ConnectError(`invalid environment variable name or value: '${key}'`, Code.InvalidArgument);
     }
   }
-  const cwd = resolveWorkingDirectory(request.cwd, user);
-  const env = buildProcessEnv(user, request.envs, agentEnvs);
+  const cwd = resolveWorkingDirectory(request.cwd, user, defaults.workdir);
+  const env = buildProcessEnv(user, request.envs, defaults.envs);
   const file = findExecutable(request.cmd, env.PATH ?? DEFAULT_PATH, cwd);
   if (file === undefined) {
     const reason = request.cmd.includes('/')

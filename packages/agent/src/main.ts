@@ -4,9 +4,15 @@
 // SIGTERM/SIGINT or a bad command line end it.
 import './threadpool-size.js';
 
-import { lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type http2 from 'node:http2';
+import { agentHttpPaths } from '@capsule/protocol/agent';
+import { AgentDefaults } from './agent-defaults.js';
+import { createFilesRoute } from './files-route.js';
+import { createFilesystemService } from './filesystem-service.js';
+import { GuestHelper } from './guest-helper.js';
+import { createInitRoute } from './init-route.js';
 import { createLogger } from './log.js';
 import { parseAgentOptions, usage, UsageError, type AgentOptions } from './options.js';
 import { runPortSessions } from './port-session-loop.js';
@@ -14,7 +20,7 @@ import { createProcessService, ProcessTable } from './process-service.js';
 import { createAgentServer } from './server.js';
 import { lookupUser, parsePasswd, PASSWD_PATH } from './users.js';
 import { openVirtioPort, waitForVirtioPortDevice } from './virtio-port.js';
-import { readFileSync } from 'node:fs';
+import { WatcherRegistry } from './watcher-registry.js';
 
 const log = createLogger('main');
 
@@ -78,9 +84,23 @@ async function main(): Promise<void> {
   }
   installCrashGuards();
 
-  const defaultUser = chooseDefaultUser(options.defaultUser);
+  const defaults = new AgentDefaults(chooseDefaultUser(options.defaultUser));
+  // Started now, so that it already runs in a warm snapshot (see guest-helper.ts).
+  const guestHelper = new GuestHelper(options.guestHelperPath);
+  guestHelper.start();
   const processes = new ProcessTable();
-  const server = createAgentServer({ processService: createProcessService(processes, { defaultUser }) });
+  const server = createAgentServer({
+    processService: createProcessService(processes, { defaults }),
+    filesystemService: createFilesystemService({ defaults, watchers: new WatcherRegistry() }),
+    routes: {
+      [agentHttpPaths.init]: createInitRoute({
+        defaults,
+        guestHelper,
+        hostnameFile: options.hostnameFile,
+      }),
+      [agentHttpPaths.files]: createFilesRoute({ defaults }),
+    },
+  });
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
@@ -90,7 +110,7 @@ async function main(): Promise<void> {
     });
   }
 
-  log.info(`capsule-agent starting (pid ${process.pid}, node ${process.version}, default user ${defaultUser})`);
+  log.info(`capsule-agent starting (pid ${process.pid}, node ${process.version}, default user ${defaults.user})`);
   if (options.transport.kind === 'unix') listenOnUnixSocket(server, options.transport.path);
   else await serveVirtioPort(server, options.transport);
 }

@@ -6,6 +6,7 @@
 // dropped), and never throw from a stream or child 'error' event.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { describeExit, type ExitInfo } from './exit-status.js';
@@ -288,7 +289,8 @@ export class ManagedProcess<Config = unknown> {
   }
 
   private dispatch(name: OutputStreamName, chunk: Buffer): void {
-    this.lastOutputAt = Date.now();
+    // Monotonic: /init may step the wall clock (by hours, after a restore).
+    this.lastOutputAt = performance.now();
     // Nobody listening (or already ended): drop, so the process never blocks.
     if (this.endInfo !== undefined || this.subscribers.size === 0) return;
     let overHighWater = false;
@@ -315,7 +317,7 @@ export class ManagedProcess<Config = unknown> {
   private scheduleSettleCheck(): void {
     clearTimeout(this.settleTimer);
     this.settleTimer = setTimeout(() => {
-      const quietFor = Date.now() - this.lastOutputAt;
+      const quietFor = performance.now() - this.lastOutputAt;
       if (this.outputPaused || quietFor < OUTPUT_SETTLE_MS) this.scheduleSettleCheck();
       else this.finish();
     }, OUTPUT_SETTLE_MS);

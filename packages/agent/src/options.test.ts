@@ -8,7 +8,15 @@ describe('parseAgentOptions', () => {
     expect(parseAgentOptions([], {}, noCmdline)).toEqual({
       transport: { kind: 'virtio-port', portName: 'capsule.agent', devicePath: undefined },
       defaultUser: undefined,
+      guestHelperPath: '/opt/capsule/bin/capsule-guest-helper',
+      hostnameFile: '/proc/sys/kernel/hostname',
     });
+  });
+
+  it('takes the guest helper and hostname file from the environment', () => {
+    expect(
+      parseAgentOptions([], { CAPSULE_GUEST_HELPER: '/tmp/helper', CAPSULE_HOSTNAME_FILE: '/tmp/hostname' }, noCmdline),
+    ).toMatchObject({ guestHelperPath: '/tmp/helper', hostnameFile: '/tmp/hostname' });
   });
 
   it('takes the port name from the environment, then the kernel command line', () => {
@@ -22,11 +30,11 @@ describe('parseAgentOptions', () => {
   });
 
   it('accepts --listen unix:PATH, --port-path and --default-user', () => {
-    expect(parseAgentOptions(['--listen', 'unix:/tmp/a.sock'], {}, noCmdline)).toEqual({
+    expect(parseAgentOptions(['--listen', 'unix:/tmp/a.sock'], {}, noCmdline)).toMatchObject({
       transport: { kind: 'unix', path: '/tmp/a.sock' },
       defaultUser: undefined,
     });
-    expect(parseAgentOptions(['--port-path=/dev/vport1p1', '--default-user', 'user'], {}, noCmdline)).toEqual({
+    expect(parseAgentOptions(['--port-path=/dev/vport1p1', '--default-user', 'user'], {}, noCmdline)).toMatchObject({
       transport: { kind: 'virtio-port', portName: 'capsule.agent', devicePath: '/dev/vport1p1' },
       defaultUser: 'user',
     });

@@ -4,6 +4,8 @@
 
 import { readFileSync } from 'node:fs';
 import { AGENT_PORT_NAME } from '@capsule/protocol/agent';
+import { DEFAULT_GUEST_HELPER_PATH } from './guest-helper.js';
+import { DEFAULT_HOSTNAME_FILE } from './init-route.js';
 
 export type AgentTransport =
   | { kind: 'unix'; path: string }
@@ -13,6 +15,10 @@ export interface AgentOptions {
   transport: AgentTransport;
   /** Who runs commands whose request names no user; undefined: decide at start. */
   defaultUser: string | undefined;
+  /** capsule-guest-helper, for POST /init's clock and entropy ($CAPSULE_GUEST_HELPER). */
+  guestHelperPath: string;
+  /** Where POST /init writes the hostname ($CAPSULE_HOSTNAME_FILE; tests point it at a temp file). */
+  hostnameFile: string;
 }
 
 export const usage = `Usage: capsule-agent [options]
@@ -27,6 +33,9 @@ Serves the envd-compatible agent API (Connect over HTTP/2).
   --default-user NAME    user for requests that name none (default:
                          $CAPSULE_AGENT_DEFAULT_USER, else root, else the agent's own user)
   -h, --help             show this help
+
+Environment: CAPSULE_GUEST_HELPER (default ${DEFAULT_GUEST_HELPER_PATH}),
+CAPSULE_HOSTNAME_FILE (default ${DEFAULT_HOSTNAME_FILE}), DEBUG=capsule:agent:*
 `;
 
 export class UsageError extends Error {}
@@ -56,6 +65,8 @@ export function parseAgentOptions(
   let portPath: string | undefined;
   let portName: string | undefined;
   let defaultUser = env.CAPSULE_AGENT_DEFAULT_USER || undefined;
+  const guestHelperPath = env.CAPSULE_GUEST_HELPER || DEFAULT_GUEST_HELPER_PATH;
+  const hostnameFile = env.CAPSULE_HOSTNAME_FILE || DEFAULT_HOSTNAME_FILE;
 
   for (let index = 0; index < argv.length; index += 1) {
     const arg = argv[index] ?? '';
@@ -93,9 +104,9 @@ export function parseAgentOptions(
     if (!listen.startsWith('unix:') || listen.length === 'unix:'.length) {
       throw new UsageError(`--listen takes unix:PATH, got '${listen}'`);
     }
-    return { transport: { kind: 'unix', path: listen.slice('unix:'.length) }, defaultUser };
+    return { transport: { kind: 'unix', path: listen.slice('unix:'.length) }, defaultUser, guestHelperPath, hostnameFile };
   }
   const name =
     portName ?? (env.CAPSULE_AGENT_PORT || portNameFromKernelCommandLine(kernelCommandLine()) || AGENT_PORT_NAME);
-  return { transport: { kind: 'virtio-port', portName: name, devicePath: portPath }, defaultUser };
+  return { transport: { kind: 'virtio-port', portName: name, devicePath: portPath }, defaultUser, guestHelperPath, hostnameFile };
 }

@@ -9,6 +9,7 @@ import { createConnectTransport } from '@connectrpc/connect-node';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgent } from '../test/agent-fixture.js';
 import { FakeVirtioPort } from '../test/fake-virtio-port.js';
+import { AgentDefaults } from './agent-defaults.js';
 import { HTTP2_CLIENT_PREFACE, newConnectionOffset, runPortSessions, type PortConnectionStream } from './port-session-loop.js';
 
 const quietLog = { info() {}, warn() {}, error() {}, debug() {} };
@@ -198,7 +199,7 @@ describe('the agent server behind a simulated virtio port', () => {
     const { Process, Signal } = modules.protocol;
     const table = new modules.processService.ProcessTable();
     const server = modules.server.createAgentServer({
-      processService: modules.processService.createProcessService(table, { defaultUser: (await import('node:os')).userInfo().username }),
+      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
     });
     const port = new FakeVirtioPort();
     startLoop(port, (stream) => server.emit('connection', stream));
@@ -245,11 +246,48 @@ describe('the agent server behind a simulated virtio port', () => {
     }
   }, 30_000);
 
+  it('serves a new host after a restore from a snapshot taken while a host was connected (no EOF ever comes)', async () => {
+    const { Process, Signal } = modules.protocol;
+    const table = new modules.processService.ProcessTable();
+    const server = modules.server.createAgentServer({
+      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
+    });
+    const port = new FakeVirtioPort('block');
+    startLoop(port, (stream) => server.emit('connection', stream));
+    const clientOverHost = () =>
+      createClient(
+        Process,
+        createConnectTransport({
+          httpVersion: '2',
+          baseUrl: 'http://agent',
+          nodeOptions: { createConnection: () => port.connectHost() as unknown as net.Socket },
+        }),
+      );
+    try {
+      const tag = `snapshotted-${Date.now()}`;
+      // The old session keeps writing (keepalives every second) into the void after the "restore".
+      const stream = clientOverHost()
+        .start({ process: { cmd: 'sleep', args: ['30'] }, tag }, { headers: { 'keepalive-ping-interval': '1' } })
+        [Symbol.asyncIterator]();
+      expect((await stream.next()).value?.event?.event.case).toBe('start');
+      port.forgetHostWithoutEof();
+      await sleep(1300);
+
+      const restored = clientOverHost();
+      expect((await restored.list({})).processes.map((info) => info.tag)).toContain(tag);
+      await restored.sendSignal({ process: { selector: { case: 'tag', value: tag } }, signal: Signal.SIGKILL });
+      port.disconnectHost();
+    } finally {
+      table.signalAll('SIGKILL');
+      server.close();
+    }
+  }, 20_000);
+
   it('releases a dropped stream, so its process is not held back by a reader that is gone', async () => {
     const { Process } = modules.protocol;
     const table = new modules.processService.ProcessTable();
     const server = modules.server.createAgentServer({
-      processService: modules.processService.createProcessService(table, { defaultUser: (await import('node:os')).userInfo().username }),
+      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
     });
     const port = new FakeVirtioPort();
     startLoop(port, (stream) => server.emit('connection', stream));

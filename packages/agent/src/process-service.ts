@@ -13,6 +13,8 @@ import {
   type ProcessEventSchema,
   type ProcessSelector,
 } from '@capsule/protocol/agent';
+import type { AgentDefaults } from './agent-defaults.js';
+import { keepaliveIntervalMs } from './keepalive-interval.js';
 import { buildLaunchSpec } from './launch-spec.js';
 import { createLogger } from './log.js';
 import { ManagedProcess, type OutputSubscription } from './managed-process.js';
@@ -20,18 +22,13 @@ import { resolveRequestUser, PASSWD_PATH } from './users.js';
 
 const log = createLogger('process');
 
-/** envd's default when the client names no keepalive interval. */
-export const DEFAULT_KEEPALIVE_MS = 90_000;
-
 type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
 type AgentProcess = ManagedProcess<ProcessConfig>;
 
 export interface ProcessServiceOptions {
-  /** Who runs a command when the request names no user. */
-  defaultUser: string;
+  /** Default user, workdir and environment, read at each Start (POST /init changes them). */
+  defaults: AgentDefaults;
   passwdPath?: string;
-  /** Extra environment for every process (what /init will set later). */
-  agentEnvs?: () => Record<string, string>;
 }
 
 /** The running processes, by pid; a process leaves when its end event is out. */
@@ -79,17 +76,12 @@ export class ProcessTable {
   }
 }
 
-function keepaliveIntervalMs(context: HandlerContext): number {
-  const seconds = Number(context.requestHeader.get('keepalive-ping-interval'));
-  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 86_400) * 1000 : DEFAULT_KEEPALIVE_MS;
-}
-
 async function* streamProcessEvents(
   proc: AgentProcess,
   subscription: OutputSubscription,
   context: HandlerContext,
 ): AsyncGenerator<ProcessEventInit> {
-  const idleMs = keepaliveIntervalMs(context);
+  const idleMs = keepaliveIntervalMs(context.requestHeader);
   try {
     yield { event: { case: 'start', value: { pid: proc.pid } } };
     for (;;) {
@@ -128,12 +120,12 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
       if (request.pty) throw new ConnectError('PTY processes are not supported by this agent yet', Code.Unimplemented);
       const config = request.process;
       if (!config) throw new ConnectError('process is required', Code.InvalidArgument);
-      const user = resolveRequestUser(context.requestHeader.get('authorization'), options.defaultUser, passwdPath);
-      const spec = buildLaunchSpec(
-        { cmd: config.cmd, args: config.args, envs: config.envs, cwd: config.cwd },
-        user,
-        options.agentEnvs?.(),
-      );
+      const { defaults } = options;
+      const user = resolveRequestUser(context.requestHeader.get('authorization'), defaults.user, passwdPath);
+      const spec = buildLaunchSpec({ cmd: config.cmd, args: config.args, envs: config.envs, cwd: config.cwd }, user, {
+        envs: defaults.envs(),
+        workdir: defaults.workdir,
+      });
       const proc = await ManagedProcess.start({
         spec,
         user,

@@ -9,58 +9,82 @@ import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { ServiceImpl } from '@connectrpc/connect';
 import { Filesystem, Process, agentHttpPaths } from '@capsule/protocol/agent';
 import { createLogger, describeError } from './log.js';
+import { sendJsonError, type PlainHttpHandler } from './plain-http.js';
 
 const log = createLogger('server');
 
 /** Largest request message accepted (stdin chunks are the big ones). */
 export const MAX_REQUEST_MESSAGE_BYTES = 16 * 1024 * 1024;
+/** Header block a client may send (the HTTP/2 SETTINGS we advertise); /files paths travel in it. */
+export const MAX_HEADER_LIST_BYTES = 64 * 1024;
 
 export interface AgentServerOptions {
   processService: ServiceImpl<typeof Process>;
+  /** Without it every Filesystem call answers Unimplemented. */
+  filesystemService?: ServiceImpl<typeof Filesystem>;
+  /** Plain-HTTP routes by path (/init, /files); /health is built in. */
+  routes?: Partial<Record<string, PlainHttpHandler>>;
 }
 
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
 
-const servePlainHttp: NodeHandler = (request, response) => {
-  const path = new URL(request.url ?? '/', 'http://agent').pathname;
-  if (path === agentHttpPaths.health) {
-    if (request.method === 'GET' || request.method === 'HEAD') {
-      response.writeHead(204);
-      response.end();
-    } else {
-      response.writeHead(405, { allow: 'GET, HEAD' });
-      response.end();
+function plainHttp(routes: Partial<Record<string, PlainHttpHandler>>): NodeHandler {
+  return (nodeRequest, nodeResponse) => {
+    // This server only speaks HTTP/2, so the adapter hands us HTTP/2 objects.
+    const request = nodeRequest as http2.Http2ServerRequest;
+    const response = nodeResponse as http2.Http2ServerResponse;
+    const path = new URL(request.url ?? '/', 'http://agent').pathname;
+    if (path === agentHttpPaths.health) {
+      if (request.method === 'GET' || request.method === 'HEAD') {
+        response.writeHead(204, { 'cache-control': 'no-store' });
+        response.end();
+      } else {
+        response.writeHead(405, { allow: 'GET, HEAD' });
+        response.end();
+      }
+      return;
     }
-    return;
-  }
-  response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-  response.end(`no route for ${request.method ?? 'GET'} ${path}\n`);
-};
+    const route = routes[path];
+    if (!route) {
+      response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
+      response.end(`no route for ${request.method ?? 'GET'} ${path}\n`);
+      return;
+    }
+    Promise.resolve()
+      .then(() => route(request, response))
+      .catch((error: unknown) => {
+        log.error(`${request.method} ${path} failed`, error);
+        if (!response.stream.destroyed) sendJsonError(request, response, 500, describeError(error));
+      });
+  };
+}
 
 export function createAgentServer(options: AgentServerOptions): http2.Http2Server {
   const handleConnect = connectNodeAdapter({
     routes(router) {
       router.service(Process, options.processService);
-      // Registered without methods: every Filesystem call answers
-      // Unimplemented until the filesystem service lands.
-      router.service(Filesystem, {});
+      // Registered without methods when absent: calls answer Unimplemented.
+      router.service(Filesystem, options.filesystemService ?? {});
     },
-    fallback: servePlainHttp,
+    fallback: plainHttp(options.routes ?? {}),
     readMaxBytes: MAX_REQUEST_MESSAGE_BYTES,
     // The link is a local virtio port: compressing costs guest CPU (slow
     // under TCG) and saves nothing. envd's clients do not compress requests.
     acceptCompression: [],
   });
 
-  const server = http2.createServer((request, response) => {
-    try {
-      handleConnect(request, response);
-    } catch (error) {
-      log.error(`${request.method} ${request.url} failed`, error);
-      if (!response.headersSent) response.writeHead(500);
-      response.end();
-    }
-  });
+  const server = http2.createServer(
+    { maxHeaderListPairs: 128, settings: { maxHeaderListSize: MAX_HEADER_LIST_BYTES } },
+    (request, response) => {
+      try {
+        handleConnect(request, response);
+      } catch (error) {
+        log.error(`${request.method} ${request.url} failed`, error);
+        if (!response.headersSent) response.writeHead(500);
+        response.end();
+      }
+    },
+  );
   server.on('session', (session) => {
     log.debug('HTTP/2 session opened');
     session.on('close', () => log.debug('HTTP/2 session closed'));

@@ -4,7 +4,8 @@
 // every process it started) afterwards; prints the agent's log when asked.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -85,23 +86,46 @@ export function buildAgent(): Promise<void> {
 export interface RunningAgent {
   socketPath: string;
   pid: number;
+  /** The agent's own temp folder (removed by stop()). */
+  dir: string;
+  /** Where POST /init writes the hostname: a file here, never the host's. */
+  hostnameFile: string;
   /**
    * A transport on a fresh HTTP/2 connection; `sockets` records its sockets.
    * `json` speaks Connect's JSON encoding, as the e2b SDK does.
    */
   connectTransport(sockets?: net.Socket[], options?: { json?: boolean }): Transport;
+  /** A raw HTTP/2 session for the plain-HTTP routes (/init, /files); close it when done. */
+  http2Session(): http2.ClientHttp2Session;
+  /** The agent's resident set size now, from /proc. */
+  rssBytes(): number;
   log(): string;
   isRunning(): boolean;
   stop(): Promise<void>;
 }
 
-export async function startAgent(extraArgs: string[] = []): Promise<RunningAgent> {
+export interface StartAgentOptions {
+  /** Extra environment (e.g. CAPSULE_GUEST_HELPER pointing at a stand-in). */
+  env?: Record<string, string>;
+}
+
+export async function startAgent(extraArgs: string[] = [], options: StartAgentOptions = {}): Promise<RunningAgent> {
   await buildAgent();
   const dir = mkdtempSync(join(tmpdir(), 'capsule-agent-test-'));
   const socketPath = join(dir, 'agent.sock');
+  const hostnameFile = join(dir, 'hostname');
+  writeFileSync(hostnameFile, 'before-init\n');
   let output = '';
   const child: ChildProcess = spawn(process.execPath, [agentBundlePath, '--listen', `unix:${socketPath}`, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      // Tests run as root on the host: /init must never set the host's clock,
+      // CRNG or hostname. A helper that does not exist fails loudly instead.
+      CAPSULE_GUEST_HELPER: join(dir, 'no-guest-helper-in-tests'),
+      CAPSULE_HOSTNAME_FILE: hostnameFile,
+      ...options.env,
+    },
   });
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -127,6 +151,8 @@ export async function startAgent(extraArgs: string[] = []): Promise<RunningAgent
   return {
     socketPath,
     pid: child.pid!,
+    dir,
+    hostnameFile,
     connectTransport(sockets, options) {
       return createConnectTransport({
         httpVersion: '2',
@@ -140,6 +166,11 @@ export async function startAgent(extraArgs: string[] = []): Promise<RunningAgent
           },
         },
       });
+    },
+    http2Session: () => http2.connect('http://agent', { createConnection: () => net.connect(socketPath) }),
+    rssBytes() {
+      const kib = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]);
+      return kib * 1024;
     },
     log: () => output,
     isRunning: () => !exited,

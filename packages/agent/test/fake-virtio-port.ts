@@ -10,6 +10,8 @@ import type { BlockingPort } from '../src/port-session-loop.js';
 
 export class FakeVirtioPort implements BlockingPort {
   private host: Duplex | undefined;
+  /** After forgetHostWithoutEof: the guest still believes a host is there. */
+  private phantomHost = false;
   private hostWaiters: Array<() => void> = [];
   private readonly toGuest: Buffer[] = [];
   private wakeReader: (() => void) | undefined;
@@ -49,6 +51,7 @@ export class FakeVirtioPort implements BlockingPort {
       },
     });
     this.host = host;
+    this.phantomHost = false;
     for (const wake of this.hostWaiters.splice(0)) wake();
     return host;
   }
@@ -57,10 +60,23 @@ export class FakeVirtioPort implements BlockingPort {
     this.host?.destroy();
   }
 
+  /**
+   * What a restore from a snapshot taken while a host was connected looks
+   * like to the guest: the old host is simply gone (QEMU's new chardev never
+   * had it), no EOF is delivered, and the next bytes come from a new host.
+   */
+  forgetHostWithoutEof(): void {
+    const old = this.host;
+    this.host = undefined;
+    this.phantomHost = true;
+    this.toGuest.length = 0;
+    old?.destroy();
+  }
+
   async read(buffer: Buffer): Promise<number> {
     this.reads += 1;
     for (;;) {
-      if (!this.host) {
+      if (!this.host && !this.phantomHost) {
         this.toGuest.length = 0; // bytes of a gone host are lost with it
         this.emptyReads += 1;
         await new Promise((resolve) => setImmediate(resolve));
@@ -80,10 +96,12 @@ export class FakeVirtioPort implements BlockingPort {
 
   async write(data: Uint8Array): Promise<void> {
     await new Promise((resolve) => setImmediate(resolve));
-    if (!this.host && this.writesWithoutHost === 'block') {
+    if (!this.host && !this.phantomHost && this.writesWithoutHost === 'block') {
       await new Promise<void>((resolve) => this.hostWaiters.push(resolve));
     }
     const host = this.host;
+    // QEMU drops what the guest writes to a chardev nobody is connected to.
+    if (!host && this.phantomHost) return;
     if (!host) {
       this.failedWrites += 1;
       throw Object.assign(new Error('write ENODEV (no host connected)'), { code: 'ENODEV' });

@@ -14,8 +14,46 @@ export const agentHttpPaths = {
   /** 204 No Content while the agent is serving. */
   health: '/health',
   metrics: '/metrics',
+  /** GET ?path=&username= downloads a file; POST uploads (multipart/form-data or application/octet-stream). */
   files: '/files',
+  /** POST {@link AgentInitRequest}; answers 204. */
   init: '/init',
+} as const;
+
+/**
+ * The JSON body of `POST /init`: envd's fields (the e2b orchestrator sends
+ * the same ones) plus Capsule's `hostname` and `entropy`. Every field is
+ * optional; a call may come after every restore, and each call overrides the
+ * previous one's values (env vars are merged). The agent answers 204 No
+ * Content, 400/413 with `{ code, message }` for bad input (nothing applied),
+ * 500 when the clock or CRNG could not be set.
+ */
+export interface AgentInitRequest {
+  /** Merged into the environment of every process started later. */
+  envVars?: Record<string, string>;
+  /** Kept for later requests (envd's X-Access-Token); absent or null clears it. */
+  accessToken?: string | null;
+  /** The host's current time, RFC 3339 (`2026-01-02T03:04:05.123456789Z`); the guest clock is set when it lags. */
+  timestamp?: string;
+  /** User for requests that name none; empty keeps the current one. */
+  defaultUser?: string;
+  /** cwd / path for requests that leave it empty; empty keeps the current one. */
+  defaultWorkdir?: string;
+  /** Capsule: the guest's kernel hostname, 1-63 of [a-z0-9-], not starting or ending with '-'. */
+  hostname?: string;
+  /** Capsule: hex of 32-512 random bytes, credited to the guest kernel's CRNG, which is then reseeded. */
+  entropy?: string;
+}
+
+/** Limits the agent enforces on `POST /init` (the daemon should stay well inside them). */
+export const agentInitLimits = {
+  maxBodyBytes: 64 * 1024,
+  maxEnvVars: 1024,
+  maxEnvVarNameBytes: 1024,
+  maxEnvVarValueBytes: 32 * 1024,
+  maxAccessTokenBytes: 4096,
+  minEntropyBytes: 32,
+  maxEntropyBytes: 512,
 } as const;
 
 /**
