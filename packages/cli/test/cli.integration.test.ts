@@ -17,9 +17,9 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(res.stderr).not.toMatch(/capsule:/);
     expect(res.status).toBe(0);
     expect(res.stdout).toMatch(/^hello from sb-[a-z2-7]{20}\n$/);
-    expect(daemon.qemuPids()).toEqual([]);
     const all = JSON.parse(capsule('ls', '--all', '--json').stdout);
     expect(all.map((s: { state: string }) => s.state)).toEqual(['killed']);
+    expect(daemon.leftoversOf(all[0].id)).toEqual([]);
   });
 
   it("exits with the command's own exit code, and 125 for Capsule's failures", () => {
@@ -36,7 +36,8 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(id).toMatch(/^sb_/);
     expect(capsule('exec', 'cli-test', '--', 'sh', '-c', 'echo $GREETING; exit 5')).toMatchObject({ status: 5, stdout: 'hi\n' });
     expect(JSON.parse(capsule('inspect', 'cli-test', '--json').stdout)).toMatchObject({ id, state: 'running' });
-    expect(capsule('logs', id).stdout).toContain('capsule.agent');
+    capsule('exec', id, '--', 'sh', '-c', 'echo cli-console-marker > /dev/console');
+    expect(capsule('logs', id).stdout).toContain('cli-console-marker');
     expect(capsule('rm', id).status).toBe(0);
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
   });

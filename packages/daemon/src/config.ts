@@ -17,6 +17,10 @@ export interface DaemonConfig {
   bootTimeoutMs: number;
   /** Host memory the daemon may hand to sandboxes, in MiB. */
   memoryBudgetMiB: number;
+  /** Build warm snapshots of templates and create sandboxes by restoring them. */
+  warmSnapshots: boolean;
+  /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
+  warmPoolSize: number;
   logLevel: string;
 }
 
@@ -34,8 +38,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     accel,
     bootTimeoutMs: positiveInt(env.CAPSULE_BOOT_TIMEOUT_MS, 120_000),
     memoryBudgetMiB: positiveInt(env.CAPSULE_MEMORY_BUDGET_MIB, 0),
+    warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
+    warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
   };
+}
+
+function onOff(value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === '') return fallback;
+  if (value === 'on' || value === '1' || value === 'true') return true;
+  if (value === 'off' || value === '0' || value === 'false') return false;
+  throw new Error(`expected on or off, got "${value}"`);
 }
 
 function positiveInt(value: string | undefined, fallback: number): number {

@@ -11,13 +11,12 @@ import { readManifest, manifestPath, type GuestManifest } from './guest/manifest
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
 import { Store } from './store/store.js';
+import { TEMPLATE_DEFAULTS } from './templates/defaults.js';
 import { chooseAccel } from './vmm/accel.js';
 import { qemuVersion } from './vmm/qemu.js';
 
 export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-const DEFAULT_VCPUS = 1;
-const DEFAULT_MEMORY_MIB = 512;
 
 export interface RunningDaemon {
   stop(): Promise<void>;
@@ -42,8 +41,8 @@ async function registerTemplates(store: Store, manifest: GuestManifest): Promise
       initramfs: manifest.initramfs,
       kit: manifest.kit,
       rootfs: template.rootfs,
-      default_vcpus: DEFAULT_VCPUS,
-      default_memory_mib: DEFAULT_MEMORY_MIB,
+      default_vcpus: TEMPLATE_DEFAULTS.vcpus,
+      default_memory_mib: TEMPLATE_DEFAULTS.memoryMiB,
       created_at: new Date().toISOString(),
     });
   }
@@ -64,7 +63,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const accel = await chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: manifest.kernel, initramfs: manifest.initramfs, qemuVersion: qemu });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
-  const manager = new SandboxManager(store, config, accel, log);
+  const manager = new SandboxManager(store, config, accel, log, {
+    qemuVersion: qemu,
+    warmSnapshots: config.warmSnapshots,
+    warmPoolSize: config.warmPoolSize,
+  });
   await manager.start();
   const startedAt = new Date().toISOString();
   const info = (): DaemonInfo => ({
@@ -86,7 +89,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   return {
     async stop() {
       await app.close();
-      manager.shutdown();
+      await manager.shutdown();
       await store.close();
       fs.rmSync(config.socketPath, { force: true });
     },

@@ -123,14 +123,15 @@ export class TestDaemon {
     });
   }
 
-  /** QEMU processes whose command line points into this daemon's folders. */
-  qemuPids(): number[] {
+  /** QEMU processes whose command line points into this daemon's folders; with `id`, only that sandbox's. */
+  qemuPids(id?: string): number[] {
     const pids: number[] = [];
     for (const entry of fs.readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       try {
-        const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-        if (cmdline.includes('qemu-system') && cmdline.includes(this.root)) pids.push(Number(entry));
+        const argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+        if (!argv[0]?.includes('qemu-system') || !argv.some((a) => a.includes(this.root))) continue;
+        if (id === undefined || argv[argv.indexOf('-name') + 1] === id) pids.push(Number(entry));
       } catch {
         // Exited while we looked.
       }
@@ -138,10 +139,19 @@ export class TestDaemon {
     return pids;
   }
 
-  /** Everything left in the runtime folder's sandboxes/ (sockets, pid files). */
+  /** Everything left in the runtime folder's sandboxes/ (sockets, pid files), warm-pool VMs included. */
   runtimeLeftovers(): string[] {
     const dir = path.join(this.runtimeDir, 'sandboxes');
     return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  }
+
+  /** Whether anything of sandbox `id` is still running or on disk besides its console log. */
+  leftoversOf(id: string): string[] {
+    const left: string[] = [];
+    if (this.qemuPids(id).length > 0) left.push('qemu process');
+    if (this.runtimeLeftovers().includes(id)) left.push('runtime folder');
+    if (fs.existsSync(path.join(this.stateDir, 'sandboxes', id, 'overlay.qcow2'))) left.push('overlay');
+    return left;
   }
 
   async destroy(): Promise<void> {

@@ -134,9 +134,10 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
   });
 
   it('captures the serial console', async () => {
+    await exec({ cmd: ['sh', '-c', 'echo console-marker-$((6 * 7)) > /dev/console'] });
     const res = await daemon.request('GET', `/v1/sandboxes/${id}/logs`);
     expect(res.status).toBe(200);
-    expect(res.text).toContain('capsule.agent');
+    expect(res.text).toContain('console-marker-42');
   });
 
   it('deletes the sandbox: QEMU gone, files gone, record kept as killed', async () => {
@@ -145,7 +146,7 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
     const res = await daemon.request('DELETE', `/v1/sandboxes/${id}`);
     expect(res.status).toBe(204);
     expect(daemon.qemuPids()).not.toContain(before);
-    expect(daemon.runtimeLeftovers()).toEqual([]);
+    expect(daemon.leftoversOf(id)).toEqual([]);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
     const after = await daemon.request('GET', `/v1/sandboxes/${id}`);
     expect(after.body.state).toBe('killed');

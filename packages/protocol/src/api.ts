@@ -147,6 +147,8 @@ export const Template = Type.Object(
     defaultVcpus: Type.Integer(),
     defaultMemoryMiB: Type.Integer(),
     createdAt: Type.String({ format: 'date-time' }),
+    /** Creates with the default resources restore this snapshot instead of booting. */
+    warmSnapshot: Type.Union([Type.Literal('ready'), Type.Literal('building'), Type.Literal('failed'), Type.Literal('disabled')]),
   },
 );
 export type Template = Static<typeof Template>;

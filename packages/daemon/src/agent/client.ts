@@ -4,7 +4,9 @@
 import net from 'node:net';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
-import { Process } from '@capsule/protocol/agent';
+import { Process, type AgentInitRequest } from '@capsule/protocol/agent';
+
+export type { AgentInitRequest };
 
 /** The largest single message accepted from a guest. */
 const MAX_AGENT_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -39,18 +41,35 @@ export class AgentClient {
 
   /** Resolves when the agent answers GET /health with a 2xx within `timeoutMs`. */
   async health(timeoutMs: number): Promise<void> {
-    const stream = await withTimeout(this.sessions.request('GET', '/health', {}, {}), timeoutMs, 'agent health check');
+    await this.plainRequest('GET', '/health', undefined, timeoutMs);
+  }
+
+  /**
+   * POST /init: what a restored guest must be told before anyone uses it (the
+   * time, fresh entropy, its hostname, the sandbox's env vars). Rejects unless
+   * the agent answers 2xx within `timeoutMs`.
+   */
+  async init(body: AgentInitRequest, timeoutMs: number): Promise<void> {
+    await this.plainRequest('POST', '/init', Buffer.from(JSON.stringify(body)), timeoutMs);
+  }
+
+  /** A plain-HTTP call to the agent whose answer is only its status; anything but 2xx rejects. */
+  private async plainRequest(method: 'GET' | 'POST', path: string, body: Buffer | undefined, timeoutMs: number): Promise<void> {
+    const what = `agent ${method} ${path}`;
+    const headers = body ? { 'content-type': 'application/json', 'content-length': body.length } : {};
+    const stream = await withTimeout(this.sessions.request(method, path, headers, {}), timeoutMs, what);
     try {
       const status = await withTimeout(
         new Promise<number>((resolve, reject) => {
-          stream.once('response', (headers) => resolve(Number(headers[':status'])));
+          stream.once('response', (responseHeaders) => resolve(Number(responseHeaders[':status'])));
           stream.once('error', reject);
-          stream.once('close', () => reject(new Error('the agent closed the health check stream')));
+          stream.once('close', () => reject(new Error(`the agent closed the stream of ${what}`)));
+          stream.end(body);
         }),
         timeoutMs,
-        'agent health check',
+        what,
       );
-      if (status < 200 || status > 299) throw new Error(`agent health check answered HTTP ${status}`);
+      if (status < 200 || status > 299) throw new Error(`${what} answered HTTP ${status}`);
     } finally {
       stream.close();
       stream.resume();

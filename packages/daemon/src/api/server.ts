@@ -85,6 +85,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
         defaultVcpus: t.default_vcpus,
         defaultMemoryMiB: t.default_memory_mib,
         createdAt: t.created_at,
+        warmSnapshot: ctx.manager.warmSnapshotState(t.name),
       })),
     };
   });

@@ -1,17 +1,22 @@
 // `capsuled prepare`: builds or reuses everything a sandbox boots from (kernel,
-// initramfs, kit disk, the base root filesystem), probes KVM, and records the
-// result in the guest manifest. Each step says what it did and how long it took.
+// initramfs, kit disk, the base root filesystem), probes KVM, records the
+// result in the guest manifest, and warms the base template (boots it once and
+// snapshots it). Each step says what it did and how long it took.
 import { ensureInitramfs } from './initramfs.js';
 import { ensureKernel } from './kernel.js';
 import { ensureKit } from './kit.js';
 import { writeManifest, type GuestManifest } from './manifest.js';
 import { ensureBaseRootfs } from './rootfs.js';
+import { silentLogger } from '../log.js';
+import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
+import { buildWarmSnapshot, loadWarmSnapshot, type WarmSnapshotInputs } from '../templates/warm-snapshot.js';
 import { chooseAccel } from '../vmm/accel.js';
 import { qemuVersion } from '../vmm/qemu.js';
+import { hostTscKhz } from '../vmm/tsc.js';
 import type { DaemonConfig } from '../config.js';
 
 export async function prepareGuest(config: DaemonConfig, out: (line: string) => void): Promise<GuestManifest> {
-  const steps = 5;
+  const steps = config.warmSnapshots ? 6 : 5;
   let step = 0;
   const run = async <T>(title: string, work: (report: (msg: string) => void) => Promise<T>, describe: (v: T) => string): Promise<T> => {
     step += 1;
@@ -26,11 +31,39 @@ export async function prepareGuest(config: DaemonConfig, out: (line: string) => 
   const initramfs = await run('initramfs', (r) => ensureInitramfs(config.cacheDir, kernel, r), (p) => p);
   const kit = await run('kit disk', (r) => ensureKit(config.cacheDir, r), (p) => p);
   const rootfs = await run('base template root filesystem', (r) => ensureBaseRootfs(config.cacheDir, r), (p) => p);
-  await run(
+  const qemu = await qemuVersion();
+  const accel = await run(
     'accelerator',
-    async () => chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: kernel.vmlinuz, initramfs, qemuVersion: await qemuVersion() }),
+    async () => chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: kernel.vmlinuz, initramfs, qemuVersion: qemu }),
     (c) => `${c.accel.toUpperCase()}: ${c.reason}`,
   );
+  if (config.warmSnapshots) {
+    const inputs: WarmSnapshotInputs = {
+      template: {
+        name: 'base',
+        kernel: kernel.vmlinuz,
+        initramfs,
+        kit,
+        rootfs,
+        default_vcpus: TEMPLATE_DEFAULTS.vcpus,
+        default_memory_mib: TEMPLATE_DEFAULTS.memoryMiB,
+        created_at: new Date().toISOString(),
+      },
+      accel: accel.accel,
+      qemuVersion: qemu,
+      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined,
+    };
+    await run(
+      'warm snapshot of the base template',
+      async (report) => {
+        const existing = loadWarmSnapshot(config.cacheDir, inputs);
+        if (existing) return existing;
+        report('booting the template once to snapshot it');
+        return await buildWarmSnapshot(config.cacheDir, config.runtimeDir, inputs, silentLogger);
+      },
+      (snapshot) => snapshot.dir,
+    );
+  }
 
   const manifest: GuestManifest = {
     kernelVersion: kernel.version,

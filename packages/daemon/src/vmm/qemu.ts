@@ -26,6 +26,20 @@ export interface VmSpec {
   agentPortId: string;
   /** Host TSC frequency for TCG guests (see tsc.ts); undefined leaves the guest to calibrate. */
   tscKhz?: number | undefined;
+  /**
+   * Guest RAM in a file instead of anonymous memory. `shared` writes go to the
+   * file (a template VM whose memory becomes the warm snapshot); private
+   * mappings read the file and copy on write, so sandboxes restored from one
+   * snapshot share its pages and never change it.
+   */
+  memoryFile?: { path: string; shared: boolean } | undefined;
+  /** Start paused, waiting for `migrate-incoming` (a restore) instead of booting. */
+  incoming?: boolean;
+}
+
+/** QEMU option values are comma-separated: a comma inside a value is written twice. */
+export function optionValue(value: string): string {
+  return value.replace(/,/g, ',,');
 }
 
 /** The transient files of one VM: sockets, pid file and QEMU's own log. */
@@ -55,30 +69,37 @@ export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tsc
 }
 
 export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
+  const memory = spec.memoryFile
+    ? [
+        '-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optionValue(spec.memoryFile.path)},share=${spec.memoryFile.shared ? 'on' : 'off'}`,
+      ]
+    : [];
   return [
     '-name', spec.id,
-    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on',
+    '-M', `microvm,acpi=on,x-option-roms=off,rtc=on${spec.memoryFile ? ',memory-backend=mem' : ''}`,
     '-accel', spec.accel,
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.vcpus),
     '-m', `${spec.memoryMiB}M`,
+    ...memory,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-kernel', spec.kernel,
     '-initrd', spec.initramfs,
     '-append', kernelCommandLine(spec),
-    '-drive', `id=root,file=${spec.rootDisk},format=qcow2,if=none,discard=unmap`,
+    '-drive', `id=root,file=${optionValue(spec.rootDisk)},format=qcow2,if=none,discard=unmap`,
     '-device', 'virtio-blk-device,drive=root,serial=capsule-root',
-    '-drive', `id=kit,file=${spec.kitDisk},format=raw,if=none,readonly=on`,
+    '-drive', `id=kit,file=${optionValue(spec.kitDisk)},format=raw,if=none,readonly=on`,
     '-device', 'virtio-blk-device,drive=kit,serial=capsule-kit',
     '-object', 'rng-random,id=rng0,filename=/dev/urandom',
     '-device', 'virtio-rng-device,rng=rng0',
     '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=agent,path=${paths.agentSocket},server=on,wait=off`,
+    '-chardev', `socket,id=agent,path=${optionValue(paths.agentSocket)},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
-    '-chardev', `socket,id=console,path=${paths.consoleSocket},server=on,wait=off`,
+    '-chardev', `socket,id=console,path=${optionValue(paths.consoleSocket)},server=on,wait=off`,
     '-serial', 'chardev:console',
-    '-qmp', `unix:${paths.qmpSocket},server=on,wait=off`,
+    '-qmp', `unix:${optionValue(paths.qmpSocket)},server=on,wait=off`,
     '-pidfile', paths.pidFile,
+    ...(spec.incoming ? ['-incoming', 'defer'] : []),
   ];
 }
 

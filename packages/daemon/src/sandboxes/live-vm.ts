@@ -1,0 +1,112 @@
+// One running VM as this daemon holds it: QEMU's pid and QMP connection, the
+// agent client and the console capture. Booting, restoring and stopping a VM
+// go through here so that sandboxes, warm-pool VMs and template builds all do
+// them the same way. It never touches the store.
+import fs from 'node:fs';
+import path from 'node:path';
+import { AgentClient, type AgentInitRequest } from '../agent/client.js';
+import { errorMessage } from '../errors.js';
+import { isProcessAlive, terminateGroup } from '../launcher.js';
+import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
+import { restoreVmState } from '../vmm/migration.js';
+import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
+import { startVm, stopVm, type VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
+
+export const AGENT_PORT_DEVICE_ID = 'agent-port';
+const INIT_TIMEOUT_MS = 10_000;
+
+export class LiveVm {
+  /** Set while the daemon itself is stopping the VM, so its exit is not a crash. */
+  stopping = false;
+  /** Set until the agent first answered; a VM that dies meanwhile is its starter's failure to report. */
+  booting = true;
+  readonly agent: AgentClient;
+  private readonly console: ConsoleLog;
+
+  constructor(
+    readonly pid: number,
+    readonly qmp: QmpClient,
+    readonly paths: VmRuntimePaths,
+    readonly consoleLogFile: string,
+  ) {
+    this.agent = new AgentClient(paths.agentSocket);
+    this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
+    this.console.attach();
+  }
+
+  /** Starts QEMU for `spec` and attaches to it; the guest boots (or waits for a restore, with `spec.incoming`). */
+  static async launch(spec: VmSpec, paths: VmRuntimePaths, consoleLogFile: string): Promise<LiveVm> {
+    fs.mkdirSync(path.dirname(consoleLogFile), { recursive: true, mode: 0o700 });
+    const { pid, qmp } = await startVm(spec, paths);
+    return new LiveVm(pid, qmp, paths, consoleLogFile);
+  }
+
+  get alive(): boolean {
+    return isProcessAlive(this.pid);
+  }
+
+  /** After a cold boot: waits for the guest to open the agent port, then for the agent to answer. */
+  async waitForBoot(deadline: number): Promise<void> {
+    const portOpen = (event: QmpEvent) => event.event === 'VSERPORT_CHANGE' && event.data?.id === AGENT_PORT_DEVICE_ID && event.data?.open === true;
+    try {
+      await this.qmp.waitForEvent(portOpen, Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      throw new Error(`the guest agent did not start: ${errorMessage(err)}`);
+    }
+    await this.waitForHealthyAgent(deadline);
+    this.booting = false;
+  }
+
+  /** After `launch` with `incoming`: loads the snapshot's device state, resumes, waits for the agent. */
+  async restore(stateFile: string, deadline: number): Promise<void> {
+    await restoreVmState(this.qmp, stateFile, true);
+    await this.waitForHealthyAgent(deadline);
+    this.booting = false;
+  }
+
+  /**
+   * Retries the agent's health check until `deadline`. A retry matters after a
+   * reconnect too: a write the guest had in flight when the previous host side
+   * left may arrive first on the new connection and break that HTTP/2 session.
+   */
+  async waitForHealthyAgent(deadline: number): Promise<void> {
+    for (;;) {
+      try {
+        await this.agent.health(Math.max(1, Math.min(5000, deadline - Date.now())));
+        return;
+      } catch (err) {
+        if (Date.now() >= deadline || !this.alive) throw new Error(`the guest agent did not answer: ${errorMessage(err)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  /** Tells a restored guest who it is now: time, entropy, hostname, env. */
+  async initGuest(request: AgentInitRequest): Promise<void> {
+    await this.agent.init(request, INIT_TIMEOUT_MS);
+  }
+
+  /** The last `maxBytes` of the console, for error messages. */
+  consoleTail(maxBytes = 2048): string {
+    return readConsoleLog(this.consoleLogFile, maxBytes).toString('utf8').trim();
+  }
+
+  /** Lets go of the VM without stopping it (daemon shutdown: the next daemon adopts it). */
+  detach(): void {
+    this.agent.close();
+    this.console.detach();
+    this.qmp.close();
+  }
+
+  /** Stops QEMU (QMP quit, then signals) and detaches. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.alive) await stopVm(this.pid, this.qmp);
+    this.detach();
+  }
+
+  /** For a VM whose QMP connection cannot be had: signals only. */
+  static async kill(pid: number): Promise<void> {
+    await terminateGroup(pid, 2000);
+  }
+}

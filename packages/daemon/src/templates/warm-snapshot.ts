@@ -1,0 +1,137 @@
+// Warm snapshots of templates. A template VM is booted with its RAM in a
+// shared memory file; once its agent answers, its device state is saved and
+// its disk frozen. Sandboxes are then restores: they map the memory file
+// privately (copy on write, so all of a template's sandboxes share its pages),
+// load the device state and write to an overlay over the frozen disk. A
+// snapshot is keyed by every input it depends on and rebuilt when one changes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { errorMessage } from '../errors.js';
+import { runCommand } from '../launcher.js';
+import type { Logger } from '../log.js';
+import { CacheKey } from '../guest/cache-key.js';
+import { commitPath, writeFileAtomic } from '../guest/files.js';
+import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
+import type { TemplateRecord } from '../store/store.js';
+import { saveVmState } from '../vmm/migration.js';
+import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
+
+/** Bump when the VM's machine options change: old snapshots cannot be restored into new machines. */
+const FORMAT = 'warm-v1';
+const BOOT_TIMEOUT_MS = 180_000;
+
+export interface WarmSnapshot {
+  template: string;
+  key: string;
+  dir: string;
+  /** Guest RAM; mapped privately by every restore, never written after the build. */
+  memory: string;
+  /** Device state (QEMU migration stream without RAM). */
+  state: string;
+  /** The template VM's disk when it was snapshotted; the read-only backing of sandbox overlays. */
+  disk: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** The machine the snapshot was taken of; restores must use the same. */
+  machine: Pick<VmSpec, 'accel' | 'kernel' | 'initramfs' | 'kitDisk' | 'hostname' | 'tscKhz'>;
+  createdAt: string;
+}
+
+export interface WarmSnapshotInputs {
+  template: TemplateRecord;
+  accel: Accel;
+  qemuVersion: string;
+  tscKhz: number | undefined;
+}
+
+export function warmSnapshotKey(inputs: WarmSnapshotInputs): string {
+  const t = inputs.template;
+  // Artefact file names already carry their content keys; sizes guard against a file rewritten in place.
+  const key = new CacheKey().add('format', FORMAT).add('accel', inputs.accel).add('qemu', inputs.qemuVersion).add('tsc', String(inputs.tscKhz ?? ''));
+  for (const [label, file] of [['kernel', t.kernel], ['initramfs', t.initramfs], ['kit', t.kit], ['rootfs', t.rootfs]] as const) {
+    key.add(label, `${file}:${fs.statSync(file).size}`);
+  }
+  return key.add('vcpus', String(t.default_vcpus)).add('memory', String(t.default_memory_mib)).digest();
+}
+
+export function snapshotsDir(cacheDir: string): string {
+  return path.join(cacheDir, 'snapshots');
+}
+
+/** The snapshot for these inputs if one was built and finished. */
+export function loadWarmSnapshot(cacheDir: string, inputs: WarmSnapshotInputs): WarmSnapshot | undefined {
+  const dir = path.join(snapshotsDir(cacheDir), `${inputs.template.name}-${warmSnapshotKey(inputs)}`);
+  try {
+    const snapshot = JSON.parse(fs.readFileSync(path.join(dir, 'snapshot.json'), 'utf8')) as Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'>;
+    const files = { dir, memory: path.join(dir, 'memory'), state: path.join(dir, 'state'), disk: path.join(dir, 'disk.qcow2') };
+    if (![files.memory, files.state, files.disk].every((f) => fs.existsSync(f))) return undefined;
+    return { ...snapshot, ...files };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Boots the template once and snapshots it; concurrent builders each write their own temp folder. */
+export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, inputs: WarmSnapshotInputs, log: Logger): Promise<WarmSnapshot> {
+  const key = warmSnapshotKey(inputs);
+  const t = inputs.template;
+  const name = `${t.name}-${key}`;
+  const dir = path.join(snapshotsDir(cacheDir), name);
+  const temp = path.join(snapshotsDir(cacheDir), `.${name}.tmp-${process.pid}-${Date.now()}`);
+  const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
+  fs.mkdirSync(temp, { recursive: true });
+  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz };
+  const started = Date.now();
+  let vm: LiveVm | undefined;
+  try {
+    await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', t.rootfs, path.join(temp, 'disk.qcow2')]);
+    vm = await LiveVm.launch(
+      {
+        id: `template-${name}`,
+        ...machine,
+        vcpus: t.default_vcpus,
+        memoryMiB: t.default_memory_mib,
+        rootDisk: path.join(temp, 'disk.qcow2'),
+        agentPortId: AGENT_PORT_DEVICE_ID,
+        memoryFile: { path: path.join(temp, 'memory'), shared: true },
+      },
+      paths,
+      path.join(temp, 'console.log'),
+    );
+    await vm.waitForBoot(Date.now() + BOOT_TIMEOUT_MS);
+    // Leave the agent idle and disconnected, so no write of this session is
+    // pending in the guest when it is frozen; restores connect afresh.
+    vm.agent.close();
+    await new Promise((r) => setTimeout(r, 100));
+    await saveVmState(vm.qmp, path.join(temp, 'state'), true);
+    await vm.stop();
+    vm = undefined;
+    for (const file of ['memory', 'state', 'disk.qcow2']) {
+      const fd = fs.openSync(path.join(temp, file), 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    }
+    fs.rmSync(path.join(temp, 'console.log'), { force: true });
+    const snapshot: Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'> = {
+      template: t.name,
+      key,
+      vcpus: t.default_vcpus,
+      memoryMiB: t.default_memory_mib,
+      machine,
+      createdAt: new Date().toISOString(),
+    };
+    writeFileAtomic(path.join(temp, 'snapshot.json'), JSON.stringify(snapshot, null, 2));
+    commitPath(temp, dir);
+    log.info({ template: t.name, key, ms: Date.now() - started }, 'warm snapshot built');
+    const loaded = loadWarmSnapshot(cacheDir, inputs);
+    if (!loaded) throw new Error('the snapshot was written but cannot be read back');
+    return loaded;
+  } catch (err) {
+    const consoleTail = vm?.consoleTail() ?? '';
+    throw new Error(`building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`);
+  } finally {
+    if (vm) await vm.stop();
+    fs.rmSync(paths.dir, { recursive: true, force: true });
+    fs.rmSync(temp, { recursive: true, force: true });
+  }
+}

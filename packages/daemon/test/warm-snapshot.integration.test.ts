@@ -1,0 +1,116 @@
+// Sandboxes restored from a template's warm snapshot (real QEMU microVMs): each
+// clone gets its own identity, clock and randomness; a broken snapshot fails
+// one create clearly, leaks nothing, and later creates boot cold.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+
+const restored = (sandbox: { history: { message?: string }[] }) => /restored from the warm snapshot/.test(sandbox.history.at(-1)?.message ?? '');
+
+describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
+  const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '1' });
+  const ids: string[] = [];
+  beforeAll(async () => {
+    await daemon.start();
+    await eventually(async () => {
+      const { body } = await daemon.request('GET', '/v1/templates');
+      const base = body.templates.find((t: { name: string }) => t.name === 'base');
+      if (base.warmSnapshot === 'failed') throw new Error('the warm snapshot failed to build');
+      return base.warmSnapshot === 'ready' ? true : undefined;
+    }, 120_000, 'the warm snapshot');
+  });
+  afterAll(() => daemon.destroy());
+  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+
+  it('restores clones that differ in hostname, randomness and files, with the clock set and env applied', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    for (let i = 0; i < 2; i++) {
+      const res = await daemon.request('POST', '/v1/sandboxes', { env: { CLONE: String(i) } });
+      expect(res.status, res.text).toBe(201);
+      expect(restored(res.body), JSON.stringify(res.body.history)).toBe(true);
+      ids.push(res.body.id);
+    }
+    const probe = ['python3', '-c', 'import os, socket, time; print(socket.gethostname(), os.urandom(16).hex(), time.time(), os.environ.get("CLONE"))'];
+    const outputs = await Promise.all(ids.map((id) => exec(id, probe)));
+    const [a, b] = outputs.map((o) => o.stdout.trim().split(' '));
+    expect(a![0]).toBe(ids[0]!.replace('_', '-'));
+    expect(b![0]).toBe(ids[1]!.replace('_', '-'));
+    expect(a![1]).not.toBe(b![1]);
+    for (const clock of [a![2], b![2]]) expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(5);
+    expect([a![3], b![3]]).toEqual(['0', '1']);
+
+    await exec(ids[0]!, ['sh', '-c', 'echo mine > /root/only-here']);
+    expect((await exec(ids[1]!, ['cat', '/root/only-here'])).exitCode).not.toBe(0);
+    expect((await exec(ids[0]!, ['cat', '/root/only-here'])).stdout).toBe('mine\n');
+  });
+
+  it('boots cold when a create asks for other resources than the snapshot has', async () => {
+    const res = await daemon.request('POST', '/v1/sandboxes', { memoryMiB: 256 });
+    expect(res.status, res.text).toBe(201);
+    expect(res.body.history.at(-1).message).toBe('booted cold');
+    ids.push(res.body.id);
+  });
+
+  it('keeps the snapshot files unchanged by the sandboxes restored from it', async () => {
+    const [snapshotDir] = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('base-'));
+    const files = ['memory', 'state', 'disk.qcow2'].map((f) => path.join(sharedCacheDir, 'snapshots', snapshotDir!, f));
+    const before = files.map((f) => fs.statSync(f).mtimeMs);
+    // Dirty guest memory and disk in a restored sandbox: neither may reach the snapshot.
+    await exec(ids[0]!, ['sh', '-c', 'head -c 50000000 /dev/urandom > /root/big; python3 -c "b = bytearray(64 << 20)"; sync']);
+    expect(files.map((f) => fs.statSync(f).mtimeMs)).toEqual(before);
+    for (const id of ids) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+  });
+
+  it('stops its warm-pool VMs when the daemon stops', async () => {
+    await eventually(() => (daemon.qemuPids().length > 0 ? true : undefined), 60_000, 'the pool to refill');
+    await daemon.stop();
+    expect(daemon.qemuPids()).toEqual([]);
+    expect(daemon.runtimeLeftovers()).toEqual([]);
+  });
+});
+
+describe('a corrupt warm snapshot (real QEMU microVM)', () => {
+  // A private cache with the real kernel, kit and rootfs and a copy of the real
+  // snapshot whose device state is cut short.
+  const cacheDir = fs.mkdtempSync('/tmp/capsule-test-cache-');
+  const daemon = new TestDaemon({ CAPSULE_CACHE_DIR: cacheDir, CAPSULE_WARM_POOL_SIZE: '0' });
+
+  beforeAll(async () => {
+    fs.copyFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), path.join(cacheDir, 'guest-manifest.json'));
+    for (const file of ['accel-probe.json']) {
+      if (fs.existsSync(path.join(sharedCacheDir, file))) fs.copyFileSync(path.join(sharedCacheDir, file), path.join(cacheDir, file));
+    }
+    const snapshots = path.join(sharedCacheDir, 'snapshots');
+    const [name] = fs.readdirSync(snapshots).filter((n) => n.startsWith('base-'));
+    fs.mkdirSync(path.join(cacheDir, 'snapshots', name!), { recursive: true });
+    for (const file of ['snapshot.json', 'disk.qcow2', 'memory']) {
+      fs.copyFileSync(path.join(snapshots, name!, file), path.join(cacheDir, 'snapshots', name!, file));
+    }
+    const state = fs.readFileSync(path.join(snapshots, name!, 'state'));
+    fs.writeFileSync(path.join(cacheDir, 'snapshots', name!, 'state'), state.subarray(0, Math.floor(state.length / 3)));
+    await daemon.start();
+    await eventually(async () => ((await daemon.request('GET', '/v1/templates')).body.templates[0].warmSnapshot === 'ready' ? true : undefined), 30_000, 'the snapshot to load');
+  });
+  afterAll(async () => {
+    await daemon.destroy();
+    fs.rmSync(cacheDir, { recursive: true, force: true });
+  });
+
+  it('fails the create with vm_start_failed, leaks nothing, and boots the next one cold', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const res = await daemon.request('POST', '/v1/sandboxes', {});
+    expect(res.status, res.text).toBe(500);
+    expect(res.body.error.code).toBe('vm_start_failed');
+    expect(res.body.error.message).toMatch(/restor/i);
+    const [failed] = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes;
+    expect(failed).toMatchObject({ state: 'error', stateReason: 'start_failed' });
+    expect(daemon.qemuPids()).toEqual([]);
+    expect(daemon.runtimeLeftovers()).toEqual([]);
+
+    expect((await daemon.request('GET', '/v1/templates')).body.templates[0].warmSnapshot).toBe('failed');
+    const next = await daemon.request('POST', '/v1/sandboxes', {});
+    expect(next.status, next.text).toBe(201);
+    expect(next.body.history.at(-1).message).toBe('booted cold');
+  });
+});
