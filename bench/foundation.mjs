@@ -1,11 +1,15 @@
 #!/usr/bin/env node
-// Foundation figures, measured side by side in one run on this host:
+// Sandbox start figures, measured side by side in one run on this host:
 //   - bare QEMU start: process start to QMP greeting (the floor every VM pays);
-//   - cold boot: create request to the first exec result, through the API;
-//   - host memory of one idle sandbox (QEMU RSS);
+//   - cold boot: create request to the first exec result, through the API
+//     (a daemon with warm snapshots off);
+//   - warm restore on demand: the same from the template's warm snapshot
+//     (a daemon with an empty warm pool);
+//   - warm pool: the same when a restored VM is waiting (the default);
+//   - host memory of one idle sandbox (QEMU RSS), cold and restored;
 //   - size of the base template's root filesystem.
-// It runs a private capsuled with its own state and runtime folders and removes
-// everything it started, also when interrupted. Usage: node bench/foundation.mjs [runs]
+// Each daemon is private (own state and runtime folders); everything started
+// is removed, also when interrupted. Usage: node bench/foundation.mjs [runs]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -20,7 +24,7 @@ const runs = Number(process.argv[2] ?? 10);
 const cacheDir = process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule';
 const manifest = JSON.parse(fs.readFileSync(path.join(cacheDir, 'guest-manifest.json'), 'utf8'));
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-bench-'));
-const socketPath = path.join(root, 'run', 'capsuled.sock');
+const socketPath = path.join(root, 'capsuled.sock');
 const children = new Set();
 
 function cleanup() {
@@ -69,51 +73,81 @@ async function bareQemuStart() {
   return elapsed;
 }
 
-try {
+async function startDaemon(name, env) {
+  const run = path.join(root, name);
   const daemon = spawn(process.execPath, [path.join(repo, 'packages/daemon/dist/main.js')], {
-    env: { ...process.env, CAPSULE_STATE_DIR: path.join(root, 'state'), CAPSULE_RUNTIME_DIR: path.join(root, 'run'), CAPSULE_SOCKET: socketPath, CAPSULE_LOG_LEVEL: 'warn' },
+    env: { ...process.env, CAPSULE_STATE_DIR: path.join(run, 'state'), CAPSULE_RUNTIME_DIR: path.join(run, 'run'), CAPSULE_SOCKET: socketPath, CAPSULE_LOG_LEVEL: 'warn', ...env },
     stdio: 'ignore',
   });
   children.add(daemon);
   for (let i = 0; ; i++) {
     try {
-      if ((await request('GET', '/health')).status === 200) break;
-    } catch {}
-    if (i > 300) throw new Error('capsuled did not start');
+      const templates = await request('GET', '/v1/templates');
+      const warm = templates.body.templates[0].warmSnapshot;
+      if (warm === 'failed') throw new Error('the warm snapshot failed');
+      if (warm !== 'building') break;
+    } catch (err) {
+      if (String(err).includes('failed')) throw err;
+    }
+    if (i > 1200) throw new Error('capsuled did not start');
     await sleep(50);
   }
+  return async () => {
+    daemon.kill('SIGTERM');
+    await new Promise((r) => daemon.once('exit', r));
+    children.delete(daemon);
+  };
+}
 
-  const floor = [];
-  const cold = [];
+/** Create → first exec result, `runs` times after one warm-up; `settleMs` between runs lets a pool refill. */
+async function createToFirstExec(runs, settleMs, measureRss) {
+  const times = [];
   let rssKiB = 0;
   for (let i = 0; i < runs + 1; i++) {
-    floor.push(await bareQemuStart());
+    await sleep(settleMs);
     const started = performance.now();
     const created = await request('POST', '/v1/sandboxes', {});
     if (created.status !== 201) throw new Error(`create failed: ${JSON.stringify(created.body)}`);
     const exec = await request('POST', `/v1/sandboxes/${created.body.id}/exec`, { cmd: ['true'] });
     if (exec.status !== 200) throw new Error(`exec failed: ${JSON.stringify(exec.body)}`);
-    cold.push(performance.now() - started);
-    if (i === 0) {
-      await sleep(5000); // idle, after the boot settled
+    if (i > 0) times.push(performance.now() - started);
+    if (i === 1 && measureRss) {
+      await sleep(3000); // idle, after the start settled
       rssKiB = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${created.body.pid}/status`, 'utf8'))[1]);
     }
     await request('DELETE', `/v1/sandboxes/${created.body.id}`);
   }
+  return { times, rssKiB };
+}
+
+try {
+  const floor = [];
+  for (let i = 0; i < runs + 1; i++) floor.push(await bareQemuStart());
   floor.shift(); // warm-up
-  cold.shift();
+
+  let stop = await startDaemon('cold', { CAPSULE_WARM_SNAPSHOTS: 'off' });
+  const cold = await createToFirstExec(runs, 0, true);
+  await stop();
+  stop = await startDaemon('restore', { CAPSULE_WARM_POOL_SIZE: '0' });
+  const restore = await createToFirstExec(runs, 0, true);
+  await stop();
+  stop = await startDaemon('pool', { CAPSULE_WARM_POOL_SIZE: '1' });
+  const pool = await createToFirstExec(runs, 2500, false);
+  await stop();
 
   const rootfs = manifest.templates.base.rootfs;
   const stat = fs.statSync(rootfs);
-  const row = (name, values) => `| ${name} | ${percentile(values, 50).toFixed(0)} ms | ${percentile(values, 95).toFixed(0)} ms |`;
-  const p50Ratio = percentile(cold, 50) / percentile(floor, 50);
-  console.log(`Foundation figures (${runs} runs after one warm-up, ${os.cpus().length} cores, TCG unless the host has working KVM)\n`);
-  console.log('| case | p50 | p95 |');
-  console.log('| --- | --- | --- |');
+  const p50 = (values) => percentile(values, 50);
+  const row = (name, values) => `| ${name} | ${p50(values).toFixed(0)} ms | ${percentile(values, 95).toFixed(0)} ms | ${(p50(values) / p50(floor)).toFixed(1)}x |`;
+  console.log(`Sandbox start (${runs} runs each after one warm-up, ${os.cpus().length} cores, TCG unless the host has working KVM)\n`);
+  console.log('| case | p50 | p95 | p50 / floor |');
+  console.log('| --- | --- | --- | --- |');
   console.log(row('bare QEMU start to QMP greeting (floor)', floor));
-  console.log(row('cold boot: create to first exec result', cold));
-  console.log(`\ncold boot / floor (p50): ${p50Ratio.toFixed(1)}x`);
-  console.log(`idle sandbox (512 MiB) QEMU RSS: ${(rssKiB / 1024).toFixed(0)} MiB`);
+  console.log(row('cold boot: create to first exec result', cold.times));
+  console.log(row('warm snapshot, restored on demand: create to first exec result', restore.times));
+  console.log(row('warm snapshot, from the warm pool: create to first exec result', pool.times));
+  console.log(`\ncold boot / warm pool (p50): ${(p50(cold.times) / p50(pool.times)).toFixed(1)}x`);
+  console.log(`idle sandbox (512 MiB) QEMU RSS: cold boot ${(cold.rssKiB / 1024).toFixed(0)} MiB, restored ${(restore.rssKiB / 1024).toFixed(0)} MiB (RSS counts the snapshot's shared pages in each)`);
   console.log(`base template rootfs: ${(stat.size / 1048576).toFixed(0)} MiB apparent, ${((stat.blocks * 512) / 1048576).toFixed(0)} MiB on disk`);
 } finally {
   cleanup();
