@@ -9,6 +9,8 @@ export interface SandboxSpecOptions {
   name?: string;
   env?: Record<string, string>;
   metadata?: Record<string, string>;
+  /** The sandbox's lifetime (not a command's), in ms; 0 means none. */
+  lifetime?: number;
 }
 
 export const DEFAULT_TEMPLATE = 'base';
@@ -21,5 +23,6 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.memory !== undefined && { memoryMiB: options.memory }),
     ...(options.env && { env: options.env }),
     ...(options.metadata && { metadata: options.metadata }),
+    ...(options.lifetime !== undefined && { timeoutMs: options.lifetime }),
   };
 }

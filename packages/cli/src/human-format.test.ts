@@ -1,6 +1,6 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { describeSandbox, formatAge, formatBytes, formatElapsed, formatMemoryMiB, renderTable, sandboxTable } from './human-format.js';
+import { describeSandbox, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatTimeLeft, renderTable, sandboxTable } from './human-format.js';
 
 const now = Date.parse('2026-01-01T12:00:00Z');
 const sandbox: SandboxInfo = {
@@ -15,11 +15,22 @@ const sandbox: SandboxInfo = {
   metadata: { owner: 'ann' },
   createdAt: '2026-01-01T11:57:00Z',
   bootMs: 4810,
+  timeoutMs: 300_000,
+  expiresAt: '2026-01-01T12:02:00Z',
   history: [
     { state: 'starting', reason: 'user', at: '2026-01-01T11:57:00Z' },
     { state: 'running', reason: 'agent_ready', at: '2026-01-01T11:57:05Z' },
   ],
 };
+
+describe('time left', () => {
+  it('counts down to the expiry, and shows none as -', () => {
+    expect(formatTimeLeft('2026-01-01T12:02:00Z', now)).toBe('2m');
+    expect(formatTimeLeft('2026-01-01T12:00:30Z', now)).toBe('30s');
+    expect(formatTimeLeft('2026-01-01T11:59:00Z', now)).toBe('0s');
+    expect(formatTimeLeft(undefined, now)).toBe('-');
+  });
+});
 
 describe('human formatting', () => {
   it('formats ages, sizes and durations compactly', () => {
@@ -44,11 +55,12 @@ describe('human formatting', () => {
   });
 
   it('renders the ls table', () => {
-    expect(sandboxTable([sandbox, { ...sandbox, id: 'sb_2', name: 'web', memoryMiB: 512, state: 'killed' }], now)).toBe(
+    const killed = { ...sandbox, id: 'sb_2', name: 'web', memoryMiB: 512, state: 'killed' as const, expiresAt: undefined };
+    expect(sandboxTable([sandbox, killed], now)).toBe(
       [
-        'ID          NAME   TEMPLATE   STATE     CPUS   MEM    AGE',
-        'sb_7k2m9q   -      base       running   2      1.5G   3m',
-        'sb_2        web    base       killed    2      512M   3m',
+        'ID          NAME   TEMPLATE   STATE     CPUS   MEM    AGE   TIME LEFT',
+        'sb_7k2m9q   -      base       running   2      1.5G   3m    2m',
+        'sb_2        web    base       killed    2      512M   3m    -',
         '',
       ].join('\n'),
     );

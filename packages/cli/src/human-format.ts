@@ -47,9 +47,17 @@ export function formatElapsed(ms: number): string {
   return `${Math.floor(ms / 60_000)}m ${Math.round((ms % 60_000) / 1000)}s`;
 }
 
+/** Time left until `isoTime` (`4m`, `0s` once passed), or `-` when there is none. */
+export function formatTimeLeft(isoTime: string | undefined, now: number = Date.now()): string {
+  if (isoTime === undefined) return '-';
+  const then = Date.parse(isoTime);
+  if (Number.isNaN(then)) return '-';
+  return formatAge(new Date(now).toISOString(), then);
+}
+
 export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Date.now()): string {
   return renderTable(
-    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'AGE'],
+    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'AGE', 'TIME LEFT'],
     sandboxes.map((sandbox) => [
       sandbox.id,
       sandbox.name ?? '-',
@@ -58,6 +66,7 @@ export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Da
       String(sandbox.vcpus),
       formatMemoryMiB(sandbox.memoryMiB),
       formatAge(sandbox.createdAt, now),
+      formatTimeLeft(sandbox.expiresAt, now),
     ]),
   );
 }
@@ -96,6 +105,7 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   ];
   if (sandbox.bootMs !== undefined) pairs.push(['Boot', formatElapsed(sandbox.bootMs)]);
   if (sandbox.pid !== undefined) pairs.push(['PID', String(sandbox.pid)]);
+  pairs.push(['Timeout', sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none']);
   const metadata = Object.entries(sandbox.metadata);
   pairs.push(['Metadata', metadata.length === 0 ? '-' : metadata.map(([key, value]) => `${key}=${value}`).join(', ')]);
   const lines = keyValueLines(pairs);

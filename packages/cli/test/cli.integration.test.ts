@@ -35,7 +35,10 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     const id = created.stdout.trim();
     expect(id).toMatch(/^sb_/);
     expect(capsule('exec', 'cli-test', '--', 'sh', '-c', 'echo $GREETING; exit 5')).toMatchObject({ status: 5, stdout: 'hi\n' });
-    expect(JSON.parse(capsule('inspect', 'cli-test', '--json').stdout)).toMatchObject({ id, state: 'running' });
+    expect(JSON.parse(capsule('inspect', 'cli-test', '--json').stdout)).toMatchObject({ id, state: 'running', timeoutMs: 300_000 });
+    expect(capsule('sandbox', 'timeout', 'cli-test', '2h').stdout).toMatch(new RegExp(`^${id}: killed in (1h|2h)\\n$`));
+    expect(capsule('sandbox', 'timeout', 'cli-test', '0').stdout).toBe(`${id}: no timeout\n`);
+    expect(capsule('ls').stdout).toMatch(/TIME LEFT\n.*cli-test.* -\n/);
     capsule('exec', id, '--', 'sh', '-c', 'echo cli-console-marker > /dev/console');
     expect(capsule('logs', id).stdout).toContain('cli-console-marker');
     expect(capsule('rm', id).status).toBe(0);

@@ -17,6 +17,10 @@ export const limits = {
   maxNameLength: 63,
   /** Output kept per stream by the non-streaming exec; the rest is cut. */
   execOutputLimitBytes: 16 * 1024 * 1024,
+  /** A sandbox's timeout when its create names none. */
+  defaultTimeoutMs: 5 * 60 * 1000,
+  /** The longest timeout a sandbox may have (30 days); 0 (none) is allowed too. */
+  maxTimeoutMs: 30 * 24 * 60 * 60 * 1000,
 } as const;
 
 export const SandboxState = Type.Union(
@@ -61,6 +65,10 @@ export const Sandbox = Type.Object(
     bootMs: Type.Optional(Type.Integer()),
     /** Host process id of the VM, while it runs. */
     pid: Type.Optional(Type.Integer()),
+    /** The sandbox's lifetime from its last (re)start or timeout change; 0 means none. */
+    timeoutMs: Type.Integer(),
+    /** When the sandbox is killed unless its timeout is changed or kept alive first. */
+    expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
     history: Type.Optional(Type.Array(StateTransition)),
   },
 );
@@ -76,10 +84,21 @@ export const CreateSandboxRequest = Type.Object(
     memoryMiB: Type.Optional(Type.Integer()),
     env: Type.Optional(StringMap(limits.maxEnvVars)),
     metadata: Type.Optional(StringMap(limits.maxMetadataEntries)),
+    /** Kill the sandbox this long after it starts; 0 means never. Default 5 minutes. */
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.maxTimeoutMs })),
   },
   { additionalProperties: false },
 );
 export type CreateSandboxRequest = Static<typeof CreateSandboxRequest>;
+
+export const SetTimeoutRequest = Type.Object(
+  {
+    /** The new lifetime, counted from now; 0 means none. */
+    timeoutMs: Type.Integer({ minimum: 0, maximum: limits.maxTimeoutMs }),
+  },
+  { additionalProperties: false },
+);
+export type SetTimeoutRequest = Static<typeof SetTimeoutRequest>;
 
 export const SandboxList = Type.Object({ sandboxes: Type.Array(Sandbox) });
 export type SandboxList = Static<typeof SandboxList>;

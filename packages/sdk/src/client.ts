@@ -182,6 +182,16 @@ export class CapsuleClient {
     await this.#json('DELETE', sandboxPath(idOrName), undefined, options);
   }
 
+  /** Gives a running sandbox a new lifetime counted from now; 0 removes its timeout. */
+  async setSandboxTimeout(idOrName: string, timeoutMs: number, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/timeout`, { timeoutMs }, options);
+  }
+
+  /** Restarts a running sandbox's timeout from now, keeping its length. */
+  async keepSandboxAlive(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/keepalive`, undefined, options);
+  }
+
   /**
    * Runs a command to completion and returns its output (each stream cut at
    * limits.execOutputLimitBytes). The daemon answers only when the command ends, so

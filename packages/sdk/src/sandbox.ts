@@ -14,6 +14,8 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   memoryMiB?: number;
   env?: Record<string, string>;
   metadata?: Record<string, string>;
+  /** Kill the sandbox this long after it starts; 0 means never. Default: the daemon's, 5 minutes. */
+  timeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -63,6 +65,7 @@ export class Sandbox {
       ...(options.memoryMiB !== undefined && { memoryMiB: options.memoryMiB }),
       ...(options.env && { env: options.env }),
       ...(options.metadata && { metadata: options.metadata }),
+      ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
     };
     return new Sandbox(client, await client.createSandbox(request, callOptions(options)));
   }
@@ -110,5 +113,10 @@ export class Sandbox {
   async getInfo(options: { signal?: AbortSignal } = {}): Promise<SandboxInfo> {
     this.#info = await this.client.getSandbox(this.id, callOptions(options));
     return this.#info;
+  }
+
+  /** Gives the sandbox a new lifetime counted from now, as E2B's `setTimeout`; 0 removes its timeout. */
+  async setTimeout(timeoutMs: number, options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.setSandboxTimeout(this.id, timeoutMs, callOptions(options));
   }
 }

@@ -9,7 +9,7 @@ describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    sandbox = await Sandbox.create({ template: 'base', memoryMiB: 384, socketPath: daemon.socketPath, metadata: { suite: 'sdk' } });
+    sandbox = await Sandbox.create({ template: 'base', timeoutMs: 10 * 60_000, socketPath: daemon.socketPath, metadata: { suite: 'sdk' } });
   });
   afterAll(async () => {
     await sandbox?.kill().catch(() => undefined);
@@ -33,6 +33,13 @@ describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
 
   it('times out a command with TimeoutError', async () => {
     await expect(sandbox.commands.run(['sleep', '30'], { timeoutMs: 500 })).rejects.toBeInstanceOf(TimeoutError);
+  });
+
+  it('sets the sandbox timeout', async () => {
+    expect(sandbox.info.timeoutMs).toBe(600_000);
+    await sandbox.setTimeout(60_000);
+    expect(sandbox.info.timeoutMs).toBe(60_000);
+    expect(Date.parse(sandbox.info.expiresAt!) - Date.now()).toBeLessThanOrEqual(60_000);
   });
 
   it('connects to, lists and kills sandboxes', async () => {

@@ -22,6 +22,7 @@ interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
 }
 
 const REMOVE_TIMEOUT_MS = 60_000;
+const KEEPALIVE_INTERVAL_MS = 60_000;
 
 /** Removes the sandbox; a failure is reported, not thrown, so the command's exit code survives it. */
 async function removeSandbox(context: CliContext, client: CapsuleClient, id: string): Promise<void> {
@@ -65,12 +66,18 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
     let exitCode: number = EXIT_CAPSULE_FAILURE;
     let failure: unknown;
     let pid: number | undefined;
+    // The sandbox keeps its (default 5-minute) lifetime while we keep it alive:
+    // a command may run for hours, yet if this process dies the sandbox does not outlive it for long.
+    const keepalive = setInterval(() => void client.keepSandboxAlive(sandbox.id).catch(() => undefined), KEEPALIVE_INTERVAL_MS);
+    keepalive.unref();
     try {
       if (interrupts.received === undefined) {
         exitCode = await streamCommand(client, sandbox.id, execRequest, { signal: interrupts.signal, onStart: (started) => (pid = started) });
       }
     } catch (error) {
       failure = error;
+    } finally {
+      clearInterval(keepalive);
     }
     if (interrupts.received !== undefined) {
       // A kept sandbox outlives us, so the command must hear the signal; otherwise removal ends it.
@@ -79,7 +86,8 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
       failure = undefined;
     }
     if (options.keep) {
-      process.stderr.write(`Kept sandbox ${sandbox.id}; remove it with \`capsule rm ${sandbox.id}\`\n`);
+      await client.setSandboxTimeout(sandbox.id, 0).catch(() => undefined);
+      process.stderr.write(`Kept sandbox ${sandbox.id} (no timeout); remove it with \`capsule rm ${sandbox.id}\`\n`);
     } else {
       await removeSandbox(context, client, sandbox.id);
     }

@@ -5,8 +5,8 @@ import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
-import { describeSandbox, sandboxTable } from '../human-format.js';
-import { collectEnv, collectMetadata, parseCpuCount, parseMemoryMiB } from '../option-parsers.js';
+import { describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
+import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -25,6 +25,7 @@ function createCommand(): Command {
       .option('--name <name>', 'name for the sandbox')
       .option('-e, --env <K=V>', 'environment variable (repeatable; bare K copies it from here)', collectEnv)
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
+      .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
@@ -106,6 +107,35 @@ function logsCommand(): Command {
   );
 }
 
+function timeoutCommand(): Command {
+  return addGlobalOptions(
+    new Command('timeout')
+      .description("Set a running sandbox's lifetime, counted from now (0: never killed)")
+      .argument('<sandbox>', 'sandbox id or name')
+      .argument('<duration>', 'e.g. 30s, 10m, 2h, 0', parseDurationMs)
+      .option('--json', 'print the sandbox as JSON')
+      .action(async (idOrName: string, timeoutMs: number, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const sandbox = await client.setSandboxTimeout(idOrName, timeoutMs);
+        if (options.json) printJson(sandbox);
+        else process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
+      }),
+  );
+}
+
+function keepaliveCommand(): Command {
+  return addGlobalOptions(
+    new Command('keepalive')
+      .description("Restart a running sandbox's timeout from now")
+      .argument('<sandbox>', 'sandbox id or name')
+      .action(async (idOrName: string, _options: object, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const sandbox = await client.keepSandboxAlive(idOrName);
+        process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
+      }),
+  );
+}
+
 /** Top-level shortcuts: ls, inspect, rm, logs. */
 export function sandboxShortcutCommands(): Command[] {
   return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand()];
@@ -113,8 +143,8 @@ export function sandboxShortcutCommands(): Command[] {
 
 /** `capsule sandbox create|ls|inspect|rm|logs`. */
 export function sandboxCommand(): Command {
-  const group = new Command('sandbox').description('Create, list, inspect and remove sandboxes');
-  for (const subcommand of [createCommand(), listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand()]) {
+  const group = new Command('sandbox').description('Create, list, inspect, time out and remove sandboxes');
+  for (const subcommand of [createCommand(), listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), timeoutCommand(), keepaliveCommand()]) {
     group.addCommand(subcommand);
   }
   return group;

@@ -15,6 +15,7 @@ import {
   ExecResult,
   Sandbox,
   SandboxList,
+  SetTimeoutRequest,
   TemplateList,
   httpStatusOf,
   type ErrorBody,
@@ -148,6 +149,27 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       }
       res.end();
     },
+  );
+
+  app.post<{ Params: { id: string }; Body: SetTimeoutRequest }>(
+    '/v1/sandboxes/:id/timeout',
+    {
+      schema: {
+        params: IdParams,
+        body: SetTimeoutRequest,
+        description: 'Sets a running sandbox’s lifetime, counted from now; 0 removes the timeout.',
+        response: { 200: Sandbox, ...errorResponses },
+      },
+    },
+    async (request) => await ctx.manager.setTimeout(request.params.id, request.body.timeoutMs),
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/v1/sandboxes/:id/keepalive',
+    {
+      schema: { params: IdParams, description: 'Restarts a running sandbox’s timeout from now, keeping its length.', response: { 200: Sandbox, ...errorResponses } },
+    },
+    async (request) => await ctx.manager.keepAlive(request.params.id),
   );
 
   app.get<{ Params: { id: string } }>(

@@ -28,6 +28,12 @@ import { WarmPool, type PooledVm } from './warm-pool.js';
 const DEFAULT_TEMPLATE = 'base';
 const LIVENESS_INTERVAL_MS = 2000;
 const RESTORE_TIMEOUT_MS = 60_000;
+const REAPER_INTERVAL_MS = 1000;
+
+/** When a timeout of `timeoutMs` started now runs out; null for none. */
+function expiryFrom(timeoutMs: number): string | null {
+  return timeoutMs > 0 ? new Date(Date.now() + timeoutMs).toISOString() : null;
+}
 
 export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 
@@ -44,6 +50,7 @@ export class SandboxManager {
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
+  private reaperTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: Store,
@@ -73,12 +80,15 @@ export class SandboxManager {
     this.removeOrphans();
     this.livenessTimer = setInterval(() => this.checkLiveness(), LIVENESS_INTERVAL_MS);
     this.livenessTimer.unref();
+    this.reaperTimer = setInterval(() => void this.reapExpired(), REAPER_INTERVAL_MS);
+    this.reaperTimer.unref();
     for (const template of await this.store.listTemplates()) void this.prepareWarmSnapshot(template);
   }
 
   /** Lets go of every sandbox's VM without stopping it (a new daemon adopts them); stops warm-pool VMs. */
   async shutdown(): Promise<void> {
     clearInterval(this.livenessTimer);
+    clearInterval(this.reaperTimer);
     for (const vm of this.live.values()) vm.detach();
     this.live.clear();
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
@@ -249,6 +259,9 @@ export class SandboxManager {
       env: JSON.stringify(request.env ?? {}),
       created_at: createdAt.toISOString(),
       boot_ms: null,
+      timeout_ms: request.timeoutMs ?? limits.defaultTimeoutMs,
+      // The clock starts when the sandbox runs (below), not while it boots.
+      expires_at: null,
     });
     try {
       let how: string;
@@ -268,7 +281,7 @@ export class SandboxManager {
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot) await vm.initGuest(this.initRequest(id, request.env));
       const bootMs = Date.now() - createdAt.getTime();
-      await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs });
+      await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(request.timeoutMs ?? limits.defaultTimeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
     } catch (err) {
       if (snapshot && !pooled) this.abandonWarmSnapshot(templateName, err);
@@ -439,11 +452,13 @@ export class SandboxManager {
       createdAt: record.created_at,
       ...(record.boot_ms !== null ? { bootMs: record.boot_ms } : {}),
       ...(vm ? { pid: vm.pid } : {}),
+      timeoutMs: record.timeout_ms,
+      ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
     };
   }
 
-  /** Stops the VM (if any) and removes the sandbox's files; the record stays as `killed`. */
-  async remove(idOrName: string): Promise<void> {
+  /** Stops the VM (if any) and removes the sandbox's files; the record stays as `killed`, with `reason`. */
+  async remove(idOrName: string, reason = 'user'): Promise<void> {
     const record = await this.require(idOrName);
     if (record.state === 'killed') return;
     if (record.state === 'starting') {
@@ -456,7 +471,28 @@ export class SandboxManager {
     }
     this.removeVmFiles(record.id);
     fs.rmSync(this.stateDir(record.id), { recursive: true, force: true });
-    await this.store.transition(record.id, 'killed', 'user');
+    await this.store.transition(record.id, 'killed', reason, undefined, { expires_at: null });
+  }
+
+  /** Gives a running sandbox a new lifetime counted from now (0: none). */
+  async setTimeout(idOrName: string, timeoutMs: number): Promise<Sandbox> {
+    const { record } = await this.runningVm(idOrName);
+    await this.store.setTimeout(record.id, timeoutMs, expiryFrom(timeoutMs));
+    return await this.get(record.id);
+  }
+
+  /** Restarts a running sandbox's timeout from now, keeping its length. */
+  async keepAlive(idOrName: string): Promise<Sandbox> {
+    const { record } = await this.runningVm(idOrName);
+    return await this.setTimeout(record.id, record.timeout_ms);
+  }
+
+  /** Kills running sandboxes whose timeout has passed; runs every second. */
+  private async reapExpired(): Promise<void> {
+    for (const record of await this.store.expiredSandboxes(new Date())) {
+      this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms }, 'sandbox timed out');
+      await this.remove(record.id, 'timeout').catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not remove a timed-out sandbox'));
+    }
   }
 
   private async runningVm(idOrName: string): Promise<{ record: SandboxRecord; vm: LiveVm }> {

@@ -47,4 +47,11 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_sandbox_timeouts': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('sandboxes').addColumn('timeout_ms', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('sandboxes').addColumn('expires_at', 'text').execute();
+      await db.schema.createIndex('sandboxes_expires_at').on('sandboxes').column('expires_at').execute();
+    },
+  },
 };

@@ -17,6 +17,10 @@ export interface SandboxRow {
   env: string;
   created_at: string;
   boot_ms: number | null;
+  /** 0: no timeout. */
+  timeout_ms: number;
+  /** ISO time after which the reaper kills the sandbox; null when it has no timeout or is not running. */
+  expires_at: string | null;
 }
 
 export interface SandboxEventRow {

@@ -15,6 +15,8 @@ const row = (id: string, name: string | null): SandboxRecord => ({
   env: '{}',
   created_at: new Date().toISOString(),
   boot_ms: null,
+  timeout_ms: 0,
+  expires_at: null,
 });
 
 describe('store (real SQLite, in memory)', () => {
@@ -43,6 +45,20 @@ describe('store (real SQLite, in memory)', () => {
     await store.transition('sb_a', 'killed', 'user');
     await store.insertSandbox(row('sb_b', 'web'));
     expect((await store.getSandbox('web'))?.id).toBe('sb_b');
+  });
+
+  it('finds running sandboxes whose timeout has passed, and only those', async () => {
+    const now = new Date('2026-01-01T12:00:00Z');
+    await store.insertSandbox(row('sb_past', null));
+    await store.insertSandbox(row('sb_future', null));
+    await store.insertSandbox(row('sb_none', null));
+    await store.insertSandbox(row('sb_paused', null));
+    for (const id of ['sb_past', 'sb_future', 'sb_none']) await store.transition(id, 'running', 'user');
+    await store.transition('sb_paused', 'paused', 'user');
+    await store.setTimeout('sb_past', 60_000, '2026-01-01T11:59:59.000Z');
+    await store.setTimeout('sb_future', 60_000, '2026-01-01T12:00:01.000Z');
+    await store.setTimeout('sb_paused', 60_000, '2026-01-01T11:00:00.000Z');
+    expect((await store.expiredSandboxes(now)).map((s) => s.id)).toEqual(['sb_past']);
   });
 
   it('lists killed sandboxes only when asked', async () => {

@@ -79,6 +79,21 @@ export class Store {
     });
   }
 
+  /** Running sandboxes whose timeout has passed at `now`. */
+  async expiredSandboxes(now: Date): Promise<SandboxRecord[]> {
+    return await this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('state', '=', 'running')
+      .where('expires_at', 'is not', null)
+      .where('expires_at', '<=', now.toISOString())
+      .execute();
+  }
+
+  async setTimeout(id: string, timeoutMs: number, expiresAt: string | null): Promise<void> {
+    await this.db.updateTable('sandboxes').set({ timeout_ms: timeoutMs, expires_at: expiresAt }).where('id', '=', id).execute();
+  }
+
   async history(id: string): Promise<SandboxEvent[]> {
     return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
   }
