@@ -187,6 +187,16 @@ export class CapsuleClient {
     return this.#json('POST', `${sandboxPath(idOrName)}/timeout`, { timeoutMs }, options);
   }
 
+  /** Saves a running sandbox's memory and devices and ends its VM; it uses no RAM until resumed. */
+  async pauseSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/pause`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
+  /** Starts a paused sandbox again where it stopped. */
+  async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
   /** Restarts a running sandbox's timeout from now, keeping its length. */
   async keepSandboxAlive(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/keepalive`, undefined, options);

@@ -115,6 +115,16 @@ export class Sandbox {
     return this.#info;
   }
 
+  /** Saves the sandbox's memory and devices and ends its VM; `resume()` continues where it stopped. */
+  async pause(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.pauseSandbox(this.id, callOptions(options));
+  }
+
+  /** Starts the paused sandbox again, its processes and files as they were, its clock corrected. */
+  async resume(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.resumeSandbox(this.id, callOptions(options));
+  }
+
   /** Gives the sandbox a new lifetime counted from now, as E2B's `setTimeout`; 0 removes its timeout. */
   async setTimeout(timeoutMs: number, options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#info = await this.client.setSandboxTimeout(this.id, timeoutMs, callOptions(options));

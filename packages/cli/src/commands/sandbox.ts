@@ -1,6 +1,7 @@
 // The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
+import type { CapsuleClient } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
@@ -77,17 +78,10 @@ function removeCommand(name: string): Command {
       .description('Remove (kill) sandboxes; prints each id removed and reports each failure')
       .argument('<sandbox...>', 'sandbox ids or names')
       .action(async (idsOrNames: string[], _options: object, command: Command) => {
-        const context = CliContext.of(command);
-        const client = await context.daemonClient();
-        for (const idOrName of idsOrNames) {
-          try {
-            await client.deleteSandbox(idOrName);
-            process.stdout.write(`${idOrName}\n`);
-          } catch (error) {
-            process.stderr.write(formatError(error, { debug: context.flags.debug, subject: idOrName }));
-            process.exitCode = EXIT_CAPSULE_FAILURE;
-          }
-        }
+        await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
+          await client.deleteSandbox(idOrName);
+          return idOrName;
+        });
       }),
   );
 }
@@ -136,15 +130,59 @@ function keepaliveCommand(): Command {
   );
 }
 
-/** Top-level shortcuts: ls, inspect, rm, logs. */
+/**
+ * Runs `work` for each named sandbox, printing what it returns; a failure is
+ * reported for its sandbox and the rest still run; any failure exits 125.
+ */
+async function forEachSandbox(command: Command, idsOrNames: string[], work: (client: CapsuleClient, idOrName: string) => Promise<string>): Promise<void> {
+  const context = CliContext.of(command);
+  const client = await context.daemonClient();
+  for (const idOrName of idsOrNames) {
+    try {
+      process.stdout.write(`${await work(client, idOrName)}\n`);
+    } catch (error) {
+      process.stderr.write(formatError(error, { debug: context.flags.debug, subject: idOrName }));
+      process.exitCode = EXIT_CAPSULE_FAILURE;
+    }
+  }
+}
+
+function pauseOrResumeCommand(action: 'pause' | 'resume'): Command {
+  return addGlobalOptions(
+    new Command(action)
+      .description(action === 'pause' ? "Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)" : 'Resume paused sandboxes where they stopped')
+      .argument('<sandbox...>', 'sandbox ids or names')
+      .action(async (idsOrNames: string[], _options: object, command: Command) => {
+        const context = CliContext.of(command);
+        await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
+          const sandbox = await context.progress.step(`${action === 'pause' ? 'Pausing' : 'Resuming'} ${idOrName}`, () =>
+            action === 'pause' ? client.pauseSandbox(idOrName) : client.resumeSandbox(idOrName),
+          );
+          return sandbox.id;
+        });
+      }),
+  );
+}
+
+/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume. */
 export function sandboxShortcutCommands(): Command[] {
-  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand()];
+  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume')];
 }
 
 /** `capsule sandbox create|ls|inspect|rm|logs`. */
 export function sandboxCommand(): Command {
   const group = new Command('sandbox').description('Create, list, inspect, time out and remove sandboxes');
-  for (const subcommand of [createCommand(), listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), timeoutCommand(), keepaliveCommand()]) {
+  for (const subcommand of [
+    createCommand(),
+    listCommand('ls'),
+    inspectCommand(),
+    removeCommand('rm'),
+    logsCommand(),
+    pauseOrResumeCommand('pause'),
+    pauseOrResumeCommand('resume'),
+    timeoutCommand(),
+    keepaliveCommand(),
+  ]) {
     group.addCommand(subcommand);
   }
   return group;

@@ -172,6 +172,30 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     async (request) => await ctx.manager.keepAlive(request.params.id),
   );
 
+  app.post<{ Params: { id: string } }>(
+    '/v1/sandboxes/:id/pause',
+    {
+      schema: {
+        params: IdParams,
+        description: "Saves the sandbox's memory and devices into its folder and ends its VM; its disk stays. A paused sandbox uses no RAM.",
+        response: { 200: Sandbox, ...errorResponses },
+      },
+    },
+    async (request) => await ctx.manager.pause(request.params.id),
+  );
+
+  app.post<{ Params: { id: string } }>(
+    '/v1/sandboxes/:id/resume',
+    {
+      schema: {
+        params: IdParams,
+        description: 'Starts a paused sandbox again where it stopped, with its clock corrected and its lifetime restarted.',
+        response: { 200: Sandbox, ...errorResponses },
+      },
+    },
+    async (request) => await ctx.manager.resume(request.params.id),
+  );
+
   app.get<{ Params: { id: string } }>(
     '/v1/sandboxes/:id/logs',
     { schema: { params: IdParams, description: "The sandbox's serial console (text/plain, the last MiB or two)." } },

@@ -57,9 +57,13 @@ export class LiveVm {
     this.booting = false;
   }
 
-  /** After `launch` with `incoming`: loads the snapshot's device state, resumes, waits for the agent. */
-  async restore(stateFile: string, deadline: number): Promise<void> {
-    await restoreVmState(this.qmp, stateFile, true);
+  /**
+   * After `launch` with `incoming`: loads a saved state and lets the guest run,
+   * then waits for the agent. A warm snapshot's state has no RAM (it is the
+   * mapped memory file); a paused sandbox's has all of it (`ramInState`).
+   */
+  async restore(stateFile: string, deadline: number, ramInState = false): Promise<void> {
+    await restoreVmState(this.qmp, stateFile, !ramInState);
     await this.waitForHealthyAgent(deadline);
     this.booting = false;
   }

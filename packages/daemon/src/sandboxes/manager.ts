@@ -14,6 +14,8 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
+import { writeFileAtomic } from '../guest/files.js';
+import { saveVmState } from '../vmm/migration.js';
 import { buildWarmSnapshot, loadWarmSnapshot, type WarmSnapshot, type WarmSnapshotInputs } from '../templates/warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
@@ -217,7 +219,7 @@ export class SandboxManager {
 
   private removeVmFiles(id: string): void {
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    fs.rmSync(path.join(this.stateDir(id), 'overlay.qcow2'), { force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { force: true });
   }
 
   async create(request: CreateSandboxRequest): Promise<Sandbox> {
@@ -309,6 +311,84 @@ export class SandboxManager {
     this.log.error({ template, err: errorMessage(err) }, 'restoring the warm snapshot failed; this template boots cold from now on');
   }
 
+  private machineFile(id: string): string {
+    return path.join(this.stateDir(id), 'machine.json');
+  }
+
+  private pauseStateFile(id: string): string {
+    return path.join(this.stateDir(id), 'pause.state');
+  }
+
+  /** Starts QEMU for sandbox `id`, first recording its machine: a resume must rebuild the same one. */
+  private async launch(id: string, spec: VmSpec): Promise<LiveVm> {
+    writeFileAtomic(this.machineFile(id), JSON.stringify({ ...spec, incoming: false }), 0o600);
+    return await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
+  }
+
+  /**
+   * Saves the whole VM (memory, devices) into the sandbox's folder, written to
+   * a temporary name, fsynced and renamed, then ends QEMU: a paused sandbox
+   * holds no RAM. Its disk overlay stays where it is. If saving fails, the VM
+   * is resumed as it was, or recorded as failed if QEMU died meanwhile.
+   */
+  async pause(idOrName: string): Promise<Sandbox> {
+    const { record, vm } = await this.runningVm(idOrName);
+    const id = record.id;
+    const target = this.pauseStateFile(id);
+    const temp = `${target}.tmp`;
+    vm.stopping = true;
+    // No session of this connection may be mid-write in the guest when it is frozen.
+    vm.agent.close();
+    try {
+      await saveVmState(vm.qmp, temp, false);
+      const fd = fs.openSync(temp, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fs.chmodSync(temp, 0o600);
+      fs.renameSync(temp, target);
+    } catch (err) {
+      fs.rmSync(temp, { force: true });
+      if (vm.alive && !vm.qmp.isClosed) {
+        await vm.qmp.execute('cont').catch(() => undefined);
+        vm.stopping = false;
+        throw new CapsuleError('internal', `pausing sandbox ${id} failed, it runs on: ${errorMessage(err)}`);
+      }
+      await this.fail(id, 'crash', `the VM exited while it was being paused: ${errorMessage(err)}`);
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} died while it was being paused`, { hint: `see \`capsule logs ${id}\`` });
+    }
+    await vm.stop();
+    this.live.delete(id);
+    fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
+    await this.store.transition(id, 'paused', 'user', undefined, { expires_at: null });
+    return await this.get(id);
+  }
+
+  /** Starts a paused sandbox's VM again from its saved state, clock corrected, lifetime restarted. */
+  async resume(idOrName: string): Promise<Sandbox> {
+    const record = await this.require(idOrName);
+    const id = record.id;
+    if (record.state !== 'paused') {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, { hint: 'only paused sandboxes can be resumed' });
+    }
+    const started = Date.now();
+    try {
+      const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
+      // The saved state carries all of RAM: the memory backend keeps its name, not its file.
+      const spec: VmSpec = { ...saved, incoming: true, ...(saved.memoryBackend ? { memoryBackend: { type: 'ram' as const } } : {}) };
+      const vm = await this.launch(id, spec);
+      this.track(id, vm);
+      await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true);
+      await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
+    } catch (err) {
+      const message = errorMessage(err);
+      await this.fail(id, 'resume_failed', message);
+      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+    }
+    fs.rmSync(this.pauseStateFile(id), { force: true });
+    await this.store.transition(id, 'running', 'user', `resumed in ${Date.now() - started} ms`, { expires_at: expiryFrom(record.timeout_ms) });
+    return await this.get(id);
+  }
+
   /** The template's warm snapshot, if it is ready and was taken with these resources. */
   private usableSnapshot(template: string, vcpus: number, memoryMiB: number): WarmSnapshot | undefined {
     const snapshot = this.warm.get(template)?.snapshot;
@@ -346,7 +426,7 @@ export class SandboxManager {
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
     };
-    const vm = this.track(id, await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id)));
+    const vm = this.track(id, await this.launch(id, spec));
     await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);
   }
 
@@ -363,10 +443,10 @@ export class SandboxManager {
       memoryMiB: snapshot.memoryMiB,
       rootDisk: await this.createOverlay(id, snapshot.disk, 'qcow2'),
       agentPortId: AGENT_PORT_DEVICE_ID,
-      memoryFile: { path: snapshot.memory, shared: false },
+      memoryBackend: { type: 'file', path: snapshot.memory, shared: false },
       incoming: true,
     };
-    const vm = await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
+    const vm = await this.launch(id, spec);
     onLaunched(vm);
     await vm.restore(snapshot.state, Date.now() + RESTORE_TIMEOUT_MS);
     return vm;
@@ -500,7 +580,12 @@ export class SandboxManager {
     const vm = this.live.get(record.id);
     if (record.state !== 'running' || !vm) {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}, not running`, {
-        hint: record.state === 'error' ? `it failed: ${record.state_message ?? record.state_reason}` : 'create a new sandbox',
+        hint:
+          record.state === 'error'
+            ? `it failed: ${record.state_message ?? record.state_reason}`
+            : record.state === 'paused'
+              ? `resume it first: capsule resume ${record.id}`
+              : 'create a new sandbox',
       });
     }
     return { record, vm };

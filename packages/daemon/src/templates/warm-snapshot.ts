@@ -93,7 +93,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
         memoryMiB: t.default_memory_mib,
         rootDisk: path.join(temp, 'disk.qcow2'),
         agentPortId: AGENT_PORT_DEVICE_ID,
-        memoryFile: { path: path.join(temp, 'memory'), shared: true },
+        memoryBackend: { type: 'file', path: path.join(temp, 'memory'), shared: true },
       },
       paths,
       path.join(temp, 'console.log'),

@@ -27,12 +27,14 @@ export interface VmSpec {
   /** Host TSC frequency for TCG guests (see tsc.ts); undefined leaves the guest to calibrate. */
   tscKhz?: number | undefined;
   /**
-   * Guest RAM in a file instead of anonymous memory. `shared` writes go to the
-   * file (a template VM whose memory becomes the warm snapshot); private
-   * mappings read the file and copy on write, so sandboxes restored from one
-   * snapshot share its pages and never change it.
+   * Guest RAM as a memory backend object named `mem` instead of the machine's
+   * own RAM. A `file` with `shared` writes go to the file (a template VM whose
+   * memory becomes the warm snapshot); a private file mapping reads the file
+   * and copies on write, so sandboxes restored from one snapshot share its
+   * pages and never change it. `ram` is plain memory under the same name, for
+   * resuming such a sandbox from a full memory image.
    */
-  memoryFile?: { path: string; shared: boolean } | undefined;
+  memoryBackend?: { type: 'file'; path: string; shared: boolean } | { type: 'ram' } | undefined;
   /** Start paused, waiting for `migrate-incoming` (a restore) instead of booting. */
   incoming?: boolean;
 }
@@ -69,14 +71,16 @@ export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tsc
 }
 
 export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
-  const memory = spec.memoryFile
-    ? [
-        '-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optionValue(spec.memoryFile.path)},share=${spec.memoryFile.shared ? 'on' : 'off'}`,
-      ]
-    : [];
+  const backend = spec.memoryBackend;
+  const memory =
+    backend?.type === 'file'
+      ? ['-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optionValue(backend.path)},share=${backend.shared ? 'on' : 'off'}`]
+      : backend?.type === 'ram'
+        ? ['-object', `memory-backend-ram,id=mem,size=${spec.memoryMiB}M`]
+        : [];
   return [
     '-name', spec.id,
-    '-M', `microvm,acpi=on,x-option-roms=off,rtc=on${spec.memoryFile ? ',memory-backend=mem' : ''}`,
+    '-M', `microvm,acpi=on,x-option-roms=off,rtc=on${backend ? ',memory-backend=mem' : ''}`,
     '-accel', spec.accel,
     '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.vcpus),

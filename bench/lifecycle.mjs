@@ -6,10 +6,11 @@
 //   - warm restore on demand: the same from the template's warm snapshot
 //     (a daemon with an empty warm pool);
 //   - warm pool: the same when a restored VM is waiting (the default);
+//   - pause and resume of a 512 MiB sandbox that touched 200 MiB of memory;
 //   - host memory of one idle sandbox (QEMU RSS), cold and restored;
 //   - size of the base template's root filesystem.
 // Each daemon is private (own state and runtime folders); everything started
-// is removed, also when interrupted. Usage: node bench/foundation.mjs [runs]
+// is removed, also when interrupted. Usage: node bench/lifecycle.mjs [runs]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -120,6 +121,28 @@ async function createToFirstExec(runs, settleMs, measureRss) {
   return { times, rssKiB };
 }
 
+/** Pause and resume one sandbox `cycles` times after it filled 200 MiB of its memory (tmpfs). */
+async function pauseAndResume(cycles) {
+  const created = await request('POST', '/v1/sandboxes', {});
+  if (created.status !== 201) throw new Error(`create failed: ${JSON.stringify(created.body)}`);
+  const id = created.body.id;
+  await request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', 'head -c 200M /dev/urandom > /dev/shm/touched'] });
+  const pauses = [];
+  const resumes = [];
+  for (let i = 0; i < cycles; i++) {
+    let started = performance.now();
+    const paused = await request('POST', `/v1/sandboxes/${id}/pause`);
+    if (paused.status !== 200) throw new Error(`pause failed: ${JSON.stringify(paused.body)}`);
+    pauses.push(performance.now() - started);
+    started = performance.now();
+    const resumed = await request('POST', `/v1/sandboxes/${id}/resume`);
+    if (resumed.status !== 200) throw new Error(`resume failed: ${JSON.stringify(resumed.body)}`);
+    resumes.push(performance.now() - started);
+  }
+  await request('DELETE', `/v1/sandboxes/${id}`);
+  return { pauses, resumes };
+}
+
 try {
   const floor = [];
   for (let i = 0; i < runs + 1; i++) floor.push(await bareQemuStart());
@@ -133,19 +156,22 @@ try {
   await stop();
   stop = await startDaemon('pool', { CAPSULE_WARM_POOL_SIZE: '1' });
   const pool = await createToFirstExec(runs, 2500, false);
+  const { pauses, resumes } = await pauseAndResume(Math.max(3, Math.ceil(runs / 2)));
   await stop();
 
   const rootfs = manifest.templates.base.rootfs;
   const stat = fs.statSync(rootfs);
   const p50 = (values) => percentile(values, 50);
   const row = (name, values) => `| ${name} | ${p50(values).toFixed(0)} ms | ${percentile(values, 95).toFixed(0)} ms | ${(p50(values) / p50(floor)).toFixed(1)}x |`;
-  console.log(`Sandbox start (${runs} runs each after one warm-up, ${os.cpus().length} cores, TCG unless the host has working KVM)\n`);
+  console.log(`Sandbox lifecycle (${runs} runs each after one warm-up, ${os.cpus().length} cores, TCG unless the host has working KVM)\n`);
   console.log('| case | p50 | p95 | p50 / floor |');
   console.log('| --- | --- | --- | --- |');
   console.log(row('bare QEMU start to QMP greeting (floor)', floor));
   console.log(row('cold boot: create to first exec result', cold.times));
   console.log(row('warm snapshot, restored on demand: create to first exec result', restore.times));
   console.log(row('warm snapshot, from the warm pool: create to first exec result', pool.times));
+  console.log(`| pause (512 MiB sandbox, 200 MiB touched) | ${p50(pauses).toFixed(0)} ms | ${percentile(pauses, 95).toFixed(0)} ms | |`);
+  console.log(`| resume (the same) | ${p50(resumes).toFixed(0)} ms | ${percentile(resumes, 95).toFixed(0)} ms | |`);
   console.log(`\ncold boot / warm pool (p50): ${(p50(cold.times) / p50(pool.times)).toFixed(1)}x`);
   console.log(`idle sandbox (512 MiB) QEMU RSS: cold boot ${(cold.rssKiB / 1024).toFixed(0)} MiB, restored ${(restore.rssKiB / 1024).toFixed(0)} MiB (RSS counts the snapshot's shared pages in each)`);
   console.log(`base template rootfs: ${(stat.size / 1048576).toFixed(0)} MiB apparent, ${((stat.blocks * 512) / 1048576).toFixed(0)} MiB on disk`);

@@ -1,0 +1,92 @@
+// Pause and resume with real microVMs: a paused sandbox has no QEMU process,
+// and comes back with its files, its running processes and a corrected clock,
+// cycle after cycle; a QEMU killed mid-pause never leaves a half state.
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { eventually, TestDaemon } from './fixture.js';
+
+const CYCLES = 5;
+
+describe('pause and resume (real QEMU microVM)', () => {
+  const daemon = new TestDaemon();
+  beforeAll(() => daemon.start());
+  afterAll(() => daemon.destroy());
+  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+  const post = (id: string, action: string) => daemon.request('POST', `/v1/sandboxes/${id}/${action}`);
+
+  it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+    const id = sandbox.id as string;
+    // A process that counts, started before any pause: it must still be counting after the last resume.
+    await exec(id, ['sh', '-c', '(n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
+    for (let cycle = 0; cycle < CYCLES; cycle++) {
+      await exec(id, ['sh', '-c', `echo cycle-${cycle} >> /root/journal; sync`]);
+      const paused = await post(id, 'pause');
+      expect(paused.status, paused.text).toBe(200);
+      expect(paused.body.state).toBe('paused');
+      expect(paused.body.expiresAt).toBeUndefined();
+      expect(daemon.qemuPids(id)).toEqual([]);
+      expect((await exec(id, ['true'])).error.code).toBe('sandbox_not_running');
+      const resumed = await post(id, 'resume');
+      expect(resumed.status, resumed.text).toBe(200);
+      expect(resumed.body.state).toBe('running');
+      expect(resumed.body.expiresAt).toBeDefined();
+    }
+    const journal = (await exec(id, ['cat', '/root/journal'])).stdout;
+    expect(journal).toBe(Array.from({ length: CYCLES }, (_, i) => `cycle-${i}\n`).join(''));
+    const before = Number((await exec(id, ['cat', '/root/counter'])).stdout);
+    await sleep(1500);
+    expect(Number((await exec(id, ['cat', '/root/counter'])).stdout)).toBeGreaterThan(before);
+    const clock = Number((await exec(id, ['date', '+%s'])).stdout);
+    expect(Math.abs(clock - Date.now() / 1000)).toBeLessThan(5);
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id, 'pause.state'))).toBe(false);
+
+    // Removing a paused sandbox removes its saved state too.
+    expect((await post(id, 'pause')).status).toBe(200);
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
+  });
+
+  it('resumes a sandbox paused before the daemon was killed and restarted', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+    await exec(sandbox.id, ['sh', '-c', 'echo kept > /root/mark']);
+    expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    await daemon.kill9();
+    await daemon.start();
+    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`)).body.state).toBe('paused');
+    expect((await post(sandbox.id, 'resume')).status).toBe(200);
+    expect((await exec(sandbox.id, ['cat', '/root/mark'])).stdout).toBe('kept\n');
+    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+  });
+
+  it('refuses to resume a running sandbox and to pause an unknown one', async () => {
+    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+    expect((await post(sandbox.id, 'resume')).body.error.code).toBe('sandbox_not_running');
+    expect((await post('sb_nope', 'pause')).body.error.code).toBe('sandbox_not_found');
+    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+  });
+
+  it('ends a pause whose QEMU was killed in its middle as paused or as error/crash, never half-way', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+    const pausing = post(sandbox.id, 'pause');
+    await sleep(150);
+    process.kill(sandbox.pid, 'SIGKILL');
+    await pausing;
+    const after = await eventually(async () => {
+      const { body } = await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`);
+      return body.state === 'running' ? undefined : body;
+    }, 15_000, 'the pause to settle');
+    if (after.state === 'paused') {
+      expect((await post(sandbox.id, 'resume')).status).toBe(200);
+    } else {
+      expect(after).toMatchObject({ state: 'error', stateReason: 'crash' });
+      expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
+      expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'pause.state'))).toBe(false);
+    }
+  });
+});
