@@ -17,7 +17,7 @@ import { keepaliveIntervalMs } from './keepalive-interval.js';
 import { createLogger, describeError } from './log.js';
 import { expandAndResolvePath, InvalidPathError } from './user-path.js';
 import { resolveRequestUser, PASSWD_PATH, type UnixUser } from './users.js';
-import type { WatcherRegistry } from './watcher-registry.js';
+import { watchFailure, type WatcherRegistry } from './watcher-registry.js';
 
 const log = createLogger('filesystem');
 
@@ -266,12 +266,7 @@ export function createFilesystemService(options: FilesystemServiceOptions): Serv
           root: watchPath,
           recursive: request.recursive,
           onEvents,
-          onError: (error) =>
-            fail(
-              error instanceof WatchLimitError
-                ? new ConnectError(error.message, Code.ResourceExhausted)
-                : new ConnectError(`watcher error: ${describeError(error)}`, Code.Internal),
-            ),
+          onError: (error) => fail(watchFailure(error)),
         });
       } catch (error) {
         throw watchStartError(watchPath, error);

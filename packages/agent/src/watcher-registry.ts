@@ -66,12 +66,7 @@ export class WatcherRegistry {
       root: request.root,
       recursive: request.recursive,
       onEvents,
-      onError: (error) =>
-        fail(
-          error instanceof WatchLimitError
-            ? new ConnectError(error.message, Code.ResourceExhausted)
-            : new ConnectError(`watcher error: ${describeError(error)}`, Code.Internal),
-        ),
+      onError: (error) => fail(watchFailure(error)),
     });
     this.watchers.set(id, watcher);
     return id;
@@ -95,4 +90,11 @@ export class WatcherRegistry {
     this.get(id).watch?.close();
     this.watchers.delete(id);
   }
+}
+
+/** A directory watch that failed, as the Connect error envd gives for it. */
+export function watchFailure(error: unknown): ConnectError {
+  return error instanceof WatchLimitError
+    ? new ConnectError(error.message, Code.ResourceExhausted)
+    : new ConnectError(`watcher error: ${describeError(error)}`, Code.Internal);
 }
