@@ -105,6 +105,7 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   ];
   if (sandbox.bootMs !== undefined) pairs.push(['Boot', formatElapsed(sandbox.bootMs)]);
   if (sandbox.pid !== undefined) pairs.push(['PID', String(sandbox.pid)]);
+  if (sandbox.memoryUse) pairs.push(['Host memory', `${sandbox.memoryUse.privateMiB} MiB private, ${sandbox.memoryUse.sharedMiB} MiB shared`]);
   pairs.push(['Timeout', sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none']);
   const metadata = Object.entries(sandbox.metadata);
   pairs.push(['Metadata', metadata.length === 0 ? '-' : metadata.map(([key, value]) => `${key}=${value}`).join(', ')]);

@@ -168,3 +168,32 @@ describe('several boots at once (real QEMU microVM)', () => {
     for (const res of created) expect(daemon.leftoversOf(res.body.id)).toEqual([]);
   });
 });
+
+describe('admission control (real QEMU microVM)', () => {
+  // Room for two 512 MiB sandboxes' guest memory, not three; no warm pool, so every VM is one the test made.
+  const daemon = new TestDaemon({ CAPSULE_MEMORY_BUDGET_MIB: '1100', CAPSULE_WARM_POOL_SIZE: '0' });
+  beforeAll(() => daemon.start());
+  afterAll(() => daemon.destroy());
+
+  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const first = await daemon.request('POST', '/v1/sandboxes', {});
+    const second = await daemon.request('POST', '/v1/sandboxes', {});
+    expect([first.status, second.status]).toEqual([201, 201]);
+    const refused = await daemon.request('POST', '/v1/sandboxes', {});
+    expect(refused.status, refused.text).toBe(507);
+    expect(refused.body.error.code).toBe('insufficient_resources');
+    expect(refused.body.error.message).toMatch(/budget of 1100 MiB/);
+    expect(refused.body.error.hint).toMatch(/remove or pause/);
+    expect(daemon.qemuPids()).toHaveLength(2);
+    expect((await daemon.request('GET', '/v1/sandboxes?all=true')).body.sandboxes).toHaveLength(2);
+
+    const inspected = await daemon.request('GET', `/v1/sandboxes/${first.body.id}`);
+    expect(inspected.body.memoryUse.rssMiB).toBeGreaterThan(0);
+    expect(inspected.body.memoryUse.privateMiB + inspected.body.memoryUse.sharedMiB).toBeLessThanOrEqual(inspected.body.memoryUse.rssMiB + 1);
+
+    expect((await daemon.request('POST', `/v1/sandboxes/${first.body.id}/pause`)).status).toBe(200);
+    const third = await daemon.request('POST', '/v1/sandboxes', {});
+    expect(third.status, third.text).toBe(201);
+  });
+});

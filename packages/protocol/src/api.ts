@@ -69,6 +69,8 @@ export const Sandbox = Type.Object(
     timeoutMs: Type.Integer(),
     /** When the sandbox is killed unless its timeout is changed or kept alive first. */
     expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+    /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
+    memoryUse: Type.Optional(Type.Object({ rssMiB: Type.Integer(), privateMiB: Type.Integer(), sharedMiB: Type.Integer() })),
     history: Type.Optional(Type.Array(StateTransition)),
   },
 );

@@ -25,6 +25,7 @@ import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, LiveVm } from './live-vm.js';
+import { admissionProblem, readHostMemory, vmMemoryUse } from './memory.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
 const DEFAULT_TEMPLATE = 'base';
@@ -121,7 +122,12 @@ export class SandboxManager {
         }));
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.options.warmPoolSize > 0) {
-        const pool = new WarmPool(template.name, this.options.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
+        const pool = new WarmPool(template.name, this.options.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () =>
+          this.admit(snapshot.memoryMiB).then(
+            () => true,
+            () => false,
+          ),
+        );
         this.pools.set(template.name, pool);
         pool.fill();
       }
@@ -245,7 +251,9 @@ export class SandboxManager {
 
     const createdAt = new Date();
     const snapshot = this.usableSnapshot(templateName, vcpus, memoryMiB);
-    const pooled = snapshot ? this.pools.get(templateName)?.take() : undefined;
+    const pool = snapshot ? this.pools.get(templateName) : undefined;
+    await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
+    const pooled = pool?.take();
     const id = pooled?.id ?? newSandboxId();
     await this.store.insertSandbox({
       id,
@@ -486,11 +494,28 @@ export class SandboxManager {
         hint: 'pass the memory in MiB, e.g. 512',
       });
     }
-    const hostMiB = Math.floor(os.totalmem() / 1048576);
-    const budget = this.config.memoryBudgetMiB || Math.floor(hostMiB * 0.9);
+    const budget = this.memoryBudgetMiB();
     if (memoryMiB > budget) {
       throw new CapsuleError('insufficient_resources', `${memoryMiB} MiB is more than this host lets sandboxes use (${budget} MiB)`, {
         hint: 'ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
+      });
+    }
+  }
+
+  /** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
+  private memoryBudgetMiB(): number {
+    return this.config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
+  }
+
+  /** Refuses a create that would overcommit the host (see memory.ts), before anything is started. */
+  private async admit(addedMiB: number): Promise<void> {
+    const active = await this.store.sandboxesInStates(['starting', 'running']);
+    let committedMiB = active.reduce((sum, record) => sum + record.memory_mib, 0);
+    for (const [template, pool] of this.pools) committedMiB += pool.readyCount * (this.warm.get(template)?.snapshot?.memoryMiB ?? 0);
+    const problem = admissionProblem({ addedMiB, committedMiB, budgetMiB: this.memoryBudgetMiB(), host: readHostMemory() });
+    if (problem) {
+      throw new CapsuleError('insufficient_resources', `not enough memory for another sandbox: ${problem}`, {
+        hint: 'remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
       });
     }
   }
@@ -502,8 +527,11 @@ export class SandboxManager {
   async get(idOrName: string): Promise<Sandbox> {
     const record = await this.require(idOrName);
     const history = await this.store.history(record.id);
+    const vm = this.live.get(record.id);
+    const memoryUse = vm ? vmMemoryUse(vm.pid) : undefined;
     return {
       ...this.toApi(record),
+      ...(memoryUse ? { memoryUse } : {}),
       history: history.map((h) => ({ state: h.state as SandboxState, reason: h.reason, ...(h.message ? { message: h.message } : {}), at: h.at })),
     };
   }

@@ -20,7 +20,7 @@ export interface PooledVm {
 export class WarmPool {
   private readonly ready: PooledVm[] = [];
   private readonly inFlight = new Set<Promise<unknown>>();
-  private filling = 0;
+  private filling = false;
   private closed = false;
   private failuresInARow = 0;
 
@@ -29,6 +29,8 @@ export class WarmPool {
     private readonly size: number,
     private readonly restore: () => Promise<PooledVm>,
     private readonly log: Logger,
+    /** Whether the host has room for one more pool VM; without it the pool waits for the next take. */
+    private readonly hasRoom: () => Promise<boolean>,
   ) {}
 
   get readyCount(): number {
@@ -50,28 +52,37 @@ export class WarmPool {
     return pooled;
   }
 
-  /** Starts restores until the pool is full; stops trying after repeated failures. */
+  /**
+   * Restores VMs one at a time until the pool is full (each room check must
+   * see the previous VM counted); stops when the host has no room (until the
+   * next take) or after repeated failures.
+   */
   fill(): void {
-    while (!this.closed && this.failuresInARow < 3 && this.ready.length + this.filling < this.size) {
-      this.filling += 1;
-      const restoring = this.restore().then(
-        (pooled) => {
-          this.filling -= 1;
-          this.failuresInARow = 0;
-          if (this.closed) return pooled.discard();
-          this.ready.push(pooled);
-          return undefined;
-        },
-        (err: unknown) => {
-          this.filling -= 1;
-          this.failuresInARow += 1;
-          this.log.warn({ template: this.template, err: errorMessage(err) }, 'could not restore a VM for the warm pool');
-          this.fill();
-        },
-      );
-      this.inFlight.add(restoring);
-      void restoring.finally(() => this.inFlight.delete(restoring));
-    }
+    if (this.closed || this.filling || this.failuresInARow >= 3 || this.ready.length >= this.size) return;
+    this.filling = true;
+    const restoring = this.hasRoom()
+      .then(async (room) => {
+        if (!room || this.closed) return false;
+        const pooled = await this.restore();
+        if (this.closed) {
+          await pooled.discard();
+          return false;
+        }
+        this.ready.push(pooled);
+        this.failuresInARow = 0;
+        return true;
+      })
+      .catch((err: unknown) => {
+        this.failuresInARow += 1;
+        this.log.warn({ template: this.template, err: errorMessage(err) }, 'could not restore a VM for the warm pool');
+        return true;
+      })
+      .then((again) => {
+        this.filling = false;
+        if (again) this.fill();
+      });
+    this.inFlight.add(restoring);
+    void restoring.finally(() => this.inFlight.delete(restoring));
   }
 
   /** Stops every pooled VM, waiting for restores still under way (they discard themselves once closed). */
