@@ -5,50 +5,17 @@
 // lone sandbox measured in the same run. A private daemon with its own
 // folders; everything it started is removed, also when interrupted.
 // Usage: node bench/density.mjs [N]
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { BenchRun, percentile } from './harness.mjs';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const count = Number(process.argv[2] ?? 20);
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-bench-'));
-const socketPath = path.join(root, 'capsuled.sock');
-let daemon;
-
-function cleanup() {
-  daemon?.kill('SIGKILL');
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(root)) process.kill(Number(entry), 'SIGKILL');
-    } catch {}
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-}
-process.on('SIGINT', () => {
-  cleanup();
-  process.exit(130);
-});
-
-function request(method, urlPath, body) {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request({ socketPath, method, path: urlPath, headers: payload ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const run = new BenchRun();
+const request = (...args) => run.request(...args);
 
 const availableMiB = () => Number(/^MemAvailable:\s+(\d+)/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) / 1024;
-const p50 = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const p50 = (values) => percentile(values, 50);
 
 async function execLatencies(ids, rounds) {
   const times = [];
@@ -64,18 +31,7 @@ async function execLatencies(ids, rounds) {
 }
 
 try {
-  daemon = spawn(process.execPath, [path.join(repo, 'packages/daemon/dist/main.js')], {
-    env: { ...process.env, CAPSULE_STATE_DIR: path.join(root, 'state'), CAPSULE_RUNTIME_DIR: path.join(root, 'run'), CAPSULE_SOCKET: socketPath, CAPSULE_LOG_LEVEL: 'warn', CAPSULE_WARM_POOL_SIZE: '0' },
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      const t = await request('GET', '/v1/templates');
-      if (t.body.templates[0].warmSnapshot === 'ready') break;
-    } catch {}
-    if (i > 1200) throw new Error('capsuled did not get ready');
-    await sleep(50);
-  }
+  await run.startDaemon('density', { CAPSULE_WARM_POOL_SIZE: '0' });
   // The lone sandbox first, warmed up, then the baseline figures.
   const lone = (await request('POST', '/v1/sandboxes', {})).body.id;
   await execLatencies([lone], 3);
@@ -98,5 +54,5 @@ try {
   console.log(`one of them: ${use.privateMiB} MiB private, ${use.sharedMiB} MiB shared (RSS ${use.rssMiB} MiB)`);
   console.log(`exec round trip of true, p50: lone ${p50(loneTimes).toFixed(0)} ms, with ${count} others idle ${p50(crowdedTimes).toFixed(0)} ms (${(p50(crowdedTimes) / p50(loneTimes)).toFixed(2)}x)`);
 } finally {
-  cleanup();
+  run.cleanup();
 }

@@ -13,91 +13,30 @@
 // is removed, also when interrupted. Usage: node bench/lifecycle.mjs [runs]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { BenchRun, percentile, repo } from './harness.mjs';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(repo, 'packages/daemon/dist/vmm/qmp.js'));
 const runs = Number(process.argv[2] ?? 10);
 const cacheDir = process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule';
 const manifest = JSON.parse(fs.readFileSync(path.join(cacheDir, 'guest-manifest.json'), 'utf8'));
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-bench-'));
-const socketPath = path.join(root, 'capsuled.sock');
-const children = new Set();
-
-function cleanup() {
-  for (const child of children) child.kill('SIGKILL');
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(root)) process.kill(Number(entry), 'SIGKILL');
-    } catch {}
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-}
-process.on('SIGINT', () => {
-  cleanup();
-  process.exit(130);
-});
-
-function request(method, urlPath, body) {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = http.request({ socketPath, method, path: urlPath, headers: payload ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-const percentile = (values, p) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-};
+const run = new BenchRun();
+const request = (...args) => run.request(...args);
+const startDaemon = (...args) => run.startDaemon(...args);
 
 async function bareQemuStart() {
-  const sock = path.join(root, `floor-${Date.now()}.sock`);
+  const sock = path.join(run.root, `floor-${Date.now()}.sock`);
   const started = performance.now();
   const child = spawn('qemu-system-x86_64', ['-M', 'microvm', '-accel', 'tcg', '-m', '512M', '-nodefaults', '-nographic', '-S', '-kernel', manifest.kernel, '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
-  children.add(child);
+  run.children.add(child);
   const qmp = await QmpClient.connect(sock, { timeoutMs: 10_000 });
   const elapsed = performance.now() - started;
   qmp.close();
   child.kill('SIGKILL');
-  children.delete(child);
+  run.children.delete(child);
   return elapsed;
-}
-
-async function startDaemon(name, env) {
-  const run = path.join(root, name);
-  const daemon = spawn(process.execPath, [path.join(repo, 'packages/daemon/dist/main.js')], {
-    env: { ...process.env, CAPSULE_STATE_DIR: path.join(run, 'state'), CAPSULE_RUNTIME_DIR: path.join(run, 'run'), CAPSULE_SOCKET: socketPath, CAPSULE_LOG_LEVEL: 'warn', ...env },
-    stdio: 'ignore',
-  });
-  children.add(daemon);
-  for (let i = 0; ; i++) {
-    try {
-      const templates = await request('GET', '/v1/templates');
-      const warm = templates.body.templates[0].warmSnapshot;
-      if (warm === 'failed') throw new Error('the warm snapshot failed');
-      if (warm !== 'building') break;
-    } catch (err) {
-      if (String(err).includes('failed')) throw err;
-    }
-    if (i > 1200) throw new Error('capsuled did not start');
-    await sleep(50);
-  }
-  return async () => {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-    children.delete(daemon);
-  };
 }
 
 /** Create → first exec result, `runs` times after one warm-up; `settleMs` between runs lets a pool refill. */
@@ -176,5 +115,5 @@ try {
   console.log(`idle sandbox (512 MiB) QEMU RSS: cold boot ${(cold.rssKiB / 1024).toFixed(0)} MiB, restored ${(restore.rssKiB / 1024).toFixed(0)} MiB (RSS counts the snapshot's shared pages in each)`);
   console.log(`base template rootfs: ${(stat.size / 1048576).toFixed(0)} MiB apparent, ${((stat.blocks * 512) / 1048576).toFixed(0)} MiB on disk`);
 } finally {
-  cleanup();
+  run.cleanup();
 }
