@@ -1,6 +1,6 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { describeSandbox, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatTimeLeft, renderTable, sandboxTable } from './human-format.js';
+import { describeSandbox, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatTimeLeft, renderTable, sandboxTable, templateTable } from './human-format.js';
 
 const now = Date.parse('2026-01-01T12:00:00Z');
 const sandbox: SandboxInfo = {
@@ -22,6 +22,18 @@ const sandbox: SandboxInfo = {
     { state: 'running', reason: 'agent_ready', at: '2026-01-01T11:57:05Z' },
   ],
 };
+
+describe('templates table', () => {
+  it('shows whether each template has a warm snapshot', () => {
+    const template = { name: 'base', ready: true, rootfsBytes: 2 ** 30, defaultVcpus: 1, defaultMemoryMiB: 512, createdAt: '2026-01-01T11:00:00Z', warmSnapshot: 'ready' as const };
+    expect(templateTable([template, { ...template, name: 'py', warmSnapshot: 'building' }], now).split('\n')).toEqual([
+      'NAME   READY   WARM SNAPSHOT   CPUS   MEM    DISK      AGE',
+      'base   yes     ready           1      512M   1.0 GiB   1h',
+      'py     yes     building        1      512M   1.0 GiB   1h',
+      '',
+    ]);
+  });
+});
 
 describe('time left', () => {
   it('counts down to the expiry, and shows none as -', () => {

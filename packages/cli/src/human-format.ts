@@ -73,10 +73,11 @@ export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Da
 
 export function templateTable(templates: readonly Template[], now: number = Date.now()): string {
   return renderTable(
-    ['NAME', 'READY', 'CPUS', 'MEM', 'DISK', 'AGE'],
+    ['NAME', 'READY', 'WARM SNAPSHOT', 'CPUS', 'MEM', 'DISK', 'AGE'],
     templates.map((template) => [
       template.name,
       template.ready ? 'yes' : 'no',
+      template.warmSnapshot,
       String(template.defaultVcpus),
       formatMemoryMiB(template.defaultMemoryMiB),
       formatBytes(template.rootfsBytes),
