@@ -63,11 +63,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const accel = await chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: manifest.kernel, initramfs: manifest.initramfs, qemuVersion: qemu });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
-  const manager = new SandboxManager(store, config, accel, log, {
-    qemuVersion: qemu,
-    warmSnapshots: config.warmSnapshots,
-    warmPoolSize: config.warmPoolSize,
-  });
+  const manager = new SandboxManager(store, config, accel, log, qemu);
   await manager.start();
   const startedAt = new Date().toISOString();
   const info = (): DaemonInfo => ({

@@ -40,13 +40,6 @@ function expiryFrom(timeoutMs: number): string | null {
 
 export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 
-export interface ManagerOptions {
-  qemuVersion: string;
-  /** Restored VMs kept ready per warm template; 0 restores on demand only. */
-  warmPoolSize: number;
-  /** Build and use warm snapshots of templates. */
-  warmSnapshots: boolean;
-}
 
 export class SandboxManager {
   private readonly live = new Map<string, LiveVm>();
@@ -60,7 +53,8 @@ export class SandboxManager {
     private readonly config: DaemonConfig,
     private readonly accel: AccelChoice,
     private readonly log: Logger,
-    private readonly options: ManagerOptions,
+    /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
+    private readonly qemuVersion: string,
   ) {}
 
   get runningCount(): number {
@@ -99,16 +93,16 @@ export class SandboxManager {
 
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
   warmSnapshotState(template: string): WarmSnapshotState {
-    return this.options.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
+    return this.config.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
   }
 
   private async snapshotInputs(template: TemplateRecord): Promise<WarmSnapshotInputs> {
-    return { template, accel: this.accel.accel, qemuVersion: this.options.qemuVersion, tscKhz: this.accel.accel === 'tcg' ? await hostTscKhz() : undefined };
+    return { template, accel: this.accel.accel, qemuVersion: this.qemuVersion, tscKhz: this.accel.accel === 'tcg' ? await hostTscKhz() : undefined };
   }
 
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
   private async prepareWarmSnapshot(template: TemplateRecord): Promise<void> {
-    if (!this.options.warmSnapshots) return;
+    if (!this.config.warmSnapshots) return;
     this.warm.set(template.name, { state: 'building' });
     try {
       const inputs = await this.snapshotInputs(template);
@@ -121,8 +115,8 @@ export class SandboxManager {
           throw err;
         }));
       this.warm.set(template.name, { state: 'ready', snapshot });
-      if (this.options.warmPoolSize > 0) {
-        const pool = new WarmPool(template.name, this.options.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () =>
+      if (this.config.warmPoolSize > 0) {
+        const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () =>
           this.admit(snapshot.memoryMiB).then(
             () => true,
             () => false,
@@ -255,6 +249,7 @@ export class SandboxManager {
     await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
     const pooled = pool?.take();
     const id = pooled?.id ?? newSandboxId();
+    const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
     await this.store.insertSandbox({
       id,
       name: request.name ?? null,
@@ -269,7 +264,7 @@ export class SandboxManager {
       env: JSON.stringify(request.env ?? {}),
       created_at: createdAt.toISOString(),
       boot_ms: null,
-      timeout_ms: request.timeoutMs ?? limits.defaultTimeoutMs,
+      timeout_ms: timeoutMs,
       // The clock starts when the sandbox runs (below), not while it boots.
       expires_at: null,
     });
@@ -279,7 +274,11 @@ export class SandboxManager {
         this.track(id, pooled.vm);
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
       } else if (snapshot) {
-        await this.restoreVm(id, snapshot, (vm) => this.track(id, vm));
+        await this.restoreVm(id, snapshot, (vm) => this.track(id, vm)).catch((err: unknown) => {
+          // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
+          this.abandonWarmSnapshot(templateName, err);
+          throw err;
+        });
         how = `restored from the warm snapshot of ${templateName}`;
       } else {
         await this.bootVm(id, template, vcpus, memoryMiB);
@@ -291,10 +290,9 @@ export class SandboxManager {
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot) await vm.initGuest(this.initRequest(id, request.env));
       const bootMs = Date.now() - createdAt.getTime();
-      await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(request.timeoutMs ?? limits.defaultTimeoutMs) });
+      await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
     } catch (err) {
-      if (snapshot && !pooled) this.abandonWarmSnapshot(templateName, err);
       const consoleTail = readConsoleLog(this.consoleLogFile(id), 2048).toString('utf8').trim();
       const message = errorMessage(err);
       await this.fail(id, 'start_failed', consoleTail ? `${message}\nguest console:\n${consoleTail}` : message);
