@@ -7,6 +7,7 @@
 //     (a daemon with an empty warm pool);
 //   - warm pool: the same when a restored VM is waiting (the default);
 //   - pause and resume of a 512 MiB sandbox that touched 200 MiB of memory;
+//   - fork of one sandbox into 10;
 //   - host memory of one idle sandbox (QEMU RSS), cold and restored;
 //   - size of the base template's root filesystem.
 // Each daemon is private (own state and runtime folders); everything started
@@ -82,6 +83,17 @@ async function pauseAndResume(cycles) {
   return { pauses, resumes };
 }
 
+/** Forks one sandbox into `count` copies in one request; returns the wall time. */
+async function forkInto(count) {
+  const created = await request('POST', '/v1/sandboxes', {});
+  const started = performance.now();
+  const forked = await request('POST', `/v1/sandboxes/${created.body.id}/fork`, { count });
+  const elapsed = performance.now() - started;
+  if (forked.status !== 201) throw new Error(`fork failed: ${JSON.stringify(forked.body)}`);
+  for (const sandbox of [created.body, ...forked.body.sandboxes]) await request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+  return elapsed;
+}
+
 try {
   const floor = [];
   for (let i = 0; i < runs + 1; i++) floor.push(await bareQemuStart());
@@ -96,6 +108,7 @@ try {
   stop = await startDaemon('pool', { CAPSULE_WARM_POOL_SIZE: '1' });
   const pool = await createToFirstExec(runs, 2500, false);
   const { pauses, resumes } = await pauseAndResume(Math.max(3, Math.ceil(runs / 2)));
+  const forkMs = await forkInto(10);
   await stop();
 
   const rootfs = manifest.templates.base.rootfs;
@@ -111,6 +124,7 @@ try {
   console.log(row('warm snapshot, from the warm pool: create to first exec result', pool.times));
   console.log(`| pause (512 MiB sandbox, 200 MiB touched) | ${p50(pauses).toFixed(0)} ms | ${percentile(pauses, 95).toFixed(0)} ms | |`);
   console.log(`| resume (the same) | ${p50(resumes).toFixed(0)} ms | ${percentile(resumes, 95).toFixed(0)} ms | |`);
+  console.log(`| fork into 10 copies (one request) | ${forkMs.toFixed(0)} ms | | |`);
   console.log(`\ncold boot / warm pool (p50): ${(p50(cold.times) / p50(pool.times)).toFixed(1)}x`);
   console.log(`idle sandbox (512 MiB) QEMU RSS: cold boot ${(cold.rssKiB / 1024).toFixed(0)} MiB, restored ${(restore.rssKiB / 1024).toFixed(0)} MiB (RSS counts the snapshot's shared pages in each)`);
   console.log(`base template rootfs: ${(stat.size / 1048576).toFixed(0)} MiB apparent, ${((stat.blocks * 512) / 1048576).toFixed(0)} MiB on disk`);

@@ -61,3 +61,11 @@ describe('key=value options', () => {
     expect(() => collectMetadata('team')).toThrow(InvalidArgumentError);
   });
 });
+
+describe('parseForkCount', () => {
+  it('takes 1 to 16, nothing else', async () => {
+    const { parseForkCount } = await import('./option-parsers.js');
+    expect(parseForkCount('3')).toBe(3);
+    for (const bad of ['0', '17', '-1', '2.5', 'x']) expect(() => parseForkCount(bad), bad).toThrow();
+  });
+});

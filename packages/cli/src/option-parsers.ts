@@ -18,6 +18,14 @@ export function parseMemoryMiB(value: string): number {
   return mib;
 }
 
+/** A fork count: a whole number from 1 to limits.maxForks. */
+export function parseForkCount(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number`);
+  const count = Number(value);
+  if (count < 1 || count > limits.maxForks) throw new InvalidArgumentError(`the count must be between 1 and ${limits.maxForks}`);
+  return count;
+}
+
 export function parseCpuCount(value: string): number {
   if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number of CPUs`);
   const cpus = Number(value);

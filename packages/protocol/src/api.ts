@@ -17,6 +17,8 @@ export const limits = {
   maxNameLength: 63,
   /** Output kept per stream by the non-streaming exec; the rest is cut. */
   execOutputLimitBytes: 16 * 1024 * 1024,
+  /** The most sandboxes one fork request starts. */
+  maxForks: 16,
   /** A sandbox's timeout when its create names none. */
   defaultTimeoutMs: 5 * 60 * 1000,
   /** The longest timeout a sandbox may have (30 days); 0 (none) is allowed too. */
@@ -101,6 +103,15 @@ export const SetTimeoutRequest = Type.Object(
   { additionalProperties: false },
 );
 export type SetTimeoutRequest = Static<typeof SetTimeoutRequest>;
+
+export const ForkRequest = Type.Object(
+  {
+    /** How many sandboxes continue from this moment of the source. */
+    count: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxForks, default: 1 })),
+  },
+  { additionalProperties: false },
+);
+export type ForkRequest = Static<typeof ForkRequest>;
 
 export const SandboxList = Type.Object({ sandboxes: Type.Array(Sandbox) });
 export type SandboxList = Static<typeof SandboxList>;

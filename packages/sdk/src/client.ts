@@ -192,6 +192,12 @@ export class CapsuleClient {
     return this.#json('POST', `${sandboxPath(idOrName)}/pause`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
   }
 
+  /** Starts `count` sandboxes that each continue from this moment of a running sandbox. */
+  async forkSandbox(idOrName: string, count = 1, options?: CallOptions): Promise<SandboxInfo[]> {
+    const body = await this.#json<SandboxList>('POST', `${sandboxPath(idOrName)}/fork`, { count }, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+    return body.sandboxes;
+  }
+
   /** Starts a paused sandbox again where it stopped. */
   async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });

@@ -120,6 +120,12 @@ export class Sandbox {
     this.#info = await this.client.pauseSandbox(this.id, callOptions(options));
   }
 
+  /** Starts `count` sandboxes that each continue from this moment of this one (memory, processes, disk). */
+  async fork(count = 1, options: { signal?: AbortSignal } = {}): Promise<Sandbox[]> {
+    const forks = await this.client.forkSandbox(this.id, count, callOptions(options));
+    return forks.map((info) => new Sandbox(this.client, info));
+  }
+
   /** Starts the paused sandbox again, its processes and files as they were, its clock corrected. */
   async resume(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#info = await this.client.resumeSandbox(this.id, callOptions(options));

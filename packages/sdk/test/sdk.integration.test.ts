@@ -42,6 +42,14 @@ describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
     expect(Date.parse(sandbox.info.expiresAt!) - Date.now()).toBeLessThanOrEqual(60_000);
   });
 
+  it('forks a sandbox into one that continues from now', async () => {
+    await sandbox.commands.run('echo forked-state > /root/f');
+    const [fork] = await sandbox.fork(1);
+    expect(fork!.id).not.toBe(sandbox.id);
+    expect((await fork!.commands.run('cat /root/f')).stdout).toBe('forked-state\n');
+    await fork!.kill();
+  });
+
   it('connects to, lists and kills sandboxes', async () => {
     const again = await Sandbox.connect(sandbox.id, { socketPath: daemon.socketPath });
     expect(again.info.metadata).toEqual({ suite: 'sdk' });

@@ -7,7 +7,7 @@ import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
+import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -164,9 +164,26 @@ function pauseOrResumeCommand(action: 'pause' | 'resume'): Command {
   );
 }
 
-/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume. */
+function forkCommand(): Command {
+  return addGlobalOptions(
+    new Command('fork')
+      .description('Start sandboxes that each continue from this moment of a running sandbox; prints their ids')
+      .argument('<sandbox>', 'sandbox id or name')
+      .option('-n, --count <n>', 'how many forks (1-16)', parseForkCount, 1)
+      .option('--json', 'print the forks as a JSON array')
+      .action(async (idOrName: string, options: { count: number; json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const client = await context.daemonClient();
+        const forks = await context.progress.step(`Forking ${idOrName} ${options.count} time(s)`, () => client.forkSandbox(idOrName, options.count));
+        if (options.json) printJson(forks);
+        else process.stdout.write(forks.map((sandbox) => `${sandbox.id}\n`).join(''));
+      }),
+  );
+}
+
+/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork. */
 export function sandboxShortcutCommands(): Command[] {
-  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume')];
+  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume'), forkCommand()];
 }
 
 /** `capsule sandbox create|ls|inspect|rm|logs`. */
@@ -180,6 +197,7 @@ export function sandboxCommand(): Command {
     logsCommand(),
     pauseOrResumeCommand('pause'),
     pauseOrResumeCommand('resume'),
+    forkCommand(),
     timeoutCommand(),
     keepaliveCommand(),
   ]) {

@@ -13,6 +13,7 @@ import {
   ExecEvent,
   ExecRequest,
   ExecResult,
+  ForkRequest,
   Sandbox,
   SandboxList,
   SetTimeoutRequest,
@@ -182,6 +183,19 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       },
     },
     async (request) => await ctx.manager.pause(request.params.id),
+  );
+
+  app.post<{ Params: { id: string }; Body: ForkRequest }>(
+    '/v1/sandboxes/:id/fork',
+    {
+      schema: {
+        params: IdParams,
+        body: ForkRequest,
+        description: 'Starts `count` sandboxes that each continue from this moment of the sandbox, with its memory, processes and disk.',
+        response: { 201: SandboxList, ...errorResponses },
+      },
+    },
+    async (request, reply) => reply.code(201).send({ sandboxes: await ctx.manager.fork(request.params.id, request.body.count ?? 1) }),
   );
 
   app.post<{ Params: { id: string } }>(

@@ -33,6 +33,15 @@ const LIVENESS_INTERVAL_MS = 2000;
 const RESTORE_TIMEOUT_MS = 60_000;
 const REAPER_INTERVAL_MS = 1000;
 
+/**
+ * The machine to load a whole saved state (pause, fork) into: the same one,
+ * waiting for the state. The state carries all of RAM, so a memory backend
+ * keeps its name but needs no file.
+ */
+function wholeStateRestoreSpec(machine: VmSpec): VmSpec {
+  return { ...machine, incoming: true, ...(machine.memoryBackend ? { memoryBackend: { type: 'ram' as const } } : {}) };
+}
+
 /** When a timeout of `timeoutMs` started now runs out; null for none. */
 function expiryFrom(timeoutMs: number): string | null {
   return timeoutMs > 0 ? new Date(Date.now() + timeoutMs).toISOString() : null;
@@ -343,14 +352,8 @@ export class SandboxManager {
     const target = this.pauseStateFile(id);
     const temp = `${target}.tmp`;
     vm.stopping = true;
-    // No session of this connection may be mid-write in the guest when it is frozen.
-    vm.agent.close();
     try {
-      await saveVmState(vm.qmp, temp, false);
-      const fd = fs.openSync(temp, 'r');
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      fs.chmodSync(temp, 0o600);
+      await this.saveWholeVm(vm, temp);
       fs.renameSync(temp, target);
     } catch (err) {
       fs.rmSync(temp, { force: true });
@@ -369,6 +372,86 @@ export class SandboxManager {
     return await this.get(id);
   }
 
+  /**
+   * Stops the guest and writes its memory and devices to `file` (fsynced,
+   * owner-only). The agent connection is closed first: no session of it may be
+   * mid-write in the guest when it is frozen.
+   */
+  private async saveWholeVm(vm: LiveVm, file: string): Promise<void> {
+    vm.agent.close();
+    await saveVmState(vm.qmp, file, false);
+    const fd = fs.openSync(file, 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fs.chmodSync(file, 0o600);
+  }
+
+  /**
+   * Starts `count` sandboxes that each continue from this moment of a running
+   * sandbox. The source stops only while its memory and devices are saved and
+   * its disk overlay is copied, then runs on; every fork restores that state
+   * with its own copy of the disk, then /init gives it its own hostname,
+   * entropy and clock.
+   */
+  async fork(idOrName: string, count: number): Promise<Sandbox[]> {
+    const { record, vm } = await this.runningVm(idOrName);
+    await this.admit(record.memory_mib * count);
+    const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
+    fs.mkdirSync(work, { recursive: true, mode: 0o700 });
+    const stateFile = path.join(work, 'vm.state');
+    const disk = path.join(work, 'overlay.qcow2');
+    try {
+      try {
+        await this.saveWholeVm(vm, stateFile);
+        // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
+        fs.copyFileSync(path.join(this.stateDir(record.id), 'overlay.qcow2'), disk);
+      } finally {
+        await vm.qmp.execute('cont').catch(() => undefined);
+        // Reconnect the source's agent now, so a write left over from the old connection breaks this health check, not a user's call.
+        await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+      }
+      const machine = JSON.parse(fs.readFileSync(this.machineFile(record.id), 'utf8')) as VmSpec;
+      const forks: Sandbox[] = [];
+      for (let i = 0; i < count; i++) forks.push(await this.startFork(record, machine, stateFile, disk));
+      return forks;
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  private async startFork(source: SandboxRecord, machine: VmSpec, stateFile: string, disk: string): Promise<Sandbox> {
+    const id = newSandboxId();
+    const createdAt = new Date();
+    await this.store.insertSandbox({
+      ...source,
+      id,
+      name: null,
+      state: 'starting',
+      state_reason: 'user',
+      state_message: null,
+      created_at: createdAt.toISOString(),
+      boot_ms: null,
+      expires_at: null,
+    });
+    try {
+      fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
+      const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
+      fs.copyFileSync(disk, overlay);
+      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay })));
+      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
+      await vm.initGuest(this.initRequest(id, undefined));
+      await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
+        boot_ms: Date.now() - createdAt.getTime(),
+        expires_at: expiryFrom(source.timeout_ms),
+      });
+    } catch (err) {
+      const message = errorMessage(err);
+      await this.fail(id, 'start_failed', message);
+      throw new CapsuleError('vm_start_failed', `fork ${id} of ${source.id} failed to start: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+    }
+    return await this.get(id);
+  }
+
   /** Starts a paused sandbox's VM again from its saved state, clock corrected, lifetime restarted. */
   async resume(idOrName: string): Promise<Sandbox> {
     const record = await this.require(idOrName);
@@ -379,9 +462,7 @@ export class SandboxManager {
     const started = Date.now();
     try {
       const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
-      // The saved state carries all of RAM: the memory backend keeps its name, not its file.
-      const spec: VmSpec = { ...saved, incoming: true, ...(saved.memoryBackend ? { memoryBackend: { type: 'ram' as const } } : {}) };
-      const vm = await this.launch(id, spec);
+      const vm = await this.launch(id, wholeStateRestoreSpec(saved));
       this.track(id, vm);
       await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true);
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
