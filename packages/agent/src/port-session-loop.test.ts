@@ -195,24 +195,29 @@ describe('the agent server behind a simulated virtio port', () => {
     };
   }, 120_000);
 
-  it('serves a new HTTP/2 connection after each host reconnect, and processes survive', async () => {
-    const { Process, Signal } = modules.protocol;
+  /** An agent server behind a simulated port, and a way to connect a fresh host (a new client) to it. */
+  async function serverBehindPort(port: FakeVirtioPort) {
     const table = new modules.processService.ProcessTable();
     const server = modules.server.createAgentServer({
       processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
     });
-    const port = new FakeVirtioPort();
     startLoop(port, (stream) => server.emit('connection', stream));
-
-    const clientOverHost = () =>
+    const connectHost = () =>
       createClient(
-        Process,
+        modules.protocol.Process,
         createConnectTransport({
           httpVersion: '2',
           baseUrl: 'http://agent',
           nodeOptions: { createConnection: () => port.connectHost() as unknown as net.Socket },
         }),
       );
+    return { table, server, connectHost };
+  }
+
+  it('serves a new HTTP/2 connection after each host reconnect, and processes survive', async () => {
+    const { Signal } = modules.protocol;
+    const port = new FakeVirtioPort();
+    const { table, server, connectHost: clientOverHost } = await serverBehindPort(port);
 
     try {
       const first = clientOverHost();
@@ -247,22 +252,9 @@ describe('the agent server behind a simulated virtio port', () => {
   }, 30_000);
 
   it('serves a new host after a restore from a snapshot taken while a host was connected (no EOF ever comes)', async () => {
-    const { Process, Signal } = modules.protocol;
-    const table = new modules.processService.ProcessTable();
-    const server = modules.server.createAgentServer({
-      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
-    });
+    const { Signal } = modules.protocol;
     const port = new FakeVirtioPort('block');
-    startLoop(port, (stream) => server.emit('connection', stream));
-    const clientOverHost = () =>
-      createClient(
-        Process,
-        createConnectTransport({
-          httpVersion: '2',
-          baseUrl: 'http://agent',
-          nodeOptions: { createConnection: () => port.connectHost() as unknown as net.Socket },
-        }),
-      );
+    const { table, server, connectHost: clientOverHost } = await serverBehindPort(port);
     try {
       const tag = `snapshotted-${Date.now()}`;
       // The old session keeps writing (keepalives every second) into the void after the "restore".
@@ -284,22 +276,8 @@ describe('the agent server behind a simulated virtio port', () => {
   }, 20_000);
 
   it('releases a dropped stream, so its process is not held back by a reader that is gone', async () => {
-    const { Process } = modules.protocol;
-    const table = new modules.processService.ProcessTable();
-    const server = modules.server.createAgentServer({
-      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
-    });
     const port = new FakeVirtioPort();
-    startLoop(port, (stream) => server.emit('connection', stream));
-    const client = () =>
-      createClient(
-        Process,
-        createConnectTransport({
-          httpVersion: '2',
-          baseUrl: 'http://agent',
-          nodeOptions: { createConnection: () => port.connectHost() as unknown as net.Socket },
-        }),
-      );
+    const { table, server, connectHost: client } = await serverBehindPort(port);
     try {
       const tag = `chatty-${Date.now()}`;
       // Writes 4 MB after the first stream is gone: more than one reader may
