@@ -11,7 +11,7 @@ import { readManifest, manifestPath, type GuestManifest } from './guest/manifest
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
 import { Store } from './store/store.js';
-import { TEMPLATE_DEFAULTS } from './templates/defaults.js';
+import { templatesFromManifest } from './templates/defaults.js';
 import { chooseAccel } from './vmm/accel.js';
 import { qemuVersion } from './vmm/qemu.js';
 
@@ -34,18 +34,7 @@ async function socketAnswers(socketPath: string): Promise<boolean> {
 }
 
 async function registerTemplates(store: Store, manifest: GuestManifest): Promise<void> {
-  for (const [name, template] of Object.entries(manifest.templates)) {
-    await store.upsertTemplate({
-      name,
-      kernel: manifest.kernel,
-      initramfs: manifest.initramfs,
-      kit: manifest.kit,
-      rootfs: template.rootfs,
-      default_vcpus: TEMPLATE_DEFAULTS.vcpus,
-      default_memory_mib: TEMPLATE_DEFAULTS.memoryMiB,
-      created_at: new Date().toISOString(),
-    });
-  }
+  for (const template of templatesFromManifest(manifest)) await store.upsertTemplate(template);
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {

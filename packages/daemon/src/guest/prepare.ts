@@ -8,11 +8,10 @@ import { ensureKit } from './kit.js';
 import { writeManifest, type GuestManifest } from './manifest.js';
 import { ensureBaseRootfs } from './rootfs.js';
 import { silentLogger } from '../log.js';
-import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
-import { buildWarmSnapshot, loadWarmSnapshot, type WarmSnapshotInputs } from '../templates/warm-snapshot.js';
+import { templatesFromManifest } from '../templates/defaults.js';
+import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs } from '../templates/warm-snapshot.js';
 import { chooseAccel } from '../vmm/accel.js';
 import { qemuVersion } from '../vmm/qemu.js';
-import { hostTscKhz } from '../vmm/tsc.js';
 import type { DaemonConfig } from '../config.js';
 
 export async function prepareGuest(config: DaemonConfig, out: (line: string) => void): Promise<GuestManifest> {
@@ -37,22 +36,17 @@ export async function prepareGuest(config: DaemonConfig, out: (line: string) => 
     async () => chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: kernel.vmlinuz, initramfs, qemuVersion: qemu }),
     (c) => `${c.accel.toUpperCase()}: ${c.reason}`,
   );
+  const manifest: GuestManifest = {
+    kernelVersion: kernel.version,
+    kernel: kernel.vmlinuz,
+    initramfs,
+    kit,
+    templates: { base: { rootfs } },
+    builtAt: new Date().toISOString(),
+  };
   if (config.warmSnapshots) {
-    const inputs: WarmSnapshotInputs = {
-      template: {
-        name: 'base',
-        kernel: kernel.vmlinuz,
-        initramfs,
-        kit,
-        rootfs,
-        default_vcpus: TEMPLATE_DEFAULTS.vcpus,
-        default_memory_mib: TEMPLATE_DEFAULTS.memoryMiB,
-        created_at: new Date().toISOString(),
-      },
-      accel: accel.accel,
-      qemuVersion: qemu,
-      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined,
-    };
+    const [base] = templatesFromManifest(manifest);
+    const inputs = await warmSnapshotInputs(base!, accel.accel, qemu);
     await run(
       'warm snapshot of the base template',
       async (report) => {
@@ -64,15 +58,6 @@ export async function prepareGuest(config: DaemonConfig, out: (line: string) => 
       (snapshot) => snapshot.dir,
     );
   }
-
-  const manifest: GuestManifest = {
-    kernelVersion: kernel.version,
-    kernel: kernel.vmlinuz,
-    initramfs,
-    kit,
-    templates: { base: { rootfs } },
-    builtAt: new Date().toISOString(),
-  };
   writeManifest(config.cacheDir, manifest);
   return manifest;
 }

@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
-import { buildWarmSnapshot, loadWarmSnapshot, type WarmSnapshot, type WarmSnapshotInputs } from '../templates/warm-snapshot.js';
+import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import { QmpClient } from '../vmm/qmp.js';
@@ -105,16 +105,12 @@ export class SandboxManager {
     return this.config.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
   }
 
-  private async snapshotInputs(template: TemplateRecord): Promise<WarmSnapshotInputs> {
-    return { template, accel: this.accel.accel, qemuVersion: this.qemuVersion, tscKhz: this.accel.accel === 'tcg' ? await hostTscKhz() : undefined };
-  }
-
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
   private async prepareWarmSnapshot(template: TemplateRecord): Promise<void> {
     if (!this.config.warmSnapshots) return;
     this.warm.set(template.name, { state: 'building' });
     try {
-      const inputs = await this.snapshotInputs(template);
+      const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
       const snapshot =
         loadWarmSnapshot(this.config.cacheDir, inputs) ??
         (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {

@@ -15,6 +15,7 @@ import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
 import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
+import { hostTscKhz } from '../vmm/tsc.js';
 
 /** Bump when the VM's machine options change: old snapshots cannot be restored into new machines. */
 const FORMAT = 'warm-v1';
@@ -42,6 +43,11 @@ export interface WarmSnapshotInputs {
   accel: Accel;
   qemuVersion: string;
   tscKhz: number | undefined;
+}
+
+/** The inputs of `template`'s warm snapshot on this host: TCG guests also depend on the host's TSC frequency. */
+export async function warmSnapshotInputs(template: TemplateRecord, accel: Accel, qemuVersion: string): Promise<WarmSnapshotInputs> {
+  return { template, accel, qemuVersion, tscKhz: accel === 'tcg' ? await hostTscKhz() : undefined };
 }
 
 export function warmSnapshotKey(inputs: WarmSnapshotInputs): string {
