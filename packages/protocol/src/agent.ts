@@ -65,3 +65,42 @@ export const agentHeaders = {
   authorization: 'authorization',
   keepalivePingInterval: 'keepalive-ping-interval',
 } as const;
+
+/**
+ * Go's descriptions of the Linux signals (its syscall signal table), as envd
+ * writes them in an end event's status ("signal: killed"): the agent writes
+ * them and the daemon reads them back. Numbers are Linux x86/arm64 ones.
+ */
+export const goSignalDescriptions: Readonly<Record<number, string>> = {
+  1: 'hangup',
+  2: 'interrupt',
+  3: 'quit',
+  4: 'illegal instruction',
+  5: 'trace/breakpoint trap',
+  6: 'aborted',
+  7: 'bus error',
+  8: 'floating point exception',
+  9: 'killed',
+  10: 'user defined signal 1',
+  11: 'segmentation fault',
+  12: 'user defined signal 2',
+  13: 'broken pipe',
+  14: 'alarm clock',
+  15: 'terminated',
+  16: 'stack fault',
+  17: 'child exited',
+  18: 'continued',
+  19: 'stopped (signal)',
+  20: 'stopped',
+  21: 'stopped (tty input)',
+  22: 'stopped (tty output)',
+  23: 'urgent I/O condition',
+  24: 'CPU time limit exceeded',
+  25: 'file size limit exceeded',
+  26: 'virtual timer expired',
+  27: 'profiling timer expired',
+  28: 'window changed',
+  29: 'I/O possible',
+  30: 'power failure',
+  31: 'bad system call',
+};

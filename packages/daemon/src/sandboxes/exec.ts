@@ -6,35 +6,24 @@ import { constants } from 'node:os';
 import { ConnectError, Code } from '@connectrpc/connect';
 import type { ExecEvent, ExecRequest, ExecResult } from '@capsule/protocol';
 import { isErrorCode, limits } from '@capsule/protocol';
-import { Signal } from '@capsule/protocol/agent';
+import { goSignalDescriptions, Signal } from '@capsule/protocol/agent';
 import type { AgentClient } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
 
-/** Go's descriptions of signals, as envd writes them in "signal: killed". */
-const SIGNAL_BY_DESCRIPTION: Record<string, NodeJS.Signals> = {
-  hangup: 'SIGHUP',
-  interrupt: 'SIGINT',
-  quit: 'SIGQUIT',
-  'illegal instruction': 'SIGILL',
-  'trace/breakpoint trap': 'SIGTRAP',
-  aborted: 'SIGABRT',
-  'bus error': 'SIGBUS',
-  'floating point exception': 'SIGFPE',
-  killed: 'SIGKILL',
-  'user defined signal 1': 'SIGUSR1',
-  'segmentation fault': 'SIGSEGV',
-  'user defined signal 2': 'SIGUSR2',
-  'broken pipe': 'SIGPIPE',
-  'alarm clock': 'SIGALRM',
-  terminated: 'SIGTERM',
-  'CPU time limit exceeded': 'SIGXCPU',
-  'file size limit exceeded': 'SIGXFSZ',
-};
+/**
+ * Signal names by Go's description, the reverse of the table the agent writes
+ * statuses with. The first name of a number wins (SIGABRT before its alias SIGIOT).
+ */
+const SIGNAL_BY_DESCRIPTION = new Map<string, NodeJS.Signals>();
+for (const [name, number] of Object.entries(constants.signals) as [NodeJS.Signals, number][]) {
+  const description = goSignalDescriptions[number];
+  if (description !== undefined && !SIGNAL_BY_DESCRIPTION.has(description)) SIGNAL_BY_DESCRIPTION.set(description, name);
+}
 
 /** Reads a signal name out of an envd status ("signal: killed" → SIGKILL). */
 export function signalFromStatus(status: string): NodeJS.Signals | undefined {
   const match = /^signal: (.+)$/.exec(status);
-  return match?.[1] ? SIGNAL_BY_DESCRIPTION[match[1]] : undefined;
+  return match?.[1] ? SIGNAL_BY_DESCRIPTION.get(match[1]) : undefined;
 }
 
 /** Shell convention: a command killed by signal N reports 128 + N. */
