@@ -59,6 +59,13 @@ function plainHttp(routes: Partial<Record<string, PlainHttpHandler>>): NodeHandl
   };
 }
 
+/**
+ * HTTP/2 flow-control window for what the host sends (uploads, stdin). With
+ * the default 64 KiB, every 64 KiB waits a round trip through a guest that is
+ * slow under TCG; a large window keeps the virtio port busy instead.
+ */
+const FLOW_WINDOW_BYTES = 8 * 1024 * 1024;
+
 export function createAgentServer(options: AgentServerOptions): http2.Http2Server {
   const handleConnect = connectNodeAdapter({
     routes(router) {
@@ -74,7 +81,7 @@ export function createAgentServer(options: AgentServerOptions): http2.Http2Serve
   });
 
   const server = http2.createServer(
-    { maxHeaderListPairs: 128, settings: { maxHeaderListSize: MAX_HEADER_LIST_BYTES } },
+    { maxHeaderListPairs: 128, settings: { maxHeaderListSize: MAX_HEADER_LIST_BYTES, initialWindowSize: FLOW_WINDOW_BYTES } },
     (request, response) => {
       try {
         handleConnect(request, response);
@@ -87,6 +94,7 @@ export function createAgentServer(options: AgentServerOptions): http2.Http2Serve
   );
   server.on('session', (session) => {
     log.debug('HTTP/2 session opened');
+    session.setLocalWindowSize(FLOW_WINDOW_BYTES);
     session.on('close', () => log.debug('HTTP/2 session closed'));
   });
   // Node forwards every session's 'error' here. A peer that goes away is

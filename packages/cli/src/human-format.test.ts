@@ -15,6 +15,7 @@ const sandbox: SandboxInfo = {
   metadata: { owner: 'ann' },
   createdAt: '2026-01-01T11:57:00Z',
   bootMs: 4810,
+  onTimeout: 'kill',
   timeoutMs: 300_000,
   expiresAt: '2026-01-01T12:02:00Z',
   history: [

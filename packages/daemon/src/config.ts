@@ -22,6 +22,8 @@ export interface DaemonConfig {
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
   warmPoolSize: number;
   logLevel: string;
+  /** Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN=host:port. */
+  listen?: { host: string; port: number };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -41,7 +43,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+    ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
   };
+}
+
+/** `host:port`, `[v6]:port` or `:port` (all interfaces); port 0 picks a free one. */
+export function parseListen(value: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new Error(`CAPSULE_LISTEN must be host:port (e.g. 127.0.0.1:3000), not "${value}"`);
+  return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
 }
 
 function onOff(value: string | undefined, fallback: boolean): boolean {

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { DaemonInfo } from '@capsule/protocol';
+import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import type { DaemonConfig } from './config.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
@@ -55,6 +56,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const manager = new SandboxManager(store, config, accel, log, qemu);
   await manager.start();
   const startedAt = new Date().toISOString();
+  let tcpAddress: string | undefined;
   const info = (): DaemonInfo => ({
     version: DAEMON_VERSION,
     pid: process.pid,
@@ -64,16 +66,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     stateDir: config.stateDir,
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,
+    ...(tcpAddress ? { tcpAddress } : {}),
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
-  const app = await buildApi({ manager, store, info, log, version: DAEMON_VERSION });
-  await listenOnSocket(app, config.socketPath);
-  log.info({ socket: config.socketPath, version: DAEMON_VERSION }, 'capsuled is serving');
+  const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
+  const api = await buildApi({ manager, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION });
+  await listenOnSocket(api, config.socketPath);
+  if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port);
+  log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION }, 'capsuled is serving');
 
   return {
     async stop() {
-      await app.close();
+      await api.close();
       await manager.shutdown();
       await store.close();
       fs.rmSync(config.socketPath, { force: true });

@@ -9,6 +9,13 @@ export * from './gen/filesystem/filesystem_pb.js';
 /** Name of the virtio-serial port the agent serves on (QEMU `virtserialport name=`). */
 export const AGENT_PORT_NAME = 'capsule.agent';
 
+/**
+ * The envd version whose API the agent implements, as reported to e2b SDKs
+ * (they gate features on it: octet-stream uploads from 0.5.7, closeStdin
+ * from 0.5.2, recursive watches from 0.1.4).
+ */
+export const envdCompatVersion = '0.5.7';
+
 /** Plain-HTTP routes served next to the Connect services, as envd has them. */
 export const agentHttpPaths = {
   /** 204 No Content while the agent is serving. */

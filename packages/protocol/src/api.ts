@@ -50,6 +50,10 @@ export const StateTransition = Type.Object(
 );
 export type StateTransition = Static<typeof StateTransition>;
 
+/** What the daemon does with a sandbox whose timeout passed. */
+export const TimeoutAction = Type.Union([Type.Literal('kill'), Type.Literal('pause')]);
+export type TimeoutAction = Static<typeof TimeoutAction>;
+
 export const Sandbox = Type.Object(
   {
     id: Type.String({ description: '"sb_" followed by random base32' }),
@@ -69,6 +73,7 @@ export const Sandbox = Type.Object(
     pid: Type.Optional(Type.Integer()),
     /** The sandbox's lifetime from its last (re)start or timeout change; 0 means none. */
     timeoutMs: Type.Integer(),
+    onTimeout: TimeoutAction,
     /** When the sandbox is killed unless its timeout is changed or kept alive first. */
     expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
     /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
@@ -90,6 +95,8 @@ export const CreateSandboxRequest = Type.Object(
     metadata: Type.Optional(StringMap(limits.maxMetadataEntries)),
     /** Kill the sandbox this long after it starts; 0 means never. Default 5 minutes. */
     timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.maxTimeoutMs })),
+    /** What happens when the timeout passes: `kill` (the default) or `pause`. */
+    onTimeout: Type.Optional(TimeoutAction),
   },
   { additionalProperties: false },
 );
@@ -198,11 +205,40 @@ export const DaemonInfo = Type.Object(
     stateDir: Type.String(),
     runtimeDir: Type.String(),
     socketPath: Type.String(),
+    /** host:port of the TCP listener (API keys required there), when CAPSULE_LISTEN is set. */
+    tcpAddress: Type.Optional(Type.String()),
     sandboxesRunning: Type.Integer(),
     startedAt: Type.String({ format: 'date-time' }),
   },
 );
 export type DaemonInfo = Static<typeof DaemonInfo>;
+
+export const ApiKey = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  /** The key's first and last characters. */
+  mask: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastUsedAt: Type.Optional(Type.String({ format: 'date-time' })),
+});
+export type ApiKey = Static<typeof ApiKey>;
+
+export const ApiKeyList = Type.Object({ keys: Type.Array(ApiKey) });
+export type ApiKeyList = Static<typeof ApiKeyList>;
+
+export const CreateApiKeyRequest = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: limits.maxNameLength }),
+    /** An existing e2b-form key ("e2b_" + hex) to register instead of generating one. */
+    key: Type.Optional(Type.String({ maxLength: 140 })),
+  },
+  { additionalProperties: false },
+);
+export type CreateApiKeyRequest = Static<typeof CreateApiKeyRequest>;
+
+/** The answer to a create: the only time the key itself is shown. */
+export const CreatedApiKey = Type.Composite([ApiKey, Type.Object({ key: Type.String() })]);
+export type CreatedApiKey = Static<typeof CreatedApiKey>;
 
 export const ErrorResponse = Type.Object(
   {

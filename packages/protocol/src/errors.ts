@@ -5,6 +5,7 @@
 export const errorCodes = {
   invalid_argument: 400,
   unauthenticated: 401,
+  permission_denied: 403,
   not_found: 404,
   sandbox_not_found: 404,
   template_not_found: 404,

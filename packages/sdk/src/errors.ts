@@ -79,6 +79,7 @@ type WireErrorClass = new (code: string, message: string, details?: CapsuleError
 const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   invalid_argument: InvalidArgumentError,
   unauthenticated: CapsuleError,
+  permission_denied: CapsuleError,
   not_found: NotFoundError,
   sandbox_not_found: NotFoundError,
   template_not_found: NotFoundError,

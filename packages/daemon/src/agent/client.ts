@@ -1,6 +1,7 @@
 // The daemon's client of one guest agent: Connect RPC over HTTP/2 over the
 // VM's virtio-serial port (a unix socket on the host). Everything the guest
 // sends is bounded here (message size) before any of it reaches an API client.
+import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import net from 'node:net';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -11,6 +12,12 @@ export type { AgentInitRequest };
 /** The largest single message accepted from a guest. */
 const MAX_AGENT_MESSAGE_BYTES = 4 * 1024 * 1024;
 const AUTHORITY = 'http://capsule-agent';
+/**
+ * HTTP/2 flow-control window for what the guest sends (downloads, output).
+ * With the default 64 KiB every 64 KiB waits a round trip through the guest,
+ * slow under TCG. This bounds what one agent can make the daemon buffer.
+ */
+const FLOW_WINDOW_BYTES = 8 * 1024 * 1024;
 
 export class AgentClient {
   readonly process: Client<typeof Process>;
@@ -28,6 +35,7 @@ export class AgentClient {
       // The guest is not trusted: cap what it may make us buffer per header block.
       maxHeaderListPairs: 256,
       maxSessionMemory: 64,
+      settings: { initialWindowSize: FLOW_WINDOW_BYTES },
     });
     const transport = createConnectTransport({
       baseUrl: AUTHORITY,
@@ -74,6 +82,17 @@ export class AgentClient {
       stream.close();
       stream.resume();
     }
+  }
+
+  /**
+   * Opens a raw HTTP/2 request to the agent, for the API's proxy: the caller
+   * writes the body and reads the response. Reuses the one session.
+   */
+  async openStream(method: string, path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+    const stream = await this.sessions.request(method, path, headers, {});
+    // The session-wide window (separate from the per-stream one in the settings); a no-op once set.
+    stream.session?.setLocalWindowSize(FLOW_WINDOW_BYTES);
+    return stream;
   }
 
   /**

@@ -1,12 +1,19 @@
 // The REST API: Fastify on a unix socket (0600, so only the local user's
-// clients reach it), request validation from the TypeBox schemas in
-// @capsule/protocol, and one error handler mapping CapsuleError codes to HTTP.
+// clients reach it) and, when asked, on TCP where every call needs an API key
+// (or, for a sandbox's agent, that sandbox's access token). Request validation
+// comes from the TypeBox schemas in @capsule/protocol, and one error handler
+// maps CapsuleError codes to HTTP. Requests for a sandbox's agent bypass the
+// router and go to the proxy (agent-proxy.ts).
 import fs from 'node:fs';
-import type { ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
+  ApiKeyList,
+  CreateApiKeyRequest,
+  CreatedApiKey,
   CreateSandboxRequest,
   DaemonInfo,
   ErrorResponse,
@@ -20,18 +27,42 @@ import {
   TemplateList,
   httpStatusOf,
   type ErrorBody,
+  type ErrorCode,
 } from '@capsule/protocol';
-import { CapsuleError } from '../errors.js';
+import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
+import { ACCESS_TOKEN_HEADER, agentTarget, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
+import type { ApiKeys, SandboxTokens } from './credentials.js';
+import { registerE2bRoutes } from './e2b-routes.js';
 
 export interface ApiContext {
   manager: SandboxManager;
   store: Store;
+  apiKeys: ApiKeys;
+  tokens: SandboxTokens;
   info: () => DaemonInfo;
   log: Logger;
   version: string;
+}
+
+/** How long the agent may take to accept a proxied request (not to answer it). */
+const AGENT_OPEN_TIMEOUT_MS = 10_000;
+
+export interface Api {
+  app: FastifyInstance;
+  /** Serves the API on TCP too; resolves to the address bound. */
+  listenTcp(host: string, port: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** The API key a TCP client presented: `X-API-Key` (what the e2b SDK sends) or a bearer token. */
+function presentedApiKey(headers: http.IncomingHttpHeaders): string | undefined {
+  const header = headers['x-api-key'];
+  if (typeof header === 'string') return header;
+  const bearer = /^Bearer (\S+)$/.exec(headers.authorization ?? '');
+  return bearer?.[1];
 }
 
 const IdParams = {
@@ -42,8 +73,22 @@ const IdParams = {
 
 const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
 
-export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
+export async function buildApi(ctx: ApiContext): Promise<Api> {
+  // Requests that came in over TCP; everything else came through the owner-only unix socket.
+  const viaTcp = new WeakSet<IncomingMessage>();
+  let route: http.RequestListener | undefined;
+  const dispatch: http.RequestListener = (req, res) => {
+    const target = agentTarget(req.url ?? '/', req.headers);
+    if (target) void proxyToAgent(ctx, target, req, res, viaTcp.has(req));
+    else route?.(req, res);
+  };
+  const tcpServers: http.Server[] = [];
+
   const app = Fastify({
+    serverFactory: (handler) => {
+      route = handler;
+      return http.createServer(dispatch);
+    },
     // Requests are logged at debug level only; errors are logged by the error handler.
     loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
     bodyLimit: 32 * 1024 * 1024,
@@ -71,6 +116,15 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, new CapsuleError('not_found', `no route ${request.method} ${request.url}`, { hint: 'see /openapi.json for the routes' })),
   );
+
+  app.addHook('onRequest', async (request) => {
+    if (!viaTcp.has(request.raw) || request.url === '/health') return;
+    if (!(await ctx.apiKeys.verify(presentedApiKey(request.headers)))) {
+      throw new CapsuleError('unauthenticated', 'a valid API key is required over TCP', {
+        hint: 'send it as X-API-Key; create one with `capsule apikey create NAME`',
+      });
+    }
+  });
 
   app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
@@ -219,7 +273,106 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     },
   );
 
-  return app;
+  /** Keys are managed by the local user only: a key cannot mint or remove keys. */
+  const localOnly = (request: { raw: IncomingMessage }) => {
+    if (viaTcp.has(request.raw)) throw new CapsuleError('permission_denied', 'API keys are managed through the unix socket only', { hint: 'run `capsule apikey` on the host' });
+  };
+  app.get('/v1/api-keys', { schema: { response: { 200: ApiKeyList, ...errorResponses } } }, async (request) => {
+    localOnly(request);
+    return { keys: await ctx.apiKeys.list() };
+  });
+  app.post<{ Body: CreateApiKeyRequest }>(
+    '/v1/api-keys',
+    { schema: { body: CreateApiKeyRequest, description: 'Creates an API key for TCP clients; the key is in this answer only.', response: { 201: CreatedApiKey, ...errorResponses } } },
+    async (request, reply) => {
+      localOnly(request);
+      return reply.code(201).send(await ctx.apiKeys.create(request.body.name, request.body.key));
+    },
+  );
+  app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { schema: { params: IdParams, response: { ...errorResponses } } }, async (request, reply) => {
+    localOnly(request);
+    await ctx.apiKeys.remove(request.params.id);
+    return reply.code(204).send();
+  });
+
+  await registerE2bRoutes(app, { manager: ctx.manager, tokens: ctx.tokens });
+
+  return {
+    app,
+    async listenTcp(host, port) {
+      const server = http.createServer((req, res) => {
+        viaTcp.add(req);
+        dispatch(req, res);
+      });
+      // Agent streams (process output, watches) may stay open for as long as the process runs.
+      server.requestTimeout = 0;
+      tcpServers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      const address = server.address() as AddressInfo;
+      return `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    },
+    async close() {
+      for (const server of tcpServers) {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+      app.server.closeAllConnections();
+      await app.close();
+    },
+  };
+}
+
+/**
+ * Forwards one request to a sandbox's agent. Over TCP the caller needs the
+ * sandbox's access token or an API key. Errors take the shape the client
+ * expects: ours for the path form, e2b's `{code, message}` for the header form
+ * (where a missing or stopped sandbox is a 502, as e2b's own proxy answers).
+ */
+async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingMessage, res: ServerResponse, viaTcp: boolean): Promise<void> {
+  const fail = (code: ErrorCode, message: string, hint?: string) => {
+    if (res.headersSent) return void res.destroy();
+    if (target.form === 'header') {
+      const status = code === 'sandbox_not_found' || code === 'sandbox_not_running' ? 502 : httpStatusOf(code);
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
+    } else {
+      const body: ErrorBody = { error: { code, message, ...(hint ? { hint } : {}) } };
+      res.writeHead(httpStatusOf(code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    }
+  };
+  const { sandboxId } = target;
+  try {
+    if (!isValidSandboxId(sandboxId)) return fail('invalid_argument', 'the sandbox id is malformed');
+    if (viaTcp) {
+      const token = req.headers[ACCESS_TOKEN_HEADER];
+      const allowed = ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) || (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
+      if (!allowed) return fail('unauthenticated', `a valid access token for sandbox ${sandboxId} or an API key is required`, 'send X-Access-Token (from the create answer) or X-API-Key');
+    }
+    const { agent } = await ctx.manager.agentOf(sandboxId);
+    const opened = agent.openStream(req.method ?? 'GET', target.path, requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined));
+    opened.then(
+      (late) => {
+        if (res.writableEnded || res.destroyed) late.close();
+      },
+      () => undefined,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const stream = await Promise.race([
+      opened,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    await relay(req, res, stream);
+  } catch (err) {
+    if (err instanceof CapsuleError) return fail(err.code, err.message, err.hint);
+    const failure = err as Partial<ProxyFailure>;
+    if (typeof failure.status === 'number') return fail('agent_unavailable', failure.message ?? 'the agent failed');
+    ctx.log.error({ sandbox: sandboxId, err: errorMessage(err) }, 'proxying to the agent failed');
+    fail('agent_unavailable', `the sandbox's agent could not be reached: ${errorMessage(err)}`);
+  }
 }
 
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
@@ -245,7 +398,7 @@ function fileSize(file: string): number {
 }
 
 /** Listens on the unix socket, replacing a stale one, readable by the owner only. */
-export async function listenOnSocket(app: FastifyInstance, socketPath: string): Promise<void> {
+export async function listenOnSocket({ app }: Api, socketPath: string): Promise<void> {
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   fs.rmSync(socketPath, { force: true });
   const oldMask = process.umask(0o177);

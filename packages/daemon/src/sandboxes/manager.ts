@@ -25,6 +25,7 @@ import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, LiveVm } from './live-vm.js';
+import type { AgentClient } from '../agent/client.js';
 import { admissionProblem, readHostMemory, vmMemoryUse } from './memory.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
@@ -270,6 +271,7 @@ export class SandboxManager {
       created_at: createdAt.toISOString(),
       boot_ms: null,
       timeout_ms: timeoutMs,
+      on_timeout: request.onTimeout ?? 'kill',
       // The clock starts when the sandbox runs (below), not while it boots.
       expires_at: null,
     });
@@ -342,7 +344,7 @@ export class SandboxManager {
    * holds no RAM. Its disk overlay stays where it is. If saving fails, the VM
    * is resumed as it was, or recorded as failed if QEMU died meanwhile.
    */
-  async pause(idOrName: string): Promise<Sandbox> {
+  async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
     const id = record.id;
     const target = this.pauseStateFile(id);
@@ -364,7 +366,7 @@ export class SandboxManager {
     await vm.stop();
     this.live.delete(id);
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    await this.store.transition(id, 'paused', 'user', undefined, { expires_at: null });
+    await this.store.transition(id, 'paused', reason, undefined, { expires_at: null });
     return await this.get(id);
   }
 
@@ -636,6 +638,7 @@ export class SandboxManager {
       ...(record.boot_ms !== null ? { bootMs: record.boot_ms } : {}),
       ...(vm ? { pid: vm.pid } : {}),
       timeoutMs: record.timeout_ms,
+      onTimeout: record.on_timeout,
       ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
     };
   }
@@ -670,11 +673,12 @@ export class SandboxManager {
     return await this.setTimeout(record.id, record.timeout_ms);
   }
 
-  /** Kills running sandboxes whose timeout has passed; runs every second. */
+  /** Kills (or pauses, if asked at create) running sandboxes whose timeout has passed; runs every second. */
   private async reapExpired(): Promise<void> {
     for (const record of await this.store.expiredSandboxes(new Date())) {
-      this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms }, 'sandbox timed out');
-      await this.remove(record.id, 'timeout').catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not remove a timed-out sandbox'));
+      this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms, action: record.on_timeout }, 'sandbox timed out');
+      const done = record.on_timeout === 'pause' ? this.pause(record.id, 'timeout') : this.remove(record.id, 'timeout');
+      await done.catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`));
     }
   }
 
@@ -692,6 +696,12 @@ export class SandboxManager {
       });
     }
     return { record, vm };
+  }
+
+  /** The agent of a running sandbox, for the API's proxy to it. */
+  async agentOf(idOrName: string): Promise<{ id: string; agent: AgentClient }> {
+    const { record, vm } = await this.runningVm(idOrName);
+    return { id: record.id, agent: vm.agent };
   }
 
   /** Exec events for a command; the sandbox's own env vars sit under the request's. */

@@ -54,4 +54,20 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('sandboxes_expires_at').on('sandboxes').column('expires_at').execute();
     },
   },
+  '0003_api_keys_and_timeout_action': {
+    async up(db: Kysely<unknown>) {
+      // What the reaper does when the timeout passes: `kill` or `pause`.
+      await db.schema.alterTable('sandboxes').addColumn('on_timeout', 'text', (c) => c.notNull().defaultTo('kill')).execute();
+      // Keys for API clients over TCP. Only a hash of each key is kept; the key is shown once, at creation.
+      await db.schema
+        .createTable('api_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('mask', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .execute();
+    },
+  },
 };

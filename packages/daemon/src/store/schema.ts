@@ -21,6 +21,8 @@ export interface SandboxRow {
   timeout_ms: number;
   /** ISO time after which the reaper kills the sandbox; null when it has no timeout or is not running. */
   expires_at: string | null;
+  /** What the reaper does when the timeout passes. */
+  on_timeout: 'kill' | 'pause';
 }
 
 export interface SandboxEventRow {
@@ -43,8 +45,20 @@ export interface TemplateRow {
   created_at: string;
 }
 
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  /** sha256 of the whole key, hex. */
+  key_hash: string;
+  /** The key's start and end, enough for a person to tell keys apart. */
+  mask: string;
+  created_at: string;
+  last_used_at: string | null;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
   templates: TemplateRow;
+  api_keys: ApiKeyRow;
 }

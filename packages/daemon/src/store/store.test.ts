@@ -17,6 +17,7 @@ const row = (id: string, name: string | null): SandboxRecord => ({
   boot_ms: null,
   timeout_ms: 0,
   expires_at: null,
+  on_timeout: 'kill',
 });
 
 describe('store (real SQLite, in memory)', () => {

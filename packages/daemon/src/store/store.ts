@@ -6,11 +6,12 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type Selectable } from 'kysely';
 import { migrations } from './migrations.js';
-import type { Database, SandboxEventRow, SandboxRow, TemplateRow } from './schema.js';
+import type { ApiKeyRow, Database, SandboxEventRow, SandboxRow, TemplateRow } from './schema.js';
 
 export type SandboxRecord = Selectable<SandboxRow>;
 export type SandboxEvent = Selectable<SandboxEventRow>;
 export type TemplateRecord = Selectable<TemplateRow>;
+export type ApiKeyRecord = Selectable<ApiKeyRow>;
 
 export class Store {
   private constructor(readonly db: Kysely<Database>) {}
@@ -119,5 +120,27 @@ export class Store {
 
   async listTemplates(): Promise<TemplateRecord[]> {
     return await this.db.selectFrom('templates').selectAll().orderBy('name').execute();
+  }
+
+  async insertApiKey(row: ApiKeyRecord): Promise<void> {
+    await this.db.insertInto('api_keys').values(row).execute();
+  }
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return await this.db.selectFrom('api_keys').selectAll().orderBy('created_at').execute();
+  }
+
+  async apiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
+    return await this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
+  }
+
+  async touchApiKey(id: string, at: string): Promise<void> {
+    await this.db.updateTable('api_keys').set({ last_used_at: at }).where('id', '=', id).execute();
+  }
+
+  /** True when a key was removed. */
+  async deleteApiKey(id: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('api_keys').where('id', '=', id).executeTakeFirst();
+    return result.numDeletedRows > 0n;
   }
 }

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { agentTarget, requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-proxy.js';
+
+describe('agentTarget', () => {
+  it('routes the path form to the agent path after /envd, query kept', () => {
+    expect(agentTarget('/v1/sandboxes/sb_1/envd/files?path=/etc/hosts', {})).toEqual({ sandboxId: 'sb_1', path: '/files?path=/etc/hosts', form: 'path' });
+    expect(agentTarget('/v1/sandboxes/sb_1/envd/process.Process/Start', {})).toEqual({ sandboxId: 'sb_1', path: '/process.Process/Start', form: 'path' });
+    expect(agentTarget('/v1/sandboxes/sb_1/envd', {})).toEqual({ sandboxId: 'sb_1', path: '/', form: 'path' });
+  });
+
+  it('routes by the E2b-Sandbox-Id header with the path as is', () => {
+    expect(agentTarget('/health', { 'e2b-sandbox-id': 'sb_2' })).toEqual({ sandboxId: 'sb_2', path: '/health', form: 'header' });
+  });
+
+  it("leaves the daemon's own routes alone", () => {
+    expect(agentTarget('/v1/sandboxes/sb_1', {})).toBeUndefined();
+    expect(agentTarget('/v1/sandboxes/sb_1/envdx/files', {})).toBeUndefined();
+    expect(agentTarget('/v1/sandboxes/sb_1/exec', {})).toBeUndefined();
+  });
+});
+
+describe('headers across the proxy', () => {
+  it('keeps what the agent needs and drops hop-by-hop headers and daemon credentials', () => {
+    const out = requestHeadersForAgent({
+      'content-type': 'application/connect+json',
+      authorization: 'Basic dXNlcjo=',
+      connection: 'keep-alive',
+      host: 'localhost:3000',
+      'transfer-encoding': 'chunked',
+      'x-api-key': 'e2b_secret',
+      'x-access-token': 'token',
+      'e2b-sandbox-id': 'sb_1',
+    });
+    expect(out).toEqual({ 'content-type': 'application/connect+json', authorization: 'Basic dXNlcjo=' });
+  });
+
+  it('names the default user only when the client named none', () => {
+    expect(requestHeadersForAgent({}, 'user').authorization).toBe(`Basic ${Buffer.from('user:').toString('base64')}`);
+    expect(requestHeadersForAgent({ authorization: 'Basic cm9vdDo=' }, 'user').authorization).toBe('Basic cm9vdDo=');
+    expect(requestHeadersForAgent({}).authorization).toBeUndefined();
+  });
+
+  it('strips pseudo-headers, hop-by-hop headers and cookies from what a guest answers', () => {
+    expect(responseHeadersForClient({ ':status': '200', 'content-type': 'text/plain', connection: 'close', 'set-cookie': ['a=b'], 'x-api-key': 'x' })).toEqual({ 'content-type': 'text/plain' });
+  });
+
+  it('accepts only real HTTP statuses from a guest', () => {
+    expect(validStatus(200)).toBe(200);
+    expect(validStatus('404')).toBe(404);
+    for (const bad of [0, 99, 199, 600, 'abc', undefined, 200.5]) expect(validStatus(bad)).toBeUndefined();
+  });
+});

@@ -1,0 +1,116 @@
+// The daemon's reverse proxy to each sandbox's agent: an HTTP/1.1 request from
+// an API client becomes a request on the agent's HTTP/2 session, both bodies
+// streamed with backpressure so neither a fast client nor a flooding guest
+// makes the daemon buffer. Two ways to name the sandbox:
+//   by path:   /v1/sandboxes/{id}/envd/<agent path>   (our SDK and CLI)
+//   by header: E2b-Sandbox-Id: {id}, the agent path as is (the e2b SDK pointed
+//              at the daemon through E2B_SANDBOX_URL)
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
+import { pipeline } from 'node:stream/promises';
+
+export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
+export const ACCESS_TOKEN_HEADER = 'x-access-token';
+const PATH_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/envd(\/[^?#]*)?(\?.*)?$/;
+const SANDBOX_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+export interface AgentTarget {
+  sandboxId: string;
+  /** The path and query to request from the agent. */
+  path: string;
+  /** Which client convention the request follows; errors are shaped for it. */
+  form: 'path' | 'header';
+}
+
+/** Whether a request is for a sandbox's agent, and which; undefined for the daemon's own routes. */
+export function agentTarget(url: string, headers: IncomingHttpHeaders): AgentTarget | undefined {
+  const byPath = PATH_FORM.exec(url);
+  if (byPath) return { sandboxId: decodeURIComponent(byPath[1] ?? ''), path: `${byPath[2] || '/'}${byPath[3] ?? ''}`, form: 'path' };
+  const header = headers[SANDBOX_ID_HEADER];
+  if (typeof header === 'string') return { sandboxId: header, path: url, form: 'header' };
+  return undefined;
+}
+
+export function isValidSandboxId(id: string): boolean {
+  return SANDBOX_ID.test(id);
+}
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and those HTTP/2 forbids; never forwarded either way. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+/** The daemon's credentials and routing headers: the guest never sees them. */
+const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, 'x-api-key']);
+
+/**
+ * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
+ * sending it once envd learnt the default; our agent's own default is root).
+ */
+export const E2B_DEFAULT_USER = 'user';
+
+/** The client's headers as the agent gets them; `defaultUser` applies when the client named no user. */
+export function requestHeadersForAgent(headers: IncomingHttpHeaders, defaultUser?: string): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name.startsWith(':')) continue;
+    out[name] = value;
+  }
+  if (defaultUser !== undefined && out.authorization === undefined) out.authorization = `Basic ${Buffer.from(`${defaultUser}:`).toString('base64')}`;
+  return out;
+}
+
+/** The agent's response headers as the client gets them: no pseudo-headers, nothing hop-by-hop, nothing that could set daemon credentials. */
+export function responseHeadersForClient(headers: Http2Headers): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name === 'set-cookie') continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** The agent's status, if it is a real HTTP status; a guest could send anything. */
+export function validStatus(value: unknown): number | undefined {
+  const status = Number(value);
+  return Number.isInteger(status) && status >= 200 && status <= 599 ? status : undefined;
+}
+
+export interface ProxyFailure {
+  status: number;
+  message: string;
+}
+
+/**
+ * Forwards `req` to the agent on `stream` (already opened with the method, path
+ * and headers) and the answer back to `res`. Resolves when both directions are
+ * done; rejects with a ProxyFailure only while nothing has been sent to the
+ * client yet, so the caller can still answer with an error.
+ */
+export async function relay(req: IncomingMessage, res: ServerResponse, stream: ClientHttp2Stream): Promise<void> {
+  // A client that leaves takes its agent request with it.
+  const cancel = () => {
+    if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+  };
+  res.once('close', cancel);
+  // Errors are handled through the promises below; this keeps a late one from being unhandled.
+  stream.on('error', () => undefined);
+  const upload = pipeline(req, stream).catch(() => cancel());
+
+  const headers = await new Promise<Http2Headers>((resolve, reject) => {
+    stream.once('response', resolve);
+    stream.once('error', (err: Error) => reject({ status: 502, message: `the sandbox's agent failed the request: ${err.message}` } satisfies ProxyFailure));
+    stream.once('close', () => reject({ status: 502, message: "the sandbox's agent closed the request without an answer" } satisfies ProxyFailure));
+  });
+  const status = validStatus(headers[':status']);
+  if (status === undefined) {
+    cancel();
+    throw { status: 502, message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})` } satisfies ProxyFailure;
+  }
+  stream.on('trailers', (trailers: Http2Headers) => res.addTrailers(responseHeadersForClient(trailers)));
+  res.writeHead(status, responseHeadersForClient(headers));
+  try {
+    await pipeline(stream, res);
+  } catch {
+    // Either side went away mid-answer: nothing more can be told to the client.
+    res.destroy();
+  }
+  await upload;
+}

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import type { Sandbox } from '@capsule/protocol';
+import { SandboxTokens } from './credentials.js';
+import { e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bSandbox } from './e2b-routes.js';
+
+const sandbox: Sandbox = {
+  id: 'sb_x',
+  name: null,
+  template: 'base',
+  state: 'running',
+  stateReason: 'user',
+  vcpus: 1,
+  memoryMiB: 512,
+  accel: 'tcg',
+  metadata: { team: 'a' },
+  createdAt: '2026-11-25T10:00:00.000Z',
+  timeoutMs: 300_000,
+  onTimeout: 'kill',
+  expiresAt: '2026-11-25T10:05:00.000Z',
+};
+
+describe('e2b shapes', () => {
+  it('maps states to running/paused and hides failed or killed sandboxes', () => {
+    expect(e2bState({ ...sandbox, state: 'starting' })).toBe('running');
+    expect(e2bState({ ...sandbox, state: 'paused' })).toBe('paused');
+    expect(e2bState({ ...sandbox, state: 'error' })).toBeUndefined();
+    expect(e2bState({ ...sandbox, state: 'killed' })).toBeUndefined();
+  });
+
+  it('hands out the sandbox access token with a created sandbox', () => {
+    const tokens = new SandboxTokens(Buffer.alloc(32, 7));
+    expect(toE2bSandbox(sandbox, tokens)).toMatchObject({ sandboxID: 'sb_x', templateID: 'base', envdAccessToken: tokens.tokenFor('sb_x') });
+  });
+
+  it('lists with start, end (never for no timeout) and resources', () => {
+    expect(toE2bListed(sandbox)).toMatchObject({ startedAt: sandbox.createdAt, endAt: sandbox.expiresAt, cpuCount: 1, memoryMB: 512, state: 'running' });
+    const { expiresAt: _, ...noTimeout } = sandbox;
+    expect(toE2bListed({ ...noTimeout, timeoutMs: 0 }).endAt).toBe('9999-12-31T23:59:59.999Z');
+  });
+
+  it('parses the metadata filter', () => {
+    expect(parseMetadataFilter('team=a&env=prod%20x')).toEqual({ team: 'a', env: 'prod x' });
+    expect(parseMetadataFilter(undefined)).toEqual({});
+  });
+
+  it('pages with opaque tokens and refuses forged ones', () => {
+    const items = [1, 2, 3, 4, 5];
+    const first = pageOf(items, 2, undefined);
+    expect(first.page).toEqual([1, 2]);
+    const second = pageOf(items, 2, first.next);
+    expect(second.page).toEqual([3, 4]);
+    const last = pageOf(items, 2, second.next);
+    expect(last).toEqual({ page: [5] });
+    expect(() => pageOf(items, 2, 'bm90LWEtbnVtYmVy')).toThrow(/nextToken/);
+  });
+});

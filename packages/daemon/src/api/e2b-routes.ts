@@ -1,0 +1,247 @@
+// The control-plane endpoints the official e2b SDK calls (create, connect,
+// list, get, kill, timeout, pause, resume, fork), with its JSON shapes and its
+// error form `{code, message}`, mapped onto the sandbox manager. With
+// E2B_API_URL and E2B_SANDBOX_URL pointed at capsuled, the e2b SDK runs
+// unchanged; its calls to the agent go through the proxy (agent-proxy.ts).
+// (The swagger import brings the OpenAPI fields of route schemas, such as tags, into Fastify's types.)
+import type {} from '@fastify/swagger';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { httpStatusOf, limits, type Sandbox } from '@capsule/protocol';
+import { envdCompatVersion } from '@capsule/protocol/agent';
+import { CapsuleError } from '../errors.js';
+import type { SandboxManager } from '../sandboxes/manager.js';
+import type { SandboxTokens } from './credentials.js';
+
+export interface E2bContext {
+  manager: SandboxManager;
+  tokens: SandboxTokens;
+}
+
+const CLIENT_ID = 'capsule';
+/** e2b reports an end time for every sandbox; one without a timeout ends never. */
+const NEVER = '9999-12-31T23:59:59.999Z';
+const MAX_TIMEOUT_SECONDS = Math.floor(limits.maxTimeoutMs / 1000);
+const PAGE_LIMIT_MAX = 100;
+
+const StringMap = Type.Record(Type.String(), Type.String());
+const NewSandbox = Type.Object({
+  templateID: Type.String({ minLength: 1, maxLength: 128 }),
+  timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })),
+  metadata: Type.Optional(StringMap),
+  envVars: Type.Optional(StringMap),
+  autoPause: Type.Optional(Type.Boolean()),
+  // Accepted for compatibility; sandboxes have no network yet.
+  allow_internet_access: Type.Optional(Type.Boolean()),
+  secure: Type.Optional(Type.Boolean()),
+});
+type NewSandbox = Static<typeof NewSandbox>;
+const TimeoutBody = Type.Object({ timeout: Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS }) });
+const ConnectBody = Type.Object({ timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })) });
+const RefreshBody = Type.Object({ duration: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })) });
+const ForkBody = Type.Object({
+  count: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxForks })),
+  timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })),
+});
+const ListQuery = Type.Object({
+  metadata: Type.Optional(Type.String({ maxLength: 4096 })),
+  state: Type.Optional(Type.String({ maxLength: 64 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: PAGE_LIMIT_MAX })),
+  nextToken: Type.Optional(Type.String({ maxLength: 512 })),
+});
+type ListQuery = Static<typeof ListQuery>;
+const IdParams = Type.Object({ sandboxID: Type.String({ minLength: 1, maxLength: 128 }) });
+type IdParams = Static<typeof IdParams>;
+
+/** e2b's two states; sandboxes that are neither (failed, killed) are not e2b sandboxes. */
+export function e2bState(sandbox: Sandbox): 'running' | 'paused' | undefined {
+  if (sandbox.state === 'running' || sandbox.state === 'starting') return 'running';
+  if (sandbox.state === 'paused') return 'paused';
+  return undefined;
+}
+
+export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
+  return {
+    sandboxID: sandbox.id,
+    templateID: sandbox.template,
+    clientID: CLIENT_ID,
+    envdVersion: envdCompatVersion,
+    envdAccessToken: tokens.tokenFor(sandbox.id),
+    domain: null,
+  };
+}
+
+export function toE2bListed(sandbox: Sandbox) {
+  return {
+    sandboxID: sandbox.id,
+    templateID: sandbox.template,
+    ...(sandbox.name ? { alias: sandbox.name } : {}),
+    clientID: CLIENT_ID,
+    startedAt: sandbox.createdAt,
+    endAt: sandbox.expiresAt ?? NEVER,
+    cpuCount: sandbox.vcpus,
+    memoryMB: sandbox.memoryMiB,
+    diskSizeMB: 0,
+    envdVersion: envdCompatVersion,
+    metadata: sandbox.metadata,
+    state: e2bState(sandbox) ?? 'paused',
+  };
+}
+
+/** The `metadata` query of a list: `k=v&k2=v2`, itself URL-encoded once more by the SDK. */
+export function parseMetadataFilter(query: string | undefined): Record<string, string> {
+  if (!query) return {};
+  const filter: Record<string, string> = {};
+  for (const [key, value] of new URLSearchParams(query)) filter[key] = value;
+  return filter;
+}
+
+/** Page tokens are the index of the next item in the list ordered by creation, opaque to clients. */
+export function pageOf<T>(items: T[], limit: number, nextToken: string | undefined): { page: T[]; next?: string } {
+  let start = 0;
+  if (nextToken !== undefined) {
+    start = Number(Buffer.from(nextToken, 'base64url').toString('utf8'));
+    if (!Number.isInteger(start) || start < 0) throw new CapsuleError('invalid_argument', 'nextToken is not a token this server gave out');
+  }
+  const page = items.slice(start, start + limit);
+  const end = start + page.length;
+  return end < items.length ? { page, next: Buffer.from(String(end)).toString('base64url') } : { page };
+}
+
+function secondsToMs(seconds: number | undefined): number | undefined {
+  return seconds === undefined ? undefined : seconds * 1000;
+}
+
+function sendE2bError(reply: FastifyReply, status: number, message: string): FastifyReply {
+  return reply.code(status).type('application/json').send({ code: status, message });
+}
+
+export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): Promise<void> {
+  await app.register(async (scope) => {
+    scope.setErrorHandler((err, request, reply) => {
+      if (err instanceof CapsuleError) return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
+      const fastifyErr = err as { validation?: unknown; statusCode?: number; message: string };
+      if (fastifyErr.validation || fastifyErr.statusCode === 400) return sendE2bError(reply, 400, fastifyErr.message);
+      request.log.error({ err }, 'unhandled error');
+      return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
+    });
+    const { manager, tokens } = ctx;
+    const tags = ['e2b'];
+
+    /** A sandbox as e2b sees it: gone once failed or killed. */
+    const live = async (id: string): Promise<Sandbox> => {
+      const sandbox = await manager.get(id);
+      if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
+      return sandbox;
+    };
+
+    const create = async (body: NewSandbox, reply: FastifyReply) => {
+      const timeoutMs = secondsToMs(body.timeout);
+      const sandbox = await manager.create({
+        template: body.templateID,
+        ...(body.metadata ? { metadata: body.metadata } : {}),
+        ...(body.envVars ? { env: body.envVars } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(body.autoPause ? { onTimeout: 'pause' as const } : {}),
+      });
+      return reply.code(201).send(toE2bSandbox(sandbox, tokens));
+    };
+    for (const url of ['/sandboxes', '/v2/sandboxes']) {
+      scope.post<{ Body: NewSandbox }>(url, { schema: { tags, body: NewSandbox } }, async (request, reply) => await create(request.body, reply));
+    }
+
+    const list = async (query: ListQuery, defaultStates: string[], reply: FastifyReply) => {
+      const states = query.state ? query.state.split(',') : defaultStates;
+      const filter = parseMetadataFilter(query.metadata);
+      const matching = (await manager.list(false)).filter((s) => {
+        const state = e2bState(s);
+        return state !== undefined && states.includes(state) && Object.entries(filter).every(([k, v]) => s.metadata[k] === v);
+      });
+      const { page, next } = pageOf(matching, query.limit ?? PAGE_LIMIT_MAX, query.nextToken);
+      if (next) void reply.header('x-next-token', next);
+      return page.map(toE2bListed);
+    };
+    scope.get<{ Querystring: ListQuery }>('/sandboxes', { schema: { tags, querystring: ListQuery } }, async (request, reply) => await list(request.query, ['running'], reply));
+    scope.get<{ Querystring: ListQuery }>('/v2/sandboxes', { schema: { tags, querystring: ListQuery } }, async (request, reply) => await list(request.query, ['running', 'paused'], reply));
+
+    scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
+      const sandbox = await live(request.params.sandboxID);
+      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: false };
+    });
+
+    scope.delete<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request, reply) => {
+      await live(request.params.sandboxID);
+      await manager.remove(request.params.sandboxID);
+      return reply.code(204).send();
+    });
+
+    scope.post<{ Params: IdParams; Body: Static<typeof TimeoutBody> }>(
+      '/sandboxes/:sandboxID/timeout',
+      { schema: { tags, params: IdParams, body: TimeoutBody } },
+      async (request, reply) => {
+        await manager.setTimeout(request.params.sandboxID, request.body.timeout * 1000);
+        return reply.code(204).send();
+      },
+    );
+
+    scope.post<{ Params: IdParams; Body: Static<typeof RefreshBody> }>(
+      '/sandboxes/:sandboxID/refreshes',
+      { schema: { tags, params: IdParams, body: RefreshBody } },
+      async (request, reply) => {
+        const duration = request.body?.duration;
+        if (duration === undefined) await manager.keepAlive(request.params.sandboxID);
+        else await manager.setTimeout(request.params.sandboxID, duration * 1000);
+        return reply.code(204).send();
+      },
+    );
+
+    scope.post<{ Params: IdParams }>('/sandboxes/:sandboxID/pause', { schema: { tags, params: IdParams } }, async (request, reply) => {
+      const sandbox = await live(request.params.sandboxID);
+      if (sandbox.state === 'paused') return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already paused`);
+      await manager.pause(sandbox.id);
+      return reply.code(204).send();
+    });
+
+    /** Resumes a paused sandbox (201) or extends a running one's timeout (200). */
+    const connect = async (id: string, timeoutSeconds: number | undefined, reply: FastifyReply, refuseRunning: boolean) => {
+      let sandbox = await live(id);
+      let status = 200;
+      if (sandbox.state === 'paused') {
+        sandbox = await manager.resume(sandbox.id);
+        status = 201;
+      } else if (refuseRunning) {
+        return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already running`);
+      }
+      if (timeoutSeconds !== undefined) sandbox = await manager.setTimeout(sandbox.id, timeoutSeconds * 1000);
+      return reply.code(status).send(toE2bSandbox(sandbox, tokens));
+    };
+    for (const url of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
+      scope.post<{ Params: IdParams; Body: Static<typeof ConnectBody> }>(
+        url,
+        { schema: { tags, params: IdParams, body: ConnectBody } },
+        async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, false),
+      );
+    }
+    scope.post<{ Params: IdParams; Body: Static<typeof ConnectBody> }>(
+      '/sandboxes/:sandboxID/resume',
+      { schema: { tags, params: IdParams, body: ConnectBody } },
+      async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, true),
+    );
+
+    scope.post<{ Params: IdParams; Body: Static<typeof ForkBody> }>(
+      '/sandboxes/:sandboxID/fork',
+      { schema: { tags, params: IdParams, body: ForkBody } },
+      async (request, reply) => {
+        const source = await live(request.params.sandboxID);
+        const forks = await manager.fork(source.id, request.body?.count ?? 1);
+        const timeoutMs = secondsToMs(request.body?.timeout);
+        const results = [];
+        for (const fork of forks) {
+          const sandbox = timeoutMs === undefined ? fork : await manager.setTimeout(fork.id, timeoutMs);
+          results.push({ sandbox: toE2bSandbox(sandbox, tokens) });
+        }
+        return reply.code(201).send(results);
+      },
+    );
+  });
+}

@@ -1,0 +1,118 @@
+// The official e2b SDK, unchanged, against capsuled and real microVMs: the
+// daemon's TCP listener serves e2b's control-plane API (E2B_API_URL) and
+// proxies the agent API by the E2b-Sandbox-Id header (E2B_SANDBOX_URL).
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxNotFoundError, type FilesystemEvent } from 'e2b';
+import { TestDaemon, eventually } from './fixture.js';
+
+describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
+  const daemon = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0' });
+  const saved = { ...process.env };
+  let apiKey: string;
+  let sandbox: Sandbox;
+
+  beforeAll(async () => {
+    await daemon.start();
+    const info = await daemon.request<{ tcpAddress: string }>('GET', '/v1/info');
+    const created = await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'e2b-test' });
+    expect(created.status).toBe(201);
+    apiKey = created.body.key;
+    // Exactly how a user points the e2b SDK at capsuled.
+    process.env.E2B_API_URL = `http://${info.body.tcpAddress}`;
+    process.env.E2B_SANDBOX_URL = `http://${info.body.tcpAddress}`;
+    process.env.E2B_API_KEY = apiKey;
+    sandbox = await Sandbox.create('base', { timeoutMs: 10 * 60_000, metadata: { suite: 'e2b' }, envs: { FROM_CREATE: 'yes' } });
+  });
+  afterAll(async () => {
+    await sandbox?.kill().catch(() => undefined);
+    process.env = saved;
+    await daemon.destroy();
+  });
+
+  it('runs commands: output, exit codes, stderr, env, cwd and user', async () => {
+    const result = await sandbox.commands.run('echo "$FROM_CREATE $EXTRA"; pwd; id -un', { envs: { EXTRA: 'extra' }, cwd: '/tmp', user: 'root' });
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toBe('yes extra\n/tmp\nroot\n');
+    expect((await sandbox.commands.run('id -un')).stdout.trim()).toBe('user');
+
+    const err = await sandbox.commands.run('echo oops >&2; exit 7').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandExitError);
+    expect((err as CommandExitError).exitCode).toBe(7);
+    expect((err as CommandExitError).stderr).toBe('oops\n');
+  });
+
+  it('reconnects to a background process after its first client went away, and feeds stdin', async () => {
+    const handle = await sandbox.commands.run('read line; echo "got $line"; sleep 1; echo finished', { background: true, stdin: true });
+    await handle.disconnect();
+    expect((await sandbox.commands.list()).map((p) => p.pid)).toContain(handle.pid);
+    await sandbox.commands.sendStdin(handle.pid, 'hello\n');
+    const again = await sandbox.commands.connect(handle.pid);
+    const result = await again.wait();
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toContain('finished');
+  });
+
+  it('writes and reads back a 100 MiB file with the same checksum', async () => {
+    const data = randomBytes(100 * 1024 * 1024);
+    const path = '/home/user/big.bin';
+    await sandbox.files.write(path, new Blob([data]));
+    const back = await sandbox.files.read(path, { format: 'bytes' });
+    expect(back.length).toBe(data.length);
+    expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    const sum = await sandbox.commands.run(`sha256sum ${path} | cut -d' ' -f1`);
+    expect(sum.stdout.trim()).toBe(createHash('sha256').update(data).digest('hex'));
+    await sandbox.files.remove(path);
+  });
+
+  it('lists, watches, renames and removes files', async () => {
+    await sandbox.files.makeDir('/home/user/w/sub');
+    const events: FilesystemEvent[] = [];
+    const watch = await sandbox.files.watchDir('/home/user/w', (e) => void events.push(e), { recursive: true });
+    await sandbox.files.write('/home/user/w/sub/a.txt', 'alpha');
+    await eventually(() => events.find((e) => e.name.endsWith('a.txt')), 20_000, 'a watch event for a.txt');
+    await watch.stop();
+
+    const entries = await sandbox.files.list('/home/user/w', { depth: 2 });
+    expect(entries.map((e) => e.path).sort()).toEqual(['/home/user/w/sub', '/home/user/w/sub/a.txt']);
+    await sandbox.files.rename('/home/user/w/sub/a.txt', '/home/user/w/b.txt');
+    expect(await sandbox.files.read('/home/user/w/b.txt')).toBe('alpha');
+    expect(await sandbox.files.exists('/home/user/w/sub/a.txt')).toBe(false);
+    await sandbox.files.remove('/home/user/w');
+    expect(await sandbox.files.exists('/home/user/w')).toBe(false);
+  });
+
+  it('reports missing files and processes as not found', async () => {
+    await expect(sandbox.files.read('/no/such/file')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sandbox.commands.kill(999_999)).resolves.toBe(false);
+  });
+
+  it('lists, inspects and times sandboxes through the control plane', async () => {
+    const listed = await Sandbox.list({ query: { metadata: { suite: 'e2b' } } }).nextItems();
+    expect(listed.map((s) => s.sandboxId)).toEqual([sandbox.sandboxId]);
+    expect(listed[0]?.state).toBe('running');
+    const info = await sandbox.getInfo();
+    expect(info.templateId).toBe('base');
+    expect(info.metadata).toEqual({ suite: 'e2b' });
+    await sandbox.setTimeout(120_000);
+    const detail = await daemon.request<{ timeoutMs: number }>('GET', `/v1/sandboxes/${sandbox.sandboxId}`);
+    expect(detail.body.timeoutMs).toBe(120_000);
+  });
+
+  it('pauses and resumes through connect, keeping files', async () => {
+    await sandbox.files.write('/home/user/kept.txt', 'still here');
+    await sandbox.pause();
+    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.sandboxId}`)).body.state).toBe('paused');
+    const resumed = await Sandbox.connect(sandbox.sandboxId);
+    expect(await resumed.files.read('/home/user/kept.txt')).toBe('still here');
+  });
+
+  it('refuses a wrong API key and a wrong sandbox access token, and reports unknown sandboxes', async () => {
+    await expect(Sandbox.list({ apiKey: `e2b_${'0'.repeat(40)}` }).nextItems()).rejects.toBeInstanceOf(AuthenticationError);
+    // A forged access token for a real sandbox: the proxy refuses it.
+    const forged = await fetch(`${process.env.E2B_SANDBOX_URL}/health`, { headers: { 'E2b-Sandbox-Id': sandbox.sandboxId, 'X-Access-Token': 'forged' } });
+    expect(forged.status).toBe(401);
+    await expect(Sandbox.connect('sb_doesnotexist')).rejects.toBeInstanceOf(SandboxNotFoundError);
+    expect(await Sandbox.kill('sb_doesnotexist')).toBe(false);
+  });
+});
