@@ -17,6 +17,7 @@ import { debugLog } from './debug-log.js';
 import { CapsuleError, ConnectionError, InvalidArgumentError, TimeoutError, errorFromWire } from './errors.js';
 import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
+import { AgentConnection, type DaemonAddress } from './agent-connection.js';
 import { HttpTransport, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
@@ -30,9 +31,11 @@ export const DEFAULT_CREATE_TIMEOUT_MS = 300_000;
 export interface ConnectionOptions {
   /** Unix socket of capsuled. Default: see defaultSocketPath(). */
   socketPath?: string;
-  /** TCP instead of the unix socket (for later: remote daemons). */
+  /** TCP instead of the unix socket: capsuled started with CAPSULE_LISTEN. */
   host?: string;
   port?: number;
+  /** The API key for TCP (`capsule apikey create`); the unix socket needs none. */
+  apiKey?: string;
   /** Any other way to reach the daemon; overrides socketPath/host/port. */
   transport?: Transport;
   /** How long to wait for the daemon to answer a request; 0 means forever. Default 60 s (createSandbox: 5 min). */
@@ -138,17 +141,35 @@ export class CapsuleClient {
   readonly #createTimeoutMs: number;
   readonly #maxStreamLineBytes: number;
   readonly #maxResponseBytes: number;
+  /** Where the daemon is, for connections to agents; unknown with a custom transport. */
+  readonly #address: DaemonAddress | undefined;
+  readonly #agents = new Map<string, AgentConnection>();
 
   constructor(options: ConnectionOptions = {}) {
-    this.transport =
-      options.transport ??
-      (options.host !== undefined
-        ? new HttpTransport({ host: options.host, port: options.port ?? 80 })
-        : new HttpTransport({ socketPath: options.socketPath ?? defaultSocketPath() }));
+    this.#address =
+      options.transport !== undefined
+        ? undefined
+        : options.host !== undefined
+          ? { host: options.host, port: options.port ?? 80, apiKey: options.apiKey }
+          : { socketPath: options.socketPath ?? defaultSocketPath(), apiKey: options.apiKey };
+    this.transport = options.transport ?? new HttpTransport(this.#address ?? { socketPath: defaultSocketPath() });
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#createTimeoutMs = options.requestTimeoutMs ?? DEFAULT_CREATE_TIMEOUT_MS;
     this.#maxStreamLineBytes = options.maxStreamLineBytes ?? DEFAULT_MAX_NDJSON_LINE_BYTES;
     this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+  }
+
+  /** The connection to a sandbox's agent through the daemon (process and filesystem services, /files). */
+  agent(sandboxId: string): AgentConnection {
+    if (!this.#address) {
+      throw new InvalidArgumentError('invalid_argument', "a custom transport cannot reach sandboxes' agents", { hint: 'connect with socketPath or host and port' });
+    }
+    let connection = this.#agents.get(sandboxId);
+    if (!connection) {
+      connection = new AgentConnection(this.#address, sandboxId);
+      this.#agents.set(sandboxId, connection);
+    }
+    return connection;
   }
 
   async health(options?: CallOptions): Promise<{ status: string }> {
@@ -264,6 +285,8 @@ export class CapsuleClient {
   }
 
   close(): void {
+    for (const connection of this.#agents.values()) connection.close();
+    this.#agents.clear();
     this.transport.close();
   }
 

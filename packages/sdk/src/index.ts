@@ -10,6 +10,7 @@ export {
   type ConnectionOptions,
   type ExecStreamEvent,
 } from './client.js';
+export { AgentConnection, type DaemonAddress } from './agent-connection.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {
   CapsuleError,

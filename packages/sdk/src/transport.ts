@@ -30,17 +30,20 @@ export interface Transport {
   close(): void;
 }
 
-export type HttpTransportOptions = { socketPath: string } | { host: string; port: number };
+/** Where capsuled is; `apiKey` is sent as X-API-Key (needed over TCP). */
+export type HttpTransportOptions = ({ socketPath: string } | { host: string; port: number }) & { apiKey?: string | undefined };
 
 const connectErrorCodes = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK', 'EHOSTUNREACH', 'ENOTFOUND', 'ETIMEDOUT']);
 
 export class HttpTransport implements Transport {
   readonly address: string;
-  readonly #target: HttpTransportOptions;
+  readonly #target: { socketPath: string } | { host: string; port: number };
+  readonly #apiKey: string | undefined;
   readonly #agent = new http.Agent({ keepAlive: true });
 
-  constructor(target: HttpTransportOptions) {
+  constructor({ apiKey, ...target }: HttpTransportOptions) {
     this.#target = target;
+    this.#apiKey = apiKey;
     this.address = 'socketPath' in target ? `unix:${target.socketPath}` : `http://${target.host}:${target.port}`;
   }
 
@@ -60,6 +63,7 @@ export class HttpTransport implements Transport {
         path: request.path,
         headers: {
           ...request.headers,
+          ...(this.#apiKey !== undefined ? { 'x-api-key': this.#apiKey } : {}),
           ...(request.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
         },
       });

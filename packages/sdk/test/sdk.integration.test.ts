@@ -50,6 +50,16 @@ describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
     await fork!.kill();
   });
 
+  it("reaches the sandbox's agent through the daemon's proxy (Connect RPC and /files)", async () => {
+    const agent = sandbox.client.agent(sandbox.id);
+    const entry = await agent.filesystem.stat({ path: '/etc/hostname' });
+    expect(entry.entry?.name).toBe('hostname');
+    const listed = await agent.process.list({});
+    expect(Array.isArray(listed.processes)).toBe(true);
+    const missing = await agent.filesystem.stat({ path: '/no/such/file' }).catch((e: unknown) => e);
+    expect(String(missing)).toMatch(/not_found|no such file/i);
+  });
+
   it('connects to, lists and kills sandboxes', async () => {
     const again = await Sandbox.connect(sandbox.id, { socketPath: daemon.socketPath });
     expect(again.info.metadata).toEqual({ suite: 'sdk' });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { agentTarget, requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-proxy.js';
+import { agentTarget, connectCodeOf, requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-proxy.js';
 
 describe('agentTarget', () => {
   it('routes the path form to the agent path after /envd, query kept', () => {
@@ -48,5 +48,15 @@ describe('headers across the proxy', () => {
     expect(validStatus(200)).toBe(200);
     expect(validStatus('404')).toBe(404);
     for (const bad of [0, 99, 199, 600, 'abc', undefined, 200.5]) expect(validStatus(bad)).toBeUndefined();
+  });
+});
+
+describe('connectCodeOf', () => {
+  it("names the daemon's refusals in Connect's codes", () => {
+    expect(connectCodeOf('sandbox_not_found')).toBe('not_found');
+    expect(connectCodeOf('sandbox_not_running')).toBe('failed_precondition');
+    expect(connectCodeOf('unauthenticated')).toBe('unauthenticated');
+    expect(connectCodeOf('agent_unavailable')).toBe('unavailable');
+    expect(connectCodeOf('internal')).toBe('internal');
   });
 });

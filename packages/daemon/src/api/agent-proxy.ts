@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import { pipeline } from 'node:stream/promises';
+import type { ErrorCode } from '@capsule/protocol';
 
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const ACCESS_TOKEN_HEADER = 'x-access-token';
@@ -71,6 +72,33 @@ export function responseHeadersForClient(headers: Http2Headers): Record<string, 
 export function validStatus(value: unknown): number | undefined {
   const status = Number(value);
   return Number.isInteger(status) && status >= 200 && status <= 599 ? status : undefined;
+}
+
+/**
+ * The Connect code (as Connect's JSON error names it) for a daemon error, so
+ * that Connect clients of the path form read the daemon's own refusals
+ * (sandbox missing, stopped, no key) as typed errors rather than "unknown".
+ */
+export function connectCodeOf(code: ErrorCode): string {
+  switch (code) {
+    case 'invalid_argument':
+      return 'invalid_argument';
+    case 'unauthenticated':
+      return 'unauthenticated';
+    case 'permission_denied':
+      return 'permission_denied';
+    case 'sandbox_not_found':
+    case 'not_found':
+      return 'not_found';
+    case 'sandbox_not_running':
+      return 'failed_precondition';
+    case 'agent_unavailable':
+      return 'unavailable';
+    case 'timeout':
+      return 'deadline_exceeded';
+    default:
+      return 'internal';
+  }
 }
 
 export interface ProxyFailure {

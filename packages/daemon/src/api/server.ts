@@ -33,7 +33,7 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
-import { ACCESS_TOKEN_HEADER, agentTarget, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
+import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
 
@@ -338,7 +338,8 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
       const status = code === 'sandbox_not_found' || code === 'sandbox_not_running' ? 502 : httpStatusOf(code);
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
     } else {
-      const body: ErrorBody = { error: { code, message, ...(hint ? { hint } : {}) } };
+      // Both readers' shapes: ours (`error`) for REST clients, Connect's (`code`, `message`) for RPC clients.
+      const body: ErrorBody & { code: string; message: string } = { error: { code, message, ...(hint ? { hint } : {}) }, code: connectCodeOf(code), message };
       res.writeHead(httpStatusOf(code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
     }
   };

@@ -1,0 +1,66 @@
+// How the SDK reaches a sandbox's agent: Connect RPC (envd's process and
+// filesystem services) and plain HTTP (/files), through capsuled's proxy at
+// /v1/sandboxes/{id}/envd, over the same unix socket or TCP address as the
+// REST calls. HTTP/1.1, so that the daemon's one listener serves both.
+import http from 'node:http';
+import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Filesystem, Process } from '@capsule/protocol/agent';
+import { InvalidArgumentError } from './errors.js';
+
+/** Where capsuled is, as the agent connection needs it. */
+export type DaemonAddress = { socketPath: string; apiKey?: string | undefined } | { host: string; port: number; apiKey?: string | undefined };
+
+/** The largest single message accepted from an agent. */
+const MAX_AGENT_MESSAGE_BYTES = 8 * 1024 * 1024;
+
+export class AgentConnection {
+  readonly process: Client<typeof Process>;
+  readonly filesystem: Client<typeof Filesystem>;
+  /** Base URL of the agent API through the daemon, e.g. `http://capsuled/v1/sandboxes/sb_x/envd`. */
+  readonly baseUrl: string;
+  readonly #address: DaemonAddress;
+  readonly #agent = new http.Agent({ keepAlive: true });
+
+  constructor(address: DaemonAddress, sandboxId: string) {
+    if (sandboxId === '') throw new InvalidArgumentError('invalid_argument', 'A sandbox id is required');
+    this.#address = address;
+    const origin = 'socketPath' in address ? 'http://capsuled' : `http://${address.host}:${address.port}`;
+    this.baseUrl = `${origin}/v1/sandboxes/${encodeURIComponent(sandboxId)}/envd`;
+    const apiKey = address.apiKey;
+    const withApiKey: Interceptor = (next) => async (request) => {
+      if (apiKey !== undefined) request.header.set('x-api-key', apiKey);
+      return await next(request);
+    };
+    const transport = createConnectTransport({
+      baseUrl: this.baseUrl,
+      httpVersion: '1.1',
+      nodeOptions: { agent: this.#agent, ...('socketPath' in address ? { socketPath: address.socketPath } : {}) },
+      interceptors: [withApiKey],
+      readMaxBytes: MAX_AGENT_MESSAGE_BYTES,
+      useBinaryFormat: true,
+    });
+    this.process = createClient(Process, transport);
+    this.filesystem = createClient(Filesystem, transport);
+  }
+
+  /**
+   * A plain HTTP request to the agent (`/files`), answered as a node response
+   * the caller reads or pipes. `path` is the agent path with its query.
+   */
+  request(method: 'GET' | 'POST', path: string, headers: Record<string, string>, signal?: AbortSignal): http.ClientRequest {
+    const url = new URL(`${this.baseUrl}${path}`);
+    return http.request({
+      ...('socketPath' in this.#address ? { socketPath: this.#address.socketPath } : { host: this.#address.host, port: this.#address.port }),
+      agent: this.#agent,
+      method,
+      path: `${url.pathname}${url.search}`,
+      headers: { ...headers, ...(this.#address.apiKey !== undefined ? { 'x-api-key': this.#address.apiKey } : {}) },
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
