@@ -11,6 +11,8 @@ export interface SandboxSpecOptions {
   metadata?: Record<string, string>;
   /** The sandbox's lifetime (not a command's), in ms; 0 means none. */
   lifetime?: number;
+  /** What happens when the lifetime runs out. */
+  onTimeout?: 'kill' | 'pause';
 }
 
 export const DEFAULT_TEMPLATE = 'base';
@@ -24,5 +26,6 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.env && { env: options.env }),
     ...(options.metadata && { metadata: options.metadata }),
     ...(options.lifetime !== undefined && { timeoutMs: options.lifetime }),
+    ...(options.onTimeout !== undefined && { onTimeout: options.onTimeout }),
   };
 }

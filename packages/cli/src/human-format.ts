@@ -1,7 +1,7 @@
 // Turns daemon objects into the text people read: tables, ages, sizes and the
 // `inspect` view. Pure functions of their inputs (the clock is a parameter), so
 // tests pin the output; `--json` output never goes through here.
-import type { DaemonInfo, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
+import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
 
 /** Left-aligned columns separated by three spaces, like docker's tables. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -83,6 +83,14 @@ export function templateTable(templates: readonly Template[], now: number = Date
       formatBytes(template.rootfsBytes),
       formatAge(template.createdAt, now),
     ]),
+  );
+}
+
+/** The human view of `capsule apikey ls`: the keys themselves are never shown again. */
+export function apiKeyTable(keys: readonly ApiKey[], now: number = Date.now()): string {
+  return renderTable(
+    ['ID', 'NAME', 'KEY', 'CREATED', 'LAST USED'],
+    keys.map((key) => [key.id, key.name, key.mask, formatAge(key.createdAt, now), key.lastUsedAt ? formatAge(key.lastUsedAt, now) : 'never']),
   );
 }
 

@@ -3,6 +3,7 @@
 // (main maps them to exit 2), and the global options.
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
+import { apiKeyCommand } from './commands/apikey.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { execCommand } from './commands/exec.js';
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
     sandboxCommand(),
     templatesCommand(),
     templateCommand(),
+    apiKeyCommand(),
     daemonCommand(),
     doctorCommand(),
   ]) {

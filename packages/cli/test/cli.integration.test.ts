@@ -44,4 +44,21 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(capsule('rm', id).status).toBe(0);
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
   });
+
+  it('creates, lists (masked) and removes API keys; a key is shown only when created', () => {
+    const created = capsule('apikey', 'create', 'ci');
+    expect(created.status, created.stderr).toBe(0);
+    const key = created.stdout.trim();
+    expect(key).toMatch(/^e2b_[0-9a-f]{40}$/);
+    const listed = capsule('apikey', 'ls');
+    expect(listed.stdout).toMatch(/ID +NAME +KEY +CREATED +LAST USED\n/);
+    expect(listed.stdout).toContain(`${key.slice(0, 8)}…${key.slice(-4)}`);
+    expect(listed.stdout).not.toContain(key);
+    const [record] = JSON.parse(capsule('apikey', 'ls', '--json').stdout);
+    expect(capsule('apikey', 'rm', record.id).status).toBe(0);
+    expect(JSON.parse(capsule('apikey', 'ls', '--json').stdout)).toEqual([]);
+    const bad = capsule('apikey', 'create', 'x', '--key', 'not-a-key');
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/^capsule: an API key is "e2b_" followed by/);
+  });
 });

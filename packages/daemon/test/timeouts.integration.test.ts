@@ -40,6 +40,24 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
     expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
   });
 
+  it('pauses instead, when asked at create, keeping the sandbox resumable', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const sandbox = await create({ timeoutMs: 2000, onTimeout: 'pause' });
+    expect(sandbox.onTimeout).toBe('pause');
+    await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['sh', '-c', 'echo kept > /root/mark'] });
+    const paused = await eventually(async () => {
+      const s = await get(sandbox.id);
+      return s.state === 'paused' ? s : undefined;
+    }, 30_000, 'the timeout');
+    expect(paused.history.at(-1)).toMatchObject({ state: 'paused', reason: 'timeout' });
+    expect(daemon.qemuPids(sandbox.id)).toEqual([]);
+    const resumed = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/resume`);
+    expect(resumed.status, resumed.text).toBe(200);
+    const read = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['cat', '/root/mark'] });
+    expect(read.body.stdout).toBe('kept\n');
+    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+  });
+
   it('moves the deadline on a new timeout and on keepalive', async () => {
     const sandbox = await create({ timeoutMs: 3000 });
     const longer = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 6000 });

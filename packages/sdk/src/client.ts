@@ -3,6 +3,9 @@
 // bounds waiting for the daemon, never the operation itself; bodies read are bounded.
 import {
   defaultSocketPath as protocolDefaultSocketPath,
+  type ApiKey,
+  type ApiKeyList,
+  type CreatedApiKey,
   type CreateSandboxRequest,
   type DaemonInfo,
   type ExecEvent,
@@ -222,6 +225,20 @@ export class CapsuleClient {
   /** Starts a paused sandbox again where it stopped. */
   async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
+  /** API keys for TCP clients (unix socket only). */
+  async listApiKeys(options?: CallOptions): Promise<ApiKey[]> {
+    return (await this.#json<ApiKeyList>('GET', '/v1/api-keys', undefined, options)).keys;
+  }
+
+  /** Creates an API key (or registers `key`, an existing `e2b_…` key); the answer is the only place the key is shown. */
+  async createApiKey(name: string, key?: string, options?: CallOptions): Promise<CreatedApiKey> {
+    return this.#json('POST', '/v1/api-keys', { name, ...(key !== undefined && { key }) }, options);
+  }
+
+  async deleteApiKey(id: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`, undefined, options);
   }
 
   /** Restarts a running sandbox's timeout from now, keeping its length. */

@@ -2,7 +2,7 @@
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
 import type { CapsuleClient } from '@capsule/sdk';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
@@ -27,6 +27,7 @@ function createCommand(): Command {
       .option('-e, --env <K=V>', 'environment variable (repeatable; bare K copies it from here)', collectEnv)
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
+      .addOption(new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices(['kill', 'pause']))
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);

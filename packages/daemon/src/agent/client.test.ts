@@ -1,6 +1,7 @@
 // The daemon's agent client against hostile stand-in guests (raw sockets that
 // send garbage or nothing): it must fail the call, never the daemon.
 import fs from 'node:fs';
+import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -49,5 +50,30 @@ describe('agent client with a hostile stand-in guest', () => {
     await expect(agent.health(300)).rejects.toThrow(/timed out/);
     expect(Date.now() - started).toBeLessThan(5000);
     agent.close();
+  });
+
+  it('survives a guest that breaks a working session (the restore case), on the next call and on close', async () => {
+    // A real HTTP/2 agent for /health; then the raw connection turns to garbage.
+    const agentServer = http2.createServer((_req, res) => res.writeHead(204).end());
+    const raw: net.Socket[] = [];
+    const socketPath = await standInGuest((s) => {
+      raw.push(s);
+      agentServer.emit('connection', s);
+    });
+    const agent = new AgentClient(socketPath);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      await agent.health(2000);
+      for (const s of raw) s.write(Buffer.alloc(64, 0xff));
+      await expect(agent.init({}, 2000)).rejects.toThrow();
+      agent.close();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      agentServer.close();
+    }
   });
 });

@@ -1,7 +1,7 @@
 // The daemon's client of one guest agent: Connect RPC over HTTP/2 over the
 // VM's virtio-serial port (a unix socket on the host). Everything the guest
 // sends is bounded here (message size) before any of it reaches an API client.
-import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Stream, Http2Session, OutgoingHttpHeaders } from 'node:http2';
 import net from 'node:net';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -66,6 +66,7 @@ export class AgentClient {
     const what = `agent ${method} ${path}`;
     const headers = body ? { 'content-type': 'application/json', 'content-length': body.length } : {};
     const stream = await withTimeout(this.sessions.request(method, path, headers, {}), timeoutMs, what);
+    guardSession(stream);
     try {
       const status = await withTimeout(
         new Promise<number>((resolve, reject) => {
@@ -90,8 +91,7 @@ export class AgentClient {
    */
   async openStream(method: string, path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
     const stream = await this.sessions.request(method, path, headers, {});
-    // The session-wide window (separate from the per-stream one in the settings); a no-op once set.
-    stream.session?.setLocalWindowSize(FLOW_WINDOW_BYTES);
+    guardSession(stream);
     return stream;
   }
 
@@ -105,6 +105,24 @@ export class AgentClient {
     for (const socket of this.sockets) socket.destroy();
     this.sockets.clear();
   }
+}
+
+const guarded = new WeakSet<Http2Session>();
+
+/**
+ * Prepares a stream's session once: the session-wide flow-control window (the
+ * per-stream one is in the settings), and an 'error' listener of our own. The
+ * session manager stops listening once it has given up on a session, and a
+ * session that errors after that (a guest sending garbage, a socket destroyed
+ * by close()) would otherwise emit an unhandled 'error' and end the daemon.
+ * Such errors reach the streams in use anyway.
+ */
+function guardSession(stream: ClientHttp2Stream): void {
+  const session = stream.session;
+  if (!session || guarded.has(session)) return;
+  guarded.add(session);
+  session.on('error', () => undefined);
+  if (!session.destroyed) session.setLocalWindowSize(FLOW_WINDOW_BYTES);
 }
 
 async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {

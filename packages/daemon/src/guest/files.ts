@@ -42,10 +42,27 @@ export function treeBytes(dir: string): number {
   return total;
 }
 
-/** Removes build artefacts in `dir` whose names start with `prefix` except `keep`. */
-export function pruneSiblings(dir: string, prefix: string, keep: string): void {
+/** Artefacts another checkout on the host may still be using are kept this long after their last use. */
+const SIBLING_GRACE_MS = 24 * 60 * 60 * 1000;
+/** However recently used, no more than this many old artefacts of one kind are kept. */
+const MAX_KEPT_SIBLINGS = 4;
+
+/**
+ * Marks `keep` as just used and removes its older siblings: those unused for a
+ * day, and any beyond the few most recently used. The cache is shared by every
+ * checkout and daemon on the host, so an artefact that differs from ours may be
+ * another checkout's current one: removing it at once would break that one.
+ */
+export function pruneSiblings(dir: string, prefix: string, keep: string, now = Date.now()): void {
   if (!fs.existsSync(dir)) return;
-  for (const name of fs.readdirSync(dir)) {
-    if (name.startsWith(prefix) && name !== keep) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-  }
+  const keepPath = path.join(dir, keep);
+  if (fs.existsSync(keepPath)) fs.utimesSync(keepPath, new Date(now), new Date(now));
+  const others = fs
+    .readdirSync(dir)
+    .filter((name) => name.startsWith(prefix) && name !== keep)
+    .map((name) => ({ name, usedAt: fs.statSync(path.join(dir, name)).mtimeMs }))
+    .sort((a, b) => b.usedAt - a.usedAt);
+  others.forEach(({ name, usedAt }, index) => {
+    if (index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  });
 }

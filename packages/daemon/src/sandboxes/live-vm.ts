@@ -85,9 +85,20 @@ export class LiveVm {
     }
   }
 
-  /** Tells a restored guest who it is now: time, entropy, hostname, env. */
+  /**
+   * Tells a restored guest who it is now: time, entropy, hostname, env. Tried
+   * again once on a fresh session if the first fails: bytes the guest was
+   * writing when it was saved can still break the session right after a
+   * restore, and /init is safe to repeat.
+   */
   async initGuest(request: AgentInitRequest): Promise<void> {
-    await this.agent.init(request, INIT_TIMEOUT_MS);
+    try {
+      await this.agent.init(request, INIT_TIMEOUT_MS);
+    } catch {
+      this.agent.close();
+      await this.waitForHealthyAgent(Date.now() + INIT_TIMEOUT_MS);
+      await this.agent.init(request, INIT_TIMEOUT_MS);
+    }
   }
 
   /** The last `maxBytes` of the console, for error messages. */

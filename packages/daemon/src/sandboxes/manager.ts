@@ -53,6 +53,7 @@ export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 
 export class SandboxManager {
   private readonly live = new Map<string, LiveVm>();
+  private reaping = false;
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
@@ -347,6 +348,7 @@ export class SandboxManager {
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
     const id = record.id;
+    if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is already being paused or stopped`, { hint: 'wait for that to finish' });
     const target = this.pauseStateFile(id);
     const temp = `${target}.tmp`;
     vm.stopping = true;
@@ -675,10 +677,17 @@ export class SandboxManager {
 
   /** Kills (or pauses, if asked at create) running sandboxes whose timeout has passed; runs every second. */
   private async reapExpired(): Promise<void> {
-    for (const record of await this.store.expiredSandboxes(new Date())) {
-      this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms, action: record.on_timeout }, 'sandbox timed out');
-      const done = record.on_timeout === 'pause' ? this.pause(record.id, 'timeout') : this.remove(record.id, 'timeout');
-      await done.catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`));
+    // A pause can take longer than a tick: the next tick must not start a second one.
+    if (this.reaping) return;
+    this.reaping = true;
+    try {
+      for (const record of await this.store.expiredSandboxes(new Date())) {
+        this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms, action: record.on_timeout }, 'sandbox timed out');
+        const done = record.on_timeout === 'pause' ? this.pause(record.id, 'timeout') : this.remove(record.id, 'timeout');
+        await done.catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`));
+      }
+    } finally {
+      this.reaping = false;
     }
   }
 
