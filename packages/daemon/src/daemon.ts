@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { DaemonInfo } from '@capsule/protocol';
 import { buildApi, listenOnSocket } from './api/server.js';
 import type { DaemonConfig } from './config.js';
+import { ImageService } from './images/image-service.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
@@ -53,6 +54,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
   const manager = new SandboxManager(store, config, accel, log, qemu);
+  const images = new ImageService(store, config, manager, manifest, log);
+  await images.start();
   await manager.start();
   const startedAt = new Date().toISOString();
   const info = (): DaemonInfo => ({
@@ -67,7 +70,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
-  const app = await buildApi({ manager, store, info, log, version: DAEMON_VERSION });
+  const app = await buildApi({ manager, images, store, info, log, version: DAEMON_VERSION });
   await listenOnSocket(app, config.socketPath);
   log.info({ socket: config.socketPath, version: DAEMON_VERSION }, 'capsuled is serving');
 

@@ -22,12 +22,15 @@ import {
   type ErrorBody,
 } from '@capsule/protocol';
 import { CapsuleError } from '../errors.js';
+import type { ImageService } from '../images/image-service.js';
+import { registerImageRoutes } from './image-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
 
 export interface ApiContext {
   manager: SandboxManager;
+  images: ImageService;
   store: Store;
   info: () => DaemonInfo;
   log: Logger;
@@ -91,6 +94,8 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       })),
     };
   });
+
+  registerImageRoutes(app, ctx.images);
 
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',

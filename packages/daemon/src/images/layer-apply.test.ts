@@ -89,7 +89,7 @@ describe('LayerApplier', () => {
   });
 
   it('refuses an entry whose name climbs out of the root, writing nothing outside', async () => {
-    await expect(applyLayers([{ path: '../evil', content: 'x' }])).rejects.toMatchObject({ code: 'invalid_argument' });
+    await expect(applyLayers([{ path: '../evil', content: 'x' }])).rejects.toMatchObject({ code: 'image_invalid' });
     await expect(applyLayers([{ path: 'a/../../evil', content: 'x' }])).rejects.toThrow(/outside the image's root/);
     await expect(applyLayers([{ path: 'x/.wh...', content: '' }])).rejects.toThrow(/outside/);
     expect(fs.readdirSync(dir)).toEqual(['root']);

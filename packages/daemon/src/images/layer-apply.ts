@@ -23,7 +23,7 @@ export interface LayerStats {
 }
 
 export function pathEscapes(entryPath: string): CapsuleError {
-  return new CapsuleError('invalid_argument', `the layer entry "${entryPath}" points outside the image's root`, {
+  return new CapsuleError('image_invalid', `the layer entry "${entryPath}" points outside the image's root`, {
     hint: 'the image is malformed or hostile; it was not imported',
   });
 }
@@ -118,18 +118,18 @@ export class LayerApplier {
         stat = undefined;
       }
       if (stat === undefined) {
-        if (!create) throw new CapsuleError('invalid_argument', `the layer entry "${entryPath}" refers to a path that does not exist`);
+        if (!create) throw new CapsuleError('image_invalid', `the layer entry "${entryPath}" refers to a path that does not exist`);
         fs.mkdirSync(candidate, { mode: 0o755 });
         real.push(part);
       } else if (stat.isDirectory()) {
         real.push(part);
       } else if (stat.isSymbolicLink()) {
-        if (++hops > MAX_SYMLINK_HOPS) throw new CapsuleError('invalid_argument', `too many symlinks under "${entryPath}" in the layer`);
+        if (++hops > MAX_SYMLINK_HOPS) throw new CapsuleError('image_invalid', `too many symlinks under "${entryPath}" in the layer`);
         const link = fs.readlinkSync(candidate);
         if (link.startsWith('/')) real.length = 0;
         pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
       } else {
-        throw new CapsuleError('invalid_argument', `the layer entry "${entryPath}" needs "${path.join(...real, part)}" to be a folder, but it is a file`, {
+        throw new CapsuleError('image_invalid', `the layer entry "${entryPath}" needs "${path.join(...real, part)}" to be a folder, but it is a file`, {
           hint: 'the image is malformed',
         });
       }
@@ -182,7 +182,7 @@ export class LayerApplier {
         if (linkName === undefined) throw pathEscapes(entry.linkpath);
         const source = path.join(await this.resolveParent(components.slice(0, -1), entry.linkpath, false), linkName);
         if (!lstatOrUndefined(source)) {
-          throw new CapsuleError('invalid_argument', `the hard link "${entry.path}" points to "${entry.linkpath}", which the image does not have`, {
+          throw new CapsuleError('image_invalid', `the hard link "${entry.path}" points to "${entry.linkpath}", which the image does not have`, {
             hint: 'the image is malformed',
           });
         }

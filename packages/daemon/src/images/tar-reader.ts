@@ -27,7 +27,7 @@ const BLOCK = 512;
 const MAX_META_BYTES = 1024 * 1024;
 
 function malformed(message: string): CapsuleError {
-  return new CapsuleError('invalid_argument', `malformed tar archive: ${message}`, { hint: 'the layer or archive is corrupt or not a tar file' });
+  return new CapsuleError('image_invalid', `malformed tar archive: ${message}`, { hint: 'the layer or archive is corrupt or not a tar file' });
 }
 
 /** Pulls exact byte counts out of an async stream of chunks. */

@@ -54,4 +54,36 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('sandboxes_expires_at').on('sandboxes').column('expires_at').execute();
     },
   },
+  '0004_images': {
+    async up(db: Kysely<unknown>) {
+      // Images are kept by the digest of their linux/amd64 manifest; references point at them.
+      await db.schema
+        .createTable('images')
+        .addColumn('digest', 'text', (c) => c.primaryKey())
+        .addColumn('config_digest', 'text', (c) => c.notNull())
+        .addColumn('layers', 'text', (c) => c.notNull())
+        .addColumn('config', 'text', (c) => c.notNull())
+        .addColumn('size_bytes', 'integer', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('image_refs')
+        .addColumn('ref', 'text', (c) => c.primaryKey())
+        .addColumn('digest', 'text', (c) => c.notNull().references('images.digest').onDelete('cascade'))
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('image_refs_digest').on('image_refs').column('digest').execute();
+      // A template built from an image, and the defaults its sandboxes get from the image config.
+      await db.schema
+        .createTable('template_images')
+        .addColumn('template', 'text', (c) => c.primaryKey().references('templates.name').onDelete('cascade'))
+        .addColumn('image_digest', 'text', (c) => c.notNull().references('images.digest'))
+        .addColumn('image_ref', 'text', (c) => c.notNull())
+        .addColumn('env', 'text', (c) => c.notNull())
+        .addColumn('user', 'text', (c) => c.notNull())
+        .addColumn('workdir', 'text')
+        .execute();
+    },
+  },
 };
