@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { execCommand } from './commands/exec.js';
+import { imageCommand } from './commands/images.js';
 import { addProgramOptions } from './commands/global-options.js';
 import { runCommand } from './commands/run.js';
 import { sandboxCommand, sandboxShortcutCommands } from './commands/sandbox.js';
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
     sandboxCommand(),
     templatesCommand(),
     templateCommand(),
+    imageCommand(),
     daemonCommand(),
     doctorCommand(),
   ]) {

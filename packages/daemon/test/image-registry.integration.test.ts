@@ -119,7 +119,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     const layerDigest = `sha256:${execFileSync('sha256sum', { input: img.layers[0]!.blob, encoding: 'utf8' }).split(' ')[0]}`;
     const data = registry.blobDataPath(layerDigest);
     const bytes = fs.readFileSync(data);
-    bytes[bytes.length - 10] ^= 0xff;
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff;
     fs.writeFileSync(data, bytes);
 
     const done = (await pull(`${registry.host}/test/corrupt:v1`)).at(-1)!;

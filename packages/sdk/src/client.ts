@@ -4,7 +4,11 @@
 import {
   defaultSocketPath as protocolDefaultSocketPath,
   type CreateSandboxRequest,
+  type CreateTemplateRequest,
   type DaemonInfo,
+  type Image,
+  type ImageEvent,
+  type ImageList,
   type ExecEvent,
   type ExecRequest,
   type ExecResult,
@@ -47,6 +51,11 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Overrides the client's requestTimeoutMs for this call. */
   requestTimeoutMs?: number;
+}
+
+export interface ImageCallOptions extends CallOptions {
+  /** Called for each `resolved` and `progress` event of a pull or import (for a progress bar). */
+  onEvent?: (event: Exclude<ImageEvent, { type: 'done' | 'error' }>) => void;
 }
 
 /** What `execStream` yields: every ExecEvent except `error`, which it throws as a CapsuleError. */
@@ -239,6 +248,63 @@ export class CapsuleClient {
         if (event.type === 'exit') return;
       }
       throw new ConnectionError('connection_lost', 'The exec stream ended before the command exited', {
+        hint: 'Check that capsuled is still running with `capsule daemon status`',
+      });
+    } finally {
+      response.cancel();
+      deadline.dispose();
+    }
+  }
+
+  /** Images in the daemon's store, newest first. */
+  async listImages(options?: CallOptions): Promise<Image[]> {
+    return (await this.#json<ImageList>('GET', '/v1/images', undefined, options)).images;
+  }
+
+  /** One image by reference (`localhost:5000/app:1`) or digest. */
+  async getImage(refOrDigest: string, options?: CallOptions): Promise<Image> {
+    return this.#json('GET', `/v1/images/${encodeURIComponent(refOrDigest)}`, undefined, options);
+  }
+
+  /** Pulls an image from its registry; resolves with the stored image once every layer is cached and verified. */
+  async pullImage(ref: string, credentials: { username?: string; password?: string } = {}, options: ImageCallOptions = {}): Promise<Image> {
+    return this.#imageStream('/v1/images/pull', { ref, ...credentials }, options);
+  }
+
+  /** Imports a `docker save` tarball, an OCI archive or an OCI layout folder that is on the daemon's host. */
+  async importImage(path: string, tag?: string, options: ImageCallOptions = {}): Promise<Image> {
+    return this.#imageStream('/v1/images/import', { path, ...(tag !== undefined ? { tag } : {}) }, options);
+  }
+
+  /** Removes a reference (or by digest the image); blobs no image uses any more are deleted. */
+  async deleteImage(refOrDigest: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/images/${encodeURIComponent(refOrDigest)}`, undefined, options);
+  }
+
+  /** Builds a template from an image in the store; its warm snapshot follows in the background. */
+  async createTemplate(request: CreateTemplateRequest, options: CallOptions = {}): Promise<Template> {
+    return this.#json('POST', '/v1/templates', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
+  /** Removes a template built from an image. */
+  async deleteTemplate(name: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/templates/${encodeURIComponent(name)}`, undefined, options);
+  }
+
+  /** Reads a pull or import's NDJSON events: progress to `onEvent`, `error` thrown, `done`'s image returned. */
+  async #imageStream(route: string, body: unknown, options: ImageCallOptions): Promise<Image> {
+    const { response, deadline } = await this.#send('POST', route, body, options, 'application/x-ndjson');
+    try {
+      deadline.stopTimer();
+      if (response.status >= 300) throw await this.#errorFrom(response, 'POST', route);
+      for await (const value of parseNdjson(response.body, { maxLineBytes: this.#maxStreamLineBytes })) {
+        const event = value as ImageEvent;
+        if (typeof event !== 'object' || event === null) continue;
+        if (event.type === 'done') return event.image;
+        if (event.type === 'error') throw errorFromWire(event);
+        if (event.type === 'resolved' || event.type === 'progress') options.onEvent?.(event);
+      }
+      throw new ConnectionError('connection_lost', `The ${route} stream ended before it finished`, {
         hint: 'Check that capsuled is still running with `capsule daemon status`',
       });
     } finally {

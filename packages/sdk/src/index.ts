@@ -9,6 +9,7 @@ export {
   type CallOptions,
   type ConnectionOptions,
   type ExecStreamEvent,
+  type ImageCallOptions,
 } from './client.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {
@@ -28,6 +29,9 @@ export type {
   ExecEvent,
   ExecRequest,
   ExecResult,
+  Image as ImageInfo,
+  ImageEvent,
+  CreateTemplateRequest,
   Sandbox as SandboxInfo,
   SandboxState,
   StateTransition,

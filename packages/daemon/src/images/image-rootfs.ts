@@ -67,11 +67,36 @@ export function envRecord(env: string[]): Record<string, string> {
   return out;
 }
 
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 function readRegularFile(file: string): string | undefined {
   try {
     return fs.lstatSync(file).isFile() ? fs.readFileSync(file, 'utf8') : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Creates missing folders below the root as a container runtime would; never through a symlink, never above the root. */
+function ensureFolder(root: string, folder: string): void {
+  let dir = root;
+  for (const part of folder.split('/').filter((p) => p !== '' && p !== '.')) {
+    if (part === '..') throw new CapsuleError('image_invalid', `the image's folder ${folder} climbs out of the root`);
+    dir = path.join(dir, part);
+    let stat: fs.Stats | undefined;
+    try {
+      stat = fs.lstatSync(dir);
+    } catch {
+      stat = undefined;
+    }
+    if (stat === undefined) fs.mkdirSync(dir, { mode: 0o755 });
+    else if (!stat.isDirectory()) return; // a symlink or file: the guest resolves it at run time
   }
 }
 
@@ -82,8 +107,8 @@ function readRegularFile(file: string): string | undefined {
  */
 function prepareForGuest(root: string, userSpec: string | undefined, workdir: string | undefined): string {
   const etc = path.join(root, 'etc');
-  if (fs.existsSync(etc) && !fs.lstatSync(etc).isDirectory()) throw new CapsuleError('image_invalid', "the image's /etc is not a folder");
-  fs.mkdirSync(etc, { recursive: true, mode: 0o755 });
+  ensureFolder(root, 'etc');
+  if (!fs.lstatSync(etc).isDirectory()) throw new CapsuleError('image_invalid', "the image's /etc is not a folder");
   const passwdFile = path.join(etc, 'passwd');
   let passwd = readRegularFile(passwdFile);
   if (passwd === undefined || !/^root:/m.test(passwd)) {
@@ -95,17 +120,10 @@ function prepareForGuest(root: string, userSpec: string | undefined, workdir: st
     fs.rmSync(path.join(etc, 'group'), { force: true });
     fs.writeFileSync(path.join(etc, 'group'), 'root:x:0:\n', { mode: 0o644 });
   }
-  if (!fs.existsSync(path.join(etc, 'hosts'))) fs.writeFileSync(path.join(etc, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
-  if (workdir !== undefined) {
-    // Created as the image runtime would: missing folders below the root, never through a symlink out.
-    let dir = root;
-    for (const part of workdir.split('/').filter((p) => p !== '' && p !== '.')) {
-      if (part === '..') throw new CapsuleError('image_invalid', `the image's WorkingDir ${workdir} climbs out of the root`);
-      dir = path.join(dir, part);
-      if (!fs.existsSync(dir)) fs.mkdirSync(dir, { mode: 0o755 });
-      else if (!fs.lstatSync(dir).isDirectory()) break; // a symlink or file: the guest resolves it at run time
-    }
-  }
+  if (readRegularFile(path.join(etc, 'hosts')) === undefined && !isLink(path.join(etc, 'hosts'))) fs.writeFileSync(path.join(etc, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
+  // Mount points guest/init uses (the kit at /opt/capsule), so the guest never has to create them.
+  for (const folder of ['opt/capsule', 'dev', 'proc', 'sys', 'tmp', 'run', 'root']) ensureFolder(root, folder);
+  if (workdir !== undefined) ensureFolder(root, workdir);
 
   const [userPart = '', groupPart] = (userSpec ?? '').split(':');
   if (userPart === '' || userPart === 'root' || userPart === '0') return 'root';

@@ -1,0 +1,90 @@
+// End to end: an image built here (static busybox in two layers, one of them
+// whiting out a file of the other) is pushed to a real registry, pulled by a
+// real daemon, made a template with a warm snapshot, and a sandbox of it runs
+// commands in a real QEMU microVM, as the image's user, in its working folder
+// and with its env; `capsule run --template` does the same from the CLI.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { cliMain, daemonMain, eventually, TestDaemon } from './fixture.js';
+import { image, layer, marker, pushImage } from './oci/test-images.js';
+import { TestRegistry } from './oci/test-registry.js';
+
+const BUSYBOX_APPLETS = ['sh', 'cat', 'id', 'pwd', 'ls', 'echo', 'true'];
+
+describe('a template built from a pulled image (real registry, real QEMU microVM)', () => {
+  let registry: TestRegistry;
+  const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
+  const sandboxes: string[] = [];
+
+  beforeAll(async () => {
+    registry = await TestRegistry.start();
+    await daemon.start();
+  });
+  afterAll(async () => {
+    for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
+    await daemon.destroy();
+    await registry?.stop();
+  });
+
+  it('pulls, builds the template with a warm snapshot, and runs commands in it', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const img = image(
+      [
+        layer(
+          [
+            marker(),
+            { path: 'bin/busybox', content: fs.readFileSync('/bin/busybox'), mode: 0o755 },
+            ...BUSYBOX_APPLETS.map((name) => ({ path: `bin/${name}`, type: 'symlink' as const, linkpath: '/bin/busybox' })),
+            { path: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' },
+            { path: 'etc/group', content: 'root:x:0:\napp:x:1000:\n' },
+            { path: 'home/app/', type: 'directory', uid: 1000, gid: 1000 },
+            { path: 'opt/removed-later', content: 'should be gone' },
+          ],
+          'gzip',
+        ),
+        layer([{ path: 'opt/.wh.removed-later' }, { path: 'data/hello', content: 'hello from layer two\n' }], 'zstd'),
+      ],
+      { Env: ['GREETING=hi from the image config'], User: 'app', WorkingDir: '/srv/app' },
+    );
+    await pushImage(registry, 'e2e/tiny', 'v1', img);
+    const ref = `${registry.host}/e2e/tiny:v1`;
+
+    const pulled = (await daemon.request('POST', '/v1/images/pull', { ref })).text.trim().split('\n').at(-1)!;
+    expect(JSON.parse(pulled).type, pulled).toBe('done');
+    const created = await daemon.request('POST', '/v1/templates', { name: 'tiny', image: ref });
+    expect(created.status, created.text).toBe(201);
+    await eventually(
+      async () => {
+        const t = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
+        if (t.warmSnapshot === 'failed') throw new Error('the warm snapshot of the image template failed');
+        return t.warmSnapshot === 'ready' ? true : undefined;
+      },
+      170_000,
+      'the warm snapshot of the image template',
+    );
+
+    const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'tiny' });
+    expect(sandbox.status, sandbox.text).toBe(201);
+    sandboxes.push(sandbox.body.id);
+    const result = (
+      await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, {
+        cmd: ['/bin/sh', '-c', 'echo "$GREETING"; id -un; pwd; cat /data/hello; ls /opt'],
+      })
+    ).body;
+    expect(result.stderr).toBe('');
+    expect(result.exitCode).toBe(0);
+    // /opt holds only the kit's mount point: the first layer's file was whited out by the second.
+    expect(result.stdout).toBe('hi from the image config\napp\n/srv/app\nhello from layer two\ncapsule\n');
+
+    // The CLI's own path: `capsule run --template NAME -- CMD`.
+    const cli = spawnSync(process.execPath, [cliMain, 'run', '--template', 'tiny', '--', '/bin/cat', '/data/hello'], {
+      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+      encoding: 'utf8',
+      timeout: 170_000,
+    });
+    expect(cli.stderr).toBe('');
+    expect(cli.stdout).toBe('hello from layer two\n');
+    expect(cli.status).toBe(0);
+  });
+});
