@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { cliMain, daemonMain, eventually, TestDaemon } from './fixture.js';
+import { cliMain, daemonMain, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -16,6 +16,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
   let registry: TestRegistry;
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
   const sandboxes: string[] = [];
+  const capsule = (args: string[]) =>
+    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', timeout: 170_000 });
 
   beforeAll(async () => {
     registry = await TestRegistry.start();
@@ -50,19 +52,14 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     await pushImage(registry, 'e2e/tiny', 'v1', img);
     const ref = `${registry.host}/e2e/tiny:v1`;
 
-    const pulled = (await daemon.request('POST', '/v1/images/pull', { ref })).text.trim().split('\n').at(-1)!;
-    expect(JSON.parse(pulled).type, pulled).toBe('done');
-    const created = await daemon.request('POST', '/v1/templates', { name: 'tiny', image: ref });
-    expect(created.status, created.text).toBe(201);
-    await eventually(
-      async () => {
-        const t = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
-        if (t.warmSnapshot === 'failed') throw new Error('the warm snapshot of the image template failed');
-        return t.warmSnapshot === 'ready' ? true : undefined;
-      },
-      170_000,
-      'the warm snapshot of the image template',
-    );
+    // `template create` pulls the missing image (progress bar on stderr) and waits for the warm snapshot.
+    const create = capsule(['--verbose', 'template', 'create', 'tiny', '--image', ref]);
+    expect(create.status, create.stderr).toBe(0);
+    expect(create.stdout).toBe('tiny\n');
+    expect(create.stderr).toMatch(/Pulling .*e2e\/tiny:v1 \[#{30}\] .* 2\/2 layers/);
+    expect(create.stderr).toMatch(/Booting tiny once for its warm snapshot…/);
+    const listed = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
+    expect(listed.warmSnapshot).toBe('ready');
 
     const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'tiny' });
     expect(sandbox.status, sandbox.text).toBe(201);
@@ -78,11 +75,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(result.stdout).toBe('hi from the image config\napp\n/srv/app\nhello from layer two\ncapsule\n');
 
     // The CLI's own path: `capsule run --template NAME -- CMD`.
-    const cli = spawnSync(process.execPath, [cliMain, 'run', '--template', 'tiny', '--', '/bin/cat', '/data/hello'], {
-      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
-      encoding: 'utf8',
-      timeout: 170_000,
-    });
+    const cli = capsule(['run', '--template', 'tiny', '--', '/bin/cat', '/data/hello']);
     expect(cli.stderr).toBe('');
     expect(cli.stdout).toBe('hello from layer two\n');
     expect(cli.status).toBe(0);
