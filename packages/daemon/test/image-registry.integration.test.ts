@@ -130,6 +130,28 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     expect(images.some((i: { digest: string }) => i.digest === img.digest)).toBe(false);
   });
 
+  it('resumes a broken download from its partial file instead of starting over', async () => {
+    const img = image([layer([marker(), { path: 'big', content: Buffer.alloc(64 * 1024, 7) }], 'none')]);
+    await pushImage(registry, 'test/resume', 'v1', img);
+    const blob = img.layers[0]!.blob;
+    const layerDigest = `sha256:${execFileSync('sha256sum', { input: blob, encoding: 'utf8' }).split(' ')[0]}`;
+    // The first half is already here from an earlier, interrupted pull...
+    const partialDir = path.join(sharedCacheDir, 'images', 'blobs', 'partial');
+    fs.mkdirSync(partialDir, { recursive: true });
+    const half = Math.floor(blob.length / 2);
+    fs.writeFileSync(path.join(partialDir, layerDigest.slice(7)), blob.subarray(0, half));
+    // ...and the registry's copy of that half is now wrong: only a resumed download can succeed.
+    const data = registry.blobDataPath(layerDigest);
+    const bytes = fs.readFileSync(data);
+    bytes.fill(0, 0, half);
+    fs.writeFileSync(data, bytes);
+
+    const done = (await pull(`${registry.host}/test/resume:v1`)).at(-1)!;
+    expect(done.type, JSON.stringify(done)).toBe('done');
+    expect(cached(layerDigest)).toBe(true);
+    expect(partial(layerDigest)).toBe(false);
+  });
+
   it('refuses a layer with a path escaping the root and writes nothing outside it', async () => {
     const img = image([layer([marker(), { path: '../../escaped-by-capsule-test', content: 'x' }])]);
     await pushImage(registry, 'test/escape', 'v1', img);
