@@ -11,6 +11,7 @@ export class TransferProgress {
   readonly #stream: NodeJS.WriteStream;
   readonly #enabled: boolean;
   readonly #inPlace: boolean;
+  #unpacked = 0;
   #lastDraw = 0;
   #drawn = false;
 
@@ -23,6 +24,8 @@ export class TransferProgress {
   onEvent(event: Exclude<ImageEvent, { type: 'done' | 'error' }>): void {
     if (event.type === 'resolved') {
       for (const layer of event.layers) this.#layers.set(layer.digest, { done: 0, total: layer.sizeBytes });
+    } else if (event.type === 'unpacked') {
+      this.#unpacked = event.index + 1;
     } else {
       this.#layers.set(event.digest, { done: event.doneBytes, total: event.totalBytes });
     }
@@ -31,7 +34,7 @@ export class TransferProgress {
     if (now - this.#lastDraw >= (this.#inPlace ? 100 : 3000)) this.#draw(now);
   }
 
-  /** The line as it reads now: `label [#####-----] 12.0 MiB / 40.0 MiB, 2/5 layers`. */
+  /** The line as it reads now: `label [#####-----] 12.0 MiB / 40.0 MiB, 2/5 layers, 1 unpacked`. */
   line(): string {
     let done = 0;
     let total = 0;
@@ -43,7 +46,7 @@ export class TransferProgress {
     }
     const fraction = total > 0 ? Math.min(1, done / total) : 0;
     const filled = Math.round(fraction * BAR_WIDTH);
-    return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${formatBytes(done)} / ${formatBytes(total)}, ${layersDone}/${this.#layers.size} layers`;
+    return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${formatBytes(done)} / ${formatBytes(total)}, ${layersDone}/${this.#layers.size} layers, ${this.#unpacked} unpacked`;
   }
 
   #draw(now: number): void {

@@ -81,6 +81,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     expect(done.image!.digest).toBe(amd64.digest);
     expect(done.image!.refs).toEqual([`${registry.host}/test/multi:v1`]);
     expect(pulled.some((e) => e.type === 'progress')).toBe(true);
+    expect(pulled.filter((e) => e.type === 'unpacked').length).toBe(3);
     expect(cached(arm64.digest)).toBe(false);
 
     const res = await template('multi', `${registry.host}/test/multi:v1`);
@@ -153,20 +154,22 @@ describe('images from a real registry (docker-registry on loopback)', () => {
   });
 
   it('refuses a layer with a path escaping the root and writes nothing outside it', async () => {
-    const img = image([layer([marker(), { path: '../../escaped-by-capsule-test', content: 'x' }])]);
+    const img = image([layer([marker(), { path: 'ok', content: 'fine' }]), layer([{ path: '../../escaped-by-capsule-test', content: 'x' }])]);
     await pushImage(registry, 'test/escape', 'v1', img);
-    expect((await pull(`${registry.host}/test/escape:v1`)).at(-1)!.type).toBe('done');
-    const before = fs.existsSync(path.join(sharedCacheDir, 'images', 'tmp')) ? fs.readdirSync(path.join(sharedCacheDir, 'images', 'tmp')) : [];
-    const res = await template('escape', `${registry.host}/test/escape:v1`);
-    expect(res.status).toBe(422);
-    expect(res.body.error.code).toBe('image_invalid');
-    expect(res.body.error.message).toMatch(/outside the image's root/);
-    for (const dir of [path.join(sharedCacheDir, 'images'), path.join(sharedCacheDir, 'images', 'tmp')]) {
+    const tmp = path.join(sharedCacheDir, 'images', 'tmp');
+    const before = fs.existsSync(tmp) ? fs.readdirSync(tmp) : [];
+    const done = (await pull(`${registry.host}/test/escape:v1`)).at(-1)!;
+    expect(done).toMatchObject({ type: 'error', code: 'image_invalid' });
+    expect(done.message).toMatch(/"..\/..\/escaped-by-capsule-test" points outside the image's root/);
+    for (const dir of [path.join(sharedCacheDir, 'images'), tmp, sharedCacheDir]) {
       expect(fs.existsSync(path.join(dir, 'escaped-by-capsule-test'))).toBe(false);
     }
-    const after = fs.readdirSync(path.join(sharedCacheDir, 'images', 'tmp'));
-    expect(after.filter((d) => !before.includes(d))).toEqual([]);
-    expect((await daemon.request('GET', '/v1/templates')).body.templates.some((t: { name: string }) => t.name === 'escape')).toBe(false);
+    expect(fs.readdirSync(tmp).filter((d) => !before.includes(d))).toEqual([]);
+    expect(fs.existsSync(imageRootfsPath(sharedCacheDir, img.digest))).toBe(false);
+    expect((await daemon.request('GET', '/v1/images')).body.images.some((i: { digest: string }) => i.digest === img.digest)).toBe(false);
+    const res = await template('escape', `${registry.host}/test/escape:v1`);
+    expect(res.status).toBe(404);
+    expect(res.body.error.code).toBe('image_not_found');
   });
 
   it('reports unknown images and unreachable registries with stable codes', async () => {

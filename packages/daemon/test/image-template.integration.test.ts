@@ -56,7 +56,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     const create = capsule(['--verbose', 'template', 'create', 'tiny', '--image', ref]);
     expect(create.status, create.stderr).toBe(0);
     expect(create.stdout).toBe('tiny\n');
-    expect(create.stderr).toMatch(/Pulling .*e2e\/tiny:v1 \[#{30}\] .* 2\/2 layers/);
+    expect(create.stderr).toMatch(/Pulling .*e2e\/tiny:v1 \[#{30}\] .* 2\/2 layers, 2 unpacked/);
     expect(create.stderr).toMatch(/Booting tiny once for its warm snapshot…/);
     const listed = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
     expect(listed.warmSnapshot).toBe('ready');

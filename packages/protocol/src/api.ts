@@ -272,7 +272,8 @@ export type ImportImageRequest = Static<typeof ImportImageRequest>;
 
 /**
  * One line of a pull or import's application/x-ndjson answer: `resolved`
- * (the layers to fetch), `progress` per layer, `done` with the image, or
+ * (the layers to fetch), `progress` per layer, `unpacked` as each layer is
+ * unpacked into the image's root filesystem, `done` with the image, or
  * `error`. The last line is always `done` or `error`.
  */
 export const ImageEvent = Type.Union(
@@ -283,6 +284,7 @@ export const ImageEvent = Type.Union(
       layers: Type.Array(Type.Object({ digest: Type.String(), sizeBytes: Type.Integer() })),
     }),
     Type.Object({ type: Type.Literal('progress'), digest: Type.String(), doneBytes: Type.Integer(), totalBytes: Type.Integer() }),
+    Type.Object({ type: Type.Literal('unpacked'), index: Type.Integer({ description: 'layers are unpacked in order, while later ones download' }), layers: Type.Integer() }),
     Type.Object({ type: Type.Literal('done'), image: Image }),
     Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
   ],

@@ -54,7 +54,7 @@ export interface CallOptions {
 }
 
 export interface ImageCallOptions extends CallOptions {
-  /** Called for each `resolved` and `progress` event of a pull or import (for a progress bar). */
+  /** Called for each `resolved`, `progress` and `unpacked` event of a pull or import (for a progress bar). */
   onEvent?: (event: Exclude<ImageEvent, { type: 'done' | 'error' }>) => void;
 }
 
@@ -302,7 +302,7 @@ export class CapsuleClient {
         if (typeof event !== 'object' || event === null) continue;
         if (event.type === 'done') return event.image;
         if (event.type === 'error') throw errorFromWire(event);
-        if (event.type === 'resolved' || event.type === 'progress') options.onEvent?.(event);
+        if (event.type === 'resolved' || event.type === 'progress' || event.type === 'unpacked') options.onEvent?.(event);
       }
       throw new ConnectionError('connection_lost', `The ${route} stream ended before it finished`, {
         hint: 'Check that capsuled is still running with `capsule daemon status`',

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CapsuleError } from '../errors.js';
 import type { BlobSource, BlobStore } from './blob-store.js';
-import { fetchImage, type FetchEvent, type FetchedImage, type ImageSource } from './fetch-image.js';
+import { fetchImage, type FetchEvent, type FetchedImage, type ImageSource, type LayerConsumer } from './fetch-image.js';
 import { entryComponents } from './layer-apply.js';
 import { MEDIA, parseJson, sniffCompression } from './manifest.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
@@ -141,6 +141,7 @@ export async function importArchive(
   tmpDir: string,
   tag: string | undefined,
   onEvent: (event: FetchEvent) => void,
+  consume?: LayerConsumer,
 ): Promise<{ image: FetchedImage; ref: string | undefined }> {
   let stat: fs.Stats;
   try {
@@ -154,12 +155,12 @@ export async function importArchive(
     const dir = unpacked ?? file;
     if (unpacked) await unpackArchive(file, unpacked);
     if (fs.existsSync(path.join(dir, 'index.json'))) {
-      const image = await fetchImage(layoutSource(dir), blobs, INDEX_REFERENCE, path.basename(file), onEvent);
+      const image = await fetchImage(layoutSource(dir), blobs, INDEX_REFERENCE, path.basename(file), onEvent, consume);
       return { image, ref: tag ?? layoutRef(dir) };
     }
     if (fs.existsSync(path.join(dir, 'manifest.json'))) {
       const { source, ref } = await dockerSaveSource(dir);
-      const image = await fetchImage(source, blobs, 'manifest', path.basename(file), onEvent);
+      const image = await fetchImage(source, blobs, 'manifest', path.basename(file), onEvent, consume);
       return { image, ref: tag ?? ref };
     }
     throw badArchive(file, 'it has neither index.json (OCI) nor manifest.json (docker save)');

@@ -24,7 +24,14 @@ export interface FetchedImage {
 
 export type FetchEvent =
   | { type: 'resolved'; digest: string; layers: { digest: string; sizeBytes: number }[] }
-  | { type: 'progress'; digest: string; doneBytes: number; totalBytes: number };
+  | { type: 'progress'; digest: string; doneBytes: number; totalBytes: number }
+  | { type: 'unpacked'; index: number; layers: number };
+
+/**
+ * Work that runs while the layers download (unpacking them in order): it gets
+ * the image and a promise per layer that settles when that layer is cached.
+ */
+export type LayerConsumer = (image: FetchedImage, layerReady: (index: number) => Promise<void>) => Promise<void>;
 
 const LAYER_CONCURRENCY = 3;
 
@@ -49,6 +56,7 @@ export async function fetchImage(
   reference: string,
   name: string,
   onEvent: (event: FetchEvent) => void = () => {},
+  consume?: LayerConsumer,
 ): Promise<FetchedImage> {
   let top = await verifiedManifest(source, reference, name);
   let parsed = parseManifest(top.bytes, top.contentType);
@@ -71,19 +79,41 @@ export async function fetchImage(
   }
   onEvent({ type: 'resolved', digest: top.digest, layers: manifest.layers.map((l) => ({ digest: l.digest, sizeBytes: l.size })) });
 
-  const queue = [...manifest.layers];
+  const image: FetchedImage = { digest: top.digest, manifest, config, sizeBytes: manifest.layers.reduce((sum, l) => sum + l.size, 0) };
+  const ready = manifest.layers.map(() => deferred());
+  const queue = manifest.layers.map((layer, index) => ({ layer, index }));
   const progress = (p: BlobProgress) => onEvent({ type: 'progress', ...p });
+  const stop = (err: unknown) => {
+    queue.length = 0; // the other workers finish what they started and stop
+    for (const d of ready) d.reject(err);
+  };
   const worker = async () => {
-    for (let layer = queue.shift(); layer; layer = queue.shift()) {
+    for (let next = queue.shift(); next; next = queue.shift()) {
       try {
-        await blobs.fetch(layer.digest, layer.size, source.blobSource(layer.digest), progress);
+        await blobs.fetch(next.layer.digest, next.layer.size, source.blobSource(next.layer.digest), progress);
+        ready[next.index]!.resolve();
       } catch (err) {
-        queue.length = 0; // the other workers finish what they started and stop
+        stop(err);
         throw err;
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(LAYER_CONCURRENCY, manifest.layers.length) }, worker));
+  const consuming = consume?.(image, (index) => ready[index]!.promise).catch((err: unknown) => {
+    stop(err);
+    throw err;
+  });
+  await Promise.all([...Array.from({ length: Math.min(LAYER_CONCURRENCY, manifest.layers.length) }, worker), consuming]);
   blobs.put(top.digest, top.bytes, 'manifest');
-  return { digest: top.digest, manifest, config, sizeBytes: manifest.layers.reduce((sum, l) => sum + l.size, 0) };
+  return image;
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined); // a layer nobody waits for must not be an unhandled rejection
+  return { promise, resolve, reject };
 }

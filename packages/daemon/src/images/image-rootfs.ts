@@ -39,10 +39,10 @@ async function openLayer(file: string, log: Logger): Promise<Readable> {
   const head = Buffer.alloc(4);
   fs.readSync(fd, head, 0, 4, 0);
   fs.closeSync(fd);
-  const raw = fs.createReadStream(file);
+  const raw = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
   switch (sniffCompression(head)) {
     case 'gzip':
-      return raw.pipe(createGunzip());
+      return raw.pipe(createGunzip({ chunkSize: 256 * 1024 }));
     case 'zstd':
       return filterThrough('zstd', ['-d', '-c', '-q'], raw, { log });
     case 'none':
@@ -148,7 +148,7 @@ export async function buildImageRootfs(
   blobs: BlobStore,
   cacheDir: string,
   log: Logger,
-  onLayer: (index: number, count: number) => void = () => {},
+  options: { layerReady?: (index: number) => Promise<void>; onUnpacked?: (index: number, count: number) => void } = {},
 ): Promise<{ rootfs: string; defaults: ImageDefaults }> {
   const target = imageRootfsPath(cacheDir, image.digest);
   const defaultsFile = `${target}.defaults.json`;
@@ -164,7 +164,7 @@ export async function buildImageRootfs(
   try {
     const applier = new LayerApplier(root);
     for (const [index, layer] of image.manifest.layers.entries()) {
-      onLayer(index, image.manifest.layers.length);
+      await options.layerReady?.(index);
       const hash = createHash('sha256');
       await applier.apply(hashing(await openLayer(blobs.path(layer.digest), log), hash));
       const diffId = `sha256:${hash.digest('hex')}`;
@@ -173,6 +173,7 @@ export async function buildImageRootfs(
           hint: 'the image is corrupt',
         });
       }
+      options.onUnpacked?.(index, image.manifest.layers.length);
     }
     await applier.finish();
     if (applier.stats.xattrsSkipped > 0) log.warn({ image: image.digest, skipped: applier.stats.xattrsSkipped }, 'some extended attributes could not be kept');
@@ -180,8 +181,11 @@ export async function buildImageRootfs(
     const defaults: ImageDefaults = { env: envRecord(image.config.env), user, workdir: image.config.workingDir };
     await folderToExt4(root, target, 'capsule-root', HEADROOM_MIB);
     fs.writeFileSync(defaultsFile, JSON.stringify(defaults));
+    // Deleting thousands of files is nobody's wait: the staging folder goes in the background.
+    void fs.promises.rm(staging, { recursive: true, force: true }).catch((err: unknown) => log.warn({ staging, err: String(err) }, 'could not remove a staging folder'));
     return { rootfs: target, defaults };
-  } finally {
+  } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
+    throw err;
   }
 }

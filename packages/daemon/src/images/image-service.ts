@@ -15,7 +15,7 @@ import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
 import { importArchive } from './archive-import.js';
 import { BlobStore } from './blob-store.js';
 import { holdFile, releaseFile } from './cache-holds.js';
-import { fetchImage, type FetchedImage } from './fetch-image.js';
+import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
 import {
   findImageDigest,
   imageTemplateNames,
@@ -75,7 +75,7 @@ export class ImageService {
     const client = new RegistryClient(ref, settings, credentials, this.log, options.signal);
     const name = formatReference(ref);
     const started = Date.now();
-    const image = await fetchImage(client, this.blobs, ref.digest ?? ref.tag ?? 'latest', name, (event) => options.onEvent?.(event));
+    const image = await fetchImage(client, this.blobs, ref.digest ?? ref.tag ?? 'latest', name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
     await this.record(image, name, 'registry');
     this.log.info({ image: name, digest: image.digest, ms: Date.now() - started }, 'image pulled');
     return await this.describe(image.digest);
@@ -84,9 +84,25 @@ export class ImageService {
   async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
-    const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event));
+    const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
     await this.record(image, ref, 'archive');
     return await this.describe(image.digest);
+  }
+
+  /**
+   * Images are unpacked into their root filesystem while their layers
+   * download (each layer as soon as it and those below it are in), so a pull
+   * is ready to become a template; an image whose layers cannot be unpacked
+   * safely fails its pull and is never listed.
+   */
+  private unpackWhileFetching(options: ImageOperationOptions): LayerConsumer {
+    return async (image, layerReady) => {
+      const { rootfs } = await buildImageRootfs(image, this.blobs, this.config.cacheDir, this.log, {
+        layerReady,
+        onUnpacked: (index, layers) => options.onEvent?.({ type: 'unpacked', index, layers }),
+      });
+      holdFile(rootfs, this.rootfsHolds);
+    };
   }
 
   private async record(image: FetchedImage, ref: string | undefined, source: 'registry' | 'archive'): Promise<void> {
