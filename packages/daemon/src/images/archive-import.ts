@@ -150,7 +150,7 @@ export async function importArchive(
     throw new CapsuleError('invalid_argument', `cannot read ${file}`, { hint: 'give the path of the archive on the daemon’s host' });
   }
   fs.mkdirSync(tmpDir, { recursive: true });
-  const unpacked = stat.isDirectory() ? undefined : fs.mkdtempSync(path.join(tmpDir, 'import-'));
+  const unpacked = stat.isDirectory() ? undefined : fs.mkdtempSync(path.join(tmpDir, `import-${process.pid}-`));
   try {
     const dir = unpacked ?? file;
     if (unpacked) await unpackArchive(file, unpacked);

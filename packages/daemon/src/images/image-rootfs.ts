@@ -158,7 +158,7 @@ export async function buildImageRootfs(
   const tmpDir = path.join(cacheDir, 'images', 'tmp');
   fs.mkdirSync(tmpDir, { recursive: true });
   fs.mkdirSync(path.dirname(target), { recursive: true });
-  const staging = fs.mkdtempSync(path.join(tmpDir, 'rootfs-'));
+  const staging = fs.mkdtempSync(path.join(tmpDir, `rootfs-${process.pid}-`));
   const root = path.join(staging, 'root');
   fs.mkdirSync(root, { mode: 0o755 });
   try {

@@ -8,6 +8,7 @@ import type { CreateTemplateRequest, Image, ImageEvent, Template } from '@capsul
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError } from '../errors.js';
 import type { GuestManifest } from '../guest/manifest.js';
+import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store, TemplateRecord } from '../store/store.js';
@@ -58,8 +59,17 @@ export class ImageService {
     return process.env.CAPSULE_REGISTRIES_FILE ?? path.join(this.config.stateDir, 'registries.json');
   }
 
-  /** Points templates built from images at the current guest kit after `capsuled prepare` rebuilt it. */
+  /**
+   * Points templates built from images at the current guest kit after
+   * `capsuled prepare` rebuilt it, and removes staging folders left by
+   * daemons that died mid-build (their pid is in the name; the cache is shared).
+   */
   async start(): Promise<void> {
+    const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
+    for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
+      const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
+      if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
+    }
     for (const name of await imageTemplateNames(this.store)) {
       await this.store.db
         .updateTable('templates')
