@@ -172,6 +172,18 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     expect(res.body.error.code).toBe('image_not_found');
   });
 
+  it('answers a basic-auth challenge with the given credentials (a basic-auth gate in front of the registry)', async () => {
+    const img = image([layer([marker()])]);
+    await pushImage(registry, 'test/basic', 'v1', img);
+    const gate = await registry.startBasicAuthProxy({ username: 'alice', password: 'pa55' });
+    const ref = `${gate}/test/basic:v1`;
+    expect((await pull(ref)).at(-1)).toMatchObject({ type: 'error', code: 'registry_auth_failed' });
+    expect((await pull(ref, { username: 'alice', password: 'nope' })).at(-1)).toMatchObject({ type: 'error', code: 'registry_auth_failed' });
+    const ok = (await pull(ref, { username: 'alice', password: 'pa55' })).at(-1)!;
+    expect(ok.type, JSON.stringify(ok)).toBe('done');
+    expect(ok.image!.digest).toBe(img.digest);
+  });
+
   it('reports unknown images and unreachable registries with stable codes', async () => {
     expect((await pull(`${registry.host}/test/nothing-here:v1`)).at(-1)).toMatchObject({ type: 'error', code: 'image_not_found' });
     expect((await pull('127.0.0.1:9/test/x:v1')).at(-1)).toMatchObject({ type: 'error', code: 'registry_unreachable' });

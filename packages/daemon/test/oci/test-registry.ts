@@ -45,6 +45,8 @@ export class TestRegistry {
   private certDer: Buffer | undefined;
   /** Requests the token server answered, for assertions. */
   tokenRequests = 0;
+  private proxy: http.Server | undefined;
+  private proxyHost: string | undefined;
 
   private constructor(
     readonly dir: string,
@@ -55,6 +57,29 @@ export class TestRegistry {
 
   get url(): string {
     return `http://${this.host}`;
+  }
+
+  /**
+   * Puts a basic-auth gate in front of the registry (as an nginx with
+   * auth_basic would be) and returns its host:port; pushes still go direct.
+   */
+  async startBasicAuthProxy(auth: TokenAuth): Promise<string> {
+    const expected = `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`;
+    this.proxy = http.createServer((req, res) => {
+      if (req.headers.authorization !== expected) {
+        res.writeHead(401, { 'www-authenticate': 'Basic realm="capsule-test"', 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+        return;
+      }
+      const upstream = http.request({ host: '127.0.0.1', port: Number(this.host.split(':')[1]), method: req.method, path: req.url, headers: { ...req.headers, authorization: '' } }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => this.proxy!.listen(0, '127.0.0.1', resolve));
+    this.proxyHost = `127.0.0.1:${(this.proxy.address() as net.AddressInfo).port}`;
+    return this.proxyHost;
   }
 
   static async start(options: { auth?: TokenAuth } = {}): Promise<TestRegistry> {
@@ -122,6 +147,8 @@ export class TestRegistry {
       await exited;
     }
     await new Promise<void>((resolve) => (this.tokenServer ? this.tokenServer.close(() => resolve()) : resolve()));
+    this.proxy?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.proxy ? this.proxy.close(() => resolve()) : resolve()));
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
