@@ -103,6 +103,18 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     const inUse = await daemon.request('DELETE', `/v1/images/${encodeURIComponent(`${registry.host}/test/multi:v1`)}`);
     expect(inUse.status).toBe(409);
     expect(inUse.body.error.code).toBe('image_in_use');
+
+    // Only templates built from images can be removed; then the image, its root filesystem and its blobs go.
+    expect((await daemon.request('DELETE', '/v1/templates/base')).body.error.code).toBe('invalid_argument');
+    expect((await daemon.request('DELETE', '/v1/templates/multi')).status).toBe(204);
+    expect((await daemon.request('GET', '/v1/templates')).body.templates.some((t: { name: string }) => t.name === 'multi')).toBe(false);
+    const layerDigests = JSON.parse(amd64.manifest.toString()).layers.map((l: { digest: string }) => l.digest) as string[];
+    expect(layerDigests.every(cached)).toBe(true);
+    const removed = await daemon.request('DELETE', `/v1/images/${encodeURIComponent(`${registry.host}/test/multi:v1`)}`);
+    expect(removed.status, removed.text).toBe(204);
+    expect(layerDigests.some(cached)).toBe(false);
+    expect(fs.existsSync(file)).toBe(false);
+    expect((await daemon.request('GET', '/v1/images')).body.images.some((i: { digest: string }) => i.digest === amd64.digest)).toBe(false);
   });
 
   it('says which platforms an image has when it has no linux/amd64', async () => {
