@@ -131,6 +131,13 @@ describe('LayerApplier', () => {
     expect(execFileSync('getfattr', ['--only-values', '-n', 'user.capsule', path.join(root, 'bin/ping')], { encoding: 'utf8' })).toBe('yes');
   });
 
+  it('reports an entry the file system refuses (a hard link to a folder) as an invalid image', async () => {
+    await expect(applyLayers([{ path: 'dir/', type: 'directory' }, { path: 'link', type: 'hardlink', linkpath: 'dir' }])).rejects.toMatchObject({
+      code: 'image_invalid',
+      message: expect.stringContaining('"link" cannot be applied'),
+    });
+  });
+
   it('reports a corrupt archive as invalid input', async () => {
     const tar = makeTar([{ path: 'a', content: 'x' }]);
     tar[0] = 0x41; // breaks the header checksum

@@ -71,7 +71,14 @@ export class LayerApplier {
         continue;
       }
       const target = path.join(parent, name);
-      await this.writeEntry(target, entry, body);
+      try {
+        await this.writeEntry(target, entry, body);
+      } catch (err) {
+        // A file system refusal (a hard link to a folder, a name too long…) is the image's fault, not ours.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (err instanceof CapsuleError || code === undefined || code === 'ENOSPC') throw err;
+        throw new CapsuleError('image_invalid', `the layer entry "${entry.path}" cannot be applied: ${code}`, { hint: 'the image is malformed', cause: err });
+      }
       createdHere.add(target);
     }
   }
