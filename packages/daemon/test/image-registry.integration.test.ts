@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { imageRootfsPath } from '../src/images/image-rootfs.js';
 import { sharedCacheDir, TestDaemon } from './fixture.js';
-import { dockerSaveTar, image, layer, marker, pushImage, pushIndex, writeOciLayout } from './oci/test-images.js';
+import { dockerSaveTar, image, layer, marker, pushImage, pushIndex, removeAllImages, writeOciLayout } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 import { makeTar } from './oci/tar-writer.js';
 
@@ -51,6 +51,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     await daemon.start();
   });
   afterAll(async () => {
+    if (daemon) await removeAllImages(daemon);
     await daemon?.destroy();
     await registry?.stop();
     fs.rmSync(settingsDir, { recursive: true, force: true });
@@ -248,6 +249,7 @@ describe('a registry behind token auth (docker-registry + a token server in the 
     await daemon.start();
   });
   afterAll(async () => {
+    if (daemon) await removeAllImages(daemon);
     await daemon?.destroy();
     await registry?.stop();
   });

@@ -5,9 +5,10 @@
 // and with its env; `capsule run --template` does the same from the CLI.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { cliMain, daemonMain, TestDaemon } from './fixture.js';
-import { image, layer, marker, pushImage } from './oci/test-images.js';
+import { cliMain, daemonMain, sharedCacheDir, TestDaemon } from './fixture.js';
+import { image, layer, marker, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
 const BUSYBOX_APPLETS = ['sh', 'cat', 'id', 'pwd', 'ls', 'echo', 'true'];
@@ -25,6 +26,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
   });
   afterAll(async () => {
     for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
+    // The template's warm snapshot goes with it: the shared cache keeps nothing of this run.
+    await removeAllImages(daemon).catch(() => undefined);
     await daemon.destroy();
     await registry?.stop();
   });
@@ -60,6 +63,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(create.stderr).toMatch(/Booting tiny once for its warm snapshot…/);
     const listed = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
     expect(listed.warmSnapshot).toBe('ready');
+    const snapshotsBefore = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('tiny-'));
+    expect(snapshotsBefore.length).toBeGreaterThan(0);
 
     const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'tiny' });
     expect(sandbox.status, sandbox.text).toBe(201);
@@ -79,5 +84,13 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(cli.stderr).toBe('');
     expect(cli.stdout).toBe('hello from layer two\n');
     expect(cli.status).toBe(0);
+
+    // Removing the template takes its warm snapshot along; the sandbox made from it runs on.
+    const rm = capsule(['template', 'rm', 'tiny']);
+    expect(rm.status, rm.stderr).toBe(0);
+    const snapshotsAfter = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('tiny-'));
+    expect(snapshotsAfter.length).toBe(snapshotsBefore.length - 1);
+    const still = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/cat', '/data/hello'] })).body;
+    expect(still.stdout).toBe('hello from layer two\n');
   });
 });

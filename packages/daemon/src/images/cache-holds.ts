@@ -33,3 +33,38 @@ export function releaseFile(cacheFile: string, holdDir: string): boolean {
   }
   return false;
 }
+
+/**
+ * Deletes cache files below `dir` that no daemon holds and that nobody has
+ * linked or unlinked for `graceMs` (ctime changes with the link count): left
+ * by daemons whose state folder went away. The grace covers pulls in progress,
+ * whose blobs are held only once the whole image is in.
+ */
+export function sweepUnheld(dir: string, graceMs: number, include: (name: string) => boolean = () => true): number {
+  let removed = 0;
+  const walk = (d: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const file = path.join(d, entry.name);
+      if (entry.isDirectory()) walk(file);
+      else if (entry.isFile() && include(entry.name)) {
+        try {
+          const stat = fs.statSync(file);
+          if (stat.nlink === 1 && Date.now() - stat.ctimeMs > graceMs) {
+            fs.rmSync(file, { force: true });
+            removed++;
+          }
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+    }
+  };
+  walk(dir);
+  return removed;
+}

@@ -15,7 +15,7 @@ import type { Store, TemplateRecord } from '../store/store.js';
 import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
 import { importArchive } from './archive-import.js';
 import { BlobStore } from './blob-store.js';
-import { holdFile, releaseFile } from './cache-holds.js';
+import { holdFile, releaseFile, sweepUnheld } from './cache-holds.js';
 import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
 import {
   findImageDigest,
@@ -31,6 +31,9 @@ import {
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
+
+/** Cache files no daemon has held for this long are collected (a daemon whose state was deleted, a test's). */
+const UNHELD_GRACE_MS = 24 * 60 * 60 * 1000;
 
 export interface ImageOperationOptions {
   onEvent?: (event: ImageEvent) => void;
@@ -65,6 +68,12 @@ export class ImageService {
    * daemons that died mid-build (their pid is in the name; the cache is shared).
    */
   async start(): Promise<void> {
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
+    }
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
       const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
@@ -93,6 +102,12 @@ export class ImageService {
 
   async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
+    }
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
     const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
     await this.record(image, ref, 'archive');
@@ -226,8 +241,10 @@ export class ImageService {
     if (!(await imageTemplateNames(this.store)).includes(name)) {
       throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image`, { hint: 'only templates made by `capsule template create --image` can be removed' });
     }
-    await this.manager.forgetTemplate(name);
+    const snapshotDir = await this.manager.forgetTemplate(name);
     await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+    // Running sandboxes map the memory file privately and keep their copy; no new restore needs it.
+    if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
   }
 
   templateView(t: TemplateRecord): Template {

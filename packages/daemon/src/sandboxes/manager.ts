@@ -111,12 +111,14 @@ export class SandboxManager {
     void this.prepareWarmSnapshot(template);
   }
 
-  /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. */
-  async forgetTemplate(name: string): Promise<void> {
+  /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. Returns its warm snapshot's folder, if any. */
+  async forgetTemplate(name: string): Promise<string | undefined> {
     const pool = this.pools.get(name);
+    const snapshotDir = this.warm.get(name)?.snapshot?.dir;
     this.pools.delete(name);
     this.warm.delete(name);
     await pool?.close();
+    return snapshotDir;
   }
 
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */

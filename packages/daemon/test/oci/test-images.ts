@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
+import type { TestDaemon } from '../fixture.js';
 import { makeTar, type TestTarEntry } from './tar-writer.js';
 import { sha256, type TestRegistry } from './test-registry.js';
 
@@ -105,4 +106,17 @@ export function writeOciLayout(dir: string, img: TestImage, ref: string): void {
       manifests: [{ mediaType: MEDIA.manifest, digest: img.digest, size: img.manifest.length, annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': 'latest' } }],
     }),
   );
+}
+
+/**
+ * Removes every template built from an image and every image of a test
+ * daemon, so that the shared cache keeps none of its blobs, root filesystems
+ * or warm snapshots.
+ */
+export async function removeAllImages(daemon: TestDaemon): Promise<void> {
+  const { images } = (await daemon.request('GET', '/v1/images')).body as { images: { digest: string; templates: string[] }[] };
+  for (const img of images) {
+    for (const template of img.templates) await daemon.request('DELETE', `/v1/templates/${template}`);
+    await daemon.request('DELETE', `/v1/images/${img.digest}`);
+  }
 }
