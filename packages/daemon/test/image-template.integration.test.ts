@@ -5,13 +5,14 @@
 // and with its env; `capsule run --template` does the same from the CLI.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { cliMain, daemonMain, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
-const BUSYBOX_APPLETS = ['sh', 'cat', 'id', 'pwd', 'ls', 'echo', 'true'];
+const BUSYBOX_APPLETS = ['sh', 'cat', 'id', 'pwd', 'ls', 'echo', 'true', 'mkdir', 'dirname', 'base64', 'sync'];
 
 describe('a template built from a pulled image (real registry, real QEMU microVM)', () => {
   let registry: TestRegistry;
@@ -93,4 +94,63 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     const still = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/cat', '/data/hello'] })).body;
     expect(still.stdout).toBe('hello from layer two\n');
   });
+
+  it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const ref = `${registry.host}/e2e/tiny:v1`;
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
+    try {
+      fs.writeFileSync(path.join(work, 'hello.txt'), 'copied from the build folder\n');
+      fs.writeFileSync(
+        path.join(work, 'Capsulefile'),
+        [
+          '# a comment',
+          `FROM ${ref}`,
+          'ENV BUILT_BY=capsule',
+          'WORKDIR /srv/built',
+          'COPY hello.txt /srv/built/hello.txt',
+          'USER root',
+          'RUN echo "from RUN as $(id -un) with $GREETING" \\',
+          '  > /srv/built/run.txt',
+        ].join('\n'),
+      );
+      const build = capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'built']);
+      expect(build.status, build.stderr).toBe(0);
+      expect(build.stdout).toBe('built\n');
+      expect(build.stderr).toMatch(/\[5\] RUN echo/);
+
+      const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'built' });
+      expect(sandbox.status, sandbox.text).toBe(201);
+      sandboxes.push(sandbox.body.id);
+      const result = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un'] })).body;
+      expect(result.stderr).toBe('');
+      expect(result.stdout).toBe('copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n');
+
+      // The same inputs again: no sandbox, the earlier root filesystem.
+      const again = events((await daemon.request('POST', '/v1/templates/build', { name: 'built-again', capsulefile: fs.readFileSync(path.join(work, 'Capsulefile'), 'utf8'), contextDir: work })).text);
+      expect(again.at(-1)!.type, JSON.stringify(again.at(-1))).toBe('done');
+      expect(again.some((e) => e.type === 'log' && /unchanged since an earlier build/.test(e.text ?? ''))).toBe(true);
+
+      const failing = events((await daemon.request('POST', '/v1/templates/build', { name: 'broken', capsulefile: `FROM ${ref}\nRUN echo about to fail >&2; exit 3\n` })).text).at(-1)!;
+      expect(failing).toMatchObject({ type: 'error', code: 'build_step_failed' });
+      expect(failing.message).toMatch(/step 1 \(RUN echo about to fail >&2; exit 3\) exited with code 3:\nabout to fail/);
+      expect((await daemon.request('GET', '/v1/templates')).body.templates.map((t: { name: string }) => t.name).sort()).toEqual(['base', 'built', 'built-again']);
+      const leftover = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes.filter((x: { id: string }) => !sandboxes.includes(x.id));
+      expect(leftover).toEqual([]);
+
+      // The two templates share one root filesystem: it stays until the last of them goes.
+      const rootfs = fs.readdirSync(path.join(sharedCacheDir, 'images', 'rootfs')).filter((n) => n.startsWith('build-'));
+      expect((await daemon.request('DELETE', '/v1/templates/built-again')).status).toBe(204);
+      expect(fs.readdirSync(path.join(sharedCacheDir, 'images', 'rootfs')).filter((n) => n.startsWith('build-'))).toEqual(rootfs);
+
+      const badInput = events((await daemon.request('POST', '/v1/templates/build', { name: 'bad', capsulefile: 'RUN true' })).text).at(-1)!;
+      expect(badInput).toMatchObject({ type: 'error', code: 'invalid_argument' });
+    } finally {
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  });
 });
+
+function events(text: string): { type: string; code?: string; message?: string; text?: string }[] {
+  return text.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string });
+}

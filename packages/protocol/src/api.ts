@@ -301,3 +301,28 @@ export const CreateTemplateRequest = Type.Object(
   { additionalProperties: false },
 );
 export type CreateTemplateRequest = Static<typeof CreateTemplateRequest>;
+
+export const BuildTemplateRequest = Type.Object(
+  {
+    name: CreateTemplateRequest.properties.name,
+    capsulefile: Type.String({ minLength: 1, maxLength: 262144, description: 'the Capsulefile’s text' }),
+    contextDir: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'folder on the daemon’s host that COPY sources are read from' })),
+  },
+  { additionalProperties: false },
+);
+export type BuildTemplateRequest = Static<typeof BuildTemplateRequest>;
+
+/**
+ * One line of a template build's application/x-ndjson answer: `step` as each
+ * instruction starts, `log` with its output, then `done` with the template or
+ * `error` (a failing step's code is `build_step_failed`, its output quoted).
+ */
+export const BuildEvent = Type.Union(
+  [
+    Type.Object({ type: Type.Literal('step'), index: Type.Integer(), instruction: Type.String() }),
+    Type.Object({ type: Type.Literal('log'), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() }),
+    Type.Object({ type: Type.Literal('done'), template: Template }),
+    Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
+  ],
+);
+export type BuildEvent = Static<typeof BuildEvent>;

@@ -25,6 +25,7 @@ export const errorCodes = {
   image_platform_unsupported: 422,
   registry_auth_failed: 403,
   registry_unreachable: 502,
+  build_step_failed: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

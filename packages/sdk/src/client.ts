@@ -4,6 +4,8 @@
 import {
   defaultSocketPath as protocolDefaultSocketPath,
   type CreateSandboxRequest,
+  type BuildEvent,
+  type BuildTemplateRequest,
   type CreateTemplateRequest,
   type DaemonInfo,
   type Image,
@@ -286,23 +288,43 @@ export class CapsuleClient {
     return this.#json('POST', '/v1/templates', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
   }
 
+  /**
+   * Builds a template from a Capsulefile's text; `contextDir` (on the
+   * daemon's host) is where COPY reads from. Resolves with the template once
+   * its root filesystem is built; a failing step throws `build_step_failed`.
+   */
+  async buildTemplate(request: BuildTemplateRequest, options: CallOptions & { onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {}): Promise<Template> {
+    return this.#eventStream<BuildEvent, Template>('/v1/templates/build', request, options, (event) => (event.type === 'done' ? event.template : undefined), options.onEvent);
+  }
+
   /** Removes a template built from an image. */
   async deleteTemplate(name: string, options?: CallOptions): Promise<void> {
     await this.#json('DELETE', `/v1/templates/${encodeURIComponent(name)}`, undefined, options);
   }
 
-  /** Reads a pull or import's NDJSON events: progress to `onEvent`, `error` thrown, `done`'s image returned. */
   async #imageStream(route: string, body: unknown, options: ImageCallOptions): Promise<Image> {
+    return this.#eventStream<ImageEvent, Image>(route, body, options, (event) => (event.type === 'done' ? event.image : undefined), options.onEvent);
+  }
+
+  /** Reads NDJSON events: `error` thrown, `done` turned into the result by `result`, the rest to `onEvent`. */
+  async #eventStream<E extends { type: string }, R>(
+    route: string,
+    body: unknown,
+    options: CallOptions,
+    result: (event: E) => R | undefined,
+    onEvent?: (event: Exclude<E, { type: 'done' | 'error' }>) => void,
+  ): Promise<R> {
     const { response, deadline } = await this.#send('POST', route, body, options, 'application/x-ndjson');
     try {
       deadline.stopTimer();
       if (response.status >= 300) throw await this.#errorFrom(response, 'POST', route);
       for await (const value of parseNdjson(response.body, { maxLineBytes: this.#maxStreamLineBytes })) {
-        const event = value as ImageEvent;
-        if (typeof event !== 'object' || event === null) continue;
-        if (event.type === 'done') return event.image;
-        if (event.type === 'error') throw errorFromWire(event);
-        if (event.type === 'resolved' || event.type === 'progress' || event.type === 'unpacked') options.onEvent?.(event);
+        if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') continue;
+        const event = value as E;
+        if (event.type === 'error') throw errorFromWire(event as unknown as { code: string; message: string; hint?: string });
+        const done = result(event);
+        if (done !== undefined) return done;
+        onEvent?.(event as Exclude<E, { type: 'done' | 'error' }>);
       }
       throw new ConnectionError('connection_lost', `The ${route} stream ended before it finished`, {
         hint: 'Check that capsuled is still running with `capsule daemon status`',

@@ -99,6 +99,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   image_platform_unsupported: CapsuleError,
   registry_auth_failed: CapsuleError,
   registry_unreachable: CapsuleError,
+  build_step_failed: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

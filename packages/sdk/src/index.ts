@@ -31,6 +31,8 @@ export type {
   ExecResult,
   Image as ImageInfo,
   ImageEvent,
+  BuildEvent,
+  BuildTemplateRequest,
   CreateTemplateRequest,
   Sandbox as SandboxInfo,
   SandboxState,

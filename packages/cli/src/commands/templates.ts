@@ -1,7 +1,9 @@
 // `capsule templates` (also `capsule template ls`): the templates sandboxes can
 // boot from; `capsule template create NAME --image REF` builds one from an
 // image (pulled first when not in the store) and `capsule template rm` removes it.
-import { NotFoundError, type CapsuleClient, type TemplateInfo } from '@capsule/sdk';
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, NotFoundError, type CapsuleClient, type TemplateInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { templateTable } from '../human-format.js';
@@ -77,6 +79,43 @@ function createTemplateCommand(): Command {
   );
 }
 
+function buildTemplateCommand(): Command {
+  return addGlobalOptions(
+    new Command('build')
+      .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER')
+      .requiredOption('-t, --tag <name>', 'name of the new template')
+      .option('-f, --file <path>', 'the Capsulefile', 'Capsulefile')
+      .option('--no-wait', 'return before the warm snapshot is built')
+      .option('--json', 'print the template as JSON')
+      .action(async (options: { tag: string; file: string; wait: boolean; json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const file = path.resolve(options.file);
+        let capsulefile: string;
+        try {
+          capsulefile = fs.readFileSync(file, 'utf8');
+        } catch {
+          throw new InvalidArgumentError('invalid_argument', `cannot read ${file}`, { hint: 'pass the Capsulefile with -f' });
+        }
+        const client = await context.daemonClient();
+        // The build log goes to stderr as it comes, so stdout stays the template's name.
+        let template = await client.buildTemplate(
+          { name: options.tag, capsulefile, contextDir: path.dirname(file) },
+          {
+            onEvent: (event) => {
+              if (event.type === 'step') process.stderr.write(`${event.index === 0 ? '==>' : `[${event.index}]`} ${event.instruction}\n`);
+              else process.stderr.write(event.text);
+            },
+          },
+        );
+        if (options.wait && template.warmSnapshot === 'building') {
+          template = await context.progress.step(`Booting ${template.name} once for its warm snapshot`, () => waitForWarmSnapshot(client, template.name));
+        }
+        if (options.json) printJson(template);
+        else process.stdout.write(`${template.name}\n`);
+      }),
+  );
+}
+
 function removeTemplateCommand(): Command {
   return addGlobalOptions(
     new Command('rm')
@@ -94,5 +133,6 @@ export function templateCommand(): Command {
     .description('Manage templates')
     .addCommand(listTemplatesCommand('ls'))
     .addCommand(createTemplateCommand())
+    .addCommand(buildTemplateCommand())
     .addCommand(removeTemplateCommand());
 }

@@ -2,7 +2,7 @@
 // and imports answer application/x-ndjson progress events ending with `done`
 // or `error`, so a client can draw a progress bar; the rest is plain JSON.
 import type { ServerResponse } from 'node:http';
-import { CreateTemplateRequest, ErrorResponse, Image, ImageEvent, ImageList, ImportImageRequest, PullImageRequest, Template } from '@capsule/protocol';
+import { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, ErrorResponse, Image, ImageEvent, ImageList, ImportImageRequest, PullImageRequest, Template } from '@capsule/protocol';
 import type { FastifyInstance } from 'fastify';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
@@ -21,15 +21,20 @@ const NameParams = {
 } as const;
 const ndjsonResponse = { 200: { description: 'ImageEvent lines', content: { 'application/x-ndjson': { schema: ImageEvent } } }, ...errorResponses };
 
-/** Runs an operation that reports ImageEvents and streams them as NDJSON lines; the last one is `done` or `error`. */
-async function streamEvents(res: ServerResponse, run: (emit: (event: ImageEvent) => void, signal: AbortSignal) => Promise<Image>): Promise<void> {
+type StreamEvent = ImageEvent | BuildEvent;
+
+/**
+ * Runs an operation that reports events and streams them as NDJSON lines;
+ * the last one is the operation's `done` event or an `error`.
+ */
+async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => void, signal: AbortSignal) => Promise<E>): Promise<void> {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
   });
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   let lastProgress = 0;
-  const emit = (event: ImageEvent) => {
+  const emit = (event: StreamEvent) => {
     if (res.destroyed) return;
     // Progress is thinned to a few lines a second; a slow client must not hold the pull back.
     if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return;
@@ -37,7 +42,7 @@ async function streamEvents(res: ServerResponse, run: (emit: (event: ImageEvent)
     res.write(`${JSON.stringify(event)}\n`);
   };
   try {
-    emit({ type: 'done', image: await run(emit, controller.signal) });
+    emit(await run(emit, controller.signal));
   } catch (err) {
     const e = err instanceof CapsuleError ? err : new CapsuleError('internal', errorMessage(err));
     emit({ type: 'error', code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
@@ -77,7 +82,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       parseReference(ref); // a bad reference is a 400, before the stream starts
       reply.hijack();
       const credentials = username !== undefined ? { username, password: password ?? '' } : undefined;
-      await streamEvents(reply.raw, (emit, signal) => images.pull(ref, credentials, { onEvent: emit, signal }));
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.pull(ref, credentials, { onEvent: emit, signal }) }));
     },
   );
 
@@ -87,7 +92,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     async (request, reply) => {
       if (request.body.tag !== undefined) parseReference(request.body.tag);
       reply.hijack();
-      await streamEvents(reply.raw, (emit, signal) => images.import(request.body.path, request.body.tag, { onEvent: emit, signal }));
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(request.body.path, request.body.tag, { onEvent: emit, signal }) }));
     },
   );
 
@@ -101,6 +106,21 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       },
     },
     async (request, reply) => reply.code(201).send(await images.createTemplate(request.body)),
+  );
+
+  app.post<{ Body: BuildTemplateRequest }>(
+    '/v1/templates/build',
+    {
+      schema: {
+        body: BuildTemplateRequest,
+        description: 'Builds a template from a Capsulefile: its steps run in a sandbox booted from its FROM. Answers application/x-ndjson BuildEvents.',
+        response: { 200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } }, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      reply.hijack();
+      await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
+    },
   );
 
   app.delete<{ Params: { name: string } }>(

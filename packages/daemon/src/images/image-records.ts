@@ -106,7 +106,7 @@ export async function templatesOfImage(store: Store, digest: string): Promise<st
 export async function templateImageDefaults(store: Store, template: string): Promise<TemplateImageDefaults | undefined> {
   const row = await store.db.selectFrom('template_images').selectAll().where('template', '=', template).executeTakeFirst();
   if (!row) return undefined;
-  return { imageDigest: row.image_digest, env: JSON.parse(row.env) as Record<string, string>, user: row.user, workdir: row.workdir ?? undefined };
+  return { imageDigest: row.image_digest ?? '', env: JSON.parse(row.env) as Record<string, string>, user: row.user, workdir: row.workdir ?? undefined };
 }
 
 export async function imageTemplateNames(store: Store): Promise<string[]> {

@@ -4,7 +4,7 @@
 // verified, so a failed pull or import never lists a partial image.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CreateTemplateRequest, Image, ImageEvent, Template } from '@capsule/protocol';
+import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, Template } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError } from '../errors.js';
 import type { GuestManifest } from '../guest/manifest.js';
@@ -26,10 +26,13 @@ import {
   removeImage,
   removeImageRef,
   saveImage,
+  templateImageDefaults,
   templatesOfImage,
+  type TemplateImageDefaults,
 } from './image-records.js';
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
+import { TemplateBuilder, temporaryTemplateName, type BuildBase } from './template-build.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
 /** Cache files no daemon has held for this long are collected (a daemon whose state was deleted, a test's). */
@@ -203,6 +206,12 @@ export class ImageService {
     if (missing.length > 0) {
       throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, { hint: 'pull or import it again' });
     }
+    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
+    return await this.recordTemplate(request.name, rootfs, { imageDigest: digest, ...defaults }, request.image, request);
+  }
+
+  /** The root filesystem of a stored image (built now unless cached) and this daemon's hold on it. */
+  private async imageRootfs(digest: string, stored: NonNullable<Awaited<ReturnType<typeof loadImage>>>) {
     const fetched: FetchedImage = {
       digest,
       manifest: { mediaType: '', config: { mediaType: '', digest: stored.configDigest, size: 0 }, layers: stored.layers },
@@ -210,28 +219,93 @@ export class ImageService {
       sizeBytes: 0,
     };
     const started = Date.now();
-    const { rootfs, defaults } = await buildImageRootfs(fetched, this.blobs, this.config.cacheDir, this.log);
-    holdFile(rootfs, this.rootfsHolds);
-    this.log.info({ template: request.name, image: digest, ms: Date.now() - started }, 'root filesystem built from image');
+    const built = await buildImageRootfs(fetched, this.blobs, this.config.cacheDir, this.log);
+    holdFile(built.rootfs, this.rootfsHolds);
+    this.log.info({ image: digest, ms: Date.now() - started }, 'root filesystem of image ready');
+    return built;
+  }
+
+  /** Records a template with its defaults and starts building its warm snapshot. */
+  private async recordTemplate(
+    name: string,
+    rootfs: string,
+    defaults: TemplateImageDefaults,
+    source: string,
+    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined },
+  ): Promise<Template> {
+    const record = await this.recordTemplateRow(name, rootfs, defaults, source, resources);
+    this.manager.addTemplate(record);
+    return this.templateView(record);
+  }
+
+  /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
+  async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+    if (await this.store.getTemplate(request.name)) {
+      throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
+    }
+    const builder = new TemplateBuilder(this.store, this.manager, path.join(this.config.cacheDir, 'images', 'rootfs'), this.log);
+    const result = await builder.build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
+    holdFile(result.rootfs, this.rootfsHolds);
+    return await this.recordTemplate(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, result.from, {
+      vcpus: result.base.default_vcpus,
+      memoryMiB: result.base.default_memory_mib,
+    });
+  }
+
+  /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
+  private async buildBase(from: string, emit: (event: BuildEvent) => void): Promise<BuildBase> {
+    const template = await this.store.getTemplate(from);
+    if (template) {
+      const defaults = await templateImageDefaults(this.store, from);
+      return { template, defaults, imageDigest: defaults?.imageDigest || null, release: async () => {} };
+    }
+    let digest = isDigest(from) ? await findImageDigest(this.store, from) : await findImageDigest(this.store, formatReference(parseReference(from)));
+    if (!digest) {
+      emit({ type: 'step', index: 0, instruction: `pulling ${from}` });
+      digest = (await this.pull(from, undefined)).digest;
+    }
+    const stored = await loadImage(this.store, digest);
+    if (!stored) throw new CapsuleError('image_not_found', `no image ${from} in the store`);
+    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
+    const name = temporaryTemplateName();
+    const imageDefaults = { imageDigest: digest, ...defaults };
+    const record = await this.recordTemplateRow(name, rootfs, imageDefaults, from);
+    return {
+      template: record,
+      defaults: imageDefaults,
+      imageDigest: digest,
+      release: async () => {
+        await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+      },
+    };
+  }
+
+  /** The template's rows, without a warm snapshot (what a build boots from has none). */
+  private async recordTemplateRow(
+    name: string,
+    rootfs: string,
+    defaults: TemplateImageDefaults,
+    source: string,
+    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined } = {},
+  ): Promise<TemplateRecord> {
     const record: TemplateRecord = {
-      name: request.name,
+      name,
       kernel: this.guest.kernel,
       initramfs: this.guest.initramfs,
       kit: this.guest.kit,
       rootfs,
-      default_vcpus: request.vcpus ?? TEMPLATE_DEFAULTS.vcpus,
-      default_memory_mib: request.memoryMiB ?? TEMPLATE_DEFAULTS.memoryMiB,
+      default_vcpus: resources.vcpus ?? TEMPLATE_DEFAULTS.vcpus,
+      default_memory_mib: resources.memoryMiB ?? TEMPLATE_DEFAULTS.memoryMiB,
       created_at: new Date().toISOString(),
     };
     await this.store.db.transaction().execute(async (tx) => {
       await tx.insertInto('templates').values(record).execute();
       await tx
         .insertInto('template_images')
-        .values({ template: record.name, image_digest: digest, image_ref: request.image, env: JSON.stringify(defaults.env), user: defaults.user, workdir: defaults.workdir ?? null })
+        .values({ template: name, image_digest: defaults.imageDigest || null, image_ref: source, env: JSON.stringify(defaults.env), user: defaults.user, workdir: defaults.workdir ?? null })
         .execute();
     });
-    this.manager.addTemplate(record);
-    return this.templateView(record);
+    return record;
   }
 
   /** Removes a template built from an image; sandboxes already running from it keep running. */
@@ -239,12 +313,18 @@ export class ImageService {
     const template = await this.store.getTemplate(name);
     if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
     if (!(await imageTemplateNames(this.store)).includes(name)) {
-      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image`, { hint: 'only templates made by `capsule template create --image` can be removed' });
+      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
+        hint: 'only templates made by `capsule template create --image` or `capsule template build` can be removed',
+      });
     }
     const snapshotDir = await this.manager.forgetTemplate(name);
     await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
     // Running sandboxes map the memory file privately and keep their copy; no new restore needs it.
     if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
+    // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
+    if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {
+      releaseFile(template.rootfs, this.rootfsHolds);
+    }
   }
 
   templateView(t: TemplateRecord): Template {

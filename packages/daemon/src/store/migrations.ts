@@ -74,11 +74,12 @@ export const migrations: Record<string, Migration> = {
         .addColumn('updated_at', 'text', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('image_refs_digest').on('image_refs').column('digest').execute();
-      // A template built from an image, and the defaults its sandboxes get from the image config.
+      // A template built from an image or a Capsulefile, and the defaults its sandboxes get (Env, User, WorkingDir);
+      // image_digest is the image it came from, if any (a build FROM a template has none).
       await db.schema
         .createTable('template_images')
         .addColumn('template', 'text', (c) => c.primaryKey().references('templates.name').onDelete('cascade'))
-        .addColumn('image_digest', 'text', (c) => c.notNull().references('images.digest'))
+        .addColumn('image_digest', 'text', (c) => c.references('images.digest'))
         .addColumn('image_ref', 'text', (c) => c.notNull())
         .addColumn('env', 'text', (c) => c.notNull())
         .addColumn('user', 'text', (c) => c.notNull())

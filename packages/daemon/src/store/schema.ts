@@ -65,7 +65,7 @@ export interface ImageRefRow {
 
 export interface TemplateImageRow {
   template: string;
-  image_digest: string;
+  image_digest: string | null;
   image_ref: string;
   /** JSON string map from the image config's Env. */
   env: string;
