@@ -101,6 +101,9 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
     try {
       fs.writeFileSync(path.join(work, 'hello.txt'), 'copied from the build folder\n');
+      const big = Buffer.alloc(5 * 1024 * 1024 + 123, 0x5a);
+      fs.mkdirSync(path.join(work, 'data'));
+      fs.writeFileSync(path.join(work, 'data', 'big.bin'), big);
       fs.writeFileSync(
         path.join(work, 'Capsulefile'),
         [
@@ -109,6 +112,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
           'ENV BUILT_BY=capsule',
           'WORKDIR /srv/built',
           'COPY hello.txt /srv/built/hello.txt',
+          'COPY data /srv/data',
           'USER root',
           'RUN echo "from RUN as $(id -un) with $GREETING" \\',
           '  > /srv/built/run.txt',
@@ -117,14 +121,14 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
       const build = capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'built']);
       expect(build.status, build.stderr).toBe(0);
       expect(build.stdout).toBe('built\n');
-      expect(build.stderr).toMatch(/\[5\] RUN echo/);
+      expect(build.stderr).toMatch(/\[6\] RUN echo/);
 
       const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'built' });
       expect(sandbox.status, sandbox.text).toBe(201);
       sandboxes.push(sandbox.body.id);
-      const result = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un'] })).body;
+      const result = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un; ls -l /srv/data/big.bin'] })).body;
       expect(result.stderr).toBe('');
-      expect(result.stdout).toBe('copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n');
+      expect(result.stdout).toMatch(new RegExp(`^copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n.* ${big.length} .*/srv/data/big.bin\n$`));
 
       // The same inputs again: no sandbox, the earlier root filesystem.
       const again = events((await daemon.request('POST', '/v1/templates/build', { name: 'built-again', capsulefile: fs.readFileSync(path.join(work, 'Capsulefile'), 'utf8'), contextDir: work })).text);

@@ -21,6 +21,8 @@ import { templateImageDefaults, type TemplateImageDefaults } from './image-recor
 /** Output of a failing step quoted in its error. */
 const ERROR_OUTPUT_BYTES = 4096;
 const FORMAT = 'build-v1';
+/** Raw bytes per COPY exec: their base64 stays well under the agent's 4 MiB message cap. */
+const COPY_CHUNK_BYTES = 2 * 1024 * 1024;
 
 export interface BuildBase {
   /** The template the build sandbox boots from (maybe a temporary one for an image). */
@@ -144,15 +146,20 @@ export class TemplateBuilder {
           case 'COPY':
             for (const f of copies.get(step) ?? []) {
               const destination = f.relative === '' ? step.destination : path.posix.join(step.destination, f.relative.split(path.sep).join('/'));
-              await this.exec(
-                sandbox.id,
-                ['/bin/sh', '-c', 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"', 'sh', destination],
-                { ...state, user: 'root', stdin: fs.readFileSync(f.file).toString('base64') },
-                i + 1,
-                step,
-                emit,
-                signal,
-              );
+              // In pieces: one message to the agent is capped (4 MiB), a file is not.
+              const bytes = fs.readFileSync(f.file);
+              for (let offset = 0; offset === 0 || offset < bytes.length; offset += COPY_CHUNK_BYTES) {
+                const write = offset === 0 ? 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"' : 'base64 -d >> "$1"';
+                await this.exec(
+                  sandbox.id,
+                  ['/bin/sh', '-c', write, 'sh', destination],
+                  { ...state, user: 'root', stdin: bytes.subarray(offset, offset + COPY_CHUNK_BYTES).toString('base64') },
+                  i + 1,
+                  step,
+                  emit,
+                  signal,
+                );
+              }
             }
             break;
         }
