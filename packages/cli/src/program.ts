@@ -7,6 +7,7 @@ import { apiKeyCommand } from './commands/apikey.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { execCommand } from './commands/exec.js';
+import { imageCommand } from './commands/images.js';
 import { addProgramOptions } from './commands/global-options.js';
 import { runCommand } from './commands/run.js';
 import { sandboxCommand, sandboxShortcutCommands } from './commands/sandbox.js';
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
     templatesCommand(),
     templateCommand(),
     apiKeyCommand(),
+    imageCommand(),
     daemonCommand(),
     doctorCommand(),
   ]) {

@@ -8,6 +8,7 @@ import type { DaemonInfo } from '@capsule/protocol';
 import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import type { DaemonConfig } from './config.js';
+import { ImageService } from './images/image-service.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
@@ -54,6 +55,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
   const manager = new SandboxManager(store, config, accel, log, qemu);
+  const images = new ImageService(store, config, manager, manifest, log);
+  await images.start();
   await manager.start();
   const startedAt = new Date().toISOString();
   let tcpAddress: string | undefined;
@@ -71,7 +74,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     startedAt,
   });
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
-  const api = await buildApi({ manager, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION });
+  const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION });
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port);
   log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION }, 'capsuled is serving');

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isProcessAlive, LaunchError, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
+import { Readable } from 'node:stream';
+import { filterThrough, isProcessAlive, LaunchError, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
 
 describe('launcher', () => {
   it('returns the output of a successful command', async () => {
@@ -46,5 +47,16 @@ describe('launcher', () => {
     await terminateGroup(pid, 1000);
     expect(isProcessAlive(pid)).toBe(false);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('streams through a filter command and reports its failure with its stderr', async () => {
+    const compressed = await runCommand('sh', ['-c', 'printf hello | zstd -q -c | base64 -w0']);
+    const out = filterThrough('zstd', ['-d', '-q', '-c'], Readable.from([Buffer.from(compressed.stdout, 'base64')]));
+    const chunks: Buffer[] = [];
+    for await (const chunk of out) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('hello');
+
+    const bad = filterThrough('zstd', ['-d', '-q', '-c'], Readable.from([Buffer.from('not zstd at all')]));
+    await expect((async () => { for await (const _ of bad) void _; })()).rejects.toThrow(/zstd exited with code 1[\s\S]*zstd/);
   });
 });

@@ -4,6 +4,8 @@
 // failure can say why. Never spawn a child anywhere else.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger, type Logger } from './log.js';
 
@@ -163,6 +165,43 @@ export async function runCommand(file: string, args: string[], options: RunOptio
       }
     });
   });
+}
+
+/**
+ * Streams `input` through a filter command (e.g. `zstd -d`) and returns its
+ * stdout. The returned stream errors with a LaunchError quoting the filter's
+ * stderr when it fails; destroying it ends the child's whole group.
+ */
+export function filterThrough(file: string, args: string[], input: Readable, options: { log?: Logger } = {}): Readable {
+  const log = options.log ?? silentLogger;
+  const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const name = file.split('/').pop() ?? file;
+  const output = new PassThrough();
+  const tail = new LineTail((line) => log.debug({ component: name }, `[pid=${child.pid}] ${line}`));
+  child.stderr.on('data', (chunk: Buffer) => tail.push(chunk.toString('utf8')));
+  if (child.pid !== undefined) trackGroup(child.pid);
+  let failed = false;
+  const fail = (err: Error) => {
+    if (failed) return;
+    failed = true;
+    output.destroy(err);
+  };
+  // A reader that stops early (an error further down) must not leave the child behind.
+  output.on('close', () => {
+    if (child.exitCode === null && child.pid !== undefined) signalGroup(child.pid, 'SIGKILL');
+  });
+  pipeline(input, child.stdin).catch((err: Error) => {
+    if ((err as NodeJS.ErrnoException).code !== 'EPIPE') fail(err);
+  });
+  child.stdout.pipe(output, { end: false });
+  child.on('error', (err) => fail(new LaunchError(`Failed to launch ${name}: ${err.message}`, tail.recent)));
+  child.on('close', (code, signal) => {
+    if (child.pid !== undefined) untrackGroup(child.pid);
+    tail.end();
+    if (code === 0) output.end();
+    else fail(new LaunchError(`${name} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}`, tail.recent, code));
+  });
+  return output;
 }
 
 export interface DetachedOptions {

@@ -263,3 +263,102 @@ export function defaultSocketPath(env: Record<string, string | undefined>): stri
   const runtimeDir = env.CAPSULE_RUNTIME_DIR;
   return env[SOCKET_ENV] || (runtimeDir ? `${runtimeDir.replace(/\/+$/, '')}/capsuled.sock` : DEFAULT_SOCKET_PATH);
 }
+
+// ---- Images and templates built from them ----
+
+export const Image = Type.Object(
+  {
+    digest: Type.String({ description: 'sha256 digest of the linux/amd64 manifest: the image’s identity' }),
+    refs: Type.Array(Type.String(), { description: 'references that name this image, e.g. localhost:5000/app:1.0' }),
+    sizeBytes: Type.Integer({ description: 'compressed size of its layers' }),
+    layers: Type.Integer(),
+    source: Type.Union([Type.Literal('registry'), Type.Literal('archive')]),
+    env: Type.Array(Type.String(), { description: 'the image config’s Env' }),
+    workingDir: Type.Optional(Type.String()),
+    user: Type.Optional(Type.String()),
+    entrypoint: Type.Optional(Type.Array(Type.String())),
+    cmd: Type.Optional(Type.Array(Type.String())),
+    templates: Type.Array(Type.String(), { description: 'templates built from this image' }),
+    createdAt: Type.String({ format: 'date-time' }),
+  },
+);
+export type Image = Static<typeof Image>;
+
+export const ImageList = Type.Object({ images: Type.Array(Image) });
+export type ImageList = Static<typeof ImageList>;
+
+export const PullImageRequest = Type.Object(
+  {
+    ref: Type.String({ minLength: 1, maxLength: 512, description: '[registry/]repository[:tag][@sha256:digest]' }),
+    username: Type.Optional(Type.String({ maxLength: 256 })),
+    password: Type.Optional(Type.String({ maxLength: 8192 })),
+  },
+  { additionalProperties: false },
+);
+export type PullImageRequest = Static<typeof PullImageRequest>;
+
+export const ImportImageRequest = Type.Object(
+  {
+    path: Type.String({ minLength: 1, maxLength: 4096, description: 'a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host' }),
+    tag: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'reference to name the image by (default: the one the archive names)' })),
+  },
+  { additionalProperties: false },
+);
+export type ImportImageRequest = Static<typeof ImportImageRequest>;
+
+/**
+ * One line of a pull or import's application/x-ndjson answer: `resolved`
+ * (the layers to fetch), `progress` per layer, `unpacked` as each layer is
+ * unpacked into the image's root filesystem, `done` with the image, or
+ * `error`. The last line is always `done` or `error`.
+ */
+export const ImageEvent = Type.Union(
+  [
+    Type.Object({
+      type: Type.Literal('resolved'),
+      digest: Type.String(),
+      layers: Type.Array(Type.Object({ digest: Type.String(), sizeBytes: Type.Integer() })),
+    }),
+    Type.Object({ type: Type.Literal('progress'), digest: Type.String(), doneBytes: Type.Integer(), totalBytes: Type.Integer() }),
+    Type.Object({ type: Type.Literal('unpacked'), index: Type.Integer({ description: 'layers are unpacked in order, while later ones download' }), layers: Type.Integer() }),
+    Type.Object({ type: Type.Literal('done'), image: Image }),
+    Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
+  ],
+);
+export type ImageEvent = Static<typeof ImageEvent>;
+
+export const CreateTemplateRequest = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}$', description: 'lower-case letters, digits, `_`, `.` and `-`' }),
+    image: Type.String({ minLength: 1, maxLength: 512, description: 'a reference or digest of an image in the store' }),
+    vcpus: Type.Optional(Type.Integer({ minimum: limits.minVcpus, maximum: limits.maxVcpus })),
+    memoryMiB: Type.Optional(Type.Integer({ minimum: limits.minMemoryMiB, maximum: limits.maxMemoryMiB })),
+  },
+  { additionalProperties: false },
+);
+export type CreateTemplateRequest = Static<typeof CreateTemplateRequest>;
+
+export const BuildTemplateRequest = Type.Object(
+  {
+    name: CreateTemplateRequest.properties.name,
+    capsulefile: Type.String({ minLength: 1, maxLength: 262144, description: 'the Capsulefile’s text' }),
+    contextDir: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'folder on the daemon’s host that COPY sources are read from' })),
+  },
+  { additionalProperties: false },
+);
+export type BuildTemplateRequest = Static<typeof BuildTemplateRequest>;
+
+/**
+ * One line of a template build's application/x-ndjson answer: `step` as each
+ * instruction starts, `log` with its output, then `done` with the template or
+ * `error` (a failing step's code is `build_step_failed`, its output quoted).
+ */
+export const BuildEvent = Type.Union(
+  [
+    Type.Object({ type: Type.Literal('step'), index: Type.Integer(), instruction: Type.String() }),
+    Type.Object({ type: Type.Literal('log'), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() }),
+    Type.Object({ type: Type.Literal('done'), template: Template }),
+    Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
+  ],
+);
+export type BuildEvent = Static<typeof BuildEvent>;

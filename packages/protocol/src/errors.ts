@@ -19,6 +19,14 @@ export const errorCodes = {
   agent_protocol_error: 502,
   timeout: 504,
   internal: 500,
+  image_not_found: 404,
+  image_in_use: 409,
+  image_invalid: 422,
+  image_digest_mismatch: 422,
+  image_platform_unsupported: 422,
+  registry_auth_failed: 403,
+  registry_unreachable: 502,
+  build_step_failed: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -7,7 +7,13 @@ import {
   type ApiKeyList,
   type CreatedApiKey,
   type CreateSandboxRequest,
+  type BuildEvent,
+  type BuildTemplateRequest,
+  type CreateTemplateRequest,
   type DaemonInfo,
+  type Image,
+  type ImageEvent,
+  type ImageList,
   type ExecEvent,
   type ExecRequest,
   type ExecResult,
@@ -53,6 +59,11 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Overrides the client's requestTimeoutMs for this call. */
   requestTimeoutMs?: number;
+}
+
+export interface ImageCallOptions extends CallOptions {
+  /** Called for each `resolved`, `progress` and `unpacked` event of a pull or import (for a progress bar). */
+  onEvent?: (event: Exclude<ImageEvent, { type: 'done' | 'error' }>) => void;
 }
 
 /** What `execStream` yields: every ExecEvent except `error`, which it throws as a CapsuleError. */
@@ -277,6 +288,83 @@ export class CapsuleClient {
         if (event.type === 'exit') return;
       }
       throw new ConnectionError('connection_lost', 'The exec stream ended before the command exited', {
+        hint: 'Check that capsuled is still running with `capsule daemon status`',
+      });
+    } finally {
+      response.cancel();
+      deadline.dispose();
+    }
+  }
+
+  /** Images in the daemon's store, newest first. */
+  async listImages(options?: CallOptions): Promise<Image[]> {
+    return (await this.#json<ImageList>('GET', '/v1/images', undefined, options)).images;
+  }
+
+  /** One image by reference (`localhost:5000/app:1`) or digest. */
+  async getImage(refOrDigest: string, options?: CallOptions): Promise<Image> {
+    return this.#json('GET', `/v1/images/${encodeURIComponent(refOrDigest)}`, undefined, options);
+  }
+
+  /** Pulls an image from its registry; resolves with the stored image once every layer is cached and verified. */
+  async pullImage(ref: string, credentials: { username?: string; password?: string } = {}, options: ImageCallOptions = {}): Promise<Image> {
+    return this.#imageStream('/v1/images/pull', { ref, ...credentials }, options);
+  }
+
+  /** Imports a `docker save` tarball, an OCI archive or an OCI layout folder that is on the daemon's host. */
+  async importImage(path: string, tag?: string, options: ImageCallOptions = {}): Promise<Image> {
+    return this.#imageStream('/v1/images/import', { path, ...(tag !== undefined ? { tag } : {}) }, options);
+  }
+
+  /** Removes a reference (or by digest the image); blobs no image uses any more are deleted. */
+  async deleteImage(refOrDigest: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/images/${encodeURIComponent(refOrDigest)}`, undefined, options);
+  }
+
+  /** Builds a template from an image in the store; its warm snapshot follows in the background. */
+  async createTemplate(request: CreateTemplateRequest, options: CallOptions = {}): Promise<Template> {
+    return this.#json('POST', '/v1/templates', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
+  /**
+   * Builds a template from a Capsulefile's text; `contextDir` (on the
+   * daemon's host) is where COPY reads from. Resolves with the template once
+   * its root filesystem is built; a failing step throws `build_step_failed`.
+   */
+  async buildTemplate(request: BuildTemplateRequest, options: CallOptions & { onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {}): Promise<Template> {
+    return this.#eventStream<BuildEvent, Template>('/v1/templates/build', request, options, (event) => (event.type === 'done' ? event.template : undefined), options.onEvent);
+  }
+
+  /** Removes a template built from an image. */
+  async deleteTemplate(name: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/templates/${encodeURIComponent(name)}`, undefined, options);
+  }
+
+  async #imageStream(route: string, body: unknown, options: ImageCallOptions): Promise<Image> {
+    return this.#eventStream<ImageEvent, Image>(route, body, options, (event) => (event.type === 'done' ? event.image : undefined), options.onEvent);
+  }
+
+  /** Reads NDJSON events: `error` thrown, `done` turned into the result by `result`, the rest to `onEvent`. */
+  async #eventStream<E extends { type: string }, R>(
+    route: string,
+    body: unknown,
+    options: CallOptions,
+    result: (event: E) => R | undefined,
+    onEvent?: (event: Exclude<E, { type: 'done' | 'error' }>) => void,
+  ): Promise<R> {
+    const { response, deadline } = await this.#send('POST', route, body, options, 'application/x-ndjson');
+    try {
+      deadline.stopTimer();
+      if (response.status >= 300) throw await this.#errorFrom(response, 'POST', route);
+      for await (const value of parseNdjson(response.body, { maxLineBytes: this.#maxStreamLineBytes })) {
+        if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') continue;
+        const event = value as E;
+        if (event.type === 'error') throw errorFromWire(event as unknown as { code: string; message: string; hint?: string });
+        const done = result(event);
+        if (done !== undefined) return done;
+        onEvent?.(event as Exclude<E, { type: 'done' | 'error' }>);
+      }
+      throw new ConnectionError('connection_lost', `The ${route} stream ended before it finished`, {
         hint: 'Check that capsuled is still running with `capsule daemon status`',
       });
     } finally {

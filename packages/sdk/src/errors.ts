@@ -93,6 +93,14 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   agent_protocol_error: CapsuleError,
   timeout: TimeoutError,
   internal: CapsuleError,
+  image_not_found: NotFoundError,
+  image_in_use: CapsuleError,
+  image_invalid: CapsuleError,
+  image_digest_mismatch: CapsuleError,
+  image_platform_unsupported: CapsuleError,
+  registry_auth_failed: CapsuleError,
+  registry_unreachable: CapsuleError,
+  build_step_failed: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

@@ -9,6 +9,7 @@ export {
   type CallOptions,
   type ConnectionOptions,
   type ExecStreamEvent,
+  type ImageCallOptions,
 } from './client.js';
 export { AgentConnection, type DaemonAddress } from './agent-connection.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
@@ -29,6 +30,11 @@ export type {
   ExecEvent,
   ExecRequest,
   ExecResult,
+  Image as ImageInfo,
+  ImageEvent,
+  BuildEvent,
+  BuildTemplateRequest,
+  CreateTemplateRequest,
   Sandbox as SandboxInfo,
   SandboxState,
   StateTransition,

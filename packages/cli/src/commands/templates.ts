@@ -1,9 +1,18 @@
-// `capsule templates` (also `capsule template ls`): the templates sandboxes can boot from.
+// `capsule templates` (also `capsule template ls`): the templates sandboxes can
+// boot from; `capsule template create NAME --image REF` builds one from an
+// image (pulled first when not in the store) and `capsule template rm` removes it.
+import fs from 'node:fs';
+import path from 'node:path';
+import { InvalidArgumentError, NotFoundError, type CapsuleClient, type TemplateInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { templateTable } from '../human-format.js';
+import { parseCpuCount, parseMemoryMiB } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
+import { pullWithProgress } from './images.js';
 import { printJson } from './print-json.js';
+
+const WARM_POLL_MS = 500;
 
 function listTemplatesCommand(name: string): Command {
   return addGlobalOptions(
@@ -23,6 +32,107 @@ export function templatesCommand(): Command {
   return listTemplatesCommand('templates');
 }
 
+/** Waits until the template's warm snapshot is no longer being built. */
+async function waitForWarmSnapshot(client: CapsuleClient, name: string): Promise<TemplateInfo> {
+  for (;;) {
+    const template = (await client.listTemplates()).find((t) => t.name === name);
+    if (!template) throw new NotFoundError('template_not_found', `template "${name}" went away while its warm snapshot was built`);
+    if (template.warmSnapshot !== 'building') return template;
+    await new Promise((resolve) => setTimeout(resolve, WARM_POLL_MS));
+  }
+}
+
+function createTemplateCommand(): Command {
+  return addGlobalOptions(
+    new Command('create')
+      .description('Build a template from an OCI image (pulled first if it is not in the store)')
+      .argument('<name>', 'template name: lower-case letters, digits, _ . -')
+      .requiredOption('--image <ref>', 'image reference or digest')
+      .option('--cpus <n>', 'default vCPUs of its sandboxes', parseCpuCount)
+      .option('--memory <size>', 'default memory of its sandboxes, e.g. 512M', parseMemoryMiB)
+      .option('--no-wait', 'return before the warm snapshot is built')
+      .option('--json', 'print the template as JSON')
+      .action(async (name: string, options: { image: string; cpus?: number; memory?: number; wait: boolean; json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const client = await context.daemonClient();
+        try {
+          await client.getImage(options.image);
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error;
+          await pullWithProgress(context, client, options.image);
+        }
+        let template = await context.progress.step(`Building the root filesystem of ${name} from ${options.image}`, () =>
+          client.createTemplate({
+            name,
+            image: options.image,
+            ...(options.cpus !== undefined && { vcpus: options.cpus }),
+            ...(options.memory !== undefined && { memoryMiB: options.memory }),
+          }),
+        );
+        if (options.wait && template.warmSnapshot === 'building') {
+          template = await context.progress.step(`Booting ${name} once for its warm snapshot`, () => waitForWarmSnapshot(client, name));
+        }
+        if (template.warmSnapshot === 'failed') process.stderr.write(`capsule: the warm snapshot of ${name} failed; its sandboxes boot cold (see the daemon's log)\n`);
+        if (options.json) printJson(template);
+        else process.stdout.write(`${name}\n`);
+      }),
+  );
+}
+
+function buildTemplateCommand(): Command {
+  return addGlobalOptions(
+    new Command('build')
+      .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER')
+      .requiredOption('-t, --tag <name>', 'name of the new template')
+      .option('-f, --file <path>', 'the Capsulefile', 'Capsulefile')
+      .option('--no-wait', 'return before the warm snapshot is built')
+      .option('--json', 'print the template as JSON')
+      .action(async (options: { tag: string; file: string; wait: boolean; json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const file = path.resolve(options.file);
+        let capsulefile: string;
+        try {
+          capsulefile = fs.readFileSync(file, 'utf8');
+        } catch {
+          throw new InvalidArgumentError('invalid_argument', `cannot read ${file}`, { hint: 'pass the Capsulefile with -f' });
+        }
+        const client = await context.daemonClient();
+        // The build log goes to stderr as it comes, so stdout stays the template's name.
+        let template = await client.buildTemplate(
+          { name: options.tag, capsulefile, contextDir: path.dirname(file) },
+          {
+            onEvent: (event) => {
+              if (event.type === 'step') process.stderr.write(`${event.index === 0 ? '==>' : `[${event.index}]`} ${event.instruction}\n`);
+              else process.stderr.write(event.text);
+            },
+          },
+        );
+        if (options.wait && template.warmSnapshot === 'building') {
+          template = await context.progress.step(`Booting ${template.name} once for its warm snapshot`, () => waitForWarmSnapshot(client, template.name));
+        }
+        if (options.json) printJson(template);
+        else process.stdout.write(`${template.name}\n`);
+      }),
+  );
+}
+
+function removeTemplateCommand(): Command {
+  return addGlobalOptions(
+    new Command('rm')
+      .description('Remove templates built from images (their running sandboxes keep running)')
+      .argument('<name...>')
+      .action(async (names: string[], _options: unknown, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        for (const name of names) await client.deleteTemplate(name);
+      }),
+  );
+}
+
 export function templateCommand(): Command {
-  return new Command('template').description('Manage templates').addCommand(listTemplatesCommand('ls'));
+  return new Command('template')
+    .description('Manage templates')
+    .addCommand(listTemplatesCommand('ls'))
+    .addCommand(createTemplateCommand())
+    .addCommand(buildTemplateCommand())
+    .addCommand(removeTemplateCommand());
 }

@@ -30,6 +30,8 @@ import {
   type ErrorCode,
 } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
+import type { ImageService } from '../images/image-service.js';
+import { registerImageRoutes } from './image-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
@@ -39,6 +41,7 @@ import { registerE2bRoutes } from './e2b-routes.js';
 
 export interface ApiContext {
   manager: SandboxManager;
+  images: ImageService;
   store: Store;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
@@ -145,6 +148,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       })),
     };
   });
+
+  registerImageRoutes(app, ctx.images);
 
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',

@@ -17,6 +17,7 @@ import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
+import { templateImageDefaults, type TemplateImageDefaults } from '../images/image-records.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import { QmpClient } from '../vmm/qmp.js';
@@ -105,6 +106,21 @@ export class SandboxManager {
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
   warmSnapshotState(template: string): WarmSnapshotState {
     return this.config.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
+  }
+
+  /** Starts serving a template added while the daemon runs (one built from an image): its warm snapshot is built now. */
+  addTemplate(template: TemplateRecord): void {
+    void this.prepareWarmSnapshot(template);
+  }
+
+  /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. Returns its warm snapshot's folder, if any. */
+  async forgetTemplate(name: string): Promise<string | undefined> {
+    const pool = this.pools.get(name);
+    const snapshotDir = this.warm.get(name)?.snapshot?.dir;
+    this.pools.delete(name);
+    this.warm.delete(name);
+    await pool?.close();
+    return snapshotDir;
   }
 
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
@@ -246,6 +262,9 @@ export class SandboxManager {
     const vcpus = request.vcpus ?? template.default_vcpus;
     const memoryMiB = request.memoryMiB ?? template.default_memory_mib;
     this.validateResources(vcpus, memoryMiB);
+    // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
+    const imageDefaults = await templateImageDefaults(this.store, templateName);
+    const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
     if (request.name !== undefined && (await this.store.getSandbox(request.name))) {
       throw new CapsuleError('name_taken', `a sandbox named "${request.name}" already exists`, { hint: 'pick another name or remove that sandbox first' });
     }
@@ -268,7 +287,7 @@ export class SandboxManager {
       memory_mib: memoryMiB,
       accel: this.accel.accel,
       metadata: JSON.stringify(request.metadata ?? {}),
-      env: JSON.stringify(request.env ?? {}),
+      env: JSON.stringify(env ?? {}),
       created_at: createdAt.toISOString(),
       boot_ms: null,
       timeout_ms: timeoutMs,
@@ -296,7 +315,7 @@ export class SandboxManager {
       if (!vm) throw new Error('the VM went away while starting');
       const startedMs = Date.now() - createdAt.getTime();
       // A restored guest is a copy of the template VM: tell it who it is now.
-      if (snapshot) await vm.initGuest(this.initRequest(id, request.env));
+      if (snapshot || imageDefaults) await vm.initGuest(this.initRequest(id, env, imageDefaults));
       const bootMs = Date.now() - createdAt.getTime();
       await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
@@ -482,12 +501,13 @@ export class SandboxManager {
     return snapshot && snapshot.vcpus === vcpus && snapshot.memoryMiB === memoryMiB ? snapshot : undefined;
   }
 
-  private initRequest(id: string, env: Record<string, string> | undefined) {
+  private initRequest(id: string, env: Record<string, string> | undefined, imageDefaults?: TemplateImageDefaults) {
     return {
       timestamp: new Date().toISOString(),
       hostname: hostnameFor(id),
       entropy: randomBytes(64).toString('hex'),
       ...(env && Object.keys(env).length > 0 ? { envVars: env } : {}),
+      ...(imageDefaults ? { defaultUser: imageDefaults.user, ...(imageDefaults.workdir ? { defaultWorkdir: imageDefaults.workdir } : {}) } : {}),
     };
   }
 

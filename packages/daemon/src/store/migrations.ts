@@ -70,4 +70,37 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0004_images': {
+    async up(db: Kysely<unknown>) {
+      // Images are kept by the digest of their linux/amd64 manifest; references point at them.
+      await db.schema
+        .createTable('images')
+        .addColumn('digest', 'text', (c) => c.primaryKey())
+        .addColumn('config_digest', 'text', (c) => c.notNull())
+        .addColumn('layers', 'text', (c) => c.notNull())
+        .addColumn('config', 'text', (c) => c.notNull())
+        .addColumn('size_bytes', 'integer', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('image_refs')
+        .addColumn('ref', 'text', (c) => c.primaryKey())
+        .addColumn('digest', 'text', (c) => c.notNull().references('images.digest').onDelete('cascade'))
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('image_refs_digest').on('image_refs').column('digest').execute();
+      // A template built from an image or a Capsulefile, and the defaults its sandboxes get (Env, User, WorkingDir);
+      // image_digest is the image it came from, if any (a build FROM a template has none).
+      await db.schema
+        .createTable('template_images')
+        .addColumn('template', 'text', (c) => c.primaryKey().references('templates.name').onDelete('cascade'))
+        .addColumn('image_digest', 'text', (c) => c.references('images.digest'))
+        .addColumn('image_ref', 'text', (c) => c.notNull())
+        .addColumn('env', 'text', (c) => c.notNull())
+        .addColumn('user', 'text', (c) => c.notNull())
+        .addColumn('workdir', 'text')
+        .execute();
+    },
+  },
 };

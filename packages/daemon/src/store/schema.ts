@@ -56,9 +56,42 @@ export interface ApiKeyRow {
   last_used_at: string | null;
 }
 
+export interface ImageRow {
+  /** Digest of the linux/amd64 manifest. */
+  digest: string;
+  config_digest: string;
+  /** JSON: the manifest's layer descriptors. */
+  layers: string;
+  /** JSON: the parts of the image config Capsule uses. */
+  config: string;
+  size_bytes: number;
+  /** `registry` or `archive`. */
+  source: string;
+  created_at: string;
+}
+
+export interface ImageRefRow {
+  ref: string;
+  digest: string;
+  updated_at: string;
+}
+
+export interface TemplateImageRow {
+  template: string;
+  image_digest: string | null;
+  image_ref: string;
+  /** JSON string map from the image config's Env. */
+  env: string;
+  user: string;
+  workdir: string | null;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
   templates: TemplateRow;
   api_keys: ApiKeyRow;
+  images: ImageRow;
+  image_refs: ImageRefRow;
+  template_images: TemplateImageRow;
 }

@@ -1,0 +1,134 @@
+// REST routes of the image store and of templates built from images. Pulls
+// and imports answer application/x-ndjson progress events ending with `done`
+// or `error`, so a client can draw a progress bar; the rest is plain JSON.
+import type { ServerResponse } from 'node:http';
+import { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, ErrorResponse, Image, ImageEvent, ImageList, ImportImageRequest, PullImageRequest, Template } from '@capsule/protocol';
+import type { FastifyInstance } from 'fastify';
+import { CapsuleError, errorMessage } from '../errors.js';
+import type { ImageService } from '../images/image-service.js';
+import { parseReference } from '../images/reference.js';
+
+const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
+const RefParams = {
+  type: 'object',
+  properties: { ref: { type: 'string', minLength: 1, maxLength: 600 } },
+  required: ['ref'],
+} as const;
+const NameParams = {
+  type: 'object',
+  properties: { name: { type: 'string', minLength: 1, maxLength: 128 } },
+  required: ['name'],
+} as const;
+const ndjsonResponse = { 200: { description: 'ImageEvent lines', content: { 'application/x-ndjson': { schema: ImageEvent } } }, ...errorResponses };
+
+type StreamEvent = ImageEvent | BuildEvent;
+
+/**
+ * Runs an operation that reports events and streams them as NDJSON lines;
+ * the last one is the operation's `done` event or an `error`.
+ */
+async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => void, signal: AbortSignal) => Promise<E>): Promise<void> {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
+  });
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  let lastProgress = 0;
+  const emit = (event: StreamEvent) => {
+    if (res.destroyed) return;
+    // Progress is thinned to a few lines a second; a slow client must not hold the pull back.
+    if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return;
+    if (event.type === 'progress') lastProgress = Date.now();
+    res.write(`${JSON.stringify(event)}\n`);
+  };
+  try {
+    emit(await run(emit, controller.signal));
+  } catch (err) {
+    const e = err instanceof CapsuleError ? err : new CapsuleError('internal', errorMessage(err));
+    emit({ type: 'error', code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+  }
+  res.end();
+}
+
+export function registerImageRoutes(app: FastifyInstance, images: ImageService): void {
+  app.get('/v1/images', { schema: { response: { 200: ImageList } } }, async () => ({ images: await images.list() }));
+
+  app.get<{ Params: { ref: string } }>(
+    '/v1/images/:ref',
+    { schema: { params: RefParams, description: 'One image by reference (URL-encoded) or digest.', response: { 200: Image, ...errorResponses } } },
+    async (request) => await images.describe(request.params.ref),
+  );
+
+  app.delete<{ Params: { ref: string } }>(
+    '/v1/images/:ref',
+    {
+      schema: {
+        params: RefParams,
+        description: 'Removes a reference, or by digest the image; blobs no image uses any more are deleted. Refused while a template uses the image.',
+        response: errorResponses,
+      },
+    },
+    async (request, reply) => {
+      await images.remove(request.params.ref);
+      return reply.code(204).send();
+    },
+  );
+
+  app.post<{ Body: PullImageRequest }>(
+    '/v1/images/pull',
+    { schema: { body: PullImageRequest, description: 'Pulls an image from its registry into the store.', response: ndjsonResponse } },
+    async (request, reply) => {
+      const { ref, username, password } = request.body;
+      parseReference(ref); // a bad reference is a 400, before the stream starts
+      reply.hijack();
+      const credentials = username !== undefined ? { username, password: password ?? '' } : undefined;
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.pull(ref, credentials, { onEvent: emit, signal }) }));
+    },
+  );
+
+  app.post<{ Body: ImportImageRequest }>(
+    '/v1/images/import',
+    { schema: { body: ImportImageRequest, description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.', response: ndjsonResponse } },
+    async (request, reply) => {
+      if (request.body.tag !== undefined) parseReference(request.body.tag);
+      reply.hijack();
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(request.body.path, request.body.tag, { onEvent: emit, signal }) }));
+    },
+  );
+
+  app.post<{ Body: CreateTemplateRequest }>(
+    '/v1/templates',
+    {
+      schema: {
+        body: CreateTemplateRequest,
+        description: "Builds a template from an image in the store: its root filesystem now, its warm snapshot in the background (see the template's warmSnapshot).",
+        response: { 201: Template, ...errorResponses },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await images.createTemplate(request.body)),
+  );
+
+  app.post<{ Body: BuildTemplateRequest }>(
+    '/v1/templates/build',
+    {
+      schema: {
+        body: BuildTemplateRequest,
+        description: 'Builds a template from a Capsulefile: its steps run in a sandbox booted from its FROM. Answers application/x-ndjson BuildEvents.',
+        response: { 200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } }, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      reply.hijack();
+      await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>(
+    '/v1/templates/:name',
+    { schema: { params: NameParams, description: 'Removes a template built from an image; its running sandboxes keep running.', response: errorResponses } },
+    async (request, reply) => {
+      await images.removeTemplate(request.params.name);
+      return reply.code(204).send();
+    },
+  );
+}

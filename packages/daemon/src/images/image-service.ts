@@ -1,0 +1,341 @@
+// The image store as the API sees it: pull from a registry, import an archive,
+// list, remove (collecting blobs no image uses), and templates built from
+// images. An image is recorded only once all its blobs are cached and
+// verified, so a failed pull or import never lists a partial image.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, Template } from '@capsule/protocol';
+import type { DaemonConfig } from '../config.js';
+import { CapsuleError } from '../errors.js';
+import type { GuestManifest } from '../guest/manifest.js';
+import { isProcessAlive } from '../launcher.js';
+import type { Logger } from '../log.js';
+import type { SandboxManager } from '../sandboxes/manager.js';
+import type { Store, TemplateRecord } from '../store/store.js';
+import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
+import { importArchive } from './archive-import.js';
+import { BlobStore } from './blob-store.js';
+import { holdFile, releaseFile, sweepUnheld } from './cache-holds.js';
+import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
+import {
+  findImageDigest,
+  imageTemplateNames,
+  listImages,
+  loadImage,
+  referencedBlobs,
+  removeImage,
+  removeImageRef,
+  saveImage,
+  templateImageDefaults,
+  templatesOfImage,
+  type TemplateImageDefaults,
+} from './image-records.js';
+import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
+import { formatReference, isDigest, parseReference } from './reference.js';
+import { TemplateBuilder, temporaryTemplateName, type BuildBase } from './template-build.js';
+import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
+
+/** Cache files no daemon has held for this long are collected (a daemon whose state was deleted, a test's). */
+const UNHELD_GRACE_MS = 24 * 60 * 60 * 1000;
+
+export interface ImageOperationOptions {
+  onEvent?: (event: ImageEvent) => void;
+  signal?: AbortSignal;
+}
+
+export class ImageService {
+  readonly blobs: BlobStore;
+  private readonly holds: string;
+  private readonly rootfsHolds: string;
+
+  constructor(
+    private readonly store: Store,
+    private readonly config: DaemonConfig,
+    private readonly manager: SandboxManager,
+    private readonly guest: GuestManifest,
+    private readonly log: Logger,
+  ) {
+    this.blobs = new BlobStore(path.join(config.cacheDir, 'images', 'blobs'));
+    this.holds = path.join(config.stateDir, 'images', 'blobs');
+    this.rootfsHolds = path.join(config.stateDir, 'images', 'rootfs');
+  }
+
+  /** Per-registry settings: $CAPSULE_REGISTRIES_FILE, else registries.json in the state folder. */
+  private registrySettingsFile(): string {
+    return process.env.CAPSULE_REGISTRIES_FILE ?? path.join(this.config.stateDir, 'registries.json');
+  }
+
+  /**
+   * Points templates built from images at the current guest kit after
+   * `capsuled prepare` rebuilt it, and removes staging folders left by
+   * daemons that died mid-build (their pid is in the name; the cache is shared).
+   */
+  async start(): Promise<void> {
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
+    }
+    const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
+    for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
+      const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
+      if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
+    }
+    for (const name of await imageTemplateNames(this.store)) {
+      await this.store.db
+        .updateTable('templates')
+        .set({ kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit })
+        .where('name', '=', name)
+        .execute();
+    }
+  }
+
+  async pull(refText: string, credentials: RegistryCredentials | undefined, options: ImageOperationOptions = {}): Promise<Image> {
+    const ref = parseReference(refText);
+    const settings = loadRegistrySettings(this.registrySettingsFile())[ref.registry] ?? {};
+    const client = new RegistryClient(ref, settings, credentials, this.log, options.signal);
+    const name = formatReference(ref);
+    const started = Date.now();
+    const image = await fetchImage(client, this.blobs, ref.digest ?? ref.tag ?? 'latest', name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
+    await this.record(image, name, 'registry');
+    this.log.info({ image: name, digest: image.digest, ms: Date.now() - started }, 'image pulled');
+    return await this.describe(image.digest);
+  }
+
+  async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
+    const name = tag === undefined ? undefined : formatReference(parseReference(tag));
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
+    }
+    const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
+    const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
+    await this.record(image, ref, 'archive');
+    return await this.describe(image.digest);
+  }
+
+  /**
+   * Images are unpacked into their root filesystem while their layers
+   * download (each layer as soon as it and those below it are in), so a pull
+   * is ready to become a template; an image whose layers cannot be unpacked
+   * safely fails its pull and is never listed.
+   */
+  private unpackWhileFetching(options: ImageOperationOptions): LayerConsumer {
+    return async (image, layerReady) => {
+      const { rootfs } = await buildImageRootfs(image, this.blobs, this.config.cacheDir, this.log, {
+        layerReady,
+        onUnpacked: (index, layers) => options.onEvent?.({ type: 'unpacked', index, layers }),
+      });
+      holdFile(rootfs, this.rootfsHolds);
+    };
+  }
+
+  private async record(image: FetchedImage, ref: string | undefined, source: 'registry' | 'archive'): Promise<void> {
+    for (const digest of [image.digest, image.manifest.config.digest, ...image.manifest.layers.map((l) => l.digest)]) {
+      holdFile(this.blobs.path(digest), this.holds);
+    }
+    await saveImage(this.store, image, ref, source);
+  }
+
+  async list(): Promise<Image[]> {
+    return await listImages(this.store);
+  }
+
+  private async requireDigest(refOrDigest: string): Promise<{ digest: string; ref: string | undefined }> {
+    const ref = isDigest(refOrDigest) ? undefined : formatReference(parseReference(refOrDigest));
+    const digest = (await findImageDigest(this.store, refOrDigest)) ?? (ref ? await findImageDigest(this.store, ref) : undefined);
+    if (!digest) {
+      throw new CapsuleError('image_not_found', `no image ${refOrDigest} in the store`, { hint: 'see `capsule image ls`, or `capsule image pull` it first' });
+    }
+    return { digest, ref };
+  }
+
+  async describe(refOrDigest: string): Promise<Image> {
+    const { digest } = await this.requireDigest(refOrDigest);
+    const image = (await listImages(this.store)).find((i) => i.digest === digest);
+    if (!image) throw new CapsuleError('image_not_found', `no image ${refOrDigest} in the store`);
+    return image;
+  }
+
+  /**
+   * Removes a reference (or, by digest, the image with all its references).
+   * When no reference is left the image goes, and blobs no image uses are collected.
+   */
+  async remove(refOrDigest: string): Promise<void> {
+    const { digest, ref } = await this.requireDigest(refOrDigest);
+    const byRef = ref !== undefined && (await findImageDigest(this.store, ref)) === digest && !isDigest(refOrDigest);
+    const image = (await listImages(this.store)).find((i) => i.digest === digest);
+    const lastRef = !byRef || (image?.refs.length ?? 0) <= 1;
+    if (lastRef) {
+      const templates = await templatesOfImage(this.store, digest);
+      if (templates.length > 0) {
+        throw new CapsuleError('image_in_use', `image ${refOrDigest} is used by template${templates.length > 1 ? 's' : ''} ${templates.join(', ')}`, {
+          hint: `remove ${templates.length > 1 ? 'them' : 'it'} first with \`capsule template rm\``,
+        });
+      }
+    }
+    if (byRef) await removeImageRef(this.store, ref, digest);
+    else await removeImage(this.store, digest);
+    if (lastRef) this.collectGarbage(await referencedBlobs(this.store), digest);
+  }
+
+  /** Drops this daemon's hold on blobs no stored image uses, and the image's root filesystem. */
+  private collectGarbage(used: Set<string>, removedDigest: string): void {
+    let removed = 0;
+    for (const name of fs.existsSync(this.holds) ? fs.readdirSync(this.holds) : []) {
+      const digest = `sha256:${name}`;
+      if (!used.has(digest) && releaseFile(this.blobs.path(digest), this.holds)) removed++;
+    }
+    const rootfs = imageRootfsPath(this.config.cacheDir, removedDigest);
+    if (releaseFile(rootfs, this.rootfsHolds)) fs.rmSync(`${rootfs}.defaults.json`, { force: true });
+    this.log.info({ image: removedDigest, blobsRemoved: removed }, 'image removed');
+  }
+
+  /** Builds a template from a stored image (its root filesystem, then its warm snapshot in the background). */
+  async createTemplate(request: CreateTemplateRequest): Promise<Template> {
+    if (await this.store.getTemplate(request.name)) {
+      throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
+    }
+    const { digest } = await this.requireDigest(request.image);
+    const stored = await loadImage(this.store, digest);
+    if (!stored) throw new CapsuleError('image_not_found', `no image ${request.image} in the store`);
+    const missing = [stored.digest, stored.configDigest, ...stored.layers.map((l) => l.digest)].filter((d) => !this.blobs.has(d));
+    if (missing.length > 0) {
+      throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, { hint: 'pull or import it again' });
+    }
+    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
+    return await this.recordTemplate(request.name, rootfs, { imageDigest: digest, ...defaults }, request.image, request);
+  }
+
+  /** The root filesystem of a stored image (built now unless cached) and this daemon's hold on it. */
+  private async imageRootfs(digest: string, stored: NonNullable<Awaited<ReturnType<typeof loadImage>>>) {
+    const fetched: FetchedImage = {
+      digest,
+      manifest: { mediaType: '', config: { mediaType: '', digest: stored.configDigest, size: 0 }, layers: stored.layers },
+      config: stored.config,
+      sizeBytes: 0,
+    };
+    const started = Date.now();
+    const built = await buildImageRootfs(fetched, this.blobs, this.config.cacheDir, this.log);
+    holdFile(built.rootfs, this.rootfsHolds);
+    this.log.info({ image: digest, ms: Date.now() - started }, 'root filesystem of image ready');
+    return built;
+  }
+
+  /** Records a template with its defaults and starts building its warm snapshot. */
+  private async recordTemplate(
+    name: string,
+    rootfs: string,
+    defaults: TemplateImageDefaults,
+    source: string,
+    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined },
+  ): Promise<Template> {
+    const record = await this.recordTemplateRow(name, rootfs, defaults, source, resources);
+    this.manager.addTemplate(record);
+    return this.templateView(record);
+  }
+
+  /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
+  async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+    if (await this.store.getTemplate(request.name)) {
+      throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
+    }
+    const builder = new TemplateBuilder(this.store, this.manager, path.join(this.config.cacheDir, 'images', 'rootfs'), this.log);
+    const result = await builder.build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
+    holdFile(result.rootfs, this.rootfsHolds);
+    return await this.recordTemplate(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, result.from, {
+      vcpus: result.base.default_vcpus,
+      memoryMiB: result.base.default_memory_mib,
+    });
+  }
+
+  /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
+  private async buildBase(from: string, emit: (event: BuildEvent) => void): Promise<BuildBase> {
+    const template = await this.store.getTemplate(from);
+    if (template) {
+      const defaults = await templateImageDefaults(this.store, from);
+      return { template, defaults, imageDigest: defaults?.imageDigest || null, release: async () => {} };
+    }
+    let digest = isDigest(from) ? await findImageDigest(this.store, from) : await findImageDigest(this.store, formatReference(parseReference(from)));
+    if (!digest) {
+      emit({ type: 'step', index: 0, instruction: `pulling ${from}` });
+      digest = (await this.pull(from, undefined)).digest;
+    }
+    const stored = await loadImage(this.store, digest);
+    if (!stored) throw new CapsuleError('image_not_found', `no image ${from} in the store`);
+    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
+    const name = temporaryTemplateName();
+    const imageDefaults = { imageDigest: digest, ...defaults };
+    const record = await this.recordTemplateRow(name, rootfs, imageDefaults, from);
+    return {
+      template: record,
+      defaults: imageDefaults,
+      imageDigest: digest,
+      release: async () => {
+        await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+      },
+    };
+  }
+
+  /** The template's rows, without a warm snapshot (what a build boots from has none). */
+  private async recordTemplateRow(
+    name: string,
+    rootfs: string,
+    defaults: TemplateImageDefaults,
+    source: string,
+    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined } = {},
+  ): Promise<TemplateRecord> {
+    const record: TemplateRecord = {
+      name,
+      kernel: this.guest.kernel,
+      initramfs: this.guest.initramfs,
+      kit: this.guest.kit,
+      rootfs,
+      default_vcpus: resources.vcpus ?? TEMPLATE_DEFAULTS.vcpus,
+      default_memory_mib: resources.memoryMiB ?? TEMPLATE_DEFAULTS.memoryMiB,
+      created_at: new Date().toISOString(),
+    };
+    await this.store.db.transaction().execute(async (tx) => {
+      await tx.insertInto('templates').values(record).execute();
+      await tx
+        .insertInto('template_images')
+        .values({ template: name, image_digest: defaults.imageDigest || null, image_ref: source, env: JSON.stringify(defaults.env), user: defaults.user, workdir: defaults.workdir ?? null })
+        .execute();
+    });
+    return record;
+  }
+
+  /** Removes a template built from an image; sandboxes already running from it keep running. */
+  async removeTemplate(name: string): Promise<void> {
+    const template = await this.store.getTemplate(name);
+    if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
+    if (!(await imageTemplateNames(this.store)).includes(name)) {
+      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
+        hint: 'only templates made by `capsule template create --image` or `capsule template build` can be removed',
+      });
+    }
+    const snapshotDir = await this.manager.forgetTemplate(name);
+    await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+    // Running sandboxes map the memory file privately and keep their copy; no new restore needs it.
+    if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
+    // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
+    if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {
+      releaseFile(template.rootfs, this.rootfsHolds);
+    }
+  }
+
+  templateView(t: TemplateRecord): Template {
+    return {
+      name: t.name,
+      ready: [t.kernel, t.initramfs, t.kit, t.rootfs].every((f) => fs.existsSync(f)),
+      rootfsBytes: fs.existsSync(t.rootfs) ? fs.statSync(t.rootfs).size : 0,
+      defaultVcpus: t.default_vcpus,
+      defaultMemoryMiB: t.default_memory_mib,
+      createdAt: t.created_at,
+      warmSnapshot: this.manager.warmSnapshotState(t.name),
+    };
+  }
+}
