@@ -37,7 +37,7 @@ function startedUnder(pid, root) {
   return false;
 }
 
-function parentPid(pid) {
+export function parentPid(pid) {
   try {
     // The command name in /proc/PID/stat is in parentheses and may contain spaces; the ppid is the second field after it.
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -214,9 +214,9 @@ export class BenchRun {
       } catch {
         // Not listening yet.
       }
-      if (warm === 'failed') throw new Error(`the base template's warm snapshot failed (daemon ${name}); see ${logFile}`);
+      if (warm === 'failed') throw new Error(`the base template's warm snapshot failed (daemon ${name}); its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
       if (warm !== undefined && warm !== 'building') return daemon;
-      if (Date.now() > deadline) throw new Error(`capsuled (${name}) did not get ready; see ${logFile}`);
+      if (Date.now() > deadline) throw new Error(`capsuled (${name}) did not get ready; its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
       await sleep(50);
     }
   }

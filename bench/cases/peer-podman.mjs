@@ -8,8 +8,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { processesUnder, repeat, timed } from '../harness.mjs';
-import { pssMiB } from '../lib/machine.mjs';
+import { parentPid, processesUnder, repeat, timed } from '../harness.mjs';
+import { availableMiB, pssMiB } from '../lib/machine.mjs';
 
 const CONF = `# Written by bench/cases/peer-podman.mjs: podman as this host allows it.
 [containers]
@@ -81,6 +81,19 @@ class Podman {
   }
 }
 
+const comm = (pid) => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+};
+
+/** What stays of the idle containers: each conmon and the container's process under it (podman itself has exited; its passing helpers are left out). */
+function idleContainerProcesses(dir) {
+  return processesUnder(dir).filter((pid) => comm(pid) === 'conmon' || comm(parentPid(pid)) === 'conmon');
+}
+
 export default {
   name: 'peer',
   position: 80,
@@ -100,15 +113,17 @@ export default {
     const execs = await repeat({ runs: ctx.runs, warmups: Math.max(3, ctx.warmups) }, () => timed(() => podman.run(['exec', 'bench-idle-0', 'true'])));
     const n = ctx.densityCount;
     ctx.log(`podman: ${n} idle containers`);
-    const before = pssMiB(processesUnder(podman.dir));
+    const before = pssMiB(idleContainerProcesses(podman.dir));
+    const availableBefore = availableMiB();
     for (let i = 1; i <= n; i++) await podman.startIdle(`bench-idle-${i}`);
     await new Promise((r) => setTimeout(r, 2000));
-    const after = pssMiB(processesUnder(podman.dir));
+    const after = pssMiB(idleContainerProcesses(podman.dir));
+    const note = `MemAvailable fell by ${((availableBefore - availableMiB()) / n).toFixed(1)} MiB per container (it also counts the kernel's memory for namespaces, page cache and other users of this shared machine)`;
     await podman.run(['rm', '--force', '--all', '--time', '0']);
     return {
       'peer-start': starts,
       'peer-exec': execs,
-      'peer-memory': { samples: [(after - before) / n], title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)` },
+      'peer-memory': { samples: [(after - before) / n], note, title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)` },
     };
   },
 };

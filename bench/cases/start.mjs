@@ -74,7 +74,7 @@ export default {
       floor: floorSamples,
       'cold-boot': coldSamples,
       'warm-restore': restoreSamples,
-      'warm-create': { samples: poolSamples, note: 'each create waits 3 s after the previous one so the warm pool has refilled; back-to-back creates get "restored on demand" figures' },
+      'warm-create': { samples: poolSamples, note: 'each create waits 3 s after the previous one so that the warm pool has refilled; a create that finds the pool empty is restored on demand (the row above)' },
     };
   },
 };

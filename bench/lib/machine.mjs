@@ -68,3 +68,10 @@ export function pssMiB(pids) {
   }
   return kib / 1024;
 }
+
+/** MemAvailable of /proc/meminfo, in MiB. */
+export function availableMiB() {
+  const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1];
+  if (kib === undefined) throw new Error('no MemAvailable in /proc/meminfo');
+  return Number(kib) / 1024;
+}
