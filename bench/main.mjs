@@ -143,7 +143,8 @@ const peerName = 'podman';
 const sideBySide = [
   { what: 'start to first output of `echo ready`', capsule: 'warm-create', peer: 'peer-start' },
   { what: 'exec round trip of `true` into a running instance', capsule: 'exec', peer: 'peer-exec' },
-  { what: 'extra host memory per idle instance', capsule: 'density-memory', peer: 'peer-memory' },
+  { what: 'extra host memory per idle instance (Pss)', capsule: 'density-memory', peer: 'peer-memory' },
+  { what: "drop of the host's MemAvailable per idle instance", capsule: 'density-memavailable', peer: 'peer-memavailable' },
 ];
 const heading = `Capsule benchmarks, ${finishedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryMiB} MiB, ${machine.accel.toUpperCase()}, QEMU ${machine.qemuVersion.split(' ')[0]}; ${options.runs} runs per case after ${options.warmups} warm-up(s)${options.quick ? ' (--quick)' : ''}`;
 console.log(`${heading}\n\n${resultsTable(results)}\n\n${sideBySideTable(results, sideBySide, peerName)}`);

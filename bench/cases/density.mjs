@@ -17,6 +17,8 @@ export default {
     { id: 'density-exec', title: 'exec round trip of `true`, the same sandbox among N idle ones', unit: 'ms', baselines: [{ id: 'density-lone-exec', label: 'alone' }] },
     { id: 'density-lone-memory', title: 'host memory of one idle sandbox alone (QEMU Pss)', unit: 'MiB' },
     { id: 'density-memory', title: 'extra host memory per idle sandbox, N at once (Pss of all QEMUs and the daemon)', unit: 'MiB', baselines: [{ id: 'density-lone-memory', label: 'alone' }] },
+    // Also counts kernel memory and page cache, and whatever else the host does meanwhile (noisy on a shared machine).
+    { id: 'density-memavailable', title: "drop of the host's MemAvailable per idle sandbox, N at once", unit: 'MiB' },
   ],
   async run(ctx) {
     const n = ctx.densityCount;
@@ -45,12 +47,13 @@ export default {
       const after = { pss: pssMiB(pids) + pssMiB([daemon.child.pid]), available: availableMiB() };
       const crowdedTimes = await repeat({ runs: ctx.runs, warmups: 1 }, exec);
       const perSandbox = (after.pss - before.pss) / n;
-      const note = `MemAvailable fell by ${((before.available - after.available) / n).toFixed(0)} MiB per sandbox (it also counts page cache and other users of this shared machine); a lone sandbox's Pss is all of its pages, shared ones included`;
+      const note = "a lone sandbox's Pss is all of its pages, the template's included; the others share those";
       return {
         'density-lone-exec': loneTimes,
         'density-exec': { samples: crowdedTimes, title: `exec round trip of \`true\`, the same sandbox among ${n} idle ones` },
         'density-lone-memory': [loneMiB],
         'density-memory': { samples: [perSandbox], note, title: `extra host memory per idle sandbox, ${n} at once (Pss of all QEMUs and the daemon)` },
+        'density-memavailable': { samples: [(before.available - after.available) / n], title: `drop of the host's MemAvailable per idle sandbox, ${n} at once` },
       };
     } finally {
       for (const id of ids) await daemon.remove(id);

@@ -8,6 +8,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parentPid, processesUnder, repeat, timed } from '../harness.mjs';
 import { availableMiB, pssMiB } from '../lib/machine.mjs';
 
@@ -94,6 +95,21 @@ function idleContainerProcesses(dir) {
   return processesUnder(dir).filter((pid) => comm(pid) === 'conmon' || comm(parentPid(pid)) === 'conmon');
 }
 
+/** Waits until exactly `count` idle containers' processes are left (an exec session's conmon may linger a moment), then a second more. */
+async function settledContainerProcesses(dir, count) {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const pids = idleContainerProcesses(dir);
+    if (pids.length === 2 * count) {
+      await sleep(1000);
+      const again = idleContainerProcesses(dir);
+      if (again.length === 2 * count) return again;
+    }
+    if (Date.now() > deadline) throw new Error(`expected ${count} idle containers (a conmon and a process each), found ${pids.length} processes`);
+    await sleep(100);
+  }
+}
+
 export default {
   name: 'peer',
   position: 80,
@@ -101,6 +117,8 @@ export default {
     { id: 'peer-start', title: 'podman: `podman run --rm` of `echo ready`, start to first output', unit: 'ms' },
     { id: 'peer-exec', title: 'podman: `podman exec` of `true` into a running container', unit: 'ms' },
     { id: 'peer-memory', title: 'podman: extra host memory per idle container (Pss of conmon and the container)', unit: 'MiB' },
+    // Kernel memory (namespaces, mounts, page tables) is in no process's Pss; MemAvailable sees it, and everything else the host does meanwhile.
+    { id: 'peer-memavailable', title: "podman: drop of the host's MemAvailable per idle container", unit: 'MiB' },
   ],
   unavailable: async () => missingTools(),
   async run(ctx) {
@@ -113,17 +131,17 @@ export default {
     const execs = await repeat({ runs: ctx.runs, warmups: Math.max(3, ctx.warmups) }, () => timed(() => podman.run(['exec', 'bench-idle-0', 'true'])));
     const n = ctx.densityCount;
     ctx.log(`podman: ${n} idle containers`);
-    const before = pssMiB(idleContainerProcesses(podman.dir));
+    const before = pssMiB(await settledContainerProcesses(podman.dir, 1));
     const availableBefore = availableMiB();
     for (let i = 1; i <= n; i++) await podman.startIdle(`bench-idle-${i}`);
-    await new Promise((r) => setTimeout(r, 2000));
-    const after = pssMiB(idleContainerProcesses(podman.dir));
-    const note = `MemAvailable fell by ${((availableBefore - availableMiB()) / n).toFixed(1)} MiB per container (it also counts the kernel's memory for namespaces, page cache and other users of this shared machine)`;
+    const after = pssMiB(await settledContainerProcesses(podman.dir, n + 1));
+    const availableDrop = (availableBefore - availableMiB()) / n;
     await podman.run(['rm', '--force', '--all', '--time', '0']);
     return {
       'peer-start': starts,
       'peer-exec': execs,
-      'peer-memory': { samples: [(after - before) / n], note, title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)` },
+      'peer-memory': { samples: [(after - before) / n], title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)` },
+      'peer-memavailable': { samples: [availableDrop], title: `podman: drop of the host's MemAvailable per idle container, ${n} at once` },
     };
   },
 };
