@@ -192,6 +192,41 @@ export class BenchRun {
     return left;
   }
 
+  /**
+   * Pins the guest kit for this run: hard links to the kernel, initramfs, kit
+   * and root filesystems named by the shared cache's manifest, in a private
+   * cache folder with its own manifest. Another checkout's `capsuled prepare`
+   * may replace those files in the shared cache mid-run; the links keep the
+   * very same files (same inodes, same page cache) for this run. The daemons'
+   * warm snapshot is built once per run in the private folder.
+   */
+  pinGuestKit(sharedCacheDir) {
+    const manifest = JSON.parse(fs.readFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), 'utf8'));
+    this.cacheDir = path.join(this.root, 'cache');
+    const pin = (file) => {
+      const dest = path.join(this.cacheDir, path.relative(sharedCacheDir, file));
+      fs.mkdirSync(path.dirname(dest), { recursive: true });
+      try {
+        fs.linkSync(file, dest);
+      } catch (err) {
+        if (err.code !== 'EXDEV') throw err;
+        fs.copyFileSync(file, dest); // another file system: a copy, read the same way
+      }
+      return dest;
+    };
+    const pinned = {
+      ...manifest,
+      kernel: pin(manifest.kernel),
+      initramfs: pin(manifest.initramfs),
+      kit: pin(manifest.kit),
+      templates: Object.fromEntries(Object.entries(manifest.templates).map(([name, t]) => [name, { ...t, rootfs: pin(t.rootfs) }])),
+    };
+    fs.writeFileSync(path.join(this.cacheDir, 'guest-manifest.json'), JSON.stringify(pinned, null, 2));
+    const probe = path.join(sharedCacheDir, 'accel-probe.json');
+    if (fs.existsSync(probe)) fs.copyFileSync(probe, path.join(this.cacheDir, 'accel-probe.json'));
+    return pinned;
+  }
+
   /** Starts a private capsuled with `env` and waits until its templates' warm snapshots are settled. */
   async startDaemon(name, env) {
     const dir = path.join(this.root, name);
@@ -199,13 +234,13 @@ export class BenchRun {
     const logFile = path.join(dir, 'capsuled.log');
     const log = fs.openSync(logFile, 'a');
     const child = spawn(process.execPath, [path.join(repo, 'packages/daemon/dist/main.js')], {
-      env: { ...process.env, CAPSULE_STATE_DIR: path.join(dir, 'state'), CAPSULE_RUNTIME_DIR: path.join(dir, 'run'), CAPSULE_SOCKET: path.join(dir, 'capsuled.sock'), CAPSULE_LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, CAPSULE_STATE_DIR: path.join(dir, 'state'), CAPSULE_RUNTIME_DIR: path.join(dir, 'run'), CAPSULE_SOCKET: path.join(dir, 'capsuled.sock'), CAPSULE_LOG_LEVEL: 'warn', ...(this.cacheDir ? { CAPSULE_CACHE_DIR: this.cacheDir } : {}), ...env },
       stdio: ['ignore', log, log],
     });
     fs.closeSync(log);
     this.children.add(child);
     const daemon = new Daemon(this, name, dir, child);
-    const deadline = Date.now() + 180_000;
+    const deadline = Date.now() + 300_000; // the first daemon of a run builds the warm snapshot
     for (;;) {
       if (child.exitCode !== null) throw new Error(`capsuled (${name}) exited with ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
       let warm;

@@ -70,7 +70,7 @@ let current; // the one daemon running now: cases never measure beside another d
  * What a case gets:
  *   runs, warmups, densityCount: how much to measure;
  *   run: the BenchRun (private folder `run.root`, `cleanupSteps`, `children`);
- *   manifest: the guest kit (kernel, initramfs, template root filesystems);
+ *   manifest: the guest kit pinned for this run (kernel, initramfs, kit, template root filesystems);
  *   daemon(profile): a private capsuled of that profile (cold | restore | pool), started on first use;
  *   accel: what the daemon actually uses (kvm | tcg);
  *   log(message): progress on stderr.
@@ -80,7 +80,7 @@ const ctx = {
   warmups: options.warmups,
   densityCount: options.density,
   run,
-  manifest: JSON.parse(fs.readFileSync(path.join(process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule', 'guest-manifest.json'), 'utf8')),
+  manifest: undefined,
   log,
   accel: undefined,
   async daemon(profile) {
@@ -106,6 +106,7 @@ const startedAt = new Date();
 let results = [];
 let machine;
 try {
+  ctx.manifest = run.pinGuestKit(process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule');
   const daemon = await ctx.daemon('pool');
   const info = await daemon.call('GET', '/v1/info');
   ctx.accel = info.accel;
