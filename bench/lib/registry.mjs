@@ -62,7 +62,7 @@ export function addRatios(results) {
     const ratios = [];
     for (const b of r.baselines) {
       const base = byId.get(b.id);
-      if (base?.status !== 'ok') continue;
+      if (base?.status !== 'ok' || !(base.p50 > 0)) continue; // a ratio to zero or a negative figure means nothing
       ratios.push({ to: b.id, label: b.label, value: r.p50 / (base.p50 * (b.factor ?? 1)) });
     }
     return { ...r, ratios };

@@ -32,4 +32,12 @@ describe('addRatios', () => {
     expect(results[2].ratios).toEqual([{ to: 'floor', label: 'the floor', value: 5 }]);
     expect(results[1].ratios).toBeUndefined();
   });
+
+  it('gives no ratio to a baseline of zero or less', () => {
+    const results = addRatios([
+      resultRecord({ id: 'floor', title: 'floor', unit: 'MiB' }, [-0.5]),
+      resultRecord({ ...spec, baselines: [{ id: 'floor', label: 'the floor' }] }, [100]),
+    ]);
+    expect(results[1].ratios).toEqual([]);
+  });
 });

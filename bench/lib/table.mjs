@@ -20,9 +20,9 @@ export function formatValue(value, unit) {
   }
 }
 
-/** A ratio of two p50s: "35x", "4.8x", "0.26x". */
+/** A ratio of two p50s: "35x", "4.8x", "0.26x"; nothing when one side was zero or negative (a memory drop lost in noise). */
 export function formatRatio(ratio) {
-  if (!Number.isFinite(ratio)) return '–';
+  if (!Number.isFinite(ratio) || ratio <= 0) return '–';
   if (ratio >= 10) return `${ratio.toFixed(0)}x`;
   if (ratio >= 0.995) return `${ratio.toFixed(1)}x`;
   return `${ratio.toFixed(2)}x`;
@@ -54,7 +54,7 @@ export function sideBySideTable(results, pairs, peerName) {
     const a = byId.get(capsule);
     const b = byId.get(peer);
     const show = (r) => (r === undefined ? 'not run' : r.status === 'ok' ? formatValue(r.p50, r.unit) : r.status);
-    const ratio = a?.status === 'ok' && b?.status === 'ok' ? formatRatio(a.p50 / b.p50) : '–';
+    const ratio = a?.status === 'ok' && b?.status === 'ok' && b.p50 > 0 ? formatRatio(a.p50 / b.p50) : '–';
     return [what, show(a), show(b), ratio];
   });
   return markdown(['p50', 'Capsule', peerName, 'Capsule / ' + peerName], lines);

@@ -22,6 +22,8 @@ describe('formatRatio', () => {
     expect(formatRatio(4.83)).toBe('4.8x');
     expect(formatRatio(0.0286)).toBe('0.03x');
     expect(formatRatio(Number.POSITIVE_INFINITY)).toBe('–');
+    expect(formatRatio(-4834.2)).toBe('–');
+    expect(formatRatio(0)).toBe('–');
   });
 });
 
