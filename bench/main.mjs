@@ -149,7 +149,8 @@ const sideBySide = [
 ];
 const heading = `Capsule benchmarks, ${finishedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryMiB} MiB, ${machine.accel.toUpperCase()}, QEMU ${machine.qemuVersion.split(' ')[0]}; ${options.runs} runs per case after ${options.warmups} warm-up(s)${options.quick ? ' (--quick)' : ''}`;
 console.log(`${heading}\n\n${resultsTable(results)}\n\n${sideBySideTable(results, sideBySide, peerName)}`);
-for (const r of results.filter((x) => x.note)) console.log(`\n- ${r.title}: ${r.note}`);
+const notes = results.filter((r) => r.note).map((r) => `- ${r.title}: ${r.note}`);
+if (notes.length > 0) console.log(`\n${notes.join('\n')}`);
 
 const saved = {
   startedAt: startedAt.toISOString(),
