@@ -1,0 +1,48 @@
+// Pause and resume of a 512 MiB sandbox that has touched 200 MiB of its
+// memory, one after the other on the same sandbox. Pause must at least write
+// its state to disk (baseline: writing and fsyncing as many bytes to the same
+// disk); resume must at least start QEMU (baseline: the floor).
+import fs from 'node:fs';
+import path from 'node:path';
+import { repeat, timed, writeAndSync } from '../harness.mjs';
+
+export default {
+  name: 'pause-resume',
+  position: 30,
+  results: [
+    { id: 'disk-write', title: 'write and fsync the pause state\'s size to the same disk (baseline of pause)', unit: 'ms' },
+    { id: 'pause', title: 'pause a 512 MiB sandbox that touched 200 MiB', unit: 'ms', baselines: [{ id: 'disk-write', label: 'the disk write' }] },
+    { id: 'resume', title: 'resume it', unit: 'ms', baselines: [{ id: 'floor', label: 'the floor' }] },
+  ],
+  async run(ctx) {
+    const daemon = await ctx.daemon('pool');
+    const { id } = await daemon.create({ memoryMiB: 512 });
+    try {
+      await daemon.exec(id, ['sh', '-c', 'head -c 200M /dev/urandom > /dev/shm/touched']);
+      const pauses = [];
+      const resumes = [];
+      let stateBytes = 0;
+      await repeat(ctx, async (i) => {
+        const pause = await timed(() => daemon.call('POST', `/v1/sandboxes/${id}/pause`));
+        stateBytes = fs.statSync(path.join(daemon.stateDir, 'sandboxes', id, 'pause.state')).size;
+        const resume = await timed(() => daemon.call('POST', `/v1/sandboxes/${id}/resume`));
+        if (i >= ctx.warmups) {
+          pauses.push(pause);
+          resumes.push(resume);
+        }
+      });
+      // The data survived every cycle (a pause that lost memory would not be a pause).
+      await daemon.exec(id, ['sh', '-c', 'test "$(stat -c %s /dev/shm/touched)" = 209715200']);
+      const scratch = path.join(daemon.stateDir, 'bench-disk-write');
+      const writes = await repeat(ctx, async () => {
+        const elapsed = await timed(async () => writeAndSync(scratch, stateBytes));
+        fs.rmSync(scratch);
+        return elapsed;
+      });
+      const note = `the pause state is ${(stateBytes / 1048576).toFixed(0)} MiB (all the memory the guest touched, written through QEMU's migration stream)`;
+      return { 'disk-write': writes, pause: { samples: pauses, note }, resume: resumes };
+    } finally {
+      await daemon.remove(id);
+    }
+  },
+};

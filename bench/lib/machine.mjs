@@ -1,0 +1,77 @@
+// The description of the machine a run measured, saved with its results: the
+// parsers are pure (machine.test.mjs); describeMachine reads the host.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+
+/** The first "model name" of /proc/cpuinfo. */
+export function parseCpuModel(cpuinfo) {
+  return /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
+}
+
+/** MemTotal of /proc/meminfo, in MiB. */
+export function parseMemTotalMiB(meminfo) {
+  const kib = /^MemTotal:\s+(\d+) kB$/m.exec(meminfo)?.[1];
+  if (kib === undefined) throw new Error('no MemTotal in /proc/meminfo');
+  return Math.round(Number(kib) / 1024);
+}
+
+/** "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)" -> "7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)". */
+export function parseQemuVersion(text) {
+  return /version\s+(\S+(?:\s+\([^)]*\))?)/.exec(text)?.[1] ?? (text.split('\n')[0]?.trim() || 'unknown');
+}
+
+/** Pss of /proc/PID/smaps_rollup, in KiB: the process's share of every page it maps (a page mapped by k processes counts 1/k). */
+export function parsePssKiB(smapsRollup) {
+  const kib = /^Pss:\s+(\d+) kB$/m.exec(smapsRollup)?.[1];
+  if (kib === undefined) throw new Error('no Pss in smaps_rollup');
+  return Number(kib);
+}
+
+function git(args, cwd) {
+  try {
+    return execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `daemonInfo` is the daemon's GET /v1/info (the accelerator it actually
+ * uses, and why); `guestKernel` the `uname -r` of a sandbox.
+ */
+export function describeMachine({ repo, daemonInfo, guestKernel }) {
+  const commit = git(['rev-parse', 'HEAD'], repo);
+  const dirty = git(['status', '--porcelain', '--untracked-files=no'], repo);
+  return {
+    cpuModel: parseCpuModel(fs.readFileSync('/proc/cpuinfo', 'utf8')),
+    cores: os.cpus().length,
+    memoryMiB: parseMemTotalMiB(fs.readFileSync('/proc/meminfo', 'utf8')),
+    accel: daemonInfo.accel,
+    accelReason: daemonInfo.accelReason,
+    qemuVersion: parseQemuVersion(execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' })),
+    hostKernel: os.release(),
+    guestKernel,
+    os: /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(fs.readFileSync('/etc/os-release', 'utf8'))?.[1] ?? 'unknown',
+    node: process.version,
+    gitCommit: commit === undefined ? 'unknown' : `${commit}${dirty ? ' (with uncommitted changes)' : ''}`,
+    loadAverageAtStart: os.loadavg().map((l) => Number(l.toFixed(2))),
+  };
+}
+
+/** Host memory of a set of processes, in MiB: their Pss added up, so pages they share are counted once. A zombie (no memory left) counts 0. */
+export function pssMiB(pids) {
+  let kib = 0;
+  for (const pid of pids) {
+    const text = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    if (text.trim() !== '') kib += parsePssKiB(text);
+  }
+  return kib / 1024;
+}
+
+/** MemAvailable of /proc/meminfo, in MiB. */
+export function availableMiB() {
+  const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1];
+  if (kib === undefined) throw new Error('no MemAvailable in /proc/meminfo');
+  return Number(kib) / 1024;
+}
