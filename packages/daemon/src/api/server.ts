@@ -90,7 +90,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const app = Fastify({
     serverFactory: (handler) => {
       route = handler;
-      return http.createServer(dispatch);
+      return createHttpServer(dispatch);
     },
     // Requests are logged at debug level only; errors are logged by the error handler.
     loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
@@ -305,12 +305,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   return {
     app,
     async listenTcp(host, port) {
-      const server = http.createServer((req, res) => {
+      const server = createHttpServer((req, res) => {
         viaTcp.add(req);
         dispatch(req, res);
       });
-      // Agent streams (process output, watches) may stay open for as long as the process runs.
-      server.requestTimeout = 0;
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -328,6 +326,20 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       await app.close();
     },
   };
+}
+
+/**
+ * An HTTP server with the timeouts Fastify gives its own (it does not set them
+ * on a server from serverFactory): idle keep-alive connections live longer than
+ * clients' pools keep them, so a client never reuses a socket the server is
+ * closing, and no request time limit, since agent streams (process output,
+ * watches) last as long as the process.
+ */
+function createHttpServer(listener: http.RequestListener): http.Server {
+  const server = http.createServer(listener);
+  server.keepAliveTimeout = 72_000;
+  server.requestTimeout = 0;
+  return server;
 }
 
 /**
