@@ -2,7 +2,7 @@
 // alike: the options a caller may give (a signal, a request timeout, the Unix
 // user) and how they become Connect call options and HTTP headers. The user
 // travels as envd has it: `Authorization: Basic base64(user:)`.
-import { ConnectError, type CallOptions as ConnectCallOptions } from '@connectrpc/connect';
+import { Code, ConnectError, type CallOptions as ConnectCallOptions } from '@connectrpc/connect';
 import { agentHeaders } from '@capsule/protocol/agent';
 import type { AgentConnection } from './agent-connection.js';
 import { errorFromAgentCall } from './agent-errors.js';
@@ -59,7 +59,8 @@ export function connectCallOptions(
  * One sandbox's agent as files, commands (and PTYs) call it: the connection,
  * the client's request timeout, and the translation of failures into typed
  * errors. A stream the daemon refused before the agent saw it carries only an
- * HTTP status; the daemon is then asked what is wrong with the sandbox.
+ * HTTP status, and a refusal of a unary call only a Connect code; the daemon
+ * is then asked what is wrong with the sandbox.
  */
 export class SandboxAgent {
   readonly client: CapsuleClient;
@@ -82,7 +83,9 @@ export class SandboxAgent {
   /** The error to throw for a failed call; `what` says what was attempted (`stat /etc/x`). */
   async failure(error: unknown, what: string, signal?: AbortSignal): Promise<unknown> {
     const mapped = errorFromAgentCall(error, what, signal);
-    if (error instanceof ConnectError && /^HTTP \d{3}$/.test(error.rawMessage) && !signal?.aborted) {
+    // Failed precondition is what the daemon's proxy says of a sandbox that is not running.
+    const refusedByDaemon = error instanceof ConnectError && (/^HTTP \d{3}$/.test(error.rawMessage) || error.code === Code.FailedPrecondition);
+    if (refusedByDaemon && !signal?.aborted) {
       return (await this.sandboxRefusal(signal)) ?? mapped;
     }
     return mapped;
