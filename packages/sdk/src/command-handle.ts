@@ -19,11 +19,12 @@ export interface CommandResult {
   durationMs: number;
 }
 
+/** Output as it arrives. A callback that returns a promise is awaited before the next output is read. */
 export interface OutputCallbacks {
-  onStdout?: (data: string) => void | Promise<void>;
-  onStderr?: (data: string) => void | Promise<void>;
+  onStdout?: (data: string) => unknown;
+  onStderr?: (data: string) => unknown;
   /** Raw terminal output of a process started with a PTY. */
-  onPty?: (data: Uint8Array) => void | Promise<void>;
+  onPty?: (data: Uint8Array) => unknown;
 }
 
 /** A handle keeps at most this many characters of each stream; callbacks see all output. */

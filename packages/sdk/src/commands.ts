@@ -14,8 +14,8 @@ export type { CommandResult } from './command-handle.js';
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 
 export interface CommandRunOptions {
-  onStdout?: (data: string) => void | Promise<void>;
-  onStderr?: (data: string) => void | Promise<void>;
+  onStdout?: (data: string) => unknown;
+  onStderr?: (data: string) => unknown;
   env?: Record<string, string>;
   cwd?: string;
   user?: string;

@@ -65,7 +65,7 @@ export interface WatchOptions extends AgentUserOptions {
   /** Stop watching after this long, in ms; 0 or unset: until `stop()`. */
   timeoutMs?: number;
   /** Called once when the watch ends: without an argument after `stop()`, with the error otherwise. */
-  onExit?: (error?: unknown) => void | Promise<void>;
+  onExit?: (error?: unknown) => unknown;
 }
 
 /** Largest error or upload answer read from the agent. */
@@ -375,7 +375,7 @@ export class Files {
    * // ...
    * await watch.stop();
    */
-  async watchDir(path: string, onEvent: (event: FilesystemEvent) => void | Promise<void>, options: WatchOptions = {}): Promise<WatchHandle> {
+  async watchDir(path: string, onEvent: (event: FilesystemEvent) => unknown, options: WatchOptions = {}): Promise<WatchHandle> {
     checkPath(path, 'watchDir');
     const what = `watch ${path}`;
     const controller = new AbortController();
