@@ -60,7 +60,7 @@ export function connectCallOptions(
  * the client's request timeout, and the translation of failures into typed
  * errors. A stream the daemon refused before the agent saw it carries only an
  * HTTP status, and a refusal of a unary call only a Connect code; the daemon
- * is then asked what is wrong with the sandbox.
+ * is then asked what is wrong with the sandbox (one more request, on failures only).
  */
 export class SandboxAgent {
   readonly client: CapsuleClient;
@@ -83,9 +83,11 @@ export class SandboxAgent {
   /** The error to throw for a failed call; `what` says what was attempted (`stat /etc/x`). */
   async failure(error: unknown, what: string, signal?: AbortSignal): Promise<unknown> {
     const mapped = errorFromAgentCall(error, what, signal);
-    // Failed precondition is what the daemon's proxy says of a sandbox that is not running.
-    const refusedByDaemon = error instanceof ConnectError && (/^HTTP \d{3}$/.test(error.rawMessage) || error.code === Code.FailedPrecondition);
-    if (refusedByDaemon && !signal?.aborted) {
+    // What the daemon's proxy answers for a sandbox that is missing (not found)
+    // or not running (failed precondition), indistinguishable on the wire from
+    // the agent's own answers; the daemon then says which it was.
+    const maybeDaemon = error instanceof ConnectError && (/^HTTP \d{3}$/.test(error.rawMessage) || error.code === Code.FailedPrecondition || error.code === Code.NotFound);
+    if (maybeDaemon && !signal?.aborted) {
       return (await this.sandboxRefusal(signal)) ?? mapped;
     }
     return mapped;

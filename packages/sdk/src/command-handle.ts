@@ -56,10 +56,8 @@ export class ProcessControls {
       return true;
     } catch (error) {
       const failure = await this.#agent.failure(error, `send ${signal} to process ${pid}`, options.signal);
-      if (!(failure instanceof NotFoundError)) throw failure;
-      const refusal = await this.#agent.sandboxRefusal(options.signal);
-      if (refusal) throw refusal;
-      return false;
+      if (failure instanceof NotFoundError && failure.code === 'not_found') return false;
+      throw failure;
     }
   }
 

@@ -311,10 +311,9 @@ export class Files {
       await this.getInfo(path, options);
       return true;
     } catch (error) {
-      if (!(error instanceof NotFoundError)) throw error;
-      const refusal = await this.#agent.sandboxRefusal(options.signal);
-      if (refusal) throw refusal;
-      return false;
+      // A sandbox that is gone is reported as such by getInfo, not as NotFoundError `not_found`.
+      if (error instanceof NotFoundError && error.code === 'not_found') return false;
+      throw error;
     }
   }
 

@@ -191,6 +191,8 @@ describe('sandbox.files and background commands against a real daemon (real QEMU
     const error = await other.files.exists('/etc/hostname').catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CapsuleError);
     expect((error as CapsuleError).code).toMatch(/sandbox_not_found|sandbox_not_running/);
+    await expect(other.files.getInfo('/etc/hostname')).rejects.toMatchObject({ code: (error as CapsuleError).code });
+    await expect(other.commands.kill(1)).rejects.toMatchObject({ code: (error as CapsuleError).code });
     await expect(other.commands.run('true', { background: true })).rejects.toMatchObject({ code: expect.stringMatching(/sandbox_not_found|sandbox_not_running/) });
     other.client.close();
   });
