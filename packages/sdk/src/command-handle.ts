@@ -6,7 +6,8 @@
 import type { ConnectResponse, ProcessEvent, StartResponse } from '@capsule/protocol/agent';
 import { Signal } from '@capsule/protocol/agent';
 import { connectCallOptions, type AgentRequestOptions, type AgentUserOptions, type SandboxAgent } from './agent-call.js';
-import { CapsuleError, CommandExitError, NotFoundError } from './errors.js';
+import { formatSeconds } from './deadline.js';
+import { CapsuleError, CommandExitError, NotFoundError, TimeoutError } from './errors.js';
 import { outcomeOf, type ProcessSignal } from './process-exit.js';
 
 /** How a command ended. */
@@ -104,6 +105,16 @@ export async function openProcessHandle(
   if (options.signal?.aborted) forwardAbort();
   options.signal?.addEventListener('abort', forwardAbort, { once: true });
   const detach = () => options.signal?.removeEventListener('abort', forwardAbort);
+  // requestTimeoutMs bounds the wait for the start event only, not the process.
+  const startTimeoutMs = options.requestTimeoutMs ?? agent.requestTimeoutMs;
+  let startTimedOut = false;
+  const startTimer =
+    startTimeoutMs > 0
+      ? setTimeout(() => {
+          startTimedOut = true;
+          controller.abort();
+        }, startTimeoutMs)
+      : undefined;
   let stream: ProcessStream;
   let first: IteratorResult<StartResponse | ConnectResponse>;
   try {
@@ -111,7 +122,10 @@ export async function openProcessHandle(
     first = await stream.next();
   } catch (error) {
     detach();
+    if (startTimedOut) throw new TimeoutError('request_timeout', `${what}: the sandbox's agent did not answer within ${formatSeconds(startTimeoutMs)}`, { hint: 'the sandbox may be overloaded; raise requestTimeoutMs' });
     throw await agent.failure(error, what, options.signal);
+  } finally {
+    clearTimeout(startTimer);
   }
   const start = first.done ? undefined : first.value.event?.event;
   if (start?.case !== 'start') {
