@@ -93,8 +93,9 @@ export class HttpTransport implements Transport {
         if (signal?.aborted) reject(signal.reason);
         else if (bodyFailure !== undefined) reject(bodyFailure);
         // The daemon closed an idle keep-alive connection just as we reused it; the
-        // request never reached it, so sending it again is safe (Node's documented remedy).
-        else if (mayRetry && streamed === undefined && response === undefined && req.reusedSocket && error.code === 'ECONNRESET') resolve(this.#attempt(request, false));
+        // request never reached it, so sending it again is safe (Node's documented
+        // remedy). EPIPE is the same race seen from the write side.
+        else if (mayRetry && streamed === undefined && response === undefined && req.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE')) resolve(this.#attempt(request, false));
         else reject(this.#connectionError(error, response !== undefined));
       });
       req.on('response', (res) => {
