@@ -166,6 +166,13 @@ async function download(sandbox: Sandbox, source: string, destination: string, o
   for (const [local, mode] of directories.reverse()) await fs.chmod(local, mode & 0o7777);
 }
 
+/** A failure of this host's filesystem (EACCES, ENOSPC…) is the user's to fix, not a bug: said in one line with a hint. */
+function asLocalFileError(error: unknown): unknown {
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  if (error instanceof CapsuleError || typeof code !== 'string' || typeof syscall !== 'string') return error;
+  return new CapsuleError('local_file_error', (error as Error).message, { hint: 'check the local path and its permissions', cause: error });
+}
+
 export function cpCommand(): Command {
   return addGlobalOptions(
     new Command('cp')
@@ -191,6 +198,8 @@ export function cpCommand(): Command {
         try {
           if (from.kind === 'local') await upload(sandbox, from.path, remote.path, options);
           else await download(sandbox, from.path, to.path, options);
+        } catch (error) {
+          throw asLocalFileError(error);
         } finally {
           sandbox.client.close();
         }
