@@ -88,6 +88,10 @@ describe('capsule cp, files, ps and kill against a real daemon (real QEMU microV
     const missing = capsule('cp', `${id}:/no/such/file`, 'x');
     expect(missing.status).toBe(125);
     expect(missing.stderr).toMatch(/^capsule: stat \/no\/such\/file: /);
+    fs.writeFileSync(path.join(work, 'a-file'), '');
+    const unwritable = capsule('cp', `${id}:/etc/hostname`, 'a-file/sub/hostname');
+    expect(unwritable.status).toBe(125);
+    expect(unwritable.stderr).toMatch(/^capsule: ENOTDIR: .*\nhint: check the local path and its permissions\n$/);
   });
 
   it('lists, prints and removes files', () => {
