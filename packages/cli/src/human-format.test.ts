@@ -1,6 +1,6 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { describeSandbox, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatTimeLeft, renderTable, sandboxTable, templateTable } from './human-format.js';
+import { describeSandbox, fileTable, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatModifiedTime, formatTimeLeft, processTable, renderTable, sandboxTable, shellQuote, templateTable } from './human-format.js';
 
 const now = Date.parse('2026-01-01T12:00:00Z');
 const sandbox: SandboxInfo = {
@@ -85,5 +85,35 @@ describe('human formatting', () => {
     expect(text).toContain('Metadata   owner=ann');
     expect(text).toContain('Boot       4.8 s');
     expect(text).toMatch(/History\n {2}AT +STATE +REASON +MESSAGE\n {2}2026-01-01T11:57:00Z +starting +user\n/);
+  });
+});
+
+describe('file and process tables', () => {
+  it('shows modification times like ls -l: the time this year, the year otherwise', () => {
+    expect(formatModifiedTime(new Date('2026-01-01T09:05:00Z'), now)).toBe('Jan  1 09:05');
+    expect(formatModifiedTime(new Date('2024-11-25T09:05:00Z'), now)).toBe('Nov 25  2024');
+    expect(formatModifiedTime(undefined, now)).toBe('-');
+  });
+
+  it('lists entries with their link targets', () => {
+    const base = { permissions: '-rw-r--r--', owner: 'root', group: 'root', size: 3, modifiedTime: new Date('2026-01-01T09:05:00Z'), isSymlink: false, symlinkTarget: undefined };
+    expect(fileTable([{ ...base, path: '/a' }, { ...base, path: '/l', permissions: 'Lrwxrwxrwx', isSymlink: true, symlinkTarget: '/a' }], now)).toBe(
+      'PERMISSIONS   OWNER   GROUP   SIZE   MODIFIED (UTC)   PATH\n' +
+        '-rw-r--r--    root    root    3      Jan  1 09:05     /a\n' +
+        'Lrwxrwxrwx    root    root    3      Jan  1 09:05     /l -> /a\n',
+    );
+    expect(fileTable([], now)).toBe('');
+  });
+
+  it('quotes command lines so that they read back as the same arguments', () => {
+    expect(shellQuote(['sleep', '600'])).toBe('sleep 600');
+    expect(shellQuote(['/bin/bash', '-lc', "echo 'hi' there"])).toBe(`/bin/bash -lc 'echo '\\''hi'\\'' there'`);
+    expect(shellQuote(['printf', ''])).toBe("printf ''");
+  });
+
+  it('lists processes by pid', () => {
+    expect(processTable([{ pid: 20, tag: undefined, cmd: 'sleep', args: ['9'], cwd: undefined }, { pid: 3, tag: 'start', cmd: 'node', args: ['app.js'], cwd: '/app' }])).toBe(
+      'PID   TAG     CWD    COMMAND\n3     start   /app   node app.js\n20    -       -      sleep 9\n',
+    );
   });
 });

@@ -141,3 +141,62 @@ export function describeDaemon(info: DaemonInfo, now: number = Date.now()): stri
     ]).join('\n') + '\n'
   );
 }
+
+/** `Nov 25 14:02` for this year, `Nov 25  2025` otherwise, like `ls -l`; `-` when unknown. */
+export function formatModifiedTime(time: Date | undefined, now: number = Date.now()): string {
+  if (time === undefined || Number.isNaN(time.getTime())) return '-';
+  const month = time.toLocaleString('en-US', { month: 'short', timeZone: 'UTC' });
+  const day = String(time.getUTCDate()).padStart(2, ' ');
+  if (time.getUTCFullYear() === new Date(now).getUTCFullYear()) {
+    return `${month} ${day} ${String(time.getUTCHours()).padStart(2, '0')}:${String(time.getUTCMinutes()).padStart(2, '0')}`;
+  }
+  return `${month} ${day}  ${time.getUTCFullYear()}`;
+}
+
+export interface FileRow {
+  path: string;
+  permissions: string;
+  owner: string;
+  group: string;
+  size: number;
+  modifiedTime: Date | undefined;
+  isSymlink: boolean;
+  symlinkTarget: string | undefined;
+}
+
+/** `capsule files ls`: one `ls -l`-style line per entry (times in UTC). */
+export function fileTable(entries: readonly FileRow[], now: number = Date.now()): string {
+  if (entries.length === 0) return '';
+  return renderTable(
+    ['PERMISSIONS', 'OWNER', 'GROUP', 'SIZE', 'MODIFIED (UTC)', 'PATH'],
+    entries.map((entry) => [
+      entry.permissions,
+      entry.owner,
+      entry.group,
+      String(entry.size),
+      formatModifiedTime(entry.modifiedTime, now),
+      entry.isSymlink && entry.symlinkTarget !== undefined ? `${entry.path} -> ${entry.symlinkTarget}` : entry.path,
+    ]),
+  );
+}
+
+export interface ProcessRow {
+  pid: number;
+  tag: string | undefined;
+  cmd: string;
+  args: readonly string[];
+  cwd: string | undefined;
+}
+
+/** A command line as a shell would take it back: arguments with spaces or quotes are single-quoted. */
+export function shellQuote(args: readonly string[]): string {
+  return args.map((arg) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+/** `capsule ps`: the processes the sandbox's agent runs. */
+export function processTable(processes: readonly ProcessRow[]): string {
+  return renderTable(
+    ['PID', 'TAG', 'CWD', 'COMMAND'],
+    [...processes].sort((a, b) => a.pid - b.pid).map((process) => [String(process.pid), process.tag ?? '-', process.cwd ?? '-', shellQuote([process.cmd, ...process.args])]),
+  );
+}

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseKeyValue, parseMemoryMiB } from './option-parsers.js';
+import { collectEnv, collectMetadata, parseCpuCount, parseDepth, parseDurationMs, parseKeyValue, parseKillSignal, parseMemoryMiB, parsePid } from './option-parsers.js';
 
 describe('parseMemoryMiB', () => {
   it.each([
@@ -67,5 +67,24 @@ describe('parseForkCount', () => {
     const { parseForkCount } = await import('./option-parsers.js');
     expect(parseForkCount('3')).toBe(3);
     for (const bad of ['0', '17', '-1', '2.5', 'x']) expect(() => parseForkCount(bad), bad).toThrow();
+  });
+});
+
+describe('parseKillSignal', () => {
+  it.each([['KILL', 'SIGKILL'], ['sigkill', 'SIGKILL'], ['9', 'SIGKILL'], ['TERM', 'SIGTERM'], ['SIGTERM', 'SIGTERM'], [' 15 ', 'SIGTERM']])('%s → %s', (value, signal) => {
+    expect(parseKillSignal(value)).toBe(signal);
+  });
+
+  it.each(['HUP', 'SIGINT', '2', '', 'KILLER'])('refuses %j, naming the signals it can send', (value) => {
+    expect(() => parseKillSignal(value)).toThrow(/KILL or TERM/);
+  });
+});
+
+describe('parsePid and parseDepth', () => {
+  it('take whole numbers from 1', () => {
+    expect(parsePid('42')).toBe(42);
+    expect(parseDepth('3')).toBe(3);
+    for (const bad of ['0', '-1', '1.5', 'abc', '', '4294967296']) expect(() => parsePid(bad)).toThrow(InvalidArgumentError);
+    for (const bad of ['0', 'x', '2.5']) expect(() => parseDepth(bad)).toThrow(InvalidArgumentError);
   });
 });

@@ -75,3 +75,25 @@ export function collectMetadata(value: string, previous: Record<string, string> 
   const [key, metadataValue] = parseKeyValue(value, '--metadata');
   return { ...previous, [key]: metadataValue };
 }
+
+/** The signals `capsule kill` can send (the agent's process service knows these two). */
+const KILL_SIGNALS: Record<string, 'SIGKILL' | 'SIGTERM'> = { KILL: 'SIGKILL', '9': 'SIGKILL', TERM: 'SIGTERM', '15': 'SIGTERM' };
+
+/** `KILL`, `SIGKILL`, `9`, `TERM`, `SIGTERM`, `15` (any case) → the signal's name. */
+export function parseKillSignal(value: string): 'SIGKILL' | 'SIGTERM' {
+  const signal = KILL_SIGNALS[value.trim().toUpperCase().replace(/^SIG/, '')];
+  if (!signal) throw new InvalidArgumentError(`"${value}" is not a signal the sandbox's agent can send (KILL or TERM)`);
+  return signal;
+}
+
+/** A listing depth: a whole number ≥ 1. */
+export function parseDepth(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`"${value}" is not a depth (a whole number, 1 or more)`);
+  return Number(value);
+}
+
+/** A pid: a whole number ≥ 1. */
+export function parsePid(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1 || Number(value) > 2 ** 32 - 1) throw new InvalidArgumentError(`"${value}" is not a process id`);
+  return Number(value);
+}

@@ -7,8 +7,11 @@ import { apiKeyCommand } from './commands/apikey.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
 import { execCommand } from './commands/exec.js';
+import { cpCommand } from './commands/cp.js';
+import { filesCommand } from './commands/files.js';
 import { imageCommand } from './commands/images.js';
 import { addProgramOptions } from './commands/global-options.js';
+import { killCommand, psCommand } from './commands/processes.js';
 import { runCommand } from './commands/run.js';
 import { sandboxCommand, sandboxShortcutCommands } from './commands/sandbox.js';
 import { templateCommand, templatesCommand } from './commands/templates.js';
@@ -37,6 +40,10 @@ export function buildProgram(): Command {
     runCommand(),
     execCommand(),
     ...sandboxShortcutCommands(),
+    cpCommand(),
+    filesCommand(),
+    psCommand(),
+    killCommand(),
     sandboxCommand(),
     templatesCommand(),
     templateCommand(),

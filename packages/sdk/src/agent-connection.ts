@@ -1,7 +1,8 @@
-// How the SDK reaches a sandbox's agent: Connect RPC (envd's process and
-// filesystem services) and plain HTTP (/files), through capsuled's proxy at
-// /v1/sandboxes/{id}/envd, over the same unix socket or TCP address as the
-// REST calls. HTTP/1.1, so that the daemon's one listener serves both.
+// How the SDK reaches a sandbox's agent's Connect services (envd's process and
+// filesystem), through capsuled's proxy at /v1/sandboxes/{id}/envd, over the
+// same unix socket or TCP address as the REST calls. HTTP/1.1, so that the
+// daemon's one listener serves both. Plain HTTP (/files) goes through the
+// client's Transport, like every other request.
 import http from 'node:http';
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
@@ -19,12 +20,10 @@ export class AgentConnection {
   readonly filesystem: Client<typeof Filesystem>;
   /** Base URL of the agent API through the daemon, e.g. `http://capsuled/v1/sandboxes/sb_x/envd`. */
   readonly baseUrl: string;
-  readonly #address: DaemonAddress;
   readonly #agent = new http.Agent({ keepAlive: true });
 
   constructor(address: DaemonAddress, sandboxId: string) {
     if (sandboxId === '') throw new InvalidArgumentError('invalid_argument', 'A sandbox id is required');
-    this.#address = address;
     const origin = 'socketPath' in address ? 'http://capsuled' : `http://${address.host}:${address.port}`;
     this.baseUrl = `${origin}/v1/sandboxes/${encodeURIComponent(sandboxId)}/envd`;
     const apiKey = address.apiKey;
@@ -42,22 +41,6 @@ export class AgentConnection {
     });
     this.process = createClient(Process, transport);
     this.filesystem = createClient(Filesystem, transport);
-  }
-
-  /**
-   * A plain HTTP request to the agent (`/files`), answered as a node response
-   * the caller reads or pipes. `path` is the agent path with its query.
-   */
-  request(method: 'GET' | 'POST', path: string, headers: Record<string, string>, signal?: AbortSignal): http.ClientRequest {
-    const url = new URL(`${this.baseUrl}${path}`);
-    return http.request({
-      ...('socketPath' in this.#address ? { socketPath: this.#address.socketPath } : { host: this.#address.host, port: this.#address.port }),
-      agent: this.#agent,
-      method,
-      path: `${url.pathname}${url.search}`,
-      headers: { ...headers, ...(this.#address.apiKey !== undefined ? { 'x-api-key': this.#address.apiKey } : {}) },
-      ...(signal ? { signal } : {}),
-    });
   }
 
   close(): void {

@@ -23,7 +23,8 @@ import {
   type TemplateList,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
-import { CapsuleError, ConnectionError, InvalidArgumentError, TimeoutError, errorFromWire } from './errors.js';
+import { type Deadline, startDeadline } from './deadline.js';
+import { CapsuleError, ConnectionError, InvalidArgumentError, errorFromWire } from './errors.js';
 import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
 import { AgentConnection, type DaemonAddress } from './agent-connection.js';
@@ -82,39 +83,6 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string 
 /** Fallback codes for error responses that lack a JSON error body (e.g. a proxy or an old daemon). */
 const fallbackCodeByStatus: Record<number, string> = { 400: 'invalid_argument', 401: 'unauthenticated', 404: 'not_found', 504: 'timeout' };
 
-interface Deadline {
-  signal: AbortSignal;
-  /** Stop the request timer but keep forwarding the caller's abort (for streams). */
-  stopTimer(): void;
-  dispose(): void;
-}
-
-function startDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number, what: string): Deadline {
-  const controller = new AbortController();
-  const forwardAbort = () => controller.abort(callerSignal?.reason);
-  if (callerSignal?.aborted) forwardAbort();
-  else callerSignal?.addEventListener('abort', forwardAbort, { once: true });
-  const timer =
-    timeoutMs > 0
-      ? setTimeout(() => {
-          controller.abort(
-            new TimeoutError('request_timeout', `capsuled did not answer ${what} within ${formatSeconds(timeoutMs)}`, {
-              hint: 'The daemon may be overloaded: check `capsule daemon status`, or raise requestTimeoutMs',
-            }),
-          );
-        }, timeoutMs)
-      : undefined;
-  timer?.unref();
-  return {
-    signal: controller.signal,
-    stopTimer: () => clearTimeout(timer),
-    dispose: () => {
-      clearTimeout(timer);
-      callerSignal?.removeEventListener('abort', forwardAbort);
-    },
-  };
-}
-
 /** Request bodies as traced: env values and stdin are secrets as often as not. */
 function redactedForTrace(body: unknown): string {
   return JSON.stringify(body, (key, value: unknown) => {
@@ -124,11 +92,8 @@ function redactedForTrace(body: unknown): string {
   });
 }
 
-function formatSeconds(ms: number): string {
-  return `${Number((ms / 1000).toFixed(1))} s`;
-}
-
-async function readBody(response: TransportResponse, limit: number): Promise<Buffer> {
+/** Reads a whole response body, refusing more than `limit` bytes. */
+export async function readBody(response: TransportResponse, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of response.body) {
@@ -154,7 +119,8 @@ export class CapsuleClient {
   readonly requestTimeoutMs: number;
   readonly #createTimeoutMs: number;
   readonly #maxStreamLineBytes: number;
-  readonly #maxResponseBytes: number;
+  /** Largest non-streaming response body accepted (also for a file read as text or bytes). */
+  readonly maxResponseBytes: number;
   /** Where the daemon is, for connections to agents; unknown with a custom transport. */
   readonly #address: DaemonAddress | undefined;
   readonly #agents = new Map<string, AgentConnection>();
@@ -170,7 +136,7 @@ export class CapsuleClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#createTimeoutMs = options.requestTimeoutMs ?? DEFAULT_CREATE_TIMEOUT_MS;
     this.#maxStreamLineBytes = options.maxStreamLineBytes ?? DEFAULT_MAX_NDJSON_LINE_BYTES;
-    this.#maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
   }
 
   /** The connection to a sandbox's agent through the daemon (process and filesystem services, /files). */
@@ -379,7 +345,7 @@ export class CapsuleClient {
     const { response, deadline } = await this.#send('GET', route, undefined, options, 'text/plain');
     try {
       if (response.status >= 300) throw await this.#errorFrom(response, 'GET', route);
-      return (await readBody(response, this.#maxResponseBytes)).toString('utf8');
+      return (await readBody(response, this.maxResponseBytes)).toString('utf8');
     } finally {
       deadline.dispose();
     }
@@ -399,7 +365,7 @@ export class CapsuleClient {
     const { response, deadline } = await this.#send(method, route, body, options, 'application/json');
     try {
       if (response.status >= 300) throw await this.#errorFrom(response, method, route);
-      const bytes = await readBody(response, this.#maxResponseBytes);
+      const bytes = await readBody(response, this.maxResponseBytes);
       if (response.status === 204 || bytes.length === 0) return undefined as T;
       try {
         return JSON.parse(bytes.toString('utf8')) as T;

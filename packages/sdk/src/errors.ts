@@ -9,7 +9,17 @@ export type LocalErrorCode =
   | 'connection_lost'
   | 'request_timeout'
   | 'protocol_error'
-  | 'command_exit';
+  | 'command_exit'
+  /** A command handle was disconnected before the command ended. */
+  | 'disconnected'
+  /** A file read as text or bytes is larger than the client accepts whole. */
+  | 'file_too_large';
+
+/**
+ * Codes of failures reported by a sandbox's agent (envd's Connect codes and
+ * /files statuses) that have no daemon code of their own; see agent-errors.ts.
+ */
+export type AgentErrorCode = 'already_exists' | 'failed_precondition' | 'resource_exhausted' | 'unimplemented' | 'not_enough_space' | 'canceled';
 
 export interface CapsuleErrorDetails {
   hint?: string | undefined;
@@ -21,7 +31,7 @@ export interface CapsuleErrorDetails {
 export class CapsuleError extends Error {
   override name = 'CapsuleError';
   /** A wire code from the daemon, a LocalErrorCode, or a code this SDK version does not know yet. */
-  readonly code: ErrorCode | LocalErrorCode | (string & {});
+  readonly code: ErrorCode | LocalErrorCode | AgentErrorCode | (string & {});
   readonly hint: string | undefined;
   readonly status: number | undefined;
 

@@ -1,6 +1,30 @@
 // The public API of @capsule/sdk. Anything not exported here is internal and may change.
 export { Sandbox, type SandboxCreateOptions, type SandboxConnectOptions, type SandboxListOptions } from './sandbox.js';
-export { Commands, DEFAULT_COMMAND_TIMEOUT_MS, toArgv, type CommandResult, type CommandRunOptions } from './commands.js';
+export {
+  Commands,
+  DEFAULT_COMMAND_TIMEOUT_MS,
+  toArgv,
+  type CommandConnectOptions,
+  type CommandResult,
+  type CommandRunOptions,
+  type ProcessInfo,
+} from './commands.js';
+export { CommandHandle, MAX_KEPT_OUTPUT_CHARS, type OutputCallbacks } from './command-handle.js';
+export type { ProcessSignal } from './process-exit.js';
+export type { AgentRequestOptions, AgentUserOptions } from './agent-call.js';
+export {
+  Files,
+  WatchHandle,
+  type EntryInfo,
+  type FileReadOptions,
+  type FileType,
+  type FilesystemEvent,
+  type FilesystemEventType,
+  type ReadFormat,
+  type WatchOptions,
+  type WriteData,
+  type WriteInfo,
+} from './files.js';
 export {
   CapsuleClient,
   DEFAULT_CREATE_TIMEOUT_MS,
@@ -22,6 +46,7 @@ export {
   TimeoutError,
   errorFromWire,
   type CapsuleErrorDetails,
+  type AgentErrorCode,
   type LocalErrorCode,
 } from './errors.js';
 export type {

@@ -1,10 +1,12 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
-// are grouped (`sandbox.commands`). It holds no state the daemon does not own.
+// are grouped (`sandbox.commands`, `sandbox.files`). It holds no state the daemon does not own.
 import type { CreateSandboxRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions } from './client.js';
+import { SandboxAgent } from './agent-call.js';
 import { Commands } from './commands.js';
 import { NotFoundError } from './errors.js';
+import { Files } from './files.js';
 
 export interface SandboxCreateOptions extends ConnectionOptions {
   /** Template to boot from. Default: the daemon's default, `base`. */
@@ -36,6 +38,8 @@ function callOptions(options: { signal?: AbortSignal | undefined }) {
 export class Sandbox {
   readonly id: string;
   readonly commands: Commands;
+  /** The sandbox's filesystem: read, write, list, watch. */
+  readonly files: Files;
   /** The client this sandbox talks through, for endpoints without a helper here. */
   readonly client: CapsuleClient;
   #info: SandboxInfo;
@@ -44,7 +48,10 @@ export class Sandbox {
     this.client = client;
     this.id = info.id;
     this.#info = info;
-    this.commands = new Commands(client, info.id);
+    // One agent per sandbox, shared by its concerns (commands, files, and a PTY module next to them).
+    const agent = new SandboxAgent(client, info.id);
+    this.commands = new Commands(agent);
+    this.files = new Files(agent);
   }
 
   /** What the daemon said about this sandbox when last asked; `getInfo()` asks again. */

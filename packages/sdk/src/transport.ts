@@ -2,6 +2,8 @@
 // its HTTP/1.1 implementation over a unix socket or TCP (node:http). It knows
 // nothing of the REST API; it moves bytes and turns socket failures into ConnectionError.
 import http from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { ConnectionError } from './errors.js';
 
 export interface TransportRequest {
@@ -9,7 +11,12 @@ export interface TransportRequest {
   /** Path and query, e.g. `/v1/sandboxes?all=true`. */
   path: string;
   headers?: Record<string, string>;
-  body?: string | Uint8Array;
+  /**
+   * A string or bytes are sent with their Content-Length; an async iterable is
+   * streamed as it yields (chunked unless the headers give a Content-Length),
+   * at the pace the daemon reads it.
+   */
+  body?: string | Uint8Array | AsyncIterable<Uint8Array>;
   /** Aborting it destroys the request and its response; the promise or the body rejects with `signal.reason`. */
   signal?: AbortSignal;
 }
@@ -34,6 +41,10 @@ export interface Transport {
 export type HttpTransportOptions = ({ socketPath: string } | { host: string; port: number }) & { apiKey?: string | undefined };
 
 const connectErrorCodes = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK', 'EHOSTUNREACH', 'ENOTFOUND', 'ETIMEDOUT']);
+
+function isStreamedBody(body: string | Uint8Array | AsyncIterable<Uint8Array>): body is AsyncIterable<Uint8Array> {
+  return typeof body !== 'string' && !(body instanceof Uint8Array);
+}
 
 export class HttpTransport implements Transport {
   readonly address: string;
@@ -64,9 +75,11 @@ export class HttpTransport implements Transport {
         headers: {
           ...request.headers,
           ...(this.#apiKey !== undefined ? { 'x-api-key': this.#apiKey } : {}),
-          ...(request.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
+          ...(request.body === undefined || isStreamedBody(request.body) ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
         },
       });
+      const streamed = request.body !== undefined && isStreamedBody(request.body) ? request.body : undefined;
+      let bodyFailure: unknown;
       let response: http.IncomingMessage | undefined;
       const onAbort = () => {
         req.destroy(signal?.reason);
@@ -78,9 +91,11 @@ export class HttpTransport implements Transport {
       req.on('error', (error: NodeJS.ErrnoException) => {
         detachAbort();
         if (signal?.aborted) reject(signal.reason);
+        else if (bodyFailure !== undefined) reject(bodyFailure);
         // The daemon closed an idle keep-alive connection just as we reused it; the
-        // request never reached it, so sending it again is safe (Node's documented remedy).
-        else if (mayRetry && response === undefined && req.reusedSocket && error.code === 'ECONNRESET') resolve(this.#attempt(request, false));
+        // request never reached it, so sending it again is safe (Node's documented
+        // remedy). EPIPE is the same race seen from the write side.
+        else if (mayRetry && streamed === undefined && response === undefined && req.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE')) resolve(this.#attempt(request, false));
         else reject(this.#connectionError(error, response !== undefined));
       });
       req.on('response', (res) => {
@@ -93,7 +108,20 @@ export class HttpTransport implements Transport {
           cancel: () => res.destroy(),
         });
       });
-      req.end(request.body);
+      if (streamed === undefined) req.end(request.body);
+      // A body that fails to produce its bytes (a local file unreadable midway)
+      // fails the request with its own error; the daemon sees a cut upload.
+      else {
+        const source = async function* () {
+          try {
+            for await (const chunk of streamed) yield chunk;
+          } catch (error) {
+            bodyFailure = error ?? new Error('the request body failed');
+            throw error;
+          }
+        };
+        pipeline(Readable.from(source(), { objectMode: false }), req).catch(() => undefined);
+      }
     });
   }
 

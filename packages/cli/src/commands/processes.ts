@@ -1,0 +1,41 @@
+// `capsule ps ID` and `capsule kill ID PID`: the processes the sandbox's agent
+// started (commands, background commands, the template's start command), and
+// ending one of them by its pid in the sandbox.
+import { Command } from 'commander';
+import { processTable } from '../human-format.js';
+import { parseKillSignal, parsePid } from '../option-parsers.js';
+import { withSandbox } from './files.js';
+import { addGlobalOptions } from './global-options.js';
+import { printJson } from './print-json.js';
+import { NotFoundError } from '@capsule/sdk';
+
+export function psCommand(): Command {
+  return addGlobalOptions(
+    new Command('ps')
+      .description("List the processes running in a sandbox that its agent started")
+      .argument('<sandbox>', 'sandbox id or name')
+      .option('--json', 'print the processes as a JSON array')
+      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
+        const processes = await withSandbox(command, idOrName, (sandbox) => sandbox.commands.list());
+        if (options.json) printJson(processes);
+        else process.stdout.write(processTable(processes));
+      }),
+  );
+}
+
+export function killCommand(): Command {
+  return addGlobalOptions(
+    new Command('kill')
+      .description('End a process in a sandbox by its pid (see `capsule ps`)')
+      .argument('<sandbox>', 'sandbox id or name')
+      .argument('<pid>', 'the process id in the sandbox', parsePid)
+      .option('-s, --signal <signal>', 'KILL or TERM', parseKillSignal, 'SIGKILL' as const)
+      .action(async (idOrName: string, pid: number, options: { signal: 'SIGKILL' | 'SIGTERM' }, command: Command) => {
+        await withSandbox(command, idOrName, async (sandbox) => {
+          if (!(await sandbox.commands.kill(pid, { killSignal: options.signal }))) {
+            throw new NotFoundError('not_found', `no process ${pid} runs in ${idOrName}`, { hint: `list its processes with \`capsule ps ${idOrName}\`` });
+          }
+        });
+      }),
+  );
+}
