@@ -64,11 +64,14 @@ async function startRawGuest() {
   }
   // The initramfs has busybox and the virtio modules, in load order.
   shell('export PATH=/bin; mount -t devtmpfs dev /dev; mount -t proc proc /proc; mount -t sysfs sys /sys; ' +
-    'while read -r m; do insmod /lib/modules/$m.ko; done < /etc/capsule/modules; ' +
-    'for p in /sys/class/virtio-ports/*; do echo PORT $(basename $p) $(cat $p/name); done; echo RAW""READY');
-  await waitFor(/RAWREADY/, 'virtio ports');
-  const device = /PORT (\S+) bench\.raw/.exec(console)?.[1];
-  if (!device) throw new Error(`raw guest: port not found; console:\n${console.slice(-2000)}`);
+    'while read -r m; do insmod /lib/modules/$m.ko; done < /etc/capsule/modules');
+  // The port's sysfs name appears once the driver has probed it.
+  let device;
+  for (let i = 0; !(device = /PORT (\S+) bench\.raw/.exec(console)?.[1]); i++) {
+    if (i > 120) throw new Error(`raw guest: port not found; console:\n${console.slice(-2000)}`);
+    shell('for p in /sys/class/virtio-ports/*; do echo PORT $(basename $p) $(cat $p/name 2>/dev/null); done');
+    await sleep(500);
+  }
   const host = net.connect(sock);
   await new Promise((resolve, reject) => host.once('connect', resolve).once('error', reject));
   let received = 0;

@@ -69,26 +69,35 @@ function readerThreadMain(): void {
     ring.set(bytes.subarray(first), 0);
     writeAt = (writeAt + bytes.length) % capacity;
   };
-  const putRecord = (value: number, body: Uint8Array) => {
-    const size = 4 + body.length;
+  const waitForSpace = (size: number): boolean => {
     for (;;) {
-      if (stopped()) return;
+      if (stopped()) return false;
       const filled = Atomics.load(control, 0);
-      if (capacity - filled >= size) break;
+      if (capacity - filled >= size) return true;
       Atomics.wait(control, 0, filled); // until the main thread takes some
     }
-    header.writeInt32LE(value, 0);
-    copyIn(header);
-    copyIn(body);
+  };
+  const publish = (size: number) => {
     Atomics.add(control, 0, size);
     Atomics.notify(control, 0);
   };
+  const putRecord = (value: number, body: Uint8Array) => {
+    if (!waitForSpace(4 + body.length)) return;
+    header.writeInt32LE(value, 0);
+    copyIn(header);
+    copyIn(body);
+    publish(4 + body.length);
+  };
+  // Copies into shared memory go through a slow element-wise path (very slow
+  // under TCG), so reads land in the ring directly unless it is about to wrap.
+  const ringBuffer = Buffer.from(data.ring);
 
   let lastWasEof = false;
-  while (!stopped()) {
+  while (waitForSpace(4 + chunk.length)) {
+    const direct = writeAt + 4 + chunk.length <= capacity;
     let count: number;
     try {
-      count = readSync(data.fd, chunk, 0, chunk.length, null);
+      count = direct ? readSync(data.fd, ringBuffer, writeAt + 4, chunk.length, null) : readSync(data.fd, chunk, 0, chunk.length, null);
     } catch (error) {
       const message = Buffer.from(String((error as Error | undefined)?.message ?? error).slice(0, 1024) || 'read failed');
       putRecord(-message.length, message);
@@ -105,7 +114,14 @@ function readerThreadMain(): void {
       continue;
     }
     lastWasEof = false;
-    putRecord(count, chunk.subarray(0, count));
+    if (!direct) {
+      putRecord(count, chunk.subarray(0, count));
+      continue;
+    }
+    header.writeInt32LE(count, 0);
+    copyIn(header);
+    writeAt = (writeAt + count) % capacity;
+    publish(4 + count);
   }
 }
 
