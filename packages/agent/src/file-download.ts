@@ -15,6 +15,13 @@ import { HttpError } from './plain-http.js';
 
 const log = createLogger('files');
 
+/**
+ * Bytes read from disk at a time: each chunk costs the guest a read, a trip
+ * through the HTTP/2 session and a port write, far more under TCG than its
+ * bytes; 64 KiB (the default) made that per-chunk cost the limit.
+ */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
 // The extensions users actually download; anything else is octet-stream
 // (envd asks Go's mime table and sniffs the content; nothing reads this closely).
 const CONTENT_TYPES: Record<string, string> = {
@@ -164,7 +171,7 @@ export async function serveFileDownload(
       return;
     }
     // Bounded by the size we announced, so a file growing meanwhile cannot overrun Content-Length.
-    await pipeline(file.createReadStream({ start, ...(size > 0 ? { end } : {}) }), response);
+    await pipeline(file.createReadStream({ start, ...(size > 0 ? { end } : {}), highWaterMark: READ_CHUNK_BYTES }), response);
   } catch (error) {
     // The client went away, or the disk failed mid-file: headers are out, the stream is cut.
     log.debug(`download of ${path} ended early: ${describeError(error)}`);

@@ -10,7 +10,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgent } from '../test/agent-fixture.js';
 import { FakeVirtioPort } from '../test/fake-virtio-port.js';
 import { AgentDefaults } from './agent-defaults.js';
-import { HTTP2_CLIENT_PREFACE, newConnectionOffset, runPortSessions, type PortConnectionStream } from './port-session-loop.js';
+import { HTTP2_CLIENT_PREFACE, joinReads, newConnectionOffset, runPortSessions, type BlockingPort, type PortConnectionStream } from './port-session-loop.js';
 
 const quietLog = { info() {}, warn() {}, error() {}, debug() {} };
 const stops: AbortController[] = [];
@@ -87,6 +87,42 @@ describe('runPortSessions with a simulated virtio port', () => {
     sessions[1]!.write('reply-2');
     await waitFor(() => Buffer.concat(toHost2).toString() === 'reply-2', 'reply on host 2');
     expect(Buffer.concat(port.writtenPerHost[1]!).toString()).toBe('reply-2');
+  });
+
+  it('hands a batch of reads over as one push, keeping EOFs and new prefaces between reads apart', async () => {
+    const preface = HTTP2_CLIENT_PREFACE.toString('latin1');
+    const batches = [
+      // Session 1 in three reads; EOF; session 2 whose host reconnected without an EOF into session 3.
+      [`${preface}a`, 'b', 'c', '', `${preface}x`, 'y', `${preface}z`].map((read) => Buffer.from(read, 'latin1')),
+    ];
+    const port: BlockingPort = {
+      async readBatch() {
+        const next = batches.shift();
+        if (next) return next;
+        await sleep(5);
+        return [Buffer.alloc(0)];
+      },
+      async write() {},
+    };
+    const stop = new AbortController();
+    stops.push(stop);
+    const sessions: PortConnectionStream[] = [];
+    const seen: Buffer[][] = [];
+    void runPortSessions({ port, onSession: (stream) => (sessions.push(stream), seen.push(received(stream))), pollIntervalMs: 5, signal: stop.signal, log: quietLog });
+    await waitFor(() => sessions.length === 3 && sessions[2]!.destroyed, 'three sessions, all ended');
+    expect(seen.map((chunks) => chunks.map((chunk) => chunk.toString('latin1')))).toEqual([[`${preface}abc`], [`${preface}xy`], [`${preface}z`]]);
+  });
+
+  it('joins adjacent views of one buffer without a copy, and copies anything else', () => {
+    const batch = Buffer.alloc(6); // its own ArrayBuffer, not a slice of the shared pool
+    batch.write('abcdef');
+    const adjacent = joinReads([batch.subarray(0, 2), batch.subarray(2, 5)], 5);
+    expect(adjacent.toString()).toBe('abcde');
+    expect(adjacent.buffer).toBe(batch.buffer);
+    const apart = joinReads([batch.subarray(0, 2), batch.subarray(3, 5)], 4);
+    expect(apart.toString()).toBe('abde');
+    expect(apart.buffer).not.toBe(batch.buffer);
+    expect(joinReads([Buffer.from('x'), Buffer.from('y')], 2).toString()).toBe('xy');
   });
 
   it('drops writes that fail because the host went away, without erroring the session', async () => {

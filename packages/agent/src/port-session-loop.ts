@@ -11,8 +11,15 @@ import { createLogger, describeError, type Logger } from './log.js';
 
 /** The port as the loop sees it: blocking reads and writes. */
 export interface BlockingPort {
-  /** Fills buffer; resolves 0 while the host side is not connected. */
-  read(buffer: Buffer): Promise<number>;
+  /**
+   * The reads done since the last call, in order (at least one): each
+   * non-empty Buffer is what one read(2) returned, an empty one a read of 0
+   * (the host side is not connected, or just went away). Batched because a
+   * virtio console read returns at most 4 KiB, and handling each one on its
+   * own costs more than the channel under TCG. The Buffers are the caller's
+   * to keep (never reused by the port).
+   */
+  readBatch(): Promise<Buffer[]>;
   /** Writes all of data, or rejects (e.g. EPIPE/ENODEV while the host is away). */
   write(data: Uint8Array): Promise<void>;
 }
@@ -128,7 +135,6 @@ export interface PortSessionLoopOptions {
   onSession: (stream: PortConnectionStream) => void;
   /** How often to look for a host while none is connected. */
   pollIntervalMs?: number;
-  readBufferBytes?: number;
   /** Pause after a failed read, so a broken port does not spin. */
   errorBackoffMs?: number;
   /** Stops the loop after the read in progress returns. */
@@ -151,21 +157,38 @@ export function newConnectionOffset(chunk: Buffer, sessionAlive: boolean): numbe
   return chunk.indexOf(HTTP2_CLIENT_PREFACE);
 }
 
+/** The reads as one buffer; without a copy when they are adjacent views of one batch (see port-reader-thread.ts). */
+export function joinReads(reads: Buffer[], totalBytes: number): Buffer {
+  const first = reads[0];
+  if (!first) return Buffer.alloc(0);
+  let end = first.byteOffset + first.length;
+  for (const read of reads.slice(1)) {
+    if (read.buffer !== first.buffer || read.byteOffset !== end) return Buffer.concat(reads, totalBytes);
+    end += read.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, totalBytes);
+}
+
+/** Bytes of consecutive reads handed to a session in one push, at most. */
+const MAX_DELIVERY_BYTES = 1024 * 1024;
+
 export async function runPortSessions(options: PortSessionLoopOptions): Promise<void> {
   const { port, onSession, signal } = options;
   const pollIntervalMs = options.pollIntervalMs ?? 10;
   const errorBackoffMs = options.errorBackoffMs ?? 100;
   const log = options.log ?? createLogger('port');
-  const buffer = Buffer.allocUnsafe(options.readBufferBytes ?? 64 * 1024);
   let connections = 0;
   let lastReadError = '';
   let stream: PortConnectionStream | undefined;
+  // Reads for `stream` not yet handed over: one push for many 4 KiB reads.
+  let undelivered: Buffer[] = [];
+  let undeliveredBytes = 0;
 
-  const readPort = async (): Promise<number | undefined> => {
+  const readPort = async (): Promise<Buffer[] | undefined> => {
     try {
-      const count = await port.read(buffer);
+      const reads = await port.readBatch();
       lastReadError = '';
-      return count;
+      return reads;
     } catch (error) {
       const message = describeError(error);
       if (message !== lastReadError) log.warn(`read from port failed: ${message}`);
@@ -174,7 +197,16 @@ export async function runPortSessions(options: PortSessionLoopOptions): Promise<
     }
   };
 
+  const deliverUndelivered = async (): Promise<void> => {
+    if (undelivered.length === 0) return;
+    const data = joinReads(undelivered, undeliveredBytes);
+    undelivered = [];
+    undeliveredBytes = 0;
+    await stream?.deliver(data); // dropped if the server already gave up on this session
+  };
+
   const endSession = async (why: string): Promise<void> => {
+    await deliverUndelivered();
     if (!stream) return;
     log.info(`host connection ${connections} ended: ${why}`);
     const ending = stream;
@@ -182,7 +214,7 @@ export async function runPortSessions(options: PortSessionLoopOptions): Promise<
     await ending.hostDisconnected();
   };
 
-  const startSession = async (firstBytes: Buffer): Promise<void> => {
+  const startSession = (): void => {
     connections += 1;
     log.info(`host connected (connection ${connections})`);
     const started = new PortConnectionStream(port, log);
@@ -192,36 +224,40 @@ export async function runPortSessions(options: PortSessionLoopOptions): Promise<
     } catch (error) {
       log.error('could not start a session for the host connection', error);
     }
-    await started.deliver(firstBytes);
+  };
+
+  const handleRead = async (chunk: Buffer): Promise<void> => {
+    if (chunk.length === 0) {
+      // EOF: no host (poll for one), or the host just went away.
+      if (stream) await endSession('host disconnected');
+      else await sleep(pollIntervalMs);
+      return;
+    }
+    if (!stream) {
+      startSession();
+    } else {
+      // Checked per read, as each read begins where the host's writes may.
+      const offset = newConnectionOffset(chunk, stream.isConnected);
+      if (offset !== -1) {
+        await endSession('a new connection began without an EOF in between');
+        startSession();
+        chunk = chunk.subarray(offset);
+      }
+    }
+    undelivered.push(chunk);
+    undeliveredBytes += chunk.length;
+    if (undeliveredBytes >= MAX_DELIVERY_BYTES) await deliverUndelivered();
   };
 
   while (!signal?.aborted) {
-    const count = await readPort();
-    if (count === undefined) {
+    const reads = await readPort();
+    if (reads === undefined) {
       await endSession('read failed');
       await sleep(errorBackoffMs);
       continue;
     }
-    if (count === 0) {
-      // EOF: no host (poll for one), or the host just went away.
-      if (stream) await endSession('host disconnected');
-      else await sleep(pollIntervalMs);
-      continue;
-    }
-    // Copied: `buffer` is reused by the next read while these bytes may still
-    // be queued in the stream.
-    const chunk = Buffer.from(buffer.subarray(0, count));
-    if (!stream) {
-      await startSession(chunk);
-      continue;
-    }
-    const offset = newConnectionOffset(chunk, stream.isConnected);
-    if (offset === -1) {
-      await stream.deliver(chunk); // dropped if the server already gave up on this session
-      continue;
-    }
-    await endSession('a new connection began without an EOF in between');
-    await startSession(chunk.subarray(offset));
+    for (const chunk of reads) await handleRead(chunk);
+    await deliverUndelivered();
   }
   await endSession('agent stopping');
 }

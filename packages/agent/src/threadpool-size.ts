@@ -1,6 +1,6 @@
 // Sizes libuv's threadpool before anything uses it. Imported first by main.ts
-// so it runs before any fs call: the virtio port is read with blocking reads
-// that each hold a pool thread, and libuv reads this variable only once.
+// so it runs before any fs call: writes to the virtio port block a pool thread
+// while no host is connected, and libuv reads this variable only once.
 // Must never import anything or do I/O itself.
 
 const AGENT_THREADPOOL_SIZE = '16';

@@ -1,14 +1,15 @@
 // Finds and opens the guest end of the agent's virtio-serial port
 // (/dev/vportNpM, named by QEMU's `virtserialport name=`). Node cannot make a
-// socket of a character device, so reads and writes are plain blocking fs
-// calls run on libuv's threadpool. Must never seek, and never block the
-// event loop.
+// socket of a character device, so reads are blocking reads on a worker
+// thread (port-reader-thread.ts) and writes blocking writes on libuv's
+// threadpool. Must never seek, and never block the event loop.
 
-import { openSync, read, readdirSync, readFileSync, write } from 'node:fs';
+import { openSync, readdirSync, readFileSync, write } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from './log.js';
 import type { BlockingPort } from './port-session-loop.js';
+import { PortReaderThread } from './port-reader-thread.js';
 
 const log = createLogger('port');
 
@@ -49,16 +50,13 @@ export async function waitForVirtioPortDevice(name: string, sysDir = VIRTIO_PORT
 
 export function openVirtioPort(devicePath: string): BlockingPort {
   const fd = openSync(devicePath, 'r+');
+  const reader = new PortReaderThread({ fd });
   const writeSome = (data: Uint8Array, offset: number) =>
     new Promise<number>((resolve, reject) =>
       write(fd, data, offset, data.length - offset, null, (error, written) => (error ? reject(error) : resolve(written))),
     );
   return {
-    read: (buffer) =>
-      new Promise<number>((resolve, reject) =>
-        // position null: read(2) at the device's stream position, no pread.
-        read(fd, buffer, 0, buffer.length, null, (error, count) => (error ? reject(error) : resolve(count))),
-      ),
+    readBatch: () => reader.readBatch(),
     async write(data) {
       let offset = 0;
       while (offset < data.length) {

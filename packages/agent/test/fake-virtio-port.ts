@@ -73,21 +73,21 @@ export class FakeVirtioPort implements BlockingPort {
     old?.destroy();
   }
 
-  async read(buffer: Buffer): Promise<number> {
+  /** One read per batch, of at most what one host write delivered (and at most 64 KiB). */
+  async readBatch(): Promise<Buffer[]> {
     this.reads += 1;
     for (;;) {
       if (!this.host && !this.phantomHost) {
         this.toGuest.length = 0; // bytes of a gone host are lost with it
         this.emptyReads += 1;
         await new Promise((resolve) => setImmediate(resolve));
-        return 0;
+        return [Buffer.alloc(0)];
       }
       const next = this.toGuest.shift();
       if (next) {
-        const count = Math.min(next.length, buffer.length);
-        next.copy(buffer, 0, 0, count);
+        const count = Math.min(next.length, 64 * 1024);
         if (count < next.length) this.toGuest.unshift(next.subarray(count));
-        return count;
+        return [Buffer.from(next.subarray(0, count))];
       }
       await new Promise<void>((resolve) => (this.wakeReader = resolve));
       this.wakeReader = undefined;
