@@ -71,12 +71,7 @@ export class ImageService {
    * daemons that died mid-build (their pid is in the name; the cache is shared).
    */
   async start(): Promise<void> {
-    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
-    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
-    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
-    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
-      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
-    }
+    this.sweepUnheldFiles();
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
       const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
@@ -88,6 +83,16 @@ export class ImageService {
         .set({ kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit })
         .where('name', '=', name)
         .execute();
+    }
+  }
+
+  /** Blobs and root filesystems no daemon has held for a while, and the defaults files of removed root filesystems. */
+  private sweepUnheldFiles(): void {
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
     }
   }
 
@@ -105,12 +110,7 @@ export class ImageService {
 
   async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
-    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
-    const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
-    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
-    for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
-      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
-    }
+    this.sweepUnheldFiles();
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
     const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
     await this.record(image, ref, 'archive');
