@@ -12,8 +12,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-// Standalone scripts written against the first harness import percentile from here.
-export { percentile } from './lib/stats.mjs';
 
 /** Daemon settings of each kind of start the cases compare. */
 export const daemonProfiles = {
@@ -176,20 +174,6 @@ export class BenchRun {
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, this.onSignal);
   }
 
-  /**
-   * The API of the daemon started last, for standalone scripts written against
-   * the first harness (one daemon at a time, `run.request`, `run.socketPath`);
-   * cases use the Daemon that `ctx.daemon()` returns.
-   */
-  request(method, urlPath, body) {
-    if (!this.lastDaemon) throw new Error('no daemon started yet');
-    return this.lastDaemon.request(method, urlPath, body);
-  }
-
-  get socketPath() {
-    return this.lastDaemon?.socketPath;
-  }
-
   /** Kills every process started under this run's folder, then removes it. Idempotent; returns the pids that survived (none, normally). */
   cleanup() {
     if (this.cleanedUp) return [];
@@ -256,7 +240,6 @@ export class BenchRun {
     fs.closeSync(log);
     this.children.add(child);
     const daemon = new Daemon(this, name, dir, child);
-    this.lastDaemon = daemon;
     const deadline = Date.now() + 300_000; // the first daemon of a run builds the warm snapshot
     for (;;) {
       if (child.exitCode !== null) throw new Error(`capsuled (${name}) exited with ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);

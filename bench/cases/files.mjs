@@ -1,14 +1,38 @@
-// File upload and download of 256 MiB through the daemon, against the raw
-// virtio-serial channel measured in the same run. The daemon does not serve
-// files yet (issue #4: the agent's /files through the daemon), so its two
-// results are "not available" until then; the channel is measured anyway.
+// File upload and download of 256 MiB through the daemon's agent proxy
+// (/v1/sandboxes/{id}/envd/files: octet-stream up to the guest's disk, the
+// same file back, checked byte for byte), against the raw virtio-serial
+// channel of a bare guest (lib/serial-channel.mjs) measured in the same run.
+// Each round does all four, so a change in the host's load hits both sides.
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
 import path from 'node:path';
 import { repeat } from '../harness.mjs';
-import { routeMissing } from '../lib/api-routes.mjs';
 import { startSerialChannelVm } from '../lib/serial-channel.mjs';
 
 const BYTES = 256 * 1024 * 1024;
+const GUEST_PATH = '/var/tmp/capsule-bench-files.bin'; // the root disk: the guest's /tmp is a small tmpfs
 const mbPerS = (ms) => BYTES / 1e6 / (ms / 1000);
+
+/** One request to the sandbox's agent /files through the daemon; resolves with the length and SHA-256 of the answer. */
+function agentFiles(daemon, sandboxId, method, body) {
+  return new Promise((resolve, reject) => {
+    const headers = { authorization: `Basic ${Buffer.from('root:').toString('base64')}` };
+    if (body) Object.assign(headers, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+    const urlPath = `/v1/sandboxes/${sandboxId}/envd/files?path=${encodeURIComponent(GUEST_PATH)}`;
+    const req = http.request({ socketPath: daemon.socketPath, method, path: urlPath, headers }, (res) => {
+      const hash = createHash('sha256');
+      let length = 0;
+      res.on('data', (chunk) => {
+        hash.update(chunk);
+        length += chunk.length;
+      });
+      res.on('end', () => (res.statusCode === 200 ? resolve({ length, sha256: hash.digest('hex') }) : reject(new Error(`${method} /files answered ${res.statusCode}`))));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 export default {
   name: 'files',
@@ -16,30 +40,46 @@ export default {
   results: [
     { id: 'channel-upload', title: 'raw virtio-serial channel, host to guest, 256 MiB (baseline of upload)', unit: 'MB/s' },
     { id: 'channel-download', title: 'raw virtio-serial channel, guest to host, 256 MiB (baseline of download)', unit: 'MB/s' },
-    { id: 'files-upload', title: 'upload 256 MiB through the daemon', unit: 'MB/s', baselines: [{ id: 'channel-upload', label: 'the raw channel' }] },
-    { id: 'files-download', title: 'download 256 MiB through the daemon', unit: 'MB/s', baselines: [{ id: 'channel-download', label: 'the raw channel' }] },
+    { id: 'files-upload', title: 'upload 256 MiB through the daemon to the guest disk', unit: 'MB/s', baselines: [{ id: 'channel-upload', label: 'the raw channel' }] },
+    { id: 'files-download', title: 'download 256 MiB through the daemon from the guest disk', unit: 'MB/s', baselines: [{ id: 'channel-download', label: 'the raw channel' }] },
   ],
   async run(ctx) {
-    const missing = await routeMissing(await ctx.daemon('pool'), /files/, 'the daemon has no file transfer route yet (issue #4)');
-    if (!missing) throw new Error('the daemon now serves files: measure files-upload and files-download here');
-    const channel = await startSerialChannelVm({
-      dir: path.join(ctx.run.root, 'channel'),
-      accel: ctx.accel,
-      kernel: ctx.manifest.kernel,
-      initramfs: ctx.manifest.initramfs,
-      track: (child) => ctx.run.children.add(child),
-    });
+    // No warm pool: no idle pool VM runs beside the measured ones.
+    const daemon = await ctx.daemon('restore');
+    const sandbox = await daemon.create();
+    let channel;
     try {
-      const uploads = await repeat(ctx, async () => mbPerS(await channel.upload(BYTES)));
-      const downloads = await repeat(ctx, async () => mbPerS(await channel.download(BYTES)));
+      channel = await startSerialChannelVm({
+        dir: path.join(ctx.run.root, 'channel'),
+        accel: ctx.accel,
+        kernel: ctx.manifest.kernel,
+        initramfs: ctx.manifest.initramfs,
+        track: (child) => ctx.run.children.add(child),
+      });
+      const data = randomBytes(BYTES);
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      const rounds = await repeat(ctx, async (i) => {
+        const channelUpload = mbPerS(await channel.upload(BYTES));
+        const channelDownload = mbPerS(await channel.download(BYTES));
+        let started = performance.now();
+        await agentFiles(daemon, sandbox.id, 'POST', data);
+        const upload = mbPerS(performance.now() - started);
+        started = performance.now();
+        const back = await agentFiles(daemon, sandbox.id, 'GET');
+        const download = mbPerS(performance.now() - started);
+        if (back.length !== BYTES || back.sha256 !== sha256) throw new Error(`round ${i + 1}: the downloaded file differs from the uploaded one`);
+        ctx.log(`files round ${i + 1}: channel ${channelUpload.toFixed(1)}/${channelDownload.toFixed(1)}, daemon ${upload.toFixed(1)}/${download.toFixed(1)} MB/s (up/down)`);
+        return { channelUpload, channelDownload, upload, download };
+      });
       return {
-        'channel-upload': uploads,
-        'channel-download': downloads,
-        'files-upload': { unavailable: missing },
-        'files-download': { unavailable: missing },
+        'channel-upload': rounds.map((r) => r.channelUpload),
+        'channel-download': rounds.map((r) => r.channelDownload),
+        'files-upload': rounds.map((r) => r.upload),
+        'files-download': rounds.map((r) => r.download),
       };
     } finally {
-      await channel.close();
+      await channel?.close();
+      await daemon.remove(sandbox.id);
     }
   },
 };
