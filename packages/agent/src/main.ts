@@ -14,6 +14,7 @@ import { createFilesystemService } from './filesystem-service.js';
 import { GuestHelper } from './guest-helper.js';
 import { createInitRoute } from './init-route.js';
 import { createLogger } from './log.js';
+import { createMetricsRoute } from './metrics-route.js';
 import { parseAgentOptions, usage, UsageError, type AgentOptions } from './options.js';
 import { runPortSessions } from './port-session-loop.js';
 import { createProcessService, ProcessTable } from './process-service.js';
@@ -99,6 +100,7 @@ async function main(): Promise<void> {
         hostnameFile: options.hostnameFile,
       }),
       [agentHttpPaths.files]: createFilesRoute({ defaults }),
+      [agentHttpPaths.metrics]: createMetricsRoute(),
     },
   });
 

@@ -1,17 +1,20 @@
 // One child process the agent started: spawning it in its own process group,
-// fanning its stdout/stderr out to any number of subscribers (Start and
-// Connect streams), stdin, signals and the end event. Must never buffer output
-// without bound (a slow subscriber pauses the child's pipes), never let a
+// on pipes or on a pseudo-terminal, fanning its output (stdout/stderr, or the
+// terminal's) out to any number of subscribers (Start and Connect streams),
+// input, resizes, signals and the end event. Must never buffer output without
+// bound (a slow subscriber pauses the child's pipes or terminal), never let a
 // process block because nobody listens (output with no subscriber is
 // dropped), and never throw from a stream or child 'error' event.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { describeExit, type ExitInfo } from './exit-status.js';
 import { describeCommand, type LaunchSpec } from './launch-spec.js';
 import { createLogger, describeError } from './log.js';
+import type { PseudoTerminal } from './pseudo-terminal.js';
+import type { TerminalSize } from './terminal-size.js';
 import type { UnixUser } from './users.js';
 
 const log = createLogger('process');
@@ -33,7 +36,9 @@ const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
  */
 const OUTPUT_SETTLE_MS = 50;
 
-export type OutputStreamName = 'stdout' | 'stderr';
+export type OutputStreamName = 'stdout' | 'stderr' | 'pty';
+/** Where input goes: the stdin pipe or the terminal (envd's ProcessInput cases). */
+export type InputKind = 'stdin' | 'pty';
 
 export type ProcessOutputEvent =
   | { kind: OutputStreamName; data: Buffer }
@@ -101,8 +106,10 @@ export class OutputSubscription {
 export interface ManagedProcessOptions<Config> {
   spec: LaunchSpec;
   user: UnixUser;
-  /** Keep a stdin pipe for SendInput; otherwise stdin is /dev/null. */
+  /** Keep a stdin pipe for SendInput; otherwise stdin is /dev/null. Ignored on a terminal. */
   stdin: boolean;
+  /** Run on a pseudo-terminal of this size instead of pipes. */
+  terminal?: TerminalSize | undefined;
   tag: string | undefined;
   /** The request's ProcessConfig, echoed back by List. */
   config: Config;
@@ -113,11 +120,14 @@ export class ManagedProcess<Config = unknown> {
   readonly tag: string | undefined;
   readonly config: Config;
   readonly command: string;
-  private readonly child: ChildProcess;
+  private readonly outputs: Readable[] = [];
+  /** The stdin pipe or the terminal; undefined without stdin. */
+  private readonly input: Writable | undefined;
+  private readonly terminal: PseudoTerminal | undefined;
   private readonly subscribers = new Set<OutputSubscription>();
   private readonly endListeners: Array<(exit: ExitInfo) => void> = [];
   private outputPaused = false;
-  private openOutputs = 2;
+  private openOutputs = 0;
   private lastOutputAt = 0;
   private exitInfo: ExitInfo | undefined;
   private settleTimer: NodeJS.Timeout | undefined;
@@ -126,7 +136,7 @@ export class ManagedProcess<Config = unknown> {
 
   /** Spawns the process; spawn failures are InvalidArgument errors, like envd's. */
   static async start<Config>(options: ManagedProcessOptions<Config>): Promise<ManagedProcess<Config>> {
-    const { spec, user } = options;
+    const { user } = options;
     const asAnotherUser = process.getuid?.() !== user.uid;
     if (asAnotherUser && process.getuid?.() !== 0) {
       throw new ConnectError(
@@ -134,6 +144,45 @@ export class ManagedProcess<Config = unknown> {
         Code.PermissionDenied,
       );
     }
+    return options.terminal
+      ? ManagedProcess.startOnTerminal(options, options.terminal, asAnotherUser)
+      : ManagedProcess.startOnPipes(options, asAnotherUser);
+  }
+
+  private static async startOnTerminal<Config>(
+    options: ManagedProcessOptions<Config>,
+    size: TerminalSize,
+    asAnotherUser: boolean,
+  ): Promise<ManagedProcess<Config>> {
+    const { spec, user } = options;
+    // Loaded on first use: node-pty's native addon is only needed for terminals.
+    const { PseudoTerminal } = await import('./pseudo-terminal.js');
+    // The exit is reported through the event loop, so never before `proc` exists.
+    let onExit: (code: number | null, signal: NodeJS.Signals | null) => void = () => undefined;
+    let terminal: PseudoTerminal;
+    try {
+      terminal = PseudoTerminal.spawn({
+        file: spec.file,
+        args: spec.args,
+        env: spec.env,
+        cwd: spec.cwd,
+        size,
+        user: asAnotherUser ? { uid: user.uid, gid: user.gid } : undefined,
+        onExit: (code, signal) => onExit(code, signal),
+      });
+    } catch (error) {
+      throw new ConnectError(
+        `error starting pty with command '${describeCommand({ cmd: spec.argv0, args: spec.args })}' in dir '${spec.cwd}' with '${size.cols}' cols and '${size.rows}' rows: ${describeError(error)}`,
+        Code.InvalidArgument,
+      );
+    }
+    const proc = new ManagedProcess(terminal.pid, options, [['pty', terminal.output]], terminal.input, terminal);
+    onExit = (code, signal) => proc.childExited(code, signal);
+    return proc;
+  }
+
+  private static async startOnPipes<Config>(options: ManagedProcessOptions<Config>, asAnotherUser: boolean): Promise<ManagedProcess<Config>> {
+    const { spec, user } = options;
     let child: ChildProcess;
     try {
       child = spawn(spec.file, spec.args, {
@@ -164,29 +213,43 @@ export class ManagedProcess<Config = unknown> {
           : Code.InvalidArgument,
       );
     }
-    return new ManagedProcess(child, child.pid, options);
+    const pid = child.pid;
+    const outputs: Array<[OutputStreamName, Readable | null]> = [
+      ['stdout', child.stdout],
+      ['stderr', child.stderr],
+    ];
+    const proc = new ManagedProcess(pid, options, outputs, child.stdin ?? undefined, undefined);
+    child.on('error', (error) => log.warn(`[pid=${pid}] ${describeError(error)}`));
+    child.on('exit', (code, signal) => proc.childExited(code, signal));
+    return proc;
   }
 
-  private constructor(child: ChildProcess, pid: number, options: ManagedProcessOptions<Config>) {
-    this.child = child;
+  private constructor(
+    pid: number,
+    options: ManagedProcessOptions<Config>,
+    outputs: Array<[OutputStreamName, Readable | null]>,
+    input: Writable | undefined,
+    terminal: PseudoTerminal | undefined,
+  ) {
     this.pid = pid;
     this.tag = options.tag;
     this.config = options.config;
     this.command = describeCommand({ cmd: options.spec.argv0, args: options.spec.args });
-    this.stdinOpen = options.stdin;
+    this.input = input;
+    this.terminal = terminal;
+    this.stdinOpen = terminal !== undefined || options.stdin;
 
-    child.on('error', (error) => log.warn(`[pid=${pid}] ${describeError(error)}`));
-    child.stdin?.on('error', (error) => log.debug(`[pid=${pid}] stdin: ${describeError(error)}`));
-    this.watchOutput(child.stdout, 'stdout');
-    this.watchOutput(child.stderr, 'stderr');
-    child.on('exit', (code, signal) => {
-      this.exitInfo = describeExit(code, signal);
-      // The process is gone: like Go's cmd.Wait, stop offering its stdin.
-      this.stdinOpen = false;
-      child.stdin?.destroy();
-      this.scheduleSettleCheck();
-      this.finishIfDone();
-    });
+    input?.on('error', (error) => log.debug(`[pid=${pid}] ${terminal ? 'terminal input' : 'stdin'}: ${describeError(error)}`));
+    for (const [name, stream] of outputs) this.watchOutput(stream, name);
+  }
+
+  private childExited(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exitInfo = describeExit(code, signal);
+    // The process is gone: like Go's cmd.Wait, stop offering its input.
+    this.stdinOpen = false;
+    if (!this.terminal) this.input?.destroy();
+    this.scheduleSettleCheck();
+    this.finishIfDone();
   }
 
   get ended(): boolean {
@@ -230,10 +293,20 @@ export class ManagedProcess<Config = unknown> {
     }
   }
 
-  async writeStdin(data: Uint8Array, signal: AbortSignal): Promise<void> {
-    const stdin = this.child.stdin;
+  /** Input for the stdin pipe or the terminal, with envd's errors when `kind` is the other one. */
+  async writeInput(kind: InputKind, data: Uint8Array, signal: AbortSignal): Promise<void> {
+    if (kind === 'pty' && !this.terminal) {
+      throw new ConnectError('error writing to tty: tty not assigned to process — input should be written to the stdin, not the tty', Code.Internal);
+    }
+    if (kind === 'stdin' && this.terminal) {
+      throw new ConnectError('error writing to stdin: tty assigned to process — input should be written to the pty, not the stdin', Code.Internal);
+    }
+    const stdin = this.input;
     if (!this.stdinOpen || !stdin || stdin.destroyed || stdin.writableEnded) {
-      throw new ConnectError('error writing to stdin: stdin not enabled or closed', Code.Internal);
+      throw new ConnectError(
+        this.terminal ? 'error writing to tty: the process has ended' : 'error writing to stdin: stdin not enabled or closed',
+        Code.Internal,
+      );
     }
     stdin.write(data);
     if (stdin.writableLength <= STDIN_HIGH_WATER_BYTES) return;
@@ -255,10 +328,23 @@ export class ManagedProcess<Config = unknown> {
     });
   }
 
-  /** EOF on stdin; closing twice is fine (envd agrees). */
+  /** EOF on stdin; closing twice is fine (envd agrees). A terminal has no stdin to close. */
   closeStdin(): void {
+    if (this.terminal) {
+      throw new ConnectError('error closing stdin: cannot close stdin for PTY process — send Ctrl+D (0x04) instead', Code.Unknown);
+    }
     this.stdinOpen = false;
-    this.child.stdin?.end();
+    this.input?.end();
+  }
+
+  /** A new terminal size; the kernel sends SIGWINCH to the terminal's foreground process group. */
+  resize(size: TerminalSize): void {
+    if (!this.terminal) throw new ConnectError('error resizing tty: tty not assigned to process', Code.Internal);
+    try {
+      this.terminal.resize(size);
+    } catch (error) {
+      throw new ConnectError(`error resizing tty: ${describeError(error)}`, Code.Internal);
+    }
   }
 
   /** Called by a subscription after it handed an event on. */
@@ -276,10 +362,9 @@ export class ManagedProcess<Config = unknown> {
   }
 
   private watchOutput(stream: Readable | null, name: OutputStreamName): void {
-    if (!stream) {
-      this.openOutputs -= 1;
-      return;
-    }
+    if (!stream) return;
+    this.outputs.push(stream);
+    this.openOutputs += 1;
     stream.on('data', (chunk: Buffer) => this.dispatch(name, chunk));
     stream.on('error', (error) => log.debug(`[pid=${this.pid}] ${name}: ${describeError(error)}`));
     stream.on('close', () => {
@@ -308,9 +393,9 @@ export class ManagedProcess<Config = unknown> {
     if (this.outputPaused === paused) return;
     this.outputPaused = paused;
     log.debug(`[pid=${this.pid}] output ${paused ? 'paused: a reader is behind' : 'resumed'}`);
-    for (const stream of [this.child.stdout, this.child.stderr]) {
-      if (paused) stream?.pause();
-      else stream?.resume();
+    for (const stream of this.outputs) {
+      if (paused) stream.pause();
+      else stream.resume();
     }
   }
 
@@ -334,8 +419,10 @@ export class ManagedProcess<Config = unknown> {
     clearTimeout(this.settleTimer);
     for (const subscriber of this.subscribers) subscriber.push({ kind: 'end', exit });
     this.subscribers.clear();
-    // Whatever a surviving grandchild still writes is read and dropped.
+    // Whatever a surviving grandchild still writes to a pipe is read and
+    // dropped; a terminal hangs up, as envd closes it after the exit.
     this.setOutputPaused(false);
+    this.terminal?.close();
     log.debug(`[pid=${this.pid}] ended: ${exit.status}`);
     for (const listener of this.endListeners.splice(0)) {
       try {

@@ -256,11 +256,6 @@ describe('stdin, signals, List and Connect', () => {
     expect((await client.list({})).processes.some((info) => info.pid === pid)).toBe(false);
     await expectConnectError(collect(client.connect({ process: { selector: { case: 'pid', value: pid } } })), Code.NotFound);
   });
-
-  it('answers Update and PTY requests with Unimplemented', async () => {
-    await expectConnectError(client.update({ process: { selector: { case: 'pid', value: 1 } } }), Code.Unimplemented);
-    await expectConnectError(run({ process: { cmd: 'true' }, pty: { size: { cols: 80, rows: 24 } } }), Code.Unimplemented);
-  });
 });
 
 describe('connections', () => {

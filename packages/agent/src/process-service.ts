@@ -11,6 +11,7 @@ import {
   type Process,
   type ProcessConfig,
   type ProcessEventSchema,
+  type ProcessInput,
   type ProcessSelector,
 } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
@@ -18,6 +19,7 @@ import { keepaliveIntervalMs } from './keepalive-interval.js';
 import { buildLaunchSpec } from './launch-spec.js';
 import { createLogger } from './log.js';
 import { ManagedProcess, type OutputSubscription } from './managed-process.js';
+import { terminalSizeOf } from './terminal-size.js';
 import { resolveRequestUser, PASSWD_PATH } from './users.js';
 
 const log = createLogger('process');
@@ -101,6 +103,17 @@ async function* streamProcessEvents(
   }
 }
 
+/** TERM for a terminal whose request and agent defaults name none: what the e2b SDK sends. */
+export const DEFAULT_TERM = 'xterm-256color';
+
+async function writeProcessInput(proc: AgentProcess, input: ProcessInput | undefined, signal: AbortSignal): Promise<void> {
+  const choice = input?.input;
+  if (choice?.case !== 'stdin' && choice?.case !== 'pty') {
+    throw new ConnectError('input must carry stdin or pty bytes', Code.InvalidArgument);
+  }
+  await proc.writeInput(choice.case, choice.value, signal);
+}
+
 function toNodeSignal(signal: Signal): NodeJS.Signals {
   switch (signal) {
     case Signal.SIGKILL:
@@ -117,7 +130,6 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
 
   return {
     async *start(request, context) {
-      if (request.pty) throw new ConnectError('PTY processes are not supported by this agent yet', Code.Unimplemented);
       const config = request.process;
       if (!config) throw new ConnectError('process is required', Code.InvalidArgument);
       const { defaults } = options;
@@ -126,9 +138,12 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
         envs: defaults.envs(),
         workdir: defaults.workdir,
       });
+      const terminal = request.pty ? terminalSizeOf(request.pty) : undefined;
+      if (terminal) spec.env.TERM ??= DEFAULT_TERM;
       const proc = await ManagedProcess.start({
         spec,
         user,
+        terminal,
         // Unset means "keep stdin", for clients that predate the field.
         stdin: request.stdin ?? true,
         tag: request.tag,
@@ -138,7 +153,7 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
       // later I/O callback, so none can be dropped before this line.
       const subscription = proc.subscribe();
       table.add(proc);
-      log.info(`[pid=${proc.pid}] started as ${user.name}: ${proc.command}`);
+      log.info(`[pid=${proc.pid}] started as ${user.name}${terminal ? ` on a ${terminal.cols}x${terminal.rows} terminal` : ''}: ${proc.command}`);
 
       // Like envd, the request's deadline is the process's deadline.
       const timeoutMs = context.timeoutMs();
@@ -169,17 +184,8 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
     },
 
     async sendInput(request, context) {
-      const proc = table.find(request.process);
-      const input = request.input?.input;
-      switch (input?.case) {
-        case 'stdin':
-          await proc.writeStdin(input.value, context.signal);
-          return {};
-        case 'pty':
-          throw new ConnectError('error writing to tty: tty not assigned to process', Code.Internal);
-        default:
-          throw new ConnectError('input must carry stdin or pty bytes', Code.InvalidArgument);
-      }
+      await writeProcessInput(table.find(request.process), request.input, context.signal);
+      return {};
     },
 
     async streamInput(requests, context) {
@@ -192,10 +198,7 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
             break;
           case 'data': {
             if (!proc) throw new ConnectError('the first StreamInput message must select the process', Code.InvalidArgument);
-            const input = event.value.input?.input;
-            if (input?.case === 'stdin') await proc.writeStdin(input.value, context.signal);
-            else if (input?.case === 'pty') throw new ConnectError('error writing to tty: tty not assigned to process', Code.Internal);
-            else throw new ConnectError('input must carry stdin or pty bytes', Code.InvalidArgument);
+            await writeProcessInput(proc, event.value.input, context.signal);
             break;
           }
           case 'keepalive':
@@ -224,8 +227,15 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
       return {};
     },
 
-    update() {
-      throw new ConnectError('process.Process.Update (PTY resize) is not supported by this agent yet', Code.Unimplemented);
+    update(request) {
+      const proc = table.find(request.process);
+      // Like envd: an Update without a pty changes nothing.
+      if (request.pty) {
+        const size = terminalSizeOf(request.pty);
+        proc.resize(size);
+        log.info(`[pid=${proc.pid}] terminal resized to ${size.cols}x${size.rows}`);
+      }
+      return {};
     },
   };
 }

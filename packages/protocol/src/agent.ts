@@ -52,6 +52,25 @@ export interface AgentInitRequest {
   entropy?: string;
 }
 
+/**
+ * The JSON body of `GET /metrics`, with envd's field names: `ts` in Unix
+ * seconds, CPU use in percent (two decimals) since the previous call, memory
+ * (`used` = total - available) and the root filesystem (`used` = total - what
+ * an unprivileged user could still write) in bytes; the `_mib` fields are the
+ * deprecated ones envd still sends.
+ */
+export interface AgentMetrics {
+  ts: number;
+  cpu_count: number;
+  cpu_used_pct: number;
+  mem_total_mib: number;
+  mem_used_mib: number;
+  mem_total: number;
+  mem_used: number;
+  disk_used: number;
+  disk_total: number;
+}
+
 /** Limits the agent enforces on `POST /init` (the daemon should stay well inside them). */
 export const agentInitLimits = {
   maxBodyBytes: 64 * 1024,
