@@ -7,6 +7,7 @@
 // Must never write to or resize the master after closing it: its descriptor
 // number may already belong to another file.
 
+/// <reference path="./node-pty-native.d.ts" />
 import { write } from 'node:fs';
 import { constants } from 'node:os';
 import { Writable } from 'node:stream';

@@ -8,7 +8,7 @@ import { TestDaemon } from './fixture.js';
 
 const KIT_NODE = ['/opt/capsule/node/ld-linux-x86-64.so.2', '--library-path', '/opt/capsule/node/lib', '/opt/capsule/node/node'];
 
-/** Runs in the guest (CommonJS, on stdin): Start on a pty, wait for "ready", Update the size, type a line, print what came back. */
+/** Runs in the guest (CommonJS, on stdin): Start on a pty as `user`, wait for "ready", Update the size, type a line, print what came back. */
 const guestScript = String.raw`
 const { spawn } = require('node:child_process');
 const http2 = require('node:http2');
@@ -32,6 +32,8 @@ function call(session, method, message, onMessage) {
       ':path': '/process.Process/' + method,
       'content-type': onMessage ? 'application/connect+json' : 'application/json',
       'connect-protocol-version': '1',
+      // The e2b SDK's default user.
+      authorization: 'Basic ' + Buffer.from('user:').toString('base64'),
     });
     let buffered = Buffer.alloc(0);
     stream.on('data', (chunk) => {
@@ -66,7 +68,7 @@ async function main() {
   let end;
   let resized = false;
   let pid;
-  const script = 'test -t 0 && echo isatty; stty size; echo "term=$TERM"; echo ready; read line; echo "got $line $(stty size)"; exit 5';
+  const script = 'test -t 0 && echo isatty; stty size; echo "term=$TERM"; echo "as $(id -un) in $(pwd)"; echo ready; read line; echo "got $line $(stty size)"; exit 5';
   await call(session, 'Start', { process: { cmd: '/bin/sh', args: ['-c', script] }, pty: { size: { rows: 30, cols: 90 } } }, async (message) => {
     const event = message.event || {};
     if (event.start) pid = event.start.pid;
@@ -114,6 +116,7 @@ describe('PTY processes in a real microVM', () => {
     expect(output).toContain('isatty\r\n');
     expect(output).toContain('30 90\r\n');
     expect(output).toContain('term=xterm-256color\r\n');
+    expect(output).toContain('as user in /home/user\r\n');
     // The terminal echoes the typed line, then the shell answers with the new size.
     expect(output).toContain('hello\r\n');
     expect(output).toContain('got hello 44 120\r\n');
