@@ -30,8 +30,8 @@ export const MAX_SUBSCRIBERS_PER_PROCESS = 32;
 /** SendInput waits for the child to read once this much stdin is queued. */
 const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
 /**
- * After the child exits, output still in its pipes is read until the pipes
- * close or stay quiet this long. A background grandchild holding the pipe
+ * After the child exits, output still in its pipes (or terminal) is read
+ * until they close or stay quiet this long. A background grandchild holding the pipe
  * open must not hold back the end event (envd does not wait for it either).
  */
 const OUTPUT_SETTLE_MS = 50;

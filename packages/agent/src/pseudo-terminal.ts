@@ -6,14 +6,23 @@
 // terminal 200 ms after the exit even while a slow reader holds output back.
 // Must never write to or resize the master after closing it: its descriptor
 // number may already belong to another file.
+//
+// The agent also keeps the slave side open until it hangs up: once every
+// slave descriptor is closed, Linux may fail a read of the master with EIO
+// while output is still buffered, and the end of a process's output would be
+// lost. ManagedProcess ends the stream when the process has exited and the
+// terminal has gone quiet, as for pipes.
 
 /// <reference path="./node-pty-native.d.ts" />
-import { write } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, write } from 'node:fs';
 import { constants } from 'node:os';
 import { Writable } from 'node:stream';
 import tty from 'node:tty';
 import native from 'node-pty/build/Release/pty.node';
+import { createLogger, describeError } from './log.js';
 import type { TerminalSize } from './terminal-size.js';
+
+const log = createLogger('process');
 
 /** How often input is retried while the terminal's input queue is full (the process is not reading). */
 const FULL_TERMINAL_RETRY_MS = 10;
@@ -95,6 +104,8 @@ export class PseudoTerminal {
   /** What is typed into the terminal. */
   readonly input: TerminalInput;
   private readonly fd: number;
+  /** The agent's own descriptor of the slave side (see the top of this file). */
+  private slaveFd: number | undefined;
   private open = true;
 
   /** Throws node-pty's error when forkpty fails. */
@@ -122,18 +133,25 @@ export class PseudoTerminal {
         options.onExit(name ? null : code, name);
       },
     );
-    return new PseudoTerminal(forked.fd, forked.pid);
+    return new PseudoTerminal(forked.fd, forked.pid, forked.pty);
   }
 
-  private constructor(fd: number, pid: number) {
+  private constructor(fd: number, pid: number, slavePath: string) {
     this.fd = fd;
     this.pid = pid;
+    try {
+      // O_NOCTTY: the agent must never take the terminal as its own.
+      this.slaveFd = openSync(slavePath, fsConstants.O_RDWR | fsConstants.O_NOCTTY);
+    } catch (error) {
+      log.warn(`[pid=${pid}] could not hold ${slavePath} open; the end of its output may be cut: ${describeError(error)}`);
+    }
     // The stream owns the descriptor: destroying it closes the master.
     this.output = new tty.ReadStream(fd);
     this.input = new TerminalInput(fd, () => this.open);
     this.output.once('close', () => {
       this.open = false;
       this.input.destroy();
+      this.releaseSlave();
     });
   }
 
@@ -145,7 +163,14 @@ export class PseudoTerminal {
   close(): void {
     if (!this.open) return;
     this.open = false;
+    this.releaseSlave();
     this.input.destroy();
     this.input.whenIdle(() => this.output.destroy());
+  }
+
+  private releaseSlave(): void {
+    if (this.slaveFd === undefined) return;
+    closeSync(this.slaveFd);
+    this.slaveFd = undefined;
   }
 }

@@ -2,6 +2,8 @@
 // StreamInput with pty bytes, Update to resize, Connect, SendSignal): the
 // bundled agent, with node-pty's addon beside it, on a unix socket.
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -257,4 +259,60 @@ describe('a process on a pseudo-terminal', () => {
       Code.InvalidArgument,
     );
   });
+
+  it('holds a fast writer back while nobody reads, then delivers every byte', async () => {
+    const totalBytes = 24 * 1024 * 1024;
+    const events = client.start({
+      process: { cmd: 'head', args: ['-c', String(totalBytes), '/dev/zero'], cwd: '/tmp' },
+      pty: { size: { rows: 24, cols: 80 } },
+    })[Symbol.asyncIterator]();
+    const first = await events.next();
+    const pid = first.value?.event?.event.case === 'start' ? first.value.event.event.value.pid : undefined;
+    expect(pid).toBeGreaterThan(0);
+    // Not reading for a while: the agent holds about 1 MiB for us, the
+    // terminal and the transports a little more; `head` must be blocked.
+    await sleep(1500);
+    const io = existsSync(`/proc/${pid}/io`) ? readFileSync(`/proc/${pid}/io`, 'utf8') : `wchar: ${totalBytes}`;
+    expect(Number(/wchar:\s+(\d+)/.exec(io)?.[1])).toBeLessThan(12 * 1024 * 1024);
+    const rest = new TerminalStream({ [Symbol.asyncIterator]: () => events });
+    await rest.done;
+    expect(rest.output.length).toBe(totalBytes);
+    expect(rest.end?.exitCode).toBe(0);
+  }, 60_000);
+
+  it('leaves no descriptor or thread behind once terminals end, however they end', async () => {
+    const counts = () => ({
+      fds: readdirSync(`/proc/${agent.pid}/fd`).length,
+      threads: readdirSync(`/proc/${agent.pid}/task`).length,
+    });
+    // Warm up: the first terminal loads the addon and starts the thread pool.
+    await startTerminal('true').done;
+    const before = counts();
+    for (let round = 0; round < 4; round += 1) {
+      await startTerminal('echo done').done;
+      // A background child still holding the terminal when the shell exits.
+      await startTerminal('sleep 30 & echo started').done;
+      const killed = startTerminal('echo ready; exec sleep 60');
+      await killed.waitFor('ready');
+      await client.sendSignal({ process: byPid(await killed.pidWhenStarted()), signal: Signal.SIGKILL });
+      await killed.done;
+      // A Start stream given up on while its process runs: the process ends later on its own.
+      const abandon = new AbortController();
+      const abandoned = startTerminal('echo ready; read line', {}, abandon.signal);
+      await abandoned.waitFor('ready');
+      const pid = await abandoned.pidWhenStarted();
+      abandon.abort();
+      await abandoned.done.catch(() => undefined);
+      await typeInto(pid, '\n');
+    }
+    // Exit threads are joined and descriptors closed just after the end events.
+    const deadline = Date.now() + 10_000;
+    let after = counts();
+    while ((after.fds > before.fds || after.threads > before.threads) && Date.now() < deadline) {
+      await sleep(50);
+      after = counts();
+    }
+    expect(after.fds).toBeLessThanOrEqual(before.fds);
+    expect(after.threads).toBeLessThanOrEqual(before.threads);
+  }, 60_000);
 });
