@@ -172,6 +172,25 @@ describe('a process on a pseudo-terminal', () => {
     expect(session.end).toMatchObject({ exitCode: 0, exited: true });
   });
 
+  it("runs an interactive login bash the way the e2b SDK's pty.create starts it", async () => {
+    const session = new TerminalStream(
+      client.start(
+        {
+          process: { cmd: '/bin/bash', args: ['-i', '-l'], envs: { TERM: 'xterm-256color' }, cwd: '/tmp' },
+          pty: { size: { rows: 24, cols: 80 } },
+        },
+        { headers: { 'keepalive-ping-interval': '50' }, timeoutMs: 60_000 },
+      ),
+    );
+    const pid = await session.pidWhenStarted();
+    await typeInto(pid, 'echo "answer=$((6 * 7)) interactive=$-"\n');
+    await session.waitFor('answer=42 interactive=');
+    await typeInto(pid, 'exit 3\n');
+    await session.done;
+    expect(session.output).toMatch(/answer=42 interactive=\S*i/);
+    expect(session.end).toMatchObject({ exitCode: 3, exited: true });
+  });
+
   it('resizes the terminal with Update: stty size follows and SIGWINCH reaches the process', async () => {
     // `read` may return early when the trap runs: the loop reads until "go".
     const script = 'stty size; trap \'echo "winch $(stty size)"\' WINCH; echo ready; until [ "$line" = go ]; do read line; done; echo "after $(stty size)"';
