@@ -35,6 +35,12 @@ const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
  * open must not hold back the end event (envd does not wait for it either).
  */
 const OUTPUT_SETTLE_MS = 50;
+/**
+ * After a terminal's process exits, the agent lets go of the slave side once
+ * the terminal has been read empty (not paused, quiet this long); the
+ * terminal's own end-of-output then ends the stream without a full settle.
+ */
+const TERMINAL_DRAINED_MS = 10;
 
 export type OutputStreamName = 'stdout' | 'stderr' | 'pty';
 /** Where input goes: the stdin pipe or the terminal (envd's ProcessInput cases). */
@@ -401,11 +407,19 @@ export class ManagedProcess<Config = unknown> {
 
   private scheduleSettleCheck(): void {
     clearTimeout(this.settleTimer);
+    const draining = this.terminal?.holdsSlave === true;
+    const quietMs = draining ? TERMINAL_DRAINED_MS : OUTPUT_SETTLE_MS;
     this.settleTimer = setTimeout(() => {
       const quietFor = performance.now() - this.lastOutputAt;
-      if (this.outputPaused || quietFor < OUTPUT_SETTLE_MS) this.scheduleSettleCheck();
-      else this.finish();
-    }, OUTPUT_SETTLE_MS);
+      if (this.outputPaused || quietFor < quietMs) {
+        this.scheduleSettleCheck();
+      } else if (draining) {
+        this.terminal?.releaseSlave();
+        this.scheduleSettleCheck();
+      } else {
+        this.finish();
+      }
+    }, quietMs);
   }
 
   private finishIfDone(): void {

@@ -7,11 +7,11 @@
 // Must never write to or resize the master after closing it: its descriptor
 // number may already belong to another file.
 //
-// The agent also keeps the slave side open until it hangs up: once every
-// slave descriptor is closed, Linux may fail a read of the master with EIO
-// while output is still buffered, and the end of a process's output would be
-// lost. ManagedProcess ends the stream when the process has exited and the
-// terminal has gone quiet, as for pipes.
+// The agent also keeps the slave side open until the process has exited and
+// its output has been read: once every slave descriptor is closed, Linux may
+// fail a read of the master with EIO while output is still buffered, and the
+// end of a process's output would be lost. ManagedProcess lets go of it
+// (releaseSlave) once the terminal is drained.
 
 /// <reference path="./node-pty-native.d.ts" />
 import { closeSync, constants as fsConstants, openSync, write } from 'node:fs';
@@ -168,7 +168,13 @@ export class PseudoTerminal {
     this.input.whenIdle(() => this.output.destroy());
   }
 
-  private releaseSlave(): void {
+  /** Whether the agent still holds the slave side open. */
+  get holdsSlave(): boolean {
+    return this.slaveFd !== undefined;
+  }
+
+  /** Lets go of the slave side: once no process has it open either, reading the master ends. */
+  releaseSlave(): void {
     if (this.slaveFd === undefined) return;
     closeSync(this.slaveFd);
     this.slaveFd = undefined;

@@ -299,6 +299,17 @@ describe('a process on a pseudo-terminal', () => {
     expect(rest.end?.exitCode).toBe(0);
   }, 60_000);
 
+  it('delivers the end of the output of processes that exit right after writing it', async () => {
+    for (let round = 0; round < 10; round += 1) {
+      const bytes = 2 * 1024 * 1024 + round * 4099;
+      const session = new TerminalStream(
+        client.start({ process: { cmd: 'head', args: ['-c', String(bytes), '/dev/zero'], cwd: '/tmp' }, pty: { size: { rows: 24, cols: 80 } } }),
+      );
+      await session.done;
+      expect(session.output.length).toBe(bytes);
+    }
+  }, 60_000);
+
   it('leaves no descriptor or thread behind once terminals end, however they end', async () => {
     const counts = () => ({
       fds: readdirSync(`/proc/${agent.pid}/fd`).length,
