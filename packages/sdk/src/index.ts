@@ -25,6 +25,7 @@ export {
   type WriteData,
   type WriteInfo,
 } from './files.js';
+export { DEFAULT_PTY_COMMAND, DEFAULT_PTY_TIMEOUT_MS, Pty, PtyHandle, type PtyCreateOptions, type PtyResult, type PtySize } from './pty.js';
 export {
   CapsuleClient,
   DEFAULT_CREATE_TIMEOUT_MS,

@@ -1,12 +1,13 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
-// are grouped (`sandbox.commands`, `sandbox.files`). It holds no state the daemon does not own.
+// are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
 import type { CreateSandboxRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions } from './client.js';
 import { SandboxAgent } from './agent-call.js';
 import { Commands } from './commands.js';
 import { NotFoundError } from './errors.js';
 import { Files } from './files.js';
+import { Pty } from './pty.js';
 
 export interface SandboxCreateOptions extends ConnectionOptions {
   /** Template to boot from. Default: the daemon's default, `base`. */
@@ -40,6 +41,8 @@ export class Sandbox {
   readonly commands: Commands;
   /** The sandbox's filesystem: read, write, list, watch. */
   readonly files: Files;
+  /** Interactive terminals: `sandbox.pty.create({cols, rows, onData})`. */
+  readonly pty: Pty;
   /** The client this sandbox talks through, for endpoints without a helper here. */
   readonly client: CapsuleClient;
   #info: SandboxInfo;
@@ -52,6 +55,7 @@ export class Sandbox {
     const agent = new SandboxAgent(client, info.id);
     this.commands = new Commands(agent);
     this.files = new Files(agent);
+    this.pty = new Pty(agent);
   }
 
   /** What the daemon said about this sandbox when last asked; `getInfo()` asks again. */
