@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { apiKeyCommand } from './commands/apikey.js';
 import { daemonCommand } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
-import { execCommand } from './commands/exec.js';
+import { execCommand, shellCommand } from './commands/exec.js';
 import { cpCommand } from './commands/cp.js';
 import { filesCommand } from './commands/files.js';
 import { imageCommand } from './commands/images.js';
@@ -39,6 +39,7 @@ export function buildProgram(): Command {
   for (const command of [
     runCommand(),
     execCommand(),
+    shellCommand(),
     ...sandboxShortcutCommands(),
     cpCommand(),
     filesCommand(),

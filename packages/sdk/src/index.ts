@@ -11,7 +11,7 @@ export {
 } from './commands.js';
 export { CommandHandle, MAX_KEPT_OUTPUT_CHARS, type OutputCallbacks } from './command-handle.js';
 export type { ProcessSignal } from './process-exit.js';
-export type { AgentRequestOptions, AgentUserOptions } from './agent-call.js';
+export { SandboxAgent, type AgentRequestOptions, type AgentUserOptions } from './agent-call.js';
 export {
   Files,
   WatchHandle,

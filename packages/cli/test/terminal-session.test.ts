@@ -1,0 +1,170 @@
+// `capsule exec -it` and `capsule shell` as a person uses them: the built CLI
+// runs on a real terminal here (node-pty), against a STAND-IN daemon that
+// answers /health and GET /v1/sandboxes/sb-test itself and forwards
+// /v1/sandboxes/sb-test/envd/* to the real bundled agent, as capsuled's proxy
+// will. Checks raw keystrokes, resizes, the exit code and the terminal left
+// as it was found.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type http2 from 'node:http2';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as nodePty from 'node-pty';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startAgent, type RunningAgent } from '../../agent/test/agent-fixture.js';
+import { cliMain } from '../../daemon/test/fixture.js';
+
+const SANDBOX = 'sb-test';
+const PREFIX = `/v1/sandboxes/${SANDBOX}/envd`;
+let agent: RunningAgent;
+let agentSession: http2.ClientHttp2Session;
+let daemon: http.Server;
+let folder: string;
+let socketPath: string;
+
+beforeAll(async () => {
+  agent = await startAgent();
+  agentSession = agent.http2Session();
+  folder = mkdtempSync(path.join(tmpdir(), 'capsule-cli-pty-'));
+  socketPath = path.join(folder, 'capsuled.sock');
+  daemon = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    if (url === '/health') return json(200, { status: 'ok' });
+    if (url === `/v1/sandboxes/${SANDBOX}`) return json(200, { id: SANDBOX, state: 'running' });
+    if (!url.startsWith(`${PREFIX}/`)) return json(404, { error: { code: 'sandbox_not_found', message: `no sandbox ${url}` } });
+    const headers: http2.OutgoingHttpHeaders = { ':method': req.method ?? 'POST', ':path': url.slice(PREFIX.length) };
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (!['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive'].includes(name)) headers[name] = value;
+    }
+    const upstream = agentSession.request(headers);
+    req.pipe(upstream);
+    upstream.on('response', (responseHeaders) => {
+      const { ':status': status, ...rest } = responseHeaders;
+      res.writeHead(Number(status), rest as http.OutgoingHttpHeaders);
+      upstream.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.close());
+  });
+  await new Promise<void>((resolve) => daemon.listen(socketPath, resolve));
+}, 120_000);
+
+afterEach((context) => {
+  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
+});
+
+afterAll(async () => {
+  daemon?.closeAllConnections();
+  await new Promise<void>((resolve) => (daemon ? daemon.close(() => resolve()) : resolve()));
+  agentSession?.close();
+  await agent?.stop();
+  if (folder) rmSync(folder, { recursive: true, force: true });
+});
+
+/**
+ * `capsule ARGS` on a terminal of 100x30 here, followed by `stty -a` on the
+ * same terminal so that the test can see the mode capsule left it in.
+ */
+function onLocalTerminal(args: string[]) {
+  const quoted = ['node', cliMain, '--socket', socketPath, ...args].map((arg) => `'${arg.replace(/'/g, `'\\''`)}'`).join(' ');
+  const term = nodePty.spawn('/bin/sh', ['-c', `${quoted}; echo "capsule-exit=$?"; stty -a`], {
+    cols: 100,
+    rows: 30,
+    cwd: folder,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TERM: 'xterm-256color', HOME: folder },
+  });
+  let screen = '';
+  const waiters: Array<{ needle: string; resolve: () => void }> = [];
+  term.onData((data) => {
+    screen += data;
+    for (const waiter of [...waiters]) {
+      if (screen.includes(waiter.needle)) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  });
+  const exited = new Promise<void>((resolve) => term.onExit(() => resolve()));
+  return {
+    term,
+    screen: () => screen,
+    waitFor: (needle: string) => (screen.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve }))),
+    exited,
+  };
+}
+
+describe('capsule exec -it and capsule shell (stand-in daemon, real agent, real terminals)', () => {
+  it('sends raw keystrokes, follows a resize, exits with the remote code and restores the terminal', async () => {
+    const session = onLocalTerminal([
+      'exec',
+      '-it',
+      SANDBOX,
+      '--',
+      '/bin/sh',
+      '-c',
+      // `read` may return early when the trap runs: the loop reads until "hi".
+      'trap "echo winched" WINCH; echo "term=$TERM"; stty size; until [ "$line" = hi ]; do read line; done; echo "got $line $(stty size)"; exit 3',
+    ]);
+    await session.waitFor('30 100');
+    session.term.resize(120, 40);
+    await session.waitFor('winched');
+    // Raw mode: the Enter key's \r travels as typed, and the remote terminal makes it a newline.
+    session.term.write('hi\r');
+    await session.exited;
+    const screen = session.screen();
+    expect(screen).toContain('term=xterm-256color');
+    expect(screen).toContain('got hi 40 120');
+    expect(screen).toContain('capsule-exit=3');
+    // `stty -a` after capsule: the local terminal is cooked again.
+    const after = screen.slice(screen.indexOf('capsule-exit=3'));
+    expect(after).toMatch(/(^|\s)icanon(\s|$)/);
+    expect(after).toMatch(/(^|\s)echo(\s|$)/);
+  });
+
+  it('passes Ctrl-C to the remote process instead of ending capsule', async () => {
+    const session = onLocalTerminal(['exec', '-it', SANDBOX, '--', '/bin/sh', '-c', 'trap "echo caught-int; exit 0" INT; echo ready; while :; do sleep 1; done']);
+    await session.waitFor('ready');
+    session.term.write('\x03');
+    await session.exited;
+    expect(session.screen()).toContain('caught-int');
+    expect(session.screen()).toContain('capsule-exit=0');
+  });
+
+  it('on SIGTERM kills the remote process, restores the terminal and exits 143', async () => {
+    const session = onLocalTerminal(['exec', '-it', SANDBOX, '--', '/bin/sh', '-c', 'echo ready; exec sleep 60']);
+    await session.waitFor('ready');
+    const capsulePid = Number(execFileSync('pgrep', ['-P', String(session.term.pid), '-f', cliMain]).toString().trim().split('\n')[0]);
+    process.kill(capsulePid, 'SIGTERM');
+    await session.exited;
+    const screen = session.screen();
+    expect(screen).toContain('capsule-exit=143');
+    expect(screen.slice(screen.indexOf('capsule-exit=143'))).toMatch(/(^|\s)icanon(\s|$)/);
+    // The remote `sleep` is gone with it.
+    const listed = await new Promise<string>((resolve) => {
+      const request = agentSession.request({ ':method': 'POST', ':path': '/process.Process/List', 'content-type': 'application/json' });
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      request.on('end', () => resolve(body));
+      request.end('{}');
+    });
+    expect(listed).not.toContain('sleep');
+  });
+
+  it('opens a login shell with `capsule shell` and returns its exit code', async () => {
+    const session = onLocalTerminal(['shell', SANDBOX, '--cwd', '/tmp']);
+    session.term.write('echo "in=$(pwd) n=$((6 * 7))"\r');
+    await session.waitFor('in=/tmp n=42');
+    session.term.write('exit 7\r');
+    await session.exited;
+    expect(session.screen()).toContain('capsule-exit=7');
+  });
+
+  it('refuses -i without -t as a usage error', async () => {
+    const session = onLocalTerminal(['exec', '-i', SANDBOX, '--', 'true']);
+    await session.exited;
+    expect(session.screen()).toContain('-i without -t is not supported');
+    expect(session.screen()).toContain('capsule-exit=2');
+  });
+});
