@@ -33,6 +33,8 @@ import { WarmPool, type PooledVm } from './warm-pool.js';
 const DEFAULT_TEMPLATE = 'base';
 const LIVENESS_INTERVAL_MS = 2000;
 const RESTORE_TIMEOUT_MS = 60_000;
+/** Fork copies restored at once: a restore keeps a core busy, so more than the host has only queues. */
+const FORK_RESTORE_CONCURRENCY = Math.max(1, Math.min(4, os.cpus().length));
 const REAPER_INTERVAL_MS = 1000;
 
 /**
@@ -430,8 +432,23 @@ export class SandboxManager {
         await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
       }
       const machine = JSON.parse(fs.readFileSync(this.machineFile(record.id), 'utf8')) as VmSpec;
+      // Restoring is CPU-bound in QEMU (it loads all the saved memory): one per core at a time.
       const forks: Sandbox[] = [];
-      for (let i = 0; i < count; i++) forks.push(await this.startFork(record, machine, stateFile, disk));
+      let next = 0;
+      let failure: unknown;
+      const worker = async () => {
+        while (next < count && failure === undefined) {
+          next++;
+          try {
+            forks.push(await this.startFork(record, machine, stateFile, disk));
+          } catch (err) {
+            failure ??= err;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(count, FORK_RESTORE_CONCURRENCY) }, worker));
+      // Forks that started before a failure stay, as they did when forks started one by one.
+      if (failure !== undefined) throw failure;
       return forks;
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
