@@ -94,6 +94,10 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
     const info = await sandbox.getInfo();
     expect(info.templateId).toBe('base');
     expect(info.metadata).toEqual({ suite: 'e2b' });
+    const [metric] = await sandbox.getMetrics();
+    expect(metric?.cpuCount).toBe(1);
+    expect(metric?.memTotal).toBeGreaterThan(400 * 1024 * 1024);
+    expect(metric?.diskTotal).toBeGreaterThan(metric?.diskUsed ?? Infinity);
     await sandbox.setTimeout(120_000);
     const detail = await daemon.request<{ timeoutMs: number }>('GET', `/v1/sandboxes/${sandbox.sandboxId}`);
     expect(detail.body.timeoutMs).toBe(120_000);

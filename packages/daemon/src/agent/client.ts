@@ -61,6 +61,40 @@ export class AgentClient {
     await this.plainRequest('POST', '/init', Buffer.from(JSON.stringify(body)), timeoutMs);
   }
 
+  /**
+   * GET of a small JSON document from the agent (e.g. /metrics): rejects
+   * unless it answers 2xx within `timeoutMs` with at most `maxBytes` of JSON.
+   * The caller still validates the shape: the guest is not trusted.
+   */
+  async getJson(path: string, timeoutMs: number, maxBytes = 64 * 1024): Promise<unknown> {
+    const what = `agent GET ${path}`;
+    const stream = await withTimeout(this.sessions.request('GET', path, {}, {}), timeoutMs, what);
+    guardSession(stream);
+    try {
+      const body = await withTimeout(
+        new Promise<Buffer>((resolve, reject) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          let status = 0;
+          stream.once('response', (headers) => (status = Number(headers[':status'])));
+          stream.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > maxBytes) reject(new Error(`${what} answered more than ${maxBytes} bytes`));
+            else chunks.push(chunk);
+          });
+          stream.once('end', () => (status >= 200 && status <= 299 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${what} answered HTTP ${status}`))));
+          stream.once('error', reject);
+          stream.end();
+        }),
+        timeoutMs,
+        what,
+      );
+      return JSON.parse(body.toString('utf8')) as unknown;
+    } finally {
+      stream.close();
+    }
+  }
+
   /** A plain-HTTP call to the agent whose answer is only its status; anything but 2xx rejects. */
   private async plainRequest(method: 'GET' | 'POST', path: string, body: Buffer | undefined, timeoutMs: number): Promise<void> {
     const what = `agent ${method} ${path}`;

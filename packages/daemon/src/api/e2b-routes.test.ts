@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '@capsule/protocol';
 import { SandboxTokens } from './credentials.js';
-import { e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bSandbox } from './e2b-routes.js';
+import { e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bMetric, toE2bSandbox } from './e2b-routes.js';
 
 const sandbox: Sandbox = {
   id: 'sb_x',
@@ -52,5 +52,23 @@ describe('e2b shapes', () => {
     const last = pageOf(items, 2, second.next);
     expect(last).toEqual({ page: [5] });
     expect(() => pageOf(items, 2, 'bm90LWEtbnVtYmVy')).toThrow(/nextToken/);
+  });
+
+  it("turns the agent's metrics into e2b's sample and refuses what a hostile guest could send", () => {
+    const agent = { ts: 1_795_600_000, cpu_count: 1, cpu_used_pct: 12.5, mem_total: 512e6, mem_used: 100e6, disk_total: 2e9, disk_used: 3e8 };
+    expect(toE2bMetric(agent)).toEqual({
+      timestamp: new Date(1_795_600_000_000).toISOString(),
+      timestampUnix: 1_795_600_000,
+      cpuCount: 1,
+      cpuUsedPct: 12.5,
+      memUsed: 100e6,
+      memTotal: 512e6,
+      memCache: 0,
+      diskUsed: 3e8,
+      diskTotal: 2e9,
+    });
+    for (const bad of [null, 'x', { ...agent, mem_used: 'lots' }, { ...agent, cpu_count: -1 }, { ...agent, ts: Infinity }]) {
+      expect(() => toE2bMetric(bad)).toThrow(/metrics/);
+    }
   });
 });

@@ -23,6 +23,7 @@ const CLIENT_ID = 'capsule';
 const NEVER = '9999-12-31T23:59:59.999Z';
 const MAX_TIMEOUT_SECONDS = Math.floor(limits.maxTimeoutMs / 1000);
 const PAGE_LIMIT_MAX = 100;
+const METRICS_TIMEOUT_MS = 10_000;
 
 const StringMap = Type.Record(Type.String(), Type.String());
 const NewSandbox = Type.Object({
@@ -85,6 +86,33 @@ export function toE2bListed(sandbox: Sandbox) {
     envdVersion: envdCompatVersion,
     metadata: sandbox.metadata,
     state: e2bState(sandbox) ?? 'paused',
+  };
+}
+
+/**
+ * One e2b metrics sample from the agent's /metrics (envd's JSON). Every field
+ * must be a finite, non-negative number: the guest is not trusted.
+ */
+export function toE2bMetric(agent: unknown) {
+  const field = (name: string): number => {
+    const value = (agent as Record<string, unknown> | null)?.[name];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+      throw new CapsuleError('agent_protocol_error', `the agent's metrics have no valid ${name}`);
+    }
+    return value;
+  };
+  const ts = field('ts');
+  return {
+    timestamp: new Date(ts * 1000).toISOString(),
+    timestampUnix: ts,
+    cpuCount: field('cpu_count'),
+    cpuUsedPct: field('cpu_used_pct'),
+    memUsed: field('mem_used'),
+    memTotal: field('mem_total'),
+    // The agent does not report the page cache apart.
+    memCache: 0,
+    diskUsed: field('disk_used'),
+    diskTotal: field('disk_total'),
   };
 }
 
@@ -167,6 +195,12 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
     scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
       const sandbox = await live(request.params.sandboxID);
       return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: false };
+    });
+
+    // The current sample only: the daemon keeps no history of a sandbox's metrics.
+    scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID/metrics', { schema: { tags, params: IdParams } }, async (request) => {
+      const { agent } = await manager.agentOf(request.params.sandboxID);
+      return [toE2bMetric(await agent.getJson('/metrics', METRICS_TIMEOUT_MS))];
     });
 
     scope.delete<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request, reply) => {
