@@ -10,9 +10,9 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { createClient } from '@connectrpc/connect';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventType, Filesystem } from '@capsule/protocol/agent';
-import { startAgent, type RunningAgent } from '../test/agent-fixture.js';
+import { useAgentForFile, type RunningAgent } from '../test/agent-fixture.js';
 import { plainRequest, startRequest } from '../test/plain-http-client.js';
 import { lookupUser } from './users.js';
 
@@ -22,18 +22,13 @@ const root = realpathSync(mkdtempSync(join(tmpdir(), 'capsule-files-test-')));
 chmodSync(root, 0o755);
 const otherUser = process.getuid?.() === 0 ? lookupUser('nobody') : undefined;
 
-beforeAll(async () => {
-  agent = await startAgent();
+useAgentForFile((started) => {
+  agent = started;
   session = agent.http2Session();
-}, 120_000);
-
-afterEach((context) => {
-  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
 });
 
-afterAll(async () => {
+afterAll(() => {
   session?.close();
-  await agent?.stop();
   rmSync(root, { recursive: true, force: true });
 });
 

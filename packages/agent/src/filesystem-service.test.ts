@@ -5,26 +5,21 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventType, FileType, Filesystem, type FilesystemEvent } from '@capsule/protocol/agent';
-import { startAgent, type RunningAgent } from '../test/agent-fixture.js';
+import { useAgentForFile, type RunningAgent } from '../test/agent-fixture.js';
 
 let agent: RunningAgent;
 let fs: Client<typeof Filesystem>;
 const root = realpathSync(mkdtempSync(join(tmpdir(), 'capsule-fs-test-')));
 const me = userInfo();
 
-beforeAll(async () => {
-  agent = await startAgent();
+useAgentForFile((started) => {
+  agent = started;
   fs = createClient(Filesystem, agent.connectTransport());
-}, 120_000);
-
-afterEach((context) => {
-  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
 });
 
-afterAll(async () => {
-  await agent?.stop();
+afterAll(() => {
   rmSync(root, { recursive: true, force: true });
 });
 

@@ -7,9 +7,9 @@ import type http2 from 'node:http2';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type Client } from '@connectrpc/connect';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Process } from '@capsule/protocol/agent';
-import { startAgent, type RunningAgent } from '../test/agent-fixture.js';
+import { startAgent, useAgentForFile, type RunningAgent } from '../test/agent-fixture.js';
 import { plainRequest } from '../test/plain-http-client.js';
 import { lookupUser } from './users.js';
 
@@ -41,19 +41,14 @@ let agent: RunningAgent;
 let session: http2.ClientHttp2Session;
 let processes: Client<typeof Process>;
 
-beforeAll(async () => {
-  agent = await startAgent([], { env: { CAPSULE_GUEST_HELPER: standInHelper } });
+useAgentForFile((started) => {
+  agent = started;
   session = agent.http2Session();
   processes = createClient(Process, agent.connectTransport());
-}, 120_000);
+}, [], { env: { CAPSULE_GUEST_HELPER: standInHelper } });
 
-afterEach((context) => {
-  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
-});
-
-afterAll(async () => {
+afterAll(() => {
   session?.close();
-  await agent?.stop();
   rmSync(scratch, { recursive: true, force: true });
 });
 

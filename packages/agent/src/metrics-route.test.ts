@@ -3,26 +3,21 @@
 import type http2 from 'node:http2';
 import { cpus, totalmem } from 'node:os';
 import { statfsSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startAgent, type RunningAgent } from '../test/agent-fixture.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { useAgentForFile, type RunningAgent } from '../test/agent-fixture.js';
 import { plainRequest } from '../test/plain-http-client.js';
 import { cpuUsedPercent, parseMeminfo, parseProcStat } from './metrics-route.js';
 
 let agent: RunningAgent;
 let session: http2.ClientHttp2Session;
 
-beforeAll(async () => {
-  agent = await startAgent();
+useAgentForFile((started) => {
+  agent = started;
   session = agent.http2Session();
-}, 120_000);
-
-afterEach((context) => {
-  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
 });
 
-afterAll(async () => {
+afterAll(() => {
   session?.close();
-  await agent?.stop();
 });
 
 describe('GET /metrics', () => {

@@ -5,25 +5,17 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Process, Signal, type ProcessEvent, type StartRequestSchema } from '@capsule/protocol/agent';
-import { startAgent, type RunningAgent } from '../test/agent-fixture.js';
+import { useAgentForFile, type RunningAgent } from '../test/agent-fixture.js';
 
 let agent: RunningAgent;
 let client: Client<typeof Process>;
 
-beforeAll(async () => {
-  agent = await startAgent();
+useAgentForFile((started) => {
+  agent = started;
   client = createClient(Process, agent.connectTransport());
-}, 120_000);
-
-afterEach((context) => {
-  if (context.task.result?.state === 'fail') console.error(`--- capsule-agent log ---\n${agent.log()}`);
-});
-
-afterAll(async () => {
-  await agent?.stop();
 });
 
 type EndEvent = Extract<ProcessEvent['event'], { case: 'end' }>['value'];

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import type { Transport } from '@connectrpc/connect';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 
 export const agentPackageDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const repoRoot = resolve(agentPackageDir, '..', '..');
@@ -184,4 +185,24 @@ export async function startAgent(extraArgs: string[] = [], options: StartAgentOp
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One agent for a whole test file: started before its tests (then handed to
+ * `onStarted`, which sets up the file's clients), its log printed after each
+ * failed test, stopped after all of them. A file's own afterAll, registered
+ * later, runs before the stop.
+ */
+export function useAgentForFile(onStarted: (agent: RunningAgent) => void, extraArgs: string[] = [], options: StartAgentOptions = {}): void {
+  let agent: RunningAgent | undefined;
+  beforeAll(async () => {
+    agent = await startAgent(extraArgs, options);
+    onStarted(agent);
+  }, 120_000);
+  afterEach((context) => {
+    if (context.task.result?.state === 'fail' && agent) console.error(`--- capsule-agent log ---\n${agent.log()}`);
+  });
+  afterAll(async () => {
+    await agent?.stop();
+  });
 }
