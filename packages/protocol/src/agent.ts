@@ -3,6 +3,7 @@
 // proto/ plus the few plain-HTTP facts both sides quote. Generated code is
 // re-exported, never edited; nothing here may import daemon or agent code.
 
+import { constants } from 'node:os';
 export * from './gen/process/process_pb.js';
 export * from './gen/filesystem/filesystem_pb.js';
 
@@ -130,3 +131,24 @@ export const goSignalDescriptions: Readonly<Record<number, string>> = {
   30: 'power failure',
   31: 'bad system call',
 };
+
+/**
+ * Signal names by Go's description, the reverse of the table above. The first
+ * name of a number wins (SIGABRT before its alias SIGIOT).
+ */
+const signalByDescription = new Map<string, NodeJS.Signals>();
+for (const [name, number] of Object.entries(constants.signals) as [NodeJS.Signals, number][]) {
+  const description = goSignalDescriptions[number];
+  if (description !== undefined && !signalByDescription.has(description)) signalByDescription.set(description, name);
+}
+
+/** Reads a signal name out of an envd status ("signal: killed" → SIGKILL). */
+export function signalFromStatus(status: string): NodeJS.Signals | undefined {
+  const match = /^signal: (.+)$/.exec(status);
+  return match?.[1] ? signalByDescription.get(match[1]) : undefined;
+}
+
+/** Shell convention: a command killed by signal N reports 128 + N. */
+export function exitCodeForSignal(signal: NodeJS.Signals): number {
+  return 128 + (constants.signals[signal] ?? 0);
+}

@@ -2,15 +2,7 @@
 // `exit_code`, `exited`, and a Go-style `status` such as "signal: killed")
 // to the SDK's terms: an exit code, with 128+N and the signal's name when a
 // signal ended it, as the daemon's exec reports it. Pure; unit-tested.
-import { constants } from 'node:os';
-import { goSignalDescriptions } from '@capsule/protocol/agent';
-
-const signalByDescription = new Map<string, NodeJS.Signals>();
-for (const [name, number] of Object.entries(constants.signals) as [NodeJS.Signals, number][]) {
-  const description = goSignalDescriptions[number];
-  // The first name of a number wins (SIGABRT before its alias SIGIOT).
-  if (description !== undefined && !signalByDescription.has(description)) signalByDescription.set(description, name);
-}
+import { exitCodeForSignal, signalFromStatus } from '@capsule/protocol/agent';
 
 export interface ProcessEnd {
   exitCode: number;
@@ -25,9 +17,8 @@ export type ProcessOutcome =
   | { kind: 'failed'; message: string };
 
 export function outcomeOf(end: ProcessEnd): ProcessOutcome {
-  const match = end.exited ? null : /^signal: (.+)$/.exec(end.status);
-  const signal = match?.[1] ? signalByDescription.get(match[1]) : undefined;
-  if (signal) return { kind: 'exited', exitCode: 128 + (constants.signals[signal] ?? 0), signal };
+  const signal = end.exited ? undefined : signalFromStatus(end.status);
+  if (signal) return { kind: 'exited', exitCode: exitCodeForSignal(signal), signal };
   if (end.exited || end.exitCode >= 0) return { kind: 'exited', exitCode: end.exitCode };
   return { kind: 'failed', message: (end.error || end.status || 'the process could not be started').slice(0, 1000) };
 }

@@ -3,9 +3,8 @@
 // It speaks the agent's `process.Process` service through the sandbox's agent
 // connection (capsuled's envd path), with the options and error mapping that
 // commands and files share; the process outlives the handle unless killed.
-import { constants } from 'node:os';
 import type { Client } from '@connectrpc/connect';
-import { Signal, goSignalDescriptions, type Process } from '@capsule/protocol/agent';
+import { Signal, signalFromStatus, type Process } from '@capsule/protocol/agent';
 import { connectCallOptions, type AgentRequestOptions, type SandboxAgent } from './agent-call.js';
 import { CommandExitError, TimeoutError } from './errors.js';
 
@@ -50,13 +49,9 @@ type EndEvent = { exitCode: number; exited: boolean; status: string };
 
 const byPid = (pid: number) => ({ selector: { case: 'pid' as const, value: pid } });
 
-/** "signal: killed" → "SIGKILL", from the agent's status text. */
-function signalFromStatus(status: string): string | undefined {
-  const description = /^signal: (.+)$/.exec(status)?.[1];
-  if (description === undefined) return undefined;
-  const number = Object.entries(goSignalDescriptions).find(([, text]) => text === description)?.[0];
-  const name = Object.entries(constants.signals).find(([, value]) => String(value) === number)?.[0];
-  return name ?? description;
+/** "signal: killed" → "SIGKILL", from the agent's status text; a description no signal has stays as it is. */
+function signalName(status: string): string | undefined {
+  return signalFromStatus(status) ?? /^signal: (.+)$/.exec(status)?.[1];
 }
 
 /** A process on a terminal: its pid, input, size, and its end. */
@@ -205,6 +200,6 @@ export class Pty {
 }
 
 function toResult(end: EndEvent): PtyResult {
-  const signal = end.exited ? undefined : signalFromStatus(end.status);
+  const signal = end.exited ? undefined : signalName(end.status);
   return { exitCode: end.exitCode, ...(signal !== undefined && { signal }) };
 }

@@ -1,7 +1,7 @@
 import type { ExecEvent } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
-import { collectExec, exitCodeForSignal, signalFromStatus } from './exec.js';
+import { collectExec } from './exec.js';
 import { hostnameFor, isSandboxId, newSandboxId } from './ids.js';
 
 async function* events(list: ExecEvent[]): AsyncGenerator<ExecEvent> {
@@ -10,16 +10,6 @@ async function* events(list: ExecEvent[]): AsyncGenerator<ExecEvent> {
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 describe('exec results', () => {
-  it('reads signals out of envd status strings', () => {
-    expect(signalFromStatus('signal: killed')).toBe('SIGKILL');
-    expect(signalFromStatus('signal: terminated')).toBe('SIGTERM');
-    expect(signalFromStatus('signal: aborted')).toBe('SIGABRT');
-    expect(signalFromStatus('signal: segmentation fault')).toBe('SIGSEGV');
-    expect(signalFromStatus('signal: no such thing')).toBeUndefined();
-    expect(signalFromStatus('exit status 1')).toBeUndefined();
-    expect(exitCodeForSignal('SIGKILL')).toBe(137);
-  });
-
   it('collects output per stream and cuts it at the limit', async () => {
     const result = await collectExec(
       events([

@@ -2,34 +2,12 @@
 // process events into the REST API's exec events. Output is never buffered
 // here: each event is handed on as it arrives, so a slow API client slows the
 // guest process down (HTTP/2 flow control) instead of growing the daemon.
-import { constants } from 'node:os';
 import { ConnectError, Code } from '@connectrpc/connect';
 import type { ExecEvent, ExecRequest, ExecResult } from '@capsule/protocol';
 import { isErrorCode, limits } from '@capsule/protocol';
-import { goSignalDescriptions, Signal } from '@capsule/protocol/agent';
+import { exitCodeForSignal, Signal, signalFromStatus } from '@capsule/protocol/agent';
 import type { AgentClient } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
-
-/**
- * Signal names by Go's description, the reverse of the table the agent writes
- * statuses with. The first name of a number wins (SIGABRT before its alias SIGIOT).
- */
-const SIGNAL_BY_DESCRIPTION = new Map<string, NodeJS.Signals>();
-for (const [name, number] of Object.entries(constants.signals) as [NodeJS.Signals, number][]) {
-  const description = goSignalDescriptions[number];
-  if (description !== undefined && !SIGNAL_BY_DESCRIPTION.has(description)) SIGNAL_BY_DESCRIPTION.set(description, name);
-}
-
-/** Reads a signal name out of an envd status ("signal: killed" → SIGKILL). */
-export function signalFromStatus(status: string): NodeJS.Signals | undefined {
-  const match = /^signal: (.+)$/.exec(status);
-  return match?.[1] ? SIGNAL_BY_DESCRIPTION.get(match[1]) : undefined;
-}
-
-/** Shell convention: a command killed by signal N reports 128 + N. */
-export function exitCodeForSignal(signal: NodeJS.Signals): number {
-  return 128 + (constants.signals[signal] ?? 0);
-}
 
 export function basicAuthForUser(user: string): string {
   return `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
