@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import { pipeline } from 'node:stream/promises';
 import type { ErrorCode } from '@capsule/protocol';
+import { basicAuthForUser } from '../sandboxes/exec.js';
 
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const ACCESS_TOKEN_HEADER = 'x-access-token';
@@ -54,7 +55,7 @@ export function requestHeadersForAgent(headers: IncomingHttpHeaders, defaultUser
     if (value === undefined || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name.startsWith(':')) continue;
     out[name] = value;
   }
-  if (defaultUser !== undefined && out.authorization === undefined) out.authorization = `Basic ${Buffer.from(`${defaultUser}:`).toString('base64')}`;
+  if (defaultUser !== undefined && out.authorization === undefined) out.authorization = basicAuthForUser(defaultUser);
   return out;
 }
 
