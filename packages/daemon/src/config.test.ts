@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseListen } from './config.js';
+
+describe('CAPSULE_LISTEN', () => {
+  it('takes host:port, [v6]:port and :port (all interfaces)', () => {
+    expect(parseListen('127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000 });
+    expect(parseListen('[::1]:0')).toEqual({ host: '::1', port: 0 });
+    expect(parseListen(':8080')).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(parseListen('localhost:65535')).toEqual({ host: 'localhost', port: 65535 });
+  });
+
+  it('refuses anything else with the form it wants', () => {
+    for (const bad of ['3000', '127.0.0.1', '127.0.0.1:65536', 'host:port', '::1:3000', 'a:b:1']) {
+      expect(() => parseListen(bad)).toThrow(/CAPSULE_LISTEN must be host:port/);
+    }
+  });
+
+  it('is off unless set', () => {
+    expect(loadConfig({}).listen).toBeUndefined();
+    expect(loadConfig({ CAPSULE_LISTEN: '127.0.0.1:0' }).listen).toEqual({ host: '127.0.0.1', port: 0 });
+  });
+});
