@@ -410,15 +410,22 @@ export class ManagedProcess<Config = unknown> {
     const draining = this.terminal?.holdsSlave === true;
     const quietMs = draining ? TERMINAL_DRAINED_MS : OUTPUT_SETTLE_MS;
     this.settleTimer = setTimeout(() => {
-      const quietFor = performance.now() - this.lastOutputAt;
-      if (this.outputPaused || quietFor < quietMs) {
-        this.scheduleSettleCheck();
-      } else if (draining) {
-        this.terminal?.releaseSlave();
-        this.scheduleSettleCheck();
-      } else {
-        this.finish();
-      }
+      // Timers run before the event loop polls for I/O: after a busy stretch
+      // this fires before output the child wrote before exiting has been read.
+      // Decide after one poll (setImmediate runs after it), so that output
+      // counts as output, not as something to drop after the end.
+      setImmediate(() => {
+        if (this.endInfo !== undefined) return;
+        const quietFor = performance.now() - this.lastOutputAt;
+        if (this.outputPaused || quietFor < quietMs) {
+          this.scheduleSettleCheck();
+        } else if (draining) {
+          this.terminal?.releaseSlave();
+          this.scheduleSettleCheck();
+        } else {
+          this.finish();
+        }
+      });
     }, quietMs);
   }
 
