@@ -53,6 +53,8 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
     expect(daemon.qemuPids(sandbox.id)).toEqual([]);
     const resumed = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/resume`);
     expect(resumed.status, resumed.text).toBe(200);
+    // A resume restarts the 2 s lifetime; lift it so the check below cannot be paused again mid-way.
+    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 0 })).status).toBe(200);
     const read = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['cat', '/root/mark'] });
     expect(read.body.stdout).toBe('kept\n');
     await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
