@@ -2,7 +2,7 @@
 // detached with its output in a log file, waiting until /health answers, and
 // stopping it by the pid it reports. It never signals a process it did not ask about.
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, mkdirSync, openSync, closeSync, readSync, statSync, fstatSync } from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, openSync, closeSync, readSync, renameSync, statSync, fstatSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapsuleClient, CapsuleError, ConnectionError, type DaemonInfo } from '@capsule/sdk';
@@ -11,6 +11,8 @@ export const DAEMON_START_TIMEOUT_MS = 30_000;
 export const DAEMON_STOP_TIMEOUT_MS = 30_000;
 const HEALTH_POLL_INTERVAL_MS = 100;
 const LOG_TAIL_BYTES = 4096;
+/** A log past this size at launch is moved to `capsuled.log.1` (replacing the previous one). */
+export const LOG_ROTATE_BYTES = 16 * 1024 * 1024;
 
 export function stateDir(): string {
   return process.env['CAPSULE_STATE_DIR'] || '/var/lib/capsule';
@@ -18,6 +20,21 @@ export function stateDir(): string {
 
 export function daemonLogPath(): string {
   return path.join(stateDir(), 'capsuled.log');
+}
+
+/**
+ * Keeps the daemon log bounded across launches: a daemon started by the CLI
+ * appends to one file for its whole life, so at each launch a file past
+ * LOG_ROTATE_BYTES becomes `.1` and the new daemon starts a fresh one.
+ */
+export function rotateLogIfLarge(logPath: string, limitBytes = LOG_ROTATE_BYTES): boolean {
+  try {
+    if (statSync(logPath).size <= limitBytes) return false;
+  } catch {
+    return false; // No log yet.
+  }
+  renameSync(logPath, `${logPath}.1`);
+  return true;
 }
 
 /** `$CAPSULED_BIN`, else `capsuled` on PATH; undefined when neither exists. */
@@ -102,6 +119,7 @@ export async function startDaemon(
   let logFd: number;
   try {
     mkdirSync(path.dirname(logPath), { recursive: true });
+    rotateLogIfLarge(logPath);
     logFd = openSync(logPath, 'a', 0o640);
   } catch (error) {
     throw new CapsuleError('daemon_start_failed', `Cannot open the daemon log ${logPath}: ${(error as Error).message}`, {
