@@ -6,49 +6,26 @@
 // as it was found.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import type http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as nodePty from 'node-pty';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../../agent/test/agent-fixture.js';
+import { screen, startStandInDaemon, type StandInDaemon } from '../../agent/test/stand-in-daemon.js';
 import { cliMain } from '../../daemon/test/fixture.js';
 
 const SANDBOX = 'sb-test';
-const PREFIX = `/v1/sandboxes/${SANDBOX}/envd`;
 let agent: RunningAgent;
 let agentSession: http2.ClientHttp2Session;
-let daemon: http.Server;
-let folder: string;
-let socketPath: string;
+let daemon: StandInDaemon;
+let home: string;
 
 beforeAll(async () => {
   agent = await startAgent();
   agentSession = agent.http2Session();
-  folder = mkdtempSync(path.join(tmpdir(), 'capsule-cli-pty-'));
-  socketPath = path.join(folder, 'capsuled.sock');
-  daemon = http.createServer((req, res) => {
-    const url = req.url ?? '/';
-    const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    if (url === '/health') return json(200, { status: 'ok' });
-    if (url === `/v1/sandboxes/${SANDBOX}`) return json(200, { id: SANDBOX, state: 'running' });
-    if (!url.startsWith(`${PREFIX}/`)) return json(404, { error: { code: 'sandbox_not_found', message: `no sandbox ${url}` } });
-    const headers: http2.OutgoingHttpHeaders = { ':method': req.method ?? 'POST', ':path': url.slice(PREFIX.length) };
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (!['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive'].includes(name)) headers[name] = value;
-    }
-    const upstream = agentSession.request(headers);
-    req.pipe(upstream);
-    upstream.on('response', (responseHeaders) => {
-      const { ':status': status, ...rest } = responseHeaders;
-      res.writeHead(Number(status), rest as http.OutgoingHttpHeaders);
-      upstream.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    res.on('close', () => upstream.close());
-  });
-  await new Promise<void>((resolve) => daemon.listen(socketPath, resolve));
+  daemon = await startStandInDaemon(agentSession, SANDBOX);
+  home = mkdtempSync(path.join(tmpdir(), 'capsule-cli-pty-'));
 }, 120_000);
 
 afterEach((context) => {
@@ -56,11 +33,10 @@ afterEach((context) => {
 });
 
 afterAll(async () => {
-  daemon?.closeAllConnections();
-  await new Promise<void>((resolve) => (daemon ? daemon.close(() => resolve()) : resolve()));
+  await daemon?.close();
   agentSession?.close();
   await agent?.stop();
-  if (folder) rmSync(folder, { recursive: true, force: true });
+  if (home) rmSync(home, { recursive: true, force: true });
 });
 
 /**
@@ -68,29 +44,20 @@ afterAll(async () => {
  * same terminal so that the test can see the mode capsule left it in.
  */
 function onLocalTerminal(args: string[]) {
-  const quoted = ['node', cliMain, '--socket', socketPath, ...args].map((arg) => `'${arg.replace(/'/g, `'\\''`)}'`).join(' ');
+  const quoted = ['node', cliMain, '--socket', daemon.socketPath, ...args].map((arg) => `'${arg.replace(/'/g, `'\\''`)}'`).join(' ');
   const term = nodePty.spawn('/bin/sh', ['-c', `${quoted}; echo "capsule-exit=$?"; stty -a`], {
     cols: 100,
     rows: 30,
-    cwd: folder,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TERM: 'xterm-256color', HOME: folder },
+    cwd: home,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TERM: 'xterm-256color', HOME: home },
   });
-  let screen = '';
-  const waiters: Array<{ needle: string; resolve: () => void }> = [];
-  term.onData((data) => {
-    screen += data;
-    for (const waiter of [...waiters]) {
-      if (screen.includes(waiter.needle)) {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        waiter.resolve();
-      }
-    }
-  });
+  const shown = screen();
+  term.onData(shown.add);
   const exited = new Promise<void>((resolve) => term.onExit(() => resolve()));
   return {
     term,
-    screen: () => screen,
-    waitFor: (needle: string) => (screen.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve }))),
+    screen: shown.text,
+    waitFor: shown.waitFor,
     exited,
   };
 }

@@ -6,26 +6,8 @@ import * as nodePty from 'node-pty';
 import { Sandbox as E2bSandbox } from 'e2b';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { CommandExitError, Sandbox } from '../../sdk/src/index.js';
+import { screen } from '../../agent/test/stand-in-daemon.js';
 import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
-
-/** Output collected as it comes, and a way to wait for text in it. */
-function screen() {
-  let text = '';
-  const waiters: Array<{ needle: string; resolve: () => void }> = [];
-  return {
-    add(data: Uint8Array | string) {
-      text += typeof data === 'string' ? data : Buffer.from(data).toString();
-      for (const waiter of [...waiters]) {
-        if (text.includes(waiter.needle)) {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          waiter.resolve();
-        }
-      }
-    },
-    text: () => text,
-    waitFor: (needle: string) => (text.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve }))),
-  };
-}
 
 describe('terminals in a real microVM, through the daemon', () => {
   const daemon = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0' });

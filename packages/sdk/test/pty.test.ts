@@ -2,57 +2,23 @@
 // capsuled's envd proxy: an HTTP/1.1 server on a unix socket that forwards
 // `/v1/sandboxes/sb-test/envd/<path>` to the agent over HTTP/2, as the daemon
 // will. Everything else about the SDK (its transport, Connect, errors) is real.
-import { mkdtempSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import type http2 from 'node:http2';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../../agent/test/agent-fixture.js';
+import { screen, startStandInDaemon, type StandInDaemon } from '../../agent/test/stand-in-daemon.js';
 import { SandboxAgent } from '../src/agent-call.js';
 import { CapsuleClient, CommandExitError, NotFoundError, Pty } from '../src/index.js';
 
-const PREFIX = '/v1/sandboxes/sb-test/envd';
 let agent: RunningAgent;
 let agentSession: http2.ClientHttp2Session;
-let proxy: http.Server;
-let folder: string;
+let proxy: StandInDaemon;
 let client: CapsuleClient;
 
 beforeAll(async () => {
   agent = await startAgent();
   agentSession = agent.http2Session();
-  folder = mkdtempSync(path.join(tmpdir(), 'capsule-pty-proxy-'));
-  const socketPath = path.join(folder, 'capsuled.sock');
-  proxy = http.createServer((req, res) => {
-    const url = req.url ?? '/';
-    if (url === '/v1/sandboxes/sb-test') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ id: 'sb-test', state: 'running' }));
-      return;
-    }
-    if (!url.startsWith(`${PREFIX}/`)) {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      // The daemon's shape for path-form proxy errors: its own and Connect's.
-      res.end(JSON.stringify({ error: { code: 'sandbox_not_found', message: `no sandbox for ${url}` }, code: 'not_found', message: `no sandbox for ${url}` }));
-      return;
-    }
-    const headers: http2.OutgoingHttpHeaders = { ':method': req.method ?? 'POST', ':path': url.slice(PREFIX.length) };
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (!['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive'].includes(name)) headers[name] = value;
-    }
-    const upstream = agentSession.request(headers);
-    req.pipe(upstream);
-    upstream.on('response', (responseHeaders) => {
-      const { ':status': status, ...rest } = responseHeaders;
-      res.writeHead(Number(status), rest as http.OutgoingHttpHeaders);
-      upstream.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    res.on('close', () => upstream.close());
-  });
-  await new Promise<void>((resolve) => proxy.listen(socketPath, resolve));
-  client = new CapsuleClient({ socketPath });
+  proxy = await startStandInDaemon(agentSession, 'sb-test');
+  client = new CapsuleClient({ socketPath: proxy.socketPath });
 }, 120_000);
 
 afterEach((context) => {
@@ -61,31 +27,10 @@ afterEach((context) => {
 
 afterAll(async () => {
   client?.close();
-  proxy?.closeAllConnections();
-  await new Promise<void>((resolve) => (proxy ? proxy.close(() => resolve()) : resolve()));
+  await proxy?.close();
   agentSession?.close();
   await agent?.stop();
-  if (folder) rmSync(folder, { recursive: true, force: true });
 });
-
-/** Output collected from onData, and a way to wait for text in it. */
-function screen() {
-  let text = '';
-  const waiters: Array<{ needle: string; resolve: () => void }> = [];
-  return {
-    onData: (data: Uint8Array) => {
-      text += Buffer.from(data).toString();
-      for (const waiter of [...waiters]) {
-        if (text.includes(waiter.needle)) {
-          waiters.splice(waiters.indexOf(waiter), 1);
-          waiter.resolve();
-        }
-      }
-    },
-    text: () => text,
-    waitFor: (needle: string) => (text.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve }))),
-  };
-}
 
 describe('sandbox.pty through a stand-in envd proxy', () => {
   const pty = () => new Pty(new SandboxAgent(client, 'sb-test'));
@@ -97,7 +42,7 @@ describe('sandbox.pty through a stand-in envd proxy', () => {
       rows: 30,
       cmd: ['/bin/sh', '-c', 'test -t 0 && echo "tty $TERM"; stty size; read line; echo "got $line $(stty size)"; exit 4'],
       cwd: '/tmp',
-      onData: shown.onData,
+      onData: shown.add,
     });
     expect(handle.pid).toBeGreaterThan(0);
     await shown.waitFor('30 90');
@@ -112,7 +57,7 @@ describe('sandbox.pty through a stand-in envd proxy', () => {
 
   it('starts an interactive login bash by default and resolves wait() on exit 0', async () => {
     const shown = screen();
-    const handle = await pty().create({ cols: 80, rows: 24, cwd: '/tmp', onData: shown.onData });
+    const handle = await pty().create({ cols: 80, rows: 24, cwd: '/tmp', onData: shown.add });
     await handle.sendInput('echo "sum=$((40 + 2))"\n');
     await shown.waitFor('sum=42');
     await handle.sendInput('exit\n');
