@@ -61,9 +61,10 @@ export class LiveVm {
    * After `launch` with `incoming`: loads a saved state and lets the guest run,
    * then waits for the agent. A warm snapshot's state has no RAM (it is the
    * mapped memory file); a paused sandbox's has all of it (`ramInState`).
+   * `beforeRun` sets up the loaded VM (its network) before the guest runs.
    */
-  async restore(stateFile: string, deadline: number, ramInState = false): Promise<void> {
-    await restoreVmState(this.qmp, stateFile, !ramInState);
+  async restore(stateFile: string, deadline: number, ramInState = false, beforeRun?: () => Promise<void>): Promise<void> {
+    await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun);
     await this.waitForHealthyAgent(deadline);
     this.booting = false;
   }

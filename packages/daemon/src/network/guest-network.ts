@@ -1,0 +1,42 @@
+// The guest side of every sandbox's network: one address, gateway, DNS server
+// and MAC address shared by all sandboxes in every mode, so that a VM restored
+// from a template's warm snapshot (taken with this configuration applied) needs
+// no reconfiguration. Isolation comes from each sandbox having its own network
+// backend (its own slirp instance, or its own namespace), never from addresses.
+
+export const GUEST_NETWORK = {
+  address: '10.0.2.15',
+  prefixLength: 24,
+  gateway: '10.0.2.2',
+  dns: '10.0.2.3',
+  /** A locally administered unicast MAC; the guest's init finds its NIC by it. */
+  mac: '52:54:00:c0:ff:ee',
+} as const;
+
+/** QEMU ids of the NIC and its backend: `set_link` names the NIC. */
+export const NIC_DEVICE_ID = 'nic0';
+export const NETDEV_ID = 'net0';
+
+/** The kernel option guest/init reads: `capsule.net=ADDRESS/PREFIX,GATEWAY,DNS,MAC`. */
+export function guestNetworkKernelArg(): string {
+  const n = GUEST_NETWORK;
+  return `capsule.net=${n.address}/${n.prefixLength},${n.gateway},${n.dns},${n.mac}`;
+}
+
+/**
+ * What the NIC is plugged into on the host. `user`: QEMU's own user-mode
+ * stack (slirp), private to the VM; `tap`: a tap device in the sandbox's
+ * network namespace, which QEMU is started inside.
+ */
+export type NicBackend = { type: 'user' } | { type: 'tap'; ifname: string; netns: string };
+
+/** QEMU's -netdev and -device arguments for the guest NIC on `backend`. */
+export function nicArgs(backend: NicBackend): string[] {
+  const n = GUEST_NETWORK;
+  const netdev =
+    backend.type === 'user'
+      ? // Same addresses as the guest is configured with; IPv6 off so that every sandbox has exactly the address above.
+        `user,id=${NETDEV_ID},ipv4=on,ipv6=off,net=10.0.2.0/${n.prefixLength},host=${n.gateway},dns=${n.dns}`
+      : `tap,id=${NETDEV_ID},ifname=${backend.ifname},script=no,downscript=no`;
+  return ['-netdev', netdev, '-device', `virtio-net-device,netdev=${NETDEV_ID},mac=${n.mac},id=${NIC_DEVICE_ID}`];
+}
