@@ -24,6 +24,13 @@ export function collectCidr(value: string, previous: string[] | undefined): stri
   return [...(previous ?? []), value];
 }
 
+/** `on` or `off` → true or false. */
+export function parseOnOff(value: string): boolean {
+  if (value === 'on') return true;
+  if (value === 'off') return false;
+  throw new InvalidArgumentError(`"${value}" is not on or off`);
+}
+
 /** A fork count: a whole number from 1 to limits.maxForks. */
 export function parseForkCount(value: string): number {
   if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number`);

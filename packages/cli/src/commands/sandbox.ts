@@ -2,12 +2,12 @@
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
 import type { CapsuleClient } from '@capsule/sdk';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB } from '../option-parsers.js';
+import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -190,16 +190,15 @@ function networkCommand(): Command {
     new Command('network')
       .description("Switch a running or paused sandbox's network on or off, or set its egress lists (TAP networking)")
       .argument('<sandbox>', 'sandbox id or name')
-      .argument('[state]', 'on or off (default: leave as it is)')
+      .argument('[state]', 'on or off (default: leave as it is)', parseOnOff)
       .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; replaces the list)', collectCidr)
       .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; replaces the list)', collectCidr)
       .option('--clear-egress', 'empty both egress lists')
       .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, state: string | undefined, options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean }, command: Command) => {
-        if (state !== undefined && state !== 'on' && state !== 'off') throw new InvalidArgumentError(`the state must be on or off, not "${state}"`);
+      .action(async (idOrName: string, internet: boolean | undefined, options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean }, command: Command) => {
         const lists = options.egressAllow || options.egressDeny || options.clearEgress;
         const sandbox = await (await CliContext.of(command).daemonClient()).setSandboxNetwork(idOrName, {
-          ...(state !== undefined && { internet: state === 'on' }),
+          ...(internet !== undefined && { internet }),
           ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
         });
         if (options.json) printJson(sandbox);
