@@ -24,6 +24,8 @@ export interface DaemonConfig {
   logLevel: string;
   /** Sandbox networking: `user` (QEMU's user-mode stack, the default) or `tap` (root: namespace, tap, NAT). */
   network: 'user' | 'tap';
+  /** TAP mode: the IPv4 pool each sandbox's /30 host link is allocated from (CAPSULE_TAP_POOL). */
+  tapPool: string;
   /** Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN=host:port. */
   listen?: { host: string; port: number };
 }
@@ -50,6 +52,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
     network,
+    tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
   };
 }

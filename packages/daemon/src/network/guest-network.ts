@@ -26,17 +26,23 @@ export function guestNetworkKernelArg(): string {
 /**
  * What the NIC is plugged into on the host. `user`: QEMU's own user-mode
  * stack (slirp), private to the VM; `tap`: a tap device in the sandbox's
- * network namespace, which QEMU is started inside.
+ * network namespace, which QEMU is started inside; `none`: nothing (the
+ * template VM of a warm snapshot: slirp saves its own state in the VM's, and
+ * a state with it would not load into a VM plugged into a tap).
  */
-export type NicBackend = { type: 'user' } | { type: 'tap'; ifname: string; netns: string };
+export type NicBackend = { type: 'user' } | { type: 'tap'; ifname: string; netns: string } | { type: 'none' };
 
 /** QEMU's -netdev and -device arguments for the guest NIC on `backend`. */
 export function nicArgs(backend: NicBackend): string[] {
   const n = GUEST_NETWORK;
+  const device = `virtio-net-device,mac=${n.mac},id=${NIC_DEVICE_ID}`;
+  if (backend.type === 'none') return ['-device', device];
   const netdev =
     backend.type === 'user'
       ? // Same addresses as the guest is configured with; IPv6 off so that every sandbox has exactly the address above.
         `user,id=${NETDEV_ID},ipv4=on,ipv6=off,net=10.0.2.0/${n.prefixLength},host=${n.gateway},dns=${n.dns}`
-      : `tap,id=${NETDEV_ID},ifname=${backend.ifname},script=no,downscript=no`;
-  return ['-netdev', netdev, '-device', `virtio-net-device,netdev=${NETDEV_ID},mac=${n.mac},id=${NIC_DEVICE_ID}`];
+      : // No vnet header: the NIC then offers the guest the same features as on user-mode networking, so a
+        // device state saved on one (the warm snapshot) loads into the other.
+        `tap,id=${NETDEV_ID},ifname=${backend.ifname},script=no,downscript=no,vnet_hdr=off`;
+  return ['-netdev', netdev, '-device', `${device},netdev=${NETDEV_ID}`];
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
 import { errorMessage } from '../errors.js';
-import { isProcessAlive, terminateGroup } from '../launcher.js';
+import { isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
 import { restoreVmState } from '../vmm/migration.js';
 import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
@@ -64,7 +64,11 @@ export class LiveVm {
    * `beforeRun` sets up the loaded VM (its network) before the guest runs.
    */
   async restore(stateFile: string, deadline: number, ramInState = false, beforeRun?: () => Promise<void>): Promise<void> {
-    await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun);
+    await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
+      // QEMU says why a state does not load (a device that differs) only in its own log.
+      const log = tailOfFile(this.paths.qemuLog, 1024).trim();
+      throw new Error(`${errorMessage(err)}${log ? `: ${log.split('\n').slice(-3).join(' | ')}` : ''}`);
+    });
     await this.waitForHealthyAgent(deadline);
     this.booting = false;
   }

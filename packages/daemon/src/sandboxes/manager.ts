@@ -73,7 +73,7 @@ export class SandboxManager {
     /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
     private readonly qemuVersion: string,
   ) {
-    this.networks = new SandboxNetworks(config.network, log);
+    this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
   }
 
   get runningCount(): number {
@@ -94,6 +94,8 @@ export class SandboxManager {
       await this.adopt(record);
     }
     this.removeOrphans();
+    // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
+    await this.networks.start(async (id) => this.live.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
     this.livenessTimer = setInterval(() => this.checkLiveness(), LIVENESS_INTERVAL_MS);
     this.livenessTimer.unref();
     this.reaperTimer = setInterval(() => void this.reapExpired(), REAPER_INTERVAL_MS);
@@ -166,14 +168,14 @@ export class SandboxManager {
     const pid = findRunningVm(paths, record.id);
     if (record.state === 'starting') {
       if (pid !== undefined) await LiveVm.kill(pid);
-      this.removeVmFiles(record.id);
+      await this.removeVmFiles(record.id);
       await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
       return;
     }
     if (pid === undefined) {
       const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
       const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
-      this.removeVmFiles(record.id);
+      await this.removeVmFiles(record.id);
       await this.store.transition(record.id, 'error', reason, message);
       this.log.warn({ sandbox: record.id, reason }, 'sandbox lost while the daemon was down');
       return;
@@ -243,12 +245,13 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(id);
     }
-    this.removeVmFiles(id);
+    await this.removeVmFiles(id);
     await this.store.transition(id, 'error', reason, message);
   }
 
-  private removeVmFiles(id: string): void {
-    void this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
+  /** Removes what a VM used besides its console log: its network, runtime folder, disk overlay and saved state. */
+  private async removeVmFiles(id: string): Promise<void> {
+    await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { force: true });
   }
@@ -598,7 +601,7 @@ export class SandboxManager {
     let launched: LiveVm | undefined;
     const discard = async () => {
       await launched?.stop();
-      this.removeVmFiles(id);
+      await this.removeVmFiles(id);
       fs.rmSync(this.stateDir(id), { recursive: true, force: true });
     };
     try {
@@ -712,7 +715,7 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(record.id);
     }
-    this.removeVmFiles(record.id);
+    await this.removeVmFiles(record.id);
     fs.rmSync(this.stateDir(record.id), { recursive: true, force: true });
     await this.store.transition(record.id, 'killed', reason, undefined, { expires_at: null });
   }

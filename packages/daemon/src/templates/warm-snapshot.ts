@@ -103,9 +103,10 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
         rootDisk: path.join(temp, 'disk.qcow2'),
         agentPortId: AGENT_PORT_DEVICE_ID,
         memoryBackend: { type: 'file', path: path.join(temp, 'memory'), shared: true },
-        // The NIC's device state goes into the snapshot, so restores must have one too; its
-        // backend is not migrated, so each restore plugs it into its own (user-mode or TAP).
-        nic: { type: 'user' },
+        // The NIC's device state goes into the snapshot, so restores must have one too. It is
+        // plugged into nothing here, so that no backend's state is saved with it: each restore
+        // plugs it into its own (user-mode or TAP).
+        nic: { type: 'none' },
       },
       paths,
       path.join(temp, 'console.log'),
