@@ -144,7 +144,7 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     expect(sandboxNamespaces().filter((n) => n.endsWith(a.id) || n.endsWith(b.id))).toEqual([]);
   });
 
-  it('enforces egress allow and deny lists, and the internet switch, at create and at runtime', async () => {
+  it('enforces egress allow and deny lists, and the internet switch, at create, at runtime and in forks', async () => {
     const sandbox = await create({ egress: { deny: ['0.0.0.0/0'], allow: [`${OTHER_OUTSIDE.replace(/\d+$/, '0')}/24`] } });
     expect(sandbox.network).toMatchObject({ deny: ['0.0.0.0/0'], allow: ['203.0.113.0/24'] });
     expect(await fetchFrom(sandbox.id, OTHER_OUTSIDE)).toBe('outside');
@@ -159,9 +159,20 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     await setNetwork(sandbox.id, { internet: true });
     expect(await fetchFrom(sandbox.id, OUTSIDE)).toBe('outside');
 
+    // A fork gets its own namespace and addresses, with the source's lists.
+    const forked = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/fork`, { count: 1 });
+    expect(forked.status, forked.text).toBe(201);
+    const fork = forked.body.sandboxes[0] as Info;
+    created.push(fork.id);
+    expect(fork.network).toMatchObject({ deny: ['203.0.113.2/32'], allow: [] });
+    expect(fork.network.hostAddress).not.toBe(sandbox.network.hostAddress);
+    expect(sandboxNamespaces()).toContain(`capsule-${tag}-${fork.id}`);
+    expect(await fetchFrom(fork.id, OTHER_OUTSIDE)).toBeUndefined();
+    expect(await fetchFrom(fork.id, OUTSIDE)).toBe('outside');
+
     const bad = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/network`, { egress: { allow: ['10.0.0.0/33'] } });
     expect(bad.body.error.code).toBe('invalid_argument');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+    for (const id of [sandbox.id, fork.id]) await daemon.request('DELETE', `/v1/sandboxes/${id}`);
   });
 
   it('leaves no namespace, link or rule behind after a kill -9 of the daemon and a restart', async () => {

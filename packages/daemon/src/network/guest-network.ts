@@ -11,6 +11,11 @@ export const GUEST_NETWORK = {
   dns: '10.0.2.3',
   /** A locally administered unicast MAC; the guest's init finds its NIC by it. */
   mac: '52:54:00:c0:ff:ee',
+  /**
+   * TAP mode: the gateway's MAC in every namespace. A forked or resumed guest
+   * keeps the gateway's MAC in its ARP cache, so a new namespace must answer to the same one.
+   */
+  gatewayMac: '52:54:00:c0:ff:01',
 } as const;
 
 /** QEMU ids of the NIC and its backend: `set_link` names the NIC. */

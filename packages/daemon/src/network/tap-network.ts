@@ -288,6 +288,7 @@ export class TapNetwork {
     await ip(['-n', name, 'route', 'add', 'default', 'via', lease.hostAddress]);
     // Persistent, so it outlives each QEMU (pause, resume) and QEMU needs no privileges to create it.
     await ip(['-n', name, 'tuntap', 'add', 'dev', TAP_IFNAME, 'mode', 'tap']);
+    await ip(['-n', name, 'link', 'set', TAP_IFNAME, 'address', g.gatewayMac]);
     await ip(['-n', name, 'addr', 'add', `${g.gateway}/${g.prefixLength}`, 'dev', TAP_IFNAME]);
     await ip(['-n', name, 'link', 'set', TAP_IFNAME, 'up']);
     await inNamespace(lease, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
