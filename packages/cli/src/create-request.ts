@@ -13,6 +13,11 @@ export interface SandboxSpecOptions {
   lifetime?: number;
   /** What happens when the lifetime runs out. */
   onTimeout?: 'kill' | 'pause';
+  /** commander's `--no-internet`: false when given. */
+  internet?: boolean;
+  /** `--egress-allow` / `--egress-deny` CIDRs (TAP networking). */
+  egressAllow?: string[];
+  egressDeny?: string[];
 }
 
 export const DEFAULT_TEMPLATE = 'base';
@@ -27,5 +32,7 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.metadata && { metadata: options.metadata }),
     ...(options.lifetime !== undefined && { timeoutMs: options.lifetime }),
     ...(options.onTimeout !== undefined && { onTimeout: options.onTimeout }),
+    ...(options.internet === false && { internet: false }),
+    ...((options.egressAllow || options.egressDeny) && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
   };
 }

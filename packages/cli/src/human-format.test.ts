@@ -18,6 +18,7 @@ const sandbox: SandboxInfo = {
   onTimeout: 'kill',
   timeoutMs: 300_000,
   expiresAt: '2026-01-01T12:02:00Z',
+  network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
   history: [
     { state: 'starting', reason: 'user', at: '2026-01-01T11:57:00Z' },
     { state: 'running', reason: 'agent_ready', at: '2026-01-01T11:57:05Z' },
@@ -68,12 +69,12 @@ describe('human formatting', () => {
   });
 
   it('renders the ls table', () => {
-    const killed = { ...sandbox, id: 'sb_2', name: 'web', memoryMiB: 512, state: 'killed' as const, expiresAt: undefined };
+    const killed = { ...sandbox, id: 'sb_2', name: 'web', memoryMiB: 512, state: 'killed' as const, expiresAt: undefined, network: { ...sandbox.network, internet: false } };
     expect(sandboxTable([sandbox, killed], now)).toBe(
       [
-        'ID          NAME   TEMPLATE   STATE     CPUS   MEM    AGE   TIME LEFT',
-        'sb_7k2m9q   -      base       running   2      1.5G   3m    2m',
-        'sb_2        web    base       killed    2      512M   3m    -',
+        'ID          NAME   TEMPLATE   STATE     CPUS   MEM    NET   AGE   TIME LEFT',
+        'sb_7k2m9q   -      base       running   2      1.5G   on    3m    2m',
+        'sb_2        web    base       killed    2      512M   off   3m    -',
         '',
       ].join('\n'),
     );
@@ -82,6 +83,7 @@ describe('human formatting', () => {
   it('renders inspect with history', () => {
     const text = describeSandbox(sandbox, now);
     expect(text).toContain('State      running (user)');
+    expect(text).toContain('Network    on (user mode, 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3)');
     expect(text).toContain('Metadata   owner=ann');
     expect(text).toContain('Boot       4.8 s');
     expect(text).toMatch(/History\n {2}AT +STATE +REASON +MESSAGE\n {2}2026-01-01T11:57:00Z +starting +user\n/);

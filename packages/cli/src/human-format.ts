@@ -1,7 +1,7 @@
 // Turns daemon objects into the text people read: tables, ages, sizes and the
 // `inspect` view. Pure functions of their inputs (the clock is a parameter), so
 // tests pin the output; `--json` output never goes through here.
-import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
+import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, SandboxNetwork, Template } from '@capsule/protocol';
 
 /** Left-aligned columns separated by three spaces, like docker's tables. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -57,7 +57,7 @@ export function formatTimeLeft(isoTime: string | undefined, now: number = Date.n
 
 export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Date.now()): string {
   return renderTable(
-    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'AGE', 'TIME LEFT'],
+    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'NET', 'AGE', 'TIME LEFT'],
     sandboxes.map((sandbox) => [
       sandbox.id,
       sandbox.name ?? '-',
@@ -65,6 +65,7 @@ export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Da
       sandbox.state,
       String(sandbox.vcpus),
       formatMemoryMiB(sandbox.memoryMiB),
+      sandbox.network.internet ? (sandbox.network.allow.length + sandbox.network.deny.length > 0 ? 'rules' : 'on') : 'off',
       formatAge(sandbox.createdAt, now),
       formatTimeLeft(sandbox.expiresAt, now),
     ]),
@@ -99,6 +100,16 @@ function keyValueLines(pairs: readonly (readonly [string, string])[]): string[] 
   return pairs.map(([key, value]) => `${key.padEnd(width)}   ${value}`);
 }
 
+/** `on (user mode, 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3)`, with the egress lists when there are any. */
+export function describeNetwork(network: SandboxNetwork): string {
+  const lists = [
+    ...(network.allow.length > 0 ? [`allow ${network.allow.join(' ')}`] : []),
+    ...(network.deny.length > 0 ? [`deny ${network.deny.join(' ')}`] : []),
+  ];
+  const where = `${network.mode} mode, ${network.guestAddress} via ${network.gateway}, DNS ${network.dns}${network.hostAddress ? `, host side ${network.hostAddress}` : ''}`;
+  return `${network.internet ? 'on' : 'off'}${lists.length > 0 ? `, ${lists.join(', ')}` : ''} (${where})`;
+}
+
 /** The human view of `capsule inspect`. */
 export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()): string {
   const state = `${sandbox.state} (${sandbox.stateReason}${sandbox.stateMessage ? `: ${sandbox.stateMessage}` : ''})`;
@@ -115,6 +126,7 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   if (sandbox.bootMs !== undefined) pairs.push(['Boot', formatElapsed(sandbox.bootMs)]);
   if (sandbox.pid !== undefined) pairs.push(['PID', String(sandbox.pid)]);
   if (sandbox.memoryUse) pairs.push(['Host memory', `${sandbox.memoryUse.privateMiB} MiB private, ${sandbox.memoryUse.sharedMiB} MiB shared`]);
+  pairs.push(['Network', describeNetwork(sandbox.network)]);
   pairs.push(['Timeout', sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none']);
   const metadata = Object.entries(sandbox.metadata);
   pairs.push(['Metadata', metadata.length === 0 ? '-' : metadata.map(([key, value]) => `${key}=${value}`).join(', ')]);

@@ -18,6 +18,19 @@ export function parseMemoryMiB(value: string): number {
   return mib;
 }
 
+/** Collects a repeatable CIDR option (`--egress-allow 10.0.0.0/8 --egress-allow 1.2.3.4`); the daemon checks each. */
+export function collectCidr(value: string, previous: string[] | undefined): string[] {
+  if (!/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/.test(value)) throw new InvalidArgumentError(`"${value}" is not an IPv4 network (examples: 10.0.0.0/8, 1.2.3.4)`);
+  return [...(previous ?? []), value];
+}
+
+/** `on` or `off` → true or false. */
+export function parseOnOff(value: string): boolean {
+  if (value === 'on') return true;
+  if (value === 'off') return false;
+  throw new InvalidArgumentError(`"${value}" is not on or off`);
+}
+
 /** A fork count: a whole number from 1 to limits.maxForks. */
 export function parseForkCount(value: string): number {
   if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number`);

@@ -45,6 +45,26 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
   });
 
+  it('creates a sandbox without internet, shows it, and switches its network on and off', () => {
+    // The guest's NIC carrier follows the switch: the host holds the link down while the network is off.
+    const carrier = (id: string) => capsule('exec', id, '--', 'sh', '-c', 'cat /sys/class/net/e*/carrier').stdout.trim();
+    const created = capsule('sandbox', 'create', '--no-internet');
+    expect(created.status, created.stderr).toBe(0);
+    const id = created.stdout.trim();
+    expect(carrier(id)).toBe('0');
+    expect(capsule('ls').stdout).toMatch(new RegExp(`NET +AGE +TIME LEFT\n(.*\n)*${id} .* off +`));
+    expect(capsule('inspect', id).stdout).toContain('Network       off (user mode, 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3)');
+    expect(capsule('sandbox', 'network', id, 'on').stdout).toBe(`${id}: on (user mode, 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3)\n`);
+    expect(carrier(id)).toBe('1');
+    expect(JSON.parse(capsule('sandbox', 'network', id, 'off', '--json').stdout).network.internet).toBe(false);
+    expect(carrier(id)).toBe('0');
+    expect(capsule('sandbox', 'network', id, 'maybe')).toMatchObject({ status: 2, stderr: expect.stringMatching(/^capsule: .*"maybe" is not on or off/) });
+    const lists = capsule('sandbox', 'network', id, '--egress-deny', '0.0.0.0/0');
+    expect(lists.status).toBe(125);
+    expect(lists.stderr).toMatch(/^capsule: egress allow and deny lists need TAP networking\nhint: /);
+    expect(capsule('rm', id).status).toBe(0);
+  });
+
   it('creates, lists (masked) and removes API keys; a key is shown only when created', () => {
     const created = capsule('apikey', 'create', 'ci');
     expect(created.status, created.stderr).toBe(0);

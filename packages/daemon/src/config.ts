@@ -22,6 +22,10 @@ export interface DaemonConfig {
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
   warmPoolSize: number;
   logLevel: string;
+  /** Sandbox networking: `user` (QEMU's user-mode stack, the default) or `tap` (root: namespace, tap, NAT). */
+  network: 'user' | 'tap';
+  /** TAP mode: the IPv4 pool each sandbox's /30 host link is allocated from (CAPSULE_TAP_POOL). */
+  tapPool: string;
   /** Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN=host:port. */
   listen?: { host: string; port: number };
 }
@@ -31,6 +35,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
   const accel = env.CAPSULE_ACCEL ?? 'auto';
   if (accel !== 'kvm' && accel !== 'tcg' && accel !== 'auto') {
     throw new Error(`CAPSULE_ACCEL must be kvm, tcg or auto, not "${accel}"`);
+  }
+  const network = env.CAPSULE_NETWORK || 'user';
+  if (network !== 'user' && network !== 'tap') {
+    throw new Error(`CAPSULE_NETWORK must be user or tap, not "${network}"`);
   }
   return {
     stateDir: env.CAPSULE_STATE_DIR ?? '/var/lib/capsule',
@@ -43,6 +51,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+    network,
+    tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
   };
 }

@@ -111,6 +111,21 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
     expect(await resumed.files.read('/home/user/kept.txt')).toBe('still here');
   });
 
+  it('creates a sandbox without internet access and switches it on with updateNetwork', async () => {
+    const offline = await Sandbox.create('base', { allowInternetAccess: false });
+    try {
+      // The host holds the guest's link down while its network is off.
+      const carrier = async () => (await offline.commands.run('cat /sys/class/net/e*/carrier')).stdout.trim();
+      expect((await offline.getInfo()).allowInternetAccess).toBe(false);
+      expect(await carrier()).toBe('0');
+      await offline.updateNetwork({ allowInternetAccess: true });
+      expect((await offline.getInfo()).allowInternetAccess).toBe(true);
+      expect(await carrier()).toBe('1');
+    } finally {
+      await offline.kill();
+    }
+  });
+
   it('refuses a wrong API key and a wrong sandbox access token, and reports unknown sandboxes', async () => {
     await expect(Sandbox.list({ apiKey: `e2b_${'0'.repeat(40)}` }).nextItems()).rejects.toBeInstanceOf(AuthenticationError);
     // A forged access token for a real sandbox: the proxy refuses it.

@@ -28,7 +28,11 @@ export class TestDaemon {
   readonly logFile: string;
   private proc: ChildProcess | undefined;
 
-  constructor(readonly extraEnv: Record<string, string> = {}) {
+  /** `launchPrefix` runs the daemon through another command, e.g. `nsenter --net=… --` to put it in a network namespace. */
+  constructor(
+    readonly extraEnv: Record<string, string> = {},
+    readonly launchPrefix: string[] = [],
+  ) {
     this.root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-test-'));
     this.stateDir = path.join(this.root, 'state');
     this.runtimeDir = path.join(this.root, 'run');
@@ -54,7 +58,9 @@ export class TestDaemon {
 
   async start(): Promise<void> {
     const out = fs.openSync(this.logFile, 'a');
-    this.proc = spawn(process.execPath, [daemonMain], { env: this.env, stdio: ['ignore', out, out] });
+    const [command = process.execPath, ...prefixArgs] = this.launchPrefix;
+    const args = this.launchPrefix.length > 0 ? [...prefixArgs, process.execPath, daemonMain] : [daemonMain];
+    this.proc = spawn(command, args, { env: this.env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
     const deadline = Date.now() + 30_000;
     for (;;) {

@@ -23,7 +23,52 @@ export const limits = {
   defaultTimeoutMs: 5 * 60 * 1000,
   /** The longest timeout a sandbox may have (30 days); 0 (none) is allowed too. */
   maxTimeoutMs: 30 * 24 * 60 * 60 * 1000,
+  /** CIDRs in one egress allow or deny list. */
+  maxEgressRules: 64,
 } as const;
+
+/** An IPv4 network, `a.b.c.d/n` (a bare address means /32); checked again by the daemon. */
+const Cidr = Type.String({ pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}(/[0-9]{1,2})?$', maxLength: 18 });
+
+/**
+ * Where a sandbox's guest may send traffic. `internet: false` cuts the
+ * guest's link (no traffic at all, DNS included). The lists need TAP mode and
+ * work as E2B's `allowOut`/`denyOut`: a destination in `allow` is reached, else
+ * one in `deny` is not, else it is (`deny: ["0.0.0.0/0"]` with an `allow`
+ * list lets only those through).
+ */
+export const EgressRules = Type.Object(
+  {
+    allow: Type.Optional(Type.Array(Cidr, { maxItems: limits.maxEgressRules })),
+    deny: Type.Optional(Type.Array(Cidr, { maxItems: limits.maxEgressRules })),
+  },
+  { additionalProperties: false },
+);
+export type EgressRules = Static<typeof EgressRules>;
+
+/** A sandbox's network as the daemon reports it: the guest side is the same in every sandbox. */
+export const SandboxNetwork = Type.Object({
+  mode: Type.Union([Type.Literal('user'), Type.Literal('tap')]),
+  internet: Type.Boolean(),
+  allow: Type.Array(Type.String()),
+  deny: Type.Array(Type.String()),
+  guestAddress: Type.String(),
+  gateway: Type.String(),
+  dns: Type.String(),
+  /** TAP mode: the host's end of the link to the sandbox's network namespace. */
+  hostAddress: Type.Optional(Type.String()),
+});
+export type SandboxNetwork = Static<typeof SandboxNetwork>;
+
+export const SetNetworkRequest = Type.Object(
+  {
+    internet: Type.Optional(Type.Boolean()),
+    /** Replaces both lists (an absent list is emptied). */
+    egress: Type.Optional(EgressRules),
+  },
+  { additionalProperties: false },
+);
+export type SetNetworkRequest = Static<typeof SetNetworkRequest>;
 
 export const SandboxState = Type.Union(
   [
@@ -78,6 +123,7 @@ export const Sandbox = Type.Object(
     expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
     /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
     memoryUse: Type.Optional(Type.Object({ rssMiB: Type.Integer(), privateMiB: Type.Integer(), sharedMiB: Type.Integer() })),
+    network: SandboxNetwork,
     history: Type.Optional(Type.Array(StateTransition)),
   },
 );
@@ -97,6 +143,9 @@ export const CreateSandboxRequest = Type.Object(
     timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.maxTimeoutMs })),
     /** What happens when the timeout passes: `kill` (the default) or `pause`. */
     onTimeout: Type.Optional(TimeoutAction),
+    /** false: the sandbox has no network (switch it on later with POST …/network). Default true. */
+    internet: Type.Optional(Type.Boolean()),
+    egress: Type.Optional(EgressRules),
   },
   { additionalProperties: false },
 );

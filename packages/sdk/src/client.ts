@@ -19,6 +19,7 @@ import {
   type ExecResult,
   type Sandbox as SandboxInfo,
   type SandboxList,
+  type SetNetworkRequest,
   type Template,
   type TemplateList,
 } from '@capsule/protocol';
@@ -186,6 +187,11 @@ export class CapsuleClient {
   /** Gives a running sandbox a new lifetime counted from now; 0 removes its timeout. */
   async setSandboxTimeout(idOrName: string, timeoutMs: number, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/timeout`, { timeoutMs }, options);
+  }
+
+  /** Switches a running or paused sandbox's network on or off, or replaces its egress lists (TAP networking). */
+  async setSandboxNetwork(idOrName: string, request: SetNetworkRequest, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/network`, request, options);
   }
 
   /** Saves a running sandbox's memory and devices and ends its VM; it uses no RAM until resumed. */

@@ -77,4 +77,20 @@ describe('Sandbox with a stand-in daemon', () => {
     expect(await Sandbox.kill('sb_abc', { socketPath: daemon.socketPath })).toBe(true);
     expect(await Sandbox.kill('sb_gone', { socketPath: daemon.socketPath })).toBe(false);
   });
+
+  it('asks for no internet at create as E2B spells it, and switches it and the egress lists later', async () => {
+    const bodies: { url: string; body: unknown }[] = [];
+    daemon = await startStandInDaemon((request, res) => {
+      bodies.push({ url: request.url ?? '', body: JSON.parse(request.body || 'null') });
+      return sendJson(res, request.url === '/v1/sandboxes' ? 201 : 200, info);
+    });
+    const sandbox = await Sandbox.create({ socketPath: daemon.socketPath, allowInternetAccess: false });
+    await sandbox.setInternetAccess(true);
+    await sandbox.setEgressRules({ deny: ['0.0.0.0/0'], allow: ['10.0.0.0/8'] });
+    expect(bodies).toEqual([
+      { url: '/v1/sandboxes', body: { internet: false } },
+      { url: '/v1/sandboxes/sb_abc/network', body: { internet: true } },
+      { url: '/v1/sandboxes/sb_abc/network', body: { egress: { deny: ['0.0.0.0/0'], allow: ['10.0.0.0/8'] } } },
+    ]);
+  });
 });

@@ -1,7 +1,7 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
 // are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
-import type { CreateSandboxRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
+import type { CreateSandboxRequest, EgressRules, Sandbox as SandboxInfo } from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions } from './client.js';
 import { SandboxAgent } from './agent-call.js';
 import { Commands } from './commands.js';
@@ -19,6 +19,10 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   metadata?: Record<string, string>;
   /** Kill the sandbox this long after it starts; 0 means never. Default: the daemon's, 5 minutes. */
   timeoutMs?: number;
+  /** false: no network at all (as E2B's `allowInternetAccess`); `setInternetAccess(true)` switches it on. Default true. */
+  allowInternetAccess?: boolean;
+  /** Egress allow/deny lists of IPv4 CIDRs (the daemon must use TAP networking). */
+  egress?: EgressRules;
   signal?: AbortSignal;
 }
 
@@ -77,6 +81,8 @@ export class Sandbox {
       ...(options.env && { env: options.env }),
       ...(options.metadata && { metadata: options.metadata }),
       ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+      ...(options.allowInternetAccess !== undefined && { internet: options.allowInternetAccess }),
+      ...(options.egress && { egress: options.egress }),
     };
     return new Sandbox(client, await client.createSandbox(request, callOptions(options)));
   }
@@ -140,6 +146,16 @@ export class Sandbox {
   /** Starts the paused sandbox again, its processes and files as they were, its clock corrected. */
   async resume(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#info = await this.client.resumeSandbox(this.id, callOptions(options));
+  }
+
+  /** Switches the sandbox's network on or off, at once (or on resume, if paused). */
+  async setInternetAccess(allow: boolean, options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.setSandboxNetwork(this.id, { internet: allow }, callOptions(options));
+  }
+
+  /** Replaces the sandbox's egress allow/deny lists (TAP networking); `{}` empties both. */
+  async setEgressRules(egress: EgressRules, options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.setSandboxNetwork(this.id, { egress }, callOptions(options));
   }
 
   /** Gives the sandbox a new lifetime counted from now, as E2B's `setTimeout`; 0 removes its timeout. */

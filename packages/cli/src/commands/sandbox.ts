@@ -6,8 +6,8 @@ import { Command, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
-import { describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB } from '../option-parsers.js';
+import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
+import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -28,6 +28,9 @@ function createCommand(): Command {
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
       .addOption(new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices(['kill', 'pause']))
+      .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
+      .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
+      .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr)
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
@@ -182,6 +185,28 @@ function forkCommand(): Command {
   );
 }
 
+function networkCommand(): Command {
+  return addGlobalOptions(
+    new Command('network')
+      .description("Switch a running or paused sandbox's network on or off, or set its egress lists (TAP networking)")
+      .argument('<sandbox>', 'sandbox id or name')
+      .argument('[state]', 'on or off (default: leave as it is)', parseOnOff)
+      .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; replaces the list)', collectCidr)
+      .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; replaces the list)', collectCidr)
+      .option('--clear-egress', 'empty both egress lists')
+      .option('--json', 'print the sandbox as JSON')
+      .action(async (idOrName: string, internet: boolean | undefined, options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean }, command: Command) => {
+        const lists = options.egressAllow || options.egressDeny || options.clearEgress;
+        const sandbox = await (await CliContext.of(command).daemonClient()).setSandboxNetwork(idOrName, {
+          ...(internet !== undefined && { internet }),
+          ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
+        });
+        if (options.json) printJson(sandbox);
+        else process.stdout.write(`${sandbox.id}: ${describeNetwork(sandbox.network)}\n`);
+      }),
+  );
+}
+
 /** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork. */
 export function sandboxShortcutCommands(): Command[] {
   return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume'), forkCommand()];
@@ -201,6 +226,7 @@ export function sandboxCommand(): Command {
     forkCommand(),
     timeoutCommand(),
     keepaliveCommand(),
+    networkCommand(),
   ]) {
     group.addCommand(subcommand);
   }

@@ -32,11 +32,17 @@ const NewSandbox = Type.Object({
   metadata: Type.Optional(StringMap),
   envVars: Type.Optional(StringMap),
   autoPause: Type.Optional(Type.Boolean()),
-  // Accepted for compatibility; sandboxes have no network yet.
   allow_internet_access: Type.Optional(Type.Boolean()),
+  network: Type.Optional(Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) })),
   secure: Type.Optional(Type.Boolean()),
 });
 type NewSandbox = Static<typeof NewSandbox>;
+/** e2b's network update: omitted fields are cleared. */
+const NetworkBody = Type.Object({
+  allow_internet_access: Type.Optional(Type.Boolean()),
+  allowOut: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: limits.maxEgressRules })),
+  denyOut: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: limits.maxEgressRules })),
+});
 const TimeoutBody = Type.Object({ timeout: Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS }) });
 const ConnectBody = Type.Object({ timeout: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })) });
 const RefreshBody = Type.Object({ duration: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMEOUT_SECONDS })) });
@@ -171,6 +177,8 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
         ...(body.envVars ? { env: body.envVars } : {}),
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
         ...(body.autoPause ? { onTimeout: 'pause' as const } : {}),
+        ...(body.allow_internet_access !== undefined ? { internet: body.allow_internet_access } : {}),
+        ...(body.network?.allowOut || body.network?.denyOut ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } } : {}),
       });
       return reply.code(201).send(toE2bSandbox(sandbox, tokens));
     };
@@ -194,8 +202,19 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
 
     scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
       const sandbox = await live(request.params.sandboxID);
-      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: false };
+      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: sandbox.network.internet };
     });
+
+    scope.put<{ Params: IdParams; Body: Static<typeof NetworkBody> }>(
+      '/sandboxes/:sandboxID/network',
+      { schema: { tags, params: IdParams, body: NetworkBody } },
+      async (request, reply) => {
+        const sandbox = await live(request.params.sandboxID);
+        const body = request.body ?? {};
+        await manager.setNetwork(sandbox.id, { internet: body.allow_internet_access ?? true, egress: { allow: body.allowOut ?? [], deny: body.denyOut ?? [] } });
+        return reply.code(204).send();
+      },
+    );
 
     // The current sample only: the daemon keeps no history of a sandbox's metrics.
     scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID/metrics', { schema: { tags, params: IdParams } }, async (request) => {

@@ -23,6 +23,7 @@ import {
   ForkRequest,
   Sandbox,
   SandboxList,
+  SetNetworkRequest,
   SetTimeoutRequest,
   TemplateList,
   httpStatusOf,
@@ -230,6 +231,19 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       schema: { params: IdParams, description: 'Restarts a running sandbox’s timeout from now, keeping its length.', response: { 200: Sandbox, ...errorResponses } },
     },
     async (request) => await ctx.manager.keepAlive(request.params.id),
+  );
+
+  app.post<{ Params: { id: string }; Body: SetNetworkRequest }>(
+    '/v1/sandboxes/:id/network',
+    {
+      schema: {
+        params: IdParams,
+        body: SetNetworkRequest,
+        description: 'Changes what a running or paused sandbox may reach: `internet` on or off, and (TAP mode) egress allow/deny lists.',
+        response: { 200: Sandbox, ...errorResponses },
+      },
+    },
+    async (request) => await ctx.manager.setNetwork(request.params.id, request.body),
   );
 
   app.post<{ Params: { id: string } }>(

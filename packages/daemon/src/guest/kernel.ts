@@ -11,7 +11,7 @@ import { moduleLoadOrder, moduleName, readModuleDepends } from './kernel-modules
 export const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
 
 /** Drivers the initramfs loads; their dependencies are found from the modules themselves. */
-export const GUEST_MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_console', 'virtio_rng'];
+export const GUEST_MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_console', 'virtio_rng', 'virtio_net'];
 
 export interface GuestKernel {
   version: string;
@@ -36,10 +36,12 @@ async function resolveKernelPackage(): Promise<string | undefined> {
   }
 }
 
+/** The unpacked kernel in `dir`, if it holds the modules GUEST_MODULES names (an older unpack may lack some). */
 function loadCached(dir: string): GuestKernel | undefined {
   const metaFile = path.join(dir, 'kernel.json');
   if (!fs.existsSync(metaFile)) return undefined;
-  const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as { version: string; modules: string[] };
+  const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as { version: string; modules: string[]; wanted?: string[] };
+  if (JSON.stringify(meta.wanted ?? []) !== JSON.stringify(GUEST_MODULES)) return undefined;
   return {
     version: meta.version,
     dir,
@@ -101,7 +103,7 @@ export async function ensureKernel(cacheDir: string, report: (msg: string) => vo
       fs.copyFileSync(byName.get(name) as string, path.join(staged, 'modules', file));
       return file;
     });
-    fs.writeFileSync(path.join(staged, 'kernel.json'), JSON.stringify({ version, package: pkg, modules: files }, null, 2));
+    fs.writeFileSync(path.join(staged, 'kernel.json'), JSON.stringify({ version, package: pkg, modules: files, wanted: GUEST_MODULES }, null, 2));
     commitPath(staged, dir);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
 import { errorMessage } from '../errors.js';
-import { isProcessAlive, terminateGroup } from '../launcher.js';
+import { isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
 import { restoreVmState } from '../vmm/migration.js';
 import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
@@ -61,9 +61,14 @@ export class LiveVm {
    * After `launch` with `incoming`: loads a saved state and lets the guest run,
    * then waits for the agent. A warm snapshot's state has no RAM (it is the
    * mapped memory file); a paused sandbox's has all of it (`ramInState`).
+   * `beforeRun` sets up the loaded VM (its network) before the guest runs.
    */
-  async restore(stateFile: string, deadline: number, ramInState = false): Promise<void> {
-    await restoreVmState(this.qmp, stateFile, !ramInState);
+  async restore(stateFile: string, deadline: number, ramInState = false, beforeRun?: () => Promise<void>): Promise<void> {
+    await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
+      // QEMU says why a state does not load (a device that differs) only in its own log.
+      const log = tailOfFile(this.paths.qemuLog, 1024).trim();
+      throw new Error(`${errorMessage(err)}${log ? `: ${log.split('\n').slice(-3).join(' | ')}` : ''}`);
+    });
     await this.waitForHealthyAgent(deadline);
     this.booting = false;
   }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState } from '@capsule/protocol';
+import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState, SetNetworkRequest } from '@capsule/protocol';
 import { limits } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
@@ -29,6 +29,8 @@ import { AGENT_PORT_DEVICE_ID, LiveVm } from './live-vm.js';
 import type { AgentClient } from '../agent/client.js';
 import { admissionProblem, readHostMemory, vmMemoryUse } from './memory.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
+import { egressPolicyColumns, egressPolicyFrom, egressPolicyOf, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
+import { SandboxNetworks } from '../network/sandbox-networks.js';
 
 const DEFAULT_TEMPLATE = 'base';
 const LIVENESS_INTERVAL_MS = 2000;
@@ -61,6 +63,7 @@ export class SandboxManager {
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
   private reaperTimer: NodeJS.Timeout | undefined;
+  private readonly networks: SandboxNetworks;
 
   constructor(
     private readonly store: Store,
@@ -69,7 +72,9 @@ export class SandboxManager {
     private readonly log: Logger,
     /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
     private readonly qemuVersion: string,
-  ) {}
+  ) {
+    this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
+  }
 
   get runningCount(): number {
     return this.live.size;
@@ -89,6 +94,8 @@ export class SandboxManager {
       await this.adopt(record);
     }
     this.removeOrphans();
+    // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
+    await this.networks.start(async (id) => this.live.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
     this.livenessTimer = setInterval(() => this.checkLiveness(), LIVENESS_INTERVAL_MS);
     this.livenessTimer.unref();
     this.reaperTimer = setInterval(() => void this.reapExpired(), REAPER_INTERVAL_MS);
@@ -161,14 +168,14 @@ export class SandboxManager {
     const pid = findRunningVm(paths, record.id);
     if (record.state === 'starting') {
       if (pid !== undefined) await LiveVm.kill(pid);
-      this.removeVmFiles(record.id);
+      await this.removeVmFiles(record.id);
       await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
       return;
     }
     if (pid === undefined) {
       const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
       const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
-      this.removeVmFiles(record.id);
+      await this.removeVmFiles(record.id);
       await this.store.transition(record.id, 'error', reason, message);
       this.log.warn({ sandbox: record.id, reason }, 'sandbox lost while the daemon was down');
       return;
@@ -238,11 +245,13 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(id);
     }
-    this.removeVmFiles(id);
+    await this.removeVmFiles(id);
     await this.store.transition(id, 'error', reason, message);
   }
 
-  private removeVmFiles(id: string): void {
+  /** Removes what a VM used besides its console log: its network, runtime folder, disk overlay and saved state. */
+  private async removeVmFiles(id: string): Promise<void> {
+    await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { force: true });
   }
@@ -264,6 +273,7 @@ export class SandboxManager {
     const vcpus = request.vcpus ?? template.default_vcpus;
     const memoryMiB = request.memoryMiB ?? template.default_memory_mib;
     this.validateResources(vcpus, memoryMiB);
+    const egress = egressPolicyFrom(request, this.networks.listsSupported);
     // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
     const imageDefaults = await templateImageDefaults(this.store, templateName);
     const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
@@ -296,21 +306,24 @@ export class SandboxManager {
       on_timeout: request.onTimeout ?? 'kill',
       // The clock starts when the sandbox runs (below), not while it boots.
       expires_at: null,
+      ...egressPolicyColumns(egress),
     });
     try {
       let how: string;
       if (pooled) {
         this.track(id, pooled.vm);
+        // Restored before this request said what its network may do.
+        await this.networks.apply(id, pooled.vm.qmp, egress);
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
       } else if (snapshot) {
-        await this.restoreVm(id, snapshot, (vm) => this.track(id, vm)).catch((err: unknown) => {
+        await this.restoreVm(id, snapshot, egress, (vm) => this.track(id, vm)).catch((err: unknown) => {
           // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
           this.abandonWarmSnapshot(templateName, err);
           throw err;
         });
         how = `restored from the warm snapshot of ${templateName}`;
       } else {
-        await this.bootVm(id, template, vcpus, memoryMiB);
+        await this.bootVm(id, template, vcpus, memoryMiB, egress);
         how = 'booted cold';
       }
       const vm = this.live.get(id);
@@ -473,8 +486,9 @@ export class SandboxManager {
       fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
       const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
       fs.copyFileSync(disk, overlay);
-      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay })));
-      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
+      const nic = await this.networks.backendFor(id);
+      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay, nic })));
+      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
       await vm.initGuest(this.initRequest(id, undefined));
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
         boot_ms: Date.now() - createdAt.getTime(),
@@ -498,9 +512,10 @@ export class SandboxManager {
     const started = Date.now();
     try {
       const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
-      const vm = await this.launch(id, wholeStateRestoreSpec(saved));
+      const vm = await this.launch(id, wholeStateRestoreSpec({ ...saved, nic: await this.networks.backendFor(id) }));
       this.track(id, vm);
-      await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true);
+      // The policy may have changed while the sandbox was paused.
+      await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
     } catch (err) {
       const message = errorMessage(err);
@@ -536,7 +551,7 @@ export class SandboxManager {
   }
 
   /** Boots a fresh VM from the template's kernel and disk and waits for its agent. */
-  private async bootVm(id: string, template: TemplateRecord, vcpus: number, memoryMiB: number): Promise<void> {
+  private async bootVm(id: string, template: TemplateRecord, vcpus: number, memoryMiB: number, egress: EgressPolicy): Promise<void> {
     const spec: VmSpec = {
       id,
       accel: this.accel.accel,
@@ -549,8 +564,11 @@ export class SandboxManager {
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
+      nic: await this.networks.backendFor(id),
     };
     const vm = this.track(id, await this.launch(id, spec));
+    // Set while the guest is still in its kernel: nothing of the sandbox's own has run yet.
+    await this.networks.apply(id, vm.qmp, egress);
     await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);
   }
 
@@ -559,7 +577,7 @@ export class SandboxManager {
    * over the snapshot's disk, its memory file mapped privately. `onLaunched`
    * sees the VM as soon as QEMU runs, so a failure can always stop it.
    */
-  private async restoreVm(id: string, snapshot: WarmSnapshot, onLaunched: (vm: LiveVm) => void): Promise<LiveVm> {
+  private async restoreVm(id: string, snapshot: WarmSnapshot, egress: EgressPolicy, onLaunched: (vm: LiveVm) => void): Promise<LiveVm> {
     const spec: VmSpec = {
       id,
       ...snapshot.machine,
@@ -569,10 +587,11 @@ export class SandboxManager {
       agentPortId: AGENT_PORT_DEVICE_ID,
       memoryBackend: { type: 'file', path: snapshot.memory, shared: false },
       incoming: true,
+      nic: await this.networks.backendFor(id),
     };
     const vm = await this.launch(id, spec);
     onLaunched(vm);
-    await vm.restore(snapshot.state, Date.now() + RESTORE_TIMEOUT_MS);
+    await vm.restore(snapshot.state, Date.now() + RESTORE_TIMEOUT_MS, false, () => this.networks.apply(id, vm.qmp, egress));
     return vm;
   }
 
@@ -582,11 +601,12 @@ export class SandboxManager {
     let launched: LiveVm | undefined;
     const discard = async () => {
       await launched?.stop();
-      this.removeVmFiles(id);
+      await this.removeVmFiles(id);
       fs.rmSync(this.stateDir(id), { recursive: true, force: true });
     };
     try {
-      const vm = await this.restoreVm(id, snapshot, (v) => (launched = v));
+      // Pool VMs start with the network open; a claim applies the create's policy.
+      const vm = await this.restoreVm(id, snapshot, OPEN_POLICY, (v) => (launched = v));
       // Run once what a claim runs, so TCG has translated those paths already:
       // the first /init and the first exec after a restore each cost ~10x more.
       await vm.initGuest(this.initRequest(id, undefined));
@@ -679,6 +699,7 @@ export class SandboxManager {
       timeoutMs: record.timeout_ms,
       onTimeout: record.on_timeout,
       ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
+      network: this.networks.describe(record.id, egressPolicyOf(record)),
     };
   }
 
@@ -694,7 +715,7 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(record.id);
     }
-    this.removeVmFiles(record.id);
+    await this.removeVmFiles(record.id);
     fs.rmSync(this.stateDir(record.id), { recursive: true, force: true });
     await this.store.transition(record.id, 'killed', reason, undefined, { expires_at: null });
   }
@@ -710,6 +731,24 @@ export class SandboxManager {
   async keepAlive(idOrName: string): Promise<Sandbox> {
     const { record } = await this.runningVm(idOrName);
     return await this.setTimeout(record.id, record.timeout_ms);
+  }
+
+  /**
+   * Changes a sandbox's egress policy: at once on a running sandbox, on resume
+   * for a paused one. The store is written only once the VM has it.
+   */
+  async setNetwork(idOrName: string, request: SetNetworkRequest): Promise<Sandbox> {
+    const record = await this.require(idOrName);
+    const policy = egressPolicyFrom(request, this.networks.listsSupported, egressPolicyOf(record));
+    if (record.state === 'running') {
+      const { vm } = await this.runningVm(record.id);
+      await this.networks.apply(record.id, vm.qmp, policy);
+    } else if (record.state !== 'paused') {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}`, { hint: 'the network of running and paused sandboxes can be changed' });
+    }
+    await this.store.setNetworkPolicy(record.id, egressPolicyColumns(policy));
+    this.log.info({ sandbox: record.id, internet: policy.internet, allow: policy.allow, deny: policy.deny }, 'sandbox network changed');
+    return await this.get(record.id);
   }
 
   /** Kills (or pauses, if asked at create) running sandboxes whose timeout has passed; runs every second. */

@@ -103,4 +103,25 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0005_network': {
+    async up(db: Kysely<unknown>) {
+      // Egress per sandbox: internet_access 0 cuts the guest's link; egress_allow/egress_deny are
+      // JSON arrays of CIDRs (TAP mode only; empty: no list). Forks copy them, pause keeps them.
+      await db.schema.alterTable('sandboxes').addColumn('internet_access', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+      await db.schema.alterTable('sandboxes').addColumn('egress_allow', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      await db.schema.alterTable('sandboxes').addColumn('egress_deny', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      // TAP mode: the host-side addresses handed to a sandbox's network namespace, one slot each, never guessed.
+      // A lease may exist before its sandbox row (a warm-pool VM); leases of no live sandbox are freed at start.
+      await db.schema
+        .createTable('network_leases')
+        .addColumn('sandbox_id', 'text', (c) => c.primaryKey())
+        .addColumn('slot', 'integer', (c) => c.notNull().unique())
+        .addColumn('netns', 'text', (c) => c.notNull())
+        .addColumn('host_ifname', 'text', (c) => c.notNull())
+        .addColumn('host_address', 'text', (c) => c.notNull())
+        .addColumn('netns_address', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };

@@ -23,6 +23,11 @@ export interface SandboxRow {
   expires_at: string | null;
   /** What the reaper does when the timeout passes. */
   on_timeout: 'kill' | 'pause';
+  /** 1: the guest's link is up; 0: cut (no network at all). */
+  internet_access: number;
+  /** JSON arrays of CIDRs the guest may (allow) or may not (deny) reach; TAP mode only. */
+  egress_allow: string;
+  egress_deny: string;
 }
 
 export interface SandboxEventRow {
@@ -86,6 +91,19 @@ export interface TemplateImageRow {
   workdir: string | null;
 }
 
+/** TAP mode: one sandbox's network namespace and the host-side addresses allocated to it. */
+export interface NetworkLeaseRow {
+  sandbox_id: string;
+  /** Index into the link address pool; unique, so two sandboxes never share addresses. */
+  slot: number;
+  netns: string;
+  /** The host end of the veth pair that links the namespace to the host. */
+  host_ifname: string;
+  host_address: string;
+  netns_address: string;
+  created_at: string;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -94,4 +112,5 @@ export interface Database {
   images: ImageRow;
   image_refs: ImageRefRow;
   template_images: TemplateImageRow;
+  network_leases: NetworkLeaseRow;
 }

@@ -18,6 +18,9 @@ const row = (id: string, name: string | null): SandboxRecord => ({
   timeout_ms: 0,
   expires_at: null,
   on_timeout: 'kill',
+  internet_access: 1,
+  egress_allow: '[]',
+  egress_deny: '[]',
 });
 
 describe('store (real SQLite, in memory)', () => {

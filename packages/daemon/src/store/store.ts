@@ -95,6 +95,11 @@ export class Store {
     await this.db.updateTable('sandboxes').set({ timeout_ms: timeoutMs, expires_at: expiresAt }).where('id', '=', id).execute();
   }
 
+  /** Records a sandbox's egress policy (see 0005_network). */
+  async setNetworkPolicy(id: string, policy: Pick<SandboxRecord, 'internet_access' | 'egress_allow' | 'egress_deny'>): Promise<void> {
+    await this.db.updateTable('sandboxes').set(policy).where('id', '=', id).execute();
+  }
+
   async history(id: string): Promise<SandboxEvent[]> {
     return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
   }

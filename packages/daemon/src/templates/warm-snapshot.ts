@@ -17,8 +17,11 @@ import { saveVmState } from '../vmm/migration.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
 
-/** Bump when the VM's machine options change: old snapshots cannot be restored into new machines. */
-const FORMAT = 'warm-v1';
+/**
+ * Bump when the VM's machine options change: old snapshots cannot be restored
+ * into new machines. v2: a virtio-net NIC (its device state is in the snapshot).
+ */
+const FORMAT = 'warm-v2';
 const BOOT_TIMEOUT_MS = 180_000;
 
 export interface WarmSnapshot {
@@ -100,6 +103,10 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
         rootDisk: path.join(temp, 'disk.qcow2'),
         agentPortId: AGENT_PORT_DEVICE_ID,
         memoryBackend: { type: 'file', path: path.join(temp, 'memory'), shared: true },
+        // The NIC's device state goes into the snapshot, so restores must have one too. It is
+        // plugged into nothing here, so that no backend's state is saved with it: each restore
+        // plugs it into its own (user-mode or TAP).
+        nic: { type: 'none' },
       },
       paths,
       path.join(temp, 'console.log'),

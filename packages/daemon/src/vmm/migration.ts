@@ -42,10 +42,14 @@ export async function saveVmState(qmp: QmpClient, stateFile: string, ignoreShare
   await waitForMigration(qmp, 'saving the VM state', () => qmp.execute('migrate', { uri: `exec:cat > ${shellQuotePath(stateFile)}` }));
 }
 
-/** Loads a VM started with `-incoming defer` from `stateFile`, then lets it run. */
-export async function restoreVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean): Promise<void> {
+/**
+ * Loads a VM started with `-incoming defer` from `stateFile`, then lets it
+ * run; `beforeRun` sees the loaded VM before the guest executes anything.
+ */
+export async function restoreVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean, beforeRun?: () => Promise<void>): Promise<void> {
   await enableCapabilities(qmp, ignoreShared);
   await waitForMigration(qmp, 'restoring the VM state', () => qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuotePath(stateFile)}` }));
+  await beforeRun?.();
   // A snapshot taken of a stopped VM restores stopped; the guest must run for its fix-ups.
   await qmp.execute('cont');
 }

@@ -48,3 +48,33 @@ describe('qemu command line', () => {
     expect(kernelCommandLine(spec)).not.toContain('tsc_early_khz');
   });
 });
+
+describe('qemu network device', () => {
+  it('gives a VM without a NIC no network device and no network kernel option', () => {
+    const args = qemuArgs(spec, new VmRuntimePaths('/r'));
+    expect(args).not.toContain('-netdev');
+    expect(kernelCommandLine(spec)).not.toContain('capsule.net=');
+  });
+
+  it('plugs a user-mode NIC into its own slirp with the addresses every guest is configured with', () => {
+    const withNic: VmSpec = { ...spec, nic: { type: 'user' } };
+    const args = qemuArgs(withNic, new VmRuntimePaths('/r'));
+    const netdev = args[args.indexOf('-netdev') + 1];
+    expect(netdev).toBe('user,id=net0,ipv4=on,ipv6=off,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3');
+    expect(args).toContain('virtio-net-device,mac=52:54:00:c0:ff:ee,id=nic0,netdev=net0');
+    expect(kernelCommandLine(withNic)).toContain('capsule.net=10.0.2.15/24,10.0.2.2,10.0.2.3,52:54:00:c0:ff:ee');
+  });
+
+  it('plugs the NIC of a template VM into nothing, so that its snapshot holds no backend state', () => {
+    const withNic: VmSpec = { ...spec, nic: { type: 'none' } };
+    const args = qemuArgs(withNic, new VmRuntimePaths('/r'));
+    expect(args).not.toContain('-netdev');
+    expect(args).toContain('virtio-net-device,mac=52:54:00:c0:ff:ee,id=nic0');
+    expect(kernelCommandLine(withNic)).toContain('capsule.net=');
+  });
+
+  it('opens a TAP NIC by name, without scripts', () => {
+    const args = qemuArgs({ ...spec, nic: { type: 'tap', ifname: 'tap0', netns: '/run/netns/x' } }, new VmRuntimePaths('/r'));
+    expect(args[args.indexOf('-netdev') + 1]).toBe('tap,id=net0,ifname=tap0,script=no,downscript=no,vnet_hdr=off');
+  });
+});

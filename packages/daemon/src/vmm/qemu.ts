@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME } from '@capsule/protocol/agent';
+import { guestNetworkKernelArg, nicArgs, type NicBackend } from '../network/guest-network.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
@@ -37,6 +38,12 @@ export interface VmSpec {
   memoryBackend?: { type: 'file'; path: string; shared: boolean } | { type: 'ram' } | undefined;
   /** Start paused, waiting for `migrate-incoming` (a restore) instead of booting. */
   incoming?: boolean;
+  /**
+   * The guest's NIC and what it is plugged into; none for a VM without a
+   * network (the KVM probe). A restore must have a NIC when the snapshot's VM
+   * had one, but its backend may differ: netdev options are not migrated.
+   */
+  nic?: NicBackend | undefined;
 }
 
 /** QEMU option values are comma-separated: a comma inside a value is written twice. */
@@ -64,8 +71,9 @@ export class VmRuntimePaths {
   }
 }
 
-export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz'>): string {
+export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz' | 'nic'>): string {
   const args = ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'random.trust_cpu=on', `capsule.hostname=${spec.hostname}`];
+  if (spec.nic) args.push(guestNetworkKernelArg());
   if (spec.accel === 'tcg' && spec.tscKhz !== undefined) args.push(`tsc_early_khz=${spec.tscKhz}`, 'tsc=reliable');
   return args.join(' ');
 }
@@ -96,6 +104,7 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
     '-device', 'virtio-blk-device,drive=kit,serial=capsule-kit',
     '-object', 'rng-random,id=rng0,filename=/dev/urandom',
     '-device', 'virtio-rng-device,rng=rng0',
+    ...(spec.nic ? nicArgs(spec.nic) : []),
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${optionValue(paths.agentSocket)},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
@@ -110,7 +119,12 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
 /** Starts QEMU and returns its pid and a connected QMP client. */
 export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pid: number; qmp: QmpClient }> {
   fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-  const pid = await spawnDetached(QEMU_BINARY, qemuArgs(spec, paths), { logFile: paths.qemuLog });
+  // A tap device is opened by name in QEMU's own network namespace: QEMU starts inside the sandbox's.
+  const [command, args] =
+    spec.nic?.type === 'tap'
+      ? ['nsenter', [`--net=${spec.nic.netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]]
+      : [QEMU_BINARY, qemuArgs(spec, paths)];
+  const pid = await spawnDetached(command, args, { logFile: paths.qemuLog });
   try {
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000, isAlive: () => isProcessAlive(pid) });
     return { pid, qmp };

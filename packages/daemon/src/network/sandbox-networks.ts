@@ -1,0 +1,86 @@
+// Each sandbox's network as the sandbox manager sees it: which backend its
+// NIC is plugged into, applying its egress policy to a running VM, and
+// freeing what it held when it goes. The manager calls this; this never
+// decides a sandbox's state or touches its VM beyond the network.
+import type { SandboxNetwork } from '@capsule/protocol';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
+import type { QmpClient } from '../vmm/qmp.js';
+import type { EgressPolicy } from './egress-policy.js';
+import { GUEST_NETWORK, NIC_DEVICE_ID, type NicBackend } from './guest-network.js';
+import { TapNetwork } from './tap-network.js';
+
+export type NetworkMode = 'user' | 'tap';
+
+export interface NetworkSettings {
+  mode: NetworkMode;
+  /** TAP mode: the pool the host-side link addresses are allocated from. */
+  tapPool: string;
+  stateDir: string;
+}
+
+export class SandboxNetworks {
+  readonly mode: NetworkMode;
+  private readonly tap: TapNetwork | undefined;
+
+  constructor(settings: NetworkSettings, store: Store, private readonly log: Logger) {
+    this.mode = settings.mode;
+    this.tap = settings.mode === 'tap' ? new TapNetwork(store, log, settings.stateDir, settings.tapPool) : undefined;
+  }
+
+  /** Whether allow/deny lists can be enforced (a user-mode NIC can only be cut as a whole). */
+  get listsSupported(): boolean {
+    return this.tap !== undefined;
+  }
+
+  /**
+   * At daemon start, before any VM is started: checks the host can do what the
+   * mode needs, and removes what a crashed daemon left of sandboxes that
+   * `keep` says are gone.
+   */
+  async start(keep: (sandboxId: string) => Promise<boolean>): Promise<void> {
+    if (!this.tap) return;
+    await TapNetwork.checkHost();
+    await this.tap.start(keep);
+  }
+
+  /** What sandbox `id`'s NIC is plugged into; TAP mode sets up its namespace if it has none. */
+  async backendFor(id: string): Promise<NicBackend> {
+    if (!this.tap) return { type: 'user' };
+    const lease = await this.tap.ensure(id);
+    return { type: 'tap', ifname: 'tap0', netns: lease.netns };
+  }
+
+  /**
+   * Applies `policy` to a VM. Internet off cuts the NIC's link in QEMU
+   * (`set_link`): QEMU then drops every frame the guest sends and never
+   * delivers one to it, and the guest cannot raise a link the host holds
+   * down. The link state is part of the saved device state, but is set
+   * anyway on every start so that a policy changed while paused holds. In
+   * TAP mode the namespace's firewall enforces the allow/deny lists.
+   */
+  async apply(id: string, qmp: QmpClient, policy: EgressPolicy): Promise<void> {
+    await this.tap?.applyPolicy(id, policy);
+    await qmp.execute('set_link', { name: NIC_DEVICE_ID, up: policy.internet });
+    this.log.debug({ sandbox: id, internet: policy.internet, allow: policy.allow, deny: policy.deny }, 'egress policy applied');
+  }
+
+  /** Frees what sandbox `id`'s network held; safe to call for one that held nothing. */
+  async release(id: string): Promise<void> {
+    await this.tap?.release(id);
+  }
+
+  describe(id: string, policy: EgressPolicy): SandboxNetwork {
+    const lease = this.tap?.lease(id);
+    return {
+      mode: this.mode,
+      internet: policy.internet,
+      allow: policy.allow,
+      deny: policy.deny,
+      guestAddress: `${GUEST_NETWORK.address}/${GUEST_NETWORK.prefixLength}`,
+      gateway: GUEST_NETWORK.gateway,
+      dns: GUEST_NETWORK.dns,
+      ...(lease ? { hostAddress: lease.hostAddress } : {}),
+    };
+  }
+}
