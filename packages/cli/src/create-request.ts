@@ -1,6 +1,6 @@
 // The sandbox spec flags that `run` and `sandbox create` share, turned into the
 // daemon's create request in one place so the two commands cannot drift.
-import type { CreateSandboxRequest } from '@capsule/protocol';
+import type { CreateSandboxRequest, PortRequest } from '@capsule/protocol';
 
 export interface SandboxSpecOptions {
   template?: string;
@@ -13,6 +13,8 @@ export interface SandboxSpecOptions {
   lifetime?: number;
   /** What happens when the lifetime runs out. */
   onTimeout?: 'kill' | 'pause';
+  /** Host ports to publish (`-p`). */
+  publish?: PortRequest[];
 }
 
 export const DEFAULT_TEMPLATE = 'base';
@@ -27,5 +29,6 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.metadata && { metadata: options.metadata }),
     ...(options.lifetime !== undefined && { timeoutMs: options.lifetime }),
     ...(options.onTimeout !== undefined && { onTimeout: options.onTimeout }),
+    ...(options.publish && options.publish.length > 0 && { ports: options.publish }),
   };
 }

@@ -18,6 +18,9 @@ const sandbox: SandboxInfo = {
   onTimeout: 'kill',
   timeoutMs: 300_000,
   expiresAt: '2026-01-01T12:02:00Z',
+  ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80 }],
+  domain: 'localhost',
+  trafficAccessToken: 'token',
   history: [
     { state: 'starting', reason: 'user', at: '2026-01-01T11:57:00Z' },
     { state: 'running', reason: 'agent_ready', at: '2026-01-01T11:57:05Z' },
@@ -84,6 +87,8 @@ describe('human formatting', () => {
     expect(text).toContain('State      running (user)');
     expect(text).toContain('Metadata   owner=ann');
     expect(text).toContain('Boot       4.8 s');
+    expect(text).toContain('Ports      127.0.0.1:8080->80');
+    expect(text).toContain('Hosts      <port>-sb_7k2m9q.localhost');
     expect(text).toMatch(/History\n {2}AT +STATE +REASON +MESSAGE\n {2}2026-01-01T11:57:00Z +starting +user\n/);
   });
 });

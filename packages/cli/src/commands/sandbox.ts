@@ -7,7 +7,7 @@ import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB } from '../option-parsers.js';
+import { collectEnv, collectMetadata, collectPublish, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -28,6 +28,7 @@ function createCommand(): Command {
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
       .addOption(new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices(['kill', 'pause']))
+      .option('-p, --publish <[ip:]host:port>', 'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)', collectPublish)
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);

@@ -61,6 +61,7 @@ export function e2bState(sandbox: Sandbox): 'running' | 'paused' | undefined {
   return undefined;
 }
 
+/** e2b's getHost(port) builds `${port}-${sandboxID}.${domain}` from this answer's domain: the daemon's CAPSULE_DOMAIN. */
 export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
   return {
     sandboxID: sandbox.id,
@@ -68,7 +69,8 @@ export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
     clientID: CLIENT_ID,
     envdVersion: envdCompatVersion,
     envdAccessToken: tokens.tokenFor(sandbox.id),
-    domain: null,
+    trafficAccessToken: sandbox.trafficAccessToken,
+    domain: sandbox.domain,
   };
 }
 
@@ -194,7 +196,7 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
 
     scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
       const sandbox = await live(request.params.sandboxID);
-      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: false };
+      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), trafficAccessToken: sandbox.trafficAccessToken, domain: sandbox.domain, allowInternetAccess: false };
     });
 
     // The current sample only: the daemon keeps no history of a sandbox's metrics.

@@ -86,6 +86,13 @@ export interface TemplateImageRow {
   workdir: string | null;
 }
 
+export interface SandboxPortRow {
+  sandbox_id: string;
+  host_ip: string;
+  host_port: number;
+  guest_port: number;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -94,4 +101,5 @@ export interface Database {
   images: ImageRow;
   image_refs: ImageRefRow;
   template_images: TemplateImageRow;
+  sandbox_ports: SandboxPortRow;
 }
