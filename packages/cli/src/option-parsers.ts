@@ -110,12 +110,24 @@ function portNumber(text: string, what: string, allowZero: boolean): number {
  */
 export function collectPublish(value: string, previous: PortRequest[] = []): PortRequest[] {
   if (previous.length >= limits.maxPublishedPorts) throw new InvalidArgumentError(`at most ${limits.maxPublishedPorts} ports can be published`);
-  const match = /^(?:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):)?(?:(\d+):)?(\d+)(?:\/tcp)?$/.exec(value.trim());
-  if (!match) throw new InvalidArgumentError(`"${value}" must look like GUEST, HOST:GUEST or IP:HOST:GUEST (e.g. 8080:80)`);
-  const hostIp = match[1] ?? match[2];
+  const shape = `"${value}" must look like GUEST, HOST:GUEST or IP:HOST:GUEST (e.g. 8080:80)`;
+  let rest = value.trim().replace(/\/tcp$/, '');
+  let hostIp: string | undefined;
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(.*)$/.exec(rest);
+  if (v6) {
+    hostIp = v6[1];
+    rest = v6[2] ?? '';
+  }
+  const parts = rest.split(':');
+  if (parts.length === 3 && hostIp === undefined) hostIp = parts.shift();
+  if (parts.length > 2 || (v6 && parts.length !== 2) || parts.some((p) => !/^\d+$/.test(p)) || (hostIp !== undefined && !/^[0-9a-fA-F:.]+$/.test(hostIp))) {
+    throw new InvalidArgumentError(shape);
+  }
+  const guest = parts.pop() ?? '';
+  const host = parts.pop();
   const request: PortRequest = {
-    guestPort: portNumber(match[4] ?? '', 'the sandbox port', false),
-    ...(match[3] !== undefined ? { hostPort: portNumber(match[3], 'the host port', true) } : {}),
+    guestPort: portNumber(guest, 'the sandbox port', false),
+    ...(host !== undefined ? { hostPort: portNumber(host, 'the host port', true) } : {}),
     ...(hostIp !== undefined ? { hostIp } : {}),
   };
   return [...previous, request];

@@ -33,7 +33,8 @@ export function portForwardCommand(): Command {
           });
         }
         const sockets = new Set<net.Socket>();
-        const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+        // Half-open allowed, so a client that finishes sending still gets the whole answer.
+        const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
           sockets.add(socket);
           socket.once('close', () => sockets.delete(socket));
           socket.on('error', () => undefined);

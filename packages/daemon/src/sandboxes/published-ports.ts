@@ -128,7 +128,8 @@ export class PublishedPorts {
 
   private async listen(port: PublishedPort, owner: { id?: string }): Promise<Binding> {
     const sockets = new Set<net.Socket>();
-    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    // Half-open allowed: a client that finishes sending still gets the whole answer; the socket closes when both sides have ended.
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
       this.relay(socket, owner.id, port.guestPort);
