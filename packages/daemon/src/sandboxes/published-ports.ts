@@ -39,7 +39,7 @@ export class PortReservation {
 }
 
 export class PublishedPorts {
-  /** What every sandbox not killed has published, as recorded. */
+  /** What every running or paused sandbox has published, as recorded. */
   private readonly published = new Map<string, PublishedPort[]>();
   private readonly bound = new Map<string, Binding[]>();
 
@@ -55,7 +55,8 @@ export class PublishedPorts {
       .selectFrom('sandbox_ports')
       .innerJoin('sandboxes', 'sandboxes.id', 'sandbox_ports.sandbox_id')
       .select(['sandbox_ports.sandbox_id', 'sandbox_ports.host_ip', 'sandbox_ports.host_port', 'sandbox_ports.guest_port'])
-      .where('sandboxes.state', '!=', 'killed')
+      // A failed sandbox's ports are not coming back; a killed one's are history.
+      .where('sandboxes.state', 'in', ['running', 'paused'])
       .execute();
     for (const row of rows) {
       const list = this.published.get(row.sandbox_id) ?? [];
