@@ -43,14 +43,33 @@ export function tunnelPort(url: string | undefined): number | undefined {
 }
 
 /**
+ * Bytes read from the service at a time. Under TCG each chunk costs the guest
+ * a trip through the HTTP/2 session and a port write, far more than its
+ * bytes; the socket's default 64 KiB reads made that cost the limit.
+ */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
+/** A connected socket whose reads go to `onData` (a copy each), paused while it returns false. */
+type ReadSink = { onData: (chunk: Buffer) => boolean };
+
+/**
  * Connects to `port` on 127.0.0.1, then on ::1 when IPv4 is refused (a
  * service bound to `localhost` may have only the IPv6 loopback).
  */
-function connectLoopback(port: number, timeoutMs: number): Promise<net.Socket> {
+let readBuffer: Buffer | undefined;
+
+function connectLoopback(port: number, timeoutMs: number, sink: ReadSink): Promise<net.Socket> {
+  // One read buffer for every tunnel: each read is copied out before the callback returns.
+  const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_CHUNK_BYTES));
   const attempt = (host: string) =>
     new Promise<net.Socket>((resolve, reject) => {
       // Half-open allowed: the host may finish sending (e.g. an upload) while the service still answers.
-      const socket = net.connect({ host, port, allowHalfOpen: true });
+      const socket = net.connect({
+        host,
+        port,
+        allowHalfOpen: true,
+        onread: { buffer, callback: (bytes: number, into: Uint8Array) => sink.onData(Buffer.from(into.subarray(0, bytes))) },
+      });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(Object.assign(new Error(`connecting to ${host}:${port} timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
@@ -99,9 +118,20 @@ export function createTunnelRoute(options: TunnelRouteOptions = {}): PlainHttpHa
     // The host may give up while we connect: then the connection is dropped as soon as it is made.
     request.stream.once('close', release);
 
-    let socket: net.Socket;
+    // The service's bytes go straight to the HTTP/2 stream; reading pauses while the host is behind (flow control).
+    const out = response.stream;
+    let socket: net.Socket | undefined;
+    const sink: ReadSink = {
+      onData: (chunk) => {
+        if (out.destroyed) return false;
+        if (!response.headersSent) response.writeHead(200, { 'cache-control': 'no-store' });
+        if (out.write(chunk)) return true;
+        out.once('drain', () => socket?.resume());
+        return false;
+      },
+    };
     try {
-      socket = await connectLoopback(port, connectTimeoutMs);
+      socket = await connectLoopback(port, connectTimeoutMs, sink);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (request.stream.destroyed) return release();
@@ -116,17 +146,18 @@ export function createTunnelRoute(options: TunnelRouteOptions = {}): PlainHttpHa
     }
     socket.setNoDelay(true);
     log.debug(`tunnel to port ${port} open (${open} open)`);
-    response.writeHead(200, { 'cache-control': 'no-store' });
+    if (!response.headersSent) response.writeHead(200, { 'cache-control': 'no-store' });
 
     // A reset on either side resets the other, so the far end sees a failure rather than a clean end.
     socket.on('error', (error) => {
       log.debug(`tunnel to port ${port}: ${error.message}`);
       if (!request.stream.destroyed) request.stream.close(h2.NGHTTP2_CANCEL);
     });
-    request.stream.once('close', () => socket.destroy());
-    request.stream.on('error', () => socket.destroy());
-    // pipe() carries backpressure both ways: HTTP/2 flow control toward the host, the socket's buffer toward the service.
-    request.pipe(socket);
-    socket.pipe(response as unknown as NodeJS.WritableStream);
+    const connected = socket;
+    request.stream.once('close', () => connected.destroy());
+    request.stream.on('error', () => connected.destroy());
+    connected.once('end', () => out.end());
+    // pipe() carries backpressure toward the service (the socket's buffer); the sink above toward the host.
+    request.pipe(connected);
   };
 }

@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEADER, type ErrorBody, type ErrorCode } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
+import { joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
 /** The port e2b's SDK reaches envd on: by host name it means the sandbox's agent, as with e2b. */
@@ -231,9 +231,6 @@ export async function upgradeToPort(ctx: PortProxyContext, req: IncomingMessage,
     return sendRawError(socket, err);
   }
   if (socket.destroyed) return void tunnel.destroy();
-  tunnel.on('error', () => socket.destroy());
-  socket.once('close', () => tunnel.destroy());
-  tunnel.once('close', () => socket.destroy());
   if (target.kind === 'tunnel') {
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${PORT_TUNNEL_UPGRADE}\r\n\r\n`);
   } else {
@@ -241,6 +238,5 @@ export async function upgradeToPort(ctx: PortProxyContext, req: IncomingMessage,
     tunnel.write(`${req.method ?? 'GET'} ${target.path} HTTP/1.1\r\n${lines.join('')}\r\n`);
   }
   if (head.length > 0) tunnel.write(head);
-  socket.pipe(tunnel);
-  tunnel.pipe(socket);
+  joinToTunnel(socket, tunnel);
 }

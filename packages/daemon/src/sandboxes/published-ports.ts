@@ -9,7 +9,7 @@ import type { PortRequest, PublishedPort } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import type { Tunnels } from './tunnels.js';
+import { joinToTunnel, type Tunnels } from './tunnels.js';
 
 const DEFAULT_HOST_IP = '127.0.0.1';
 
@@ -156,11 +156,7 @@ export class PublishedPorts {
     this.tunnels.connect(id, guestPort).then(
       ({ stream }) => {
         if (socket.destroyed) return void stream.destroy();
-        stream.on('error', () => socket.destroy());
-        socket.on('close', () => stream.destroy());
-        stream.once('close', () => socket.destroy());
-        socket.pipe(stream);
-        stream.pipe(socket);
+        joinToTunnel(socket, stream);
         socket.resume();
       },
       (err: unknown) => {

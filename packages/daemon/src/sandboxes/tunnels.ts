@@ -68,3 +68,17 @@ export class Tunnels {
     }
   }
 }
+
+/**
+ * Relays a client connection and a tunnel both ways until either closes:
+ * pipe() carries backpressure and half-closes; a failure or close on one side
+ * ends the other, so neither is left open alone.
+ */
+export function joinToTunnel(client: Duplex, tunnel: Duplex): void {
+  client.on('error', () => tunnel.destroy());
+  tunnel.on('error', () => client.destroy());
+  client.once('close', () => tunnel.destroy());
+  tunnel.once('close', () => client.destroy());
+  client.pipe(tunnel);
+  tunnel.pipe(client);
+}
