@@ -12,6 +12,8 @@ describe('formatValue', () => {
     expect(formatValue(113.4, 'MiB')).toBe('113 MiB');
     expect(formatValue(0.62, 'MiB')).toBe('0.6 MiB');
     expect(formatValue(548.7, 'MB/s')).toBe('549 MB/s');
+    expect(formatValue(123.4, 'req/s')).toBe('123 req/s');
+    expect(formatValue(4.56, 'req/s')).toBe('4.6 req/s');
     expect(formatValue(undefined, 'ms')).toBe('–');
   });
 });

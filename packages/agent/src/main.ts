@@ -19,6 +19,7 @@ import { parseAgentOptions, usage, UsageError, type AgentOptions } from './optio
 import { runPortSessions } from './port-session-loop.js';
 import { createProcessService, ProcessTable } from './process-service.js';
 import { createAgentServer } from './server.js';
+import { createTunnelRoute } from './tunnel-route.js';
 import { lookupUser, parsePasswd, PASSWD_PATH } from './users.js';
 import { openVirtioPort, waitForVirtioPortDevice } from './virtio-port.js';
 import { WatcherRegistry } from './watcher-registry.js';
@@ -101,6 +102,7 @@ async function main(): Promise<void> {
       }),
       [agentHttpPaths.files]: createFilesRoute({ defaults }),
       [agentHttpPaths.metrics]: createMetricsRoute(),
+      [agentHttpPaths.tunnel]: createTunnelRoute(),
     },
   });
 

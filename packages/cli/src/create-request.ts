@@ -1,6 +1,6 @@
 // The sandbox spec flags that `run` and `sandbox create` share, turned into the
 // daemon's create request in one place so the two commands cannot drift.
-import type { CreateSandboxRequest } from '@capsule/protocol';
+import type { CreateSandboxRequest, PortRequest } from '@capsule/protocol';
 
 export interface SandboxSpecOptions {
   template?: string;
@@ -18,6 +18,8 @@ export interface SandboxSpecOptions {
   /** `--egress-allow` / `--egress-deny` CIDRs (TAP networking). */
   egressAllow?: string[];
   egressDeny?: string[];
+  /** Host ports to publish (`-p`). */
+  publish?: PortRequest[];
 }
 
 export const DEFAULT_TEMPLATE = 'base';
@@ -34,5 +36,6 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.onTimeout !== undefined && { onTimeout: options.onTimeout }),
     ...(options.internet === false && { internet: false }),
     ...((options.egressAllow || options.egressDeny) && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
+    ...(options.publish && options.publish.length > 0 && { ports: options.publish }),
   };
 }

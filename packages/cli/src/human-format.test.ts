@@ -19,6 +19,9 @@ const sandbox: SandboxInfo = {
   timeoutMs: 300_000,
   expiresAt: '2026-01-01T12:02:00Z',
   network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+  ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80 }],
+  domain: 'localhost',
+  trafficAccessToken: 'token',
   history: [
     { state: 'starting', reason: 'user', at: '2026-01-01T11:57:00Z' },
     { state: 'running', reason: 'agent_ready', at: '2026-01-01T11:57:05Z' },
@@ -86,6 +89,8 @@ describe('human formatting', () => {
     expect(text).toContain('Network    on (user mode, 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3)');
     expect(text).toContain('Metadata   owner=ann');
     expect(text).toContain('Boot       4.8 s');
+    expect(text).toContain('Ports      127.0.0.1:8080->80');
+    expect(text).toContain('Hosts      <port>-sb_7k2m9q.localhost');
     expect(text).toMatch(/History\n {2}AT +STATE +REASON +MESSAGE\n {2}2026-01-01T11:57:00Z +starting +user\n/);
   });
 });

@@ -128,6 +128,8 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   if (sandbox.memoryUse) pairs.push(['Host memory', `${sandbox.memoryUse.privateMiB} MiB private, ${sandbox.memoryUse.sharedMiB} MiB shared`]);
   pairs.push(['Network', describeNetwork(sandbox.network)]);
   pairs.push(['Timeout', sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none']);
+  if (sandbox.ports.length > 0) pairs.push(['Ports', sandbox.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.guestPort}`).join(', ')]);
+  pairs.push(['Hosts', `<port>-${sandbox.id}.${sandbox.domain}`]);
   const metadata = Object.entries(sandbox.metadata);
   pairs.push(['Metadata', metadata.length === 0 ? '-' : metadata.map(([key, value]) => `${key}=${value}`).join(', ')]);
   const lines = keyValueLines(pairs);

@@ -1,7 +1,7 @@
 // Parsers for the CLI's option values (env and metadata K=V pairs, memory
 // sizes, CPU counts, durations). Pure functions: they throw commander's
 // InvalidArgumentError, which commander reports as a usage error (exit 2).
-import { limits } from '@capsule/protocol';
+import { limits, type PortRequest } from '@capsule/protocol';
 import { InvalidArgumentError } from 'commander';
 
 const MIB_PER_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
@@ -109,4 +109,47 @@ export function parseDepth(value: string): number {
 export function parsePid(value: string): number {
   if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1 || Number(value) > 2 ** 32 - 1) throw new InvalidArgumentError(`"${value}" is not a process id`);
   return Number(value);
+}
+
+function portNumber(text: string, what: string, allowZero: boolean): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= (allowZero ? 0 : 1) && port <= 65535)) throw new InvalidArgumentError(`${what} "${text}" must be a port from ${allowZero ? 0 : 1} to 65535`);
+  return port;
+}
+
+/**
+ * For repeated `-p`, as docker's: `GUEST` (a free host port), `HOST:GUEST`,
+ * or `IP:HOST:GUEST` (IPv6 in brackets); host port 0 picks a free one.
+ */
+export function collectPublish(value: string, previous: PortRequest[] = []): PortRequest[] {
+  if (previous.length >= limits.maxPublishedPorts) throw new InvalidArgumentError(`at most ${limits.maxPublishedPorts} ports can be published`);
+  const shape = `"${value}" must look like GUEST, HOST:GUEST or IP:HOST:GUEST (e.g. 8080:80)`;
+  let rest = value.trim().replace(/\/tcp$/, '');
+  let hostIp: string | undefined;
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(.*)$/.exec(rest);
+  if (v6) {
+    hostIp = v6[1];
+    rest = v6[2] ?? '';
+  }
+  const parts = rest.split(':');
+  if (parts.length === 3 && hostIp === undefined) hostIp = parts.shift();
+  if (parts.length > 2 || (v6 && parts.length !== 2) || parts.some((p) => !/^\d+$/.test(p)) || (hostIp !== undefined && !/^[0-9a-fA-F:.]+$/.test(hostIp))) {
+    throw new InvalidArgumentError(shape);
+  }
+  const guest = parts.pop() ?? '';
+  const host = parts.pop();
+  const request: PortRequest = {
+    guestPort: portNumber(guest, 'the sandbox port', false),
+    ...(host !== undefined ? { hostPort: portNumber(host, 'the host port', true) } : {}),
+    ...(hostIp !== undefined ? { hostIp } : {}),
+  };
+  return [...previous, request];
+}
+
+/** `capsule port-forward`'s `[LOCAL:]REMOTE`; LOCAL defaults to REMOTE, 0 picks a free one. */
+export function parseForwardSpec(value: string): { localPort: number; remotePort: number } {
+  const match = /^(?:(\d+):)?(\d+)$/.exec(value.trim());
+  if (!match) throw new InvalidArgumentError(`"${value}" must look like REMOTE or LOCAL:REMOTE (e.g. 8080:80)`);
+  const remotePort = portNumber(match[2] ?? '', 'the sandbox port', false);
+  return { remotePort, localPort: match[1] !== undefined ? portNumber(match[1], 'the local port', true) : remotePort };
 }

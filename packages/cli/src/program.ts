@@ -12,6 +12,7 @@ import { filesCommand } from './commands/files.js';
 import { imageCommand } from './commands/images.js';
 import { addProgramOptions } from './commands/global-options.js';
 import { killCommand, psCommand } from './commands/processes.js';
+import { portForwardCommand } from './commands/port-forward.js';
 import { runCommand } from './commands/run.js';
 import { sandboxCommand, sandboxShortcutCommands } from './commands/sandbox.js';
 import { templateCommand, templatesCommand } from './commands/templates.js';
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
     filesCommand(),
     psCommand(),
     killCommand(),
+    portForwardCommand(),
     sandboxCommand(),
     templatesCommand(),
     templateCommand(),

@@ -1,6 +1,7 @@
 // The built `capsule` CLI against a real capsuled and real microVMs: the
 // README's main command, exit codes, and errors with hints.
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
 
@@ -63,6 +64,24 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(lists.status).toBe(125);
     expect(lists.stderr).toMatch(/^capsule: egress allow and deny lists need TAP networking\nhint: /);
     expect(capsule('rm', id).status).toBe(0);
+  });
+
+  it('refuses `sandbox create -p` on a host port that is taken, before any sandbox starts; a malformed -p is a usage error', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const taken = (holder.address() as net.AddressInfo).port;
+      const before = JSON.parse(capsule('ls', '--all', '--json').stdout).length;
+      const clash = capsule('sandbox', 'create', '-p', `${taken}:80`);
+      expect(clash.status).toBe(125);
+      expect(clash.stderr).toMatch(new RegExp(`capsule: host port 127\\.0\\.0\\.1:${taken} is already in use\nhint: `));
+      expect(JSON.parse(capsule('ls', '--all', '--json').stdout).length).toBe(before);
+    } finally {
+      holder.close();
+    }
+    const bad = capsule('sandbox', 'create', '-p', '80:70000');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('must be a port from 1 to 65535');
   });
 
   it('creates, lists (masked) and removes API keys; a key is shown only when created', () => {

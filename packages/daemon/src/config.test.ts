@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseListen } from './config.js';
+import { loadConfig, parseDomain, parseListen } from './config.js';
 
 describe('CAPSULE_LISTEN', () => {
   it('takes host:port, [v6]:port and :port (all interfaces)', () => {
@@ -18,5 +18,17 @@ describe('CAPSULE_LISTEN', () => {
   it('is off unless set', () => {
     expect(loadConfig({}).listen).toBeUndefined();
     expect(loadConfig({ CAPSULE_LISTEN: '127.0.0.1:0' }).listen).toEqual({ host: '127.0.0.1', port: 0 });
+  });
+});
+
+describe('CAPSULE_DOMAIN', () => {
+  it('defaults to localhost and takes a host name with an optional port, lower-cased', () => {
+    expect(loadConfig({}).domain).toBe('localhost');
+    expect(parseDomain('Capsule.Example.com')).toBe('capsule.example.com');
+    expect(parseDomain('localhost:3000')).toBe('localhost:3000');
+  });
+
+  it('refuses what cannot end a host name', () => {
+    for (const bad of ['', 'http://x', 'a..b', '-a.b', 'a_b.c', 'x:port', 'a/b']) expect(() => parseDomain(bad), bad).toThrow(/CAPSULE_DOMAIN/);
   });
 });

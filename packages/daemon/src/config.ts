@@ -26,6 +26,8 @@ export interface DaemonConfig {
   network: 'user' | 'tap';
   /** TAP mode: the IPv4 pool each sandbox's /30 host link is allocated from (CAPSULE_TAP_POOL). */
   tapPool: string;
+  /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>`; from CAPSULE_DOMAIN, default `localhost`. */
+  domain: string;
   /** Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN=host:port. */
   listen?: { host: string; port: number };
 }
@@ -53,6 +55,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
     network,
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
+    domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
   };
 }
@@ -63,6 +66,15 @@ export function parseListen(value: string): { host: string; port: number } {
   const port = Number(match?.[3]);
   if (!match || port > 65535) throw new Error(`CAPSULE_LISTEN must be host:port (e.g. 127.0.0.1:3000), not "${value}"`);
   return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
+}
+
+/** A host name, optionally with a port (`localhost:3000`, so that e2b's getHost gives a usable address). */
+export function parseDomain(value: string): string {
+  const domain = value.toLowerCase();
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/.test(domain) || domain.length > 200) {
+    throw new Error(`CAPSULE_DOMAIN must be a host name, optionally with :port (e.g. capsule.example.com), not "${value}"`);
+  }
+  return domain;
 }
 
 function onOff(value: string | undefined, fallback: boolean): boolean {

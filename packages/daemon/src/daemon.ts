@@ -54,7 +54,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const accel = await chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: manifest.kernel, initramfs: manifest.initramfs, qemuVersion: qemu });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
-  const manager = new SandboxManager(store, config, accel, log, qemu);
+  const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
+  const manager = new SandboxManager(store, config, accel, log, qemu, tokens);
   const images = new ImageService(store, config, manager, manifest, log);
   await images.start();
   await manager.start();
@@ -70,11 +71,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,
     ...(tcpAddress ? { tcpAddress } : {}),
+    domain: config.domain,
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
-  const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
-  const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION });
+  const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port);
   log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION }, 'capsuled is serving');

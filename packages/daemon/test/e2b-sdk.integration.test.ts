@@ -2,6 +2,7 @@
 // daemon's TCP listener serves e2b's control-plane API (E2B_API_URL) and
 // proxies the agent API by the E2b-Sandbox-Id header (E2B_SANDBOX_URL).
 import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxNotFoundError, type FilesystemEvent } from 'e2b';
 import { TestDaemon, eventually } from './fixture.js';
@@ -85,6 +86,19 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   it('reports missing files and processes as not found', async () => {
     await expect(sandbox.files.read('/no/such/file')).rejects.toBeInstanceOf(NotFoundError);
     await expect(sandbox.commands.kill(999_999)).resolves.toBe(false);
+  });
+
+  it("computes getHost from the daemon's domain, and that host with the traffic token reaches the sandbox's ports", async () => {
+    const host = sandbox.getHost(8080);
+    expect(host).toBe(`8080-${sandbox.sandboxId}.localhost`);
+    expect(sandbox.trafficAccessToken).toBeTruthy();
+    // Nothing listens on 8080: the daemon's 502 shows the request was routed to that port and the token accepted.
+    const answer = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get(`${process.env.E2B_SANDBOX_URL}/`, { headers: { host, 'e2b-traffic-access-token': sandbox.trafficAccessToken! } }, resolve).on('error', reject);
+    });
+    answer.resume();
+    expect(answer.statusCode).toBe(502);
+    expect(answer.headers['x-capsule-error']).toBe('port_not_listening');
   });
 
   it('lists, inspects and times sandboxes through the control plane', async () => {

@@ -26,7 +26,20 @@ export const agentHttpPaths = {
   files: '/files',
   /** POST {@link AgentInitRequest}; answers 204. */
   init: '/init',
+  /**
+   * Capsule, not envd: `POST /capsule/tunnel?port=N` opens a TCP connection to
+   * port N on the guest's loopback and relays bytes both ways on the one
+   * HTTP/2 stream (request body in, response body out). 200 once connected;
+   * 502 `{code, message}` with {@link tunnelErrorHeader} `refused` when nothing
+   * listens; 429 when the agent holds too many tunnels; 400 for a bad port.
+   */
+  tunnel: '/capsule/tunnel',
 } as const;
+
+/** Response header on a failed tunnel: `refused`, `limit`, `bad_port` or `failed`. */
+export const tunnelErrorHeader = 'capsule-tunnel-error';
+/** Tunnels one agent holds open at once; more are refused with 429. */
+export const maxAgentTunnels = 1024;
 
 /**
  * The JSON body of `POST /init`: envd's fields (the e2b orchestrator sends

@@ -25,6 +25,8 @@ export const limits = {
   maxTimeoutMs: 30 * 24 * 60 * 60 * 1000,
   /** CIDRs in one egress allow or deny list. */
   maxEgressRules: 64,
+  /** Host ports one sandbox may publish. */
+  maxPublishedPorts: 16,
 } as const;
 
 /** An IPv4 network, `a.b.c.d/n` (a bare address means /32); checked again by the daemon. */
@@ -99,6 +101,35 @@ export type StateTransition = Static<typeof StateTransition>;
 export const TimeoutAction = Type.Union([Type.Literal('kill'), Type.Literal('pause')]);
 export type TimeoutAction = Static<typeof TimeoutAction>;
 
+/** A sandbox port published on the host: connections to hostIp:hostPort reach guestPort inside. */
+export const PublishedPort = Type.Object(
+  {
+    /** The host address listened on; default 127.0.0.1 (0.0.0.0 for every interface). */
+    hostIp: Type.String({ minLength: 1, maxLength: 64 }),
+    hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+    guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+);
+export type PublishedPort = Static<typeof PublishedPort>;
+
+/** A port to publish at create; `hostPort` 0 or absent lets the host pick a free one. */
+export const PortRequest = Type.Object(
+  {
+    hostIp: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    hostPort: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+);
+export type PortRequest = Static<typeof PortRequest>;
+
+/** Header that carries a sandbox's traffic access token to its ports (e2b's name for it). */
+export const TRAFFIC_TOKEN_HEADER = 'e2b-traffic-access-token';
+/** The Upgrade token that turns GET /v1/sandboxes/{id}/tunnel/{port} into a raw TCP connection to that port. */
+export const PORT_TUNNEL_UPGRADE = 'capsule-tunnel';
+/** Header the daemon sets on its own error answers from a port proxy, so they read apart from the service's. */
+export const PORT_ERROR_HEADER = 'x-capsule-error';
+
 export const Sandbox = Type.Object(
   {
     id: Type.String({ description: '"sb_" followed by random base32' }),
@@ -124,6 +155,12 @@ export const Sandbox = Type.Object(
     /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
     memoryUse: Type.Optional(Type.Object({ rssMiB: Type.Integer(), privateMiB: Type.Integer(), sharedMiB: Type.Integer() })),
     network: SandboxNetwork,
+    /** Host ports published at create (bound while the sandbox runs). */
+    ports: Type.Array(PublishedPort),
+    /** Ports are reached by host name as `<port>-<id>.<domain>` (e2b's getHost). */
+    domain: Type.String(),
+    /** Sent as `e2b-traffic-access-token` to reach the sandbox's ports over TCP without an API key. */
+    trafficAccessToken: Type.String(),
     history: Type.Optional(Type.Array(StateTransition)),
   },
 );
@@ -146,6 +183,8 @@ export const CreateSandboxRequest = Type.Object(
     /** false: the sandbox has no network (switch it on later with POST …/network). Default true. */
     internet: Type.Optional(Type.Boolean()),
     egress: Type.Optional(EgressRules),
+    /** Host ports to publish (`-p 8080:80`); a port that cannot be bound refuses the create. */
+    ports: Type.Optional(Type.Array(PortRequest, { maxItems: limits.maxPublishedPorts })),
   },
   { additionalProperties: false },
 );
@@ -256,6 +295,8 @@ export const DaemonInfo = Type.Object(
     socketPath: Type.String(),
     /** host:port of the TCP listener (API keys required there), when CAPSULE_LISTEN is set. */
     tcpAddress: Type.Optional(Type.String()),
+    /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>` (CAPSULE_DOMAIN). */
+    domain: Type.String(),
     sandboxesRunning: Type.Integer(),
     startedAt: Type.String({ format: 'date-time' }),
   },

@@ -27,6 +27,12 @@ export const errorCodes = {
   registry_auth_failed: 403,
   registry_unreachable: 502,
   build_step_failed: 422,
+  /** Nothing listens on that port inside the sandbox (a proxied request or a tunnel). */
+  port_not_listening: 502,
+  /** A published host port is taken by another sandbox or process. */
+  host_port_unavailable: 409,
+  /** The sandbox already has as many open tunnels (proxied connections) as allowed. */
+  too_many_tunnels: 429,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

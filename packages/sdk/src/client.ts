@@ -2,6 +2,8 @@
 // protocol's schemas. Every call takes an AbortSignal and a request timeout that
 // bounds waiting for the daemon, never the operation itself; bodies read are bounded.
 import {
+  PORT_ERROR_HEADER,
+  TRAFFIC_TOKEN_HEADER,
   defaultSocketPath as protocolDefaultSocketPath,
   type ApiKey,
   type ApiKeyList,
@@ -30,6 +32,8 @@ import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
 import { AgentConnection, type DaemonAddress } from './agent-connection.js';
 import { HttpTransport, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
+import { openPortTunnel, type PortTunnelOptions } from './port-tunnel.js';
+import type { Duplex } from 'node:stream';
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
 /**
@@ -66,6 +70,15 @@ export interface CallOptions {
 export interface ImageCallOptions extends CallOptions {
   /** Called for each `resolved`, `progress` and `unpacked` event of a pull or import (for a progress bar). */
   onEvent?: (event: Exclude<ImageEvent, { type: 'done' | 'error' }>) => void;
+}
+
+/** A request to a port inside a sandbox (see `fetchPort`). */
+export interface PortRequestInit extends CallOptions {
+  method?: TransportRequest['method'];
+  headers?: Record<string, string>;
+  body?: TransportRequest['body'];
+  /** The sandbox's token: what opens its ports over TCP without an API key. */
+  trafficAccessToken?: string;
 }
 
 /** What `execStream` yields: every ExecEvent except `error`, which it throws as a CapsuleError. */
@@ -343,6 +356,39 @@ export class CapsuleClient {
       response.cancel();
       deadline.dispose();
     }
+  }
+
+  /**
+   * An HTTP request to `port` inside a sandbox, through the daemon's proxy
+   * (`/v1/sandboxes/{id}/ports/{port}/…`): the service's answer, whatever its
+   * status, with its body streamed. The daemon's own refusals (nothing
+   * listens: `port_not_listening`, no access, no sandbox) are thrown. The
+   * request timeout covers the wait for the answer to begin.
+   */
+  async fetchPort(idOrName: string, port: number, path = '/', init: PortRequestInit = {}): Promise<TransportResponse> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`);
+    const route = sandboxPath(idOrName, `/ports/${port}${path.startsWith('/') ? path : `/${path}`}`);
+    const deadline = startDeadline(init.signal, init.requestTimeoutMs ?? this.requestTimeoutMs, `${init.method ?? 'GET'} ${route}`);
+    try {
+      const headers = { ...init.headers, ...(init.trafficAccessToken !== undefined ? { [TRAFFIC_TOKEN_HEADER]: init.trafficAccessToken } : {}) };
+      const response = await this.transport.request({ method: init.method ?? 'GET', path: route, headers, body: init.body, signal: deadline.signal });
+      if (response.headers[PORT_ERROR_HEADER] !== undefined) throw await this.#errorFrom(response, init.method ?? 'GET', route);
+      return response;
+    } finally {
+      deadline.stopTimer();
+    }
+  }
+
+  /**
+   * A raw TCP connection to `port` inside a sandbox (what `capsule
+   * port-forward` relays): resolves once connected there; throws
+   * `port_not_listening` when nothing listens.
+   */
+  async openPortTunnel(idOrName: string, port: number, options: PortTunnelOptions = {}): Promise<Duplex> {
+    if (!this.#address) {
+      throw new InvalidArgumentError('invalid_argument', 'a custom transport cannot open tunnels', { hint: 'connect with socketPath or host and port' });
+    }
+    return await openPortTunnel(this.#address, idOrName, port, options);
   }
 
   /** The sandbox's serial console log (bounded by the daemon). */

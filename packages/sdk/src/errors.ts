@@ -111,6 +111,9 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   registry_auth_failed: CapsuleError,
   registry_unreachable: CapsuleError,
   build_step_failed: CapsuleError,
+  port_not_listening: CapsuleError,
+  host_port_unavailable: CapsuleError,
+  too_many_tunnels: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

@@ -35,8 +35,10 @@ export {
   type ConnectionOptions,
   type ExecStreamEvent,
   type ImageCallOptions,
+  type PortRequestInit,
 } from './client.js';
 export { AgentConnection, type DaemonAddress } from './agent-connection.js';
+export { type PortTunnelOptions } from './port-tunnel.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {
   CapsuleError,
@@ -59,6 +61,8 @@ export type {
   Image as ImageInfo,
   ImageEvent,
   BuildEvent,
+  PortRequest,
+  PublishedPort,
   BuildTemplateRequest,
   CreateTemplateRequest,
   Sandbox as SandboxInfo,

@@ -94,3 +94,33 @@ describe('Sandbox with a stand-in daemon', () => {
     ]);
   });
 });
+
+describe('Sandbox ports with a stand-in daemon', () => {
+  it("computes getHost as e2b does, and fetches through the path form with the sandbox's traffic token", async () => {
+    const portInfo = { ...info, ports: [], domain: 'capsule.example:3000', trafficAccessToken: 'tok' };
+    daemon = await startStandInDaemon((request, res, req) => {
+      if (request.url === '/v1/sandboxes/sb_abc') return sendJson(res, 200, portInfo);
+      if (request.url === '/v1/sandboxes/sb_abc/ports/8000/hi?x=1') {
+        // The service's own 404 is the caller's to read, not an error.
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        return void res.end(`token=${String(req.headers['e2b-traffic-access-token'])}`);
+      }
+      if (request.url === '/v1/sandboxes/sb_abc/ports/9999/') {
+        res.setHeader('x-capsule-error', 'port_not_listening');
+        return sendError(res, 502, 'port_not_listening', 'nothing listens on port 9999 in the sandbox');
+      }
+      return sendError(res, 404, 'not_found', `no route ${request.method} ${request.url}`);
+    });
+    const sandbox = await Sandbox.connect('sb_abc', { socketPath: daemon.socketPath });
+    expect(sandbox.getHost(8000)).toBe('8000-sb_abc.capsule.example:3000');
+    expect(sandbox.trafficAccessToken).toBe('tok');
+    const answer = await sandbox.fetch(8000, '/hi?x=1');
+    expect(answer.status).toBe(404);
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of answer.body) chunks.push(chunk);
+    expect(Buffer.concat(chunks).toString()).toBe('token=tok');
+    await expect(sandbox.fetch(9999)).rejects.toMatchObject({ code: 'port_not_listening', status: 502 });
+    await expect(sandbox.fetch(70000)).rejects.toMatchObject({ code: 'invalid_argument' });
+    sandbox.client.close();
+  });
+});

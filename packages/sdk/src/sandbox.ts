@@ -1,8 +1,9 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
 // are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
-import type { CreateSandboxRequest, EgressRules, Sandbox as SandboxInfo } from '@capsule/protocol';
-import { CapsuleClient, type ConnectionOptions } from './client.js';
+import type { CreateSandboxRequest, EgressRules, PortRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
+import { CapsuleClient, type ConnectionOptions, type PortRequestInit } from './client.js';
+import type { TransportResponse } from './transport.js';
 import { SandboxAgent } from './agent-call.js';
 import { Commands } from './commands.js';
 import { NotFoundError } from './errors.js';
@@ -23,6 +24,8 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   allowInternetAccess?: boolean;
   /** Egress allow/deny lists of IPv4 CIDRs (the daemon must use TAP networking). */
   egress?: EgressRules;
+  /** Host ports to publish, bound at create: `[{ hostPort: 8080, guestPort: 80 }]` (hostPort 0: any free one). */
+  ports?: PortRequest[];
   signal?: AbortSignal;
 }
 
@@ -67,6 +70,31 @@ export class Sandbox {
     return this.#info;
   }
 
+  /**
+   * The host name that reaches `port` inside this sandbox through the daemon,
+   * `<port>-<id>.<domain>`, as E2B's `getHost` (the domain is the daemon's
+   * CAPSULE_DOMAIN). Over TCP send `trafficAccessToken` as the
+   * `e2b-traffic-access-token` header, or an API key as X-API-Key.
+   */
+  getHost(port: number): string {
+    return `${port}-${this.id}.${this.#info.domain}`;
+  }
+
+  /** The token that opens this sandbox's ports over TCP (E2B's `trafficAccessToken`). */
+  get trafficAccessToken(): string {
+    return this.#info.trafficAccessToken;
+  }
+
+  /**
+   * An HTTP request to `port` inside the sandbox through the daemon's path
+   * form (`/v1/sandboxes/{id}/ports/{port}/…`), with this sandbox's traffic
+   * token: the service's answer, body streamed. Throws when the daemon
+   * refuses (e.g. `port_not_listening` when nothing listens there).
+   */
+  async fetch(port: number, path = '/', init: PortRequestInit = {}): Promise<TransportResponse> {
+    return await this.client.fetchPort(this.id, port, path, { trafficAccessToken: this.trafficAccessToken, ...init });
+  }
+
   /** Creates a sandbox and resolves when it runs and its agent answered. */
   static create(options?: SandboxCreateOptions): Promise<Sandbox>;
   static create(template: string, options?: SandboxCreateOptions): Promise<Sandbox>;
@@ -83,6 +111,7 @@ export class Sandbox {
       ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
       ...(options.allowInternetAccess !== undefined && { internet: options.allowInternetAccess }),
       ...(options.egress && { egress: options.egress }),
+      ...(options.ports && { ports: options.ports }),
     };
     return new Sandbox(client, await client.createSandbox(request, callOptions(options)));
   }

@@ -7,7 +7,7 @@ import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
+import { collectCidr, collectEnv, collectMetadata, collectPublish, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
 import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -31,6 +31,7 @@ function createCommand(): Command {
       .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
       .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
       .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr)
+      .option('-p, --publish <[ip:]host:port>', 'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)', collectPublish)
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);

@@ -1,11 +1,12 @@
 // The daemon's client of one guest agent: Connect RPC over HTTP/2 over the
 // VM's virtio-serial port (a unix socket on the host). Everything the guest
 // sends is bounded here (message size) before any of it reaches an API client.
-import type { ClientHttp2Stream, Http2Session, OutgoingHttpHeaders } from 'node:http2';
+import { constants as h2, type ClientHttp2Stream, type Http2Session, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import net from 'node:net';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
-import { Process, type AgentInitRequest } from '@capsule/protocol/agent';
+import { Process, agentHttpPaths, tunnelErrorHeader, type AgentInitRequest } from '@capsule/protocol/agent';
+import { CapsuleError } from '../errors.js';
 
 export type { AgentInitRequest };
 
@@ -35,7 +36,8 @@ export class AgentClient {
       // The guest is not trusted: cap what it may make us buffer per header block.
       maxHeaderListPairs: 256,
       maxSessionMemory: 64,
-      settings: { initialWindowSize: FLOW_WINDOW_BYTES },
+      // No server push: a guest must not be able to open streams toward the daemon.
+      settings: { initialWindowSize: FLOW_WINDOW_BYTES, enablePush: false },
     });
     const transport = createConnectTransport({
       baseUrl: AUTHORITY,
@@ -130,6 +132,47 @@ export class AgentClient {
   }
 
   /**
+   * Opens a tunnel to TCP `port` on the guest's loopback (the agent's
+   * /capsule/tunnel): resolves with the HTTP/2 stream once the agent is
+   * connected, as a duplex of the connection's bytes. Refusals become
+   * CapsuleErrors: `port_not_listening` when nothing listens,
+   * `too_many_tunnels` at the agent's limit; the guest's words are bounded.
+   */
+  async openTunnel(port: number, timeoutMs: number): Promise<ClientHttp2Stream> {
+    const what = `agent tunnel to port ${port}`;
+    const stream = await withTimeout(this.sessions.request('POST', `${agentHttpPaths.tunnel}?port=${port}`, {}, {}), timeoutMs, what);
+    guardSession(stream);
+    stream.on('error', () => undefined);
+    try {
+      const headers = await withTimeout(
+        new Promise<Http2Headers>((resolve, reject) => {
+          stream.once('response', resolve);
+          stream.once('error', reject);
+          stream.once('close', () => reject(new Error(`the agent closed the ${what} without an answer`)));
+        }),
+        timeoutMs,
+        what,
+      );
+      const status = Number(headers[':status']);
+      if (status === 200) return stream;
+      const message = await readSmallText(stream, 1024, timeoutMs);
+      const kind = headers[tunnelErrorHeader];
+      if (kind === 'refused') {
+        throw new CapsuleError('port_not_listening', `nothing listens on port ${port} in the sandbox`, {
+          hint: 'start the service inside the sandbox first, listening on 127.0.0.1 or 0.0.0.0',
+        });
+      }
+      if (kind === 'limit' || status === 429) throw new CapsuleError('too_many_tunnels', `the sandbox's agent holds too many open tunnels`, { hint: 'close some connections to the sandbox and retry' });
+      if (kind === 'bad_port' || status === 400) throw new CapsuleError('invalid_argument', `port must be from 1 to 65535, got ${port}`);
+      throw new CapsuleError('agent_unavailable', `the ${what} failed (HTTP ${status}${message ? `: ${message}` : ''})`);
+    } catch (err) {
+      if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+      if (err instanceof CapsuleError) throw err;
+      throw new CapsuleError('agent_unavailable', `the sandbox's agent could not open a tunnel: ${(err as Error).message}`);
+    }
+  }
+
+  /**
    * Closes the connection to the agent. The sockets are destroyed rather than
    * the session manager aborted: abort() drops the manager's error listeners,
    * and a session that then fails (a guest sending garbage) would emit an
@@ -171,4 +214,32 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: stri
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** What a refusing agent said, as printable text of at most `maxBytes` (the guest is not trusted). */
+async function readSmallText(stream: ClientHttp2Stream, maxBytes: number, timeoutMs: number): Promise<string> {
+  const body = await withTimeout(
+    new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (chunk: Buffer) => {
+        if (size < maxBytes) chunks.push(chunk.subarray(0, maxBytes - size));
+        size += chunk.length;
+        if (size >= maxBytes) resolve(Buffer.concat(chunks));
+      });
+      stream.once('end', () => resolve(Buffer.concat(chunks)));
+      stream.once('error', () => resolve(Buffer.concat(chunks)));
+      stream.once('close', () => resolve(Buffer.concat(chunks)));
+    }),
+    timeoutMs,
+    'reading the agent\'s refusal',
+  ).catch(() => Buffer.alloc(0));
+  let text = body.toString('utf8');
+  try {
+    const parsed = JSON.parse(text) as { message?: unknown };
+    if (typeof parsed.message === 'string') text = parsed.message;
+  } catch {
+    // Not JSON: the raw text, cleaned below.
+  }
+  return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
 }

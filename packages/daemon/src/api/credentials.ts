@@ -87,11 +87,23 @@ export class SandboxTokens {
   }
 
   verify(sandboxId: string, token: string | undefined): boolean {
-    if (token === undefined) return false;
-    const want = Buffer.from(this.tokenFor(sandboxId));
-    const got = Buffer.from(token);
-    return got.length === want.length && timingSafeEqual(got, want);
+    return token !== undefined && sameSecret(token, this.tokenFor(sandboxId));
   }
+
+  /** The token that opens a sandbox's ports (not its agent): e2b's traffic access token. */
+  trafficTokenFor(sandboxId: string): string {
+    return createHmac('sha256', this.secret).update(`sandbox-traffic:${sandboxId}`).digest('base64url');
+  }
+
+  verifyTraffic(sandboxId: string, token: string | undefined): boolean {
+    return token !== undefined && sameSecret(token, this.trafficTokenFor(sandboxId));
+  }
+}
+
+function sameSecret(got: string, want: string): boolean {
+  const a = Buffer.from(got);
+  const b = Buffer.from(want);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** The daemon's secret, created on first use: 32 random bytes, readable by the owner only. */

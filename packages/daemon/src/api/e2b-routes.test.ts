@@ -18,6 +18,9 @@ const sandbox: Sandbox = {
   onTimeout: 'kill',
   expiresAt: '2026-11-25T10:05:00.000Z',
   network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+  ports: [],
+  domain: 'capsule.test:3000',
+  trafficAccessToken: 'traffic-token',
 };
 
 describe('e2b shapes', () => {
@@ -31,6 +34,11 @@ describe('e2b shapes', () => {
   it('hands out the sandbox access token with a created sandbox', () => {
     const tokens = new SandboxTokens(Buffer.alloc(32, 7));
     expect(toE2bSandbox(sandbox, tokens)).toMatchObject({ sandboxID: 'sb_x', templateID: 'base', envdAccessToken: tokens.tokenFor('sb_x') });
+  });
+
+  it("gives e2b's getHost the daemon's domain and the sandbox's traffic token", () => {
+    const tokens = new SandboxTokens(Buffer.alloc(32, 7));
+    expect(toE2bSandbox(sandbox, tokens)).toMatchObject({ domain: 'capsule.test:3000', trafficAccessToken: 'traffic-token' });
   });
 
   it('lists with start, end (never for no timeout) and resources', () => {

@@ -67,6 +67,7 @@ export function e2bState(sandbox: Sandbox): 'running' | 'paused' | undefined {
   return undefined;
 }
 
+/** e2b's getHost(port) builds `${port}-${sandboxID}.${domain}` from this answer's domain: the daemon's CAPSULE_DOMAIN. */
 export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
   return {
     sandboxID: sandbox.id,
@@ -74,7 +75,8 @@ export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
     clientID: CLIENT_ID,
     envdVersion: envdCompatVersion,
     envdAccessToken: tokens.tokenFor(sandbox.id),
-    domain: null,
+    trafficAccessToken: sandbox.trafficAccessToken,
+    domain: sandbox.domain,
   };
 }
 
@@ -202,7 +204,7 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
 
     scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
       const sandbox = await live(request.params.sandboxID);
-      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), domain: null, allowInternetAccess: sandbox.network.internet };
+      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), trafficAccessToken: sandbox.trafficAccessToken, domain: sandbox.domain, allowInternetAccess: sandbox.network.internet };
     });
 
     scope.put<{ Params: IdParams; Body: Static<typeof NetworkBody> }>(

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
@@ -39,6 +40,7 @@ import type { Store } from '../store/store.js';
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
+import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort, type PortTarget } from './port-proxy.js';
 
 export interface ApiContext {
   manager: SandboxManager;
@@ -49,6 +51,8 @@ export interface ApiContext {
   info: () => DaemonInfo;
   log: Logger;
   version: string;
+  /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
+  domain: string;
 }
 
 /** How long the agent may take to accept a proxied request (not to answer it). */
@@ -81,17 +85,30 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   // Requests that came in over TCP; everything else came through the owner-only unix socket.
   const viaTcp = new WeakSet<IncomingMessage>();
   let route: http.RequestListener | undefined;
+  const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
   const dispatch: http.RequestListener = (req, res) => {
+    let port: PortTarget | undefined;
+    try {
+      port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
+    } catch (err) {
+      return void sendPlainError(res, err as CapsuleError);
+    }
+    // e2b's envd port by host name is the sandbox's agent, as on e2b.
+    if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
+      return void proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, viaTcp.has(req));
+    }
+    if (port) return void proxyToPort(ports, port, req, res, viaTcp.has(req));
     const target = agentTarget(req.url ?? '/', req.headers);
     if (target) void proxyToAgent(ctx, target, req, res, viaTcp.has(req));
     else route?.(req, res);
   };
+  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgradeToPort(ports, req, socket, head, tcp);
   const tcpServers: http.Server[] = [];
 
   const app = Fastify({
     serverFactory: (handler) => {
       route = handler;
-      return createHttpServer(dispatch);
+      return createHttpServer(dispatch, onUpgrade(false));
     },
     // Requests are logged at debug level only; errors are logged by the error handler.
     loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
@@ -322,7 +339,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       const server = createHttpServer((req, res) => {
         viaTcp.add(req);
         dispatch(req, res);
-      });
+      }, onUpgrade(true));
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -349,8 +366,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
  * closing, and no request time limit, since agent streams (process output,
  * watches) last as long as the process.
  */
-function createHttpServer(listener: http.RequestListener): http.Server {
+function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): http.Server {
   const server = http.createServer(listener);
+  // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
+  server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
   server.requestTimeout = 0;
   return server;
@@ -405,6 +424,12 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
     ctx.log.error({ sandbox: sandboxId, err: errorMessage(err) }, 'proxying to the agent failed');
     fail('agent_unavailable', `the sandbox's agent could not be reached: ${errorMessage(err)}`);
   }
+}
+
+/** An error answer outside Fastify (a malformed port host name). */
+function sendPlainError(res: ServerResponse, err: CapsuleError): void {
+  const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
+  res.writeHead(httpStatusOf(err.code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
 }
 
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {

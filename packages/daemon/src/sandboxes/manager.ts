@@ -31,6 +31,8 @@ import { admissionProblem, readHostMemory, vmMemoryUse } from './memory.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 import { egressPolicyColumns, egressPolicyFrom, egressPolicyOf, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
 import { SandboxNetworks } from '../network/sandbox-networks.js';
+import { PublishedPorts } from './published-ports.js';
+import { Tunnels } from './tunnels.js';
 
 const DEFAULT_TEMPLATE = 'base';
 const LIVENESS_INTERVAL_MS = 2000;
@@ -64,6 +66,9 @@ export class SandboxManager {
   private livenessTimer: NodeJS.Timeout | undefined;
   private reaperTimer: NodeJS.Timeout | undefined;
   private readonly networks: SandboxNetworks;
+  /** Connections to ports inside sandboxes, over their agents (see tunnels.ts). */
+  readonly tunnels = new Tunnels((idOrName) => this.agentOf(idOrName));
+  private readonly ports: PublishedPorts;
 
   constructor(
     private readonly store: Store,
@@ -72,8 +77,11 @@ export class SandboxManager {
     private readonly log: Logger,
     /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
     private readonly qemuVersion: string,
+    /** Each sandbox's traffic access token, for its ports (see api/credentials.ts). */
+    private readonly trafficTokens: { trafficTokenFor(id: string): string },
   ) {
     this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
+    this.ports = new PublishedPorts(store, this.tunnels, log);
   }
 
   get runningCount(): number {
@@ -90,8 +98,13 @@ export class SandboxManager {
 
   /** Adopts VMs that outlived the previous daemon and removes what no sandbox owns. */
   async start(): Promise<void> {
+    await this.ports.load();
     for (const record of await this.store.sandboxesInStates(['starting', 'running'])) {
       await this.adopt(record);
+    }
+    for (const record of await this.store.sandboxesInStates(['running'])) {
+      // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
+      await this.ports.bind(record.id).catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not publish a port again'));
     }
     this.removeOrphans();
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
@@ -109,6 +122,7 @@ export class SandboxManager {
     clearInterval(this.reaperTimer);
     for (const vm of this.live.values()) vm.detach();
     this.live.clear();
+    await this.ports.releaseAll();
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
   }
 
@@ -240,6 +254,7 @@ export class SandboxManager {
 
   /** Stops whatever is left of a VM, removes its files (not its console log) and records the error. */
   private async fail(id: string, reason: string, message: string): Promise<void> {
+    await this.ports.release(id, true);
     const vm = this.live.get(id);
     if (vm) {
       await vm.stop();
@@ -285,6 +300,8 @@ export class SandboxManager {
     const snapshot = this.usableSnapshot(templateName, vcpus, memoryMiB);
     const pool = snapshot ? this.pools.get(templateName) : undefined;
     await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
+    // Host ports are bound before anything starts: a conflict refuses the create here.
+    const ports = await this.ports.reserve(request.ports);
     const pooled = pool?.take();
     const id = pooled?.id ?? newSandboxId();
     const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
@@ -307,8 +324,12 @@ export class SandboxManager {
       // The clock starts when the sandbox runs (below), not while it boots.
       expires_at: null,
       ...egressPolicyColumns(egress),
+    }).catch(async (err: unknown) => {
+      await ports.release();
+      throw err;
     });
     try {
+      await this.ports.commit(id, ports);
       let how: string;
       if (pooled) {
         this.track(id, pooled.vm);
@@ -335,6 +356,7 @@ export class SandboxManager {
       await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
     } catch (err) {
+      await ports.release();
       const consoleTail = readConsoleLog(this.consoleLogFile(id), 2048).toString('utf8').trim();
       const message = errorMessage(err);
       await this.fail(id, 'start_failed', consoleTail ? `${message}\nguest console:\n${consoleTail}` : message);
@@ -401,6 +423,7 @@ export class SandboxManager {
     }
     await vm.stop();
     this.live.delete(id);
+    await this.ports.release(id);
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     await this.store.transition(id, 'paused', reason, undefined, { expires_at: null });
     return await this.get(id);
@@ -510,6 +533,8 @@ export class SandboxManager {
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, { hint: 'only paused sandboxes can be resumed' });
     }
     const started = Date.now();
+    // Its host ports first: one taken while it was paused refuses the resume, and it stays paused.
+    await this.ports.bind(id);
     try {
       const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
       const vm = await this.launch(id, wholeStateRestoreSpec({ ...saved, nic: await this.networks.backendFor(id) }));
@@ -700,6 +725,9 @@ export class SandboxManager {
       onTimeout: record.on_timeout,
       ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
       network: this.networks.describe(record.id, egressPolicyOf(record)),
+      ports: this.ports.of(record.id),
+      domain: this.config.domain,
+      trafficAccessToken: this.trafficTokens.trafficTokenFor(record.id),
     };
   }
 
@@ -710,6 +738,7 @@ export class SandboxManager {
     if (record.state === 'starting') {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is still starting`, { hint: 'remove it once its create request has returned' });
     }
+    await this.ports.release(record.id, true);
     const vm = this.live.get(record.id);
     if (vm) {
       await vm.stop();

@@ -124,4 +124,18 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0006_ports': {
+    async up(db: Kysely<unknown>) {
+      // Host ports a sandbox publishes (`-p 8080:80`). The listener is bound while the sandbox runs;
+      // the row stays so a resume or a daemon restart binds the same host port again.
+      await db.schema
+        .createTable('sandbox_ports')
+        .addColumn('sandbox_id', 'text', (c) => c.notNull().references('sandboxes.id').onDelete('cascade'))
+        .addColumn('host_ip', 'text', (c) => c.notNull())
+        .addColumn('host_port', 'integer', (c) => c.notNull())
+        .addColumn('guest_port', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sandbox_ports_pk', ['sandbox_id', 'host_ip', 'host_port'])
+        .execute();
+    },
+  },
 };

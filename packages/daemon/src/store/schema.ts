@@ -104,6 +104,13 @@ export interface NetworkLeaseRow {
   created_at: string;
 }
 
+export interface SandboxPortRow {
+  sandbox_id: string;
+  host_ip: string;
+  host_port: number;
+  guest_port: number;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -113,4 +120,5 @@ export interface Database {
   image_refs: ImageRefRow;
   template_images: TemplateImageRow;
   network_leases: NetworkLeaseRow;
+  sandbox_ports: SandboxPortRow;
 }
