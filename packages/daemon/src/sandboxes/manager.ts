@@ -16,6 +16,8 @@ import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
+import { canFreeze } from '../vmm/freeze.js';
+import { freezeRunningVm, loadSnapshotTemplate, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
 import { templateImageDefaults, type TemplateImageDefaults } from '../images/image-records.js';
 import type { AccelChoice } from '../vmm/accel.js';
@@ -130,15 +132,9 @@ export class SandboxManager {
     if (!this.config.warmSnapshots) return;
     this.warm.set(template.name, { state: 'building' });
     try {
-      const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
-      const snapshot =
-        loadWarmSnapshot(this.config.cacheDir, inputs) ??
-        (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
-          // Another daemon sharing the cache may have finished the same build first.
-          const built = loadWarmSnapshot(this.config.cacheDir, inputs);
-          if (built) return built;
-          throw err;
-        }));
+      const snapshotDir = await snapshotTemplateDir(this.store, template.name);
+      // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
+      const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () =>
@@ -154,6 +150,20 @@ export class SandboxManager {
       this.warm.set(template.name, { state: 'failed', error: errorMessage(err) });
       this.log.error({ template: template.name, err: errorMessage(err) }, 'no warm snapshot; sandboxes of this template boot cold');
     }
+  }
+
+  /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
+  private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
+    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
+    return (
+      loadWarmSnapshot(this.config.cacheDir, inputs) ??
+      (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
+        // Another daemon sharing the cache may have finished the same build first.
+        const built = loadWarmSnapshot(this.config.cacheDir, inputs);
+        if (built) return built;
+        throw err;
+      }))
+    );
   }
 
   private async adopt(record: SandboxRecord): Promise<void> {
@@ -273,6 +283,7 @@ export class SandboxManager {
 
     const createdAt = new Date();
     const snapshot = this.usableSnapshot(templateName, vcpus, memoryMiB);
+    if (!snapshot) await this.refuseColdSnapshotTemplate(templateName);
     const pool = snapshot ? this.pools.get(templateName) : undefined;
     await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
     const pooled = pool?.take();
@@ -333,6 +344,20 @@ export class SandboxManager {
     return await this.get(id);
   }
 
+  /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
+  private async refuseColdSnapshotTemplate(template: string): Promise<void> {
+    if ((await snapshotTemplateDir(this.store, template)) === undefined) return;
+    const warm = this.warm.get(template);
+    if (warm?.snapshot) {
+      throw new CapsuleError('invalid_argument', `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`, {
+        hint: 'leave out --cpus and --memory',
+      });
+    }
+    throw new CapsuleError('template_not_ready', `template "${template}" cannot be restored: ${warm?.error ?? this.warmSnapshotState(template)}`, {
+      hint: warm?.state === 'failed' ? `remove it with \`capsule template rm ${template}\`` : 'try again in a moment',
+    });
+  }
+
   /**
    * A restore from this snapshot failed (a corrupt or missing file): later
    * creates of the template boot cold instead of failing the same way, until a
@@ -360,11 +385,22 @@ export class SandboxManager {
     return await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
   }
 
+  private readMachine(id: string): VmSpec {
+    return JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
+  }
+
+  /** Where helper VMs of a freeze keep their sockets: among the sandboxes', so a daemon crash leaves no orphan unremoved. */
+  private get freezeRuntimeDir(): string {
+    return path.join(this.config.runtimeDir, 'sandboxes');
+  }
+
   /**
    * Saves the whole VM (memory, devices) into the sandbox's folder, written to
    * a temporary name, fsynced and renamed, then ends QEMU: a paused sandbox
    * holds no RAM. Its disk overlay stays where it is. If saving fails, the VM
    * is resumed as it was, or recorded as failed if QEMU died meanwhile.
+   * (A stream to a file is written in a third of the time it takes to freeze
+   * the memory into a mappable file, see vmm/freeze.ts; pause takes the stream.)
    */
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
@@ -409,30 +445,42 @@ export class SandboxManager {
 
   /**
    * Starts `count` sandboxes that each continue from this moment of a running
-   * sandbox. The source stops only while its memory and devices are saved and
-   * its disk overlay is copied, then runs on; every fork restores that state
-   * with its own copy of the disk, then /init gives it its own hostname,
-   * entropy and clock.
+   * sandbox. The source stops only while its memory and devices are frozen
+   * into one memory file and its disk overlay is copied, then runs on; every
+   * fork maps that file privately (so they share its pages) with its own copy
+   * of the disk, then /init gives it its own hostname, entropy and clock.
    */
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
     const { record, vm } = await this.runningVm(idOrName);
     await this.admit(record.memory_mib * count);
     const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
     fs.mkdirSync(work, { recursive: true, mode: 0o700 });
-    const stateFile = path.join(work, 'vm.state');
     const disk = path.join(work, 'overlay.qcow2');
+    const copyDisk = () => fs.copyFileSync(path.join(this.stateDir(record.id), 'overlay.qcow2'), disk);
     try {
-      try {
-        await this.saveWholeVm(vm, stateFile);
-        // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
-        fs.copyFileSync(path.join(this.stateDir(record.id), 'overlay.qcow2'), disk);
-      } finally {
-        await vm.qmp.execute('cont').catch(() => undefined);
-        // Reconnect the source's agent now, so a write left over from the old connection breaks this health check, not a user's call.
-        await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+      const machine = this.readMachine(record.id);
+      let restoreSpec: (id: string, overlay: string) => VmSpec;
+      let stateFile: string;
+      let ramInState: boolean;
+      if (canFreeze(machine)) {
+        const frozen = await freezeRunningVm(vm, machine, path.join(work, 'frozen'), this.freezeRuntimeDir, copyDisk);
+        restoreSpec = (id, overlay) => ({ ...machine, id, rootDisk: overlay, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true });
+        stateFile = frozen.state;
+        ramInState = false;
+      } else {
+        stateFile = path.join(work, 'vm.state');
+        try {
+          await this.saveWholeVm(vm, stateFile);
+          // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
+          copyDisk();
+        } finally {
+          await vm.qmp.execute('cont').catch(() => undefined);
+          await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+        }
+        restoreSpec = (id, overlay) => wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay });
+        ramInState = true;
       }
-      const machine = JSON.parse(fs.readFileSync(this.machineFile(record.id), 'utf8')) as VmSpec;
-      // Restoring is CPU-bound in QEMU (it loads all the saved memory): one per core at a time.
+      // Restoring keeps a core busy: one per core at a time.
       const forks: Sandbox[] = [];
       let next = 0;
       let failure: unknown;
@@ -440,7 +488,7 @@ export class SandboxManager {
         while (next < count && failure === undefined) {
           next++;
           try {
-            forks.push(await this.startFork(record, machine, stateFile, disk));
+            forks.push(await this.startFork(record, disk, (id, overlay) => restoreSpec(id, overlay), stateFile, ramInState));
           } catch (err) {
             failure ??= err;
           }
@@ -451,11 +499,12 @@ export class SandboxManager {
       if (failure !== undefined) throw failure;
       return forks;
     } finally {
+      // Forks keep their private mappings of the memory file; nothing reads it again.
       fs.rmSync(work, { recursive: true, force: true });
     }
   }
 
-  private async startFork(source: SandboxRecord, machine: VmSpec, stateFile: string, disk: string): Promise<Sandbox> {
+  private async startFork(source: SandboxRecord, disk: string, spec: (id: string, overlay: string) => VmSpec, stateFile: string, ramInState: boolean): Promise<Sandbox> {
     const id = newSandboxId();
     const createdAt = new Date();
     await this.store.insertSandbox({
@@ -473,8 +522,8 @@ export class SandboxManager {
       fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
       const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
       fs.copyFileSync(disk, overlay);
-      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay })));
-      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
+      const vm = this.track(id, await this.launch(id, spec(id, overlay)));
+      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, ramInState);
       await vm.initGuest(this.initRequest(id, undefined));
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
         boot_ms: Date.now() - createdAt.getTime(),
@@ -488,7 +537,40 @@ export class SandboxManager {
     return await this.get(id);
   }
 
-  /** Starts a paused sandbox's VM again from its saved state, clock corrected, lifetime restarted. */
+  /**
+   * Turns a running sandbox's current state into a new warm template (see
+   * snapshot.ts); the sandbox runs on. Sandboxes created from the template
+   * continue from this moment, each with its own identity.
+   */
+  async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
+    const { record, vm } = await this.runningVm(idOrName);
+    if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is being paused or stopped`, { hint: 'wait for that to finish' });
+    const template = await snapshotToTemplate(
+      this.store,
+      { id: record.id, vm, machine: this.readMachine(record.id), overlay: path.join(this.stateDir(record.id), 'overlay.qcow2') },
+      templateName,
+      { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir },
+      this.qemuVersion,
+    );
+    this.log.info({ sandbox: record.id, template: templateName }, 'sandbox snapshotted as a template');
+    await this.prepareWarmSnapshot(template);
+    return template;
+  }
+
+  /** Removes a template made by `capsule snapshot`; false for other templates. Its sandboxes run on. */
+  async removeSnapshotTemplate(name: string): Promise<boolean> {
+    const dir = await snapshotTemplateDir(this.store, name);
+    if (dir === undefined) return false;
+    await this.forgetTemplate(name);
+    await removeSnapshotTemplate(this.store, name, dir);
+    return true;
+  }
+
+  /**
+   * Starts a paused sandbox's VM again from its saved state, clock corrected,
+   * lifetime restarted. A missing or unreadable state ends the sandbox in
+   * `error` with the reason; nothing of the attempt is left running.
+   */
   async resume(idOrName: string): Promise<Sandbox> {
     const record = await this.require(idOrName);
     const id = record.id;
@@ -496,18 +578,18 @@ export class SandboxManager {
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, { hint: 'only paused sandboxes can be resumed' });
     }
     const started = Date.now();
+    const stateFile = this.pauseStateFile(id);
     try {
-      const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
-      const vm = await this.launch(id, wholeStateRestoreSpec(saved));
-      this.track(id, vm);
-      await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true);
+      if (!fs.existsSync(stateFile)) throw new Error(`its saved state ${stateFile} is missing`);
+      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec(this.readMachine(id))));
+      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
     } catch (err) {
       const message = errorMessage(err);
       await this.fail(id, 'resume_failed', message);
-      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``, cause: err });
     }
-    fs.rmSync(this.pauseStateFile(id), { force: true });
+    fs.rmSync(stateFile, { force: true });
     await this.store.transition(id, 'running', 'user', `resumed in ${Date.now() - started} ms`, { expires_at: expiryFrom(record.timeout_ms) });
     return await this.get(id);
   }
@@ -549,6 +631,8 @@ export class SandboxManager {
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
+      // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
+      memoryBackend: { type: 'ram' },
     };
     const vm = this.track(id, await this.launch(id, spec));
     await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);

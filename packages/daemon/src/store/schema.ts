@@ -86,6 +86,14 @@ export interface TemplateImageRow {
   workdir: string | null;
 }
 
+export interface TemplateSnapshotRow {
+  template: string;
+  /** The sandbox whose state it is. */
+  source_sandbox: string;
+  /** Folder of its warm snapshot (snapshot.json, memory, state, disk.qcow2). */
+  dir: string;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -94,4 +102,5 @@ export interface Database {
   images: ImageRow;
   image_refs: ImageRefRow;
   template_images: TemplateImageRow;
+  template_snapshots: TemplateSnapshotRow;
 }
