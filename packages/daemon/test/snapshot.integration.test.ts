@@ -116,15 +116,26 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     expect((await daemon.request('DELETE', '/v1/templates/snap-corrupt')).status).toBe(204);
   });
 
-  it('removes the template and its files with template rm; sandboxes made from it run on', async () => {
+  it('refuses template rm while sandboxes made from it live, then removes the template and its files', async () => {
     const dirs = () => fs.readdirSync(path.join(daemon.stateDir, 'templates')).filter((d) => d.startsWith('snap-'));
     expect(dirs()).toHaveLength(1);
+    const refused = await daemon.request('DELETE', '/v1/templates/snap-a');
+    expect(refused.status, refused.text).toBe(409);
+    expect(refused.body.error).toMatchObject({ code: 'template_in_use', hint: expect.stringContaining(fromSnapshot[0]!) });
+    expect(await template('snap-a')).toMatchObject({ warmSnapshot: 'ready' });
+    // A paused one counts too: its resume reopens its disk, an overlay on the template's.
+    expect((await daemon.request('POST', `/v1/sandboxes/${fromSnapshot[0]}/pause`)).status).toBe(200);
+    expect((await daemon.request('POST', `/v1/sandboxes/${fromSnapshot[0]}/resume`)).status).toBe(200);
+    expect((await exec(fromSnapshot[0]!, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
+    for (const id of fromSnapshot) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+
     expect((await daemon.request('DELETE', '/v1/templates/snap-a')).status).toBe(204);
     expect(await template('snap-a')).toBeUndefined();
     expect(dirs()).toEqual([]);
     expect((await daemon.request('POST', '/v1/sandboxes', { template: 'snap-a' })).body.error.code).toBe('template_not_found');
-    for (const id of fromSnapshot) expect((await exec(id, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
-    for (const id of [sourceId, ...fromSnapshot]) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    // The source never depended on the template.
+    expect((await exec(sourceId, ['cat', '/root/state'])).stdout).toBe('after-snapshot\n');
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${sourceId}`)).status).toBe(204);
     expect(daemon.qemuPids()).toEqual([]);
   });
 });

@@ -557,10 +557,20 @@ export class SandboxManager {
     return template;
   }
 
-  /** Removes a template made by `capsule snapshot`; false for other templates. Its sandboxes run on. */
+  /**
+   * Removes a template made by `capsule snapshot`; false for other templates.
+   * Refused while sandboxes made from it live: their disks are overlays on its
+   * disk, which a resume (or an adopting daemon) opens again.
+   */
   async removeSnapshotTemplate(name: string): Promise<boolean> {
     const dir = await snapshotTemplateDir(this.store, name);
     if (dir === undefined) return false;
+    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
+    if (users.length > 0) {
+      throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
+        hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
+      });
+    }
     await this.forgetTemplate(name);
     await removeSnapshotTemplate(this.store, name, dir);
     return true;
