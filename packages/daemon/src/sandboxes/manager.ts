@@ -16,7 +16,8 @@ import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
-import { canFreeze } from '../vmm/freeze.js';
+import { canFreeze, frozenFiles } from '../vmm/freeze.js';
+import { PausedMemoryConverter } from './paused-memory.js';
 import { freezeRunningVm, loadSnapshotTemplate, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
 import { templateImageDefaults, type TemplateImageDefaults } from '../images/image-records.js';
@@ -62,6 +63,7 @@ export class SandboxManager {
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
+  private readonly pausedMemory: PausedMemoryConverter;
   private reaperTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -71,7 +73,9 @@ export class SandboxManager {
     private readonly log: Logger,
     /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
     private readonly qemuVersion: string,
-  ) {}
+  ) {
+    this.pausedMemory = new PausedMemoryConverter(this.freezeRuntimeDir, log);
+  }
 
   get runningCount(): number {
     return this.live.size;
@@ -104,6 +108,7 @@ export class SandboxManager {
     clearInterval(this.reaperTimer);
     for (const vm of this.live.values()) vm.detach();
     this.live.clear();
+    await this.pausedMemory.cancelAll();
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
   }
 
@@ -254,7 +259,7 @@ export class SandboxManager {
 
   private removeVmFiles(id: string): void {
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
   }
 
   async create(request: CreateSandboxRequest): Promise<Sandbox> {
@@ -385,6 +390,11 @@ export class SandboxManager {
     return await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
   }
 
+  /** A paused sandbox's state as a memory file + device state, once converted (paused-memory.ts). */
+  private pausedDir(id: string): string {
+    return path.join(this.stateDir(id), 'paused');
+  }
+
   private readMachine(id: string): VmSpec {
     return JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
   }
@@ -399,8 +409,9 @@ export class SandboxManager {
    * a temporary name, fsynced and renamed, then ends QEMU: a paused sandbox
    * holds no RAM. Its disk overlay stays where it is. If saving fails, the VM
    * is resumed as it was, or recorded as failed if QEMU died meanwhile.
-   * (A stream to a file is written in a third of the time it takes to freeze
-   * the memory into a mappable file, see vmm/freeze.ts; pause takes the stream.)
+   * A stream to a file is written in a third of the time it takes to freeze
+   * the memory into a mappable file (vmm/freeze.ts), so pause writes the
+   * stream and the conversion runs afterwards (paused-memory.ts).
    */
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
@@ -408,6 +419,7 @@ export class SandboxManager {
     if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is already being paused or stopped`, { hint: 'wait for that to finish' });
     const target = this.pauseStateFile(id);
     const temp = `${target}.tmp`;
+    const machine = this.readMachine(id);
     vm.stopping = true;
     try {
       await this.saveWholeVm(vm, temp);
@@ -426,6 +438,7 @@ export class SandboxManager {
     this.live.delete(id);
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     await this.store.transition(id, 'paused', reason, undefined, { expires_at: null });
+    if (canFreeze(machine)) this.pausedMemory.start(id, machine, target, this.pausedDir(id));
     return await this.get(id);
   }
 
@@ -588,17 +601,30 @@ export class SandboxManager {
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, { hint: 'only paused sandboxes can be resumed' });
     }
     const started = Date.now();
+    // A conversion still under way is dropped: reading the stream is quicker than waiting for it.
+    await this.pausedMemory.cancel(id);
     const stateFile = this.pauseStateFile(id);
+    const frozen = frozenFiles(this.pausedDir(id));
     try {
-      if (!fs.existsSync(stateFile)) throw new Error(`its saved state ${stateFile} is missing`);
-      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec(this.readMachine(id))));
-      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
+      const saved = this.readMachine(id);
+      let vm: LiveVm;
+      if (fs.existsSync(frozen.state) && fs.existsSync(frozen.memory)) {
+        vm = this.track(id, await this.launch(id, { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true }));
+        await vm.restore(frozen.state, Date.now() + RESTORE_TIMEOUT_MS, false);
+      } else if (fs.existsSync(stateFile)) {
+        vm = this.track(id, await this.launch(id, wholeStateRestoreSpec(saved)));
+        await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true);
+      } else {
+        throw new Error(`its saved state is missing from ${this.stateDir(id)}`);
+      }
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
     } catch (err) {
       const message = errorMessage(err);
       await this.fail(id, 'resume_failed', message);
       throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``, cause: err });
     }
+    // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
+    fs.rmSync(this.pausedDir(id), { recursive: true, force: true });
     fs.rmSync(stateFile, { force: true });
     await this.store.transition(id, 'running', 'user', `resumed in ${Date.now() - started} ms`, { expires_at: expiryFrom(record.timeout_ms) });
     return await this.get(id);
@@ -788,6 +814,7 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(record.id);
     }
+    await this.pausedMemory.cancel(record.id);
     this.removeVmFiles(record.id);
     fs.rmSync(this.stateDir(record.id), { recursive: true, force: true });
     await this.store.transition(record.id, 'killed', reason, undefined, { expires_at: null });

@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { errorMessage } from '../errors.js';
-import { runCommand } from '../launcher.js';
-import { migrateBetween, saveVmState } from './migration.js';
+import { runCommand, terminateGroup } from '../launcher.js';
+import { loadVmState, migrateBetween, saveVmState } from './migration.js';
 import type { QmpClient } from './qmp.js';
 import { startVm, stopVm, VmRuntimePaths, type VmSpec } from './qemu.js';
 
@@ -51,6 +51,25 @@ export function canFreeze(machine: VmSpec): boolean {
  * The helper never runs guest code and is always gone when this returns.
  */
 export async function freezeVm(source: QmpClient, machine: VmSpec, dir: string, runtimeDir: string): Promise<FrozenVm> {
+  return await freezeInto(machine, dir, runtimeDir, (helper, paths) => migrateBetween(source, helper, path.join(paths.dir, 'migrate.sock')));
+}
+
+/**
+ * The same from a whole-state stream file (what pause writes): the stream is
+ * loaded into the helper instead of a running VM's state. `signal` ends the
+ * helper early; the promise then rejects and nothing is left in `dir`'s files.
+ */
+export async function freezeStateFile(stateFile: string, machine: VmSpec, dir: string, runtimeDir: string, signal: AbortSignal): Promise<FrozenVm> {
+  return await freezeInto(machine, dir, runtimeDir, (helper) => loadVmState(helper, stateFile, false), signal);
+}
+
+async function freezeInto(
+  machine: VmSpec,
+  dir: string,
+  runtimeDir: string,
+  load: (helper: QmpClient, paths: VmRuntimePaths) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<FrozenVm> {
   const files = frozenFiles(dir);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tag = randomBytes(4).toString('hex');
@@ -58,25 +77,33 @@ export async function freezeVm(source: QmpClient, machine: VmSpec, dir: string, 
   // The helper needs a root disk to exist; the saved devices name none of its contents, and restores attach the real one.
   const scratchDisk = path.join(dir, `.scratch-${tag}.qcow2`);
   let helper: { pid: number; qmp: QmpClient } | undefined;
+  const onAbort = () => {
+    if (helper) void terminateGroup(helper.pid, 0);
+  };
+  signal?.addEventListener('abort', onAbort);
   try {
     await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', scratchDisk, '64M']);
+    signal?.throwIfAborted();
     helper = await startVm(
       { ...machine, id: `freeze-${tag}`, rootDisk: scratchDisk, memoryBackend: { type: 'file', path: files.memory, shared: true }, incoming: true },
       paths,
     );
-    await migrateBetween(source, helper.qmp, path.join(paths.dir, 'migrate.sock'));
+    signal?.throwIfAborted();
+    await load(helper.qmp, paths);
     await saveVmState(helper.qmp, files.state, true);
     await stopVm(helper.pid, helper.qmp);
     helper.qmp.close();
     helper = undefined;
+    signal?.throwIfAborted();
     fsyncFile(files.memory);
     fsyncFile(files.state);
     fs.chmodSync(files.memory, 0o600);
     fs.chmodSync(files.state, 0o600);
     return files;
   } catch (err) {
-    throw new Error(`freezing the VM state failed: ${errorMessage(err)}`);
+    throw new Error(`freezing the VM state failed: ${signal?.aborted ? 'cancelled' : errorMessage(err)}`);
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     if (helper) await stopVm(helper.pid, helper.qmp);
     helper?.qmp.close();
     fs.rmSync(paths.dir, { recursive: true, force: true });

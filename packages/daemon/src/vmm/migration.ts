@@ -60,10 +60,15 @@ export async function saveVmState(qmp: QmpClient, stateFile: string, ignoreShare
   await waitForMigration(qmp, 'saving the VM state', () => qmp.execute('migrate', { uri: `exec:cat > ${shellQuotePath(stateFile)}` }));
 }
 
-/** Loads a VM started with `-incoming defer` from `stateFile`, then lets it run. */
-export async function restoreVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean): Promise<void> {
+/** Loads a VM started with `-incoming defer` from `stateFile`; a state saved of a stopped VM leaves it stopped. */
+export async function loadVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean): Promise<void> {
   await enableCapabilities(qmp, ignoreShared);
   await waitForMigration(qmp, 'restoring the VM state', () => qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuotePath(stateFile)}` }));
+}
+
+/** Loads a VM started with `-incoming defer` from `stateFile`, then lets it run. */
+export async function restoreVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean): Promise<void> {
+  await loadVmState(qmp, stateFile, ignoreShared);
   // A snapshot taken of a stopped VM restores stopped; the guest must run for its fix-ups.
   await qmp.execute('cont');
 }
