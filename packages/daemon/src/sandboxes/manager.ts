@@ -64,6 +64,8 @@ export class SandboxManager {
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
   private readonly pausedMemory: PausedMemoryConverter;
+  /** Sandboxes being frozen for a fork or a snapshot: one freeze (or pause) of a VM at a time. */
+  private readonly freezing = new Set<string>();
   private reaperTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -416,7 +418,7 @@ export class SandboxManager {
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
     const id = record.id;
-    if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is already being paused or stopped`, { hint: 'wait for that to finish' });
+    if (vm.stopping || this.freezing.has(id)) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
     const target = this.pauseStateFile(id);
     const temp = `${target}.tmp`;
     const machine = this.readMachine(id);
@@ -466,6 +468,23 @@ export class SandboxManager {
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
     const { record, vm } = await this.runningVm(idOrName);
     await this.admit(record.memory_mib * count);
+    return await this.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count));
+  }
+
+  /** Runs `work` (which freezes the VM) unless the VM is already being frozen, paused or stopped. */
+  private async whileFreezing<T>(id: string, vm: LiveVm, work: () => Promise<T>): Promise<T> {
+    if (vm.stopping || this.freezing.has(id)) {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
+    }
+    this.freezing.add(id);
+    try {
+      return await work();
+    } finally {
+      this.freezing.delete(id);
+    }
+  }
+
+  private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<Sandbox[]> {
     const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
     fs.mkdirSync(work, { recursive: true, mode: 0o700 });
     const disk = path.join(work, 'overlay.qcow2');
@@ -557,13 +576,14 @@ export class SandboxManager {
    */
   async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
     const { record, vm } = await this.runningVm(idOrName);
-    if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is being paused or stopped`, { hint: 'wait for that to finish' });
-    const template = await snapshotToTemplate(
-      this.store,
-      { id: record.id, vm, machine: this.readMachine(record.id), overlay: path.join(this.stateDir(record.id), 'overlay.qcow2') },
-      templateName,
-      { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir },
-      this.qemuVersion,
+    const template = await this.whileFreezing(record.id, vm, () =>
+      snapshotToTemplate(
+        this.store,
+        { id: record.id, vm, machine: this.readMachine(record.id), overlay: path.join(this.stateDir(record.id), 'overlay.qcow2') },
+        templateName,
+        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir },
+        this.qemuVersion,
+      ),
     );
     this.log.info({ sandbox: record.id, template: templateName }, 'sandbox snapshotted as a template');
     await this.prepareWarmSnapshot(template);

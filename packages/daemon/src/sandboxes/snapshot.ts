@@ -129,14 +129,20 @@ export async function snapshotToTemplate(
       default_memory_mib: machine.memoryMiB,
       created_at: createdAt,
     };
-    await store.db.transaction().execute(async (tx) => {
-      await tx.insertInto('templates').values(record).execute();
-      await tx.insertInto('template_snapshots').values({ template: name, source_sandbox: source.id, dir }).execute();
-    });
+    try {
+      await store.db.transaction().execute(async (tx) => {
+        await tx.insertInto('templates').values(record).execute();
+        await tx.insertInto('template_snapshots').values({ template: name, source_sandbox: source.id, dir }).execute();
+      });
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      // Another snapshot took the name while this one was being written.
+      if (await store.getTemplate(name)) throw new CapsuleError('name_taken', `a template named "${name}" already exists`, { hint: 'pick another name' });
+      throw err;
+    }
     return record;
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
-    if (fs.existsSync(dir) && !(await store.getTemplate(name))) fs.rmSync(dir, { recursive: true, force: true });
     if (err instanceof CapsuleError) throw err;
     throw new CapsuleError('internal', `snapshotting sandbox ${source.id} failed: ${errorMessage(err)}`, { hint: 'the sandbox runs on; try again', cause: err });
   }
