@@ -625,10 +625,13 @@ export class SandboxManager {
     await this.pausedMemory.cancel(id);
     const stateFile = this.pauseStateFile(id);
     const frozen = frozenFiles(this.pausedDir(id));
+    let mapped = false;
+    let restoredMs = 0;
     try {
       const saved = this.readMachine(id);
       let vm: LiveVm;
-      if (fs.existsSync(frozen.state) && fs.existsSync(frozen.memory)) {
+      mapped = fs.existsSync(frozen.state) && fs.existsSync(frozen.memory);
+      if (mapped) {
         vm = this.track(id, await this.launch(id, { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true }));
         await vm.restore(frozen.state, Date.now() + RESTORE_TIMEOUT_MS, false);
       } else if (fs.existsSync(stateFile)) {
@@ -637,6 +640,7 @@ export class SandboxManager {
       } else {
         throw new Error(`its saved state is missing from ${this.stateDir(id)}`);
       }
+      restoredMs = Date.now() - started;
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
     } catch (err) {
       const message = errorMessage(err);
@@ -646,6 +650,7 @@ export class SandboxManager {
     // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
     fs.rmSync(this.pausedDir(id), { recursive: true, force: true });
     fs.rmSync(stateFile, { force: true });
+    this.log.info({ sandbox: id, mapped, restoredMs, initMs: Date.now() - started - restoredMs }, 'sandbox resumed');
     await this.store.transition(id, 'running', 'user', `resumed in ${Date.now() - started} ms`, { expires_at: expiryFrom(record.timeout_ms) });
     return await this.get(id);
   }
