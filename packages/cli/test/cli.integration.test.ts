@@ -42,6 +42,11 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(capsule('ls').stdout).toMatch(/TIME LEFT\n.*cli-test.* -\n/);
     capsule('exec', id, '--', 'sh', '-c', 'echo cli-console-marker > /dev/console');
     expect(capsule('logs', id).stdout).toContain('cli-console-marker');
+    capsule('exec', id, '--', 'sh', '-c', 'echo from-snapshot > /root/s');
+    expect(capsule('snapshot', 'cli-test', '--template', 'cli-snap')).toMatchObject({ status: 0, stdout: 'cli-snap\n' });
+    expect(capsule('snapshot', 'cli-test').status).toBe(2);
+    expect(capsule('run', '--template', 'cli-snap', '--', 'cat', '/root/s')).toMatchObject({ status: 0, stdout: 'from-snapshot\n' });
+    expect(capsule('template', 'rm', 'cli-snap').status).toBe(0);
     expect(capsule('rm', id).status).toBe(0);
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
   });

@@ -438,6 +438,15 @@ export const BuildTemplateRequest = Type.Object(
 );
 export type BuildTemplateRequest = Static<typeof BuildTemplateRequest>;
 
+/** `POST /v1/sandboxes/{id}/snapshot`: the sandbox's current state becomes a new warm template. */
+export const SnapshotRequest = Type.Object(
+  {
+    template: CreateTemplateRequest.properties.name,
+  },
+  { additionalProperties: false },
+);
+export type SnapshotRequest = Static<typeof SnapshotRequest>;
+
 /**
  * One line of a template build's application/x-ndjson answer: `step` as each
  * instruction starts, `log` with its output, then `done` with the template or

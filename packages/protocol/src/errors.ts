@@ -12,6 +12,7 @@ export const errorCodes = {
   name_taken: 409,
   sandbox_not_running: 409,
   template_not_ready: 409,
+  template_in_use: 409,
   exec_failed: 422,
   insufficient_resources: 507,
   vm_start_failed: 500,

@@ -218,6 +218,15 @@ export class CapsuleClient {
     return body.sandboxes;
   }
 
+  /**
+   * Makes a running sandbox's current state (memory, processes, disk) the new
+   * template `template`; sandboxes created from it continue from this moment,
+   * each with its own identity. The sandbox runs on.
+   */
+  async snapshotSandbox(idOrName: string, template: string, options?: CallOptions): Promise<Template> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/snapshot`, { template }, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+  }
+
   /** Starts a paused sandbox again where it stopped. */
   async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });

@@ -96,6 +96,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   name_taken: CapsuleError,
   sandbox_not_running: CapsuleError,
   template_not_ready: CapsuleError,
+  template_in_use: CapsuleError,
   exec_failed: CapsuleError,
   insufficient_resources: CapsuleError,
   vm_start_failed: CapsuleError,

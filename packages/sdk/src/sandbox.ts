@@ -1,7 +1,7 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
 // are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
-import type { CreateSandboxRequest, EgressRules, PortRequest, Sandbox as SandboxInfo } from '@capsule/protocol';
+import type { CreateSandboxRequest, EgressRules, PortRequest, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions, type PortRequestInit } from './client.js';
 import type { TransportResponse } from './transport.js';
 import { SandboxAgent } from './agent-call.js';
@@ -170,6 +170,11 @@ export class Sandbox {
   async fork(count = 1, options: { signal?: AbortSignal } = {}): Promise<Sandbox[]> {
     const forks = await this.client.forkSandbox(this.id, count, callOptions(options));
     return forks.map((info) => new Sandbox(this.client, info));
+  }
+
+  /** Makes this moment of the sandbox (memory, processes, disk) the template `name`; it runs on. Create from it with `Sandbox.create({ template: name })`. */
+  async snapshot(name: string, options: { signal?: AbortSignal } = {}): Promise<Template> {
+    return await this.client.snapshotSandbox(this.id, name, callOptions(options));
   }
 
   /** Starts the paused sandbox again, its processes and files as they were, its clock corrected. */

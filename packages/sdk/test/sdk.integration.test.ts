@@ -50,6 +50,17 @@ describe('@capsule/sdk against a real daemon (real QEMU microVM)', () => {
     await fork!.kill();
   });
 
+  it('snapshots a sandbox as a template that new sandboxes continue from', async () => {
+    await sandbox.commands.run('echo snapshot-state > /root/s');
+    const template = await sandbox.snapshot('sdk-snap');
+    expect(template).toMatchObject({ name: 'sdk-snap', ready: true, warmSnapshot: 'ready' });
+    const clone = await Sandbox.create({ socketPath: daemon.socketPath, template: 'sdk-snap' });
+    expect((await clone.commands.run('cat /root/s; hostname')).stdout).toBe(`snapshot-state\n${clone.id.replace('_', '-')}\n`);
+    await clone.kill();
+    await sandbox.client.deleteTemplate('sdk-snap');
+    expect((await sandbox.client.listTemplates()).map((t) => t.name)).not.toContain('sdk-snap');
+  });
+
   it("reaches the sandbox's agent through the daemon's proxy (Connect RPC and /files)", async () => {
     const agent = sandbox.client.agent(sandbox.id);
     const entry = await agent.filesystem.stat({ path: '/etc/hostname' });

@@ -208,9 +208,26 @@ function networkCommand(): Command {
   );
 }
 
-/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork. */
+function snapshotCommand(): Command {
+  return addGlobalOptions(
+    new Command('snapshot')
+      .description("Make a running sandbox's current state (memory, processes, disk) a new template; the sandbox runs on")
+      .argument('<sandbox>', 'sandbox id or name')
+      .requiredOption('-t, --template <name>', 'the new template (lower-case letters, digits, _ . -)')
+      .option('--json', 'print the template as JSON')
+      .action(async (idOrName: string, options: { template: string; json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const client = await context.daemonClient();
+        const template = await context.progress.step(`Snapshotting ${idOrName} as template ${options.template}`, () => client.snapshotSandbox(idOrName, options.template));
+        if (options.json) printJson(template);
+        else process.stdout.write(`${template.name}\n`);
+      }),
+  );
+}
+
+/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork, snapshot. */
 export function sandboxShortcutCommands(): Command[] {
-  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume'), forkCommand()];
+  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume'), forkCommand(), snapshotCommand()];
 }
 
 /** `capsule sandbox create|ls|inspect|rm|logs`. */
@@ -225,6 +242,7 @@ export function sandboxCommand(): Command {
     pauseOrResumeCommand('pause'),
     pauseOrResumeCommand('resume'),
     forkCommand(),
+    snapshotCommand(),
     timeoutCommand(),
     keepaliveCommand(),
     networkCommand(),

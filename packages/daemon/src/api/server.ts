@@ -26,6 +26,8 @@ import {
   SandboxList,
   SetNetworkRequest,
   SetTimeoutRequest,
+  SnapshotRequest,
+  Template,
   TemplateList,
   httpStatusOf,
   type ErrorBody,
@@ -286,6 +288,19 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       },
     },
     async (request, reply) => reply.code(201).send({ sandboxes: await ctx.manager.fork(request.params.id, request.body.count ?? 1) }),
+  );
+
+  app.post<{ Params: { id: string }; Body: SnapshotRequest }>(
+    '/v1/sandboxes/:id/snapshot',
+    {
+      schema: {
+        params: IdParams,
+        body: SnapshotRequest,
+        description: 'Makes the sandbox’s current state (memory, processes, disk) a new warm template; the sandbox runs on.',
+        response: { 201: Template, ...errorResponses },
+      },
+    },
+    async (request, reply) => reply.code(201).send(ctx.images.templateView(await ctx.manager.snapshot(request.params.id, request.body.template))),
   );
 
   app.post<{ Params: { id: string } }>(

@@ -312,9 +312,10 @@ export class ImageService {
   async removeTemplate(name: string): Promise<void> {
     const template = await this.store.getTemplate(name);
     if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
+    if (await this.manager.removeSnapshotTemplate(name)) return;
     if (!(await imageTemplateNames(this.store)).includes(name)) {
       throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
-        hint: 'only templates made by `capsule template create --image` or `capsule template build` can be removed',
+        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
       });
     }
     const snapshotDir = await this.manager.forgetTemplate(name);

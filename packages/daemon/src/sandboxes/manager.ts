@@ -16,6 +16,9 @@ import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
+import { canFreeze, frozenFiles } from '../vmm/freeze.js';
+import { PausedMemoryConverter } from './paused-memory.js';
+import { freezeRunningVm, loadSnapshotTemplate, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
 import { templateImageDefaults, type TemplateImageDefaults } from '../images/image-records.js';
 import type { AccelChoice } from '../vmm/accel.js';
@@ -64,6 +67,9 @@ export class SandboxManager {
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
   private livenessTimer: NodeJS.Timeout | undefined;
+  private readonly pausedMemory: PausedMemoryConverter;
+  /** Sandboxes being frozen for a fork or a snapshot: one freeze (or pause) of a VM at a time. */
+  private readonly freezing = new Set<string>();
   private reaperTimer: NodeJS.Timeout | undefined;
   private readonly networks: SandboxNetworks;
   /** Connections to ports inside sandboxes, over their agents (see tunnels.ts). */
@@ -82,6 +88,7 @@ export class SandboxManager {
   ) {
     this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
     this.ports = new PublishedPorts(store, this.tunnels, log);
+    this.pausedMemory = new PausedMemoryConverter(this.freezeRuntimeDir, log);
   }
 
   get runningCount(): number {
@@ -123,6 +130,7 @@ export class SandboxManager {
     for (const vm of this.live.values()) vm.detach();
     this.live.clear();
     await this.ports.releaseAll();
+    await this.pausedMemory.cancelAll();
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
   }
 
@@ -151,15 +159,9 @@ export class SandboxManager {
     if (!this.config.warmSnapshots) return;
     this.warm.set(template.name, { state: 'building' });
     try {
-      const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
-      const snapshot =
-        loadWarmSnapshot(this.config.cacheDir, inputs) ??
-        (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
-          // Another daemon sharing the cache may have finished the same build first.
-          const built = loadWarmSnapshot(this.config.cacheDir, inputs);
-          if (built) return built;
-          throw err;
-        }));
+      const snapshotDir = await snapshotTemplateDir(this.store, template.name);
+      // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
+      const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () =>
@@ -175,6 +177,20 @@ export class SandboxManager {
       this.warm.set(template.name, { state: 'failed', error: errorMessage(err) });
       this.log.error({ template: template.name, err: errorMessage(err) }, 'no warm snapshot; sandboxes of this template boot cold');
     }
+  }
+
+  /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
+  private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
+    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
+    return (
+      loadWarmSnapshot(this.config.cacheDir, inputs) ??
+      (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
+        // Another daemon sharing the cache may have finished the same build first.
+        const built = loadWarmSnapshot(this.config.cacheDir, inputs);
+        if (built) return built;
+        throw err;
+      }))
+    );
   }
 
   private async adopt(record: SandboxRecord): Promise<void> {
@@ -268,7 +284,7 @@ export class SandboxManager {
   private async removeVmFiles(id: string): Promise<void> {
     await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
   }
 
   async create(request: CreateSandboxRequest): Promise<Sandbox> {
@@ -298,6 +314,7 @@ export class SandboxManager {
 
     const createdAt = new Date();
     const snapshot = this.usableSnapshot(templateName, vcpus, memoryMiB);
+    if (!snapshot) await this.refuseColdSnapshotTemplate(templateName);
     const pool = snapshot ? this.pools.get(templateName) : undefined;
     await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
     // Host ports are bound before anything starts: a conflict refuses the create here.
@@ -368,6 +385,20 @@ export class SandboxManager {
     return await this.get(id);
   }
 
+  /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
+  private async refuseColdSnapshotTemplate(template: string): Promise<void> {
+    if ((await snapshotTemplateDir(this.store, template)) === undefined) return;
+    const warm = this.warm.get(template);
+    if (warm?.snapshot) {
+      throw new CapsuleError('invalid_argument', `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`, {
+        hint: 'leave out --cpus and --memory',
+      });
+    }
+    throw new CapsuleError('template_not_ready', `template "${template}" cannot be restored: ${warm?.error ?? this.warmSnapshotState(template)}`, {
+      hint: warm?.state === 'failed' ? `remove it with \`capsule template rm ${template}\`` : 'try again in a moment',
+    });
+  }
+
   /**
    * A restore from this snapshot failed (a corrupt or missing file): later
    * creates of the template boot cold instead of failing the same way, until a
@@ -395,18 +426,36 @@ export class SandboxManager {
     return await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
   }
 
+  /** A paused sandbox's state as a memory file + device state, once converted (paused-memory.ts). */
+  private pausedDir(id: string): string {
+    return path.join(this.stateDir(id), 'paused');
+  }
+
+  private readMachine(id: string): VmSpec {
+    return JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
+  }
+
+  /** Where helper VMs of a freeze keep their sockets: among the sandboxes', so a daemon crash leaves no orphan unremoved. */
+  private get freezeRuntimeDir(): string {
+    return path.join(this.config.runtimeDir, 'sandboxes');
+  }
+
   /**
    * Saves the whole VM (memory, devices) into the sandbox's folder, written to
    * a temporary name, fsynced and renamed, then ends QEMU: a paused sandbox
    * holds no RAM. Its disk overlay stays where it is. If saving fails, the VM
    * is resumed as it was, or recorded as failed if QEMU died meanwhile.
+   * A stream to a file is written in a third of the time it takes to freeze
+   * the memory into a mappable file (vmm/freeze.ts), so pause writes the
+   * stream and the conversion runs afterwards (paused-memory.ts).
    */
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     const { record, vm } = await this.runningVm(idOrName);
     const id = record.id;
-    if (vm.stopping) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is already being paused or stopped`, { hint: 'wait for that to finish' });
+    if (vm.stopping || this.freezing.has(id)) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
     const target = this.pauseStateFile(id);
     const temp = `${target}.tmp`;
+    const machine = this.readMachine(id);
     vm.stopping = true;
     try {
       await this.saveWholeVm(vm, temp);
@@ -426,6 +475,7 @@ export class SandboxManager {
     await this.ports.release(id);
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     await this.store.transition(id, 'paused', reason, undefined, { expires_at: null });
+    if (canFreeze(machine)) this.pausedMemory.start(id, machine, target, this.pausedDir(id));
     return await this.get(id);
   }
 
@@ -445,30 +495,59 @@ export class SandboxManager {
 
   /**
    * Starts `count` sandboxes that each continue from this moment of a running
-   * sandbox. The source stops only while its memory and devices are saved and
-   * its disk overlay is copied, then runs on; every fork restores that state
-   * with its own copy of the disk, then /init gives it its own hostname,
-   * entropy and clock.
+   * sandbox. The source stops only while its memory and devices are frozen
+   * into one memory file and its disk overlay is copied, then runs on; every
+   * fork maps that file privately (so they share its pages) with its own copy
+   * of the disk, then /init gives it its own hostname, entropy and clock.
    */
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
     const { record, vm } = await this.runningVm(idOrName);
     await this.admit(record.memory_mib * count);
+    return await this.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count));
+  }
+
+  /** Runs `work` (which freezes the VM) unless the VM is already being frozen, paused or stopped. */
+  private async whileFreezing<T>(id: string, vm: LiveVm, work: () => Promise<T>): Promise<T> {
+    if (vm.stopping || this.freezing.has(id)) {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
+    }
+    this.freezing.add(id);
+    try {
+      return await work();
+    } finally {
+      this.freezing.delete(id);
+    }
+  }
+
+  private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<Sandbox[]> {
     const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
     fs.mkdirSync(work, { recursive: true, mode: 0o700 });
-    const stateFile = path.join(work, 'vm.state');
     const disk = path.join(work, 'overlay.qcow2');
+    const copyDisk = () => fs.copyFileSync(path.join(this.stateDir(record.id), 'overlay.qcow2'), disk);
     try {
-      try {
-        await this.saveWholeVm(vm, stateFile);
-        // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
-        fs.copyFileSync(path.join(this.stateDir(record.id), 'overlay.qcow2'), disk);
-      } finally {
-        await vm.qmp.execute('cont').catch(() => undefined);
-        // Reconnect the source's agent now, so a write left over from the old connection breaks this health check, not a user's call.
-        await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+      const machine = this.readMachine(record.id);
+      let restoreSpec: (id: string, overlay: string) => VmSpec;
+      let stateFile: string;
+      let ramInState: boolean;
+      if (canFreeze(machine)) {
+        const frozen = await freezeRunningVm(vm, machine, path.join(work, 'frozen'), this.freezeRuntimeDir, copyDisk);
+        restoreSpec = (id, overlay) => ({ ...machine, id, rootDisk: overlay, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true });
+        stateFile = frozen.state;
+        ramInState = false;
+      } else {
+        stateFile = path.join(work, 'vm.state');
+        try {
+          await this.saveWholeVm(vm, stateFile);
+          // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
+          copyDisk();
+        } finally {
+          await vm.qmp.execute('cont').catch(() => undefined);
+          await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+        }
+        restoreSpec = (id, overlay) => wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay });
+        ramInState = true;
       }
-      const machine = JSON.parse(fs.readFileSync(this.machineFile(record.id), 'utf8')) as VmSpec;
-      // Restoring is CPU-bound in QEMU (it loads all the saved memory): one per core at a time.
+      // Restoring keeps a core busy: one per core at a time.
       const forks: Sandbox[] = [];
       let next = 0;
       let failure: unknown;
@@ -476,7 +555,7 @@ export class SandboxManager {
         while (next < count && failure === undefined) {
           next++;
           try {
-            forks.push(await this.startFork(record, machine, stateFile, disk));
+            forks.push(await this.startFork(record, disk, (id, overlay) => restoreSpec(id, overlay), stateFile, ramInState));
           } catch (err) {
             failure ??= err;
           }
@@ -487,11 +566,12 @@ export class SandboxManager {
       if (failure !== undefined) throw failure;
       return forks;
     } finally {
+      // Forks keep their private mappings of the memory file; nothing reads it again.
       fs.rmSync(work, { recursive: true, force: true });
     }
   }
 
-  private async startFork(source: SandboxRecord, machine: VmSpec, stateFile: string, disk: string): Promise<Sandbox> {
+  private async startFork(source: SandboxRecord, disk: string, spec: (id: string, overlay: string) => VmSpec, stateFile: string, ramInState: boolean): Promise<Sandbox> {
     const id = newSandboxId();
     const createdAt = new Date();
     await this.store.insertSandbox({
@@ -509,9 +589,10 @@ export class SandboxManager {
       fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
       const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
       fs.copyFileSync(disk, overlay);
+      // The fork's own network backend, never the source's (a TAP device is one VM's).
       const nic = await this.networks.backendFor(id);
-      const vm = this.track(id, await this.launch(id, wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay, nic })));
-      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, true, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
+      const vm = this.track(id, await this.launch(id, { ...spec(id, overlay), nic }));
+      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
       await vm.initGuest(this.initRequest(id, undefined));
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
         boot_ms: Date.now() - createdAt.getTime(),
@@ -525,7 +606,51 @@ export class SandboxManager {
     return await this.get(id);
   }
 
-  /** Starts a paused sandbox's VM again from its saved state, clock corrected, lifetime restarted. */
+  /**
+   * Turns a running sandbox's current state into a new warm template (see
+   * snapshot.ts); the sandbox runs on. Sandboxes created from the template
+   * continue from this moment, each with its own identity.
+   */
+  async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
+    const { record, vm } = await this.runningVm(idOrName);
+    const template = await this.whileFreezing(record.id, vm, () =>
+      snapshotToTemplate(
+        this.store,
+        { id: record.id, vm, machine: this.readMachine(record.id), overlay: path.join(this.stateDir(record.id), 'overlay.qcow2') },
+        templateName,
+        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir },
+        this.qemuVersion,
+      ),
+    );
+    this.log.info({ sandbox: record.id, template: templateName }, 'sandbox snapshotted as a template');
+    await this.prepareWarmSnapshot(template);
+    return template;
+  }
+
+  /**
+   * Removes a template made by `capsule snapshot`; false for other templates.
+   * Refused while sandboxes made from it live: their disks are overlays on its
+   * disk, which a resume (or an adopting daemon) opens again.
+   */
+  async removeSnapshotTemplate(name: string): Promise<boolean> {
+    const dir = await snapshotTemplateDir(this.store, name);
+    if (dir === undefined) return false;
+    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
+    if (users.length > 0) {
+      throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
+        hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
+      });
+    }
+    await this.forgetTemplate(name);
+    await removeSnapshotTemplate(this.store, name, dir);
+    return true;
+  }
+
+  /**
+   * Starts a paused sandbox's VM again from its saved state, clock corrected,
+   * lifetime restarted. A missing or unreadable state ends the sandbox in
+   * `error` with the reason; nothing of the attempt is left running.
+   */
   async resume(idOrName: string): Promise<Sandbox> {
     const record = await this.require(idOrName);
     const id = record.id;
@@ -535,19 +660,33 @@ export class SandboxManager {
     const started = Date.now();
     // Its host ports first: one taken while it was paused refuses the resume, and it stays paused.
     await this.ports.bind(id);
+    // A conversion still under way is dropped: reading the stream is quicker than waiting for it.
+    await this.pausedMemory.cancel(id);
+    const stateFile = this.pauseStateFile(id);
+    const frozen = frozenFiles(this.pausedDir(id));
+    let mapped = false;
+    let restoredMs = 0;
     try {
-      const saved = JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
-      const vm = await this.launch(id, wholeStateRestoreSpec({ ...saved, nic: await this.networks.backendFor(id) }));
-      this.track(id, vm);
+      const saved = { ...this.readMachine(id), nic: await this.networks.backendFor(id) };
+      mapped = fs.existsSync(frozen.state) && fs.existsSync(frozen.memory);
+      if (!mapped && !fs.existsSync(stateFile)) throw new Error(`its saved state is missing from ${this.stateDir(id)}`);
+      const vm = this.track(
+        id,
+        await this.launch(id, mapped ? { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true } : wholeStateRestoreSpec(saved)),
+      );
       // The policy may have changed while the sandbox was paused.
-      await vm.restore(this.pauseStateFile(id), Date.now() + RESTORE_TIMEOUT_MS, true, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
+      await vm.restore(mapped ? frozen.state : stateFile, Date.now() + RESTORE_TIMEOUT_MS, !mapped, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
+      restoredMs = Date.now() - started;
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
     } catch (err) {
       const message = errorMessage(err);
       await this.fail(id, 'resume_failed', message);
-      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``, cause: err });
     }
-    fs.rmSync(this.pauseStateFile(id), { force: true });
+    // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
+    fs.rmSync(this.pausedDir(id), { recursive: true, force: true });
+    fs.rmSync(stateFile, { force: true });
+    this.log.info({ sandbox: id, mapped, restoredMs, initMs: Date.now() - started - restoredMs }, 'sandbox resumed');
     await this.store.transition(id, 'running', 'user', `resumed in ${Date.now() - started} ms`, { expires_at: expiryFrom(record.timeout_ms) });
     return await this.get(id);
   }
@@ -590,6 +729,8 @@ export class SandboxManager {
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
       nic: await this.networks.backendFor(id),
+      // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
+      memoryBackend: { type: 'ram' },
     };
     const vm = this.track(id, await this.launch(id, spec));
     // Set while the guest is still in its kernel: nothing of the sandbox's own has run yet.
@@ -744,6 +885,7 @@ export class SandboxManager {
       await vm.stop();
       this.live.delete(record.id);
     }
+    await this.pausedMemory.cancel(record.id);
     await this.removeVmFiles(record.id);
     fs.rmSync(this.stateDir(record.id), { recursive: true, force: true });
     await this.store.transition(record.id, 'killed', reason, undefined, { expires_at: null });

@@ -138,4 +138,16 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0008_snapshots': {
+    async up(db: Kysely<unknown>) {
+      // A template made by `capsule snapshot` from a sandbox: its warm snapshot (memory, devices, a
+      // flattened qcow2 disk) lives in `dir` and is loaded by name; it is never rebuilt by booting.
+      await db.schema
+        .createTable('template_snapshots')
+        .addColumn('template', 'text', (c) => c.primaryKey().references('templates.name').onDelete('cascade'))
+        .addColumn('source_sandbox', 'text', (c) => c.notNull())
+        .addColumn('dir', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };

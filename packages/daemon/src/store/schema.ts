@@ -111,6 +111,14 @@ export interface SandboxPortRow {
   guest_port: number;
 }
 
+export interface TemplateSnapshotRow {
+  template: string;
+  /** The sandbox whose state it is. */
+  source_sandbox: string;
+  /** Folder of its warm snapshot (snapshot.json, memory, state, disk.qcow2). */
+  dir: string;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -121,4 +129,5 @@ export interface Database {
   template_images: TemplateImageRow;
   network_leases: NetworkLeaseRow;
   sandbox_ports: SandboxPortRow;
+  template_snapshots: TemplateSnapshotRow;
 }
