@@ -1,6 +1,8 @@
 // The sandbox spec flags that `run` and `sandbox create` share, turned into the
 // daemon's create request in one place so the two commands cannot drift.
 import type { CreateSandboxRequest, PortRequest } from '@capsule/protocol';
+import type { Command } from 'commander';
+import { collectCidr } from './option-parsers.js';
 
 export interface SandboxSpecOptions {
   template?: string;
@@ -23,6 +25,14 @@ export interface SandboxSpecOptions {
 }
 
 export const DEFAULT_TEMPLATE = 'base';
+
+/** The network flags of `run` and `sandbox create`. */
+export function addNetworkOptions(command: Command): Command {
+  return command
+    .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
+    .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
+    .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr);
+}
 
 export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxRequest & { template: string } {
   return {

@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from 'commander';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { collectEnv, collectMetadata, parseCpuCount, parseDepth, parseDurationMs, parseKeyValue, parseKillSignal, parseMemoryMiB, parsePid } from './option-parsers.js';
+import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDepth, parseDurationMs, parseKeyValue, parseKillSignal, parseMemoryMiB, parseOnOff, parsePid } from './option-parsers.js';
+import { toCreateRequest } from './create-request.js';
 
 describe('parseMemoryMiB', () => {
   it.each([
@@ -86,5 +87,22 @@ describe('parsePid and parseDepth', () => {
     expect(parseDepth('3')).toBe(3);
     for (const bad of ['0', '-1', '1.5', 'abc', '', '4294967296']) expect(() => parsePid(bad)).toThrow(InvalidArgumentError);
     for (const bad of ['0', 'x', '2.5']) expect(() => parseDepth(bad)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('network options', () => {
+  it('reads on/off and collects IPv4 networks, refusing anything else as a usage error', () => {
+    expect(parseOnOff('on')).toBe(true);
+    expect(parseOnOff('off')).toBe(false);
+    expect(() => parseOnOff('yes')).toThrow(InvalidArgumentError);
+    expect(collectCidr('1.2.3.4', collectCidr('10.0.0.0/8', undefined))).toEqual(['10.0.0.0/8', '1.2.3.4']);
+    for (const bad of ['example.com', '10.0.0.0/', '::/0']) expect(() => collectCidr(bad, undefined), bad).toThrow(InvalidArgumentError);
+  });
+
+  it('asks for no internet only when --no-internet is given, and sends both lists when either is', () => {
+    expect(toCreateRequest({ internet: true })).not.toHaveProperty('internet');
+    expect(toCreateRequest({ internet: false })).toMatchObject({ internet: false });
+    expect(toCreateRequest({ egressDeny: ['0.0.0.0/0'] })).toMatchObject({ egress: { allow: [], deny: ['0.0.0.0/0'] } });
+    expect(toCreateRequest({})).not.toHaveProperty('egress');
   });
 });

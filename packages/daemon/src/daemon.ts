@@ -67,6 +67,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     accel: accel.accel,
     accelReason: accel.reason,
     qemuVersion: qemu,
+    network: config.network,
     stateDir: config.stateDir,
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,

@@ -70,6 +70,7 @@ describe('user-mode networking (real QEMU microVM)', () => {
   };
 
   it('gives the guest its address, gateway and DNS, and reaches the host through the gateway', async () => {
+    expect((await daemon.request('GET', '/v1/info')).body.network).toBe('user');
     const sandbox = await create({});
     expect(sandbox.network).toMatchObject({ mode: 'user', internet: true, guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' });
     expect((await exec(sandbox.id, ['cat', '/etc/resolv.conf'])).stdout).toBe('nameserver 10.0.2.3\n');

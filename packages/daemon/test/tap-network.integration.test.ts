@@ -119,6 +119,7 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
   };
 
   it('gives each sandbox its own namespace and link addresses, NATs it out, and keeps it off the host', async () => {
+    expect((await daemon.request('GET', '/v1/info')).body.network).toBe('tap');
     const a = await create({});
     const b = await create({});
     expect(sandboxNamespaces()).toEqual(expect.arrayContaining([`capsule-${tag}-${a.id}`, `capsule-${tag}-${b.id}`]));

@@ -290,6 +290,8 @@ export const DaemonInfo = Type.Object(
     accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
     accelReason: Type.String(),
     qemuVersion: Type.String(),
+    /** How sandboxes are networked: QEMU's user-mode stack, or TAP devices in namespaces (CAPSULE_NETWORK). */
+    network: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('tap')])),
     stateDir: Type.String(),
     runtimeDir: Type.String(),
     socketPath: Type.String(),

@@ -9,9 +9,9 @@ import { formatError } from '../error-report.js';
 import { formatElapsed } from '../human-format.js';
 import { EXIT_CAPSULE_FAILURE, exitCodeOfInterruption } from '../exit-codes.js';
 import { Interrupts } from '../interrupts.js';
-import { collectCidr, collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
+import { collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { forwardSignal, streamCommand } from '../stream-command.js';
-import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 
 interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
@@ -100,7 +100,7 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
 
 export function runCommand(): Command {
   return addGlobalOptions(
-    new Command('run')
+    addNetworkOptions(new Command('run'))
       .description('Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards')
       .argument('<cmd...>', 'the command and its arguments (put them after --)')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
@@ -112,9 +112,6 @@ export function runCommand(): Command {
       .option('--name <name>', 'name for the sandbox')
       .option('--timeout <duration>', 'kill the command after this long (30s, 5m; 0 = never)', parseDurationMs)
       .option('--keep', 'keep the sandbox after the command ends')
-      .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
-      .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
-      .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr)
       .passThroughOptions()
       .action(runAction),
   );

@@ -8,7 +8,7 @@ import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
 import { collectCidr, collectEnv, collectMetadata, collectPublish, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
-import { DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 
@@ -18,7 +18,7 @@ interface CreateOptions extends SandboxSpecOptions {
 
 function createCommand(): Command {
   return addGlobalOptions(
-    new Command('create')
+    addNetworkOptions(new Command('create'))
       .description('Create a sandbox and print its id')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
@@ -28,9 +28,6 @@ function createCommand(): Command {
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
       .addOption(new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices(['kill', 'pause']))
-      .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
-      .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
-      .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr)
       .option('-p, --publish <[ip:]host:port>', 'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)', collectPublish)
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
