@@ -26,6 +26,17 @@ describe('users', () => {
     expect(lookupUser('missing', passwd)).toBeUndefined();
   });
 
+  it('sees users added to passwd after an earlier lookup', () => {
+    const file = join(dir, 'passwd-growing');
+    writeFileSync(file, 'root:x:0:0:root:/root:/bin/bash\n');
+    expect(lookupUser('late', file)).toBeUndefined();
+    writeFileSync(file, 'root:x:0:0:root:/root:/bin/bash\nlate:x:1500:1500::/home/late:/bin/sh\n');
+    expect(lookupUser('late', file)).toMatchObject({ uid: 1500 });
+    // Same size, new contents: still noticed.
+    writeFileSync(file, 'root:x:0:0:root:/root:/bin/bash\nlate:x:1600:1600::/home/late:/bin/sh\n');
+    expect(lookupUser('late', file)).toMatchObject({ uid: 1600 });
+  });
+
   it('takes the user from an envd-style Basic header', () => {
     expect(usernameFromAuthorization(basic('user:'))).toBe('user');
     expect(usernameFromAuthorization(basic('user:secret'))).toBe('user');

@@ -1,9 +1,10 @@
 // Who an operation runs as: the Unix user named by the request (envd's
 // `Authorization: Basic base64(user:)` convention) resolved from /etc/passwd.
-// Reads passwd on every call, because users can be added inside a running
-// sandbox; must never trust a name it could not resolve.
+// Looks at passwd on every call, because users can be added inside a running
+// sandbox (re-reading it only when it changed: parsing it per exec is a
+// measurable share of an exec under TCG); must never trust a name it could not resolve.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Code, ConnectError } from '@connectrpc/connect';
 
 export interface UnixUser {
@@ -29,14 +30,28 @@ export function parsePasswd(text: string): UnixUser[] {
   return users;
 }
 
+/** The last passwd read, with what identifies that version of the file. */
+let parsedPasswd: { path: string; version: string; users: UnixUser[] } | undefined;
+
 export function lookupUser(name: string, passwdPath = PASSWD_PATH): UnixUser | undefined {
-  let text: string;
+  let users: UnixUser[];
   try {
-    text = readFileSync(passwdPath, 'utf8');
+    const stat = statSync(passwdPath, { bigint: true });
+    // Any edit, rename over it or truncation changes one of these.
+    const version = `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+    if (parsedPasswd?.path === passwdPath && parsedPasswd.version === version) {
+      users = parsedPasswd.users;
+    } else {
+      users = parsePasswd(readFileSync(passwdPath, 'utf8'));
+      // File times are coarse (a clock tick): a file changed this recently may
+      // change again without its version changing, so it is not kept ("racy git").
+      const settled = Date.now() - Number(stat.mtimeNs / 1_000_000n) > 2000;
+      parsedPasswd = settled ? { path: passwdPath, version, users } : undefined;
+    }
   } catch {
     return undefined;
   }
-  return parsePasswd(text).find((user) => user.name === name);
+  return users.find((user) => user.name === name);
 }
 
 /**
