@@ -47,6 +47,11 @@ describe('qemu command line', () => {
     expect(kernelCommandLine({ ...spec, accel: 'kvm', tscKhz: 2596100 })).not.toContain('tsc_early_khz');
     expect(kernelCommandLine(spec)).not.toContain('tsc_early_khz');
   });
+
+  it("runs the agent without V8's JIT under TCG only", () => {
+    expect(kernelCommandLine(spec)).toContain('capsule.jitless=1');
+    expect(kernelCommandLine({ ...spec, accel: 'kvm' })).not.toContain('capsule.jitless');
+  });
 });
 
 describe('qemu network device', () => {
