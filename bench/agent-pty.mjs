@@ -14,7 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@capsule/protocol/agent';
-import { percentile, repo } from './harness.mjs';
+import { repo } from './harness.mjs';
+import { percentile } from './lib/stats.mjs';
 
 const rounds = Number(process.argv[2] ?? 50);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-bench-pty-'));
