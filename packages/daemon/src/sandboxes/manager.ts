@@ -342,7 +342,9 @@ export class SandboxManager {
       expires_at: null,
       ...egressPolicyColumns(egress),
     }).catch(async (err: unknown) => {
+      // Nothing of this sandbox is recorded: give back what it took.
       await ports.release();
+      await pooled?.discard();
       throw err;
     });
     try {
