@@ -27,6 +27,7 @@ export const errorCodes = {
   registry_auth_failed: 403,
   registry_unreachable: 502,
   build_step_failed: 422,
+  template_start_failed: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

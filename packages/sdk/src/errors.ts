@@ -111,6 +111,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   registry_auth_failed: CapsuleError,
   registry_unreachable: CapsuleError,
   build_step_failed: CapsuleError,
+  template_start_failed: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

@@ -65,4 +65,6 @@ export type {
   SandboxState,
   StateTransition,
   Template as TemplateInfo,
+  TemplateDetails,
+  PruneResult,
 } from '@capsule/protocol';

@@ -1,0 +1,102 @@
+// The cache of template build steps: the disk after each step, keyed by the
+// hash of everything the step depends on (the previous step's key, the
+// instruction, the files a COPY reads, the ENV/USER/WORKDIR state). A disk is
+// a qcow2 delta over the previous step's disk (or over the FROM's disk), so a
+// rebuild boots from the last unchanged step instead of from scratch. Entries
+// are only ever added with new file names, never rewritten in place: a chain
+// another build is reading never changes under it.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { isProcessAlive, runCommand } from '../launcher.js';
+import { writeFileAtomic } from '../guest/files.js';
+
+export interface StepEntry {
+  /** The disk after the step (a qcow2 chain); undefined: the FROM's disk, unchanged. */
+  disk: string | undefined;
+  createdAt: number;
+}
+
+export class BuildStepCache {
+  constructor(readonly dir: string) {}
+
+  private entryFile(key: string): string {
+    return path.join(this.dir, `${key}.json`);
+  }
+
+  /**
+   * The step's entry if it is usable: every file of its disk's backing chain
+   * is there and none was rewritten after the entry was made (a FROM whose
+   * disk was rebuilt at the same path must not be read under a stale delta).
+   */
+  async lookup(key: string): Promise<StepEntry | undefined> {
+    let entry: StepEntry;
+    try {
+      entry = JSON.parse(fs.readFileSync(this.entryFile(key), 'utf8')) as StepEntry;
+    } catch {
+      return undefined;
+    }
+    if (entry.disk !== undefined) {
+      try {
+        const { stdout } = await runCommand('qemu-img', ['info', '-U', '--backing-chain', '--output=json', entry.disk]);
+        const chain = JSON.parse(stdout) as { filename: string }[];
+        if (chain.some((image) => fs.statSync(image.filename).mtimeMs > entry.createdAt)) return undefined;
+      } catch {
+        return undefined;
+      }
+    }
+    return entry;
+  }
+
+  /** A file name for a new overlay of a running build, in the cache's folder (renamed by `commit`). */
+  newOverlayPath(): string {
+    fs.mkdirSync(this.dir, { recursive: true });
+    return path.join(this.dir, `.overlay-${process.pid}-${randomBytes(6).toString('hex')}.qcow2`);
+  }
+
+  /**
+   * Records the steps a build ran, in order. `delta` is the frozen overlay
+   * holding a step's writes (nothing for ENV and USER); the first one's
+   * backing is already `startDisk` (or the FROM's disk), later ones are
+   * pointed at the delta before them. Returns the last step's disk.
+   */
+  async commit(startDisk: string | undefined, steps: { key: string; delta?: string | undefined }[]): Promise<string | undefined> {
+    let disk = startDisk;
+    let previousDelta: string | undefined;
+    for (const step of steps) {
+      if (step.delta !== undefined) {
+        const final = path.join(this.dir, `${step.key}-${randomBytes(4).toString('hex')}.qcow2`);
+        fs.renameSync(step.delta, final);
+        // Its header names the overlay file the VM had before (in the sandbox's folder or a temporary name).
+        if (previousDelta !== undefined) await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', previousDelta, final]);
+        previousDelta = final;
+        disk = final;
+      }
+      writeFileAtomic(this.entryFile(step.key), JSON.stringify({ disk, createdAt: Date.now() } satisfies StepEntry));
+    }
+    return disk;
+  }
+
+  /**
+   * Removes every cached step. Overlays of builds still running (their
+   * daemon's pid is in the name) stay; such a build's own start disk may go,
+   * which only makes the steps it caches unusable later, never wrong.
+   */
+  prune(): { entries: number; bytes: number } {
+    let entries = 0;
+    let bytes = 0;
+    for (const name of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
+      const pid = Number(/^\.overlay-(\d+)-/.exec(name)?.[1]);
+      if (pid > 0 && isProcessAlive(pid)) continue;
+      const file = path.join(this.dir, name);
+      try {
+        bytes += fs.statSync(file).blocks * 512;
+        fs.rmSync(file, { force: true });
+        if (name.endsWith('.json')) entries++;
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    return { entries, bytes };
+  }
+}
