@@ -127,6 +127,11 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   return lines.join('\n') + '\n';
 }
 
+/** A command as a Capsulefile writes it: the shell form's text, else the exec form's JSON array. */
+function capsulefileCommand(argv: readonly string[]): string {
+  return argv.length === 3 && argv[0] === '/bin/sh' && argv[1] === '-c' ? argv[2]! : JSON.stringify(argv);
+}
+
 /** The human view of `capsule template inspect`. */
 export function describeTemplate(template: TemplateDetails, now: number = Date.now()): string {
   const source = { base: 'base (built by capsuled prepare)', image: 'image', capsulefile: 'Capsulefile' }[template.source];
@@ -134,8 +139,8 @@ export function describeTemplate(template: TemplateDetails, now: number = Date.n
     ['Name', template.name],
     ['Source', template.from ? `${source}: ${template.from}` : source],
     ['Image', template.imageDigest ?? '-'],
-    ['Start', template.startCommand ? shellQuote(template.startCommand) : '-'],
-    ['Ready', template.readyCommand ? `${shellQuote(template.readyCommand)} (retried for ${formatElapsed(template.readyTimeoutMs ?? 0)})` : '-'],
+    ['Start', template.startCommand ? capsulefileCommand(template.startCommand) : '-'],
+    ['Ready', template.readyCommand ? `${capsulefileCommand(template.readyCommand)} (retried for ${formatElapsed(template.readyTimeoutMs ?? 0)})` : '-'],
     ['User', template.user ?? '-'],
     ['Workdir', template.workdir ?? '-'],
     ['Env', Object.keys(template.env).length === 0 ? '-' : Object.entries(template.env).map(([key, value]) => `${key}=${value}`).join(', ')],

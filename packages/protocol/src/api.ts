@@ -334,7 +334,8 @@ export const CreateTemplateRequest = Type.Object(
     vcpus: Type.Optional(Type.Integer({ minimum: limits.minVcpus, maximum: limits.maxVcpus })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: limits.minMemoryMiB, maximum: limits.maxMemoryMiB })),
     start: Type.Optional(
-      Type.Union([Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024 }), Type.Literal('image')], {
+      // The literal first: Fastify's validator would otherwise coerce "image" into ["image"].
+      Type.Union([Type.Literal('image'), Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024 })], {
         description: 'the start command (argv), run in the background before the warm snapshot; `image`: the image config’s Entrypoint + Cmd',
       }),
     ),
