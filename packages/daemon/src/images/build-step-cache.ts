@@ -77,6 +77,14 @@ export class BuildStepCache {
     return disk;
   }
 
+  /** Removes overlays of builds whose daemon died before committing them. */
+  removeAbandonedOverlays(): void {
+    for (const name of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
+      const pid = Number(/^\.overlay-(\d+)-/.exec(name)?.[1]);
+      if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) fs.rmSync(path.join(this.dir, name), { force: true });
+    }
+  }
+
   /**
    * Removes every cached step. Overlays of builds still running (their
    * daemon's pid is in the name) stay; such a build's own start disk may go,

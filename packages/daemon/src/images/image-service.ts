@@ -34,7 +34,7 @@ import {
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { BuildStepCache } from './build-step-cache.js';
-import { TemplateBuilder, temporaryTemplateName, type BuildBase, type ServiceCommands } from './template-build.js';
+import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type ServiceCommands } from './template-build.js';
 import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
@@ -88,6 +88,9 @@ export class ImageService {
       const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
     }
+    // Templates and overlays of builds that a daemon stopped in the middle of (none runs before start).
+    for (const prefix of BUILD_TEMPLATE_PREFIXES) await this.store.db.deleteFrom('templates').where('name', 'like', `${prefix}%`).execute();
+    new BuildStepCache(this.stepsDir()).removeAbandonedOverlays();
     for (const name of await imageTemplateNames(this.store)) {
       await this.store.db
         .updateTable('templates')
@@ -247,6 +250,7 @@ export class ImageService {
 
   /** Builds a template from a stored image (its root filesystem, then its warm snapshot in the background). */
   async createTemplate(request: CreateTemplateRequest): Promise<Template> {
+    checkTemplateName(request.name);
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }
@@ -313,6 +317,7 @@ export class ImageService {
 
   /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
   async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+    checkTemplateName(request.name);
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }

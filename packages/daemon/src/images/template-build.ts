@@ -300,7 +300,7 @@ export class TemplateBuilder {
 
   /** A template that exists only while a build boots from a cached step's disk. */
   private async templateOfDisk(base: TemplateRecord, disk: string): Promise<TemplateRecord> {
-    const record: TemplateRecord = { ...base, name: `build-step-${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
+    const record: TemplateRecord = { ...base, name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
     await this.store.db.insertInto('templates').values(record).execute();
     return record;
   }
@@ -390,7 +390,16 @@ export function describeStep(step: BuildStep): string {
   }
 }
 
+/** Templates that exist only while a build runs are named with these prefixes, which users' templates may not take. */
+export const BUILD_TEMPLATE_PREFIXES = ['build-base-', 'build-step-'] as const;
+
 /** A name for a template that exists only while a build boots from an image. */
 export function temporaryTemplateName(): string {
-  return `build-base-${randomBytes(6).toString('hex')}`;
+  return `${BUILD_TEMPLATE_PREFIXES[0]}${randomBytes(6).toString('hex')}`;
+}
+
+/** Refuses a template name that only builds may use. */
+export function checkTemplateName(name: string): void {
+  const prefix = BUILD_TEMPLATE_PREFIXES.find((p) => name.startsWith(p));
+  if (prefix) throw new CapsuleError('invalid_argument', `template names starting with "${prefix}" are kept for template builds`, { hint: 'pick another name' });
 }
