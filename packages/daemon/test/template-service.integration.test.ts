@@ -93,6 +93,10 @@ describe('template services and the build cache (real registry, real QEMU microV
     const first = await exec(sandbox.id, 'wget -q -O - http://127.0.0.1:8080/; cat /tmp/starts');
     expect(first.stderr).toBe('');
     expect(first.stdout).toBe('served by the template\nstarted\n');
+    // The agent of the sandbox knows the START process (it was started before the snapshot) by its tag.
+    const ps = capsule(['ps', sandbox.id]);
+    expect(ps.status, ps.stderr).toBe(0);
+    expect(ps.stdout).toMatch(/^\d+ +capsule-start +- +\/bin\/sh -c 'echo started/m);
     // A second sandbox runs its own copy of the same started server.
     const other = await createSandbox('served');
     expect((await exec(other.id, 'wget -q -O - http://127.0.0.1:8080/')).stdout).toBe('served by the template\n');
