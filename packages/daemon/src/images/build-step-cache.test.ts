@@ -57,12 +57,19 @@ describe('BuildStepCache (real qemu-img)', () => {
     expect(await cache.lookup('k1')).toBeUndefined();
   });
 
-  it('prunes every entry and overlay, but not the overlays of a build still running', async () => {
+  it('prunes every entry and overlay, but not what a build still running uses', async () => {
     await cache.commit(undefined, [{ key: 'k1', delta: overlay(base, 'raw') }, { key: 'k2' }]);
+    const leasedDisk = await cache.commit(undefined, [{ key: 'k3', delta: overlay(base, 'raw') }]);
     const running = overlay(base, 'raw'); // this process's: a build in progress
-    const abandoned = path.join(cache.dir, '.overlay-999999999-dead.qcow2');
-    fs.writeFileSync(abandoned, 'x');
-    expect(cache.prune().entries).toBe(2);
+    const lease = cache.lease();
+    lease.add([leasedDisk!]);
+    fs.writeFileSync(path.join(cache.dir, '.overlay-999999999-dead.qcow2'), 'x');
+    fs.writeFileSync(path.join(cache.dir, '.lease-999999999-dead.json'), JSON.stringify([path.join(cache.dir, 'k1.json')]));
+    expect(cache.prune().entries).toBe(3);
+    const left = fs.readdirSync(cache.dir);
+    expect(left.filter((n) => !n.startsWith('.lease-')).sort()).toEqual([path.basename(leasedDisk!), path.basename(running)].sort());
+    lease.release();
+    expect(cache.prune().entries).toBe(0);
     expect(fs.readdirSync(cache.dir)).toEqual([path.basename(running)]);
   });
 });

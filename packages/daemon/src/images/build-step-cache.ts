@@ -29,23 +29,42 @@ export class BuildStepCache {
    * is there and none was rewritten after the entry was made (a FROM whose
    * disk was rebuilt at the same path must not be read under a stale delta).
    */
-  async lookup(key: string): Promise<StepEntry | undefined> {
+  async lookup(key: string): Promise<(StepEntry & { chain: string[] }) | undefined> {
     let entry: StepEntry;
     try {
       entry = JSON.parse(fs.readFileSync(this.entryFile(key), 'utf8')) as StepEntry;
     } catch {
       return undefined;
     }
+    let chain: string[] = [];
     if (entry.disk !== undefined) {
       try {
         const { stdout } = await runCommand('qemu-img', ['info', '-U', '--backing-chain', '--output=json', entry.disk]);
-        const chain = JSON.parse(stdout) as { filename: string }[];
-        if (chain.some((image) => fs.statSync(image.filename).mtimeMs > entry.createdAt)) return undefined;
+        chain = (JSON.parse(stdout) as { filename: string }[]).map((image) => image.filename);
+        if (chain.some((file) => fs.statSync(file).mtimeMs > entry.createdAt)) return undefined;
       } catch {
         return undefined;
       }
     }
-    return entry;
+    return { ...entry, chain };
+  }
+
+  /**
+   * Protects files a running build reads (the chain it boots from, the disks
+   * it commits before flattening the last one) from `prune` by another daemon
+   * until `release`; a lease of a daemon that died protects nothing.
+   */
+  lease(): { add(files: readonly string[]): void; release(): void } {
+    fs.mkdirSync(this.dir, { recursive: true });
+    const file = path.join(this.dir, `.lease-${process.pid}-${randomBytes(6).toString('hex')}.json`);
+    const files: string[] = [];
+    return {
+      add: (more) => {
+        files.push(...more);
+        writeFileAtomic(file, JSON.stringify(files));
+      },
+      release: () => fs.rmSync(file, { force: true }),
+    };
   }
 
   /** A file name for a new overlay of a running build, in the cache's folder (renamed by `commit`). */
@@ -60,12 +79,13 @@ export class BuildStepCache {
    * backing is already `startDisk` (or the FROM's disk), later ones are
    * pointed at the delta before them. Returns the last step's disk.
    */
-  async commit(startDisk: string | undefined, steps: { key: string; delta?: string | undefined }[]): Promise<string | undefined> {
+  async commit(startDisk: string | undefined, steps: { key: string; delta?: string | undefined }[], onNamed: (file: string) => void = () => {}): Promise<string | undefined> {
     let disk = startDisk;
     let previousDelta: string | undefined;
     for (const step of steps) {
       if (step.delta !== undefined) {
         const final = path.join(this.dir, `${step.key}-${randomBytes(4).toString('hex')}.qcow2`);
+        onNamed(final);
         fs.renameSync(step.delta, final);
         // Its header names the overlay file the VM had before (in the sandbox's folder or a temporary name).
         if (previousDelta !== undefined) await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', previousDelta, final]);
@@ -86,21 +106,32 @@ export class BuildStepCache {
   }
 
   /**
-   * Removes every cached step. Overlays of builds still running (their
-   * daemon's pid is in the name) stay; such a build's own start disk may go,
-   * which only makes the steps it caches unusable later, never wrong.
+   * Removes every cached step except what builds still running use (their
+   * overlays and leases carry their daemon's pid).
    */
   prune(): { entries: number; bytes: number } {
     let entries = 0;
     let bytes = 0;
-    for (const name of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
-      const pid = Number(/^\.overlay-(\d+)-/.exec(name)?.[1]);
-      if (pid > 0 && isProcessAlive(pid)) continue;
+    const names = fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : [];
+    const running = (name: string) => {
+      const pid = Number(/^\.(?:overlay|lease)-(\d+)-/.exec(name)?.[1]);
+      return pid > 0 && isProcessAlive(pid);
+    };
+    const leased = new Set<string>();
+    for (const name of names.filter((n) => n.startsWith('.lease-') && running(n))) {
+      try {
+        for (const file of JSON.parse(fs.readFileSync(path.join(this.dir, name), 'utf8')) as string[]) leased.add(file);
+      } catch {
+        // Being written or released meanwhile.
+      }
+    }
+    for (const name of names) {
       const file = path.join(this.dir, name);
+      if (running(name) || leased.has(file)) continue;
       try {
         bytes += fs.statSync(file).blocks * 512;
         fs.rmSync(file, { force: true });
-        if (name.endsWith('.json')) entries++;
+        if (name.endsWith('.json') && !name.startsWith('.')) entries++;
       } catch {
         // Gone meanwhile.
       }

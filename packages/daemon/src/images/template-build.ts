@@ -226,14 +226,34 @@ export class TemplateBuilder {
   ): Promise<void> {
     let cached = 0;
     let startDisk: string | undefined;
-    for (let i = plan.length - 1; i >= 0; i--) {
-      const entry = await this.steps.lookup(plan[i]!.key);
-      if (entry) {
-        cached = i + 1;
-        startDisk = entry.disk;
-        break;
+    const lease = this.steps.lease();
+    try {
+      for (let i = plan.length - 1; i >= 0; i--) {
+        const entry = await this.steps.lookup(plan[i]!.key);
+        if (entry) {
+          lease.add(entry.chain);
+          cached = i + 1;
+          startDisk = entry.disk;
+          break;
+        }
       }
+      await this.runFrom(base, plan, cached, startDisk, copies, target, emit, signal, lease);
+    } finally {
+      lease.release();
     }
+  }
+
+  private async runFrom(
+    base: BuildBase,
+    plan: PlannedStep[],
+    cached: number,
+    startDisk: string | undefined,
+    copies: Map<BuildStep, { file: string; relative: string }[]>,
+    target: string,
+    emit: (event: BuildEvent) => void,
+    signal: AbortSignal,
+    lease: { add(files: readonly string[]): void },
+  ): Promise<void> {
     for (const planned of plan.slice(0, cached)) emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
     const remaining = plan.slice(cached);
     const done: { key: string; delta?: string }[] = [];
@@ -283,7 +303,7 @@ export class TemplateBuilder {
     }
     try {
       // QEMU is gone: the frozen overlays can be renamed and their headers pointed at each other.
-      const disk = await this.steps.commit(startDisk, done);
+      const disk = await this.steps.commit(startDisk, done, (file) => lease.add([file]));
       if (failure !== undefined) throw failure;
       const temp = tempSibling(target);
       fs.mkdirSync(path.dirname(target), { recursive: true });
