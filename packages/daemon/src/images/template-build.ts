@@ -187,7 +187,8 @@ export class TemplateBuilder {
   /** Each step's key (chained from the one before it) and the state it runs in. */
   private plan(base: BuildBase, steps: BuildStep[], copies: Map<BuildStep, { file: string; relative: string }[]>): PlannedStep[] {
     let parent = this.baseKey(base);
-    const state: BuildState = { env: { ...base.defaults?.env }, user: base.defaults?.user, cwd: base.defaults?.workdir };
+    // Steps run as root unless the FROM says otherwise (as docker builds do), not as the agent's default user.
+    const state: BuildState = { env: { ...base.defaults?.env }, user: base.defaults?.user ?? 'root', cwd: base.defaults?.workdir };
     return steps.map((step, i) => {
       const key = new CacheKey().add('parent', parent).add('step', JSON.stringify(step)).add('state', JSON.stringify(state));
       for (const f of copies.get(step) ?? []) key.add(`copy:${f.relative}`, fs.readFileSync(f.file));
