@@ -67,6 +67,8 @@ export default {
           const ms = await timed(async () => events.push(...(await build(daemon, { name, capsulefile: capsulefile(round, last), contextDir }))));
           templates.push(name);
           const cached = events.filter((e) => e.type === 'step' && e.cached).length;
+          const expected = { 'build-full': 0, 'build-last-step': 4, 'build-unchanged': 5 }[id];
+          if (cached !== expected) throw new Error(`${id}: ${cached} steps were cached, expected ${expected}`);
           ctx.log(`round ${i} ${id}: ${(ms / 1000).toFixed(1)} s, ${cached} steps cached`);
           return ms;
         };

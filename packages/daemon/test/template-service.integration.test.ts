@@ -193,6 +193,11 @@ describe('template services and the build cache (real registry, real QEMU microV
     ]);
     expect((await exec((await createSandbox('steps-3')).id, 'cat /srv/one /srv/five /srv/fixed')).stdout).toBe(`${one}five\nfixed\n`);
 
+    // Unchanged: every step cached, nothing boots.
+    const same = await build('steps-3-again', [...steps, 'RUN echo five > /srv/five', 'RUN echo fixed > /srv/fixed'].join('\n'));
+    expect(same.at(-1)!.type, JSON.stringify(same.at(-1))).toBe('done');
+    expect(same.filter((e) => e.type === 'step').map((e) => [e.index, e.cached ?? false])).toEqual([1, 2, 3, 4, 5, 6].map((index) => [index, true]));
+
     // The CLI says which steps were cached.
     fs.writeFileSync(path.join(work, 'Capsulefile'), [...steps, 'RUN echo other > /srv/other'].join('\n'));
     const cli = capsule(['template', 'build', '--no-wait', '-f', path.join(work, 'Capsulefile'), '-t', 'steps-4']);

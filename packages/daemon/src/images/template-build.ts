@@ -138,6 +138,7 @@ export class TemplateBuilder {
       const target = path.join(this.rootfsDir, `build-${finalKey}.ext4`);
       const defaults = this.finalDefaults(base.defaults, file.steps);
       if (fs.existsSync(target)) {
+        for (const planned of plan) emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
         emit({ type: 'log', stream: 'stdout', text: `the steps are unchanged since an earlier build: using ${path.basename(target)}\n` });
       } else {
         await this.runSteps(base, plan, copies, target, emit, signal);
