@@ -102,9 +102,6 @@ export class TestDaemon {
       const req = http.request(
         {
           socketPath: this.socketPath,
-          // A fresh connection each time: a kept-alive one that the daemon closed while a test sat in
-          // spawnSync (the CLI) would be reused and fail with EPIPE.
-          agent: false,
           method,
           path: urlPath,
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
