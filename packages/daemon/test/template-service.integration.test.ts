@@ -5,12 +5,11 @@
 // inspect` shows all of it. Builds cache each step and rerun only from the
 // first changed one (also after a failing step); `image prune` collects
 // untagged images' blobs and the build-step cache.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { cliMain, daemonMain, sharedCacheDir, TestDaemon } from './fixture.js';
+import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages, type TestImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -44,8 +43,7 @@ describe('template services and the build cache (real registry, real QEMU microV
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
   const sandboxes: string[] = [];
-  const capsule = (args: string[]) =>
-    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', timeout: 300_000 });
+  const capsule = (args: string[]) => runCli(daemon, args, 300_000);
   const exec = async (id: string, script: string) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['/bin/sh', '-c', script] })).body;
   const createSandbox = async (template: string) => {
     const created = await daemon.request('POST', '/v1/sandboxes', { template });
@@ -85,7 +83,7 @@ describe('template services and the build cache (real registry, real QEMU microV
         'READY wget -q -O /dev/null http://127.0.0.1:8080/',
       ].join('\n'),
     );
-    const built = capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'served']);
+    const built = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'served']);
     expect(built.status, built.stderr).toBe(0);
     expect(built.stdout).toBe('served\n');
 
@@ -94,14 +92,14 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(first.stderr).toBe('');
     expect(first.stdout).toBe('served by the template\nstarted\n');
     // The agent of the sandbox knows the START process (it was started before the snapshot) by its tag.
-    const ps = capsule(['ps', sandbox.id]);
+    const ps = await capsule(['ps', sandbox.id]);
     expect(ps.status, ps.stderr).toBe(0);
     expect(ps.stdout).toMatch(/^\d+ +capsule-start +\S+ +\/bin\/sh -c 'echo started/m);
     // A second sandbox runs its own copy of the same started server.
     const other = await createSandbox('served');
     expect((await exec(other.id, 'wget -q -O - http://127.0.0.1:8080/')).stdout).toBe('served by the template\n');
 
-    const inspect = capsule(['template', 'inspect', 'served', '--json']);
+    const inspect = await capsule(['template', 'inspect', 'served', '--json']);
     expect(inspect.status, inspect.stderr).toBe(0);
     const details = JSON.parse(inspect.stdout);
     expect(details).toMatchObject({
@@ -116,7 +114,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(details.imageDigest).toMatch(/^sha256:/);
     expect(details.rootfsDiskBytes).toBeGreaterThan(0);
     expect(details.warmSnapshotDiskBytes).toBeGreaterThan(0);
-    const human = capsule(['template', 'inspect', 'served']);
+    const human = await capsule(['template', 'inspect', 'served']);
     expect(human.stdout).toMatch(/^Start +echo started >> \/tmp\/starts; sleep 2; exec httpd -f -p 8080 -h \/srv\/www$/m);
     expect(human.stdout).toMatch(/^Ready +wget -q -O \/dev\/null http:\/\/127.0.0.1:8080\/ \(retried for 1m 0s\)$/m);
     expect(human.stdout).toMatch(/^Warm snapshot +ready \(/m);
@@ -125,7 +123,7 @@ describe('template services and the build cache (real registry, real QEMU microV
   it('fails a template whose READY never passes, with READY and START output', async () => {
     onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.writeFileSync(path.join(work, 'Capsulefile'), [`FROM ${ref}`, 'START echo "listening soon"; exec sleep 1000', 'READY --timeout=3s echo "not yet" >&2; test -e /tmp/never'].join('\n'));
-    const built = capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'never-ready']);
+    const built = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'never-ready']);
     expect(built.status).not.toBe(0);
     expect(built.stderr).toMatch(/the warm snapshot of never-ready failed: READY \(echo "not yet" >&2; test -e \/tmp\/never\) did not pass within 3 s \(\d+ attempts\); the last one exited with code 1:\nnot yet\nSTART \(.*\) output:\nlistening soon/);
     const details = (await daemon.request('GET', '/v1/templates/never-ready')).body;
@@ -144,7 +142,7 @@ describe('template services and the build cache (real registry, real QEMU microV
 
   it("runs the image's Entrypoint + Cmd for a bare --start", async () => {
     onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const created = capsule(['template', 'create', 'web', '--image', ref, '--start', '--ready', 'wget -q -O /dev/null http://127.0.0.1:8081/']);
+    const created = await capsule(['template', 'create', 'web', '--image', ref, '--start', '--ready', 'wget -q -O /dev/null http://127.0.0.1:8081/']);
     expect(created.status, created.stderr).toBe(0);
     const details = (await daemon.request('GET', '/v1/templates/web')).body;
     expect(details).toMatchObject({ source: 'image', startCommand: ['/bin/httpd', '-f', '-h', '/srv/www', '-p', '8081'], warmSnapshot: 'ready' });
@@ -200,7 +198,7 @@ describe('template services and the build cache (real registry, real QEMU microV
 
     // The CLI says which steps were cached.
     fs.writeFileSync(path.join(work, 'Capsulefile'), [...steps, 'RUN echo other > /srv/other'].join('\n'));
-    const cli = capsule(['template', 'build', '--no-wait', '-f', path.join(work, 'Capsulefile'), '-t', 'steps-4']);
+    const cli = await capsule(['template', 'build', '--no-wait', '-f', path.join(work, 'Capsulefile'), '-t', 'steps-4']);
     expect(cli.status, cli.stderr).toBe(0);
     expect(cli.stderr).toMatch(/^\[1\] CACHED RUN cat \/proc\/sys\/kernel\/random\/uuid > \/srv\/one$/m);
     expect(cli.stderr).toMatch(/^\[4\] CACHED RUN cat /m);
@@ -222,7 +220,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(fs.existsSync(oldLayer)).toBe(true);
     expect((await daemon.request('GET', `/v1/images/${old.digest}`)).body.refs).toEqual([]);
 
-    const pruned = capsule(['image', 'prune', '--json']);
+    const pruned = await capsule(['image', 'prune', '--json']);
     expect(pruned.status, pruned.stderr).toBe(0);
     const result = JSON.parse(pruned.stdout);
     expect(result.blobs).toBeGreaterThanOrEqual(3); // the old manifest, config and layer
