@@ -150,7 +150,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
     }
-  });
+  }, 400_000);
 });
 
 function events(text: string): { type: string; code?: string; message?: string; text?: string }[] {

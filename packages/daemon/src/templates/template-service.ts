@@ -13,7 +13,7 @@ export const START_PROCESS_TAG = 'capsule-start';
 /** Output of START and of READY's last attempt quoted in an error. */
 const OUTPUT_TAIL_BYTES = 2048;
 const READY_RETRY_MS = 250;
-/** One READY attempt may not take longer than this (or than what is left). */
+/** One READY attempt may take this long, even past READY's timeout: a slow guest must not turn a passing check into a killed one. */
 const READY_ATTEMPT_MS = 10_000;
 
 export interface TemplateService {
@@ -86,12 +86,11 @@ export async function startTemplateService(agent: AgentClient, service: Template
       if (signal?.aborted) throw new CapsuleError('timeout', 'cancelled while waiting for READY');
       if (ended && ended.exitCode !== 0) throw startFailure(`exited with code ${ended.exitCode} (${ended.status}) before READY passed`);
       attempts++;
-      const attemptMs = Math.max(1000, Math.min(READY_ATTEMPT_MS, deadline - Date.now()));
       try {
         const result = await collectExec(
           execEvents(
             agent,
-            { cmd: service.ready.cmd, env: service.env, timeoutMs: attemptMs, ...(service.user ? { user: service.user } : {}), ...(service.cwd ? { cwd: service.cwd } : {}) },
+            { cmd: service.ready.cmd, env: service.env, timeoutMs: READY_ATTEMPT_MS, ...(service.user ? { user: service.user } : {}), ...(service.cwd ? { cwd: service.cwd } : {}) },
             signal ?? new AbortController().signal,
           ),
           OUTPUT_TAIL_BYTES * 4,
