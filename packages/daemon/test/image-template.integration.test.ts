@@ -27,6 +27,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
     // The template's warm snapshot goes with it: the shared cache keeps nothing of this run.
     await removeAllImages(daemon).catch(() => undefined);
+    // And the steps its builds cached.
+    await daemon.request('POST', '/v1/images/prune').catch(() => undefined);
     await daemon.destroy();
     await registry?.stop();
   });
