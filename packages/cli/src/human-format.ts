@@ -1,7 +1,7 @@
 // Turns daemon objects into the text people read: tables, ages, sizes and the
 // `inspect` view. Pure functions of their inputs (the clock is a parameter), so
 // tests pin the output; `--json` output never goes through here.
-import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, SandboxNetwork, Template } from '@capsule/protocol';
+import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, SandboxNetwork, Template, TemplateDetails } from '@capsule/protocol';
 
 /** Left-aligned columns separated by three spaces, like docker's tables. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -138,6 +138,34 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
     const rows = sandbox.history.map((transition) => [transition.at, transition.state, transition.reason, transition.message ?? '']);
     lines.push(...renderTable(['  AT', 'STATE', 'REASON', 'MESSAGE'], rows.map(([at, ...rest]) => [`  ${at}`, ...rest])).trimEnd().split('\n'));
   }
+  return lines.join('\n') + '\n';
+}
+
+/** A command as a Capsulefile writes it: the shell form's text, else the exec form's JSON array. */
+function capsulefileCommand(argv: readonly string[]): string {
+  return argv.length === 3 && argv[0] === '/bin/sh' && argv[1] === '-c' ? argv[2]! : JSON.stringify(argv);
+}
+
+/** The human view of `capsule template inspect`. */
+export function describeTemplate(template: TemplateDetails, now: number = Date.now()): string {
+  const source = { base: 'base (built by capsuled prepare)', image: 'image', capsulefile: 'Capsulefile' }[template.source];
+  const pairs: [string, string][] = [
+    ['Name', template.name],
+    ['Source', template.from ? `${source}: ${template.from}` : source],
+    ['Image', template.imageDigest ?? '-'],
+    ['Start', template.startCommand ? capsulefileCommand(template.startCommand) : '-'],
+    ['Ready', template.readyCommand ? `${capsulefileCommand(template.readyCommand)} (retried for ${formatElapsed(template.readyTimeoutMs ?? 0)})` : '-'],
+    ['User', template.user ?? '-'],
+    ['Workdir', template.workdir ?? '-'],
+    ['Env', Object.keys(template.env).length === 0 ? '-' : Object.entries(template.env).map(([key, value]) => `${key}=${value}`).join(', ')],
+    ['CPUs', String(template.defaultVcpus)],
+    ['Memory', formatMemoryMiB(template.defaultMemoryMiB)],
+    ['Root disk', `${template.rootfs} (${formatBytes(template.rootfsBytes)}, ${formatBytes(template.rootfsDiskBytes)} on disk)`],
+    ['Warm snapshot', `${template.warmSnapshot}${template.warmSnapshotDiskBytes !== undefined ? ` (${formatBytes(template.warmSnapshotDiskBytes)} on disk)` : ''}`],
+    ['Created', `${template.createdAt} (${formatAge(template.createdAt, now)} ago)`],
+  ];
+  const lines = keyValueLines(pairs);
+  if (template.warmSnapshotError) lines.push('Warm snapshot error', ...template.warmSnapshotError.split('\n').map((line) => `  ${line}`));
   return lines.join('\n') + '\n';
 }
 

@@ -173,6 +173,22 @@ export class TestDaemon {
   }
 }
 
+/**
+ * Runs the built `capsule` CLI against `daemon` and collects its output. Not
+ * spawnSync: a long CLI call (a build waiting for a warm snapshot) would block
+ * the test worker's event loop until vitest's own RPC to it times out.
+ */
+export async function runCli(daemon: TestDaemon, args: string[], timeoutMs = 300_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (out.stdout += c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (out.stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const status = await new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  clearTimeout(timer);
+  return { status, ...out };
+}
+
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
 export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -3,12 +3,11 @@
 // real daemon, made a template with a warm snapshot, and a sandbox of it runs
 // commands in a real QEMU microVM, as the image's user, in its working folder
 // and with its env; `capsule run --template` does the same from the CLI.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { cliMain, daemonMain, sharedCacheDir, TestDaemon } from './fixture.js';
+import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -18,8 +17,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
   let registry: TestRegistry;
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
   const sandboxes: string[] = [];
-  const capsule = (args: string[]) =>
-    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', timeout: 170_000 });
+  const capsule = (args: string[]) => runCli(daemon, args, 170_000);
 
   beforeAll(async () => {
     registry = await TestRegistry.start();
@@ -29,6 +27,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
     // The template's warm snapshot goes with it: the shared cache keeps nothing of this run.
     await removeAllImages(daemon).catch(() => undefined);
+    // And the steps its builds cached.
+    await daemon.request('POST', '/v1/images/prune').catch(() => undefined);
     await daemon.destroy();
     await registry?.stop();
   });
@@ -57,7 +57,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     const ref = `${registry.host}/e2e/tiny:v1`;
 
     // `template create` pulls the missing image (progress bar on stderr) and waits for the warm snapshot.
-    const create = capsule(['--verbose', 'template', 'create', 'tiny', '--image', ref]);
+    const create = await capsule(['--verbose', 'template', 'create', 'tiny', '--image', ref]);
     expect(create.status, create.stderr).toBe(0);
     expect(create.stdout).toBe('tiny\n');
     expect(create.stderr).toMatch(/Pulling .*e2e\/tiny:v1 \[#{30}\] .* 2\/2 layers, 2 unpacked/);
@@ -81,13 +81,13 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(result.stdout).toBe('hi from the image config\napp\n/srv/app\nhello from layer two\ncapsule\n');
 
     // The CLI's own path: `capsule run --template NAME -- CMD`.
-    const cli = capsule(['run', '--template', 'tiny', '--', '/bin/cat', '/data/hello']);
+    const cli = await capsule(['run', '--template', 'tiny', '--', '/bin/cat', '/data/hello']);
     expect(cli.stderr).toBe('');
     expect(cli.stdout).toBe('hello from layer two\n');
     expect(cli.status).toBe(0);
 
     // Removing the template takes its warm snapshot along; the sandbox made from it runs on.
-    const rm = capsule(['template', 'rm', 'tiny']);
+    const rm = await capsule(['template', 'rm', 'tiny']);
     expect(rm.status, rm.stderr).toBe(0);
     const snapshotsAfter = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('tiny-'));
     expect(snapshotsAfter.length).toBe(snapshotsBefore.length - 1);
@@ -118,7 +118,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
           '  > /srv/built/run.txt',
         ].join('\n'),
       );
-      const build = capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'built']);
+      const build = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'built']);
       expect(build.status, build.stderr).toBe(0);
       expect(build.stdout).toBe('built\n');
       expect(build.stderr).toMatch(/\[6\] RUN echo/);
@@ -152,7 +152,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     } finally {
       fs.rmSync(work, { recursive: true, force: true });
     }
-  });
+  }, 400_000);
 });
 
 function events(text: string): { type: string; code?: string; message?: string; text?: string }[] {

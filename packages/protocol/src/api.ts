@@ -425,10 +425,50 @@ export const CreateTemplateRequest = Type.Object(
     image: Type.String({ minLength: 1, maxLength: 512, description: 'a reference or digest of an image in the store' }),
     vcpus: Type.Optional(Type.Integer({ minimum: limits.minVcpus, maximum: limits.maxVcpus })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: limits.minMemoryMiB, maximum: limits.maxMemoryMiB })),
+    start: Type.Optional(
+      // The literal first: Fastify's validator would otherwise coerce "image" into ["image"].
+      Type.Union([Type.Literal('image'), Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024 })], {
+        description: 'the start command (argv), run in the background before the warm snapshot; `image`: the image config’s Entrypoint + Cmd',
+      }),
+    ),
+    ready: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024, description: 'the ready check (argv), retried until it exits 0; needs start' })),
+    readyTimeoutMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 30 * 60_000, description: 'how long the ready check is retried (default 60 s)' })),
   },
   { additionalProperties: false },
 );
 export type CreateTemplateRequest = Static<typeof CreateTemplateRequest>;
+
+/** `GET /v1/templates/{name}`: a template with where it came from and what its VM runs. */
+export const TemplateDetails = Type.Composite([
+  Template,
+  Type.Object({
+    source: Type.Union([Type.Literal('base'), Type.Literal('image'), Type.Literal('capsulefile')], {
+      description: '`base`: built by capsuled prepare; `image`: template create --image; `capsulefile`: template build',
+    }),
+    from: Type.Optional(Type.String({ description: 'the image reference or the Capsulefile’s FROM' })),
+    imageDigest: Type.Optional(Type.String()),
+    startCommand: Type.Optional(Type.Array(Type.String(), { description: 'START: run in the background before the warm snapshot' })),
+    readyCommand: Type.Optional(Type.Array(Type.String(), { description: 'READY: retried until it exits 0 before the warm snapshot' })),
+    readyTimeoutMs: Type.Optional(Type.Integer()),
+    env: Type.Record(Type.String(), Type.String()),
+    user: Type.Optional(Type.String()),
+    workdir: Type.Optional(Type.String()),
+    rootfs: Type.String({ description: 'path of the root filesystem image on the daemon’s host' }),
+    rootfsDiskBytes: Type.Integer({ description: 'disk space the root filesystem image takes (it is sparse)' }),
+    warmSnapshotError: Type.Optional(Type.String({ description: 'why the warm snapshot failed (e.g. READY never passed)' })),
+    warmSnapshotDiskBytes: Type.Optional(Type.Integer({ description: 'disk space of the warm snapshot (memory, device state, disk)' })),
+  }),
+]);
+export type TemplateDetails = Static<typeof TemplateDetails>;
+
+/** `POST /v1/images/prune`: what garbage collection removed. */
+export const PruneResult = Type.Object({
+  blobs: Type.Integer({ description: 'blobs (manifests, configs, layers) no stored image uses' }),
+  rootfs: Type.Integer({ description: 'unpacked root filesystems no image or template uses' }),
+  buildSteps: Type.Integer({ description: 'cached build steps' }),
+  bytes: Type.Integer({ description: 'disk space freed' }),
+});
+export type PruneResult = Static<typeof PruneResult>;
 
 export const BuildTemplateRequest = Type.Object(
   {
@@ -451,12 +491,17 @@ export type SnapshotRequest = Static<typeof SnapshotRequest>;
 
 /**
  * One line of a template build's application/x-ndjson answer: `step` as each
- * instruction starts, `log` with its output, then `done` with the template or
+ * instruction starts (or, `cached`, is taken from an earlier build), `log` with its output, then `done` with the template or
  * `error` (a failing step's code is `build_step_failed`, its output quoted).
  */
 export const BuildEvent = Type.Union(
   [
-    Type.Object({ type: Type.Literal('step'), index: Type.Integer(), instruction: Type.String() }),
+    Type.Object({
+      type: Type.Literal('step'),
+      index: Type.Integer(),
+      instruction: Type.String(),
+      cached: Type.Optional(Type.Boolean({ description: 'the step was not run: its result was cached by an earlier build' })),
+    }),
     Type.Object({ type: Type.Literal('log'), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() }),
     Type.Object({ type: Type.Literal('done'), template: Template }),
     Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),

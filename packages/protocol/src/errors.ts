@@ -34,6 +34,7 @@ export const errorCodes = {
   host_port_unavailable: 409,
   /** The sandbox already has as many open tunnels (proxied connections) as allowed. */
   too_many_tunnels: 429,
+  template_start_failed: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -16,6 +16,7 @@ import {
   type Image,
   type ImageEvent,
   type ImageList,
+  type PruneResult,
   type ExecEvent,
   type ExecRequest,
   type ExecResult,
@@ -23,6 +24,7 @@ import {
   type SandboxList,
   type SetNetworkRequest,
   type Template,
+  type TemplateDetails,
   type TemplateList,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
@@ -315,7 +317,25 @@ export class CapsuleClient {
     await this.#json('DELETE', `/v1/images/${encodeURIComponent(refOrDigest)}`, undefined, options);
   }
 
-  /** Builds a template from an image in the store; its warm snapshot follows in the background. */
+  /**
+   * Garbage collection of the image store: images no reference names and no
+   * template uses, blobs and root filesystems nothing stored uses, and every
+   * cached build step.
+   */
+  async pruneImages(options?: CallOptions): Promise<PruneResult> {
+    return this.#json('POST', '/v1/images/prune', undefined, options);
+  }
+
+  /** One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes. */
+  async getTemplate(name: string, options?: CallOptions): Promise<TemplateDetails> {
+    return this.#json('GET', `/v1/templates/${encodeURIComponent(name)}`, undefined, options);
+  }
+
+  /**
+   * Builds a template from an image in the store; its warm snapshot follows
+   * in the background. `start` (argv, or `'image'` for the image's
+   * Entrypoint + Cmd) runs before the snapshot, once `ready` passes.
+   */
   async createTemplate(request: CreateTemplateRequest, options: CallOptions = {}): Promise<Template> {
     return this.#json('POST', '/v1/templates', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
   }

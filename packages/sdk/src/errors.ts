@@ -115,6 +115,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   port_not_listening: CapsuleError,
   host_port_unavailable: CapsuleError,
   too_many_tunnels: CapsuleError,
+  template_start_failed: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

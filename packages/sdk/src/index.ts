@@ -69,4 +69,6 @@ export type {
   SandboxState,
   StateTransition,
   Template as TemplateInfo,
+  TemplateDetails,
+  PruneResult,
 } from '@capsule/protocol';

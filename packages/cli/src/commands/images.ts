@@ -116,11 +116,26 @@ function removeCommand(): Command {
   );
 }
 
+function pruneCommand(): Command {
+  return addGlobalOptions(
+    new Command('prune')
+      .description('Delete images no reference names and no template uses, unused blobs and root filesystems, and every cached build step')
+      .option('--json', 'print what was removed as JSON')
+      .action(async (options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const result = await client.pruneImages();
+        if (options.json) printJson(result);
+        else process.stdout.write(`removed ${result.blobs} blobs, ${result.rootfs} root filesystems and ${result.buildSteps} cached build steps: ${formatBytes(result.bytes)} freed\n`);
+      }),
+  );
+}
+
 export function imageCommand(): Command {
   return new Command('image')
     .description('Manage OCI images that templates are built from')
     .addCommand(pullCommand())
     .addCommand(importCommand())
     .addCommand(listCommand())
-    .addCommand(removeCommand());
+    .addCommand(removeCommand())
+    .addCommand(pruneCommand());
 }

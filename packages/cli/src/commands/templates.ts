@@ -1,13 +1,14 @@
 // `capsule templates` (also `capsule template ls`): the templates sandboxes can
 // boot from; `capsule template create NAME --image REF` builds one from an
-// image (pulled first when not in the store) and `capsule template rm` removes it.
+// image (pulled first when not in the store), `template build` from a
+// Capsulefile, `template inspect` shows one and `template rm` removes it.
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, NotFoundError, type CapsuleClient, type TemplateInfo } from '@capsule/sdk';
+import { CapsuleError, InvalidArgumentError, NotFoundError, type CapsuleClient, type TemplateInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
-import { templateTable } from '../human-format.js';
-import { parseCpuCount, parseMemoryMiB } from '../option-parsers.js';
+import { describeTemplate, templateTable } from '../human-format.js';
+import { parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
 import { pullWithProgress } from './images.js';
 import { printJson } from './print-json.js';
@@ -32,11 +33,24 @@ export function templatesCommand(): Command {
   return listTemplatesCommand('templates');
 }
 
-/** Waits until the template's warm snapshot is no longer being built. */
+/**
+ * Waits until the template's warm snapshot is no longer being built. A
+ * template with a START command whose snapshot failed is an error (its cold
+ * boots would fail the same way); any other failure only makes it boot cold.
+ */
 async function waitForWarmSnapshot(client: CapsuleClient, name: string): Promise<TemplateInfo> {
   for (;;) {
     const template = (await client.listTemplates()).find((t) => t.name === name);
     if (!template) throw new NotFoundError('template_not_found', `template "${name}" went away while its warm snapshot was built`);
+    if (template.warmSnapshot === 'failed') {
+      const details = await client.getTemplate(name);
+      if (details.startCommand) {
+        throw new CapsuleError('template_start_failed', `the warm snapshot of ${name} failed: ${details.warmSnapshotError ?? 'see the daemon log'}`, {
+          hint: `fix START/READY and build it again (\`capsule template rm ${name}\` first)`,
+        });
+      }
+      process.stderr.write(`capsule: the warm snapshot of ${name} failed; its sandboxes boot cold: ${details.warmSnapshotError ?? 'see the daemon log'}\n`);
+    }
     if (template.warmSnapshot !== 'building') return template;
     await new Promise((resolve) => setTimeout(resolve, WARM_POLL_MS));
   }
@@ -50,9 +64,12 @@ function createTemplateCommand(): Command {
       .requiredOption('--image <ref>', 'image reference or digest')
       .option('--cpus <n>', 'default vCPUs of its sandboxes', parseCpuCount)
       .option('--memory <size>', 'default memory of its sandboxes, e.g. 512M', parseMemoryMiB)
+      .option('--start [cmd]', "start a service before the warm snapshot: CMD under /bin/sh -c, or without CMD the image's Entrypoint + Cmd")
+      .option('--ready <cmd>', 'with --start: a check (under /bin/sh -c) retried until it exits 0 before the snapshot')
+      .option('--ready-timeout <duration>', 'how long --ready is retried (default 60s)', parseDurationMs)
       .option('--no-wait', 'return before the warm snapshot is built')
       .option('--json', 'print the template as JSON')
-      .action(async (name: string, options: { image: string; cpus?: number; memory?: number; wait: boolean; json?: boolean }, command: Command) => {
+      .action(async (name: string, options: CreateTemplateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         try {
@@ -67,22 +84,35 @@ function createTemplateCommand(): Command {
             image: options.image,
             ...(options.cpus !== undefined && { vcpus: options.cpus }),
             ...(options.memory !== undefined && { memoryMiB: options.memory }),
+            ...(options.start !== undefined && { start: options.start === true ? ('image' as const) : ['/bin/sh', '-c', options.start] }),
+            ...(options.ready !== undefined && { ready: ['/bin/sh', '-c', options.ready] }),
+            ...(options.readyTimeout !== undefined && { readyTimeoutMs: options.readyTimeout }),
           }),
         );
         if (options.wait && template.warmSnapshot === 'building') {
           template = await context.progress.step(`Booting ${name} once for its warm snapshot`, () => waitForWarmSnapshot(client, name));
         }
-        if (template.warmSnapshot === 'failed') process.stderr.write(`capsule: the warm snapshot of ${name} failed; its sandboxes boot cold (see the daemon's log)\n`);
         if (options.json) printJson(template);
         else process.stdout.write(`${name}\n`);
       }),
   );
 }
 
+interface CreateTemplateOptions {
+  image: string;
+  cpus?: number;
+  memory?: number;
+  start?: string | true;
+  ready?: string;
+  readyTimeout?: number;
+  wait: boolean;
+  json?: boolean;
+}
+
 function buildTemplateCommand(): Command {
   return addGlobalOptions(
     new Command('build')
-      .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER')
+      .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER, START, READY')
       .requiredOption('-t, --tag <name>', 'name of the new template')
       .option('-f, --file <path>', 'the Capsulefile', 'Capsulefile')
       .option('--no-wait', 'return before the warm snapshot is built')
@@ -102,7 +132,7 @@ function buildTemplateCommand(): Command {
           { name: options.tag, capsulefile, contextDir: path.dirname(file) },
           {
             onEvent: (event) => {
-              if (event.type === 'step') process.stderr.write(`${event.index === 0 ? '==>' : `[${event.index}]`} ${event.instruction}\n`);
+              if (event.type === 'step') process.stderr.write(`${event.index === 0 ? '==>' : `[${event.index}]`}${event.cached ? ' CACHED' : ''} ${event.instruction}\n`);
               else process.stderr.write(event.text);
             },
           },
@@ -112,6 +142,21 @@ function buildTemplateCommand(): Command {
         }
         if (options.json) printJson(template);
         else process.stdout.write(`${template.name}\n`);
+      }),
+  );
+}
+
+function inspectTemplateCommand(): Command {
+  return addGlobalOptions(
+    new Command('inspect')
+      .description('Show a template: its source, image, start and ready commands, warm snapshot and sizes')
+      .argument('<name>')
+      .option('--json', 'print the template as JSON')
+      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const template = await client.getTemplate(name);
+        if (options.json) printJson(template);
+        else process.stdout.write(describeTemplate(template));
       }),
   );
 }
@@ -134,5 +179,6 @@ export function templateCommand(): Command {
     .addCommand(listTemplatesCommand('ls'))
     .addCommand(createTemplateCommand())
     .addCommand(buildTemplateCommand())
+    .addCommand(inspectTemplateCommand())
     .addCommand(removeTemplateCommand());
 }

@@ -2,7 +2,20 @@
 // and imports answer application/x-ndjson progress events ending with `done`
 // or `error`, so a client can draw a progress bar; the rest is plain JSON.
 import type { ServerResponse } from 'node:http';
-import { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, ErrorResponse, Image, ImageEvent, ImageList, ImportImageRequest, PullImageRequest, Template } from '@capsule/protocol';
+import {
+  BuildEvent,
+  BuildTemplateRequest,
+  CreateTemplateRequest,
+  ErrorResponse,
+  Image,
+  ImageEvent,
+  ImageList,
+  ImportImageRequest,
+  PruneResult,
+  PullImageRequest,
+  Template,
+  TemplateDetails,
+} from '@capsule/protocol';
 import type { FastifyInstance } from 'fastify';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
@@ -74,6 +87,17 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     },
   );
 
+  app.post(
+    '/v1/images/prune',
+    {
+      schema: {
+        description: 'Garbage collection: images no reference names and no template uses, blobs and root filesystems nothing stored uses, and every cached build step.',
+        response: { 200: PruneResult, ...errorResponses },
+      },
+    },
+    async () => await images.prune(),
+  );
+
   app.post<{ Body: PullImageRequest }>(
     '/v1/images/pull',
     { schema: { body: PullImageRequest, description: 'Pulls an image from its registry into the store.', response: ndjsonResponse } },
@@ -121,6 +145,18 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       reply.hijack();
       await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
     },
+  );
+
+  app.get<{ Params: { name: string } }>(
+    '/v1/templates/:name',
+    {
+      schema: {
+        params: NameParams,
+        description: 'One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes.',
+        response: { 200: TemplateDetails, ...errorResponses },
+      },
+    },
+    async (request) => await images.inspectTemplate(request.params.name),
   );
 
   app.delete<{ Params: { name: string } }>(

@@ -10,17 +10,34 @@ export type BuildStep =
   | { kind: 'WORKDIR'; path: string }
   | { kind: 'USER'; user: string };
 
-export interface Capsulefile {
+/**
+ * A command as an argv: the shell form (`START node server.js`) runs under
+ * `/bin/sh -c`, the exec form (`START ["node", "server.js"]`) as written.
+ */
+export type CommandLine = string[];
+
+/** START and READY: what the template's VM runs before its warm snapshot is taken. */
+export interface ServiceInstructions {
+  /** `imageDefault`: a bare `START`, the FROM image's Entrypoint + Cmd. */
+  start?: { cmd: CommandLine } | { imageDefault: true };
+  ready?: { cmd: CommandLine; timeoutMs: number };
+}
+
+export interface Capsulefile extends ServiceInstructions {
   from: string;
   steps: BuildStep[];
 }
+
+/** How long READY is retried unless `READY --timeout=…` says otherwise. */
+export const DEFAULT_READY_TIMEOUT_MS = 60_000;
+export const MAX_READY_TIMEOUT_MS = 30 * 60_000;
 
 const MAX_BYTES = 256 * 1024;
 const MAX_STEPS = 256;
 
 function bad(line: number, message: string): CapsuleError {
   return new CapsuleError('invalid_argument', `Capsulefile line ${line}: ${message}`, {
-    hint: 'instructions: FROM image|template, RUN, COPY src dest, ENV K=V, WORKDIR /path, USER name',
+    hint: 'instructions: FROM image|template, RUN, COPY src dest, ENV K=V, WORKDIR /path, USER name, START [cmd], READY [--timeout=60s] cmd',
   });
 }
 
@@ -43,11 +60,14 @@ export function parseCapsulefile(text: string): Capsulefile {
 
   let from: string | undefined;
   const steps: BuildStep[] = [];
+  const service: ServiceInstructions = {};
+  const seen: Partial<Record<'START' | 'READY', true>> = {};
   for (const { line, text: instruction } of logical) {
-    const match = /^(\w+)\s+(.*)$/s.exec(instruction);
-    if (!match) throw bad(line, `"${instruction}" has no argument`);
-    const keyword = match[1]!.toUpperCase();
-    const argument = match[2]!.trim();
+    const match = /^(\w+)(?:\s+(.*))?$/s.exec(instruction);
+    const keyword = match?.[1]?.toUpperCase();
+    const argument = match?.[2]?.trim() ?? '';
+    // A bare START is the only instruction without an argument.
+    if (!match || (argument === '' && keyword !== 'START')) throw bad(line, `"${instruction}" has no argument`);
     if (keyword === 'FROM') {
       if (from !== undefined) throw bad(line, 'FROM may appear only once');
       if (/\s/.test(argument)) throw bad(line, 'FROM takes one image reference or template name');
@@ -55,6 +75,13 @@ export function parseCapsulefile(text: string): Capsulefile {
       continue;
     }
     if (from === undefined) throw bad(line, 'the first instruction must be FROM');
+    if (keyword === 'START' || keyword === 'READY') {
+      if (keyword in seen) throw bad(line, `${keyword} may appear only once`);
+      seen[keyword] = true;
+      if (keyword === 'START') service.start = argument === '' ? { imageDefault: true } : { cmd: commandLine(line, argument) };
+      else service.ready = readyInstruction(line, argument);
+      continue;
+    }
     switch (keyword) {
       case 'RUN':
         steps.push({ kind: 'RUN', command: argument });
@@ -81,14 +108,42 @@ export function parseCapsulefile(text: string): Capsulefile {
         if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(argument)) throw bad(line, `"${argument}" is not a user name`);
         steps.push({ kind: 'USER', user: argument });
         break;
-      case 'START':
-      case 'READY':
-        throw bad(line, `${keyword} is not supported yet`);
       default:
         throw bad(line, `unknown instruction ${keyword}`);
     }
     if (steps.length > MAX_STEPS) throw bad(line, `more than ${MAX_STEPS} steps`);
   }
   if (from === undefined) throw new CapsuleError('invalid_argument', 'the Capsulefile has no FROM', { hint: 'start it with FROM image-or-template' });
-  return { from, steps };
+  return { from, steps, ...service };
+}
+
+/** The exec form (a JSON array of strings) as is; anything else runs under `/bin/sh -c`. */
+export function commandLine(line: number, text: string): CommandLine {
+  if (!text.startsWith('[')) return ['/bin/sh', '-c', text];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw bad(line, 'a command starting with [ must be a JSON array of strings, e.g. ["node", "server.js"]');
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((a) => typeof a === 'string') || parsed[0] === '') {
+    throw bad(line, 'the exec form must be a non-empty JSON array of strings');
+  }
+  return parsed as string[];
+}
+
+function readyInstruction(line: number, argument: string): { cmd: CommandLine; timeoutMs: number } {
+  let timeoutMs = DEFAULT_READY_TIMEOUT_MS;
+  let rest = argument;
+  const option = /^--timeout=(\S+)\s+(.*)$/s.exec(argument);
+  if (option) {
+    const duration = /^(\d+)(ms|s|m)$/.exec(option[1]!);
+    timeoutMs = duration ? Number(duration[1]) * { ms: 1, s: 1000, m: 60_000 }[duration[2] as 'ms' | 's' | 'm'] : NaN;
+    if (!(timeoutMs >= 1000 && timeoutMs <= MAX_READY_TIMEOUT_MS)) throw bad(line, `READY --timeout takes a duration from 1s to 30m, e.g. 90s, got ${option[1]}`);
+    rest = option[2]!.trim();
+  } else if (argument.startsWith('--')) {
+    throw bad(line, 'READY takes --timeout=DURATION (e.g. --timeout=90s) and then the command');
+  }
+  if (rest === '') throw bad(line, 'READY needs a command');
+  return { cmd: commandLine(line, rest), timeoutMs };
 }

@@ -4,6 +4,7 @@
 // is always usable.
 import type { Image } from '@capsule/protocol';
 import type { Store } from '../store/store.js';
+import type { TemplateService } from '../templates/template-service.js';
 import type { FetchedImage } from './fetch-image.js';
 import type { Descriptor, ImageConfig } from './manifest.js';
 
@@ -107,6 +108,19 @@ export async function templateImageDefaults(store: Store, template: string): Pro
   const row = await store.db.selectFrom('template_images').selectAll().where('template', '=', template).executeTakeFirst();
   if (!row) return undefined;
   return { imageDigest: row.image_digest ?? '', env: JSON.parse(row.env) as Record<string, string>, user: row.user, workdir: row.workdir ?? undefined };
+}
+
+/** The START and READY a template's VM runs before its warm snapshot, with the template's defaults; undefined without START. */
+export async function templateService(store: Store, template: string): Promise<TemplateService | undefined> {
+  const row = await store.db.selectFrom('template_images').selectAll().where('template', '=', template).executeTakeFirst();
+  if (!row?.start_cmd) return undefined;
+  return {
+    start: JSON.parse(row.start_cmd) as string[],
+    ready: row.ready_cmd ? { cmd: JSON.parse(row.ready_cmd) as string[], timeoutMs: row.ready_timeout_ms ?? 60_000 } : undefined,
+    user: row.user,
+    cwd: row.workdir ?? undefined,
+    env: JSON.parse(row.env) as Record<string, string>,
+  };
 }
 
 export async function imageTemplateNames(store: Store): Promise<string[]> {

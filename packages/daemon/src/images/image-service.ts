@@ -4,7 +4,7 @@
 // verified, so a failed pull or import never lists a partial image.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, Template } from '@capsule/protocol';
+import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError } from '../errors.js';
 import type { GuestManifest } from '../guest/manifest.js';
@@ -27,16 +27,27 @@ import {
   removeImageRef,
   saveImage,
   templateImageDefaults,
+  templateService,
   templatesOfImage,
   type TemplateImageDefaults,
 } from './image-records.js';
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
-import { TemplateBuilder, temporaryTemplateName, type BuildBase } from './template-build.js';
+import { BuildStepCache } from './build-step-cache.js';
+import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type ServiceCommands } from './template-build.js';
+import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
 /** Cache files no daemon has held for this long are collected (a daemon whose state was deleted, a test's). */
 const UNHELD_GRACE_MS = 24 * 60 * 60 * 1000;
+
+/** What made a template: an image (`template create`) or a Capsulefile (`template build`), and its service. */
+interface TemplateSource {
+  kind: 'image' | 'capsulefile';
+  /** The image reference, or the Capsulefile's FROM. */
+  from: string;
+  service: ServiceCommands | undefined;
+}
 
 export interface ImageOperationOptions {
   onEvent?: (event: ImageEvent) => void;
@@ -77,6 +88,9 @@ export class ImageService {
       const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
     }
+    // Templates and overlays of builds that a daemon stopped in the middle of (none runs before start).
+    for (const prefix of BUILD_TEMPLATE_PREFIXES) await this.store.db.deleteFrom('templates').where('name', 'like', `${prefix}%`).execute();
+    new BuildStepCache(this.stepsDir()).removeAbandonedOverlays();
     for (const name of await imageTemplateNames(this.store)) {
       await this.store.db
         .updateTable('templates')
@@ -182,6 +196,46 @@ export class ImageService {
     if (lastRef) this.collectGarbage(await referencedBlobs(this.store), digest);
   }
 
+  /**
+   * Garbage collection: images no reference names and no template uses (a
+   * tag moved to a new image leaves its old one so), then this daemon's holds
+   * on blobs and root filesystems nothing stored uses (deleted once no daemon
+   * holds them), then every cached build step.
+   */
+  async prune(): Promise<PruneResult> {
+    const images = await listImages(this.store);
+    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await removeImage(this.store, image.digest);
+    const used = await referencedBlobs(this.store);
+    let blobs = 0;
+    let bytes = 0;
+    for (const name of fs.existsSync(this.holds) ? fs.readdirSync(this.holds) : []) {
+      const file = this.blobs.path(`sha256:${name}`);
+      if (used.has(`sha256:${name}`)) continue;
+      const size = diskBytes(file);
+      if (releaseFile(file, this.holds)) {
+        blobs++;
+        bytes += size;
+      }
+    }
+    const liveImages = new Set((await listImages(this.store)).map((i) => imageRootfsPath(this.config.cacheDir, i.digest)));
+    const templates = new Set((await this.store.listTemplates()).map((t) => t.rootfs));
+    let rootfs = 0;
+    for (const name of fs.existsSync(this.rootfsHolds) ? fs.readdirSync(this.rootfsHolds) : []) {
+      const file = path.join(this.config.cacheDir, 'images', 'rootfs', name);
+      if (liveImages.has(file) || templates.has(file)) continue;
+      const size = diskBytes(file);
+      if (releaseFile(file, this.rootfsHolds)) {
+        fs.rmSync(`${file}.defaults.json`, { force: true });
+        rootfs++;
+        bytes += size;
+      }
+    }
+    const steps = new BuildStepCache(this.stepsDir()).prune();
+    const result = { blobs, rootfs, buildSteps: steps.entries, bytes: bytes + steps.bytes };
+    this.log.info(result, 'image store pruned');
+    return result;
+  }
+
   /** Drops this daemon's hold on blobs no stored image uses, and the image's root filesystem. */
   private collectGarbage(used: Set<string>, removedDigest: string): void {
     let removed = 0;
@@ -196,6 +250,7 @@ export class ImageService {
 
   /** Builds a template from a stored image (its root filesystem, then its warm snapshot in the background). */
   async createTemplate(request: CreateTemplateRequest): Promise<Template> {
+    checkTemplateName(request.name);
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }
@@ -206,8 +261,30 @@ export class ImageService {
     if (missing.length > 0) {
       throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, { hint: 'pull or import it again' });
     }
+    const service = await this.requestedService(request, digest);
     const { rootfs, defaults } = await this.imageRootfs(digest, stored);
-    return await this.recordTemplate(request.name, rootfs, { imageDigest: digest, ...defaults }, request.image, request);
+    return await this.recordTemplate(request.name, rootfs, { imageDigest: digest, ...defaults }, { kind: 'image', from: request.image, service }, request);
+  }
+
+  /** A create's start and ready commands; `start: "image"` is the image config's Entrypoint + Cmd. */
+  private async requestedService(request: CreateTemplateRequest, digest: string): Promise<ServiceCommands | undefined> {
+    if (request.start === undefined) {
+      if (request.ready !== undefined || request.readyTimeoutMs !== undefined) {
+        throw new CapsuleError('invalid_argument', 'a ready check needs a start command', { hint: 'pass start too (--start in the CLI)' });
+      }
+      return undefined;
+    }
+    const start = request.start === 'image' ? await this.builder().imageStartCommand(digest, request.image) : request.start;
+    const ready = request.ready ? { cmd: request.ready, timeoutMs: request.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS } : undefined;
+    return { start, ...(ready ? { ready } : {}) };
+  }
+
+  private builder(): TemplateBuilder {
+    return new TemplateBuilder(this.store, this.manager, path.join(this.config.cacheDir, 'images', 'rootfs'), this.stepsDir(), this.log);
+  }
+
+  private stepsDir(): string {
+    return path.join(this.config.cacheDir, 'images', 'build-steps');
   }
 
   /** The root filesystem of a stored image (built now unless cached) and this daemon's hold on it. */
@@ -230,7 +307,7 @@ export class ImageService {
     name: string,
     rootfs: string,
     defaults: TemplateImageDefaults,
-    source: string,
+    source: TemplateSource,
     resources: { vcpus?: number | undefined; memoryMiB?: number | undefined },
   ): Promise<Template> {
     const record = await this.recordTemplateRow(name, rootfs, defaults, source, resources);
@@ -240,13 +317,13 @@ export class ImageService {
 
   /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
   async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+    checkTemplateName(request.name);
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }
-    const builder = new TemplateBuilder(this.store, this.manager, path.join(this.config.cacheDir, 'images', 'rootfs'), this.log);
-    const result = await builder.build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
+    const result = await this.builder().build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
     holdFile(result.rootfs, this.rootfsHolds);
-    return await this.recordTemplate(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, result.from, {
+    return await this.recordTemplate(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, { kind: 'capsulefile', from: result.from, service: result.service }, {
       vcpus: result.base.default_vcpus,
       memoryMiB: result.base.default_memory_mib,
     });
@@ -269,7 +346,7 @@ export class ImageService {
     const { rootfs, defaults } = await this.imageRootfs(digest, stored);
     const name = temporaryTemplateName();
     const imageDefaults = { imageDigest: digest, ...defaults };
-    const record = await this.recordTemplateRow(name, rootfs, imageDefaults, from);
+    const record = await this.recordTemplateRow(name, rootfs, imageDefaults, { kind: 'image', from, service: undefined });
     return {
       template: record,
       defaults: imageDefaults,
@@ -285,7 +362,7 @@ export class ImageService {
     name: string,
     rootfs: string,
     defaults: TemplateImageDefaults,
-    source: string,
+    source: TemplateSource,
     resources: { vcpus?: number | undefined; memoryMiB?: number | undefined } = {},
   ): Promise<TemplateRecord> {
     const record: TemplateRecord = {
@@ -302,7 +379,18 @@ export class ImageService {
       await tx.insertInto('templates').values(record).execute();
       await tx
         .insertInto('template_images')
-        .values({ template: name, image_digest: defaults.imageDigest || null, image_ref: source, env: JSON.stringify(defaults.env), user: defaults.user, workdir: defaults.workdir ?? null })
+        .values({
+          template: name,
+          image_digest: defaults.imageDigest || null,
+          image_ref: source.from,
+          env: JSON.stringify(defaults.env),
+          user: defaults.user,
+          workdir: defaults.workdir ?? null,
+          start_cmd: source.service ? JSON.stringify(source.service.start) : null,
+          ready_cmd: source.service?.ready ? JSON.stringify(source.service.ready.cmd) : null,
+          ready_timeout_ms: source.service?.ready?.timeoutMs ?? null,
+          source_kind: source.kind,
+        })
         .execute();
     });
     return record;
@@ -328,6 +416,30 @@ export class ImageService {
     }
   }
 
+  /** One template in full: where it came from, what its VM runs, its warm snapshot and sizes. */
+  async inspectTemplate(name: string): Promise<TemplateDetails> {
+    const template = await this.store.getTemplate(name);
+    if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
+    const row = await this.store.db.selectFrom('template_images').selectAll().where('template', '=', name).executeTakeFirst();
+    const service = await templateService(this.store, name);
+    const warm = this.manager.warmSnapshotInfo(name);
+    return {
+      ...this.templateView(template),
+      source: row ? (row.source_kind === 'capsulefile' ? 'capsulefile' : 'image') : 'base',
+      ...(row ? { from: row.image_ref } : {}),
+      ...(row?.image_digest ? { imageDigest: row.image_digest } : {}),
+      ...(service ? { startCommand: service.start } : {}),
+      ...(service?.ready ? { readyCommand: service.ready.cmd, readyTimeoutMs: service.ready.timeoutMs } : {}),
+      env: row ? (JSON.parse(row.env) as Record<string, string>) : {},
+      ...(row ? { user: row.user } : {}),
+      ...(row?.workdir ? { workdir: row.workdir } : {}),
+      rootfs: template.rootfs,
+      rootfsDiskBytes: diskBytes(template.rootfs),
+      ...(warm.error ? { warmSnapshotError: warm.error } : {}),
+      ...(warm.dir ? { warmSnapshotDiskBytes: ['memory', 'state', 'disk.qcow2'].reduce((sum, f) => sum + diskBytes(path.join(warm.dir!, f)), 0) } : {}),
+    };
+  }
+
   templateView(t: TemplateRecord): Template {
     return {
       name: t.name,
@@ -338,5 +450,14 @@ export class ImageService {
       createdAt: t.created_at,
       warmSnapshot: this.manager.warmSnapshotState(t.name),
     };
+  }
+}
+
+/** Disk space a file takes (sparse files count only what is allocated); 0 when missing. */
+function diskBytes(file: string): number {
+  try {
+    return fs.statSync(file).blocks * 512;
+  } catch {
+    return 0;
   }
 }

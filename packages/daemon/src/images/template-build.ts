@@ -1,9 +1,10 @@
 // `capsule template build`: a Capsulefile's steps run inside a real sandbox
 // booted from its FROM (a template, or an image pulled if need be); the
 // sandbox's disk is then flattened into the new template's root filesystem.
-// The result is cached by the hash of every input (base, steps, copied files),
-// so an unchanged build is a cache hit. A failing step ends the build with
-// that step's output; the build sandbox never outlives the build.
+// Each step's disk is cached by the hash of its inputs (build-step-cache.ts),
+// so a rebuild reruns only from the first changed step, and an unchanged
+// build boots nothing. A failing step ends the build with that step's output
+// (the steps before it stay cached); the build sandbox never outlives the build.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,12 +16,13 @@ import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store, TemplateRecord } from '../store/store.js';
-import { parseCapsulefile, type BuildStep } from './capsulefile.js';
-import { templateImageDefaults, type TemplateImageDefaults } from './image-records.js';
+import { BuildStepCache } from './build-step-cache.js';
+import { parseCapsulefile, type BuildStep, type Capsulefile } from './capsulefile.js';
+import { loadImage, templateService, type TemplateImageDefaults } from './image-records.js';
 
 /** Output of a failing step quoted in its error. */
 const ERROR_OUTPUT_BYTES = 4096;
-const FORMAT = 'build-v1';
+const FORMAT = 'build-v2';
 /** Raw bytes per COPY exec: their base64 stays well under the agent's 4 MiB message cap. */
 const COPY_CHUNK_BYTES = 2 * 1024 * 1024;
 
@@ -31,6 +33,42 @@ export interface BuildBase {
   imageDigest: string | null;
   /** Removes what was made only for this build. */
   release(): Promise<void>;
+}
+
+/** What a template's VM runs before its warm snapshot (see templates/template-service.ts). */
+export interface ServiceCommands {
+  start: string[];
+  ready?: { cmd: string[]; timeoutMs: number } | undefined;
+}
+
+export interface BuildResult {
+  rootfs: string;
+  defaults: TemplateImageDefaults;
+  from: string;
+  imageDigest: string | null;
+  base: TemplateRecord;
+  service: ServiceCommands | undefined;
+}
+
+/** What commands of a build run with; ENV, USER and WORKDIR change it. */
+interface BuildState {
+  env: Record<string, string>;
+  user: string | undefined;
+  cwd: string | undefined;
+}
+
+interface PlannedStep {
+  step: BuildStep;
+  /** 1-based, as the build log numbers steps. */
+  index: number;
+  key: string;
+  /** The state the step runs in. */
+  state: BuildState;
+}
+
+/** Steps that write to the disk; ENV and USER only change the state. */
+function writesDisk(step: BuildStep): boolean {
+  return step.kind === 'RUN' || step.kind === 'COPY' || step.kind === 'WORKDIR';
 }
 
 export interface BuildRequest {
@@ -66,41 +104,102 @@ function copySources(contextDir: string | undefined, source: string): { file: st
 }
 
 export class TemplateBuilder {
+  private readonly steps: BuildStepCache;
+
   constructor(
     private readonly store: Store,
     private readonly manager: SandboxManager,
     private readonly rootfsDir: string,
+    stepsDir: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.steps = new BuildStepCache(stepsDir);
+  }
 
   /**
-   * Runs the build and returns the root filesystem and defaults of the new
-   * template; `base` resolves the FROM. The caller records the template.
+   * Runs the build and returns the root filesystem, defaults and service of
+   * the new template; `resolveBase` resolves the FROM. The caller records the template.
    */
   async build(
     request: BuildRequest,
     resolveBase: (from: string, emit: (event: BuildEvent) => void) => Promise<BuildBase>,
     emit: (event: BuildEvent) => void,
     signal: AbortSignal,
-  ): Promise<{ rootfs: string; defaults: TemplateImageDefaults; from: string; imageDigest: string | null; base: TemplateRecord }> {
+  ): Promise<BuildResult> {
     const file = parseCapsulefile(request.capsulefile);
     const copies = new Map<BuildStep, { file: string; relative: string }[]>();
     for (const step of file.steps) if (step.kind === 'COPY') copies.set(step, copySources(request.contextDir, step.source));
     const base = await resolveBase(file.from, emit);
     try {
-      const key = new CacheKey().add('format', FORMAT).add('base', `${base.template.rootfs}:${fs.statSync(base.template.rootfs).size}`).add('steps', JSON.stringify(file.steps));
-      for (const files of copies.values()) for (const f of files) key.add(f.relative, fs.readFileSync(f.file));
-      const target = path.join(this.rootfsDir, `build-${key.digest()}.ext4`);
+      // Checked before any step runs: a bad START or READY must not cost a build.
+      const service = await this.resolveService(file, base);
+      const plan = this.plan(base, file.steps, copies);
+      const finalKey = plan.at(-1)?.key ?? this.baseKey(base);
+      const target = path.join(this.rootfsDir, `build-${finalKey}.ext4`);
       const defaults = this.finalDefaults(base.defaults, file.steps);
       if (fs.existsSync(target)) {
+        for (const planned of plan) emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
         emit({ type: 'log', stream: 'stdout', text: `the steps are unchanged since an earlier build: using ${path.basename(target)}\n` });
       } else {
-        await this.runSteps(base, file.steps, copies, target, emit, signal);
+        await this.runSteps(base, plan, copies, target, emit, signal);
       }
-      return { rootfs: target, defaults, from: file.from, imageDigest: base.imageDigest, base: base.template };
+      return { rootfs: target, defaults, from: file.from, imageDigest: base.imageDigest, base: base.template, service };
     } finally {
       await base.release();
     }
+  }
+
+  /**
+   * START and READY of the new template: the Capsulefile's, else the FROM
+   * template's. A bare START is the FROM image's Entrypoint + Cmd.
+   */
+  private async resolveService(file: Capsulefile, base: BuildBase): Promise<ServiceCommands | undefined> {
+    const inherited = await templateService(this.store, base.template.name);
+    let start: string[] | undefined;
+    if (file.start && 'cmd' in file.start) start = file.start.cmd;
+    else if (file.start) start = await this.imageStartCommand(base.imageDigest, file.from);
+    else start = inherited?.start;
+    // A new START drops the READY that checked the old one.
+    const ready = file.ready ?? (file.start ? undefined : inherited?.ready);
+    if (ready && !start) throw new CapsuleError('invalid_argument', 'READY needs a START command', { hint: 'add START cmd to the Capsulefile: READY checks the service START runs' });
+    return start ? { start, ...(ready ? { ready } : {}) } : undefined;
+  }
+
+  /** The image config's Entrypoint followed by its Cmd, the way docker runs them. */
+  async imageStartCommand(imageDigest: string | null, from: string): Promise<string[]> {
+    const image = imageDigest ? await loadImage(this.store, imageDigest) : undefined;
+    const argv = [...(image?.config.entrypoint ?? []), ...(image?.config.cmd ?? [])];
+    if (argv.length === 0 || argv[0] === '') {
+      throw new CapsuleError('invalid_argument', `a bare START runs the image's Entrypoint and Cmd, but ${from} ${image ? 'has neither' : 'is not an image'}`, {
+        hint: 'give START a command, e.g. START ["/srv/app", "--port", "8080"]',
+      });
+    }
+    return argv;
+  }
+
+  private baseKey(base: BuildBase): string {
+    return new CacheKey()
+      .add('format', FORMAT)
+      .add('base', `${base.template.rootfs}:${fs.statSync(base.template.rootfs).size}`)
+      .add('defaults', JSON.stringify(base.defaults ?? null))
+      .digest();
+  }
+
+  /** Each step's key (chained from the one before it) and the state it runs in. */
+  private plan(base: BuildBase, steps: BuildStep[], copies: Map<BuildStep, { file: string; relative: string }[]>): PlannedStep[] {
+    let parent = this.baseKey(base);
+    // Steps run as root unless the FROM says otherwise (as docker builds do), not as the agent's default user.
+    const state: BuildState = { env: { ...base.defaults?.env }, user: base.defaults?.user ?? 'root', cwd: base.defaults?.workdir };
+    return steps.map((step, i) => {
+      const key = new CacheKey().add('parent', parent).add('step', JSON.stringify(step)).add('state', JSON.stringify(state));
+      for (const f of copies.get(step) ?? []) key.add(`copy:${f.relative}`, fs.readFileSync(f.file));
+      parent = key.digest();
+      const planned: PlannedStep = { step, index: i + 1, key: parent, state: { ...state, env: { ...state.env } } };
+      if (step.kind === 'ENV') state.env[step.name] = step.value;
+      if (step.kind === 'USER') state.user = step.user;
+      if (step.kind === 'WORKDIR') state.cwd = step.path;
+      return planned;
+    });
   }
 
   private finalDefaults(base: TemplateImageDefaults | undefined, steps: BuildStep[]): TemplateImageDefaults {
@@ -113,70 +212,154 @@ export class TemplateBuilder {
     return defaults;
   }
 
+  /**
+   * Runs the steps after the last cached one in a build sandbox booted from
+   * that step's disk, freezing the disk after each step that writes to it;
+   * records those steps in the cache (also when a later one fails) and
+   * flattens the last disk into `target`.
+   */
   private async runSteps(
     base: BuildBase,
-    steps: BuildStep[],
+    plan: PlannedStep[],
     copies: Map<BuildStep, { file: string; relative: string }[]>,
     target: string,
     emit: (event: BuildEvent) => void,
     signal: AbortSignal,
   ): Promise<void> {
-    emit({ type: 'step', index: 0, instruction: `booting a build sandbox from ${base.template.name}` });
-    const sandbox = await this.manager.create({ template: base.template.name, timeoutMs: 0, metadata: { 'capsule.build': 'true' } });
-    const defaults = await templateImageDefaults(this.store, base.template.name);
-    const state = { env: { ...defaults?.env }, user: defaults?.user, cwd: defaults?.workdir };
+    let cached = 0;
+    let startDisk: string | undefined;
+    const lease = this.steps.lease();
     try {
-      for (const [i, step] of steps.entries()) {
-        if (signal.aborted) throw new CapsuleError('invalid_argument', 'the build was cancelled');
-        emit({ type: 'step', index: i + 1, instruction: describeStep(step) });
-        switch (step.kind) {
-          case 'ENV':
-            state.env[step.name] = step.value;
-            break;
-          case 'USER':
-            state.user = step.user;
-            break;
-          case 'WORKDIR':
-            await this.exec(sandbox.id, ['mkdir', '-p', step.path], { ...state, user: 'root' }, i + 1, step, emit, signal);
-            state.cwd = step.path;
-            break;
-          case 'RUN':
-            await this.exec(sandbox.id, ['/bin/sh', '-c', step.command], state, i + 1, step, emit, signal);
-            break;
-          case 'COPY':
-            for (const f of copies.get(step) ?? []) {
-              const destination = f.relative === '' ? step.destination : path.posix.join(step.destination, f.relative.split(path.sep).join('/'));
-              // In pieces: one message to the agent is capped (4 MiB), a file is not.
-              const bytes = fs.readFileSync(f.file);
-              for (let offset = 0; offset === 0 || offset < bytes.length; offset += COPY_CHUNK_BYTES) {
-                const write = offset === 0 ? 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"' : 'base64 -d >> "$1"';
-                await this.exec(
-                  sandbox.id,
-                  ['/bin/sh', '-c', write, 'sh', destination],
-                  { ...state, user: 'root', stdin: bytes.subarray(offset, offset + COPY_CHUNK_BYTES).toString('base64') },
-                  i + 1,
-                  step,
-                  emit,
-                  signal,
-                );
-              }
-            }
-            break;
+      for (let i = plan.length - 1; i >= 0; i--) {
+        const entry = await this.steps.lookup(plan[i]!.key);
+        if (entry) {
+          lease.add(entry.chain);
+          cached = i + 1;
+          startDisk = entry.disk;
+          break;
         }
       }
-      await this.exec(sandbox.id, ['sync'], { ...state, user: 'root' }, steps.length + 1, undefined, emit, signal);
-      // Paused, the VM is gone and its disk overlay is consistent: flatten it (and its backing files) into one image.
-      await this.manager.pause(sandbox.id);
+      await this.runFrom(base, plan, cached, startDisk, copies, target, emit, signal, lease);
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async runFrom(
+    base: BuildBase,
+    plan: PlannedStep[],
+    cached: number,
+    startDisk: string | undefined,
+    copies: Map<BuildStep, { file: string; relative: string }[]>,
+    target: string,
+    emit: (event: BuildEvent) => void,
+    signal: AbortSignal,
+    lease: { add(files: readonly string[]): void },
+  ): Promise<void> {
+    for (const planned of plan.slice(0, cached)) emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
+    const remaining = plan.slice(cached);
+    const done: { key: string; delta?: string }[] = [];
+    const overlays: string[] = [];
+    let failure: unknown;
+    if (remaining.some((p) => writesDisk(p.step))) {
+      const from = startDisk ? await this.templateOfDisk(base.template, startDisk) : undefined;
+      try {
+        emit({ type: 'step', index: 0, instruction: `booting a build sandbox from ${from ? `the disk of step ${cached}` : base.template.name}` });
+        const sandbox = await this.manager.create({ template: (from ?? base.template).name, timeoutMs: 0, metadata: { 'capsule.build': 'true' } });
+        try {
+          let active = path.join(this.manager.stateDir(sandbox.id), 'overlay.qcow2');
+          for (const planned of remaining) {
+            await this.runStep(sandbox.id, planned, copies, emit, signal);
+            if (!writesDisk(planned.step)) {
+              done.push({ key: planned.key });
+              continue;
+            }
+            // Flushed and frozen: the overlay holds exactly this step's writes (the first one also the boot's).
+            await this.exec(sandbox.id, ['sync'], { ...planned.state, user: 'root' }, planned.index, undefined, emit, signal);
+            const next = this.steps.newOverlayPath();
+            overlays.push(next);
+            await this.manager.snapshotRootDisk(sandbox.id, next);
+            let frozen = active;
+            if (!overlays.includes(frozen)) {
+              // The sandbox's own overlay goes with the sandbox: keep a copy (it no longer changes).
+              frozen = this.steps.newOverlayPath();
+              overlays.push(frozen);
+              fs.copyFileSync(active, frozen);
+            }
+            done.push({ key: planned.key, delta: frozen });
+            active = next;
+          }
+        } catch (err) {
+          failure = err;
+        } finally {
+          await this.manager.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
+        }
+      } finally {
+        if (from) await this.store.db.deleteFrom('templates').where('name', '=', from.name).execute();
+      }
+    } else {
+      for (const planned of remaining) {
+        emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step) });
+        done.push({ key: planned.key });
+      }
+    }
+    try {
+      // QEMU is gone: the frozen overlays can be renamed and their headers pointed at each other.
+      const disk = await this.steps.commit(startDisk, done, (file) => lease.add([file]));
+      if (failure !== undefined) throw failure;
       const temp = tempSibling(target);
       fs.mkdirSync(path.dirname(target), { recursive: true });
       try {
-        await runCommand('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', path.join(this.manager.stateDir(sandbox.id), 'overlay.qcow2'), temp]);
+        await runCommand('qemu-img', ['convert', '-f', disk ? 'qcow2' : 'raw', '-O', 'raw', disk ?? base.template.rootfs, temp]);
         fs.renameSync(temp, target);
       } finally {
         fs.rmSync(temp, { force: true });
       }
     } finally {
-      await this.manager.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
+      for (const overlay of overlays) fs.rmSync(overlay, { force: true });
+    }
+  }
+
+  /** A template that exists only while a build boots from a cached step's disk. */
+  private async templateOfDisk(base: TemplateRecord, disk: string): Promise<TemplateRecord> {
+    const record: TemplateRecord = { ...base, name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
+    await this.store.db.insertInto('templates').values(record).execute();
+    return record;
+  }
+
+  private async runStep(id: string, planned: PlannedStep, copies: Map<BuildStep, { file: string; relative: string }[]>, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+    const { step, index, state } = planned;
+    if (signal.aborted) throw new CapsuleError('invalid_argument', 'the build was cancelled');
+    emit({ type: 'step', index, instruction: describeStep(step) });
+    switch (step.kind) {
+      case 'ENV':
+      case 'USER':
+        break;
+      case 'WORKDIR':
+        await this.exec(id, ['mkdir', '-p', step.path], { ...state, user: 'root' }, index, step, emit, signal);
+        break;
+      case 'RUN':
+        await this.exec(id, ['/bin/sh', '-c', step.command], state, index, step, emit, signal);
+        break;
+      case 'COPY':
+        for (const f of copies.get(step) ?? []) {
+          const destination = f.relative === '' ? step.destination : path.posix.join(step.destination, f.relative.split(path.sep).join('/'));
+          // In pieces: one message to the agent is capped (4 MiB), a file is not.
+          const bytes = fs.readFileSync(f.file);
+          for (let offset = 0; offset === 0 || offset < bytes.length; offset += COPY_CHUNK_BYTES) {
+            const write = offset === 0 ? 'mkdir -p "$(dirname "$1")" && base64 -d > "$1"' : 'base64 -d >> "$1"';
+            await this.exec(
+              id,
+              ['/bin/sh', '-c', write, 'sh', destination],
+              { ...state, user: 'root', stdin: bytes.subarray(offset, offset + COPY_CHUNK_BYTES).toString('base64') },
+              index,
+              step,
+              emit,
+              signal,
+            );
+          }
+        }
+        break;
     }
   }
 
@@ -204,7 +387,7 @@ export class TemplateBuilder {
         if (event.exitCode !== 0 || event.signal) {
           const what = step ? describeStep(step) : cmd.join(' ');
           throw new CapsuleError('build_step_failed', `step ${index} (${what}) ${event.signal ? `was killed by ${event.signal}` : `exited with code ${event.exitCode}`}${tail ? `:\n${tail.trimEnd()}` : ''}`, {
-            hint: 'fix the step in the Capsulefile; the steps before it are not kept',
+            hint: 'fix the step in the Capsulefile; the steps before it are cached, so the next build starts from there',
           });
         }
       } else if (event.type === 'error') {
@@ -229,7 +412,16 @@ export function describeStep(step: BuildStep): string {
   }
 }
 
+/** Templates that exist only while a build runs are named with these prefixes, which users' templates may not take. */
+export const BUILD_TEMPLATE_PREFIXES = ['build-base-', 'build-step-'] as const;
+
 /** A name for a template that exists only while a build boots from an image. */
 export function temporaryTemplateName(): string {
-  return `build-base-${randomBytes(6).toString('hex')}`;
+  return `${BUILD_TEMPLATE_PREFIXES[0]}${randomBytes(6).toString('hex')}`;
+}
+
+/** Refuses a template name that only builds may use. */
+export function checkTemplateName(name: string): void {
+  const prefix = BUILD_TEMPLATE_PREFIXES.find((p) => name.startsWith(p));
+  if (prefix) throw new CapsuleError('invalid_argument', `template names starting with "${prefix}" are kept for template builds`, { hint: 'pick another name' });
 }

@@ -20,7 +20,8 @@ import { canFreeze, frozenFiles } from '../vmm/freeze.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { freezeRunningVm, loadSnapshotTemplate, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
-import { templateImageDefaults, type TemplateImageDefaults } from '../images/image-records.js';
+import { templateImageDefaults, templateService, type TemplateImageDefaults } from '../images/image-records.js';
+import { startTemplateService } from '../templates/template-service.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import { QmpClient } from '../vmm/qmp.js';
@@ -139,6 +140,12 @@ export class SandboxManager {
     return this.config.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
   }
 
+  /** A template's warm snapshot: its state, its folder once ready, why it failed if it did. */
+  warmSnapshotInfo(template: string): { state: WarmSnapshotState; dir?: string; error?: string } {
+    const warm = this.warm.get(template);
+    return { state: this.warmSnapshotState(template), ...(warm?.snapshot ? { dir: warm.snapshot.dir } : {}), ...(warm?.error ? { error: warm.error } : {}) };
+  }
+
   /** Starts serving a template added while the daemon runs (one built from an image): its warm snapshot is built now. */
   addTemplate(template: TemplateRecord): void {
     void this.prepareWarmSnapshot(template);
@@ -181,7 +188,7 @@ export class SandboxManager {
 
   /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
   private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
-    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion);
+    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, await templateService(this.store, template.name));
     return (
       loadWarmSnapshot(this.config.cacheDir, inputs) ??
       (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
@@ -371,6 +378,9 @@ export class SandboxManager {
       const startedMs = Date.now() - createdAt.getTime();
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot || imageDefaults) await vm.initGuest(this.initRequest(id, env, imageDefaults));
+      // A restored sandbox has the template's START running already; a cold one starts it now.
+      const service = snapshot ? undefined : await templateService(this.store, templateName);
+      if (service) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
       const bootMs = Date.now() - createdAt.getTime();
       await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
@@ -379,6 +389,7 @@ export class SandboxManager {
       const consoleTail = readConsoleLog(this.consoleLogFile(id), 2048).toString('utf8').trim();
       const message = errorMessage(err);
       await this.fail(id, 'start_failed', consoleTail ? `${message}\nguest console:\n${consoleTail}` : message);
+      if (err instanceof CapsuleError && err.code === 'template_start_failed') throw err;
       throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to start: ${message.split('\n')[0]}`, {
         hint: `see \`capsule logs ${id}\` for the guest console`,
         cause: err,
@@ -726,7 +737,8 @@ export class SandboxManager {
       kernel: template.kernel,
       initramfs: template.initramfs,
       kitDisk: template.kit,
-      rootDisk: await this.createOverlay(id, template.rootfs, 'raw'),
+      // A build resumed from a cached step boots from that step's qcow2 disk.
+      rootDisk: await this.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
@@ -954,6 +966,16 @@ export class SandboxManager {
       });
     }
     return { record, vm };
+  }
+
+  /**
+   * Freezes a running sandbox's root disk as it is now and sends later writes
+   * to a new qcow2 overlay at `file` (over the frozen one). Flush the guest
+   * (`sync`) first. Template builds cache each step's disk this way.
+   */
+  async snapshotRootDisk(idOrName: string, file: string): Promise<void> {
+    const { vm } = await this.runningVm(idOrName);
+    await vm.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2' });
   }
 
   /** The agent of a running sandbox, for the API's proxy to it. */

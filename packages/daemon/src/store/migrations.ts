@@ -138,6 +138,16 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0007_templates_build': {
+    async up(db: Kysely<unknown>) {
+      // START and READY of a template (JSON argv, null for none), run in its VM before the warm snapshot;
+      // source_kind says what made the template: `image` (template create) or `capsulefile` (template build).
+      await db.schema.alterTable('template_images').addColumn('start_cmd', 'text').execute();
+      await db.schema.alterTable('template_images').addColumn('ready_cmd', 'text').execute();
+      await db.schema.alterTable('template_images').addColumn('ready_timeout_ms', 'integer').execute();
+      await db.schema.alterTable('template_images').addColumn('source_kind', 'text', (c) => c.notNull().defaultTo('image')).execute();
+    },
+  },
   '0008_snapshots': {
     async up(db: Kysely<unknown>) {
       // A template made by `capsule snapshot` from a sandbox: its warm snapshot (memory, devices, a

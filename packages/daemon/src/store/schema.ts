@@ -89,6 +89,13 @@ export interface TemplateImageRow {
   env: string;
   user: string;
   workdir: string | null;
+  /** JSON argv of START, run in the template's VM before its warm snapshot. */
+  start_cmd: string | null;
+  /** JSON argv of READY, retried until it exits 0. */
+  ready_cmd: string | null;
+  ready_timeout_ms: number | null;
+  /** `image` (template create --image) or `capsulefile` (template build). */
+  source_kind: string;
 }
 
 /** TAP mode: one sandbox's network namespace and the host-side addresses allocated to it. */

@@ -4,9 +4,11 @@
 // privately (copy on write, so all of a template's sandboxes share its pages),
 // load the device state and write to an overlay over the frozen disk. A
 // snapshot is keyed by every input it depends on and rebuilt when one changes.
+// A template with a START command has it running (and READY passed) when the
+// snapshot is taken, so its sandboxes start with the service up.
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorMessage } from '../errors.js';
+import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { CacheKey } from '../guest/cache-key.js';
@@ -16,6 +18,8 @@ import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
+import { collectExec, execEvents } from '../sandboxes/exec.js';
+import { startTemplateService, type TemplateService } from './template-service.js';
 
 /**
  * Bump when the VM's machine options change: old snapshots cannot be restored
@@ -46,11 +50,13 @@ export interface WarmSnapshotInputs {
   accel: Accel;
   qemuVersion: string;
   tscKhz: number | undefined;
+  /** START and READY, run before the snapshot is taken. */
+  service: TemplateService | undefined;
 }
 
 /** The inputs of `template`'s warm snapshot on this host: TCG guests also depend on the host's TSC frequency. */
-export async function warmSnapshotInputs(template: TemplateRecord, accel: Accel, qemuVersion: string): Promise<WarmSnapshotInputs> {
-  return { template, accel, qemuVersion, tscKhz: accel === 'tcg' ? await hostTscKhz() : undefined };
+export async function warmSnapshotInputs(template: TemplateRecord, accel: Accel, qemuVersion: string, service?: TemplateService): Promise<WarmSnapshotInputs> {
+  return { template, accel, qemuVersion, tscKhz: accel === 'tcg' ? await hostTscKhz() : undefined, service };
 }
 
 export function warmSnapshotKey(inputs: WarmSnapshotInputs): string {
@@ -60,6 +66,7 @@ export function warmSnapshotKey(inputs: WarmSnapshotInputs): string {
   for (const [label, file] of [['kernel', t.kernel], ['initramfs', t.initramfs], ['kit', t.kit], ['rootfs', t.rootfs]] as const) {
     key.add(label, `${file}:${fs.statSync(file).size}`);
   }
+  if (inputs.service) key.add('service', JSON.stringify(inputs.service));
   return key.add('vcpus', String(t.default_vcpus)).add('memory', String(t.default_memory_mib)).digest();
 }
 
@@ -112,6 +119,11 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
       path.join(temp, 'console.log'),
     );
     await vm.waitForBoot(Date.now() + BOOT_TIMEOUT_MS);
+    if (inputs.service) {
+      await startTemplateService(vm.agent, inputs.service, AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)));
+      // One round trip after START's stream was let go: the agent has seen it end, so nothing of it is in flight when the VM is frozen.
+      await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(BOOT_TIMEOUT_MS)));
+    }
     // Leave the agent idle and disconnected, so no write of this session is
     // pending in the guest when it is frozen; restores connect afresh.
     vm.agent.close();
@@ -140,6 +152,8 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
     if (!loaded) throw new Error('the snapshot was written but cannot be read back');
     return loaded;
   } catch (err) {
+    // A START or READY that failed is the user's to fix: its message (with their output) is the whole story.
+    if (err instanceof CapsuleError && err.code === 'template_start_failed') throw err;
     const consoleTail = vm?.consoleTail() ?? '';
     throw new Error(`building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`);
   } finally {

@@ -38,7 +38,7 @@ export interface TestImage {
   digest: string;
 }
 
-export function image(layers: TestLayer[], config: { Env?: string[]; User?: string; WorkingDir?: string; Cmd?: string[] } = {}, architecture = 'amd64'): TestImage {
+export function image(layers: TestLayer[], config: { Env?: string[]; User?: string; WorkingDir?: string; Entrypoint?: string[]; Cmd?: string[] } = {}, architecture = 'amd64'): TestImage {
   const finalConfig = Buffer.from(
     JSON.stringify({
       architecture,
