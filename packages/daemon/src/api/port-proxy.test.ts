@@ -27,6 +27,12 @@ describe('portTarget', () => {
     expect(portTarget('/', 'capsule.example', 'capsule.example')).toBeUndefined();
   });
 
+  it('refuses a malformed percent-encoding in the sandbox id with invalid_argument, in both path forms', () => {
+    for (const url of ['/v1/sandboxes/%E0%A4%A/ports/80/', '/v1/sandboxes/%/tunnel/22']) {
+      expect(() => portTarget(url, undefined, 'localhost')).toThrow(PortTargetError);
+    }
+  });
+
   it('refuses ports out of range and malformed host names with invalid_argument', () => {
     for (const [url, host] of [
       [`/v1/sandboxes/${id}/ports/0/`, undefined],

@@ -50,11 +50,11 @@ function hostOnly(host: string): string {
 export function portTarget(url: string, host: string | undefined, domain: string): PortTarget | undefined {
   const byPath = PATH_FORM.exec(url);
   if (byPath) {
-    const sandboxId = decodeURIComponent(byPath[1] ?? '');
+    const sandboxId = decodedSegment(byPath[1] ?? '');
     return { kind: 'http', sandboxId, port: guestPort(byPath[2] ?? ''), path: `${byPath[3] || '/'}${byPath[4] ?? ''}`, form: 'path' };
   }
   const tunnel = TUNNEL_FORM.exec(url);
-  if (tunnel) return { kind: 'tunnel', sandboxId: decodeURIComponent(tunnel[1] ?? ''), port: guestPort(tunnel[2] ?? '') };
+  if (tunnel) return { kind: 'tunnel', sandboxId: decodedSegment(tunnel[1] ?? ''), port: guestPort(tunnel[2] ?? '') };
 
   if (host === undefined) return undefined;
   const name = hostOnly(host.trim().toLowerCase());
@@ -66,6 +66,15 @@ export function portTarget(url: string, host: string | undefined, domain: string
     throw new PortTargetError('invalid_argument', `"${label.slice(0, 80)}" is not a sandbox port host name`, { hint: `reach a port as <port>-<sandboxId>.${domain}` });
   }
   return { kind: 'http', sandboxId: match[2] ?? '', port: guestPort(match[1] ?? ''), path: url.startsWith('/') ? url : `/${url}`, form: 'host' };
+}
+
+/** A percent-encoded path segment; a malformed encoding is the caller's error, not the daemon's. */
+function decodedSegment(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw new PortTargetError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
+  }
 }
 
 function guestPort(value: string): number {
