@@ -433,10 +433,15 @@ export class SandboxManager {
     return path.join(this.stateDir(id), 'pause.state');
   }
 
-  /** Starts QEMU for sandbox `id`, first recording its machine: a resume must rebuild the same one. */
-  private async launch(id: string, spec: VmSpec): Promise<LiveVm> {
-    writeFileAtomic(this.machineFile(id), JSON.stringify({ ...spec, incoming: false }), 0o600);
-    return await LiveVm.launch(spec, this.runtimePaths(id), this.consoleLogFile(id));
+  /**
+   * Starts QEMU for sandbox `id` with its NIC plugged into the sandbox's own
+   * network backend (never one a spec was copied from: a TAP device is one
+   * VM's), first recording its machine: a resume must rebuild the same one.
+   */
+  private async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<LiveVm> {
+    const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
+    writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
+    return await LiveVm.launch(machine, this.runtimePaths(id), this.consoleLogFile(id));
   }
 
   /** A paused sandbox's state as a memory file + device state, once converted (paused-memory.ts). */
@@ -602,9 +607,7 @@ export class SandboxManager {
       fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
       const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
       fs.copyFileSync(disk, overlay);
-      // The fork's own network backend, never the source's (a TAP device is one VM's).
-      const nic = await this.networks.backendFor(id);
-      const vm = this.track(id, await this.launch(id, { ...spec(id, overlay), nic }));
+      const vm = this.track(id, await this.launch(id, spec(id, overlay)));
       await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
       await vm.initGuest(this.initRequest(id, undefined));
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
@@ -680,7 +683,7 @@ export class SandboxManager {
     let mapped = false;
     let restoredMs = 0;
     try {
-      const saved = { ...this.readMachine(id), nic: await this.networks.backendFor(id) };
+      const saved = this.readMachine(id);
       mapped = fs.existsSync(frozen.state) && fs.existsSync(frozen.memory);
       if (!mapped && !fs.existsSync(stateFile)) throw new Error(`its saved state is missing from ${this.stateDir(id)}`);
       const vm = this.track(
@@ -742,7 +745,6 @@ export class SandboxManager {
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
-      nic: await this.networks.backendFor(id),
       // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
       memoryBackend: { type: 'ram' },
     };
@@ -767,7 +769,6 @@ export class SandboxManager {
       agentPortId: AGENT_PORT_DEVICE_ID,
       memoryBackend: { type: 'file', path: snapshot.memory, shared: false },
       incoming: true,
-      nic: await this.networks.backendFor(id),
     };
     const vm = await this.launch(id, spec);
     onLaunched(vm);
