@@ -15,6 +15,7 @@ import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEA
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
+import { isValidSandboxId } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
 /** The port e2b's SDK reaches envd on: by host name it means the sandbox's agent, as with e2b. */
@@ -23,7 +24,6 @@ export const ENVD_PORT = 49983;
 const PATH_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/ports\/([^/?#]*)(\/[^?#]*)?(\?.*)?$/;
 const TUNNEL_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/tunnel\/([^/?#]*)\/?$/;
 const HOST_LABEL = /^(\d{1,5})-([a-z0-9][a-z0-9_-]{0,127})$/;
-const SANDBOX_REF = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded either way on a plain request. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'expect']);
@@ -171,7 +171,7 @@ function headersForClient(upstream: IncomingMessage): string[] {
 }
 
 async function openTunnel(ctx: PortProxyContext, sandboxId: string, port: number, headers: IncomingHttpHeaders, viaTcp: boolean): Promise<Duplex> {
-  if (!SANDBOX_REF.test(sandboxId)) throw new CapsuleError('invalid_argument', 'the sandbox id is malformed');
+  if (!isValidSandboxId(sandboxId)) throw new CapsuleError('invalid_argument', 'the sandbox id is malformed');
   if (viaTcp) await authorize(ctx, sandboxId, headers);
   return (await ctx.tunnels.connect(sandboxId, port)).stream;
 }
