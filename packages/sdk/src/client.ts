@@ -34,7 +34,7 @@ import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
 import { AgentConnection, type DaemonAddress } from './agent-connection.js';
 import { HttpTransport, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
-import { openPortTunnel, type PortTunnelOptions } from './port-tunnel.js';
+import { checkGuestPort, openPortTunnel, type PortTunnelOptions } from './port-tunnel.js';
 import type { Duplex } from 'node:stream';
 
 export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
@@ -395,7 +395,7 @@ export class CapsuleClient {
    * request timeout covers the wait for the answer to begin.
    */
   async fetchPort(idOrName: string, port: number, path = '/', init: PortRequestInit = {}): Promise<TransportResponse> {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`);
+    checkGuestPort(port);
     const route = sandboxPath(idOrName, `/ports/${port}${path.startsWith('/') ? path : `/${path}`}`);
     const deadline = startDeadline(init.signal, init.requestTimeoutMs ?? this.requestTimeoutMs, `${init.method ?? 'GET'} ${route}`);
     try {

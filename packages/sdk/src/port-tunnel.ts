@@ -16,10 +16,17 @@ export interface PortTunnelOptions {
   trafficAccessToken?: string;
 }
 
+/** Throws invalid_argument unless `port` is a port a sandbox can listen on. */
+export function checkGuestPort(port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`);
+}
+
 /** Opens a connection to `port` inside sandbox `idOrName`; resolves once the sandbox side is connected. */
 export function openPortTunnel(address: DaemonAddress, idOrName: string, port: number, options: PortTunnelOptions = {}): Promise<Duplex> {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    return Promise.reject(new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`));
+  try {
+    checkGuestPort(port);
+  } catch (err) {
+    return Promise.reject(err);
   }
   const target = 'socketPath' in address ? { socketPath: address.socketPath } : { host: address.host, port: address.port };
   const where = 'socketPath' in address ? `unix:${address.socketPath}` : `http://${address.host}:${address.port}`;
