@@ -14,6 +14,8 @@ import { startVm, stopVm, type VmRuntimePaths, type VmSpec } from '../vmm/qemu.j
 
 export const AGENT_PORT_DEVICE_ID = 'agent-port';
 const INIT_TIMEOUT_MS = 10_000;
+const FIRST_INIT_ATTEMPT_MS = 1000;
+const MAX_INIT_ATTEMPT_MS = 5000;
 
 export class LiveVm {
   /** Set while the daemon itself is stopping the VM, so its exit is not a crash. */
@@ -58,19 +60,18 @@ export class LiveVm {
   }
 
   /**
-   * After `launch` with `incoming`: loads a saved state and lets the guest run,
-   * then waits for the agent. A warm snapshot's state has no RAM (it is the
-   * mapped memory file); a paused sandbox's has all of it (`ramInState`).
-   * `beforeRun` sets up the loaded VM (its network) before the guest runs.
+   * After `launch` with `incoming`: loads a saved state and lets the guest run.
+   * A warm snapshot's state has no RAM (it is the mapped memory file); a paused
+   * sandbox's has all of it (`ramInState`). `beforeRun` sets up the loaded VM
+   * (its network) before the guest runs. The agent is not asked whether it is
+   * up: the caller's `initGuest` is the first request, and waits for it.
    */
-  async restore(stateFile: string, deadline: number, ramInState = false, beforeRun?: () => Promise<void>): Promise<void> {
+  async restore(stateFile: string, ramInState = false, beforeRun?: () => Promise<void>): Promise<void> {
     await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
       // QEMU says why a state does not load (a device that differs) only in its own log.
       const log = tailOfFile(this.paths.qemuLog, 1024).trim();
       throw new Error(`${errorMessage(err)}${log ? `: ${log.split('\n').slice(-3).join(' | ')}` : ''}`);
     });
-    await this.waitForHealthyAgent(deadline);
-    this.booting = false;
   }
 
   /**
@@ -91,18 +92,25 @@ export class LiveVm {
   }
 
   /**
-   * Tells a restored guest who it is now: time, entropy, hostname, env. Tried
-   * again once on a fresh session if the first fails: bytes the guest was
-   * writing when it was saved can still break the session right after a
-   * restore, and /init is safe to repeat.
+   * Tells a restored guest who it is now: time, entropy, hostname, env; retried
+   * until `deadline`, each try on a fresh session. Right after a restore this
+   * is the agent's first request, and it can fail or hang: bytes the guest was
+   * writing when it was saved may reach the new connection first and break its
+   * session. /init is safe to repeat.
    */
-  async initGuest(request: AgentInitRequest): Promise<void> {
-    try {
-      await this.agent.init(request, INIT_TIMEOUT_MS);
-    } catch {
-      this.agent.close();
-      await this.waitForHealthyAgent(Date.now() + INIT_TIMEOUT_MS);
-      await this.agent.init(request, INIT_TIMEOUT_MS);
+  async initGuest(request: AgentInitRequest, deadline = Date.now() + INIT_TIMEOUT_MS): Promise<void> {
+    // Under TCG a restored guest's first answer takes a few hundred ms (it translates its code anew):
+    // a first try is given a second, and each retry twice as long, so a lost request costs one second, not the deadline.
+    for (let attemptMs = FIRST_INIT_ATTEMPT_MS; ; attemptMs = Math.min(2 * attemptMs, MAX_INIT_ATTEMPT_MS)) {
+      try {
+        await this.agent.init(request, Math.max(1, Math.min(attemptMs, deadline - Date.now())));
+        this.booting = false;
+        return;
+      } catch (err) {
+        if (Date.now() >= deadline || !this.alive) throw new Error(`the guest agent did not take /init: ${errorMessage(err)}`);
+        this.agent.close();
+        await new Promise((r) => setTimeout(r, 20));
+      }
     }
   }
 

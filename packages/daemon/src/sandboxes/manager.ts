@@ -377,7 +377,7 @@ export class SandboxManager {
       if (!vm) throw new Error('the VM went away while starting');
       const startedMs = Date.now() - createdAt.getTime();
       // A restored guest is a copy of the template VM: tell it who it is now.
-      if (snapshot || imageDefaults) await vm.initGuest(this.initRequest(id, env, imageDefaults));
+      if (snapshot || imageDefaults) await vm.initGuest(this.initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
       // A restored sandbox has the template's START running already; a cold one starts it now.
       const service = snapshot ? undefined : await templateService(this.store, templateName);
       if (service) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
@@ -608,8 +608,8 @@ export class SandboxManager {
       const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
       fs.copyFileSync(disk, overlay);
       const vm = this.track(id, await this.launch(id, spec(id, overlay)));
-      await vm.restore(stateFile, Date.now() + RESTORE_TIMEOUT_MS, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
-      await vm.initGuest(this.initRequest(id, undefined));
+      await vm.restore(stateFile, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
+      await vm.initGuest(this.initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
         boot_ms: Date.now() - createdAt.getTime(),
         expires_at: expiryFrom(source.timeout_ms),
@@ -691,9 +691,9 @@ export class SandboxManager {
         await this.launch(id, mapped ? { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true } : wholeStateRestoreSpec(saved)),
       );
       // The policy may have changed while the sandbox was paused.
-      await vm.restore(mapped ? frozen.state : stateFile, Date.now() + RESTORE_TIMEOUT_MS, !mapped, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
+      await vm.restore(mapped ? frozen.state : stateFile, !mapped, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
       restoredMs = Date.now() - started;
-      await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') });
+      await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') }, Date.now() + RESTORE_TIMEOUT_MS);
     } catch (err) {
       const message = errorMessage(err);
       await this.fail(id, 'resume_failed', message);
@@ -772,7 +772,7 @@ export class SandboxManager {
     };
     const vm = await this.launch(id, spec);
     onLaunched(vm);
-    await vm.restore(snapshot.state, Date.now() + RESTORE_TIMEOUT_MS, false, () => this.networks.apply(id, vm.qmp, egress));
+    await vm.restore(snapshot.state, false, () => this.networks.apply(id, vm.qmp, egress));
     return vm;
   }
 
@@ -790,7 +790,7 @@ export class SandboxManager {
       const vm = await this.restoreVm(id, snapshot, OPEN_POLICY, (v) => (launched = v));
       // Run once what a claim runs, so TCG has translated those paths already:
       // the first /init and the first exec after a restore each cost ~10x more.
-      await vm.initGuest(this.initRequest(id, undefined));
+      await vm.initGuest(this.initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
       return { id, vm, discard };
     } catch (err) {

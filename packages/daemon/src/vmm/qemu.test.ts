@@ -35,6 +35,15 @@ describe('qemu command line', () => {
     expect(after('-device')).toEqual(expect.arrayContaining(['virtio-blk-device,drive=root,serial=capsule-root', 'virtio-blk-device,drive=kit,serial=capsule-kit']));
   });
 
+  it('boots the kernel, but gives a restore none to read (RAM comes from the saved state)', () => {
+    expect(after('-kernel')).toEqual(['/k/vmlinuz']);
+    expect(after('-initrd')).toEqual(['/k/initrd']);
+    const restore = qemuArgs({ ...spec, incoming: true }, new VmRuntimePaths('/r'));
+    expect(restore).not.toContain('-kernel');
+    expect(restore).not.toContain('-append');
+    expect(restore.slice(-2)).toEqual(['-incoming', 'defer']);
+  });
+
   it('puts every socket in the runtime folder', () => {
     expect(args.join(' ')).toContain('path=/run/x/agent.sock');
     expect(args.join(' ')).toContain('unix:/run/x/qmp.sock');
