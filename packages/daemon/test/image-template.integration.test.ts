@@ -86,13 +86,20 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(cli.stdout).toBe('hello from layer two\n');
     expect(cli.status).toBe(0);
 
-    // Removing the template takes its warm snapshot along; the sandbox made from it runs on.
+    // Its sandboxes' disks are overlays on the warm snapshot's: removing the template is refused while
+    // one lives (a paused one could never resume), and nothing of the template is touched.
+    const refused = await capsule(['template', 'rm', 'tiny']);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('is used by 1 sandbox(es)');
+    expect(refused.stderr).toContain(`capsule rm ${sandbox.body.id}`);
+    const still = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/cat', '/data/hello'] })).body;
+    expect(still.stdout).toBe('hello from layer two\n');
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${sandbox.body.id}`)).status).toBe(204);
+    // Then the template goes, its warm snapshot along.
     const rm = await capsule(['template', 'rm', 'tiny']);
     expect(rm.status, rm.stderr).toBe(0);
     const snapshotsAfter = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('tiny-'));
     expect(snapshotsAfter.length).toBe(snapshotsBefore.length - 1);
-    const still = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/cat', '/data/hello'] })).body;
-    expect(still.stdout).toBe('hello from layer two\n');
   });
 
   it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async () => {

@@ -11,6 +11,7 @@ import type { GuestManifest } from '../guest/manifest.js';
 import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
+import { snapshotTemplateDir } from '../sandboxes/snapshot.js';
 import type { Store, TemplateRecord } from '../store/store.js';
 import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
 import { importArchive } from './archive-import.js';
@@ -396,19 +397,19 @@ export class ImageService {
     return record;
   }
 
-  /** Removes a template built from an image; sandboxes already running from it keep running. */
+  /** Removes a template built from an image, a Capsulefile or a snapshot, once no sandbox made from it lives. */
   async removeTemplate(name: string): Promise<void> {
     const template = await this.store.getTemplate(name);
     if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
-    if (await this.manager.removeSnapshotTemplate(name)) return;
-    if (!(await imageTemplateNames(this.store)).includes(name)) {
+    if (!(await imageTemplateNames(this.store)).includes(name) && (await snapshotTemplateDir(this.store, name)) === undefined) {
       throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
         hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
       });
     }
+    await this.manager.assertTemplateUnused(name);
+    if (await this.manager.removeSnapshotTemplate(name)) return;
     const snapshotDir = await this.manager.forgetTemplate(name);
     await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
-    // Running sandboxes map the memory file privately and keep their copy; no new restore needs it.
     if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {

@@ -644,19 +644,24 @@ export class SandboxManager {
   }
 
   /**
-   * Removes a template made by `capsule snapshot`; false for other templates.
-   * Refused while sandboxes made from it live: their disks are overlays on its
-   * disk, which a resume (or an adopting daemon) opens again.
+   * Refuses to let a template go while sandboxes made from it live, paused ones
+   * included: their disks are overlays on the template's disk (its warm
+   * snapshot's, or the snapshot template's), which a resume, a fork or an
+   * adopting daemon opens again.
    */
-  async removeSnapshotTemplate(name: string): Promise<boolean> {
-    const dir = await snapshotTemplateDir(this.store, name);
-    if (dir === undefined) return false;
+  async assertTemplateUnused(name: string): Promise<void> {
     const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
     if (users.length > 0) {
       throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
         hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
       });
     }
+  }
+
+  /** Removes a template made by `capsule snapshot` (after `assertTemplateUnused`); false for other templates. */
+  async removeSnapshotTemplate(name: string): Promise<boolean> {
+    const dir = await snapshotTemplateDir(this.store, name);
+    if (dir === undefined) return false;
     await this.forgetTemplate(name);
     await removeSnapshotTemplate(this.store, name, dir);
     return true;
