@@ -103,7 +103,9 @@ export class LiveVm {
     // a first try is given a second, and each retry twice as long, so a lost request costs one second, not the deadline.
     for (let attemptMs = FIRST_INIT_ATTEMPT_MS; ; attemptMs = Math.min(2 * attemptMs, MAX_INIT_ATTEMPT_MS)) {
       try {
-        await this.agent.init(request, Math.max(1, Math.min(attemptMs, deadline - Date.now())));
+        // Stamped at each try: a retry must not set the guest's clock to when the first one was sent.
+        const stamped = request.timestamp === undefined ? request : { ...request, timestamp: new Date().toISOString() };
+        await this.agent.init(stamped, Math.max(1, Math.min(attemptMs, deadline - Date.now())));
         this.booting = false;
         return;
       } catch (err) {
