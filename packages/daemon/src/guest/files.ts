@@ -3,6 +3,7 @@
 // leaves a half-written file that a later run would take as good.
 import fs from 'node:fs';
 import path from 'node:path';
+import { isPinned } from './cache-pins.js';
 
 export function tempSibling(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${Date.now()}`);
@@ -52,6 +53,7 @@ const MAX_KEPT_SIBLINGS = 4;
  * day, and any beyond the few most recently used. The cache is shared by every
  * checkout and daemon on the host, so an artefact that differs from ours may be
  * another checkout's current one: removing it at once would break that one.
+ * A sibling a paused sandbox or a snapshot still needs is pinned (cache-pins.ts) and stays.
  */
 export function pruneSiblings(dir: string, prefix: string, keep: string, now = Date.now()): void {
   if (!fs.existsSync(dir)) return;
@@ -63,6 +65,6 @@ export function pruneSiblings(dir: string, prefix: string, keep: string, now = D
     .map((name) => ({ name, usedAt: fs.statSync(path.join(dir, name)).mtimeMs }))
     .sort((a, b) => b.usedAt - a.usedAt);
   others.forEach(({ name, usedAt }, index) => {
-    if (index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+    if ((index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) && !isPinned(path.join(dir, name))) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   });
 }

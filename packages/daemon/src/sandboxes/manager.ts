@@ -18,6 +18,7 @@ import { writeFileAtomic } from '../guest/files.js';
 import { saveVmState } from '../vmm/migration.js';
 import { canFreeze, frozenFiles } from '../vmm/freeze.js';
 import { PausedMemoryConverter } from './paused-memory.js';
+import { backingChain, pinCacheFiles } from '../guest/cache-pins.js';
 import { freezeRunningVm, loadSnapshotTemplate, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
 import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
 import { templateImageDefaults, templateService, type TemplateImageDefaults } from '../images/image-records.js';
@@ -291,7 +292,7 @@ export class SandboxManager {
   private async removeVmFiles(id: string): Promise<void> {
     await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
   }
 
   async create(request: CreateSandboxRequest): Promise<Sandbox> {
@@ -441,6 +442,8 @@ export class SandboxManager {
   private async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<LiveVm> {
     const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
     writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
+    // A resume opens these again, maybe long after the cache would have pruned them.
+    pinCacheFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], this.config.cacheDir, path.join(this.stateDir(id), 'pins'));
     return await LiveVm.launch(machine, this.runtimePaths(id), this.consoleLogFile(id));
   }
 
@@ -634,7 +637,7 @@ export class SandboxManager {
         this.store,
         { id: record.id, vm, machine: this.readMachine(record.id), overlay: path.join(this.stateDir(record.id), 'overlay.qcow2') },
         templateName,
-        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir },
+        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.freezeRuntimeDir, cacheDir: this.config.cacheDir },
         this.qemuVersion,
       ),
     );

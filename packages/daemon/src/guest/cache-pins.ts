@@ -1,0 +1,85 @@
+// A VM outlives the cache files it was started from: a paused sandbox (or a
+// snapshot template) opens its kit disk and its disk's backing chain again on
+// resume, maybe days and several upgrades later, when the shared cache would
+// long have pruned them as unused (files.ts pruneSiblings). So whoever keeps
+// such a VM pins those files: a hard link in a folder of its own, which goes
+// when that folder goes. The pruner never removes a file with a second link.
+import fs from 'node:fs';
+import path from 'node:path';
+
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+/** Deeper chains than ours are a corrupt or hostile image, not a reason to loop. */
+const MAX_CHAIN_DEPTH = 16;
+const MAX_BACKING_NAME_BYTES = 4096;
+
+/**
+ * The backing files below a disk image, nearest first: read from each qcow2
+ * header (a raw file ends the chain). Relative names are relative to the image
+ * that names them, as QEMU resolves them.
+ */
+export function backingChain(image: string): string[] {
+  const chain: string[] = [];
+  let current = image;
+  for (let depth = 0; depth < MAX_CHAIN_DEPTH; depth++) {
+    const backing = backingFileOf(current);
+    if (backing === undefined) break;
+    current = path.resolve(path.dirname(current), backing);
+    chain.push(current);
+  }
+  return chain;
+}
+
+function backingFileOf(image: string): string | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(image, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const header = Buffer.alloc(20);
+    if (fs.readSync(fd, header, 0, header.length, 0) < header.length || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+    const offset = header.readBigUInt64BE(8);
+    const size = header.readUInt32BE(16);
+    if (offset === 0n || size === 0 || size > MAX_BACKING_NAME_BYTES) return undefined;
+    const name = Buffer.alloc(size);
+    if (fs.readSync(fd, name, 0, size, Number(offset)) < size) return undefined;
+    return name.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Links each of `files` that lies inside `cacheDir` into `pinDir`, named by
+ * its path in the cache (two snapshots both have a `disk.qcow2`). Idempotent.
+ * Across filesystems no link can be made: such files are not pinned.
+ */
+export function pinCacheFiles(files: string[], cacheDir: string, pinDir: string): void {
+  const root = path.resolve(cacheDir) + path.sep;
+  for (const file of files) {
+    const resolved = path.resolve(file);
+    if (!resolved.startsWith(root)) continue;
+    const pin = path.join(pinDir, resolved.slice(root.length).replaceAll(path.sep, '__'));
+    fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+    try {
+      fs.linkSync(resolved, pin);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'EXDEV' && code !== 'ENOENT') throw err;
+    }
+  }
+}
+
+/** Whether anybody pins `file` (it has a second link), or, for a folder, any file in it. */
+export function isPinned(file: string): boolean {
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(file);
+  } catch {
+    return false;
+  }
+  if (stat.isFile()) return stat.nlink > 1;
+  if (!stat.isDirectory()) return false;
+  return fs.readdirSync(file).some((name) => isPinned(path.join(file, name)));
+}
