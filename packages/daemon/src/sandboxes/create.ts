@@ -14,7 +14,7 @@ import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { egressPolicyColumns, egressPolicyFrom, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
-import type { Store, TemplateRecord } from '../store/store.js';
+import { isUniqueViolation, type Store, type TemplateRecord } from '../store/store.js';
 import { startTemplateService } from '../templates/template-service.js';
 import type { WarmSnapshot } from '../templates/warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
@@ -32,7 +32,7 @@ import type { WarmSnapshots } from './warm-snapshots.js';
 
 const DEFAULT_TEMPLATE = 'base';
 
-/** The answer to a create whose name a live sandbox has. */
+/** One answer for a name in use, whether the check before a create or the store's unique index caught it. */
 function nameTaken(name: string): CapsuleError {
   return new CapsuleError('name_taken', `a sandbox named "${name}" already exists`, { hint: 'pick another name or remove that sandbox first' });
 }
@@ -106,6 +106,8 @@ export class SandboxCreator {
       // Nothing of this sandbox is recorded: give back what it took.
       await ports.release();
       await pooled?.discard();
+      // A create with the same name got in between the check above and here.
+      if (request.name !== undefined && isUniqueViolation(err, 'sandboxes.name')) throw nameTaken(request.name);
       throw err;
     });
     try {
