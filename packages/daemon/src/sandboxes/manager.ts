@@ -101,6 +101,8 @@ export class SandboxManager {
       await this.ports.bind(record.id).catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not publish a port again'));
     }
     this.vms.removeOrphans();
+    // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (above); the rest is redone.
+    await this.pausing.restartConversions();
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
     await this.networks.start(async (id) => this.vms.live.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
     this.livenessTimer = setInterval(() => this.vms.checkLiveness(), LIVENESS_INTERVAL_MS);

@@ -92,6 +92,34 @@ export class PauseResume {
   }
 
   /**
+   * At daemon start: converts again each paused state whose conversion a
+   * daemon stop or crash cut off (paused-memory.ts), after removing what that
+   * conversion had half written. A conversion that had finished but not yet
+   * removed its stream loses the stream: the mapped state is complete.
+   */
+  async restartConversions(): Promise<void> {
+    for (const record of await this.store.sandboxesInStates(['paused'])) {
+      const id = record.id;
+      const stream = this.vms.pauseStateFile(id);
+      const target = this.vms.pausedDir(id);
+      fs.rmSync(`${target}.tmp`, { recursive: true, force: true });
+      if (!fs.existsSync(stream)) continue;
+      const frozen = frozenFiles(target);
+      if (fs.existsSync(frozen.state) && fs.existsSync(frozen.memory)) {
+        fs.rmSync(stream, { force: true });
+        continue;
+      }
+      try {
+        const machine = this.vms.readMachine(id);
+        if (canFreeze(machine)) this.pausedMemory.start(id, machine, stream, target);
+      } catch (err) {
+        // Its resume reads the stream, or reports what is missing.
+        this.log.warn({ sandbox: id, err: errorMessage(err) }, 'could not restart the conversion of a paused state');
+      }
+    }
+  }
+
+  /**
    * Starts a paused sandbox's VM again from its saved state, clock corrected,
    * lifetime restarted. A missing or unreadable state ends the sandbox in
    * `error` with the reason; nothing of the attempt is left running.
