@@ -1,7 +1,8 @@
 // Pause and resume with real microVMs: a paused sandbox has no QEMU process,
 // and comes back with its files, its running processes and a corrected clock,
 // cycle after cycle; a QEMU killed mid-pause never leaves a half state; a
-// missing or corrupt saved state fails the resume cleanly.
+// missing or corrupt saved state fails the resume cleanly; a conversion of the
+// paused state that a daemon restart cut off is done again.
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -94,6 +95,30 @@ describe('pause and resume (real QEMU microVM)', () => {
     // Paused again from a VM whose memory is that (now removed) mapped file.
     expect((await post(sandbox.id, 'pause')).status).toBe(200);
     expect((await post(sandbox.id, 'resume')).status).toBe(200);
+    expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
+    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+  });
+
+  it('finishes after a daemon restart a conversion the daemon was killed in the middle of', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+    await exec(sandbox.id, ['sh', '-c', 'head -c 50M /dev/urandom > /dev/shm/data; md5sum /dev/shm/data > /root/sum']);
+    const dir = path.join(daemon.stateDir, 'sandboxes', sandbox.id);
+    expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    // The conversion has just begun (it takes seconds): kill the daemon under it.
+    await daemon.kill9();
+    expect(fs.existsSync(path.join(dir, 'pause.state'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'paused'))).toBe(false);
+    // Whatever the cut-off conversion left half written must not survive into the new one.
+    fs.mkdirSync(path.join(dir, 'paused.tmp'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'paused.tmp', 'stale'), 'half written');
+    await daemon.start();
+    await convertedState(sandbox.id);
+    expect(fs.existsSync(path.join(dir, 'paused.tmp'))).toBe(false);
+    await eventually(() => (daemon.runtimeLeftovers().some((name) => name.startsWith('freeze-')) ? undefined : true), 15_000, 'no helper QEMU left');
+    const resumed = await post(sandbox.id, 'resume');
+    expect(resumed.status, resumed.text).toBe(200);
+    expect(daemon.log()).toMatch(new RegExp(`"sandbox":"${sandbox.id}"[^\\n]*"mapped":true[^\\n]*"sandbox resumed"`));
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
     await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });

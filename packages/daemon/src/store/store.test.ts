@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Store, type SandboxRecord } from './store.js';
+import { isUniqueViolation, Store, type SandboxRecord } from './store.js';
 
 const row = (id: string, name: string | null): SandboxRecord => ({
   id,
@@ -45,7 +45,12 @@ describe('store (real SQLite, in memory)', () => {
 
   it('keeps names unique among live sandboxes but reusable after a kill', async () => {
     await store.insertSandbox(row('sb_a', 'web'));
-    await expect(store.insertSandbox(row('sb_b', 'web'))).rejects.toThrow(/UNIQUE/);
+    const taken = await store.insertSandbox(row('sb_b', 'web')).catch((err: unknown) => err);
+    expect(isUniqueViolation(taken, 'sandboxes.name')).toBe(true);
+    // A clash on another column is not a name taken.
+    const sameId = await store.insertSandbox(row('sb_a', 'other')).catch((err: unknown) => err);
+    expect(String(sameId)).toMatch(/UNIQUE constraint failed: sandboxes.id/);
+    expect(isUniqueViolation(sameId, 'sandboxes.name')).toBe(false);
     await store.transition('sb_a', 'killed', 'user');
     await store.insertSandbox(row('sb_b', 'web'));
     expect((await store.getSandbox('web'))?.id).toBe('sb_b');

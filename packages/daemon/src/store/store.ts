@@ -13,6 +13,11 @@ export type SandboxEvent = Selectable<SandboxEventRow>;
 export type TemplateRecord = Selectable<TemplateRow>;
 export type ApiKeyRecord = Selectable<ApiKeyRow>;
 
+/** Whether `err` is SQLite refusing a row because `column` (`table.column`) would no longer be unique. */
+export function isUniqueViolation(err: unknown, column: string): boolean {
+  return err instanceof SQLite.SqliteError && err.code === 'SQLITE_CONSTRAINT_UNIQUE' && err.message.endsWith(`: ${column}`);
+}
+
 export class Store {
   private constructor(readonly db: Kysely<Database>) {}
 

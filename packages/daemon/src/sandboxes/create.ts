@@ -1,0 +1,270 @@
+// The create path: check the request and the host's room, then claim a
+// warm-pool VM, restore the template's warm snapshot, or boot cold, and tell
+// the guest who it is. Pool VMs are restored here too, ahead of time. A create
+// that fails leaves nothing running and nothing of its VM on disk.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { CreateSandboxRequest } from '@capsule/protocol';
+import { limits } from '@capsule/protocol';
+import type { DaemonConfig } from '../config.js';
+import { CapsuleError, errorMessage } from '../errors.js';
+import { templateImageDefaults, templateService } from '../images/image-records.js';
+import { runCommand } from '../launcher.js';
+import type { Logger } from '../log.js';
+import { egressPolicyColumns, egressPolicyFrom, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
+import { isUniqueViolation, type Store, type TemplateRecord } from '../store/store.js';
+import { startTemplateService } from '../templates/template-service.js';
+import type { WarmSnapshot } from '../templates/warm-snapshot.js';
+import type { AccelChoice } from '../vmm/accel.js';
+import { readConsoleLog } from '../vmm/console-log.js';
+import type { VmSpec } from '../vmm/qemu.js';
+import { hostTscKhz } from '../vmm/tsc.js';
+import { collectExec, execEvents } from './exec.js';
+import { hostnameFor, newSandboxId } from './ids.js';
+import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
+import { admissionProblem, readHostMemory } from './memory.js';
+import type { PublishedPorts } from './published-ports.js';
+import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
+import type { PooledVm } from './warm-pool.js';
+import type { WarmSnapshots } from './warm-snapshots.js';
+
+const DEFAULT_TEMPLATE = 'base';
+
+/** One answer for a name in use, whether the check before a create or the store's unique index caught it. */
+function nameTaken(name: string): CapsuleError {
+  return new CapsuleError('name_taken', `a sandbox named "${name}" already exists`, { hint: 'pick another name or remove that sandbox first' });
+}
+
+export class SandboxCreator {
+  constructor(
+    private readonly store: Store,
+    private readonly config: DaemonConfig,
+    private readonly accel: AccelChoice,
+    private readonly log: Logger,
+    private readonly vms: SandboxVms,
+    private readonly warm: WarmSnapshots,
+    private readonly networks: SandboxNetworks,
+    private readonly ports: PublishedPorts,
+  ) {}
+
+  /** Creates a sandbox and returns its id once it runs. */
+  async create(request: CreateSandboxRequest): Promise<string> {
+    const templateName = request.template ?? DEFAULT_TEMPLATE;
+    const template = await this.store.getTemplate(templateName);
+    if (!template) {
+      const known = (await this.store.listTemplates()).map((t) => t.name);
+      throw new CapsuleError('template_not_found', `template "${templateName}" does not exist`, {
+        hint: known.length > 0 ? `known templates: ${known.join(', ')}` : 'run `capsuled prepare` to build the base template',
+      });
+    }
+    for (const file of [template.kernel, template.initramfs, template.kit, template.rootfs]) {
+      if (!fs.existsSync(file)) {
+        throw new CapsuleError('template_not_ready', `template "${templateName}" is missing ${file}`, { hint: 'run `capsuled prepare` to rebuild it' });
+      }
+    }
+    const vcpus = request.vcpus ?? template.default_vcpus;
+    const memoryMiB = request.memoryMiB ?? template.default_memory_mib;
+    this.validateResources(vcpus, memoryMiB);
+    const egress = egressPolicyFrom(request, this.networks.listsSupported);
+    // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
+    const imageDefaults = await templateImageDefaults(this.store, templateName);
+    const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
+    if (request.name !== undefined && (await this.store.getSandbox(request.name))) throw nameTaken(request.name);
+
+    const createdAt = new Date();
+    const snapshot = this.warm.usableSnapshot(templateName, vcpus, memoryMiB);
+    if (!snapshot) await this.warm.refuseColdSnapshotTemplate(templateName);
+    const pool = snapshot ? this.warm.poolOf(templateName) : undefined;
+    await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
+    // Host ports are bound before anything starts: a conflict refuses the create here.
+    const ports = await this.ports.reserve(request.ports);
+    const pooled = pool?.take();
+    const id = pooled?.id ?? newSandboxId();
+    const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
+    await this.store.insertSandbox({
+      id,
+      name: request.name ?? null,
+      template: templateName,
+      state: 'starting',
+      state_reason: 'user',
+      state_message: null,
+      vcpus,
+      memory_mib: memoryMiB,
+      accel: this.accel.accel,
+      metadata: JSON.stringify(request.metadata ?? {}),
+      env: JSON.stringify(env ?? {}),
+      created_at: createdAt.toISOString(),
+      boot_ms: null,
+      timeout_ms: timeoutMs,
+      on_timeout: request.onTimeout ?? 'kill',
+      // The clock starts when the sandbox runs (below), not while it boots.
+      expires_at: null,
+      ...egressPolicyColumns(egress),
+    }).catch(async (err: unknown) => {
+      // Nothing of this sandbox is recorded: give back what it took.
+      await ports.release();
+      await pooled?.discard();
+      // A create with the same name got in between the check above and here.
+      if (request.name !== undefined && isUniqueViolation(err, 'sandboxes.name')) throw nameTaken(request.name);
+      throw err;
+    });
+    try {
+      await this.ports.commit(id, ports);
+      let how: string;
+      if (pooled) {
+        this.vms.track(id, pooled.vm);
+        // Restored before this request said what its network may do.
+        await this.networks.apply(id, pooled.vm.qmp, egress);
+        how = `restored from the warm snapshot of ${templateName} ahead of time`;
+      } else if (snapshot) {
+        await this.restoreVm(id, snapshot, egress, (vm) => this.vms.track(id, vm)).catch((err: unknown) => {
+          // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
+          this.warm.abandonWarmSnapshot(templateName, err);
+          throw err;
+        });
+        how = `restored from the warm snapshot of ${templateName}`;
+      } else {
+        await this.bootVm(id, template, vcpus, memoryMiB, egress);
+        how = 'booted cold';
+      }
+      const vm = this.vms.live.get(id);
+      if (!vm) throw new Error('the VM went away while starting');
+      const startedMs = Date.now() - createdAt.getTime();
+      // A restored guest is a copy of the template VM: tell it who it is now.
+      if (snapshot || imageDefaults) await vm.initGuest(initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
+      // A restored sandbox has the template's START running already; a cold one starts it now.
+      const service = snapshot ? undefined : await templateService(this.store, templateName);
+      if (service) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
+      const bootMs = Date.now() - createdAt.getTime();
+      await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
+      this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
+    } catch (err) {
+      await ports.release();
+      const consoleTail = readConsoleLog(this.vms.consoleLogFile(id), 2048).toString('utf8').trim();
+      const message = errorMessage(err);
+      await this.vms.fail(id, 'start_failed', consoleTail ? `${message}\nguest console:\n${consoleTail}` : message);
+      if (err instanceof CapsuleError && err.code === 'template_start_failed') throw err;
+      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to start: ${message.split('\n')[0]}`, {
+        hint: `see \`capsule logs ${id}\` for the guest console`,
+        cause: err,
+      });
+    }
+    return id;
+  }
+
+  private async createOverlay(id: string, backing: string, backingFormat: 'raw' | 'qcow2'): Promise<string> {
+    const overlay = path.join(this.vms.stateDir(id), 'overlay.qcow2');
+    fs.mkdirSync(this.vms.stateDir(id), { recursive: true, mode: 0o700 });
+    await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', backing, overlay]);
+    return overlay;
+  }
+
+  /** Boots a fresh VM from the template's kernel and disk and waits for its agent. */
+  private async bootVm(id: string, template: TemplateRecord, vcpus: number, memoryMiB: number, egress: EgressPolicy): Promise<void> {
+    const spec: VmSpec = {
+      id,
+      accel: this.accel.accel,
+      vcpus,
+      memoryMiB,
+      kernel: template.kernel,
+      initramfs: template.initramfs,
+      kitDisk: template.kit,
+      // A build resumed from a cached step boots from that step's qcow2 disk.
+      rootDisk: await this.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
+      hostname: hostnameFor(id),
+      agentPortId: AGENT_PORT_DEVICE_ID,
+      tscKhz: await hostTscKhz(),
+      // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
+      memoryBackend: { type: 'ram' },
+    };
+    const vm = this.vms.track(id, await this.vms.launch(id, spec));
+    // Set while the guest is still in its kernel: nothing of the sandbox's own has run yet.
+    await this.networks.apply(id, vm.qmp, egress);
+    await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);
+  }
+
+  /**
+   * Restores a VM from a warm snapshot into sandbox `id`'s folders: an overlay
+   * over the snapshot's disk, its memory file mapped privately. `onLaunched`
+   * sees the VM as soon as QEMU runs, so a failure can always stop it.
+   */
+  private async restoreVm(id: string, snapshot: WarmSnapshot, egress: EgressPolicy, onLaunched: (vm: LiveVm) => void): Promise<LiveVm> {
+    const spec: VmSpec = {
+      id,
+      ...snapshot.machine,
+      vcpus: snapshot.vcpus,
+      memoryMiB: snapshot.memoryMiB,
+      rootDisk: await this.createOverlay(id, snapshot.disk, 'qcow2'),
+      agentPortId: AGENT_PORT_DEVICE_ID,
+      memoryBackend: { type: 'file', path: snapshot.memory, shared: false },
+      incoming: true,
+    };
+    const vm = await this.vms.launch(id, spec);
+    onLaunched(vm);
+    await vm.restore(snapshot.state, false, () => this.networks.apply(id, vm.qmp, egress));
+    return vm;
+  }
+
+  /** A VM for the warm pool: restored and warmed up, not in the store until a create claims it. */
+  async restoreIntoPool(snapshot: WarmSnapshot): Promise<PooledVm> {
+    const id = newSandboxId();
+    let launched: LiveVm | undefined;
+    const discard = async () => {
+      await launched?.stop();
+      await this.vms.removeVmFiles(id);
+      fs.rmSync(this.vms.stateDir(id), { recursive: true, force: true });
+    };
+    try {
+      // Pool VMs start with the network open; a claim applies the create's policy.
+      const vm = await this.restoreVm(id, snapshot, OPEN_POLICY, (v) => (launched = v));
+      // Run once what a claim runs, so TCG has translated those paths already:
+      // the first /init and the first exec after a restore each cost ~10x more.
+      await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
+      await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
+      return { id, vm, discard };
+    } catch (err) {
+      await discard();
+      throw err;
+    }
+  }
+
+  private validateResources(vcpus: number, memoryMiB: number): void {
+    const hostCpus = os.cpus().length;
+    if (!Number.isInteger(vcpus) || vcpus < limits.minVcpus || vcpus > Math.min(limits.maxVcpus, hostCpus)) {
+      throw new CapsuleError('invalid_argument', `vcpus must be a whole number from ${limits.minVcpus} to ${Math.min(limits.maxVcpus, hostCpus)}, got ${vcpus}`, {
+        hint: `this host has ${hostCpus} CPUs`,
+      });
+    }
+    if (!Number.isInteger(memoryMiB) || memoryMiB < limits.minMemoryMiB || memoryMiB > limits.maxMemoryMiB) {
+      throw new CapsuleError('invalid_argument', `memory must be from ${limits.minMemoryMiB} to ${limits.maxMemoryMiB} MiB, got ${memoryMiB}`, {
+        hint: 'pass the memory in MiB, e.g. 512',
+      });
+    }
+    const budget = this.memoryBudgetMiB();
+    if (memoryMiB > budget) {
+      throw new CapsuleError('insufficient_resources', `${memoryMiB} MiB is more than this host lets sandboxes use (${budget} MiB)`, {
+        hint: 'ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
+      });
+    }
+  }
+
+  /** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
+  private memoryBudgetMiB(): number {
+    return this.config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
+  }
+
+  /** Refuses a create (or fork) that would overcommit the host (see memory.ts), before anything is started. */
+  async admit(addedMiB: number): Promise<void> {
+    const active = await this.store.sandboxesInStates(['starting', 'running']);
+    let committedMiB = active.reduce((sum, record) => sum + record.memory_mib, 0);
+    committedMiB += this.warm.pooledMemoryMiB();
+    const problem = admissionProblem({ addedMiB, committedMiB, budgetMiB: this.memoryBudgetMiB(), host: readHostMemory() });
+    if (problem) {
+      throw new CapsuleError('insufficient_resources', `not enough memory for another sandbox: ${problem}`, {
+        hint: 'remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
+      });
+    }
+  }
+}

@@ -1,0 +1,183 @@
+// Fork and snapshot: both freeze a running sandbox for a moment (one freeze of
+// a VM at a time) and continue from that moment elsewhere: forks as new
+// sandboxes, a snapshot as a new warm template (snapshot.ts). The source
+// always runs on afterwards.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { DaemonConfig } from '../config.js';
+import { CapsuleError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { egressPolicyOf } from '../network/egress-policy.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
+import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
+import { canFreeze } from '../vmm/freeze.js';
+import type { VmSpec } from '../vmm/qemu.js';
+import { newSandboxId } from './ids.js';
+import type { LiveVm } from './live-vm.js';
+import { saveWholeVm, wholeStateRestoreSpec } from './pause-resume.js';
+import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
+import { freezeRunningVm, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
+import type { WarmSnapshots } from './warm-snapshots.js';
+
+/** Fork copies restored at once: a restore keeps a core busy, so more than the host has only queues. */
+const FORK_RESTORE_CONCURRENCY = Math.max(1, Math.min(4, os.cpus().length));
+
+export class SandboxForks {
+  constructor(
+    private readonly store: Store,
+    private readonly config: DaemonConfig,
+    private readonly log: Logger,
+    /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
+    private readonly qemuVersion: string,
+    private readonly vms: SandboxVms,
+    private readonly warm: WarmSnapshots,
+    private readonly networks: SandboxNetworks,
+    /** Refuses `memoryMiB` more guest memory if the host has no room for it (create.ts). */
+    private readonly admit: (memoryMiB: number) => Promise<void>,
+  ) {}
+
+  /**
+   * Starts `count` sandboxes that each continue from this moment of a running
+   * sandbox. The source stops only while its memory and devices are frozen
+   * into one memory file and its disk overlay is copied, then runs on; every
+   * fork maps that file privately (so they share its pages) with its own copy
+   * of the disk, then /init gives it its own hostname, entropy and clock.
+   * Returns the forks' ids.
+   */
+  async fork(idOrName: string, count: number): Promise<string[]> {
+    const { record, vm } = await this.vms.runningVm(idOrName);
+    await this.admit(record.memory_mib * count);
+    return await this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count));
+  }
+
+  private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<string[]> {
+    const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
+    fs.mkdirSync(work, { recursive: true, mode: 0o700 });
+    const disk = path.join(work, 'overlay.qcow2');
+    const copyDisk = () => fs.copyFileSync(path.join(this.vms.stateDir(record.id), 'overlay.qcow2'), disk);
+    try {
+      const machine = this.vms.readMachine(record.id);
+      let restoreSpec: (id: string, overlay: string) => VmSpec;
+      let stateFile: string;
+      let ramInState: boolean;
+      if (canFreeze(machine)) {
+        const frozen = await freezeRunningVm(vm, machine, path.join(work, 'frozen'), this.vms.freezeRuntimeDir, copyDisk);
+        restoreSpec = (id, overlay) => ({ ...machine, id, rootDisk: overlay, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true });
+        stateFile = frozen.state;
+        ramInState = false;
+      } else {
+        stateFile = path.join(work, 'vm.state');
+        try {
+          await saveWholeVm(vm, stateFile);
+          // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
+          copyDisk();
+        } finally {
+          await vm.qmp.execute('cont').catch(() => undefined);
+          await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
+        }
+        restoreSpec = (id, overlay) => wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay });
+        ramInState = true;
+      }
+      // Restoring keeps a core busy: one per core at a time.
+      const forks: string[] = [];
+      let next = 0;
+      let failure: unknown;
+      const worker = async () => {
+        while (next < count && failure === undefined) {
+          next++;
+          try {
+            forks.push(await this.startFork(record, disk, (id, overlay) => restoreSpec(id, overlay), stateFile, ramInState));
+          } catch (err) {
+            failure ??= err;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(count, FORK_RESTORE_CONCURRENCY) }, worker));
+      // Forks that started before a failure stay, as they did when forks started one by one.
+      if (failure !== undefined) throw failure;
+      return forks;
+    } finally {
+      // Forks keep their private mappings of the memory file; nothing reads it again.
+      fs.rmSync(work, { recursive: true, force: true });
+    }
+  }
+
+  private async startFork(source: SandboxRecord, disk: string, spec: (id: string, overlay: string) => VmSpec, stateFile: string, ramInState: boolean): Promise<string> {
+    const id = newSandboxId();
+    const createdAt = new Date();
+    await this.store.insertSandbox({
+      ...source,
+      id,
+      name: null,
+      state: 'starting',
+      state_reason: 'user',
+      state_message: null,
+      created_at: createdAt.toISOString(),
+      boot_ms: null,
+      expires_at: null,
+    });
+    try {
+      fs.mkdirSync(this.vms.stateDir(id), { recursive: true, mode: 0o700 });
+      const overlay = path.join(this.vms.stateDir(id), 'overlay.qcow2');
+      fs.copyFileSync(disk, overlay);
+      const vm = this.vms.track(id, await this.vms.launch(id, spec(id, overlay)));
+      await vm.restore(stateFile, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
+      await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
+      await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
+        boot_ms: Date.now() - createdAt.getTime(),
+        expires_at: expiryFrom(source.timeout_ms),
+      });
+    } catch (err) {
+      const message = errorMessage(err);
+      await this.vms.fail(id, 'start_failed', message);
+      throw new CapsuleError('vm_start_failed', `fork ${id} of ${source.id} failed to start: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+    }
+    return id;
+  }
+
+  /**
+   * Turns a running sandbox's current state into a new warm template (see
+   * snapshot.ts); the sandbox runs on. Sandboxes created from the template
+   * continue from this moment, each with its own identity.
+   */
+  async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
+    const { record, vm } = await this.vms.runningVm(idOrName);
+    const template = await this.vms.whileFreezing(record.id, vm, () =>
+      snapshotToTemplate(
+        this.store,
+        { id: record.id, vm, machine: this.vms.readMachine(record.id), overlay: path.join(this.vms.stateDir(record.id), 'overlay.qcow2') },
+        templateName,
+        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.vms.freezeRuntimeDir, cacheDir: this.config.cacheDir },
+        this.qemuVersion,
+      ),
+    );
+    this.log.info({ sandbox: record.id, template: templateName }, 'sandbox snapshotted as a template');
+    await this.warm.prepareWarmSnapshot(template);
+    return template;
+  }
+
+  /**
+   * Refuses to let a template go while sandboxes made from it live, paused ones
+   * included: their disks are overlays on the template's disk (its warm
+   * snapshot's, or the snapshot template's), which a resume, a fork or an
+   * adopting daemon opens again.
+   */
+  async assertTemplateUnused(name: string): Promise<void> {
+    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
+    if (users.length > 0) {
+      throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
+        hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
+      });
+    }
+  }
+
+  /** Removes a template made by `capsule snapshot` (after `assertTemplateUnused`); false for other templates. */
+  async removeSnapshotTemplate(name: string): Promise<boolean> {
+    const dir = await snapshotTemplateDir(this.store, name);
+    if (dir === undefined) return false;
+    await this.warm.forgetTemplate(name);
+    await removeSnapshotTemplate(this.store, name, dir);
+    return true;
+  }
+}

@@ -1,0 +1,234 @@
+// The sandboxes' VMs as this daemon holds them: which VM runs for which
+// sandbox, where each keeps its files, launching one with its machine
+// recorded, failing one cleanly, and, at daemon start, adopting VMs that kept
+// running while the daemon was down. The store says what each sandbox is; the
+// OS (pid files, /proc) says what is true now, and the two are reconciled
+// here, nowhere else.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { DaemonConfig } from '../config.js';
+import { CapsuleError, errorMessage } from '../errors.js';
+import { backingChain, pinCacheFiles } from '../guest/cache-pins.js';
+import { writeFileAtomic } from '../guest/files.js';
+import type { TemplateImageDefaults } from '../images/image-records.js';
+import { tailOfFile } from '../launcher.js';
+import type { Logger } from '../log.js';
+import type { SandboxNetworks } from '../network/sandbox-networks.js';
+import type { SandboxRecord, Store } from '../store/store.js';
+import { QmpClient } from '../vmm/qmp.js';
+import { findRunningVm, VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
+import { hostnameFor } from './ids.js';
+import { LiveVm } from './live-vm.js';
+import type { PublishedPorts } from './published-ports.js';
+
+export const RESTORE_TIMEOUT_MS = 60_000;
+
+/** When a timeout of `timeoutMs` started now runs out; null for none. */
+export function expiryFrom(timeoutMs: number): string | null {
+  return timeoutMs > 0 ? new Date(Date.now() + timeoutMs).toISOString() : null;
+}
+
+/** What /init tells a guest restored from a snapshot (or booted from an image): who it is now. */
+export function initRequest(id: string, env: Record<string, string> | undefined, imageDefaults?: TemplateImageDefaults) {
+  return {
+    timestamp: new Date().toISOString(),
+    hostname: hostnameFor(id),
+    entropy: randomBytes(64).toString('hex'),
+    ...(env && Object.keys(env).length > 0 ? { envVars: env } : {}),
+    ...(imageDefaults ? { defaultUser: imageDefaults.user, ...(imageDefaults.workdir ? { defaultWorkdir: imageDefaults.workdir } : {}) } : {}),
+  };
+}
+
+export class SandboxVms {
+  readonly live = new Map<string, LiveVm>();
+  /** Sandboxes being frozen for a fork or a snapshot: one freeze (or pause) of a VM at a time. */
+  private readonly freezing = new Set<string>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly config: DaemonConfig,
+    private readonly log: Logger,
+    private readonly networks: SandboxNetworks,
+    private readonly ports: PublishedPorts,
+  ) {}
+
+  runtimePaths(id: string): VmRuntimePaths {
+    return new VmRuntimePaths(path.join(this.config.runtimeDir, 'sandboxes', id));
+  }
+
+  stateDir(id: string): string {
+    return path.join(this.config.stateDir, 'sandboxes', id);
+  }
+
+  consoleLogFile(id: string): string {
+    return path.join(this.stateDir(id), 'console.log');
+  }
+
+  private machineFile(id: string): string {
+    return path.join(this.stateDir(id), 'machine.json');
+  }
+
+  pauseStateFile(id: string): string {
+    return path.join(this.stateDir(id), 'pause.state');
+  }
+
+  /** A paused sandbox's state as a memory file + device state, once converted (paused-memory.ts). */
+  pausedDir(id: string): string {
+    return path.join(this.stateDir(id), 'paused');
+  }
+
+  /** Where helper VMs of a freeze keep their sockets: among the sandboxes', so a daemon crash leaves no orphan unremoved. */
+  get freezeRuntimeDir(): string {
+    return path.join(this.config.runtimeDir, 'sandboxes');
+  }
+
+  async adopt(record: SandboxRecord): Promise<void> {
+    const paths = this.runtimePaths(record.id);
+    const pid = findRunningVm(paths, record.id);
+    if (record.state === 'starting') {
+      if (pid !== undefined) await LiveVm.kill(pid);
+      await this.removeVmFiles(record.id);
+      await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
+      return;
+    }
+    if (pid === undefined) {
+      const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
+      const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
+      await this.removeVmFiles(record.id);
+      await this.store.transition(record.id, 'error', reason, message);
+      this.log.warn({ sandbox: record.id, reason }, 'sandbox lost while the daemon was down');
+      return;
+    }
+    try {
+      const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
+      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id)));
+      await vm.waitForHealthyAgent(Date.now() + 15_000);
+      vm.booting = false;
+      this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');
+    } catch (err) {
+      this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not adopt sandbox; stopping it');
+      await this.fail(record.id, 'adopt_failed', `capsuled could not reattach to the VM: ${errorMessage(err)}`);
+    }
+  }
+
+  removeOrphans(): void {
+    const dir = path.join(this.config.runtimeDir, 'sandboxes');
+    if (!fs.existsSync(dir)) return;
+    for (const id of fs.readdirSync(dir)) {
+      if (this.live.has(id)) continue;
+      const pid = findRunningVm(this.runtimePaths(id), id);
+      // Left over by a crashed daemon: a sandbox being created, or a warm-pool VM.
+      if (pid !== undefined) this.log.warn({ sandbox: id, pid }, 'killing a VM that no sandbox owns');
+      void (pid !== undefined ? LiveVm.kill(pid) : Promise.resolve()).then(() => {
+        fs.rmSync(path.join(dir, id), { recursive: true, force: true });
+        void this.store.getSandbox(id).then((record) => {
+          if (!record) fs.rmSync(this.stateDir(id), { recursive: true, force: true });
+        });
+      });
+    }
+  }
+
+  /** Registers a sandbox's VM and watches for it exiting behind the daemon's back. */
+  track(id: string, vm: LiveVm): LiveVm {
+    this.live.set(id, vm);
+    vm.qmp.on('close', () => {
+      if (!vm.stopping) void this.onVmGone(id, vm);
+    });
+    return vm;
+  }
+
+  checkLiveness(): void {
+    for (const [id, vm] of this.live) {
+      if (!vm.stopping && !vm.alive) void this.onVmGone(id, vm);
+    }
+  }
+
+  /** The VM went away without the daemon asking: record it as a crash and clean up. */
+  private async onVmGone(id: string, vm: LiveVm): Promise<void> {
+    if (this.live.get(id) !== vm || vm.stopping || vm.booting) return;
+    vm.stopping = true;
+    const qemuLog = tailOfFile(this.runtimePaths(id).qemuLog, 1024).trim();
+    const detail = qemuLog ? `: ${qemuLog.split('\n').slice(-3).join(' | ')}` : '';
+    this.log.warn({ sandbox: id, pid: vm.pid }, 'VM exited unexpectedly');
+    await this.fail(id, 'crash', `the VM exited unexpectedly${detail}`);
+  }
+
+  /** Stops whatever is left of a VM, removes its files (not its console log) and records the error. */
+  async fail(id: string, reason: string, message: string): Promise<void> {
+    await this.ports.release(id, true);
+    const vm = this.live.get(id);
+    if (vm) {
+      await vm.stop();
+      this.live.delete(id);
+    }
+    await this.removeVmFiles(id);
+    await this.store.transition(id, 'error', reason, message);
+  }
+
+  /** Removes what a VM used besides its console log: its network, runtime folder, disk overlay and saved state. */
+  async removeVmFiles(id: string): Promise<void> {
+    await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
+    fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+  }
+
+  /**
+   * Starts QEMU for sandbox `id` with its NIC plugged into the sandbox's own
+   * network backend (never one a spec was copied from: a TAP device is one
+   * VM's), first recording its machine: a resume must rebuild the same one.
+   */
+  async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<LiveVm> {
+    const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
+    writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
+    // A resume opens these again, maybe long after the cache would have pruned them.
+    pinCacheFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], this.config.cacheDir, path.join(this.stateDir(id), 'pins'));
+    return await LiveVm.launch(machine, this.runtimePaths(id), this.consoleLogFile(id));
+  }
+
+  readMachine(id: string): VmSpec {
+    return JSON.parse(fs.readFileSync(this.machineFile(id), 'utf8')) as VmSpec;
+  }
+
+  /** Runs `work` (which freezes the VM) unless the VM is already being frozen, paused or stopped. */
+  async whileFreezing<T>(id: string, vm: LiveVm, work: () => Promise<T>): Promise<T> {
+    if (vm.stopping || this.freezing.has(id)) {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
+    }
+    this.freezing.add(id);
+    try {
+      return await work();
+    } finally {
+      this.freezing.delete(id);
+    }
+  }
+
+  /** Whether a fork or a snapshot is freezing sandbox `id` now. */
+  isFreezing(id: string): boolean {
+    return this.freezing.has(id);
+  }
+
+  async require(idOrName: string): Promise<SandboxRecord> {
+    const record = await this.store.getSandbox(idOrName);
+    if (!record) {
+      throw new CapsuleError('sandbox_not_found', `sandbox "${idOrName}" does not exist`, { hint: 'list sandboxes with `capsule ls`' });
+    }
+    return record;
+  }
+
+  async runningVm(idOrName: string): Promise<{ record: SandboxRecord; vm: LiveVm }> {
+    const record = await this.require(idOrName);
+    const vm = this.live.get(record.id);
+    if (record.state !== 'running' || !vm) {
+      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}, not running`, {
+        hint:
+          record.state === 'error'
+            ? `it failed: ${record.state_message ?? record.state_reason}`
+            : record.state === 'paused'
+              ? `resume it first: capsule resume ${record.id}`
+              : 'create a new sandbox',
+      });
+    }
+    return { record, vm };
+  }
+}

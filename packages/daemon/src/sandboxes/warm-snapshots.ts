@@ -1,0 +1,138 @@
+// Each template's warm snapshot (loaded from the shared cache, built by booting
+// the template once, or a `capsule snapshot` template's own) and its warm pool.
+// A template whose snapshot cannot be had boots cold; this never starts a
+// sandbox itself: pool VMs come from the create path (create.ts).
+import type { DaemonConfig } from '../config.js';
+import { CapsuleError, errorMessage } from '../errors.js';
+import { templateService } from '../images/image-records.js';
+import type { Logger } from '../log.js';
+import type { Store, TemplateRecord } from '../store/store.js';
+import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
+import type { AccelChoice } from '../vmm/accel.js';
+import { loadSnapshotTemplate, snapshotTemplateDir } from './snapshot.js';
+import { WarmPool, type PooledVm } from './warm-pool.js';
+
+export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
+
+export class WarmSnapshots {
+  private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
+  private readonly pools = new Map<string, WarmPool>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly config: DaemonConfig,
+    private readonly accel: AccelChoice,
+    private readonly log: Logger,
+    /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
+    private readonly qemuVersion: string,
+    /** A VM for a pool, restored from `snapshot` and warmed up. */
+    private readonly restoreIntoPool: (snapshot: WarmSnapshot) => Promise<PooledVm>,
+    /** Whether the host has room for a sandbox of `memoryMiB` more (see memory.ts). */
+    private readonly hasRoomFor: (memoryMiB: number) => Promise<boolean>,
+  ) {}
+
+  /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
+  warmSnapshotState(template: string): WarmSnapshotState {
+    return this.config.warmSnapshots ? (this.warm.get(template)?.state ?? 'building') : 'disabled';
+  }
+
+  /** A template's warm snapshot: its state, its folder once ready, why it failed if it did. */
+  warmSnapshotInfo(template: string): { state: WarmSnapshotState; dir?: string; error?: string } {
+    const warm = this.warm.get(template);
+    return { state: this.warmSnapshotState(template), ...(warm?.snapshot ? { dir: warm.snapshot.dir } : {}), ...(warm?.error ? { error: warm.error } : {}) };
+  }
+
+  /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. Returns its warm snapshot's folder, if any. */
+  async forgetTemplate(name: string): Promise<string | undefined> {
+    const pool = this.pools.get(name);
+    const snapshotDir = this.warm.get(name)?.snapshot?.dir;
+    this.pools.delete(name);
+    this.warm.delete(name);
+    await pool?.close();
+    return snapshotDir;
+  }
+
+  /** Stops every pool's VMs (daemon shutdown). */
+  async closePools(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+  }
+
+  /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
+  async prepareWarmSnapshot(template: TemplateRecord): Promise<void> {
+    if (!this.config.warmSnapshots) return;
+    this.warm.set(template.name, { state: 'building' });
+    try {
+      const snapshotDir = await snapshotTemplateDir(this.store, template.name);
+      // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
+      const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
+      this.warm.set(template.name, { state: 'ready', snapshot });
+      if (this.config.warmPoolSize > 0) {
+        const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () => this.hasRoomFor(snapshot.memoryMiB));
+        this.pools.set(template.name, pool);
+        pool.fill();
+      }
+    } catch (err) {
+      this.warm.set(template.name, { state: 'failed', error: errorMessage(err) });
+      this.log.error({ template: template.name, err: errorMessage(err) }, 'no warm snapshot; sandboxes of this template boot cold');
+    }
+  }
+
+  /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
+  private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
+    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, await templateService(this.store, template.name));
+    return (
+      loadWarmSnapshot(this.config.cacheDir, inputs) ??
+      (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
+        // Another daemon sharing the cache may have finished the same build first.
+        const built = loadWarmSnapshot(this.config.cacheDir, inputs);
+        if (built) return built;
+        throw err;
+      }))
+    );
+  }
+
+  /** The template's warm snapshot, if it is ready and was taken with these resources. */
+  usableSnapshot(template: string, vcpus: number, memoryMiB: number): WarmSnapshot | undefined {
+    const snapshot = this.warm.get(template)?.snapshot;
+    return snapshot && snapshot.vcpus === vcpus && snapshot.memoryMiB === memoryMiB ? snapshot : undefined;
+  }
+
+  /** The template's warm pool, if it has one. */
+  poolOf(template: string): WarmPool | undefined {
+    return this.pools.get(template);
+  }
+
+  /** Guest memory of the VMs that wait in pools: they count against the host's budget like sandboxes. */
+  pooledMemoryMiB(): number {
+    let committedMiB = 0;
+    for (const [template, pool] of this.pools) committedMiB += pool.readyCount * (this.warm.get(template)?.snapshot?.memoryMiB ?? 0);
+    return committedMiB;
+  }
+
+  /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
+  async refuseColdSnapshotTemplate(template: string): Promise<void> {
+    if ((await snapshotTemplateDir(this.store, template)) === undefined) return;
+    const warm = this.warm.get(template);
+    if (warm?.snapshot) {
+      throw new CapsuleError('invalid_argument', `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`, {
+        hint: 'leave out --cpus and --memory',
+      });
+    }
+    throw new CapsuleError('template_not_ready', `template "${template}" cannot be restored: ${warm?.error ?? this.warmSnapshotState(template)}`, {
+      hint: warm?.state === 'failed' ? `remove it with \`capsule template rm ${template}\`` : 'try again in a moment',
+    });
+  }
+
+  /**
+   * A restore from this snapshot failed (a corrupt or missing file): later
+   * creates of the template boot cold instead of failing the same way, until a
+   * daemon restart loads or rebuilds the snapshot.
+   */
+  abandonWarmSnapshot(template: string, err: unknown): void {
+    this.warm.set(template, { state: 'failed', error: errorMessage(err) });
+    const pool = this.pools.get(template);
+    this.pools.delete(template);
+    void pool?.close();
+    this.log.error({ template, err: errorMessage(err) }, 'restoring the warm snapshot failed; this template boots cold from now on');
+  }
+}
