@@ -1,8 +1,11 @@
 // Fork with real microVMs: each fork continues from the moment of the fork
 // with the source's files and running processes, gets its own identity and
 // its own disk, and the source runs on.
+import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { backingChain } from '../src/guest/cache-pins.js';
 import { TestDaemon } from './fixture.js';
 
 describe('fork (real QEMU microVM)', () => {
@@ -44,7 +47,25 @@ describe('fork (real QEMU microVM)', () => {
     const randomness = await Promise.all(ids.map(async (id) => (await exec(id, ['head', '-c', '16', '/dev/urandom'])).stdout));
     expect(new Set(randomness).size).toBe(3);
 
-    for (const id of ids) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+
+    // Each fork's disk is an overlay of its own on one shared copy of the source's disk at the fork.
+    const sharedDisks = () => fs.readdirSync(path.join(daemon.stateDir, 'disks')).map((name) => path.join(daemon.stateDir, 'disks', name));
+    const diskBelow = (id: string) => backingChain(path.join(daemon.stateDir, 'sandboxes', id, 'overlay.qcow2'))[0];
+    expect(sharedDisks()).toHaveLength(1);
+    for (const fork of forks) expect(diskBelow(fork.id)).toBe(sharedDisks()[0]);
+    // A fork of a fork is built on that copy too, and outlives its source and the fork it came from.
+    const again = await daemon.request('POST', `/v1/sandboxes/${forks[0]!.id}/fork`, { count: 1 });
+    expect(again.status, again.text).toBe(201);
+    const grandchild = again.body.sandboxes[0].id as string;
+    expect(sharedDisks()).toHaveLength(2);
+    for (const id of [source.id, forks[0]!.id]) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    expect((await daemon.request('POST', `/v1/sandboxes/${grandchild}/pause`)).status).toBe(200);
+    expect((await daemon.request('POST', `/v1/sandboxes/${grandchild}/resume`)).status).toBe(200);
+    expect((await exec(grandchild, ['cat', '/root/state'])).stdout).toBe('fork-only\n');
+    expect((await exec(forks[1]!.id, ['cat', '/root/state'])).stdout).toBe('before-fork\n');
+    // The shared copies go with their last user.
+    for (const id of [forks[1]!.id, grandchild]) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    expect(sharedDisks()).toEqual([]);
   });
 
   it('refuses bad counts and sandboxes that do not run', async () => {

@@ -57,7 +57,7 @@ describe('pause and resume (real QEMU microVM)', () => {
     // Meanwhile it pins the cache files its resume opens (the kit, its disk's backing chain), so
     // that the cache never prunes them under it, however long it stays paused.
     const pins = fs.readdirSync(path.join(daemon.stateDir, 'sandboxes', id, 'pins'));
-    expect(pins).toEqual(expect.arrayContaining([expect.stringMatching(/^kit__kit-.*\.ext4$/), expect.stringMatching(/^rootfs__base-.*\.ext4$/), expect.stringMatching(/^snapshots__base-.*__disk\.qcow2$/)]));
+    expect(pins).toEqual(expect.arrayContaining([expect.stringMatching(/__kit__kit-.*\.ext4$/), expect.stringMatching(/__rootfs__base-.*\.ext4$/), expect.stringMatching(/__snapshots__base-.*__disk\.qcow2$/)]));
     expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
   });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { backingChain, isPinned, pinCacheFiles } from './cache-pins.js';
+import { backingChain, isPinned, pinSharedFiles, removeUnpinned } from './cache-pins.js';
 import { pruneSiblings } from './files.js';
 
 // Real images made by qemu-img, as the daemon makes them.
@@ -54,10 +54,10 @@ describe('cache pins', () => {
     const pins = path.join(sandbox, 'pins');
     const kit = path.join(cache, 'kit', 'kit-old.ext4');
     const files = [kit, ...backingChain(overlay), overlay];
-    pinCacheFiles(files, cache, pins);
-    pinCacheFiles(files, cache, pins); // again: a resume launches the same VM
+    pinSharedFiles(files, [cache], pins);
+    pinSharedFiles(files, [cache], pins); // again: a resume launches the same VM
     // The sandbox's own overlay is not the cache's: not pinned.
-    expect(fs.readdirSync(pins).sort()).toEqual(['kit__kit-old.ext4', 'rootfs__base-old.ext4', 'snapshots__base-1__disk.qcow2']);
+    expect(fs.readdirSync(pins).sort()).toEqual(['cache__kit__kit-old.ext4', 'cache__rootfs__base-old.ext4', 'cache__snapshots__base-1__disk.qcow2']);
     expect(isPinned(kit)).toBe(true);
     expect(isPinned(path.join(cache, 'snapshots', 'base-1'))).toBe(true);
 
@@ -72,5 +72,19 @@ describe('cache pins', () => {
     pruneSiblings(path.join(cache, 'rootfs'), 'base-', 'base-new.ext4', twoDaysLater);
     expect(fs.existsSync(kit)).toBe(false);
     expect(fs.existsSync(path.join(cache, 'rootfs', 'base-old.ext4'))).toBe(false);
+  });
+
+  it('removes shared files once nobody pins them', () => {
+    const shared = path.join(root, 'state', 'disks');
+    fs.mkdirSync(shared);
+    for (const name of ['a.qcow2', 'b.qcow2']) fs.writeFileSync(path.join(shared, name), name);
+    pinSharedFiles([path.join(shared, 'a.qcow2')], [cache, shared], path.join(sandbox, 'pins'));
+    expect(fs.readdirSync(path.join(sandbox, 'pins'))).toEqual(['disks__a.qcow2']);
+    expect(removeUnpinned(shared)).toBe(1);
+    expect(fs.readdirSync(shared)).toEqual(['a.qcow2']);
+    fs.rmSync(path.join(sandbox, 'pins'), { recursive: true });
+    expect(removeUnpinned(shared)).toBe(1);
+    expect(fs.readdirSync(shared)).toEqual([]);
+    expect(removeUnpinned(path.join(root, 'missing'))).toBe(0);
   });
 });

@@ -1,9 +1,10 @@
-// A VM outlives the cache files it was started from: a paused sandbox (or a
+// A VM outlives the shared files it was started from: a paused sandbox (or a
 // snapshot template) opens its kit disk and its disk's backing chain again on
 // resume, maybe days and several upgrades later, when the shared cache would
-// long have pruned them as unused (files.ts pruneSiblings). So whoever keeps
-// such a VM pins those files: a hard link in a folder of its own, which goes
-// when that folder goes. The pruner never removes a file with a second link.
+// long have pruned them as unused (files.ts pruneSiblings), and forks share
+// one frozen copy of their source's disk. So whoever keeps such a VM pins
+// those files: a hard link in a folder of its own, which goes when that folder
+// goes. Nothing removes a shared file while it has a second link.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -51,16 +52,17 @@ function backingFileOf(image: string): string | undefined {
 }
 
 /**
- * Links each of `files` that lies inside `cacheDir` into `pinDir`, named by
- * its path in the cache (two snapshots both have a `disk.qcow2`). Idempotent.
- * Across filesystems no link can be made: such files are not pinned.
+ * Links each of `files` that lies inside one of the shared folders `roots`
+ * into `pinDir`, named by the folder's name and its path there (two snapshots
+ * both have a `disk.qcow2`). Idempotent. Files elsewhere (the sandbox's own)
+ * are not pinned; across filesystems no link can be made, nor is it pinned.
  */
-export function pinCacheFiles(files: string[], cacheDir: string, pinDir: string): void {
-  const root = path.resolve(cacheDir) + path.sep;
+export function pinSharedFiles(files: string[], roots: string[], pinDir: string): void {
   for (const file of files) {
     const resolved = path.resolve(file);
-    if (!resolved.startsWith(root)) continue;
-    const pin = path.join(pinDir, resolved.slice(root.length).replaceAll(path.sep, '__'));
+    const root = roots.map((r) => path.resolve(r) + path.sep).find((r) => resolved.startsWith(r));
+    if (root === undefined) continue;
+    const pin = path.join(pinDir, `${path.basename(root)}__${resolved.slice(root.length).replaceAll(path.sep, '__')}`);
     fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
     try {
       fs.linkSync(resolved, pin);
@@ -69,6 +71,25 @@ export function pinCacheFiles(files: string[], cacheDir: string, pinDir: string)
       if (code !== 'EEXIST' && code !== 'EXDEV' && code !== 'ENOENT') throw err;
     }
   }
+}
+
+/** Removes the files directly in `dir` that nobody pins any more; returns how many. */
+export function removeUnpinned(dir: string): number {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const file = path.join(dir, name);
+    if (fs.lstatSync(file, { throwIfNoEntry: false })?.isFile() && !isPinned(file)) {
+      fs.rmSync(file, { force: true });
+      removed++;
+    }
+  }
+  return removed;
 }
 
 /** Whether anybody pins `file` (it has a second link), or, for a folder, any file in it. */

@@ -4,13 +4,11 @@
 // that fails leaves nothing running and nothing of its VM on disk.
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import type { CreateSandboxRequest } from '@capsule/protocol';
 import { limits } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { templateImageDefaults, templateService } from '../images/image-records.js';
-import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { egressPolicyColumns, egressPolicyFrom, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
@@ -154,13 +152,6 @@ export class SandboxCreator {
     return id;
   }
 
-  private async createOverlay(id: string, backing: string, backingFormat: 'raw' | 'qcow2'): Promise<string> {
-    const overlay = path.join(this.vms.stateDir(id), 'overlay.qcow2');
-    fs.mkdirSync(this.vms.stateDir(id), { recursive: true, mode: 0o700 });
-    await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', backing, overlay]);
-    return overlay;
-  }
-
   /** Boots a fresh VM from the template's kernel and disk and waits for its agent. */
   private async bootVm(id: string, template: TemplateRecord, vcpus: number, memoryMiB: number, egress: EgressPolicy): Promise<void> {
     const spec: VmSpec = {
@@ -172,7 +163,7 @@ export class SandboxCreator {
       initramfs: template.initramfs,
       kitDisk: template.kit,
       // A build resumed from a cached step boots from that step's qcow2 disk.
-      rootDisk: await this.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
+      rootDisk: await this.vms.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
       tscKhz: await hostTscKhz(),
@@ -196,7 +187,7 @@ export class SandboxCreator {
       ...snapshot.machine,
       vcpus: snapshot.vcpus,
       memoryMiB: snapshot.memoryMiB,
-      rootDisk: await this.createOverlay(id, snapshot.disk, 'qcow2'),
+      rootDisk: await this.vms.createOverlay(id, snapshot.disk, 'qcow2'),
       agentPortId: AGENT_PORT_DEVICE_ID,
       memoryBackend: { type: 'file', path: snapshot.memory, shared: false },
       incoming: true,

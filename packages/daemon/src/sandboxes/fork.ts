@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
+import { removeUnpinned } from '../guest/cache-pins.js';
 import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
@@ -41,8 +42,9 @@ export class SandboxForks {
    * Starts `count` sandboxes that each continue from this moment of a running
    * sandbox. The source stops only while its memory and devices are frozen
    * into one memory file and its disk overlay is copied, then runs on; every
-   * fork maps that file privately (so they share its pages) with its own copy
-   * of the disk, then /init gives it its own hostname, entropy and clock.
+   * fork maps that file privately (so they share its pages), and its disk is
+   * an overlay of its own on that one copy; then /init gives it its own
+   * hostname, entropy and clock.
    * Returns the forks' ids.
    */
   async fork(idOrName: string, count: number): Promise<string[]> {
@@ -54,8 +56,15 @@ export class SandboxForks {
   private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<string[]> {
     const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
     fs.mkdirSync(work, { recursive: true, mode: 0o700 });
-    const disk = path.join(work, 'overlay.qcow2');
-    const copyDisk = () => fs.copyFileSync(path.join(this.vms.stateDir(record.id), 'overlay.qcow2'), disk);
+    // The source's disk at this moment, shared read-only by every fork (each pins it: sandbox-vms.ts launch);
+    // the work folder pins it until the forks have, and it goes with its last fork.
+    const disk = path.join(this.vms.sharedDisksDir, `${path.basename(work)}.qcow2`);
+    const copyDisk = () => {
+      fs.mkdirSync(this.vms.sharedDisksDir, { recursive: true, mode: 0o700 });
+      fs.copyFileSync(path.join(this.vms.stateDir(record.id), 'overlay.qcow2'), disk);
+      fs.chmodSync(disk, 0o400);
+      fs.linkSync(disk, path.join(work, 'disk.pin'));
+    };
     try {
       const machine = this.vms.readMachine(record.id);
       let restoreSpec: (id: string, overlay: string) => VmSpec;
@@ -100,6 +109,7 @@ export class SandboxForks {
     } finally {
       // Forks keep their private mappings of the memory file; nothing reads it again.
       fs.rmSync(work, { recursive: true, force: true });
+      removeUnpinned(this.vms.sharedDisksDir);
     }
   }
 
@@ -118,9 +128,7 @@ export class SandboxForks {
       expires_at: null,
     });
     try {
-      fs.mkdirSync(this.vms.stateDir(id), { recursive: true, mode: 0o700 });
-      const overlay = path.join(this.vms.stateDir(id), 'overlay.qcow2');
-      fs.copyFileSync(disk, overlay);
+      const overlay = await this.vms.createOverlay(id, disk, 'qcow2');
       const vm = this.vms.track(id, await this.vms.launch(id, spec(id, overlay)));
       await vm.restore(stateFile, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
       await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);

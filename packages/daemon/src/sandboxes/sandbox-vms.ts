@@ -9,10 +9,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { backingChain, pinCacheFiles } from '../guest/cache-pins.js';
+import { backingChain, pinSharedFiles, removeUnpinned } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
 import type { TemplateImageDefaults } from '../images/image-records.js';
-import { tailOfFile } from '../launcher.js';
+import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store } from '../store/store.js';
@@ -113,6 +113,8 @@ export class SandboxVms {
   }
 
   removeOrphans(): void {
+    // Shared disks whose last user went while no daemon ran (or a fork that a crash cut short).
+    removeUnpinned(this.sharedDisksDir);
     const dir = path.join(this.config.runtimeDir, 'sandboxes');
     if (!fs.existsSync(dir)) return;
     for (const id of fs.readdirSync(dir)) {
@@ -171,6 +173,24 @@ export class SandboxVms {
     await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+    removeUnpinned(this.sharedDisksDir);
+  }
+
+  /** Creates sandbox `id`'s disk: a qcow2 overlay of its own on `backing`, which is never written. */
+  async createOverlay(id: string, backing: string, backingFormat: 'raw' | 'qcow2'): Promise<string> {
+    const overlay = path.join(this.stateDir(id), 'overlay.qcow2');
+    fs.mkdirSync(this.stateDir(id), { recursive: true, mode: 0o700 });
+    await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', backing, overlay]);
+    return overlay;
+  }
+
+  /**
+   * Frozen disks that several sandboxes' overlays are built on (a fork's
+   * source at the moment of the fork): each is pinned by its users and goes
+   * with the last of them.
+   */
+  get sharedDisksDir(): string {
+    return path.join(this.config.stateDir, 'disks');
   }
 
   /**
@@ -181,8 +201,8 @@ export class SandboxVms {
   async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<LiveVm> {
     const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
     writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
-    // A resume opens these again, maybe long after the cache would have pruned them.
-    pinCacheFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], this.config.cacheDir, path.join(this.stateDir(id), 'pins'));
+    // A resume opens these again, maybe long after the cache would have pruned them; forks share their base disk.
+    pinSharedFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], [this.config.cacheDir, this.sharedDisksDir], path.join(this.stateDir(id), 'pins'));
     return await LiveVm.launch(machine, this.runtimePaths(id), this.consoleLogFile(id));
   }
 

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { pinCacheFiles } from '../guest/cache-pins.js';
+import { pinSharedFiles } from '../guest/cache-pins.js';
 import { commitPath, writeFileAtomic } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Store, TemplateRecord } from '../store/store.js';
@@ -120,7 +120,7 @@ export async function snapshotToTemplate(
     };
     writeFileAtomic(path.join(temp, SNAPSHOT_FILE), JSON.stringify(meta, null, 2), 0o600);
     // Every restore of the template attaches this kit, whatever the cache's own kit is by then.
-    pinCacheFiles([machine.kitDisk], dirs.cacheDir, path.join(temp, 'pins'));
+    pinSharedFiles([machine.kitDisk], [dirs.cacheDir], path.join(temp, 'pins'));
     commitPath(temp, dir);
     const record: TemplateRecord = {
       name,
