@@ -31,6 +31,7 @@ import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, LiveVm } from './live-vm.js';
 import type { AgentClient } from '../agent/client.js';
+import type { BulkChannel } from '../agent/bulk-channel.js';
 import { admissionProblem, readHostMemory, vmMemoryUse } from './memory.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 import { egressPolicyColumns, egressPolicyFrom, egressPolicyOf, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
@@ -219,7 +220,9 @@ export class SandboxManager {
     }
     try {
       const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
-      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id)));
+      // A machine recorded before the bulk port, or none at all: HTTP/2 only.
+      const bulkPort = fs.existsSync(this.machineFile(record.id)) && this.readMachine(record.id).bulkPort === true;
+      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id), bulkPort));
       await vm.waitForHealthyAgent(Date.now() + 15_000);
       vm.booting = false;
       this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');
@@ -744,6 +747,7 @@ export class SandboxManager {
       rootDisk: await this.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
+      bulkPort: true,
       tscKhz: await hostTscKhz(),
       // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
       memoryBackend: { type: 'ram' },
@@ -980,9 +984,9 @@ export class SandboxManager {
   }
 
   /** The agent of a running sandbox, for the API's proxy to it. */
-  async agentOf(idOrName: string): Promise<{ id: string; agent: AgentClient }> {
+  async agentOf(idOrName: string): Promise<{ id: string; agent: AgentClient; bulk: BulkChannel | undefined }> {
     const { record, vm } = await this.runningVm(idOrName);
-    return { id: record.id, agent: vm.agent };
+    return { id: record.id, agent: vm.agent, bulk: vm.bulk };
   }
 
   /** Exec events for a command; the sandbox's own env vars sit under the request's. */
