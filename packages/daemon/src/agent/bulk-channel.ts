@@ -30,7 +30,10 @@ export class BulkChannel {
   private busy = false;
   private released = new Set<() => void>();
 
-  constructor(readonly socketPath: string) {}
+  constructor(
+    readonly socketPath: string,
+    private readonly limits = { idleTimeoutMs: IDLE_TIMEOUT_MS, busyWaitMs: BUSY_WAIT_MS },
+  ) {}
 
   /**
    * Starts a transfer on a fresh connection; undefined while another one runs
@@ -40,7 +43,7 @@ export class BulkChannel {
   async open(): Promise<BulkTransfer | undefined> {
     if (this.busy) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, BUSY_WAIT_MS);
+        const timer = setTimeout(done, this.limits.busyWaitMs);
         const released = this.released;
         function done() {
           clearTimeout(timer);
@@ -54,7 +57,7 @@ export class BulkChannel {
     this.busy = true;
     try {
       const socket = await connect(this.socketPath);
-      return new BulkTransfer(socket, randomBytes(16).toString('hex'), () => this.release());
+      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.limits.idleTimeoutMs, () => this.release());
     } catch {
       this.release();
       return undefined;
@@ -93,11 +96,12 @@ export class BulkTransfer {
   constructor(
     private readonly socket: net.Socket,
     readonly id: string,
+    private readonly idleTimeoutMs: number,
     private readonly onRelease: () => void,
   ) {
     this.header = Buffer.from(`${bulkMagic}${id}`, 'latin1');
     socket.on('error', () => undefined); // failures reach the transfer through 'close'
-    socket.setTimeout(IDLE_TIMEOUT_MS);
+    socket.setTimeout(idleTimeoutMs);
   }
 
   /** Ends the transfer: the connection closes (the guest's helper resets on that) and the port is free again. */
@@ -141,7 +145,7 @@ export class BulkTransfer {
       };
       // Idle while the client is slow is fine; idle with bytes queued for the guest is not.
       const onTimeout = () => {
-        if (socket.writableLength > 0) finish(new Error(`the guest took no upload bytes for ${IDLE_TIMEOUT_MS} ms`));
+        if (socket.writableLength > 0) finish(new Error(`the guest took no upload bytes for ${this.idleTimeoutMs} ms`));
       };
       const onSocketClose = () => finish(new Error('the bulk port closed mid-upload'));
       socket.on('drain', onDrain).on('timeout', onTimeout).once('close', onSocketClose);
@@ -198,7 +202,7 @@ export class BulkTransfer {
       };
       const onDrain = () => socket.resume();
       const onTimeout = () => {
-        if (!socket.isPaused()) finish(new Error(`the guest sent no download bytes for ${IDLE_TIMEOUT_MS} ms`));
+        if (!socket.isPaused()) finish(new Error(`the guest sent no download bytes for ${this.idleTimeoutMs} ms`));
       };
       const onSocketClose = () => finish(new Error(`the bulk port closed with ${left} of ${size} bytes to go`));
       const onSinkClose = () => finish(new Error('the client went away mid-download'));
