@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { eventually, TestDaemon } from './fixture.js';
 
@@ -37,6 +38,12 @@ describe('/files through the bulk port', () => {
       .split('\n')
       .filter((line) => line.includes(BULK_LOG))
       .map((line) => JSON.parse(line) as { direction: string; bytes: number });
+  /** The count once the daemon's log caught up (it logs a transfer just after its client has the answer). */
+  const settledTransfers = async () => {
+    await sleep(300);
+    return bulkTransfers().length;
+  };
+  const expectTransfers = (count: number) => eventually(() => (bulkTransfers().length === count ? true : undefined), 5000, `${count} bulk transfers in the log`);
   const auth = (user: string) => `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
   const filesPath = (path: string) => `/v1/sandboxes/${id}/envd/files?path=${encodeURIComponent(path)}`;
 
@@ -84,7 +91,7 @@ describe('/files through the bulk port', () => {
   it('uploads and downloads 128 MiB through the bulk port, byte for byte', async () => {
     printLogOnFailure();
     const data = randomBytes(128 * MiB);
-    const before = bulkTransfers().length;
+    const before = await settledTransfers();
     const up = await upload('/var/tmp/bulk-big.bin', data);
     expect(up.status, up.text).toBe(200);
     expect(JSON.parse(up.text)).toEqual([{ path: '/var/tmp/bulk-big.bin', name: 'bulk-big.bin', type: 'file' }]);
@@ -94,6 +101,7 @@ describe('/files through the bulk port', () => {
     expect(down.contentLength).toBe(String(128 * MiB));
     expect(down.length).toBe(128 * MiB);
     expect(down.sha256).toBe(sha256(data));
+    await expectTransfers(before + 2);
     expect(bulkTransfers().slice(before)).toEqual([
       expect.objectContaining({ direction: 'upload', bytes: 128 * MiB }),
       expect.objectContaining({ direction: 'download', bytes: 128 * MiB }),
@@ -102,12 +110,12 @@ describe('/files through the bulk port', () => {
 
   it('keeps small files on HTTP/2, correct both ways', async () => {
     printLogOnFailure();
-    const before = bulkTransfers().length;
+    const before = await settledTransfers();
     const data = randomBytes(100 * 1024);
     expect((await upload('/var/tmp/small.bin', data)).status).toBe(200);
     const down = await download('/var/tmp/small.bin');
     expect(down.sha256).toBe(sha256(data));
-    expect(bulkTransfers().length).toBe(before);
+    expect(await settledTransfers()).toBe(before);
   }, 60_000);
 
   it('answers refused bulk uploads with the same envd errors as small ones', async () => {
@@ -117,7 +125,7 @@ describe('/files through the bulk port', () => {
       { what: 'a directory as the target', path: '/var/tmp', user: 'root', status: 400 },
       { what: 'a path under a file', path: '/var/tmp/small.bin/under', user: 'root', status: 500 },
     ];
-    const before = bulkTransfers().length;
+    const before = await settledTransfers();
     for (const refusal of refusals) {
       const small = await upload(refusal.path, randomBytes(1024), refusal.user);
       const large = await upload(refusal.path, randomBytes(8 * MiB), refusal.user);
@@ -125,12 +133,31 @@ describe('/files through the bulk port', () => {
       expect(large.status, refusal.what).toBe(refusal.status);
       expect(JSON.parse(large.text), refusal.what).toEqual(JSON.parse(small.text));
     }
-    expect(bulkTransfers().length).toBe(before);
+    expect(await settledTransfers()).toBe(before);
     // The port is fine after refusals.
     const data = randomBytes(4 * MiB);
     expect((await upload('/var/tmp/after-refusal.bin', data)).status).toBe(200);
     expect((await download('/var/tmp/after-refusal.bin')).sha256).toBe(sha256(data));
-    expect(bulkTransfers().length).toBe(before + 2);
+    await expectTransfers(before + 2);
+  }, 120_000);
+
+  it('takes back-to-back transfers through the port, and lets concurrent ones fall back to HTTP/2', async () => {
+    printLogOnFailure();
+    const data = randomBytes(8 * MiB);
+    expect((await upload('/var/tmp/shared.bin', data)).status).toBe(200);
+    let before = await settledTransfers();
+    for (let i = 0; i < 3; i++) expect((await download('/var/tmp/shared.bin')).sha256).toBe(sha256(data));
+    await expectTransfers(before + 3);
+
+    before = await settledTransfers();
+    const other = randomBytes(8 * MiB);
+    const [up, ...downs] = await Promise.all([upload('/var/tmp/other.bin', other), download('/var/tmp/shared.bin'), download('/var/tmp/shared.bin')]);
+    expect(up!.status).toBe(200);
+    for (const down of downs) expect(down.sha256).toBe(sha256(data));
+    expect((await download('/var/tmp/other.bin')).sha256).toBe(sha256(other));
+    const taken = (await settledTransfers()) - before;
+    expect(taken).toBeGreaterThanOrEqual(2); // at least one of the three, and the last download
+    expect(taken).toBeLessThan(4);
   }, 120_000);
 
   it('survives clients that abort mid-upload and mid-download, leaking nothing', async () => {
@@ -168,13 +195,13 @@ describe('/files through the bulk port', () => {
     });
 
     // Both directions work again, through the bulk port, with nothing stale mixed in.
-    const before = bulkTransfers().length;
+    const before = await settledTransfers();
     const data = randomBytes(16 * MiB);
     const up = await upload('/var/tmp/after-abort.bin', data);
     expect(up.status, up.text).toBe(200);
     const down = await download('/var/tmp/after-abort.bin');
     expect(down.sha256).toBe(sha256(data));
-    expect(bulkTransfers().length).toBe(before + 2);
+    await expectTransfers(before + 2);
 
     expect((await sh('ls /var/tmp | grep -c aborted; true')).trim()).toBe('0');
     expect(await guestLeftovers()).toBe(baseline);

@@ -18,55 +18,30 @@ const IDLE_TIMEOUT_MS = 30_000;
 /** Bytes skipped before a download's header at most (what an aborted transfer may leave in flight). */
 const MAX_STALE_BYTES = 16 * 1024 * 1024;
 
-/**
- * How long a transfer waits for the one before it. A client's next request
- * can come before the previous transfer let go of the port (it has all the
- * bytes before the agent reports its helper done), so transfers one after
- * the other wait a little; concurrent ones fall back to HTTP/2 soon after.
- */
-const BUSY_WAIT_MS = 2000;
-
 export class BulkChannel {
   private busy = false;
-  private released = new Set<() => void>();
 
   constructor(
     readonly socketPath: string,
-    private readonly limits = { idleTimeoutMs: IDLE_TIMEOUT_MS, busyWaitMs: BUSY_WAIT_MS },
+    private readonly limits = { idleTimeoutMs: IDLE_TIMEOUT_MS },
   ) {}
 
   /**
    * Starts a transfer on a fresh connection; undefined while another one runs
-   * (after a short wait) or when the socket cannot be reached: the caller uses
-   * HTTP/2 then.
+   * or when the socket cannot be reached: the caller uses HTTP/2 then. (A
+   * transfer lets go of the port before its client has the whole answer, so
+   * one client's transfers one after the other all find it free.)
    */
   async open(): Promise<BulkTransfer | undefined> {
-    if (this.busy) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, this.limits.busyWaitMs);
-        const released = this.released;
-        function done() {
-          clearTimeout(timer);
-          released.delete(done);
-          resolve();
-        }
-        released.add(done);
-      });
-      if (this.busy) return undefined;
-    }
+    if (this.busy) return undefined;
     this.busy = true;
     try {
       const socket = await connect(this.socketPath);
-      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.limits.idleTimeoutMs, () => this.release());
+      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.limits.idleTimeoutMs, () => (this.busy = false));
     } catch {
-      this.release();
+      this.busy = false;
       return undefined;
     }
-  }
-
-  private release(): void {
-    this.busy = false;
-    for (const wake of [...this.released]) wake();
   }
 }
 

@@ -6,13 +6,9 @@
 // unknown length, small, multipart, ranges) stays on HTTP/2.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers } from 'node:http2';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-proxy.js';
-
-/** How long a finished download waits for the agent to end its stream (its helper exited) before the port is reused. */
-const AGENT_DONE_TIMEOUT_MS = 5000;
 
 const mediaType = (value: string | undefined) => (value ?? '').split(';')[0]!.trim().toLowerCase();
 
@@ -64,7 +60,7 @@ export async function relayBulkUpload(req: IncomingMessage, res: ServerResponse,
   answered = true;
   // The agent answers a success once its helper wrote every byte (all handed over by now, bar the last callback).
   if (status === 200) await upload;
-  // The agent is done with the port either way.
+  // The agent is done with the port either way; let go of it before the client has the answer.
   transfer.release();
   if (!uploaded) {
     // A refusal, before the agent took the body: the rest of it is read and dropped, so the answer reaches the client.
@@ -96,10 +92,6 @@ export async function relayBulkDownload(req: IncomingMessage, res: ServerRespons
   }
   // The HTTP/2 stream carries no body; it ends when the agent's helper is done.
   stream.resume();
-  const agentDone = new Promise<boolean>((resolve) => {
-    stream.once('end', () => resolve(true));
-    stream.once('close', () => resolve(stream.rstCode === 0));
-  });
   res.writeHead(200, { ...responseHeadersForClient(headers), 'content-length': String(size) });
   try {
     await transfer.download(res, size);
@@ -108,10 +100,10 @@ export async function relayBulkDownload(req: IncomingMessage, res: ServerRespons
     res.destroy();
     return { direction: 'download', bytes: 0 };
   }
-  res.end();
-  // Bounded: the bytes are all here, so a guest that never ends the stream only delays the port's next use.
-  await Promise.race([agentDone, sleep(AGENT_DONE_TIMEOUT_MS)]);
+  // Let go of the port before the client can have the last byte, so that its
+  // next transfer finds it free (the agent waits for its helper to exit).
   transfer.release();
+  res.end();
   return { direction: 'download', bytes: size };
 }
 
