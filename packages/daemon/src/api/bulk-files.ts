@@ -5,7 +5,7 @@
 // through the agent's JS per HTTP/2 frame. Anything unusual (compressed,
 // unknown length, small, multipart, ranges) stays on HTTP/2.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers } from 'node:http2';
+import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers } from 'node:http2';
 import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-proxy.js';
@@ -90,8 +90,12 @@ export async function relayBulkDownload(req: IncomingMessage, res: ServerRespons
     cancel();
     throw { status: 502, message: "the sandbox's agent answered a bulk download with an invalid head" } satisfies ProxyFailure;
   }
-  // The HTTP/2 stream carries no body; it ends when the agent's helper is done.
+  // The HTTP/2 stream carries no body; it ends when the agent's helper is done,
+  // or is reset when the helper failed: then no more bytes are coming.
   stream.resume();
+  stream.once('close', () => {
+    if (stream.rstCode !== h2.NGHTTP2_NO_ERROR) transfer.release();
+  });
   res.writeHead(200, { ...responseHeadersForClient(headers), 'content-length': String(size) });
   try {
     await transfer.download(res, size);
