@@ -8,7 +8,9 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { extname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants, createGzip } from 'node:zlib';
+import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
+import { bulkRequestOf, type BulkPort } from './bulk-port.js';
 import { resolveFilesPath, type FilesRequest } from './files-request.js';
 import { createLogger, describeError } from './log.js';
 import { HttpError } from './plain-http.js';
@@ -100,7 +102,9 @@ export async function serveFileDownload(
   response: Http2ServerResponse,
   files: FilesRequest,
   defaults: AgentDefaults,
+  bulkPort?: BulkPort,
 ): Promise<void> {
+  const bulk = bulkRequestOf(request.headers);
   const path = resolveFilesPath(files.rawPath ?? '', files.user, defaults);
   let info;
   try {
@@ -155,6 +159,15 @@ export async function serveFileDownload(
     const range = size > 0 ? parseByteRange(headers.range, size) : undefined;
     if (range === 'unsatisfiable') {
       response.writeHead(416, { ...common, 'content-range': `bytes */${size}` });
+      response.end();
+      return;
+    }
+    if (bulk && bulkPort?.open() && !range && request.method === 'GET' && size >= bulkMinBytes) {
+      // The body goes on the bulk port; the stream ends once all of it is written there.
+      response.writeHead(200, { ...common, 'accept-ranges': 'bytes', [bulkHeaders.id]: bulk.id, [bulkHeaders.size]: String(size) });
+      const gone = new AbortController();
+      response.stream.once('close', () => gone.abort());
+      await bulkPort.run('send', bulk.id, size, file.fd, gone.signal);
       response.end();
       return;
     }

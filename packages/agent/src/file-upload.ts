@@ -8,7 +8,9 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { bulkUploadContentType } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
+import { bulkRequestOf, type BulkPort } from './bulk-port.js';
 import { ensureDirectories, NotADirectoryError } from './ensure-dirs.js';
 import { resolveFilesPath, type FilesRequest } from './files-request.js';
 import { createLogger, describeError } from './log.js';
@@ -45,8 +47,9 @@ function uploadError(error: unknown, what: string): HttpError {
 /**
  * Streams `body` into `target` (through a symlink to its target, as envd's
  * open(O_TRUNC) would), owned by `user`; an existing file keeps its mode.
+ * A function body fills the open file itself (the bulk port's helper).
  */
-export async function writeUploadedFile(target: string, body: AsyncIterable<Buffer>, user: UnixUser): Promise<void> {
+export async function writeUploadedFile(target: string, body: AsyncIterable<Buffer> | ((fd: number) => Promise<void>), user: UnixUser): Promise<void> {
   try {
     await ensureDirectories(dirname(target), user);
   } catch (error) {
@@ -74,11 +77,15 @@ export async function writeUploadedFile(target: string, body: AsyncIterable<Buff
   try {
     await handle.chown(user.uid, user.gid);
     await handle.chmod(mode);
-    // The stream closes the handle when it ends (a handle with a stream still
-    // attached would make close() wait forever).
-    const output = handle.createWriteStream();
-    handle = undefined;
-    await pipeline(body, output);
+    if (typeof body === 'function') {
+      await body(handle.fd);
+    } else {
+      // The stream closes the handle when it ends (a handle with a stream still
+      // attached would make close() wait forever).
+      const output = handle.createWriteStream();
+      handle = undefined;
+      await pipeline(body, output);
+    }
     recentUploads.mark(finalPath);
     await rename(temp, finalPath);
     renamed = true;
@@ -102,7 +109,10 @@ export async function serveFileUpload(
   response: Http2ServerResponse,
   files: FilesRequest,
   defaults: AgentDefaults,
+  bulkPort?: BulkPort,
 ): Promise<void> {
+  const bulk = bulkRequestOf(request.headers);
+  if (bulk) return await serveBulkUpload(request, response, files, defaults, bulk, bulkPort);
   const contentEncoding = parseHeaderParameters(request.headers['content-encoding'] ?? '').type;
   if (contentEncoding !== '' && contentEncoding !== 'identity' && contentEncoding !== 'gzip') {
     throw new HttpError(400, `error decompressing request body: unsupported Content-Encoding: ${contentEncoding}, supported: [gzip]`);
@@ -154,6 +164,41 @@ export async function serveFileUpload(
   }
   log.debug(`uploaded ${uploaded.map((entry) => entry.path).join(', ')} as ${files.user.name}`);
   const json = JSON.stringify(uploaded);
+  response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
+  response.end(json);
+}
+
+/**
+ * An octet-stream upload whose body the daemon sends on the bulk port: the
+ * same path, ownership and error rules, the bytes copied by the helper.
+ */
+async function serveBulkUpload(
+  request: Http2ServerRequest,
+  response: Http2ServerResponse,
+  files: FilesRequest,
+  defaults: AgentDefaults,
+  bulk: { id: string; size: number | undefined },
+  bulkPort: BulkPort | undefined,
+): Promise<void> {
+  const size = bulk.size;
+  if (size === undefined) throw new HttpError(400, 'a bulk upload needs its size');
+  if (parseHeaderParameters(request.headers['content-type'] ?? '').type !== bulkUploadContentType) {
+    throw new HttpError(400, `a bulk upload must be sent as ${bulkUploadContentType}`);
+  }
+  if (!bulkPort) throw new HttpError(500, 'this agent has no bulk port');
+  if (files.rawPath === undefined) throw new HttpError(400, 'path query parameter is required for raw body upload');
+  const path = resolveFilesPath(files.rawPath, files.user, defaults);
+  // The daemon cancels the stream when its client goes away: the helper goes with it.
+  const gone = new AbortController();
+  response.stream.once('close', () => gone.abort());
+  request.resume();
+  try {
+    await writeUploadedFile(path, (fd) => bulkPort.run('recv', bulk.id, size, fd, gone.signal), files.user);
+  } catch (error) {
+    throw uploadError(error, 'error writing file');
+  }
+  log.debug(`uploaded ${path} (${size} bytes through the bulk port) as ${files.user.name}`);
+  const json = JSON.stringify([{ path, name: basename(path), type: 'file' }]);
   response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
   response.end(json);
 }

@@ -3,6 +3,7 @@
 // JSON `{ code, message }` with its statuses. Must never answer with a stack.
 
 import type { AgentDefaults } from './agent-defaults.js';
+import type { BulkPort } from './bulk-port.js';
 import { serveFileDownload } from './file-download.js';
 import { serveFileUpload } from './file-upload.js';
 import { parseFilesRequest } from './files-request.js';
@@ -12,6 +13,8 @@ import { PASSWD_PATH } from './users.js';
 export interface FilesRouteOptions {
   defaults: AgentDefaults;
   passwdPath?: string;
+  /** The VM's bulk port, for the large transfers the daemon moves there. */
+  bulkPort?: BulkPort | undefined;
 }
 
 export function createFilesRoute(options: FilesRouteOptions): PlainHttpHandler {
@@ -25,8 +28,8 @@ export function createFilesRoute(options: FilesRouteOptions): PlainHttpHandler {
     }
     try {
       const files = parseFilesRequest(request, options.defaults, passwdPath);
-      if (method === 'POST') await serveFileUpload(request, response, files, options.defaults);
-      else await serveFileDownload(request, response, files, options.defaults);
+      if (method === 'POST') await serveFileUpload(request, response, files, options.defaults, options.bulkPort);
+      else await serveFileDownload(request, response, files, options.defaults, options.bulkPort);
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;
       if (response.stream.destroyed) return; // the client is gone: nobody to tell

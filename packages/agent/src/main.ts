@@ -7,7 +7,8 @@ import './threadpool-size.js';
 import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type http2 from 'node:http2';
-import { agentHttpPaths } from '@capsule/protocol/agent';
+import { agentHttpPaths, BULK_PORT_NAME } from '@capsule/protocol/agent';
+import { BulkPort } from './bulk-port.js';
 import { AgentDefaults } from './agent-defaults.js';
 import { createFilesRoute } from './files-route.js';
 import { createFilesystemService } from './filesystem-service.js';
@@ -64,9 +65,17 @@ function listenOnUnixSocket(server: http2.Http2Server, path: string): void {
   listener.listen(path, () => log.info(`listening on unix:${path}`));
 }
 
-async function serveVirtioPort(server: http2.Http2Server, transport: Extract<AgentOptions['transport'], { kind: 'virtio-port' }>): Promise<void> {
+async function serveVirtioPort(
+  server: http2.Http2Server,
+  transport: Extract<AgentOptions['transport'], { kind: 'virtio-port' }>,
+  bulkPort: BulkPort | undefined,
+): Promise<void> {
   const device = transport.devicePath ?? (await waitForVirtioPortDevice(transport.portName));
   const port = openVirtioPort(device);
+  // Held open from now on, as the guest driver drops what the host sends to a
+  // port nobody holds open. It shows up with the agent port, or not at all
+  // (a VM from before it, restored from its snapshot, never has it).
+  bulkPort?.open();
   log.info(`serving on virtio port ${device} (${transport.portName})`);
   await runPortSessions({ port, onSession: (stream) => server.emit('connection', stream) });
 }
@@ -90,6 +99,8 @@ async function main(): Promise<void> {
   // Started now, so that it already runs in a warm snapshot (see guest-helper.ts).
   const guestHelper = new GuestHelper(options.guestHelperPath);
   guestHelper.start();
+  // Only a VM has one (opened in serveVirtioPort); a unix-socket agent has none.
+  const bulkPort = options.transport.kind === 'virtio-port' ? new BulkPort(options.guestHelperPath, BULK_PORT_NAME) : undefined;
   const processes = new ProcessTable();
   const server = createAgentServer({
     processService: createProcessService(processes, { defaults }),
@@ -100,7 +111,7 @@ async function main(): Promise<void> {
         guestHelper,
         hostnameFile: options.hostnameFile,
       }),
-      [agentHttpPaths.files]: createFilesRoute({ defaults }),
+      [agentHttpPaths.files]: createFilesRoute({ defaults, bulkPort }),
       [agentHttpPaths.metrics]: createMetricsRoute(),
       [agentHttpPaths.tunnel]: createTunnelRoute(),
     },
@@ -116,7 +127,7 @@ async function main(): Promise<void> {
 
   log.info(`capsule-agent starting (pid ${process.pid}, node ${process.version}, default user ${defaults.user})`);
   if (options.transport.kind === 'unix') listenOnUnixSocket(server, options.transport.path);
-  else await serveVirtioPort(server, options.transport);
+  else await serveVirtioPort(server, options.transport, bulkPort);
 }
 
 main().catch((error: unknown) => {

@@ -11,6 +11,34 @@ export * from './gen/filesystem/filesystem_pb.js';
 export const AGENT_PORT_NAME = 'capsule.agent';
 
 /**
+ * The second virtio-serial port: the bytes of large `/files` transfers,
+ * copied by capsule-guest-helper in the guest, while the request itself (user,
+ * path, permissions, errors) stays on the agent's HTTP/2 port. The daemon
+ * offers it by sending {@link bulkHeaders} `id` on a `/files` request:
+ *   POST (an octet-stream body, sent as {@link bulkUploadContentType} with
+ *     `size`): the body is not on HTTP/2; it comes on the bulk port after the
+ *     header "CAPSBULK" + id. The answer is the usual one. The content type
+ *     makes an agent from before the bulk port refuse it (400) rather than
+ *     write an empty file.
+ *   GET: the agent may take it (a plain whole-file GET of at least
+ *     {@link bulkMinBytes}): it answers with `id` and `size` headers and no
+ *     body on HTTP/2, writes "CAPSBULK" + id and exactly `size` bytes to the
+ *     bulk port, and ends the stream once they are written (a reset if not).
+ *     Otherwise it answers as usual, with the body on HTTP/2.
+ */
+export const BULK_PORT_NAME = 'capsule.bulk';
+export const bulkHeaders = { id: 'capsule-bulk-id', size: 'capsule-bulk-size' } as const;
+export const bulkUploadContentType = 'application/x-capsule-bulk';
+/** What starts every transfer on the bulk port, followed by the 32 hex digits of its id. */
+export const bulkMagic = 'CAPSBULK';
+export const bulkIdPattern = /^[0-9a-f]{32}$/;
+/**
+ * Smallest transfer worth the bulk port: each costs the guest a helper process
+ * start (tens of ms under TCG), which HTTP/2 spends on a MiB or two.
+ */
+export const bulkMinBytes = 2 * 1024 * 1024;
+
+/**
  * The envd version whose API the agent implements, as reported to e2b SDKs
  * (they gate features on it: octet-stream uploads from 0.5.7, closeStdin
  * from 0.5.2, recursive watches from 0.1.4).

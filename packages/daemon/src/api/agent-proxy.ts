@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import { pipeline } from 'node:stream/promises';
 import type { ErrorCode } from '@capsule/protocol';
+import { bulkHeaders } from '@capsule/protocol/agent';
 import { basicAuthForUser } from '../sandboxes/exec.js';
 
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
@@ -39,8 +40,11 @@ export function isValidSandboxId(id: string): boolean {
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those HTTP/2 forbids; never forwarded either way. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
-/** The daemon's credentials and routing headers: the guest never sees them. */
-const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, 'x-api-key']);
+/**
+ * The daemon's credentials and routing headers: the guest never sees them;
+ * and the bulk port's, which only the daemon may send or see.
+ */
+const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, 'x-api-key', bulkHeaders.id, bulkHeaders.size]);
 
 /**
  * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
@@ -114,15 +118,26 @@ export interface ProxyFailure {
  * client yet, so the caller can still answer with an error.
  */
 export async function relay(req: IncomingMessage, res: ServerResponse, stream: ClientHttp2Stream): Promise<void> {
-  // A client that leaves takes its agent request with it.
+  const cancel = cancelWithClient(res, stream);
+  const upload = pipeline(req, stream).catch(() => cancel());
+  const { status, headers } = await agentResponse(stream);
+  await sendAgentResponse(res, stream, status, headers);
+  await upload;
+}
+
+/** Closes the agent request when the client leaves (a client that leaves takes its agent request with it); returns the closer. */
+export function cancelWithClient(res: ServerResponse, stream: ClientHttp2Stream): () => void {
   const cancel = () => {
     if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
   };
   res.once('close', cancel);
-  // Errors are handled through the promises below; this keeps a late one from being unhandled.
+  // Errors are handled through the promises of the callers; this keeps a late one from being unhandled.
   stream.on('error', () => undefined);
-  const upload = pipeline(req, stream).catch(() => cancel());
+  return cancel;
+}
 
+/** The agent's answer's status and headers; rejects with a ProxyFailure when there is none or it is not HTTP. */
+export async function agentResponse(stream: ClientHttp2Stream): Promise<{ status: number; headers: Http2Headers }> {
   const headers = await new Promise<Http2Headers>((resolve, reject) => {
     stream.once('response', resolve);
     stream.once('error', (err: Error) => reject({ status: 502, message: `the sandbox's agent failed the request: ${err.message}` } satisfies ProxyFailure));
@@ -130,9 +145,14 @@ export async function relay(req: IncomingMessage, res: ServerResponse, stream: C
   });
   const status = validStatus(headers[':status']);
   if (status === undefined) {
-    cancel();
+    if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
     throw { status: 502, message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})` } satisfies ProxyFailure;
   }
+  return { status, headers };
+}
+
+/** Relays the agent's answer (head, body, trailers) to the client. */
+export async function sendAgentResponse(res: ServerResponse, stream: ClientHttp2Stream, status: number, headers: Http2Headers): Promise<void> {
   stream.on('trailers', (trailers: Http2Headers) => res.addTrailers(responseHeadersForClient(trailers)));
   res.writeHead(status, responseHeadersForClient(headers));
   try {
@@ -141,5 +161,4 @@ export async function relay(req: IncomingMessage, res: ServerResponse, stream: C
     // Either side went away mid-answer: nothing more can be told to the client.
     res.destroy();
   }
-  await upload;
 }

@@ -39,6 +39,8 @@ import { registerImageRoutes } from './image-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
+import { bulkHeaders, bulkUploadContentType } from '@capsule/protocol/agent';
+import { bulkUploadSize, offersBulkDownload, relayBulkDownload, relayBulkUpload } from './bulk-files.js';
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
@@ -416,22 +418,43 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
       const allowed = ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) || (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
       if (!allowed) return fail('unauthenticated', `a valid access token for sandbox ${sandboxId} or an API key is required`, 'send X-Access-Token (from the create answer) or X-API-Key');
     }
-    const { agent } = await ctx.manager.agentOf(sandboxId);
-    const opened = agent.openStream(req.method ?? 'GET', target.path, requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined));
-    opened.then(
-      (late) => {
-        if (res.writableEnded || res.destroyed) late.close();
-      },
-      () => undefined,
-    );
-    let timer: NodeJS.Timeout | undefined;
-    const stream = await Promise.race([
-      opened,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
-      }),
-    ]).finally(() => clearTimeout(timer));
-    await relay(req, res, stream);
+    const { agent, bulk } = await ctx.manager.agentOf(sandboxId);
+    const headers = requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined);
+    // Large /files bodies go over the VM's bulk port when it has one and it is free (bulk-files.ts).
+    const uploadSize = bulk ? bulkUploadSize(req.method, target.path, req.headers) : undefined;
+    const transfer = uploadSize !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
+    try {
+      if (transfer) {
+        headers[bulkHeaders.id] = transfer.id;
+        if (uploadSize !== undefined) {
+          delete headers['content-length']; // the HTTP/2 request has no body
+          headers[bulkHeaders.size] = String(uploadSize);
+          headers['content-type'] = bulkUploadContentType;
+        }
+      }
+      const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
+      opened.then(
+        (late) => {
+          if (res.writableEnded || res.destroyed) late.close();
+        },
+        () => undefined,
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const stream = await Promise.race([
+        opened,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (!transfer) return void (await relay(req, res, stream));
+      const started = Date.now();
+      const outcome = uploadSize !== undefined ? await relayBulkUpload(req, res, stream, transfer, uploadSize) : await relayBulkDownload(req, res, stream, transfer);
+      if (outcome.bytes > 0) {
+        ctx.log.debug({ sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started }, 'file transfer through the bulk port');
+      }
+    } finally {
+      transfer?.release();
+    }
   } catch (err) {
     if (err instanceof CapsuleError) return fail(err.code, err.message, err.hint);
     const failure = err as Partial<ProxyFailure>;

@@ -32,4 +32,41 @@ describe('capsule-guest-helper', () => {
       'error: line too long',
     ]);
   });
+
+  const id = '0123456789abcdef0123456789abcdef';
+
+  it('bulk-recv skips stale bytes up to its transfer\'s header, then writes exactly the announced bytes', () => {
+    const stale = Buffer.concat([Buffer.from('CAPSBULK' + 'f'.repeat(32)), Buffer.alloc(5000, 7), Buffer.from('CAPSBU')]);
+    const body = Buffer.alloc(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
+    const input = Buffer.concat([stale, Buffer.from(`CAPSBULK${id}`), body, Buffer.from('past the end')]);
+    const res = spawnSync(helper, ['bulk-recv', id, String(body.length)], { input, timeout: 10_000, maxBuffer: 8 * 1024 * 1024 });
+    expect(res.status, res.stderr.toString()).toBe(0);
+    expect(res.stdout.equals(body)).toBe(true);
+  });
+
+  it('bulk-send writes its header and exactly the announced bytes, and fails on a short file', () => {
+    const file = path.join(dir, 'send.bin');
+    fs.writeFileSync(file, 'hello world');
+    const fd = fs.openSync(file, 'r');
+    try {
+      const res = spawnSync(helper, ['bulk-send', id, '5'], { stdio: [fd, 'pipe', 'pipe'], timeout: 5000 });
+      expect(res.status).toBe(0);
+      expect(res.stdout.toString()).toBe(`CAPSBULK${id}hello`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const short = fs.openSync(file, 'r');
+    try {
+      expect(spawnSync(helper, ['bulk-send', id, '100'], { stdio: [short, 'pipe', 'pipe'], timeout: 5000 }).status).toBe(4);
+    } finally {
+      fs.closeSync(short);
+    }
+  });
+
+  it('refuses malformed bulk arguments with exit status 2', () => {
+    for (const args of [['bulk-recv', 'abc', '1'], ['bulk-recv', id, '-1'], ['bulk-send', id, 'x'], ['bulk-send', id.toUpperCase().replace(/[A-F]/g, 'g'), '1'], ['bulk-recv', id]]) {
+      expect(spawnSync(helper, args, { input: '', timeout: 5000 }).status, args.join(' ')).toBe(2);
+    }
+  });
 });

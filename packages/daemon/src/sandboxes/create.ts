@@ -166,6 +166,7 @@ export class SandboxCreator {
       rootDisk: await this.vms.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
+      bulkPort: true,
       tscKhz: await hostTscKhz(),
       // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
       memoryBackend: { type: 'ram' },

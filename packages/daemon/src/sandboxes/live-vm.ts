@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
+import { BulkChannel } from '../agent/bulk-channel.js';
 import { errorMessage } from '../errors.js';
 import { isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
@@ -23,6 +24,8 @@ export class LiveVm {
   /** Set until the agent first answered; a VM that dies meanwhile is its starter's failure to report. */
   booting = true;
   readonly agent: AgentClient;
+  /** The bulk port for large /files transfers, when the machine has one. */
+  readonly bulk: BulkChannel | undefined;
   private readonly console: ConsoleLog;
 
   constructor(
@@ -30,8 +33,10 @@ export class LiveVm {
     readonly qmp: QmpClient,
     readonly paths: VmRuntimePaths,
     readonly consoleLogFile: string,
+    bulkPort: boolean,
   ) {
     this.agent = new AgentClient(paths.agentSocket);
+    this.bulk = bulkPort ? new BulkChannel(paths.bulkSocket) : undefined;
     this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
     this.console.attach();
   }
@@ -40,7 +45,7 @@ export class LiveVm {
   static async launch(spec: VmSpec, paths: VmRuntimePaths, consoleLogFile: string): Promise<LiveVm> {
     fs.mkdirSync(path.dirname(consoleLogFile), { recursive: true, mode: 0o700 });
     const { pid, qmp } = await startVm(spec, paths);
-    return new LiveVm(pid, qmp, paths, consoleLogFile);
+    return new LiveVm(pid, qmp, paths, consoleLogFile, spec.bulkPort === true);
   }
 
   get alive(): boolean {

@@ -14,6 +14,7 @@ import { readConsoleLog } from '../vmm/console-log.js';
 import type { VmRuntimePaths } from '../vmm/qemu.js';
 import { collectExec, execEvents } from './exec.js';
 import type { AgentClient } from '../agent/client.js';
+import type { BulkChannel } from '../agent/bulk-channel.js';
 import { vmMemoryUse } from './memory.js';
 import { egressPolicyColumns, egressPolicyFrom, egressPolicyOf } from '../network/egress-policy.js';
 import { SandboxNetworks } from '../network/sandbox-networks.js';
@@ -292,9 +293,9 @@ export class SandboxManager {
   }
 
   /** The agent of a running sandbox, for the API's proxy to it. */
-  async agentOf(idOrName: string): Promise<{ id: string; agent: AgentClient }> {
+  async agentOf(idOrName: string): Promise<{ id: string; agent: AgentClient; bulk: BulkChannel | undefined }> {
     const { record, vm } = await this.vms.runningVm(idOrName);
-    return { id: record.id, agent: vm.agent };
+    return { id: record.id, agent: vm.agent, bulk: vm.bulk };
   }
 
   /** Exec events for a command; the sandbox's own env vars sit under the request's. */

@@ -102,7 +102,9 @@ export class SandboxVms {
     }
     try {
       const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
-      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id)));
+      // A machine recorded before the bulk port, or none at all: HTTP/2 only.
+      const bulkPort = fs.existsSync(this.machineFile(record.id)) && this.readMachine(record.id).bulkPort === true;
+      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id), bulkPort));
       await vm.waitForHealthyAgent(Date.now() + 15_000);
       vm.booting = false;
       this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');

@@ -113,7 +113,7 @@ export async function snapshotToTemplate(
       key: `snapshot-of-${source.id}`,
       vcpus: machine.vcpus,
       memoryMiB: machine.memoryMiB,
-      machine: { accel: machine.accel, kernel: machine.kernel, initramfs: machine.initramfs, kitDisk: machine.kitDisk, hostname: machine.hostname, tscKhz: machine.tscKhz },
+      machine: { accel: machine.accel, kernel: machine.kernel, initramfs: machine.initramfs, kitDisk: machine.kitDisk, hostname: machine.hostname, tscKhz: machine.tscKhz, bulkPort: machine.bulkPort },
       createdAt,
       qemuVersion,
       sourceSandbox: source.id,

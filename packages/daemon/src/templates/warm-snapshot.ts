@@ -24,8 +24,9 @@ import { startTemplateService, type TemplateService } from './template-service.j
 /**
  * Bump when the VM's machine options change: old snapshots cannot be restored
  * into new machines. v2: a virtio-net NIC (its device state is in the snapshot).
+ * v3: the bulk virtio-serial port.
  */
-const FORMAT = 'warm-v2';
+const FORMAT = 'warm-v3';
 const BOOT_TIMEOUT_MS = 180_000;
 
 export interface WarmSnapshot {
@@ -41,7 +42,7 @@ export interface WarmSnapshot {
   vcpus: number;
   memoryMiB: number;
   /** The machine the snapshot was taken of; restores must use the same. */
-  machine: Pick<VmSpec, 'accel' | 'kernel' | 'initramfs' | 'kitDisk' | 'hostname' | 'tscKhz'>;
+  machine: Pick<VmSpec, 'accel' | 'kernel' | 'initramfs' | 'kitDisk' | 'hostname' | 'tscKhz' | 'bulkPort'>;
   createdAt: string;
 }
 
@@ -96,7 +97,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
   const temp = path.join(snapshotsDir(cacheDir), `.${name}.tmp-${process.pid}-${Date.now()}`);
   const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
   fs.mkdirSync(temp, { recursive: true });
-  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz };
+  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: true };
   const started = Date.now();
   let vm: LiveVm | undefined;
   try {

@@ -51,6 +51,14 @@ describe('qemu command line', () => {
     expect(kernelCommandLine(spec)).toContain('capsule.hostname=sb-x');
   });
 
+  it('adds the bulk port on bulk.sock only to machines that have it (a machine recorded before it has none)', () => {
+    expect(args.join(' ')).not.toContain('capsule.bulk');
+    const withBulk = qemuArgs({ ...spec, bulkPort: true }, new VmRuntimePaths('/run/x'));
+    expect(withBulk).toEqual(expect.arrayContaining(['socket,id=bulk,path=/run/x/bulk.sock,server=on,wait=off', 'virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port']));
+    // After the agent's port, so the agent's keeps its device number.
+    expect(withBulk.indexOf('virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port')).toBeGreaterThan(withBulk.findIndex((a) => a.includes('name=capsule.agent')));
+  });
+
   it('tells TCG guests the host TSC frequency, and KVM guests nothing', () => {
     expect(kernelCommandLine({ ...spec, tscKhz: 2596100 })).toContain('tsc_early_khz=2596100 tsc=reliable');
     expect(kernelCommandLine({ ...spec, accel: 'kvm', tscKhz: 2596100 })).not.toContain('tsc_early_khz');

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
-import { AGENT_PORT_NAME } from '@capsule/protocol/agent';
+import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
 import { guestNetworkKernelArg, nicArgs, type NicBackend } from '../network/guest-network.js';
 import { QmpClient } from './qmp.js';
 
@@ -25,6 +25,12 @@ export interface VmSpec {
   hostname: string;
   /** QEMU device id of the agent port; named in the VSERPORT_CHANGE events. */
   agentPortId: string;
+  /**
+   * A second virtio-serial port for the bytes of large /files transfers
+   * (bulk.sock). Absent in machines recorded before it existed: a restore
+   * must have the devices of the state it loads, so those keep HTTP/2 only.
+   */
+  bulkPort?: boolean | undefined;
   /** Host TSC frequency for TCG guests (see tsc.ts); undefined leaves the guest to calibrate. */
   tscKhz?: number | undefined;
   /**
@@ -59,6 +65,9 @@ export class VmRuntimePaths {
   }
   get agentSocket(): string {
     return path.join(this.dir, 'agent.sock');
+  }
+  get bulkSocket(): string {
+    return path.join(this.dir, 'bulk.sock');
   }
   get consoleSocket(): string {
     return path.join(this.dir, 'console.sock');
@@ -113,6 +122,9 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=agent,path=${optionValue(paths.agentSocket)},server=on,wait=off`,
     '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
+    ...(spec.bulkPort
+      ? ['-chardev', `socket,id=bulk,path=${optionValue(paths.bulkSocket)},server=on,wait=off`, '-device', `virtserialport,chardev=bulk,name=${BULK_PORT_NAME},id=bulk-port`]
+      : []),
     '-chardev', `socket,id=console,path=${optionValue(paths.consoleSocket)},server=on,wait=off`,
     '-serial', 'chardev:console',
     '-qmp', `unix:${optionValue(paths.qmpSocket)},server=on,wait=off`,

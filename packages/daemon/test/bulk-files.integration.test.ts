@@ -1,0 +1,210 @@
+// Large /files transfers through the VM's bulk port (a second virtio-serial
+// port; see api/bulk-files.ts), against a real daemon and microVM: checksums
+// both ways, the daemon's log showing the bulk path was taken, clients
+// aborting mid-transfer leaving nothing behind, and the agent's rules (errors
+// in envd's shape) still applied.
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { eventually, TestDaemon } from './fixture.js';
+
+const MiB = 1024 * 1024;
+const BULK_LOG = 'file transfer through the bulk port';
+
+describe('/files through the bulk port', () => {
+  const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
+  let id: string;
+  beforeAll(async () => {
+    await daemon.start();
+    const res = await daemon.request('POST', '/v1/sandboxes', {});
+    expect(res.status, res.text).toBe(201);
+    id = res.body.id;
+  }, 300_000);
+  afterAll(async () => {
+    await daemon.destroy();
+  });
+  const printLogOnFailure = () => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+
+  const sh = async (script: string): Promise<string> => {
+    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', script] });
+    expect(res.status, res.text).toBe(200);
+    return res.body.stdout as string;
+  };
+  const bulkTransfers = () =>
+    daemon
+      .log()
+      .split('\n')
+      .filter((line) => line.includes(BULK_LOG))
+      .map((line) => JSON.parse(line) as { direction: string; bytes: number });
+  /** The count once the daemon's log caught up (it logs a transfer just after its client has the answer). */
+  const settledTransfers = async () => {
+    await sleep(300);
+    return bulkTransfers().length;
+  };
+  const expectTransfers = (count: number) => eventually(() => (bulkTransfers().length === count ? true : undefined), 5000, `${count} bulk transfers in the log`);
+  const auth = (user: string) => `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
+  const filesPath = (path: string) => `/v1/sandboxes/${id}/envd/files?path=${encodeURIComponent(path)}`;
+
+  /** POST of `data` as octet-stream; the status and the body of the answer. */
+  const upload = (path: string, data: Buffer, user = 'root') =>
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: daemon.socketPath,
+          method: 'POST',
+          path: filesPath(path),
+          headers: { authorization: auth(user), 'content-type': 'application/octet-stream', 'content-length': data.length },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        },
+      );
+      req.on('error', reject);
+      req.end(data);
+    });
+  /** GET; the status, length and SHA-256 of the body. */
+  const download = (path: string) =>
+    new Promise<{ status: number; length: number; sha256: string; contentLength: string | undefined }>((resolve, reject) => {
+      const req = http.request({ socketPath: daemon.socketPath, path: filesPath(path), headers: { authorization: auth('root') } }, (res) => {
+        const hash = createHash('sha256');
+        let length = 0;
+        res.on('data', (c: Buffer) => {
+          hash.update(c);
+          length += c.length;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, length, sha256: hash.digest('hex'), contentLength: res.headers['content-length'] }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const daemonFdCount = () => fs.readdirSync(`/proc/${daemon.pid}/fd`).length;
+  const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+  /** What might leak in the guest: bulk helpers still running, upload temp files, the agent's open fds. */
+  const guestLeftovers = () =>
+    sh('ps -eo args | grep -c "[b]ulk-"; ls -a /var/tmp | grep -c "^.capsule-upload-"; ls /proc/$(pidof -s node)/fd | wc -l');
+
+  it('uploads and downloads 128 MiB through the bulk port, byte for byte', async () => {
+    printLogOnFailure();
+    const data = randomBytes(128 * MiB);
+    const before = await settledTransfers();
+    const up = await upload('/var/tmp/bulk-big.bin', data);
+    expect(up.status, up.text).toBe(200);
+    expect(JSON.parse(up.text)).toEqual([{ path: '/var/tmp/bulk-big.bin', name: 'bulk-big.bin', type: 'file' }]);
+    expect((await sh('stat -c "%s %U %a" /var/tmp/bulk-big.bin')).trim()).toBe(`${128 * MiB} root 644`);
+    const down = await download('/var/tmp/bulk-big.bin');
+    expect(down.status).toBe(200);
+    expect(down.contentLength).toBe(String(128 * MiB));
+    expect(down.length).toBe(128 * MiB);
+    expect(down.sha256).toBe(sha256(data));
+    await expectTransfers(before + 2);
+    expect(bulkTransfers().slice(before)).toEqual([
+      expect.objectContaining({ direction: 'upload', bytes: 128 * MiB }),
+      expect.objectContaining({ direction: 'download', bytes: 128 * MiB }),
+    ]);
+  }, 300_000);
+
+  it('keeps small files on HTTP/2, correct both ways', async () => {
+    printLogOnFailure();
+    const before = await settledTransfers();
+    const data = randomBytes(100 * 1024);
+    expect((await upload('/var/tmp/small.bin', data)).status).toBe(200);
+    const down = await download('/var/tmp/small.bin');
+    expect(down.sha256).toBe(sha256(data));
+    expect(await settledTransfers()).toBe(before);
+  }, 60_000);
+
+  it('answers refused bulk uploads with the same envd errors as small ones', async () => {
+    printLogOnFailure();
+    const refusals = [
+      { what: 'an unknown user', path: '/var/tmp/refused.bin', user: 'nobody-here', status: 401 },
+      { what: 'a directory as the target', path: '/var/tmp', user: 'root', status: 400 },
+      { what: 'a path under a file', path: '/var/tmp/small.bin/under', user: 'root', status: 500 },
+    ];
+    const before = await settledTransfers();
+    for (const refusal of refusals) {
+      const small = await upload(refusal.path, randomBytes(1024), refusal.user);
+      const large = await upload(refusal.path, randomBytes(8 * MiB), refusal.user);
+      expect(small.status, refusal.what).toBe(refusal.status);
+      expect(large.status, refusal.what).toBe(refusal.status);
+      expect(JSON.parse(large.text), refusal.what).toEqual(JSON.parse(small.text));
+    }
+    expect(await settledTransfers()).toBe(before);
+    // The port is fine after refusals.
+    const data = randomBytes(4 * MiB);
+    expect((await upload('/var/tmp/after-refusal.bin', data)).status).toBe(200);
+    expect((await download('/var/tmp/after-refusal.bin')).sha256).toBe(sha256(data));
+    await expectTransfers(before + 2);
+  }, 120_000);
+
+  it('takes back-to-back transfers through the port, and lets concurrent ones fall back to HTTP/2', async () => {
+    printLogOnFailure();
+    const data = randomBytes(8 * MiB);
+    expect((await upload('/var/tmp/shared.bin', data)).status).toBe(200);
+    let before = await settledTransfers();
+    for (let i = 0; i < 3; i++) expect((await download('/var/tmp/shared.bin')).sha256).toBe(sha256(data));
+    await expectTransfers(before + 3);
+
+    before = await settledTransfers();
+    const other = randomBytes(8 * MiB);
+    const [up, ...downs] = await Promise.all([upload('/var/tmp/other.bin', other), download('/var/tmp/shared.bin'), download('/var/tmp/shared.bin')]);
+    expect(up!.status).toBe(200);
+    for (const down of downs) expect(down.sha256).toBe(sha256(data));
+    expect((await download('/var/tmp/other.bin')).sha256).toBe(sha256(other));
+    const taken = (await settledTransfers()) - before;
+    expect(taken).toBeGreaterThanOrEqual(2); // at least one of the three, and the last download
+    expect(taken).toBeLessThan(4);
+  }, 120_000);
+
+  it('survives clients that abort mid-upload and mid-download, leaking nothing', async () => {
+    printLogOnFailure();
+    const baseline = await guestLeftovers();
+    const daemonFds = daemonFdCount();
+
+    // Upload: announce 64 MiB, send 8, go away.
+    await new Promise<void>((resolve) => {
+      const req = http.request({
+        socketPath: daemon.socketPath,
+        method: 'POST',
+        path: filesPath('/var/tmp/aborted.bin'),
+        headers: { authorization: auth('root'), 'content-type': 'application/octet-stream', 'content-length': 64 * MiB },
+      });
+      req.on('error', () => resolve());
+      req.on('close', () => resolve());
+      req.write(randomBytes(8 * MiB), () => setTimeout(() => req.destroy(), 500));
+    });
+
+    // Download: read 4 MiB of the big file, go away.
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request({ socketPath: daemon.socketPath, path: filesPath('/var/tmp/bulk-big.bin'), headers: { authorization: auth('root') } }, (res) => {
+        let got = 0;
+        res.on('data', (c: Buffer) => {
+          got += c.length;
+          if (got >= 4 * MiB) req.destroy();
+        });
+        res.on('error', () => undefined);
+      });
+      req.on('error', () => undefined);
+      req.on('close', () => resolve());
+      req.on('timeout', () => reject(new Error('timed out')));
+      req.end();
+    });
+
+    // Both directions work again, through the bulk port, with nothing stale mixed in.
+    const before = await settledTransfers();
+    const data = randomBytes(16 * MiB);
+    const up = await upload('/var/tmp/after-abort.bin', data);
+    expect(up.status, up.text).toBe(200);
+    const down = await download('/var/tmp/after-abort.bin');
+    expect(down.sha256).toBe(sha256(data));
+    await expectTransfers(before + 2);
+
+    expect((await sh('ls /var/tmp | grep -c aborted; true')).trim()).toBe('0');
+    expect(await guestLeftovers()).toBe(baseline);
+    await eventually(() => (daemonFdCount() <= daemonFds ? true : undefined), 10_000, 'the daemon to close what the transfers opened');
+  }, 300_000);
+});
