@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { TestDaemon } from './fixture.js';
 
 /** A TCP port on 127.0.0.1 that nothing listens on now. */
 async function freePort(): Promise<number> {
@@ -22,12 +22,7 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '2' });
   beforeAll(async () => {
     await daemon.start();
-    await eventually(async () => {
-      const { body } = await daemon.request('GET', '/v1/templates');
-      const base = body.templates.find((t: { name: string }) => t.name === 'base');
-      if (base.warmSnapshot === 'failed') throw new Error('the warm snapshot failed to build');
-      return base.warmSnapshot === 'ready' && daemon.qemuPids().length >= 2 ? true : undefined;
-    }, 180_000, 'the warm snapshot and its pool');
+    await daemon.waitForWarmSnapshot(180_000, 2);
   });
   afterAll(() => daemon.destroy());
 

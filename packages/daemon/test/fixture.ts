@@ -145,6 +145,23 @@ export class TestDaemon {
     return pids;
   }
 
+  /**
+   * Waits until the base template's warm snapshot is ready (failing at once if
+   * it failed to build) and at least `pooledVms` QEMUs run: the warm pool's.
+   */
+  async waitForWarmSnapshot(timeoutMs: number, pooledVms = 0): Promise<void> {
+    await eventually(
+      async () => {
+        const { body } = await this.request('GET', '/v1/templates');
+        const base = body.templates.find((t: { name: string }) => t.name === 'base');
+        if (base.warmSnapshot === 'failed') throw new Error('the warm snapshot failed to build');
+        return base.warmSnapshot === 'ready' && this.qemuPids().length >= pooledVms ? true : undefined;
+      },
+      timeoutMs,
+      pooledVms > 0 ? 'the warm snapshot and its pool' : 'the warm snapshot',
+    );
+  }
+
   /** Everything left in the runtime folder's sandboxes/ (sockets, pid files), warm-pool VMs included. */
   runtimeLeftovers(): string[] {
     const dir = path.join(this.runtimeDir, 'sandboxes');

@@ -13,12 +13,7 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
   const ids: string[] = [];
   beforeAll(async () => {
     await daemon.start();
-    await eventually(async () => {
-      const { body } = await daemon.request('GET', '/v1/templates');
-      const base = body.templates.find((t: { name: string }) => t.name === 'base');
-      if (base.warmSnapshot === 'failed') throw new Error('the warm snapshot failed to build');
-      return base.warmSnapshot === 'ready' ? true : undefined;
-    }, 120_000, 'the warm snapshot');
+    await daemon.waitForWarmSnapshot(120_000);
   });
   afterAll(() => daemon.destroy());
   const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { backingChain, isPinned, pinSharedFiles, removeUnpinned } from './cache-pins.js';
+import { sweepUnheld } from '../images/cache-holds.js';
+import { backingChain, isPinned, pinSharedFiles } from './cache-pins.js';
 import { pruneSiblings } from './files.js';
 
 // Real images made by qemu-img, as the daemon makes them.
@@ -80,11 +81,11 @@ describe('cache pins', () => {
     for (const name of ['a.qcow2', 'b.qcow2']) fs.writeFileSync(path.join(shared, name), name);
     pinSharedFiles([path.join(shared, 'a.qcow2')], [cache, shared], path.join(sandbox, 'pins'));
     expect(fs.readdirSync(path.join(sandbox, 'pins'))).toEqual(['disks__a.qcow2']);
-    expect(removeUnpinned(shared)).toBe(1);
+    expect(sweepUnheld(shared)).toBe(1);
     expect(fs.readdirSync(shared)).toEqual(['a.qcow2']);
     fs.rmSync(path.join(sandbox, 'pins'), { recursive: true });
-    expect(removeUnpinned(shared)).toBe(1);
+    expect(sweepUnheld(shared)).toBe(1);
     expect(fs.readdirSync(shared)).toEqual([]);
-    expect(removeUnpinned(path.join(root, 'missing'))).toBe(0);
+    expect(sweepUnheld(path.join(root, 'missing'))).toBe(0);
   });
 });

@@ -7,6 +7,7 @@
 // goes. Nothing removes a shared file while it has a second link.
 import fs from 'node:fs';
 import path from 'node:path';
+import { holdFile } from '../images/cache-holds.js';
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 /** Deeper chains than ours are a corrupt or hostile image, not a reason to loop. */
@@ -52,44 +53,19 @@ function backingFileOf(image: string): string | undefined {
 }
 
 /**
- * Links each of `files` that lies inside one of the shared folders `roots`
- * into `pinDir`, named by the folder's name and its path there (two snapshots
- * both have a `disk.qcow2`). Idempotent. Files elsewhere (the sandbox's own)
- * are not pinned; across filesystems no link can be made, nor is it pinned.
+ * Holds (cache-holds.ts) each of `files` that lies inside one of the shared
+ * folders `roots` in `pinDir`, named by the folder's name and its path there
+ * (two snapshots both have a `disk.qcow2`). Idempotent. Files elsewhere (the
+ * sandbox's own) and missing ones (QEMU then says so) are not pinned.
+ * Shared files nobody pins any more go with `sweepUnheld`.
  */
 export function pinSharedFiles(files: string[], roots: string[], pinDir: string): void {
   for (const file of files) {
     const resolved = path.resolve(file);
     const root = roots.map((r) => path.resolve(r) + path.sep).find((r) => resolved.startsWith(r));
-    if (root === undefined) continue;
-    const pin = path.join(pinDir, `${path.basename(root)}__${resolved.slice(root.length).replaceAll(path.sep, '__')}`);
-    fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
-    try {
-      fs.linkSync(resolved, pin);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EEXIST' && code !== 'EXDEV' && code !== 'ENOENT') throw err;
-    }
+    if (root === undefined || !fs.existsSync(resolved)) continue;
+    holdFile(resolved, pinDir, `${path.basename(root)}__${resolved.slice(root.length).replaceAll(path.sep, '__')}`);
   }
-}
-
-/** Removes the files directly in `dir` that nobody pins any more; returns how many. */
-export function removeUnpinned(dir: string): number {
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return 0;
-  }
-  let removed = 0;
-  for (const name of names) {
-    const file = path.join(dir, name);
-    if (fs.lstatSync(file, { throwIfNoEntry: false })?.isFile() && !isPinned(file)) {
-      fs.rmSync(file, { force: true });
-      removed++;
-    }
-  }
-  return removed;
 }
 
 /** Whether anybody pins `file` (it has a second link), or, for a folder, any file in it. */

@@ -5,9 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** Links `cacheFile` into `holdDir` (same name); a no-op when already held. */
-export function holdFile(cacheFile: string, holdDir: string): void {
-  const hold = path.join(holdDir, path.basename(cacheFile));
+/** Links `cacheFile` into `holdDir` (by default under its own name); a no-op when already held. */
+export function holdFile(cacheFile: string, holdDir: string, name = path.basename(cacheFile)): void {
+  const hold = path.join(holdDir, name);
   fs.mkdirSync(holdDir, { recursive: true, mode: 0o700 });
   try {
     fs.linkSync(cacheFile, hold);
@@ -38,9 +38,10 @@ export function releaseFile(cacheFile: string, holdDir: string): boolean {
  * Deletes cache files below `dir` that no daemon holds and that nobody has
  * linked or unlinked for `graceMs` (ctime changes with the link count): left
  * by daemons whose state folder went away. The grace covers pulls in progress,
- * whose blobs are held only once the whole image is in.
+ * whose blobs are held only once the whole image is in; files that are held
+ * from the moment they exist (forks' shared disks) need none.
  */
-export function sweepUnheld(dir: string, graceMs: number, include: (name: string) => boolean = () => true): number {
+export function sweepUnheld(dir: string, graceMs?: number, include: (name: string) => boolean = () => true): number {
   let removed = 0;
   const walk = (d: string) => {
     let entries: fs.Dirent[];
@@ -55,7 +56,7 @@ export function sweepUnheld(dir: string, graceMs: number, include: (name: string
       else if (entry.isFile() && include(entry.name)) {
         try {
           const stat = fs.statSync(file);
-          if (stat.nlink === 1 && Date.now() - stat.ctimeMs > graceMs) {
+          if (stat.nlink === 1 && (graceMs === undefined || Date.now() - stat.ctimeMs > graceMs)) {
             fs.rmSync(file, { force: true });
             removed++;
           }

@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
-import { removeUnpinned } from '../guest/cache-pins.js';
+import { holdFile, sweepUnheld } from '../images/cache-holds.js';
 import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
@@ -63,7 +63,7 @@ export class SandboxForks {
       fs.mkdirSync(this.vms.sharedDisksDir, { recursive: true, mode: 0o700 });
       fs.copyFileSync(path.join(this.vms.stateDir(record.id), 'overlay.qcow2'), disk);
       fs.chmodSync(disk, 0o400);
-      fs.linkSync(disk, path.join(work, 'disk.pin'));
+      holdFile(disk, work, 'disk.pin');
     };
     try {
       const machine = this.vms.readMachine(record.id);
@@ -109,7 +109,7 @@ export class SandboxForks {
     } finally {
       // Forks keep their private mappings of the memory file; nothing reads it again.
       fs.rmSync(work, { recursive: true, force: true });
-      removeUnpinned(this.vms.sharedDisksDir);
+      sweepUnheld(this.vms.sharedDisksDir);
     }
   }
 

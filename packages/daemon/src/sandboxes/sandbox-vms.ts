@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { backingChain, pinSharedFiles, removeUnpinned } from '../guest/cache-pins.js';
+import { backingChain, pinSharedFiles } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
+import { sweepUnheld } from '../images/cache-holds.js';
 import type { TemplateImageDefaults } from '../images/image-records.js';
 import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
@@ -116,7 +117,7 @@ export class SandboxVms {
 
   removeOrphans(): void {
     // Shared disks whose last user went while no daemon ran (or a fork that a crash cut short).
-    removeUnpinned(this.sharedDisksDir);
+    sweepUnheld(this.sharedDisksDir);
     const dir = path.join(this.config.runtimeDir, 'sandboxes');
     if (!fs.existsSync(dir)) return;
     for (const id of fs.readdirSync(dir)) {
@@ -175,7 +176,7 @@ export class SandboxVms {
     await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
-    removeUnpinned(this.sharedDisksDir);
+    sweepUnheld(this.sharedDisksDir);
   }
 
   /** Creates sandbox `id`'s disk: a qcow2 overlay of its own on `backing`, which is never written. */
