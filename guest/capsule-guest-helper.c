@@ -15,7 +15,7 @@
  * A restored guest's clock is the snapshot's and its random pool is a copy of
  * every other clone's, so both are fixed before the sandbox is handed out.
  *
- *   capsule-guest-helper bulk-recv ID SIZE     stdin: the bulk port, stdout: a file
+ *   capsule-guest-helper bulk-recv ID          stdin: the bulk port, stdout: a file
  *   capsule-guest-helper bulk-send ID SIZE     stdin: a file, stdout: the bulk port
  *
  * copy one large /files transfer over the `capsule.bulk` virtio-serial port,
@@ -23,7 +23,8 @@
  * both ends and spawns one helper per transfer. Every transfer starts with a
  * header, "CAPSBULK" and the transfer's 32-hex-digit id: recv discards what
  * comes before it (stale bytes of an aborted transfer), send writes it first.
- * recv gives up when BULK_IDLE_MS pass without a buffer's worth of bytes.
+ * recv takes frames until an empty one (see bulk_recv), and gives up when
+ * BULK_IDLE_MS pass without a new frame or a buffer's worth of bytes.
  * Built static (no dependency on the guest's libc) and kept tiny on purpose.
  */
 #define _GNU_SOURCE /* memmem */
@@ -117,16 +118,18 @@ static int reseed(const char *hex) {
 #define BULK_ID_CHARS 32
 #define BULK_HEADER_BYTES (8 + BULK_ID_CHARS)
 #define BULK_BUFFER_BYTES (1024 * 1024)
+#define BULK_MAX_FRAME_BYTES (16 * 1024 * 1024)
 #define BULK_IDLE_MS 30000
 
 static char bulk_buffer[BULK_BUFFER_BYTES];
 
+/* The transfer's header from its id and, for a send, its size; 0 when either is malformed. */
 static int bulk_args(const char *id, const char *size_text, char *header, unsigned long long *size) {
   if (strlen(id) != BULK_ID_CHARS) return 0;
   for (const char *c = id; *c; c++)
     if (hexval(*c) < 0) return 0;
   if (!*size_text || strspn(size_text, "0123456789") != strlen(size_text) || strlen(size_text) > 18) return 0;
-  *size = strtoull(size_text, NULL, 10);
+  if (size) *size = strtoull(size_text, NULL, 10);
   memcpy(header, BULK_MAGIC, 8);
   memcpy(header + 8, id, BULK_ID_CHARS);
   return 1;
@@ -141,6 +144,13 @@ static int write_all(int fd, const char *data, size_t length) {
     length -= (size_t)n;
   }
   return 0;
+}
+
+/* A failed write of the file: status 5 when its disk is full (the agent's 507), 1 otherwise. */
+static int write_failed(void) {
+  int disk_full = errno == ENOSPC || errno == EDQUOT;
+  fail("writing the file");
+  return disk_full ? 5 : 1;
 }
 
 static volatile sig_atomic_t bulk_timed_out;
@@ -167,7 +177,7 @@ static ssize_t read_port(char *into, size_t room) {
   }
 }
 
-/* Fails the transfer when BULK_IDLE_MS pass before the next call: called each time a buffer is filled. */
+/* Fails the transfer when BULK_IDLE_MS pass before the next call: called at each frame's start. */
 static void arm_idle_timer(void) {
   static int installed;
   if (!installed) {
@@ -180,47 +190,71 @@ static void arm_idle_timer(void) {
   alarm(BULK_IDLE_MS / 1000);
 }
 
-static int bulk_recv(const char *id, const char *size_text) {
+/*
+ * Writes a framed upload to the file on stdout: frames of a 4-byte big-endian
+ * length and that many bytes, ended by an empty frame; the body's size need not
+ * be known when it starts (a multipart or chunked upload). Anything after the
+ * end is ignored. Until the end frame nothing is taken as complete: a transfer
+ * cut short fails, and the agent drops the file.
+ */
+static int bulk_recv(const char *id) {
   char header[BULK_HEADER_BYTES];
-  unsigned long long left;
-  if (!bulk_args(id, size_text, header, &left)) return fprintf(stderr, "capsule-guest-helper: bad bulk-recv arguments\n"), 2;
-  size_t have = 0;
+  if (!bulk_args(id, "0", header, NULL)) return fprintf(stderr, "capsule-guest-helper: bad bulk-recv arguments\n"), 2;
+  static char in[64 * 1024];
+  size_t have = 0; /* bytes in `in` */
   arm_idle_timer();
   /* Until the header: anything else is discarded, keeping a tail that may hold its start. */
   for (;;) {
-    ssize_t n = read_port(bulk_buffer + have, sizeof bulk_buffer - have);
+    ssize_t n = read_port(in + have, sizeof in - have);
     if (n < 0) return fail("reading the bulk port");
     have += (size_t)n;
-    char *found = memmem(bulk_buffer, have, header, BULK_HEADER_BYTES);
+    char *found = memmem(in, have, header, BULK_HEADER_BYTES);
     if (found) {
-      size_t after = (size_t)(found - bulk_buffer) + BULK_HEADER_BYTES;
+      size_t after = (size_t)(found - in) + BULK_HEADER_BYTES;
       have -= after;
-      memmove(bulk_buffer, bulk_buffer + after, have);
+      memmove(in, in + after, have);
       break;
     }
     if (have >= BULK_HEADER_BYTES) {
-      memmove(bulk_buffer, bulk_buffer + have - (BULK_HEADER_BYTES - 1), BULK_HEADER_BYTES - 1);
+      memmove(in, in + have - (BULK_HEADER_BYTES - 1), BULK_HEADER_BYTES - 1);
       have = BULK_HEADER_BYTES - 1;
     }
   }
-  /* Exactly `left` bytes, written a full buffer at a time (a port read returns 4 KiB at most). */
-  if (have > left) have = (size_t)left;
-  while (left > 0) {
-    size_t goal = left < sizeof bulk_buffer ? (size_t)left : sizeof bulk_buffer;
-    while (have < goal) {
-      ssize_t n = read_port(bulk_buffer + have, goal - have);
-      if (n < 0) return fail("reading the bulk port");
-      have += (size_t)n;
+  /* Frame payloads gather in bulk_buffer, written a full buffer at a time (a port read returns 4 KiB at most). */
+  size_t out = 0;
+  unsigned long frame_left = 0;
+  unsigned char length[4];
+  int length_have = 0;
+  for (;;) {
+    for (size_t i = 0; i < have;) {
+      if (frame_left == 0) {
+        length[length_have++] = (unsigned char)in[i++];
+        if (length_have < 4) continue;
+        length_have = 0;
+        frame_left = (unsigned long)length[0] << 24 | (unsigned long)length[1] << 16 | (unsigned long)length[2] << 8 | length[3];
+        if (frame_left > BULK_MAX_FRAME_BYTES) return fprintf(stderr, "capsule-guest-helper: a frame of %lu bytes\n", frame_left), 3;
+        if (frame_left == 0) goto end;
+        arm_idle_timer();
+        continue;
+      }
+      size_t take = have - i;
+      if (take > frame_left) take = (size_t)frame_left;
+      if (take > sizeof bulk_buffer - out) take = sizeof bulk_buffer - out;
+      memcpy(bulk_buffer + out, in + i, take);
+      out += take;
+      i += take;
+      frame_left -= take;
+      if (out == sizeof bulk_buffer) {
+        if (write_all(1, bulk_buffer, out) != 0) return write_failed();
+        out = 0;
+      }
     }
-    arm_idle_timer();
-    if (write_all(1, bulk_buffer, have) != 0) {
-      int disk_full = errno == ENOSPC || errno == EDQUOT;
-      fail("writing the file");
-      return disk_full ? 5 : 1;
-    }
-    left -= have;
-    have = 0;
+    ssize_t n = read_port(in, sizeof in);
+    if (n < 0) return fail("reading the bulk port");
+    have = (size_t)n;
   }
+end:
+  if (out > 0 && write_all(1, bulk_buffer, out) != 0) return write_failed();
   return 0;
 }
 
@@ -242,7 +276,7 @@ static int bulk_send(const char *id, const char *size_text) {
 
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "serve") == 0) return serve();
-  if (argc == 4 && strcmp(argv[1], "bulk-recv") == 0) return bulk_recv(argv[2], argv[3]);
+  if (argc == 3 && strcmp(argv[1], "bulk-recv") == 0) return bulk_recv(argv[2]);
   if (argc == 4 && strcmp(argv[1], "bulk-send") == 0) return bulk_send(argv[2], argv[3]);
   return run_commands(argc, argv);
 }
@@ -265,6 +299,6 @@ static int run_commands(int argc, char **argv) {
   }
   return 0;
 usage:
-  fprintf(stderr, "usage: capsule-guest-helper [settime SECONDS NANOSECONDS] [reseed HEX] ... | serve | bulk-recv ID SIZE | bulk-send ID SIZE\n");
+  fprintf(stderr, "usage: capsule-guest-helper [settime SECONDS NANOSECONDS] [reseed HEX] ... | serve | bulk-recv ID | bulk-send ID SIZE\n");
   return 2;
 }

@@ -20,24 +20,12 @@ const HELPER_DISK_FULL = 5;
 /** How long a transfer waits for a killed predecessor to be gone. */
 const PREDECESSOR_EXIT_MS = 5000;
 
-export interface BulkRequest {
-  id: string;
-  /** Only on uploads: the body's bytes. */
-  size: number | undefined;
-}
-
-/** The daemon's offer of the bulk port on a request, if it made one; 400 when malformed. */
-export function bulkRequestOf(headers: IncomingHttpHeaders): BulkRequest | undefined {
+/** The daemon's offer of the bulk port on a request (its transfer id), if it made one; 400 when malformed. */
+export function bulkIdOf(headers: IncomingHttpHeaders): string | undefined {
   const id = headers[bulkHeaders.id];
   if (id === undefined) return undefined;
   if (typeof id !== 'string' || !bulkIdPattern.test(id)) throw new HttpError(400, `malformed ${bulkHeaders.id} header`);
-  const sizeText = headers[bulkHeaders.size];
-  if (sizeText === undefined) return { id, size: undefined };
-  const size = Number(sizeText);
-  if (typeof sizeText !== 'string' || !/^\d{1,15}$/.test(sizeText) || !Number.isSafeInteger(size)) {
-    throw new HttpError(400, `malformed ${bulkHeaders.size} header`);
-  }
-  return { id, size };
+  return id;
 }
 
 export class BulkPort {
@@ -66,17 +54,22 @@ export class BulkPort {
     return this.fd !== undefined;
   }
 
-  /**
-   * Copies `size` bytes between the port and `fileFd` with the helper:
-   * `recv` port to file, `send` file to port. Resolves when the helper is
-   * done; rejects if it fails, or is killed because `signal` aborted.
-   */
-  async run(direction: 'recv' | 'send', id: string, size: number, fileFd: number, signal: AbortSignal): Promise<void> {
+  /** Writes the framed upload `id` from the port to `fileFd`; rejects if the helper fails or `signal` aborts. */
+  receive(id: string, fileFd: number, signal: AbortSignal): Promise<void> {
+    return this.run('bulk-recv', [id], fileFd, signal);
+  }
+
+  /** Sends `size` bytes of `fileFd` to the port as the download `id`; rejects if the helper fails or `signal` aborts. */
+  send(id: string, size: number, fileFd: number, signal: AbortSignal): Promise<void> {
+    return this.run('bulk-send', [id, String(size)], fileFd, signal);
+  }
+
+  private async run(command: 'bulk-recv' | 'bulk-send', args: string[], fileFd: number, signal: AbortSignal): Promise<void> {
     if (!this.open() || this.fd === undefined) throw new Error('this VM has no bulk port');
     // The daemon runs one transfer at a time; a killed one may still be exiting.
     if (this.current) await Promise.race([this.current, sleep(PREDECESSOR_EXIT_MS)]);
     if (this.current) throw new Error('the bulk port is busy');
-    const run = this.spawnHelper(direction, id, size, fileFd, this.fd, signal);
+    const run = this.spawnHelper(command, args, fileFd, this.fd, signal);
     const settled = run.then(
       () => undefined,
       () => undefined,
@@ -88,12 +81,12 @@ export class BulkPort {
     return await run;
   }
 
-  private spawnHelper(direction: 'recv' | 'send', id: string, size: number, fileFd: number, portFd: number, signal: AbortSignal): Promise<void> {
+  private spawnHelper(command: 'bulk-recv' | 'bulk-send', args: string[], fileFd: number, portFd: number, signal: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return reject(new Error('the request went away'));
-      const stdio: [number, number, 'pipe'] = direction === 'recv' ? [portFd, fileFd, 'pipe'] : [fileFd, portFd, 'pipe'];
+      const stdio: [number, number, 'pipe'] = command === 'bulk-recv' ? [portFd, fileFd, 'pipe'] : [fileFd, portFd, 'pipe'];
       // An empty environment: the helper needs none, and the agent's must not leak into it.
-      const child = spawn(this.helperPath, [`bulk-${direction}`, id, String(size)], { env: {}, stdio });
+      const child = spawn(this.helperPath, [command, ...args], { env: {}, stdio });
       let stderrTail = '';
       child.stderr?.setEncoding('utf8');
       child.stderr?.on('data', (chunk: string) => (stderrTail = (stderrTail + chunk).slice(-500)));
@@ -107,7 +100,7 @@ export class BulkPort {
         signal.removeEventListener('abort', kill);
         if (code === 0) return resolve();
         const detail = stderrTail.trim().split('\n').slice(-2).join('; ');
-        const error: NodeJS.ErrnoException = new Error(`bulk-${direction} ${killedBy ? `was killed by ${killedBy}` : `failed (status ${code})`}${detail ? `: ${detail}` : ''}`);
+        const error: NodeJS.ErrnoException = new Error(`${command} ${killedBy ? `was killed by ${killedBy}` : `failed (status ${code})`}${detail ? `: ${detail}` : ''}`);
         if (code === HELPER_DISK_FULL) error.code = 'ENOSPC'; // the upload's 507, as on the HTTP/2 path
         reject(error);
       });

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants, createGzip } from 'node:zlib';
 import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
-import { bulkRequestOf, type BulkPort } from './bulk-port.js';
+import { bulkIdOf, type BulkPort } from './bulk-port.js';
 import { resolveFilesPath, type FilesRequest } from './files-request.js';
 import { createLogger, describeError } from './log.js';
 import { HttpError } from './plain-http.js';
@@ -54,14 +54,9 @@ export function contentTypeFor(path: string): string {
   return CONTENT_TYPES[extname(path).toLowerCase()] ?? 'application/octet-stream';
 }
 
-/**
- * envd's choice of content coding: the highest-quality supported one
- * (gzip), identity when preferred or nothing matches; 400 only when identity
- * is refused (q=0) and gzip is not acceptable either.
- */
-export function chooseEncoding(acceptEncoding: string | undefined): 'gzip' | 'identity' {
-  if (!acceptEncoding) return 'identity';
-  const offers = acceptEncoding
+/** The codings an Accept-Encoding header offers, best first. */
+function encodingOffers(acceptEncoding: string): Array<{ coding: string; quality: number }> {
+  return acceptEncoding
     .split(',')
     .map((part) => {
       const [coding = '', ...params] = part.split(';').map((piece) => piece.trim());
@@ -71,6 +66,23 @@ export function chooseEncoding(acceptEncoding: string | undefined): 'gzip' | 'id
     })
     .filter((offer) => offer.coding !== '')
     .sort((a, b) => b.quality - a.quality);
+}
+
+/** Whether the client takes an unencoded body: unless it refuses identity (q=0), or `*;q=0` without naming identity. */
+export function acceptsIdentity(acceptEncoding: string | undefined): boolean {
+  const offers = encodingOffers(acceptEncoding ?? '');
+  const identity = offers.find((offer) => offer.coding === 'identity') ?? offers.find((offer) => offer.coding === '*');
+  return identity === undefined || identity.quality > 0;
+}
+
+/**
+ * envd's choice of content coding: the highest-quality supported one
+ * (gzip), identity when preferred or nothing matches; 400 only when identity
+ * is refused (q=0) and gzip is not acceptable either.
+ */
+export function chooseEncoding(acceptEncoding: string | undefined): 'gzip' | 'identity' {
+  if (!acceptEncoding) return 'identity';
+  const offers = encodingOffers(acceptEncoding);
   const identityRefused = offers.some((offer) => offer.coding === 'identity' && offer.quality === 0);
   for (const offer of offers) {
     if (offer.quality === 0) continue;
@@ -104,7 +116,7 @@ export async function serveFileDownload(
   defaults: AgentDefaults,
   bulkPort?: BulkPort,
 ): Promise<void> {
-  const bulk = bulkRequestOf(request.headers);
+  const bulkId = bulkIdOf(request.headers);
   const path = resolveFilesPath(files.rawPath ?? '', files.user, defaults);
   let info;
   try {
@@ -122,6 +134,12 @@ export async function serveFileDownload(
   let encoding = chooseEncoding(headers['accept-encoding']);
   // Like envd (Go's ServeContent): ranges and conditionals are served unencoded.
   if (headers.range || headers['if-modified-since'] || headers['if-none-match'] || headers['if-range']) encoding = 'identity';
+  // A large file the daemon offered to take over the bulk port goes there
+  // unencoded when the client accepts that (fetch clients ask for gzip by
+  // default): compressing in the guest costs far more than the bytes saved
+  // between the guest and the host next to it.
+  const viaBulk = bulkId !== undefined && request.method === 'GET' && !headers.range && info.size >= bulkMinBytes && acceptsIdentity(headers['accept-encoding']) && bulkPort?.open() === true;
+  if (viaBulk) encoding = 'identity';
 
   const lastModified = new Date(Math.floor(info.mtimeMs / 1000) * 1000);
   const common = {
@@ -162,12 +180,12 @@ export async function serveFileDownload(
       response.end();
       return;
     }
-    if (bulk && bulkPort?.open() && !range && request.method === 'GET' && size >= bulkMinBytes) {
+    if (viaBulk && bulkPort && bulkId !== undefined) {
       // The body goes on the bulk port; the stream ends once all of it is written there.
-      response.writeHead(200, { ...common, 'accept-ranges': 'bytes', [bulkHeaders.id]: bulk.id, [bulkHeaders.size]: String(size) });
+      response.writeHead(200, { ...common, 'accept-ranges': 'bytes', [bulkHeaders.id]: bulkId, [bulkHeaders.size]: String(size) });
       const gone = new AbortController();
       response.stream.once('close', () => gone.abort());
-      await bulkPort.run('send', bulk.id, size, file.fd, gone.signal);
+      await bulkPort.send(bulkId, size, file.fd, gone.signal);
       response.end();
       return;
     }

@@ -10,11 +10,11 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { bulkUploadContentType } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
-import { bulkRequestOf, type BulkPort } from './bulk-port.js';
+import { bulkIdOf, type BulkPort } from './bulk-port.js';
 import { ensureDirectories, NotADirectoryError } from './ensure-dirs.js';
 import { resolveFilesPath, type FilesRequest } from './files-request.js';
 import { createLogger, describeError } from './log.js';
-import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters } from './multipart-reader.js';
+import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters } from '@capsule/protocol/multipart';
 import { HttpError } from './plain-http.js';
 import { recentUploads, uploadTempName } from './upload-marks.js';
 import type { UnixUser } from './users.js';
@@ -111,8 +111,8 @@ export async function serveFileUpload(
   defaults: AgentDefaults,
   bulkPort?: BulkPort,
 ): Promise<void> {
-  const bulk = bulkRequestOf(request.headers);
-  if (bulk) return await serveBulkUpload(request, response, files, defaults, bulk, bulkPort);
+  const bulkId = bulkIdOf(request.headers);
+  if (bulkId !== undefined) return await serveBulkUpload(request, response, files, defaults, bulkId, bulkPort);
   const contentEncoding = parseHeaderParameters(request.headers['content-encoding'] ?? '').type;
   if (contentEncoding !== '' && contentEncoding !== 'identity' && contentEncoding !== 'gzip') {
     throw new HttpError(400, `error decompressing request body: unsupported Content-Encoding: ${contentEncoding}, supported: [gzip]`);
@@ -169,19 +169,18 @@ export async function serveFileUpload(
 }
 
 /**
- * An octet-stream upload whose body the daemon sends on the bulk port: the
- * same path, ownership and error rules, the bytes copied by the helper.
+ * An upload whose body the daemon sends on the bulk port (the file's bytes,
+ * taken out of a multipart body by the daemon if it was one): the same path,
+ * ownership and error rules, the bytes copied by the helper.
  */
 async function serveBulkUpload(
   request: Http2ServerRequest,
   response: Http2ServerResponse,
   files: FilesRequest,
   defaults: AgentDefaults,
-  bulk: { id: string; size: number | undefined },
+  bulkId: string,
   bulkPort: BulkPort | undefined,
 ): Promise<void> {
-  const size = bulk.size;
-  if (size === undefined) throw new HttpError(400, 'a bulk upload needs its size');
   if (parseHeaderParameters(request.headers['content-type'] ?? '').type !== bulkUploadContentType) {
     throw new HttpError(400, `a bulk upload must be sent as ${bulkUploadContentType}`);
   }
@@ -193,11 +192,11 @@ async function serveBulkUpload(
   response.stream.once('close', () => gone.abort());
   request.resume();
   try {
-    await writeUploadedFile(path, (fd) => bulkPort.run('recv', bulk.id, size, fd, gone.signal), files.user);
+    await writeUploadedFile(path, (fd) => bulkPort.receive(bulkId, fd, gone.signal), files.user);
   } catch (error) {
     throw uploadError(error, 'error writing file');
   }
-  log.debug(`uploaded ${path} (${size} bytes through the bulk port) as ${files.user.name}`);
+  log.debug(`uploaded ${path} through the bulk port as ${files.user.name}`);
   const json = JSON.stringify([{ path, name: basename(path), type: 'file' }]);
   response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
   response.end(json);

@@ -15,11 +15,15 @@ export const AGENT_PORT_NAME = 'capsule.agent';
  * copied by capsule-guest-helper in the guest, while the request itself (user,
  * path, permissions, errors) stays on the agent's HTTP/2 port. The daemon
  * offers it by sending {@link bulkHeaders} `id` on a `/files` request:
- *   POST (an octet-stream body, sent as {@link bulkUploadContentType} with
- *     `size`): the body is not on HTTP/2; it comes on the bulk port after the
- *     header "CAPSBULK" + id. The answer is the usual one. The content type
- *     makes an agent from before the bulk port refuse it (400) rather than
- *     write an empty file.
+ *   POST (sent as {@link bulkUploadContentType}, the path in the query): the
+ *     body is not on HTTP/2; it comes on the bulk port after the header
+ *     "CAPSBULK" + id as frames, each a 4-byte big-endian length (at most
+ *     {@link bulkMaxFrameBytes}) and that many bytes, ended by an empty frame.
+ *     The daemon sends the end frame only once the client's whole body was
+ *     read and found well formed, so a transfer without it is dropped. The
+ *     answer is the usual one. The content type makes an agent that does not
+ *     speak {@link bulkProtocolVersion} refuse it (400) rather than write a
+ *     wrong file.
  *   GET: the agent may take it (a plain whole-file GET of at least
  *     {@link bulkMinBytes}): it answers with `id` and `size` headers and no
  *     body on HTTP/2, writes "CAPSBULK" + id and exactly `size` bytes to the
@@ -27,8 +31,15 @@ export const AGENT_PORT_NAME = 'capsule.agent';
  *     Otherwise it answers as usual, with the body on HTTP/2.
  */
 export const BULK_PORT_NAME = 'capsule.bulk';
+/**
+ * The version of the contract above, recorded with each VM (its agent speaks
+ * it). Version 1 sent uploads as one block of announced size; the daemon
+ * sends a version-1 agent downloads only.
+ */
+export const bulkProtocolVersion = 2;
 export const bulkHeaders = { id: 'capsule-bulk-id', size: 'capsule-bulk-size' } as const;
-export const bulkUploadContentType = 'application/x-capsule-bulk';
+export const bulkUploadContentType = 'application/x-capsule-bulk-frames';
+export const bulkMaxFrameBytes = 16 * 1024 * 1024;
 /** What starts every transfer on the bulk port, followed by the 32 hex digits of its id. */
 export const bulkMagic = 'CAPSBULK';
 export const bulkIdPattern = /^[0-9a-f]{32}$/;

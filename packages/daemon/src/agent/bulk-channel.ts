@@ -9,8 +9,8 @@
 // and a guest that stops moving bytes fails the transfer after a timeout.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import type { Readable, Writable } from 'node:stream';
-import { bulkMagic } from '@capsule/protocol/agent';
+import type { Writable } from 'node:stream';
+import { bulkMagic, bulkMaxFrameBytes } from '@capsule/protocol/agent';
 
 const CONNECT_TIMEOUT_MS = 5000;
 /** A transfer waiting this long on the guest (not on its client) without a byte moving fails. */
@@ -18,13 +18,28 @@ const IDLE_TIMEOUT_MS = 30_000;
 /** Bytes skipped before a download's header at most (what an aborted transfer may leave in flight). */
 const MAX_STALE_BYTES = 16 * 1024 * 1024;
 
+/** A frame's 4-byte big-endian length. */
+function frameLength(length: number): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(length);
+  return head;
+}
+
 export class BulkChannel {
   private busy = false;
 
   constructor(
     readonly socketPath: string,
-    private readonly limits = { idleTimeoutMs: IDLE_TIMEOUT_MS },
+    private readonly options: {
+      /** Whether the guest takes uploads (its agent speaks @capsule/protocol/agent's bulkProtocolVersion); downloads always. */
+      uploads: boolean;
+      idleTimeoutMs?: number;
+    },
   ) {}
+
+  get uploads(): boolean {
+    return this.options.uploads;
+  }
 
   /**
    * Starts a transfer on a fresh connection; undefined while another one runs
@@ -37,7 +52,7 @@ export class BulkChannel {
     this.busy = true;
     try {
       const socket = await connect(this.socketPath);
-      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.limits.idleTimeoutMs, () => (this.busy = false));
+      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => (this.busy = false));
     } catch {
       this.busy = false;
       return undefined;
@@ -88,45 +103,51 @@ export class BulkTransfer {
   }
 
   /**
-   * Sends the header and exactly `size` bytes of `source` to the guest, at the
-   * pace the guest takes them. Resolves once all are handed to the socket;
-   * rejects if the source ends early, fails or sends more, or the guest stalls.
+   * Sends the header, `source`'s chunks as frames, and the end frame once
+   * `source` is done, at the pace the guest takes them (the frames are
+   * described with @capsule/protocol/agent's `BULK_PORT_NAME`). Resolves with
+   * the bytes sent once all are handed to the socket; rejects if the source
+   * fails (the end frame is then never sent: the guest drops the file), or the
+   * guest stalls.
    */
-  upload(source: Readable, size: number): Promise<void> {
+  upload(source: AsyncIterable<Buffer>): Promise<number> {
     const socket = this.socket;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       let sent = 0;
       let settled = false;
+      let wake: (() => void) | undefined;
       const finish = (error?: Error) => {
         if (settled) return;
         settled = true;
-        source.off('data', onData).off('end', onEnd).off('close', onSourceClose).off('error', finish);
         socket.off('drain', onDrain).off('timeout', onTimeout).off('close', onSocketClose);
+        wake?.();
         if (error) reject(error);
-        else resolve();
+        else resolve(sent);
       };
-      const onData = (chunk: Buffer) => {
-        if (sent + chunk.length > size) return finish(new Error(`the upload is longer than its ${size} bytes`));
-        sent += chunk.length;
-        if (!socket.write(chunk)) source.pause();
-      };
-      const onDrain = () => source.resume();
-      const onEnd = () => {
-        if (sent !== size) return finish(new Error(`the upload ended after ${sent} of its ${size} bytes`));
-        socket.write(Buffer.alloc(0), () => finish());
-      };
-      const onSourceClose = () => {
-        if (sent !== size) finish(new Error('the client went away mid-upload'));
-      };
+      const onDrain = () => wake?.();
       // Idle while the client is slow is fine; idle with bytes queued for the guest is not.
       const onTimeout = () => {
         if (socket.writableLength > 0) finish(new Error(`the guest took no upload bytes for ${this.idleTimeoutMs} ms`));
       };
       const onSocketClose = () => finish(new Error('the bulk port closed mid-upload'));
       socket.on('drain', onDrain).on('timeout', onTimeout).once('close', onSocketClose);
-      source.on('data', onData).once('end', onEnd).once('close', onSourceClose).once('error', finish);
-      socket.write(this.header);
-      source.resume();
+      const pump = async () => {
+        socket.write(this.header);
+        for await (const chunk of source) {
+          if (settled) return;
+          sent += chunk.length;
+          for (let at = 0; at < chunk.length; at += bulkMaxFrameBytes) {
+            const part = chunk.subarray(at, at + bulkMaxFrameBytes);
+            socket.write(frameLength(part.length));
+            socket.write(part);
+          }
+          if (socket.writableNeedDrain) await new Promise<void>((resume) => (wake = resume));
+          wake = undefined;
+          if (settled) return;
+        }
+        if (!settled) socket.write(frameLength(0), () => finish());
+      };
+      pump().catch((error: unknown) => finish(error instanceof Error ? error : new Error(String(error))));
     });
   }
 

@@ -5,8 +5,9 @@
 //   by path:   /v1/sandboxes/{id}/envd/<agent path>   (our SDK and CLI)
 //   by header: E2b-Sandbox-Id: {id}, the agent path as is (the e2b SDK pointed
 //              at the daemon through E2B_SANDBOX_URL)
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ErrorCode } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
@@ -112,14 +113,14 @@ export interface ProxyFailure {
 }
 
 /**
- * Forwards `req` to the agent on `stream` (already opened with the method, path
- * and headers) and the answer back to `res`. Resolves when both directions are
+ * Forwards the request's `body` to the agent on `stream` (already opened with
+ * the method, path and headers) and the answer back to `res`. Resolves when both directions are
  * done; rejects with a ProxyFailure only while nothing has been sent to the
  * client yet, so the caller can still answer with an error.
  */
-export async function relay(req: IncomingMessage, res: ServerResponse, stream: ClientHttp2Stream): Promise<void> {
+export async function relay(body: Readable, res: ServerResponse, stream: ClientHttp2Stream): Promise<void> {
   const cancel = cancelWithClient(res, stream);
-  const upload = pipeline(req, stream).catch(() => cancel());
+  const upload = pipeline(body, stream).catch(() => cancel());
   const { status, headers } = await agentResponse(stream);
   await sendAgentResponse(res, stream, status, headers);
   await upload;

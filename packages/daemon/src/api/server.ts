@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
@@ -40,7 +40,7 @@ import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
 import { bulkHeaders, bulkUploadContentType } from '@capsule/protocol/agent';
-import { bulkUploadSize, offersBulkDownload, relayBulkDownload, relayBulkUpload } from './bulk-files.js';
+import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload, splitUpload, type RequestBody } from './bulk-files.js';
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
@@ -421,14 +421,25 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
     const { agent, bulk } = await ctx.manager.agentOf(sandboxId);
     const headers = requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined);
     // Large /files bodies go over the VM's bulk port when it has one and it is free (bulk-files.ts).
-    const uploadSize = bulk ? bulkUploadSize(req.method, target.path, req.headers) : undefined;
-    const transfer = uploadSize !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
+    const uploadKind = bulk?.uploads ? bulkUploadKind(req.method, target.path, req.headers) : undefined;
+    let transfer = uploadKind !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
+    let body: Readable = req;
+    let upload: { file: AsyncIterable<Buffer>; body: RequestBody } | undefined;
     try {
+      if (transfer && uploadKind !== undefined) {
+        const split = await splitUpload(req, uploadKind);
+        if ('file' in split) {
+          upload = split;
+        } else {
+          body = split.relay;
+          transfer.release();
+          transfer = undefined;
+        }
+      }
       if (transfer) {
         headers[bulkHeaders.id] = transfer.id;
-        if (uploadSize !== undefined) {
+        if (upload) {
           delete headers['content-length']; // the HTTP/2 request has no body
-          headers[bulkHeaders.size] = String(uploadSize);
           headers['content-type'] = bulkUploadContentType;
         }
       }
@@ -446,9 +457,9 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
           timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
         }),
       ]).finally(() => clearTimeout(timer));
-      if (!transfer) return void (await relay(req, res, stream));
+      if (!transfer) return void (await relay(body, res, stream));
       const started = Date.now();
-      const outcome = uploadSize !== undefined ? await relayBulkUpload(req, res, stream, transfer, uploadSize) : await relayBulkDownload(req, res, stream, transfer);
+      const outcome = upload ? await relayBulkUpload(res, stream, transfer, upload) : await relayBulkDownload(req, res, stream, transfer);
       if (outcome.bytes > 0) {
         ctx.log.debug({ sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started }, 'file transfer through the bulk port');
       }

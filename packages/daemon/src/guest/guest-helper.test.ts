@@ -35,14 +35,30 @@ describe('capsule-guest-helper', () => {
 
   const id = '0123456789abcdef0123456789abcdef';
 
-  it('bulk-recv skips stale bytes up to its transfer\'s header, then writes exactly the announced bytes', () => {
+  /** A framed upload: each chunk as a 4-byte big-endian length and its bytes, then (if `end`) the empty frame. */
+  const frames = (chunks: Buffer[], end = true) =>
+    Buffer.concat([...chunks.flatMap((chunk) => [Buffer.from([chunk.length >>> 24, (chunk.length >>> 16) & 0xff, (chunk.length >>> 8) & 0xff, chunk.length & 0xff]), chunk]), ...(end ? [Buffer.alloc(4)] : [])]);
+
+  it("bulk-recv skips stale bytes up to its transfer's header, then writes the frames' bytes up to the empty frame", () => {
     const stale = Buffer.concat([Buffer.from('CAPSBULK' + 'f'.repeat(32)), Buffer.alloc(5000, 7), Buffer.from('CAPSBU')]);
     const body = Buffer.alloc(3 * 1024 * 1024 + 17);
     for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
-    const input = Buffer.concat([stale, Buffer.from(`CAPSBULK${id}`), body, Buffer.from('past the end')]);
-    const res = spawnSync(helper, ['bulk-recv', id, String(body.length)], { input, timeout: 10_000, maxBuffer: 8 * 1024 * 1024 });
+    // Frames of uneven sizes, one larger than the helper's buffer.
+    const chunks = [body.subarray(0, 1), body.subarray(1, 70_000), body.subarray(70_000, 2_000_000), body.subarray(2_000_000)];
+    const input = Buffer.concat([stale, Buffer.from(`CAPSBULK${id}`), frames(chunks), Buffer.from('past the end')]);
+    const res = spawnSync(helper, ['bulk-recv', id], { input, timeout: 10_000, maxBuffer: 8 * 1024 * 1024 });
     expect(res.status, res.stderr.toString()).toBe(0);
     expect(res.stdout.equals(body)).toBe(true);
+  });
+
+  it('bulk-recv fails a transfer that ends without its empty frame, or sends an oversized frame', () => {
+    const cut = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames([Buffer.alloc(1000, 1)], false)]), timeout: 1500 });
+    // Its stdin (the port) ends: a read of 0 means "no host yet", so it waits (here until killed) and never succeeds.
+    expect(cut.status).not.toBe(0);
+    expect(cut.stdout.length).toBe(0);
+    const huge = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), Buffer.from([0x7f, 0, 0, 0])]), timeout: 10_000 });
+    expect(huge.status).toBe(3);
+    expect(huge.stdout.length).toBe(0);
   });
 
   it('bulk-send writes its header and exactly the announced bytes, and fails on a short file', () => {
@@ -65,7 +81,7 @@ describe('capsule-guest-helper', () => {
   });
 
   it('refuses malformed bulk arguments with exit status 2', () => {
-    for (const args of [['bulk-recv', 'abc', '1'], ['bulk-recv', id, '-1'], ['bulk-send', id, 'x'], ['bulk-send', id.toUpperCase().replace(/[A-F]/g, 'g'), '1'], ['bulk-recv', id]]) {
+    for (const args of [['bulk-recv', 'abc'], ['bulk-recv', id, '1'], ['bulk-send', id, 'x'], ['bulk-send', id.toUpperCase().replace(/[A-F]/g, 'g'), '1'], ['bulk-send', id]]) {
       expect(spawnSync(helper, args, { input: '', timeout: 5000 }).status, args.join(' ')).toBe(2);
     }
   });

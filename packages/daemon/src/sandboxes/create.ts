@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type { CreateSandboxRequest } from '@capsule/protocol';
 import { limits } from '@capsule/protocol';
+import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { templateImageDefaults, templateService } from '../images/image-records.js';
@@ -166,7 +167,7 @@ export class SandboxCreator {
       rootDisk: await this.vms.createOverlay(id, template.rootfs, template.rootfs.endsWith('.qcow2') ? 'qcow2' : 'raw'),
       hostname: hostnameFor(id),
       agentPortId: AGENT_PORT_DEVICE_ID,
-      bulkPort: true,
+      bulkPort: bulkProtocolVersion,
       tscKhz: await hostTscKhz(),
       // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
       memoryBackend: { type: 'ram' },

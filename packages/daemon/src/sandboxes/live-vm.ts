@@ -4,6 +4,7 @@
 // them the same way. It never touches the store.
 import fs from 'node:fs';
 import path from 'node:path';
+import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
 import { BulkChannel } from '../agent/bulk-channel.js';
 import { errorMessage } from '../errors.js';
@@ -33,10 +34,11 @@ export class LiveVm {
     readonly qmp: QmpClient,
     readonly paths: VmRuntimePaths,
     readonly consoleLogFile: string,
-    bulkPort: boolean,
+    bulkPort: VmSpec['bulkPort'],
   ) {
     this.agent = new AgentClient(paths.agentSocket);
-    this.bulk = bulkPort ? new BulkChannel(paths.bulkSocket) : undefined;
+    // A machine launched before framed uploads (`true`, version 1) gets downloads only.
+    this.bulk = bulkPort ? new BulkChannel(paths.bulkSocket, { uploads: bulkPort === bulkProtocolVersion }) : undefined;
     this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
     this.console.attach();
   }
@@ -45,7 +47,7 @@ export class LiveVm {
   static async launch(spec: VmSpec, paths: VmRuntimePaths, consoleLogFile: string): Promise<LiveVm> {
     fs.mkdirSync(path.dirname(consoleLogFile), { recursive: true, mode: 0o700 });
     const { pid, qmp } = await startVm(spec, paths);
-    return new LiveVm(pid, qmp, paths, consoleLogFile, spec.bulkPort === true);
+    return new LiveVm(pid, qmp, paths, consoleLogFile, spec.bulkPort);
   }
 
   get alive(): boolean {

@@ -104,7 +104,7 @@ export class SandboxVms {
     try {
       const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
       // A machine recorded before the bulk port, or none at all: HTTP/2 only.
-      const bulkPort = fs.existsSync(this.machineFile(record.id)) && this.readMachine(record.id).bulkPort === true;
+      const bulkPort = fs.existsSync(this.machineFile(record.id)) ? this.readMachine(record.id).bulkPort : undefined;
       const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id), bulkPort));
       await vm.waitForHealthyAgent(Date.now() + 15_000);
       vm.booting = false;

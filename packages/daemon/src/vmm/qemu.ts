@@ -29,8 +29,10 @@ export interface VmSpec {
    * A second virtio-serial port for the bytes of large /files transfers
    * (bulk.sock). Absent in machines recorded before it existed: a restore
    * must have the devices of the state it loads, so those keep HTTP/2 only.
+   * The number is the version of the port's contract its agent speaks
+   * (@capsule/protocol/agent `bulkProtocolVersion`); `true`, version 1.
    */
-  bulkPort?: boolean | undefined;
+  bulkPort?: boolean | number | undefined;
   /** Host TSC frequency for TCG guests (see tsc.ts); undefined leaves the guest to calibrate. */
   tscKhz?: number | undefined;
   /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters } from './multipart-reader.js';
+import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters } from './multipart.js';
 
 const boundary = 'XyZ-boundary';
 

@@ -1,5 +1,6 @@
 // A streaming multipart/form-data reader (RFC 7578 / 2046) on node
-// built-ins for POST /files: parts in order, each body as chunks. Holds at
+// built-ins for POST /files (the agent, and the daemon taking a file out of a
+// large upload for the bulk port): parts in order, each body as chunks. Holds at
 // most a chunk plus a delimiter's worth of bytes and bounds parts and header
 // blocks; must never buffer a part's body.
 
