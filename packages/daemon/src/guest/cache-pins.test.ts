@@ -63,14 +63,14 @@ describe('cache pins', () => {
     expect(isPinned(path.join(cache, 'snapshots', 'base-1'))).toBe(true);
 
     const twoDaysLater = Date.now() + 48 * 60 * 60 * 1000;
-    pruneSiblings(path.join(cache, 'kit'), 'kit-', 'kit-new.ext4', twoDaysLater);
-    pruneSiblings(path.join(cache, 'rootfs'), 'base-', 'base-new.ext4', twoDaysLater);
+    pruneSiblings(path.join(cache, 'kit'), (name) => name.startsWith('kit-'), 'kit-new.ext4', twoDaysLater);
+    pruneSiblings(path.join(cache, 'rootfs'), (name) => name.startsWith('base-'), 'base-new.ext4', twoDaysLater);
     expect(fs.existsSync(kit)).toBe(true);
     expect(fs.existsSync(path.join(cache, 'rootfs', 'base-old.ext4'))).toBe(true);
 
     fs.rmSync(pins, { recursive: true });
-    pruneSiblings(path.join(cache, 'kit'), 'kit-', 'kit-new.ext4', twoDaysLater);
-    pruneSiblings(path.join(cache, 'rootfs'), 'base-', 'base-new.ext4', twoDaysLater);
+    pruneSiblings(path.join(cache, 'kit'), (name) => name.startsWith('kit-'), 'kit-new.ext4', twoDaysLater);
+    pruneSiblings(path.join(cache, 'rootfs'), (name) => name.startsWith('base-'), 'base-new.ext4', twoDaysLater);
     expect(fs.existsSync(kit)).toBe(false);
     expect(fs.existsSync(path.join(cache, 'rootfs', 'base-old.ext4'))).toBe(false);
   });

@@ -23,7 +23,7 @@ describe('pruneSiblings (the shared cache)', () => {
     make('kit-theirs.ext4', hour);
     make('kit-stale.ext4', 25 * hour);
     make('rootfs-other.ext4', 100 * hour);
-    pruneSiblings(dir, 'kit-', 'kit-ours.ext4', now);
+    pruneSiblings(dir, (name) => name.startsWith('kit-'), 'kit-ours.ext4', now);
     expect(fs.readdirSync(dir).sort()).toEqual(['kit-ours.ext4', 'kit-theirs.ext4', 'rootfs-other.ext4']);
     // The one in use is marked as just used.
     expect(fs.statSync(path.join(dir, 'kit-ours.ext4')).mtimeMs).toBe(now);
@@ -31,7 +31,7 @@ describe('pruneSiblings (the shared cache)', () => {
 
   it('keeps at most four recently used others', () => {
     for (let i = 1; i <= 6; i++) make(`kit-${i}.ext4`, i * 60_000);
-    pruneSiblings(dir, 'kit-', 'kit-new.ext4', now);
+    pruneSiblings(dir, (name) => name.startsWith('kit-'), 'kit-new.ext4', now);
     expect(fs.readdirSync(dir).sort()).toEqual(['kit-1.ext4', 'kit-2.ext4', 'kit-3.ext4', 'kit-4.ext4']);
   });
 });

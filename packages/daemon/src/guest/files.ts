@@ -49,19 +49,20 @@ const SIBLING_GRACE_MS = 24 * 60 * 60 * 1000;
 const MAX_KEPT_SIBLINGS = 4;
 
 /**
- * Marks `keep` as just used and removes its older siblings: those unused for a
+ * Marks `keep` as just used and removes its older siblings (the names
+ * `isSibling` accepts, other versions of the same artefact): those unused for a
  * day, and any beyond the few most recently used. The cache is shared by every
  * checkout and daemon on the host, so an artefact that differs from ours may be
  * another checkout's current one: removing it at once would break that one.
  * A sibling a paused sandbox or a snapshot still needs is pinned (cache-pins.ts) and stays.
  */
-export function pruneSiblings(dir: string, prefix: string, keep: string, now = Date.now()): void {
+export function pruneSiblings(dir: string, isSibling: (name: string) => boolean, keep: string, now = Date.now()): void {
   if (!fs.existsSync(dir)) return;
   const keepPath = path.join(dir, keep);
   if (fs.existsSync(keepPath)) fs.utimesSync(keepPath, new Date(now), new Date(now));
   const others = fs
     .readdirSync(dir)
-    .filter((name) => name.startsWith(prefix) && name !== keep)
+    .filter((name) => isSibling(name) && name !== keep)
     .map((name) => ({ name, usedAt: fs.statSync(path.join(dir, name)).mtimeMs }))
     .sort((a, b) => b.usedAt - a.usedAt);
   others.forEach(({ name, usedAt }, index) => {

@@ -42,6 +42,6 @@ export async function ensureInitramfs(cacheDir: string, kernel: GuestKernel, rep
     ...kernel.modules.map((m): CpioEntry => ({ kind: 'file', path: `lib/modules/${path.basename(m)}`, mode: 0o644, data: fs.readFileSync(m) })),
   ];
   writeFileAtomic(target, writeCpio(entries));
-  pruneSiblings(dir, 'initramfs-', name);
+  pruneSiblings(dir, (other) => other.startsWith('initramfs-'), name);
   return target;
 }

@@ -80,6 +80,6 @@ export async function ensureKit(cacheDir: string, report: (msg: string) => void)
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
   }
-  pruneSiblings(dir, 'kit-', name);
+  pruneSiblings(dir, (other) => other.startsWith('kit-'), name);
   return target;
 }

@@ -86,6 +86,6 @@ export async function ensureBaseRootfs(cacheDir: string, report: (msg: string) =
   } finally {
     fs.rmSync(staging, { recursive: true, force: true });
   }
-  pruneSiblings(dir, 'base-', name);
+  pruneSiblings(dir, (other) => other.startsWith('base-'), name);
   return target;
 }

@@ -5,11 +5,18 @@
 // stream stays the paused state until the frozen folder is complete, fsynced
 // and renamed into place; only then is the stream removed. A resume or a
 // removal cancels a conversion still under way and uses the stream.
+// Conversions wait their turn: each runs a QEMU holding the sandbox's RAM and
+// a core, and a daemon starting with many paused sandboxes (or many sandboxes
+// pausing together at their timeout) must not start them all at once.
 import fs from 'node:fs';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { Turns } from '../turns.js';
 import { freezeStateFile } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
+
+/** Conversions running at once. */
+const CONVERSION_CONCURRENCY = 2;
 
 interface Conversion {
   abort: AbortController;
@@ -17,7 +24,9 @@ interface Conversion {
 }
 
 export class PausedMemoryConverter {
+  /** Conversions started, running or waiting for their turn. */
   private readonly running = new Map<string, Conversion>();
+  private readonly turns = new Turns(CONVERSION_CONCURRENCY);
 
   constructor(
     private readonly runtimeDir: string,
@@ -28,8 +37,14 @@ export class PausedMemoryConverter {
   start(id: string, machine: VmSpec, stateFile: string, target: string): void {
     const abort = new AbortController();
     const temp = `${target}.tmp`;
-    const started = Date.now();
     const done = (async () => {
+      let release: () => void;
+      try {
+        release = await this.turns.take(abort.signal);
+      } catch {
+        return; // cancelled before its turn: the stream stays the paused state
+      }
+      const started = Date.now();
       fs.rmSync(temp, { recursive: true, force: true });
       try {
         await freezeStateFile(stateFile, machine, temp, this.runtimeDir, abort.signal);
@@ -42,6 +57,8 @@ export class PausedMemoryConverter {
       } catch (err) {
         fs.rmSync(temp, { recursive: true, force: true });
         if (!abort.signal.aborted) this.log.warn({ sandbox: id, err: errorMessage(err) }, 'could not turn the paused state into a memory file; resume will read the stream');
+      } finally {
+        release();
       }
     })();
     this.running.set(id, { abort, done });

@@ -8,11 +8,12 @@
 // snapshot is taken, so its sandboxes start with the service up.
 import fs from 'node:fs';
 import path from 'node:path';
+import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { CacheKey } from '../guest/cache-key.js';
-import { commitPath, writeFileAtomic } from '../guest/files.js';
+import { commitPath, pruneSiblings, writeFileAtomic } from '../guest/files.js';
 import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
 import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
@@ -75,17 +76,30 @@ export function snapshotsDir(cacheDir: string): string {
   return path.join(cacheDir, 'snapshots');
 }
 
-/** The snapshot for these inputs if one was built and finished. */
+/** Whether `name` is the folder of one of `template`'s warm snapshots (`<template>-<key>`, not another template's). */
+export function isSnapshotOf(template: string, name: string): boolean {
+  return name.startsWith(`${template}-`) && /^[0-9a-f]{16}$/.test(name.slice(template.length + 1));
+}
+
+/**
+ * The snapshot for these inputs if one was built and finished. Finding it
+ * marks it used and removes the template's snapshots of older inputs (another
+ * kernel, agent or QEMU) that nobody pins, within the shared cache's grace
+ * (guest/files.ts pruneSiblings): each is a few hundred MiB.
+ */
 export function loadWarmSnapshot(cacheDir: string, inputs: WarmSnapshotInputs): WarmSnapshot | undefined {
-  const dir = path.join(snapshotsDir(cacheDir), `${inputs.template.name}-${warmSnapshotKey(inputs)}`);
+  const name = `${inputs.template.name}-${warmSnapshotKey(inputs)}`;
+  const dir = path.join(snapshotsDir(cacheDir), name);
+  let snapshot: Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'>;
   try {
-    const snapshot = JSON.parse(fs.readFileSync(path.join(dir, 'snapshot.json'), 'utf8')) as Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'>;
-    const files = { dir, memory: path.join(dir, 'memory'), state: path.join(dir, 'state'), disk: path.join(dir, 'disk.qcow2') };
-    if (![files.memory, files.state, files.disk].every((f) => fs.existsSync(f))) return undefined;
-    return { ...snapshot, ...files };
+    snapshot = JSON.parse(fs.readFileSync(path.join(dir, 'snapshot.json'), 'utf8')) as typeof snapshot;
   } catch {
     return undefined;
   }
+  const files = { dir, memory: path.join(dir, 'memory'), state: path.join(dir, 'state'), disk: path.join(dir, 'disk.qcow2') };
+  if (![files.memory, files.state, files.disk].every((f) => fs.existsSync(f))) return undefined;
+  pruneSiblings(snapshotsDir(cacheDir), (other) => isSnapshotOf(inputs.template.name, other), name);
+  return { ...snapshot, ...files };
 }
 
 /** Boots the template once and snapshots it; concurrent builders each write their own temp folder. */
@@ -97,7 +111,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
   const temp = path.join(snapshotsDir(cacheDir), `.${name}.tmp-${process.pid}-${Date.now()}`);
   const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
   fs.mkdirSync(temp, { recursive: true });
-  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: true };
+  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: bulkProtocolVersion };
   const started = Date.now();
   let vm: LiveVm | undefined;
   try {
