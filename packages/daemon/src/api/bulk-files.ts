@@ -11,12 +11,12 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers } from 'node:http2';
 import { Readable } from 'node:stream';
 import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
-import { boundaryFromContentType, MultipartError, MultipartReader, type MultipartPart } from '@capsule/protocol/multipart';
+import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters, type MultipartPart } from '@capsule/protocol/multipart';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { CapsuleError } from '../errors.js';
 import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-proxy.js';
 
-const mediaType = (value: string | undefined) => (value ?? '').split(';')[0]!.trim().toLowerCase();
+const mediaType = (value: string | undefined) => parseHeaderParameters(value ?? '').type;
 
 /** Bytes of a multipart body read, at most, to find its first part's headers. */
 const PEEK_MAX_BYTES = 64 * 1024;
