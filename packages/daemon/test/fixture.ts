@@ -56,6 +56,11 @@ export class TestDaemon {
     return this.proc?.pid;
   }
 
+  /** How the daemon process ended: its exit code, or the signal that killed it (stop's SIGKILL after 10 s). */
+  get ended(): { code: number | null; signal: NodeJS.Signals | null } | undefined {
+    return this.proc && (this.proc.exitCode !== null || this.proc.signalCode !== null) ? { code: this.proc.exitCode, signal: this.proc.signalCode } : undefined;
+  }
+
   async start(): Promise<void> {
     const out = fs.openSync(this.logFile, 'a');
     const [command = process.execPath, ...prefixArgs] = this.launchPrefix;

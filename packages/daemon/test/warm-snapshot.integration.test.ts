@@ -65,6 +65,29 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
   });
 });
 
+describe('a warm snapshot build cut short by the daemon stopping (real QEMU microVM)', () => {
+  // A private cache with the real kernel, kit and rootfs and no snapshot: the daemon starts building one.
+  const cacheDir = fs.mkdtempSync('/tmp/capsule-test-cache-');
+  const daemon = new TestDaemon({ CAPSULE_CACHE_DIR: cacheDir, CAPSULE_WARM_POOL_SIZE: '0' });
+  afterAll(async () => {
+    await daemon.destroy();
+    fs.rmSync(cacheDir, { recursive: true, force: true });
+  });
+
+  it('stops the template VM and removes the half-written snapshot', async () => {
+    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+    fs.copyFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), path.join(cacheDir, 'guest-manifest.json'));
+    await daemon.start();
+    const snapshots = path.join(cacheDir, 'snapshots');
+    await eventually(() => (daemon.qemuPids().length > 0 && fs.readdirSync(snapshots).some((n) => n.includes('.tmp-')) ? true : undefined), 60_000, 'the build to start its VM');
+    await daemon.stop();
+    // It ended by itself, not by the fixture's SIGKILL after 10 s: the build was stopped, not waited for.
+    expect(daemon.ended).toEqual({ code: 0, signal: null });
+    expect(daemon.qemuPids()).toEqual([]);
+    expect(fs.readdirSync(snapshots)).toEqual([]);
+  });
+});
+
 describe('a corrupt warm snapshot (real QEMU microVM)', () => {
   // A private cache with the real kernel, kit and rootfs and a copy of the real
   // snapshot whose device state is cut short.

@@ -34,4 +34,17 @@ describe('pruneSiblings (the shared cache)', () => {
     pruneSiblings(dir, (name) => name.startsWith('kit-'), 'kit-new.ext4', now);
     expect(fs.readdirSync(dir).sort()).toEqual(['kit-1.ext4', 'kit-2.ext4', 'kit-3.ext4', 'kit-4.ext4']);
   });
+
+  it('removes temps left by builds whose process is gone, not those of live ones', () => {
+    const gone = 2 ** 22 + 1; // above Linux's largest pid: no such process
+    fs.mkdirSync(path.join(dir, `.base-0123456789abcdef.tmp-${gone}-1764000000000`));
+    fs.writeFileSync(path.join(dir, `.base-0123456789abcdef.tmp-${gone}-1764000000000`, 'memory'), 'x');
+    make(`.kit-a.ext4.tmp-${gone}-1764000000000`, 2 * hour);
+    make(`.kit-b.ext4.tmp-${gone}-1764000000001`, 10 * 60_000); // maybe another pid namespace's, still writing
+    make(`.kit-c.ext4.tmp-${process.pid}-1764000000000`, 2 * hour);
+    const old = new Date(now - 2 * hour);
+    fs.utimesSync(path.join(dir, `.base-0123456789abcdef.tmp-${gone}-1764000000000`), old, old);
+    pruneSiblings(dir, (name) => name.startsWith('kit-'), 'kit-new.ext4', now);
+    expect(fs.readdirSync(dir).sort()).toEqual([`.kit-b.ext4.tmp-${gone}-1764000000001`, `.kit-c.ext4.tmp-${process.pid}-1764000000000`]);
+  });
 });

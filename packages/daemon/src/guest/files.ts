@@ -5,6 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isPinned } from './cache-pins.js';
 
+/** The name tempSibling gives a temp beside its target: `.<target>.tmp-<pid>-<ms>`. */
+const TEMP_NAME = /^\..+\.tmp-(\d+)(?:-\d+)?$/;
+
 export function tempSibling(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${Date.now()}`);
 }
@@ -48,6 +51,21 @@ const SIBLING_GRACE_MS = 24 * 60 * 60 * 1000;
 /** However recently used, no more than this many old artefacts of one kind are kept. */
 const MAX_KEPT_SIBLINGS = 4;
 
+/** A temp whose writer unused this long is surely no longer writing it (its pid may be another namespace's). */
+const ABANDONED_TEMP_MS = 60 * 60 * 1000;
+
+/** Whether a temp name's writer has exited: a build that crashed or was killed left it. */
+function writerGone(name: string): boolean {
+  const pid = TEMP_NAME.exec(name)?.[1];
+  if (pid === undefined) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 /**
  * Marks `keep` as just used and removes its older siblings (the names
  * `isSibling` accepts, other versions of the same artefact): those unused for a
@@ -55,6 +73,7 @@ const MAX_KEPT_SIBLINGS = 4;
  * checkout and daemon on the host, so an artefact that differs from ours may be
  * another checkout's current one: removing it at once would break that one.
  * A sibling a paused sandbox or a snapshot still needs is pinned (cache-pins.ts) and stays.
+ * Temps whose writer is gone and that were not touched for an hour go too.
  */
 export function pruneSiblings(dir: string, isSibling: (name: string) => boolean, keep: string, now = Date.now()): void {
   if (!fs.existsSync(dir)) return;
@@ -68,4 +87,7 @@ export function pruneSiblings(dir: string, isSibling: (name: string) => boolean,
   others.forEach(({ name, usedAt }, index) => {
     if ((index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) && !isPinned(path.join(dir, name))) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   });
+  for (const name of fs.readdirSync(dir)) {
+    if (writerGone(name) && now - fs.statSync(path.join(dir, name)).mtimeMs > ABANDONED_TEMP_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
 }

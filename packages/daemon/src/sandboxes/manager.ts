@@ -121,7 +121,7 @@ export class SandboxManager {
     this.vms.live.clear();
     await this.ports.releaseAll();
     await this.pausedMemory.cancelAll();
-    await this.warm.closePools();
+    await this.warm.close();
   }
 
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */

@@ -17,6 +17,8 @@ export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 export class WarmSnapshots {
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
+  private readonly builds = new Set<Promise<unknown>>();
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly store: Store,
@@ -52,8 +54,10 @@ export class WarmSnapshots {
     return snapshotDir;
   }
 
-  /** Stops every pool's VMs (daemon shutdown). */
-  async closePools(): Promise<void> {
+  /** Daemon shutdown: stops the builds under way (they remove what they wrote) and every pool's VMs. */
+  async close(): Promise<void> {
+    this.stopping.abort();
+    await Promise.allSettled(this.builds);
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
   }
 
@@ -66,7 +70,7 @@ export class WarmSnapshots {
       // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
       const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
-      if (this.config.warmPoolSize > 0) {
+      if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () => this.hasRoomFor(snapshot.memoryMiB));
         this.pools.set(template.name, pool);
         pool.fill();
@@ -80,15 +84,20 @@ export class WarmSnapshots {
   /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
   private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
     const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, await templateService(this.store, template.name));
-    return (
-      loadWarmSnapshot(this.config.cacheDir, inputs) ??
-      (await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log).catch((err: unknown) => {
-        // Another daemon sharing the cache may have finished the same build first.
-        const built = loadWarmSnapshot(this.config.cacheDir, inputs);
-        if (built) return built;
-        throw err;
-      }))
-    );
+    const loaded = loadWarmSnapshot(this.config.cacheDir, inputs);
+    if (loaded) return loaded;
+    const build = buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
+    this.builds.add(build);
+    try {
+      return await build;
+    } catch (err) {
+      // Another daemon sharing the cache may have finished the same build first.
+      const built = loadWarmSnapshot(this.config.cacheDir, inputs);
+      if (built) return built;
+      throw err;
+    } finally {
+      this.builds.delete(build);
+    }
   }
 
   /** The template's warm snapshot, if it is ready and was taken with these resources. */

@@ -13,7 +13,7 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { CacheKey } from '../guest/cache-key.js';
-import { commitPath, pruneSiblings, writeFileAtomic } from '../guest/files.js';
+import { commitPath, pruneSiblings, tempSibling, writeFileAtomic } from '../guest/files.js';
 import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
 import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
@@ -102,18 +102,25 @@ export function loadWarmSnapshot(cacheDir: string, inputs: WarmSnapshotInputs): 
   return { ...snapshot, ...files };
 }
 
-/** Boots the template once and snapshots it; concurrent builders each write their own temp folder. */
-export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, inputs: WarmSnapshotInputs, log: Logger): Promise<WarmSnapshot> {
+/**
+ * Boots the template once and snapshots it; concurrent builders each write
+ * their own temp folder. An abort (the daemon stopping) stops the template VM,
+ * so the build fails at once and removes what it wrote.
+ */
+export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, inputs: WarmSnapshotInputs, log: Logger, signal?: AbortSignal): Promise<WarmSnapshot> {
+  signal?.throwIfAborted();
   const key = warmSnapshotKey(inputs);
   const t = inputs.template;
   const name = `${t.name}-${key}`;
   const dir = path.join(snapshotsDir(cacheDir), name);
-  const temp = path.join(snapshotsDir(cacheDir), `.${name}.tmp-${process.pid}-${Date.now()}`);
+  const temp = tempSibling(dir);
   const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
   fs.mkdirSync(temp, { recursive: true });
   const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: bulkProtocolVersion };
   const started = Date.now();
   let vm: LiveVm | undefined;
+  const stopOnAbort = () => void vm?.stop();
+  signal?.addEventListener('abort', stopOnAbort, { once: true });
   try {
     await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', t.rootfs, path.join(temp, 'disk.qcow2')]);
     vm = await LiveVm.launch(
@@ -133,6 +140,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
       paths,
       path.join(temp, 'console.log'),
     );
+    signal?.throwIfAborted();
     await vm.waitForBoot(Date.now() + BOOT_TIMEOUT_MS);
     if (inputs.service) {
       await startTemplateService(vm.agent, inputs.service, AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)));
@@ -161,6 +169,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
       createdAt: new Date().toISOString(),
     };
     writeFileAtomic(path.join(temp, 'snapshot.json'), JSON.stringify(snapshot, null, 2));
+    signal?.throwIfAborted();
     commitPath(temp, dir);
     log.info({ template: t.name, key, ms: Date.now() - started }, 'warm snapshot built');
     const loaded = loadWarmSnapshot(cacheDir, inputs);
@@ -172,6 +181,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
     const consoleTail = vm?.consoleTail() ?? '';
     throw new Error(`building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`);
   } finally {
+    signal?.removeEventListener('abort', stopOnAbort);
     if (vm) await vm.stop();
     fs.rmSync(paths.dir, { recursive: true, force: true });
     fs.rmSync(temp, { recursive: true, force: true });
