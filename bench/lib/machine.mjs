@@ -69,6 +69,34 @@ export function pssMiB(pids) {
   return kib / 1024;
 }
 
+/**
+ * Pss of TCG's code buffer in one QEMU's /proc/PID/smaps, in KiB: the
+ * anonymous mapping that is writable and executable at once (QEMU 7.2 maps
+ * its translated guest code so). A VM under KVM has none, and neither does any
+ * other mapping of QEMU's.
+ */
+export function parseTcgCodePssKiB(smaps) {
+  let kib = 0;
+  let inCodeBuffer = false;
+  for (const line of smaps.split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (mapping) {
+      inCodeBuffer = mapping[1].startsWith('rwx') && mapping[2] === '0' && mapping[3] === '';
+      continue;
+    }
+    const pss = inCodeBuffer ? /^Pss:\s+(\d+) kB$/.exec(line) : null;
+    if (pss) kib += Number(pss[1]);
+  }
+  return kib;
+}
+
+/** TCG's code buffers of a set of QEMUs, in MiB (Pss added up; 0 under KVM). */
+export function tcgCodeMiB(pids) {
+  let kib = 0;
+  for (const pid of pids) kib += parseTcgCodePssKiB(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+  return kib / 1024;
+}
+
 /** MemAvailable of /proc/meminfo, in MiB. */
 export function availableMiB() {
   const kib = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseCpuModel, parseMemTotalMiB, parsePssKiB, parseQemuVersion } from './machine.mjs';
+import { parseCpuModel, parseMemTotalMiB, parsePssKiB, parseQemuVersion, parseTcgCodePssKiB } from './machine.mjs';
 
 describe('machine description parsing', () => {
   it('reads the CPU model from /proc/cpuinfo', () => {
@@ -22,5 +22,23 @@ describe('machine description parsing', () => {
     const rollup = '55a4c000-7ffd1000 ---p 00000000 00:00 0 [rollup]\nRss:              201728 kB\nPss:              118210 kB\nPss_Anon:          90000 kB\n';
     expect(parsePssKiB(rollup)).toBe(118210);
     expect(() => parsePssKiB('Rss: 1 kB\n')).toThrow(/Pss/);
+  });
+
+  it("counts only TCG's code buffer: the anonymous mapping both writable and executable", () => {
+    const smaps = [
+      '7fa503fff000-7fa523fff000 rw-p 00000000 fe:00 1466756                    /var/lib/capsule/sandboxes/sb_x/paused/memory (deleted)',
+      'Rss:               80000 kB',
+      'Pss:               72000 kB',
+      '7fa524000000-7fa563fff000 rwxp 00000000 00:00 0 ',
+      'Rss:               38912 kB',
+      'Pss:               38912 kB',
+      '5579f2e9b000-5579f3432000 r-xp 00407000 fe:00 2170893                    /usr/bin/qemu-system-x86_64',
+      'Pss:                2706 kB',
+      '557a0d2b7000-557a0deb7000 rw-p 00000000 00:00 0                          [heap]',
+      'Pss:                5440 kB',
+      '',
+    ].join('\n');
+    expect(parseTcgCodePssKiB(smaps)).toBe(38912);
+    expect(parseTcgCodePssKiB(smaps.replace('rwxp', 'rw-p'))).toBe(0);
   });
 });

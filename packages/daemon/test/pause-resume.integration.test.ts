@@ -90,6 +90,8 @@ describe('pause and resume (real QEMU microVM)', () => {
     await convertedState(sandbox.id);
     const resumed = await post(sandbox.id, 'resume');
     expect(resumed.status, resumed.text).toBe(200);
+    // Where the resume's time went, as `inspect` shows it.
+    expect(resumed.body.stateMessage).toMatch(/^resumed in \d+ ms: state restored in \d+ ms, guest initialised in \d+ ms$/);
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'paused'))).toBe(false);
     // Paused again from a VM whose memory is that (now removed) mapped file.
