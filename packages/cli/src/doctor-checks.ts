@@ -1,5 +1,6 @@
 // The host checks behind `capsule doctor`: QEMU, KVM and the accelerator the
-// daemon chose, the guest kernel, free disk and the daemon's socket. Each check
+// daemon chose, the guest kernel, free disk, what TAP networking needs and the
+// daemon's socket. Each check
 // reports ok/warn/fail with a line of advice; none of them changes the host.
 import { execFile } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -81,6 +82,50 @@ export async function checkDiskSpace(folder = stateDir()): Promise<CheckResult> 
   }
 }
 
+/** What TAP networking needs from the host, as checkTapNetworking looks at it. */
+export interface TapProbes {
+  isRoot: boolean;
+  tunDevice: string;
+  /** Whether `tool` runs (its version option). */
+  hasTool: (tool: 'ip' | 'nft' | 'nsenter') => Promise<boolean>;
+}
+
+function hostTapProbes(): TapProbes {
+  const versionOption = { ip: '-V', nft: '--version', nsenter: '--version' } as const;
+  return {
+    isRoot: process.getuid?.() === 0,
+    tunDevice: '/dev/net/tun',
+    hasTool: async (tool) =>
+      await promisify(execFile)(tool, [versionOption[tool]], { timeout: 10_000 }).then(
+        () => true,
+        () => false,
+      ),
+  };
+}
+
+/**
+ * TAP networking (CAPSULE_NETWORK=tap) needs root, /dev/net/tun, ip, nft and
+ * nsenter. A daemon in TAP mode that lacks them does not start, so this is
+ * mostly for whoever is about to switch: with user-mode networking (the
+ * default) what is missing is only reported, not a warning.
+ */
+export async function checkTapNetworking(info: DaemonInfo | undefined, probes: TapProbes = hostTapProbes()): Promise<CheckResult> {
+  const missing: string[] = [];
+  if (!probes.isRoot) missing.push('root');
+  try {
+    await access(probes.tunDevice, fsConstants.R_OK | fsConstants.W_OK);
+  } catch {
+    missing.push(probes.tunDevice);
+  }
+  for (const tool of ['ip', 'nft', 'nsenter'] as const) if (!(await probes.hasTool(tool))) missing.push(tool);
+  const needs = `needs ${missing.join(', ')} (Debian: apt-get install iproute2 nftables util-linux; run as root)`;
+  if (info?.network === 'tap') {
+    return missing.length === 0 ? { name: 'network', status: 'ok', detail: 'capsuled uses TAP networking' } : { name: 'network', status: 'fail', detail: `capsuled uses TAP networking but this host ${needs}` };
+  }
+  const mode = info ? 'capsuled uses user-mode networking' : 'user-mode networking unless CAPSULE_NETWORK=tap';
+  return { name: 'network', status: 'ok', detail: missing.length === 0 ? `${mode}; TAP mode would work here too` : `${mode}; TAP mode ${needs}` };
+}
+
 /** Whether capsuled answers; not running is a warning (the CLI starts it on demand), a refusing socket a failure. */
 export async function checkDaemon(client: CapsuleClient): Promise<{ result: CheckResult; info: DaemonInfo | undefined }> {
   try {
@@ -97,8 +142,8 @@ export async function checkDaemon(client: CapsuleClient): Promise<{ result: Chec
 
 export async function runAllChecks(client: CapsuleClient): Promise<CheckResult[]> {
   const daemon = await checkDaemon(client);
-  const [qemu, accel, guest, disk] = await Promise.all([checkQemu(), checkAccel(daemon.info), checkGuestKernel(), checkDiskSpace()]);
-  return [qemu, accel, guest, disk, daemon.result];
+  const [qemu, accel, guest, disk, network] = await Promise.all([checkQemu(), checkAccel(daemon.info), checkGuestKernel(), checkDiskSpace(), checkTapNetworking(daemon.info)]);
+  return [qemu, accel, guest, disk, network, daemon.result];
 }
 
 export function formatCheck(check: CheckResult): string {
