@@ -138,8 +138,11 @@ export async function serveFileDownload(
   // unencoded when the client accepts that (fetch clients ask for gzip by
   // default): compressing in the guest costs far more than the bytes saved
   // between the guest and the host next to it.
-  const viaBulk = bulkId !== undefined && request.method === 'GET' && !headers.range && info.size >= bulkMinBytes && acceptsIdentity(headers['accept-encoding']) && bulkPort?.open() === true;
-  if (viaBulk) encoding = 'identity';
+  const bulk =
+    bulkId !== undefined && request.method === 'GET' && !headers.range && info.size >= bulkMinBytes && acceptsIdentity(headers['accept-encoding']) && bulkPort?.open() === true
+      ? { id: bulkId, port: bulkPort }
+      : undefined;
+  if (bulk) encoding = 'identity';
 
   const lastModified = new Date(Math.floor(info.mtimeMs / 1000) * 1000);
   const common = {
@@ -180,12 +183,12 @@ export async function serveFileDownload(
       response.end();
       return;
     }
-    if (viaBulk && bulkPort && bulkId !== undefined) {
+    if (bulk) {
       // The body goes on the bulk port; the stream ends once all of it is written there.
-      response.writeHead(200, { ...common, 'accept-ranges': 'bytes', [bulkHeaders.id]: bulkId, [bulkHeaders.size]: String(size) });
+      response.writeHead(200, { ...common, 'accept-ranges': 'bytes', [bulkHeaders.id]: bulk.id, [bulkHeaders.size]: String(size) });
       const gone = new AbortController();
       response.stream.once('close', () => gone.abort());
-      await bulkPort.send(bulkId, size, file.fd, gone.signal);
+      await bulk.port.send(bulk.id, size, file.fd, gone.signal);
       response.end();
       return;
     }

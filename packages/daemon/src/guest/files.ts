@@ -51,7 +51,7 @@ const SIBLING_GRACE_MS = 24 * 60 * 60 * 1000;
 /** However recently used, no more than this many old artefacts of one kind are kept. */
 const MAX_KEPT_SIBLINGS = 4;
 
-/** A temp whose writer unused this long is surely no longer writing it (its pid may be another namespace's). */
+/** A temp untouched this long whose pid is gone is abandoned: no build takes an hour (and a pid of another namespace may look gone). */
 const ABANDONED_TEMP_MS = 60 * 60 * 1000;
 
 /** Whether a temp name's writer has exited: a build that crashed or was killed left it. */
