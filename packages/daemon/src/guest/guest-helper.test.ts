@@ -51,6 +51,21 @@ describe('capsule-guest-helper', () => {
     expect(res.stdout.equals(body)).toBe(true);
   });
 
+  it('bulk-recv cuts out many lengths that fall anywhere in its reads, split across them too', () => {
+    // Frames of 1 to ~5000 bytes: several lengths within one read of the pipe, some of them split by a read's end.
+    const chunks: Buffer[] = [];
+    let seed = 7;
+    for (let i = 0; i < 3000; i++) {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      const chunk = Buffer.alloc(1 + (seed % 5000));
+      for (let j = 0; j < chunk.length; j++) chunk[j] = (i + j * 7) & 0xff;
+      chunks.push(chunk);
+    }
+    const res = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames(chunks)]), timeout: 10_000, maxBuffer: 32 * 1024 * 1024 });
+    expect(res.status, res.stderr.toString()).toBe(0);
+    expect(res.stdout.equals(Buffer.concat(chunks))).toBe(true);
+  });
+
   it('bulk-recv fails a transfer that ends without its empty frame, or sends an oversized frame', () => {
     const cut = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames([Buffer.alloc(1000, 1)], false)]), timeout: 1500 });
     // Its stdin (the port) ends: a read of 0 means "no host yet", so it waits (here until killed) and never succeeds.
