@@ -209,6 +209,8 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     expect(sandboxNamespaces()).toEqual([]);
     expect(inNs(HOST_NS, 'ip', '-o', 'link').split('\n').filter((l) => l.includes(`cs${tag}`))).toEqual([]);
     expect(inNs(HOST_NS, 'nft', 'list', 'tables')).not.toContain(`capsule_${tag}`);
+    // Forwarding, off in the test's namespace before, is off again.
+    expect(inNs(HOST_NS, 'sysctl', '-n', 'net.ipv4.ip_forward').trim()).toBe('0');
     expect(daemon.qemuPids()).toEqual([]);
   });
 });

@@ -302,8 +302,7 @@ export class TapNetwork {
   }
 
   private async installHostRules(): Promise<void> {
-    // Forwarding between the sandboxes' links and the host's uplinks; a host that forwards already is unchanged.
-    fs.writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
+    enableForwarding();
     await runCommand('nft', ['-f', '-'], { input: hostRuleset(this.hostTable, this.ifnamePrefix, this.pool), timeoutMs: COMMAND_TIMEOUT_MS });
   }
 
@@ -316,7 +315,38 @@ export class TapNetwork {
 
   private async removeHostRules(): Promise<void> {
     if (await this.hostRulesPresent()) await runCommand('nft', ['delete', 'table', 'ip', this.hostTable], { timeoutMs: COMMAND_TIMEOUT_MS });
+    const { stdout: tables } = await runCommand('nft', ['list', 'tables'], { timeoutMs: COMMAND_TIMEOUT_MS });
+    restoreForwarding(/\bcapsule_[0-9a-f]{6}\b/.test(tables), this.log);
   }
+}
+
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+/**
+ * Where capsuled notes that it turned IPv4 forwarding on, so that it can turn
+ * it off again: one note per network namespace, as the setting is, and under
+ * /run, which a reboot clears as it clears the setting. Every daemon of the
+ * namespace shares it.
+ */
+function forwardingNote(): string {
+  return `/run/capsule-ip-forward-${fs.statSync('/proc/self/ns/net').ino}`;
+}
+
+/** Turns IPv4 forwarding on for the sandboxes' traffic; a host that forwards already is left as it is. */
+function enableForwarding(): void {
+  if (fs.readFileSync(IP_FORWARD, 'utf8').trim() === '1') return;
+  // The note first: a crash between the two leaves a note for a host that does not forward, which is harmless.
+  fs.writeFileSync(forwardingNote(), '');
+  fs.writeFileSync(IP_FORWARD, '1');
+}
+
+/** Turns forwarding off again if capsuled turned it on and no daemon's sandboxes (no capsule_* table) need it any more. */
+function restoreForwarding(otherTablesLeft: boolean, log: Logger): void {
+  const note = forwardingNote();
+  if (otherTablesLeft || !fs.existsSync(note)) return;
+  fs.writeFileSync(IP_FORWARD, '0');
+  fs.rmSync(note, { force: true });
+  log.info('IPv4 forwarding turned off again: no TAP sandbox is left');
 }
 
 function leaseOf(row: NetworkLeaseRow): TapLease {
