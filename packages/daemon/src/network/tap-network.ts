@@ -315,8 +315,7 @@ export class TapNetwork {
 
   private async removeHostRules(): Promise<void> {
     if (await this.hostRulesPresent()) await runCommand('nft', ['delete', 'table', 'ip', this.hostTable], { timeoutMs: COMMAND_TIMEOUT_MS });
-    const { stdout: tables } = await runCommand('nft', ['list', 'tables'], { timeoutMs: COMMAND_TIMEOUT_MS });
-    restoreForwarding(/\bcapsule_[0-9a-f]{6}\b/.test(tables), this.log);
+    await restoreForwarding(this.log);
   }
 }
 
@@ -341,9 +340,11 @@ function enableForwarding(): void {
 }
 
 /** Turns forwarding off again if capsuled turned it on and no daemon's sandboxes (no capsule_* table) need it any more. */
-function restoreForwarding(otherTablesLeft: boolean, log: Logger): void {
+async function restoreForwarding(log: Logger): Promise<void> {
   const note = forwardingNote();
-  if (otherTablesLeft || !fs.existsSync(note)) return;
+  if (!fs.existsSync(note)) return;
+  const { stdout: tables } = await runCommand('nft', ['list', 'tables'], { timeoutMs: COMMAND_TIMEOUT_MS });
+  if (/\bcapsule_[0-9a-f]{6}\b/.test(tables)) return;
   fs.writeFileSync(IP_FORWARD, '0');
   fs.rmSync(note, { force: true });
   log.info('IPv4 forwarding turned off again: no TAP sandbox is left');
