@@ -1,7 +1,7 @@
 // The host checks behind `capsule doctor`: QEMU, KVM and the accelerator the
 // daemon chose, the guest kernel, free disk, what TAP networking needs and the
-// daemon's socket. Each check
-// reports ok/warn/fail with a line of advice; none of them changes the host.
+// daemon's socket. Each check reports ok/warn/fail with a line of advice; none
+// of them changes the host.
 import { execFile } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';

@@ -79,15 +79,15 @@ export function pruneSiblings(dir: string, isSibling: (name: string) => boolean,
   if (!fs.existsSync(dir)) return;
   const keepPath = path.join(dir, keep);
   if (fs.existsSync(keepPath)) fs.utimesSync(keepPath, new Date(now), new Date(now));
-  const others = fs
-    .readdirSync(dir)
+  const names = fs.readdirSync(dir);
+  const others = names
     .filter((name) => isSibling(name) && name !== keep)
     .map((name) => ({ name, usedAt: fs.statSync(path.join(dir, name)).mtimeMs }))
     .sort((a, b) => b.usedAt - a.usedAt);
   others.forEach(({ name, usedAt }, index) => {
     if ((index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) && !isPinned(path.join(dir, name))) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   });
-  for (const name of fs.readdirSync(dir)) {
+  for (const name of names) {
     if (writerGone(name) && now - fs.statSync(path.join(dir, name)).mtimeMs > ABANDONED_TEMP_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   }
 }
