@@ -175,7 +175,6 @@ export async function buildImageRootfs(
       }
       options.onUnpacked?.(index, image.manifest.layers.length);
     }
-    await applier.finish();
     if (applier.stats.xattrsSkipped > 0) log.warn({ image: image.digest, skipped: applier.stats.xattrsSkipped }, 'some extended attributes could not be kept');
     const user = prepareForGuest(root, image.config.user, image.config.workingDir);
     const defaults: ImageDefaults = { env: envRecord(image.config.env), user, workdir: image.config.workingDir };
