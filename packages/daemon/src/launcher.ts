@@ -30,6 +30,8 @@ export interface RunOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
   log?: Logger;
+  /** Open file descriptors the child gets as its fds 3, 4, … (e.g. handles it reaches as /proc/self/fd/N). */
+  inheritFds?: number[];
   /** Called for every output line, e.g. to show progress. */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
@@ -103,7 +105,7 @@ export async function runCommand(file: string, args: string[], options: RunOptio
   const child = spawn(file, args, {
     cwd: options.cwd,
     env: options.env ?? process.env,
-    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', ...(options.inheritFds ?? [])],
     detached: true,
   });
   const name = file.split('/').pop() ?? file;

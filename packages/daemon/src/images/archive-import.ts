@@ -9,7 +9,8 @@ import { CapsuleError } from '../errors.js';
 import type { BlobSource, BlobStore } from './blob-store.js';
 import { fetchImage, type FetchEvent, type FetchedImage, type ImageSource, type LayerConsumer } from './fetch-image.js';
 import { entryComponents } from './layer-apply.js';
-import { MEDIA, parseJson, sniffCompression } from './manifest.js';
+import { LIMITS } from './image-limits.js';
+import { invalidImage, MEDIA, parseJson, sniffCompression } from './manifest.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { readTar } from './tar-reader.js';
 
@@ -19,6 +20,13 @@ function badArchive(file: string, why: string): CapsuleError {
   return new CapsuleError('image_invalid', `${file} is not an image archive: ${why}`, {
     hint: 'expected a `docker save` tarball, an OCI archive or an OCI layout folder',
   });
+}
+
+/** A JSON file of the archive (index.json, manifest.json, a manifest blob), read only when it is within the bound. */
+function readSmallFile(file: string, what: string): Buffer {
+  const size = fs.statSync(file).size;
+  if (size > LIMITS.manifestBytes) throw invalidImage(`${what} is ${size} bytes, more than the ${LIMITS.manifestBytes} Capsule reads`, 'the archive is hostile or broken');
+  return fs.readFileSync(file);
 }
 
 function fileSource(file: string): BlobSource {
@@ -54,8 +62,9 @@ function layoutSource(layout: string): ImageSource {
     getManifest: async (reference) => {
       const file = reference === INDEX_REFERENCE ? path.join(layout, 'index.json') : blobFile(layout, reference);
       try {
-        return { bytes: fs.readFileSync(file), contentType: undefined };
-      } catch {
+        return { bytes: readSmallFile(file, reference), contentType: undefined };
+      } catch (err) {
+        if (err instanceof CapsuleError) throw err;
         throw badArchive(layout, `it has no ${reference === INDEX_REFERENCE ? 'index.json' : `blob ${reference}`}`);
       }
     },
@@ -65,7 +74,7 @@ function layoutSource(layout: string): ImageSource {
 
 /** The reference an OCI index names its image by, if it is a full one. */
 function layoutRef(layout: string): string | undefined {
-  const index = parseJson(fs.readFileSync(path.join(layout, 'index.json')), 'index.json');
+  const index = parseJson(readSmallFile(path.join(layout, 'index.json'), 'index.json'), 'index.json');
   const manifests = Array.isArray(index.manifests) ? (index.manifests as { annotations?: Record<string, unknown> }[]) : [];
   for (const m of manifests) {
     const name = m.annotations?.['io.containerd.image.name'] ?? m.annotations?.['org.opencontainers.image.ref.name'];
@@ -91,7 +100,7 @@ async function sha256File(file: string): Promise<{ digest: string; size: number 
 
 /** A `docker save` folder (manifest.json with Config, RepoTags, Layers) as an image source with a manifest made here. */
 async function dockerSaveSource(dir: string): Promise<{ source: ImageSource; ref: string | undefined }> {
-  const list = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as unknown;
+  const list = JSON.parse(readSmallFile(path.join(dir, 'manifest.json'), 'manifest.json').toString('utf8')) as unknown;
   const first = Array.isArray(list) ? (list[0] as { Config?: unknown; RepoTags?: unknown; Layers?: unknown } | undefined) : undefined;
   if (!first || typeof first.Config !== 'string' || !Array.isArray(first.Layers) || !first.Layers.every((l) => typeof l === 'string')) {
     throw badArchive(dir, 'manifest.json does not name a config and layers');

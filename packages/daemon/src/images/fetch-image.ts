@@ -5,7 +5,8 @@
 import { createHash } from 'node:crypto';
 import { CapsuleError } from '../errors.js';
 import type { BlobProgress, BlobSource, BlobStore } from './blob-store.js';
-import { choosePlatform, parseImageConfig, parseManifest, PLATFORM, type ImageConfig, type ImageManifest } from './manifest.js';
+import { LIMITS } from './image-limits.js';
+import { checkDescriptorSize, choosePlatform, parseImageConfig, parseManifest, PLATFORM, type ImageConfig, type ImageManifest } from './manifest.js';
 
 export interface ImageSource {
   /** A manifest or index by tag or digest. */
@@ -62,11 +63,13 @@ export async function fetchImage(
   let parsed = parseManifest(top.bytes, top.contentType);
   if (parsed.kind === 'index') {
     const chosen = choosePlatform(parsed.index, name);
+    checkDescriptorSize(chosen, LIMITS.manifestBytes, 'the manifest');
     top = await verifiedManifest(source, chosen.digest, name);
     parsed = parseManifest(top.bytes, top.contentType);
     if (parsed.kind === 'index') throw new CapsuleError('image_invalid', `${name}: an index inside an index is not supported`);
   }
   const manifest = parsed.manifest;
+  checkDescriptorSize(manifest.config, LIMITS.configBytes, 'the image config');
   await blobs.fetch(manifest.config.digest, manifest.config.size, source.blobSource(manifest.config.digest));
   const config = parseImageConfig(blobs.read(manifest.config.digest));
   if ((config.os && config.os !== PLATFORM.os) || (config.architecture && config.architecture !== PLATFORM.architecture)) {

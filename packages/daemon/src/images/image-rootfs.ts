@@ -1,12 +1,14 @@
-// Turns a fetched image into a root filesystem for our guests: its layers are
-// decompressed (gzip in-process, zstd through Debian's `zstd`), checked
-// against the config's diff_ids and applied in order to a staging folder,
-// which gets what the guest needs (a root account, /etc/hosts, the working
-// folder) and is packed by `mkfs.ext4 -d`. The image is cached by manifest digest.
+// Turns a fetched image into a root filesystem for our guests: each layer is
+// decompressed (gzip in-process, zstd through Debian's `zstd`) and read once
+// to check its diff_id and its bounds (image-limits.ts), and only then applied
+// to a staging folder: a layer that is not what the config says, or a bomb,
+// never writes a byte. The folder gets what the guest needs (a root account,
+// /etc/hosts, the working folder) and is packed by `mkfs.ext4 -d`. The image
+// is cached by manifest digest.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { CapsuleError } from '../errors.js';
 import { CacheKey } from '../guest/cache-key.js';
@@ -15,8 +17,10 @@ import { filterThrough } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { BlobStore } from './blob-store.js';
 import type { FetchedImage } from './fetch-image.js';
+import { layerByteAllowance } from './image-limits.js';
 import { LayerApplier } from './layer-apply.js';
 import { sniffCompression } from './manifest.js';
+import { readTar } from './tar-reader.js';
 
 /** Free space in every sandbox disk on top of the image, as for the base template. */
 const HEADROOM_MIB = 2048;
@@ -42,7 +46,8 @@ async function openLayer(file: string, log: Logger): Promise<Readable> {
   const raw = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
   switch (sniffCompression(head)) {
     case 'gzip':
-      return raw.pipe(createGunzip({ chunkSize: 256 * 1024 }));
+      // pipeline: destroying the returned stream (a layer refused half-way) closes the file too.
+      return pipeline(raw, createGunzip({ chunkSize: 256 * 1024 }), () => undefined);
     case 'zstd':
       return filterThrough('zstd', ['-d', '-c', '-q'], raw, { log });
     case 'none':
@@ -50,11 +55,39 @@ async function openLayer(file: string, log: Logger): Promise<Readable> {
   }
 }
 
-/** The decompressed stream, hashed as it passes, so the layer's diff_id is checked without a second read. */
-async function* hashing(stream: Readable, hash: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {
-  for await (const chunk of stream) {
-    hash.update(chunk as Buffer);
-    yield chunk as Buffer;
+/** The decompressed stream, cut off (and the decompressor stopped) once it passes `allowance` bytes. */
+async function* bounded(stream: Readable, allowance: number, layerDigest: string, hash?: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {
+  let total = 0;
+  try {
+    for await (const chunk of stream) {
+      total += (chunk as Buffer).length;
+      if (total > allowance) {
+        throw new CapsuleError('image_invalid', `the layer ${layerDigest} unpacks to more than ${allowance} bytes`, {
+          hint: 'the layer is a decompression bomb or far larger than Capsule accepts; see the image limits in the docs',
+        });
+      }
+      hash?.update(chunk as Buffer);
+      yield chunk as Buffer;
+    }
+  } finally {
+    stream.destroy();
+  }
+}
+
+/**
+ * Reads a layer through without writing anything: its uncompressed size, its
+ * tar headers (entry count, pax and xattr sizes) and its digest, which must
+ * be the config's diff_id. What passes here is what gets applied.
+ */
+async function checkLayer(file: string, layerDigest: string, diffId: string | undefined, index: number, log: Logger): Promise<void> {
+  const hash = createHash('sha256');
+  const allowance = layerByteAllowance(fs.statSync(file).size);
+  for await (const { body } of readTar(bounded(await openLayer(file, log), allowance, layerDigest, hash))) void body; // bodies are skipped unread
+  const actual = `sha256:${hash.digest('hex')}`;
+  if (actual !== diffId) {
+    throw new CapsuleError('image_digest_mismatch', `layer ${index} (${layerDigest}) unpacks to ${actual}, but the image config's diff_id says ${diffId}`, {
+      hint: 'the image is corrupt or hostile; none of the layer was applied',
+    });
   }
 }
 
@@ -165,17 +198,11 @@ export async function buildImageRootfs(
     const applier = new LayerApplier(root);
     for (const [index, layer] of image.manifest.layers.entries()) {
       await options.layerReady?.(index);
-      const hash = createHash('sha256');
-      await applier.apply(hashing(await openLayer(blobs.path(layer.digest), log), hash));
-      const diffId = `sha256:${hash.digest('hex')}`;
-      if (diffId !== image.config.diffIds[index]) {
-        throw new CapsuleError('image_digest_mismatch', `layer ${index} (${layer.digest}) unpacks to ${diffId}, but the image config says ${image.config.diffIds[index]}`, {
-          hint: 'the image is corrupt',
-        });
-      }
+      const file = blobs.path(layer.digest);
+      await checkLayer(file, layer.digest, image.config.diffIds[index], index, log);
+      await applier.apply(bounded(await openLayer(file, log), layerByteAllowance(fs.statSync(file).size), layer.digest));
       options.onUnpacked?.(index, image.manifest.layers.length);
     }
-    await applier.finish();
     if (applier.stats.xattrsSkipped > 0) log.warn({ image: image.digest, skipped: applier.stats.xattrsSkipped }, 'some extended attributes could not be kept');
     const user = prepareForGuest(root, image.config.user, image.config.workingDir);
     const defaults: ImageDefaults = { env: envRecord(image.config.env), user, workdir: image.config.workingDir };

@@ -20,7 +20,6 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 async function applyLayers(...layers: TestTarEntry[][]): Promise<LayerApplier> {
   const applier = new LayerApplier(root);
   for (const layer of layers) await applier.apply(Readable.from([makeTar(layer)]));
-  await applier.finish();
   return applier;
 }
 

@@ -3,22 +3,28 @@
 // FIFOs, modes, owners and xattrs. Paths are resolved inside the root the way a
 // chroot would: a symlink met on the way (absolute or relative) is read as
 // pointing inside the root and `..` stops at the root, so no entry can ever
-// write outside it; an entry whose own name climbs out is refused.
+// write outside it; an entry whose own name climbs out is refused. Owners,
+// modes, times and xattrs are set per entry through the O_NOFOLLOW handle it
+// was made with (xattr-writer.ts), never by path once later entries may have
+// turned a folder on that path into a symlink.
 import fs from 'node:fs';
 import path from 'node:path';
 import { CapsuleError } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import { readTar, type TarEntry } from './tar-reader.js';
+import { XattrWriter } from './xattr-writer.js';
 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 const MAX_SYMLINK_HOPS = 40;
 const isRoot = process.getuid?.() === 0;
+/** A folder opened as a handle, never through a symlink in its last component. */
+const OPEN_FOLDER = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
 
 export interface LayerStats {
   entries: number;
   bytes: number;
-  /** Extended attributes the host filesystem refused (or setfattr missing). */
+  /** Extended attributes not kept: outside the allow-list, refused by the host's file system, or setfattr missing. */
   xattrsSkipped: number;
 }
 
@@ -42,20 +48,30 @@ export function entryComponents(entryPath: string): string[] {
 }
 
 export class LayerApplier {
-  private readonly xattrs: { file: string; name: string; value: Buffer }[] = [];
+  private readonly xattrs = new XattrWriter();
   readonly stats: LayerStats = { entries: 0, bytes: 0, xattrsSkipped: 0 };
 
   constructor(readonly root: string) {}
 
-  /** Applies one uncompressed layer; the stream must be read to its end by this call. */
+  /** Applies one uncompressed layer, its metadata included; the stream must be read to its end by this call. */
   async apply(tar: AsyncIterable<Buffer>): Promise<void> {
+    try {
+      await this.applyEntries(tar);
+      await this.xattrs.flush();
+    } finally {
+      this.xattrs.discard();
+      this.stats.xattrsSkipped = this.xattrs.skipped;
+    }
+  }
+
+  private async applyEntries(tar: AsyncIterable<Buffer>): Promise<void> {
     const createdHere = new Set<string>();
     for await (const { entry, body } of readTar(tar)) {
       this.stats.entries++;
       const components = entryComponents(entry.path);
       const name = components.at(-1);
       if (name === undefined) {
-        if (entry.type === 'directory') this.setAttributes(this.root, entry);
+        if (entry.type === 'directory') await this.setAttributesThrough(fs.openSync(this.root, OPEN_FOLDER), entry);
         continue;
       }
       const parent = await this.resolveParent(components.slice(0, -1), entry.path, true);
@@ -80,26 +96,6 @@ export class LayerApplier {
         throw new CapsuleError('image_invalid', `the layer entry "${entry.path}" cannot be applied: ${code}`, { hint: 'the image is malformed', cause: err });
       }
       createdHere.add(target);
-    }
-  }
-
-  /** Applies the xattrs collected so far in one `setfattr --restore` (node has no xattr calls). */
-  async finish(): Promise<void> {
-    if (this.xattrs.length === 0) return;
-    const lines: string[] = [];
-    for (const { file, name, value } of this.xattrs) {
-      if (/[\n\\]/.test(file) || !/^[\x21-\x7e]+$/.test(name)) {
-        this.stats.xattrsSkipped++;
-        continue;
-      }
-      lines.push(`# file: ${path.relative(this.root, file)}`, `${name}=0x${value.toString('hex')}`, '');
-    }
-    this.xattrs.length = 0;
-    if (lines.length === 0) return;
-    try {
-      await runCommand('setfattr', ['-h', '--restore=-'], { cwd: this.root, input: lines.join('\n') });
-    } catch {
-      this.stats.xattrsSkipped += lines.length / 3;
     }
   }
 
@@ -156,7 +152,7 @@ export class LayerApplier {
     const existing = lstatOrUndefined(target);
     if (existing) {
       if (entry.type === 'directory' && existing.isDirectory()) {
-        this.setAttributes(target, entry);
+        await this.setAttributesThrough(fs.openSync(target, OPEN_FOLDER), entry);
         return;
       }
       fs.rmSync(target, { recursive: true, force: true });
@@ -164,7 +160,8 @@ export class LayerApplier {
     switch (entry.type) {
       case 'directory':
         fs.mkdirSync(target, { mode: 0o700 });
-        break;
+        await this.setAttributesThrough(fs.openSync(target, OPEN_FOLDER), entry);
+        return;
       case 'file': {
         // O_EXCL: the name was just cleared, so this never opens through a symlink.
         const fd = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
@@ -174,15 +171,20 @@ export class LayerApplier {
             while (offset < chunk.length) offset += fs.writeSync(fd, chunk, offset);
             this.stats.bytes += chunk.length;
           }
-        } finally {
+        } catch (err) {
           fs.closeSync(fd);
+          throw err;
         }
-        break;
+        await this.setAttributesThrough(fd, entry);
+        return;
       }
       case 'symlink':
         // Kept verbatim: an absolute target means inside the guest's root.
         fs.symlinkSync(entry.linkpath, target);
-        break;
+        if (isRoot) fs.lchownSync(target, entry.uid, entry.gid);
+        fs.lutimesSync(target, entry.mtime, entry.mtime);
+        this.xattrs.refuse(entry.xattrs);
+        return;
       case 'hardlink': {
         const components = entryComponents(entry.linkpath);
         const linkName = components.at(-1);
@@ -202,18 +204,29 @@ export class LayerApplier {
       case 'fifo': {
         const args = entry.type === 'fifo' ? [target, 'p'] : [target, entry.type === 'char' ? 'c' : 'b', String(entry.devmajor), String(entry.devminor)];
         await runCommand('mknod', ['-m', '0600', ...args]);
-        break;
+        // Never opened: opening a device node opens the host's device. The node was
+        // made just now under a resolved folder, so its path names it and nothing else.
+        if (isRoot) fs.lchownSync(target, entry.uid, entry.gid);
+        fs.chmodSync(target, entry.mode);
+        fs.lutimesSync(target, entry.mtime, entry.mtime);
+        this.xattrs.refuse(entry.xattrs);
+        return;
       }
     }
-    this.setAttributes(target, entry);
   }
 
-  private setAttributes(target: string, entry: TarEntry): void {
-    if (isRoot) fs.lchownSync(target, entry.uid, entry.gid);
-    // chown clears setuid bits, so the mode comes after it; symlinks have no mode of their own.
-    if (entry.type !== 'symlink') fs.chmodSync(target, entry.mode);
-    fs.lutimesSync(target, entry.mtime, entry.mtime);
-    for (const [name, value] of entry.xattrs) this.xattrs.push({ file: target, name, value });
+  /** Owner, mode, times and xattrs of a file or folder, through its handle; takes ownership of `fd`. */
+  private async setAttributesThrough(fd: number, entry: TarEntry): Promise<void> {
+    try {
+      if (isRoot) fs.fchownSync(fd, entry.uid, entry.gid);
+      // chown clears setuid bits and capabilities, so the mode comes after it and the xattrs last.
+      fs.fchmodSync(fd, entry.mode);
+      fs.futimesSync(fd, entry.mtime, entry.mtime);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    await this.xattrs.add(fd, entry.type === 'directory' ? 'directory' : 'file', entry.xattrs);
   }
 }
 

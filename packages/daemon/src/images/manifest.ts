@@ -2,6 +2,7 @@
 // types, validation of what a registry or an archive hands us (never trusted:
 // every field is checked before use), and choosing linux/amd64 from an index.
 import { CapsuleError } from '../errors.js';
+import { LIMITS } from './image-limits.js';
 import { isDigest } from './reference.js';
 
 export const MEDIA = {
@@ -16,9 +17,6 @@ export const MEDIA = {
 } as const;
 
 export const MANIFEST_ACCEPT = [MEDIA.ociIndex, MEDIA.dockerList, MEDIA.ociManifest, MEDIA.dockerManifest].join(', ');
-/** Manifests and configs are read into memory, so they are bounded. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const MAX_LAYERS = 256;
 
 export const PLATFORM = { os: 'linux', architecture: 'amd64' } as const;
 
@@ -62,8 +60,8 @@ function record(value: unknown, what: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-export function parseJson(bytes: Buffer, what: string): Record<string, unknown> {
-  if (bytes.length > MAX_MANIFEST_BYTES) throw invalidImage(`${what} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+export function parseJson(bytes: Buffer, what: string, maxBytes: number = LIMITS.manifestBytes): Record<string, unknown> {
+  if (bytes.length > maxBytes) throw invalidImage(`${what} is larger than ${maxBytes} bytes`);
   try {
     return record(JSON.parse(bytes.toString('utf8')), what);
   } catch (err) {
@@ -106,7 +104,7 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
     throw invalidImage('the image uses the Docker schema 1 manifest format, which is not supported', 'push the image again with a current Docker or skopeo');
   }
   if (!Array.isArray(json.layers)) throw invalidImage('the manifest lists no layers');
-  if (json.layers.length > MAX_LAYERS) throw invalidImage(`the image has more than ${MAX_LAYERS} layers`);
+  if (json.layers.length > LIMITS.layers) throw invalidImage(`the image has more than ${LIMITS.layers} layers`);
   return {
     kind: 'manifest',
     manifest: {
@@ -115,6 +113,11 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
       layers: json.layers.map((l, i) => descriptor(l, `layer ${i}`)),
     },
   };
+}
+
+/** Refuses, before anything is fetched, a blob whose descriptor says it is bigger than we would read into memory. */
+export function checkDescriptorSize(d: Descriptor, maxBytes: number, what: string): void {
+  if (d.size > maxBytes) throw invalidImage(`${what} ${d.digest} is ${d.size} bytes, more than the ${maxBytes} Capsule reads`, 'the image is hostile or broken; it was not downloaded');
 }
 
 /** The linux/amd64 entry of an index, or an error naming the platforms it has. */
@@ -139,7 +142,7 @@ function stringList(value: unknown, what: string): string[] | undefined {
 }
 
 export function parseImageConfig(bytes: Buffer): ImageConfig {
-  const json = parseJson(bytes, 'the image config');
+  const json = parseJson(bytes, 'the image config', LIMITS.configBytes);
   const config = json.config === undefined || json.config === null ? {} : record(json.config, 'the image config');
   const rootfs = record(json.rootfs ?? {}, "the image config's rootfs");
   const diffIds = stringList(rootfs.diff_ids, 'diff_ids') ?? [];

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BlobSource } from './blob-store.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from './manifest.js';
+import { LIMITS } from './image-limits.js';
+import { MANIFEST_ACCEPT } from './manifest.js';
 import { isLoopbackRegistry, type ImageReference } from './reference.js';
 
 export interface RegistryCredentials {
@@ -87,7 +88,7 @@ export class RegistryClient {
   /** A manifest or index by tag or digest, with its bytes (bounded) as served. */
   async getManifest(reference: string): Promise<{ bytes: Buffer; contentType: string | undefined }> {
     const res = await this.request(`manifests/${reference}`, { accept: MANIFEST_ACCEPT }, 'manifest');
-    const bytes = await readBounded(res, MAX_MANIFEST_BYTES, 'the manifest');
+    const bytes = await readBounded(res, LIMITS.manifestBytes, 'the manifest');
     return { bytes, contentType: res.headers.get('content-type') ?? undefined };
   }
 

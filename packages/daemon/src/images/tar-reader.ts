@@ -1,8 +1,10 @@
 // A streaming reader of tar archives (ustar, pax and GNU long names), enough
 // for image layers and `docker save` archives. It hands out one entry at a
 // time with its body as a stream of chunks; it never touches the filesystem
-// and never trusts a header: sizes, names and checksums are all validated.
+// and never trusts a header: sizes, names and checksums are all validated, and
+// what it keeps in memory (pax headers, xattrs) or counts (entries) is bounded.
 import { CapsuleError } from '../errors.js';
+import { LIMITS } from './image-limits.js';
 
 export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'directory' | 'fifo';
 
@@ -23,11 +25,15 @@ export interface TarEntry {
 }
 
 const BLOCK = 512;
-/** pax and GNU long-name records are read into memory, so they are bounded. */
-const MAX_META_BYTES = 1024 * 1024;
+/** pax, global pax and GNU long-name headers before one entry; honest tools write at most three. */
+const MAX_META_HEADERS_IN_A_ROW = 16;
 
 function malformed(message: string): CapsuleError {
   return new CapsuleError('image_invalid', `malformed tar archive: ${message}`, { hint: 'the layer or archive is corrupt or not a tar file' });
+}
+
+function overLimit(message: string): CapsuleError {
+  return new CapsuleError('image_invalid', `the archive ${message}`, { hint: 'the image is hostile or broken; Capsule bounds what an image may make it hold' });
 }
 
 /** Pulls exact byte counts out of an async stream of chunks. */
@@ -140,6 +146,19 @@ function parsePax(data: Buffer): Map<string, Buffer> {
   return records;
 }
 
+/** The `SCHILY.xattr.NAME` records, each within the kernel's own bounds. */
+function xattrsOf(attrs: Map<string, Buffer>): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  for (const [key, value] of attrs) {
+    if (!key.startsWith('SCHILY.xattr.')) continue;
+    const name = key.slice('SCHILY.xattr.'.length);
+    if (Buffer.byteLength(name) > LIMITS.xattrNameBytes) throw overLimit(`has an extended attribute name longer than ${LIMITS.xattrNameBytes} bytes`);
+    if (value.length > LIMITS.xattrValueBytes) throw overLimit(`has an extended attribute "${name.slice(0, 64)}" of ${value.length} bytes, more than the ${LIMITS.xattrValueBytes} allowed`);
+    xattrs.set(name, value);
+  }
+  return xattrs;
+}
+
 const TYPES: Record<string, TarEntryType> = {
   '0': 'file',
   '\0': 'file',
@@ -162,11 +181,14 @@ export async function* readTar(stream: AsyncIterable<Buffer>): AsyncGenerator<{ 
   const source = new ByteSource(stream);
   let pax = new Map<string, Buffer>();
   let globalPax = new Map<string, Buffer>();
+  let globalPaxBytes = 0;
   let longName: string | undefined;
   let longLink: string | undefined;
+  let entries = 0;
+  let metaInARow = 0;
 
   const readPadded = async (size: number): Promise<Buffer> => {
-    if (size > MAX_META_BYTES) throw malformed('an extended header is too large');
+    if (size > LIMITS.paxHeaderBytes) throw overLimit(`has an extended header of ${size} bytes, more than the ${LIMITS.paxHeaderBytes} allowed`);
     const data = (await source.read(Math.ceil(size / BLOCK) * BLOCK)) ?? Buffer.alloc(0);
     if (data.length < size) throw malformed('unexpected end of archive');
     return data.subarray(0, size);
@@ -182,11 +204,22 @@ export async function* readTar(stream: AsyncIterable<Buffer>): AsyncGenerator<{ 
     if (!checksumMatches(header)) throw malformed('header checksum mismatch');
     const typeflag = String.fromCharCode(header[156]!);
     const size = numeric(header, 124, 12, 'size');
+    const isMeta = typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K';
+    if (isMeta && ++metaInARow > MAX_META_HEADERS_IN_A_ROW) throw malformed(`more than ${MAX_META_HEADERS_IN_A_ROW} extended headers in a row`);
+    if (!isMeta) {
+      metaInARow = 0;
+      if (++entries > LIMITS.layerEntries) throw overLimit(`has more than ${LIMITS.layerEntries} entries`);
+    }
 
     if (typeflag === 'x' || typeflag === 'g') {
       const records = parsePax(await readPadded(size));
       if (typeflag === 'x') pax = records;
-      else globalPax = new Map([...globalPax, ...records]);
+      else {
+        // Global headers stay in force for the rest of the archive, so all of them together are bounded.
+        globalPaxBytes += size;
+        if (globalPaxBytes > LIMITS.globalPaxBytes) throw overLimit(`has global pax headers of more than ${LIMITS.globalPaxBytes} bytes`);
+        globalPax = new Map([...globalPax, ...records]);
+      }
       continue;
     }
     if (typeflag === 'L' || typeflag === 'K') {
@@ -221,7 +254,7 @@ export async function* readTar(stream: AsyncIterable<Buffer>): AsyncGenerator<{ 
       linkpath: paxString('linkpath') ?? longLink ?? cString(header, 157, 100),
       devmajor: numeric(header, 329, 8, 'devmajor'),
       devminor: numeric(header, 337, 8, 'devminor'),
-      xattrs: new Map([...attrs].filter(([k]) => k.startsWith('SCHILY.xattr.')).map(([k, v]) => [k.slice('SCHILY.xattr.'.length), v])),
+      xattrs: xattrsOf(attrs),
     };
     pax = new Map();
     longName = undefined;

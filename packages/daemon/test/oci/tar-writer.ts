@@ -11,7 +11,11 @@ export interface TestTarEntry {
   linkpath?: string;
   devmajor?: number;
   devminor?: number;
-  xattrs?: Record<string, string>;
+  xattrs?: Record<string, string | Buffer>;
+  /** Extra pax records, written as they are (for hostile headers). */
+  pax?: Record<string, string | Buffer>;
+  /** A global pax header ('g') written before this entry instead of an entry. */
+  globalPax?: Record<string, string | Buffer>;
 }
 
 const TYPEFLAG = { file: '0', hardlink: '1', symlink: '2', char: '3', directory: '5', fifo: '6' } as const;
@@ -46,25 +50,34 @@ function padded(data: Buffer): Buffer[] {
   return [data, Buffer.alloc(pad)];
 }
 
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
+/** One pax record, "LEN key=value\n", LEN counting bytes (values may be binary). */
+export function paxRecord(key: string, value: string | Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`), Buffer.from(value), Buffer.from('\n')]);
   let length = body.length + 1;
-  while (`${length}${body}`.length !== length) length = `${length}${body}`.length;
-  return `${length}${body}`;
+  while (String(length).length + body.length !== length) length = String(length).length + body.length;
+  return Buffer.concat([Buffer.from(String(length)), body]);
+}
+
+/** A pax extended header block ('x' per entry, 'g' global) holding `records`. */
+export function paxHeader(records: Buffer[], typeflag: 'x' | 'g' = 'x'): Buffer[] {
+  const data = Buffer.concat(records);
+  return [header('PaxHeader', typeflag, data.length, {} as TestTarEntry), ...padded(data)];
 }
 
 export function makeTar(entries: TestTarEntry[]): Buffer {
   const parts: Buffer[] = [];
   for (const e of entries) {
+    if (e.globalPax) {
+      parts.push(...paxHeader(Object.entries(e.globalPax).map(([k, v]) => paxRecord(k, v)), 'g'));
+      continue;
+    }
     const type = e.type ?? 'file';
     const content = type === 'file' ? Buffer.from(e.content ?? '') : Buffer.alloc(0);
-    const pax: string[] = [];
+    const pax: Buffer[] = [];
     if (Buffer.byteLength(e.path) > 99) pax.push(paxRecord('path', e.path));
     for (const [k, v] of Object.entries(e.xattrs ?? {})) pax.push(paxRecord(`SCHILY.xattr.${k}`, v));
-    if (pax.length > 0) {
-      const data = Buffer.from(pax.join(''));
-      parts.push(header('PaxHeader', 'x', data.length, {} as TestTarEntry), ...padded(data));
-    }
+    for (const [k, v] of Object.entries(e.pax ?? {})) pax.push(paxRecord(k, v));
+    if (pax.length > 0) parts.push(...paxHeader(pax));
     parts.push(header(e.path.slice(0, 99), TYPEFLAG[type], content.length, e), ...padded(content));
   }
   parts.push(Buffer.alloc(1024));
