@@ -17,6 +17,7 @@ describe('which daemon a client talks to', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-ca-')), 'ca.pem');
     fs.writeFileSync(file, 'PEM');
     expect(daemonAddressOf({}, { CAPSULE_HOST: 'https://h:1', CAPSULE_TLS_CA: file })).toMatchObject({ tls: { ca: Buffer.from('PEM') } });
+    expect(() => daemonAddressOf({}, { CAPSULE_HOST: 'https://h:1', CAPSULE_TLS_CA: `${file}.missing` })).toThrow(/cannot be read \(ENOENT\)/);
   });
 
   it('lets explicit options win: a socket path, or a host with its own tls setting', () => {

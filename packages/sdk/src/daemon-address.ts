@@ -47,5 +47,16 @@ export function daemonAddressOf(options: AddressOptions, env: NodeJS.ProcessEnv 
 function trustFromEnv(env: NodeJS.ProcessEnv): TlsTrust {
   const fingerprintSha256 = env.CAPSULE_TLS_FINGERPRINT || undefined;
   const caFile = env.CAPSULE_TLS_CA || undefined;
-  return { ...(fingerprintSha256 ? { fingerprintSha256 } : {}), ...(caFile ? { ca: fs.readFileSync(caFile) } : {}) };
+  return { ...(fingerprintSha256 ? { fingerprintSha256 } : {}), ...(caFile ? { ca: readCaFile(caFile) } : {}) };
+}
+
+function readCaFile(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new InvalidArgumentError('invalid_argument', `CAPSULE_TLS_CA names ${file}, which cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, {
+      hint: "Copy the daemon's certificate (its path is in `capsule daemon status`) to this host, or pin CAPSULE_TLS_FINGERPRINT instead",
+      cause: error,
+    });
+  }
 }

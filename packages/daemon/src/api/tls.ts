@@ -46,11 +46,15 @@ export interface TlsOptions {
 /** The operator's certificate when given, else the state dir's, made now if missing. */
 export function loadTlsIdentity(options: TlsOptions): TlsIdentity {
   if (options.certFile !== undefined && options.keyFile !== undefined) {
-    return checkedIdentity(fs.readFileSync(options.certFile, 'utf8'), fs.readFileSync(options.keyFile, 'utf8'), options.certFile, false);
+    return checkedIdentity(readOperatorFile(options.certFile, 'CAPSULE_TLS_CERT'), readOperatorFile(options.keyFile, 'CAPSULE_TLS_KEY'), options.certFile, false);
   }
   const certificatePath = path.join(options.stateDir, GENERATED_CERT_FILE);
   const keyPath = path.join(options.stateDir, GENERATED_KEY_FILE);
-  if (fs.existsSync(certificatePath) || fs.existsSync(keyPath)) {
+  // The key is written first, so a key alone is a start cut short: no client saw its certificate, and a new pair is made.
+  if (fs.existsSync(certificatePath)) {
+    if (!fs.existsSync(keyPath)) {
+      throw new Error(`the TLS certificate ${certificatePath} has no key beside it (${keyPath}); restore the key, or remove the certificate to make a new pair (clients that pinned the old fingerprint must pin the new one)`);
+    }
     for (const file of [certificatePath, keyPath]) tightenToOwnerOnly(file, options.log);
     const identity = checkedIdentity(fs.readFileSync(certificatePath, 'utf8'), fs.readFileSync(keyPath, 'utf8'), certificatePath, true);
     warnAboutUncoveredNames(identity, options.names, keyPath, options.log);
@@ -91,6 +95,14 @@ function checkedIdentity(cert: string, key: string, certificatePath: string, gen
       ? `remove ${certificatePath} and its key to make a new one (clients that pinned the old fingerprint must pin the new one)`
       : 'CAPSULE_TLS_CERT and CAPSULE_TLS_KEY must be a PEM certificate and the PEM private key that belongs to it';
     throw new Error(`the TLS certificate ${certificatePath} cannot be used: ${(err as Error).message}; ${hint}`);
+  }
+}
+
+function readOperatorFile(file: string, variable: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`${variable} names ${file}, which cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); it must be a PEM file the daemon can read`);
   }
 }
 
