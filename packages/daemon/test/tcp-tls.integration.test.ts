@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { CapsuleClient } from '@capsule/sdk';
 import { loadTlsIdentity } from '../src/api/tls.js';
-import { eventually, TestDaemon } from './fixture.js';
+import { cliMain, eventually, TestDaemon } from './fixture.js';
 
 const DOMAIN = 'capsule.test';
 const WEB_PORT = 8000;
@@ -113,6 +113,26 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
     } finally {
       for (const client of [pinned, byCa, wrongPin, systemCas]) client.close();
     }
+  });
+
+  it('the CLI reaches it by CAPSULE_HOST with the pinned fingerprint, and refuses another pin with a hint', async () => {
+    printLogOnFailure();
+    const cli = (fingerprint: string, ...args: string[]) =>
+      promisify(execFile)(process.execPath, [cliMain, ...args], {
+        // No socket to fall back on: only TCP can answer.
+        env: { PATH: process.env.PATH ?? '', CAPSULE_SOCKET: path.join(daemon.root, 'no.sock'), CAPSULE_HOST: `https://${info.tcpAddress}`, CAPSULE_API_KEY: apiKey, CAPSULE_TLS_FINGERPRINT: fingerprint },
+      }).then(
+        ({ stdout }) => ({ code: 0, stdout, stderr: '' }),
+        (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+      );
+    const status = await cli(info.tls?.fingerprintSha256 ?? '', 'daemon', 'status');
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(new RegExp(`TLS SHA-256 +${info.tls?.fingerprintSha256}\n`));
+    expect(status.stdout).toContain(`https://${info.tcpAddress}`);
+    expect((await cli(info.tls?.fingerprintSha256 ?? '', 'ls')).code).toBe(0);
+    const refused = await cli('AA:BB', 'ls');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('not the pinned AA:BB');
   });
 
   it('keeps the same certificate across a restart', async () => {
