@@ -102,6 +102,7 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
     const byCa = new CapsuleClient({ host, port, apiKey, tls: { ca: fs.readFileSync(info.tls?.certificatePath ?? '') } });
     const wrongPin = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: 'AA:'.repeat(31) + 'AA' } });
     const systemCas = new CapsuleClient({ host, port, apiKey });
+    const plain = new CapsuleClient({ host, port, apiKey, tls: false });
     try {
       expect((await pinned.info()).pid).toBe(daemon.pid);
       expect((await byCa.info()).pid).toBe(daemon.pid);
@@ -110,8 +111,9 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
       await expect(wrongPin.transport.request({ method: 'GET', path: `/v1/sandboxes?probe=${marker}` })).rejects.toMatchObject({ code: 'tls_untrusted' });
       expect(daemon.log()).not.toContain(marker);
       await expect(systemCas.info()).rejects.toMatchObject({ name: 'ConnectionError', code: 'tls_untrusted', hint: expect.stringContaining('capsule daemon status') });
+      await expect(plain.info()).rejects.toMatchObject({ name: 'ConnectionError', hint: expect.stringContaining('serves TLS on TCP') });
     } finally {
-      for (const client of [pinned, byCa, wrongPin, systemCas]) client.close();
+      for (const client of [pinned, byCa, wrongPin, systemCas, plain]) client.close();
     }
   });
 

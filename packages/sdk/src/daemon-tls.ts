@@ -109,6 +109,13 @@ export function tlsConnectionError(error: NodeJS.ErrnoException | undefined, add
       cause: error,
     });
   }
+  // A TLS listener drops a plain request at once (that is its whole answer to one).
+  if (address.startsWith('http://') && (code === 'ECONNRESET' || code === 'EPIPE')) {
+    return new ConnectionError('daemon_unreachable', `capsuled at ${address} closed the connection at once (${code})`, {
+      hint: 'capsuled serves TLS on TCP unless started with CAPSULE_LISTEN=http://…: connect with https (not tls: false)',
+      cause: error,
+    });
+  }
   if (code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER') {
     return new ConnectionError('daemon_unreachable', `capsuled at ${address} does not speak TLS (${code})`, {
       hint: 'The daemon serves plain HTTP (CAPSULE_LISTEN=http://…): connect with http:// or, better, let it serve TLS',
