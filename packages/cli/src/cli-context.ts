@@ -1,7 +1,7 @@
-// What every command action shares: the global flags, a client for the daemon's
-// socket, the progress reporter, and `daemonClient()`, which starts capsuled in
-// the background when a command needs it and none answers.
-import { CapsuleClient, defaultSocketPath } from '@capsule/sdk';
+// What every command action shares: the global flags, a client for the daemon
+// (its socket, or $CAPSULE_HOST over TLS), the progress reporter, and
+// `daemonClient()`, which starts a local capsuled when a command needs it and none answers.
+import { CapsuleClient, HOST_ENV, defaultSocketPath, type ConnectionOptions } from '@capsule/sdk';
 import type { Command } from 'commander';
 import { isDaemonDown, startDaemon } from './daemon-process.js';
 import { Progress } from './progress.js';
@@ -37,15 +37,31 @@ export class CliContext {
     return this.flags.socket ?? defaultSocketPath();
   }
 
-  /** A client that does not start the daemon (for status, stop, doctor). */
+  /** A daemon on another host ($CAPSULE_HOST, unless --socket names a local one): never started or stopped from here. */
+  get remote(): boolean {
+    return this.flags.socket === undefined && Boolean(process.env[HOST_ENV]);
+  }
+
+  /** Where the daemon is, for the SDK: --socket, else what the SDK reads from the environment. */
+  get connection(): ConnectionOptions {
+    return this.flags.socket !== undefined ? { socketPath: this.flags.socket } : {};
+  }
+
+  /** A client that does not start the daemon (for status, doctor). */
   client(): CapsuleClient {
-    this.#client ??= new CapsuleClient({ socketPath: this.socketPath });
+    this.#client ??= new CapsuleClient(this.connection);
     return this.#client;
   }
 
-  /** A client whose daemon answers, starting capsuled first when none does. */
+  /** A client of this host's daemon, on its socket (for start and stop, which act on local processes). */
+  localClient(): CapsuleClient {
+    return this.remote ? new CapsuleClient({ socketPath: this.socketPath }) : this.client();
+  }
+
+  /** A client whose daemon answers, starting a local capsuled first when none does. */
   async daemonClient(): Promise<CapsuleClient> {
     const client = this.client();
+    if (this.remote) return client;
     try {
       await client.health({ requestTimeoutMs: 10_000 });
     } catch (error) {

@@ -1,6 +1,6 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { describeSandbox, fileTable, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatModifiedTime, formatTimeLeft, processTable, renderTable, sandboxTable, shellQuote, templateTable } from './human-format.js';
+import { describeDaemon, describeSandbox, fileTable, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatModifiedTime, formatTimeLeft, processTable, renderTable, sandboxTable, shellQuote, templateTable } from './human-format.js';
 
 const now = Date.parse('2026-01-01T12:00:00Z');
 const sandbox: SandboxInfo = {
@@ -122,5 +122,33 @@ describe('file and process tables', () => {
     expect(processTable([{ pid: 20, tag: undefined, cmd: 'sleep', args: ['9'], cwd: undefined }, { pid: 3, tag: 'start', cmd: 'node', args: ['app.js'], cwd: '/app' }])).toBe(
       'PID   TAG     CWD    COMMAND\n3     start   /app   node app.js\n20    -       -      sleep 9\n',
     );
+  });
+});
+
+describe('daemon status', () => {
+  const info = {
+    version: '0.1.0',
+    pid: 42,
+    accel: 'tcg',
+    accelReason: 'no /dev/kvm',
+    qemuVersion: '8.2.2',
+    stateDir: '/var/lib/capsule',
+    runtimeDir: '/run/capsule',
+    socketPath: '/run/capsule/capsuled.sock',
+    domain: 'localhost',
+    sandboxesRunning: 0,
+    startedAt: new Date(0).toISOString(),
+  } as const;
+
+  it('shows the TCP address and the fingerprint clients pin', () => {
+    const text = describeDaemon({ ...info, tcpAddress: '127.0.0.1:3000', tls: { fingerprintSha256: 'AB:CD', certificatePath: '/var/lib/capsule/tls.crt', generated: true } }, 0);
+    expect(text).toMatch(/TCP +https:\/\/127\.0\.0\.1:3000\n/);
+    expect(text).toMatch(/TLS SHA-256 +AB:CD\n/);
+    expect(text).toContain('/var/lib/capsule/tls.crt (self-signed, made by capsuled)');
+  });
+
+  it('says so when the TCP listener is plain HTTP', () => {
+    expect(describeDaemon({ ...info, tcpAddress: '127.0.0.1:3000' }, 0)).toContain('http://127.0.0.1:3000 (plain HTTP: API keys travel in cleartext)');
+    expect(describeDaemon(info, 0)).not.toContain('TCP');
   });
 });

@@ -178,6 +178,13 @@ export function describeDaemon(info: DaemonInfo, now: number = Date.now()): stri
       ['QEMU', info.qemuVersion],
       ['Sandboxes', `${info.sandboxesRunning} running`],
       ['Socket', info.socketPath],
+      ...(info.tcpAddress ? [['TCP', `${info.tls ? 'https' : 'http'}://${info.tcpAddress}${info.tls ? '' : ' (plain HTTP: API keys travel in cleartext)'}`] as [string, string]] : []),
+      ...(info.tls
+        ? [
+            ['TLS SHA-256', info.tls.fingerprintSha256] as [string, string],
+            ['TLS cert', `${info.tls.certificatePath}${info.tls.generated ? ' (self-signed, made by capsuled)' : ''}`] as [string, string],
+          ]
+        : []),
       ['State dir', info.stateDir],
       ['Runtime dir', info.runtimeDir],
     ]).join('\n') + '\n'

@@ -10,7 +10,7 @@ import { screen } from '../../agent/test/stand-in-daemon.js';
 import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
 
 describe('terminals in a real microVM, through the daemon', () => {
-  const daemon = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0' });
+  const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });
   let sandbox: Sandbox;
 
   beforeAll(async () => {

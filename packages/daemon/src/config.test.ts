@@ -2,22 +2,34 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, parseDomain, parseListen } from './config.js';
 
 describe('CAPSULE_LISTEN', () => {
-  it('takes host:port, [v6]:port and :port (all interfaces)', () => {
-    expect(parseListen('127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000 });
-    expect(parseListen('[::1]:0')).toEqual({ host: '::1', port: 0 });
-    expect(parseListen(':8080')).toEqual({ host: '0.0.0.0', port: 8080 });
-    expect(parseListen('localhost:65535')).toEqual({ host: 'localhost', port: 65535 });
+  it('takes host:port, [v6]:port and :port (all interfaces), serving TLS', () => {
+    expect(parseListen('127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000, tls: true });
+    expect(parseListen('[::1]:0')).toEqual({ host: '::1', port: 0, tls: true });
+    expect(parseListen(':8080')).toEqual({ host: '0.0.0.0', port: 8080, tls: true });
+    expect(parseListen('localhost:65535')).toEqual({ host: 'localhost', port: 65535, tls: true });
+    expect(parseListen('https://127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000, tls: true });
+  });
+
+  it('serves plain HTTP only when asked for by an http:// prefix', () => {
+    expect(parseListen('http://127.0.0.1:3000')).toEqual({ host: '127.0.0.1', port: 3000, tls: false });
+    expect(parseListen('http://[::1]:0')).toEqual({ host: '::1', port: 0, tls: false });
+  });
+
+  it('takes the operator certificate and key together, and never with plain http://', () => {
+    expect(loadConfig({ CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toMatchObject({ tlsCertFile: '/c.pem', tlsKeyFile: '/k.pem' });
+    expect(() => loadConfig({ CAPSULE_TLS_CERT: '/c.pem' })).toThrow(/go together/);
+    expect(() => loadConfig({ CAPSULE_LISTEN: 'http://127.0.0.1:0', CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toThrow(/plain http/);
   });
 
   it('refuses anything else with the form it wants', () => {
-    for (const bad of ['3000', '127.0.0.1', '127.0.0.1:65536', 'host:port', '::1:3000', 'a:b:1']) {
+    for (const bad of ['3000', '127.0.0.1', '127.0.0.1:65536', 'host:port', '::1:3000', 'a:b:1', 'ftp://h:1', 'http://h']) {
       expect(() => parseListen(bad)).toThrow(/CAPSULE_LISTEN must be host:port/);
     }
   });
 
   it('is off unless set', () => {
     expect(loadConfig({}).listen).toBeUndefined();
-    expect(loadConfig({ CAPSULE_LISTEN: '127.0.0.1:0' }).listen).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(loadConfig({ CAPSULE_LISTEN: '127.0.0.1:0' }).listen).toEqual({ host: '127.0.0.1', port: 0, tls: true });
   });
 });
 

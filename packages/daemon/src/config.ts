@@ -28,8 +28,21 @@ export interface DaemonConfig {
   tapPool: string;
   /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>`; from CAPSULE_DOMAIN, default `localhost`. */
   domain: string;
-  /** Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN=host:port. */
-  listen?: { host: string; port: number };
+  /**
+   * Also serve the API on TCP (API keys required there); from CAPSULE_LISTEN:
+   * `host:port` or `https://host:port` serve TLS, `http://host:port` plain HTTP (asked for by name only).
+   */
+  listen?: TcpListen;
+  /** The operator's certificate and key for TLS on TCP (CAPSULE_TLS_CERT, CAPSULE_TLS_KEY); else one made in stateDir. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+}
+
+export interface TcpListen {
+  host: string;
+  port: number;
+  /** False only when CAPSULE_LISTEN starts with `http://`: keys then cross the network in cleartext. */
+  tls: boolean;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -57,15 +70,29 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
+    ...parseTlsFiles(env),
   };
 }
 
-/** `host:port`, `[v6]:port` or `:port` (all interfaces); port 0 picks a free one. */
-export function parseListen(value: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+function parseTlsFiles(env: NodeJS.ProcessEnv): { tlsCertFile?: string; tlsKeyFile?: string } {
+  const cert = env.CAPSULE_TLS_CERT || undefined;
+  const key = env.CAPSULE_TLS_KEY || undefined;
+  if ((cert === undefined) !== (key === undefined)) throw new Error('CAPSULE_TLS_CERT and CAPSULE_TLS_KEY go together: set both (PEM files) or neither');
+  if (cert === undefined || key === undefined) return {};
+  if (env.CAPSULE_LISTEN?.startsWith('http://')) throw new Error('CAPSULE_TLS_CERT is set but CAPSULE_LISTEN asks for plain http://; use https:// or drop the certificate');
+  return { tlsCertFile: cert, tlsKeyFile: key };
+}
+
+/**
+ * `host:port`, `[v6]:port` or `:port` (all interfaces), TLS unless prefixed
+ * `http://` (`https://` may be written); port 0 picks a free one.
+ */
+export function parseListen(value: string): TcpListen {
+  const scheme = /^(https?):\/\//.exec(value)?.[1];
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(scheme ? value.slice(scheme.length + 3) : value);
   const port = Number(match?.[3]);
-  if (!match || port > 65535) throw new Error(`CAPSULE_LISTEN must be host:port (e.g. 127.0.0.1:3000), not "${value}"`);
-  return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
+  if (!match || port > 65535) throw new Error(`CAPSULE_LISTEN must be host:port, https://host:port or http://host:port (plain, no TLS), e.g. 127.0.0.1:3000, not "${value}"`);
+  return { host: match[1] ?? (match[2] || '0.0.0.0'), port, tls: scheme !== 'http' };
 }
 
 /** A host name, optionally with a port (`localhost:3000`, so that e2b's getHost gives a usable address). */

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { DaemonInfo } from '@capsule/protocol';
 import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
+import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import type { DaemonConfig } from './config.js';
 import { ImageService } from './images/image-service.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
@@ -61,6 +62,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   await manager.start();
   const startedAt = new Date().toISOString();
   let tcpAddress: string | undefined;
+  // Made or read before serving, so that a bad certificate stops the start with its reason.
+  const tlsIdentity: TlsIdentity | undefined = config.listen?.tls
+    ? loadTlsIdentity({
+        stateDir: config.stateDir,
+        names: [config.listen.host, config.domain.replace(/:\d+$/, '')],
+        certFile: config.tlsCertFile,
+        keyFile: config.tlsKeyFile,
+        log,
+      })
+    : undefined;
   const info = (): DaemonInfo => ({
     version: DAEMON_VERSION,
     pid: process.pid,
@@ -72,14 +83,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,
     ...(tcpAddress ? { tcpAddress } : {}),
+    ...(tcpAddress && tlsIdentity ? { tls: { fingerprintSha256: tlsIdentity.fingerprintSha256, certificatePath: tlsIdentity.certificatePath, generated: tlsIdentity.generated } } : {}),
     domain: config.domain,
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
   const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
   await listenOnSocket(api, config.socketPath);
-  if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port);
-  log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION }, 'capsuled is serving');
+  if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port, tlsIdentity);
+  if (config.listen && !tlsIdentity) log.warn({ tcp: tcpAddress }, 'the TCP listener serves plain HTTP (CAPSULE_LISTEN=http://…): API keys cross the network in cleartext');
+  log.info({ socket: config.socketPath, tcp: tcpAddress, tls: tlsIdentity?.fingerprintSha256, version: DAEMON_VERSION }, 'capsuled is serving');
 
   return {
     async stop() {

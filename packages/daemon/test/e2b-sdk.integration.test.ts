@@ -1,6 +1,9 @@
 // The official e2b SDK, unchanged, against capsuled and real microVMs: the
 // daemon's TCP listener serves e2b's control-plane API (E2B_API_URL) and
-// proxies the agent API by the E2b-Sandbox-Id header (E2B_SANDBOX_URL).
+// proxies the agent API by the E2b-Sandbox-Id header (E2B_SANDBOX_URL). Plain
+// HTTP, asked for by name: this process cannot trust the daemon's self-signed
+// certificate (NODE_EXTRA_CA_CERTS is read when node starts); the same SDK over
+// TLS runs in a child process in tcp-tls.integration.test.ts.
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +11,7 @@ import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxN
 import { TestDaemon, eventually } from './fixture.js';
 
 describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
-  const daemon = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0' });
+  const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });
   const saved = { ...process.env };
   let apiKey: string;
   let sandbox: Sandbox;

@@ -116,7 +116,7 @@ async function websocketEcho(connect: () => net.Socket, path: string, headers: R
 }
 
 describe('ports through the daemon (real QEMU microVMs, no guest network)', () => {
-  const daemon = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0', CAPSULE_DOMAIN: DOMAIN });
+  const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0', CAPSULE_DOMAIN: DOMAIN });
   let client: CapsuleClient;
   let tcp: { host: string; port: number };
   let apiKey: string;
@@ -272,7 +272,7 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
 
   it('bounds the tunnels one sandbox holds: the next is refused with too_many_tunnels, and they come back once closed', async () => {
     // Over TCP, so that a tunnel can be reset (a unix socket only ends).
-    const overTcp = new CapsuleClient({ ...tcp, apiKey });
+    const overTcp = new CapsuleClient({ ...tcp, apiKey, tls: false });
     const tunnels: Duplex[] = [];
     try {
       // A few at a time: a slow guest (TCG on a busy host) accepts hundreds at once only slowly.

@@ -297,6 +297,16 @@ export const DaemonInfo = Type.Object(
     socketPath: Type.String(),
     /** host:port of the TCP listener (API keys required there), when CAPSULE_LISTEN is set. */
     tcpAddress: Type.Optional(Type.String()),
+    /** The TCP listener's TLS certificate; absent when it serves plain HTTP (CAPSULE_LISTEN=http://…) or there is none. */
+    tls: Type.Optional(
+      Type.Object({
+        /** SHA-256 of the certificate, `AB:CD:…`: what clients pin. */
+        fingerprintSha256: Type.String(),
+        certificatePath: Type.String(),
+        /** Made by the daemon at its first start (true) or the operator's CAPSULE_TLS_CERT (false). */
+        generated: Type.Boolean(),
+      }),
+    ),
     /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>` (CAPSULE_DOMAIN). */
     domain: Type.String(),
     sandboxesRunning: Type.Integer(),

@@ -3,14 +3,14 @@
 // same unix socket or TCP address as the REST calls. HTTP/1.1, so that the
 // daemon's one listener serves both. Plain HTTP (/files) goes through the
 // client's Transport, like every other request.
-import http from 'node:http';
+import type http from 'node:http';
 import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Filesystem, Process } from '@capsule/protocol/agent';
+import { agentFor, originOf, type DaemonAddress } from './daemon-tls.js';
 import { InvalidArgumentError } from './errors.js';
 
-/** Where capsuled is, as the agent connection needs it. */
-export type DaemonAddress = { socketPath: string; apiKey?: string | undefined } | { host: string; port: number; apiKey?: string | undefined };
+export type { DaemonAddress } from './daemon-tls.js';
 
 /** The largest single message accepted from an agent. */
 const MAX_AGENT_MESSAGE_BYTES = 8 * 1024 * 1024;
@@ -20,12 +20,12 @@ export class AgentConnection {
   readonly filesystem: Client<typeof Filesystem>;
   /** Base URL of the agent API through the daemon, e.g. `http://capsuled/v1/sandboxes/sb_x/envd`. */
   readonly baseUrl: string;
-  readonly #agent = new http.Agent({ keepAlive: true });
+  readonly #agent: http.Agent;
 
   constructor(address: DaemonAddress, sandboxId: string) {
     if (sandboxId === '') throw new InvalidArgumentError('invalid_argument', 'A sandbox id is required');
-    const origin = 'socketPath' in address ? 'http://capsuled' : `http://${address.host}:${address.port}`;
-    this.baseUrl = `${origin}/v1/sandboxes/${encodeURIComponent(sandboxId)}/envd`;
+    this.#agent = agentFor(address, { keepAlive: true });
+    this.baseUrl = `${originOf(address)}/v1/sandboxes/${encodeURIComponent(sandboxId)}/envd`;
     const apiKey = address.apiKey;
     const withApiKey: Interceptor = (next) => async (request) => {
       if (apiKey !== undefined) request.header.set('x-api-key', apiKey);

@@ -32,7 +32,9 @@ import { type Deadline, startDeadline } from './deadline.js';
 import { CapsuleError, ConnectionError, InvalidArgumentError, errorFromWire } from './errors.js';
 import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
-import { AgentConnection, type DaemonAddress } from './agent-connection.js';
+import { AgentConnection } from './agent-connection.js';
+import { daemonAddressOf } from './daemon-address.js';
+import type { DaemonAddress, TlsTrust } from './daemon-tls.js';
 import { HttpTransport, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 import { checkGuestPort, openPortTunnel, type PortTunnelOptions } from './port-tunnel.js';
 import type { Duplex } from 'node:stream';
@@ -45,12 +47,26 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
  */
 export const DEFAULT_CREATE_TIMEOUT_MS = 300_000;
 
+/**
+ * Where capsuled is. Without socketPath or host: $CAPSULE_HOST when set
+ * (`https://host:port`, or `http://host:port` for a daemon serving plain HTTP on
+ * purpose), else the unix socket (see defaultSocketPath()). Over TCP, apiKey
+ * defaults to $CAPSULE_API_KEY and tls to $CAPSULE_TLS_FINGERPRINT or the PEM
+ * file named by $CAPSULE_TLS_CA.
+ */
 export interface ConnectionOptions {
   /** Unix socket of capsuled. Default: see defaultSocketPath(). */
   socketPath?: string;
   /** TCP instead of the unix socket: capsuled started with CAPSULE_LISTEN. */
   host?: string;
+  /** Default 443 (80 with `tls: false`). */
   port?: number;
+  /**
+   * TLS on TCP, which capsuled serves unless started with CAPSULE_LISTEN=http://….
+   * true (default): verified by the system's CAs; `{ fingerprintSha256 }`: pinned to
+   * the certificate `capsule daemon status` shows; `{ ca }`: trusting that PEM; false: plain HTTP.
+   */
+  tls?: boolean | TlsTrust;
   /** The API key for TCP (`capsule apikey create`); the unix socket needs none. */
   apiKey?: string;
   /** Any other way to reach the daemon; overrides socketPath/host/port. */
@@ -142,12 +158,7 @@ export class CapsuleClient {
   readonly #agents = new Map<string, AgentConnection>();
 
   constructor(options: ConnectionOptions = {}) {
-    this.#address =
-      options.transport !== undefined
-        ? undefined
-        : options.host !== undefined
-          ? { host: options.host, port: options.port ?? 80, apiKey: options.apiKey }
-          : { socketPath: options.socketPath ?? defaultSocketPath(), apiKey: options.apiKey };
+    this.#address = options.transport !== undefined ? undefined : daemonAddressOf(options);
     this.transport = options.transport ?? new HttpTransport(this.#address ?? { socketPath: defaultSocketPath() });
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.#createTimeoutMs = options.requestTimeoutMs ?? DEFAULT_CREATE_TIMEOUT_MS;

@@ -6,6 +6,8 @@ import type { ErrorCode } from '@capsule/protocol';
 /** Codes for failures detected by the client itself, never sent by the daemon. */
 export type LocalErrorCode =
   | 'daemon_unreachable'
+  /** The daemon's TLS certificate is not the pinned or trusted one. */
+  | 'tls_untrusted'
   | 'connection_lost'
   | 'request_timeout'
   | 'protocol_error'

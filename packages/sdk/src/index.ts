@@ -37,7 +37,9 @@ export {
   type ImageCallOptions,
   type PortRequestInit,
 } from './client.js';
-export { AgentConnection, type DaemonAddress } from './agent-connection.js';
+export { AgentConnection } from './agent-connection.js';
+export { HOST_ENV, daemonAddressOf, parseDaemonUrl } from './daemon-address.js';
+export { type DaemonAddress, type TlsTrust } from './daemon-tls.js';
 export { type PortTunnelOptions } from './port-tunnel.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {

@@ -2,10 +2,9 @@
 // Upgrade of /v1/sandboxes/{id}/tunnel/{port} on the daemon's socket, after
 // which the connection carries the port's bytes both ways (what
 // `capsule port-forward` relays). The daemon's refusals become typed errors.
-import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEADER } from '@capsule/protocol';
-import type { DaemonAddress } from './agent-connection.js';
+import { agentFor, originOf, requestFunctionFor, tlsConnectionError, type DaemonAddress } from './daemon-tls.js';
 import { CapsuleError, ConnectionError, InvalidArgumentError, errorFromWire } from './errors.js';
 
 const MAX_ERROR_BYTES = 64 * 1024;
@@ -29,11 +28,13 @@ export function openPortTunnel(address: DaemonAddress, idOrName: string, port: n
     return Promise.reject(err);
   }
   const target = 'socketPath' in address ? { socketPath: address.socketPath } : { host: address.host, port: address.port };
-  const where = 'socketPath' in address ? `unix:${address.socketPath}` : `http://${address.host}:${address.port}`;
+  const where = 'socketPath' in address ? `unix:${address.socketPath}` : originOf(address);
   return new Promise<Duplex>((resolve, reject) => {
-    const req = http.request({
+    // A pool of its own, not kept alive: an upgraded connection leaves it at once.
+    const agent = agentFor(address, { keepAlive: false });
+    const req = requestFunctionFor(address)({
       ...target,
-      agent: false,
+      agent,
       method: 'GET',
       path: `/v1/sandboxes/${encodeURIComponent(idOrName)}/tunnel/${port}`,
       headers: {
@@ -71,6 +72,8 @@ export function openPortTunnel(address: DaemonAddress, idOrName: string, port: n
     });
     req.once('error', (error: NodeJS.ErrnoException) => {
       if (options.signal?.aborted) return reject(options.signal.reason);
+      const tlsError = tlsConnectionError(error, where);
+      if (tlsError) return reject(tlsError);
       reject(new ConnectionError('daemon_unreachable', `Cannot reach capsuled at ${where} (${error.code ?? error.message})`, { hint: 'Start the daemon with `capsule daemon start`', cause: error }));
     });
     req.end();

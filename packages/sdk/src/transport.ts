@@ -1,9 +1,10 @@
 // How requests reach capsuled: the Transport interface the client talks to, and
 // its HTTP/1.1 implementation over a unix socket or TCP (node:http). It knows
 // nothing of the REST API; it moves bytes and turns socket failures into ConnectionError.
-import http from 'node:http';
+import type http from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { agentFor, originOf, requestFunctionFor, tlsConnectionError, type DaemonAddress } from './daemon-tls.js';
 import { ConnectionError } from './errors.js';
 
 export interface TransportRequest {
@@ -37,8 +38,8 @@ export interface Transport {
   close(): void;
 }
 
-/** Where capsuled is; `apiKey` is sent as X-API-Key (needed over TCP). */
-export type HttpTransportOptions = ({ socketPath: string } | { host: string; port: number }) & { apiKey?: string | undefined };
+/** Where capsuled is (TCP: TLS unless `tls: false`); `apiKey` is sent as X-API-Key (needed over TCP). */
+export type HttpTransportOptions = DaemonAddress;
 
 const connectErrorCodes = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'EPERM', 'ENOTSOCK', 'EHOSTUNREACH', 'ENOTFOUND', 'ETIMEDOUT']);
 
@@ -50,12 +51,15 @@ export class HttpTransport implements Transport {
   readonly address: string;
   readonly #target: { socketPath: string } | { host: string; port: number };
   readonly #apiKey: string | undefined;
-  readonly #agent = new http.Agent({ keepAlive: true });
+  readonly #agent: http.Agent;
+  readonly #request: typeof http.request;
 
-  constructor({ apiKey, ...target }: HttpTransportOptions) {
-    this.#target = target;
-    this.#apiKey = apiKey;
-    this.address = 'socketPath' in target ? `unix:${target.socketPath}` : `http://${target.host}:${target.port}`;
+  constructor(address: HttpTransportOptions) {
+    this.#target = 'socketPath' in address ? { socketPath: address.socketPath } : { host: address.host, port: address.port };
+    this.#apiKey = address.apiKey;
+    this.#agent = agentFor(address, { keepAlive: true });
+    this.#request = requestFunctionFor(address);
+    this.address = 'socketPath' in address ? `unix:${address.socketPath}` : originOf(address);
   }
 
   request(request: TransportRequest): Promise<TransportResponse> {
@@ -67,7 +71,7 @@ export class HttpTransport implements Transport {
     if (signal?.aborted) return Promise.reject(signal.reason);
 
     return new Promise<TransportResponse>((resolve, reject) => {
-      const req = http.request({
+      const req = this.#request({
         ...this.#target,
         agent: this.#agent,
         method: request.method,
@@ -144,6 +148,8 @@ export class HttpTransport implements Transport {
   }
 
   #connectionError(error: NodeJS.ErrnoException | undefined, afterResponse: boolean): ConnectionError {
+    const tlsError = afterResponse ? undefined : tlsConnectionError(error, this.address);
+    if (tlsError) return tlsError;
     const code = error?.code;
     if (!afterResponse && code !== undefined && connectErrorCodes.has(code)) {
       const permission = code === 'EACCES' || code === 'EPERM';

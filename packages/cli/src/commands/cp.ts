@@ -194,7 +194,7 @@ export function cpCommand(): Command {
         if (remote.path === '') command.error(`error: give a path after "${remote.sandbox}:"`, { exitCode: 2, code: 'capsule.usage' });
         const context = CliContext.of(command);
         await context.daemonClient();
-        const sandbox = await Sandbox.connect(remote.sandbox, { socketPath: context.socketPath });
+        const sandbox = await Sandbox.connect(remote.sandbox, context.connection);
         try {
           if (from.kind === 'local') await upload(sandbox, from.path, remote.path, options);
           else await download(sandbox, from.path, to.path, options);

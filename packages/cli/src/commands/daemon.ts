@@ -13,7 +13,7 @@ function startCommand(): Command {
   return addGlobalOptions(
     new Command('start').description('Start capsuled in the background and wait until it answers').action(async (_options: object, command: Command) => {
       const context = CliContext.of(command);
-      const client = context.client();
+      const client = context.localClient();
       const running = await daemonInfoIfRunning(client);
       if (running) {
         process.stdout.write(`capsuled is already running (pid ${running.pid})\n`);
@@ -30,7 +30,7 @@ function stopCommand(): Command {
   return addGlobalOptions(
     new Command('stop').description('Stop capsuled (SIGTERM) and wait until it has exited').action(async (_options: object, command: Command) => {
       const context = CliContext.of(command);
-      const info = await daemonInfoIfRunning(context.client());
+      const info = await daemonInfoIfRunning(context.localClient());
       if (!info) {
         process.stdout.write('capsuled is not running\n');
         return;

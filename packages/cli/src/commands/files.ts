@@ -15,7 +15,7 @@ import { printJson } from './print-json.js';
 export async function withSandbox<T>(command: Command, idOrName: string, work: (sandbox: Sandbox) => Promise<T>): Promise<T> {
   const context = CliContext.of(command);
   await context.daemonClient();
-  const sandbox = await Sandbox.connect(idOrName, { socketPath: context.socketPath });
+  const sandbox = await Sandbox.connect(idOrName, context.connection);
   try {
     return await work(sandbox);
   } finally {

@@ -6,6 +6,7 @@
 // router and go to the proxy (agent-proxy.ts).
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import path from 'node:path';
@@ -64,8 +65,8 @@ const AGENT_OPEN_TIMEOUT_MS = 10_000;
 
 export interface Api {
   app: FastifyInstance;
-  /** Serves the API on TCP too; resolves to the address bound. */
-  listenTcp(host: string, port: number): Promise<string>;
+  /** Serves the API on TCP too, over TLS when given a certificate; resolves to the address bound. */
+  listenTcp(host: string, port: number, tls?: { cert: string; key: string }): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -107,7 +108,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     else route?.(req, res);
   };
   const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgradeToPort(ports, req, socket, head, tcp);
-  const tcpServers: http.Server[] = [];
+  const tcpServers: (http.Server | https.Server)[] = [];
 
   const app = Fastify({
     serverFactory: (handler) => {
@@ -352,11 +353,11 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   return {
     app,
-    async listenTcp(host, port) {
+    async listenTcp(host, port, tls) {
       const server = createHttpServer((req, res) => {
         viaTcp.add(req);
         dispatch(req, res);
-      }, onUpgrade(true));
+      }, onUpgrade(true), tls);
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -381,10 +382,16 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
  * on a server from serverFactory): idle keep-alive connections live longer than
  * clients' pools keep them, so a client never reuses a socket the server is
  * closing, and no request time limit, since agent streams (process output,
- * watches) last as long as the process.
+ * watches) last as long as the process. With a certificate it speaks only TLS:
+ * a plain request fails the handshake before any header (or key) is read.
  */
-function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): http.Server {
-  const server = http.createServer(listener);
+function createHttpServer(
+  listener: http.RequestListener,
+  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+  tls?: { cert: string; key: string },
+): http.Server | https.Server {
+  // allowHalfOpen, as node:http sets for itself: a client's half-close (a tunnel's, a request sent with end()) must not cut the answer.
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key, allowHalfOpen: true }, listener) : http.createServer(listener);
   // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
