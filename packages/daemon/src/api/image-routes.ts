@@ -104,6 +104,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     async (request, reply) => {
       const { ref, username, password } = request.body;
       parseReference(ref); // a bad reference is a 400, before the stream starts
+      images.assertDiskRoom('pull an image');
       reply.hijack();
       const credentials = username !== undefined ? { username, password: password ?? '' } : undefined;
       await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.pull(ref, credentials, { onEvent: emit, signal }) }));
@@ -115,6 +116,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     { schema: { body: ImportImageRequest, description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.', response: ndjsonResponse } },
     async (request, reply) => {
       if (request.body.tag !== undefined) parseReference(request.body.tag);
+      images.assertDiskRoom('import an image');
       reply.hijack();
       await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(request.body.path, request.body.tag, { onEvent: emit, signal }) }));
     },
@@ -142,6 +144,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       },
     },
     async (request, reply) => {
+      images.assertDiskRoom('build a template');
       reply.hijack();
       await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
     },
