@@ -40,19 +40,27 @@ type StreamEvent = ImageEvent | BuildEvent;
  * Runs an operation that reports events and streams them as NDJSON lines;
  * the last one is the operation's `done` event or an `error`.
  */
-async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => void, signal: AbortSignal) => Promise<E>): Promise<void> {
+async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => Promise<void> | undefined, signal: AbortSignal) => Promise<E>): Promise<void> {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
   });
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   let lastProgress = 0;
-  const emit = (event: StreamEvent) => {
-    if (res.destroyed) return;
+  const emit = (event: StreamEvent): Promise<void> | undefined => {
+    if (res.destroyed) return undefined;
     // Progress is thinned to a few lines a second; a slow client must not hold the pull back.
-    if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return;
+    if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return undefined;
     if (event.type === 'progress') lastProgress = Date.now();
-    res.write(`${JSON.stringify(event)}\n`);
+    if (res.write(`${JSON.stringify(event)}\n`)) return undefined;
+    // The client is behind: a producer that can wait (a build's output) waits for it to catch up or go.
+    return new Promise((resolve) => {
+      const settle = () => {
+        res.off('drain', settle).off('close', settle);
+        resolve();
+      };
+      res.once('drain', settle).once('close', settle);
+    });
   };
   try {
     emit(await run(emit, controller.signal));

@@ -4,7 +4,7 @@
 // verified, so a failed pull or import never lists a partial image.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
+import type { BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError } from '../errors.js';
@@ -36,7 +36,7 @@ import {
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { BuildStepCache } from './build-step-cache.js';
-import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type ServiceCommands } from './template-build.js';
+import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type BuildEmit, type ServiceCommands } from './template-build.js';
 import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
@@ -330,7 +330,7 @@ export class ImageService {
   }
 
   /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
-  async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+  async buildTemplate(request: BuildTemplateRequest, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
     checkTemplateName(request.name);
     this.assertDiskRoom('build a template');
     if (await this.store.getTemplate(request.name)) {
@@ -345,7 +345,7 @@ export class ImageService {
   }
 
   /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
-  private async buildBase(from: string, emit: (event: BuildEvent) => void): Promise<BuildBase> {
+  private async buildBase(from: string, emit: BuildEmit): Promise<BuildBase> {
     const template = await this.store.getTemplate(from);
     if (template) {
       const defaults = await templateImageDefaults(this.store, from);
