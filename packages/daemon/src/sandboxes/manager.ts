@@ -150,10 +150,10 @@ export class SandboxManager {
   }
 
   async resume(idOrName: string): Promise<Sandbox> {
-    // A paused sandbox holds no memory: resuming it is admitted like a create (resuming anything else is refused further on).
     const record = await this.vms.require(idOrName);
-    const memoryMiB = record.state === 'paused' ? record.memory_mib : 0;
-    return await this.get(await this.creator.memory.whileReserved(memoryMiB, () => this.pausing.resume(record.id)));
+    const resume = () => this.pausing.resume(record.id);
+    // A paused sandbox holds no memory: resuming it is admitted like a create (resuming anything else is refused there).
+    return await this.get(await (record.state === 'paused' ? this.creator.memory.whileReserved(record.memory_mib, resume) : resume()));
   }
 
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
