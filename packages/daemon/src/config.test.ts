@@ -44,3 +44,11 @@ describe('CAPSULE_DOMAIN', () => {
     for (const bad of ['', 'http://x', 'a..b', '-a.b', 'a_b.c', 'x:port', 'a/b']) expect(() => parseDomain(bad), bad).toThrow(/CAPSULE_DOMAIN/);
   });
 });
+
+describe('CAPSULE_DISK_RESERVE_MIB', () => {
+  it('keeps 1024 MiB free unless set; 0 turns the check off', () => {
+    expect(loadConfig({}).diskReserveMiB).toBe(1024);
+    expect(loadConfig({ CAPSULE_DISK_RESERVE_MIB: '0' }).diskReserveMiB).toBe(0);
+    expect(() => loadConfig({ CAPSULE_DISK_RESERVE_MIB: '-1' })).toThrow(/whole number/);
+  });
+});

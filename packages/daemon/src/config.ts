@@ -17,6 +17,8 @@ export interface DaemonConfig {
   bootTimeoutMs: number;
   /** Host memory the daemon may hand to sandboxes, in MiB. */
   memoryBudgetMiB: number;
+  /** Free disk, in MiB, below which anything that writes to the state or cache folder is refused (0: never). */
+  diskReserveMiB: number;
   /** Build warm snapshots of templates and create sandboxes by restoring them. */
   warmSnapshots: boolean;
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
@@ -63,6 +65,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     accel,
     bootTimeoutMs: positiveInt(env.CAPSULE_BOOT_TIMEOUT_MS, 120_000),
     memoryBudgetMiB: positiveInt(env.CAPSULE_MEMORY_BUDGET_MIB, 0),
+    diskReserveMiB: positiveInt(env.CAPSULE_DISK_RESERVE_MIB, 1024),
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',

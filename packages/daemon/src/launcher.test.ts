@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { filterThrough, isProcessAlive, LaunchError, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
+import { capDetachedLog, filterThrough, isProcessAlive, LaunchError, MAX_LINE_CHARS, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
 
 describe('launcher', () => {
   it('returns the output of a successful command', async () => {
@@ -59,4 +59,38 @@ describe('launcher', () => {
     const bad = filterThrough('zstd', ['-d', '-q', '-c'], Readable.from([Buffer.from('not zstd at all')]));
     await expect((async () => { for await (const _ of bad) void _; })()).rejects.toThrow(/zstd exited with code 1[\s\S]*zstd/);
   });
+
+  it('cuts a line a child never ends: lines handed on and quoted in errors stay bounded', async () => {
+    const lines: string[] = [];
+    // 8 MiB without a newline, then a failure.
+    const err = await runCommand('sh', ['-c', 'head -c 8388608 /dev/zero | tr "\\0" x; exit 4'], { onLine: (line) => lines.push(line) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LaunchError);
+    expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(MAX_LINE_CHARS);
+    expect(lines.join('').length).toBe(8 * 1024 * 1024);
+    expect((err as LaunchError).message.length).toBeLessThan(41 * (MAX_LINE_CHARS + 64));
+  });
+
+  it('keeps the log of a detached child that never stops writing near its limit, the child writing on', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-'));
+    const log = path.join(dir, 'qemu.log');
+    const pid = await spawnDetached('sh', ['-c', 'n=0; while :; do n=$((n+1)); echo "warning $n: the guest did something odd"; done'], { logFile: log });
+    try {
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        capDetachedLog(log, 64 * 1024);
+        // Between two checks the child may have written more, never an unbounded amount.
+        expect(fs.statSync(log).size).toBeLessThan(64 * 1024 * 1024);
+      }
+      capDetachedLog(log, 64 * 1024);
+      expect(fs.statSync(log).size).toBeLessThan(1024 * 1024);
+      expect(fs.statSync(`${log}.1`).size).toBeLessThanOrEqual(32 * 1024);
+      // The child's appends land at the new end of the file, not past a hole where the old end was.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(fs.readFileSync(log, 'utf8').slice(0, 200)).toMatch(/^(?:[^\0]*\n)?warning \d+/);
+    } finally {
+      await terminateGroup(pid, 1000);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+

@@ -1,7 +1,8 @@
 // The one place capsuled starts child processes (QEMU, mkfs, qemu-img, apt…).
 // Each child gets its own process group so a kill reaches its whole tree, its
 // output is logged line by line as `[pid=N]` and the last lines are kept so a
-// failure can say why. Never spawn a child anywhere else.
+// failure can say why; lines, captures and detached children's logs are all
+// bounded, whatever a child prints. Never spawn a child anywhere else.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
@@ -10,6 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger, type Logger } from './log.js';
 
 const RECENT_LINES = 40;
+/** Longest line kept or logged; a longer one (or one a child never ends) goes out in pieces of this size. */
+export const MAX_LINE_CHARS = 4096;
 const MAX_CAPTURE_BYTES = 16 * 1024 * 1024;
 
 export class LaunchError extends Error {
@@ -84,6 +87,11 @@ class LineTail {
     const lines = (this.partial + chunk).split('\n');
     this.partial = lines.pop() ?? '';
     for (const line of lines) this.add(line);
+    // A line that never ends must not grow here: its whole pieces go out as lines of their own.
+    while (this.partial.length > MAX_LINE_CHARS) {
+      this.add(this.partial.slice(0, MAX_LINE_CHARS));
+      this.partial = this.partial.slice(MAX_LINE_CHARS);
+    }
   }
 
   end(): void {
@@ -92,6 +100,10 @@ class LineTail {
   }
 
   private add(line: string): void {
+    if (line.length > MAX_LINE_CHARS) {
+      for (let at = 0; at < line.length; at += MAX_LINE_CHARS) this.add(line.slice(at, at + MAX_LINE_CHARS));
+      return;
+    }
     const clean = line.replace(/\r$/, '');
     this.recent.push(clean);
     if (this.recent.length > RECENT_LINES) this.recent.shift();
@@ -235,6 +247,22 @@ export async function spawnDetached(file: string, args: string[], options: Detac
     return child.pid;
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/**
+ * Keeps a log that a detached child appends to (spawnDetached) near
+ * `limitBytes`: past it, its newest half goes to `<file>.1` and the file is
+ * emptied; the child's O_APPEND descriptor writes on at the new end. Call it
+ * from time to time while the child runs: a guest can make its VMM log.
+ */
+export function capDetachedLog(file: string, limitBytes: number): void {
+  try {
+    if (fs.statSync(file).size <= limitBytes) return;
+    fs.writeFileSync(`${file}.1`, tailOfFile(file, Math.floor(limitBytes / 2)), { mode: 0o600 });
+    fs.truncateSync(file, 0);
+  } catch {
+    // Gone with its child.
   }
 }
 

@@ -35,6 +35,8 @@ export const errorCodes = {
   /** The sandbox already has as many open tunnels (proxied connections) as allowed. */
   too_many_tunnels: 429,
   template_start_failed: 422,
+  /** Free disk under the state or cache folder is below the reserve the daemon keeps (CAPSULE_DISK_RESERVE_MIB). */
+  insufficient_storage: 507,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -11,6 +11,7 @@ import { collectCidr, collectEnv, collectMetadata, collectPublish, parseCpuCount
 import { addNetworkOptions, DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
+import { escapeTerminalControls } from '../terminal-escape.js';
 
 interface CreateOptions extends SandboxSpecOptions {
   json?: boolean;
@@ -94,11 +95,13 @@ function logsCommand(): Command {
       .description("Print a sandbox's serial console log")
       .argument('<sandbox>', 'sandbox id or name')
       .option('--json', 'print {"id", "log"} as JSON')
-      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
+      .option('--raw', 'print control characters as the guest wrote them (they act on this terminal)')
+      .action(async (idOrName: string, options: { json?: boolean; raw?: boolean }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const log = await client.logs(idOrName);
         if (options.json) printJson({ id: idOrName, log });
-        else process.stdout.write(log);
+        // The guest wrote this: escape sequences in it must not drive the user's terminal.
+        else process.stdout.write(options.raw ? log : escapeTerminalControls(log));
       }),
   );
 }

@@ -40,19 +40,27 @@ type StreamEvent = ImageEvent | BuildEvent;
  * Runs an operation that reports events and streams them as NDJSON lines;
  * the last one is the operation's `done` event or an `error`.
  */
-async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => void, signal: AbortSignal) => Promise<E>): Promise<void> {
+async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => Promise<void> | undefined, signal: AbortSignal) => Promise<E>): Promise<void> {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
   });
   res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
   let lastProgress = 0;
-  const emit = (event: StreamEvent) => {
-    if (res.destroyed) return;
+  const emit = (event: StreamEvent): Promise<void> | undefined => {
+    if (res.destroyed) return undefined;
     // Progress is thinned to a few lines a second; a slow client must not hold the pull back.
-    if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return;
+    if (event.type === 'progress' && event.doneBytes !== event.totalBytes && Date.now() - lastProgress < 100) return undefined;
     if (event.type === 'progress') lastProgress = Date.now();
-    res.write(`${JSON.stringify(event)}\n`);
+    if (res.write(`${JSON.stringify(event)}\n`)) return undefined;
+    // The client is behind: a producer that can wait (a build's output) waits for it to catch up or go.
+    return new Promise((resolve) => {
+      const settle = () => {
+        res.off('drain', settle).off('close', settle);
+        resolve();
+      };
+      res.once('drain', settle).once('close', settle);
+    });
   };
   try {
     emit(await run(emit, controller.signal));
@@ -104,6 +112,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     async (request, reply) => {
       const { ref, username, password } = request.body;
       parseReference(ref); // a bad reference is a 400, before the stream starts
+      images.assertDiskRoom('pull an image');
       reply.hijack();
       const credentials = username !== undefined ? { username, password: password ?? '' } : undefined;
       await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.pull(ref, credentials, { onEvent: emit, signal }) }));
@@ -115,6 +124,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     { schema: { body: ImportImageRequest, description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.', response: ndjsonResponse } },
     async (request, reply) => {
       if (request.body.tag !== undefined) parseReference(request.body.tag);
+      images.assertDiskRoom('import an image');
       reply.hijack();
       await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(request.body.path, request.body.tag, { onEvent: emit, signal }) }));
     },
@@ -142,6 +152,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       },
     },
     async (request, reply) => {
+      images.assertDiskRoom('build a template');
       reply.hijack();
       await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
     },

@@ -4,8 +4,9 @@
 // verified, so a failed pull or import never lists a partial image.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
+import type { BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
+import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError } from '../errors.js';
 import type { GuestManifest } from '../guest/manifest.js';
 import { isProcessAlive } from '../launcher.js';
@@ -35,7 +36,7 @@ import {
 import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
 import { BuildStepCache } from './build-step-cache.js';
-import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type ServiceCommands } from './template-build.js';
+import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type BuildEmit, type ServiceCommands } from './template-build.js';
 import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
@@ -111,7 +112,17 @@ export class ImageService {
     }
   }
 
+  /**
+   * Refuses an operation that writes blobs, root filesystems or build steps
+   * (cache folder) and their holds (state folder) when either is low on disk;
+   * routes that stream call it before their 200, so the refusal is a 507.
+   */
+  assertDiskRoom(operation: string): void {
+    assertDiskRoom(this.config, operation, [this.config.cacheDir, this.config.stateDir]);
+  }
+
   async pull(refText: string, credentials: RegistryCredentials | undefined, options: ImageOperationOptions = {}): Promise<Image> {
+    this.assertDiskRoom('pull an image');
     const ref = parseReference(refText);
     const settings = loadRegistrySettings(this.registrySettingsFile())[ref.registry] ?? {};
     const client = new RegistryClient(ref, settings, credentials, this.log, options.signal);
@@ -125,6 +136,7 @@ export class ImageService {
 
   async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
+    this.assertDiskRoom('import an image');
     this.sweepUnheldFiles();
     const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
     const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
@@ -252,6 +264,7 @@ export class ImageService {
   /** Builds a template from a stored image (its root filesystem, then its warm snapshot in the background). */
   async createTemplate(request: CreateTemplateRequest): Promise<Template> {
     checkTemplateName(request.name);
+    this.assertDiskRoom('build a template');
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }
@@ -317,8 +330,9 @@ export class ImageService {
   }
 
   /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
-  async buildTemplate(request: BuildTemplateRequest, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<Template> {
+  async buildTemplate(request: BuildTemplateRequest, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
     checkTemplateName(request.name);
+    this.assertDiskRoom('build a template');
     if (await this.store.getTemplate(request.name)) {
       throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
     }
@@ -331,7 +345,7 @@ export class ImageService {
   }
 
   /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
-  private async buildBase(from: string, emit: (event: BuildEvent) => void): Promise<BuildBase> {
+  private async buildBase(from: string, emit: BuildEmit): Promise<BuildBase> {
     const template = await this.store.getTemplate(from);
     if (template) {
       const defaults = await templateImageDefaults(this.store, from);

@@ -122,8 +122,8 @@ export class TemplateBuilder {
    */
   async build(
     request: BuildRequest,
-    resolveBase: (from: string, emit: (event: BuildEvent) => void) => Promise<BuildBase>,
-    emit: (event: BuildEvent) => void,
+    resolveBase: (from: string, emit: BuildEmit) => Promise<BuildBase>,
+    emit: BuildEmit,
     signal: AbortSignal,
   ): Promise<BuildResult> {
     const file = parseCapsulefile(request.capsulefile);
@@ -223,7 +223,7 @@ export class TemplateBuilder {
     plan: PlannedStep[],
     copies: Map<BuildStep, { file: string; relative: string }[]>,
     target: string,
-    emit: (event: BuildEvent) => void,
+    emit: BuildEmit,
     signal: AbortSignal,
   ): Promise<void> {
     let cached = 0;
@@ -252,7 +252,7 @@ export class TemplateBuilder {
     startDisk: string | undefined,
     copies: Map<BuildStep, { file: string; relative: string }[]>,
     target: string,
-    emit: (event: BuildEvent) => void,
+    emit: BuildEmit,
     signal: AbortSignal,
     lease: { add(files: readonly string[]): void },
   ): Promise<void> {
@@ -327,7 +327,7 @@ export class TemplateBuilder {
     return record;
   }
 
-  private async runStep(id: string, planned: PlannedStep, copies: Map<BuildStep, { file: string; relative: string }[]>, emit: (event: BuildEvent) => void, signal: AbortSignal): Promise<void> {
+  private async runStep(id: string, planned: PlannedStep, copies: Map<BuildStep, { file: string; relative: string }[]>, emit: BuildEmit, signal: AbortSignal): Promise<void> {
     const { step, index, state } = planned;
     if (signal.aborted) throw new CapsuleError('invalid_argument', 'the build was cancelled');
     emit({ type: 'step', index, instruction: describeStep(step) });
@@ -369,7 +369,7 @@ export class TemplateBuilder {
     state: { env: Record<string, string>; user?: string | undefined; cwd?: string | undefined; stdin?: string },
     index: number,
     step: BuildStep | undefined,
-    emit: (event: BuildEvent) => void,
+    emit: BuildEmit,
     signal: AbortSignal,
   ): Promise<void> {
     const events = await this.manager.execStream(
@@ -382,7 +382,7 @@ export class TemplateBuilder {
       if (event.type === 'stdout' || event.type === 'stderr') {
         const text = Buffer.from(event.data, 'base64').toString('utf8');
         tail = (tail + text).slice(-ERROR_OUTPUT_BYTES);
-        emit({ type: 'log', stream: event.type, text });
+        await emit({ type: 'log', stream: event.type, text });
       } else if (event.type === 'exit') {
         if (event.exitCode !== 0 || event.signal) {
           const what = step ? describeStep(step) : cmd.join(' ');
@@ -396,6 +396,15 @@ export class TemplateBuilder {
     }
   }
 }
+
+/**
+ * Hands a build event to the client. It may return a promise that settles
+ * once the client has taken what it was sent (or is gone): the build waits
+ * for it after each piece of a step's output, so a client that stops reading
+ * holds the step's command back (exec's flow control) instead of growing
+ * the daemon.
+ */
+export type BuildEmit = (event: BuildEvent) => Promise<void> | void;
 
 export function describeStep(step: BuildStep): string {
   switch (step.kind) {

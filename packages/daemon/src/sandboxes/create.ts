@@ -1,13 +1,15 @@
-// The create path: check the request and the host's room, then claim a
-// warm-pool VM, restore the template's warm snapshot, or boot cold, and tell
-// the guest who it is. Pool VMs are restored here too, ahead of time. A create
-// that fails leaves nothing running and nothing of its VM on disk.
+// The create path: check the request and the host's room (memory reserved
+// under one lock, free disk), then claim a warm-pool VM, restore the
+// template's warm snapshot, or boot cold, and tell the guest who it is. Pool
+// VMs are restored here too, ahead of time. A create that fails leaves nothing
+// running, nothing of its VM on disk and none of the memory it reserved held.
 import fs from 'node:fs';
 import os from 'node:os';
 import type { CreateSandboxRequest } from '@capsule/protocol';
 import { limits } from '@capsule/protocol';
 import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import type { DaemonConfig } from '../config.js';
+import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { templateImageDefaults, templateService } from '../images/image-records.js';
 import type { Logger } from '../log.js';
@@ -23,13 +25,28 @@ import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
-import { admissionProblem, readHostMemory } from './memory.js';
-import type { PublishedPorts } from './published-ports.js';
+import { MemoryAdmission } from './memory.js';
+import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import type { PooledVm } from './warm-pool.js';
 import type { WarmSnapshots } from './warm-snapshots.js';
 
 const DEFAULT_TEMPLATE = 'base';
+
+/** What a create has checked and taken before its memory reservation: everything its VM is started from. */
+interface AdmittedCreate {
+  templateName: string;
+  template: TemplateRecord;
+  vcpus: number;
+  memoryMiB: number;
+  egress: EgressPolicy;
+  env: Record<string, string> | undefined;
+  imageDefaults: Awaited<ReturnType<typeof templateImageDefaults>>;
+  createdAt: Date;
+  snapshot: WarmSnapshot | undefined;
+  ports: PortReservation;
+  pooled: PooledVm | undefined;
+}
 
 /** One answer for a name in use, whether the check before a create or the store's unique index caught it. */
 function nameTaken(name: string): CapsuleError {
@@ -37,6 +54,12 @@ function nameTaken(name: string): CapsuleError {
 }
 
 export class SandboxCreator {
+  /** Every VM a sandbox or the warm pool starts reserves its memory here first. */
+  readonly memory = new MemoryAdmission(
+    async () => (await this.store.sandboxesInStates(['running'])).reduce((sum, record) => sum + record.memory_mib, 0),
+    () => this.memoryBudgetMiB(),
+  );
+
   constructor(
     private readonly store: Store,
     private readonly config: DaemonConfig,
@@ -75,11 +98,25 @@ export class SandboxCreator {
     const createdAt = new Date();
     const snapshot = this.warm.usableSnapshot(templateName, vcpus, memoryMiB);
     if (!snapshot) await this.warm.refuseColdSnapshotTemplate(templateName);
-    const pool = snapshot ? this.warm.poolOf(templateName) : undefined;
-    await this.admit(pool && pool.readyCount > 0 ? 0 : memoryMiB);
+    assertDiskRoom(this.config, 'create a sandbox', [this.config.stateDir]);
     // Host ports are bound before anything starts: a conflict refuses the create here.
     const ports = await this.ports.reserve(request.ports);
-    const pooled = pool?.take();
+    const pooled = snapshot ? this.warm.poolOf(templateName)?.take() : undefined;
+    // A pool VM's memory was reserved when the pool restored it; any other VM reserves its own now.
+    const memory = pooled?.memory ?? (await this.memory.reserve(memoryMiB).catch(async (err: unknown) => {
+      await ports.release();
+      throw err;
+    }));
+    try {
+      return await this.createReserved(request, { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, createdAt, snapshot, ports, pooled });
+    } finally {
+      memory.release();
+    }
+  }
+
+  /** The create once its memory is reserved: the sandbox's row, then its VM; `running` or failed when it returns. */
+  private async createReserved(request: CreateSandboxRequest, admitted: AdmittedCreate): Promise<string> {
+    const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, createdAt, snapshot, ports, pooled } = admitted;
     const id = pooled?.id ?? newSandboxId();
     const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
     await this.store.insertSandbox({
@@ -200,14 +237,23 @@ export class SandboxCreator {
     return vm;
   }
 
-  /** A VM for the warm pool: restored and warmed up, not in the store until a create claims it. */
+  /**
+   * A VM for the warm pool: restored and warmed up, not in the store until a
+   * create claims it. It holds its memory's reservation until the create that
+   * claims it has it running, or until it is discarded.
+   */
   async restoreIntoPool(snapshot: WarmSnapshot): Promise<PooledVm> {
+    const memory = await this.memory.reserve(snapshot.memoryMiB);
     const id = newSandboxId();
     let launched: LiveVm | undefined;
     const discard = async () => {
-      await launched?.stop();
-      await this.vms.removeVmFiles(id);
-      fs.rmSync(this.vms.stateDir(id), { recursive: true, force: true });
+      try {
+        await launched?.stop();
+        await this.vms.removeVmFiles(id);
+        fs.rmSync(this.vms.stateDir(id), { recursive: true, force: true });
+      } finally {
+        memory.release();
+      }
     };
     try {
       // Pool VMs start with the network open; a claim applies the create's policy.
@@ -216,7 +262,7 @@ export class SandboxCreator {
       // the first /init and the first exec after a restore each cost ~10x more.
       await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
-      return { id, vm, discard };
+      return { id, vm, discard, memory };
     } catch (err) {
       await discard();
       throw err;
@@ -246,18 +292,5 @@ export class SandboxCreator {
   /** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
   private memoryBudgetMiB(): number {
     return this.config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
-  }
-
-  /** Refuses a create (or fork) that would overcommit the host (see memory.ts), before anything is started. */
-  async admit(addedMiB: number): Promise<void> {
-    const active = await this.store.sandboxesInStates(['starting', 'running']);
-    let committedMiB = active.reduce((sum, record) => sum + record.memory_mib, 0);
-    committedMiB += this.warm.pooledMemoryMiB();
-    const problem = admissionProblem({ addedMiB, committedMiB, budgetMiB: this.memoryBudgetMiB(), host: readHostMemory() });
-    if (problem) {
-      throw new CapsuleError('insufficient_resources', `not enough memory for another sandbox: ${problem}`, {
-        hint: 'remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
-      });
-    }
   }
 }

@@ -34,8 +34,8 @@ export class SandboxForks {
     private readonly vms: SandboxVms,
     private readonly warm: WarmSnapshots,
     private readonly networks: SandboxNetworks,
-    /** Refuses `memoryMiB` more guest memory if the host has no room for it (create.ts). */
-    private readonly admit: (memoryMiB: number) => Promise<void>,
+    /** Runs `work` holding `memoryMiB` more guest memory, or refuses if the host has no room for it (memory.ts). */
+    private readonly whileReserved: <T>(memoryMiB: number, work: () => Promise<T>) => Promise<T>,
   ) {}
 
   /**
@@ -49,8 +49,7 @@ export class SandboxForks {
    */
   async fork(idOrName: string, count: number): Promise<string[]> {
     const { record, vm } = await this.vms.runningVm(idOrName);
-    await this.admit(record.memory_mib * count);
-    return await this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count));
+    return await this.whileReserved(record.memory_mib * count, () => this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count)));
   }
 
   private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<string[]> {

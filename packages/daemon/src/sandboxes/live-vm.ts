@@ -8,7 +8,7 @@ import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
 import { BulkChannel } from '../agent/bulk-channel.js';
 import { errorMessage } from '../errors.js';
-import { isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
+import { capDetachedLog, isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
 import { restoreVmState } from '../vmm/migration.js';
 import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
@@ -18,6 +18,9 @@ export const AGENT_PORT_DEVICE_ID = 'agent-port';
 const INIT_TIMEOUT_MS = 10_000;
 const FIRST_INIT_ATTEMPT_MS = 1000;
 const MAX_INIT_ATTEMPT_MS = 5000;
+/** QEMU's own log (runtime folder, often tmpfs): a guest can make QEMU warn, so it is kept near this size. */
+const QEMU_LOG_LIMIT_BYTES = 256 * 1024;
+const QEMU_LOG_CHECK_MS = 5000;
 
 export class LiveVm {
   /** Set while the daemon itself is stopping the VM, so its exit is not a crash. */
@@ -28,6 +31,7 @@ export class LiveVm {
   /** The bulk port for large /files transfers, when the machine has one. */
   readonly bulk: BulkChannel | undefined;
   private readonly console: ConsoleLog;
+  private readonly qemuLogCap: NodeJS.Timeout;
 
   constructor(
     readonly pid: number,
@@ -41,6 +45,7 @@ export class LiveVm {
     this.bulk = bulkPort ? new BulkChannel(paths.bulkSocket, { uploads: bulkPort === bulkProtocolVersion }) : undefined;
     this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
     this.console.attach();
+    this.qemuLogCap = setInterval(() => capDetachedLog(paths.qemuLog, QEMU_LOG_LIMIT_BYTES), QEMU_LOG_CHECK_MS).unref();
   }
 
   /** Starts QEMU for `spec` and attaches to it; the guest boots (or waits for a restore, with `spec.incoming`). */
@@ -132,6 +137,7 @@ export class LiveVm {
   detach(): void {
     this.agent.close();
     this.console.detach();
+    clearInterval(this.qemuLogCap);
     this.qmp.close();
   }
 

@@ -6,6 +6,7 @@
 import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState, SetNetworkRequest } from '@capsule/protocol';
 import fs from 'node:fs';
 import type { DaemonConfig } from '../config.js';
+import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
@@ -68,15 +69,10 @@ export class SandboxManager {
       log,
       qemuVersion,
       (snapshot) => this.creator.restoreIntoPool(snapshot),
-      (memoryMiB) =>
-        this.creator.admit(memoryMiB).then(
-          () => true,
-          () => false,
-        ),
     );
     this.creator = new SandboxCreator(store, config, accel, log, this.vms, this.warm, this.networks, this.ports);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
-    this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB) => this.creator.admit(memoryMiB));
+    this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) => this.creator.memory.whileReserved(memoryMiB, work));
   }
 
   get runningCount(): number {
@@ -149,20 +145,26 @@ export class SandboxManager {
   }
 
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
+    assertDiskRoom(this.config, 'pause a sandbox', [this.config.stateDir]);
     return await this.get(await this.pausing.pause(idOrName, reason));
   }
 
   async resume(idOrName: string): Promise<Sandbox> {
-    return await this.get(await this.pausing.resume(idOrName));
+    const record = await this.vms.require(idOrName);
+    const resume = () => this.pausing.resume(record.id);
+    // A paused sandbox holds no memory: resuming it is admitted like a create (resuming anything else is refused there).
+    return await this.get(await (record.state === 'paused' ? this.creator.memory.whileReserved(record.memory_mib, resume) : resume()));
   }
 
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
+    assertDiskRoom(this.config, 'fork a sandbox', [this.config.stateDir]);
     const forks: Sandbox[] = [];
     for (const id of await this.forks.fork(idOrName, count)) forks.push(await this.get(id));
     return forks;
   }
 
   async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
+    assertDiskRoom(this.config, 'snapshot a sandbox', [this.config.stateDir, this.config.cacheDir]);
     return await this.forks.snapshot(idOrName, templateName);
   }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { admissionProblem, parseMeminfo, parseSmapsRollup, reserveMiB, vmMemoryUse } from './memory.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { admissionProblem, MemoryAdmission, parseMeminfo, parseSmapsRollup, reserveMiB, vmMemoryUse } from './memory.js';
 
 describe('host memory and admission', () => {
   const host = { totalMiB: 24_000, availableMiB: 20_000 };
@@ -29,5 +30,35 @@ describe('host memory and admission', () => {
     expect(parseSmapsRollup(rollup)).toEqual({ rssMiB: 200, privateMiB: 150, sharedMiB: 50 });
     expect(vmMemoryUse(process.pid)?.rssMiB).toBeGreaterThan(10);
     expect(vmMemoryUse(999_999_999)).toBeUndefined();
+  });
+});
+
+describe('memory reservations', () => {
+  const roomyHost = () => ({ totalMiB: 24_000, availableMiB: 20_000 });
+
+  it('admits exactly as many racing reservations as the budget holds, however slow the store is', async () => {
+    // The store answers after a real delay: every check would see 0 MiB running without the lock.
+    const admission = new MemoryAdmission(() => sleep(5).then(() => 0), () => 1024, roomyHost);
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => admission.reserve(512)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(2);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'insufficient_resources' });
+    expect(admission.reservedMiB).toBe(1024);
+  });
+
+  it('gives a reservation back however the work ends, once', async () => {
+    const admission = new MemoryAdmission(async () => 0, () => 1024, roomyHost);
+    await expect(admission.whileReserved(1024, async () => Promise.reject(new Error('the VM failed')))).rejects.toThrow('the VM failed');
+    expect(admission.reservedMiB).toBe(0);
+    const held = await admission.reserve(512);
+    held.release();
+    held.release();
+    expect(admission.reservedMiB).toBe(0);
+    await expect(admission.whileReserved(1024, async () => admission.reservedMiB)).resolves.toBe(1024);
+  });
+
+  it('counts reservations and running sandboxes together', async () => {
+    const admission = new MemoryAdmission(async () => 512, () => 1024, roomyHost);
+    await admission.reserve(512);
+    await expect(admission.reserve(1)).rejects.toThrow(/1025 MiB of guest memory in all, more than the budget of 1024 MiB/);
   });
 });

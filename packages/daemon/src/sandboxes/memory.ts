@@ -1,7 +1,11 @@
-// Host memory: what a create may still take (admission control), and what a
+// Host memory: what a create may still take (admission control, one check at
+// a time, each holding what it admitted until the store counts it), and what a
 // running VM really uses, split into what is private to it and what it shares
-// with other VMs (a warm snapshot's pages). Reads only the host's /proc.
+// with other VMs (a warm snapshot's pages). Reads only the host's /proc; never
+// starts or stops anything.
 import fs from 'node:fs';
+import { CapsuleError } from '../errors.js';
+import { Turns } from '../turns.js';
 
 export interface HostMemory {
   totalMiB: number;
@@ -52,6 +56,85 @@ export function admissionProblem(input: AdmissionInput): string | undefined {
     return `the host has ${input.host.availableMiB} MiB of memory available and keeps ${reserve} MiB for itself`;
   }
   return undefined;
+}
+
+/**
+ * Guest memory held from an admission until its VM is counted as `running` in
+ * the store, or has failed. Releasing twice is harmless, so every way out of
+ * an operation may release.
+ */
+export class MemoryReservation {
+  private released = false;
+
+  constructor(
+    readonly mib: number,
+    private readonly onRelease: (reservation: MemoryReservation) => void,
+  ) {}
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.onRelease(this);
+  }
+}
+
+/**
+ * Admission under one lock. What is committed is the memory of sandboxes the
+ * store has as `running` plus every reservation held: each path that starts a
+ * VM (create, fork, resume, the warm pool) reserves before it starts anything
+ * and releases once its sandbox is `running` in the store or has failed, so
+ * requests racing for the last of the budget can never all pass the check.
+ */
+export class MemoryAdmission {
+  private readonly held = new Set<MemoryReservation>();
+  private readonly lock = new Turns(1);
+  private readonly neverAborts = new AbortController().signal;
+
+  constructor(
+    /** Guest memory of the sandboxes the store has as `running`. */
+    private readonly runningMiB: () => Promise<number>,
+    private readonly budgetMiB: () => number,
+    private readonly hostMemory: () => HostMemory = readHostMemory,
+  ) {}
+
+  /** Guest memory reserved and not yet released. */
+  get reservedMiB(): number {
+    let total = 0;
+    for (const reservation of this.held) total += reservation.mib;
+    return total;
+  }
+
+  /** Reserves `addedMiB`, or refuses with `insufficient_resources` when the host has no room for it. */
+  async reserve(addedMiB: number): Promise<MemoryReservation> {
+    const unlock = await this.lock.take(this.neverAborts);
+    try {
+      // Reservations are summed before the store is read: one released meanwhile has its sandbox
+      // counted as running by then (counted twice for a moment, never missed).
+      const reservedMiB = this.reservedMiB;
+      const committedMiB = reservedMiB + (await this.runningMiB());
+      const problem = admissionProblem({ addedMiB, committedMiB, budgetMiB: this.budgetMiB(), host: this.hostMemory() });
+      if (problem) {
+        throw new CapsuleError('insufficient_resources', `not enough memory for another sandbox: ${problem}`, {
+          hint: 'remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
+        });
+      }
+      const reservation = new MemoryReservation(addedMiB, (r) => this.held.delete(r));
+      this.held.add(reservation);
+      return reservation;
+    } finally {
+      unlock();
+    }
+  }
+
+  /** Runs `work` holding a reservation of `addedMiB`, released however it ends. */
+  async whileReserved<T>(addedMiB: number, work: () => Promise<T>): Promise<T> {
+    const reservation = await this.reserve(addedMiB);
+    try {
+      return await work();
+    } finally {
+      reservation.release();
+    }
+  }
 }
 
 export interface VmMemoryUse {

@@ -3,17 +3,21 @@
 // tell it who it is. Under TCG a fresh QEMU must translate all the guest code
 // it runs again, which costs hundreds of milliseconds after a restore; the
 // pool moves that cost out of the create. Pool VMs are not in the store: if
-// the daemon dies, the next one removes them as orphans.
-import { errorMessage } from '../errors.js';
+// the daemon dies, the next one removes them as orphans. Each holds its
+// memory's reservation (memory.ts): a pool never takes more than the budget.
+import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { LiveVm } from './live-vm.js';
+import type { MemoryReservation } from './memory.js';
 
 const REFILL_DELAY_MS = 1000;
 
 export interface PooledVm {
   id: string;
   vm: LiveVm;
-  /** Stops the VM and removes its files. */
+  /** The VM's memory: the create that claims it releases it once the sandbox runs. */
+  memory: MemoryReservation;
+  /** Stops the VM, removes its files and releases its memory. */
   discard(): Promise<void>;
 }
 
@@ -27,10 +31,9 @@ export class WarmPool {
   constructor(
     readonly template: string,
     private readonly size: number,
+    /** Restores a VM, or refuses with `insufficient_resources` when the host has no room for one more. */
     private readonly restore: () => Promise<PooledVm>,
     private readonly log: Logger,
-    /** Whether the host has room for one more pool VM; without it the pool waits for the next take. */
-    private readonly hasRoom: () => Promise<boolean>,
   ) {}
 
   get readyCount(): number {
@@ -53,16 +56,15 @@ export class WarmPool {
   }
 
   /**
-   * Restores VMs one at a time until the pool is full (each room check must
-   * see the previous VM counted); stops when the host has no room (until the
-   * next take) or after repeated failures.
+   * Restores VMs one at a time until the pool is full; stops when the host
+   * has no room (until the next take) or after repeated failures.
    */
   fill(): void {
     if (this.closed || this.filling || this.failuresInARow >= 3 || this.ready.length >= this.size) return;
     this.filling = true;
-    const restoring = this.hasRoom()
-      .then(async (room) => {
-        if (!room || this.closed) return false;
+    const restoring = Promise.resolve()
+      .then(async () => {
+        if (this.closed) return false;
         const pooled = await this.restore();
         if (this.closed) {
           await pooled.discard();
@@ -70,9 +72,11 @@ export class WarmPool {
         }
         this.ready.push(pooled);
         this.failuresInARow = 0;
+        this.log.debug({ template: this.template, sandbox: pooled.id, ready: this.ready.length }, 'warm pool VM ready');
         return true;
       })
       .catch((err: unknown) => {
+        if (err instanceof CapsuleError && err.code === 'insufficient_resources') return false;
         this.failuresInARow += 1;
         this.log.warn({ template: this.template, err: errorMessage(err) }, 'could not restore a VM for the warm pool');
         return true;

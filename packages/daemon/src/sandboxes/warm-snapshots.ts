@@ -27,10 +27,8 @@ export class WarmSnapshots {
     private readonly log: Logger,
     /** Part of every warm snapshot's key: a snapshot restores only into the QEMU that took it. */
     private readonly qemuVersion: string,
-    /** A VM for a pool, restored from `snapshot` and warmed up. */
+    /** A VM for a pool, restored from `snapshot` and warmed up; refused when the host has no room (memory.ts). */
     private readonly restoreIntoPool: (snapshot: WarmSnapshot) => Promise<PooledVm>,
-    /** Whether the host has room for a sandbox of `memoryMiB` more (see memory.ts). */
-    private readonly hasRoomFor: (memoryMiB: number) => Promise<boolean>,
   ) {}
 
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
@@ -71,7 +69,7 @@ export class WarmSnapshots {
       const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
-        const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log, () => this.hasRoomFor(snapshot.memoryMiB));
+        const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
         this.pools.set(template.name, pool);
         pool.fill();
       }
@@ -109,13 +107,6 @@ export class WarmSnapshots {
   /** The template's warm pool, if it has one. */
   poolOf(template: string): WarmPool | undefined {
     return this.pools.get(template);
-  }
-
-  /** Guest memory of the VMs that wait in pools: they count against the host's budget like sandboxes. */
-  pooledMemoryMiB(): number {
-    let committedMiB = 0;
-    for (const [template, pool] of this.pools) committedMiB += pool.readyCount * (this.warm.get(template)?.snapshot?.memoryMiB ?? 0);
-    return committedMiB;
   }
 
   /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */

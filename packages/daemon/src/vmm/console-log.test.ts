@@ -6,13 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { ConsoleLog, readConsoleLog } from './console-log.js';
 
 /** Serves `send` on a console socket, captures it with a ConsoleLog of `limit` bytes, returns the log file. */
-async function capture(send: (socket: net.Socket) => Promise<void> | void, limit: number, settleMs: number) {
+async function capture(send: (socket: net.Socket) => Promise<void> | void, limit: number, settleMs: number, bytesPerSecond?: number) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
   const socketPath = path.join(dir, 'console.sock');
   const logFile = path.join(dir, 'console.log');
   const server = net.createServer((socket) => void send(socket));
   await new Promise<void>((r) => server.listen(socketPath, r));
-  const log = new ConsoleLog(socketPath, logFile, limit);
+  const log = new ConsoleLog(socketPath, logFile, limit, bytesPerSecond);
   log.attach();
   await new Promise((r) => setTimeout(r, settleMs));
   log.detach();
@@ -44,4 +44,26 @@ describe('console log', () => {
     expect(text.endsWith('THE END')).toBe(true);
     cleanup();
   });
+
+  it('reads a guest flooding its console no faster than the rate, leaving the rest with the sender', async () => {
+    const flood = Buffer.alloc(16 * 1024 * 1024, 'y\n');
+    let unsent = 0;
+    const { logFile, cleanup } = await capture(
+      (socket) => {
+        socket.write(flood);
+        // What the reader has not taken stays with the sender (QEMU holds the guest's UART).
+        setTimeout(() => (unsent = socket.writableLength), 1400).unref();
+      },
+      64 * 1024 * 1024,
+      1500,
+      64 * 1024,
+    );
+    const logged = fs.statSync(logFile).size;
+    // Two one-second windows of 64 KiB, each possibly overrun by one chunk (at most 64 KiB).
+    expect(logged).toBeGreaterThan(0);
+    expect(logged).toBeLessThanOrEqual(4 * 64 * 1024);
+    expect(unsent).toBeGreaterThan(flood.length / 2);
+    cleanup();
+  });
 });
+

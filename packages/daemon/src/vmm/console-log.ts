@@ -1,34 +1,47 @@
 // Captures a VM's serial console into a size-bounded log: the live file is
 // rotated to `.1` once it passes the limit, so at most twice the limit is kept.
-// While no daemon is attached QEMU drops console output instead of blocking.
+// The guest is hostile: its console is read one chunk at a time, written off
+// the event loop (libuv's pool), and no faster than a fixed rate; past it the
+// daemon stops reading and QEMU holds the guest's UART (the guest slows
+// itself, never the daemon). While no daemon is attached QEMU drops console
+// output instead of blocking. Never buffer more than one chunk per VM here.
 import fs from 'node:fs';
 import net from 'node:net';
 
 export const CONSOLE_LOG_LIMIT_BYTES = 1024 * 1024;
+/** Console bytes a guest may have logged per second; a boot writes a few KiB, so only a flood ever waits. */
+export const CONSOLE_BYTES_PER_SECOND = 256 * 1024;
 
 export class ConsoleLog {
   private socket: net.Socket | undefined;
   private fd: number | undefined;
   private size = 0;
+  private windowStart = 0;
+  private windowBytes = 0;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private writing = false;
 
   constructor(
     private readonly socketPath: string,
     private readonly logFile: string,
     private readonly limitBytes = CONSOLE_LOG_LIMIT_BYTES,
+    private readonly bytesPerSecond = CONSOLE_BYTES_PER_SECOND,
   ) {}
 
   attach(): void {
     this.openLog();
     const socket = net.connect(this.socketPath);
-    socket.on('data', (chunk: Buffer) => this.write(chunk));
+    socket.on('data', (chunk: Buffer) => this.take(socket, chunk));
     socket.on('error', () => socket.destroy());
     this.socket = socket;
   }
 
   detach(): void {
+    clearTimeout(this.resumeTimer);
     this.socket?.destroy();
     this.socket = undefined;
-    if (this.fd !== undefined) fs.closeSync(this.fd);
+    // A write still in the pool closes the file when it is done (see take).
+    if (this.fd !== undefined && !this.writing) fs.closeSync(this.fd);
     this.fd = undefined;
   }
 
@@ -37,17 +50,45 @@ export class ConsoleLog {
     this.size = fs.fstatSync(this.fd).size;
   }
 
-  private write(data: Buffer): void {
+  /** Writes one chunk with reading paused, then reads on at once or, past the rate, when the second is over. */
+  private take(socket: net.Socket, data: Buffer): void {
     if (this.fd === undefined) return;
+    socket.pause();
     // A single chunk larger than the limit keeps only its newest bytes.
     const chunk = data.length > this.limitBytes ? data.subarray(data.length - this.limitBytes) : data;
-    if (this.size + chunk.length > this.limitBytes) {
-      fs.closeSync(this.fd);
-      fs.renameSync(this.logFile, `${this.logFile}.1`);
-      this.openLog();
-    }
-    fs.writeSync(this.fd, chunk);
+    if (this.size + chunk.length > this.limitBytes) this.rotate();
+    const fd = this.fd;
     this.size += chunk.length;
+    this.writing = true;
+    fs.write(fd, chunk, (err) => {
+      this.writing = false;
+      if (this.fd !== fd) {
+        // Detached meanwhile.
+        fs.close(fd, () => undefined);
+        return;
+      }
+      if (err) return void socket.destroy();
+      this.resumeWithinRate(socket, chunk.length);
+    });
+  }
+
+  private rotate(): void {
+    // Only called between writes (reading is paused while one is in the pool).
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    fs.renameSync(this.logFile, `${this.logFile}.1`);
+    this.openLog();
+  }
+
+  private resumeWithinRate(socket: net.Socket, written: number): void {
+    const now = Date.now();
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now;
+      this.windowBytes = 0;
+    }
+    this.windowBytes += written;
+    if (this.windowBytes < this.bytesPerSecond) return void socket.resume();
+    this.resumeTimer = setTimeout(() => socket.resume(), this.windowStart + 1000 - now);
+    this.resumeTimer.unref();
   }
 }
 
