@@ -7,13 +7,10 @@
 // host's own addresses, link-local metadata, or a private network the host
 // routes to, unless (TAP mode) its allow-list names it. Nothing of the
 // isolation is left after a stop, nor after a kill -9 and a restart.
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { TestDaemon } from './fixture.js';
-import { HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, TEST_NAME, TestNetworks } from './test-networks.js';
+import { daemonTag, HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, removeDaemonNamespaces, TEST_NAME, TestNetworks } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
 const API_PORT = 3000;
@@ -25,7 +22,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
   const networks = new TestNetworks(mode, HOST_SERVICE_PORT);
   const daemon = new TestDaemon({ CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' }, networks.launchPrefix);
   /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
-  const tag = createHash('sha256').update(path.resolve(daemon.stateDir)).digest('hex').slice(0, 6);
+  const tag = daemonTag(daemon.stateDir);
   const created: string[] = [];
 
   beforeAll(async () => {
@@ -35,10 +32,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
   afterAll(async () => {
     try {
       await daemon.destroy();
-      // Whatever a failed test left of the daemon's namespaces.
-      for (const name of fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []) {
-        if (name.startsWith(`capsule-${tag}-`)) execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
-      }
+      removeDaemonNamespaces(daemon.stateDir);
     } finally {
       networks.destroy();
     }
@@ -77,6 +71,10 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
   });
 
   it('reaches a public-range address, and resolves names through the guest DNS address', async () => {
+    // A root daemon isolates its sandboxes, so it has nothing to warn about.
+    const info = (await daemon.request('GET', '/v1/info')).body;
+    expect(info.network).toBe(mode);
+    expect(info).not.toHaveProperty('networkWarning');
     expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
     if (!networks.resolver) return; // This machine's resolv.conf names only a loopback resolver: nothing to serve DNS on.
     const resolved = await curl(sandbox.id, `http://${TEST_NAME}:${HTTP_PORT}/`);
@@ -137,6 +135,8 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
     expect((await daemon.request('DELETE', `/v1/sandboxes/${last.id}`)).status).toBe(204);
     await daemon.stop();
     expect(leftovers()).toEqual({ namespaces: [], links: [], tables: [] });
+    // Forwarding, off in the test's namespace before, is off again.
+    expect(networks.inHost('sysctl', '-n', 'net.ipv4.ip_forward').trim()).toBe('0');
     expect(daemon.qemuPids()).toEqual([]);
   });
 });

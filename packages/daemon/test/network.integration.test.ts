@@ -6,7 +6,7 @@
 // switches, warm-pool claims, cold boots, pause/resume and fork.
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { eventually, TestDaemon } from './fixture.js';
-import { HOST_UPLINK, HTTP_PORT, OUTSIDE, TestNetworks } from './test-networks.js';
+import { HOST_UPLINK, HTTP_PORT, OUTSIDE, removeDaemonNamespaces, TestNetworks } from './test-networks.js';
 
 describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU microVM, root, test network namespaces)', () => {
   const networks = new TestNetworks('user-net', 8081);
@@ -18,8 +18,12 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     await daemon.start();
   });
   afterAll(async () => {
-    await daemon.destroy();
-    networks.destroy();
+    try {
+      await daemon.destroy();
+      removeDaemonNamespaces(daemon.stateDir);
+    } finally {
+      networks.destroy();
+    }
   });
   beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
 
@@ -77,7 +81,8 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     const nic = (await exec(sandbox.id, ['sh', '-c', "ip -o link | awk -F': ' '/52:54:00:c0:ff:ee/ {print $2}'"])).stdout.trim();
     expect(nic).not.toBe('');
     expect((await exec(sandbox.id, ['cat', `/sys/class/net/${nic}/carrier`])).stdout.trim()).toBe('0');
-    await exec(sandbox.id, ['sh', '-c', `ip link set ${nic} down; ip link set ${nic} up`]);
+    // Taking the link down drops the guest's default route; it puts it back, as its own init would.
+    await exec(sandbox.id, ['sh', '-c', `ip link set ${nic} down; ip link set ${nic} up; ip route replace default via 10.0.2.2`]);
     expect(await reachesOutside(sandbox.id)).toBe(false);
     expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`)).body.network.internet).toBe(false);
 

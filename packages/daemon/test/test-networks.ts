@@ -5,7 +5,9 @@
 // one, the metadata address and the machine's DNS resolver address, each
 // served by this test. Everything is removed by `destroy`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 
 export const OUTSIDE = '198.51.100.2';
 export const HOST_UPLINK = '198.51.100.1';
@@ -24,6 +26,19 @@ export function run(command: string, ...args: string[]): string {
 export function machineResolver(): string | undefined {
   const text = fs.readFileSync('/etc/resolv.conf', 'utf8');
   return /^\s*nameserver\s+((?!127\.)\d{1,3}(?:\.\d{1,3}){3})\s*$/m.exec(text)?.[1];
+}
+
+/** The tag a daemon with state folder `stateDir` puts in every namespace, link and table name it makes. */
+export function daemonTag(stateDir: string): string {
+  return createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 6);
+}
+
+/** Removes what a failed test left of a daemon's namespaces (a stop keeps those a VM was still in). */
+export function removeDaemonNamespaces(stateDir: string): void {
+  const tag = daemonTag(stateDir);
+  for (const name of fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []) {
+    if (name.startsWith(`capsule-${tag}-`)) execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
+  }
 }
 
 /** A node process in namespace `ns` running `script`, which prints `ready` once listening and one line per client. */

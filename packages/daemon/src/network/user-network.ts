@@ -19,6 +19,7 @@ import {
   linkNames,
   listDir,
   NETNS_DIR,
+  poolSlots,
   restoreForwarding,
   slotAddresses,
   stateTag,
@@ -74,15 +75,20 @@ export class UserNetworkNamespace {
   private readonly resolver = systemResolver();
   private ready: Promise<void> | undefined;
 
-  /** `pool`: the TAP pool, unused in user mode; its first /30 links the namespace to the host. */
+  /**
+   * `pool`: the TAP pool, unused in user mode. A /30 of it chosen by the tag
+   * links the namespace to the host, so that daemons of other state folders
+   * on one host (test daemons, say) do not route each other's addresses.
+   */
   constructor(
     private readonly log: Logger,
     stateDir: string,
     pool: string,
   ) {
+    if (poolSlots(pool) === 0) throw new Error(`CAPSULE_TAP_POOL must be a network of /30 or larger, not ${pool}`);
     this.tag = stateTag(stateDir);
     this.netns = path.join(NETNS_DIR, `capsule-${this.tag}-user`);
-    const { host, netns } = slotAddresses(pool, 0);
+    const { host, netns } = slotAddresses(pool, Number.parseInt(this.tag, 16) % poolSlots(pool));
     this.link = { host, netns, cidr: parseCidr(`${host}/30`) };
   }
 
