@@ -29,4 +29,9 @@ describe('checkTapNetworking', () => {
     // With no daemon to ask, the mode comes from the default.
     expect((await checkTapNetworking(undefined, lacking)).detail).toMatch(/^user-mode networking unless CAPSULE_NETWORK=tap; TAP mode needs/);
   });
+
+  it('warns when the daemon says its user-mode sandboxes are not isolated', async () => {
+    const unisolated = { network: 'user', networkWarning: 'sandboxes reach this host through 10.0.2.2: capsuled does not run as root' } as DaemonInfo;
+    expect(await checkTapNetworking(unisolated, probes())).toEqual({ name: 'network', status: 'warn', detail: `capsuled uses user-mode networking, NOT isolated: ${unisolated.networkWarning}` });
+  });
 });

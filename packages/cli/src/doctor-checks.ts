@@ -122,6 +122,8 @@ export async function checkTapNetworking(info: DaemonInfo | undefined, probes: T
   if (info?.network === 'tap') {
     return missing.length === 0 ? { name: 'network', status: 'ok', detail: 'capsuled uses TAP networking' } : { name: 'network', status: 'fail', detail: `capsuled uses TAP networking but this host ${needs}` };
   }
+  // A daemon that cannot isolate user-mode sandboxes says so; that is a warning whatever TAP mode would need.
+  if (info?.networkWarning) return { name: 'network', status: 'warn', detail: `capsuled uses user-mode networking, NOT isolated: ${info.networkWarning}` };
   const mode = info ? 'capsuled uses user-mode networking' : 'user-mode networking unless CAPSULE_NETWORK=tap';
   return { name: 'network', status: 'ok', detail: missing.length === 0 ? `${mode}; TAP mode would work here too` : `${mode}; TAP mode ${needs}` };
 }

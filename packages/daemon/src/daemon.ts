@@ -79,6 +79,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     accelReason: accel.reason,
     qemuVersion: qemu,
     network: config.network,
+    ...(manager.networkWarning ? { networkWarning: manager.networkWarning } : {}),
     stateDir: config.stateDir,
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,

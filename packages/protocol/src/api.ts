@@ -292,6 +292,8 @@ export const DaemonInfo = Type.Object(
     qemuVersion: Type.String(),
     /** How sandboxes are networked: QEMU's user-mode stack, or TAP devices in namespaces (CAPSULE_NETWORK). */
     network: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('tap')])),
+    /** Present when sandboxes are NOT kept off the host and private networks (user mode without root): what they reach, and why. */
+    networkWarning: Type.Optional(Type.String({ maxLength: 1000 })),
     stateDir: Type.String(),
     runtimeDir: Type.String(),
     socketPath: Type.String(),

@@ -14,6 +14,27 @@ export interface EgressPolicy {
 
 export const OPEN_POLICY: EgressPolicy = { internet: true, allow: [], deny: [] };
 
+/**
+ * IPv4 networks that are not the internet: this host and its loopback,
+ * private and shared (CGNAT) ranges, link-local (cloud metadata lives at
+ * 169.254.169.254), benchmarking, multicast and reserved. No sandbox reaches
+ * them unless its allow-list names them (TAP mode). The documentation
+ * ranges (TEST-NET-1..3) are left alone: they route nowhere real.
+ */
+export const NON_PUBLIC_NETWORKS: readonly string[] = [
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+];
+
 /** `a.b.c.d[/n]` as a normalised CIDR (host bits cleared), or an invalid_argument error. */
 export function parseCidr(text: string): string {
   const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(text);

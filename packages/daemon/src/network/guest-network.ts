@@ -30,12 +30,13 @@ export function guestNetworkKernelArg(): string {
 
 /**
  * What the NIC is plugged into on the host. `user`: QEMU's own user-mode
- * stack (slirp), private to the VM; `tap`: a tap device in the sandbox's
+ * stack (slirp), private to the VM, run inside `netns` when the daemon
+ * isolates user-mode sandboxes (see user-network.ts); `tap`: a tap device in the sandbox's
  * network namespace, which QEMU is started inside; `none`: nothing (the
  * template VM of a warm snapshot: slirp saves its own state in the VM's, and
  * a state with it would not load into a VM plugged into a tap).
  */
-export type NicBackend = { type: 'user' } | { type: 'tap'; ifname: string; netns: string } | { type: 'none' };
+export type NicBackend = { type: 'user'; netns?: string } | { type: 'tap'; ifname: string; netns: string } | { type: 'none' };
 
 /** QEMU's -netdev and -device arguments for the guest NIC on `backend`. */
 export function nicArgs(backend: NicBackend): string[] {

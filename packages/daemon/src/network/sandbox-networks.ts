@@ -9,6 +9,7 @@ import type { QmpClient } from '../vmm/qmp.js';
 import type { EgressPolicy } from './egress-policy.js';
 import { GUEST_NETWORK, NIC_DEVICE_ID, type NicBackend } from './guest-network.js';
 import { TapNetwork } from './tap-network.js';
+import { UserNetworkNamespace } from './user-network.js';
 
 export type NetworkMode = 'user' | 'tap';
 
@@ -22,8 +23,12 @@ export interface NetworkSettings {
 export class SandboxNetworks {
   readonly mode: NetworkMode;
   private readonly tap: TapNetwork | undefined;
+  /** User mode with root: the one namespace every user-mode VM runs in; undefined when the host cannot isolate. */
+  private userNamespace: UserNetworkNamespace | undefined;
+  /** Set when sandboxes are NOT kept off the host and private networks: what they can reach, and why. */
+  isolationWarning: string | undefined;
 
-  constructor(settings: NetworkSettings, store: Store, private readonly log: Logger) {
+  constructor(private readonly settings: NetworkSettings, store: Store, private readonly log: Logger) {
     this.mode = settings.mode;
     this.tap = settings.mode === 'tap' ? new TapNetwork(store, log, settings.stateDir, settings.tapPool) : undefined;
   }
@@ -39,16 +44,35 @@ export class SandboxNetworks {
    * `keep` says are gone.
    */
   async start(keep: (sandboxId: string) => Promise<boolean>): Promise<void> {
-    if (!this.tap) return;
-    await TapNetwork.checkHost();
-    await this.tap.start(keep);
+    if (this.tap) {
+      await TapNetwork.checkHost();
+      await this.tap.start(keep);
+      return;
+    }
+    const unavailable = await UserNetworkNamespace.unavailableReason();
+    if (unavailable) {
+      this.isolationWarning = `sandboxes reach this host's loopback services (the API, other sandboxes' published ports) through 10.0.2.2, and its private and link-local networks: ${unavailable}`;
+      this.log.warn({ hint: 'run capsuled as root to keep sandboxes off the host and private networks' }, `NETWORK NOT ISOLATED: ${this.isolationWarning}`);
+      return;
+    }
+    this.userNamespace = new UserNetworkNamespace(this.log, this.settings.stateDir, this.settings.tapPool);
+    await this.userNamespace.start();
   }
 
-  /** What sandbox `id`'s NIC is plugged into; TAP mode sets up its namespace if it has none. */
+  /** At daemon stop, after VMs were let go of: removes what no running VM needs any more. */
+  async stop(): Promise<void> {
+    await this.userNamespace?.stop();
+  }
+
+  /** What sandbox `id`'s NIC is plugged into; sets up its namespace (TAP) or the shared one (user mode) if missing. */
   async backendFor(id: string): Promise<NicBackend> {
-    if (!this.tap) return { type: 'user' };
-    const lease = await this.tap.ensure(id);
-    return { type: 'tap', ifname: 'tap0', netns: lease.netns };
+    if (this.tap) {
+      const lease = await this.tap.ensure(id);
+      return { type: 'tap', ifname: 'tap0', netns: lease.netns };
+    }
+    if (!this.userNamespace) return { type: 'user' };
+    await this.userNamespace.ensure();
+    return { type: 'user', netns: this.userNamespace.netns };
   }
 
   /**

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { NON_PUBLIC_NETWORKS } from './egress-policy.js';
 import { hostResolver, hostRuleset, namespaceRuleset, parseLinkNames, poolSlots, slotAddresses } from './tap-network.js';
 
 describe('TAP networking (pure parts)', () => {
@@ -18,7 +19,14 @@ describe('TAP networking (pure parts)', () => {
   it('filters egress as E2B does: allowed first, then denied, then everything else through; DNS always', () => {
     const rules = namespaceRuleset({ internet: true, allow: ['203.0.113.0/24'], deny: ['0.0.0.0/0'] }, '10.255.255.53');
     const egress = rules.slice(rules.indexOf('chain egress')).split('\n').map((l) => l.trim());
-    expect(egress.slice(1, 5)).toEqual(['ct original ip daddr 10.0.2.3 accept', 'ip daddr 203.0.113.0/24 accept', 'ip daddr 0.0.0.0/0 drop', 'accept']);
+    expect(egress.slice(1, 6)).toEqual([
+      'ct original ip daddr 10.0.2.3 accept',
+      'ip daddr 203.0.113.0/24 accept',
+      'ip daddr 0.0.0.0/0 drop',
+      // The host's private networks and link-local metadata: only an allow-list entry above opens them.
+      `ip daddr { ${NON_PUBLIC_NETWORKS.join(', ')} } drop`,
+      'accept',
+    ]);
     expect(rules).toContain('dnat to 10.255.255.53');
     // Replaced whole in one transaction: the table is created (so the delete cannot fail), deleted and written again.
     expect(rules.startsWith('table ip capsule\ndelete table ip capsule\n')).toBe(true);

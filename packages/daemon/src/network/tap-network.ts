@@ -15,14 +15,14 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import type { NetworkLeaseRow } from '../store/schema.js';
 import type { EgressPolicy } from './egress-policy.js';
-import { parseCidr } from './egress-policy.js';
+import { NON_PUBLIC_NETWORKS, parseCidr } from './egress-policy.js';
 import { GUEST_NETWORK } from './guest-network.js';
 
-const NETNS_DIR = '/run/netns';
+export const NETNS_DIR = '/run/netns';
 /** Names inside a sandbox's namespace: private to it, so the same in every one. */
 const TAP_IFNAME = 'tap0';
-const UPLINK_IFNAME = 'uplink0';
-const COMMAND_TIMEOUT_MS = 15_000;
+export const UPLINK_IFNAME = 'uplink0';
+export const COMMAND_TIMEOUT_MS = 15_000;
 
 export interface TapLease {
   sandboxId: string;
@@ -31,6 +31,15 @@ export interface TapLease {
   hostIfname: string;
   hostAddress: string;
   netnsAddress: string;
+}
+
+/**
+ * The resolver sandboxes' DNS goes to: the host's, or, when that is a local
+ * stub (systemd-resolved's 127.0.0.53), the upstream the stub uses. A
+ * namespace cannot reach the host's loopback.
+ */
+export function systemResolver(): string | undefined {
+  return hostResolver(readFileOr('/etc/resolv.conf', '')) ?? hostResolver(readFileOr('/run/systemd/resolve/resolv.conf', ''));
 }
 
 /** The first IPv4 nameserver of the host's resolv.conf that a namespace can reach (not loopback). */
@@ -63,13 +72,19 @@ export function poolSlots(pool: string): number {
   return prefix > 30 ? 0 : 2 ** (30 - prefix);
 }
 
-/** The nftables ruleset of one sandbox's namespace (replaced whole, atomically, on every policy change). */
+/**
+ * The nftables ruleset of one sandbox's namespace (replaced whole, atomically,
+ * on every policy change). Non-public networks (the host's private networks,
+ * link-local metadata) are denied after the sandbox's own lists, so only its
+ * allow-list opens them.
+ */
 export function namespaceRuleset(policy: EgressPolicy, resolver: string | undefined): string {
   const egress = [
     // Name resolution through the guest's DNS address is part of having a network, whatever the lists say.
     ...(resolver ? [`ct original ip daddr ${GUEST_NETWORK.dns} accept`] : []),
     ...policy.allow.map((cidr) => `ip daddr ${cidr} accept`),
     ...policy.deny.map((cidr) => `ip daddr ${cidr} drop`),
+    `ip daddr { ${NON_PUBLIC_NETWORKS.join(', ')} } drop`,
     'accept',
   ];
   return [
@@ -141,8 +156,8 @@ export class TapNetwork {
     stateDir: string,
     private readonly pool: string,
   ) {
-    this.tag = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 6);
-    this.resolver = hostResolver(readFileOr('/etc/resolv.conf', ''));
+    this.tag = stateTag(stateDir);
+    this.resolver = systemResolver();
     if (poolSlots(pool) === 0) throw new Error(`CAPSULE_TAP_POOL must be a network of /30 or larger, not ${pool}`);
   }
 
@@ -290,6 +305,8 @@ export class TapNetwork {
     await ip(['-n', name, 'tuntap', 'add', 'dev', TAP_IFNAME, 'mode', 'tap']);
     await ip(['-n', name, 'link', 'set', TAP_IFNAME, 'address', g.gatewayMac]);
     await ip(['-n', name, 'addr', 'add', `${g.gateway}/${g.prefixLength}`, 'dev', TAP_IFNAME]);
+    // The guest's DNS address must answer ARP on the tap for its queries to arrive and be redirected to the resolver.
+    await ip(['-n', name, 'addr', 'add', `${g.dns}/32`, 'dev', TAP_IFNAME]);
     await ip(['-n', name, 'link', 'set', TAP_IFNAME, 'up']);
     await inNamespace(lease, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     this.log.info({ sandbox: lease.sandboxId, netns: name, host: lease.hostAddress }, 'TAP network created');
@@ -332,7 +349,7 @@ function forwardingNote(): string {
 }
 
 /** Turns IPv4 forwarding on for the sandboxes' traffic; a host that forwards already is left as it is. */
-function enableForwarding(): void {
+export function enableForwarding(): void {
   if (fs.readFileSync(IP_FORWARD, 'utf8').trim() === '1') return;
   // The note first: a crash between the two leaves a note for a host that does not forward, which is harmless.
   fs.writeFileSync(forwardingNote(), '');
@@ -340,7 +357,7 @@ function enableForwarding(): void {
 }
 
 /** Turns forwarding off again if capsuled turned it on and no daemon's sandboxes (no capsule_* table) need it any more. */
-async function restoreForwarding(log: Logger): Promise<void> {
+export async function restoreForwarding(log: Logger): Promise<void> {
   const note = forwardingNote();
   if (!fs.existsSync(note)) return;
   const { stdout: tables } = await runCommand('nft', ['list', 'tables'], { timeoutMs: COMMAND_TIMEOUT_MS });
@@ -362,19 +379,24 @@ export function parseLinkNames(ipLinkOutput: string): string[] {
     .filter((name): name is string => name !== undefined);
 }
 
-async function linkNames(): Promise<string[]> {
+export async function linkNames(): Promise<string[]> {
   return parseLinkNames((await runCommand('ip', ['-o', 'link', 'show'], { timeoutMs: COMMAND_TIMEOUT_MS })).stdout);
 }
 
-async function ip(args: string[]): Promise<void> {
+export async function ip(args: string[]): Promise<void> {
   await runCommand('ip', args, { timeoutMs: COMMAND_TIMEOUT_MS });
 }
 
-async function inNamespace(lease: TapLease, command: string, args: string[], input?: string): Promise<void> {
-  await runCommand('nsenter', [`--net=${lease.netns}`, '--', command, ...args], { timeoutMs: COMMAND_TIMEOUT_MS, ...(input !== undefined ? { input } : {}) });
+/** Tag of a daemon's state folder, part of every network name it creates: one daemon's cleanup never touches another's. */
+export function stateTag(stateDir: string): string {
+  return createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 6);
 }
 
-function listDir(dir: string): string[] {
+export async function inNamespace(target: { netns: string }, command: string, args: string[], input?: string): Promise<void> {
+  await runCommand('nsenter', [`--net=${target.netns}`, '--', command, ...args], { timeoutMs: COMMAND_TIMEOUT_MS, ...(input !== undefined ? { input } : {}) });
+}
+
+export function listDir(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
   } catch {
@@ -382,7 +404,7 @@ function listDir(dir: string): string[] {
   }
 }
 
-function readFileOr(file: string, fallback: string): string {
+export function readFileOr(file: string, fallback: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch {

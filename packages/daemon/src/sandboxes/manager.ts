@@ -75,6 +75,11 @@ export class SandboxManager {
     this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) => this.creator.memory.whileReserved(memoryMiB, work));
   }
 
+  /** Set when sandboxes are not kept off the host and private networks (user mode without root). */
+  get networkWarning(): string | undefined {
+    return this.networks.isolationWarning;
+  }
+
   get runningCount(): number {
     return this.vms.live.size;
   }
@@ -118,6 +123,7 @@ export class SandboxManager {
     await this.ports.releaseAll();
     await this.pausedMemory.cancelAll();
     await this.warm.close();
+    await this.networks.stop();
   }
 
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */

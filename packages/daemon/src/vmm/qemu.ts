@@ -138,11 +138,10 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
 /** Starts QEMU and returns its pid and a connected QMP client. */
 export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pid: number; qmp: QmpClient }> {
   fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
-  // A tap device is opened by name in QEMU's own network namespace: QEMU starts inside the sandbox's.
-  const [command, args] =
-    spec.nic?.type === 'tap'
-      ? ['nsenter', [`--net=${spec.nic.netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]]
-      : [QEMU_BINARY, qemuArgs(spec, paths)];
+  // A tap device is opened by name in QEMU's own network namespace, and slirp's sockets are made in it:
+  // QEMU starts inside the sandbox's network namespace. nsenter execs QEMU, so the pid stays QEMU's.
+  const netns = spec.nic?.type === 'tap' || spec.nic?.type === 'user' ? spec.nic.netns : undefined;
+  const [command, args] = netns ? ['nsenter', [`--net=${netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]] : [QEMU_BINARY, qemuArgs(spec, paths)];
   const pid = await spawnDetached(command, args, { logFile: paths.qemuLog });
   try {
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000, isAlive: () => isProcessAlive(pid) });
