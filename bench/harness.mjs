@@ -227,13 +227,18 @@ export class BenchRun {
     return pinned;
   }
 
-  /** Starts a private capsuled with `env` and waits until its templates' warm snapshots are settled. */
-  async startDaemon(name, env) {
+  /**
+   * Starts a private capsuled with `env` and waits until its templates' warm
+   * snapshots are settled. `launchPrefix` runs it through another command,
+   * e.g. `nsenter --net=… --` to put it in a network namespace.
+   */
+  async startDaemon(name, env, launchPrefix = []) {
     const dir = path.join(this.root, name);
     fs.mkdirSync(dir, { recursive: true });
     const logFile = path.join(dir, 'capsuled.log');
     const log = fs.openSync(logFile, 'a');
-    const child = spawn(process.execPath, [path.join(repo, 'packages/daemon/dist/main.js')], {
+    const [command, ...args] = [...launchPrefix, process.execPath, path.join(repo, 'packages/daemon/dist/main.js')];
+    const child = spawn(command, args, {
       env: { ...process.env, CAPSULE_STATE_DIR: path.join(dir, 'state'), CAPSULE_RUNTIME_DIR: path.join(dir, 'run'), CAPSULE_SOCKET: path.join(dir, 'capsuled.sock'), CAPSULE_LOG_LEVEL: 'warn', ...(this.cacheDir ? { CAPSULE_CACHE_DIR: this.cacheDir } : {}), ...env },
       stdio: ['ignore', log, log],
     });

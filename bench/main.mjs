@@ -71,7 +71,8 @@ let current; // the one daemon running now: cases never measure beside another d
  *   runs, warmups, densityCount: how much to measure;
  *   run: the BenchRun (private folder `run.root`, `cleanupSteps`, `children`);
  *   manifest: the guest kit pinned for this run (kernel, initramfs, kit, template root filesystems);
- *   daemon(profile): a private capsuled of that profile (cold | restore | pool), started on first use;
+ *   daemon(profile, { label, launchPrefix }?): a private capsuled of that profile (cold | restore | pool),
+ *     started on first use; with a label, a separate one run through `launchPrefix` (e.g. in a network namespace);
  *   accel: what the daemon actually uses (kvm | tcg);
  *   log(message): progress on stderr.
  */
@@ -83,12 +84,13 @@ const ctx = {
   manifest: undefined,
   log,
   accel: undefined,
-  async daemon(profile) {
+  async daemon(profile, { label, launchPrefix = [] } = {}) {
     if (!(profile in daemonProfiles)) throw new Error(`no daemon profile ${profile}`);
-    if (current?.name === profile) return current;
+    const name = label ? `${profile}-${label}` : profile;
+    if (current?.name === name) return current;
     await stopDaemon();
-    log(`starting a private capsuled (${profile})`);
-    current = await run.startDaemon(profile, daemonProfiles[profile]);
+    log(`starting a private capsuled (${name})`);
+    current = await run.startDaemon(name, daemonProfiles[profile], launchPrefix);
     return current;
   },
 };
