@@ -15,7 +15,7 @@ import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEA
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
-import { isValidSandboxId } from './agent-proxy.js';
+import { decodePathSegment, isValidSandboxId } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
 /** The port e2b's SDK reaches envd on: by host name it means the sandbox's agent, as with e2b. */
@@ -68,12 +68,11 @@ export function portTarget(url: string, host: string | undefined, domain: string
   return { kind: 'http', sandboxId: match[2] ?? '', port: guestPort(match[1] ?? ''), path: url.startsWith('/') ? url : `/${url}`, form: 'host' };
 }
 
-/** A percent-encoded path segment; a malformed encoding is the caller's error, not the daemon's. */
 function decodedSegment(value: string): string {
   try {
-    return decodeURIComponent(value);
-  } catch {
-    throw new PortTargetError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
+    return decodePathSegment(value);
+  } catch (err) {
+    throw new PortTargetError('invalid_argument', (err as CapsuleError).message, { hint: (err as CapsuleError).hint });
   }
 }
 

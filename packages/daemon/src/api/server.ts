@@ -44,7 +44,7 @@ import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload,
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
-import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort, type PortTarget } from './port-proxy.js';
+import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 
 export interface ApiContext {
   manager: SandboxManager;
@@ -90,23 +90,42 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const viaTcp = new WeakSet<IncomingMessage>();
   let route: http.RequestListener | undefined;
   const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
+  /**
+   * Everything before the router, robust by construction: whatever a request
+   * makes it throw is that request's fault (a malformed URL, header or host
+   * name), answered 400; a proxy that fails later answers for itself, and a
+   * throw that escapes it still ends that request only, never the daemon.
+   */
   const dispatch: http.RequestListener = (req, res) => {
-    let port: PortTarget | undefined;
+    const tcp = viaTcp.has(req);
+    let proxied: Promise<void> | undefined;
     try {
-      port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
+      const port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
+      // e2b's envd port by host name is the sandbox's agent, as on e2b.
+      if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
+        proxied = proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, tcp);
+      } else if (port) {
+        proxied = proxyToPort(ports, port, req, res, tcp);
+      } else {
+        const target = agentTarget(req.url ?? '/', req.headers);
+        if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
+        else route?.(req, res);
+      }
     } catch (err) {
-      return void sendPlainError(res, err as CapsuleError);
+      return sendMalformedRequestError(req, res, err);
     }
-    // e2b's envd port by host name is the sandbox's agent, as on e2b.
-    if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
-      return void proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, viaTcp.has(req));
-    }
-    if (port) return void proxyToPort(ports, port, req, res, viaTcp.has(req));
-    const target = agentTarget(req.url ?? '/', req.headers);
-    if (target) void proxyToAgent(ctx, target, req, res, viaTcp.has(req));
-    else route?.(req, res);
+    proxied?.catch((err: unknown) => {
+      ctx.log.error({ err: errorMessage(err), url: String(req.url).slice(0, 200) }, 'a proxied request failed outside its handler');
+      if (!res.headersSent) sendPlainError(res, new CapsuleError('agent_unavailable', 'the request could not be proxied'));
+      else res.destroy();
+    });
   };
-  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgradeToPort(ports, req, socket, head, tcp);
+  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgradeToPort(ports, req, socket, head, tcp).catch((err: unknown) => {
+      ctx.log.error({ err: errorMessage(err) }, 'an upgrade failed outside its handler');
+      socket.destroy();
+    });
+  };
   const tcpServers: http.Server[] = [];
 
   const app = Fastify({
@@ -477,8 +496,18 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
 
 /** An error answer outside Fastify (a malformed port host name). */
 function sendPlainError(res: ServerResponse, err: CapsuleError): void {
+  if (res.headersSent) return void res.destroy();
   const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
-  res.writeHead(httpStatusOf(err.code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  res.writeHead(httpStatusOf(err.code), { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+}
+
+/** The answer to a request the dispatcher could not make sense of: its own code when it has one, else invalid_argument. */
+function sendMalformedRequestError(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+  req.resume(); // its body is not wanted, but must not hold the connection
+  sendPlainError(
+    res,
+    err instanceof CapsuleError ? err : new CapsuleError('invalid_argument', `the request is malformed: ${errorMessage(err).slice(0, 200)}`, { hint: 'check the URL, its percent-encodings and the headers' }),
+  );
 }
 
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
