@@ -44,6 +44,8 @@ import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload,
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
+import { requestErrorOf } from './request-errors.js';
+import { defaultServerLimits, limitServer, requestBodyDeadline, serverOptions, type ServerLimits } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 
 export interface ApiContext {
@@ -57,6 +59,8 @@ export interface ApiContext {
   version: string;
   /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
   domain: string;
+  /** Connection and request-time limits of every listener; defaultServerLimits unless a test narrows them. */
+  serverLimits?: ServerLimits;
 }
 
 /** How long the agent may take to accept a proxied request (not to answer it). */
@@ -88,6 +92,7 @@ const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorRespo
 export async function buildApi(ctx: ApiContext): Promise<Api> {
   // Requests that came in over TCP; everything else came through the owner-only unix socket.
   const viaTcp = new WeakSet<IncomingMessage>();
+  const limits = ctx.serverLimits ?? defaultServerLimits;
   let route: http.RequestListener | undefined;
   const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
   /**
@@ -109,7 +114,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       } else {
         const target = agentTarget(req.url ?? '/', req.headers);
         if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
-        else route?.(req, res);
+        else {
+          requestBodyDeadline(req, res, limits.requestBodyTimeoutMs);
+          route?.(req, res);
+        }
       }
     } catch (err) {
       return sendMalformedRequestError(req, res, err);
@@ -131,8 +139,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const app = Fastify({
     serverFactory: (handler) => {
       route = handler;
-      return createHttpServer(dispatch, onUpgrade(false));
+      return createHttpServer(dispatch, onUpgrade(false), limits);
     },
+    // The server's own clientError listener (server-limits.ts) answers in the daemon's error shape; Fastify's would answer a second time.
+    clientErrorHandler: () => undefined,
     // Requests are logged at debug level only; errors are logged by the error handler.
     loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
     bodyLimit: 32 * 1024 * 1024,
@@ -147,13 +157,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.setErrorHandler((err, request, reply) => {
     if (err instanceof CapsuleError) return sendError(reply, err);
-    const fastifyErr = err as { validation?: unknown; statusCode?: number; message: string };
-    if (fastifyErr.validation || fastifyErr.statusCode === 400) {
-      return sendError(reply, new CapsuleError('invalid_argument', fastifyErr.message, { hint: 'see /openapi.json for the request schema' }));
-    }
-    if (fastifyErr.statusCode === 413) {
-      return sendError(reply, new CapsuleError('invalid_argument', 'the request body is too large'));
-    }
+    const requestError = requestErrorOf(err);
+    if (requestError) return sendError(reply, requestError);
     request.log.error({ err }, 'unhandled error');
     return sendError(reply, new CapsuleError('internal', err instanceof Error ? err.message : String(err)));
   });
@@ -372,10 +377,14 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   return {
     app,
     async listenTcp(host, port) {
-      const server = createHttpServer((req, res) => {
-        viaTcp.add(req);
-        dispatch(req, res);
-      }, onUpgrade(true));
+      const server = createHttpServer(
+        (req, res) => {
+          viaTcp.add(req);
+          dispatch(req, res);
+        },
+        onUpgrade(true),
+        limits,
+      );
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -399,15 +408,14 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
  * An HTTP server with the timeouts Fastify gives its own (it does not set them
  * on a server from serverFactory): idle keep-alive connections live longer than
  * clients' pools keep them, so a client never reuses a socket the server is
- * closing, and no request time limit, since agent streams (process output,
- * watches) last as long as the process.
+ * closing; and the limits of server-limits.ts (head time and size, connections).
  */
-function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): http.Server {
-  const server = http.createServer(listener);
+function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void, limits: ServerLimits): http.Server {
+  const server = http.createServer(serverOptions(limits), listener);
+  limitServer(server, limits);
   // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
-  server.requestTimeout = 0;
   return server;
 }
 
@@ -465,6 +473,8 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
       const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
       opened.then(
         (late) => {
+          // A guest may reset the stream at any moment; its errors are read through the relay's promises, never unhandled.
+          late.on('error', () => undefined);
           if (res.writableEnded || res.destroyed) late.close();
         },
         () => undefined,
