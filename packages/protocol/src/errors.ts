@@ -35,6 +35,8 @@ export const errorCodes = {
   /** The sandbox already has as many open tunnels (proxied connections) as allowed. */
   too_many_tunnels: 429,
   template_start_failed: 422,
+  /** The client took too long to send its request (its head, or a body to the daemon's own routes). */
+  request_timeout: 408,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -69,16 +69,58 @@ export class Tunnels {
   }
 }
 
+/** How long a tunnel may carry no bytes either way before it is closed. */
+export interface TunnelIdleLimits {
+  /** Both sides open: a quiet SSH session or WebSocket is normal for a while. */
+  idleMs: number;
+  /** One side has ended: the other is only finishing, or gone without saying so. */
+  halfClosedIdleMs: number;
+}
+
+export const defaultTunnelIdleLimits: TunnelIdleLimits = { idleMs: 30 * 60_000, halfClosedIdleMs: 60_000 };
+
 /**
  * Relays a client connection and a tunnel both ways until either closes:
  * pipe() carries backpressure and half-closes; a failure or close on one side
- * ends the other, so neither is left open alone.
+ * ends the other, so neither is left open alone. A tunnel with no bytes
+ * either way for its idle limit is closed too, so that a peer that vanished
+ * (or half-closed and left) does not hold it, and its slot, forever.
  */
-export function joinToTunnel(client: Duplex, tunnel: Duplex): void {
-  client.on('error', () => tunnel.destroy());
-  tunnel.on('error', () => client.destroy());
-  client.once('close', () => tunnel.destroy());
-  tunnel.once('close', () => client.destroy());
+export function joinToTunnel(client: Duplex, tunnel: Duplex, limits: TunnelIdleLimits = defaultTunnelIdleLimits): void {
+  let lastActivity = Date.now();
+  let halfClosed = false;
+  let timer: NodeJS.Timeout | undefined;
+  const limit = () => (halfClosed ? limits.halfClosedIdleMs : limits.idleMs);
+  const closeBoth = () => {
+    clearTimeout(timer);
+    client.destroy();
+    tunnel.destroy();
+  };
+  const watch = (delayMs: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const idle = Date.now() - lastActivity;
+      if (idle >= limit()) closeBoth();
+      else watch(limit() - idle);
+    }, delayMs);
+    timer.unref();
+  };
+  const touch = () => {
+    lastActivity = Date.now();
+  };
+  const onEnd = () => {
+    halfClosed = true;
+    watch(Math.max(0, limit() - (Date.now() - lastActivity)));
+  };
+  client.on('data', touch);
+  tunnel.on('data', touch);
+  client.once('end', onEnd);
+  tunnel.once('end', onEnd);
+  client.on('error', closeBoth);
+  tunnel.on('error', closeBoth);
+  client.once('close', closeBoth);
+  tunnel.once('close', closeBoth);
   client.pipe(tunnel);
   tunnel.pipe(client);
+  watch(limit());
 }
