@@ -3,10 +3,12 @@
 // crash; client credentials never reaching a sandbox's agent or its ports.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, TestDaemon } from './fixture.js';
 import { daemonEndpoints, runFuzz } from './fuzz/api-fuzzer.mjs';
+import { makeTar, type TestTarEntry } from './oci/tar-writer.js';
 
 /** A service for the guest: answers every GET with the headers it got (as JSON) and sets cookies, one scoped to the daemon's domain. */
 const HEADER_ECHO = `
@@ -27,6 +29,19 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('127.0.0.1', 8000), Echo).serve_forever()
 `;
 const ECHO_PORT = 8000;
+
+/** A chunked HTTP/1.1 body, joined. */
+function dechunked(body: string): string {
+  let out = '';
+  for (let at = 0; at < body.length; ) {
+    const lineEnd = body.indexOf('\r\n', at);
+    const size = parseInt(body.slice(at, lineEnd), 16);
+    if (!(size > 0)) break;
+    out += body.slice(lineEnd + 2, lineEnd + 2 + size);
+    at = lineEnd + 2 + size + 2;
+  }
+  return out;
+}
 
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -163,4 +178,60 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     for (const cookie of byPath.cookies) expect(cookie, cookie).not.toMatch(/domain/i);
     expect(byPath.cookies).toContain(`own=1; Path=/v1/sandboxes/${id}/ports/${ECHO_PORT}/`);
   });
+
+  /** A POST over TCP with the API key; the status and the whole answer. */
+  const postOverTcp = async (urlPath: string, contentType: string, body: Buffer) => {
+    const head = `POST ${urlPath} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: ${apiKey}\r\nContent-Type: ${contentType}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+    return await rawExchange(overTcp, Buffer.concat([Buffer.from(head), body]).toString('latin1'));
+  };
+
+  it("any key holder reads host files: a build contextDir and an image import path over TCP are refused 403, the host's files never read", async () => {
+    const decoy = path.join(daemon.root, 'shadow-decoy');
+    fs.writeFileSync(decoy, 'root:$6$decoy:19000:0:99999:7:::\n', { mode: 0o600 });
+    const build = await postOverTcp('/v1/templates/build', 'application/json', Buffer.from(JSON.stringify({ name: 'leak', capsulefile: 'FROM base\nCOPY passwd /leak\n', contextDir: '/etc' })));
+    expect(build.status, build.text).toBe(403);
+    expect(build.text).toContain('"permission_denied"');
+    expect(build.text).toContain('application/x-tar');
+    const imported = await postOverTcp('/v1/images/import', 'application/json', Buffer.from(JSON.stringify({ path: decoy })));
+    expect(imported.status, imported.text).toBe(403);
+    expect(imported.text).toContain('"permission_denied"');
+    expect(imported.text).not.toContain('decoy:19000');
+    // Over the unix socket, the local user's paths still work (a missing one is a 400 before anything is read).
+    const local = await daemon.request('POST', '/v1/images/import', { path: path.join(daemon.root, 'missing.tar') });
+    expect(local.status, local.text).toBe(400);
+  });
+
+  it('a build context with a traversal, an absolute path or a symlink escape, uploaded over TCP, is refused 400 and nothing is written outside', async () => {
+    const outside = path.join(daemon.root, 'escaped');
+    const capsulefile: TestTarEntry = { path: 'Capsulefile', content: 'FROM base\nCOPY x /x\n' };
+    for (const [what, entries] of [
+      ['../ traversal', [capsulefile, { path: '../escaped', content: 'pwned' }]],
+      ['nested traversal', [capsulefile, { path: 'a/../../escaped', content: 'pwned' }]],
+      ['absolute path', [capsulefile, { path: outside, content: 'pwned' }]],
+      ['symlink escape', [capsulefile, { path: 'link', type: 'symlink', linkpath: daemon.root }, { path: 'link/escaped', content: 'pwned' }]],
+      ['hard link', [capsulefile, { path: 'hard', type: 'hardlink', linkpath: '/etc/passwd' }]],
+    ] as Array<[string, TestTarEntry[]]>) {
+      const answer = await postOverTcp('/v1/templates/build?name=escape', 'application/x-tar', makeTar(entries));
+      expect(answer.status, `${what}: ${answer.text}`).toBe(400);
+      expect(answer.text, what).toContain('"invalid_argument"');
+      expect(fs.existsSync(outside), what).toBe(false);
+    }
+    expect(fs.readdirSync('/tmp').filter((name) => name.startsWith(`capsule-build-context-${daemon.pid}-`))).toEqual([]);
+  });
+
+  it('a build context uploaded as a tar over TCP builds the template, COPY reading from the upload', async () => {
+    const tar = makeTar([
+      { path: 'Capsulefile', content: 'FROM base\nCOPY app /srv/app\nRUN cat /srv/app/hello.txt\n' },
+      { path: 'app', type: 'directory' },
+      { path: 'app/hello.txt', content: 'hello from the upload\n' },
+    ]);
+    const answer = await postOverTcp('/v1/templates/build?name=uploaded', 'application/x-tar', tar);
+    expect(answer.status, answer.text).toBe(200);
+    const events = dechunked(answer.text.slice(answer.text.indexOf('\r\n\r\n') + 4))
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { type: string; text?: string; template?: { name: string } });
+    expect(events.at(-1), answer.text.slice(-2000)).toMatchObject({ type: 'done', template: { name: 'uploaded' } });
+    expect(events.filter((e) => e.type === 'log').map((e) => e.text).join('')).toContain('hello from the upload');
+  }, 300_000);
 });

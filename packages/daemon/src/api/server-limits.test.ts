@@ -3,7 +3,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { limitServer, requestBodyDeadline, serverOptions, type ServerLimits } from './server-limits.js';
 
-const limits: ServerLimits = { headersTimeoutMs: 300, requestBodyTimeoutMs: 300, maxHeaderBytes: 16 * 1024, maxConnections: 3, checkIntervalMs: 100 };
+const limits: ServerLimits = { headersTimeoutMs: 300, requestBodyTimeoutMs: 300, uploadBodyTimeoutMs: 300, maxHeaderBytes: 16 * 1024, maxConnections: 3, checkIntervalMs: 100 };
 
 /** Writes `bytes` (and, unless `keepOpen`, nothing more) and collects the answer until the server closes. */
 function exchange(port: number, bytes: string, keepOpen = true): Promise<{ status: number; text: string }> {

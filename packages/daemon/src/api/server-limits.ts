@@ -13,6 +13,8 @@ export interface ServerLimits {
   headersTimeoutMs: number;
   /** Time for the body of a request to the daemon's own routes (JSON, at most bodyLimit). */
   requestBodyTimeoutMs: number;
+  /** Time for an upload's body (a build context as a tar stream), bounded in size where it is read. */
+  uploadBodyTimeoutMs: number;
   /** Largest request head, in bytes. */
   maxHeaderBytes: number;
   /** Connections one listener holds at once; more are closed as they come. */
@@ -24,6 +26,7 @@ export interface ServerLimits {
 export const defaultServerLimits: ServerLimits = {
   headersTimeoutMs: 20_000,
   requestBodyTimeoutMs: 60_000,
+  uploadBodyTimeoutMs: 15 * 60_000,
   maxHeaderBytes: 16 * 1024,
   maxConnections: 1024,
   checkIntervalMs: 1_000,

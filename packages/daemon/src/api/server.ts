@@ -45,6 +45,7 @@ import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isVa
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
 import { requestErrorOf } from './request-errors.js';
+import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
 import { defaultServerLimits, limitServer, requestBodyDeadline, serverOptions, type ServerLimits } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 
@@ -115,7 +116,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
         const target = agentTarget(req.url ?? '/', req.headers);
         if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
         else {
-          requestBodyDeadline(req, res, limits.requestBodyTimeoutMs);
+          // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
+          requestBodyDeadline(req, res, isBuildContextUpload(req) ? limits.uploadBodyTimeoutMs : limits.requestBodyTimeoutMs);
           route?.(req, res);
         }
       }
@@ -195,7 +197,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     };
   });
 
-  registerImageRoutes(app, ctx.images);
+  registerImageRoutes(app, ctx.images, (req) => viaTcp.has(req));
 
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',
@@ -523,6 +525,10 @@ function sendMalformedRequestError(req: IncomingMessage, res: ServerResponse, er
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
   const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
   return reply.code(httpStatusOf(err.code)).type('application/json').send(body);
+}
+
+function isBuildContextUpload(req: IncomingMessage): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
 }
 
 /** An AbortSignal that fires when the client goes away before the response is done. */
