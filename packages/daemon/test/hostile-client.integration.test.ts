@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CapsuleClient } from '@capsule/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, TestDaemon } from './fixture.js';
 import { daemonEndpoints, runFuzz } from './fuzz/api-fuzzer.mjs';
@@ -29,19 +30,6 @@ class Echo(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('127.0.0.1', 8000), Echo).serve_forever()
 `;
 const ECHO_PORT = 8000;
-
-/** A chunked HTTP/1.1 body, joined. */
-function dechunked(body: string): string {
-  let out = '';
-  for (let at = 0; at < body.length; ) {
-    const lineEnd = body.indexOf('\r\n', at);
-    const size = parseInt(body.slice(at, lineEnd), 16);
-    if (!(size > 0)) break;
-    out += body.slice(lineEnd + 2, lineEnd + 2 + size);
-    at = lineEnd + 2 + size + 2;
-  }
-  return out;
-}
 
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
@@ -219,19 +207,22 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     expect(fs.readdirSync('/tmp').filter((name) => name.startsWith(`capsule-build-context-${daemon.pid}-`))).toEqual([]);
   });
 
-  it('a build context uploaded as a tar over TCP builds the template, COPY reading from the upload', async () => {
+  it('a build context uploaded as a tar over TCP (the SDK with a key) builds the template, COPY reading from the upload', async () => {
+    // Unique content, so that no cached step of an earlier run stands in for this one.
+    const hello = `hello from the upload ${process.pid}-${Date.now()}\n`;
     const tar = makeTar([
       { path: 'Capsulefile', content: 'FROM base\nCOPY app /srv/app\nRUN cat /srv/app/hello.txt\n' },
       { path: 'app', type: 'directory' },
-      { path: 'app/hello.txt', content: 'hello from the upload\n' },
+      { path: 'app/hello.txt', content: hello },
     ]);
-    const answer = await postOverTcp('/v1/templates/build?name=uploaded', 'application/x-tar', tar);
-    expect(answer.status, answer.text).toBe(200);
-    const events = dechunked(answer.text.slice(answer.text.indexOf('\r\n\r\n') + 4))
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as { type: string; text?: string; template?: { name: string } });
-    expect(events.at(-1), answer.text.slice(-2000)).toMatchObject({ type: 'done', template: { name: 'uploaded' } });
-    expect(events.filter((e) => e.type === 'log').map((e) => e.text).join('')).toContain('hello from the upload');
+    const client = new CapsuleClient({ host: tcp.host, port: tcp.port, apiKey });
+    try {
+      const logs: string[] = [];
+      const template = await client.buildTemplateFromContext('uploaded', tar, { onEvent: (event) => event.type === 'log' && logs.push(event.text) });
+      expect(template.name).toBe('uploaded');
+      expect(logs.join('')).toContain(hello);
+    } finally {
+      client.close();
+    }
   }, 300_000);
 });
