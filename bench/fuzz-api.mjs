@@ -49,6 +49,7 @@ try {
   console.log(`by status: ${JSON.stringify(result.byStatus)}; by outcome: ${JSON.stringify(result.byOutcome)}`);
   console.log(`daemon: ${alive ? `same pid ${pid}` : 'DIED'}; RSS ${rssBefore} MiB before, ${rssAfter ?? '-'} MiB after`);
   for (const answer of result.undocumented) console.log(`undocumented: ${JSON.stringify(answer)}`);
+  for (const request of result.unanswered) console.log(`no answer within 5 s: ${JSON.stringify(request).slice(0, 400)}`);
   failed = !alive || result.undocumented.length > 0;
   if (!alive) console.log(fs.readFileSync(path.join(daemon.dir, 'capsuled.log'), 'utf8').slice(-3000));
 } finally {

@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEADER, type ErrorBody, type ErrorCode } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
+import { closeWhenIdle, defaultTunnelIdleLimits, joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
 import { ACCESS_TOKEN_HEADER, decodePathSegment, isValidSandboxId } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
@@ -223,7 +223,15 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
     // HTTP/1.1 spoken over the tunnel stream: one connection inside the guest per request.
     createConnection: () => tunnel as unknown as net.Socket,
   });
+  // A request and its answer carry no bytes for the idle limit: the service or the client is gone without saying so.
+  // A request's body ends early and normally, so the half-closed limit does not apply here.
+  const stopWatching = closeWhenIdle([req, tunnel], { idleMs: defaultTunnelIdleLimits.idleMs, halfClosedIdleMs: defaultTunnelIdleLimits.idleMs }, () => {
+    upstream.destroy();
+    tunnel.destroy();
+    res.destroy();
+  });
   res.once('close', () => {
+    stopWatching();
     if (!res.writableFinished) upstream.destroy();
     tunnel.destroy();
   });

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { joinToTunnel } from './tunnels.js';
+import { PassThrough } from 'node:stream';
+import { closeWhenIdle, joinToTunnel } from './tunnels.js';
 
 /**
  * Two real TCP connections on loopback, both ends half-open capable as the
@@ -74,5 +75,14 @@ describe('joinToTunnel idle limits (real sockets, both sides half-open capable)'
     await ended;
     service.end();
     await peerGone(client);
+  });
+
+  it('a proxied request whose service never answers (no bytes either way) is closed after the idle limit', { timeout: 10_000 }, async () => {
+    const request = new PassThrough();
+    const answer = new PassThrough();
+    request.end('GET / HTTP/1.1\r\n\r\n'); // the request is all sent; then nothing more comes from either side
+    request.resume();
+    answer.resume();
+    await new Promise<void>((resolve) => closeWhenIdle([request, answer], { idleMs: 200, halfClosedIdleMs: 200 }, resolve));
   });
 });

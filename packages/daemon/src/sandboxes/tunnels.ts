@@ -2,7 +2,7 @@
 // channel per TCP connection, so ports work without any guest network device.
 // Every user of a port (the HTTP proxy, port-forward, published ports) opens
 // its tunnels here, which bounds how many one sandbox holds at once.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { AgentClient } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
 
@@ -87,20 +87,37 @@ export const defaultTunnelIdleLimits: TunnelIdleLimits = { idleMs: 30 * 60_000, 
  * (or half-closed and left) does not hold it, and its slot, forever.
  */
 export function joinToTunnel(client: Duplex, tunnel: Duplex, limits: TunnelIdleLimits = defaultTunnelIdleLimits): void {
+  let stopWatching = () => {};
+  const closeBoth = () => {
+    stopWatching();
+    client.destroy();
+    tunnel.destroy();
+  };
+  stopWatching = closeWhenIdle([client, tunnel], limits, closeBoth);
+  client.on('error', closeBoth);
+  tunnel.on('error', closeBoth);
+  client.once('close', closeBoth);
+  tunnel.once('close', closeBoth);
+  client.pipe(tunnel);
+  tunnel.pipe(client);
+}
+
+/**
+ * Calls `close` once none of `readables` has given a byte for the idle
+ * limit: `idleMs` while all are open, `halfClosedIdleMs` once one has ended.
+ * Returns the function that stops watching, for the caller to call when it
+ * is done (a request's stream may emit 'close' long before its answer is).
+ */
+export function closeWhenIdle(readables: Readable[], limits: TunnelIdleLimits, close: () => void): () => void {
   let lastActivity = Date.now();
   let halfClosed = false;
   let timer: NodeJS.Timeout | undefined;
   const limit = () => (halfClosed ? limits.halfClosedIdleMs : limits.idleMs);
-  const closeBoth = () => {
-    clearTimeout(timer);
-    client.destroy();
-    tunnel.destroy();
-  };
   const watch = (delayMs: number) => {
     clearTimeout(timer);
     timer = setTimeout(() => {
       const idle = Date.now() - lastActivity;
-      if (idle >= limit()) closeBoth();
+      if (idle >= limit()) close();
       else watch(limit() - idle);
     }, delayMs);
     timer.unref();
@@ -112,15 +129,11 @@ export function joinToTunnel(client: Duplex, tunnel: Duplex, limits: TunnelIdleL
     halfClosed = true;
     watch(Math.max(0, limit() - (Date.now() - lastActivity)));
   };
-  client.on('data', touch);
-  tunnel.on('data', touch);
-  client.once('end', onEnd);
-  tunnel.once('end', onEnd);
-  client.on('error', closeBoth);
-  tunnel.on('error', closeBoth);
-  client.once('close', closeBoth);
-  tunnel.once('close', closeBoth);
-  client.pipe(tunnel);
-  tunnel.pipe(client);
+  for (const readable of readables) {
+    // A 'data' listener sees every chunk without changing how the stream flows: its consumer (a pipe) set that already or does next.
+    readable.on('data', touch);
+    readable.once('end', onEnd);
+  }
   watch(limit());
+  return () => clearTimeout(timer);
 }

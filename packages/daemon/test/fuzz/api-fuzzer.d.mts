@@ -26,6 +26,8 @@ export interface FuzzResult {
   byOutcome: Record<string, number>;
   byKind: Record<string, number>;
   undocumented: UndocumentedAnswer[];
+  /** Requests that had no answer within requestTimeoutMs (the first 20). */
+  unanswered: Array<{ endpoint: string; kind: string; method: string; path: string; truncated: boolean; head: string }>;
   stoppedByTime: boolean;
 }
 export interface SeededRandom {

@@ -267,7 +267,7 @@ export function isDocumentedStatus(status) {
 export async function runFuzz({ seed, requests, timeLimitMs, endpoints, target = {}, concurrency = 16, requestTimeoutMs = 5000 }) {
   const rng = seededRandom(seed);
   const deadline = Date.now() + timeLimitMs;
-  const result = { sent: 0, byStatus: {}, byOutcome: {}, byKind: {}, undocumented: [], stoppedByTime: false };
+  const result = { sent: 0, byStatus: {}, byOutcome: {}, byKind: {}, undocumented: [], unanswered: [], stoppedByTime: false };
   let index = 0;
   const worker = async () => {
     for (;;) {
@@ -284,6 +284,7 @@ export async function runFuzz({ seed, requests, timeLimitMs, endpoints, target =
       const answer = await exchange(endpoint.connect, request.bytes, requestTimeoutMs);
       result.byOutcome[answer.outcome] = (result.byOutcome[answer.outcome] ?? 0) + 1;
       if (answer.status) result.byStatus[answer.status] = (result.byStatus[answer.status] ?? 0) + 1;
+      if (answer.outcome === 'timeout' && result.unanswered.length < 20) result.unanswered.push({ endpoint: endpoint.name, kind: request.kind, method: request.method, path: request.path, truncated: request.truncated, head: request.bytes.subarray(0, 300).toString('latin1') });
       if (answer.status && !isDocumentedStatus(answer.status) && result.undocumented.length < 50) {
         result.undocumented.push({ endpoint: endpoint.name, kind: request.kind, method: request.method, path: request.path, status: answer.status, answer: answer.text });
       }
