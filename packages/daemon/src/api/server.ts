@@ -46,7 +46,7 @@ import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
-import { defaultServerLimits, limitServer, requestBodyDeadline, serverOptions, type ServerLimits } from './server-limits.js';
+import { defaultServerLimits as serverLimits, limitServer, requestBodyDeadline, serverOptions } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 
 export interface ApiContext {
@@ -60,8 +60,6 @@ export interface ApiContext {
   version: string;
   /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
   domain: string;
-  /** Connection and request-time limits of every listener; defaultServerLimits unless a test narrows them. */
-  serverLimits?: ServerLimits;
 }
 
 /** How long the agent may take to accept a proxied request (not to answer it). */
@@ -93,7 +91,6 @@ const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorRespo
 export async function buildApi(ctx: ApiContext): Promise<Api> {
   // Requests that came in over TCP; everything else came through the owner-only unix socket.
   const viaTcp = new WeakSet<IncomingMessage>();
-  const limits = ctx.serverLimits ?? defaultServerLimits;
   let route: http.RequestListener | undefined;
   const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
   /**
@@ -117,7 +114,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
         if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
         else {
           // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
-          requestBodyDeadline(req, res, isBuildContextUpload(req) ? limits.uploadBodyTimeoutMs : limits.requestBodyTimeoutMs);
+          requestBodyDeadline(req, res, isBuildContextUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
           route?.(req, res);
         }
       }
@@ -141,7 +138,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const app = Fastify({
     serverFactory: (handler) => {
       route = handler;
-      return createHttpServer(dispatch, onUpgrade(false), limits);
+      return createHttpServer(dispatch, onUpgrade(false));
     },
     // The server's own clientError listener (server-limits.ts) answers in the daemon's error shape; Fastify's would answer a second time.
     clientErrorHandler: () => undefined,
@@ -379,14 +376,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   return {
     app,
     async listenTcp(host, port) {
-      const server = createHttpServer(
-        (req, res) => {
-          viaTcp.add(req);
-          dispatch(req, res);
-        },
-        onUpgrade(true),
-        limits,
-      );
+      const server = createHttpServer((req, res) => {
+        viaTcp.add(req);
+        dispatch(req, res);
+      }, onUpgrade(true));
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -412,9 +405,9 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
  * clients' pools keep them, so a client never reuses a socket the server is
  * closing; and the limits of server-limits.ts (head time and size, connections).
  */
-function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void, limits: ServerLimits): http.Server {
-  const server = http.createServer(serverOptions(limits), listener);
-  limitServer(server, limits);
+function createHttpServer(listener: http.RequestListener, onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): http.Server {
+  const server = http.createServer(serverOptions(serverLimits), listener);
+  limitServer(server, serverLimits);
   // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
