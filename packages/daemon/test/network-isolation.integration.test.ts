@@ -20,7 +20,7 @@ const BLOCKED_EXITS = [7, 28];
 
 describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox must not reach (real QEMU microVM, root, test network namespaces)', (mode) => {
   const networks = new TestNetworks(mode, HOST_SERVICE_PORT);
-  const daemon = new TestDaemon({ CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' }, networks.launchPrefix);
+  const daemon = new TestDaemon({ CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' }, networks.launchPrefix);
   /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
   const tag = daemonTag(daemon.stateDir);
   const created: string[] = [];

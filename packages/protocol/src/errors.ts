@@ -37,6 +37,8 @@ export const errorCodes = {
   template_start_failed: 422,
   /** Free disk under the state or cache folder is below the reserve the daemon keeps (CAPSULE_DISK_RESERVE_MIB). */
   insufficient_storage: 507,
+  /** The client took too long to send its request (its head, or a body to the daemon's own routes). */
+  request_timeout: 408,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

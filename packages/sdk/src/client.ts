@@ -146,6 +146,17 @@ function sandboxPath(idOrName: string, suffix = ''): string {
   return `/v1/sandboxes/${encodeURIComponent(idOrName)}${suffix}`;
 }
 
+/** A request body sent as it is, with its own content type, not as JSON. */
+class RawBody {
+  constructor(
+    readonly contentType: string,
+    readonly bytes: Uint8Array | AsyncIterable<Uint8Array>,
+  ) {}
+}
+
+/** How long an upload (a build folder) may take before the daemon's answer begins. */
+const UPLOAD_TIMEOUT_MS = 15 * 60_000;
+
 export class CapsuleClient {
   readonly transport: Transport;
   readonly requestTimeoutMs: number;
@@ -353,11 +364,34 @@ export class CapsuleClient {
 
   /**
    * Builds a template from a Capsulefile's text; `contextDir` (on the
-   * daemon's host) is where COPY reads from. Resolves with the template once
+   * daemon's host, through the unix socket only) is where COPY reads from;
+   * over TCP, see buildTemplateFromContext. Resolves with the template once
    * its root filesystem is built; a failing step throws `build_step_failed`.
    */
   async buildTemplate(request: BuildTemplateRequest, options: CallOptions & { onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {}): Promise<Template> {
     return this.#eventStream<BuildEvent, Template>('/v1/templates/build', request, options, (event) => (event.type === 'done' ? event.template : undefined), options.onEvent);
+  }
+
+  /**
+   * Builds a template from a build folder sent as a tar stream (plain files
+   * and folders, the Capsulefile inside at `capsulefile`, default
+   * `Capsulefile`): the way to build over TCP, where the daemon reads no
+   * folder of its host. E.g. the stdout of `tar -C DIR -c .`.
+   */
+  async buildTemplateFromContext(
+    name: string,
+    context: Uint8Array | AsyncIterable<Uint8Array>,
+    options: CallOptions & { capsulefile?: string; onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {},
+  ): Promise<Template> {
+    const query = new URLSearchParams({ name, ...(options.capsulefile !== undefined ? { capsulefile: options.capsulefile } : {}) });
+    return this.#eventStream<BuildEvent, Template>(
+      `/v1/templates/build?${query.toString()}`,
+      new RawBody('application/x-tar', context),
+      // The answer begins only once the daemon has the whole folder.
+      { ...options, requestTimeoutMs: options.requestTimeoutMs ?? UPLOAD_TIMEOUT_MS },
+      (event) => (event.type === 'done' ? event.template : undefined),
+      options.onEvent,
+    );
   }
 
   /** Removes a template built from an image. */
@@ -478,11 +512,11 @@ export class CapsuleClient {
   ): Promise<{ response: TransportResponse; deadline: Deadline }> {
     const timeoutMs = options.requestTimeoutMs ?? this.requestTimeoutMs;
     const deadline = startDeadline(options.signal, timeoutMs, `${method} ${route}`);
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const payload = body instanceof RawBody ? body.bytes : body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept, 'user-agent': SDK_USER_AGENT };
-    if (payload !== undefined) headers['content-type'] = 'application/json';
+    if (payload !== undefined) headers['content-type'] = body instanceof RawBody ? body.contentType : 'application/json';
     const startedAt = Date.now();
-    if (trace.enabled) trace(`→ ${method} ${route}${body === undefined ? '' : ` ${redactedForTrace(body).slice(0, 500)}`}`);
+    if (trace.enabled) trace(`→ ${method} ${route}${body === undefined ? '' : body instanceof RawBody ? ` (${body.contentType})` : ` ${redactedForTrace(body).slice(0, 500)}`}`);
     try {
       const response = await this.transport.request({ method, path: route, headers, body: payload, signal: deadline.signal });
       trace(`← ${response.status} ${method} ${route} (${Date.now() - startedAt} ms)`);

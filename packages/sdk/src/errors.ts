@@ -119,6 +119,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   too_many_tunnels: CapsuleError,
   template_start_failed: CapsuleError,
   insufficient_storage: CapsuleError,
+  request_timeout: TimeoutError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

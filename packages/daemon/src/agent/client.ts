@@ -70,8 +70,7 @@ export class AgentClient {
    */
   async getJson(path: string, timeoutMs: number, maxBytes = 64 * 1024): Promise<unknown> {
     const what = `agent GET ${path}`;
-    const stream = await withTimeout(this.sessions.request('GET', path, {}, {}), timeoutMs, what);
-    guardSession(stream);
+    const stream = await withTimeout(this.request('GET', path, {}), timeoutMs, what);
     try {
       const body = await withTimeout(
         new Promise<Buffer>((resolve, reject) => {
@@ -101,8 +100,7 @@ export class AgentClient {
   private async plainRequest(method: 'GET' | 'POST', path: string, body: Buffer | undefined, timeoutMs: number): Promise<void> {
     const what = `agent ${method} ${path}`;
     const headers = body ? { 'content-type': 'application/json', 'content-length': body.length } : {};
-    const stream = await withTimeout(this.sessions.request(method, path, headers, {}), timeoutMs, what);
-    guardSession(stream);
+    const stream = await withTimeout(this.request(method, path, headers), timeoutMs, what);
     try {
       const status = await withTimeout(
         new Promise<number>((resolve, reject) => {
@@ -126,7 +124,18 @@ export class AgentClient {
    * writes the body and reads the response. Reuses the one session.
    */
   async openStream(method: string, path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
+    return await this.request(method, path, headers);
+  }
+
+  /**
+   * Every stream of the session, opened here: its errors (a guest may reset
+   * any stream) are read by its user's own listeners, and this one keeps them
+   * from being unhandled, also on a stream whose opener gave up waiting
+   * (withTimeout) before it was handed over, where nobody else listens.
+   */
+  private async request(method: string, path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
     const stream = await this.sessions.request(method, path, headers, {});
+    stream.on('error', () => undefined);
     guardSession(stream);
     return stream;
   }
@@ -140,9 +149,7 @@ export class AgentClient {
    */
   async openTunnel(port: number, timeoutMs: number): Promise<ClientHttp2Stream> {
     const what = `agent tunnel to port ${port}`;
-    const stream = await withTimeout(this.sessions.request('POST', `${agentHttpPaths.tunnel}?port=${port}`, {}, {}), timeoutMs, what);
-    guardSession(stream);
-    stream.on('error', () => undefined);
+    const stream = await withTimeout(this.request('POST', `${agentHttpPaths.tunnel}?port=${port}`, {}), timeoutMs, what);
     try {
       const headers = await withTimeout(
         new Promise<Http2Headers>((resolve, reject) => {
@@ -199,6 +206,9 @@ function guardSession(stream: ClientHttp2Stream): void {
   if (!session || guarded.has(session)) return;
   guarded.add(session);
   session.on('error', () => undefined);
+  // Node makes a stream object of its own for headers that arrive on a stream the daemon already let go of
+  // (or one the guest pushes); nobody listens to it, so its reset would be an unhandled error.
+  session.on('stream', (orphan: ClientHttp2Stream) => orphan.on('error', () => undefined).destroy());
   if (!session.destroyed) session.setLocalWindowSize(FLOW_WINDOW_BYTES);
 }
 

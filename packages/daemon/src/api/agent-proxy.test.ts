@@ -34,6 +34,21 @@ describe('headers across the proxy', () => {
     expect(out).toEqual({ 'content-type': 'application/connect+json', authorization: 'Basic dXNlcjo=' });
   });
 
+  it("a client's API key as a bearer, a Basic password, cookies and the traffic token never reach the agent", () => {
+    const key = `e2b_${'a'.repeat(40)}`;
+    const leaked = requestHeadersForAgent({ authorization: `Bearer ${key}`, cookie: 'session=1', 'e2b-traffic-access-token': 'traffic', 'x-api-key': key, 'x-access-token': 'envd' });
+    expect(leaked).toEqual({});
+    expect(requestHeadersForAgent({ authorization: `Basic ${Buffer.from('user:secret').toString('base64')}` })).toEqual({});
+    // With the e2b convention, a stripped bearer leaves the default user, as if none was named.
+    expect(requestHeadersForAgent({ authorization: `Bearer ${key}` }, 'user').authorization).toBe(`Basic ${Buffer.from('user:').toString('base64')}`);
+  });
+
+  it('refuses a malformed percent-encoding or a non-path target with invalid_argument', () => {
+    expect(() => agentTarget('/v1/sandboxes/%/envd/health', {})).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => agentTarget('*', { 'e2b-sandbox-id': 'sb_1' })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => agentTarget('http://x/health', { 'e2b-sandbox-id': 'sb_1' })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+  });
+
   it('names the default user only when the client named none', () => {
     expect(requestHeadersForAgent({}, 'user').authorization).toBe(`Basic ${Buffer.from('user:').toString('base64')}`);
     expect(requestHeadersForAgent({ authorization: 'Basic cm9vdDo=' }, 'user').authorization).toBe('Basic cm9vdDo=');

@@ -9,8 +9,9 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ErrorCode } from '@capsule/protocol';
+import { TRAFFIC_TOKEN_HEADER, type ErrorCode } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
+import { CapsuleError } from '../errors.js';
 import { basicAuthForUser } from '../sandboxes/exec.js';
 
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
@@ -26,13 +27,27 @@ export interface AgentTarget {
   form: 'path' | 'header';
 }
 
-/** Whether a request is for a sandbox's agent, and which; undefined for the daemon's own routes. */
+/**
+ * Whether a request is for a sandbox's agent, and which; undefined for the
+ * daemon's own routes. Throws invalid_argument for one that names a sandbox badly.
+ */
 export function agentTarget(url: string, headers: IncomingHttpHeaders): AgentTarget | undefined {
   const byPath = PATH_FORM.exec(url);
-  if (byPath) return { sandboxId: decodeURIComponent(byPath[1] ?? ''), path: `${byPath[2] || '/'}${byPath[3] ?? ''}`, form: 'path' };
+  if (byPath) return { sandboxId: decodePathSegment(byPath[1] ?? ''), path: `${byPath[2] || '/'}${byPath[3] ?? ''}`, form: 'path' };
   const header = headers[SANDBOX_ID_HEADER];
-  if (typeof header === 'string') return { sandboxId: header, path: url, form: 'header' };
-  return undefined;
+  if (typeof header !== 'string') return undefined;
+  // The agent is asked for an origin-form path only; `*` or an absolute URL means nothing there.
+  if (!url.startsWith('/')) throw new CapsuleError('invalid_argument', `"${url.slice(0, 80)}" is not a path the agent serves`, { hint: 'send the agent path, e.g. /health' });
+  return { sandboxId: header, path: url, form: 'header' };
+}
+
+/** A percent-encoded path segment; a malformed encoding is the caller's error, not the daemon's. */
+export function decodePathSegment(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw new CapsuleError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
+  }
 }
 
 export function isValidSandboxId(id: string): boolean {
@@ -43,9 +58,20 @@ export function isValidSandboxId(id: string): boolean {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
 /**
  * The daemon's credentials and routing headers: the guest never sees them;
- * and the bulk port's, which only the daemon may send or see.
+ * and the bulk port's, which only the daemon may send or see. Cookies too:
+ * the agent uses none, so any a client sends were meant for someone else.
  */
-const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, 'x-api-key', bulkHeaders.id, bulkHeaders.size]);
+const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, TRAFFIC_TOKEN_HEADER, 'x-api-key', 'cookie', bulkHeaders.id, bulkHeaders.size]);
+
+/**
+ * `Authorization` reaches the agent only as envd's way of naming the user:
+ * Basic with a user name and an empty password. Anything else (a Bearer API
+ * key, a Basic password) is a credential the guest must never see.
+ */
+function namesUserOnly(authorization: string | string[]): boolean {
+  const basic = typeof authorization === 'string' ? /^Basic ([A-Za-z0-9+/=]{1,400})$/.exec(authorization) : null;
+  return basic !== null && /^[^:]*:$/.test(Buffer.from(basic[1] ?? '', 'base64').toString('utf8'));
+}
 
 /**
  * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
@@ -58,6 +84,7 @@ export function requestHeadersForAgent(headers: IncomingHttpHeaders, defaultUser
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name.startsWith(':')) continue;
+    if (name === 'authorization' && !namesUserOnly(value)) continue;
     out[name] = value;
   }
   if (defaultUser !== undefined && out.authorization === undefined) out.authorization = basicAuthForUser(defaultUser);

@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { httpStatusOf, limits, type Sandbox } from '@capsule/protocol';
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
+import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { SandboxTokens } from './credentials.js';
 
@@ -156,8 +157,8 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
   await app.register(async (scope) => {
     scope.setErrorHandler((err, request, reply) => {
       if (err instanceof CapsuleError) return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
-      const fastifyErr = err as { validation?: unknown; statusCode?: number; message: string };
-      if (fastifyErr.validation || fastifyErr.statusCode === 400) return sendE2bError(reply, 400, fastifyErr.message);
+      const requestError = requestErrorOf(err);
+      if (requestError) return sendE2bError(reply, 400, requestError.message);
       request.log.error({ err }, 'unhandled error');
       return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
     });

@@ -1,7 +1,10 @@
 // REST routes of the image store and of templates built from images. Pulls
 // and imports answer application/x-ndjson progress events ending with `done`
 // or `error`, so a client can draw a progress bar; the rest is plain JSON.
-import type { ServerResponse } from 'node:http';
+import fs from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import {
   BuildEvent,
   BuildTemplateRequest,
@@ -20,6 +23,24 @@ import type { FastifyInstance } from 'fastify';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { parseReference } from '../images/reference.js';
+import { BUILD_CONTEXT_CONTENT_TYPE, readContextCapsulefile, unpackBuildContext } from './build-context-upload.js';
+
+/**
+ * A folder or file on the daemon's host, named by a local client (the unix
+ * socket): resolved through its links, so that what is read is what the
+ * operator sees. TCP clients never name host paths (hostPathRefusal).
+ */
+function realHostPath(named: string): string {
+  try {
+    return fs.realpathSync(named);
+  } catch {
+    throw new CapsuleError('invalid_argument', `${named.slice(0, 500)}: no such file or folder on the daemon's host`);
+  }
+}
+
+function hostPathRefusal(what: string, hint: string): CapsuleError {
+  return new CapsuleError('permission_denied', `${what} names a path on the daemon's host, which only local clients (the unix socket) may do`, { hint });
+}
 
 const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
 const RefParams = {
@@ -71,7 +92,11 @@ async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (em
   res.end();
 }
 
-export function registerImageRoutes(app: FastifyInstance, images: ImageService): void {
+/** `viaTcp` tells a TCP client's request from a local one's. */
+export function registerImageRoutes(app: FastifyInstance, images: ImageService, viaTcp: (req: IncomingMessage) => boolean): void {
+  // A build context upload's body is read as a stream by its route, bounded there; never buffered whole.
+  app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
+
   app.get('/v1/images', { schema: { response: { 200: ImageList } } }, async () => ({ images: await images.list() }));
 
   app.get<{ Params: { ref: string } }>(
@@ -123,10 +148,12 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     '/v1/images/import',
     { schema: { body: ImportImageRequest, description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.', response: ndjsonResponse } },
     async (request, reply) => {
+      if (viaTcp(request.raw)) throw hostPathRefusal('an import', 'push the image to a registry and pull it, or import it on the host through the unix socket (`capsule image import`)');
       if (request.body.tag !== undefined) parseReference(request.body.tag);
       images.assertDiskRoom('import an image');
+      const file = realHostPath(request.body.path);
       reply.hijack();
-      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(request.body.path, request.body.tag, { onEvent: emit, signal }) }));
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(file, request.body.tag, { onEvent: emit, signal }) }));
     },
   );
 
@@ -142,19 +169,57 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
     async (request, reply) => reply.code(201).send(await images.createTemplate(request.body)),
   );
 
-  app.post<{ Body: BuildTemplateRequest }>(
+  app.post<{ Body: BuildTemplateRequest | AsyncIterable<Buffer>; Querystring: { name?: string; capsulefile?: string } }>(
     '/v1/templates/build',
     {
       schema: {
-        body: BuildTemplateRequest,
-        description: 'Builds a template from a Capsulefile: its steps run in a sandbox booted from its FROM. Answers application/x-ndjson BuildEvents.',
+        body: {
+          content: {
+            'application/json': { schema: BuildTemplateRequest },
+            [BUILD_CONTEXT_CONTENT_TYPE]: { schema: { description: 'the build folder as a tar stream (plain files and folders), its Capsulefile inside' } },
+          },
+        },
+        querystring: {
+          type: 'object',
+          properties: {
+            name: { ...BuildTemplateRequest.properties.name, description: 'with a tar body: the template to build' },
+            capsulefile: { type: 'string', minLength: 1, maxLength: 4096, description: 'with a tar body: the Capsulefile’s path inside it (default Capsulefile)' },
+          },
+        },
+        description:
+          'Builds a template from a Capsulefile: its steps run in a sandbox booted from its FROM. Answers application/x-ndjson BuildEvents. ' +
+          'COPY sources come from `contextDir`, a folder on the daemon’s host (unix socket only), or from the body sent as application/x-tar with ?name=.',
         response: { 200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } }, ...errorResponses },
       },
     },
     async (request, reply) => {
       images.assertDiskRoom('build a template');
+      let build: BuildTemplateRequest;
+      let uploaded: string | undefined;
+      if (isAsyncIterable(request.body)) {
+        const name = request.query.name;
+        if (name === undefined) throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', { hint: 'add ?name=TEMPLATE to the URL' });
+        uploaded = fs.mkdtempSync(path.join(os.tmpdir(), `capsule-build-context-${process.pid}-`));
+        try {
+          await unpackBuildContext(request.body, uploaded);
+          build = { name, capsulefile: readContextCapsulefile(uploaded, request.query.capsulefile ?? 'Capsulefile'), contextDir: uploaded };
+        } catch (err) {
+          fs.rmSync(uploaded, { recursive: true, force: true });
+          throw err;
+        }
+      } else {
+        build = request.body;
+        if (build.contextDir !== undefined) {
+          if (viaTcp(request.raw)) throw hostPathRefusal('contextDir', `upload the build folder instead: POST /v1/templates/build?name=NAME with Content-Type: ${BUILD_CONTEXT_CONTENT_TYPE} and the folder as a tar`);
+          build = { ...build, contextDir: realHostPath(build.contextDir) };
+        }
+      }
       reply.hijack();
-      await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(request.body, emit, signal) }));
+      try {
+        await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await images.buildTemplate(build, emit, signal) }));
+      } finally {
+        if (uploaded) fs.rmSync(uploaded, { recursive: true, force: true });
+      }
     },
   );
 
@@ -178,4 +243,8 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService):
       return reply.code(204).send();
     },
   );
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<Buffer> {
+  return typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
 }

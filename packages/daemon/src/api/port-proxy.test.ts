@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PortTargetError, portTarget } from './port-proxy.js';
+import { PortTargetError, portTarget, scopedCookie } from './port-proxy.js';
 
 const id = 'sb_abcdefghijklmnopqrst';
 
@@ -55,5 +55,21 @@ describe('portTarget', () => {
       expect(error, `${url} ${host}`).toBeInstanceOf(PortTargetError);
       expect((error as PortTargetError).code).toBe('invalid_argument');
     }
+  });
+});
+
+describe('scopedCookie: a sandbox sets cookies for its own port only', () => {
+  const byHost = { form: 'host', sandboxId: 'sb_1', port: 8000 } as const;
+  const byPath = { form: 'path', sandboxId: 'sb_1', port: 8000 } as const;
+
+  it('drops Domain (any case, with or without a dot), keeping the rest', () => {
+    expect(scopedCookie('a=1; Domain=localhost; Path=/; HttpOnly', byHost)).toBe('a=1; Path=/; HttpOnly');
+    expect(scopedCookie('a=1; path=/x; DOMAIN=.capsule.example; Secure', byHost)).toBe('a=1; path=/x; Secure');
+    expect(scopedCookie('a=1', byHost)).toBe('a=1');
+  });
+
+  it("by path, puts the cookie's Path under the port's prefix", () => {
+    expect(scopedCookie('a=1; Domain=localhost; Path=/app', byPath)).toBe('a=1; Path=/v1/sandboxes/sb_1/ports/8000/app');
+    expect(scopedCookie('a=1; HttpOnly', byPath)).toBe('a=1; HttpOnly; Path=/v1/sandboxes/sb_1/ports/8000/');
   });
 });

@@ -14,8 +14,8 @@ import { pipeline } from 'node:stream/promises';
 import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEADER, type ErrorBody, type ErrorCode } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
-import { isValidSandboxId } from './agent-proxy.js';
+import { closeWhenIdle, defaultTunnelIdleLimits, joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
+import { ACCESS_TOKEN_HEADER, decodePathSegment, isValidSandboxId } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
 /** The port e2b's SDK reaches envd on: by host name it means the sandbox's agent, as with e2b. */
@@ -28,7 +28,12 @@ const HOST_LABEL = /^(\d{1,5})-([a-z0-9][a-z0-9_-]{0,127})$/;
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded either way on a plain request. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'expect']);
 /** The daemon's credentials: the service never sees them. */
-const CREDENTIALS = new Set([TRAFFIC_TOKEN_HEADER, 'x-api-key']);
+const CREDENTIALS = new Set([TRAFFIC_TOKEN_HEADER, 'x-api-key', ACCESS_TOKEN_HEADER]);
+/**
+ * `Authorization` belongs to the service, except when it carries a daemon API
+ * key (the form e2b clients send as a bearer): that one is never passed on.
+ */
+const DAEMON_KEY_BEARER = /^\s*Bearer\s+e2b_[0-9a-f]{32,128}\s*$/i;
 
 export type PortTarget =
   | { kind: 'http'; sandboxId: string; port: number; path: string; form: 'host' | 'path' }
@@ -68,12 +73,11 @@ export function portTarget(url: string, host: string | undefined, domain: string
   return { kind: 'http', sandboxId: match[2] ?? '', port: guestPort(match[1] ?? ''), path: url.startsWith('/') ? url : `/${url}`, form: 'host' };
 }
 
-/** A percent-encoded path segment; a malformed encoding is the caller's error, not the daemon's. */
 function decodedSegment(value: string): string {
   try {
-    return decodeURIComponent(value);
-  } catch {
-    throw new PortTargetError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
+    return decodePathSegment(value);
+  } catch (err) {
+    throw new PortTargetError('invalid_argument', (err as CapsuleError).message, { hint: (err as CapsuleError).hint });
   }
 }
 
@@ -148,6 +152,7 @@ export function headersForService(req: IncomingMessage, keepUpgrade: boolean): A
     const name = (raw[i] ?? '').toLowerCase();
     const value = raw[i + 1] ?? '';
     if (CREDENTIALS.has(name) || name.startsWith('x-forwarded-') || named.has(name)) continue;
+    if (name === 'authorization' && DAEMON_KEY_BEARER.test(value)) continue;
     if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'connection' || name === 'upgrade'))) continue;
     out.push([raw[i] ?? name, value]);
   }
@@ -158,16 +163,38 @@ export function headersForService(req: IncomingMessage, keepUpgrade: boolean): A
   return out;
 }
 
-/** The service's response headers for the client: nothing hop-by-hop, as raw name/value pairs (repeats kept). */
-function headersForClient(upstream: IncomingMessage): string[] {
+/**
+ * The service's response headers for the client: nothing hop-by-hop, as raw
+ * name/value pairs (repeats kept), cookies scoped to this sandbox's port.
+ */
+function headersForClient(upstream: IncomingMessage, target: PortTarget & { kind: 'http' }): string[] {
   const out: string[] = [];
   const raw = upstream.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = (raw[i] ?? '').toLowerCase();
     if (HOP_BY_HOP.has(name) || name === PORT_ERROR_HEADER) continue;
-    out.push(raw[i] ?? name, raw[i + 1] ?? '');
+    const value = raw[i + 1] ?? '';
+    out.push(raw[i] ?? name, name === 'set-cookie' ? scopedCookie(value, target) : value);
   }
   return out;
+}
+
+/**
+ * A sandbox's cookie, kept to that sandbox's port: its `Domain` is dropped (a
+ * host-only cookie of `<port>-<id>.<domain>`, never one for the domain its
+ * siblings share), and by path its `Path` is put under the port's own prefix,
+ * since every sandbox is served on the daemon's one host name there.
+ */
+export function scopedCookie(setCookie: string, target: { form: 'host' | 'path'; sandboxId: string; port: number }): string {
+  const [pair = '', ...attributes] = setCookie.split(';');
+  const attributeName = (attribute: string) => (attribute.split('=')[0] ?? '').trim().toLowerCase();
+  const kept = attributes.filter((a) => attributeName(a) !== 'domain' && (target.form === 'host' || attributeName(a) !== 'path'));
+  if (target.form === 'path') {
+    const own = attributes.find((a) => attributeName(a) === 'path');
+    const servicePath = own?.slice(own.indexOf('=') + 1).trim() ?? '';
+    kept.push(` Path=/v1/sandboxes/${encodeURIComponent(target.sandboxId)}/ports/${target.port}${servicePath.startsWith('/') ? servicePath : '/'}`);
+  }
+  return [pair, ...kept].join(';');
 }
 
 async function openTunnel(ctx: PortProxyContext, sandboxId: string, port: number, headers: IncomingHttpHeaders, viaTcp: boolean): Promise<Duplex> {
@@ -196,7 +223,15 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
     // HTTP/1.1 spoken over the tunnel stream: one connection inside the guest per request.
     createConnection: () => tunnel as unknown as net.Socket,
   });
+  // A request and its answer carry no bytes for the idle limit: the service or the client is gone without saying so.
+  // A request's body ends early and normally, so the half-closed limit does not apply here.
+  const stopWatching = closeWhenIdle([req, tunnel], { idleMs: defaultTunnelIdleLimits.idleMs, halfClosedIdleMs: defaultTunnelIdleLimits.idleMs }, () => {
+    upstream.destroy();
+    tunnel.destroy();
+    res.destroy();
+  });
   res.once('close', () => {
+    stopWatching();
     if (!res.writableFinished) upstream.destroy();
     tunnel.destroy();
   });
@@ -209,7 +244,7 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
     const status = answer.statusCode ?? 0;
     try {
       if (status < 200 || status > 599) throw new Error(`invalid status ${status}`);
-      res.writeHead(status, answer.statusMessage, headersForClient(answer));
+      res.writeHead(status, answer.statusMessage, headersForClient(answer, target));
     } catch (err) {
       answer.destroy();
       return sendError(res, new CapsuleError('agent_protocol_error', `the service on port ${target.port} sent an answer that cannot be forwarded: ${errorMessage(err)}`));

@@ -45,7 +45,10 @@ import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload,
 import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-proxy.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
-import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort, type PortTarget } from './port-proxy.js';
+import { requestErrorOf } from './request-errors.js';
+import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
+import { defaultServerLimits as serverLimits, limitServer, requestBodyDeadline, serverOptions } from './server-limits.js';
+import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 
 export interface ApiContext {
   manager: SandboxManager;
@@ -91,23 +94,46 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const viaTcp = new WeakSet<IncomingMessage>();
   let route: http.RequestListener | undefined;
   const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
+  /**
+   * Everything before the router, robust by construction: whatever a request
+   * makes it throw is that request's fault (a malformed URL, header or host
+   * name), answered 400; a proxy that fails later answers for itself, and a
+   * throw that escapes it still ends that request only, never the daemon.
+   */
   const dispatch: http.RequestListener = (req, res) => {
-    let port: PortTarget | undefined;
+    const tcp = viaTcp.has(req);
+    let proxied: Promise<void> | undefined;
     try {
-      port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
+      const port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
+      // e2b's envd port by host name is the sandbox's agent, as on e2b.
+      if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
+        proxied = proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, tcp);
+      } else if (port) {
+        proxied = proxyToPort(ports, port, req, res, tcp);
+      } else {
+        const target = agentTarget(req.url ?? '/', req.headers);
+        if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
+        else {
+          // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
+          requestBodyDeadline(req, res, isBuildContextUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
+          route?.(req, res);
+        }
+      }
     } catch (err) {
-      return void sendPlainError(res, err as CapsuleError);
+      return sendMalformedRequestError(req, res, err);
     }
-    // e2b's envd port by host name is the sandbox's agent, as on e2b.
-    if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
-      return void proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, viaTcp.has(req));
-    }
-    if (port) return void proxyToPort(ports, port, req, res, viaTcp.has(req));
-    const target = agentTarget(req.url ?? '/', req.headers);
-    if (target) void proxyToAgent(ctx, target, req, res, viaTcp.has(req));
-    else route?.(req, res);
+    proxied?.catch((err: unknown) => {
+      ctx.log.error({ err: errorMessage(err), url: String(req.url).slice(0, 200) }, 'a proxied request failed outside its handler');
+      if (!res.headersSent) sendPlainError(res, new CapsuleError('agent_unavailable', 'the request could not be proxied'));
+      else res.destroy();
+    });
   };
-  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgradeToPort(ports, req, socket, head, tcp);
+  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgradeToPort(ports, req, socket, head, tcp).catch((err: unknown) => {
+      ctx.log.error({ err: errorMessage(err) }, 'an upgrade failed outside its handler');
+      socket.destroy();
+    });
+  };
   const tcpServers: (http.Server | https.Server)[] = [];
 
   const app = Fastify({
@@ -115,6 +141,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       route = handler;
       return createHttpServer(dispatch, onUpgrade(false));
     },
+    // The server's own clientError listener (server-limits.ts) answers in the daemon's error shape; Fastify's would answer a second time.
+    clientErrorHandler: () => undefined,
     // Requests are logged at debug level only; errors are logged by the error handler.
     loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
     bodyLimit: 32 * 1024 * 1024,
@@ -129,13 +157,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.setErrorHandler((err, request, reply) => {
     if (err instanceof CapsuleError) return sendError(reply, err);
-    const fastifyErr = err as { validation?: unknown; statusCode?: number; message: string };
-    if (fastifyErr.validation || fastifyErr.statusCode === 400) {
-      return sendError(reply, new CapsuleError('invalid_argument', fastifyErr.message, { hint: 'see /openapi.json for the request schema' }));
-    }
-    if (fastifyErr.statusCode === 413) {
-      return sendError(reply, new CapsuleError('invalid_argument', 'the request body is too large'));
-    }
+    const requestError = requestErrorOf(err);
+    if (requestError) return sendError(reply, requestError);
     request.log.error({ err }, 'unhandled error');
     return sendError(reply, new CapsuleError('internal', err instanceof Error ? err.message : String(err)));
   });
@@ -172,7 +195,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     };
   });
 
-  registerImageRoutes(app, ctx.images);
+  registerImageRoutes(app, ctx.images, (req) => viaTcp.has(req));
 
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',
@@ -381,9 +404,9 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
  * An HTTP server with the timeouts Fastify gives its own (it does not set them
  * on a server from serverFactory): idle keep-alive connections live longer than
  * clients' pools keep them, so a client never reuses a socket the server is
- * closing, and no request time limit, since agent streams (process output,
- * watches) last as long as the process. With a certificate it speaks only TLS:
- * a plain request fails the handshake before any header (or key) is read.
+ * closing; and the limits of server-limits.ts (head time and size, connections).
+ * With a certificate it speaks only TLS: a plain request fails the handshake
+ * before any header (or key) is read.
  */
 function createHttpServer(
   listener: http.RequestListener,
@@ -391,11 +414,13 @@ function createHttpServer(
   tls?: { cert: string; key: string },
 ): http.Server | https.Server {
   // allowHalfOpen, as node:http sets for itself: a client's half-close (a tunnel's, a request sent with end()) must not cut the answer.
-  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key, allowHalfOpen: true }, listener) : http.createServer(listener);
+  const server = tls
+    ? https.createServer({ ...serverOptions(serverLimits), cert: tls.cert, key: tls.key, allowHalfOpen: true }, listener)
+    : http.createServer(serverOptions(serverLimits), listener);
+  limitServer(server, serverLimits);
   // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
-  server.requestTimeout = 0;
   return server;
 }
 
@@ -453,6 +478,8 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
       const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
       opened.then(
         (late) => {
+          // A guest may reset the stream at any moment; its errors are read through the relay's promises, never unhandled.
+          late.on('error', () => undefined);
           if (res.writableEnded || res.destroyed) late.close();
         },
         () => undefined,
@@ -484,13 +511,27 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
 
 /** An error answer outside Fastify (a malformed port host name). */
 function sendPlainError(res: ServerResponse, err: CapsuleError): void {
+  if (res.headersSent) return void res.destroy();
   const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
-  res.writeHead(httpStatusOf(err.code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  res.writeHead(httpStatusOf(err.code), { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+}
+
+/** The answer to a request the dispatcher could not make sense of: its own code when it has one, else invalid_argument. */
+function sendMalformedRequestError(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+  req.resume(); // its body is not wanted, but must not hold the connection
+  sendPlainError(
+    res,
+    err instanceof CapsuleError ? err : new CapsuleError('invalid_argument', `the request is malformed: ${errorMessage(err).slice(0, 200)}`, { hint: 'check the URL, its percent-encodings and the headers' }),
+  );
 }
 
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
   const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
   return reply.code(httpStatusOf(err.code)).type('application/json').send(body);
+}
+
+function isBuildContextUpload(req: IncomingMessage): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
 }
 
 /** An AbortSignal that fires when the client goes away before the response is done. */

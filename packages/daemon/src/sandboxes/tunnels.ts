@@ -2,7 +2,7 @@
 // channel per TCP connection, so ports work without any guest network device.
 // Every user of a port (the HTTP proxy, port-forward, published ports) opens
 // its tunnels here, which bounds how many one sandbox holds at once.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { AgentClient } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
 
@@ -69,16 +69,71 @@ export class Tunnels {
   }
 }
 
+/** How long a tunnel may carry no bytes either way before it is closed. */
+export interface TunnelIdleLimits {
+  /** Both sides open: a quiet SSH session or WebSocket is normal for a while. */
+  idleMs: number;
+  /** One side has ended: the other is only finishing, or gone without saying so. */
+  halfClosedIdleMs: number;
+}
+
+export const defaultTunnelIdleLimits: TunnelIdleLimits = { idleMs: 30 * 60_000, halfClosedIdleMs: 60_000 };
+
 /**
  * Relays a client connection and a tunnel both ways until either closes:
  * pipe() carries backpressure and half-closes; a failure or close on one side
- * ends the other, so neither is left open alone.
+ * ends the other, so neither is left open alone. A tunnel with no bytes
+ * either way for its idle limit is closed too, so that a peer that vanished
+ * (or half-closed and left) does not hold it, and its slot, forever.
  */
-export function joinToTunnel(client: Duplex, tunnel: Duplex): void {
-  client.on('error', () => tunnel.destroy());
-  tunnel.on('error', () => client.destroy());
-  client.once('close', () => tunnel.destroy());
-  tunnel.once('close', () => client.destroy());
+export function joinToTunnel(client: Duplex, tunnel: Duplex, limits: TunnelIdleLimits = defaultTunnelIdleLimits): void {
+  let stopWatching = () => {};
+  const closeBoth = () => {
+    stopWatching();
+    client.destroy();
+    tunnel.destroy();
+  };
+  stopWatching = closeWhenIdle([client, tunnel], limits, closeBoth);
+  client.on('error', closeBoth);
+  tunnel.on('error', closeBoth);
+  client.once('close', closeBoth);
+  tunnel.once('close', closeBoth);
   client.pipe(tunnel);
   tunnel.pipe(client);
+}
+
+/**
+ * Calls `close` once none of `readables` has given a byte for the idle
+ * limit: `idleMs` while all are open, `halfClosedIdleMs` once one has ended.
+ * Returns the function that stops watching, for the caller to call when it
+ * is done (a request's stream may emit 'close' long before its answer is).
+ */
+export function closeWhenIdle(readables: Readable[], limits: TunnelIdleLimits, close: () => void): () => void {
+  let lastActivity = Date.now();
+  let halfClosed = false;
+  let timer: NodeJS.Timeout | undefined;
+  const limit = () => (halfClosed ? limits.halfClosedIdleMs : limits.idleMs);
+  const watch = (delayMs: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const idle = Date.now() - lastActivity;
+      if (idle >= limit()) close();
+      else watch(limit() - idle);
+    }, delayMs);
+    timer.unref();
+  };
+  const touch = () => {
+    lastActivity = Date.now();
+  };
+  const onEnd = () => {
+    halfClosed = true;
+    watch(Math.max(0, limit() - (Date.now() - lastActivity)));
+  };
+  for (const readable of readables) {
+    // A 'data' listener sees every chunk without changing how the stream flows: its consumer (a pipe) set that already or does next.
+    readable.on('data', touch);
+    readable.once('end', onEnd);
+  }
+  watch(limit());
+  return () => clearTimeout(timer);
 }
