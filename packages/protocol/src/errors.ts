@@ -35,6 +35,8 @@ export const errorCodes = {
   /** The sandbox already has as many open tunnels (proxied connections) as allowed. */
   too_many_tunnels: 429,
   template_start_failed: 422,
+  /** The daemon restarted and has not reattached to this running sandbox yet: retry shortly. */
+  sandbox_reattaching: 503,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

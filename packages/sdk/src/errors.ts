@@ -116,6 +116,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   host_port_unavailable: CapsuleError,
   too_many_tunnels: CapsuleError,
   template_start_failed: CapsuleError,
+  sandbox_reattaching: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */
