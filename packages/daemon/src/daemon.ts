@@ -34,6 +34,7 @@ async function registerTemplates(store: Store, manifest: GuestManifest): Promise
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+  const startedMs = Date.now();
   tightenStateModes(config.stateDir, log);
   // Before anything is read or written: a second daemon on this folder must change nothing.
   lockStateDir(config.stateDir);
@@ -73,7 +74,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   await testOnlyDelay('SERVE');
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port);
-  log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION }, 'capsuled is serving');
+  log.info({ socket: config.socketPath, tcp: tcpAddress, version: DAEMON_VERSION, startMs: Date.now() - startedMs, processUptimeMs: Math.round(process.uptime() * 1000) }, 'capsuled is serving');
   void manager.reattach().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reattaching sandboxes failed'));
 
   return {

@@ -7,6 +7,7 @@
 // alone with
 //   npx vitest run packages/daemon/test/crash-rounds.integration.test.ts
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -14,7 +15,7 @@ import { eventually, TestDaemon } from './fixture.js';
 
 const ROUNDS = 30;
 const OPERATIONS = ['fork', 'snapshot', 'pause'] as const;
-/** How long each operation is held with its source stopped (test-only hooks, see src/test-only-delay.ts). */
+/** How long each operation is held with its source stopped, and a pause again once its state is in place (test-only hooks, src/test-only-delay.ts). */
 const HOLD_MS = 2000;
 
 describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
@@ -33,6 +34,28 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
 
   const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
 
+  it('attack: a QMP socket held elsewhere when the daemon restarts got the VM killed ("no QMP greeting") — it is retried, the VM lives, and is adopted once free', async () => {
+    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
+    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'held' });
+    expect(created.status, created.text).toBe(201);
+    const { id, pid } = created.body;
+    await daemon.kill9();
+    // QEMU serves one QMP client at a time: this one takes the slot, as a second daemon did.
+    const holder = net.connect(path.join(daemon.runtimeDir, 'sandboxes', id, 'qmp.sock'));
+    await new Promise((resolve, reject) => holder.once('data', resolve).once('error', reject));
+    const logBefore = daemon.log().length;
+    await daemon.start();
+    await eventually(() => (new RegExp(`"sandbox":"${id}"[^\\n]*QMP did not answer; trying again`).test(daemon.log().slice(logBefore)) ? true : undefined), 120_000, 'a QMP retry');
+    const waiting = (await daemon.request('GET', `/v1/sandboxes/${id}`)).body;
+    expect(waiting).toMatchObject({ state: 'running', stateMessage: 'reattaching after daemon restart', pid });
+    expect(daemon.qemuPids(id)).toEqual([pid]);
+    holder.destroy();
+    const exec = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['echo', 'alive'] });
+    expect(exec.body.stdout, exec.text).toBe('alive\n');
+    expect((await daemon.request('GET', `/v1/sandboxes/${id}`)).body).toMatchObject({ state: 'running', pid });
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+  }, 600_000);
+
   it(`attack: ${ROUNDS} kills of the daemon mid operation lose no sandbox and leak nothing`, async () => {
     onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
     const created = await daemon.request('POST', '/v1/sandboxes', { name: 'source' });
@@ -47,7 +70,7 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
       const body = operation === 'fork' ? { count: 1 } : operation === 'snapshot' ? { template: `snap-${round}` } : {};
       const request = daemon.request('POST', `/v1/sandboxes/${source}/${path_}`, body).catch((err: Error) => ({ status: 0, text: err.message, body: undefined }));
       // Anywhere from before the source stops to after the operation would have finished.
-      await sleep(Math.floor(Math.random() * (HOLD_MS + 3000)));
+      await sleep(Math.floor(Math.random() * (2 * HOLD_MS + 3000)));
       await daemon.kill9();
       const answer = await request;
       await daemon.start();

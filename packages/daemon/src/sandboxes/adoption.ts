@@ -28,10 +28,19 @@ const CALL_WAIT_MS = 20_000;
 /** Migration states in which QEMU is still writing a state out (a pause's stream, a freeze). */
 const MIGRATION_ACTIVE = new Set(['setup', 'active', 'device', 'pre-switchover', 'cancelling', 'postcopy-active', 'wait-unplug']);
 
+interface PendingAdoption {
+  /** Whether a worker has taken it (else dropping it settles it at once). */
+  started: boolean;
+  settled: Promise<void>;
+  settle: () => void;
+  abort: AbortController;
+  pid: number | undefined;
+}
+
 export class SandboxAdoption {
-  /** Running sandboxes whose VM is not reattached yet, with the adoption under way. */
   private closing = false;
-  private readonly pending = new Map<string, { done: Promise<void>; abort: AbortController; pid: number | undefined }>();
+  /** Running sandboxes whose VM is not reattached yet; `settled` resolves once this daemon is done trying. */
+  private readonly pending = new Map<string, PendingAdoption>();
 
   constructor(
     private readonly store: Store,
@@ -66,8 +75,16 @@ export class SandboxAdoption {
         fs.rmSync(this.vms.stateDir(record.id), { recursive: true, force: true });
         await this.store.transition(record.id, 'killed', 'daemon_restart', 'its template build ended with the previous capsuled', { expires_at: null });
       } else {
+        const pid = findRunningVm(this.vms.runtimePaths(record.id), record.id);
+        // A VM that is gone is known at once (and costs nothing to settle); only live ones wait for a worker.
+        if (pid === undefined) {
+          await this.settleGone(record);
+          continue;
+        }
         keep.add(record.id);
-        this.pending.set(record.id, { done: Promise.resolve(), abort: new AbortController(), pid: findRunningVm(this.vms.runtimePaths(record.id), record.id) });
+        let settle = () => {};
+        const settled = new Promise<void>((resolve) => (settle = resolve));
+        this.pending.set(record.id, { started: false, settled, settle, abort: new AbortController(), pid });
       }
     }
     return keep;
@@ -82,10 +99,16 @@ export class SandboxAdoption {
       while (next < ids.length && !this.closing) {
         const id = ids[next++]!;
         const entry = this.pending.get(id);
-        if (!entry) continue;
-        entry.done = this.adoptOne(id, entry.abort.signal);
-        await entry.done;
-        this.pending.delete(id);
+        if (!entry) continue; // Removed before its turn came.
+        entry.started = true;
+        try {
+          await this.adoptOne(id, entry.abort.signal);
+        } catch (err) {
+          this.log.error({ sandbox: id, err: errorMessage(err) }, 'reattaching a sandbox failed; its VM is left as it is');
+        } finally {
+          this.pending.delete(id);
+          entry.settle();
+        }
         if (this.vms.live.has(id)) await afterEach(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'after reattaching a sandbox'));
       }
     };
@@ -97,8 +120,8 @@ export class SandboxAdoption {
   async waitFor(id: string): Promise<void> {
     const entry = this.pending.get(id);
     if (!entry) return;
-    const settled = await Promise.race([entry.done.then(() => true), sleep(CALL_WAIT_MS, false, { ref: false })]);
-    if (!settled || this.pending.has(id)) {
+    const settled = await Promise.race([entry.settled.then(() => true), sleep(CALL_WAIT_MS, false, { ref: false })]);
+    if (!settled) {
       throw new CapsuleError('sandbox_reattaching', `sandbox ${id} is still being reattached after a daemon restart`, { hint: 'try again in a few seconds' });
     }
   }
@@ -107,20 +130,30 @@ export class SandboxAdoption {
   async cancel(id: string): Promise<number | undefined> {
     const entry = this.pending.get(id);
     if (!entry) return undefined;
-    entry.abort.abort();
-    await entry.done;
-    this.pending.delete(id);
+    this.drop(id, entry);
+    await entry.settled;
     return this.vms.live.has(id) ? undefined : findRunningVm(this.vms.runtimePaths(id), id);
   }
 
   /** Daemon shutdown: stops every adoption under way (the VMs run on for the next daemon). */
   async close(): Promise<void> {
     this.closing = true;
-    for (const entry of this.pending.values()) entry.abort.abort();
-    await Promise.all([...this.pending.values()].map((e) => e.done));
+    const entries = [...this.pending.entries()];
+    for (const [id, entry] of entries) this.drop(id, entry);
+    await Promise.all(entries.map(([, entry]) => entry.settled));
+  }
+
+  /** Aborts an adoption under way; one whose turn has not come is settled at once. */
+  private drop(id: string, entry: PendingAdoption): void {
+    entry.abort.abort();
+    if (!entry.started) {
+      this.pending.delete(id);
+      entry.settle();
+    }
   }
 
   private async adoptOne(id: string, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
     const record = await this.vms.require(id);
     const paths = this.vms.runtimePaths(id);
     const pid = findRunningVm(paths, id);

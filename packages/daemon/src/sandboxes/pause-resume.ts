@@ -84,6 +84,8 @@ export class PauseResume {
       await this.vms.fail(id, 'crash', `the VM exited while it was being paused: ${errorMessage(err)}`);
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} died while it was being paused`, { hint: `see \`capsule logs ${id}\`` });
     }
+    // Held here too (tests): the state is in place and QEMU still runs.
+    await testOnlyDelay('PAUSE');
     await vm.stop();
     this.vms.live.delete(id);
     await this.ports.release(id);
