@@ -66,7 +66,11 @@ export class CliContext {
       await client.health({ requestTimeoutMs: 10_000 });
     } catch (error) {
       if (!isDaemonDown(error)) throw error;
-      await startDaemon(client, { socketPath: this.flags.socket, onLaunch: () => process.stderr.write('Starting capsuled…\n') });
+      await startDaemon(client, {
+        socketPath: this.flags.socket,
+        onLaunch: () => process.stderr.write('Starting capsuled…\n'),
+        onWaitForOther: () => process.stderr.write('capsuled is starting (another one holds its state folder); waiting for it…\n'),
+      });
     }
     return client;
   }

@@ -6,8 +6,10 @@ import { accessSync, constants as fsConstants, mkdirSync, openSync, closeSync, r
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapsuleClient, CapsuleError, ConnectionError, type DaemonInfo } from '@capsule/sdk';
+import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
 
-export const DAEMON_START_TIMEOUT_MS = 30_000;
+/** A first start probes the accelerator (it boots a tiny guest once); later starts answer within a second or two. */
+export const DAEMON_START_TIMEOUT_MS = 90_000;
 export const DAEMON_STOP_TIMEOUT_MS = 30_000;
 const HEALTH_POLL_INTERVAL_MS = 100;
 const LOG_TAIL_BYTES = 4096;
@@ -100,7 +102,7 @@ function launchFailure(message: string, logPath: string, logOffset: number): Cap
  */
 export async function startDaemon(
   client: CapsuleClient,
-  { socketPath, onLaunch }: { socketPath?: string | undefined; onLaunch?: () => void } = {},
+  { socketPath, onLaunch, onWaitForOther }: { socketPath?: string | undefined; onLaunch?: () => void; onWaitForOther?: () => void } = {},
 ): Promise<void> {
   const binary = findCapsuledBinary();
   if (binary === undefined) {
@@ -118,9 +120,10 @@ export async function startDaemon(
   const logPath = daemonLogPath();
   let logFd: number;
   try {
-    mkdirSync(path.dirname(logPath), { recursive: true });
+    // The state folder holds the daemon's database and secret: the owner's only (the daemon tightens it too).
+    mkdirSync(path.dirname(logPath), { recursive: true, mode: 0o700 });
     rotateLogIfLarge(logPath);
-    logFd = openSync(logPath, 'a', 0o640);
+    logFd = openSync(logPath, 'a', 0o600);
   } catch (error) {
     throw new CapsuleError('daemon_start_failed', `Cannot open the daemon log ${logPath}: ${(error as Error).message}`, {
       hint: 'Run as root, or set CAPSULE_STATE_DIR to a folder you can write',
@@ -137,7 +140,16 @@ export async function startDaemon(
   });
   closeSync(logFd);
   let exited: string | undefined;
-  child.on('exit', (code, signal) => (exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`));
+  let otherDaemonStarting = false;
+  child.on('exit', (code, signal) => {
+    // Another capsuled holds the state folder (started by another capsule, or by hand) and is still starting: wait for it.
+    if (code === DAEMON_EXIT_ALREADY_RUNNING) {
+      otherDaemonStarting = true;
+      onWaitForOther?.();
+      return;
+    }
+    exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`;
+  });
   child.on('error', (error) => (exited = `could not run ${binary} (${(error as NodeJS.ErrnoException).code ?? error.message})`));
   child.unref();
 
@@ -156,7 +168,8 @@ export async function startDaemon(
       throw launchFailure(`${exited}, and nothing answers on ${client.transport.address}`, logPath, logOffset);
     }
     if (Date.now() > deadline) {
-      throw launchFailure(`it did not answer on ${client.transport.address} within ${DAEMON_START_TIMEOUT_MS / 1000} s (pid ${child.pid})`, logPath, logOffset);
+      const who = otherDaemonStarting ? 'the capsuled already running on this state folder' : `it (pid ${child.pid})`;
+      throw launchFailure(`${who} did not answer on ${client.transport.address} within ${DAEMON_START_TIMEOUT_MS / 1000} s`, logPath, logOffset);
     }
     await sleep(HEALTH_POLL_INTERVAL_MS);
   }

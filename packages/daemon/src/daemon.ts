@@ -1,19 +1,24 @@
-// Starting and stopping capsuled: open the store, register the templates named
-// by the guest manifest, adopt running VMs, then serve the API. Stopping the
-// daemon never stops sandboxes; the next daemon adopts them.
+// Starting and stopping capsuled: lock the state folder (one daemon per
+// folder), tighten its modes, open the store, register the templates named by
+// the guest manifest, serve the API, and only then reattach the VMs the
+// previous daemon left: the API answers at once however many there are.
+// Stopping the daemon never stops sandboxes; the next daemon adopts them.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { DaemonInfo } from '@capsule/protocol';
 import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import type { DaemonConfig } from './config.js';
+import { errorMessage } from './errors.js';
 import { ImageService } from './images/image-service.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
+import { lockStateDir } from './state-lock.js';
+import { tightenStateModes } from './state-files.js';
 import { Store } from './store/store.js';
+import { testOnlyDelay } from './test-only-delay.js';
 import { templatesFromManifest } from './templates/defaults.js';
 import { chooseAccel } from './vmm/accel.js';
 import { qemuVersion } from './vmm/qemu.js';
@@ -25,28 +30,17 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-async function socketAnswers(socketPath: string): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 async function registerTemplates(store: Store, manifest: GuestManifest): Promise<void> {
   for (const template of templatesFromManifest(manifest)) await store.upsertTemplate(template);
 }
 
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
-  if (await socketAnswers(config.socketPath)) {
-    throw new Error(`another capsuled is already serving ${config.socketPath}`);
-  }
+  const startedMs = Date.now();
+  tightenStateModes(config.stateDir, log);
+  // Before anything is read or written: a second daemon on this folder must change nothing.
+  lockStateDir(config.stateDir);
   const manifest = readManifest(config.cacheDir);
   if (!manifest) throw new Error(`no guest manifest at ${manifestPath(config.cacheDir)}; run \`capsuled prepare\` first`);
-  fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   fs.mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
 
   const store = await Store.open(path.join(config.stateDir, 'capsule.db'));
@@ -90,10 +84,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     startedAt,
   });
   const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
+  await testOnlyDelay('SERVE');
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port, tlsIdentity);
   if (config.listen && !tlsIdentity) log.warn({ tcp: tcpAddress }, 'the TCP listener serves plain HTTP (CAPSULE_LISTEN=http://…): API keys cross the network in cleartext');
-  log.info({ socket: config.socketPath, tcp: tcpAddress, tls: tlsIdentity?.fingerprintSha256, version: DAEMON_VERSION }, 'capsuled is serving');
+  log.info(
+    { socket: config.socketPath, tcp: tcpAddress, tls: tlsIdentity?.fingerprintSha256, version: DAEMON_VERSION, startMs: Date.now() - startedMs, processUptimeMs: Math.round(process.uptime() * 1000) },
+    'capsuled is serving',
+  );
+  void manager.reattach().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reattaching sandboxes failed'));
 
   return {
     async stop() {

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // capsuled's entry point. `capsuled` (or `capsuled serve`) runs the daemon;
 // `capsuled prepare` builds the guest kit and the base template.
+import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
 import { loadConfig } from './config.js';
 import { startDaemon } from './daemon.js';
 import { prepareGuest } from './guest/prepare.js';
 import { createLogger } from './log.js';
+import { StateDirLocked } from './state-lock.js';
 
 const USAGE = `usage: capsuled [serve]     run the daemon (socket: $CAPSULE_SOCKET or /run/capsule/capsuled.sock)
        capsuled prepare   build or reuse the guest kernel, initramfs, kit and base template
@@ -50,6 +52,7 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`capsuled: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    // A distinct status, so that the CLI that launched this one waits for the daemon already running.
+    process.exit(err instanceof StateDirLocked ? DAEMON_EXIT_ALREADY_RUNNING : 1);
   },
 );

@@ -61,13 +61,14 @@ export class TestDaemon {
     return this.proc && (this.proc.exitCode !== null || this.proc.signalCode !== null) ? { code: this.proc.exitCode, signal: this.proc.signalCode } : undefined;
   }
 
-  async start(): Promise<void> {
+  /** Spawns the daemon and resolves once /health answers; `timeoutMs` for a host so loaded that even Node starts slowly. */
+  async start(timeoutMs = 30_000): Promise<void> {
     const out = fs.openSync(this.logFile, 'a');
     const [command = process.execPath, ...prefixArgs] = this.launchPrefix;
     const args = this.launchPrefix.length > 0 ? [...prefixArgs, process.execPath, daemonMain] : [daemonMain];
     this.proc = spawn(command, args, { env: this.env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
         const res = await this.request('GET', '/health');

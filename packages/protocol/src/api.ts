@@ -368,6 +368,12 @@ export function defaultSocketPath(env: Record<string, string | undefined>): stri
   return env[SOCKET_ENV] || (runtimeDir ? `${runtimeDir.replace(/\/+$/, '')}/capsuled.sock` : DEFAULT_SOCKET_PATH);
 }
 
+/**
+ * capsuled's exit status when another capsuled already holds its state folder:
+ * a client that launched it then waits for that one instead of failing.
+ */
+export const DAEMON_EXIT_ALREADY_RUNNING = 75;
+
 // ---- Images and templates built from them ----
 
 export const Image = Type.Object(

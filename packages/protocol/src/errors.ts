@@ -39,6 +39,8 @@ export const errorCodes = {
   insufficient_storage: 507,
   /** The client took too long to send its request (its head, or a body to the daemon's own routes). */
   request_timeout: 408,
+  /** The daemon restarted and has not reattached to this running sandbox yet: retry shortly. */
+  sandbox_reattaching: 503,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

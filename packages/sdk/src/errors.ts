@@ -120,6 +120,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   template_start_failed: CapsuleError,
   insufficient_storage: CapsuleError,
   request_timeout: TimeoutError,
+  sandbox_reattaching: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

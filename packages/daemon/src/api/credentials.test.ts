@@ -70,4 +70,17 @@ describe('sandbox access tokens', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('attack: a truncated daemon.secret is not silently regenerated (which would change every sandbox token); start-up fails with a hint and the file is left as it was', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-secret-'));
+    try {
+      const file = path.join(dir, 'daemon.secret');
+      fs.writeFileSync(file, Buffer.alloc(7, 1), { mode: 0o600 });
+      expect(() => loadDaemonSecret(dir)).toThrow(/daemon\.secret.*7 bytes.*restore it from a backup/s);
+      expect(fs.readFileSync(file).equals(Buffer.alloc(7, 1))).toBe(true);
+      expect(fs.readdirSync(dir)).toEqual(['daemon.secret']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { nanoid } from 'nanoid';
 import { CapsuleError } from '../errors.js';
+import { writeFileAtomic } from '../guest/files.js';
+import { fsyncFile } from '../vmm/freeze.js';
 import type { ApiKeyRecord, Store } from '../store/store.js';
 
 /** The key form the e2b SDK and its users know: `e2b_` and hex. */
@@ -106,18 +108,30 @@ function sameSecret(got: string, want: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** The daemon's secret, created on first use: 32 random bytes, readable by the owner only. */
+const DAEMON_SECRET_BYTES = 32;
+
+/**
+ * The daemon's secret, created on first use: 32 random bytes, owner-only,
+ * written to a temporary name, fsynced, renamed and the folder fsynced, so a
+ * crash leaves either no secret or a whole one. One of any other size is an
+ * error, never replaced: every sandbox's access token derives from it, and a
+ * new one would silently lock out every client holding a token.
+ */
 export function loadDaemonSecret(stateDir: string): Buffer {
   const file = path.join(stateDir, 'daemon.secret');
   try {
     const secret = fs.readFileSync(file);
-    if (secret.length === 32) return secret;
+    if (secret.length === DAEMON_SECRET_BYTES) return secret;
+    throw new Error(
+      `${file} is ${secret.length} bytes, not ${DAEMON_SECRET_BYTES}: it is damaged: restore it from a backup, ` +
+        'or, to issue new sandbox access tokens (every client holding one must get a new one), remove it and start capsuled again',
+    );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const secret = randomBytes(32);
-  const temp = `${file}.tmp`;
-  fs.writeFileSync(temp, secret, { mode: 0o600 });
-  fs.renameSync(temp, file);
+  const secret = randomBytes(DAEMON_SECRET_BYTES);
+  writeFileAtomic(file, secret, 0o600);
+  // The rename is durable only once the folder is.
+  fsyncFile(stateDir);
   return secret;
 }

@@ -15,6 +15,7 @@ import { holdFile, sweepUnheld } from '../images/cache-holds.js';
 import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
+import { testOnlyDelay } from '../test-only-delay.js';
 import type { LiveVm } from './live-vm.js';
 import { saveWholeVm, wholeStateRestoreSpec } from './pause-resume.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
@@ -58,7 +59,8 @@ export class SandboxForks {
     // The source's disk at this moment, shared read-only by every fork (each pins it: sandbox-vms.ts launch);
     // the work folder pins it until the forks have, and it goes with its last fork.
     const disk = path.join(this.vms.sharedDisksDir, `${path.basename(work)}.qcow2`);
-    const copyDisk = () => {
+    const copyDisk = async () => {
+      await testOnlyDelay('FORK');
       fs.mkdirSync(this.vms.sharedDisksDir, { recursive: true, mode: 0o700 });
       fs.copyFileSync(path.join(this.vms.stateDir(record.id), 'overlay.qcow2'), disk);
       fs.chmodSync(disk, 0o400);
@@ -79,7 +81,7 @@ export class SandboxForks {
         try {
           await saveWholeVm(vm, stateFile);
           // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
-          copyDisk();
+          await copyDisk();
         } finally {
           await vm.qmp.execute('cont').catch(() => undefined);
           await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);

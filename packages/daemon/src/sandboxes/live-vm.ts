@@ -3,6 +3,7 @@
 // go through here so that sandboxes, warm-pool VMs and template builds all do
 // them the same way. It never touches the store.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import { AgentClient, type AgentInitRequest } from '../agent/client.js';
@@ -16,6 +17,29 @@ import { startVm, stopVm, type VmRuntimePaths, type VmSpec } from '../vmm/qemu.j
 
 export const AGENT_PORT_DEVICE_ID = 'agent-port';
 const INIT_TIMEOUT_MS = 10_000;
+/**
+ * QEMU runs below the daemon's CPU priority: guests that keep every core busy
+ * (many guests under TCG, or a hostile one spinning) must not starve the API
+ * or a restarting daemon's reattaching. Nice is per thread on Linux, so each
+ * of QEMU's threads is set; threads it starts later inherit it.
+ */
+export const VM_NICE = 10;
+
+function lowerCpuPriority(pid: number): void {
+  let threads: string[];
+  try {
+    threads = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return; // Gone already: its exit is noticed elsewhere.
+  }
+  for (const tid of threads) {
+    try {
+      os.setPriority(Number(tid), VM_NICE);
+    } catch {
+      // A thread that exited meanwhile.
+    }
+  }
+}
 const FIRST_INIT_ATTEMPT_MS = 1000;
 const MAX_INIT_ATTEMPT_MS = 5000;
 /** QEMU's own log (runtime folder, often tmpfs): a guest can make QEMU warn, so it is kept near this size. */
@@ -46,6 +70,7 @@ export class LiveVm {
     this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
     this.console.attach();
     this.qemuLogCap = setInterval(() => capDetachedLog(paths.qemuLog, QEMU_LOG_LIMIT_BYTES), QEMU_LOG_CHECK_MS).unref();
+    lowerCpuPriority(pid);
   }
 
   /** Starts QEMU for `spec` and attaches to it; the guest boots (or waits for a restore, with `spec.incoming`). */

@@ -19,12 +19,15 @@ import type { BulkChannel } from '../agent/bulk-channel.js';
 import { vmMemoryUse } from './memory.js';
 import { egressPolicyColumns, egressPolicyFrom, egressPolicyOf } from '../network/egress-policy.js';
 import { SandboxNetworks } from '../network/sandbox-networks.js';
+import { REATTACHING_MESSAGE, sweepInterruptedWork } from './adoption.js';
 import { SandboxCreator } from './create.js';
 import { SandboxForks } from './fork.js';
+import { LiveVm } from './live-vm.js';
 import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
 import { expiryFrom, SandboxVms } from './sandbox-vms.js';
+import { snapshotTemplateDirs } from './snapshot.js';
 import { Tunnels } from './tunnels.js';
 import { WarmSnapshots, type WarmSnapshotState } from './warm-snapshots.js';
 
@@ -35,6 +38,7 @@ const REAPER_INTERVAL_MS = 1000;
 
 export class SandboxManager {
   private reaping = false;
+  private shuttingDown = false;
   private livenessTimer: NodeJS.Timeout | undefined;
   private readonly pausedMemory: PausedMemoryConverter;
   private reaperTimer: NodeJS.Timeout | undefined;
@@ -92,25 +96,36 @@ export class SandboxManager {
     return this.vms.stateDir(id);
   }
 
-  /** Adopts VMs that outlived the previous daemon and removes what no sandbox owns. */
+  /**
+   * Before the API serves, and quick whatever runs: notes the VMs that
+   * outlived the previous daemon (reattached by `reattach`, after the API
+   * serves), kills and removes what no sandbox owns, sweeps what an
+   * interrupted fork or snapshot left.
+   */
   async start(): Promise<void> {
     await this.ports.load();
-    for (const record of await this.store.sandboxesInStates(['starting', 'running'])) {
-      await this.vms.adopt(record);
-    }
-    for (const record of await this.store.sandboxesInStates(['running'])) {
-      // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
-      await this.ports.bind(record.id).catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not publish a port again'));
-    }
-    this.vms.removeOrphans();
-    // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (above); the rest is redone.
-    await this.pausing.restartConversions();
+    const keep = await this.vms.adoption.prepare();
+    sweepInterruptedWork(this.config.stateDir, await snapshotTemplateDirs(this.store), this.log);
+    this.vms.removeOrphans(keep);
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
-    await this.networks.start(async (id) => this.vms.live.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
+    await this.networks.start(async (id) => this.vms.live.has(id) || keep.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
     this.livenessTimer = setInterval(() => this.vms.checkLiveness(), LIVENESS_INTERVAL_MS);
     this.livenessTimer.unref();
     this.reaperTimer = setInterval(() => void this.reapExpired(), REAPER_INTERVAL_MS);
     this.reaperTimer.unref();
+  }
+
+  /**
+   * While the API serves: reattaches the previous daemon's VMs (adoption.ts),
+   * publishes their ports again, finishes paused-state conversions a crash cut
+   * off, then builds warm snapshots and pools.
+   */
+  async reattach(): Promise<void> {
+    // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
+    await this.vms.adoption.run((id) => this.ports.bind(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again')));
+    if (this.shuttingDown) return;
+    // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (start); the rest is redone.
+    await this.pausing.restartConversions();
     for (const template of await this.store.listTemplates()) void this.warm.prepareWarmSnapshot(template);
   }
 
@@ -118,6 +133,8 @@ export class SandboxManager {
   async shutdown(): Promise<void> {
     clearInterval(this.livenessTimer);
     clearInterval(this.reaperTimer);
+    this.shuttingDown = true;
+    await this.vms.adoption.close();
     for (const vm of this.vms.live.values()) vm.detach();
     this.vms.live.clear();
     await this.ports.releaseAll();
@@ -200,20 +217,22 @@ export class SandboxManager {
 
   private toApi(record: SandboxRecord): Sandbox {
     const vm = this.vms.live.get(record.id);
+    const reattaching = this.vms.adoption.isReattaching(record.id);
+    const pid = vm?.pid ?? (reattaching ? this.vms.adoption.reattachingPid(record.id) : undefined);
     return {
       id: record.id,
       name: record.name,
       template: record.template,
       state: record.state as SandboxState,
       stateReason: record.state_reason,
-      ...(record.state_message ? { stateMessage: record.state_message } : {}),
+      ...(reattaching ? { stateMessage: REATTACHING_MESSAGE } : record.state_message ? { stateMessage: record.state_message } : {}),
       vcpus: record.vcpus,
       memoryMiB: record.memory_mib,
       accel: record.accel as 'kvm' | 'tcg',
       metadata: JSON.parse(record.metadata) as Record<string, string>,
       createdAt: record.created_at,
       ...(record.boot_ms !== null ? { bootMs: record.boot_ms } : {}),
-      ...(vm ? { pid: vm.pid } : {}),
+      ...(pid !== undefined ? { pid } : {}),
       timeoutMs: record.timeout_ms,
       onTimeout: record.on_timeout,
       ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
@@ -232,6 +251,9 @@ export class SandboxManager {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is still starting`, { hint: 'remove it once its create request has returned' });
     }
     await this.ports.release(record.id, true);
+    // One still being reattached is not waited for: its QEMU is stopped by pid.
+    const unadoptedPid = await this.vms.adoption.cancel(record.id);
+    if (unadoptedPid !== undefined) await LiveVm.kill(unadoptedPid);
     const vm = this.vms.live.get(record.id);
     if (vm) {
       await vm.stop();

@@ -13,6 +13,7 @@ import type { Store } from '../store/store.js';
 import { canFreeze, frozenFiles } from '../vmm/freeze.js';
 import { saveVmState } from '../vmm/migration.js';
 import type { VmSpec } from '../vmm/qemu.js';
+import { testOnlyDelay } from '../test-only-delay.js';
 import type { LiveVm } from './live-vm.js';
 import type { PausedMemoryConverter } from './paused-memory.js';
 import type { PublishedPorts } from './published-ports.js';
@@ -71,6 +72,7 @@ export class PauseResume {
     vm.stopping = true;
     try {
       await saveWholeVm(vm, temp);
+      await testOnlyDelay('PAUSE');
       fs.renameSync(temp, target);
     } catch (err) {
       fs.rmSync(temp, { force: true });
@@ -82,6 +84,8 @@ export class PauseResume {
       await this.vms.fail(id, 'crash', `the VM exited while it was being paused: ${errorMessage(err)}`);
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} died while it was being paused`, { hint: `see \`capsule logs ${id}\`` });
     }
+    // Held here too (tests): the state is in place and QEMU still runs.
+    await testOnlyDelay('PAUSE');
     await vm.stop();
     this.vms.live.delete(id);
     await this.ports.release(id);
@@ -157,15 +161,16 @@ export class PauseResume {
       await this.vms.fail(id, 'resume_failed', message);
       throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``, cause: err });
     }
-    // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
-    fs.rmSync(this.vms.pausedDir(id), { recursive: true, force: true });
-    fs.rmSync(stateFile, { force: true });
     const tookMs = Date.now() - started;
     const initMs = tookMs - restoredMs;
     this.log.info({ sandbox: id, mapped, restoredMs, initMs }, 'sandbox resumed');
     // Where the time went, for `inspect` (and the benchmark): QEMU started with the state loaded, then the guest's first answer.
     const message = `resumed in ${tookMs} ms: state restored in ${restoredMs} ms, guest initialised in ${initMs} ms`;
+    // Recorded running before the saved state goes: a daemon killed in between adopts the VM (and removes the state then).
     await this.store.transition(id, 'running', 'user', message, { expires_at: expiryFrom(record.timeout_ms) });
+    // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
+    fs.rmSync(this.vms.pausedDir(id), { recursive: true, force: true });
+    fs.rmSync(stateFile, { force: true });
     return id;
   }
 }

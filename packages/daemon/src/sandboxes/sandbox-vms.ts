@@ -1,9 +1,9 @@
 // The sandboxes' VMs as this daemon holds them: which VM runs for which
 // sandbox, where each keeps its files, launching one with its machine
-// recorded, failing one cleanly, and, at daemon start, adopting VMs that kept
-// running while the daemon was down. The store says what each sandbox is; the
-// OS (pid files, /proc) says what is true now, and the two are reconciled
-// here, nowhere else.
+// recorded, failing one cleanly, and, at daemon start, killing what no sandbox
+// owns (reattaching the VMs that kept running is adoption.ts's). The store
+// says what each sandbox is; the OS (pid files, /proc) says what is true now,
+// and the two are reconciled here and in adoption.ts, nowhere else.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,9 +17,9 @@ import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store } from '../store/store.js';
-import { QmpClient } from '../vmm/qmp.js';
 import { findRunningVm, VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
 import { hostnameFor } from './ids.js';
+import { SandboxAdoption } from './adoption.js';
 import { LiveVm } from './live-vm.js';
 import type { PublishedPorts } from './published-ports.js';
 
@@ -43,6 +43,8 @@ export function initRequest(id: string, env: Record<string, string> | undefined,
 
 export class SandboxVms {
   readonly live = new Map<string, LiveVm>();
+  /** VMs of the previous daemon being reattached (adoption.ts). */
+  readonly adoption: SandboxAdoption;
   /** Sandboxes being frozen for a fork or a snapshot: one freeze (or pause) of a VM at a time. */
   private readonly freezing = new Set<string>();
 
@@ -52,7 +54,9 @@ export class SandboxVms {
     private readonly log: Logger,
     private readonly networks: SandboxNetworks,
     private readonly ports: PublishedPorts,
-  ) {}
+  ) {
+    this.adoption = new SandboxAdoption(store, log, this);
+  }
 
   runtimePaths(id: string): VmRuntimePaths {
     return new VmRuntimePaths(path.join(this.config.runtimeDir, 'sandboxes', id));
@@ -70,6 +74,11 @@ export class SandboxVms {
     return path.join(this.stateDir(id), 'machine.json');
   }
 
+  /** Whether a sandbox's machine was recorded (one launched before machines were has none). */
+  hasMachine(id: string): boolean {
+    return fs.existsSync(this.machineFile(id));
+  }
+
   pauseStateFile(id: string): string {
     return path.join(this.stateDir(id), 'pause.state');
   }
@@ -84,44 +93,14 @@ export class SandboxVms {
     return path.join(this.config.runtimeDir, 'sandboxes');
   }
 
-  async adopt(record: SandboxRecord): Promise<void> {
-    const paths = this.runtimePaths(record.id);
-    const pid = findRunningVm(paths, record.id);
-    if (record.state === 'starting') {
-      if (pid !== undefined) await LiveVm.kill(pid);
-      await this.removeVmFiles(record.id);
-      await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
-      return;
-    }
-    if (pid === undefined) {
-      const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
-      const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
-      await this.removeVmFiles(record.id);
-      await this.store.transition(record.id, 'error', reason, message);
-      this.log.warn({ sandbox: record.id, reason }, 'sandbox lost while the daemon was down');
-      return;
-    }
-    try {
-      const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 5000 });
-      // A machine recorded before the bulk port, or none at all: HTTP/2 only.
-      const bulkPort = fs.existsSync(this.machineFile(record.id)) ? this.readMachine(record.id).bulkPort : undefined;
-      const vm = this.track(record.id, new LiveVm(pid, qmp, paths, this.consoleLogFile(record.id), bulkPort));
-      await vm.waitForHealthyAgent(Date.now() + 15_000);
-      vm.booting = false;
-      this.log.info({ sandbox: record.id, pid }, 'adopted running sandbox');
-    } catch (err) {
-      this.log.error({ sandbox: record.id, err: errorMessage(err) }, 'could not adopt sandbox; stopping it');
-      await this.fail(record.id, 'adopt_failed', `capsuled could not reattach to the VM: ${errorMessage(err)}`);
-    }
-  }
-
-  removeOrphans(): void {
+  /** Kills the VMs in the runtime folder that are neither live nor in `keep` (being reattached), and removes their files. */
+  removeOrphans(keep: Set<string>): void {
     // Shared disks whose last user went while no daemon ran (or a fork that a crash cut short).
     sweepUnheld(this.sharedDisksDir);
     const dir = path.join(this.config.runtimeDir, 'sandboxes');
     if (!fs.existsSync(dir)) return;
     for (const id of fs.readdirSync(dir)) {
-      if (this.live.has(id)) continue;
+      if (this.live.has(id) || keep.has(id)) continue;
       const pid = findRunningVm(this.runtimePaths(id), id);
       // Left over by a crashed daemon: a sandbox being created, or a warm-pool VM.
       if (pid !== undefined) this.log.warn({ sandbox: id, pid }, 'killing a VM that no sandbox owns');
@@ -171,10 +150,14 @@ export class SandboxVms {
     await this.store.transition(id, 'error', reason, message);
   }
 
-  /** Removes what a VM used besides its console log: its network, runtime folder, disk overlay and saved state. */
-  async removeVmFiles(id: string): Promise<void> {
+  /**
+   * Removes what a VM used besides its console log: its network, runtime
+   * folder, disk overlay and saved state. `keepRuntime` leaves the runtime
+   * folder (its pid file) for removeOrphans to kill a QEMU that still runs.
+   */
+  async removeVmFiles(id: string, options: { keepRuntime?: boolean } = {}): Promise<void> {
     await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
-    fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
+    if (!options.keepRuntime) fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
     for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
     sweepUnheld(this.sharedDisksDir);
   }
@@ -239,8 +222,13 @@ export class SandboxVms {
     return record;
   }
 
+  /** A running sandbox's VM; one being reattached after a daemon restart is waited for (adoption.ts). */
   async runningVm(idOrName: string): Promise<{ record: SandboxRecord; vm: LiveVm }> {
-    const record = await this.require(idOrName);
+    let record = await this.require(idOrName);
+    if (this.adoption.isReattaching(record.id)) {
+      await this.adoption.waitFor(record.id);
+      record = await this.require(record.id);
+    }
     const vm = this.live.get(record.id);
     if (record.state !== 'running' || !vm) {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}, not running`, {

@@ -16,6 +16,7 @@ import type { Store, TemplateRecord } from '../store/store.js';
 import type { WarmSnapshot } from '../templates/warm-snapshot.js';
 import { freezeVm, fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
+import { testOnlyDelay } from '../test-only-delay.js';
 import type { LiveVm } from './live-vm.js';
 
 const SNAPSHOT_FILE = 'snapshot.json';
@@ -46,6 +47,11 @@ export async function freezeRunningVm(vm: LiveVm, machine: VmSpec, dir: string, 
 export async function snapshotTemplateDir(store: Store, name: string): Promise<string | undefined> {
   const row = await store.db.selectFrom('template_snapshots').select('dir').where('template', '=', name).executeTakeFirst();
   return row?.dir;
+}
+
+/** The folders of every template made by `capsule snapshot`. */
+export async function snapshotTemplateDirs(store: Store): Promise<Set<string>> {
+  return new Set((await store.db.selectFrom('template_snapshots').select('dir').execute()).map((row) => row.dir));
 }
 
 /**
@@ -102,7 +108,10 @@ export async function snapshotToTemplate(
   const temp = path.join(dirs.templatesDir, `.${path.basename(dir)}.tmp`);
   const overlayCopy = path.join(temp, 'overlay.qcow2');
   try {
-    await freezeRunningVm(source.vm, machine, temp, dirs.runtimeDir, () => fs.copyFileSync(source.overlay, overlayCopy));
+    await freezeRunningVm(source.vm, machine, temp, dirs.runtimeDir, async () => {
+      await testOnlyDelay('SNAPSHOT');
+      fs.copyFileSync(source.overlay, overlayCopy);
+    });
     // The copy's backing chain leads into another template's files, which may be removed; the template gets its own disk.
     await runCommand('qemu-img', ['convert', '-q', '-O', 'qcow2', overlayCopy, path.join(temp, 'disk.qcow2')]);
     fs.rmSync(overlayCopy);

@@ -22,7 +22,12 @@ export class Store {
   private constructor(readonly db: Kysely<Database>) {}
 
   static async open(file: string): Promise<Store> {
-    if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    if (file !== ':memory:') {
+      fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      // SQLite creates a new database with the umask's mode (0644) and gives its -wal and -shm the database's mode:
+      // created here first, owner-only, all three are.
+      fs.closeSync(fs.openSync(file, 'a', 0o600));
+    }
     const sqlite = new SQLite(file);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');

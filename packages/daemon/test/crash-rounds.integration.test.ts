@@ -1,0 +1,116 @@
+// The daemon killed with SIGKILL at random points of fork, snapshot and pause,
+// round after round: after each restart the source runs and answers with its
+// files (a pause that had saved its state ends paused, and resumes), and no
+// fork or snapshot temp folder, runtime folder or QEMU of the interrupted
+// operation is left. The test-only delay hooks hold each operation at the
+// moment the source is stopped, so that many kills land there. Slow: run it
+// alone with
+//   npx vitest run packages/daemon/test/crash-rounds.integration.test.ts
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { eventually, TestDaemon } from './fixture.js';
+
+const ROUNDS = 30;
+const OPERATIONS = ['fork', 'snapshot', 'pause'] as const;
+/** How long each operation is held with its source stopped, and a pause again once its state is in place (test-only hooks, src/test-only-delay.ts). */
+const HOLD_MS = 2000;
+
+describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
+  // No warm pool: every QEMU here is a sandbox's, so any other is a leak.
+  const daemon = new TestDaemon({
+    CAPSULE_WARM_POOL_SIZE: '0',
+    CAPSULE_TEST_DELAY_FORK_MS: String(HOLD_MS),
+    CAPSULE_TEST_DELAY_SNAPSHOT_MS: String(HOLD_MS),
+    CAPSULE_TEST_DELAY_PAUSE_MS: String(HOLD_MS),
+  });
+  beforeAll(async () => {
+    await daemon.start();
+    await daemon.waitForWarmSnapshot(600_000);
+  }, 700_000);
+  afterAll(() => daemon.destroy());
+
+  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+
+  it('attack: a QMP socket held elsewhere when the daemon restarts got the VM killed ("no QMP greeting") — it is retried, the VM lives, and is adopted once free', async () => {
+    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
+    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'held' });
+    expect(created.status, created.text).toBe(201);
+    const { id, pid } = created.body;
+    await daemon.kill9();
+    // QEMU serves one QMP client at a time: this one takes the slot, as a second daemon did.
+    const holder = net.connect(path.join(daemon.runtimeDir, 'sandboxes', id, 'qmp.sock'));
+    await new Promise((resolve, reject) => holder.once('data', resolve).once('error', reject));
+    const logBefore = daemon.log().length;
+    await daemon.start();
+    await eventually(() => (new RegExp(`"sandbox":"${id}"[^\\n]*QMP did not answer; trying again`).test(daemon.log().slice(logBefore)) ? true : undefined), 120_000, 'a QMP retry');
+    const waiting = (await daemon.request('GET', `/v1/sandboxes/${id}`)).body;
+    expect(waiting).toMatchObject({ state: 'running', stateMessage: 'reattaching after daemon restart', pid });
+    expect(daemon.qemuPids(id)).toEqual([pid]);
+    holder.destroy();
+    const exec = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['echo', 'alive'] });
+    expect(exec.body.stdout, exec.text).toBe('alive\n');
+    expect((await daemon.request('GET', `/v1/sandboxes/${id}`)).body).toMatchObject({ state: 'running', pid });
+    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+  }, 600_000);
+
+  it(`attack: ${ROUNDS} kills of the daemon mid operation lose no sandbox and leak nothing`, async () => {
+    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
+    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'source' });
+    expect(created.status, created.text).toBe(201);
+    const source = created.body.id as string;
+    expect((await exec(source, ['sh', '-c', 'echo kept > /root/mark; sync'])).exitCode).toBe(0);
+    const outcomes: string[] = [];
+
+    for (let round = 0; round < ROUNDS; round++) {
+      const operation = OPERATIONS[round % OPERATIONS.length]!;
+      const path_ = operation === 'fork' ? 'fork' : operation === 'snapshot' ? 'snapshot' : 'pause';
+      const body = operation === 'fork' ? { count: 1 } : operation === 'snapshot' ? { template: `snap-${round}` } : {};
+      const request = daemon.request('POST', `/v1/sandboxes/${source}/${path_}`, body).catch((err: Error) => ({ status: 0, text: err.message, body: undefined }));
+      // Anywhere from before the source stops to after the operation would have finished.
+      await sleep(Math.floor(Math.random() * (2 * HOLD_MS + 3000)));
+      await daemon.kill9();
+      const answer = await request;
+      await daemon.start();
+
+      const after = await eventually(
+        async () => {
+          const res = await daemon.request('GET', `/v1/sandboxes/${source}`);
+          return res.body.stateMessage?.includes('reattaching') ? undefined : res.body;
+        },
+        120_000,
+        'the source to be reattached',
+      );
+      outcomes.push(`${operation}:${answer.status}:${after.state}`);
+      if (after.state === 'paused') {
+        const resumed = await daemon.request('POST', `/v1/sandboxes/${source}/resume`);
+        expect(resumed.status, `round ${round}: ${resumed.text}`).toBe(200);
+      } else {
+        expect({ round, operation, state: after.state, reason: after.stateReason }).toMatchObject({ state: 'running' });
+      }
+      const mark = await exec(source, ['cat', '/root/mark']);
+      expect({ round, operation, stdout: mark.stdout }).toEqual({ round, operation, stdout: 'kept\n' });
+
+      // What the interrupted operation made and finished is removed; what it left half-made must be gone already.
+      const { body: listed } = await daemon.request('GET', '/v1/sandboxes');
+      for (const s of listed.sandboxes as { id: string; state: string }[]) {
+        if (s.id !== source && s.state !== 'killed') expect((await daemon.request('DELETE', `/v1/sandboxes/${s.id}`)).status).toBe(204);
+      }
+      const { body: templates } = await daemon.request('GET', '/v1/templates');
+      for (const t of templates.templates as { name: string }[]) {
+        if (t.name.startsWith('snap-')) expect((await daemon.request('DELETE', `/v1/templates/${t.name}`)).status).toBe(204);
+      }
+      const sourcePid = (await daemon.request('GET', `/v1/sandboxes/${source}`)).body.pid;
+      await eventually(() => (daemon.qemuPids().every((pid) => pid === sourcePid) ? true : undefined), 30_000, `round ${round}: only the source's QEMU to be left (${daemon.qemuPids()})`);
+      expect(daemon.runtimeLeftovers(), `round ${round}`).toEqual([source]);
+      const forks = path.join(daemon.stateDir, 'forks');
+      expect(fs.existsSync(forks) ? fs.readdirSync(forks) : [], `round ${round}`).toEqual([]);
+      const templatesDir = path.join(daemon.stateDir, 'templates');
+      expect(fs.existsSync(templatesDir) ? fs.readdirSync(templatesDir) : [], `round ${round}`).toEqual([]);
+    }
+    console.log(`outcomes (operation:HTTP status before the kill:state after the restart): ${outcomes.join(' ')}`);
+    expect(daemon.log()).not.toMatch(/adopt_failed/);
+  }, 3_600_000);
+});
