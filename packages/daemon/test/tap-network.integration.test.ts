@@ -60,6 +60,8 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     run('ip', 'netns', 'add', HOST_NS);
     run('ip', 'netns', 'add', OUTSIDE_NS);
     for (const ns of [HOST_NS, OUTSIDE_NS]) run('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+    // A new namespace copies the root namespace's IPv4 settings, and other test files' root daemons turn forwarding on there.
+    run('ip', 'netns', 'exec', HOST_NS, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
     run('ip', '-n', HOST_NS, 'link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', OUTSIDE_NS);
     run('ip', '-n', HOST_NS, 'addr', 'add', `${HOST_UPLINK}/24`, 'dev', 'wan0');
     run('ip', '-n', OUTSIDE_NS, 'addr', 'add', `${OUTSIDE}/24`, 'dev', 'wan0');

@@ -118,6 +118,8 @@ export class TestNetworks {
     run('ip', 'netns', 'add', hostNs);
     run('ip', 'netns', 'add', outsideNs);
     for (const ns of [hostNs, outsideNs]) run('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+    // A new namespace copies the root namespace's IPv4 settings, and other test files' root daemons turn forwarding on there.
+    run('ip', 'netns', 'exec', hostNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=0');
     run('ip', '-n', hostNs, 'link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', outsideNs);
     run('ip', '-n', hostNs, 'addr', 'add', `${HOST_UPLINK}/24`, 'dev', 'wan0');
     run('ip', '-n', outsideNs, 'addr', 'add', `${OUTSIDE}/24`, 'dev', 'wan0');
