@@ -2,13 +2,15 @@
 // QEMU, real guest) with its own state and runtime folders and the host's
 // shared guest-kit cache. Teardown kills the daemon and every QEMU it left,
 // and the daemon's log is printed only when a test failed.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { silentLogger } from '../src/log.js';
+import { parseLinkNames, restoreForwarding, stateTag } from '../src/network/tap-network.js';
 
 export const daemonMain = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 export const cliMain = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
@@ -192,7 +194,28 @@ export class TestDaemon {
         // Gone already.
       }
     }
+    await this.removeNetworkLeftovers();
     fs.rmSync(this.root, { recursive: true, force: true });
+  }
+
+  /**
+   * A stopped daemon keeps its network namespaces, host links and nft table
+   * while its VMs run (the next daemon adopts them); killing those VMs behind
+   * its back, as destroy does, leaves them to the fixture. A daemon started in
+   * a test's namespace leaves them in there, and the test deletes that.
+   */
+  private async removeNetworkLeftovers(): Promise<void> {
+    if (this.launchPrefix.length > 0 || process.getuid?.() !== 0) return;
+    const tag = stateTag(this.stateDir);
+    const netnsDir = '/run/netns';
+    for (const name of fs.existsSync(netnsDir) ? fs.readdirSync(netnsDir) : []) {
+      if (name.startsWith(`capsule-${tag}-`)) spawnSync('ip', ['netns', 'delete', name]);
+    }
+    for (const link of parseLinkNames(spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout)) {
+      if (link.startsWith(`cs${tag}`)) spawnSync('ip', ['link', 'delete', link]);
+    }
+    spawnSync('nft', ['delete', 'table', 'ip', `capsule_${tag}`], { stdio: 'ignore' });
+    await restoreForwarding(silentLogger);
   }
 }
 
