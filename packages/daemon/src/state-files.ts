@@ -10,8 +10,12 @@ import type { Logger } from './log.js';
 export const STATE_DIR_MODE = 0o700;
 export const PRIVATE_FILE_MODE = 0o600;
 
+/** The TCP listener's self-signed certificate and its key (api/tls.ts). */
+export const GENERATED_CERT_FILE = 'tls.crt';
+export const GENERATED_KEY_FILE = 'tls.key';
+
 /** Files directly in the state folder that only the daemon's user may read. */
-const PRIVATE_FILES = ['capsule.db', 'capsule.db-wal', 'capsule.db-shm', 'capsule.db-journal', 'daemon.secret', 'capsuled.lock', 'capsuled.log', 'capsuled.log.1'];
+const PRIVATE_FILES = ['capsule.db', 'capsule.db-wal', 'capsule.db-shm', 'capsule.db-journal', 'daemon.secret', 'capsuled.lock', 'capsuled.log', 'capsuled.log.1', GENERATED_CERT_FILE, GENERATED_KEY_FILE];
 
 const octal = (mode: number) => mode.toString(8).padStart(4, '0');
 

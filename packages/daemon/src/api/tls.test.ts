@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.js';
-import { certNames, GENERATED_CERT_FILE, GENERATED_KEY_FILE, loadTlsIdentity } from './tls.js';
+import { GENERATED_CERT_FILE, GENERATED_KEY_FILE, tightenStateModes } from '../state-files.js';
+import { certNames, loadTlsIdentity } from './tls.js';
 
 const folders: string[] = [];
 function stateDir(): string {
@@ -24,10 +25,11 @@ describe('the TCP listener certificate', () => {
     expect(certNames(['10.0.0.5', 'localhost'])).toEqual(['localhost', '127.0.0.1', '::1', '10.0.0.5']);
   });
 
-  it('tightens a kept certificate or key that others could read, and keeps the same certificate', () => {
+  it('tightens a kept certificate or key that others could read (at daemon start), and keeps the same certificate', () => {
     const dir = stateDir();
     const made = loadTlsIdentity({ stateDir: dir, names: ['127.0.0.1'], log: silentLogger });
     fs.chmodSync(path.join(dir, GENERATED_KEY_FILE), 0o644);
+    tightenStateModes(dir, silentLogger);
     const kept = loadTlsIdentity({ stateDir: dir, names: ['127.0.0.1'], log: silentLogger });
     expect(kept.fingerprintSha256).toBe(made.fingerprintSha256);
     expect(mode(path.join(dir, GENERATED_KEY_FILE))).toBe('600');

@@ -16,9 +16,8 @@ import tls from 'node:tls';
 import forge from 'node-forge';
 import { writeFileAtomic } from '../guest/files.js';
 import type { Logger } from '../log.js';
+import { GENERATED_CERT_FILE, GENERATED_KEY_FILE } from '../state-files.js';
 
-export const GENERATED_CERT_FILE = 'tls.crt';
-export const GENERATED_KEY_FILE = 'tls.key';
 
 /** Ten years: the certificate is pinned or trusted by hand, so expiry only breaks clients. */
 const GENERATED_VALIDITY_DAYS = 3650;
@@ -55,7 +54,6 @@ export function loadTlsIdentity(options: TlsOptions): TlsIdentity {
     if (!fs.existsSync(keyPath)) {
       throw new Error(`the TLS certificate ${certificatePath} has no key beside it (${keyPath}); restore the key, or remove the certificate to make a new pair (clients that pinned the old fingerprint must pin the new one)`);
     }
-    for (const file of [certificatePath, keyPath]) tightenToOwnerOnly(file, options.log);
     const identity = checkedIdentity(fs.readFileSync(certificatePath, 'utf8'), fs.readFileSync(keyPath, 'utf8'), certificatePath, true);
     warnAboutUncoveredNames(identity, options.names, keyPath, options.log);
     return identity;
@@ -104,13 +102,6 @@ function readOperatorFile(file: string, variable: string): string {
   } catch (err) {
     throw new Error(`${variable} names ${file}, which cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); it must be a PEM file the daemon can read`);
   }
-}
-
-function tightenToOwnerOnly(file: string, log: Logger): void {
-  const mode = fs.statSync(file).mode & 0o777;
-  if ((mode & 0o077) === 0) return;
-  fs.chmodSync(file, 0o600);
-  log.warn({ file, was: mode.toString(8) }, 'made the TLS file readable by its owner only');
 }
 
 /** A kept certificate is never replaced on its own (clients pinned it); say which names it misses. */
