@@ -90,7 +90,7 @@ export class SandboxAdoption {
     return keep;
   }
 
-  /** Reattaches every sandbox `prepare` kept, a few at a time; `afterEach` runs once one is live. Resolves when all are settled. */
+  /** Reattaches every sandbox `prepare` kept, a few at a time; `afterEach` runs once each is settled, live or not. Resolves when all are settled. */
   async run(afterEach: (id: string) => Promise<void>): Promise<void> {
     const ids = [...this.pending.keys()];
     const started = Date.now();
@@ -109,7 +109,7 @@ export class SandboxAdoption {
           this.pending.delete(id);
           entry.settle();
         }
-        if (this.vms.live.has(id)) await afterEach(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'after reattaching a sandbox'));
+        await afterEach(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'after reattaching a sandbox'));
       }
     };
     await Promise.all(Array.from({ length: Math.min(ADOPT_CONCURRENCY, ids.length) }, worker));

@@ -105,6 +105,9 @@ export class SandboxManager {
   async start(): Promise<void> {
     await this.ports.load();
     const keep = await this.vms.adoption.prepare();
+    // Published ports listen from the moment the API serves: a connection waits for its sandbox to be reattached, as any call does.
+    // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
+    for (const id of keep) await this.ports.bind(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again'));
     sweepInterruptedWork(this.config.stateDir, await snapshotTemplateDirs(this.store), this.log);
     this.vms.removeOrphans(keep);
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
@@ -117,12 +120,14 @@ export class SandboxManager {
 
   /**
    * While the API serves: reattaches the previous daemon's VMs (adoption.ts),
-   * publishes their ports again, finishes paused-state conversions a crash cut
+   * finishes paused-state conversions a crash cut
    * off, then builds warm snapshots and pools.
    */
   async reattach(): Promise<void> {
-    // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
-    await this.vms.adoption.run((id) => this.ports.bind(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again')));
+    // A sandbox that could not be reattached lets go of the ports start published for it.
+    await this.vms.adoption.run(async (id) => {
+      if (!this.vms.live.has(id)) await this.ports.release(id);
+    });
     if (this.shuttingDown) return;
     // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (start); the rest is redone.
     await this.pausing.restartConversions();
