@@ -92,8 +92,10 @@ async function freezeInto(
         memoryBackend: { type: 'file', path: files.memory, shared: true },
         incoming: true,
         // The helper never runs, so its NIC needs no network. A TAP device belongs to the source's
-        // QEMU alone; a user-mode NIC stays user-mode, because its saved state includes slirp's own.
+        // QEMU alone; a user-mode NIC stays user-mode, because its saved state includes slirp's own,
+        // but outside the sandboxes' namespace, which a restarted daemon has not made again yet.
         ...(machine.nic?.type === 'tap' && { nic: { type: 'none' } }),
+        ...(machine.nic?.type === 'user' && { nic: { type: 'user' } }),
       },
       paths,
     );
