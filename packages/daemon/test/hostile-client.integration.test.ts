@@ -215,7 +215,7 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
       { path: 'app', type: 'directory' },
       { path: 'app/hello.txt', content: hello },
     ]);
-    const client = new CapsuleClient({ host: tcp.host, port: tcp.port, apiKey });
+    const client = new CapsuleClient({ host: tcp.host, port: tcp.port, apiKey, tls: false });
     try {
       const logs: string[] = [];
       const template = await client.buildTemplateFromContext('uploaded', tar, { onEvent: (event) => event.type === 'log' && logs.push(event.text) });
