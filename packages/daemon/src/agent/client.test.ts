@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AgentClient } from './client.js';
+import { AgentClient, cancelAgentStream } from './client.js';
 
 const servers: net.Server[] = [];
 afterEach(() => {
@@ -77,3 +77,35 @@ describe('agent client with a hostile stand-in guest', () => {
     }
   });
 });
+
+describe('cancelling an agent stream', () => {
+  // An upload the daemon gives up on (its client left) while the guest is not
+  // reading it. close() alone leaves the stream alive with its RST_STREAM
+  // possibly pending behind a write in progress, where a later destroy() can lose it.
+  it('a client that leaves mid-upload resets the agent stream with CANCEL and lets go of it at once', async () => {
+    const opened = deferred<string>();
+    const reset = new Promise<number>((resolve) => {
+      const agentServer = http2.createServer();
+      // The stand-in guest takes the request and never reads its body.
+      agentServer.on('stream', (stream) => stream.once('close', () => resolve(stream.rstCode)));
+      servers.push(agentServer as unknown as net.Server);
+      void standInGuest((s) => agentServer.emit('connection', s)).then((socketPath) => opened.resolve(socketPath));
+    });
+    const agent = new AgentClient(await opened.promise);
+    try {
+      const stream = await agent.openStream('POST', '/files?path=/tmp/x', { 'content-type': 'application/octet-stream' });
+      stream.write(Buffer.alloc(256 * 1024)); // more than the guest's window: writes stay queued
+      cancelAgentStream(stream);
+      expect(stream.destroyed).toBe(true);
+      expect(await reset).toBe(http2.constants.NGHTTP2_CANCEL);
+    } finally {
+      agent.close();
+    }
+  });
+});
+
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}

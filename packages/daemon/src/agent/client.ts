@@ -173,7 +173,7 @@ export class AgentClient {
       if (kind === 'bad_port' || status === 400) throw new CapsuleError('invalid_argument', `port must be from 1 to 65535, got ${port}`);
       throw new CapsuleError('agent_unavailable', `the ${what} failed (HTTP ${status}${message ? `: ${message}` : ''})`);
     } catch (err) {
-      if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+      cancelAgentStream(stream);
       if (err instanceof CapsuleError) throw err;
       throw new CapsuleError('agent_unavailable', `the sandbox's agent could not open a tunnel: ${(err as Error).message}`);
     }
@@ -189,6 +189,20 @@ export class AgentClient {
     for (const socket of this.sockets) socket.destroy();
     this.sockets.clear();
   }
+}
+
+/**
+ * Resets an agent stream (RST_STREAM CANCEL) and lets go of it at once, so
+ * that no closed-but-alive stream lingers with its RST_STREAM still pending
+ * behind a write in progress (Node submits it later, and a stream destroyed
+ * in between can lose it). This narrows, but does not close, the window of a
+ * Node 20 http2 bug: nghttp2 asking for the next DATA frame of a stream Node
+ * has already dropped gets 0 bytes back, forever, in one synchronous loop.
+ */
+export function cancelAgentStream(stream: ClientHttp2Stream): void {
+  if (stream.destroyed) return;
+  stream.close(h2.NGHTTP2_CANCEL);
+  stream.destroy();
 }
 
 const guarded = new WeakSet<Http2Session>();

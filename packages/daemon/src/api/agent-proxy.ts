@@ -6,11 +6,12 @@
 //   by header: E2b-Sandbox-Id: {id}, the agent path as is (the e2b SDK pointed
 //              at the daemon through E2B_SANDBOX_URL)
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers, OutgoingHttpHeaders } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TRAFFIC_TOKEN_HEADER, type ErrorCode } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
+import { cancelAgentStream } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
 import { basicAuthForUser } from '../sandboxes/exec.js';
 
@@ -155,12 +156,9 @@ export async function relay(body: Readable, res: ServerResponse, stream: ClientH
 
 /** Closes the agent request when the client leaves (a client that leaves takes its agent request with it); returns the closer. */
 export function cancelWithClient(res: ServerResponse, stream: ClientHttp2Stream): () => void {
-  const cancel = () => {
-    if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
-  };
+  const cancel = () => cancelAgentStream(stream);
   res.once('close', cancel);
-  // Errors are handled through the promises of the callers; this keeps a late one from being unhandled.
-  stream.on('error', () => undefined);
+  // A late 'error' is never unhandled: AgentClient listens on every stream it opens.
   return cancel;
 }
 
@@ -173,7 +171,7 @@ export async function agentResponse(stream: ClientHttp2Stream): Promise<{ status
   });
   const status = validStatus(headers[':status']);
   if (status === undefined) {
-    if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+    cancelAgentStream(stream);
     throw { status: 502, message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})` } satisfies ProxyFailure;
   }
   return { status, headers };

@@ -34,6 +34,7 @@ import {
   type ErrorBody,
   type ErrorCode,
 } from '@capsule/protocol';
+import { cancelAgentStream } from '../agent/client.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { registerImageRoutes } from './image-routes.js';
@@ -478,9 +479,8 @@ async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingM
       const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
       opened.then(
         (late) => {
-          // A guest may reset the stream at any moment; its errors are read through the relay's promises, never unhandled.
-          late.on('error', () => undefined);
-          if (res.writableEnded || res.destroyed) late.close();
+          // A stream that opened after the client was answered (or left) is nobody's: reset it.
+          if (res.writableEnded || res.destroyed) cancelAgentStream(late);
         },
         () => undefined,
       );
