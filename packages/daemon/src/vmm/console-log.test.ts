@@ -10,7 +10,11 @@ async function capture(send: (socket: net.Socket) => Promise<void> | void, limit
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
   const socketPath = path.join(dir, 'console.sock');
   const logFile = path.join(dir, 'console.log');
-  const server = net.createServer((socket) => void send(socket));
+  const server = net.createServer((socket) => {
+    // The log detaches with data still unread, as a daemon stopping does: the sender sees a reset.
+    socket.on('error', () => undefined);
+    void send(socket);
+  });
   await new Promise<void>((r) => server.listen(socketPath, r));
   const log = new ConsoleLog(socketPath, logFile, limit, bytesPerSecond);
   log.attach();
