@@ -7,7 +7,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapsuleClient } from '@capsule/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
 import { daemonEndpoints, runFuzz } from './fuzz/api-fuzzer.mjs';
 import { makeTar, type TestTarEntry } from './oci/tar-writer.js';
 
@@ -217,10 +217,21 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     ]);
     const client = new CapsuleClient({ host: tcp.host, port: tcp.port, apiKey, tls: false });
     try {
+      // The upload is unpacked in the image cache's temp folder, which a restarted daemon sweeps, and removed after the build.
+      const tmpDir = path.join(sharedCacheDir, 'images', 'tmp');
+      const uploadFolders = () => (fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((name) => name.startsWith(`context-${daemon.pid}-`)) : []);
+      let foldersDuringBuild: string[] = [];
       const logs: string[] = [];
-      const template = await client.buildTemplateFromContext('uploaded', tar, { onEvent: (event) => event.type === 'log' && logs.push(event.text) });
+      const template = await client.buildTemplateFromContext('uploaded', tar, {
+        onEvent: (event) => {
+          if (foldersDuringBuild.length === 0) foldersDuringBuild = uploadFolders();
+          if (event.type === 'log') logs.push(event.text);
+        },
+      });
       expect(template.name).toBe('uploaded');
       expect(logs.join('')).toContain(hello);
+      expect(foldersDuringBuild).toHaveLength(1);
+      expect(uploadFolders()).toEqual([]);
     } finally {
       client.close();
     }

@@ -3,8 +3,6 @@
 // or `error`, so a client can draw a progress bar; the rest is plain JSON.
 import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
 import {
   BuildEvent,
   BuildTemplateRequest,
@@ -199,7 +197,7 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService, 
       if (isAsyncIterable(request.body)) {
         const name = request.query.name;
         if (name === undefined) throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', { hint: 'add ?name=TEMPLATE to the URL' });
-        uploaded = fs.mkdtempSync(path.join(os.tmpdir(), `capsule-build-context-${process.pid}-`));
+        uploaded = images.newBuildContextDir();
         try {
           await unpackBuildContext(request.body, uploaded);
           build = { name, capsulefile: readContextCapsulefile(uploaded, request.query.capsulefile ?? 'Capsulefile'), contextDir: uploaded };

@@ -85,9 +85,10 @@ export class ImageService {
    */
   async start(): Promise<void> {
     this.sweepUnheldFiles();
-    const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
+    // Temp folders of daemons that are gone (the cache is shared by every daemon on the host).
+    const tmpDir = this.tmpDir;
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
-      const pid = Number(/^(?:rootfs|import)-(\d+)-/.exec(name)?.[1]);
+      const pid = Number(/^(?:rootfs|import|context)-(\d+)-/.exec(name)?.[1]);
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
     }
     // Templates and overlays of builds that a daemon stopped in the middle of (none runs before start).
@@ -117,6 +118,17 @@ export class ImageService {
    * (cache folder) and their holds (state folder) when either is low on disk;
    * routes that stream call it before their 200, so the refusal is a 507.
    */
+  /** Where imports, root filesystems and uploaded build contexts are unpacked; what a dead daemon left is swept at start. */
+  private get tmpDir(): string {
+    return path.join(this.config.cacheDir, 'images', 'tmp');
+  }
+
+  /** An empty owner-only folder for a build context uploaded over the API; the caller removes it after the build. */
+  newBuildContextDir(): string {
+    fs.mkdirSync(this.tmpDir, { recursive: true });
+    return fs.mkdtempSync(path.join(this.tmpDir, `context-${process.pid}-`));
+  }
+
   assertDiskRoom(operation: string): void {
     assertDiskRoom(this.config, operation, [this.config.cacheDir, this.config.stateDir]);
   }
@@ -138,8 +150,7 @@ export class ImageService {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
     this.assertDiskRoom('import an image');
     this.sweepUnheldFiles();
-    const tmpDir = path.join(this.config.cacheDir, 'images', 'tmp');
-    const { image, ref } = await importArchive(file, this.blobs, tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
+    const { image, ref } = await importArchive(file, this.blobs, this.tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
     await this.record(image, ref, 'archive');
     return await this.describe(image.digest);
   }
