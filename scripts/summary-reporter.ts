@@ -2,12 +2,12 @@
 // report, so that CI logs state the count in a plain, tool-independent form.
 // Counted when the run ends, printed from onFinished, which vitest calls after
 // the default reporter has printed its summary.
-import type { Reporter, TestModule } from 'vitest/node';
+import type { Reporter, SerializedError, TestModule } from 'vitest/node';
 
 export default class SummaryReporter implements Reporter {
   private line = '';
 
-  onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
@@ -22,6 +22,8 @@ export default class SummaryReporter implements Reporter {
       // A file that failed before any test ran (an import error) counts as a failure.
       if (module.state() === 'failed' && tests.length === 0) failed += 1;
     }
+    // An error thrown outside any test fails the run (vitest exits 1), so the line says so too.
+    failed += unhandledErrors.length;
     this.line = `${passed} passed, ${failed} failed, ${skipped} skipped`;
   }
 
