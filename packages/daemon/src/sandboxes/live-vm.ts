@@ -170,6 +170,7 @@ export class LiveVm {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.alive) await stopVm(this.pid, this.qmp);
+    await this.console.finish();
     this.detach();
   }
 

@@ -25,6 +25,27 @@ async function capture(send: (socket: net.Socket) => Promise<void> | void, limit
 }
 
 describe('console log', () => {
+  it('keeps what a guest wrote last once its VM has ended, past the rate (finish, not detach)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
+    const socketPath = path.join(dir, 'console.sock');
+    const logFile = path.join(dir, 'console.log');
+    // A boot that fails: a burst of output, the reason last, then QEMU is gone.
+    const output = `${'x'.repeat(64 * 1024)}\ncapsule-init: error: the reason\n`;
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.end(output);
+    });
+    await new Promise<void>((r) => server.listen(socketPath, r));
+    const log = new ConsoleLog(socketPath, logFile, 1024 * 1024, 1024);
+    log.attach();
+    // By now the rate (1 KiB/s) holds the rest back unread.
+    await new Promise((r) => setTimeout(r, 300));
+    await log.finish(2000);
+    server.close();
+    expect(readConsoleLog(logFile).toString()).toBe(output);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('keeps at most about twice its limit, newest bytes last', async () => {
     // Lines go out one at a time so that the log sees many small chunks and rotates.
     const { logFile, cleanup } = await capture(async (socket) => {

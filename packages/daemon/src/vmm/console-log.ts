@@ -20,6 +20,10 @@ export class ConsoleLog {
   private windowBytes = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
   private writing = false;
+  /** Resolves when the chunk in the pool is written (or at once). */
+  private written: Promise<void> = Promise.resolve();
+  /** Set by finish: the VM is gone, so its last bytes are read without the rate limit. */
+  private draining = false;
 
   constructor(
     private readonly socketPath: string,
@@ -34,6 +38,30 @@ export class ConsoleLog {
     socket.on('data', (chunk: Buffer) => this.take(socket, chunk));
     socket.on('error', () => socket.destroy());
     this.socket = socket;
+  }
+
+  /**
+   * For a VM that has exited: reads what it wrote last (a failing boot's
+   * reason) up to the end of its console, at full speed, for at most
+   * `timeoutMs`, then detaches. A plain detach would drop what sat unread.
+   */
+  async finish(timeoutMs = 1000): Promise<void> {
+    const socket = this.socket;
+    if (socket && !socket.destroyed) {
+      this.draining = true;
+      clearTimeout(this.resumeTimer);
+      if (!this.writing) socket.resume();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        socket.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      // The last chunk may still be in the pool when the socket closes.
+      await this.written;
+    }
+    this.detach();
   }
 
   detach(): void {
@@ -60,8 +88,11 @@ export class ConsoleLog {
     const fd = this.fd;
     this.size += chunk.length;
     this.writing = true;
+    let done = () => {};
+    this.written = new Promise<void>((resolve) => (done = resolve));
     fs.write(fd, chunk, (err) => {
       this.writing = false;
+      done();
       if (this.fd !== fd) {
         // Detached meanwhile.
         fs.close(fd, () => undefined);
@@ -86,7 +117,7 @@ export class ConsoleLog {
       this.windowBytes = 0;
     }
     this.windowBytes += written;
-    if (this.windowBytes < this.bytesPerSecond) return void socket.resume();
+    if (this.draining || this.windowBytes < this.bytesPerSecond) return void socket.resume();
     this.resumeTimer = setTimeout(() => socket.resume(), this.windowStart + 1000 - now);
     this.resumeTimer.unref();
   }
