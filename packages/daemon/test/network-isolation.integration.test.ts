@@ -9,8 +9,9 @@
 // isolation is left after a stop, nor after a kill -9 and a restart.
 import fs from 'node:fs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { stateTag } from '../src/network/tap-network.js';
 import { TestDaemon } from './fixture.js';
-import { daemonTag, HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, removeDaemonNamespaces, TEST_NAME, TestNetworks } from './test-networks.js';
+import { HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, removeDaemonNamespaces, TEST_NAME, TestNetworks } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
 const API_PORT = 3000;
@@ -22,7 +23,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
   const networks = new TestNetworks(mode, HOST_SERVICE_PORT);
   const daemon = new TestDaemon({ CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' }, networks.launchPrefix);
   /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
-  const tag = daemonTag(daemon.stateDir);
+  const tag = stateTag(daemon.stateDir);
   const created: string[] = [];
 
   beforeAll(async () => {

@@ -5,9 +5,8 @@
 // one, the metadata address and the machine's DNS resolver address, each
 // served by this test. Everything is removed by `destroy`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { stateTag } from '../src/network/tap-network.js';
 import fs from 'node:fs';
-import path from 'node:path';
 
 export const OUTSIDE = '198.51.100.2';
 export const HOST_UPLINK = '198.51.100.1';
@@ -29,13 +28,9 @@ export function machineResolver(): string | undefined {
 }
 
 /** The tag a daemon with state folder `stateDir` puts in every namespace, link and table name it makes. */
-export function daemonTag(stateDir: string): string {
-  return createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 6);
-}
-
 /** Removes what a failed test left of a daemon's namespaces (a stop keeps those a VM was still in). */
 export function removeDaemonNamespaces(stateDir: string): void {
-  const tag = daemonTag(stateDir);
+  const tag = stateTag(stateDir);
   for (const name of fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []) {
     if (name.startsWith(`capsule-${tag}-`)) execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
   }
