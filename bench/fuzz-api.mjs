@@ -4,7 +4,7 @@
 // a valid key, takes N seeded hostile requests. Reports answers by status,
 // any undocumented 5xx, whether the daemon's pid is the same and its RSS
 // before and after. Exits 1 when the daemon died or answered an undocumented 5xx.
-// Usage: node bench/fuzz-api.mjs [--requests 100000] [--seed N] [--minutes 20] [--no-sandbox]   (after npm run build)
+// Usage: node bench/fuzz-api.mjs [--requests 100000] [--seed N] [--minutes 20] [--no-sandbox] [--kinds agent-path,agent-header,...]   (after npm run build)
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,7 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '20' },
     concurrency: { type: 'string', default: '16' },
     'no-sandbox': { type: 'boolean', default: false },
+    kinds: { type: 'string' },
   },
 });
 const rssMiB = (pid) => Math.round(Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
@@ -40,7 +41,7 @@ try {
   const rssBefore = rssMiB(pid);
   const seed = Number(values.seed);
   const started = Date.now();
-  const result = await runFuzz({ seed, requests: Number(values.requests), timeLimitMs: Number(values.minutes) * 60_000, endpoints, target, concurrency: Number(values.concurrency) });
+  const result = await runFuzz({ seed, requests: Number(values.requests), timeLimitMs: Number(values.minutes) * 60_000, endpoints, target, concurrency: Number(values.concurrency), kinds: values.kinds?.split(',') });
   const seconds = (Date.now() - started) / 1000;
   await sleep(3000);
   const alive = daemon.child.exitCode === null && daemon.child.signalCode === null;

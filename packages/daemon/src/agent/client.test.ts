@@ -78,30 +78,37 @@ describe('agent client with a hostile stand-in guest', () => {
   });
 });
 
-describe('cancelling an agent stream', () => {
-  // An upload the daemon gives up on (its client left) while the guest is not
-  // reading it. close() alone leaves the stream alive with its RST_STREAM
-  // possibly pending behind a write in progress, where a later destroy() can lose it.
-  it('a client that leaves mid-upload resets the agent stream with CANCEL and lets go of it at once', async () => {
+describe('cancelling an agent stream (stand-in guest)', () => {
+  // An upload the daemon gives up on (its client left) while the guest is not reading it: the reset must
+  // reach nghttp2 before Node lets go of the stream, or Node 20 can loop forever on the stream's queued body.
+  const guestThatNeverReads = async () => {
     const opened = deferred<string>();
     const reset = new Promise<number>((resolve) => {
       const agentServer = http2.createServer();
-      // The stand-in guest takes the request and never reads its body.
       agentServer.on('stream', (stream) => stream.once('close', () => resolve(stream.rstCode)));
       servers.push(agentServer as unknown as net.Server);
       void standInGuest((s) => agentServer.emit('connection', s)).then((socketPath) => opened.resolve(socketPath));
     });
-    const agent = new AgentClient(await opened.promise);
-    try {
-      const stream = await agent.openStream('POST', '/files?path=/tmp/x', { 'content-type': 'application/octet-stream' });
-      stream.write(Buffer.alloc(256 * 1024)); // more than the guest's window: writes stay queued
-      cancelAgentStream(stream);
-      expect(stream.destroyed).toBe(true);
-      expect(await reset).toBe(http2.constants.NGHTTP2_CANCEL);
-    } finally {
-      agent.close();
-    }
-  });
+    return { agent: new AgentClient(await opened.promise), reset };
+  };
+
+  for (const how of ['cancelAgentStream', 'destroy() by the code it was handed to'] as const) {
+    it(`a client that leaves mid-upload resets the agent stream with CANCEL, then Node lets go of it (${how})`, async () => {
+      const { agent, reset } = await guestThatNeverReads();
+      try {
+        const stream = await agent.openStream('POST', '/files?path=/tmp/x', { 'content-type': 'application/octet-stream' });
+        stream.write(Buffer.alloc(256 * 1024)); // more than the guest's window: writes stay queued
+        if (how === 'cancelAgentStream') cancelAgentStream(stream);
+        else stream.destroy(new Error('the client left'));
+        expect(stream.closed).toBe(true);
+        expect(await reset).toBe(http2.constants.NGHTTP2_CANCEL);
+        await new Promise((resolve) => (stream.destroyed ? resolve(undefined) : stream.once('close', resolve)));
+        expect(stream.destroyed).toBe(true);
+      } finally {
+        agent.close();
+      }
+    });
+  }
 });
 
 function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {

@@ -136,6 +136,7 @@ export class AgentClient {
   private async request(method: string, path: string, headers: OutgoingHttpHeaders): Promise<ClientHttp2Stream> {
     const stream = await this.sessions.request(method, path, headers, {});
     stream.on('error', () => undefined);
+    cancelInsteadOfDestroy(stream);
     guardSession(stream);
     return stream;
   }
@@ -192,17 +193,49 @@ export class AgentClient {
 }
 
 /**
- * Resets an agent stream (RST_STREAM CANCEL) and lets go of it at once, so
- * that no closed-but-alive stream lingers with its RST_STREAM still pending
- * behind a write in progress (Node submits it later, and a stream destroyed
- * in between can lose it). This narrows, but does not close, the window of a
- * Node 20 http2 bug: nghttp2 asking for the next DATA frame of a stream Node
- * has already dropped gets 0 bytes back, forever, in one synchronous loop.
+ * How long a cancelled agent stream may wait for its reset to go out. A guest
+ * that stops reading its port keeps it waiting; after this its whole
+ * connection is closed instead (the next call opens a new one).
+ */
+const RESET_GRACE_MS = 10_000;
+
+/**
+ * Cancels an agent stream: RST_STREAM CANCEL, after which Node destroys the
+ * stream itself once nghttp2 has closed it. Never destroy() an agent stream
+ * that is still open: Node 20's http2 (20.13 and later, nodejs/node#52952)
+ * queues a reset behind a write in progress, and a stream destroyed in
+ * between loses it while nghttp2 still holds the stream's body. nghttp2 then
+ * asks Node for that stream's next bytes, gets 0 without end-of-stream, and
+ * asks again forever in one synchronous loop that fills memory until the
+ * daemon dies. A client breaking off an upload did exactly that.
  */
 export function cancelAgentStream(stream: ClientHttp2Stream): void {
-  if (stream.destroyed) return;
+  if (stream.destroyed || stream.closed) return;
   stream.close(h2.NGHTTP2_CANCEL);
-  stream.destroy();
+  const session = stream.session;
+  const fallback = setTimeout(() => {
+    if (!stream.destroyed) session?.destroy();
+  }, RESET_GRACE_MS).unref();
+  stream.once('close', () => clearTimeout(fallback));
+}
+
+/**
+ * Makes destroy() on an agent stream a cancel (see cancelAgentStream) while
+ * the stream is open, for the code that destroys streams it was handed: the
+ * proxies' pipelines, the HTTP client over a tunnel, a tunnel's relay. Node's
+ * own destroy, once the stream is closed, passes through a turn later, after
+ * any reset queued in the same turn has been handed to nghttp2.
+ */
+function cancelInsteadOfDestroy(stream: ClientHttp2Stream): void {
+  const destroyNow = stream.destroy.bind(stream);
+  stream.destroy = (error?: Error) => {
+    if (stream.destroyed) return stream;
+    // A session going down takes all its streams with it, nghttp2's side included: nothing can loop.
+    if (!stream.session || stream.session.destroyed) return destroyNow(error);
+    if (stream.closed) setImmediate(() => destroyNow(error));
+    else cancelAgentStream(stream);
+    return stream;
+  };
 }
 
 const guarded = new WeakSet<Http2Session>();
