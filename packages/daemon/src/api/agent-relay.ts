@@ -1,59 +1,20 @@
-// The daemon's reverse proxy to each sandbox's agent: an HTTP/1.1 request from
-// an API client becomes a request on the agent's HTTP/2 session, both bodies
-// streamed with backpressure so neither a fast client nor a flooding guest
-// makes the daemon buffer. Two ways to name the sandbox:
-//   by path:   /v1/sandboxes/{id}/envd/<agent path>   (our SDK and CLI)
-//   by header: E2b-Sandbox-Id: {id}, the agent path as is (the e2b SDK pointed
-//              at the daemon through E2B_SANDBOX_URL)
+// How one request crosses between an API client's HTTP/1.1 and a sandbox
+// agent's HTTP/2: which headers may cross (never the daemon's credentials or
+// routing headers), and the relay of both bodies with backpressure, so neither
+// a fast client nor a flooding guest makes the daemon buffer. Deciding which
+// sandbox a request is for, and whether it may go, is agent-proxy.ts's job.
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers, OutgoingHttpHeaders } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { TRAFFIC_TOKEN_HEADER, type ErrorCode } from '@capsule/protocol';
+import { TRAFFIC_TOKEN_HEADER } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
 import { cancelAgentStream } from '../agent/client.js';
-import { CapsuleError } from '../errors.js';
 import { basicAuthForUser } from '../sandboxes/exec.js';
 
+/** The header form's sandbox id (e2b's SDK names a sandbox's agent by it). */
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const ACCESS_TOKEN_HEADER = 'x-access-token';
-const PATH_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/envd(\/[^?#]*)?(\?.*)?$/;
-const SANDBOX_ID = /^[A-Za-z0-9_.-]{1,128}$/;
-
-export interface AgentTarget {
-  sandboxId: string;
-  /** The path and query to request from the agent. */
-  path: string;
-  /** Which client convention the request follows; errors are shaped for it. */
-  form: 'path' | 'header';
-}
-
-/**
- * Whether a request is for a sandbox's agent, and which; undefined for the
- * daemon's own routes. Throws invalid_argument for one that names a sandbox badly.
- */
-export function agentTarget(url: string, headers: IncomingHttpHeaders): AgentTarget | undefined {
-  const byPath = PATH_FORM.exec(url);
-  if (byPath) return { sandboxId: decodePathSegment(byPath[1] ?? ''), path: `${byPath[2] || '/'}${byPath[3] ?? ''}`, form: 'path' };
-  const header = headers[SANDBOX_ID_HEADER];
-  if (typeof header !== 'string') return undefined;
-  // The agent is asked for an origin-form path only; `*` or an absolute URL means nothing there.
-  if (!url.startsWith('/')) throw new CapsuleError('invalid_argument', `"${url.slice(0, 80)}" is not a path the agent serves`, { hint: 'send the agent path, e.g. /health' });
-  return { sandboxId: header, path: url, form: 'header' };
-}
-
-/** A percent-encoded path segment; a malformed encoding is the caller's error, not the daemon's. */
-export function decodePathSegment(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    throw new CapsuleError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
-  }
-}
-
-export function isValidSandboxId(id: string): boolean {
-  return SANDBOX_ID.test(id);
-}
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those HTTP/2 forbids; never forwarded either way. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
@@ -73,12 +34,6 @@ function namesUserOnly(authorization: string | string[]): boolean {
   const basic = typeof authorization === 'string' ? /^Basic ([A-Za-z0-9+/=]{1,400})$/.exec(authorization) : null;
   return basic !== null && /^[^:]*:$/.test(Buffer.from(basic[1] ?? '', 'base64').toString('utf8'));
 }
-
-/**
- * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
- * sending it once envd learnt the default; our agent's own default is root).
- */
-export const E2B_DEFAULT_USER = 'user';
 
 /** The client's headers as the agent gets them; `defaultUser` applies when the client named no user. */
 export function requestHeadersForAgent(headers: IncomingHttpHeaders, defaultUser?: string): OutgoingHttpHeaders {
@@ -106,33 +61,6 @@ export function responseHeadersForClient(headers: Http2Headers): Record<string, 
 export function validStatus(value: unknown): number | undefined {
   const status = Number(value);
   return Number.isInteger(status) && status >= 200 && status <= 599 ? status : undefined;
-}
-
-/**
- * The Connect code (as Connect's JSON error names it) for a daemon error, so
- * that Connect clients of the path form read the daemon's own refusals
- * (sandbox missing, stopped, no key) as typed errors rather than "unknown".
- */
-export function connectCodeOf(code: ErrorCode): string {
-  switch (code) {
-    case 'invalid_argument':
-      return 'invalid_argument';
-    case 'unauthenticated':
-      return 'unauthenticated';
-    case 'permission_denied':
-      return 'permission_denied';
-    case 'sandbox_not_found':
-    case 'not_found':
-      return 'not_found';
-    case 'sandbox_not_running':
-      return 'failed_precondition';
-    case 'agent_unavailable':
-      return 'unavailable';
-    case 'timeout':
-      return 'deadline_exceeded';
-    default:
-      return 'internal';
-  }
 }
 
 export interface ProxyFailure {

@@ -2,13 +2,13 @@
 // clients reach it) and, when asked, on TCP where every call needs an API key
 // (or, for a sandbox's agent, that sandbox's access token). Request validation
 // comes from the TypeBox schemas in @capsule/protocol, and one error handler
-// maps CapsuleError codes to HTTP. Requests for a sandbox's agent bypass the
-// router and go to the proxy (agent-proxy.ts).
+// maps CapsuleError codes to HTTP. Requests for a sandbox's agent or port
+// bypass the router and go to their proxy (agent-proxy.ts, port-proxy.ts).
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
@@ -32,19 +32,15 @@ import {
   TemplateList,
   httpStatusOf,
   type ErrorBody,
-  type ErrorCode,
 } from '@capsule/protocol';
-import { cancelAgentStream } from '../agent/client.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { registerImageRoutes } from './image-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
-import { bulkHeaders, bulkUploadContentType } from '@capsule/protocol/agent';
-import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload, splitUpload, type RequestBody } from './bulk-files.js';
-import { ACCESS_TOKEN_HEADER, agentTarget, connectCodeOf, E2B_DEFAULT_USER, isValidSandboxId, relay, requestHeadersForAgent, type AgentTarget, type ProxyFailure } from './agent-relay.js';
-import type { ApiKeys, SandboxTokens } from './credentials.js';
+import { agentTarget, proxyToAgent } from './agent-proxy.js';
+import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 import { registerE2bRoutes } from './e2b-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
@@ -64,22 +60,11 @@ export interface ApiContext {
   domain: string;
 }
 
-/** How long the agent may take to accept a proxied request (not to answer it). */
-const AGENT_OPEN_TIMEOUT_MS = 10_000;
-
 export interface Api {
   app: FastifyInstance;
   /** Serves the API on TCP too, over TLS when given a certificate; resolves to the address bound. */
   listenTcp(host: string, port: number, tls?: { cert: string; key: string }): Promise<string>;
   close(): Promise<void>;
-}
-
-/** The API key a TCP client presented: `X-API-Key` (what the e2b SDK sends) or a bearer token. */
-function presentedApiKey(headers: http.IncomingHttpHeaders): string | undefined {
-  const header = headers['x-api-key'];
-  if (typeof header === 'string') return header;
-  const bearer = /^Bearer (\S+)$/.exec(headers.authorization ?? '');
-  return bearer?.[1];
 }
 
 const IdParams = {
@@ -423,90 +408,6 @@ function createHttpServer(
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
   return server;
-}
-
-/**
- * Forwards one request to a sandbox's agent. Over TCP the caller needs the
- * sandbox's access token or an API key. Errors take the shape the client
- * expects: ours for the path form, e2b's `{code, message}` for the header form
- * (where a missing or stopped sandbox is a 502, as e2b's own proxy answers).
- */
-async function proxyToAgent(ctx: ApiContext, target: AgentTarget, req: IncomingMessage, res: ServerResponse, viaTcp: boolean): Promise<void> {
-  const fail = (code: ErrorCode, message: string, hint?: string) => {
-    if (res.headersSent) return void res.destroy();
-    if (target.form === 'header') {
-      const status = code === 'sandbox_not_found' || code === 'sandbox_not_running' ? 502 : httpStatusOf(code);
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
-    } else {
-      // Both readers' shapes: ours (`error`) for REST clients, Connect's (`code`, `message`) for RPC clients.
-      const body: ErrorBody & { code: string; message: string } = { error: { code, message, ...(hint ? { hint } : {}) }, code: connectCodeOf(code), message };
-      res.writeHead(httpStatusOf(code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    }
-  };
-  const { sandboxId } = target;
-  try {
-    if (!isValidSandboxId(sandboxId)) return fail('invalid_argument', 'the sandbox id is malformed');
-    if (viaTcp) {
-      const token = req.headers[ACCESS_TOKEN_HEADER];
-      const allowed = ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) || (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
-      if (!allowed) return fail('unauthenticated', `a valid access token for sandbox ${sandboxId} or an API key is required`, 'send X-Access-Token (from the create answer) or X-API-Key');
-    }
-    const { agent, bulk } = await ctx.manager.agentOf(sandboxId);
-    const headers = requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined);
-    // Large /files bodies go over the VM's bulk port when it has one and it is free (bulk-files.ts).
-    const uploadKind = bulk?.uploads ? bulkUploadKind(req.method, target.path, req.headers) : undefined;
-    let transfer = uploadKind !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
-    let body: Readable = req;
-    let upload: { file: AsyncIterable<Buffer>; body: RequestBody } | undefined;
-    try {
-      if (transfer && uploadKind !== undefined) {
-        const split = await splitUpload(req, uploadKind);
-        if ('file' in split) {
-          upload = split;
-        } else {
-          body = split.relay;
-          transfer.release();
-          transfer = undefined;
-        }
-      }
-      if (transfer) {
-        headers[bulkHeaders.id] = transfer.id;
-        if (upload) {
-          delete headers['content-length']; // the HTTP/2 request has no body
-          headers['content-type'] = bulkUploadContentType;
-        }
-      }
-      const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
-      opened.then(
-        (late) => {
-          // A stream that opened after the client was answered (or left) is nobody's: reset it.
-          if (res.writableEnded || res.destroyed) cancelAgentStream(late);
-        },
-        () => undefined,
-      );
-      let timer: NodeJS.Timeout | undefined;
-      const stream = await Promise.race([
-        opened,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
-        }),
-      ]).finally(() => clearTimeout(timer));
-      if (!transfer) return void (await relay(body, res, stream));
-      const started = Date.now();
-      const outcome = upload ? await relayBulkUpload(res, stream, transfer, upload) : await relayBulkDownload(req, res, stream, transfer);
-      if (outcome.bytes > 0) {
-        ctx.log.debug({ sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started }, 'file transfer through the bulk port');
-      }
-    } finally {
-      transfer?.release();
-    }
-  } catch (err) {
-    if (err instanceof CapsuleError) return fail(err.code, err.message, err.hint);
-    const failure = err as Partial<ProxyFailure>;
-    if (typeof failure.status === 'number') return fail('agent_unavailable', failure.message ?? 'the agent failed');
-    ctx.log.error({ sandbox: sandboxId, err: errorMessage(err) }, 'proxying to the agent failed');
-    fail('agent_unavailable', `the sandbox's agent could not be reached: ${errorMessage(err)}`);
-  }
 }
 
 /** An error answer outside Fastify (a malformed port host name). */
