@@ -1,9 +1,10 @@
-// The REST API: Fastify on a unix socket (0600, so only the local user's
-// clients reach it) and, when asked, on TCP where every call needs an API key
-// (or, for a sandbox's agent, that sandbox's access token). Request validation
-// comes from the TypeBox schemas in @capsule/protocol, and one error handler
-// maps CapsuleError codes to HTTP. Requests for a sandbox's agent or port
+// The REST API assembled: Fastify on a unix socket (0600, so only the local
+// user's clients reach it) and, when asked, on TCP where every call needs an
+// API key (or, for a sandbox's agent, that sandbox's access token); the server
+// limits, one error handler mapping CapsuleError codes to HTTP, and the route
+// tables of each resource's module. Requests for a sandbox's agent or port
 // bypass the router and go to their proxy (agent-proxy.ts, port-proxy.ts).
+// No route is defined here, and nothing a request does may throw past dispatch.
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -13,22 +14,7 @@ import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
-  ApiKeyList,
-  CreateApiKeyRequest,
-  CreatedApiKey,
-  CreateSandboxRequest,
   DaemonInfo,
-  ErrorResponse,
-  ExecEvent,
-  ExecRequest,
-  ExecResult,
-  ForkRequest,
-  Sandbox,
-  SandboxList,
-  SetNetworkRequest,
-  SetTimeoutRequest,
-  SnapshotRequest,
-  Template,
   TemplateList,
   httpStatusOf,
   type ErrorBody,
@@ -40,12 +26,16 @@ import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
 import { agentTarget, proxyToAgent } from './agent-proxy.js';
+import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
-import { registerE2bRoutes } from './e2b-routes.js';
+import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
 import { defaultServerLimits as serverLimits, limitServer, requestBodyDeadline, serverOptions } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
+import { addRoutes } from './routes.js';
+import { sandboxRoutes } from './sandbox-routes.js';
+import { systemRoutes } from './system-routes.js';
 
 export interface ApiContext {
   manager: SandboxManager;
@@ -66,14 +56,6 @@ export interface Api {
   listenTcp(host: string, port: number, tls?: { cert: string; key: string }): Promise<string>;
   close(): Promise<void>;
 }
-
-const IdParams = {
-  type: 'object',
-  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
-  required: ['id'],
-} as const;
-
-const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
 
 export async function buildApi(ctx: ApiContext): Promise<Api> {
   // Requests that came in over TCP; everything else came through the owner-only unix socket.
@@ -161,10 +143,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     }
   });
 
-  app.get('/health', { schema: { hide: true } }, async () => ({ status: 'ok' }));
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-
-  app.get('/v1/info', { schema: { response: { 200: DaemonInfo } } }, async () => ctx.info());
+  addRoutes(app, systemRoutes(ctx.info));
 
   app.get('/v1/templates', { schema: { response: { 200: TemplateList } } }, async () => {
     const templates = await ctx.store.listTemplates();
@@ -183,182 +162,13 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   registerImageRoutes(app, ctx.images, (req) => viaTcp.has(req));
 
-  app.post<{ Body: CreateSandboxRequest }>(
-    '/v1/sandboxes',
-    { schema: { body: CreateSandboxRequest, response: { 201: Sandbox, ...errorResponses } } },
-    async (request, reply) => {
-      const sandbox = await ctx.manager.create(request.body);
-      return reply.code(201).send(sandbox);
-    },
-  );
+  addRoutes(app, [...sandboxRoutes(ctx.manager, ctx.images), ...apiKeyRoutes(ctx.apiKeys, (req) => viaTcp.has(req))]);
 
-  app.get<{ Querystring: { all?: boolean } }>(
-    '/v1/sandboxes',
-    { schema: { querystring: { type: 'object', properties: { all: { type: 'boolean' } } }, response: { 200: SandboxList } } },
-    async (request) => ({ sandboxes: await ctx.manager.list(request.query.all === true) }),
-  );
-
-  app.get<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id',
-    { schema: { params: IdParams, response: { 200: Sandbox, ...errorResponses } } },
-    async (request) => await ctx.manager.get(request.params.id),
-  );
-
-  app.delete<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id',
-    { schema: { params: IdParams, response: { ...errorResponses } } },
-    async (request, reply) => {
-      await ctx.manager.remove(request.params.id);
-      return reply.code(204).send();
-    },
-  );
-
-  app.post<{ Params: { id: string }; Body: ExecRequest }>(
-    '/v1/sandboxes/:id/exec',
-    { schema: { params: IdParams, body: ExecRequest, response: { 200: ExecResult, ...errorResponses } } },
-    async (request, reply) => await ctx.manager.exec(request.params.id, request.body, abortOnClose(reply.raw)),
-  );
-
-  app.post<{ Params: { id: string }; Body: ExecRequest }>(
-    '/v1/sandboxes/:id/exec/stream',
-    {
-      schema: {
-        params: IdParams,
-        body: ExecRequest,
-        description: 'Streams application/x-ndjson, one ExecEvent per line; the last line is an `exit` or `error` event.',
-        response: { 200: { description: 'ExecEvent lines', content: { 'application/x-ndjson': { schema: ExecEvent } } }, ...errorResponses },
-      },
-    },
-    async (request, reply) => {
-      const events = await ctx.manager.execStream(request.params.id, request.body, abortOnClose(reply.raw));
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
-      for await (const event of events) {
-        if (res.destroyed) break;
-        // Waiting for drain is what carries backpressure from the client to the guest.
-        if (!res.write(`${JSON.stringify(event)}\n`)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
-      }
-      res.end();
-    },
-  );
-
-  app.post<{ Params: { id: string }; Body: SetTimeoutRequest }>(
-    '/v1/sandboxes/:id/timeout',
-    {
-      schema: {
-        params: IdParams,
-        body: SetTimeoutRequest,
-        description: 'Sets a running sandbox’s lifetime, counted from now; 0 removes the timeout.',
-        response: { 200: Sandbox, ...errorResponses },
-      },
-    },
-    async (request) => await ctx.manager.setTimeout(request.params.id, request.body.timeoutMs),
-  );
-
-  app.post<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id/keepalive',
-    {
-      schema: { params: IdParams, description: 'Restarts a running sandbox’s timeout from now, keeping its length.', response: { 200: Sandbox, ...errorResponses } },
-    },
-    async (request) => await ctx.manager.keepAlive(request.params.id),
-  );
-
-  app.post<{ Params: { id: string }; Body: SetNetworkRequest }>(
-    '/v1/sandboxes/:id/network',
-    {
-      schema: {
-        params: IdParams,
-        body: SetNetworkRequest,
-        description: 'Changes what a running or paused sandbox may reach: `internet` on or off, and (TAP mode) egress allow/deny lists.',
-        response: { 200: Sandbox, ...errorResponses },
-      },
-    },
-    async (request) => await ctx.manager.setNetwork(request.params.id, request.body),
-  );
-
-  app.post<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id/pause',
-    {
-      schema: {
-        params: IdParams,
-        description: "Saves the sandbox's memory and devices into its folder and ends its VM; its disk stays. A paused sandbox uses no RAM.",
-        response: { 200: Sandbox, ...errorResponses },
-      },
-    },
-    async (request) => await ctx.manager.pause(request.params.id),
-  );
-
-  app.post<{ Params: { id: string }; Body: ForkRequest }>(
-    '/v1/sandboxes/:id/fork',
-    {
-      schema: {
-        params: IdParams,
-        body: ForkRequest,
-        description: 'Starts `count` sandboxes that each continue from this moment of the sandbox, with its memory, processes and disk.',
-        response: { 201: SandboxList, ...errorResponses },
-      },
-    },
-    async (request, reply) => reply.code(201).send({ sandboxes: await ctx.manager.fork(request.params.id, request.body.count ?? 1) }),
-  );
-
-  app.post<{ Params: { id: string }; Body: SnapshotRequest }>(
-    '/v1/sandboxes/:id/snapshot',
-    {
-      schema: {
-        params: IdParams,
-        body: SnapshotRequest,
-        description: 'Makes the sandbox’s current state (memory, processes, disk) a new warm template; the sandbox runs on.',
-        response: { 201: Template, ...errorResponses },
-      },
-    },
-    async (request, reply) => reply.code(201).send(ctx.images.templateView(await ctx.manager.snapshot(request.params.id, request.body.template))),
-  );
-
-  app.post<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id/resume',
-    {
-      schema: {
-        params: IdParams,
-        description: 'Starts a paused sandbox again where it stopped, with its clock corrected and its lifetime restarted.',
-        response: { 200: Sandbox, ...errorResponses },
-      },
-    },
-    async (request) => await ctx.manager.resume(request.params.id),
-  );
-
-  app.get<{ Params: { id: string } }>(
-    '/v1/sandboxes/:id/logs',
-    { schema: { params: IdParams, description: "The sandbox's serial console (text/plain, the last MiB or two)." } },
-    async (request, reply) => {
-      const log = await ctx.manager.consoleLog(request.params.id);
-      return reply.type('text/plain; charset=utf-8').send(log);
-    },
-  );
-
-  /** Keys are managed by the local user only: a key cannot mint or remove keys. */
-  const localOnly = (request: { raw: IncomingMessage }) => {
-    if (viaTcp.has(request.raw)) throw new CapsuleError('permission_denied', 'API keys are managed through the unix socket only', { hint: 'run `capsule apikey` on the host' });
-  };
-  app.get('/v1/api-keys', { schema: { response: { 200: ApiKeyList, ...errorResponses } } }, async (request) => {
-    localOnly(request);
-    return { keys: await ctx.apiKeys.list() };
+  // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
+  await app.register(async (scope) => {
+    scope.setErrorHandler(e2bErrorHandler);
+    addRoutes(scope, e2bRoutes(ctx.manager, ctx.tokens));
   });
-  app.post<{ Body: CreateApiKeyRequest }>(
-    '/v1/api-keys',
-    { schema: { body: CreateApiKeyRequest, description: 'Creates an API key for TCP clients; the key is in this answer only.', response: { 201: CreatedApiKey, ...errorResponses } } },
-    async (request, reply) => {
-      localOnly(request);
-      return reply.code(201).send(await ctx.apiKeys.create(request.body.name, request.body.key));
-    },
-  );
-  app.delete<{ Params: { id: string } }>('/v1/api-keys/:id', { schema: { params: IdParams, response: { ...errorResponses } } }, async (request, reply) => {
-    localOnly(request);
-    await ctx.apiKeys.remove(request.params.id);
-    return reply.code(204).send();
-  });
-
-  await registerE2bRoutes(app, { manager: ctx.manager, tokens: ctx.tokens });
 
   return {
     app,
@@ -433,15 +243,6 @@ function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
 
 function isBuildContextUpload(req: IncomingMessage): boolean {
   return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
-}
-
-/** An AbortSignal that fires when the client goes away before the response is done. */
-function abortOnClose(res: ServerResponse): AbortSignal {
-  const controller = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
-  });
-  return controller.signal;
 }
 
 function fileSize(file: string): number {
