@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { agentTarget, connectCodeOf, requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-proxy.js';
+import { agentTarget, connectCodeOf } from './agent-proxy.js';
+import { requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-relay.js';
 
 describe('agentTarget', () => {
   it('routes the path form to the agent path after /envd, query kept', () => {

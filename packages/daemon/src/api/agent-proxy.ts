@@ -1,24 +1,35 @@
-// The daemon's reverse proxy to each sandbox's agent: an HTTP/1.1 request from
-// an API client becomes a request on the agent's HTTP/2 session, both bodies
-// streamed with backpressure so neither a fast client nor a flooding guest
-// makes the daemon buffer. Two ways to name the sandbox:
+// The daemon's reverse proxy to each sandbox's agent: which sandbox a request
+// is for, whether its caller may reach it, and the request relayed to the
+// agent (agent-relay.ts), its large /files bodies over the bulk port
+// (bulk-files.ts). Two ways to name the sandbox:
 //   by path:   /v1/sandboxes/{id}/envd/<agent path>   (our SDK and CLI)
 //   by header: E2b-Sandbox-Id: {id}, the agent path as is (the e2b SDK pointed
 //              at the daemon through E2B_SANDBOX_URL)
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers, OutgoingHttpHeaders } from 'node:http2';
+// The guest never sees a client's credentials, and a proxy failure answers
+// its own request, never the daemon's other clients.
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { TRAFFIC_TOKEN_HEADER, type ErrorCode } from '@capsule/protocol';
-import { bulkHeaders } from '@capsule/protocol/agent';
+import { httpStatusOf, type ErrorBody, type ErrorCode } from '@capsule/protocol';
+import { bulkHeaders, bulkUploadContentType } from '@capsule/protocol/agent';
 import { cancelAgentStream } from '../agent/client.js';
-import { CapsuleError } from '../errors.js';
-import { basicAuthForUser } from '../sandboxes/exec.js';
+import { CapsuleError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { SandboxManager } from '../sandboxes/manager.js';
+import { ACCESS_TOKEN_HEADER, relay, requestHeadersForAgent, SANDBOX_ID_HEADER, type ProxyFailure } from './agent-relay.js';
+import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload, splitUpload, type RequestBody } from './bulk-files.js';
+import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 
-export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
-export const ACCESS_TOKEN_HEADER = 'x-access-token';
 const PATH_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/envd(\/[^?#]*)?(\?.*)?$/;
 const SANDBOX_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** How long the agent may take to accept a proxied request (not to answer it). */
+const AGENT_OPEN_TIMEOUT_MS = 10_000;
+
+/**
+ * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
+ * sending it once envd learnt the default; our agent's own default is root).
+ */
+export const E2B_DEFAULT_USER = 'user';
 
 export interface AgentTarget {
   sandboxId: string;
@@ -55,59 +66,6 @@ export function isValidSandboxId(id: string): boolean {
   return SANDBOX_ID.test(id);
 }
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and those HTTP/2 forbids; never forwarded either way. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
-/**
- * The daemon's credentials and routing headers: the guest never sees them;
- * and the bulk port's, which only the daemon may send or see. Cookies too:
- * the agent uses none, so any a client sends were meant for someone else.
- */
-const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, TRAFFIC_TOKEN_HEADER, 'x-api-key', 'cookie', bulkHeaders.id, bulkHeaders.size]);
-
-/**
- * `Authorization` reaches the agent only as envd's way of naming the user:
- * Basic with a user name and an empty password. Anything else (a Bearer API
- * key, a Basic password) is a credential the guest must never see.
- */
-function namesUserOnly(authorization: string | string[]): boolean {
-  const basic = typeof authorization === 'string' ? /^Basic ([A-Za-z0-9+/=]{1,400})$/.exec(authorization) : null;
-  return basic !== null && /^[^:]*:$/.test(Buffer.from(basic[1] ?? '', 'base64').toString('utf8'));
-}
-
-/**
- * e2b's convention: a call that names no user runs as `user` (e2b SDKs stopped
- * sending it once envd learnt the default; our agent's own default is root).
- */
-export const E2B_DEFAULT_USER = 'user';
-
-/** The client's headers as the agent gets them; `defaultUser` applies when the client named no user. */
-export function requestHeadersForAgent(headers: IncomingHttpHeaders, defaultUser?: string): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name.startsWith(':')) continue;
-    if (name === 'authorization' && !namesUserOnly(value)) continue;
-    out[name] = value;
-  }
-  if (defaultUser !== undefined && out.authorization === undefined) out.authorization = basicAuthForUser(defaultUser);
-  return out;
-}
-
-/** The agent's response headers as the client gets them: no pseudo-headers, nothing hop-by-hop, nothing that could set daemon credentials. */
-export function responseHeadersForClient(headers: Http2Headers): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || DAEMON_ONLY.has(name) || name === 'set-cookie') continue;
-    out[name] = value;
-  }
-  return out;
-}
-
-/** The agent's status, if it is a real HTTP status; a guest could send anything. */
-export function validStatus(value: unknown): number | undefined {
-  const status = Number(value);
-  return Number.isInteger(status) && status >= 200 && status <= 599 ? status : undefined;
-}
-
 /**
  * The Connect code (as Connect's JSON error names it) for a daemon error, so
  * that Connect clients of the path form read the daemon's own refusals
@@ -135,56 +93,93 @@ export function connectCodeOf(code: ErrorCode): string {
   }
 }
 
-export interface ProxyFailure {
-  status: number;
-  message: string;
+export interface AgentProxyContext {
+  manager: Pick<SandboxManager, 'agentOf'>;
+  apiKeys: ApiKeys;
+  tokens: SandboxTokens;
+  log: Logger;
 }
 
 /**
- * Forwards the request's `body` to the agent on `stream` (already opened with
- * the method, path and headers) and the answer back to `res`. Resolves when both directions are
- * done; rejects with a ProxyFailure only while nothing has been sent to the
- * client yet, so the caller can still answer with an error.
+ * Forwards one request to a sandbox's agent. Over TCP the caller needs the
+ * sandbox's access token or an API key. Errors take the shape the client
+ * expects: ours for the path form, e2b's `{code, message}` for the header form
+ * (where a missing or stopped sandbox is a 502, as e2b's own proxy answers).
  */
-export async function relay(body: Readable, res: ServerResponse, stream: ClientHttp2Stream): Promise<void> {
-  const cancel = cancelWithClient(res, stream);
-  const upload = pipeline(body, stream).catch(() => cancel());
-  const { status, headers } = await agentResponse(stream);
-  await sendAgentResponse(res, stream, status, headers);
-  await upload;
-}
-
-/** Closes the agent request when the client leaves (a client that leaves takes its agent request with it); returns the closer. */
-export function cancelWithClient(res: ServerResponse, stream: ClientHttp2Stream): () => void {
-  const cancel = () => cancelAgentStream(stream);
-  res.once('close', cancel);
-  // A late 'error' is never unhandled: AgentClient listens on every stream it opens.
-  return cancel;
-}
-
-/** The agent's answer's status and headers; rejects with a ProxyFailure when there is none or it is not HTTP. */
-export async function agentResponse(stream: ClientHttp2Stream): Promise<{ status: number; headers: Http2Headers }> {
-  const headers = await new Promise<Http2Headers>((resolve, reject) => {
-    stream.once('response', resolve);
-    stream.once('error', (err: Error) => reject({ status: 502, message: `the sandbox's agent failed the request: ${err.message}` } satisfies ProxyFailure));
-    stream.once('close', () => reject({ status: 502, message: "the sandbox's agent closed the request without an answer" } satisfies ProxyFailure));
-  });
-  const status = validStatus(headers[':status']);
-  if (status === undefined) {
-    cancelAgentStream(stream);
-    throw { status: 502, message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})` } satisfies ProxyFailure;
-  }
-  return { status, headers };
-}
-
-/** Relays the agent's answer (head, body, trailers) to the client. */
-export async function sendAgentResponse(res: ServerResponse, stream: ClientHttp2Stream, status: number, headers: Http2Headers): Promise<void> {
-  stream.on('trailers', (trailers: Http2Headers) => res.addTrailers(responseHeadersForClient(trailers)));
-  res.writeHead(status, responseHeadersForClient(headers));
+export async function proxyToAgent(ctx: AgentProxyContext, target: AgentTarget, req: IncomingMessage, res: ServerResponse, viaTcp: boolean): Promise<void> {
+  const fail = (code: ErrorCode, message: string, hint?: string) => {
+    if (res.headersSent) return void res.destroy();
+    if (target.form === 'header') {
+      const status = code === 'sandbox_not_found' || code === 'sandbox_not_running' ? 502 : httpStatusOf(code);
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
+    } else {
+      // Both readers' shapes: ours (`error`) for REST clients, Connect's (`code`, `message`) for RPC clients.
+      const body: ErrorBody & { code: string; message: string } = { error: { code, message, ...(hint ? { hint } : {}) }, code: connectCodeOf(code), message };
+      res.writeHead(httpStatusOf(code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    }
+  };
+  const { sandboxId } = target;
   try {
-    await pipeline(stream, res);
-  } catch {
-    // Either side went away mid-answer: nothing more can be told to the client.
-    res.destroy();
+    if (!isValidSandboxId(sandboxId)) return fail('invalid_argument', 'the sandbox id is malformed');
+    if (viaTcp) {
+      const token = req.headers[ACCESS_TOKEN_HEADER];
+      const allowed = ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) || (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
+      if (!allowed) return fail('unauthenticated', `a valid access token for sandbox ${sandboxId} or an API key is required`, 'send X-Access-Token (from the create answer) or X-API-Key');
+    }
+    const { agent, bulk } = await ctx.manager.agentOf(sandboxId);
+    const headers = requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined);
+    // Large /files bodies go over the VM's bulk port when it has one and it is free (bulk-files.ts).
+    const uploadKind = bulk?.uploads ? bulkUploadKind(req.method, target.path, req.headers) : undefined;
+    let transfer = uploadKind !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
+    let body: Readable = req;
+    let upload: { file: AsyncIterable<Buffer>; body: RequestBody } | undefined;
+    try {
+      if (transfer && uploadKind !== undefined) {
+        const split = await splitUpload(req, uploadKind);
+        if ('file' in split) {
+          upload = split;
+        } else {
+          body = split.relay;
+          transfer.release();
+          transfer = undefined;
+        }
+      }
+      if (transfer) {
+        headers[bulkHeaders.id] = transfer.id;
+        if (upload) {
+          delete headers['content-length']; // the HTTP/2 request has no body
+          headers['content-type'] = bulkUploadContentType;
+        }
+      }
+      const opened = agent.openStream(req.method ?? 'GET', target.path, headers);
+      opened.then(
+        (late) => {
+          // A stream that opened after the client was answered (or left) is nobody's: reset it.
+          if (res.writableEnded || res.destroyed) cancelAgentStream(late);
+        },
+        () => undefined,
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const stream = await Promise.race([
+        opened,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (!transfer) return void (await relay(body, res, stream));
+      const started = Date.now();
+      const outcome = upload ? await relayBulkUpload(res, stream, transfer, upload) : await relayBulkDownload(req, res, stream, transfer);
+      if (outcome.bytes > 0) {
+        ctx.log.debug({ sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started }, 'file transfer through the bulk port');
+      }
+    } finally {
+      transfer?.release();
+    }
+  } catch (err) {
+    if (err instanceof CapsuleError) return fail(err.code, err.message, err.hint);
+    const failure = err as Partial<ProxyFailure>;
+    if (typeof failure.status === 'number') return fail('agent_unavailable', failure.message ?? 'the agent failed');
+    ctx.log.error({ sandbox: sandboxId, err: errorMessage(err) }, 'proxying to the agent failed');
+    fail('agent_unavailable', `the sandbox's agent could not be reached: ${errorMessage(err)}`);
   }
 }

@@ -14,7 +14,7 @@ import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
 import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters, type MultipartPart } from '@capsule/protocol/multipart';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { CapsuleError } from '../errors.js';
-import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-proxy.js';
+import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-relay.js';
 
 const mediaType = (value: string | undefined) => parseHeaderParameters(value ?? '').type;
 

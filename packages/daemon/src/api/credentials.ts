@@ -4,6 +4,7 @@
 // which is derived from a secret only this daemon knows, so it is never stored.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
 import path from 'node:path';
 import { nanoid } from 'nanoid';
 import { CapsuleError } from '../errors.js';
@@ -27,6 +28,14 @@ export function hashApiKey(key: string): string {
 /** Enough of a key for a person to tell keys apart, never enough to use it. */
 export function maskApiKey(key: string): string {
   return `${key.slice(0, 8)}…${key.slice(-4)}`;
+}
+
+/** The API key a TCP client presented: `X-API-Key` (what the e2b SDK sends) or a bearer token. */
+export function presentedApiKey(headers: IncomingHttpHeaders): string | undefined {
+  const header = headers['x-api-key'];
+  if (typeof header === 'string') return header;
+  const bearer = /^Bearer (\S+)$/.exec(headers.authorization ?? '');
+  return bearer?.[1];
 }
 
 export interface ApiKeyInfo {

@@ -6,18 +6,14 @@
 // (The swagger import brings the OpenAPI fields of route schemas, such as tags, into Fastify's types.)
 import type {} from '@fastify/swagger';
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { httpStatusOf, limits, type Sandbox } from '@capsule/protocol';
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { SandboxTokens } from './credentials.js';
-
-export interface E2bContext {
-  manager: SandboxManager;
-  tokens: SandboxTokens;
-}
+import { route, type ApiRoute } from './routes.js';
 
 const CLIENT_ID = 'capsule';
 /** e2b reports an end time for every sandbox; one without a timeout ends never. */
@@ -153,141 +149,182 @@ function sendE2bError(reply: FastifyReply, status: number, message: string): Fas
   return reply.code(status).type('application/json').send({ code: status, message });
 }
 
-export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): Promise<void> {
-  await app.register(async (scope) => {
-    scope.setErrorHandler((err, request, reply) => {
-      if (err instanceof CapsuleError) return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
-      const requestError = requestErrorOf(err);
-      if (requestError) return sendE2bError(reply, 400, requestError.message);
-      request.log.error({ err }, 'unhandled error');
-      return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
+/** Errors of e2b's routes in e2b's shape, `{code, message}`, the hint folded into the message. */
+export function e2bErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (err instanceof CapsuleError) return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
+  const requestError = requestErrorOf(err);
+  if (requestError) return sendE2bError(reply, 400, requestError.message);
+  request.log.error({ err }, 'unhandled error');
+  return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
+}
+
+/** e2b's routes; they need e2bErrorHandler in their scope. */
+export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRoute[] {
+  const tags = ['e2b'];
+
+  /** A sandbox as e2b sees it: gone once failed or killed. */
+  const live = async (id: string): Promise<Sandbox> => {
+    const sandbox = await manager.get(id);
+    if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
+    return sandbox;
+  };
+
+  const create = async (body: NewSandbox, reply: FastifyReply) => {
+    const timeoutMs = secondsToMs(body.timeout);
+    const sandbox = await manager.create({
+      template: body.templateID,
+      ...(body.metadata ? { metadata: body.metadata } : {}),
+      ...(body.envVars ? { env: body.envVars } : {}),
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      ...(body.autoPause ? { onTimeout: 'pause' as const } : {}),
+      ...(body.allow_internet_access !== undefined ? { internet: body.allow_internet_access } : {}),
+      ...(body.network?.allowOut || body.network?.denyOut ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } } : {}),
     });
-    const { manager, tokens } = ctx;
-    const tags = ['e2b'];
+    return reply.code(201).send(toE2bSandbox(sandbox, tokens));
+  };
 
-    /** A sandbox as e2b sees it: gone once failed or killed. */
-    const live = async (id: string): Promise<Sandbox> => {
-      const sandbox = await manager.get(id);
-      if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
-      return sandbox;
-    };
+  const list = async (query: ListQuery, defaultStates: string[], reply: FastifyReply) => {
+    const states = query.state ? query.state.split(',') : defaultStates;
+    const filter = parseMetadataFilter(query.metadata);
+    const matching = (await manager.list(false)).filter((s) => {
+      const state = e2bState(s);
+      return state !== undefined && states.includes(state) && Object.entries(filter).every(([k, v]) => s.metadata[k] === v);
+    });
+    const { page, next } = pageOf(matching, query.limit ?? PAGE_LIMIT_MAX, query.nextToken);
+    if (next) void reply.header('x-next-token', next);
+    return page.map(toE2bListed);
+  };
 
-    const create = async (body: NewSandbox, reply: FastifyReply) => {
-      const timeoutMs = secondsToMs(body.timeout);
-      const sandbox = await manager.create({
-        template: body.templateID,
-        ...(body.metadata ? { metadata: body.metadata } : {}),
-        ...(body.envVars ? { env: body.envVars } : {}),
-        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-        ...(body.autoPause ? { onTimeout: 'pause' as const } : {}),
-        ...(body.allow_internet_access !== undefined ? { internet: body.allow_internet_access } : {}),
-        ...(body.network?.allowOut || body.network?.denyOut ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } } : {}),
-      });
-      return reply.code(201).send(toE2bSandbox(sandbox, tokens));
-    };
-    for (const url of ['/sandboxes', '/v2/sandboxes']) {
-      scope.post<{ Body: NewSandbox }>(url, { schema: { tags, body: NewSandbox } }, async (request, reply) => await create(request.body, reply));
+  /** Resumes a paused sandbox (201) or extends a running one's timeout (200). */
+  const connect = async (id: string, timeoutSeconds: number | undefined, reply: FastifyReply, refuseRunning: boolean) => {
+    let sandbox = await live(id);
+    let status = 200;
+    if (sandbox.state === 'paused') {
+      sandbox = await manager.resume(sandbox.id);
+      status = 201;
+    } else if (refuseRunning) {
+      return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already running`);
     }
+    if (timeoutSeconds !== undefined) sandbox = await manager.setTimeout(sandbox.id, timeoutSeconds * 1000);
+    return reply.code(status).send(toE2bSandbox(sandbox, tokens));
+  };
 
-    const list = async (query: ListQuery, defaultStates: string[], reply: FastifyReply) => {
-      const states = query.state ? query.state.split(',') : defaultStates;
-      const filter = parseMetadataFilter(query.metadata);
-      const matching = (await manager.list(false)).filter((s) => {
-        const state = e2bState(s);
-        return state !== undefined && states.includes(state) && Object.entries(filter).every(([k, v]) => s.metadata[k] === v);
-      });
-      const { page, next } = pageOf(matching, query.limit ?? PAGE_LIMIT_MAX, query.nextToken);
-      if (next) void reply.header('x-next-token', next);
-      return page.map(toE2bListed);
-    };
-    scope.get<{ Querystring: ListQuery }>('/sandboxes', { schema: { tags, querystring: ListQuery } }, async (request, reply) => await list(request.query, ['running'], reply));
-    scope.get<{ Querystring: ListQuery }>('/v2/sandboxes', { schema: { tags, querystring: ListQuery } }, async (request, reply) => await list(request.query, ['running', 'paused'], reply));
+  return [
+    ...['/sandboxes', '/v2/sandboxes'].map((url) =>
+      route<{ Body: NewSandbox }>({ method: 'POST', url, schema: { tags, body: NewSandbox }, handler: async (request, reply) => await create(request.body, reply) }),
+    ),
 
-    scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request) => {
-      const sandbox = await live(request.params.sandboxID);
-      return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), trafficAccessToken: sandbox.trafficAccessToken, domain: sandbox.domain, allowInternetAccess: sandbox.network.internet };
-    });
+    route<{ Querystring: ListQuery }>({
+      method: 'GET',
+      url: '/sandboxes',
+      schema: { tags, querystring: ListQuery },
+      handler: async (request, reply) => await list(request.query, ['running'], reply),
+    }),
+    route<{ Querystring: ListQuery }>({
+      method: 'GET',
+      url: '/v2/sandboxes',
+      schema: { tags, querystring: ListQuery },
+      handler: async (request, reply) => await list(request.query, ['running', 'paused'], reply),
+    }),
 
-    scope.put<{ Params: IdParams; Body: Static<typeof NetworkBody> }>(
-      '/sandboxes/:sandboxID/network',
-      { schema: { tags, params: IdParams, body: NetworkBody } },
-      async (request, reply) => {
+    route<{ Params: IdParams }>({
+      method: 'GET',
+      url: '/sandboxes/:sandboxID',
+      schema: { tags, params: IdParams },
+      handler: async (request) => {
+        const sandbox = await live(request.params.sandboxID);
+        return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), trafficAccessToken: sandbox.trafficAccessToken, domain: sandbox.domain, allowInternetAccess: sandbox.network.internet };
+      },
+    }),
+
+    route<{ Params: IdParams; Body: Static<typeof NetworkBody> }>({
+      method: 'PUT',
+      url: '/sandboxes/:sandboxID/network',
+      schema: { tags, params: IdParams, body: NetworkBody },
+      handler: async (request, reply) => {
         const sandbox = await live(request.params.sandboxID);
         const body = request.body ?? {};
         await manager.setNetwork(sandbox.id, { internet: body.allow_internet_access ?? true, egress: { allow: body.allowOut ?? [], deny: body.denyOut ?? [] } });
         return reply.code(204).send();
       },
-    );
+    }),
 
     // The current sample only: the daemon keeps no history of a sandbox's metrics.
-    scope.get<{ Params: IdParams }>('/sandboxes/:sandboxID/metrics', { schema: { tags, params: IdParams } }, async (request) => {
-      const { agent } = await manager.agentOf(request.params.sandboxID);
-      return [toE2bMetric(await agent.getJson('/metrics', METRICS_TIMEOUT_MS))];
-    });
+    route<{ Params: IdParams }>({
+      method: 'GET',
+      url: '/sandboxes/:sandboxID/metrics',
+      schema: { tags, params: IdParams },
+      handler: async (request) => {
+        const { agent } = await manager.agentOf(request.params.sandboxID);
+        return [toE2bMetric(await agent.getJson('/metrics', METRICS_TIMEOUT_MS))];
+      },
+    }),
 
-    scope.delete<{ Params: IdParams }>('/sandboxes/:sandboxID', { schema: { tags, params: IdParams } }, async (request, reply) => {
-      await live(request.params.sandboxID);
-      await manager.remove(request.params.sandboxID);
-      return reply.code(204).send();
-    });
+    route<{ Params: IdParams }>({
+      method: 'DELETE',
+      url: '/sandboxes/:sandboxID',
+      schema: { tags, params: IdParams },
+      handler: async (request, reply) => {
+        await live(request.params.sandboxID);
+        await manager.remove(request.params.sandboxID);
+        return reply.code(204).send();
+      },
+    }),
 
-    scope.post<{ Params: IdParams; Body: Static<typeof TimeoutBody> }>(
-      '/sandboxes/:sandboxID/timeout',
-      { schema: { tags, params: IdParams, body: TimeoutBody } },
-      async (request, reply) => {
+    route<{ Params: IdParams; Body: Static<typeof TimeoutBody> }>({
+      method: 'POST',
+      url: '/sandboxes/:sandboxID/timeout',
+      schema: { tags, params: IdParams, body: TimeoutBody },
+      handler: async (request, reply) => {
         await manager.setTimeout(request.params.sandboxID, request.body.timeout * 1000);
         return reply.code(204).send();
       },
-    );
+    }),
 
-    scope.post<{ Params: IdParams; Body: Static<typeof RefreshBody> }>(
-      '/sandboxes/:sandboxID/refreshes',
-      { schema: { tags, params: IdParams, body: RefreshBody } },
-      async (request, reply) => {
+    route<{ Params: IdParams; Body: Static<typeof RefreshBody> }>({
+      method: 'POST',
+      url: '/sandboxes/:sandboxID/refreshes',
+      schema: { tags, params: IdParams, body: RefreshBody },
+      handler: async (request, reply) => {
         const duration = request.body?.duration;
         if (duration === undefined) await manager.keepAlive(request.params.sandboxID);
         else await manager.setTimeout(request.params.sandboxID, duration * 1000);
         return reply.code(204).send();
       },
-    );
+    }),
 
-    scope.post<{ Params: IdParams }>('/sandboxes/:sandboxID/pause', { schema: { tags, params: IdParams } }, async (request, reply) => {
-      const sandbox = await live(request.params.sandboxID);
-      if (sandbox.state === 'paused') return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already paused`);
-      await manager.pause(sandbox.id);
-      return reply.code(204).send();
-    });
+    route<{ Params: IdParams }>({
+      method: 'POST',
+      url: '/sandboxes/:sandboxID/pause',
+      schema: { tags, params: IdParams },
+      handler: async (request, reply) => {
+        const sandbox = await live(request.params.sandboxID);
+        if (sandbox.state === 'paused') return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already paused`);
+        await manager.pause(sandbox.id);
+        return reply.code(204).send();
+      },
+    }),
 
-    /** Resumes a paused sandbox (201) or extends a running one's timeout (200). */
-    const connect = async (id: string, timeoutSeconds: number | undefined, reply: FastifyReply, refuseRunning: boolean) => {
-      let sandbox = await live(id);
-      let status = 200;
-      if (sandbox.state === 'paused') {
-        sandbox = await manager.resume(sandbox.id);
-        status = 201;
-      } else if (refuseRunning) {
-        return sendE2bError(reply, 409, `sandbox ${sandbox.id} is already running`);
-      }
-      if (timeoutSeconds !== undefined) sandbox = await manager.setTimeout(sandbox.id, timeoutSeconds * 1000);
-      return reply.code(status).send(toE2bSandbox(sandbox, tokens));
-    };
-    for (const url of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
-      scope.post<{ Params: IdParams; Body: Static<typeof ConnectBody> }>(
+    ...['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect'].map((url) =>
+      route<{ Params: IdParams; Body: Static<typeof ConnectBody> }>({
+        method: 'POST',
         url,
-        { schema: { tags, params: IdParams, body: ConnectBody } },
-        async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, false),
-      );
-    }
-    scope.post<{ Params: IdParams; Body: Static<typeof ConnectBody> }>(
-      '/sandboxes/:sandboxID/resume',
-      { schema: { tags, params: IdParams, body: ConnectBody } },
-      async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, true),
-    );
+        schema: { tags, params: IdParams, body: ConnectBody },
+        handler: async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, false),
+      }),
+    ),
+    route<{ Params: IdParams; Body: Static<typeof ConnectBody> }>({
+      method: 'POST',
+      url: '/sandboxes/:sandboxID/resume',
+      schema: { tags, params: IdParams, body: ConnectBody },
+      handler: async (request, reply) => await connect(request.params.sandboxID, request.body?.timeout, reply, true),
+    }),
 
-    scope.post<{ Params: IdParams; Body: Static<typeof ForkBody> }>(
-      '/sandboxes/:sandboxID/fork',
-      { schema: { tags, params: IdParams, body: ForkBody } },
-      async (request, reply) => {
+    route<{ Params: IdParams; Body: Static<typeof ForkBody> }>({
+      method: 'POST',
+      url: '/sandboxes/:sandboxID/fork',
+      schema: { tags, params: IdParams, body: ForkBody },
+      handler: async (request, reply) => {
         const source = await live(request.params.sandboxID);
         const forks = await manager.fork(source.id, request.body?.count ?? 1);
         const timeoutMs = secondsToMs(request.body?.timeout);
@@ -298,6 +335,6 @@ export async function registerE2bRoutes(app: FastifyInstance, ctx: E2bContext): 
         }
         return reply.code(201).send(results);
       },
-    );
-  });
+    }),
+  ];
 }

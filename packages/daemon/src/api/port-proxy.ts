@@ -15,7 +15,8 @@ import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEA
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { closeWhenIdle, defaultTunnelIdleLimits, joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
-import { ACCESS_TOKEN_HEADER, decodePathSegment, isValidSandboxId } from './agent-proxy.js';
+import { decodePathSegment, isValidSandboxId } from './agent-proxy.js';
+import { ACCESS_TOKEN_HEADER } from './agent-relay.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
 /** The port e2b's SDK reaches envd on: by host name it means the sandbox's agent, as with e2b. */

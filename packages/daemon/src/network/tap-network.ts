@@ -12,8 +12,7 @@ import path from 'node:path';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
-import type { Store } from '../store/store.js';
-import type { NetworkLeaseRow } from '../store/schema.js';
+import type { NetworkLeaseRecord, Store } from '../store/store.js';
 import type { EgressPolicy } from './egress-policy.js';
 import { NON_PUBLIC_NETWORKS, parseCidr } from './egress-policy.js';
 import { GUEST_NETWORK } from './guest-network.js';
@@ -200,7 +199,7 @@ export class TapNetwork {
    */
   async start(keep: (sandboxId: string) => Promise<boolean>): Promise<void> {
     await this.serial(async () => {
-      for (const row of await this.store.db.selectFrom('network_leases').selectAll().execute()) this.leases.set(row.sandbox_id, leaseOf(row));
+      for (const row of await this.store.listNetworkLeases()) this.leases.set(row.sandbox_id, leaseOf(row));
     });
     for (const lease of [...this.leases.values()]) {
       if (!(await keep(lease.sandboxId))) await this.release(lease.sandboxId);
@@ -258,10 +257,10 @@ export class TapNetwork {
   /** Removes the namespace (its tap, veth and rules go with it) and frees the lease; the last one takes the host table. */
   async release(id: string): Promise<void> {
     await this.serial(async () => {
-      const lease = this.leases.get(id) ?? (await this.store.db.selectFrom('network_leases').selectAll().where('sandbox_id', '=', id).executeTakeFirst().then((r) => r && leaseOf(r)));
+      const lease = this.leases.get(id) ?? (await this.store.getNetworkLease(id).then((r) => r && leaseOf(r)));
       if (!lease) return;
       await this.destroyNamespace(lease);
-      await this.store.db.deleteFrom('network_leases').where('sandbox_id', '=', id).execute();
+      await this.store.deleteNetworkLease(id);
       this.leases.delete(id);
       if (this.leases.size === 0) await this.removeHostRules();
       this.log.debug({ sandbox: id, slot: lease.slot }, 'TAP network released');
@@ -270,14 +269,14 @@ export class TapNetwork {
 
   /** The lowest free slot, recorded before anything is created so a crash leaves a lease to clean up, never an unknown namespace. */
   private async allocate(id: string): Promise<TapLease> {
-    const used = new Set((await this.store.db.selectFrom('network_leases').select('slot').execute()).map((r) => r.slot));
+    const used = new Set(await this.store.usedNetworkLeaseSlots());
     let slot = 0;
     while (used.has(slot)) slot++;
     if (slot >= poolSlots(this.pool)) {
       throw new CapsuleError('insufficient_resources', `the TAP address pool ${this.pool} is used up (${slot} sandboxes)`, { hint: 'remove sandboxes, or set a larger CAPSULE_TAP_POOL' });
     }
     const addresses = slotAddresses(this.pool, slot);
-    const row: NetworkLeaseRow = {
+    const row: NetworkLeaseRecord = {
       sandbox_id: id,
       slot,
       netns: path.join(NETNS_DIR, this.netnsName(id)),
@@ -286,7 +285,7 @@ export class TapNetwork {
       netns_address: addresses.netns,
       created_at: new Date().toISOString(),
     };
-    await this.store.db.insertInto('network_leases').values(row).execute();
+    await this.store.insertNetworkLease(row);
     return leaseOf(row);
   }
 
@@ -367,7 +366,7 @@ export async function restoreForwarding(log: Logger): Promise<void> {
   log.info('IPv4 forwarding turned off again: no TAP sandbox is left');
 }
 
-function leaseOf(row: NetworkLeaseRow): TapLease {
+function leaseOf(row: NetworkLeaseRecord): TapLease {
   return { sandboxId: row.sandbox_id, slot: row.slot, netns: row.netns, hostIfname: row.host_ifname, hostAddress: row.host_address, netnsAddress: row.netns_address };
 }
 

@@ -51,14 +51,7 @@ export class PublishedPorts {
 
   /** Reads what was published from the store (daemon start). */
   async load(): Promise<void> {
-    const rows = await this.store.db
-      .selectFrom('sandbox_ports')
-      .innerJoin('sandboxes', 'sandboxes.id', 'sandbox_ports.sandbox_id')
-      .select(['sandbox_ports.sandbox_id', 'sandbox_ports.host_ip', 'sandbox_ports.host_port', 'sandbox_ports.guest_port'])
-      // A failed sandbox's ports are not coming back; a killed one's are history.
-      .where('sandboxes.state', 'in', ['running', 'paused'])
-      .execute();
-    for (const row of rows) {
+    for (const row of await this.store.portsOfLiveSandboxes()) {
       const list = this.published.get(row.sandbox_id) ?? [];
       list.push({ hostIp: row.host_ip, hostPort: row.host_port, guestPort: row.guest_port });
       this.published.set(row.sandbox_id, list);
@@ -92,10 +85,7 @@ export class PublishedPorts {
   async commit(id: string, reservation: PortReservation): Promise<void> {
     const { bindings, owner } = reservation;
     if (bindings.length === 0) return;
-    await this.store.db
-      .insertInto('sandbox_ports')
-      .values(bindings.map((b) => ({ sandbox_id: id, host_ip: b.port.hostIp, host_port: b.port.hostPort, guest_port: b.port.guestPort })))
-      .execute();
+    await this.store.insertSandboxPorts(bindings.map((b) => ({ sandbox_id: id, host_ip: b.port.hostIp, host_port: b.port.hostPort, guest_port: b.port.guestPort })));
     owner.id = id;
     this.published.set(id, reservation.ports);
     this.bound.set(id, bindings);

@@ -77,4 +77,35 @@ describe('store (real SQLite, in memory)', () => {
     expect((await store.listSandboxes({ includeKilled: false })).map((s) => s.id)).toEqual(['sb_b']);
     expect((await store.listSandboxes({ includeKilled: true })).map((s) => s.id)).toEqual(['sb_a', 'sb_b']);
   });
+
+  it("keeps running and paused sandboxes' published ports, not failed or killed ones'", async () => {
+    for (const id of ['sb_run', 'sb_paused', 'sb_failed']) {
+      await store.insertSandbox(row(id, null));
+      await store.insertSandboxPorts([{ sandbox_id: id, host_ip: '127.0.0.1', host_port: 8000 + id.length, guest_port: 80 }]);
+    }
+    await store.transition('sb_run', 'running', 'user');
+    await store.transition('sb_paused', 'paused', 'user');
+    await store.transition('sb_failed', 'error', 'crash');
+    expect((await store.portsOfLiveSandboxes()).map((p) => p.sandbox_id).sort()).toEqual(['sb_paused', 'sb_run']);
+  });
+
+  it('records TAP leases with unique slots, and frees them', async () => {
+    const lease = (sandboxId: string, slot: number) => ({
+      sandbox_id: sandboxId,
+      slot,
+      netns: `/run/netns/capsule-t-${sandboxId}`,
+      host_ifname: `cap${slot}`,
+      host_address: '10.201.0.1',
+      netns_address: '10.201.0.2',
+      created_at: new Date().toISOString(),
+    });
+    await store.insertNetworkLease(lease('sb_a', 0));
+    await store.insertNetworkLease(lease('sb_b', 1));
+    expect(String(await store.insertNetworkLease(lease('sb_c', 1)).catch((err: unknown) => err))).toMatch(/UNIQUE constraint failed: network_leases.slot/);
+    expect((await store.usedNetworkLeaseSlots()).sort()).toEqual([0, 1]);
+    expect(await store.getNetworkLease('sb_b')).toMatchObject({ slot: 1, host_ifname: 'cap1' });
+    await store.deleteNetworkLease('sb_a');
+    expect((await store.listNetworkLeases()).map((l) => l.sandbox_id)).toEqual(['sb_b']);
+    expect(await store.getNetworkLease('sb_a')).toBeUndefined();
+  });
 });

@@ -6,12 +6,14 @@ import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type Selectable } from 'kysely';
 import { migrations } from './migrations.js';
-import type { ApiKeyRow, Database, SandboxEventRow, SandboxRow, TemplateRow } from './schema.js';
+import type { ApiKeyRow, Database, NetworkLeaseRow, SandboxEventRow, SandboxPortRow, SandboxRow, TemplateRow } from './schema.js';
 
 export type SandboxRecord = Selectable<SandboxRow>;
 export type SandboxEvent = Selectable<SandboxEventRow>;
 export type TemplateRecord = Selectable<TemplateRow>;
 export type ApiKeyRecord = Selectable<ApiKeyRow>;
+export type NetworkLeaseRecord = Selectable<NetworkLeaseRow>;
+export type SandboxPortRecord = Selectable<SandboxPortRow>;
 
 /** Whether `err` is SQLite refusing a row because `column` (`table.column`) would no longer be unique. */
 export function isUniqueViolation(err: unknown, column: string): boolean {
@@ -112,6 +114,41 @@ export class Store {
 
   async history(id: string): Promise<SandboxEvent[]> {
     return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
+  }
+
+  /** Host ports sandboxes publish; those of failed and killed sandboxes are not coming back, so only running and paused ones'. */
+  async portsOfLiveSandboxes(): Promise<SandboxPortRecord[]> {
+    return await this.db
+      .selectFrom('sandbox_ports')
+      .innerJoin('sandboxes', 'sandboxes.id', 'sandbox_ports.sandbox_id')
+      .select(['sandbox_ports.sandbox_id', 'sandbox_ports.host_ip', 'sandbox_ports.host_port', 'sandbox_ports.guest_port'])
+      .where('sandboxes.state', 'in', ['running', 'paused'])
+      .execute();
+  }
+
+  async insertSandboxPorts(rows: SandboxPortRecord[]): Promise<void> {
+    await this.db.insertInto('sandbox_ports').values(rows).execute();
+  }
+
+  /** TAP mode's address leases, one per sandbox with a network namespace. */
+  async listNetworkLeases(): Promise<NetworkLeaseRecord[]> {
+    return await this.db.selectFrom('network_leases').selectAll().execute();
+  }
+
+  async getNetworkLease(sandboxId: string): Promise<NetworkLeaseRecord | undefined> {
+    return await this.db.selectFrom('network_leases').selectAll().where('sandbox_id', '=', sandboxId).executeTakeFirst();
+  }
+
+  async usedNetworkLeaseSlots(): Promise<number[]> {
+    return (await this.db.selectFrom('network_leases').select('slot').execute()).map((row) => row.slot);
+  }
+
+  async insertNetworkLease(row: NetworkLeaseRecord): Promise<void> {
+    await this.db.insertInto('network_leases').values(row).execute();
+  }
+
+  async deleteNetworkLease(sandboxId: string): Promise<void> {
+    await this.db.deleteFrom('network_leases').where('sandbox_id', '=', sandboxId).execute();
   }
 
   async upsertTemplate(row: TemplateRecord): Promise<void> {
