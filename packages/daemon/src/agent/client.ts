@@ -222,9 +222,9 @@ export function cancelAgentStream(stream: ClientHttp2Stream): void {
 /**
  * Makes destroy() on an agent stream a cancel (see cancelAgentStream) while
  * the stream is open, for the code that destroys streams it was handed: the
- * proxies' pipelines, the HTTP client over a tunnel, a tunnel's relay. Node's
- * own destroy, once the stream is closed, passes through a turn later, after
- * any reset queued in the same turn has been handed to nghttp2.
+ * proxies' pipelines, the HTTP client over a tunnel, a tunnel's relay. Once
+ * the stream is closed, destroy() is Node's own and runs at once (Node counts
+ * on it: deferring it wedged the session).
  */
 function cancelInsteadOfDestroy(stream: ClientHttp2Stream): void {
   const destroyNow = stream.destroy.bind(stream);
@@ -232,8 +232,8 @@ function cancelInsteadOfDestroy(stream: ClientHttp2Stream): void {
     if (stream.destroyed) return stream;
     // A session going down takes all its streams with it, nghttp2's side included: nothing can loop.
     if (!stream.session || stream.session.destroyed) return destroyNow(error);
-    if (stream.closed) setImmediate(() => destroyNow(error));
-    else cancelAgentStream(stream);
+    if (stream.closed) return destroyNow(error);
+    cancelAgentStream(stream);
     return stream;
   };
 }
