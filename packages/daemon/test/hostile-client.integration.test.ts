@@ -16,6 +16,18 @@ const HEADER_ECHO = `
 import http.server, json
 class Echo(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == '/ws':
+            # A WebSocket handshake whose answer sets cookies, one for the daemon's whole domain; then a first frame's bytes.
+            self.protocol_version = 'HTTP/1.1'
+            self.send_response(101)
+            self.send_header('Upgrade', 'websocket')
+            self.send_header('Connection', 'Upgrade')
+            self.send_header('Set-Cookie', 'sibling=1; Domain=localhost; Path=/')
+            self.send_header('Set-Cookie', 'own=1; Path=/')
+            self.end_headers()
+            self.wfile.write(b'after-the-handshake')
+            self.close_connection = True
+            return
         body = json.dumps([[k.lower(), v] for k, v in self.headers.items()]).encode()
         self.send_response(200)
         self.send_header('Content-Type', 'application/json')
@@ -182,6 +194,25 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     const byPath = await echoOverTcp(`/v1/sandboxes/${id}/ports/${ECHO_PORT}/`, { 'X-API-Key': apiKey });
     for (const cookie of byPath.cookies) expect(cookie, cookie).not.toMatch(/domain/i);
     expect(byPath.cookies).toContain(`own=1; Path=/v1/sandboxes/${id}/ports/${ECHO_PORT}/`);
+  });
+
+  it('a port service cannot set cookies for its siblings through a WebSocket handshake either (101 head rewritten, bytes after it relayed)', async () => {
+    const handshake = (path: string, host: string) =>
+      rawExchange(overTcp, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-API-Key: ${apiKey}\r\n\r\n`);
+    for (const [path, host, ownPath] of [
+      ['/ws', `${ECHO_PORT}-${id}.localhost`, '/'],
+      [`/v1/sandboxes/${id}/ports/${ECHO_PORT}/ws`, 'localhost', `/v1/sandboxes/${id}/ports/${ECHO_PORT}/`],
+    ] as const) {
+      const answer = await handshake(path, host);
+      expect(answer.status, answer.text).toBe(101);
+      const [head = '', rest = ''] = answer.text.split('\r\n\r\n');
+      const cookies = head.split('\r\n').filter((line) => /^set-cookie:/i.test(line)).map((line) => line.slice(line.indexOf(':') + 1).trim());
+      expect(cookies, head).toHaveLength(2);
+      for (const cookie of cookies) expect(cookie, cookie).not.toMatch(/domain/i);
+      expect(cookies).toContain(`own=1; Path=${ownPath}`);
+      expect(head).toMatch(/^upgrade: websocket$/im);
+      expect(rest).toBe('after-the-handshake');
+    }
   });
 
   /** A POST over TCP with the API key; the status and the whole answer. */

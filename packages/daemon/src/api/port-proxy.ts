@@ -4,7 +4,7 @@
 //   by path:      /v1/sandboxes/{id}/ports/{port}/<path>
 //   raw TCP:      an Upgrade of /v1/sandboxes/{id}/tunnel/{port} (port-forward)
 // HTTP requests are spoken as HTTP/1.1 over the tunnel (one tunnel per request);
-// upgrades (WebSocket) become byte relays. Over TCP the caller needs the
+// upgrades (WebSocket) become byte relays once the service's answer head is rewritten. Over TCP the caller needs the
 // sandbox's traffic token or an API key. The daemon's own refusals carry
 // PORT_ERROR_HEADER so that they read apart from the service's answers.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -168,12 +168,13 @@ export function headersForService(req: IncomingMessage, keepUpgrade: boolean): A
  * The service's response headers for the client: nothing hop-by-hop, as raw
  * name/value pairs (repeats kept), cookies scoped to this sandbox's port.
  */
-function headersForClient(upstream: IncomingMessage, target: PortTarget & { kind: 'http' }): string[] {
+function headersForClient(upstream: IncomingMessage, target: PortTarget & { kind: 'http' }, keepUpgrade = false): string[] {
   const out: string[] = [];
   const raw = upstream.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = (raw[i] ?? '').toLowerCase();
-    if (HOP_BY_HOP.has(name) || name === PORT_ERROR_HEADER) continue;
+    if (name === PORT_ERROR_HEADER) continue;
+    if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'connection' || name === 'upgrade'))) continue;
     const value = raw[i + 1] ?? '';
     out.push(raw[i] ?? name, name === 'set-cookie' ? scopedCookie(value, target) : value);
   }
@@ -276,12 +277,58 @@ export async function upgradeToPort(ctx: PortProxyContext, req: IncomingMessage,
     return sendRawError(socket, err);
   }
   if (socket.destroyed) return void tunnel.destroy();
-  if (target.kind === 'tunnel') {
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${PORT_TUNNEL_UPGRADE}\r\n\r\n`);
-  } else {
-    const lines = headersForService(req, true).map(([name, value]) => `${name}: ${value}\r\n`);
-    tunnel.write(`${req.method ?? 'GET'} ${target.path} HTTP/1.1\r\n${lines.join('')}\r\n`);
-  }
+  if (target.kind === 'http') return upgradeService(target, req, socket, head, tunnel);
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${PORT_TUNNEL_UPGRADE}\r\n\r\n`);
   if (head.length > 0) tunnel.write(head);
   joinToTunnel(socket, tunnel);
+}
+
+/**
+ * An upgrade (a WebSocket) to a service: the request goes as HTTP/1.1 over
+ * the tunnel and Node's HTTP parser reads the service's answer, so that its
+ * head is rewritten like any answer's (cookies kept to this sandbox's port)
+ * before the bytes after it are relayed both ways. An answer other than 101
+ * is relayed as a plain answer, and the connection closed after it.
+ */
+function upgradeService(target: PortTarget & { kind: 'http' }, req: IncomingMessage, socket: Duplex, head: Buffer, tunnel: Duplex): void {
+  const upstream = http.request({
+    method: req.method ?? 'GET',
+    path: target.path,
+    headers: headersForService(req, true).flat(),
+    createConnection: () => tunnel as unknown as net.Socket,
+  });
+  const abandon = () => {
+    upstream.destroy();
+    tunnel.destroy();
+    socket.destroy();
+  };
+  // Until the service answers, a client or service that goes quiet and away is let go like any tunnel's.
+  const stopWatching = closeWhenIdle([socket, tunnel], defaultTunnelIdleLimits, abandon);
+  socket.once('close', abandon);
+  upstream.once('upgrade', (answer: IncomingMessage, upgraded: Duplex, rest: Buffer) => {
+    stopWatching();
+    socket.off('close', abandon);
+    socket.write(responseHead(answer, headersForClient(answer, target, true)));
+    if (rest.length > 0) socket.write(rest);
+    if (head.length > 0) upgraded.write(head);
+    joinToTunnel(socket, upgraded);
+  });
+  upstream.once('response', (answer) => {
+    stopWatching();
+    socket.write(responseHead(answer, [...headersForClient(answer, target), 'Connection', 'close']));
+    answer.pipe(socket);
+  });
+  upstream.once('error', (err) => {
+    stopWatching();
+    sendRawError(socket, new CapsuleError('port_not_listening', `the service on port ${target.port} closed the connection without an answer: ${err.message}`));
+    tunnel.destroy();
+  });
+  upstream.end();
+}
+
+/** An HTTP/1.1 response head for a raw socket, from a parsed answer and the header pairs to send. */
+function responseHead(answer: IncomingMessage, rawHeaders: string[]): string {
+  const lines: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) lines.push(`${rawHeaders[i]}: ${rawHeaders[i + 1]}\r\n`);
+  return `HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n${lines.join('')}\r\n`;
 }
