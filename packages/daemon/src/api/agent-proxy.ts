@@ -13,7 +13,7 @@ import { TRAFFIC_TOKEN_HEADER, type ErrorCode } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
 import { cancelAgentStream } from '../agent/client.js';
 import { CapsuleError } from '../errors.js';
-import { basicAuthForUser } from '../sandboxes/exec.js';
+import { basicAuthForUser } from '../agent/exec.js';
 
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const ACCESS_TOKEN_HEADER = 'x-access-token';

@@ -17,7 +17,7 @@ import type { Store, TemplateRecord } from '../store/store.js';
 import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
 import { importArchive } from './archive-import.js';
 import { BlobStore } from './blob-store.js';
-import { holdFile, releaseFile, sweepUnheld } from './cache-holds.js';
+import { holdFile, releaseFile, sweepUnheld } from '../guest/cache-holds.js';
 import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
 import {
   findImageDigest,

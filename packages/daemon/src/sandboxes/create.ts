@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { CreateSandboxRequest } from '@capsule/protocol';
-import { limits } from '@capsule/protocol';
+import { DEFAULT_TEMPLATE, limits } from '@capsule/protocol';
 import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
@@ -22,7 +22,7 @@ import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
-import { collectExec, execEvents } from './exec.js';
+import { collectExec, execEvents } from '../agent/exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
 import { MemoryAdmission } from './memory.js';
@@ -30,8 +30,6 @@ import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import type { PooledVm } from './warm-pool.js';
 import type { WarmSnapshots } from './warm-snapshots.js';
-
-const DEFAULT_TEMPLATE = 'base';
 
 /** What a create has checked and taken before its memory reservation: everything its VM is started from. */
 interface AdmittedCreate {

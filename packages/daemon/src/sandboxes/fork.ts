@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
-import { holdFile, sweepUnheld } from '../images/cache-holds.js';
+import { holdFile, sweepUnheld } from '../guest/cache-holds.js';
 import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';

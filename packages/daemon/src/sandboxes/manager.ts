@@ -13,7 +13,7 @@ import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import type { VmRuntimePaths } from '../vmm/qemu.js';
-import { collectExec, execEvents } from './exec.js';
+import { collectExec, execEvents } from '../agent/exec.js';
 import type { AgentClient } from '../agent/client.js';
 import type { BulkChannel } from '../agent/bulk-channel.js';
 import { vmMemoryUse } from './memory.js';

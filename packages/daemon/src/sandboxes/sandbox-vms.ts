@@ -11,7 +11,7 @@ import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { backingChain, pinSharedFiles } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
-import { sweepUnheld } from '../images/cache-holds.js';
+import { sweepUnheld } from '../guest/cache-holds.js';
 import type { TemplateImageDefaults } from '../images/image-records.js';
 import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
