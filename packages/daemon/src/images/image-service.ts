@@ -13,20 +13,19 @@ import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import { snapshotTemplateDir } from '../sandboxes/snapshot.js';
+import { deleteImage, deleteImageRef, findImageDigest } from '../store/images.js';
 import type { Store, TemplateRecord } from '../store/store.js';
+import { deleteTemplate, deleteTemplatesWithPrefix, getTemplateImage, insertImageTemplate, setTemplateGuestKit } from '../store/templates.js';
 import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
 import { importArchive } from './archive-import.js';
 import { BlobStore } from './blob-store.js';
 import { holdFile, releaseFile, sweepUnheld } from '../guest/cache-holds.js';
 import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
 import {
-  findImageDigest,
   imageTemplateNames,
   listImages,
   loadImage,
   referencedBlobs,
-  removeImage,
-  removeImageRef,
   saveImage,
   templateImageDefaults,
   templateService,
@@ -92,14 +91,10 @@ export class ImageService {
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
     }
     // Templates and overlays of builds that a daemon stopped in the middle of (none runs before start).
-    for (const prefix of BUILD_TEMPLATE_PREFIXES) await this.store.db.deleteFrom('templates').where('name', 'like', `${prefix}%`).execute();
+    for (const prefix of BUILD_TEMPLATE_PREFIXES) await deleteTemplatesWithPrefix(this.store, prefix);
     new BuildStepCache(this.stepsDir()).removeAbandonedOverlays();
     for (const name of await imageTemplateNames(this.store)) {
-      await this.store.db
-        .updateTable('templates')
-        .set({ kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit })
-        .where('name', '=', name)
-        .execute();
+      await setTemplateGuestKit(this.store, name, { kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit });
     }
   }
 
@@ -215,8 +210,8 @@ export class ImageService {
         });
       }
     }
-    if (byRef) await removeImageRef(this.store, ref, digest);
-    else await removeImage(this.store, digest);
+    if (byRef) await deleteImageRef(this.store, ref, digest);
+    else await deleteImage(this.store, digest);
     if (lastRef) this.collectGarbage(await referencedBlobs(this.store), digest);
   }
 
@@ -228,7 +223,7 @@ export class ImageService {
    */
   async prune(): Promise<PruneResult> {
     const images = await listImages(this.store);
-    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await removeImage(this.store, image.digest);
+    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await deleteImage(this.store, image.digest);
     const used = await referencedBlobs(this.store);
     let blobs = 0;
     let bytes = 0;
@@ -378,7 +373,7 @@ export class ImageService {
       defaults: imageDefaults,
       imageDigest: digest,
       release: async () => {
-        await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+        await deleteTemplate(this.store, name);
       },
     };
   }
@@ -401,23 +396,17 @@ export class ImageService {
       default_memory_mib: resources.memoryMiB ?? TEMPLATE_DEFAULTS.memoryMiB,
       created_at: new Date().toISOString(),
     };
-    await this.store.db.transaction().execute(async (tx) => {
-      await tx.insertInto('templates').values(record).execute();
-      await tx
-        .insertInto('template_images')
-        .values({
-          template: name,
-          image_digest: defaults.imageDigest || null,
-          image_ref: source.from,
-          env: JSON.stringify(defaults.env),
-          user: defaults.user,
-          workdir: defaults.workdir ?? null,
-          start_cmd: source.service ? JSON.stringify(source.service.start) : null,
-          ready_cmd: source.service?.ready ? JSON.stringify(source.service.ready.cmd) : null,
-          ready_timeout_ms: source.service?.ready?.timeoutMs ?? null,
-          source_kind: source.kind,
-        })
-        .execute();
+    await insertImageTemplate(this.store, record, {
+      template: name,
+      image_digest: defaults.imageDigest || null,
+      image_ref: source.from,
+      env: JSON.stringify(defaults.env),
+      user: defaults.user,
+      workdir: defaults.workdir ?? null,
+      start_cmd: source.service ? JSON.stringify(source.service.start) : null,
+      ready_cmd: source.service?.ready ? JSON.stringify(source.service.ready.cmd) : null,
+      ready_timeout_ms: source.service?.ready?.timeoutMs ?? null,
+      source_kind: source.kind,
     });
     return record;
   }
@@ -434,7 +423,7 @@ export class ImageService {
     await this.manager.assertTemplateUnused(name);
     if (await this.manager.removeSnapshotTemplate(name)) return;
     const snapshotDir = await this.manager.forgetTemplate(name);
-    await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
+    await deleteTemplate(this.store, name);
     if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {
@@ -446,7 +435,7 @@ export class ImageService {
   async inspectTemplate(name: string): Promise<TemplateDetails> {
     const template = await this.store.getTemplate(name);
     if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
-    const row = await this.store.db.selectFrom('template_images').selectAll().where('template', '=', name).executeTakeFirst();
+    const row = await getTemplateImage(this.store, name);
     const service = await templateService(this.store, name);
     const warm = this.manager.warmSnapshotInfo(name);
     return {

@@ -16,6 +16,7 @@ import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store, TemplateRecord } from '../store/store.js';
+import { deleteTemplate, insertTemplate } from '../store/templates.js';
 import { BuildStepCache } from './build-step-cache.js';
 import { parseCapsulefile, type BuildStep, type Capsulefile } from './capsulefile.js';
 import { loadImage, templateService, type TemplateImageDefaults } from './image-records.js';
@@ -295,7 +296,7 @@ export class TemplateBuilder {
           await this.manager.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
         }
       } finally {
-        if (from) await this.store.db.deleteFrom('templates').where('name', '=', from.name).execute();
+        if (from) await deleteTemplate(this.store, from.name);
       }
     } else {
       for (const planned of remaining) {
@@ -323,7 +324,7 @@ export class TemplateBuilder {
   /** A template that exists only while a build boots from a cached step's disk. */
   private async templateOfDisk(base: TemplateRecord, disk: string): Promise<TemplateRecord> {
     const record: TemplateRecord = { ...base, name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
-    await this.store.db.insertInto('templates').values(record).execute();
+    await insertTemplate(this.store, record);
     return record;
   }
 

@@ -13,6 +13,7 @@ import { pinSharedFiles } from '../guest/cache-pins.js';
 import { commitPath, writeFileAtomic } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Store, TemplateRecord } from '../store/store.js';
+import { deleteTemplate, getSnapshotTemplateDir, insertSnapshotTemplate, listSnapshotTemplateDirs } from '../store/templates.js';
 import type { WarmSnapshot } from '../templates/warm-snapshot.js';
 import { freezeVm, fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
@@ -45,13 +46,12 @@ export async function freezeRunningVm(vm: LiveVm, machine: VmSpec, dir: string, 
 
 /** The snapshot folder of template `name` if it was made by `capsule snapshot`. */
 export async function snapshotTemplateDir(store: Store, name: string): Promise<string | undefined> {
-  const row = await store.db.selectFrom('template_snapshots').select('dir').where('template', '=', name).executeTakeFirst();
-  return row?.dir;
+  return await getSnapshotTemplateDir(store, name);
 }
 
 /** The folders of every template made by `capsule snapshot`. */
 export async function snapshotTemplateDirs(store: Store): Promise<Set<string>> {
-  return new Set((await store.db.selectFrom('template_snapshots').select('dir').execute()).map((row) => row.dir));
+  return new Set(await listSnapshotTemplateDirs(store));
 }
 
 /**
@@ -142,10 +142,7 @@ export async function snapshotToTemplate(
       created_at: createdAt,
     };
     try {
-      await store.db.transaction().execute(async (tx) => {
-        await tx.insertInto('templates').values(record).execute();
-        await tx.insertInto('template_snapshots').values({ template: name, source_sandbox: source.id, dir }).execute();
-      });
+      await insertSnapshotTemplate(store, record, source.id, dir);
     } catch (err) {
       fs.rmSync(dir, { recursive: true, force: true });
       // Another snapshot took the name while this one was being written.
@@ -162,6 +159,6 @@ export async function snapshotToTemplate(
 
 /** Removes a snapshot template's rows and files (sandboxes made from it run on: their memory is mapped, their disk open). */
 export async function removeSnapshotTemplate(store: Store, name: string, dir: string): Promise<void> {
-  await store.db.deleteFrom('templates').where('name', '=', name).execute();
+  await deleteTemplate(store, name);
   fs.rmSync(dir, { recursive: true, force: true });
 }
