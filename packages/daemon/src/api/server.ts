@@ -29,7 +29,6 @@ import {
   SetTimeoutRequest,
   SnapshotRequest,
   Template,
-  TemplateList,
   httpStatusOf,
   type ErrorBody,
   type ErrorCode,
@@ -38,8 +37,10 @@ import { cancelAgentStream } from '../agent/client.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { registerImageRoutes } from './image-routes.js';
+import { registerTemplateRoutes } from './template-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
+import type { Templates } from '../templates/templates.js';
 import type { Store } from '../store/store.js';
 import { bulkHeaders, bulkUploadContentType } from '@capsule/protocol/agent';
 import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload, splitUpload, type RequestBody } from './bulk-files.js';
@@ -54,6 +55,7 @@ import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.
 export interface ApiContext {
   manager: SandboxManager;
   images: ImageService;
+  templates: Templates;
   store: Store;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
@@ -181,22 +183,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.get('/v1/info', { schema: { response: { 200: DaemonInfo } } }, async () => ctx.info());
 
-  app.get('/v1/templates', { schema: { response: { 200: TemplateList } } }, async () => {
-    const templates = await ctx.store.listTemplates();
-    return {
-      templates: templates.map((t) => ({
-        name: t.name,
-        ready: [t.kernel, t.initramfs, t.kit, t.rootfs].every((f) => fs.existsSync(f)),
-        rootfsBytes: fileSize(t.rootfs),
-        defaultVcpus: t.default_vcpus,
-        defaultMemoryMiB: t.default_memory_mib,
-        createdAt: t.created_at,
-        warmSnapshot: ctx.manager.warmSnapshotState(t.name),
-      })),
-    };
-  });
-
-  registerImageRoutes(app, ctx.images, (req) => viaTcp.has(req));
+  registerTemplateRoutes(app, ctx.templates, (req) => viaTcp.has(req));
+  registerImageRoutes(app, ctx.images, ctx.templates, (req) => viaTcp.has(req));
 
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',
@@ -327,7 +315,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
         response: { 201: Template, ...errorResponses },
       },
     },
-    async (request, reply) => reply.code(201).send(ctx.images.templateView(await ctx.manager.snapshot(request.params.id, request.body.template))),
+    async (request, reply) => reply.code(201).send(ctx.templates.view(await ctx.manager.snapshot(request.params.id, request.body.template))),
   );
 
   app.post<{ Params: { id: string } }>(
@@ -541,14 +529,6 @@ function abortOnClose(res: ServerResponse): AbortSignal {
     if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
   });
   return controller.signal;
-}
-
-function fileSize(file: string): number {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
 }
 
 /** Listens on the unix socket, replacing a stale one, readable by the owner only. */

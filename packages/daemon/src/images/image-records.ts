@@ -1,21 +1,13 @@
-// The image store's rows in SQLite: images by manifest digest, the references
-// naming them, and templates built from them with the defaults their
-// sandboxes inherit. Only complete images are ever inserted, so a listed image
-// is always usable.
+// The image store's records: images by manifest digest and the references
+// naming them, as the API and the rootfs builder see them (the rows are
+// store/images.ts's). Only complete images are ever inserted, so a listed
+// image is always usable.
 import type { Image } from '@capsule/protocol';
 import { getImage, insertImage, listImageRecords, listImageRefs } from '../store/images.js';
 import type { Store } from '../store/store.js';
-import { getTemplateImage, listTemplateImages } from '../store/templates.js';
-import type { TemplateService } from '../templates/template-service.js';
+import { listTemplateImages } from '../store/templates.js';
 import type { FetchedImage } from './fetch-image.js';
 import type { Descriptor, ImageConfig } from './manifest.js';
-
-export interface TemplateImageDefaults {
-  imageDigest: string;
-  env: Record<string, string>;
-  user: string;
-  workdir: string | undefined;
-}
 
 export interface StoredImage {
   digest: string;
@@ -68,30 +60,6 @@ export async function listImages(store: Store): Promise<Image[]> {
 
 export async function templatesOfImage(store: Store, digest: string): Promise<string[]> {
   return (await listTemplateImages(store)).filter((t) => t.image_digest === digest).map((t) => t.template);
-}
-
-/** What a template built from an image gives its sandboxes; undefined for other templates. */
-export async function templateImageDefaults(store: Store, template: string): Promise<TemplateImageDefaults | undefined> {
-  const row = await getTemplateImage(store, template);
-  if (!row) return undefined;
-  return { imageDigest: row.image_digest ?? '', env: JSON.parse(row.env) as Record<string, string>, user: row.user, workdir: row.workdir ?? undefined };
-}
-
-/** The START and READY a template's VM runs before its warm snapshot, with the template's defaults; undefined without START. */
-export async function templateService(store: Store, template: string): Promise<TemplateService | undefined> {
-  const row = await getTemplateImage(store, template);
-  if (!row?.start_cmd) return undefined;
-  return {
-    start: JSON.parse(row.start_cmd) as string[],
-    ready: row.ready_cmd ? { cmd: JSON.parse(row.ready_cmd) as string[], timeoutMs: row.ready_timeout_ms ?? 60_000 } : undefined,
-    user: row.user,
-    cwd: row.workdir ?? undefined,
-    env: JSON.parse(row.env) as Record<string, string>,
-  };
-}
-
-export async function imageTemplateNames(store: Store): Promise<string[]> {
-  return (await listTemplateImages(store)).map((r) => r.template);
 }
 
 /** Digests of every blob the stored images still use (manifests, configs, layers). */

@@ -12,7 +12,7 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import { backingChain, pinSharedFiles } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { sweepUnheld } from '../guest/cache-holds.js';
-import type { TemplateImageDefaults } from '../images/image-records.js';
+import type { TemplateImageDefaults } from '../templates/template-records.js';
 import { runCommand, tailOfFile } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
