@@ -1,6 +1,6 @@
 // The sandbox spec flags that `run` and `sandbox create` share, turned into the
 // daemon's create request in one place so the two commands cannot drift.
-import type { CreateSandboxRequest, PortRequest } from '@capsule/protocol';
+import { DEFAULT_TEMPLATE, type CreateSandboxRequest, type PortRequest } from '@capsule/protocol';
 import type { Command } from 'commander';
 import { collectCidr } from './option-parsers.js';
 
@@ -23,8 +23,6 @@ export interface SandboxSpecOptions {
   /** Host ports to publish (`-p`). */
   publish?: PortRequest[];
 }
-
-export const DEFAULT_TEMPLATE = 'base';
 
 /** The network flags of `run` and `sandbox create`. */
 export function addNetworkOptions(command: Command): Command {

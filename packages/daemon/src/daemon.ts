@@ -20,6 +20,7 @@ import { tightenStateModes } from './state-files.js';
 import { Store } from './store/store.js';
 import { testOnlyDelay } from './test-only-delay.js';
 import { templatesFromManifest } from './templates/defaults.js';
+import { Templates } from './templates/templates.js';
 import { chooseAccel } from './vmm/accel.js';
 import { qemuVersion } from './vmm/qemu.js';
 
@@ -50,9 +51,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
-  const manager = new SandboxManager(store, config, accel, log, qemu, tokens);
-  const images = new ImageService(store, config, manager, manifest, log);
+  const images = new ImageService(store, config, log);
+  const templates = new Templates(store, config, accel, qemu, images, manifest, log);
+  const manager = new SandboxManager(store, config, accel, log, qemu, tokens, templates);
+  // Templates boot build sandboxes and restore pool VMs through the manager; it is given to them here, so they never import it.
+  templates.connectSandboxes(manager);
   await images.start();
+  await templates.start();
   await manager.start();
   const startedAt = new Date().toISOString();
   let tcpAddress: string | undefined;
@@ -83,7 +88,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
-  const api = await buildApi({ manager, images, store, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
+  const api = await buildApi({ manager, images, templates, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
   await testOnlyDelay('SERVE');
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port, tlsIdentity);

@@ -4,7 +4,7 @@
 import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
 import { loadConfig } from './config.js';
 import { startDaemon } from './daemon.js';
-import { prepareGuest } from './guest/prepare.js';
+import { prepareGuest } from './templates/prepare.js';
 import { createLogger } from './log.js';
 import { StateDirLocked } from './state-lock.js';
 

@@ -5,6 +5,9 @@ import { Type, type Static } from '@sinclair/typebox';
 
 export const API_VERSION = 'v1';
 
+/** The template a sandbox boots from when its create names none (`capsuled prepare` builds it). */
+export const DEFAULT_TEMPLATE = 'base';
+
 /** Limits that both the daemon's validation and the clients' help text quote. */
 export const limits = {
   minMemoryMiB: 128,
@@ -168,7 +171,7 @@ export type Sandbox = Static<typeof Sandbox>;
 
 export const CreateSandboxRequest = Type.Object(
   {
-    template: Type.Optional(Type.String({ minLength: 1, maxLength: 128, default: 'base' })),
+    template: Type.Optional(Type.String({ minLength: 1, maxLength: 128, default: DEFAULT_TEMPLATE })),
     name: Type.Optional(
       Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]*$', minLength: 1, maxLength: limits.maxNameLength }),
     ),

@@ -1,7 +1,7 @@
 // `capsule run`: create a sandbox, stream one command in it, exit with the
 // command's code, and remove the sandbox whatever happened (Ctrl-C included)
 // unless --keep. A sandbox it made must never be left behind silently.
-import type { ExecRequest } from '@capsule/protocol';
+import { DEFAULT_TEMPLATE, type ExecRequest } from '@capsule/protocol';
 import type { CapsuleClient } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
@@ -11,7 +11,7 @@ import { EXIT_CAPSULE_FAILURE, exitCodeOfInterruption } from '../exit-codes.js';
 import { Interrupts } from '../interrupts.js';
 import { collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { forwardSignal, streamCommand } from '../stream-command.js';
-import { addNetworkOptions, DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 
 interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {

@@ -1,6 +1,7 @@
 // The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
+import { DEFAULT_TEMPLATE } from '@capsule/protocol';
 import type { CapsuleClient } from '@capsule/sdk';
 import { Command, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
@@ -8,7 +9,7 @@ import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
 import { collectCidr, collectEnv, collectMetadata, collectPublish, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
-import { addNetworkOptions, DEFAULT_TEMPLATE, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { TRAFFIC_TOKEN_HEADER } from '@capsule/protocol';
 import { bulkHeaders } from '@capsule/protocol/agent';
 import { cancelAgentStream } from '../agent/client.js';
-import { basicAuthForUser } from '../sandboxes/exec.js';
+import { basicAuthForUser } from '../agent/exec.js';
 
 /** The header form's sandbox id (e2b's SDK names a sandbox's agent by it). */
 export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';

@@ -16,11 +16,11 @@ import {
   SnapshotRequest,
   Template,
 } from '@capsule/protocol';
-import type { ImageService } from '../images/image-service.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
+import type { Templates } from '../templates/templates.js';
 import { errorResponses, IdParams, route, type ApiRoute } from './routes.js';
 
-export function sandboxRoutes(manager: SandboxManager, images: ImageService): ApiRoute[] {
+export function sandboxRoutes(manager: SandboxManager, templates: Templates): ApiRoute[] {
   return [
     route<{ Body: CreateSandboxRequest }>({
       method: 'POST',
@@ -149,7 +149,7 @@ export function sandboxRoutes(manager: SandboxManager, images: ImageService): Ap
         description: 'Makes the sandbox’s current state (memory, processes, disk) a new warm template; the sandbox runs on.',
         response: { 201: Template, ...errorResponses },
       },
-      handler: async (request, reply) => reply.code(201).send(images.templateView(await manager.snapshot(request.params.id, request.body.template))),
+      handler: async (request, reply) => reply.code(201).send(templates.view(await manager.snapshot(request.params.id, request.body.template))),
     }),
 
     route<{ Params: { id: string } }>({

@@ -15,16 +15,16 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import {
   DaemonInfo,
-  TemplateList,
   httpStatusOf,
   type ErrorBody,
 } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { registerImageRoutes } from './image-routes.js';
+import { registerTemplateRoutes } from './template-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
-import type { Store } from '../store/store.js';
+import type { Templates } from '../templates/templates.js';
 import { agentTarget, proxyToAgent } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
@@ -40,7 +40,7 @@ import { systemRoutes } from './system-routes.js';
 export interface ApiContext {
   manager: SandboxManager;
   images: ImageService;
-  store: Store;
+  templates: Templates;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
@@ -145,24 +145,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   addRoutes(app, systemRoutes(ctx.info));
 
-  app.get('/v1/templates', { schema: { response: { 200: TemplateList } } }, async () => {
-    const templates = await ctx.store.listTemplates();
-    return {
-      templates: templates.map((t) => ({
-        name: t.name,
-        ready: [t.kernel, t.initramfs, t.kit, t.rootfs].every((f) => fs.existsSync(f)),
-        rootfsBytes: fileSize(t.rootfs),
-        defaultVcpus: t.default_vcpus,
-        defaultMemoryMiB: t.default_memory_mib,
-        createdAt: t.created_at,
-        warmSnapshot: ctx.manager.warmSnapshotState(t.name),
-      })),
-    };
-  });
+  registerTemplateRoutes(app, ctx.templates, (req) => viaTcp.has(req));
+  registerImageRoutes(app, ctx.images, ctx.templates, (req) => viaTcp.has(req));
 
-  registerImageRoutes(app, ctx.images, (req) => viaTcp.has(req));
-
-  addRoutes(app, [...sandboxRoutes(ctx.manager, ctx.images), ...apiKeyRoutes(ctx.apiKeys, (req) => viaTcp.has(req))]);
+  addRoutes(app, [...sandboxRoutes(ctx.manager, ctx.templates), ...apiKeyRoutes(ctx.apiKeys, (req) => viaTcp.has(req))]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {
@@ -243,14 +229,6 @@ function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
 
 function isBuildContextUpload(req: IncomingMessage): boolean {
   return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
-}
-
-function fileSize(file: string): number {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
 }
 
 /** Listens on the unix socket, replacing a stale one, readable by the owner only. */

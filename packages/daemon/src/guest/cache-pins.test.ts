@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { sweepUnheld } from '../images/cache-holds.js';
+import { sweepUnheld } from './cache-holds.js';
 import { backingChain, isPinned, pinSharedFiles } from './cache-pins.js';
 import { pruneSiblings } from './files.js';
 

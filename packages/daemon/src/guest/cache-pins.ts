@@ -7,7 +7,7 @@
 // goes. Nothing removes a shared file while it has a second link.
 import fs from 'node:fs';
 import path from 'node:path';
-import { holdFile } from '../images/cache-holds.js';
+import { holdFile } from './cache-holds.js';
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 /** Deeper chains than ours are a corrupt or hostile image, not a reason to loop. */

@@ -91,3 +91,12 @@ export function pruneSiblings(dir: string, isSibling: (name: string) => boolean,
     if (writerGone(name) && now - fs.statSync(path.join(dir, name)).mtimeMs > ABANDONED_TEMP_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   }
 }
+
+/** Disk space a file takes (sparse files count only what is allocated); 0 when missing. */
+export function diskBytes(file: string): number {
+  try {
+    return fs.statSync(file).blocks * 512;
+  } catch {
+    return 0;
+  }
+}

@@ -1,55 +1,30 @@
 // The image store as the API sees it: pull from a registry, import an archive,
-// list, remove (collecting blobs no image uses), and templates built from
-// images. An image is recorded only once all its blobs are cached and
-// verified, so a failed pull or import never lists a partial image.
+// list, remove (collecting blobs no image uses), and each image's root
+// filesystem. An image is recorded only once all its blobs are cached and
+// verified, so a failed pull or import never lists a partial image. Templates
+// built from images are templates/'s: nothing here knows what a template is made of.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BuildTemplateRequest, CreateTemplateRequest, Image, ImageEvent, PruneResult, Template, TemplateDetails } from '@capsule/protocol';
+import type { Image, ImageEvent } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError } from '../errors.js';
-import type { GuestManifest } from '../guest/manifest.js';
+import { diskBytes } from '../guest/files.js';
 import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
-import type { SandboxManager } from '../sandboxes/manager.js';
-import { snapshotTemplateDir } from '../sandboxes/snapshot.js';
-import type { Store, TemplateRecord } from '../store/store.js';
-import { TEMPLATE_DEFAULTS } from '../templates/defaults.js';
+import { deleteImage, deleteImageRef, findImageDigest } from '../store/images.js';
+import type { Store } from '../store/store.js';
 import { importArchive } from './archive-import.js';
 import { BlobStore } from './blob-store.js';
-import { holdFile, releaseFile, sweepUnheld } from './cache-holds.js';
+import { holdFile, releaseFile, sweepUnheld } from '../guest/cache-holds.js';
 import { fetchImage, type FetchedImage, type LayerConsumer } from './fetch-image.js';
-import {
-  findImageDigest,
-  imageTemplateNames,
-  listImages,
-  loadImage,
-  referencedBlobs,
-  removeImage,
-  removeImageRef,
-  saveImage,
-  templateImageDefaults,
-  templateService,
-  templatesOfImage,
-  type TemplateImageDefaults,
-} from './image-records.js';
-import { buildImageRootfs, imageRootfsPath } from './image-rootfs.js';
+import { listImages, referencedBlobs, saveImage, templatesOfImage, type StoredImage } from './image-records.js';
+import { buildImageRootfs, imageRootfsPath, type ImageDefaults } from './image-rootfs.js';
 import { formatReference, isDigest, parseReference } from './reference.js';
-import { BuildStepCache } from './build-step-cache.js';
-import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type BuildEmit, type ServiceCommands } from './template-build.js';
-import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { loadRegistrySettings, RegistryClient, type RegistryCredentials } from './registry-client.js';
 
 /** Cache files no daemon has held for this long are collected (a daemon whose state was deleted, a test's). */
 const UNHELD_GRACE_MS = 24 * 60 * 60 * 1000;
-
-/** What made a template: an image (`template create`) or a Capsulefile (`template build`), and its service. */
-interface TemplateSource {
-  kind: 'image' | 'capsulefile';
-  /** The image reference, or the Capsulefile's FROM. */
-  from: string;
-  service: ServiceCommands | undefined;
-}
 
 export interface ImageOperationOptions {
   onEvent?: (event: ImageEvent) => void;
@@ -64,8 +39,6 @@ export class ImageService {
   constructor(
     private readonly store: Store,
     private readonly config: DaemonConfig,
-    private readonly manager: SandboxManager,
-    private readonly guest: GuestManifest,
     private readonly log: Logger,
   ) {
     this.blobs = new BlobStore(path.join(config.cacheDir, 'images', 'blobs'));
@@ -79,9 +52,8 @@ export class ImageService {
   }
 
   /**
-   * Points templates built from images at the current guest kit after
-   * `capsuled prepare` rebuilt it, and removes staging folders left by
-   * daemons that died mid-build (their pid is in the name; the cache is shared).
+   * Collects cache files no daemon holds, and removes staging folders left by
+   * daemons that died mid-import or mid-build (their pid is in the name; the cache is shared).
    */
   async start(): Promise<void> {
     this.sweepUnheldFiles();
@@ -90,16 +62,6 @@ export class ImageService {
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
       const pid = Number(/^(?:rootfs|import|context)-(\d+)-/.exec(name)?.[1]);
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
-    }
-    // Templates and overlays of builds that a daemon stopped in the middle of (none runs before start).
-    for (const prefix of BUILD_TEMPLATE_PREFIXES) await this.store.db.deleteFrom('templates').where('name', 'like', `${prefix}%`).execute();
-    new BuildStepCache(this.stepsDir()).removeAbandonedOverlays();
-    for (const name of await imageTemplateNames(this.store)) {
-      await this.store.db
-        .updateTable('templates')
-        .set({ kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit })
-        .where('name', '=', name)
-        .execute();
     }
   }
 
@@ -113,22 +75,16 @@ export class ImageService {
     }
   }
 
+  /** Where imports, root filesystems and uploaded build contexts are unpacked; what a dead daemon left is swept at start. */
+  get tmpDir(): string {
+    return path.join(this.config.cacheDir, 'images', 'tmp');
+  }
+
   /**
    * Refuses an operation that writes blobs, root filesystems or build steps
    * (cache folder) and their holds (state folder) when either is low on disk;
    * routes that stream call it before their 200, so the refusal is a 507.
    */
-  /** Where imports, root filesystems and uploaded build contexts are unpacked; what a dead daemon left is swept at start. */
-  private get tmpDir(): string {
-    return path.join(this.config.cacheDir, 'images', 'tmp');
-  }
-
-  /** An empty owner-only folder for a build context uploaded over the API; the caller removes it after the build. */
-  newBuildContextDir(): string {
-    fs.mkdirSync(this.tmpDir, { recursive: true });
-    return fs.mkdtempSync(path.join(this.tmpDir, `context-${process.pid}-`));
-  }
-
   assertDiskRoom(operation: string): void {
     assertDiskRoom(this.config, operation, [this.config.cacheDir, this.config.stateDir]);
   }
@@ -182,7 +138,7 @@ export class ImageService {
     return await listImages(this.store);
   }
 
-  private async requireDigest(refOrDigest: string): Promise<{ digest: string; ref: string | undefined }> {
+  async requireDigest(refOrDigest: string): Promise<{ digest: string; ref: string | undefined }> {
     const ref = isDigest(refOrDigest) ? undefined : formatReference(parseReference(refOrDigest));
     const digest = (await findImageDigest(this.store, refOrDigest)) ?? (ref ? await findImageDigest(this.store, ref) : undefined);
     if (!digest) {
@@ -215,8 +171,8 @@ export class ImageService {
         });
       }
     }
-    if (byRef) await removeImageRef(this.store, ref, digest);
-    else await removeImage(this.store, digest);
+    if (byRef) await deleteImageRef(this.store, ref, digest);
+    else await deleteImage(this.store, digest);
     if (lastRef) this.collectGarbage(await referencedBlobs(this.store), digest);
   }
 
@@ -224,11 +180,11 @@ export class ImageService {
    * Garbage collection: images no reference names and no template uses (a
    * tag moved to a new image leaves its old one so), then this daemon's holds
    * on blobs and root filesystems nothing stored uses (deleted once no daemon
-   * holds them), then every cached build step.
+   * holds them). Build steps are pruned with it (templates/templates.ts prune).
    */
-  async prune(): Promise<PruneResult> {
+  async prune(): Promise<{ blobs: number; rootfs: number; bytes: number }> {
     const images = await listImages(this.store);
-    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await removeImage(this.store, image.digest);
+    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await deleteImage(this.store, image.digest);
     const used = await referencedBlobs(this.store);
     let blobs = 0;
     let bytes = 0;
@@ -254,10 +210,7 @@ export class ImageService {
         bytes += size;
       }
     }
-    const steps = new BuildStepCache(this.stepsDir()).prune();
-    const result = { blobs, rootfs, buildSteps: steps.entries, bytes: bytes + steps.bytes };
-    this.log.info(result, 'image store pruned');
-    return result;
+    return { blobs, rootfs, bytes };
   }
 
   /** Drops this daemon's hold on blobs no stored image uses, and the image's root filesystem. */
@@ -272,50 +225,10 @@ export class ImageService {
     this.log.info({ image: removedDigest, blobsRemoved: removed }, 'image removed');
   }
 
-  /** Builds a template from a stored image (its root filesystem, then its warm snapshot in the background). */
-  async createTemplate(request: CreateTemplateRequest): Promise<Template> {
-    checkTemplateName(request.name);
-    this.assertDiskRoom('build a template');
-    if (await this.store.getTemplate(request.name)) {
-      throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
-    }
-    const { digest } = await this.requireDigest(request.image);
-    const stored = await loadImage(this.store, digest);
-    if (!stored) throw new CapsuleError('image_not_found', `no image ${request.image} in the store`);
-    const missing = [stored.digest, stored.configDigest, ...stored.layers.map((l) => l.digest)].filter((d) => !this.blobs.has(d));
-    if (missing.length > 0) {
-      throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, { hint: 'pull or import it again' });
-    }
-    const service = await this.requestedService(request, digest);
-    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
-    return await this.recordTemplate(request.name, rootfs, { imageDigest: digest, ...defaults }, { kind: 'image', from: request.image, service }, request);
-  }
-
-  /** A create's start and ready commands; `start: "image"` is the image config's Entrypoint + Cmd. */
-  private async requestedService(request: CreateTemplateRequest, digest: string): Promise<ServiceCommands | undefined> {
-    if (request.start === undefined) {
-      if (request.ready !== undefined || request.readyTimeoutMs !== undefined) {
-        throw new CapsuleError('invalid_argument', 'a ready check needs a start command', { hint: 'pass start too (--start in the CLI)' });
-      }
-      return undefined;
-    }
-    const start = request.start === 'image' ? await this.builder().imageStartCommand(digest, request.image) : request.start;
-    const ready = request.ready ? { cmd: request.ready, timeoutMs: request.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS } : undefined;
-    return { start, ...(ready ? { ready } : {}) };
-  }
-
-  private builder(): TemplateBuilder {
-    return new TemplateBuilder(this.store, this.manager, path.join(this.config.cacheDir, 'images', 'rootfs'), this.stepsDir(), this.log);
-  }
-
-  private stepsDir(): string {
-    return path.join(this.config.cacheDir, 'images', 'build-steps');
-  }
-
   /** The root filesystem of a stored image (built now unless cached) and this daemon's hold on it. */
-  private async imageRootfs(digest: string, stored: NonNullable<Awaited<ReturnType<typeof loadImage>>>) {
+  async rootfsOf(stored: StoredImage): Promise<{ rootfs: string; defaults: ImageDefaults }> {
     const fetched: FetchedImage = {
-      digest,
+      digest: stored.digest,
       manifest: { mediaType: '', config: { mediaType: '', digest: stored.configDigest, size: 0 }, layers: stored.layers },
       config: stored.config,
       sizeBytes: 0,
@@ -323,167 +236,17 @@ export class ImageService {
     const started = Date.now();
     const built = await buildImageRootfs(fetched, this.blobs, this.config.cacheDir, this.log);
     holdFile(built.rootfs, this.rootfsHolds);
-    this.log.info({ image: digest, ms: Date.now() - started }, 'root filesystem of image ready');
+    this.log.info({ image: stored.digest, ms: Date.now() - started }, 'root filesystem of image ready');
     return built;
   }
 
-  /** Records a template with its defaults and starts building its warm snapshot. */
-  private async recordTemplate(
-    name: string,
-    rootfs: string,
-    defaults: TemplateImageDefaults,
-    source: TemplateSource,
-    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined },
-  ): Promise<Template> {
-    const record = await this.recordTemplateRow(name, rootfs, defaults, source, resources);
-    this.manager.addTemplate(record);
-    return this.templateView(record);
+  /** Holds a root filesystem made from an image elsewhere (a template build's), so that prune keeps it while a template uses it. */
+  holdRootfs(file: string): void {
+    holdFile(file, this.rootfsHolds);
   }
 
-  /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
-  async buildTemplate(request: BuildTemplateRequest, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
-    checkTemplateName(request.name);
-    this.assertDiskRoom('build a template');
-    if (await this.store.getTemplate(request.name)) {
-      throw new CapsuleError('name_taken', `a template named "${request.name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
-    }
-    const result = await this.builder().build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
-    holdFile(result.rootfs, this.rootfsHolds);
-    return await this.recordTemplate(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, { kind: 'capsulefile', from: result.from, service: result.service }, {
-      vcpus: result.base.default_vcpus,
-      memoryMiB: result.base.default_memory_mib,
-    });
-  }
-
-  /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
-  private async buildBase(from: string, emit: BuildEmit): Promise<BuildBase> {
-    const template = await this.store.getTemplate(from);
-    if (template) {
-      const defaults = await templateImageDefaults(this.store, from);
-      return { template, defaults, imageDigest: defaults?.imageDigest || null, release: async () => {} };
-    }
-    let digest = isDigest(from) ? await findImageDigest(this.store, from) : await findImageDigest(this.store, formatReference(parseReference(from)));
-    if (!digest) {
-      emit({ type: 'step', index: 0, instruction: `pulling ${from}` });
-      digest = (await this.pull(from, undefined)).digest;
-    }
-    const stored = await loadImage(this.store, digest);
-    if (!stored) throw new CapsuleError('image_not_found', `no image ${from} in the store`);
-    const { rootfs, defaults } = await this.imageRootfs(digest, stored);
-    const name = temporaryTemplateName();
-    const imageDefaults = { imageDigest: digest, ...defaults };
-    const record = await this.recordTemplateRow(name, rootfs, imageDefaults, { kind: 'image', from, service: undefined });
-    return {
-      template: record,
-      defaults: imageDefaults,
-      imageDigest: digest,
-      release: async () => {
-        await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
-      },
-    };
-  }
-
-  /** The template's rows, without a warm snapshot (what a build boots from has none). */
-  private async recordTemplateRow(
-    name: string,
-    rootfs: string,
-    defaults: TemplateImageDefaults,
-    source: TemplateSource,
-    resources: { vcpus?: number | undefined; memoryMiB?: number | undefined } = {},
-  ): Promise<TemplateRecord> {
-    const record: TemplateRecord = {
-      name,
-      kernel: this.guest.kernel,
-      initramfs: this.guest.initramfs,
-      kit: this.guest.kit,
-      rootfs,
-      default_vcpus: resources.vcpus ?? TEMPLATE_DEFAULTS.vcpus,
-      default_memory_mib: resources.memoryMiB ?? TEMPLATE_DEFAULTS.memoryMiB,
-      created_at: new Date().toISOString(),
-    };
-    await this.store.db.transaction().execute(async (tx) => {
-      await tx.insertInto('templates').values(record).execute();
-      await tx
-        .insertInto('template_images')
-        .values({
-          template: name,
-          image_digest: defaults.imageDigest || null,
-          image_ref: source.from,
-          env: JSON.stringify(defaults.env),
-          user: defaults.user,
-          workdir: defaults.workdir ?? null,
-          start_cmd: source.service ? JSON.stringify(source.service.start) : null,
-          ready_cmd: source.service?.ready ? JSON.stringify(source.service.ready.cmd) : null,
-          ready_timeout_ms: source.service?.ready?.timeoutMs ?? null,
-          source_kind: source.kind,
-        })
-        .execute();
-    });
-    return record;
-  }
-
-  /** Removes a template built from an image, a Capsulefile or a snapshot, once no sandbox made from it lives. */
-  async removeTemplate(name: string): Promise<void> {
-    const template = await this.store.getTemplate(name);
-    if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
-    if (!(await imageTemplateNames(this.store)).includes(name) && (await snapshotTemplateDir(this.store, name)) === undefined) {
-      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
-        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
-      });
-    }
-    await this.manager.assertTemplateUnused(name);
-    if (await this.manager.removeSnapshotTemplate(name)) return;
-    const snapshotDir = await this.manager.forgetTemplate(name);
-    await this.store.db.deleteFrom('templates').where('name', '=', name).execute();
-    if (snapshotDir) fs.rmSync(snapshotDir, { recursive: true, force: true });
-    // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
-    if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {
-      releaseFile(template.rootfs, this.rootfsHolds);
-    }
-  }
-
-  /** One template in full: where it came from, what its VM runs, its warm snapshot and sizes. */
-  async inspectTemplate(name: string): Promise<TemplateDetails> {
-    const template = await this.store.getTemplate(name);
-    if (!template) throw new CapsuleError('template_not_found', `template "${name}" does not exist`, { hint: 'see `capsule templates`' });
-    const row = await this.store.db.selectFrom('template_images').selectAll().where('template', '=', name).executeTakeFirst();
-    const service = await templateService(this.store, name);
-    const warm = this.manager.warmSnapshotInfo(name);
-    return {
-      ...this.templateView(template),
-      source: row ? (row.source_kind === 'capsulefile' ? 'capsulefile' : 'image') : 'base',
-      ...(row ? { from: row.image_ref } : {}),
-      ...(row?.image_digest ? { imageDigest: row.image_digest } : {}),
-      ...(service ? { startCommand: service.start } : {}),
-      ...(service?.ready ? { readyCommand: service.ready.cmd, readyTimeoutMs: service.ready.timeoutMs } : {}),
-      env: row ? (JSON.parse(row.env) as Record<string, string>) : {},
-      ...(row ? { user: row.user } : {}),
-      ...(row?.workdir ? { workdir: row.workdir } : {}),
-      rootfs: template.rootfs,
-      rootfsDiskBytes: diskBytes(template.rootfs),
-      ...(warm.error ? { warmSnapshotError: warm.error } : {}),
-      ...(warm.dir ? { warmSnapshotDiskBytes: ['memory', 'state', 'disk.qcow2'].reduce((sum, f) => sum + diskBytes(path.join(warm.dir!, f)), 0) } : {}),
-    };
-  }
-
-  templateView(t: TemplateRecord): Template {
-    return {
-      name: t.name,
-      ready: [t.kernel, t.initramfs, t.kit, t.rootfs].every((f) => fs.existsSync(f)),
-      rootfsBytes: fs.existsSync(t.rootfs) ? fs.statSync(t.rootfs).size : 0,
-      defaultVcpus: t.default_vcpus,
-      defaultMemoryMiB: t.default_memory_mib,
-      createdAt: t.created_at,
-      warmSnapshot: this.manager.warmSnapshotState(t.name),
-    };
-  }
-}
-
-/** Disk space a file takes (sparse files count only what is allocated); 0 when missing. */
-function diskBytes(file: string): number {
-  try {
-    return fs.statSync(file).blocks * 512;
-  } catch {
-    return 0;
+  /** Drops this daemon's hold on a root filesystem no template uses any more. */
+  releaseRootfs(file: string): void {
+    releaseFile(file, this.rootfsHolds);
   }
 }

@@ -6,32 +6,30 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { CreateSandboxRequest } from '@capsule/protocol';
-import { limits } from '@capsule/protocol';
+import { DEFAULT_TEMPLATE, limits } from '@capsule/protocol';
 import { bulkProtocolVersion } from '@capsule/protocol/agent';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { templateImageDefaults, templateService } from '../images/image-records.js';
 import type { Logger } from '../log.js';
 import { egressPolicyColumns, egressPolicyFrom, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import { isUniqueViolation, type Store, type TemplateRecord } from '../store/store.js';
-import { startTemplateService } from '../templates/template-service.js';
+import type { TemplateImageDefaults } from '../templates/template-records.js';
+import type { Templates } from '../templates/templates.js';
+import { startTemplateService, type TemplateService } from '../templates/template-service.js';
+import type { PooledVm } from '../templates/warm-pool.js';
 import type { WarmSnapshot } from '../templates/warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
-import { collectExec, execEvents } from './exec.js';
+import { collectExec, execEvents } from '../agent/exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
 import { MemoryAdmission } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
-import type { PooledVm } from './warm-pool.js';
-import type { WarmSnapshots } from './warm-snapshots.js';
-
-const DEFAULT_TEMPLATE = 'base';
 
 /** What a create has checked and taken before its memory reservation: everything its VM is started from. */
 interface AdmittedCreate {
@@ -41,7 +39,8 @@ interface AdmittedCreate {
   memoryMiB: number;
   egress: EgressPolicy;
   env: Record<string, string> | undefined;
-  imageDefaults: Awaited<ReturnType<typeof templateImageDefaults>>;
+  imageDefaults: TemplateImageDefaults | undefined;
+  service: TemplateService | undefined;
   createdAt: Date;
   snapshot: WarmSnapshot | undefined;
   ports: PortReservation;
@@ -66,7 +65,7 @@ export class SandboxCreator {
     private readonly accel: AccelChoice,
     private readonly log: Logger,
     private readonly vms: SandboxVms,
-    private readonly warm: WarmSnapshots,
+    private readonly templates: Templates,
     private readonly networks: SandboxNetworks,
     private readonly ports: PublishedPorts,
   ) {}
@@ -74,41 +73,26 @@ export class SandboxCreator {
   /** Creates a sandbox and returns its id once it runs. */
   async create(request: CreateSandboxRequest): Promise<string> {
     const templateName = request.template ?? DEFAULT_TEMPLATE;
-    const template = await this.store.getTemplate(templateName);
-    if (!template) {
-      const known = (await this.store.listTemplates()).map((t) => t.name);
-      throw new CapsuleError('template_not_found', `template "${templateName}" does not exist`, {
-        hint: known.length > 0 ? `known templates: ${known.join(', ')}` : 'run `capsuled prepare` to build the base template',
-      });
-    }
-    for (const file of [template.kernel, template.initramfs, template.kit, template.rootfs]) {
-      if (!fs.existsSync(file)) {
-        throw new CapsuleError('template_not_ready', `template "${templateName}" is missing ${file}`, { hint: 'run `capsuled prepare` to rebuild it' });
-      }
-    }
-    const vcpus = request.vcpus ?? template.default_vcpus;
-    const memoryMiB = request.memoryMiB ?? template.default_memory_mib;
+    const { record: template, vcpus, memoryMiB, imageDefaults, service, snapshot, pool } = await this.templates.resolveForCreate(templateName, request);
     this.validateResources(vcpus, memoryMiB);
     const egress = egressPolicyFrom(request, this.networks.listsSupported);
     // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
-    const imageDefaults = await templateImageDefaults(this.store, templateName);
     const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
     if (request.name !== undefined && (await this.store.getSandbox(request.name))) throw nameTaken(request.name);
 
     const createdAt = new Date();
-    const snapshot = this.warm.usableSnapshot(templateName, vcpus, memoryMiB);
-    if (!snapshot) await this.warm.refuseColdSnapshotTemplate(templateName);
+    if (!snapshot) await this.templates.warm.refuseColdSnapshotTemplate(templateName);
     assertDiskRoom(this.config, 'create a sandbox', [this.config.stateDir]);
     // Host ports are bound before anything starts: a conflict refuses the create here.
     const ports = await this.ports.reserve(request.ports);
-    const pooled = snapshot ? this.warm.poolOf(templateName)?.take() : undefined;
+    const pooled = pool?.take();
     // A pool VM's memory was reserved when the pool restored it; any other VM reserves its own now.
     const memory = pooled?.memory ?? (await this.memory.reserve(memoryMiB).catch(async (err: unknown) => {
       await ports.release();
       throw err;
     }));
     try {
-      return await this.createReserved(request, { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, createdAt, snapshot, ports, pooled });
+      return await this.createReserved(request, { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled });
     } finally {
       memory.release();
     }
@@ -116,7 +100,7 @@ export class SandboxCreator {
 
   /** The create once its memory is reserved: the sandbox's row, then its VM; `running` or failed when it returns. */
   private async createReserved(request: CreateSandboxRequest, admitted: AdmittedCreate): Promise<string> {
-    const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, createdAt, snapshot, ports, pooled } = admitted;
+    const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled } = admitted;
     const id = pooled?.id ?? newSandboxId();
     const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
     await this.store.insertSandbox({
@@ -157,7 +141,7 @@ export class SandboxCreator {
       } else if (snapshot) {
         await this.restoreVm(id, snapshot, egress, (vm) => this.vms.track(id, vm)).catch((err: unknown) => {
           // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
-          this.warm.abandonWarmSnapshot(templateName, err);
+          this.templates.warm.abandonWarmSnapshot(templateName, err);
           throw err;
         });
         how = `restored from the warm snapshot of ${templateName}`;
@@ -171,8 +155,7 @@ export class SandboxCreator {
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot || imageDefaults) await vm.initGuest(initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
       // A restored sandbox has the template's START running already; a cold one starts it now.
-      const service = snapshot ? undefined : await templateService(this.store, templateName);
-      if (service) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
+      if (service && !snapshot) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
       const bootMs = Date.now() - createdAt.getTime();
       await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');

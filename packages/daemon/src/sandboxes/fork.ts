@@ -11,7 +11,8 @@ import type { Logger } from '../log.js';
 import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
-import { holdFile, sweepUnheld } from '../images/cache-holds.js';
+import { holdFile, sweepUnheld } from '../guest/cache-holds.js';
+import type { WarmSnapshots } from '../templates/warm-snapshots.js';
 import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
@@ -19,8 +20,7 @@ import { testOnlyDelay } from '../test-only-delay.js';
 import type { LiveVm } from './live-vm.js';
 import { saveWholeVm, wholeStateRestoreSpec } from './pause-resume.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
-import { freezeRunningVm, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';
-import type { WarmSnapshots } from './warm-snapshots.js';
+import { freezeRunningVm, snapshotToTemplate } from './snapshot.js';
 
 /** Fork copies restored at once: a restore keeps a core busy, so more than the host has only queues. */
 const FORK_RESTORE_CONCURRENCY = Math.max(1, Math.min(4, os.cpus().length));
@@ -164,29 +164,5 @@ export class SandboxForks {
     this.log.info({ sandbox: record.id, template: templateName }, 'sandbox snapshotted as a template');
     await this.warm.prepareWarmSnapshot(template);
     return template;
-  }
-
-  /**
-   * Refuses to let a template go while sandboxes made from it live, paused ones
-   * included: their disks are overlays on the template's disk (its warm
-   * snapshot's, or the snapshot template's), which a resume, a fork or an
-   * adopting daemon opens again.
-   */
-  async assertTemplateUnused(name: string): Promise<void> {
-    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
-    if (users.length > 0) {
-      throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
-        hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
-      });
-    }
-  }
-
-  /** Removes a template made by `capsule snapshot` (after `assertTemplateUnused`); false for other templates. */
-  async removeSnapshotTemplate(name: string): Promise<boolean> {
-    const dir = await snapshotTemplateDir(this.store, name);
-    if (dir === undefined) return false;
-    await this.warm.forgetTemplate(name);
-    await removeSnapshotTemplate(this.store, name, dir);
-    return true;
   }
 }

@@ -1,8 +1,9 @@
 // The sandbox lifecycle as the API and the daemon see it: one facade over the
 // create path (create.ts), pause and resume (pause-resume.ts), fork and
-// snapshot (fork.ts), warm snapshots and pools (warm-snapshots.ts) and the
-// VMs themselves (sandbox-vms.ts); here: daemon start and shutdown, reading
-// sandboxes, removing them, their timeouts, network and exec.
+// snapshot (fork.ts) and the VMs themselves (sandbox-vms.ts); here: daemon
+// start and shutdown, reading sandboxes, removing them, their timeouts,
+// network and exec. Templates and their warm snapshots and pools are
+// templates/'s; this is what they run their build sandboxes and pool VMs through.
 import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState, SetNetworkRequest } from '@capsule/protocol';
 import fs from 'node:fs';
 import type { DaemonConfig } from '../config.js';
@@ -10,10 +11,15 @@ import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
+import { listSnapshotTemplateDirs } from '../store/templates.js';
+import type { SandboxRunner, Templates } from '../templates/templates.js';
+import type { PooledVm } from '../templates/warm-pool.js';
+import type { WarmSnapshot } from '../templates/warm-snapshot.js';
+import type { WarmSnapshots } from '../templates/warm-snapshots.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { readConsoleLog } from '../vmm/console-log.js';
 import type { VmRuntimePaths } from '../vmm/qemu.js';
-import { collectExec, execEvents } from './exec.js';
+import { collectExec, execEvents } from '../agent/exec.js';
 import type { AgentClient } from '../agent/client.js';
 import type { BulkChannel } from '../agent/bulk-channel.js';
 import { vmMemoryUse } from './memory.js';
@@ -27,16 +33,12 @@ import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
 import { expiryFrom, SandboxVms } from './sandbox-vms.js';
-import { snapshotTemplateDirs } from './snapshot.js';
 import { Tunnels } from './tunnels.js';
-import { WarmSnapshots, type WarmSnapshotState } from './warm-snapshots.js';
-
-export type { WarmSnapshotState } from './warm-snapshots.js';
 
 const LIVENESS_INTERVAL_MS = 2000;
 const REAPER_INTERVAL_MS = 1000;
 
-export class SandboxManager {
+export class SandboxManager implements SandboxRunner {
   private reaping = false;
   private shuttingDown = false;
   private livenessTimer: NodeJS.Timeout | undefined;
@@ -61,20 +63,14 @@ export class SandboxManager {
     qemuVersion: string,
     /** Each sandbox's traffic access token, for its ports (see api/credentials.ts). */
     private readonly trafficTokens: { trafficTokenFor(id: string): string },
+    templates: Templates,
   ) {
     this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
     this.ports = new PublishedPorts(store, this.tunnels, log);
     this.vms = new SandboxVms(store, config, log, this.networks, this.ports);
     this.pausedMemory = new PausedMemoryConverter(this.vms.freezeRuntimeDir, log);
-    this.warm = new WarmSnapshots(
-      store,
-      config,
-      accel,
-      log,
-      qemuVersion,
-      (snapshot) => this.creator.restoreIntoPool(snapshot),
-    );
-    this.creator = new SandboxCreator(store, config, accel, log, this.vms, this.warm, this.networks, this.ports);
+    this.warm = templates.warm;
+    this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
     this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) => this.creator.memory.whileReserved(memoryMiB, work));
   }
@@ -108,7 +104,7 @@ export class SandboxManager {
     // Published ports listen from the moment the API serves: a connection waits for its sandbox to be reattached, as any call does.
     // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
     for (const id of keep) await this.ports.bind(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again'));
-    sweepInterruptedWork(this.config.stateDir, await snapshotTemplateDirs(this.store), this.log);
+    sweepInterruptedWork(this.config.stateDir, new Set(await listSnapshotTemplateDirs(this.store)), this.log);
     this.vms.removeOrphans(keep);
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
     await this.networks.start(async (id) => this.vms.live.has(id) || keep.has(id) || (await this.store.getSandbox(id))?.state === 'paused');
@@ -148,24 +144,9 @@ export class SandboxManager {
     await this.networks.stop();
   }
 
-  /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
-  warmSnapshotState(template: string): WarmSnapshotState {
-    return this.warm.warmSnapshotState(template);
-  }
-
-  /** A template's warm snapshot: its state, its folder once ready, why it failed if it did. */
-  warmSnapshotInfo(template: string): { state: WarmSnapshotState; dir?: string; error?: string } {
-    return this.warm.warmSnapshotInfo(template);
-  }
-
-  /** Starts serving a template added while the daemon runs (one built from an image): its warm snapshot is built now. */
-  addTemplate(template: TemplateRecord): void {
-    void this.warm.prepareWarmSnapshot(template);
-  }
-
-  /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. Returns its warm snapshot's folder, if any. */
-  async forgetTemplate(name: string): Promise<string | undefined> {
-    return await this.warm.forgetTemplate(name);
+  /** A VM for a template's warm pool (see create.ts); templates call it, this manager never does. */
+  async restoreIntoPool(snapshot: WarmSnapshot): Promise<PooledVm> {
+    return await this.creator.restoreIntoPool(snapshot);
   }
 
   async create(request: CreateSandboxRequest): Promise<Sandbox> {
@@ -194,14 +175,6 @@ export class SandboxManager {
   async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
     assertDiskRoom(this.config, 'snapshot a sandbox', [this.config.stateDir, this.config.cacheDir]);
     return await this.forks.snapshot(idOrName, templateName);
-  }
-
-  async assertTemplateUnused(name: string): Promise<void> {
-    await this.forks.assertTemplateUnused(name);
-  }
-
-  async removeSnapshotTemplate(name: string): Promise<boolean> {
-    return await this.forks.removeSnapshotTemplate(name);
   }
 
   async list(includeKilled: boolean): Promise<Sandbox[]> {

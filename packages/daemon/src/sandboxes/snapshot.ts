@@ -1,28 +1,24 @@
 // Saved states of running sandboxes in the warm-snapshot layout (memory file +
 // device state, see vmm/freeze.ts): what fork restores N times and what
-// `capsule snapshot` turns into a template. A snapshot template's files live in
-// the daemon's state folder and are loaded by name, never rebuilt by booting
-// (there is nothing to boot: the state is a moment of a sandbox's life). Every
-// folder is written under a temporary name, fsynced and renamed, so a crash
-// never leaves a half-written snapshot that is taken as good.
+// `capsule snapshot` turns into a template (templates/snapshot-templates.ts
+// describes, records, loads and removes those). Every folder is written under
+// a temporary name, fsynced and renamed, so a crash never leaves a
+// half-written snapshot that is taken as good.
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { pinSharedFiles } from '../guest/cache-pins.js';
-import { commitPath, writeFileAtomic } from '../guest/files.js';
+import { commitPath } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Store, TemplateRecord } from '../store/store.js';
-import type { WarmSnapshot } from '../templates/warm-snapshot.js';
+import { recordSnapshotTemplate, writeSnapshotTemplateMeta, type SnapshotTemplateMeta } from '../templates/snapshot-templates.js';
 import { freezeVm, fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
 import type { LiveVm } from './live-vm.js';
 
-const SNAPSHOT_FILE = 'snapshot.json';
 const AGENT_RECONNECT_TIMEOUT_MS = 60_000;
-
-type SnapshotMeta = Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'> & { qemuVersion: string; sourceSandbox: string };
 
 /**
  * Freezes a running sandbox's VM into `dir`; `whileStopped` runs with the guest
@@ -41,35 +37,6 @@ export async function freezeRunningVm(vm: LiveVm, machine: VmSpec, dir: string, 
     await vm.qmp.execute('cont').catch(() => undefined);
     await vm.waitForHealthyAgent(Date.now() + AGENT_RECONNECT_TIMEOUT_MS).catch(() => undefined);
   }
-}
-
-/** The snapshot folder of template `name` if it was made by `capsule snapshot`. */
-export async function snapshotTemplateDir(store: Store, name: string): Promise<string | undefined> {
-  const row = await store.db.selectFrom('template_snapshots').select('dir').where('template', '=', name).executeTakeFirst();
-  return row?.dir;
-}
-
-/** The folders of every template made by `capsule snapshot`. */
-export async function snapshotTemplateDirs(store: Store): Promise<Set<string>> {
-  return new Set((await store.db.selectFrom('template_snapshots').select('dir').execute()).map((row) => row.dir));
-}
-
-/**
- * Reads a snapshot template's warm snapshot. Throws a clear error when its files
- * are missing or were taken by another QEMU (a restore would fail or misbehave).
- */
-export function loadSnapshotTemplate(dir: string, qemuVersion: string): WarmSnapshot {
-  let meta: SnapshotMeta;
-  try {
-    meta = JSON.parse(fs.readFileSync(path.join(dir, SNAPSHOT_FILE), 'utf8')) as SnapshotMeta;
-  } catch (err) {
-    throw new Error(`the snapshot's description ${path.join(dir, SNAPSHOT_FILE)} cannot be read: ${errorMessage(err)}`);
-  }
-  const files = { dir, memory: path.join(dir, 'memory'), state: path.join(dir, 'state'), disk: path.join(dir, 'disk.qcow2') };
-  const missing = [files.memory, files.state, files.disk].filter((f) => !fs.existsSync(f));
-  if (missing.length > 0) throw new Error(`the snapshot is missing ${missing.join(', ')}`);
-  if (meta.qemuVersion !== qemuVersion) throw new Error(`the snapshot was taken with QEMU ${meta.qemuVersion}; this host runs ${qemuVersion}`);
-  return { ...meta, ...files };
 }
 
 export interface SnapshotSource {
@@ -117,7 +84,7 @@ export async function snapshotToTemplate(
     fs.rmSync(overlayCopy);
     fsyncFile(path.join(temp, 'disk.qcow2'));
     const createdAt = new Date().toISOString();
-    const meta: SnapshotMeta = {
+    const meta: SnapshotTemplateMeta = {
       template: name,
       key: `snapshot-of-${source.id}`,
       vcpus: machine.vcpus,
@@ -127,7 +94,7 @@ export async function snapshotToTemplate(
       qemuVersion,
       sourceSandbox: source.id,
     };
-    writeFileAtomic(path.join(temp, SNAPSHOT_FILE), JSON.stringify(meta, null, 2), 0o600);
+    writeSnapshotTemplateMeta(temp, meta);
     // Every restore of the template attaches this kit, whatever the cache's own kit is by then.
     pinSharedFiles([machine.kitDisk], [dirs.cacheDir], path.join(temp, 'pins'));
     commitPath(temp, dir);
@@ -141,27 +108,11 @@ export async function snapshotToTemplate(
       default_memory_mib: machine.memoryMiB,
       created_at: createdAt,
     };
-    try {
-      await store.db.transaction().execute(async (tx) => {
-        await tx.insertInto('templates').values(record).execute();
-        await tx.insertInto('template_snapshots').values({ template: name, source_sandbox: source.id, dir }).execute();
-      });
-    } catch (err) {
-      fs.rmSync(dir, { recursive: true, force: true });
-      // Another snapshot took the name while this one was being written.
-      if (await store.getTemplate(name)) throw new CapsuleError('name_taken', `a template named "${name}" already exists`, { hint: 'pick another name' });
-      throw err;
-    }
+    await recordSnapshotTemplate(store, record, source.id, dir);
     return record;
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     if (err instanceof CapsuleError) throw err;
     throw new CapsuleError('internal', `snapshotting sandbox ${source.id} failed: ${errorMessage(err)}`, { hint: 'the sandbox runs on; try again', cause: err });
   }
-}
-
-/** Removes a snapshot template's rows and files (sandboxes made from it run on: their memory is mapped, their disk open). */
-export async function removeSnapshotTemplate(store: Store, name: string, dir: string): Promise<void> {
-  await store.db.deleteFrom('templates').where('name', '=', name).execute();
-  fs.rmSync(dir, { recursive: true, force: true });
 }

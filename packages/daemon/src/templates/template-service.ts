@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentClient } from '../agent/client.js';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { basicAuthForUser, collectExec, execEvents } from '../sandboxes/exec.js';
+import { basicAuthForUser, collectExec, execEvents } from '../agent/exec.js';
 
 /** The tag of the START process in every sandbox of the template (`commands.connect` by tag follows it). */
 export const START_PROCESS_TAG = 'capsule-start';

@@ -19,7 +19,7 @@ import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
-import { collectExec, execEvents } from '../sandboxes/exec.js';
+import { collectExec, execEvents } from '../agent/exec.js';
 import { startTemplateService, type TemplateService } from './template-service.js';
 
 /**

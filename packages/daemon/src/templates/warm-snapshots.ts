@@ -1,15 +1,16 @@
 // Each template's warm snapshot (loaded from the shared cache, built by booting
 // the template once, or a `capsule snapshot` template's own) and its warm pool.
 // A template whose snapshot cannot be had boots cold; this never starts a
-// sandbox itself: pool VMs come from the create path (create.ts).
+// sandbox itself: pool VMs come from the function it is given (the create path's, sandboxes/create.ts).
 import type { DaemonConfig } from '../config.js';
 import { CapsuleError, errorMessage } from '../errors.js';
-import { templateService } from '../images/image-records.js';
 import type { Logger } from '../log.js';
 import type { Store, TemplateRecord } from '../store/store.js';
-import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from '../templates/warm-snapshot.js';
+import { getSnapshotTemplateDir, getTemplateImage } from '../store/templates.js';
+import { loadSnapshotTemplate } from './snapshot-templates.js';
+import { serviceOf } from './template-records.js';
+import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from './warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
-import { loadSnapshotTemplate, snapshotTemplateDir } from './snapshot.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
 export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
@@ -64,7 +65,7 @@ export class WarmSnapshots {
     if (!this.config.warmSnapshots) return;
     this.warm.set(template.name, { state: 'building' });
     try {
-      const snapshotDir = await snapshotTemplateDir(this.store, template.name);
+      const snapshotDir = await getSnapshotTemplateDir(this.store, template.name);
       // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
       const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
@@ -81,7 +82,7 @@ export class WarmSnapshots {
 
   /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
   private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
-    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, await templateService(this.store, template.name));
+    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, serviceOf(await getTemplateImage(this.store, template.name)));
     const loaded = loadWarmSnapshot(this.config.cacheDir, inputs);
     if (loaded) return loaded;
     const build = buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
@@ -111,7 +112,7 @@ export class WarmSnapshots {
 
   /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
   async refuseColdSnapshotTemplate(template: string): Promise<void> {
-    if ((await snapshotTemplateDir(this.store, template)) === undefined) return;
+    if ((await getSnapshotTemplateDir(this.store, template)) === undefined) return;
     const warm = this.warm.get(template);
     if (warm?.snapshot) {
       throw new CapsuleError('invalid_argument', `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`, {

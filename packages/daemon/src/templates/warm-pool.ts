@@ -4,11 +4,10 @@
 // it runs again, which costs hundreds of milliseconds after a restore; the
 // pool moves that cost out of the create. Pool VMs are not in the store: if
 // the daemon dies, the next one removes them as orphans. Each holds its
-// memory's reservation (memory.ts): a pool never takes more than the budget.
+// memory's reservation (sandboxes/memory.ts): a pool never takes more than the budget.
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { LiveVm } from './live-vm.js';
-import type { MemoryReservation } from './memory.js';
+import type { LiveVm } from '../sandboxes/live-vm.js';
 
 const REFILL_DELAY_MS = 1000;
 
@@ -16,7 +15,7 @@ export interface PooledVm {
   id: string;
   vm: LiveVm;
   /** The VM's memory: the create that claims it releases it once the sandbox runs. */
-  memory: MemoryReservation;
+  memory: { release(): void };
   /** Stops the VM, removes its files and releases its memory. */
   discard(): Promise<void>;
 }

@@ -6,7 +6,7 @@ import { ConnectError, Code } from '@connectrpc/connect';
 import type { ExecEvent, ExecRequest, ExecResult } from '@capsule/protocol';
 import { isErrorCode, limits } from '@capsule/protocol';
 import { exitCodeForSignal, Signal, signalFromStatus } from '@capsule/protocol/agent';
-import type { AgentClient } from '../agent/client.js';
+import type { AgentClient } from './client.js';
 import { CapsuleError } from '../errors.js';
 
 export function basicAuthForUser(user: string): string {

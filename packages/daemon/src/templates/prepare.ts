@@ -2,14 +2,14 @@
 // initramfs, kit disk, the base root filesystem), probes KVM, records the
 // result in the guest manifest, and warms the base template (boots it once and
 // snapshots it). Each step says what it did and how long it took.
-import { ensureInitramfs } from './initramfs.js';
-import { ensureKernel } from './kernel.js';
-import { ensureKit } from './kit.js';
-import { writeManifest, type GuestManifest } from './manifest.js';
-import { ensureBaseRootfs } from './rootfs.js';
+import { ensureInitramfs } from '../guest/initramfs.js';
+import { ensureKernel } from '../guest/kernel.js';
+import { ensureKit } from '../guest/kit.js';
+import { writeManifest, type GuestManifest } from '../guest/manifest.js';
+import { ensureBaseRootfs } from '../guest/rootfs.js';
 import { silentLogger } from '../log.js';
-import { templatesFromManifest } from '../templates/defaults.js';
-import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs } from '../templates/warm-snapshot.js';
+import { templatesFromManifest } from './defaults.js';
+import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs } from './warm-snapshot.js';
 import { chooseAccel } from '../vmm/accel.js';
 import { qemuVersion } from '../vmm/qemu.js';
 import type { DaemonConfig } from '../config.js';

@@ -14,11 +14,14 @@ import { CacheKey } from '../guest/cache-key.js';
 import { tempSibling } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
-import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store, TemplateRecord } from '../store/store.js';
+import { deleteTemplate, insertTemplate } from '../store/templates.js';
 import { BuildStepCache } from './build-step-cache.js';
 import { parseCapsulefile, type BuildStep, type Capsulefile } from './capsulefile.js';
-import { loadImage, templateService, type TemplateImageDefaults } from './image-records.js';
+import { loadImage } from '../images/image-records.js';
+import { getTemplateImage } from '../store/templates.js';
+import { serviceOf, type TemplateImageDefaults } from './template-records.js';
+import type { SandboxRunner } from './templates.js';
 
 /** Output of a failing step quoted in its error. */
 const ERROR_OUTPUT_BYTES = 4096;
@@ -35,7 +38,7 @@ export interface BuildBase {
   release(): Promise<void>;
 }
 
-/** What a template's VM runs before its warm snapshot (see templates/template-service.ts). */
+/** What a template's VM runs before its warm snapshot (see template-service.ts). */
 export interface ServiceCommands {
   start: string[];
   ready?: { cmd: string[]; timeoutMs: number } | undefined;
@@ -108,7 +111,7 @@ export class TemplateBuilder {
 
   constructor(
     private readonly store: Store,
-    private readonly manager: SandboxManager,
+    private readonly sandboxes: SandboxRunner,
     private readonly rootfsDir: string,
     stepsDir: string,
     private readonly log: Logger,
@@ -154,7 +157,7 @@ export class TemplateBuilder {
    * template's. A bare START is the FROM image's Entrypoint + Cmd.
    */
   private async resolveService(file: Capsulefile, base: BuildBase): Promise<ServiceCommands | undefined> {
-    const inherited = await templateService(this.store, base.template.name);
+    const inherited = serviceOf(await getTemplateImage(this.store, base.template.name));
     let start: string[] | undefined;
     if (file.start && 'cmd' in file.start) start = file.start.cmd;
     else if (file.start) start = await this.imageStartCommand(base.imageDigest, file.from);
@@ -265,9 +268,9 @@ export class TemplateBuilder {
       const from = startDisk ? await this.templateOfDisk(base.template, startDisk) : undefined;
       try {
         emit({ type: 'step', index: 0, instruction: `booting a build sandbox from ${from ? `the disk of step ${cached}` : base.template.name}` });
-        const sandbox = await this.manager.create({ template: (from ?? base.template).name, timeoutMs: 0, metadata: { 'capsule.build': 'true' } });
+        const sandbox = await this.sandboxes.create({ template: (from ?? base.template).name, timeoutMs: 0, metadata: { 'capsule.build': 'true' } });
         try {
-          let active = path.join(this.manager.stateDir(sandbox.id), 'overlay.qcow2');
+          let active = path.join(this.sandboxes.stateDir(sandbox.id), 'overlay.qcow2');
           for (const planned of remaining) {
             await this.runStep(sandbox.id, planned, copies, emit, signal);
             if (!writesDisk(planned.step)) {
@@ -278,7 +281,7 @@ export class TemplateBuilder {
             await this.exec(sandbox.id, ['sync'], { ...planned.state, user: 'root' }, planned.index, undefined, emit, signal);
             const next = this.steps.newOverlayPath();
             overlays.push(next);
-            await this.manager.snapshotRootDisk(sandbox.id, next);
+            await this.sandboxes.snapshotRootDisk(sandbox.id, next);
             let frozen = active;
             if (!overlays.includes(frozen)) {
               // The sandbox's own overlay goes with the sandbox: keep a copy (it no longer changes).
@@ -292,10 +295,10 @@ export class TemplateBuilder {
         } catch (err) {
           failure = err;
         } finally {
-          await this.manager.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
+          await this.sandboxes.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
         }
       } finally {
-        if (from) await this.store.db.deleteFrom('templates').where('name', '=', from.name).execute();
+        if (from) await deleteTemplate(this.store, from.name);
       }
     } else {
       for (const planned of remaining) {
@@ -323,7 +326,7 @@ export class TemplateBuilder {
   /** A template that exists only while a build boots from a cached step's disk. */
   private async templateOfDisk(base: TemplateRecord, disk: string): Promise<TemplateRecord> {
     const record: TemplateRecord = { ...base, name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
-    await this.store.db.insertInto('templates').values(record).execute();
+    await insertTemplate(this.store, record);
     return record;
   }
 
@@ -372,7 +375,7 @@ export class TemplateBuilder {
     emit: BuildEmit,
     signal: AbortSignal,
   ): Promise<void> {
-    const events = await this.manager.execStream(
+    const events = await this.sandboxes.execStream(
       id,
       { cmd, env: state.env, ...(state.user ? { user: state.user } : {}), ...(state.cwd ? { cwd: state.cwd } : {}), ...(state.stdin !== undefined ? { stdin: state.stdin } : {}) },
       signal,

@@ -2,7 +2,6 @@ import type { ExecEvent } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
 import { collectExec } from './exec.js';
-import { hostnameFor, isSandboxId, newSandboxId } from './ids.js';
 
 async function* events(list: ExecEvent[]): AsyncGenerator<ExecEvent> {
   yield* list;
@@ -33,14 +32,5 @@ describe('exec results', () => {
 
   it('treats a stream without an end as a protocol error', async () => {
     await expect(collectExec(events([{ type: 'start', pid: 1 }]))).rejects.toMatchObject({ code: 'agent_protocol_error' });
-  });
-});
-
-describe('sandbox ids', () => {
-  it('are sb_ + 20 base32 characters, unique, and make valid hostnames', () => {
-    const ids = new Set(Array.from({ length: 1000 }, newSandboxId));
-    expect(ids.size).toBe(1000);
-    for (const id of ids) expect(isSandboxId(id)).toBe(true);
-    expect(hostnameFor('sb_abc')).toBe('sb-abc');
   });
 });
