@@ -5,9 +5,10 @@
 import type { SandboxNetwork } from '@capsule/protocol';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
+import { NIC_DEVICE_ID } from '../vmm/qemu.js';
 import type { QmpClient } from '../vmm/qmp.js';
 import type { EgressPolicy } from './egress-policy.js';
-import { GUEST_NETWORK, NIC_DEVICE_ID, type NicBackend } from './guest-network.js';
+import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
 import { TapNetwork } from './tap-network.js';
 import { UserNetworkNamespace } from './user-network.js';
 
