@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { QmpClient } from '../vmm/qmp.js';
 import { findRunningVm } from '../vmm/qemu.js';
-import { LiveVm } from './live-vm.js';
+import { LiveVm } from '../vmm/qemu-vm.js';
 import type { SandboxVms } from './sandbox-vms.js';
 
 /** What a sandbox not yet reattached says in its `stateMessage`. */

@@ -24,7 +24,7 @@ import type { VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from './exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
-import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
+import { AGENT_PORT_DEVICE_ID, type LiveVm } from '../vmm/qemu-vm.js';
 import { MemoryAdmission } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';

@@ -16,7 +16,7 @@ import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
+import type { LiveVm } from '../vmm/qemu-vm.js';
 import { saveWholeVm, wholeStateRestoreSpec } from './pause-resume.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import { freezeRunningVm, removeSnapshotTemplate, snapshotTemplateDir, snapshotToTemplate } from './snapshot.js';

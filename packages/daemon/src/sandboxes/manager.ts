@@ -22,7 +22,7 @@ import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { REATTACHING_MESSAGE, sweepInterruptedWork } from './adoption.js';
 import { SandboxCreator } from './create.js';
 import { SandboxForks } from './fork.js';
-import { LiveVm } from './live-vm.js';
+import { LiveVm } from '../vmm/qemu-vm.js';
 import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';

@@ -14,7 +14,7 @@ import { canFreeze, frozenFiles } from '../vmm/freeze.js';
 import { saveVmState } from '../vmm/migration.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
+import type { LiveVm } from '../vmm/qemu-vm.js';
 import type { PausedMemoryConverter } from './paused-memory.js';
 import type { PublishedPorts } from './published-ports.js';
 import { expiryFrom, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';

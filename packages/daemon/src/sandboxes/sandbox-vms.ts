@@ -20,7 +20,7 @@ import type { SandboxRecord, Store } from '../store/store.js';
 import { findRunningVm, VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
 import { hostnameFor } from './ids.js';
 import { SandboxAdoption } from './adoption.js';
-import { LiveVm } from './live-vm.js';
+import { LiveVm } from '../vmm/qemu-vm.js';
 import type { PublishedPorts } from './published-ports.js';
 
 export const RESTORE_TIMEOUT_MS = 60_000;

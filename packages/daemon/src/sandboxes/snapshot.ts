@@ -17,7 +17,7 @@ import type { WarmSnapshot } from '../templates/warm-snapshot.js';
 import { freezeVm, fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
+import type { LiveVm } from '../vmm/qemu-vm.js';
 
 const SNAPSHOT_FILE = 'snapshot.json';
 const AGENT_RECONNECT_TIMEOUT_MS = 60_000;

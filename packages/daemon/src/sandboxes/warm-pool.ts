@@ -7,7 +7,7 @@
 // memory's reservation (memory.ts): a pool never takes more than the budget.
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { LiveVm } from './live-vm.js';
+import type { LiveVm } from '../vmm/qemu-vm.js';
 import type { MemoryReservation } from './memory.js';
 
 const REFILL_DELAY_MS = 1000;

@@ -14,7 +14,7 @@ import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { CacheKey } from '../guest/cache-key.js';
 import { commitPath, pruneSiblings, tempSibling, writeFileAtomic } from '../guest/files.js';
-import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
+import { AGENT_PORT_DEVICE_ID, LiveVm } from '../vmm/qemu-vm.js';
 import type { TemplateRecord } from '../store/store.js';
 import { saveVmState } from '../vmm/migration.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';

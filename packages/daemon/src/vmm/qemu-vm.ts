@@ -10,10 +10,10 @@ import { AgentClient, type AgentInitRequest } from '../agent/client.js';
 import { BulkChannel } from '../agent/bulk-channel.js';
 import { errorMessage } from '../errors.js';
 import { capDetachedLog, isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
-import { ConsoleLog, readConsoleLog } from '../vmm/console-log.js';
-import { restoreVmState } from '../vmm/migration.js';
-import type { QmpClient, QmpEvent } from '../vmm/qmp.js';
-import { startVm, stopVm, type VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
+import { ConsoleLog, readConsoleLog } from './console-log.js';
+import { restoreVmState } from './migration.js';
+import type { QmpClient, QmpEvent } from './qmp.js';
+import { startVm, stopVm, type VmRuntimePaths, type VmSpec } from './qemu.js';
 
 export const AGENT_PORT_DEVICE_ID = 'agent-port';
 const INIT_TIMEOUT_MS = 10_000;
