@@ -22,7 +22,6 @@ import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { REATTACHING_MESSAGE, sweepInterruptedWork } from './adoption.js';
 import { SandboxCreator } from './create.js';
 import { SandboxForks } from './fork.js';
-import { LiveVm } from '../vmm/qemu-vm.js';
 import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
@@ -258,7 +257,7 @@ export class SandboxManager {
     await this.ports.release(record.id, true);
     // One still being reattached is not waited for: its QEMU is stopped by pid.
     const unadoptedPid = await this.vms.adoption.cancel(record.id);
-    if (unadoptedPid !== undefined) await LiveVm.kill(unadoptedPid);
+    if (unadoptedPid !== undefined) await this.vms.driver.kill(unadoptedPid);
     const vm = this.vms.live.get(record.id);
     if (vm) {
       await vm.stop();
@@ -292,7 +291,7 @@ export class SandboxManager {
     const policy = egressPolicyFrom(request, this.networks.listsSupported, egressPolicyOf(record));
     if (record.state === 'running') {
       const { vm } = await this.vms.runningVm(record.id);
-      await this.networks.apply(record.id, vm.qmp, policy);
+      await this.networks.apply(record.id, vm.handle, policy);
     } else if (record.state !== 'paused') {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}`, { hint: 'the network of running and paused sandboxes can be changed' });
     }
@@ -324,7 +323,7 @@ export class SandboxManager {
    */
   async snapshotRootDisk(idOrName: string, file: string): Promise<void> {
     const { vm } = await this.vms.runningVm(idOrName);
-    await vm.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2' });
+    await vm.handle.snapshotRootDisk(file);
   }
 
   /** The agent of a running sandbox, for the API's proxy to it. */

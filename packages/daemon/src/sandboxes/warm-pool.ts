@@ -7,14 +7,16 @@
 // memory's reservation (memory.ts): a pool never takes more than the budget.
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { LiveVm } from '../vmm/qemu-vm.js';
+import type { GuestAgent } from '../agent/guest-agent.js';
+import type { VmHandle } from '../vmm/driver.js';
 import type { MemoryReservation } from './memory.js';
 
 const REFILL_DELAY_MS = 1000;
 
 export interface PooledVm {
   id: string;
-  vm: LiveVm;
+  vm: VmHandle;
+  guest: GuestAgent;
   /** The VM's memory: the create that claims it releases it once the sandbox runs. */
   memory: MemoryReservation;
   /** Stops the VM, removes its files and releases its memory. */

@@ -1,6 +1,6 @@
-// The QEMU `microvm` driver: builds the command line, starts QEMU detached (so a
-// daemon restart never takes VMs down), and stops it gracefully then by force.
-// Firecracker and Cloud Hypervisor drivers are meant to sit beside this one.
+// The QEMU `microvm` machine: builds the command line, starts QEMU detached (so
+// a daemon restart never takes VMs down), and stops it gracefully then by
+// force. The driver interface over it is driver.ts; its handle is qemu-vm.ts.
 import fs from 'node:fs';
 import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
