@@ -13,7 +13,7 @@ import { backingChain, pinSharedFiles } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { sweepUnheld } from '../images/cache-holds.js';
 import type { TemplateImageDefaults } from '../images/image-records.js';
-import { runCommand, tailOfFile } from '../launcher.js';
+import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store } from '../store/store.js';
@@ -136,8 +136,8 @@ export class SandboxVms {
   private async onVmGone(id: string, vm: SandboxVm): Promise<void> {
     if (this.live.get(id) !== vm || vm.stopping || vm.booting) return;
     vm.stopping = true;
-    const qemuLog = tailOfFile(this.runtimePaths(id).qemuLog, 1024).trim();
-    const detail = qemuLog ? `: ${qemuLog.split('\n').slice(-3).join(' | ')}` : '';
+    const vmmLog = vm.handle.logTail();
+    const detail = vmmLog ? `: ${vmmLog}` : '';
     this.log.warn({ sandbox: id, pid: vm.pid }, 'VM exited unexpectedly');
     await this.fail(id, 'crash', `the VM exited unexpectedly${detail}`);
   }

@@ -1,22 +1,19 @@
 // The one door to a virtual machine monitor: starting a VM, reattaching to one
 // a previous daemon left running, and a handle per running VM for everything
-// the daemon asks of it. Nothing outside vmm/ speaks a VMM's own protocol; it
-// never knows about sandboxes, templates or the store.
+// the daemon asks of it. Nothing outside vmm/ speaks a VMM's own protocol, and
+// nothing here knows about sandboxes, templates or the store.
 //
 // QEMU (qemu-vm.ts) is the one driver. How the others would map, unbuilt:
-// - Firecracker: launch = spawn it on an API socket, then PUT machine-config,
-//   boot-source, drives, network-interfaces and /actions InstanceStart; restore =
-//   a fresh process and PUT /snapshot/load (a mem_backend File, mapped privately,
-//   resume_vm false); pause/resume = PATCH /vm Paused/Resumed; saveState and
-//   freeze = PUT /snapshot/create (always a memory file plus a state file, so
-//   `stateWithoutRam` is false); it has no NIC link switch, no live disk
-//   snapshot and nothing to cancel (all three capabilities false); the agent
-//   port is a vsock whose host side is a unix socket.
-// - Cloud Hypervisor: launch = vm.create + vm.boot; pause/resume = vm.pause /
-//   vm.resume; saveState and freeze = vm.snapshot into a folder (memory ranges +
-//   state), restore = vm.restore from it (OnDemand maps the memory);
-//   setLink(false) may be emulated by vm.remove-device of the NIC and
-//   setLink(true) by vm.add-net, so `nicLink` holds; no live disk snapshot.
+// - Firecracker: launch = configure over its API socket, then InstanceStart;
+//   restore = PUT /snapshot/load into a fresh process (a File memory backend,
+//   mapped privately); pause/resume = PATCH /vm Paused/Resumed; saveState and
+//   freeze = PUT /snapshot/create, which always writes memory and state apart
+//   (stateWithoutRam false); no link switch or live disk snapshot (nicLink,
+//   liveDiskSnapshot false); the agent port is a vsock behind a unix socket.
+// - Cloud Hypervisor: vm.create + vm.boot; vm.pause/vm.resume; saveState and
+//   freeze = vm.snapshot into a folder, restore = vm.restore from it; setLink by
+//   unplugging the NIC (vm.remove-device) and plugging it again (vm.add-net).
+// In both a snapshot is one synchronous call: cancelSave has nothing to end.
 import type { FrozenVm } from './freeze.js';
 import type { VmRuntimePaths, VmSpec } from './qemu.js';
 
@@ -37,7 +34,6 @@ export interface VmRunState {
 }
 
 export interface VmmDriver {
-  readonly name: string;
   readonly capabilities: VmmCapabilities;
   /** The VMM's version; a saved state restores only into the version that wrote it. */
   version(): Promise<string>;
@@ -102,6 +98,8 @@ export interface VmHandle {
   setLink(up: boolean): Promise<void>;
   /** Calls `listener` once when the daemon's connection to the VMM closes (the VM exited, or was let go). */
   onClose(listener: () => void): void;
+  /** The last lines the VMM itself logged (why it exited, why a state did not load), joined by ' | '. */
+  logTail(): string;
   /** The last `maxBytes` of the guest console, for error messages. */
   consoleTail(maxBytes?: number): string;
   /** Lets go of the VM without stopping it (daemon shutdown: the next daemon reattaches it). */

@@ -69,13 +69,6 @@ export class QemuVm implements VmHandle {
     lowerCpuPriority(pid);
   }
 
-  /** Starts QEMU for `spec` and attaches to it; the guest boots (or waits for a restore, with `spec.incoming`). */
-  static async launch(spec: VmSpec, paths: VmRuntimePaths, consoleLogFile: string): Promise<QemuVm> {
-    fs.mkdirSync(path.dirname(consoleLogFile), { recursive: true, mode: 0o700 });
-    const { pid, qmp } = await startVm(spec, paths);
-    return new QemuVm(pid, qmp, paths, consoleLogFile, spec.bulkPort);
-  }
-
   get alive(): boolean {
     return isProcessAlive(this.pid);
   }
@@ -101,8 +94,8 @@ export class QemuVm implements VmHandle {
   async restore(stateFile: string, ramInState: boolean, beforeRun?: () => Promise<void>): Promise<void> {
     await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
       // QEMU says why a state does not load (a device that differs) only in its own log.
-      const log = tailOfFile(this.paths.qemuLog, 1024).trim();
-      throw new Error(`${errorMessage(err)}${log ? `: ${log.split('\n').slice(-3).join(' | ')}` : ''}`);
+      const log = this.logTail();
+      throw new Error(`${errorMessage(err)}${log ? `: ${log}` : ''}`);
     });
   }
 
@@ -148,6 +141,11 @@ export class QemuVm implements VmHandle {
     this.qmp.on('close', listener);
   }
 
+  logTail(): string {
+    const log = tailOfFile(this.paths.qemuLog, 1024).trim();
+    return log ? log.split('\n').slice(-3).join(' | ') : '';
+  }
+
   consoleTail(maxBytes = 2048): string {
     return readConsoleLog(this.consoleLogFile, maxBytes).toString('utf8').trim();
   }
@@ -167,11 +165,15 @@ export class QemuVm implements VmHandle {
   }
 }
 
+/** The QEMU driver: every VM of this daemon runs on it. */
 export const qemuDriver: VmmDriver = {
-  name: 'qemu',
   capabilities: { stateWithoutRam: true, nicLink: true, liveDiskSnapshot: true },
   version: qemuVersion,
-  launch: (spec, paths, consoleLogFile) => QemuVm.launch(spec, paths, consoleLogFile),
+  async launch(spec, paths, consoleLogFile) {
+    fs.mkdirSync(path.dirname(consoleLogFile), { recursive: true, mode: 0o700 });
+    const { pid, qmp } = await startVm(spec, paths);
+    return new QemuVm(pid, qmp, paths, consoleLogFile, spec.bulkPort);
+  },
   findRunning: findRunningVm,
   async reattach(pid, paths, consoleLogFile, bulkPort, options) {
     const qmp = await QmpClient.connect(paths.qmpSocket, options);
