@@ -5,9 +5,8 @@
 import type { SandboxNetwork } from '@capsule/protocol';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import type { QmpClient } from '../vmm/qmp.js';
 import type { EgressPolicy } from './egress-policy.js';
-import { GUEST_NETWORK, NIC_DEVICE_ID, type NicBackend } from './guest-network.js';
+import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
 import { TapNetwork } from './tap-network.js';
 import { UserNetworkNamespace } from './user-network.js';
 
@@ -76,16 +75,16 @@ export class SandboxNetworks {
   }
 
   /**
-   * Applies `policy` to a VM. Internet off cuts the NIC's link in QEMU
-   * (`set_link`): QEMU then drops every frame the guest sends and never
+   * Applies `policy` to a VM. Internet off cuts the NIC's link in the VMM
+   * (QEMU's `set_link`): QEMU then drops every frame the guest sends and never
    * delivers one to it, and the guest cannot raise a link the host holds
    * down. The link state is part of the saved device state, but is set
    * anyway on every start so that a policy changed while paused holds. In
    * TAP mode the namespace's firewall enforces the allow/deny lists.
    */
-  async apply(id: string, qmp: QmpClient, policy: EgressPolicy): Promise<void> {
+  async apply(id: string, nic: { setLink(up: boolean): Promise<void> }, policy: EgressPolicy): Promise<void> {
     await this.tap?.applyPolicy(id, policy);
-    await qmp.execute('set_link', { name: NIC_DEVICE_ID, up: policy.internet });
+    await nic.setLink(policy.internet);
     this.log.debug({ sandbox: id, internet: policy.internet, allow: policy.allow, deny: policy.deny }, 'egress policy applied');
   }
 

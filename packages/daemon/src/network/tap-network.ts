@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 import type { NetworkLeaseRecord, Store } from '../store/store.js';
 import type { EgressPolicy } from './egress-policy.js';
 import { NON_PUBLIC_NETWORKS, parseCidr } from './egress-policy.js';
-import { GUEST_NETWORK } from './guest-network.js';
+import { GUEST_NETWORK } from '../guest-network.js';
 
 export const NETNS_DIR = '/run/netns';
 /** Names inside a sandbox's namespace: private to it, so the same in every one. */

@@ -1,8 +1,8 @@
 // Reattaching to the VMs a previous daemon left running (it stopped, or was
 // killed at any point, even mid pause, fork or snapshot). The API serves while
 // this runs: sandboxes not yet reattached say so, and calls that need their VM
-// wait for it. It never kills a VM whose QEMU still runs: a QMP socket that
-// does not answer is tried again, and only a QEMU whose pid is gone is dead.
+// wait for it. It never kills a VM whose VMM still runs: a control socket that
+// does not answer is tried again, and only a VMM whose pid is gone is dead.
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,23 +10,21 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxRecord, Store } from '../store/store.js';
-import { QmpClient } from '../vmm/qmp.js';
-import { findRunningVm } from '../vmm/qemu.js';
-import { LiveVm } from './live-vm.js';
+import type { VmHandle } from '../vmm/driver.js';
+import type { VmSpec } from '../vmm/qemu.js';
+import { SandboxVm } from './sandbox-vm.js';
 import type { SandboxVms } from './sandbox-vms.js';
 
 /** What a sandbox not yet reattached says in its `stateMessage`. */
 export const REATTACHING_MESSAGE = 'reattaching after daemon restart';
-/** VMs reattached at once: each is a QMP handshake and an agent health check, cheap unless the host is loaded. */
+/** VMs reattached at once: each is a VMM handshake and an agent health check, cheap unless the host is loaded. */
 const ADOPT_CONCURRENCY = 8;
-/** One QMP connection attempt; QEMU serves one QMP client at a time, so a busy socket is tried again after this. */
-const QMP_ATTEMPT_MS = 10_000;
+/** One attempt to reattach; a VMM may serve one control connection at a time (QEMU does), so a busy one is tried again after this. */
+const REATTACH_ATTEMPT_MS = 10_000;
 /** How long an adopted VM's agent is given to answer before it is adopted anyway (it runs; it is not killed for being slow). */
 const AGENT_ANSWER_MS = 60_000;
 /** How long a call on a sandbox being reattached waits for it before answering `sandbox_reattaching`. */
 const CALL_WAIT_MS = 20_000;
-/** Migration states in which QEMU is still writing a state out (a pause's stream, a freeze). */
-const MIGRATION_ACTIVE = new Set(['setup', 'active', 'device', 'pre-switchover', 'cancelling', 'postcopy-active', 'wait-unplug']);
 
 interface PendingAdoption {
   /** Whether a worker has taken it (else dropping it settles it at once). */
@@ -52,7 +50,7 @@ export class SandboxAdoption {
     return this.pending.has(id);
   }
 
-  /** The pid of a sandbox's QEMU while it is being reattached (a live one's comes from its LiveVm). */
+  /** The pid of a sandbox's QEMU while it is being reattached (a live one's comes from its SandboxVm). */
   reattachingPid(id: string): number | undefined {
     return this.pending.get(id)?.pid;
   }
@@ -75,7 +73,7 @@ export class SandboxAdoption {
         fs.rmSync(this.vms.stateDir(record.id), { recursive: true, force: true });
         await this.store.transition(record.id, 'killed', 'daemon_restart', 'its template build ended with the previous capsuled', { expires_at: null });
       } else {
-        const pid = findRunningVm(this.vms.runtimePaths(record.id), record.id);
+        const pid = this.vms.driver.findRunning(this.vms.runtimePaths(record.id), record.id);
         // A VM that is gone is known at once (and costs nothing to settle); only live ones wait for a worker.
         if (pid === undefined) {
           await this.settleGone(record);
@@ -132,7 +130,7 @@ export class SandboxAdoption {
     if (!entry) return undefined;
     this.drop(id, entry);
     await entry.settled;
-    return this.vms.live.has(id) ? undefined : findRunningVm(this.vms.runtimePaths(id), id);
+    return this.vms.live.has(id) ? undefined : this.vms.driver.findRunning(this.vms.runtimePaths(id), id);
   }
 
   /** Daemon shutdown: stops every adoption under way (the VMs run on for the next daemon). */
@@ -156,19 +154,20 @@ export class SandboxAdoption {
     if (signal.aborted) return;
     const record = await this.vms.require(id);
     const paths = this.vms.runtimePaths(id);
-    const pid = findRunningVm(paths, id);
+    const pid = this.vms.driver.findRunning(paths, id);
     if (pid === undefined) return await this.settleGone(record);
-    let qmp: QmpClient;
+    const bulkPort = this.vms.hasMachine(id) ? this.vms.readMachine(id).bulkPort : undefined;
+    let handle: VmHandle;
     try {
-      qmp = await this.connectWhileAlive(id, pid, signal);
+      handle = await this.reattachWhileAlive(id, pid, bulkPort, signal);
     } catch (err) {
       if (signal.aborted) return;
       this.log.warn({ sandbox: id, err: errorMessage(err) }, 'its QEMU exited while being reattached');
       return await this.settleGone(record);
     }
-    const vm = new LiveVm(pid, qmp, paths, this.vms.consoleLogFile(id), this.vms.hasMachine(id) ? this.vms.readMachine(id).bulkPort : undefined);
+    const vm = new SandboxVm(handle);
     try {
-      if ((await this.continueInterruptedFreeze(id, vm)) === 'paused') {
+      if ((await this.continueInterruptedFreeze(id, handle)) === 'paused') {
         await vm.stop();
         fs.rmSync(paths.dir, { recursive: true, force: true });
         await this.store.transition(id, 'paused', 'daemon_restart', 'capsuled stopped while pausing this sandbox, after its state was saved', { expires_at: null });
@@ -180,7 +179,7 @@ export class SandboxAdoption {
         vm.detach();
         return await this.settleGone(record);
       }
-      // A VM that runs is adopted whatever QMP said: its sandbox is the user's.
+      // A VM that runs is adopted whatever its VMM said: its sandbox is the user's.
       this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not check whether a reattached VM runs');
     }
     this.vms.track(id, vm);
@@ -195,14 +194,14 @@ export class SandboxAdoption {
 
   /**
    * QEMU serves one QMP client at a time: while anything else holds its socket
-   * the greeting does not come. That is tried again, for as long as the QEMU
-   * lives; only its pid going away ends the attempt.
+   * the driver's reattach does not get through. That is tried again, for as
+   * long as the VM's process lives; only its pid going away ends the attempt.
    */
-  private async connectWhileAlive(id: string, pid: number, signal: AbortSignal): Promise<QmpClient> {
+  private async reattachWhileAlive(id: string, pid: number, bulkPort: VmSpec['bulkPort'], signal: AbortSignal): Promise<VmHandle> {
     const isAlive = () => isProcessAlive(pid) && !signal.aborted;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await QmpClient.connect(this.vms.runtimePaths(id).qmpSocket, { timeoutMs: QMP_ATTEMPT_MS, isAlive });
+        return await this.vms.driver.reattach(pid, this.vms.runtimePaths(id), this.vms.consoleLogFile(id), bulkPort, { timeoutMs: REATTACH_ATTEMPT_MS, isAlive });
       } catch (err) {
         if (signal.aborted) throw new Error('cancelled');
         if (!isProcessAlive(pid)) throw err;
@@ -218,25 +217,20 @@ export class SandboxAdoption {
    * into place ends as `paused` (returned); anything else is cancelled and the
    * guest continues. A leftover of a finished resume is removed.
    */
-  private async continueInterruptedFreeze(id: string, vm: LiveVm): Promise<'running' | 'paused'> {
+  private async continueInterruptedFreeze(id: string, vm: VmHandle): Promise<'running' | 'paused'> {
     const pauseState = this.vms.pauseStateFile(id);
-    const { status } = await vm.qmp.execute<{ status: string }>('query-status');
-    if (status === 'running') {
+    const status = await vm.status();
+    if (status.running) {
       // A resume that ran the guest but had not removed its state yet.
       fs.rmSync(pauseState, { force: true });
       fs.rmSync(this.vms.pausedDir(id), { recursive: true, force: true });
       return 'running';
     }
     if (fs.existsSync(pauseState)) return 'paused';
-    await vm.qmp.execute('migrate_cancel').catch(() => undefined);
-    for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
-      const migration = await vm.qmp.execute<{ status?: string }>('query-migrate');
-      if (!MIGRATION_ACTIVE.has(migration.status ?? '')) break;
-      await sleep(50);
-    }
+    await vm.cancelSave();
     fs.rmSync(`${pauseState}.tmp`, { force: true });
-    await vm.qmp.execute('cont');
-    this.log.warn({ sandbox: id, was: status }, 'continued a VM the previous daemon had stopped mid pause, fork or snapshot');
+    await vm.resume();
+    this.log.warn({ sandbox: id, was: status.detail }, 'continued a VM the previous daemon had stopped mid pause, fork or snapshot');
     return 'running';
   }
 

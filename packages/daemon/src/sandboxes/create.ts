@@ -26,7 +26,8 @@ import type { VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from '../agent/exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
-import { AGENT_PORT_DEVICE_ID, type LiveVm } from './live-vm.js';
+import { SandboxVm } from './sandbox-vm.js';
+import { AGENT_PORT_DEVICE_ID } from '../vmm/qemu-vm.js';
 import { MemoryAdmission } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
@@ -134,9 +135,11 @@ export class SandboxCreator {
       await this.ports.commit(id, ports);
       let how: string;
       if (pooled) {
-        this.vms.track(id, pooled.vm);
+        const vm = this.vms.track(id, new SandboxVm(pooled.vm, pooled.guest));
+        // Its guest answered /init and an exec in the pool.
+        vm.booting = false;
         // Restored before this request said what its network may do.
-        await this.networks.apply(id, pooled.vm.qmp, egress);
+        await this.networks.apply(id, vm.handle, egress);
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
       } else if (snapshot) {
         await this.restoreVm(id, snapshot, egress, (vm) => this.vms.track(id, vm)).catch((err: unknown) => {
@@ -194,7 +197,7 @@ export class SandboxCreator {
     };
     const vm = this.vms.track(id, await this.vms.launch(id, spec));
     // Set while the guest is still in its kernel: nothing of the sandbox's own has run yet.
-    await this.networks.apply(id, vm.qmp, egress);
+    await this.networks.apply(id, vm.handle, egress);
     await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);
   }
 
@@ -203,7 +206,7 @@ export class SandboxCreator {
    * over the snapshot's disk, its memory file mapped privately. `onLaunched`
    * sees the VM as soon as QEMU runs, so a failure can always stop it.
    */
-  private async restoreVm(id: string, snapshot: WarmSnapshot, egress: EgressPolicy, onLaunched: (vm: LiveVm) => void): Promise<LiveVm> {
+  private async restoreVm(id: string, snapshot: WarmSnapshot, egress: EgressPolicy, onLaunched: (vm: SandboxVm) => void): Promise<SandboxVm> {
     const spec: VmSpec = {
       id,
       ...snapshot.machine,
@@ -216,7 +219,7 @@ export class SandboxCreator {
     };
     const vm = await this.vms.launch(id, spec);
     onLaunched(vm);
-    await vm.restore(snapshot.state, false, () => this.networks.apply(id, vm.qmp, egress));
+    await vm.handle.restore(snapshot.state, false, () => this.networks.apply(id, vm.handle, egress));
     return vm;
   }
 
@@ -228,7 +231,7 @@ export class SandboxCreator {
   async restoreIntoPool(snapshot: WarmSnapshot): Promise<PooledVm> {
     const memory = await this.memory.reserve(snapshot.memoryMiB);
     const id = newSandboxId();
-    let launched: LiveVm | undefined;
+    let launched: SandboxVm | undefined;
     const discard = async () => {
       try {
         await launched?.stop();
@@ -245,7 +248,7 @@ export class SandboxCreator {
       // the first /init and the first exec after a restore each cost ~10x more.
       await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
-      return { id, vm, discard, memory };
+      return { id, vm: vm.handle, guest: vm.guest, discard, memory };
     } catch (err) {
       await discard();
       throw err;

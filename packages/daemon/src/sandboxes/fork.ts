@@ -17,8 +17,8 @@ import { canFreeze } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { newSandboxId } from './ids.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
 import { saveWholeVm, wholeStateRestoreSpec } from './pause-resume.js';
+import type { SandboxVm } from './sandbox-vm.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import { freezeRunningVm, snapshotToTemplate } from './snapshot.js';
 
@@ -53,7 +53,7 @@ export class SandboxForks {
     return await this.whileReserved(record.memory_mib * count, () => this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count)));
   }
 
-  private async forkFrozen(record: SandboxRecord, vm: LiveVm, count: number): Promise<string[]> {
+  private async forkFrozen(record: SandboxRecord, vm: SandboxVm, count: number): Promise<string[]> {
     const work = path.join(this.config.stateDir, 'forks', `${record.id}-${Date.now()}`);
     fs.mkdirSync(work, { recursive: true, mode: 0o700 });
     // The source's disk at this moment, shared read-only by every fork (each pins it: sandbox-vms.ts launch);
@@ -83,7 +83,7 @@ export class SandboxForks {
           // The VM is stopped and its disk flushed: the overlay is consistent with the saved memory.
           await copyDisk();
         } finally {
-          await vm.qmp.execute('cont').catch(() => undefined);
+          await vm.handle.resume().catch(() => undefined);
           await vm.waitForHealthyAgent(Date.now() + RESTORE_TIMEOUT_MS).catch(() => undefined);
         }
         restoreSpec = (id, overlay) => wholeStateRestoreSpec({ ...machine, id, rootDisk: overlay });
@@ -131,7 +131,7 @@ export class SandboxForks {
     try {
       const overlay = await this.vms.createOverlay(id, disk, 'qcow2');
       const vm = this.vms.track(id, await this.vms.launch(id, spec(id, overlay)));
-      await vm.restore(stateFile, ramInState, () => this.networks.apply(id, vm.qmp, egressPolicyOf(source)));
+      await vm.handle.restore(stateFile, ramInState, () => this.networks.apply(id, vm.handle, egressPolicyOf(source)));
       await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await this.store.transition(id, 'running', 'user', `forked from ${source.id}`, {
         boot_ms: Date.now() - createdAt.getTime(),

@@ -28,7 +28,6 @@ import { SandboxNetworks } from '../network/sandbox-networks.js';
 import { REATTACHING_MESSAGE, sweepInterruptedWork } from './adoption.js';
 import { SandboxCreator } from './create.js';
 import { SandboxForks } from './fork.js';
-import { LiveVm } from './live-vm.js';
 import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
@@ -231,7 +230,7 @@ export class SandboxManager implements SandboxRunner {
     await this.ports.release(record.id, true);
     // One still being reattached is not waited for: its QEMU is stopped by pid.
     const unadoptedPid = await this.vms.adoption.cancel(record.id);
-    if (unadoptedPid !== undefined) await LiveVm.kill(unadoptedPid);
+    if (unadoptedPid !== undefined) await this.vms.driver.kill(unadoptedPid);
     const vm = this.vms.live.get(record.id);
     if (vm) {
       await vm.stop();
@@ -265,7 +264,7 @@ export class SandboxManager implements SandboxRunner {
     const policy = egressPolicyFrom(request, this.networks.listsSupported, egressPolicyOf(record));
     if (record.state === 'running') {
       const { vm } = await this.vms.runningVm(record.id);
-      await this.networks.apply(record.id, vm.qmp, policy);
+      await this.networks.apply(record.id, vm.handle, policy);
     } else if (record.state !== 'paused') {
       throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}`, { hint: 'the network of running and paused sandboxes can be changed' });
     }
@@ -297,7 +296,7 @@ export class SandboxManager implements SandboxRunner {
    */
   async snapshotRootDisk(idOrName: string, file: string): Promise<void> {
     const { vm } = await this.vms.runningVm(idOrName);
-    await vm.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2' });
+    await vm.handle.snapshotRootDisk(file);
   }
 
   /** The agent of a running sandbox, for the API's proxy to it. */

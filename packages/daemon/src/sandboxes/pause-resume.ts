@@ -11,12 +11,11 @@ import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { Store } from '../store/store.js';
 import { canFreeze, frozenFiles } from '../vmm/freeze.js';
-import { saveVmState } from '../vmm/migration.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
 import type { PausedMemoryConverter } from './paused-memory.js';
 import type { PublishedPorts } from './published-ports.js';
+import type { SandboxVm } from './sandbox-vm.js';
 import { expiryFrom, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 
 /**
@@ -33,9 +32,9 @@ export function wholeStateRestoreSpec(machine: VmSpec): VmSpec {
  * owner-only). The agent connection is closed first: no session of it may be
  * mid-write in the guest when it is frozen.
  */
-export async function saveWholeVm(vm: LiveVm, file: string): Promise<void> {
+export async function saveWholeVm(vm: SandboxVm, file: string): Promise<void> {
   vm.agent.close();
-  await saveVmState(vm.qmp, file, false);
+  await vm.handle.saveState(file, { withRam: true });
   const fd = fs.openSync(file, 'r');
   fs.fsyncSync(fd);
   fs.closeSync(fd);
@@ -76,8 +75,8 @@ export class PauseResume {
       fs.renameSync(temp, target);
     } catch (err) {
       fs.rmSync(temp, { force: true });
-      if (vm.alive && !vm.qmp.isClosed) {
-        await vm.qmp.execute('cont').catch(() => undefined);
+      if (vm.alive && vm.handle.connected) {
+        await vm.handle.resume().catch(() => undefined);
         vm.stopping = false;
         throw new CapsuleError('internal', `pausing sandbox ${id} failed, it runs on: ${errorMessage(err)}`);
       }
@@ -153,7 +152,7 @@ export class PauseResume {
         await this.vms.launch(id, mapped ? { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true } : wholeStateRestoreSpec(saved)),
       );
       // The policy may have changed while the sandbox was paused.
-      await vm.restore(mapped ? frozen.state : stateFile, !mapped, () => this.networks.apply(id, vm.qmp, egressPolicyOf(record)));
+      await vm.handle.restore(mapped ? frozen.state : stateFile, !mapped, () => this.networks.apply(id, vm.handle, egressPolicyOf(record)));
       restoredMs = Date.now() - started;
       await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') }, Date.now() + RESTORE_TIMEOUT_MS);
     } catch (err) {

@@ -13,15 +13,17 @@ import { backingChain, pinSharedFiles } from '../guest/cache-pins.js';
 import { writeFileAtomic } from '../guest/files.js';
 import { sweepUnheld } from '../guest/cache-holds.js';
 import type { TemplateImageDefaults } from '../templates/template-records.js';
-import { runCommand, tailOfFile } from '../launcher.js';
+import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import type { SandboxRecord, Store } from '../store/store.js';
-import { findRunningVm, VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
+import type { VmmDriver } from '../vmm/driver.js';
+import { qemuDriver } from '../vmm/qemu-vm.js';
+import { VmRuntimePaths, type VmSpec } from '../vmm/qemu.js';
 import { hostnameFor } from './ids.js';
 import { SandboxAdoption } from './adoption.js';
-import { LiveVm } from './live-vm.js';
 import type { PublishedPorts } from './published-ports.js';
+import { SandboxVm } from './sandbox-vm.js';
 
 export const RESTORE_TIMEOUT_MS = 60_000;
 
@@ -42,7 +44,9 @@ export function initRequest(id: string, env: Record<string, string> | undefined,
 }
 
 export class SandboxVms {
-  readonly live = new Map<string, LiveVm>();
+  readonly live = new Map<string, SandboxVm>();
+  /** The VMM every sandbox's VM runs on. */
+  readonly driver: VmmDriver = qemuDriver;
   /** VMs of the previous daemon being reattached (adoption.ts). */
   readonly adoption: SandboxAdoption;
   /** Sandboxes being frozen for a fork or a snapshot: one freeze (or pause) of a VM at a time. */
@@ -101,10 +105,10 @@ export class SandboxVms {
     if (!fs.existsSync(dir)) return;
     for (const id of fs.readdirSync(dir)) {
       if (this.live.has(id) || keep.has(id)) continue;
-      const pid = findRunningVm(this.runtimePaths(id), id);
+      const pid = this.driver.findRunning(this.runtimePaths(id), id);
       // Left over by a crashed daemon: a sandbox being created, or a warm-pool VM.
       if (pid !== undefined) this.log.warn({ sandbox: id, pid }, 'killing a VM that no sandbox owns');
-      void (pid !== undefined ? LiveVm.kill(pid) : Promise.resolve()).then(() => {
+      void (pid !== undefined ? this.driver.kill(pid) : Promise.resolve()).then(() => {
         fs.rmSync(path.join(dir, id), { recursive: true, force: true });
         void this.store.getSandbox(id).then((record) => {
           if (!record) fs.rmSync(this.stateDir(id), { recursive: true, force: true });
@@ -114,9 +118,9 @@ export class SandboxVms {
   }
 
   /** Registers a sandbox's VM and watches for it exiting behind the daemon's back. */
-  track(id: string, vm: LiveVm): LiveVm {
+  track(id: string, vm: SandboxVm): SandboxVm {
     this.live.set(id, vm);
-    vm.qmp.on('close', () => {
+    vm.handle.onClose(() => {
       if (!vm.stopping) void this.onVmGone(id, vm);
     });
     return vm;
@@ -129,11 +133,11 @@ export class SandboxVms {
   }
 
   /** The VM went away without the daemon asking: record it as a crash and clean up. */
-  private async onVmGone(id: string, vm: LiveVm): Promise<void> {
+  private async onVmGone(id: string, vm: SandboxVm): Promise<void> {
     if (this.live.get(id) !== vm || vm.stopping || vm.booting) return;
     vm.stopping = true;
-    const qemuLog = tailOfFile(this.runtimePaths(id).qemuLog, 1024).trim();
-    const detail = qemuLog ? `: ${qemuLog.split('\n').slice(-3).join(' | ')}` : '';
+    const vmmLog = vm.handle.logTail();
+    const detail = vmmLog ? `: ${vmmLog}` : '';
     this.log.warn({ sandbox: id, pid: vm.pid }, 'VM exited unexpectedly');
     await this.fail(id, 'crash', `the VM exited unexpectedly${detail}`);
   }
@@ -184,12 +188,12 @@ export class SandboxVms {
    * network backend (never one a spec was copied from: a TAP device is one
    * VM's), first recording its machine: a resume must rebuild the same one.
    */
-  async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<LiveVm> {
+  async launch(id: string, spec: Omit<VmSpec, 'nic'>): Promise<SandboxVm> {
     const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
     writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
     // A resume opens these again, maybe long after the cache would have pruned them; forks share their base disk.
     pinSharedFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], [this.config.cacheDir, this.sharedDisksDir], path.join(this.stateDir(id), 'pins'));
-    return await LiveVm.launch(machine, this.runtimePaths(id), this.consoleLogFile(id));
+    return new SandboxVm(await this.driver.launch(machine, this.runtimePaths(id), this.consoleLogFile(id)));
   }
 
   readMachine(id: string): VmSpec {
@@ -197,7 +201,7 @@ export class SandboxVms {
   }
 
   /** Runs `work` (which freezes the VM) unless the VM is already being frozen, paused or stopped. */
-  async whileFreezing<T>(id: string, vm: LiveVm, work: () => Promise<T>): Promise<T> {
+  async whileFreezing<T>(id: string, vm: SandboxVm, work: () => Promise<T>): Promise<T> {
     if (vm.stopping || this.freezing.has(id)) {
       throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
     }
@@ -223,7 +227,7 @@ export class SandboxVms {
   }
 
   /** A running sandbox's VM; one being reattached after a daemon restart is waited for (adoption.ts). */
-  async runningVm(idOrName: string): Promise<{ record: SandboxRecord; vm: LiveVm }> {
+  async runningVm(idOrName: string): Promise<{ record: SandboxRecord; vm: SandboxVm }> {
     let record = await this.require(idOrName);
     if (this.adoption.isReattaching(record.id)) {
       await this.adoption.waitFor(record.id);

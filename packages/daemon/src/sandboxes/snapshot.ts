@@ -13,10 +13,10 @@ import { commitPath } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Store, TemplateRecord } from '../store/store.js';
 import { recordSnapshotTemplate, writeSnapshotTemplateMeta, type SnapshotTemplateMeta } from '../templates/snapshot-templates.js';
-import { freezeVm, fsyncFile, type FrozenVm } from '../vmm/freeze.js';
+import { fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
-import type { LiveVm } from './live-vm.js';
+import type { SandboxVm } from './sandbox-vm.js';
 
 const AGENT_RECONNECT_TIMEOUT_MS = 60_000;
 
@@ -26,22 +26,22 @@ const AGENT_RECONNECT_TIMEOUT_MS = 60_000;
  * The VM then runs on, and its agent is reconnected at once, so that a write
  * left over from the old connection breaks this health check, not a user's call.
  */
-export async function freezeRunningVm(vm: LiveVm, machine: VmSpec, dir: string, runtimeDir: string, whileStopped: () => Promise<void> | void): Promise<FrozenVm> {
+export async function freezeRunningVm(vm: SandboxVm, machine: VmSpec, dir: string, runtimeDir: string, whileStopped: () => Promise<void> | void): Promise<FrozenVm> {
   // No agent session may be mid-write in the guest when it is frozen: restores connect afresh.
   vm.agent.close();
   try {
-    const frozen = await freezeVm(vm.qmp, machine, dir, runtimeDir);
+    const frozen = await vm.handle.freeze(machine, dir, runtimeDir);
     await whileStopped();
     return frozen;
   } finally {
-    await vm.qmp.execute('cont').catch(() => undefined);
+    await vm.handle.resume().catch(() => undefined);
     await vm.waitForHealthyAgent(Date.now() + AGENT_RECONNECT_TIMEOUT_MS).catch(() => undefined);
   }
 }
 
 export interface SnapshotSource {
   id: string;
-  vm: LiveVm;
+  vm: SandboxVm;
   /** The sandbox's machine (machine.json). */
   machine: VmSpec;
   /** The sandbox's disk overlay. */

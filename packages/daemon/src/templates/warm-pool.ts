@@ -7,13 +7,15 @@
 // memory's reservation (sandboxes/memory.ts): a pool never takes more than the budget.
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { LiveVm } from '../sandboxes/live-vm.js';
+import type { GuestAgent } from '../agent/guest-agent.js';
+import type { VmHandle } from '../vmm/driver.js';
 
 const REFILL_DELAY_MS = 1000;
 
 export interface PooledVm {
   id: string;
-  vm: LiveVm;
+  vm: VmHandle;
+  guest: GuestAgent;
   /** The VM's memory: the create that claims it releases it once the sandbox runs. */
   memory: { release(): void };
   /** Stops the VM, removes its files and releases its memory. */

@@ -14,9 +14,10 @@ import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import { CacheKey } from '../guest/cache-key.js';
 import { commitPath, pruneSiblings, tempSibling, writeFileAtomic } from '../guest/files.js';
-import { AGENT_PORT_DEVICE_ID, LiveVm } from '../sandboxes/live-vm.js';
+import { GuestAgent } from '../agent/guest-agent.js';
 import type { TemplateRecord } from '../store/store.js';
-import { saveVmState } from '../vmm/migration.js';
+import type { VmHandle } from '../vmm/driver.js';
+import { AGENT_PORT_DEVICE_ID, qemuDriver } from '../vmm/qemu-vm.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
 import { hostTscKhz } from '../vmm/tsc.js';
 import { collectExec, execEvents } from '../agent/exec.js';
@@ -118,12 +119,13 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
   fs.mkdirSync(temp, { recursive: true });
   const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: bulkProtocolVersion };
   const started = Date.now();
-  let vm: LiveVm | undefined;
+  let vm: VmHandle | undefined;
+  let agent: GuestAgent | undefined;
   const stopOnAbort = () => void vm?.stop();
   signal?.addEventListener('abort', stopOnAbort, { once: true });
   try {
     await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', t.rootfs, path.join(temp, 'disk.qcow2')]);
-    vm = await LiveVm.launch(
+    vm = await qemuDriver.launch(
       {
         id: `template-${name}`,
         ...machine,
@@ -141,17 +143,20 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
       path.join(temp, 'console.log'),
     );
     signal?.throwIfAborted();
-    await vm.waitForBoot(Date.now() + BOOT_TIMEOUT_MS);
+    agent = new GuestAgent(vm.guestPorts, () => vm?.alive === true);
+    const bootDeadline = Date.now() + BOOT_TIMEOUT_MS;
+    await vm.waitForAgentPort(bootDeadline);
+    await agent.waitUntilHealthy(bootDeadline);
     if (inputs.service) {
-      await startTemplateService(vm.agent, inputs.service, AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)));
+      await startTemplateService(agent.client, inputs.service, AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)));
       // One round trip after START's stream was let go: the agent has seen it end, so nothing of it is in flight when the VM is frozen.
-      await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(BOOT_TIMEOUT_MS)));
+      await collectExec(execEvents(agent.client, { cmd: ['true'] }, AbortSignal.timeout(BOOT_TIMEOUT_MS)));
     }
     // Leave the agent idle and disconnected, so no write of this session is
     // pending in the guest when it is frozen; restores connect afresh.
-    vm.agent.close();
+    agent.close();
     await new Promise((r) => setTimeout(r, 100));
-    await saveVmState(vm.qmp, path.join(temp, 'state'), true);
+    await vm.saveState(path.join(temp, 'state'), { withRam: false });
     await vm.stop();
     vm = undefined;
     for (const file of ['memory', 'state', 'disk.qcow2']) {
@@ -182,6 +187,7 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
     throw new Error(`building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`);
   } finally {
     signal?.removeEventListener('abort', stopOnAbort);
+    agent?.close();
     if (vm) await vm.stop();
     fs.rmSync(paths.dir, { recursive: true, force: true });
     fs.rmSync(temp, { recursive: true, force: true });

@@ -1,11 +1,11 @@
-// The QEMU `microvm` driver: builds the command line, starts QEMU detached (so a
-// daemon restart never takes VMs down), and stops it gracefully then by force.
-// Firecracker and Cloud Hypervisor drivers are meant to sit beside this one.
+// The QEMU `microvm` machine: builds the command line, starts QEMU detached (so
+// a daemon restart never takes VMs down), and stops it gracefully then by
+// force. The driver interface over it is driver.ts; its handle is qemu-vm.ts.
 import fs from 'node:fs';
 import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
-import { guestNetworkKernelArg, nicArgs, type NicBackend } from '../network/guest-network.js';
+import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
@@ -54,6 +54,10 @@ export interface VmSpec {
   nic?: NicBackend | undefined;
 }
 
+/** QEMU ids of the NIC and its backend: `set_link` names the NIC. */
+export const NIC_DEVICE_ID = 'nic0';
+const NETDEV_ID = 'net0';
+
 /** QEMU option values are comma-separated: a comma inside a value is written twice. */
 export function optionValue(value: string): string {
   return value.replace(/,/g, ',,');
@@ -80,6 +84,27 @@ export class VmRuntimePaths {
   get qemuLog(): string {
     return path.join(this.dir, 'qemu.log');
   }
+}
+
+/** The kernel option guest/init reads: `capsule.net=ADDRESS/PREFIX,GATEWAY,DNS,MAC`. */
+export function guestNetworkKernelArg(): string {
+  const n = GUEST_NETWORK;
+  return `capsule.net=${n.address}/${n.prefixLength},${n.gateway},${n.dns},${n.mac}`;
+}
+
+/** QEMU's -netdev and -device arguments for the guest NIC on `backend`. */
+export function nicArgs(backend: NicBackend): string[] {
+  const n = GUEST_NETWORK;
+  const device = `virtio-net-device,mac=${n.mac},id=${NIC_DEVICE_ID}`;
+  if (backend.type === 'none') return ['-device', device];
+  const netdev =
+    backend.type === 'user'
+      ? // Same addresses as the guest is configured with; IPv6 off so that every sandbox has exactly the address above.
+        `user,id=${NETDEV_ID},ipv4=on,ipv6=off,net=10.0.2.0/${n.prefixLength},host=${n.gateway},dns=${n.dns}`
+      : // No vnet header: the NIC then offers the guest the same features as on user-mode networking, so a
+        // device state saved on one (the warm snapshot) loads into the other.
+        `tap,id=${NETDEV_ID},ifname=${backend.ifname},script=no,downscript=no,vnet_hdr=off`;
+  return ['-netdev', netdev, '-device', `${device},netdev=${NETDEV_ID}`];
 }
 
 export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz' | 'nic'>): string {
