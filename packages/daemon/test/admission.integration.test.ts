@@ -4,8 +4,8 @@
 // writes to disk is refused before it writes anything.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon, type ApiResponse } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { type ApiResponse, eventually, it, TestDaemon } from './fixture.js';
 
 /** Every file and folder under `dir`, relative to it. */
 function treeOf(dir: string): string[] {
@@ -39,7 +39,6 @@ describe('memory admission races (real QEMU microVM)', () => {
   };
 
   it('20 parallel creates with a budget for two start exactly two sandboxes', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // Each publishes a host port: binding it is real I/O between the memory check and the sandbox's row, the window a race needs.
     const results = await Promise.all(Array.from({ length: 20 }, () => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: 8080 }] })));
     const created = results.filter((r) => r.status === 201);
@@ -70,7 +69,6 @@ describe('memory admission of resumes and forks (real QEMU microVM)', () => {
   const runningIds = async () => ((await daemon.request('GET', '/v1/sandboxes')).body.sandboxes as { id: string; state: string }[]).filter((s) => s.state === 'running').map((s) => s.id);
 
   it('a resume past the budget is refused and the sandbox stays paused', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const running: string[] = [];
     for (let i = 0; i < 2; i++) {
       const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
@@ -91,7 +89,6 @@ describe('memory admission of resumes and forks (real QEMU microVM)', () => {
   }, 600_000);
 
   it('a fork of N reserves N, and a create racing a fork for the last place loses or wins whole', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // Whatever the test before left, one sandbox runs: the source.
     for (const id of await runningIds()) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
     const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
@@ -129,7 +126,6 @@ describe('disk admission (real QEMU microVM)', () => {
   afterAll(() => daemon.destroy());
 
   it('with free disk below the reserve, create, pause, fork, snapshot, pull and build are refused with 507 and write nothing', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     expect((await daemon.request('GET', `/v1/sandboxes/${sandbox}`)).body.state).toBe('running');
     const before = treeOf(daemon.stateDir);
     const attempts: Record<string, ApiResponse> = {

@@ -6,8 +6,8 @@
 // daemon. Slow (30 warm restores under TCG): run it alone with
 //   npx vitest run packages/daemon/test/adopt-many.integration.test.ts
 import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, runCli, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, runCli, TestDaemon } from './fixture.js';
 
 const SANDBOXES = 30;
 
@@ -21,7 +21,6 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
   afterAll(() => daemon.destroy());
 
   it('attack: 30 sandboxes and a kill -9 — the restarted daemon serves before it reattaches, reattaches all 30, kills none, and `capsule ls` meanwhile starts no second daemon', async () => {
-    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-20_000)}`));
     const before = new Map<string, number>();
     for (let i = 0; i < SANDBOXES; i++) {
       const res = await daemon.request('POST', '/v1/sandboxes', { metadata: { n: String(i) } });

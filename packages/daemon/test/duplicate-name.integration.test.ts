@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 /** A TCP port on 127.0.0.1 that nothing listens on now. */
 async function freePort(): Promise<number> {
@@ -27,7 +27,6 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
   afterAll(() => daemon.destroy());
 
   it('gives the name to one, refuses the other with name_taken, and leaks no VM', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // Which create's name check runs first is up to the event loop: when nothing between a create's
     // check and its insert waits on I/O (as today) the check refuses the second; when something does,
     // the store's unique index does. Both must give the same answer. Each publishes a host port, which

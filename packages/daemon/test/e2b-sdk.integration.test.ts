@@ -6,9 +6,9 @@
 // TLS runs in a child process in tcp-tls.integration.test.ts.
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxNotFoundError, type FilesystemEvent } from 'e2b';
-import { TestDaemon, eventually } from './fixture.js';
+import { eventually, it, TestDaemon } from './fixture.js';
 
 describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });

@@ -4,8 +4,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, sharedCacheDir, TestDaemon } from './fixture.js';
 
 describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
@@ -13,7 +13,6 @@ describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
   afterAll(() => daemon.destroy());
 
   it('adopts running sandboxes after capsuled is killed with SIGKILL', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const created = await daemon.request('POST', '/v1/sandboxes', { name: 'survivor' });
     expect(created.status, created.text).toBe(201);
     const { id, pid } = created.body;
@@ -30,7 +29,6 @@ describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
   });
 
   it('marks a sandbox whose QEMU was killed behind its back as error/crash and cleans up', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const { id, pid } = (await daemon.request('GET', '/v1/sandboxes/survivor')).body;
     process.kill(pid, 'SIGKILL');
     const state = await eventually(async () => {
@@ -116,7 +114,6 @@ describe('bad input leaks nothing (real QEMU microVM)', () => {
   });
 
   it('reports a guest that cannot boot as vm_start_failed, keeps its console, leaks nothing', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const res = await daemon.request('POST', '/v1/sandboxes', { template: 'broken' });
     expect(res.status, res.text).toBe(500);
     expect(res.body.error.code).toBe('vm_start_failed');
@@ -157,7 +154,6 @@ describe('several boots at once (real QEMU microVM)', () => {
   // Under TCG on a loaded host the guest kernel's TSC calibration used to fail
   // and hang the boot; three concurrent boots on two cores reproduced it.
   it('boots three sandboxes concurrently, each answering with its own hostname', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const created = await Promise.all([1, 2, 3].map(() => daemon.request('POST', '/v1/sandboxes', {})));
     for (const res of created) expect(res.status, res.text).toBe(201);
     const hostnames = await Promise.all(
@@ -176,7 +172,6 @@ describe('admission control (real QEMU microVM)', () => {
   afterAll(() => daemon.destroy());
 
   it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const first = await daemon.request('POST', '/v1/sandboxes', {});
     const second = await daemon.request('POST', '/v1/sandboxes', {});
     expect([first.status, second.status]).toEqual([201, 201]);

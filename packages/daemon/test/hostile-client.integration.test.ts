@@ -6,8 +6,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapsuleClient } from '@capsule/sdk';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, sharedCacheDir, TestDaemon } from './fixture.js';
 import { daemonEndpoints, runFuzz } from './fuzz/api-fuzzer.mjs';
 import { makeTar, type TestTarEntry } from './oci/tar-writer.js';
 

@@ -7,9 +7,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { imageRootfsPath } from '../src/images/image-rootfs.js';
-import { sharedCacheDir, TestDaemon } from './fixture.js';
+import { it, sharedCacheDir, TestDaemon } from './fixture.js';
 import { dockerSaveTar, image, layer, marker, pushImage, pushIndex, removeAllImages, writeOciLayout } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 import { makeTar } from './oci/tar-writer.js';
@@ -61,7 +61,6 @@ describe('images from a real registry (docker-registry on loopback)', () => {
   const template = (name: string, imageRef: string) => daemon.request('POST', '/v1/templates', { name, image: imageRef });
 
   it('pulls a multi-layer image through a manifest list, applying whiteouts, and builds its root filesystem', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const amd64 = image(
       [
         layer([marker(), { path: 'etc/', type: 'directory' }, { path: 'etc/gone', content: 'x' }, { path: 'opt/old/a', content: 'a' }, { path: 'opt/old/b', content: 'b' }], 'gzip'),
@@ -255,7 +254,6 @@ describe('a registry behind token auth (docker-registry + a token server in the 
   });
 
   it('pulls with the right credentials through the WWW-Authenticate flow and refuses wrong or missing ones', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const img = image([layer([marker()])]);
     await pushImage(registry, 'private/app', 'v1', img);
     const ref = `${registry.host}/private/app:v1`;

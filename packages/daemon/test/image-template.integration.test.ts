@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, runCli, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -34,7 +34,6 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
   });
 
   it('pulls, builds the template with a warm snapshot, and runs commands in it', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const img = image(
       [
         layer(
@@ -103,7 +102,6 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
   });
 
   it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const ref = `${registry.host}/e2e/tiny:v1`;
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
     try {

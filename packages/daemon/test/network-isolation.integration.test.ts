@@ -8,9 +8,9 @@
 // routes to, unless (TAP mode) its allow-list names it. Nothing of the
 // isolation is left after a stop, nor after a kill -9 and a restart.
 import fs from 'node:fs';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { stateTag } from '../src/network/tap-network.js';
-import { TestDaemon } from './fixture.js';
+import { it, TestDaemon } from './fixture.js';
 import { HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, removeDaemonNamespaces, TEST_NAME, TestNetworks } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
@@ -38,7 +38,6 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
       networks.destroy();
     }
   });
-  beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
 
   const exec = async (id: string, cmd: string[]) => {
     const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd });

@@ -4,8 +4,8 @@
 // served from a second one, never to an outside address. Egress off really
 // blocks (the server sees no request), and the setting holds across runtime
 // switches, warm-pool claims, cold boots, pause/resume and fork.
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, TestDaemon } from './fixture.js';
 import { HOST_UPLINK, HTTP_PORT, OUTSIDE, removeDaemonNamespaces, TestNetworks } from './test-networks.js';
 
 describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU microVM, root, test network namespaces)', () => {
@@ -25,7 +25,6 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
       networks.destroy();
     }
   });
-  beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
 
   const exec = async (id: string, cmd: string[]) => {
     const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd });

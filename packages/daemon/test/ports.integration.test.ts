@@ -12,9 +12,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { CapsuleClient } from '@capsule/sdk';
-import { cliMain, daemonMain, eventually, TestDaemon } from './fixture.js';
+import { cliMain, daemonMain, eventually, it, TestDaemon } from './fixture.js';
 
 const DOMAIN = 'capsule.test';
 const WEB_PORT = 8000;

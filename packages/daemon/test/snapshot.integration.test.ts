@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   // No warm pool: every VM here is one the test asked for.
@@ -21,7 +21,6 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   let fromSnapshot: string[] = [];
 
   it('makes a warm template whose sandboxes continue from that moment with their own identity, the source running on', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const { body: source } = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
     sourceId = source.id;
     await exec(sourceId, ['sh', '-c', 'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
@@ -75,7 +74,6 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   });
 
   it('keeps the template across a daemon restart, loading its snapshot rather than rebuilding it', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     await daemon.kill9();
     await daemon.start();
     const ready = async () => (await template('snap-a'))?.warmSnapshot;
@@ -89,7 +87,6 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   });
 
   it('fails restores of a corrupt snapshot cleanly: error with the reason, no stray QEMU, later creates refused', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const res = await daemon.request('POST', `/v1/sandboxes/${sourceId}/snapshot`, { template: 'snap-corrupt' });
     expect(res.status, res.text).toBe(201);
     const dir = fs.readdirSync(path.join(daemon.stateDir, 'templates')).find((d) => d.startsWith('snap-corrupt-'));

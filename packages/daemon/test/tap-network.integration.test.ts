@@ -6,8 +6,8 @@
 // after a kill -9 of the daemon and a restart.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 const HOST_NS = `captest-host-${process.pid}`;
 const OUTSIDE_NS = `captest-out-${process.pid}`;
@@ -82,7 +82,6 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
       if ([...created, 'sb_leftover'].some((id) => name.startsWith('capsule-') && name.endsWith(`-${id}`))) execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
     }
   });
-  beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
 
   const created: string[] = [];
   /** The daemon's tag, read from the name of a sandbox's namespace: every name it gives carries it. */

@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, runCli, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages, type TestImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -71,7 +71,6 @@ describe('template services and the build cache (real registry, real QEMU microV
   });
 
   it('starts START before the warm snapshot once READY passes, so a sandbox answers at once', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // The server comes up two seconds after START: READY has to be retried, and a sandbox
     // whose server were started at create could not answer its first request.
     fs.writeFileSync(
@@ -121,7 +120,6 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it('fails a template whose READY never passes, with READY and START output', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.writeFileSync(path.join(work, 'Capsulefile'), [`FROM ${ref}`, 'START echo "listening soon"; exec sleep 1000', 'READY --timeout=3s echo "not yet" >&2; test -e /tmp/never'].join('\n'));
     const built = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'never-ready']);
     expect(built.status).not.toBe(0);
@@ -141,7 +139,6 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it("runs the image's Entrypoint + Cmd for a bare --start", async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const created = await capsule(['template', 'create', 'web', '--image', ref, '--start', '--ready', 'wget -q -O /dev/null http://127.0.0.1:8081/']);
     expect(created.status, created.stderr).toBe(0);
     const details = (await daemon.request('GET', '/v1/templates/web')).body;
@@ -154,7 +151,6 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it('caches each build step: a rebuild reruns only from the first changed step, also after a failing one', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.writeFileSync(path.join(work, 'a.txt'), 'first a\n');
     const steps = [`FROM ${ref}`, 'RUN cat /proc/sys/kernel/random/uuid > /srv/one', 'COPY a.txt /srv/a.txt', 'ENV X=1', 'RUN cat /srv/one /srv/a.txt > /srv/both; echo "$X" >> /srv/both'];
     const first = await build('steps-1', steps.join('\n'));
@@ -206,7 +202,6 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 600_000);
 
   it('prunes untagged images, their blobs and the build-step cache', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const stepsDir = path.join(sharedCacheDir, 'images', 'build-steps');
     const cachedSteps = fs.readdirSync(stepsDir).filter((n) => n.endsWith('.json') || n.endsWith('.qcow2'));
     expect(cachedSteps.length).toBeGreaterThan(0);

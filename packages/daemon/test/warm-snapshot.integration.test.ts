@@ -3,8 +3,8 @@
 // one create clearly, leaks nothing, and later creates boot cold.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, sharedCacheDir, TestDaemon } from './fixture.js';
 
 const restored = (sandbox: { history: { message?: string }[] }) => /restored from the warm snapshot/.test(sandbox.history.at(-1)?.message ?? '');
 
@@ -19,7 +19,6 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
   const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
 
   it('restores clones that differ in hostname, randomness and files, with the clock set and env applied', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     for (let i = 0; i < 2; i++) {
       const res = await daemon.request('POST', '/v1/sandboxes', { env: { CLONE: String(i) } });
       expect(res.status, res.text).toBe(201);
@@ -75,7 +74,6 @@ describe('a warm snapshot build cut short by the daemon stopping (real QEMU micr
   });
 
   it('stops the template VM and removes the half-written snapshot', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.copyFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), path.join(cacheDir, 'guest-manifest.json'));
     await daemon.start();
     const snapshots = path.join(cacheDir, 'snapshots');
@@ -121,7 +119,6 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
   });
 
   it('fails the create with vm_start_failed, leaks nothing, and boots the next one cold', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const res = await daemon.request('POST', '/v1/sandboxes', {});
     expect(res.status, res.text).toBe(500);
     expect(res.body.error.code).toBe('vm_start_failed');
