@@ -311,8 +311,8 @@ export class DaemonApi {
   }
 
   /** The sandbox's serial console. */
-  async consoleLog(idOrName: string): Promise<string> {
-    return (await this.daemon.request<string>('GET', `/v1/sandboxes/${idOrName}/logs`)).text;
+  consoleLog(idOrName: string): Promise<string> {
+    return this.expect(200, 'GET', `/v1/sandboxes/${idOrName}/logs`);
   }
 }
 
