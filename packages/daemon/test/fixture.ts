@@ -217,16 +217,19 @@ export class TestDaemon {
   /**
    * A stopped daemon keeps its network namespaces, host links and nft table
    * while its VMs run (the next daemon adopts them); killing those VMs behind
-   * its back, as destroy does, leaves them to the fixture. A daemon started in
-   * a test's namespace leaves them in there, and the test deletes that.
+   * its back, as destroy does, leaves them to the fixture. The namespaces are
+   * named machine-wide wherever the daemon ran; its links, table and
+   * forwarding setting are in the namespace it ran in, so a daemon started in
+   * a test's namespace leaves those to the test, which deletes that namespace.
    */
   private async removeNetworkLeftovers(): Promise<void> {
-    if (this.launchPrefix.length > 0 || process.getuid?.() !== 0) return;
+    if (process.getuid?.() !== 0) return;
     const tag = stateTag(this.stateDir);
     const netnsDir = '/run/netns';
     for (const name of fs.existsSync(netnsDir) ? fs.readdirSync(netnsDir) : []) {
       if (name.startsWith(`capsule-${tag}-`)) spawnSync('ip', ['netns', 'delete', name]);
     }
+    if (this.launchPrefix.length > 0) return;
     for (const link of parseLinkNames(spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout)) {
       if (link.startsWith(`cs${tag}`)) spawnSync('ip', ['link', 'delete', link]);
     }
