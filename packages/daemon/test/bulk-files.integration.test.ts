@@ -19,18 +19,14 @@ describe('/files through the bulk port', () => {
   let id: string;
   beforeAll(async () => {
     await daemon.start();
-    const res = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(res.status, res.text).toBe(201);
-    id = res.body.id;
+    id = (await daemon.api.createSandbox()).id;
   }, 300_000);
   afterAll(async () => {
     await daemon.destroy();
   });
 
   const sh = async (script: string): Promise<string> => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', script] });
-    expect(res.status, res.text).toBe(200);
-    return res.body.stdout as string;
+    return (await daemon.api.exec(id, ['sh', '-c', script])).stdout;
   };
   const bulkTransfers = () =>
     daemon

@@ -10,9 +10,7 @@ describe('100 concurrent exec calls over 10 sandboxes (real QEMU microVMs)', () 
   beforeAll(async () => {
     await daemon.start();
     for (let i = 0; i < 10; i++) {
-      const res = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 10 * 60_000 });
-      expect(res.status, res.text).toBe(201);
-      ids.push(res.body.id);
+      ids.push((await daemon.api.createSandbox({ timeoutMs: 10 * 60_000 })).id);
     }
   });
   afterAll(() => daemon.destroy());

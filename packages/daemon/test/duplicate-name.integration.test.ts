@@ -49,13 +49,12 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
     expect([later.status, later.body.error?.code]).toEqual([409, 'name_taken']);
     expect(lost[0]!.body.error.message).toBe(later.body.error.message);
 
-    const { body: listed } = await daemon.request('GET', '/v1/sandboxes?all=true');
-    expect(listed.sandboxes.map((s: { id: string }) => s.id)).toEqual([winner]);
-    expect((await daemon.request('POST', '/v1/sandboxes/twin/exec', { cmd: ['true'] })).body.exitCode).toBe(0);
+    expect((await daemon.api.sandboxes(true)).map((s) => s.id)).toEqual([winner]);
+    expect((await daemon.api.exec('twin', ['true'])).exitCode).toBe(0);
 
     // With the winner removed and the daemon stopped (which stops its pool VMs), nothing may be left:
     // a loser's VM that was started or claimed and not discarded would still run, or keep its folders.
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${winner}`)).status).toBe(204);
+    await daemon.api.removeSandbox(winner);
     await daemon.stop();
     expect(daemon.qemuPids()).toEqual([]);
     expect(daemon.runtimeLeftovers()).toEqual([]);

@@ -152,7 +152,7 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   it('pauses and resumes through connect, keeping files', async () => {
     await sandbox.files.write('/home/user/kept.txt', 'still here');
     await sandbox.pause();
-    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.sandboxId}`)).body.state).toBe('paused');
+    expect((await daemon.api.sandbox(sandbox.sandboxId)).state).toBe('paused');
     const resumed = await Sandbox.connect(sandbox.sandboxId);
     expect(await resumed.files.read('/home/user/kept.txt')).toBe('still here');
   });

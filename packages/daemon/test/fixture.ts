@@ -3,7 +3,7 @@
 // shared guest-kit cache, a client typed by @capsule/protocol, and per-test
 // sandboxes. Teardown kills the daemon and every QEMU it left; the daemon's
 // log and a sandbox's console are printed only when a test failed.
-import type { CreateSandboxRequest, DaemonInfo, ExecRequest, ExecResult, Sandbox, SandboxList, SetNetworkRequest, Template, TemplateDetails, TemplateList } from '@capsule/protocol';
+import type { CreatedApiKey, CreateSandboxRequest, DaemonInfo, ExecRequest, ExecResult, Image, ImageList, Sandbox, SandboxList, SetNetworkRequest, Template, TemplateDetails, TemplateList } from '@capsule/protocol';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -27,7 +27,11 @@ export interface ApiResponse<T = any> {
 
 /** Daemons started in this test file and not yet destroyed: the ones whose log a failed test prints. */
 const liveDaemons = new Set<TestDaemon>();
-const LOG_TAIL_LINES = 200;
+
+/** The end of a log that a failed test prints. */
+function tail(log: string, lines = 200): string {
+  return `(last ${lines} lines)\n${log.split('\n').slice(-lines - 1).join('\n')}`;
+}
 
 export class TestDaemon {
   /** The REST API with the protocol's types, for requests expected to succeed; `request` for the rest. */
@@ -120,10 +124,6 @@ export class TestDaemon {
     }
   }
 
-  /** The log's last `lines` lines: what a failed test prints. */
-  logTail(lines = LOG_TAIL_LINES): string {
-    return this.log().split('\n').slice(-lines - 1).join('\n');
-  }
 
   request<T = any>(method: string, urlPath: string, body?: unknown): Promise<ApiResponse<T>> {
     return new Promise((resolve, reject) => {
@@ -264,6 +264,28 @@ export class DaemonApi {
     return this.expect(200, 'GET', `/v1/templates/${name}`);
   }
 
+  async removeTemplate(name: string): Promise<void> {
+    await this.expect(204, 'DELETE', `/v1/templates/${name}`);
+  }
+
+  async images(): Promise<Image[]> {
+    return (await this.expect<ImageList>(200, 'GET', '/v1/images')).images;
+  }
+
+  /** An image by digest, or by reference (URL-encoded here). */
+  image(refOrDigest: string): Promise<Image> {
+    return this.expect(200, 'GET', `/v1/images/${encodeURIComponent(refOrDigest)}`);
+  }
+
+  async removeImage(refOrDigest: string): Promise<void> {
+    await this.expect(204, 'DELETE', `/v1/images/${encodeURIComponent(refOrDigest)}`);
+  }
+
+  /** A key for the TCP listener (through the unix socket, the only way keys are made). */
+  createApiKey(name: string): Promise<CreatedApiKey> {
+    return this.expect(201, 'POST', '/v1/api-keys', { name });
+  }
+
   createSandbox(body: CreateSandboxRequest = {}): Promise<Sandbox> {
     return this.expect(201, 'POST', '/v1/sandboxes', body);
   }
@@ -328,7 +350,7 @@ export const it = test.extend<{ daemonLogsOnFailure: void }>({
   daemonLogsOnFailure: [
     async ({ onTestFailed }, use) => {
       onTestFailed(() => {
-        for (const daemon of liveDaemons) console.error(`capsuled log (${daemon.root}, last ${LOG_TAIL_LINES} lines):\n${daemon.logTail()}`);
+        for (const daemon of liveDaemons) console.error(`capsuled log of ${daemon.root} ${tail(daemon.log())}`);
       });
       await use();
     },
@@ -337,11 +359,9 @@ export const it = test.extend<{ daemonLogsOnFailure: void }>({
 });
 
 export interface SandboxFixtures {
-  /** What `sandbox` is created with: the base template unless a describe block says otherwise with `it.scoped({ sandboxOptions })`. */
-  sandboxOptions: CreateSandboxRequest;
   /** Creates a sandbox that is killed after the test, like `sandbox`: for a test that needs more than one, or other options. */
   newSandbox: (options?: CreateSandboxRequest) => Promise<Sandbox>;
-  /** A sandbox of this test's own, killed after it, pass or fail. */
+  /** A sandbox of the base template of this test's own, killed after it, pass or fail. */
   sandbox: Sandbox;
 }
 
@@ -352,7 +372,6 @@ export interface SandboxFixtures {
  */
 export function sandboxTest(daemon: TestDaemon) {
   return it.extend<SandboxFixtures>({
-    sandboxOptions: {},
     newSandbox: async ({ task }, use) => {
       const made: string[] = [];
       await use(async (options = {}) => {
@@ -364,14 +383,14 @@ export function sandboxTest(daemon: TestDaemon) {
       if (daemon.ended) return;
       const failed = task.result?.state === 'fail';
       for (const id of made) {
-        if (failed) console.error(`console of ${id} (last ${LOG_TAIL_LINES} lines):\n${(await daemon.api.consoleLog(id)).split('\n').slice(-LOG_TAIL_LINES - 1).join('\n')}`);
+        if (failed) console.error(`console of sandbox ${id} ${tail(await daemon.api.consoleLog(id))}`);
         // 204 also when the test killed it already.
         const res = await daemon.request('DELETE', `/v1/sandboxes/${id}`);
         if (res.status !== 204) throw new Error(`killing sandbox ${id} after the test answered ${res.status}: ${res.text}`);
       }
     },
-    sandbox: async ({ newSandbox, sandboxOptions }, use) => {
-      await use(await newSandbox(sandboxOptions));
+    sandbox: async ({ newSandbox }, use) => {
+      await use(await newSandbox());
     },
   });
 }

@@ -26,13 +26,11 @@ describe('guest console output (real QEMU microVM)', () => {
     await daemon.waitForWarmSnapshot(600_000);
   }, 660_000);
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, script: string) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', script] })).body;
+  const exec = (id: string, script: string) => daemon.api.exec(id, ['sh', '-c', script]);
 
   it('four guests flooding their consoles keep the daemon answering (event-loop delay p99 under 50 ms) with bounded memory and logs', async () => {
     for (let i = 0; i < 4; i++) {
-      const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-      expect(created.status, created.text).toBe(201);
-      sandboxes.push(created.body.id as string);
+      sandboxes.push((await daemon.api.createSandbox({ timeoutMs: 0 })).id);
     }
     const daemonPid = daemon.pid!;
     const rssBefore = rssMb(daemonPid);

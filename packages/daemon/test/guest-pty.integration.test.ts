@@ -94,24 +94,16 @@ describe('PTY processes in a real microVM', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    const res = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(res.status, res.text).toBe(201);
-    id = res.body.id;
+    id = (await daemon.api.createSandbox()).id;
   });
   afterAll(async () => {
     await daemon.destroy();
   });
 
   it("gives a process a terminal that follows resizes and echoes input, with the kit's node-pty addon", async () => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, {
-      cmd: [...KIT_NODE, '-'],
-      env: { KIT_NODE: JSON.stringify(KIT_NODE) },
-      stdin: guestScript,
-      timeoutMs: 120_000,
-    });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body.exitCode, res.body.stderr).toBe(0);
-    const { output, end } = JSON.parse(res.body.stdout) as { output: string; end: { exitCode: number } };
+    const result = await daemon.api.exec(id, [...KIT_NODE, '-'], { env: { KIT_NODE: JSON.stringify(KIT_NODE) }, stdin: guestScript, timeoutMs: 120_000 });
+    expect(result.exitCode, result.stderr).toBe(0);
+    const { output, end } = JSON.parse(result.stdout) as { output: string; end: { exitCode: number } };
     expect(output).toContain('isatty\r\n');
     expect(output).toContain('30 90\r\n');
     expect(output).toContain('term=xterm-256color\r\n');

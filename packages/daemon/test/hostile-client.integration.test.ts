@@ -59,10 +59,9 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
   let trafficToken: string;
   const overTcp = () => net.connect(tcp.port, tcp.host);
   const exec = async (cmd: string, stdin?: string) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['bash', '-c', cmd], ...(stdin !== undefined ? { stdin } : {}) });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body.exitCode, res.body.stderr).toBe(0);
-    return res.body.stdout as string;
+    const result = await daemon.api.exec(id, ['bash', '-c', cmd], stdin !== undefined ? { stdin } : {});
+    expect(result.exitCode, result.stderr).toBe(0);
+    return result.stdout;
   };
   /** A GET over TCP to the echo service by `path` with `headers`; the headers the service saw, and the Set-Cookie lines that came back. */
   const echoOverTcp = async (path: string, headers: Record<string, string>) => {
@@ -77,14 +76,12 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    const info = await daemon.request('GET', '/v1/info');
-    const [host, port] = (info.body.tcpAddress as string).split(':');
+    const [host, port] = ((await daemon.api.info()).tcpAddress ?? '').split(':');
     tcp = { host: host ?? '', port: Number(port) };
-    apiKey = (await daemon.request('POST', '/v1/api-keys', { name: 'hostile' })).body.key;
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(created.status, created.text).toBe(201);
-    id = created.body.id;
-    trafficToken = created.body.trafficAccessToken;
+    apiKey = (await daemon.api.createApiKey('hostile')).key;
+    const created = await daemon.api.createSandbox({ timeoutMs: 0 });
+    id = created.id;
+    trafficToken = created.trafficAccessToken;
     accessToken = (await daemon.request('GET', `/sandboxes/${id}`)).body.envdAccessToken;
     expect(accessToken).toBeTruthy();
     await exec('cat > /tmp/echo.py', HEADER_ECHO);

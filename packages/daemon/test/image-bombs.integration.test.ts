@@ -73,7 +73,7 @@ describe('hostile images are refused without growing the daemon (real registry, 
     const peak = peakRssBytes(daemonPid);
     console.log(`${repository}: ${last.code} (${last.message}); daemon peak RSS ${(peak / MiB).toFixed(0)} MiB`);
     expect(peak).toBeLessThan(RSS_CEILING_BYTES);
-    const listed = (await daemon.request('GET', '/v1/images')).body.images as { refs: string[] }[];
+    const listed = await daemon.api.images();
     expect(listed.some((i) => i.refs.some((r) => r.includes(repository)))).toBe(false);
     return last;
   };

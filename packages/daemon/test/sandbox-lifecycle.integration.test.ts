@@ -131,9 +131,7 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
 
   it('captures the serial console', async () => {
     await daemon.api.exec(id, ['sh', '-c', 'echo console-marker-$((6 * 7)) > /dev/console']);
-    const res = await daemon.request('GET', `/v1/sandboxes/${id}/logs`);
-    expect(res.status).toBe(200);
-    expect(res.text).toContain('console-marker-42');
+    expect(await daemon.api.consoleLog(id)).toContain('console-marker-42');
   });
 
   it('deletes the sandbox: QEMU gone, files gone, record kept as killed', async ({ sandbox }) => {

@@ -65,7 +65,7 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
   beforeAll(async () => {
     await daemon.start();
     info = (await daemon.request<TlsInfo>('GET', '/v1/info')).body;
-    apiKey = (await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'tls' })).body.key;
+    apiKey = (await daemon.api.createApiKey('tls')).key;
   });
   afterAll(async () => {
     await daemon.destroy();
@@ -185,15 +185,9 @@ describe('keys travel in cleartext: agent, port and upgrade paths over TLS (real
   beforeAll(async () => {
     await daemon.start();
     info = (await daemon.request<TlsInfo>('GET', '/v1/info')).body;
-    apiKey = (await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'tls-vm' })).body.key;
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(created.status, created.text).toBe(201);
-    id = created.body.id;
-    trafficToken = created.body.trafficAccessToken;
-    const served = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, {
-      cmd: ['bash', '-c', `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`],
-    });
-    expect(served.status, served.text).toBe(200);
+    apiKey = (await daemon.api.createApiKey('tls-vm')).key;
+    ({ id, trafficAccessToken: trafficToken } = await daemon.api.createSandbox({ timeoutMs: 0 }));
+    await daemon.api.exec(id, ['bash', '-c', `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`]);
     await eventually(async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined), 90_000, 'the web server');
   }, 240_000);
   afterAll(async () => {
