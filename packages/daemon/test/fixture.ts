@@ -358,7 +358,7 @@ export const it = test.extend<{ daemonLogsOnFailure: void }>({
   ],
 });
 
-export interface SandboxFixtures {
+interface SandboxFixtures {
   /** Creates a sandbox that is killed after the test, like `sandbox`: for a test that needs more than one, or other options. */
   newSandbox: (options?: CreateSandboxRequest) => Promise<Sandbox>;
   /** A sandbox of the base template of this test's own, killed after it, pass or fail. */
