@@ -4,8 +4,8 @@
 // writes to disk is refused before it writes anything.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon, type ApiResponse } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { type ApiResponse, eventually, it, sandboxTest, TestDaemon } from './fixture.js';
 
 /** Every file and folder under `dir`, relative to it. */
 function treeOf(dir: string): string[] {
@@ -21,6 +21,12 @@ function treeOf(dir: string): string[] {
   return found.sort();
 }
 
+function expectRefusedForMemory(res: ApiResponse): void {
+  expect(res.status, res.text).toBe(507);
+  expect(res.body.error.code).toBe('insufficient_resources');
+  expect(res.body.error.hint).toMatch(/CAPSULE_MEMORY_BUDGET_MIB/);
+}
+
 describe('memory admission races (real QEMU microVM)', () => {
   // A budget for exactly two sandboxes of the base template (512 MiB each), one of them the warm pool's VM until a create claims it.
   const daemon = new TestDaemon({ CAPSULE_MEMORY_BUDGET_MIB: '1024', CAPSULE_WARM_POOL_SIZE: '1' });
@@ -32,14 +38,7 @@ describe('memory admission races (real QEMU microVM)', () => {
   }, 960_000);
   afterAll(() => daemon.destroy());
 
-  const expectRefusedForMemory = (res: ApiResponse) => {
-    expect(res.status, res.text).toBe(507);
-    expect(res.body.error.code).toBe('insufficient_resources');
-    expect(res.body.error.hint).toMatch(/CAPSULE_MEMORY_BUDGET_MIB/);
-  };
-
   it('20 parallel creates with a budget for two start exactly two sandboxes', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // Each publishes a host port: binding it is real I/O between the memory check and the sandbox's row, the window a race needs.
     const results = await Promise.all(Array.from({ length: 20 }, () => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: 8080 }] })));
     const created = results.filter((r) => r.status === 201);
@@ -56,47 +55,30 @@ describe('memory admission races (real QEMU microVM)', () => {
 describe('memory admission of resumes and forks (real QEMU microVM)', () => {
   // The same budget for two, without a warm pool: every VM is one a test asked for.
   const daemon = new TestDaemon({ CAPSULE_MEMORY_BUDGET_MIB: '1024', CAPSULE_WARM_POOL_SIZE: '0' });
+  const it = sandboxTest(daemon);
   beforeAll(async () => {
     await daemon.start();
     await daemon.waitForWarmSnapshot(600_000);
   }, 660_000);
   afterAll(() => daemon.destroy());
+  const runningIds = async () => (await daemon.api.sandboxes()).filter((s) => s.state === 'running').map((s) => s.id);
 
-  const expectRefusedForMemory = (res: ApiResponse) => {
-    expect(res.status, res.text).toBe(507);
-    expect(res.body.error.code).toBe('insufficient_resources');
-    expect(res.body.error.hint).toMatch(/CAPSULE_MEMORY_BUDGET_MIB/);
-  };
-  const runningIds = async () => ((await daemon.request('GET', '/v1/sandboxes')).body.sandboxes as { id: string; state: string }[]).filter((s) => s.state === 'running').map((s) => s.id);
-
-  it('a resume past the budget is refused and the sandbox stays paused', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const running: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-      expect(created.status, created.text).toBe(201);
-      running.push(created.body.id as string);
-    }
-    const [paused, other] = running as [string, string];
-    expect((await daemon.request('POST', `/v1/sandboxes/${paused}/pause`)).status).toBe(200);
-    const taker = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(taker.status, taker.text).toBe(201);
+  it('a resume past the budget is refused and the sandbox stays paused', async ({ newSandbox }) => {
+    const { id: paused } = await newSandbox({ timeoutMs: 0 });
+    const { id: other } = await newSandbox({ timeoutMs: 0 });
+    await daemon.api.pause(paused);
+    const taker = await newSandbox({ timeoutMs: 0 });
     expectRefusedForMemory(await daemon.request('POST', `/v1/sandboxes/${paused}/resume`));
-    expect((await daemon.request('GET', `/v1/sandboxes/${paused}`)).body.state).toBe('paused');
-    expect((await runningIds()).sort()).toEqual([other, taker.body.id].sort());
+    expect((await daemon.api.sandbox(paused)).state).toBe('paused');
+    expect((await runningIds()).sort()).toEqual([other, taker.id].sort());
     // With room again it resumes.
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${taker.body.id}`)).status).toBe(204);
-    const resumed = await daemon.request('POST', `/v1/sandboxes/${paused}/resume`);
-    expect(resumed.status, resumed.text).toBe(200);
+    await daemon.api.removeSandbox(taker.id);
+    await daemon.api.resume(paused);
   }, 600_000);
 
-  it('a fork of N reserves N, and a create racing a fork for the last place loses or wins whole', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    // Whatever the test before left, one sandbox runs: the source.
-    for (const id of await runningIds()) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(created.status, created.text).toBe(201);
-    const source = created.body.id as string;
+  it('a fork of N reserves N, and a create racing a fork for the last place loses or wins whole', async ({ newSandbox }) => {
+    // The test before killed its sandboxes (the fixture does): the source is the one running.
+    const { id: source } = await newSandbox({ timeoutMs: 0 });
     // One place left: a fork of two does not fit.
     expectRefusedForMemory(await daemon.request('POST', `/v1/sandboxes/${source}/fork`, { count: 2 }));
     expect(await runningIds()).toEqual([source]);
@@ -129,7 +111,6 @@ describe('disk admission (real QEMU microVM)', () => {
   afterAll(() => daemon.destroy());
 
   it('with free disk below the reserve, create, pause, fork, snapshot, pull and build are refused with 507 and write nothing', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     expect((await daemon.request('GET', `/v1/sandboxes/${sandbox}`)).body.state).toBe('running');
     const before = treeOf(daemon.stateDir);
     const attempts: Record<string, ApiResponse> = {

@@ -6,8 +6,8 @@
 // daemon. Slow (30 warm restores under TCG): run it alone with
 //   npx vitest run packages/daemon/test/adopt-many.integration.test.ts
 import fs from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, runCli, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, runCli, TestDaemon } from './fixture.js';
 
 const SANDBOXES = 30;
 
@@ -21,29 +21,26 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
   afterAll(() => daemon.destroy());
 
   it('attack: 30 sandboxes and a kill -9 — the restarted daemon serves before it reattaches, reattaches all 30, kills none, and `capsule ls` meanwhile starts no second daemon', async () => {
-    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-20_000)}`));
     const before = new Map<string, number>();
     for (let i = 0; i < SANDBOXES; i++) {
-      const res = await daemon.request('POST', '/v1/sandboxes', { metadata: { n: String(i) } });
-      expect(res.status, res.text).toBe(201);
-      before.set(res.body.id, res.body.pid);
+      const sandbox = await daemon.api.createSandbox({ metadata: { n: String(i) } });
+      before.set(sandbox.id, sandbox.pid!);
     }
     // All 30 running and answering, as a user's would be, before the daemon goes.
-    for (const id of before.keys()) expect((await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['true'] })).body.exitCode).toBe(0);
+    for (const id of before.keys()) expect((await daemon.api.exec(id, ['true'])).exitCode).toBe(0);
 
     await daemon.kill9();
     const logBefore = daemon.log().length;
     const spawned = Date.now();
     await daemon.start(300_000);
-    const listed = await daemon.request('GET', '/v1/sandboxes');
+    const listed = await daemon.api.sandboxes();
     const answeredMs = Date.now() - spawned;
     // The figure for the issue's 2 s bound; not asserted: on a host this loaded (other sessions, and 30 guests polling
     // for their host while no daemon holds their ports) even Node's own start takes longer. What is asserted is the
     // design that makes the bound reachable: the daemon serves before it reattaches anything.
     const serving = /"startMs":(\d+),"processUptimeMs":(\d+),"msg":"capsuled is serving"/.exec(daemon.log().slice(logBefore));
     console.log(`API answered ${answeredMs} ms after the daemon was spawned (its start ${serving?.[1]} ms, after Node's own ${Number(serving?.[2]) - Number(serving?.[1])} ms), with ${SANDBOXES} sandboxes to reattach`);
-    expect(listed.status).toBe(200);
-    const ours = listed.body.sandboxes.filter((s: { id: string }) => before.has(s.id));
+    const ours = listed.filter((s) => before.has(s.id));
     expect(ours).toHaveLength(SANDBOXES);
     for (const s of ours) expect(s.state).toBe('running');
 
@@ -54,9 +51,8 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
 
     const all = await eventually(
       async () => {
-        const { body } = await daemon.request('GET', '/v1/sandboxes');
-        const ours = body.sandboxes.filter((s: { id: string }) => before.has(s.id));
-        return ours.every((s: { stateMessage?: string }) => s.stateMessage === undefined || !/reattaching/.test(s.stateMessage)) ? ours : undefined;
+        const ours = (await daemon.api.sandboxes()).filter((s) => before.has(s.id));
+        return ours.every((s) => s.stateMessage === undefined || !/reattaching/.test(s.stateMessage)) ? ours : undefined;
       },
       600_000,
       'every sandbox to be reattached',
@@ -66,14 +62,13 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
     expect(restartLog.indexOf('"msg":"capsuled is serving"')).toBeLessThan(restartLog.indexOf('"msg":"adopted running sandbox"'));
     for (const sandbox of all) expect({ id: sandbox.id, state: sandbox.state, pid: sandbox.pid }).toEqual({ id: sandbox.id, state: 'running', pid: before.get(sandbox.id) });
     for (const id of before.keys()) {
-      const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['echo', id] });
-      expect(res.body.stdout, res.text).toBe(`${id}\n`);
+      expect((await daemon.api.exec(id, ['echo', id])).stdout).toBe(`${id}\n`);
     }
     expect(restartLog).not.toMatch(/adopt_failed|could not adopt|reattaching a sandbox failed/);
     // The previous daemon's warm-pool VM is an orphan and goes; no sandbox's VM does.
     const killed = [...restartLog.matchAll(/"sandbox":"(\w+)"[^\n]*"msg":"killing a VM that no sandbox owns"/g)].map((m) => m[1]);
     expect(killed.filter((id) => before.has(id!))).toEqual([]);
-    expect((await daemon.request('GET', '/v1/info')).body.pid).toBe(daemon.pid);
+    expect((await daemon.api.info()).pid).toBe(daemon.pid);
     expect(fs.readFileSync(`${daemon.stateDir}/capsuled.lock`, 'utf8').trim()).toBe(String(daemon.pid));
   }, 1_800_000);
 });

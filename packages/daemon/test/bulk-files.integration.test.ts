@@ -8,8 +8,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, TestDaemon } from './fixture.js';
 
 const MiB = 1024 * 1024;
 const BULK_LOG = 'file transfer through the bulk port';
@@ -19,19 +19,14 @@ describe('/files through the bulk port', () => {
   let id: string;
   beforeAll(async () => {
     await daemon.start();
-    const res = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(res.status, res.text).toBe(201);
-    id = res.body.id;
+    id = (await daemon.api.createSandbox()).id;
   }, 300_000);
   afterAll(async () => {
     await daemon.destroy();
   });
-  const printLogOnFailure = () => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
 
   const sh = async (script: string): Promise<string> => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', script] });
-    expect(res.status, res.text).toBe(200);
-    return res.body.stdout as string;
+    return (await daemon.api.exec(id, ['sh', '-c', script])).stdout;
   };
   const bulkTransfers = () =>
     daemon
@@ -104,7 +99,6 @@ describe('/files through the bulk port', () => {
     sh('ps -eo args | grep -c "[b]ulk-"; ls -a /var/tmp | grep -c "^.capsule-upload-"; ls /proc/$(pidof -s node)/fd | wc -l');
 
   it('uploads and downloads 128 MiB through the bulk port, byte for byte', async () => {
-    printLogOnFailure();
     const data = randomBytes(128 * MiB);
     const before = await settledTransfers();
     const up = await upload('/var/tmp/bulk-big.bin', data);
@@ -124,7 +118,6 @@ describe('/files through the bulk port', () => {
   }, 300_000);
 
   it("takes a form's file and a body of unknown length through the port, and downloads for gzip-accepting clients; a form whose file comes later through HTTP/2", async () => {
-    printLogOnFailure();
     const before = await settledTransfers();
     const first = randomBytes(16 * MiB + 3);
     const fileFirst = form([{ name: 'file', value: first }, { name: 'note', value: 'skipped, as envd does' }]);
@@ -151,7 +144,6 @@ describe('/files through the bulk port', () => {
   }, 180_000);
 
   it('refuses a form with a second file or a cut-off ending, and keeps the file it would have replaced', async () => {
-    printLogOnFailure();
     await sh('echo kept > /var/tmp/kept.txt');
     const baseline = await guestLeftovers();
     const twoFiles = form([{ name: 'file', value: randomBytes(4 * MiB) }, { name: 'file', value: Buffer.from('second') }]);
@@ -170,7 +162,6 @@ describe('/files through the bulk port', () => {
   }, 120_000);
 
   it('keeps small files on HTTP/2, correct both ways', async () => {
-    printLogOnFailure();
     const before = await settledTransfers();
     const data = randomBytes(100 * 1024);
     expect((await upload('/var/tmp/small.bin', data)).status).toBe(200);
@@ -180,7 +171,6 @@ describe('/files through the bulk port', () => {
   }, 60_000);
 
   it('answers refused bulk uploads with the same envd errors as small ones', async () => {
-    printLogOnFailure();
     const refusals = [
       { what: 'an unknown user', path: '/var/tmp/refused.bin', user: 'nobody-here', status: 401 },
       { what: 'a directory as the target', path: '/var/tmp', user: 'root', status: 400 },
@@ -203,7 +193,6 @@ describe('/files through the bulk port', () => {
   }, 120_000);
 
   it('takes back-to-back transfers through the port, and lets concurrent ones fall back to HTTP/2', async () => {
-    printLogOnFailure();
     const data = randomBytes(8 * MiB);
     expect((await upload('/var/tmp/shared.bin', data)).status).toBe(200);
     let before = await settledTransfers();
@@ -222,7 +211,6 @@ describe('/files through the bulk port', () => {
   }, 120_000);
 
   it('survives clients that abort mid-upload and mid-download, leaking nothing', async () => {
-    printLogOnFailure();
     const baseline = await guestLeftovers();
     const daemonFds = daemonFdCount();
 

@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, TestDaemon } from './fixture.js';
 
 /** How long a restart may take on a loaded host (see the rounds below). */
 const START_TIMEOUT_MS = 120_000;
@@ -34,13 +34,10 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
   }, 700_000);
   afterAll(() => daemon.destroy());
 
-  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
 
   it('attack: a QMP socket held elsewhere when the daemon restarts got the VM killed ("no QMP greeting") — it is retried, the VM lives, and is adopted once free', async () => {
-    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
-    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'held' });
-    expect(created.status, created.text).toBe(201);
-    const { id, pid } = created.body;
+    const { id, pid } = await daemon.api.createSandbox({ name: 'held' });
     await daemon.kill9();
     // QEMU serves one QMP client at a time: this one takes the slot, as a second daemon did.
     const holder = net.connect(path.join(daemon.runtimeDir, 'sandboxes', id, 'qmp.sock'));
@@ -48,21 +45,16 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
     const logBefore = daemon.log().length;
     await daemon.start(START_TIMEOUT_MS);
     await eventually(() => (new RegExp(`"sandbox":"${id}"[^\\n]*QMP did not answer; trying again`).test(daemon.log().slice(logBefore)) ? true : undefined), 120_000, 'a QMP retry');
-    const waiting = (await daemon.request('GET', `/v1/sandboxes/${id}`)).body;
-    expect(waiting).toMatchObject({ state: 'running', stateMessage: 'reattaching after daemon restart', pid });
+    expect(await daemon.api.sandbox(id)).toMatchObject({ state: 'running', stateMessage: 'reattaching after daemon restart', pid });
     expect(daemon.qemuPids(id)).toEqual([pid]);
     holder.destroy();
-    const exec = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['echo', 'alive'] });
-    expect(exec.body.stdout, exec.text).toBe('alive\n');
-    expect((await daemon.request('GET', `/v1/sandboxes/${id}`)).body).toMatchObject({ state: 'running', pid });
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    expect((await exec(id, ['echo', 'alive'])).stdout).toBe('alive\n');
+    expect(await daemon.api.sandbox(id)).toMatchObject({ state: 'running', pid });
+    await daemon.api.removeSandbox(id);
   }, 600_000);
 
   it(`attack: ${ROUNDS} kills of the daemon mid operation lose no sandbox and leak nothing`, async () => {
-    onTestFailed(() => console.error(`capsuled log (tail):\n${daemon.log().slice(-30_000)}`));
-    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'source' });
-    expect(created.status, created.text).toBe(201);
-    const source = created.body.id as string;
+    const { id: source } = await daemon.api.createSandbox({ name: 'source' });
     expect((await exec(source, ['sh', '-c', 'echo kept > /root/mark; sync'])).exitCode).toBe(0);
     const outcomes: string[] = [];
 
@@ -80,8 +72,8 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
 
       const after = await eventually(
         async () => {
-          const res = await daemon.request('GET', `/v1/sandboxes/${source}`);
-          return res.body.stateMessage?.includes('reattaching') ? undefined : res.body;
+          const current = await daemon.api.sandbox(source);
+          return current.stateMessage?.includes('reattaching') ? undefined : current;
         },
         120_000,
         'the source to be reattached',
@@ -97,15 +89,13 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
       expect({ round, operation, stdout: mark.stdout }).toEqual({ round, operation, stdout: 'kept\n' });
 
       // What the interrupted operation made and finished is removed; what it left half-made must be gone already.
-      const { body: listed } = await daemon.request('GET', '/v1/sandboxes');
-      for (const s of listed.sandboxes as { id: string; state: string }[]) {
-        if (s.id !== source && s.state !== 'killed') expect((await daemon.request('DELETE', `/v1/sandboxes/${s.id}`)).status).toBe(204);
+      for (const s of await daemon.api.sandboxes()) {
+        if (s.id !== source && s.state !== 'killed') await daemon.api.removeSandbox(s.id);
       }
-      const { body: templates } = await daemon.request('GET', '/v1/templates');
-      for (const t of templates.templates as { name: string }[]) {
-        if (t.name.startsWith('snap-')) expect((await daemon.request('DELETE', `/v1/templates/${t.name}`)).status).toBe(204);
+      for (const t of await daemon.api.templates()) {
+        if (t.name.startsWith('snap-')) await daemon.api.removeTemplate(t.name);
       }
-      const sourcePid = (await daemon.request('GET', `/v1/sandboxes/${source}`)).body.pid;
+      const sourcePid = (await daemon.api.sandbox(source)).pid;
       await eventually(() => (daemon.qemuPids().every((pid) => pid === sourcePid) ? true : undefined), 30_000, `round ${round}: only the source's QEMU to be left (${daemon.qemuPids()})`);
       expect(daemon.runtimeLeftovers(), `round ${round}`).toEqual([source]);
       const forks = path.join(daemon.stateDir, 'forks');

@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 /** A TCP port on 127.0.0.1 that nothing listens on now. */
 async function freePort(): Promise<number> {
@@ -27,7 +27,6 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
   afterAll(() => daemon.destroy());
 
   it('gives the name to one, refuses the other with name_taken, and leaks no VM', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     // Which create's name check runs first is up to the event loop: when nothing between a create's
     // check and its insert waits on I/O (as today) the check refuses the second; when something does,
     // the store's unique index does. Both must give the same answer. Each publishes a host port, which
@@ -50,13 +49,12 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
     expect([later.status, later.body.error?.code]).toEqual([409, 'name_taken']);
     expect(lost[0]!.body.error.message).toBe(later.body.error.message);
 
-    const { body: listed } = await daemon.request('GET', '/v1/sandboxes?all=true');
-    expect(listed.sandboxes.map((s: { id: string }) => s.id)).toEqual([winner]);
-    expect((await daemon.request('POST', '/v1/sandboxes/twin/exec', { cmd: ['true'] })).body.exitCode).toBe(0);
+    expect((await daemon.api.sandboxes(true)).map((s) => s.id)).toEqual([winner]);
+    expect((await daemon.api.exec('twin', ['true'])).exitCode).toBe(0);
 
     // With the winner removed and the daemon stopped (which stops its pool VMs), nothing may be left:
     // a loser's VM that was started or claimed and not discarded would still run, or keep its folders.
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${winner}`)).status).toBe(204);
+    await daemon.api.removeSandbox(winner);
     await daemon.stop();
     expect(daemon.qemuPids()).toEqual([]);
     expect(daemon.runtimeLeftovers()).toEqual([]);

@@ -6,9 +6,9 @@
 // TLS runs in a child process in tcp-tls.integration.test.ts.
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxNotFoundError, type FilesystemEvent } from 'e2b';
-import { TestDaemon, eventually } from './fixture.js';
+import { eventually, it, TestDaemon } from './fixture.js';
 
 describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });
@@ -18,13 +18,11 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    const info = await daemon.request<{ tcpAddress: string }>('GET', '/v1/info');
-    const created = await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'e2b-test' });
-    expect(created.status).toBe(201);
-    apiKey = created.body.key;
+    const { tcpAddress } = await daemon.api.info();
+    apiKey = (await daemon.api.createApiKey('e2b-test')).key;
     // Exactly how a user points the e2b SDK at capsuled.
-    process.env.E2B_API_URL = `http://${info.body.tcpAddress}`;
-    process.env.E2B_SANDBOX_URL = `http://${info.body.tcpAddress}`;
+    process.env.E2B_API_URL = `http://${tcpAddress}`;
+    process.env.E2B_SANDBOX_URL = `http://${tcpAddress}`;
     process.env.E2B_API_KEY = apiKey;
     sandbox = await Sandbox.create('base', { timeoutMs: 10 * 60_000, metadata: { suite: 'e2b' }, envs: { FROM_CREATE: 'yes' } });
   });
@@ -145,14 +143,13 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
     expect(metric?.memTotal).toBeGreaterThan(400 * 1024 * 1024);
     expect(metric?.diskTotal).toBeGreaterThan(metric?.diskUsed ?? Infinity);
     await sandbox.setTimeout(120_000);
-    const detail = await daemon.request<{ timeoutMs: number }>('GET', `/v1/sandboxes/${sandbox.sandboxId}`);
-    expect(detail.body.timeoutMs).toBe(120_000);
+    expect((await daemon.api.sandbox(sandbox.sandboxId)).timeoutMs).toBe(120_000);
   });
 
   it('pauses and resumes through connect, keeping files', async () => {
     await sandbox.files.write('/home/user/kept.txt', 'still here');
     await sandbox.pause();
-    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.sandboxId}`)).body.state).toBe('paused');
+    expect((await daemon.api.sandbox(sandbox.sandboxId)).state).toBe('paused');
     const resumed = await Sandbox.connect(sandbox.sandboxId);
     expect(await resumed.files.read('/home/user/kept.txt')).toBe('still here');
   });

@@ -4,55 +4,47 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 
 describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
 
-  it('adopts running sandboxes after capsuled is killed with SIGKILL', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const created = await daemon.request('POST', '/v1/sandboxes', { name: 'survivor' });
-    expect(created.status, created.text).toBe(201);
-    const { id, pid } = created.body;
-    await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', 'echo before > /root/mark'] });
+  it('adopts running sandboxes after capsuled is killed with SIGKILL', async ({ newSandbox }) => {
+    const { id, pid } = await newSandbox({ name: 'survivor' });
+    await daemon.api.exec(id, ['sh', '-c', 'echo before > /root/mark']);
 
     await daemon.kill9();
     expect(daemon.qemuPids()).toContain(pid);
     await daemon.start();
 
-    const after = await daemon.request('GET', '/v1/sandboxes/survivor');
-    expect(after.body).toMatchObject({ id, state: 'running', pid });
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['cat', '/root/mark'] });
-    expect(res.body.stdout).toBe('before\n');
+    expect(await daemon.api.sandbox('survivor')).toMatchObject({ id, state: 'running', pid });
+    expect((await daemon.api.exec(id, ['cat', '/root/mark'])).stdout).toBe('before\n');
   });
 
-  it('marks a sandbox whose QEMU was killed behind its back as error/crash and cleans up', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { id, pid } = (await daemon.request('GET', '/v1/sandboxes/survivor')).body;
-    process.kill(pid, 'SIGKILL');
+  it('marks a sandbox whose QEMU was killed behind its back as error/crash and cleans up', async ({ sandbox }) => {
+    const { id, pid } = sandbox;
+    process.kill(pid!, 'SIGKILL');
     const state = await eventually(async () => {
-      const res = await daemon.request('GET', `/v1/sandboxes/${id}`);
-      return res.body.state === 'error' ? res.body : undefined;
+      const current = await daemon.api.sandbox(id);
+      return current.state === 'error' ? current : undefined;
     }, 15_000, 'the crash to be noticed');
     expect(state.stateReason).toBe('crash');
     expect(state.stateMessage).toMatch(/exited unexpectedly/);
     expect(daemon.leftoversOf(id)).toEqual([]);
-    // The name is free again once the broken sandbox is removed.
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    await daemon.api.removeSandbox(id);
   });
 
-  it('marks a sandbox whose VM died while capsuled was down as error on the next start', async () => {
-    const created = await daemon.request('POST', '/v1/sandboxes', {});
-    const { id, pid } = created.body;
+  it('marks a sandbox whose VM died while capsuled was down as error on the next start', async ({ sandbox }) => {
+    const { id, pid } = sandbox;
     await daemon.kill9();
-    process.kill(pid, 'SIGKILL');
-    await eventually(() => (daemon.qemuPids().includes(pid) ? undefined : true), 5000, 'QEMU to exit');
+    process.kill(pid!, 'SIGKILL');
+    await eventually(() => (daemon.qemuPids().includes(pid!) ? undefined : true), 5000, 'QEMU to exit');
     await daemon.start();
-    const res = await daemon.request('GET', `/v1/sandboxes/${id}`);
-    expect(res.body).toMatchObject({ state: 'error', stateReason: 'crash' });
+    expect(await daemon.api.sandbox(id)).toMatchObject({ state: 'error', stateReason: 'crash' });
     expect(daemon.leftoversOf(id)).toEqual([]);
   });
 });
@@ -95,7 +87,7 @@ describe('bad input leaks nothing (real QEMU microVM)', () => {
     await refused({ name: 'Bad Name!' }, 400, 'invalid_argument');
     await refused({ colour: 'blue' }, 400, 'invalid_argument');
     expect(daemon.qemuPids()).toEqual([]);
-    expect((await daemon.request('GET', '/v1/sandboxes?all=true')).body.sandboxes).toEqual([]);
+    expect(await daemon.api.sandboxes(true)).toEqual([]);
   });
 
   it('answers unknown sandboxes and routes with not-found codes', async () => {
@@ -116,18 +108,16 @@ describe('bad input leaks nothing (real QEMU microVM)', () => {
   });
 
   it('reports a guest that cannot boot as vm_start_failed, keeps its console, leaks nothing', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const res = await daemon.request('POST', '/v1/sandboxes', { template: 'broken' });
     expect(res.status, res.text).toBe(500);
     expect(res.body.error.code).toBe('vm_start_failed');
     expect(res.body.error.hint).toMatch(/capsule logs/);
-    const [sandbox] = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes;
+    const [sandbox] = await daemon.api.sandboxes();
     expect(sandbox).toMatchObject({ state: 'error', stateReason: 'start_failed' });
-    const log = await daemon.request('GET', `/v1/sandboxes/${sandbox.id}/logs`);
-    expect(log.text).toContain('capsule-init: error');
+    expect(await daemon.api.consoleLog(sandbox!.id)).toContain('capsule-init: error');
     expect(daemon.qemuPids()).toEqual([]);
     expect(daemon.runtimeLeftovers()).toEqual([]);
-    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'overlay.qcow2'))).toBe(false);
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox!.id, 'overlay.qcow2'))).toBe(false);
   });
 
   it('keeps the API socket private to its owner', () => {
@@ -151,49 +141,44 @@ describe('bad input leaks nothing (real QEMU microVM)', () => {
 
 describe('several boots at once (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
 
   // Under TCG on a loaded host the guest kernel's TSC calibration used to fail
   // and hang the boot; three concurrent boots on two cores reproduced it.
-  it('boots three sandboxes concurrently, each answering with its own hostname', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const created = await Promise.all([1, 2, 3].map(() => daemon.request('POST', '/v1/sandboxes', {})));
-    for (const res of created) expect(res.status, res.text).toBe(201);
-    const hostnames = await Promise.all(
-      created.map(async (res) => (await daemon.request('POST', `/v1/sandboxes/${res.body.id}/exec`, { cmd: ['hostname'] })).body.stdout.trim()),
-    );
-    expect(hostnames.sort()).toEqual(created.map((res) => res.body.id.replace('_', '-')).sort());
-    await Promise.all(created.map((res) => daemon.request('DELETE', `/v1/sandboxes/${res.body.id}`)));
-    for (const res of created) expect(daemon.leftoversOf(res.body.id)).toEqual([]);
+  it('boots three sandboxes concurrently, each answering with its own hostname', async ({ newSandbox }) => {
+    const created = await Promise.all([1, 2, 3].map(() => newSandbox()));
+    const hostnames = await Promise.all(created.map(async ({ id }) => (await daemon.api.exec(id, ['hostname'])).stdout.trim()));
+    expect(hostnames.sort()).toEqual(created.map(({ id }) => id.replace('_', '-')).sort());
+    await Promise.all(created.map(({ id }) => daemon.api.removeSandbox(id)));
+    for (const { id } of created) expect(daemon.leftoversOf(id)).toEqual([]);
   });
 });
 
 describe('admission control (real QEMU microVM)', () => {
   // Room for two 512 MiB sandboxes' guest memory, not three; no warm pool, so every VM is one the test made.
   const daemon = new TestDaemon({ CAPSULE_MEMORY_BUDGET_MIB: '1100', CAPSULE_WARM_POOL_SIZE: '0' });
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
 
-  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const first = await daemon.request('POST', '/v1/sandboxes', {});
-    const second = await daemon.request('POST', '/v1/sandboxes', {});
-    expect([first.status, second.status]).toEqual([201, 201]);
+  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async ({ newSandbox }) => {
+    const first = await newSandbox();
+    await newSandbox();
     const refused = await daemon.request('POST', '/v1/sandboxes', {});
     expect(refused.status, refused.text).toBe(507);
     expect(refused.body.error.code).toBe('insufficient_resources');
     expect(refused.body.error.message).toMatch(/budget of 1100 MiB/);
     expect(refused.body.error.hint).toMatch(/remove or pause/);
     expect(daemon.qemuPids()).toHaveLength(2);
-    expect((await daemon.request('GET', '/v1/sandboxes?all=true')).body.sandboxes).toHaveLength(2);
+    expect(await daemon.api.sandboxes(true)).toHaveLength(2);
 
-    const inspected = await daemon.request('GET', `/v1/sandboxes/${first.body.id}`);
-    expect(inspected.body.memoryUse.rssMiB).toBeGreaterThan(0);
-    expect(inspected.body.memoryUse.privateMiB + inspected.body.memoryUse.sharedMiB).toBeLessThanOrEqual(inspected.body.memoryUse.rssMiB + 1);
+    const { memoryUse } = await daemon.api.sandbox(first.id);
+    expect(memoryUse?.rssMiB).toBeGreaterThan(0);
+    expect(memoryUse!.privateMiB + memoryUse!.sharedMiB).toBeLessThanOrEqual(memoryUse!.rssMiB + 1);
 
-    expect((await daemon.request('POST', `/v1/sandboxes/${first.body.id}/pause`)).status).toBe(200);
-    const third = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(third.status, third.text).toBe(201);
+    await daemon.api.pause(first.id);
+    await newSandbox();
   });
 });

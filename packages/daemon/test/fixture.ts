@@ -1,7 +1,9 @@
-// Integration-test fixture: a private capsuled (the real built daemon, real
+// Integration-test fixtures: a private capsuled (the real built daemon, real
 // QEMU, real guest) with its own state and runtime folders and the host's
-// shared guest-kit cache. Teardown kills the daemon and every QEMU it left,
-// and the daemon's log is printed only when a test failed.
+// shared guest-kit cache, a client typed by @capsule/protocol, and per-test
+// sandboxes. Teardown kills the daemon and every QEMU it left; the daemon's
+// log and a sandbox's console are printed only when a test failed.
+import type { CreatedApiKey, CreateSandboxRequest, DaemonInfo, ExecRequest, ExecResult, Image, ImageList, Sandbox, SandboxList, SetNetworkRequest, Template, TemplateDetails, TemplateList } from '@capsule/protocol';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -9,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { test } from 'vitest';
 import { silentLogger } from '../src/log.js';
 import { parseLinkNames, restoreForwarding, stateTag } from '../src/network/tap-network.js';
 
@@ -22,7 +25,17 @@ export interface ApiResponse<T = any> {
   text: string;
 }
 
+/** Daemons started in this test file and not yet destroyed: the ones whose log a failed test prints. */
+const liveDaemons = new Set<TestDaemon>();
+
+/** The end of a log that a failed test prints. */
+function tail(log: string, lines = 200): string {
+  return `(last ${lines} lines)\n${log.split('\n').slice(-lines - 1).join('\n')}`;
+}
+
 export class TestDaemon {
+  /** The REST API with the protocol's types, for requests expected to succeed; `request` for the rest. */
+  readonly api = new DaemonApi(this);
   readonly root: string;
   readonly stateDir: string;
   readonly runtimeDir: string;
@@ -70,6 +83,7 @@ export class TestDaemon {
     const args = this.launchPrefix.length > 0 ? [...prefixArgs, process.execPath, daemonMain] : [daemonMain];
     this.proc = spawn(command, args, { env: this.env, stdio: ['ignore', out, out] });
     fs.closeSync(out);
+    liveDaemons.add(this);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -109,6 +123,7 @@ export class TestDaemon {
       return '';
     }
   }
+
 
   request<T = any>(method: string, urlPath: string, body?: unknown): Promise<ApiResponse<T>> {
     return new Promise((resolve, reject) => {
@@ -160,8 +175,8 @@ export class TestDaemon {
   async waitForWarmSnapshot(timeoutMs: number, pooledVms = 0): Promise<void> {
     await eventually(
       async () => {
-        const { body } = await this.request('GET', '/v1/templates');
-        const base = body.templates.find((t: { name: string }) => t.name === 'base');
+        const base = (await this.api.templates()).find((t) => t.name === 'base');
+        if (!base) throw new Error('the daemon has no base template');
         if (base.warmSnapshot === 'failed') throw new Error('the warm snapshot failed to build');
         return base.warmSnapshot === 'ready' && this.qemuPids().length >= pooledVms ? true : undefined;
       },
@@ -186,6 +201,7 @@ export class TestDaemon {
   }
 
   async destroy(): Promise<void> {
+    liveDaemons.delete(this);
     await this.stop();
     for (const pid of this.qemuPids()) {
       try {
@@ -201,22 +217,182 @@ export class TestDaemon {
   /**
    * A stopped daemon keeps its network namespaces, host links and nft table
    * while its VMs run (the next daemon adopts them); killing those VMs behind
-   * its back, as destroy does, leaves them to the fixture. A daemon started in
-   * a test's namespace leaves them in there, and the test deletes that.
+   * its back, as destroy does, leaves them to the fixture. The namespaces are
+   * named machine-wide wherever the daemon ran; its links, table and
+   * forwarding setting are in the namespace it ran in, so a daemon started in
+   * a test's namespace leaves those to the test, which deletes that namespace.
    */
   private async removeNetworkLeftovers(): Promise<void> {
-    if (this.launchPrefix.length > 0 || process.getuid?.() !== 0) return;
+    if (process.getuid?.() !== 0) return;
     const tag = stateTag(this.stateDir);
     const netnsDir = '/run/netns';
     for (const name of fs.existsSync(netnsDir) ? fs.readdirSync(netnsDir) : []) {
       if (name.startsWith(`capsule-${tag}-`)) spawnSync('ip', ['netns', 'delete', name]);
     }
+    if (this.launchPrefix.length > 0) return;
     for (const link of parseLinkNames(spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout)) {
       if (link.startsWith(`cs${tag}`)) spawnSync('ip', ['link', 'delete', link]);
     }
     spawnSync('nft', ['delete', 'table', 'ip', `capsule_${tag}`], { stdio: 'ignore' });
     await restoreForwarding(silentLogger);
   }
+}
+
+/**
+ * The daemon's routes as the protocol types them. Each call expects its
+ * route's success status and returns the typed body; any other answer throws
+ * with the status and text, so a test reads as the happy path it checks.
+ */
+export class DaemonApi {
+  constructor(private readonly daemon: TestDaemon) {}
+
+  private async expect<T>(status: number, method: string, urlPath: string, body?: unknown): Promise<T> {
+    const res = await this.daemon.request<T>(method, urlPath, body);
+    if (res.status !== status) throw new Error(`${method} ${urlPath} answered ${res.status}, not ${status}: ${res.text}`);
+    return res.body;
+  }
+
+  info(): Promise<DaemonInfo> {
+    return this.expect(200, 'GET', '/v1/info');
+  }
+
+  async templates(): Promise<Template[]> {
+    return (await this.expect<TemplateList>(200, 'GET', '/v1/templates')).templates;
+  }
+
+  template(name: string): Promise<TemplateDetails> {
+    return this.expect(200, 'GET', `/v1/templates/${name}`);
+  }
+
+  async removeTemplate(name: string): Promise<void> {
+    await this.expect(204, 'DELETE', `/v1/templates/${name}`);
+  }
+
+  async images(): Promise<Image[]> {
+    return (await this.expect<ImageList>(200, 'GET', '/v1/images')).images;
+  }
+
+  /** An image by digest, or by reference (URL-encoded here). */
+  image(refOrDigest: string): Promise<Image> {
+    return this.expect(200, 'GET', `/v1/images/${encodeURIComponent(refOrDigest)}`);
+  }
+
+  async removeImage(refOrDigest: string): Promise<void> {
+    await this.expect(204, 'DELETE', `/v1/images/${encodeURIComponent(refOrDigest)}`);
+  }
+
+  /** A key for the TCP listener (through the unix socket, the only way keys are made). */
+  createApiKey(name: string): Promise<CreatedApiKey> {
+    return this.expect(201, 'POST', '/v1/api-keys', { name });
+  }
+
+  createSandbox(body: CreateSandboxRequest = {}): Promise<Sandbox> {
+    return this.expect(201, 'POST', '/v1/sandboxes', body);
+  }
+
+  /** Running and paused sandboxes; with `all`, killed ones too. */
+  async sandboxes(all = false): Promise<Sandbox[]> {
+    return (await this.expect<SandboxList>(200, 'GET', all ? '/v1/sandboxes?all=true' : '/v1/sandboxes')).sandboxes;
+  }
+
+  sandbox(idOrName: string): Promise<Sandbox> {
+    return this.expect(200, 'GET', `/v1/sandboxes/${idOrName}`);
+  }
+
+  async removeSandbox(idOrName: string): Promise<void> {
+    await this.expect(204, 'DELETE', `/v1/sandboxes/${idOrName}`);
+  }
+
+  exec(idOrName: string, cmd: string[], options: Omit<ExecRequest, 'cmd'> = {}): Promise<ExecResult> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/exec`, { cmd, ...options });
+  }
+
+  pause(idOrName: string): Promise<Sandbox> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/pause`);
+  }
+
+  resume(idOrName: string): Promise<Sandbox> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/resume`);
+  }
+
+  setTimeout(idOrName: string, timeoutMs: number): Promise<Sandbox> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/timeout`, { timeoutMs });
+  }
+
+  keepAlive(idOrName: string): Promise<Sandbox> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/keepalive`);
+  }
+
+  setNetwork(idOrName: string, body: SetNetworkRequest): Promise<Sandbox> {
+    return this.expect(200, 'POST', `/v1/sandboxes/${idOrName}/network`, body);
+  }
+
+  async fork(idOrName: string, count = 1): Promise<Sandbox[]> {
+    return (await this.expect<SandboxList>(201, 'POST', `/v1/sandboxes/${idOrName}/fork`, { count })).sandboxes;
+  }
+
+  snapshot(idOrName: string, template: string): Promise<Template> {
+    return this.expect(201, 'POST', `/v1/sandboxes/${idOrName}/snapshot`, { template });
+  }
+
+  /** The sandbox's serial console. */
+  consoleLog(idOrName: string): Promise<string> {
+    return this.expect(200, 'GET', `/v1/sandboxes/${idOrName}/logs`);
+  }
+}
+
+/**
+ * `it` for integration tests: when a test fails, the log tail of every daemon
+ * this file started (and has not destroyed) is printed. Import it instead of
+ * vitest's.
+ */
+export const it = test.extend<{ daemonLogsOnFailure: void }>({
+  daemonLogsOnFailure: [
+    async ({ onTestFailed }, use) => {
+      onTestFailed(() => {
+        for (const daemon of liveDaemons) console.error(`capsuled log of ${daemon.root} ${tail(daemon.log())}`);
+      });
+      await use();
+    },
+    { auto: true },
+  ],
+});
+
+interface SandboxFixtures {
+  /** Creates a sandbox that is killed after the test, like `sandbox`: for a test that needs more than one, or other options. */
+  newSandbox: (options?: CreateSandboxRequest) => Promise<Sandbox>;
+  /** A sandbox of the base template of this test's own, killed after it, pass or fail. */
+  sandbox: Sandbox;
+}
+
+/**
+ * `it` with per-test sandboxes on `daemon`: those a test asked for are killed
+ * after it, pass or fail, and when it failed their console logs are printed
+ * (with the daemon's log, as `it` does).
+ */
+export function sandboxTest(daemon: TestDaemon) {
+  return it.extend<SandboxFixtures>({
+    newSandbox: async ({ task }, use) => {
+      const made: string[] = [];
+      await use(async (options = {}) => {
+        const sandbox = await daemon.api.createSandbox(options);
+        made.push(sandbox.id);
+        return sandbox;
+      });
+      // A test that left its daemon stopped leaves these VMs to the daemon's destroy.
+      if (daemon.ended) return;
+      const failed = task.result?.state === 'fail';
+      for (const id of made) {
+        if (failed) console.error(`console of sandbox ${id} ${tail(await daemon.api.consoleLog(id))}`);
+        // 204 also when the test killed it already.
+        const res = await daemon.request('DELETE', `/v1/sandboxes/${id}`);
+        if (res.status !== 204) throw new Error(`killing sandbox ${id} after the test answered ${res.status}: ${res.text}`);
+      }
+    },
+    sandbox: async ({ newSandbox }, use) => {
+      await use(await newSandbox());
+    },
+  });
 }
 
 /**

@@ -4,29 +4,27 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { backingChain } from '../src/guest/cache-pins.js';
-import { TestDaemon } from './fixture.js';
+import { sandboxTest, TestDaemon } from './fixture.js';
 
 describe('fork (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
 
-  it('starts forks that continue from this moment, each with its own identity and disk', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: source } = await daemon.request('POST', '/v1/sandboxes', { metadata: { role: 'source' } });
+  it('starts forks that continue from this moment, each with its own identity and disk', async ({ newSandbox }) => {
+    const source = await newSandbox({ metadata: { role: 'source' } });
     await exec(source.id, ['sh', '-c', 'echo before-fork > /root/state; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
 
-    const res = await daemon.request('POST', `/v1/sandboxes/${source.id}/fork`, { count: 2 });
-    expect(res.status, res.text).toBe(201);
-    const forks = res.body.sandboxes as { id: string; state: string; metadata: Record<string, string>; history: { message?: string }[] }[];
+    const forks = await daemon.api.fork(source.id, 2);
     expect(forks).toHaveLength(2);
     for (const fork of forks) {
       expect(fork.state).toBe('running');
       expect(fork.metadata).toEqual({ role: 'source' });
-      expect(fork.history.at(-1)?.message).toBe(`forked from ${source.id}`);
+      expect(fork.history?.at(-1)?.message).toBe(`forked from ${source.id}`);
     }
 
     const ids = [source.id, ...forks.map((f) => f.id)];
@@ -54,28 +52,24 @@ describe('fork (real QEMU microVM)', () => {
     expect(sharedDisks()).toHaveLength(1);
     for (const fork of forks) expect(diskBelow(fork.id)).toBe(sharedDisks()[0]);
     // A fork of a fork is built on that copy too, and outlives its source and the fork it came from.
-    const again = await daemon.request('POST', `/v1/sandboxes/${forks[0]!.id}/fork`, { count: 1 });
-    expect(again.status, again.text).toBe(201);
-    const grandchild = again.body.sandboxes[0].id as string;
+    const grandchild = (await daemon.api.fork(forks[0]!.id, 1))[0]!.id;
     expect(sharedDisks()).toHaveLength(2);
-    for (const id of [source.id, forks[0]!.id]) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
-    expect((await daemon.request('POST', `/v1/sandboxes/${grandchild}/pause`)).status).toBe(200);
-    expect((await daemon.request('POST', `/v1/sandboxes/${grandchild}/resume`)).status).toBe(200);
+    for (const id of [source.id, forks[0]!.id]) await daemon.api.removeSandbox(id);
+    await daemon.api.pause(grandchild);
+    await daemon.api.resume(grandchild);
     expect((await exec(grandchild, ['cat', '/root/state'])).stdout).toBe('fork-only\n');
     expect((await exec(forks[1]!.id, ['cat', '/root/state'])).stdout).toBe('before-fork\n');
     // The shared copies go with their last user.
-    for (const id of [forks[1]!.id, grandchild]) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    for (const id of [forks[1]!.id, grandchild]) await daemon.api.removeSandbox(id);
     expect(sharedDisks()).toEqual([]);
   });
 
-  it('refuses bad counts and sandboxes that do not run', async () => {
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('refuses bad counts and sandboxes that do not run', async ({ sandbox }) => {
     for (const count of [0, 17, 1.5]) {
       const res = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/fork`, { count });
       expect(res.status, String(count)).toBe(400);
     }
-    await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/pause`);
+    await daemon.api.pause(sandbox.id);
     expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/fork`, {})).body.error.code).toBe('sandbox_not_running');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 });

@@ -9,8 +9,8 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { runCli, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, runCli, TestDaemon } from './fixture.js';
 
 /** Resident memory of a process, in MB. */
 function rssMb(pid: number): number {
@@ -26,14 +26,11 @@ describe('guest console output (real QEMU microVM)', () => {
     await daemon.waitForWarmSnapshot(600_000);
   }, 660_000);
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, script: string) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', script] })).body;
+  const exec = (id: string, script: string) => daemon.api.exec(id, ['sh', '-c', script]);
 
   it('four guests flooding their consoles keep the daemon answering (event-loop delay p99 under 50 ms) with bounded memory and logs', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log().slice(-20_000)}`));
     for (let i = 0; i < 4; i++) {
-      const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-      expect(created.status, created.text).toBe(201);
-      sandboxes.push(created.body.id as string);
+      sandboxes.push((await daemon.api.createSandbox({ timeoutMs: 0 })).id);
     }
     const daemonPid = daemon.pid!;
     const rssBefore = rssMb(daemonPid);
@@ -73,7 +70,6 @@ describe('guest console output (real QEMU microVM)', () => {
   }, 600_000);
 
   it('capsule logs shows escape sequences a guest wrote instead of passing them to the terminal, unless --raw', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log().slice(-20_000)}`));
     const id = sandboxes[0]!;
     await exec(id, 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = yes ] && kill ${d#/proc/}; done; sleep 1; printf "before\\033]0;pwned-title\\007\\033[2J\\302\\233" > /dev/ttyS0; printf "after\\n" > /dev/ttyS0');
     const shown = await runCli(daemon, ['logs', id]);
@@ -85,7 +81,6 @@ describe('guest console output (real QEMU microVM)', () => {
   }, 120_000);
 
   it('RUN yes in a template build with a client that reads nothing for 60 s keeps the daemon under 300 MB', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log().slice(-20_000)}`));
     const daemonPid = daemon.pid!;
     const body = JSON.stringify({ name: 'yes-forever', capsulefile: 'FROM base\nRUN yes\n' });
     const request = http.request({ socketPath: daemon.socketPath, method: 'POST', path: '/v1/templates/build', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } });

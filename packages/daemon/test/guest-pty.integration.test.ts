@@ -3,8 +3,8 @@
 // kernel gives it pseudo-terminals. Until the daemon forwards the agent's API,
 // a second copy of the kit's agent is started in the guest on a unix socket
 // and driven over Connect's JSON protocol by a small script run with exec.
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 const KIT_NODE = ['/opt/capsule/node/ld-linux-x86-64.so.2', '--library-path', '/opt/capsule/node/lib', '/opt/capsule/node/node'];
 
@@ -94,25 +94,16 @@ describe('PTY processes in a real microVM', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    const res = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(res.status, res.text).toBe(201);
-    id = res.body.id;
+    id = (await daemon.api.createSandbox()).id;
   });
   afterAll(async () => {
     await daemon.destroy();
   });
 
   it("gives a process a terminal that follows resizes and echoes input, with the kit's node-pty addon", async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, {
-      cmd: [...KIT_NODE, '-'],
-      env: { KIT_NODE: JSON.stringify(KIT_NODE) },
-      stdin: guestScript,
-      timeoutMs: 120_000,
-    });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body.exitCode, res.body.stderr).toBe(0);
-    const { output, end } = JSON.parse(res.body.stdout) as { output: string; end: { exitCode: number } };
+    const result = await daemon.api.exec(id, [...KIT_NODE, '-'], { env: { KIT_NODE: JSON.stringify(KIT_NODE) }, stdin: guestScript, timeoutMs: 120_000 });
+    expect(result.exitCode, result.stderr).toBe(0);
+    const { output, end } = JSON.parse(result.stdout) as { output: string; end: { exitCode: number } };
     expect(output).toContain('isatty\r\n');
     expect(output).toContain('30 90\r\n');
     expect(output).toContain('term=xterm-256color\r\n');

@@ -6,8 +6,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CapsuleClient } from '@capsule/sdk';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, sharedCacheDir, TestDaemon } from './fixture.js';
 import { daemonEndpoints, runFuzz } from './fuzz/api-fuzzer.mjs';
 import { makeTar, type TestTarEntry } from './oci/tar-writer.js';
 
@@ -71,10 +71,9 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
   let trafficToken: string;
   const overTcp = () => net.connect(tcp.port, tcp.host);
   const exec = async (cmd: string, stdin?: string) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['bash', '-c', cmd], ...(stdin !== undefined ? { stdin } : {}) });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body.exitCode, res.body.stderr).toBe(0);
-    return res.body.stdout as string;
+    const result = await daemon.api.exec(id, ['bash', '-c', cmd], stdin !== undefined ? { stdin } : {});
+    expect(result.exitCode, result.stderr).toBe(0);
+    return result.stdout;
   };
   /** A GET over TCP to the echo service by `path` with `headers`; the headers the service saw, and the Set-Cookie lines that came back. */
   const echoOverTcp = async (path: string, headers: Record<string, string>) => {
@@ -89,14 +88,12 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    const info = await daemon.request('GET', '/v1/info');
-    const [host, port] = (info.body.tcpAddress as string).split(':');
+    const [host, port] = ((await daemon.api.info()).tcpAddress ?? '').split(':');
     tcp = { host: host ?? '', port: Number(port) };
-    apiKey = (await daemon.request('POST', '/v1/api-keys', { name: 'hostile' })).body.key;
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(created.status, created.text).toBe(201);
-    id = created.body.id;
-    trafficToken = created.body.trafficAccessToken;
+    apiKey = (await daemon.api.createApiKey('hostile')).key;
+    const created = await daemon.api.createSandbox({ timeoutMs: 0 });
+    id = created.id;
+    trafficToken = created.trafficAccessToken;
     accessToken = (await daemon.request('GET', `/sandboxes/${id}`)).body.envdAccessToken;
     expect(accessToken).toBeTruthy();
     await exec('cat > /tmp/echo.py', HEADER_ECHO);

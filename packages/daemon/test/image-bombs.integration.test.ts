@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, MEDIA, pushImage, removeAllImages, type TestLayer } from './oci/test-images.js';
 import { makeTar, paxHeader, paxRecord } from './oci/tar-writer.js';
 import { sha256, TestRegistry } from './oci/test-registry.js';
@@ -65,7 +65,6 @@ describe('hostile images are refused without growing the daemon (real registry, 
 
   /** Pulls `repository:v1` and returns the final event; the daemon must be the same process, under the RSS ceiling. */
   const pullRefused = async (repository: string) => {
-    onTestFailed(() => console.log(daemon.log().slice(-4000)));
     const res = await daemon.request('POST', '/v1/images/pull', { ref: `${registry.host}/${repository}:v1` });
     const last = JSON.parse(res.text.trim().split('\n').at(-1)!) as { type: string; code?: string; message?: string };
     expect(daemon.pid).toBe(daemonPid);
@@ -74,7 +73,7 @@ describe('hostile images are refused without growing the daemon (real registry, 
     const peak = peakRssBytes(daemonPid);
     console.log(`${repository}: ${last.code} (${last.message}); daemon peak RSS ${(peak / MiB).toFixed(0)} MiB`);
     expect(peak).toBeLessThan(RSS_CEILING_BYTES);
-    const listed = (await daemon.request('GET', '/v1/images')).body.images as { refs: string[] }[];
+    const listed = await daemon.api.images();
     expect(listed.some((i) => i.refs.some((r) => r.includes(repository)))).toBe(false);
     return last;
   };

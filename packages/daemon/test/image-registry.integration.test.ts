@@ -7,9 +7,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { imageRootfsPath } from '../src/images/image-rootfs.js';
-import { sharedCacheDir, TestDaemon } from './fixture.js';
+import { it, sharedCacheDir, TestDaemon } from './fixture.js';
 import { dockerSaveTar, image, layer, marker, pushImage, pushIndex, removeAllImages, writeOciLayout } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 import { makeTar } from './oci/tar-writer.js';
@@ -61,7 +61,6 @@ describe('images from a real registry (docker-registry on loopback)', () => {
   const template = (name: string, imageRef: string) => daemon.request('POST', '/v1/templates', { name, image: imageRef });
 
   it('pulls a multi-layer image through a manifest list, applying whiteouts, and builds its root filesystem', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const amd64 = image(
       [
         layer([marker(), { path: 'etc/', type: 'directory' }, { path: 'etc/gone', content: 'x' }, { path: 'opt/old/a', content: 'a' }, { path: 'opt/old/b', content: 'b' }], 'gzip'),
@@ -87,7 +86,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
 
     const res = await template('multi', `${registry.host}/test/multi:v1`);
     expect(res.status, res.text).toBe(201);
-    const rootfs = (await daemon.request('GET', '/v1/templates')).body.templates.find((t: { name: string }) => t.name === 'multi');
+    const rootfs = await daemon.api.template('multi');
     expect(rootfs.ready).toBe(true);
     const file = imageRootfsPath(sharedCacheDir, amd64.digest);
     expect(rootfs.rootfsBytes).toBe(fs.statSync(file).size);
@@ -99,23 +98,21 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     expect(ext4List(file, '/srv')).toMatch(/\bwork\b/);
     expect(ext4Cat(file, '/etc/passwd')).toMatch(/^root:/);
 
-    const list = (await daemon.request('GET', '/v1/images')).body.images;
-    expect(list.find((i: { digest: string }) => i.digest === amd64.digest).templates).toEqual(['multi']);
+    expect((await daemon.api.images()).find((i) => i.digest === amd64.digest)?.templates).toEqual(['multi']);
     const inUse = await daemon.request('DELETE', `/v1/images/${encodeURIComponent(`${registry.host}/test/multi:v1`)}`);
     expect(inUse.status).toBe(409);
     expect(inUse.body.error.code).toBe('image_in_use');
 
     // Only templates built from images can be removed; then the image, its root filesystem and its blobs go.
     expect((await daemon.request('DELETE', '/v1/templates/base')).body.error.code).toBe('invalid_argument');
-    expect((await daemon.request('DELETE', '/v1/templates/multi')).status).toBe(204);
-    expect((await daemon.request('GET', '/v1/templates')).body.templates.some((t: { name: string }) => t.name === 'multi')).toBe(false);
+    await daemon.api.removeTemplate('multi');
+    expect((await daemon.api.templates()).some((t) => t.name === 'multi')).toBe(false);
     const layerDigests = JSON.parse(amd64.manifest.toString()).layers.map((l: { digest: string }) => l.digest) as string[];
     expect(layerDigests.every(cached)).toBe(true);
-    const removed = await daemon.request('DELETE', `/v1/images/${encodeURIComponent(`${registry.host}/test/multi:v1`)}`);
-    expect(removed.status, removed.text).toBe(204);
+    await daemon.api.removeImage(`${registry.host}/test/multi:v1`);
     expect(layerDigests.some(cached)).toBe(false);
     expect(fs.existsSync(file)).toBe(false);
-    expect((await daemon.request('GET', '/v1/images')).body.images.some((i: { digest: string }) => i.digest === amd64.digest)).toBe(false);
+    expect((await daemon.api.images()).some((i) => i.digest === amd64.digest)).toBe(false);
   });
 
   it('says which platforms an image has when it has no linux/amd64', async () => {
@@ -124,7 +121,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     const done = (await pull(`${registry.host}/test/armonly:v1`)).at(-1)!;
     expect(done).toMatchObject({ type: 'error', code: 'image_platform_unsupported' });
     expect(done.message).toMatch(/no image for linux\/amd64/);
-    expect((await daemon.request('GET', '/v1/images')).body.images.some((i: { refs: string[] }) => i.refs.some((r) => r.includes('armonly')))).toBe(false);
+    expect((await daemon.api.images()).some((i) => i.refs.some((r) => r.includes('armonly')))).toBe(false);
   });
 
   it('refuses a blob whose bytes do not match its digest, and caches nothing of it', async () => {
@@ -140,8 +137,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     expect(done).toMatchObject({ type: 'error', code: 'image_digest_mismatch' });
     expect(cached(layerDigest)).toBe(false);
     expect(partial(layerDigest)).toBe(false);
-    const images = (await daemon.request('GET', '/v1/images')).body.images;
-    expect(images.some((i: { digest: string }) => i.digest === img.digest)).toBe(false);
+    expect((await daemon.api.images()).some((i) => i.digest === img.digest)).toBe(false);
   });
 
   it('resumes a broken download from its partial file instead of starting over', async () => {
@@ -179,7 +175,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     }
     expect(fs.readdirSync(tmp).filter((d) => !before.includes(d))).toEqual([]);
     expect(fs.existsSync(imageRootfsPath(sharedCacheDir, img.digest))).toBe(false);
-    expect((await daemon.request('GET', '/v1/images')).body.images.some((i: { digest: string }) => i.digest === img.digest)).toBe(false);
+    expect((await daemon.api.images()).some((i) => i.digest === img.digest)).toBe(false);
     const res = await template('escape', `${registry.host}/test/escape:v1`);
     expect(res.status).toBe(404);
     expect(res.body.error.code).toBe('image_not_found');
@@ -228,8 +224,7 @@ describe('images from a real registry (docker-registry on loopback)', () => {
 
       const layerDigest = `sha256:${execFileSync('sha256sum', { input: oci.layers[0]!.blob, encoding: 'utf8' }).split(' ')[0]}`;
       expect(cached(layerDigest)).toBe(true);
-      const rm = await daemon.request('DELETE', `/v1/images/${oci.digest}`);
-      expect(rm.status, rm.text).toBe(204);
+      await daemon.api.removeImage(oci.digest);
       expect(cached(layerDigest)).toBe(false);
       expect((await daemon.request('GET', `/v1/images/${oci.digest}`)).body.error.code).toBe('image_not_found');
     } finally {
@@ -255,7 +250,6 @@ describe('a registry behind token auth (docker-registry + a token server in the 
   });
 
   it('pulls with the right credentials through the WWW-Authenticate flow and refuses wrong or missing ones', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const img = image([layer([marker()])]);
     await pushImage(registry, 'private/app', 'v1', img);
     const ref = `${registry.host}/private/app:v1`;

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { runCli, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -16,7 +16,7 @@ const BUSYBOX_APPLETS = ['sh', 'cat', 'id', 'pwd', 'ls', 'echo', 'true', 'mkdir'
 describe('a template built from a pulled image (real registry, real QEMU microVM)', () => {
   let registry: TestRegistry;
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
-  const sandboxes: string[] = [];
+  const it = sandboxTest(daemon);
   const capsule = (args: string[]) => runCli(daemon, args, 170_000);
 
   beforeAll(async () => {
@@ -24,7 +24,6 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     await daemon.start();
   });
   afterAll(async () => {
-    for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
     // The template's warm snapshot goes with it: the shared cache keeps nothing of this run.
     await removeAllImages(daemon).catch(() => undefined);
     // And the steps its builds cached.
@@ -33,8 +32,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     await registry?.stop();
   });
 
-  it('pulls, builds the template with a warm snapshot, and runs commands in it', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('pulls, builds the template with a warm snapshot, and runs commands in it', async ({ newSandbox }) => {
     const img = image(
       [
         layer(
@@ -62,19 +60,12 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(create.stdout).toBe('tiny\n');
     expect(create.stderr).toMatch(/Pulling .*e2e\/tiny:v1 \[#{30}\] .* 2\/2 layers, 2 unpacked/);
     expect(create.stderr).toMatch(/Booting tiny once for its warm snapshot…/);
-    const listed = (await daemon.request('GET', '/v1/templates')).body.templates.find((x: { name: string }) => x.name === 'tiny');
-    expect(listed.warmSnapshot).toBe('ready');
+    expect((await daemon.api.template('tiny')).warmSnapshot).toBe('ready');
     const snapshotsBefore = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('tiny-'));
     expect(snapshotsBefore.length).toBeGreaterThan(0);
 
-    const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'tiny' });
-    expect(sandbox.status, sandbox.text).toBe(201);
-    sandboxes.push(sandbox.body.id);
-    const result = (
-      await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, {
-        cmd: ['/bin/sh', '-c', 'echo "$GREETING"; id -un; pwd; cat /data/hello; ls /opt'],
-      })
-    ).body;
+    const sandbox = await newSandbox({ template: 'tiny' });
+    const result = await daemon.api.exec(sandbox.id, ['/bin/sh', '-c', 'echo "$GREETING"; id -un; pwd; cat /data/hello; ls /opt']);
     expect(result.stderr).toBe('');
     expect(result.exitCode).toBe(0);
     // /opt holds only the kit's mount point: the first layer's file was whited out by the second.
@@ -91,10 +82,9 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     const refused = await capsule(['template', 'rm', 'tiny']);
     expect(refused.status).not.toBe(0);
     expect(refused.stderr).toContain('is used by 1 sandbox(es)');
-    expect(refused.stderr).toContain(`capsule rm ${sandbox.body.id}`);
-    const still = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/cat', '/data/hello'] })).body;
-    expect(still.stdout).toBe('hello from layer two\n');
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${sandbox.body.id}`)).status).toBe(204);
+    expect(refused.stderr).toContain(`capsule rm ${sandbox.id}`);
+    expect((await daemon.api.exec(sandbox.id, ['/bin/cat', '/data/hello'])).stdout).toBe('hello from layer two\n');
+    await daemon.api.removeSandbox(sandbox.id);
     // Then the template goes, its warm snapshot along.
     const rm = await capsule(['template', 'rm', 'tiny']);
     expect(rm.status, rm.stderr).toBe(0);
@@ -102,8 +92,7 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(snapshotsAfter.length).toBe(snapshotsBefore.length - 1);
   });
 
-  it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async ({ newSandbox }) => {
     const ref = `${registry.host}/e2e/tiny:v1`;
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
     try {
@@ -130,10 +119,8 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
       expect(build.stdout).toBe('built\n');
       expect(build.stderr).toMatch(/\[6\] RUN echo/);
 
-      const sandbox = await daemon.request('POST', '/v1/sandboxes', { template: 'built' });
-      expect(sandbox.status, sandbox.text).toBe(201);
-      sandboxes.push(sandbox.body.id);
-      const result = (await daemon.request('POST', `/v1/sandboxes/${sandbox.body.id}/exec`, { cmd: ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un; ls -l /srv/data/big.bin'] })).body;
+      const sandbox = await newSandbox({ template: 'built' });
+      const result = await daemon.api.exec(sandbox.id, ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un; ls -l /srv/data/big.bin']);
       expect(result.stderr).toBe('');
       expect(result.stdout).toMatch(new RegExp(`^copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n.* ${big.length} .*/srv/data/big.bin\n$`));
 
@@ -145,13 +132,12 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
       const failing = events((await daemon.request('POST', '/v1/templates/build', { name: 'broken', capsulefile: `FROM ${ref}\nRUN echo about to fail >&2; exit 3\n` })).text).at(-1)!;
       expect(failing).toMatchObject({ type: 'error', code: 'build_step_failed' });
       expect(failing.message).toMatch(/step 1 \(RUN echo about to fail >&2; exit 3\) exited with code 3:\nabout to fail/);
-      expect((await daemon.request('GET', '/v1/templates')).body.templates.map((t: { name: string }) => t.name).sort()).toEqual(['base', 'built', 'built-again']);
-      const leftover = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes.filter((x: { id: string }) => !sandboxes.includes(x.id));
-      expect(leftover).toEqual([]);
+      expect((await daemon.api.templates()).map((t) => t.name).sort()).toEqual(['base', 'built', 'built-again']);
+      expect((await daemon.api.sandboxes()).filter((x) => x.id !== sandbox.id)).toEqual([]);
 
       // The two templates share one root filesystem: it stays until the last of them goes.
       const rootfs = fs.readdirSync(path.join(sharedCacheDir, 'images', 'rootfs')).filter((n) => n.startsWith('build-'));
-      expect((await daemon.request('DELETE', '/v1/templates/built-again')).status).toBe(204);
+      await daemon.api.removeTemplate('built-again');
       expect(fs.readdirSync(path.join(sharedCacheDir, 'images', 'rootfs')).filter((n) => n.startsWith('build-'))).toEqual(rootfs);
 
       const badInput = events((await daemon.request('POST', '/v1/templates/build', { name: 'bad', capsulefile: 'RUN true' })).text).at(-1)!;

@@ -7,11 +7,12 @@
 // host's own addresses, link-local metadata, or a private network the host
 // routes to, unless (TAP mode) its allow-list names it. Nothing of the
 // isolation is left after a stop, nor after a kill -9 and a restart.
+import type { CreateSandboxRequest, Sandbox } from '@capsule/protocol';
 import fs from 'node:fs';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { beforeAll, describe, expect } from 'vitest';
 import { stateTag } from '../src/network/tap-network.js';
-import { TestDaemon } from './fixture.js';
-import { HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, removeDaemonNamespaces, TEST_NAME, TestNetworks } from './test-networks.js';
+import { it } from './fixture.js';
+import { daemonInTestNetworks, HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, TEST_NAME } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
 const API_PORT = 3000;
@@ -20,39 +21,17 @@ const HOST_SERVICE_PORT = 8081;
 const BLOCKED_EXITS = [7, 28];
 
 describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox must not reach (real QEMU microVM, root, test network namespaces)', (mode) => {
-  const networks = new TestNetworks(mode, HOST_SERVICE_PORT);
-  const daemon = new TestDaemon({ CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' }, networks.launchPrefix);
+  const { networks, daemon } = daemonInTestNetworks(mode, HOST_SERVICE_PORT, { CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' });
   /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
   const tag = stateTag(daemon.stateDir);
   const created: string[] = [];
 
-  beforeAll(async () => {
-    await networks.create();
-    await daemon.start();
-  });
-  afterAll(async () => {
-    try {
-      await daemon.destroy();
-      removeDaemonNamespaces(daemon.stateDir);
-    } finally {
-      networks.destroy();
-    }
-  });
-  beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
-
-  const exec = async (id: string, cmd: string[]) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd });
-    expect(res.status, res.text).toBe(200);
-    return res.body as { exitCode: number; stdout: string; stderr: string };
+  const create = async (body: CreateSandboxRequest): Promise<Sandbox> => {
+    const sandbox = await daemon.api.createSandbox(body);
+    created.push(sandbox.id);
+    return sandbox;
   };
-  type Info = { id: string; pid: number; ports: { hostPort: number }[]; network: { hostAddress?: string } };
-  const create = async (body: object): Promise<Info> => {
-    const res = await daemon.request('POST', '/v1/sandboxes', body);
-    expect(res.status, res.text).toBe(201);
-    created.push((res.body as Info).id);
-    return res.body as Info;
-  };
-  const curl = (id: string, url: string) => exec(id, ['curl', '-sS', '--max-time', '4', url]);
+  const curl = (id: string, url: string) => daemon.api.exec(id, ['curl', '-sS', '--max-time', '4', url]);
   /** Whether `url` is out of the guest's reach: any TCP connection made (even one answered by an error) is a reach. */
   const expectBlocked = async (id: string, url: string) => {
     const result = await curl(id, url);
@@ -64,8 +43,9 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
     tables: networks.inHost('nft', 'list', 'tables').split('\n').filter((l) => l.includes(`capsule_${tag}`)),
   });
 
-  let sandbox: Info;
-  let other: Info;
+  // Two sandboxes for the whole file: its tests only send traffic from them, and each boot is a cold one here.
+  let sandbox: Sandbox;
+  let other: Sandbox;
   beforeAll(async () => {
     sandbox = await create({});
     other = await create({ ports: [{ guestPort: 8000 }] });
@@ -73,7 +53,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
 
   it('reaches a public-range address, and resolves names through the guest DNS address', async () => {
     // A root daemon isolates its sandboxes, so it has nothing to warn about.
-    const info = (await daemon.request('GET', '/v1/info')).body;
+    const info = await daemon.api.info();
     expect(info.network).toBe(mode);
     expect(info).not.toHaveProperty('networkWarning');
     expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
@@ -113,7 +93,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
     expect((await curl(allowed.id, `http://${METADATA}:${HTTP_PORT}/`)).stdout).toBe('outside');
     await expectBlocked(allowed.id, `http://10.0.2.2:${API_PORT}/health`);
     if (networks.resolver) await expectBlocked(allowed.id, `http://${networks.resolver}:${HTTP_PORT}/`);
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${allowed.id}`)).status).toBe(204);
+    await daemon.api.removeSandbox(allowed.id);
   });
 
   it('keeps the isolation across a kill -9 of the daemon, and leaves no namespace, link or nft table after a stop', async () => {
@@ -133,7 +113,7 @@ describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox
     // A fresh sandbox, then a clean stop with nothing running: everything goes.
     const last = await create({});
     expect((await curl(last.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${last.id}`)).status).toBe(204);
+    await daemon.api.removeSandbox(last.id);
     await daemon.stop();
     expect(leftovers()).toEqual({ namespaces: [], links: [], tables: [] });
     // Forwarding, off in the test's namespace before, is off again.

@@ -4,44 +4,19 @@
 // served from a second one, never to an outside address. Egress off really
 // blocks (the server sees no request), and the setting holds across runtime
 // switches, warm-pool claims, cold boots, pause/resume and fork.
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
-import { HOST_UPLINK, HTTP_PORT, OUTSIDE, removeDaemonNamespaces, TestNetworks } from './test-networks.js';
+import type { SetNetworkRequest } from '@capsule/protocol';
+import { describe, expect } from 'vitest';
+import { eventually, sandboxTest } from './fixture.js';
+import { daemonInTestNetworks, HOST_UPLINK, HTTP_PORT, OUTSIDE } from './test-networks.js';
 
 describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU microVM, root, test network namespaces)', () => {
-  const networks = new TestNetworks('user-net', 8081);
+  const { networks, daemon } = daemonInTestNetworks('user-net', 8081);
   const server = networks.outside;
-  const daemon = new TestDaemon({}, networks.launchPrefix);
+  const it = sandboxTest(daemon);
   const url = `http://${OUTSIDE}:${HTTP_PORT}/`;
-  beforeAll(async () => {
-    await networks.create();
-    await daemon.start();
-  });
-  afterAll(async () => {
-    try {
-      await daemon.destroy();
-      removeDaemonNamespaces(daemon.stateDir);
-    } finally {
-      networks.destroy();
-    }
-  });
-  beforeEach(() => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`)));
 
-  const exec = async (id: string, cmd: string[]) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd });
-    expect(res.status, res.text).toBe(200);
-    return res.body as { exitCode: number; stdout: string; stderr: string };
-  };
-  const create = async (body: object) => {
-    const res = await daemon.request('POST', '/v1/sandboxes', body);
-    expect(res.status, res.text).toBe(201);
-    return res.body as { id: string; network: { internet: boolean; guestAddress: string } };
-  };
-  const setNetwork = async (id: string, body: object) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/network`, body);
-    expect(res.status, res.text).toBe(200);
-    return res.body as { network: { internet: boolean } };
-  };
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
+  const setNetwork = (id: string, body: SetNetworkRequest) => daemon.api.setNetwork(id, body);
   /** Whether the guest got the server's answer; a blocked request must also never reach the server. */
   const reachesOutside = async (id: string): Promise<boolean> => {
     const before = server.lines.length;
@@ -58,9 +33,8 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
   // reachable within a bound.
   const becomesReachable = (id: string) => eventually(async () => ((await reachesOutside(id)) ? true : undefined), 30_000, `${id} reaching the outside server`);
 
-  it('gives the guest its address, gateway and DNS, and reaches the internet through the gateway', async () => {
-    expect((await daemon.request('GET', '/v1/info')).body.network).toBe('user');
-    const sandbox = await create({});
+  it('gives the guest its address, gateway and DNS, and reaches the internet through the gateway', async ({ sandbox }) => {
+    expect((await daemon.api.info()).network).toBe('user');
     expect(sandbox.network).toMatchObject({ mode: 'user', internet: true, guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' });
     expect((await exec(sandbox.id, ['cat', '/etc/resolv.conf'])).stdout).toBe('nameserver 10.0.2.3\n');
     expect((await exec(sandbox.id, ['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).stdout).toContain('inet 10.0.2.15/24');
@@ -68,11 +42,9 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     expect(await reachesOutside(sandbox.id)).toBe(true);
     // slirp's connections leave the daemon's namespace masqueraded to the host's address.
     expect(new Set(server.lines)).toEqual(new Set([HOST_UPLINK]));
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('switches egress off and on at runtime, and the guest cannot raise a link the host holds down', async () => {
-    const sandbox = await create({});
+  it('switches egress off and on at runtime, and the guest cannot raise a link the host holds down', async ({ sandbox }) => {
     expect(await reachesOutside(sandbox.id)).toBe(true);
 
     expect((await setNetwork(sandbox.id, { internet: false })).network.internet).toBe(false);
@@ -84,21 +56,20 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     // Taking the link down drops the guest's default route; it puts it back, as its own init would.
     await exec(sandbox.id, ['sh', '-c', `ip link set ${nic} down; ip link set ${nic} up; ip route replace default via 10.0.2.2`]);
     expect(await reachesOutside(sandbox.id)).toBe(false);
-    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`)).body.network.internet).toBe(false);
+    expect((await daemon.api.sandbox(sandbox.id)).network.internet).toBe(false);
 
     expect((await setNetwork(sandbox.id, { internet: true })).network.internet).toBe(true);
     await becomesReachable(sandbox.id);
     expect((await setNetwork(sandbox.id, { internet: false })).network.internet).toBe(false);
     expect(await reachesOutside(sandbox.id)).toBe(false);
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('creates sandboxes without internet from the warm pool and cold, each with the same guest address', async () => {
-    const pooled = await create({ internet: false });
+  it('creates sandboxes without internet from the warm pool and cold, each with the same guest address', async ({ newSandbox }) => {
+    const pooled = await newSandbox({ internet: false });
     expect(pooled.network.internet).toBe(false);
     // Other resources than the template's make a cold boot, with the NIC configured by the guest's init.
-    const cold = await create({ internet: false, memoryMiB: 384 });
-    const open = await create({});
+    const cold = await newSandbox({ internet: false, memoryMiB: 384 });
+    const open = await newSandbox();
     for (const sandbox of [pooled, cold]) expect(await reachesOutside(sandbox.id), sandbox.id).toBe(false);
     expect(await reachesOutside(open.id)).toBe(true);
     await setNetwork(cold.id, { internet: true });
@@ -107,21 +78,19 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     const addresses = await Promise.all([pooled, cold, open].map(async (s) => (await exec(s.id, ['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).stdout));
     for (const text of addresses) expect(text).toContain('inet 10.0.2.15/24');
 
-    const listed = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes as { id: string; network: { internet: boolean } }[];
+    const listed = await daemon.api.sandboxes();
     expect(listed.find((s) => s.id === pooled.id)?.network.internet).toBe(false);
     expect(listed.find((s) => s.id === open.id)?.network.internet).toBe(true);
-    for (const sandbox of [pooled, cold, open]) await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('keeps the setting across pause and resume and in forks, and applies a change made while paused', async () => {
-    const sandbox = await create({ internet: false });
-    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/pause`)).status).toBe(200);
-    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/resume`)).status).toBe(200);
+  it('keeps the setting across pause and resume and in forks, and applies a change made while paused', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ internet: false });
+    await daemon.api.pause(sandbox.id);
+    await daemon.api.resume(sandbox.id);
     expect(await reachesOutside(sandbox.id)).toBe(false);
 
-    const forked = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/fork`, { count: 1 });
-    expect(forked.status, forked.text).toBe(201);
-    const fork = forked.body.sandboxes[0] as { id: string; network: { internet: boolean } };
+    const [fork] = await daemon.api.fork(sandbox.id);
+    if (!fork) throw new Error('a fork of one answered no sandbox');
     expect(fork.network.internet).toBe(false);
     expect(await reachesOutside(fork.id)).toBe(false);
     await setNetwork(fork.id, { internet: true });
@@ -129,11 +98,11 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     expect(await reachesOutside(sandbox.id)).toBe(false);
 
     // Switched on while paused: the saved device state still has the link down; resume applies the new setting.
-    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/pause`)).status).toBe(200);
+    await daemon.api.pause(sandbox.id);
     expect((await setNetwork(sandbox.id, { internet: true })).network.internet).toBe(true);
-    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/resume`)).status).toBe(200);
+    await daemon.api.resume(sandbox.id);
     expect(await reachesOutside(sandbox.id)).toBe(true);
-    for (const id of [sandbox.id, fork.id]) await daemon.request('DELETE', `/v1/sandboxes/${id}`);
+    await daemon.api.removeSandbox(fork.id);
   });
 
   it("takes e2b's allow_internet_access, and refuses egress lists user mode cannot enforce", async () => {

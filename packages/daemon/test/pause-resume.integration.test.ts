@@ -6,42 +6,40 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, sandboxTest, TestDaemon } from './fixture.js';
 
 // The issue asks for 20 in a row: a file written before any of the pauses must survive all of them.
 const CYCLES = 20;
 
 describe('pause and resume (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
-  const post = (id: string, action: string) => daemon.request('POST', `/v1/sandboxes/${id}/${action}`);
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
+  /** For the answers that are not a success; `daemon.api.pause`/`resume` for those that are. */
+  const post = (id: string, action: 'pause' | 'resume') => daemon.request('POST', `/v1/sandboxes/${id}/${action}`);
   /** Waits for the daemon to have turned a paused sandbox's stream into its mapped layout; returns that folder. */
   const convertedState = (id: string) => {
     const dir = path.join(daemon.stateDir, 'sandboxes', id);
     return eventually(() => (fs.existsSync(path.join(dir, 'paused', 'state')) && !fs.existsSync(path.join(dir, 'pause.state')) ? path.join(dir, 'paused') : undefined), 60_000, 'the paused state to be converted');
   };
 
-  it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
-    const id = sandbox.id as string;
+  it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async ({ sandbox }) => {
+    const { id } = sandbox;
     // A process that counts, started before any pause: it must still be counting after the last resume.
     await exec(id, ['sh', '-c', '(n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
     for (let cycle = 0; cycle < CYCLES; cycle++) {
       await exec(id, ['sh', '-c', `echo cycle-${cycle} >> /root/journal; sync`]);
-      const paused = await post(id, 'pause');
-      expect(paused.status, paused.text).toBe(200);
-      expect(paused.body.state).toBe('paused');
-      expect(paused.body.expiresAt).toBeUndefined();
+      const paused = await daemon.api.pause(id);
+      expect(paused.state).toBe('paused');
+      expect(paused.expiresAt).toBeUndefined();
       expect(daemon.qemuPids(id)).toEqual([]);
-      expect((await exec(id, ['true'])).error.code).toBe('sandbox_not_running');
-      const resumed = await post(id, 'resume');
-      expect(resumed.status, resumed.text).toBe(200);
-      expect(resumed.body.state).toBe('running');
-      expect(resumed.body.expiresAt).toBeDefined();
+      expect((await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['true'] })).body.error.code).toBe('sandbox_not_running');
+      const resumed = await daemon.api.resume(id);
+      expect(resumed.state).toBe('running');
+      expect(resumed.expiresAt).toBeDefined();
     }
     const journal = (await exec(id, ['cat', '/root/journal'])).stdout;
     expect(journal).toBe(Array.from({ length: CYCLES }, (_, i) => `cycle-${i}\n`).join(''));
@@ -53,60 +51,49 @@ describe('pause and resume (real QEMU microVM)', () => {
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id, 'pause.state'))).toBe(false);
 
     // Removing a paused sandbox removes its saved state too.
-    expect((await post(id, 'pause')).status).toBe(200);
+    await daemon.api.pause(id);
     // Meanwhile it pins the cache files its resume opens (the kit, its disk's backing chain), so
     // that the cache never prunes them under it, however long it stays paused.
     const pins = fs.readdirSync(path.join(daemon.stateDir, 'sandboxes', id, 'pins'));
     expect(pins).toEqual(expect.arrayContaining([expect.stringMatching(/__kit__kit-.*\.ext4$/), expect.stringMatching(/__rootfs__base-.*\.ext4$/), expect.stringMatching(/__snapshots__base-.*__disk\.qcow2$/)]));
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    await daemon.api.removeSandbox(id);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
   });
 
-  it('resumes a sandbox paused before the daemon was killed and restarted', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('resumes a sandbox paused before the daemon was killed and restarted', async ({ sandbox }) => {
     await exec(sandbox.id, ['sh', '-c', 'echo kept > /root/mark']);
-    expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    await daemon.api.pause(sandbox.id);
     await daemon.kill9();
     await daemon.start();
-    expect((await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`)).body.state).toBe('paused');
-    expect((await post(sandbox.id, 'resume')).status).toBe(200);
+    expect((await daemon.api.sandbox(sandbox.id)).state).toBe('paused');
+    await daemon.api.resume(sandbox.id);
     expect((await exec(sandbox.id, ['cat', '/root/mark'])).stdout).toBe('kept\n');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('refuses to resume a running sandbox and to pause an unknown one', async () => {
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('refuses to resume a running sandbox and to pause an unknown one', async ({ sandbox }) => {
     expect((await post(sandbox.id, 'resume')).body.error.code).toBe('sandbox_not_running');
     expect((await post('sb_nope', 'pause')).body.error.code).toBe('sandbox_not_found');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('turns a paused state into a memory file that resume maps, the data intact', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('turns a paused state into a memory file that resume maps, the data intact', async ({ sandbox }) => {
     await exec(sandbox.id, ['sh', '-c', 'head -c 50M /dev/urandom > /dev/shm/data; md5sum /dev/shm/data > /root/sum']);
-    expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    await daemon.api.pause(sandbox.id);
     await convertedState(sandbox.id);
-    const resumed = await post(sandbox.id, 'resume');
-    expect(resumed.status, resumed.text).toBe(200);
+    const resumed = await daemon.api.resume(sandbox.id);
     // Where the resume's time went, as `inspect` shows it.
-    expect(resumed.body.stateMessage).toMatch(/^resumed in \d+ ms: state restored in \d+ ms, guest initialised in \d+ ms$/);
+    expect(resumed.stateMessage).toMatch(/^resumed in \d+ ms: state restored in \d+ ms, guest initialised in \d+ ms$/);
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'paused'))).toBe(false);
     // Paused again from a VM whose memory is that (now removed) mapped file.
-    expect((await post(sandbox.id, 'pause')).status).toBe(200);
-    expect((await post(sandbox.id, 'resume')).status).toBe(200);
+    await daemon.api.pause(sandbox.id);
+    await daemon.api.resume(sandbox.id);
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
-  it('finishes after a daemon restart a conversion the daemon was killed in the middle of', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('finishes after a daemon restart a conversion the daemon was killed in the middle of', async ({ sandbox }) => {
     await exec(sandbox.id, ['sh', '-c', 'head -c 50M /dev/urandom > /dev/shm/data; md5sum /dev/shm/data > /root/sum']);
     const dir = path.join(daemon.stateDir, 'sandboxes', sandbox.id);
-    expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    await daemon.api.pause(sandbox.id);
     // The conversion has just begun (it takes seconds): kill the daemon under it.
     await daemon.kill9();
     expect(fs.existsSync(path.join(dir, 'pause.state'))).toBe(true);
@@ -118,11 +105,9 @@ describe('pause and resume (real QEMU microVM)', () => {
     await convertedState(sandbox.id);
     expect(fs.existsSync(path.join(dir, 'paused.tmp'))).toBe(false);
     await eventually(() => (daemon.runtimeLeftovers().some((name) => name.startsWith('freeze-')) ? undefined : true), 15_000, 'no helper QEMU left');
-    const resumed = await post(sandbox.id, 'resume');
-    expect(resumed.status, resumed.text).toBe(200);
+    await daemon.api.resume(sandbox.id);
     expect(daemon.log()).toMatch(new RegExp(`"sandbox":"${sandbox.id}"[^\\n]*"mapped":true[^\\n]*"sandbox resumed"`));
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 
   for (const [fault, damage, reason] of [
@@ -130,48 +115,44 @@ describe('pause and resume (real QEMU microVM)', () => {
     ['corrupt', (dir: string) => fs.writeFileSync(path.join(dir, 'state'), Buffer.alloc(65536, 0xa5)), /restoring the VM state failed/],
     ['truncated', (dir: string) => fs.truncateSync(path.join(dir, 'memory'), 4096), /Failed to launch QEMU|size/],
   ] as const) {
-    it(`ends the resume of a ${fault} saved state as error/resume_failed with the reason, leaving no QEMU`, async () => {
-      onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-      const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
-      expect((await post(sandbox.id, 'pause')).status).toBe(200);
+    it(`ends the resume of a ${fault} saved state as error/resume_failed with the reason, leaving no QEMU`, async ({ sandbox }) => {
+      await daemon.api.pause(sandbox.id);
       damage(await convertedState(sandbox.id));
       const res = await post(sandbox.id, 'resume');
       expect(res.status, res.text).toBe(500);
       expect(res.body.error.code).toBe('vm_start_failed');
       expect(res.body.error.hint).toMatch(/capsule inspect/);
-      const { body: after } = await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`);
+      const after = await daemon.api.sandbox(sandbox.id);
       expect(after).toMatchObject({ state: 'error', stateReason: 'resume_failed' });
       expect(after.stateMessage).toMatch(reason);
       expect(daemon.qemuPids(sandbox.id)).toEqual([]);
       expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
       // Nothing half-resumed is left to run: a second resume is refused, and removal works.
       expect((await post(sandbox.id, 'resume')).body.error.code).toBe('sandbox_not_running');
-      expect((await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`)).status).toBe(204);
+      await daemon.api.removeSandbox(sandbox.id);
     });
   }
 
-  it('ends a pause whose QEMU was killed in its middle as paused or as error/crash, never half-way', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: sandbox } = await daemon.request('POST', '/v1/sandboxes', {});
+  it('ends a pause whose QEMU was killed in its middle as paused or as error/crash, never half-way', async ({ sandbox }) => {
     // Enough memory in use that the state takes a while to write; QEMU is killed once it has begun.
     await exec(sandbox.id, ['sh', '-c', 'head -c 150M /dev/urandom > /dev/shm/fill; echo kept > /root/mark; sync']);
     const temp = path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'pause.state.tmp');
     const pausing = post(sandbox.id, 'pause');
     await eventually(() => (fs.existsSync(temp) && fs.statSync(temp).size > 0) || undefined, 30_000, 'the pause to start writing');
     try {
-      process.kill(sandbox.pid, 'SIGKILL');
+      process.kill(sandbox.pid!, 'SIGKILL');
     } catch {
       // The pause had already finished: the paused branch below checks it.
     }
     const answer = await pausing;
     const after = await eventually(async () => {
-      const { body } = await daemon.request('GET', `/v1/sandboxes/${sandbox.id}`);
-      return body.state === 'running' ? undefined : body;
+      const current = await daemon.api.sandbox(sandbox.id);
+      return current.state === 'running' ? undefined : current;
     }, 15_000, 'the pause to settle');
     expect(fs.existsSync(temp)).toBe(false);
     if (after.state === 'paused') {
       expect(answer.status).toBe(200);
-      expect((await post(sandbox.id, 'resume')).status).toBe(200);
+      await daemon.api.resume(sandbox.id);
       expect((await exec(sandbox.id, ['cat', '/root/mark'])).stdout).toBe('kept\n');
     } else {
       expect(after).toMatchObject({ state: 'error', stateReason: 'crash' });
@@ -179,6 +160,5 @@ describe('pause and resume (real QEMU microVM)', () => {
       expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
       expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', sandbox.id, 'pause.state'))).toBe(false);
     }
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
   });
 });

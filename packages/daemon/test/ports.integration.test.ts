@@ -12,9 +12,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { CapsuleClient } from '@capsule/sdk';
-import { cliMain, daemonMain, eventually, TestDaemon } from './fixture.js';
+import { cliMain, daemonMain, eventually, it, TestDaemon } from './fixture.js';
 
 const DOMAIN = 'capsule.test';
 const WEB_PORT = 8000;
@@ -125,10 +125,9 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
   let published: number;
   const unix = () => ({ socketPath: daemon.socketPath });
   const exec = async (cmd: string, stdin?: string) => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['bash', '-c', cmd], ...(stdin !== undefined ? { stdin } : {}) });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body.exitCode, res.body.stderr).toBe(0);
-    return res.body.stdout as string;
+    const result = await daemon.api.exec(id, ['bash', '-c', cmd], stdin !== undefined ? { stdin } : {});
+    expect(result.exitCode, result.stderr).toBe(0);
+    return result.stdout;
   };
   const startServers = async () => {
     await exec(`setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &`);
@@ -143,20 +142,19 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
 
   beforeAll(async () => {
     await daemon.start();
-    const info = await daemon.request('GET', '/v1/info');
-    expect(info.body.domain).toBe(DOMAIN);
-    const [host, port] = (info.body.tcpAddress as string).split(':');
+    const info = await daemon.api.info();
+    expect(info.domain).toBe(DOMAIN);
+    const [host, port] = (info.tcpAddress ?? '').split(':');
     tcp = { host: host ?? '', port: Number(port) };
-    apiKey = (await daemon.request('POST', '/v1/api-keys', { name: 'ports' })).body.key;
+    apiKey = (await daemon.api.createApiKey('ports')).key;
     client = new CapsuleClient({ socketPath: daemon.socketPath });
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: WEB_PORT }] });
-    expect(created.status, created.text).toBe(201);
-    id = created.body.id;
-    token = created.body.trafficAccessToken;
-    expect(created.body.domain).toBe(DOMAIN);
-    expect(created.body.ports).toHaveLength(1);
-    expect(created.body.ports[0]).toMatchObject({ hostIp: '127.0.0.1', guestPort: WEB_PORT });
-    published = created.body.ports[0].hostPort;
+    const created = await daemon.api.createSandbox({ timeoutMs: 0, ports: [{ guestPort: WEB_PORT }] });
+    id = created.id;
+    token = created.trafficAccessToken;
+    expect(created.domain).toBe(DOMAIN);
+    expect(created.ports).toHaveLength(1);
+    expect(created.ports[0]).toMatchObject({ hostIp: '127.0.0.1', guestPort: WEB_PORT });
+    published = created.ports[0]!.hostPort;
     await exec('mkdir -p /tmp/www && cat > /tmp/www/hello.txt', 'hello from the guest\n');
     await exec('cat > /tmp/ws.py', WS_ECHO);
     await exec('cat > /tmp/holder.py', HOLDER);
@@ -233,14 +231,13 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
   });
 
   it('over TCP needs the traffic token or an API key, and refuses another sandbox’s token', async () => {
-    const other = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(other.status, other.text).toBe(201);
-    await daemon.request('DELETE', `/v1/sandboxes/${other.body.id}`);
+    const other = await daemon.api.createSandbox({ timeoutMs: 0 });
+    await daemon.api.removeSandbox(other.id);
     const path = `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`;
     const none = await get(tcp, path);
     expect(none.status).toBe(401);
     expect(none.headers['x-capsule-error']).toBe('unauthenticated');
-    const foreign = await get(tcp, path, { 'e2b-traffic-access-token': other.body.trafficAccessToken });
+    const foreign = await get(tcp, path, { 'e2b-traffic-access-token': other.trafficAccessToken });
     expect(foreign.status).toBe(403);
     expect(JSON.parse(foreign.body).error.code).toBe('permission_denied');
     expect((await get(tcp, '/hello.txt', { host: `${WEB_PORT}-${id}.${DOMAIN}`, 'e2b-traffic-access-token': 'forged' })).status).toBe(403);
@@ -297,25 +294,24 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
     const direct = { host: '127.0.0.1', port: published };
     expect((await get(direct, '/hello.txt')).body).toBe('hello from the guest\n');
 
-    const before = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes.length;
+    const before = (await daemon.api.sandboxes()).length;
     const clash = await daemon.request('POST', '/v1/sandboxes', { ports: [{ hostPort: published, guestPort: 80 }] });
     expect(clash.status).toBe(409);
     expect(clash.body.error).toMatchObject({ code: 'host_port_unavailable', hint: expect.any(String) });
-    expect((await daemon.request('GET', '/v1/sandboxes')).body.sandboxes.length).toBe(before);
+    expect(await daemon.api.sandboxes()).toHaveLength(before);
 
-    expect((await daemon.request('POST', `/v1/sandboxes/${id}/pause`)).status).toBe(200);
+    await daemon.api.pause(id);
     await expect(get(direct, '/hello.txt')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
-    expect((await daemon.request('POST', `/v1/sandboxes/${id}/resume`)).status).toBe(200);
+    await daemon.api.resume(id);
     expect((await get(direct, '/hello.txt')).body).toBe('hello from the guest\n');
 
     await daemon.stop();
     await expect(get(direct, '/hello.txt')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     await daemon.start();
     expect((await get(direct, '/hello.txt')).body).toBe('hello from the guest\n');
-    const after = await daemon.request('GET', `/v1/sandboxes/${id}`);
-    expect(after.body.ports).toEqual([{ hostIp: '127.0.0.1', hostPort: published, guestPort: WEB_PORT }]);
+    expect((await daemon.api.sandbox(id)).ports).toEqual([{ hostIp: '127.0.0.1', hostPort: published, guestPort: WEB_PORT }]);
 
-    await daemon.request('DELETE', `/v1/sandboxes/${id}`);
+    await daemon.api.removeSandbox(id);
     await expect(get(direct, '/hello.txt')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   }, 120_000);
 });

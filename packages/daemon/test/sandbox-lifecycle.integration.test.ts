@@ -3,76 +3,72 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, sandboxTest, TestDaemon } from './fixture.js';
 
 describe('sandbox lifecycle (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
+  // One sandbox for the tests that only read it: each boot costs seconds under TCG. The test that removes a sandbox has its own.
   let id = '';
 
   beforeAll(async () => {
     await daemon.start();
-    const res = await daemon.request('POST', '/v1/sandboxes', { env: { FROM_CREATE: 'yes' }, metadata: { test: 'lifecycle' } });
-    expect(res.status, res.text).toBe(201);
-    id = res.body.id;
+    id = (await daemon.api.createSandbox({ env: { FROM_CREATE: 'yes' }, metadata: { test: 'lifecycle' } })).id;
   });
   afterAll(async () => {
     await daemon.destroy();
   });
-  const printLogOnFailure = () => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
 
-  const exec = (body: Record<string, unknown>) => daemon.request('POST', `/v1/sandboxes/${id}/exec`, body);
+  /** For the answers that are not a command's result; `daemon.api.exec` for those that are. */
+  const rawExec = (body: Record<string, unknown>, sandboxId = id) => daemon.request('POST', `/v1/sandboxes/${sandboxId}/exec`, body);
 
   it('creates a running sandbox with an id, metadata and its boot history', async () => {
-    printLogOnFailure();
-    const res = await daemon.request('GET', `/v1/sandboxes/${id}`);
-    expect(res.status).toBe(200);
-    expect(res.body.id).toMatch(/^sb_[a-z2-7]{20}$/);
-    expect(res.body.state).toBe('running');
-    expect(res.body.metadata).toEqual({ test: 'lifecycle' });
-    expect(res.body.bootMs).toBeGreaterThan(0);
-    expect(res.body.history.map((h: { state: string }) => h.state)).toEqual(['starting', 'running']);
-    expect(daemon.qemuPids()).toContain(res.body.pid);
+    const sandbox = await daemon.api.sandbox(id);
+    expect(sandbox.id).toMatch(/^sb_[a-z2-7]{20}$/);
+    expect(sandbox.state).toBe('running');
+    expect(sandbox.metadata).toEqual({ test: 'lifecycle' });
+    expect(sandbox.bootMs).toBeGreaterThan(0);
+    expect(sandbox.history?.map((h) => h.state)).toEqual(['starting', 'running']);
+    expect(daemon.qemuPids()).toContain(sandbox.pid);
   });
 
   it('runs a command and returns its stdout, stderr and exit code', async () => {
-    printLogOnFailure();
-    const res = await exec({ cmd: ['sh', '-c', 'echo out; echo err >&2; exit 7'] });
-    expect(res.status, res.text).toBe(200);
-    expect(res.body).toMatchObject({ exitCode: 7, stdout: 'out\n', stderr: 'err\n', stdoutTruncated: false });
+    const result = await daemon.api.exec(id, ['sh', '-c', 'echo out; echo err >&2; exit 7']);
+    expect(result).toMatchObject({ exitCode: 7, stdout: 'out\n', stderr: 'err\n', stdoutTruncated: false });
   });
 
   it('runs inside the guest kernel with the sandbox hostname, not on the host', async () => {
-    const res = await exec({ cmd: ['sh', '-c', 'uname -r; hostname; cat /etc/debian_version'] });
-    const [kernel, hostname, debian] = res.body.stdout.trim().split('\n');
+    const { stdout } = await daemon.api.exec(id, ['sh', '-c', 'uname -r; hostname; cat /etc/debian_version']);
+    const [kernel, hostname, debian] = stdout.trim().split('\n');
     expect(kernel).toMatch(/cloud-amd64$/);
     expect(hostname).toBe(id.replace('_', '-'));
     expect(debian).toMatch(/^12\./);
   });
 
   it('passes env (sandbox-wide and per command) and cwd', async () => {
-    const res = await exec({ cmd: ['sh', '-c', 'echo "$FROM_CREATE $FROM_EXEC $(pwd)"'], env: { FROM_EXEC: 'also' }, cwd: '/tmp' });
-    expect(res.body.stdout).toBe('yes also /tmp\n');
+    const result = await daemon.api.exec(id, ['sh', '-c', 'echo "$FROM_CREATE $FROM_EXEC $(pwd)"'], { env: { FROM_EXEC: 'also' }, cwd: '/tmp' });
+    expect(result.stdout).toBe('yes also /tmp\n');
   });
 
   it('runs as another user when asked', async () => {
-    const res = await exec({ cmd: ['id', '-un'], user: 'user' });
-    expect(res.body.stdout).toBe('user\n');
+    const result = await daemon.api.exec(id, ['id', '-un'], { user: 'user' });
+    expect(result.stdout).toBe('user\n');
   });
 
   it('feeds stdin', async () => {
-    const res = await exec({ cmd: ['python3', '-c', 'import sys; print(sys.stdin.read().upper())'], stdin: 'hello' });
-    expect(res.body.stdout).toBe('HELLO\n');
+    const result = await daemon.api.exec(id, ['python3', '-c', 'import sys; print(sys.stdin.read().upper())'], { stdin: 'hello' });
+    expect(result.stdout).toBe('HELLO\n');
   });
 
   it('reports a signal-killed command as 128+N with the signal name', async () => {
-    const res = await exec({ cmd: ['sh', '-c', 'kill -TERM $$'] });
-    expect(res.body).toMatchObject({ exitCode: 143, signal: 'SIGTERM' });
+    const result = await daemon.api.exec(id, ['sh', '-c', 'kill -TERM $$']);
+    expect(result).toMatchObject({ exitCode: 143, signal: 'SIGTERM' });
   });
 
   it('kills a command that runs past its timeout', async () => {
     const started = Date.now();
-    const res = await exec({ cmd: ['sleep', '60'], timeoutMs: 1000 });
+    const res = await rawExec({ cmd: ['sleep', '60'], timeoutMs: 1000 });
     expect(res.status).toBe(504);
     expect(res.body.error.code).toBe('timeout');
     expect(Date.now() - started).toBeLessThan(30_000);
@@ -106,20 +102,20 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
     });
     const gone = await eventually(async () => {
       // pgrep exits 1 when nothing matches; its own command line does not start with "sleep".
-      const res = await exec({ cmd: ['pgrep', '-f', '^sleep 321$'] });
-      return res.body.exitCode === 1 ? true : undefined;
+      const result = await daemon.api.exec(id, ['pgrep', '-f', '^sleep 321$']);
+      return result.exitCode === 1 ? true : undefined;
     }, 15_000, 'the orphaned command to be killed');
     expect(gone).toBe(true);
   });
 
   it('keeps large output intact', async () => {
-    const res = await exec({ cmd: ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'] });
-    expect(res.body.stdout.length).toBe(3_000_000);
-    expect(res.body.stdout).toMatch(/^x+$/);
+    const { stdout } = await daemon.api.exec(id, ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x']);
+    expect(stdout.length).toBe(3_000_000);
+    expect(stdout).toMatch(/^x+$/);
   });
 
   it('refuses a command that does not exist with exec_failed', async () => {
-    const res = await exec({ cmd: ['definitely-not-a-program'] });
+    const res = await rawExec({ cmd: ['definitely-not-a-program'] });
     expect(res.status).toBe(422);
     expect(res.body.error.code).toBe('exec_failed');
     expect(res.body.error.hint).toBeTruthy();
@@ -127,33 +123,28 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
 
   it('refuses an empty command', async () => {
     for (const cmd of [[], ['']]) {
-      const res = await exec({ cmd });
+      const res = await rawExec({ cmd });
       expect(res.status, JSON.stringify(cmd)).toBe(400);
       expect(res.body.error.code).toBe('invalid_argument');
     }
   });
 
   it('captures the serial console', async () => {
-    await exec({ cmd: ['sh', '-c', 'echo console-marker-$((6 * 7)) > /dev/console'] });
-    const res = await daemon.request('GET', `/v1/sandboxes/${id}/logs`);
-    expect(res.status).toBe(200);
-    expect(res.text).toContain('console-marker-42');
+    await daemon.api.exec(id, ['sh', '-c', 'echo console-marker-$((6 * 7)) > /dev/console']);
+    expect(await daemon.api.consoleLog(id)).toContain('console-marker-42');
   });
 
-  it('deletes the sandbox: QEMU gone, files gone, record kept as killed', async () => {
-    printLogOnFailure();
-    const before = (await daemon.request('GET', `/v1/sandboxes/${id}`)).body.pid as number;
-    const res = await daemon.request('DELETE', `/v1/sandboxes/${id}`);
-    expect(res.status).toBe(204);
-    expect(daemon.qemuPids()).not.toContain(before);
+  it('deletes the sandbox: QEMU gone, files gone, record kept as killed', async ({ sandbox }) => {
+    const { id } = sandbox;
+    await daemon.api.removeSandbox(id);
+    expect(daemon.qemuPids()).not.toContain(sandbox.pid);
     expect(daemon.leftoversOf(id)).toEqual([]);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
-    const after = await daemon.request('GET', `/v1/sandboxes/${id}`);
-    expect(after.body.state).toBe('killed');
-    expect(after.body.history.at(-1)).toMatchObject({ state: 'killed', reason: 'user' });
-    const listed = await daemon.request('GET', '/v1/sandboxes');
-    expect(listed.body.sandboxes.map((s: { id: string }) => s.id)).not.toContain(id);
-    const exec2 = await exec({ cmd: ['true'] });
+    const after = await daemon.api.sandbox(id);
+    expect(after.state).toBe('killed');
+    expect(after.history?.at(-1)).toMatchObject({ state: 'killed', reason: 'user' });
+    expect((await daemon.api.sandboxes()).map((s) => s.id)).not.toContain(id);
+    const exec2 = await rawExec({ cmd: ['true'] }, id);
     expect(exec2.status).toBe(409);
     expect(exec2.body.error.code).toBe('sandbox_not_running');
   });

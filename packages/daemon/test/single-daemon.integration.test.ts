@@ -4,9 +4,9 @@
 // Real daemons, no VM (warm snapshots off).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, describe, expect, onTestFailed } from 'vitest';
 import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
-import { daemonMain, eventually, runCli, TestDaemon } from './fixture.js';
+import { daemonMain, eventually, it, runCli, TestDaemon } from './fixture.js';
 
 /** Starts a capsuled on `daemon`'s folders, beside the fixture's own process; resolves with its exit status and output. */
 function launch(daemon: TestDaemon) {
@@ -61,7 +61,6 @@ describe('the CLI\'s auto-start and a daemon still starting (real daemon, real C
   afterAll(() => daemon.destroy());
 
   it('attack: `capsule ls` while capsuled starts launches a second daemon — it waits for the starting one, says so, and one daemon serves', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const first = daemon.start();
     const lockFile = `${daemon.stateDir}/capsuled.lock`;
     await eventually(() => (fs.existsSync(lockFile) && fs.readFileSync(lockFile, 'utf8').trim() !== '' ? true : undefined), 20_000, 'the first daemon to take its lock');

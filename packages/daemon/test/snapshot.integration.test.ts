@@ -6,40 +6,38 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   // No warm pool: every VM here is one the test asked for.
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
   const counter = async (id: string) => Number((await exec(id, ['cat', '/root/counter'])).stdout);
-  const template = async (name: string) => ((await daemon.request('GET', '/v1/templates')).body.templates as { name: string; warmSnapshot: string }[]).find((t) => t.name === name);
+  const template = async (name: string) => (await daemon.api.templates()).find((t) => t.name === name);
+  // The tests follow one source and its snapshot template through their life, in order: a snapshot writes the
+  // guest's whole memory, too slow under TCG to make again for every test.
   let sourceId = '';
   let fromSnapshot: string[] = [];
 
   it('makes a warm template whose sandboxes continue from that moment with their own identity, the source running on', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const { body: source } = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
+    const source = await daemon.api.createSandbox({ timeoutMs: 0 });
     sourceId = source.id;
     await exec(sourceId, ['sh', '-c', 'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
 
-    const res = await daemon.request('POST', `/v1/sandboxes/${sourceId}/snapshot`, { template: 'snap-a' });
-    expect(res.status, res.text).toBe(201);
-    expect(res.body).toMatchObject({ name: 'snap-a', ready: true, warmSnapshot: 'ready', defaultMemoryMiB: source.memoryMiB });
+    expect(await daemon.api.snapshot(sourceId, 'snap-a')).toMatchObject({ name: 'snap-a', ready: true, warmSnapshot: 'ready', defaultMemoryMiB: source.memoryMiB });
     expect(await template('snap-a')).toMatchObject({ warmSnapshot: 'ready' });
 
     // The source runs on and its later writes are its own.
     const before = await counter(sourceId);
     await exec(sourceId, ['sh', '-c', 'echo after-snapshot > /root/state']);
 
-    const created = await Promise.all([1, 2].map(() => daemon.request('POST', '/v1/sandboxes', { template: 'snap-a', env: { WHO: 'clone' } })));
-    for (const c of created) expect(c.status, c.text).toBe(201);
-    fromSnapshot = created.map((c) => c.body.id as string);
+    const created = await Promise.all([1, 2].map(() => daemon.api.createSandbox({ template: 'snap-a', env: { WHO: 'clone' } })));
+    fromSnapshot = created.map((c) => c.id);
     for (const id of fromSnapshot) {
-      expect((await daemon.request('GET', `/v1/sandboxes/${id}`)).body.history.at(-1).message).toBe('restored from the warm snapshot of snap-a');
+      expect((await daemon.api.sandbox(id)).history?.at(-1)?.message).toBe('restored from the warm snapshot of snap-a');
       expect((await exec(id, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
       expect((await exec(id, ['sh', '-c', 'echo $WHO'])).stdout).toBe('clone\n');
     }
@@ -67,31 +65,27 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     const resized = await daemon.request('POST', '/v1/sandboxes', { template: 'snap-a', memoryMiB: 256 });
     expect(resized.status, resized.text).toBe(400);
     expect(resized.body.error.message).toMatch(/snapshot of 1 vCPU\(s\) and 512 MiB/);
-    const { body: other } = await daemon.request('POST', '/v1/sandboxes', {});
-    await daemon.request('POST', `/v1/sandboxes/${other.id}/pause`);
+    const other = await daemon.api.createSandbox();
+    await daemon.api.pause(other.id);
     expect((await daemon.request('POST', `/v1/sandboxes/${other.id}/snapshot`, { template: 'snap-b' })).body.error.code).toBe('sandbox_not_running');
-    await daemon.request('DELETE', `/v1/sandboxes/${other.id}`);
+    await daemon.api.removeSandbox(other.id);
     expect(await template('snap-b')).toBeUndefined();
   });
 
   it('keeps the template across a daemon restart, loading its snapshot rather than rebuilding it', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     await daemon.kill9();
     await daemon.start();
     const ready = async () => (await template('snap-a'))?.warmSnapshot;
     for (let i = 0; i < 100 && (await ready()) === 'building'; i++) await sleep(100);
     expect(await ready()).toBe('ready');
     expect(daemon.log().split('\n').filter((line) => line.includes('warm snapshot built') && line.includes('snap-a'))).toEqual([]);
-    const created = await daemon.request('POST', '/v1/sandboxes', { template: 'snap-a' });
-    expect(created.status, created.text).toBe(201);
-    expect((await exec(created.body.id, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
-    await daemon.request('DELETE', `/v1/sandboxes/${created.body.id}`);
+    const created = await daemon.api.createSandbox({ template: 'snap-a' });
+    expect((await exec(created.id, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
+    await daemon.api.removeSandbox(created.id);
   });
 
   it('fails restores of a corrupt snapshot cleanly: error with the reason, no stray QEMU, later creates refused', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const res = await daemon.request('POST', `/v1/sandboxes/${sourceId}/snapshot`, { template: 'snap-corrupt' });
-    expect(res.status, res.text).toBe(201);
+    await daemon.api.snapshot(sourceId, 'snap-corrupt');
     const dir = fs.readdirSync(path.join(daemon.stateDir, 'templates')).find((d) => d.startsWith('snap-corrupt-'));
     fs.writeFileSync(path.join(daemon.stateDir, 'templates', dir!, 'state'), Buffer.alloc(4096, 0x5a));
     const before = daemon.qemuPids().length;
@@ -99,9 +93,7 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     const failed = await daemon.request('POST', '/v1/sandboxes', { template: 'snap-corrupt' });
     expect(failed.status, failed.text).toBe(500);
     expect(failed.body.error.code).toBe('vm_start_failed');
-    const sandbox = ((await daemon.request('GET', '/v1/sandboxes')).body.sandboxes as { id: string; template: string; state: string; stateReason: string; stateMessage?: string }[]).find(
-      (s) => s.template === 'snap-corrupt',
-    );
+    const sandbox = (await daemon.api.sandboxes()).find((s) => s.template === 'snap-corrupt');
     expect(sandbox).toMatchObject({ state: 'error', stateReason: 'start_failed' });
     expect(sandbox!.stateMessage).toMatch(/restoring the VM state failed/);
     expect(daemon.leftoversOf(sandbox!.id)).toEqual([]);
@@ -124,10 +116,10 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     expect(refused.body.error).toMatchObject({ code: 'template_in_use', hint: expect.stringContaining(fromSnapshot[0]!) });
     expect(await template('snap-a')).toMatchObject({ warmSnapshot: 'ready' });
     // A paused one counts too: its resume reopens its disk, an overlay on the template's.
-    expect((await daemon.request('POST', `/v1/sandboxes/${fromSnapshot[0]}/pause`)).status).toBe(200);
-    expect((await daemon.request('POST', `/v1/sandboxes/${fromSnapshot[0]}/resume`)).status).toBe(200);
+    await daemon.api.pause(fromSnapshot[0]!);
+    await daemon.api.resume(fromSnapshot[0]!);
     expect((await exec(fromSnapshot[0]!, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
-    for (const id of fromSnapshot) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
+    for (const id of fromSnapshot) await daemon.api.removeSandbox(id);
 
     expect((await daemon.request('DELETE', '/v1/templates/snap-a')).status).toBe(204);
     expect(await template('snap-a')).toBeUndefined();
@@ -135,7 +127,7 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     expect((await daemon.request('POST', '/v1/sandboxes', { template: 'snap-a' })).body.error.code).toBe('template_not_found');
     // The source never depended on the template.
     expect((await exec(sourceId, ['cat', '/root/state'])).stdout).toBe('after-snapshot\n');
-    expect((await daemon.request('DELETE', `/v1/sandboxes/${sourceId}`)).status).toBe(204);
+    await daemon.api.removeSandbox(sourceId);
     expect(daemon.qemuPids()).toEqual([]);
   });
 });

@@ -4,8 +4,8 @@
 // A real daemon and real SQLite; no VM is booted (warm snapshots off).
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
-import { TestDaemon } from './fixture.js';
+import { afterAll, describe, expect } from 'vitest';
+import { it, TestDaemon } from './fixture.js';
 
 const modeOf = (file: string) => fs.statSync(file).mode & 0o777;
 
@@ -15,7 +15,6 @@ describe('state files are the owner\'s only (real daemon, real SQLite)', () => {
   const inState = (name: string) => path.join(daemon.stateDir, name);
 
   it('attack: another local user reads capsule.db or daemon.secret — after start the state folder is 0700 and the database, its WAL files and the secret are 0600', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     await daemon.start();
     expect(modeOf(daemon.stateDir)).toBe(0o700);
     for (const name of ['capsule.db', 'capsule.db-wal', 'capsule.db-shm', 'daemon.secret']) {
@@ -24,7 +23,6 @@ describe('state files are the owner\'s only (real daemon, real SQLite)', () => {
   });
 
   it('attack: files left group/world-readable by an older daemon stay readable — a daemon start tightens them and says so', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     await daemon.stop();
     fs.chmodSync(daemon.stateDir, 0o755);
     for (const name of ['capsule.db', 'daemon.secret']) fs.chmodSync(inState(name), 0o644);

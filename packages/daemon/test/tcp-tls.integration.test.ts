@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { CapsuleClient } from '@capsule/sdk';
 import { loadTlsIdentity } from '../src/api/tls.js';
-import { cliMain, eventually, TestDaemon } from './fixture.js';
+import { cliMain, eventually, it, TestDaemon } from './fixture.js';
 
 const DOMAIN = 'capsule.test';
 const WEB_PORT = 8000;
@@ -65,15 +65,13 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
   beforeAll(async () => {
     await daemon.start();
     info = (await daemon.request<TlsInfo>('GET', '/v1/info')).body;
-    apiKey = (await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'tls' })).body.key;
+    apiKey = (await daemon.api.createApiKey('tls')).key;
   });
   afterAll(async () => {
     await daemon.destroy();
   });
-  const printLogOnFailure = () => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
 
   it('a plain-HTTP request carrying an API key gets no answer from the TCP port, and never reaches the API', async () => {
-    printLogOnFailure();
     const marker = `cleartext-${randomBytes(6).toString('hex')}`;
     const answer = await plainRequest(info.tcpAddress, `/v1/sandboxes?probe=${marker}`, { 'x-api-key': apiKey });
     expect(answer).toHaveProperty('error');
@@ -118,7 +116,6 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
   });
 
   it('the CLI reaches it by CAPSULE_HOST with the pinned fingerprint, and refuses another pin with a hint', async () => {
-    printLogOnFailure();
     const cli = (fingerprint: string, ...args: string[]) =>
       promisify(execFile)(process.execPath, [cliMain, ...args], {
         // No socket to fall back on: only TCP can answer.
@@ -188,24 +185,16 @@ describe('keys travel in cleartext: agent, port and upgrade paths over TLS (real
   beforeAll(async () => {
     await daemon.start();
     info = (await daemon.request<TlsInfo>('GET', '/v1/info')).body;
-    apiKey = (await daemon.request<{ key: string }>('POST', '/v1/api-keys', { name: 'tls-vm' })).body.key;
-    const created = await daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 });
-    expect(created.status, created.text).toBe(201);
-    id = created.body.id;
-    trafficToken = created.body.trafficAccessToken;
-    const served = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, {
-      cmd: ['bash', '-c', `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`],
-    });
-    expect(served.status, served.text).toBe(200);
+    apiKey = (await daemon.api.createApiKey('tls-vm')).key;
+    ({ id, trafficAccessToken: trafficToken } = await daemon.api.createSandbox({ timeoutMs: 0 }));
+    await daemon.api.exec(id, ['bash', '-c', `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`]);
     await eventually(async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined), 90_000, 'the web server');
   }, 240_000);
   afterAll(async () => {
     await daemon.destroy();
   });
-  const printLogOnFailure = () => onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
 
   it('@capsule/sdk reaches the agent, a port by path and a tunnel (HTTP Upgrade) over pinned TLS; a port by host name answers too', async () => {
-    printLogOnFailure();
     const { host, port } = hostPort(info.tcpAddress);
     const client = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: info.tls?.fingerprintSha256 ?? '' } });
     try {
@@ -240,7 +229,6 @@ describe('keys travel in cleartext: agent, port and upgrade paths over TLS (real
   });
 
   it('the official e2b SDK, in a node process trusting the certificate by NODE_EXTRA_CA_CERTS, runs a command and reads a file over TLS', async () => {
-    printLogOnFailure();
     const script = `
       import { Sandbox } from 'e2b';
       const sandbox = await Sandbox.connect(process.env.SANDBOX_ID);

@@ -8,8 +8,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { runCli, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { runCli, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 import { image, layer, marker, pushImage, removeAllImages, type TestImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -41,16 +41,10 @@ describe('template services and the build cache (real registry, real QEMU microV
   let registry: TestRegistry;
   let ref: string;
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
+  const it = sandboxTest(daemon);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
-  const sandboxes: string[] = [];
   const capsule = (args: string[]) => runCli(daemon, args, 300_000);
-  const exec = async (id: string, script: string) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['/bin/sh', '-c', script] })).body;
-  const createSandbox = async (template: string) => {
-    const created = await daemon.request('POST', '/v1/sandboxes', { template });
-    expect(created.status, created.text).toBe(201);
-    sandboxes.push(created.body.id);
-    return created.body as { id: string };
-  };
+  const exec = (id: string, script: string) => daemon.api.exec(id, ['/bin/sh', '-c', script]);
   const build = async (name: string, capsulefile: string) =>
     events((await daemon.request('POST', '/v1/templates/build', { name, capsulefile, contextDir: work })).text);
 
@@ -62,7 +56,6 @@ describe('template services and the build cache (real registry, real QEMU microV
     ref = `${registry.host}/e2e/web:v1`;
   });
   afterAll(async () => {
-    for (const id of sandboxes) await daemon.request('DELETE', `/v1/sandboxes/${id}`).catch(() => undefined);
     await removeAllImages(daemon).catch(() => undefined);
     await daemon.request('POST', '/v1/images/prune').catch(() => undefined);
     await daemon.destroy();
@@ -70,8 +63,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     fs.rmSync(work, { recursive: true, force: true });
   });
 
-  it('starts START before the warm snapshot once READY passes, so a sandbox answers at once', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('starts START before the warm snapshot once READY passes, so a sandbox answers at once', async ({ newSandbox }) => {
     // The server comes up two seconds after START: READY has to be retried, and a sandbox
     // whose server were started at create could not answer its first request.
     fs.writeFileSync(
@@ -87,7 +79,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(built.status, built.stderr).toBe(0);
     expect(built.stdout).toBe('served\n');
 
-    const sandbox = await createSandbox('served');
+    const sandbox = await newSandbox({ template: 'served' });
     const first = await exec(sandbox.id, 'wget -q -O - http://127.0.0.1:8080/; cat /tmp/starts');
     expect(first.stderr).toBe('');
     expect(first.stdout).toBe('served by the template\nstarted\n');
@@ -96,7 +88,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(ps.status, ps.stderr).toBe(0);
     expect(ps.stdout).toMatch(/^\d+ +capsule-start +\S+ +\/bin\/sh -c 'echo started/m);
     // A second sandbox runs its own copy of the same started server.
-    const other = await createSandbox('served');
+    const other = await newSandbox({ template: 'served' });
     expect((await exec(other.id, 'wget -q -O - http://127.0.0.1:8080/')).stdout).toBe('served by the template\n');
 
     const inspect = await capsule(['template', 'inspect', 'served', '--json']);
@@ -121,12 +113,11 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it('fails a template whose READY never passes, with READY and START output', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.writeFileSync(path.join(work, 'Capsulefile'), [`FROM ${ref}`, 'START echo "listening soon"; exec sleep 1000', 'READY --timeout=3s echo "not yet" >&2; test -e /tmp/never'].join('\n'));
     const built = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'never-ready']);
     expect(built.status).not.toBe(0);
     expect(built.stderr).toMatch(/the warm snapshot of never-ready failed: READY \(echo "not yet" >&2; test -e \/tmp\/never\) did not pass within 3 s \(\d+ attempts\); the last one exited with code 1:\nnot yet\nSTART \(.*\) output:\nlistening soon/);
-    const details = (await daemon.request('GET', '/v1/templates/never-ready')).body;
+    const details = await daemon.api.template('never-ready');
     expect(details.warmSnapshot).toBe('failed');
     expect(details.warmSnapshotError).toMatch(/did not pass within 3 s/);
     // A cold create (other resources than the snapshot's) runs START and READY too, and fails the same way.
@@ -140,27 +131,25 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(readyAlone).toMatchObject({ type: 'error', code: 'invalid_argument', message: 'READY needs a START command' });
   }, 400_000);
 
-  it("runs the image's Entrypoint + Cmd for a bare --start", async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it("runs the image's Entrypoint + Cmd for a bare --start", async ({ newSandbox }) => {
     const created = await capsule(['template', 'create', 'web', '--image', ref, '--start', '--ready', 'wget -q -O /dev/null http://127.0.0.1:8081/']);
     expect(created.status, created.stderr).toBe(0);
-    const details = (await daemon.request('GET', '/v1/templates/web')).body;
+    const details = await daemon.api.template('web');
     expect(details).toMatchObject({ source: 'image', startCommand: ['/bin/httpd', '-f', '-h', '/srv/www', '-p', '8081'], warmSnapshot: 'ready' });
-    const sandbox = await createSandbox('web');
+    const sandbox = await newSandbox({ template: 'web' });
     expect((await exec(sandbox.id, 'wget -q -O - http://127.0.0.1:8081/')).stdout).toBe('hello from httpd\n');
     // A ready check needs a start command.
     const refused = await daemon.request('POST', '/v1/templates', { name: 'web-ready', image: ref, ready: ['true'] });
     expect(refused.status).toBe(400);
   }, 400_000);
 
-  it('caches each build step: a rebuild reruns only from the first changed step, also after a failing one', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('caches each build step: a rebuild reruns only from the first changed step, also after a failing one', async ({ newSandbox }) => {
     fs.writeFileSync(path.join(work, 'a.txt'), 'first a\n');
     const steps = [`FROM ${ref}`, 'RUN cat /proc/sys/kernel/random/uuid > /srv/one', 'COPY a.txt /srv/a.txt', 'ENV X=1', 'RUN cat /srv/one /srv/a.txt > /srv/both; echo "$X" >> /srv/both'];
     const first = await build('steps-1', steps.join('\n'));
     expect(first.at(-1)!.type, JSON.stringify(first.at(-1))).toBe('done');
     expect(first.filter((e) => e.type === 'step' && e.cached)).toEqual([]);
-    const one = (await exec((await createSandbox('steps-1')).id, 'cat /srv/one')).stdout;
+    const one = (await exec((await newSandbox({ template: 'steps-1' })).id, 'cat /srv/one')).stdout;
     expect(one).toMatch(/^[0-9a-f-]{36}\n$/);
 
     // The copied file changed: step 1 comes from the cache, steps 2-4 run again.
@@ -173,7 +162,7 @@ describe('template services and the build cache (real registry, real QEMU microV
       [3, false],
       [4, false],
     ]);
-    expect((await exec((await createSandbox('steps-2')).id, 'cat /srv/both')).stdout).toBe(`${one}second a\n1\n`);
+    expect((await exec((await newSandbox({ template: 'steps-2' })).id, 'cat /srv/both')).stdout).toBe(`${one}second a\n1\n`);
 
     // A failing step: its output in the error; the steps before it (step 5 ran only in this build) are cached for the next one.
     const failing = (await build('steps-3', [...steps, 'RUN echo five > /srv/five', 'RUN echo "broken on purpose" >&2; exit 4'].join('\n'))).at(-1)!;
@@ -189,7 +178,7 @@ describe('template services and the build cache (real registry, real QEMU microV
       [5, true],
       [6, false],
     ]);
-    expect((await exec((await createSandbox('steps-3')).id, 'cat /srv/one /srv/five /srv/fixed')).stdout).toBe(`${one}five\nfixed\n`);
+    expect((await exec((await newSandbox({ template: 'steps-3' })).id, 'cat /srv/one /srv/five /srv/fixed')).stdout).toBe(`${one}five\nfixed\n`);
 
     // Unchanged: every step cached, nothing boots.
     const same = await build('steps-3-again', [...steps, 'RUN echo five > /srv/five', 'RUN echo fixed > /srv/fixed'].join('\n'));
@@ -205,8 +194,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(cli.stderr).toMatch(/^\[5\] RUN echo other > \/srv\/other$/m);
   }, 600_000);
 
-  it('prunes untagged images, their blobs and the build-step cache', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('prunes untagged images, their blobs and the build-step cache', async ({ newSandbox }) => {
     const stepsDir = path.join(sharedCacheDir, 'images', 'build-steps');
     const cachedSteps = fs.readdirSync(stepsDir).filter((n) => n.endsWith('.json') || n.endsWith('.qcow2'));
     expect(cachedSteps.length).toBeGreaterThan(0);
@@ -218,7 +206,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect((await daemon.request('POST', '/v1/images/pull', { ref: `${registry.host}/e2e/moving:latest` })).status).toBe(200);
     const oldLayer = path.join(sharedCacheDir, 'images', 'blobs', 'sha256', JSON.parse(old.manifest.toString()).layers[0].digest.slice(7));
     expect(fs.existsSync(oldLayer)).toBe(true);
-    expect((await daemon.request('GET', `/v1/images/${old.digest}`)).body.refs).toEqual([]);
+    expect((await daemon.api.image(old.digest)).refs).toEqual([]);
 
     const pruned = await capsule(['image', 'prune', '--json']);
     expect(pruned.status, pruned.stderr).toBe(0);
@@ -231,7 +219,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     // (Another test's daemon may be building meanwhile: only this file's steps are checked.)
     expect(fs.readdirSync(stepsDir).filter((n) => cachedSteps.includes(n))).toEqual([]);
     // What templates use stays: the pulled image, and sandboxes of built templates still start.
-    expect((await daemon.request('GET', `/v1/images/${encodeURIComponent(ref)}`)).status).toBe(200);
-    expect((await exec((await createSandbox('steps-2')).id, 'cat /srv/a.txt')).stdout).toBe('second a\n');
+    await daemon.api.image(ref);
+    expect((await exec((await newSandbox({ template: 'steps-2' })).id, 'cat /srv/a.txt')).stdout).toBe('second a\n');
   });
 });

@@ -3,12 +3,16 @@
 // there through TestDaemon's launchPrefix) whose default route leads to an
 // "outside" namespace holding a public-range address (TEST-NET-2), a private
 // one, the metadata address and the machine's DNS resolver address, each
-// served by this test. Everything is removed by `destroy`.
+// served by this test. Everything is removed by `destroy`; the namespaces
+// the daemon made for its sandboxes are removed by TestDaemon's.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { stateTag } from '../src/network/tap-network.js';
 import fs from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
+import { TestDaemon } from './fixture.js';
 
 export const OUTSIDE = '198.51.100.2';
+/** A second public-range address (TEST-NET-3) of the outside namespace, for egress lists that let one through and not the other. */
+export const SECOND_OUTSIDE = '203.0.113.2';
 export const HOST_UPLINK = '198.51.100.1';
 /** A private address only the outside namespace holds: reachable by routing, refused by policy. */
 export const PRIVATE_OUTSIDE = '192.168.77.2';
@@ -25,15 +29,6 @@ export function run(command: string, ...args: string[]): string {
 export function machineResolver(): string | undefined {
   const text = fs.readFileSync('/etc/resolv.conf', 'utf8');
   return /^\s*nameserver\s+((?!127\.)\d{1,3}(?:\.\d{1,3}){3})\s*$/m.exec(text)?.[1];
-}
-
-/** The tag a daemon with state folder `stateDir` puts in every namespace, link and table name it makes. */
-/** Removes what a failed test left of a daemon's namespaces (a stop keeps those a VM was still in). */
-export function removeDaemonNamespaces(stateDir: string): void {
-  const tag = stateTag(stateDir);
-  for (const name of fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []) {
-    if (name.startsWith(`capsule-${tag}-`)) execFileSync('ip', ['netns', 'delete', name], { stdio: 'ignore' });
-  }
 }
 
 /** A node process in namespace `ns` running `script`, which prints `ready` once listening and one line per client. */
@@ -86,6 +81,27 @@ function dnsServer(ns: string, address: string, answer: string): NamespaceProces
   return new NamespaceProcess(ns, script);
 }
 
+/**
+ * A daemon (with `env`) living in fresh test networks for the calling describe
+ * block: both are made before its tests and removed after them.
+ */
+export function daemonInTestNetworks(label: string, hostServicePort: number, env: Record<string, string> = {}): { networks: TestNetworks; daemon: TestDaemon } {
+  const networks = new TestNetworks(label, hostServicePort);
+  const daemon = new TestDaemon(env, networks.launchPrefix);
+  beforeAll(async () => {
+    await networks.create();
+    await daemon.start();
+  });
+  afterAll(async () => {
+    try {
+      await daemon.destroy();
+    } finally {
+      networks.destroy();
+    }
+  });
+  return { networks, daemon };
+}
+
 export class TestNetworks {
   readonly hostNs: string;
   readonly outsideNs: string;
@@ -118,7 +134,7 @@ export class TestNetworks {
     run('ip', '-n', hostNs, 'link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', outsideNs);
     run('ip', '-n', hostNs, 'addr', 'add', `${HOST_UPLINK}/24`, 'dev', 'wan0');
     run('ip', '-n', outsideNs, 'addr', 'add', `${OUTSIDE}/24`, 'dev', 'wan0');
-    for (const address of [PRIVATE_OUTSIDE, METADATA, ...(this.resolver ? [this.resolver] : [])]) run('ip', '-n', outsideNs, 'addr', 'add', `${address}/32`, 'dev', 'lo');
+    for (const address of [SECOND_OUTSIDE, PRIVATE_OUTSIDE, METADATA, ...(this.resolver ? [this.resolver] : [])]) run('ip', '-n', outsideNs, 'addr', 'add', `${address}/32`, 'dev', 'lo');
     for (const ns of [hostNs, outsideNs]) run('ip', '-n', ns, 'link', 'set', 'wan0', 'up');
     run('ip', '-n', hostNs, 'route', 'add', 'default', 'via', OUTSIDE);
     for (const server of this.servers) await server.start();

@@ -2,82 +2,67 @@
 // lifetime runs out (also one that ran out while the daemon was down), a new
 // timeout or a keepalive moves the deadline, and the history says why.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, sandboxTest, TestDaemon } from './fixture.js';
 
 describe('sandbox timeouts (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
+  const it = sandboxTest(daemon);
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
-  const create = async (body: Record<string, unknown>) => {
-    const res = await daemon.request('POST', '/v1/sandboxes', body);
-    expect(res.status, res.text).toBe(201);
-    return res.body;
-  };
-  const get = async (id: string) => (await daemon.request('GET', `/v1/sandboxes/${id}`)).body;
+  const get = (id: string) => daemon.api.sandbox(id);
 
-  it('gives sandboxes a 5-minute timeout unless asked otherwise', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const sandbox = await create({});
+  it('gives sandboxes a 5-minute timeout unless asked otherwise', async ({ sandbox }) => {
     expect(sandbox.timeoutMs).toBe(300_000);
-    const left = Date.parse(sandbox.expiresAt) - Date.now();
+    const left = Date.parse(sandbox.expiresAt!) - Date.now();
     expect(left).toBeGreaterThan(250_000);
     expect(left).toBeLessThanOrEqual(300_000);
-    const none = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 0 });
-    expect(none.body.expiresAt).toBeUndefined();
-    expect(none.body.timeoutMs).toBe(0);
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+    const none = await daemon.api.setTimeout(sandbox.id, 0);
+    expect(none.expiresAt).toBeUndefined();
+    expect(none.timeoutMs).toBe(0);
   });
 
-  it('kills a sandbox whose timeout ran out, recording the reason, and leaves nothing', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const sandbox = await create({ timeoutMs: 2000 });
+  it('kills a sandbox whose timeout ran out, recording the reason, and leaves nothing', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ timeoutMs: 2000 });
     const killed = await eventually(async () => {
       const s = await get(sandbox.id);
       return s.state === 'killed' ? s : undefined;
     }, 30_000, 'the timeout');
-    expect(killed.history.at(-1)).toMatchObject({ state: 'killed', reason: 'timeout' });
+    expect(killed.history?.at(-1)).toMatchObject({ state: 'killed', reason: 'timeout' });
     expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
   });
 
-  it('pauses instead, when asked at create, keeping the sandbox resumable', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const sandbox = await create({ timeoutMs: 2000, onTimeout: 'pause' });
+  it('pauses instead, when asked at create, keeping the sandbox resumable', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ timeoutMs: 2000, onTimeout: 'pause' });
     expect(sandbox.onTimeout).toBe('pause');
-    await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['sh', '-c', 'echo kept > /root/mark'] });
+    await daemon.api.exec(sandbox.id, ['sh', '-c', 'echo kept > /root/mark']);
     const paused = await eventually(async () => {
       const s = await get(sandbox.id);
       return s.state === 'paused' ? s : undefined;
     }, 30_000, 'the timeout');
-    expect(paused.history.at(-1)).toMatchObject({ state: 'paused', reason: 'timeout' });
+    expect(paused.history?.at(-1)).toMatchObject({ state: 'paused', reason: 'timeout' });
     expect(daemon.qemuPids(sandbox.id)).toEqual([]);
-    const resumed = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/resume`);
-    expect(resumed.status, resumed.text).toBe(200);
+    await daemon.api.resume(sandbox.id);
     // A resume restarts the 2 s lifetime; lift it so the check below cannot be paused again mid-way.
-    expect((await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 0 })).status).toBe(200);
-    const read = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['cat', '/root/mark'] });
-    expect(read.body.stdout).toBe('kept\n');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+    await daemon.api.setTimeout(sandbox.id, 0);
+    expect((await daemon.api.exec(sandbox.id, ['cat', '/root/mark'])).stdout).toBe('kept\n');
   });
 
-  it('moves the deadline on a new timeout and on keepalive', async () => {
-    const sandbox = await create({ timeoutMs: 3000 });
-    const longer = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 6000 });
-    expect(longer.status).toBe(200);
-    expect(Date.parse(longer.body.expiresAt)).toBeGreaterThan(Date.parse(sandbox.expiresAt));
+  it('moves the deadline on a new timeout and on keepalive', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ timeoutMs: 3000 });
+    const longer = await daemon.api.setTimeout(sandbox.id, 6000);
+    expect(Date.parse(longer.expiresAt!)).toBeGreaterThan(Date.parse(sandbox.expiresAt!));
     for (let i = 0; i < 4; i++) {
       await sleep(2000);
-      const kept = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/keepalive`);
-      expect(kept.status, kept.text).toBe(200);
-      expect(kept.body.timeoutMs).toBe(6000);
+      expect((await daemon.api.keepAlive(sandbox.id)).timeoutMs).toBe(6000);
     }
     // Eight seconds after a 3-second timeout, kept alive all along.
     expect((await get(sandbox.id)).state).toBe('running');
     await eventually(async () => ((await get(sandbox.id)).state === 'killed' ? true : undefined), 30_000, 'the timeout');
   });
 
-  it('refuses bad timeouts and timeouts of sandboxes that do not run', async () => {
-    const sandbox = await create({ timeoutMs: 0 });
+  it('refuses bad timeouts and timeouts of sandboxes that do not run', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ timeoutMs: 0 });
     for (const timeoutMs of [-1, 1.5, 40 * 24 * 3600 * 1000]) {
       const res = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs });
       expect(res.status, String(timeoutMs)).toBe(400);
@@ -85,15 +70,14 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
     }
     expect((await daemon.request('POST', '/v1/sandboxes', { timeoutMs: -5 })).status).toBe(400);
     expect((await daemon.request('POST', '/v1/sandboxes/sb_nope/keepalive')).body.error.code).toBe('sandbox_not_found');
-    await daemon.request('DELETE', `/v1/sandboxes/${sandbox.id}`);
+    await daemon.api.removeSandbox(sandbox.id);
     const late = await daemon.request('POST', `/v1/sandboxes/${sandbox.id}/timeout`, { timeoutMs: 1000 });
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe('sandbox_not_running');
   });
 
-  it('kills, after a restart, a sandbox whose timeout ran out while the daemon was down', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
-    const sandbox = await create({ timeoutMs: 2000 });
+  it('kills, after a restart, a sandbox whose timeout ran out while the daemon was down', async ({ newSandbox }) => {
+    const sandbox = await newSandbox({ timeoutMs: 2000 });
     await daemon.kill9();
     await sleep(3000);
     expect(daemon.qemuPids(sandbox.id)).toHaveLength(1);

@@ -3,28 +3,28 @@
 // one create clearly, leaks nothing, and later creates boot cold.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { eventually, sharedCacheDir, TestDaemon } from './fixture.js';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import type { Sandbox } from '@capsule/protocol';
+import { eventually, it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 
-const restored = (sandbox: { history: { message?: string }[] }) => /restored from the warm snapshot/.test(sandbox.history.at(-1)?.message ?? '');
+const restored = (sandbox: Sandbox) => /restored from the warm snapshot/.test(sandbox.history?.at(-1)?.message ?? '');
 
 describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
   const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '1' });
-  const ids: string[] = [];
+  const it = sandboxTest(daemon);
   beforeAll(async () => {
     await daemon.start();
     await daemon.waitForWarmSnapshot(120_000);
   });
   afterAll(() => daemon.destroy());
-  const exec = async (id: string, cmd: string[]) => (await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd })).body;
+  const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
 
-  it('restores clones that differ in hostname, randomness and files, with the clock set and env applied', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
+  it('restores clones that differ in hostname, randomness and files, with the clock set and env applied', async ({ newSandbox }) => {
+    const ids: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const res = await daemon.request('POST', '/v1/sandboxes', { env: { CLONE: String(i) } });
-      expect(res.status, res.text).toBe(201);
-      expect(restored(res.body), JSON.stringify(res.body.history)).toBe(true);
-      ids.push(res.body.id);
+      const sandbox = await newSandbox({ env: { CLONE: String(i) } });
+      expect(restored(sandbox), JSON.stringify(sandbox.history)).toBe(true);
+      ids.push(sandbox.id);
     }
     const probe = ['python3', '-c', 'import os, socket, time; print(socket.gethostname(), os.urandom(16).hex(), time.time(), os.environ.get("CLONE"))'];
     const outputs = await Promise.all(ids.map((id) => exec(id, probe)));
@@ -40,21 +40,18 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
     expect((await exec(ids[0]!, ['cat', '/root/only-here'])).stdout).toBe('mine\n');
   });
 
-  it('boots cold when a create asks for other resources than the snapshot has', async () => {
-    const res = await daemon.request('POST', '/v1/sandboxes', { memoryMiB: 256 });
-    expect(res.status, res.text).toBe(201);
-    expect(res.body.history.at(-1).message).toBe('booted cold');
-    ids.push(res.body.id);
+  it('boots cold when a create asks for other resources than the snapshot has', async ({ newSandbox }) => {
+    expect((await newSandbox({ memoryMiB: 256 })).history?.at(-1)?.message).toBe('booted cold');
   });
 
-  it('keeps the snapshot files unchanged by the sandboxes restored from it', async () => {
+  it('keeps the snapshot files unchanged by the sandboxes restored from it', async ({ sandbox }) => {
+    expect(restored(sandbox), JSON.stringify(sandbox.history)).toBe(true);
     const [snapshotDir] = fs.readdirSync(path.join(sharedCacheDir, 'snapshots')).filter((n) => n.startsWith('base-'));
     const files = ['memory', 'state', 'disk.qcow2'].map((f) => path.join(sharedCacheDir, 'snapshots', snapshotDir!, f));
     const before = files.map((f) => fs.statSync(f).mtimeMs);
     // Dirty guest memory and disk in a restored sandbox: neither may reach the snapshot.
-    await exec(ids[0]!, ['sh', '-c', 'head -c 50000000 /dev/urandom > /root/big; python3 -c "b = bytearray(64 << 20)"; sync']);
+    await exec(sandbox.id, ['sh', '-c', 'head -c 50000000 /dev/urandom > /root/big; python3 -c "b = bytearray(64 << 20)"; sync']);
     expect(files.map((f) => fs.statSync(f).mtimeMs)).toEqual(before);
-    for (const id of ids) expect((await daemon.request('DELETE', `/v1/sandboxes/${id}`)).status).toBe(204);
   });
 
   it('stops its warm-pool VMs when the daemon stops', async () => {
@@ -75,7 +72,6 @@ describe('a warm snapshot build cut short by the daemon stopping (real QEMU micr
   });
 
   it('stops the template VM and removes the half-written snapshot', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     fs.copyFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), path.join(cacheDir, 'guest-manifest.json'));
     await daemon.start();
     const snapshots = path.join(cacheDir, 'snapshots');
@@ -113,7 +109,7 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
     const state = fs.readFileSync(path.join(snapshots, name!, 'state'));
     fs.writeFileSync(path.join(cacheDir, 'snapshots', name!, 'state'), state.subarray(0, Math.floor(state.length / 3)));
     await daemon.start();
-    await eventually(async () => ((await daemon.request('GET', '/v1/templates')).body.templates[0].warmSnapshot === 'ready' ? true : undefined), 30_000, 'the snapshot to load');
+    await eventually(async () => ((await daemon.api.templates())[0]?.warmSnapshot === 'ready' ? true : undefined), 30_000, 'the snapshot to load');
   });
   afterAll(async () => {
     await daemon.destroy();
@@ -121,19 +117,16 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
   });
 
   it('fails the create with vm_start_failed, leaks nothing, and boots the next one cold', async () => {
-    onTestFailed(() => console.error(`capsuled log:\n${daemon.log()}`));
     const res = await daemon.request('POST', '/v1/sandboxes', {});
     expect(res.status, res.text).toBe(500);
     expect(res.body.error.code).toBe('vm_start_failed');
     expect(res.body.error.message).toMatch(/restor/i);
-    const [failed] = (await daemon.request('GET', '/v1/sandboxes')).body.sandboxes;
+    const [failed] = await daemon.api.sandboxes();
     expect(failed).toMatchObject({ state: 'error', stateReason: 'start_failed' });
     expect(daemon.qemuPids()).toEqual([]);
     expect(daemon.runtimeLeftovers()).toEqual([]);
 
-    expect((await daemon.request('GET', '/v1/templates')).body.templates[0].warmSnapshot).toBe('failed');
-    const next = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(next.status, next.text).toBe(201);
-    expect(next.body.history.at(-1).message).toBe('booted cold');
+    expect((await daemon.api.templates())[0]?.warmSnapshot).toBe('failed');
+    expect((await daemon.api.createSandbox()).history?.at(-1)?.message).toBe('booted cold');
   });
 });

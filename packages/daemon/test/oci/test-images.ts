@@ -114,8 +114,7 @@ export function writeOciLayout(dir: string, img: TestImage, ref: string): void {
  * or warm snapshots.
  */
 export async function removeAllImages(daemon: TestDaemon): Promise<void> {
-  const { images } = (await daemon.request('GET', '/v1/images')).body as { images: { digest: string; templates: string[] }[] };
-  for (const img of images) {
+  for (const img of await daemon.api.images()) {
     for (const template of img.templates) await daemon.request('DELETE', `/v1/templates/${template}`);
     await daemon.request('DELETE', `/v1/images/${img.digest}`);
   }
