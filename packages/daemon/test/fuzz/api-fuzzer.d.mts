@@ -37,6 +37,8 @@ export interface SeededRandom {
   chance(p: number): boolean;
   bytes(n: number): Buffer;
 }
+/** What hostileRequest aims at, as its `kind`. */
+export const REQUEST_KINDS: readonly string[];
 export function seededRandom(seed: number): SeededRandom;
 export function hostileRequest(rng: SeededRandom, target?: FuzzTarget): { kind: string; method: string; path: string; truncated: boolean; bytes: Buffer };
 export function isDocumentedStatus(status: number): boolean;
@@ -48,5 +50,7 @@ export function runFuzz(options: {
   target?: FuzzTarget;
   concurrency?: number;
   requestTimeoutMs?: number;
+  /** Only requests of these kinds (REQUEST_KINDS), to chase one bug. */
+  kinds?: string[];
 }): Promise<FuzzResult>;
 export function daemonEndpoints(options: { tcpHost?: string; tcpPort?: number; socketPath?: string }): FuzzEndpoint[];
