@@ -48,10 +48,9 @@ async function startToEnd(client, onTerminal) {
 async function inputRoundTrips(client, onTerminal, count) {
   const times = [];
   const controller = new AbortController();
-  const events = client.start(
-    { process: { cmd: 'cat' }, ...(onTerminal ? { pty: terminal } : { stdin: true }) },
-    { signal: controller.signal },
-  )[Symbol.asyncIterator]();
+  const events = client
+    .start({ process: { cmd: 'cat' }, ...(onTerminal ? { pty: terminal } : { stdin: true }) }, { signal: controller.signal })
+    [Symbol.asyncIterator]();
   const first = await events.next();
   const pid = first.value.event.event.value.pid;
   const kind = onTerminal ? 'pty' : 'stdin';
@@ -104,10 +103,15 @@ try {
   console.log(`capsule-agent on this host, ${rounds} rounds each`);
   console.log('| case | pipes p50 | pty p50 | pipes p95 | pty p95 | pty / pipes (p50) |');
   console.log('| --- | --- | --- | --- | --- | --- |');
-  for (const [name, key] of [['Start to end of `true`', 'start'], ['one-byte input round trip', 'input']]) {
+  for (const [name, key] of [
+    ['Start to end of `true`', 'start'],
+    ['one-byte input round trip', 'input'],
+  ]) {
     const pipes = results.pipes[key];
     const pty = results.pty[key];
-    console.log(`| ${name} | ${ms(pipes.p50)} | ${ms(pty.p50)} | ${ms(pipes.p95)} | ${ms(pty.p95)} | ${(pty.p50 / pipes.p50).toFixed(2)}x |`);
+    console.log(
+      `| ${name} | ${ms(pipes.p50)} | ${ms(pty.p50)} | ${ms(pipes.p95)} | ${ms(pty.p95)} | ${(pty.p50 / pipes.p50).toFixed(2)}x |`,
+    );
   }
 } finally {
   cleanup();

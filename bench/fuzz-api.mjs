@@ -35,18 +35,32 @@ try {
   const target = { apiKey, domain: info.domain };
   if (!values['no-sandbox']) {
     const sandbox = await daemon.create({ timeoutMs: 0 });
-    Object.assign(target, { sandboxId: sandbox.id, trafficToken: sandbox.trafficAccessToken, accessToken: (await daemon.call('GET', `/sandboxes/${sandbox.id}`)).envdAccessToken });
+    Object.assign(target, {
+      sandboxId: sandbox.id,
+      trafficToken: sandbox.trafficAccessToken,
+      accessToken: (await daemon.call('GET', `/sandboxes/${sandbox.id}`)).envdAccessToken,
+    });
   }
   const endpoints = daemonEndpoints({ tcpHost, tcpPort: Number(tcpPort), socketPath: daemon.socketPath });
   const rssBefore = rssMiB(pid);
   const seed = Number(values.seed);
   const started = Date.now();
-  const result = await runFuzz({ seed, requests: Number(values.requests), timeLimitMs: Number(values.minutes) * 60_000, endpoints, target, concurrency: Number(values.concurrency), kinds: values.kinds?.split(',') });
+  const result = await runFuzz({
+    seed,
+    requests: Number(values.requests),
+    timeLimitMs: Number(values.minutes) * 60_000,
+    endpoints,
+    target,
+    concurrency: Number(values.concurrency),
+    kinds: values.kinds?.split(','),
+  });
   const seconds = (Date.now() - started) / 1000;
   await sleep(3000);
   const alive = daemon.child.exitCode === null && daemon.child.signalCode === null;
   const rssAfter = alive ? rssMiB(pid) : undefined;
-  console.log(`seed ${seed}: ${result.sent} requests in ${seconds.toFixed(1)} s (${Math.round(result.sent / seconds)}/s)${result.stoppedByTime ? ', stopped by the time limit' : ''}`);
+  console.log(
+    `seed ${seed}: ${result.sent} requests in ${seconds.toFixed(1)} s (${Math.round(result.sent / seconds)}/s)${result.stoppedByTime ? ', stopped by the time limit' : ''}`,
+  );
   console.log(`by status: ${JSON.stringify(result.byStatus)}; by outcome: ${JSON.stringify(result.byOutcome)}`);
   console.log(`daemon: ${alive ? `same pid ${pid}` : 'DIED'}; RSS ${rssBefore} MiB before, ${rssAfter ?? '-'} MiB after`);
   for (const answer of result.undocumented) console.log(`undocumented: ${JSON.stringify(answer)}`);

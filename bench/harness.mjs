@@ -105,20 +105,23 @@ export class Daemon {
   request(method, urlPath, body) {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = http.request({ socketPath: this.socketPath, method, path: urlPath, headers: payload ? { 'content-type': 'application/json' } : {} }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => (text += c));
-        res.on('end', () => {
-          let parsed;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            parsed = text;
-          }
-          resolve({ status: res.statusCode, body: parsed });
-        });
-      });
+      const req = http.request(
+        { socketPath: this.socketPath, method, path: urlPath, headers: payload ? { 'content-type': 'application/json' } : {} },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => (text += c));
+          res.on('end', () => {
+            let parsed;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              parsed = text;
+            }
+            resolve({ status: res.statusCode, body: parsed });
+          });
+        },
+      );
       req.on('error', reject);
       req.end(payload);
     });
@@ -245,7 +248,15 @@ export class BenchRun {
     const log = fs.openSync(logFile, 'a');
     const [command, ...args] = [...launchPrefix, process.execPath, path.join(repo, 'packages/daemon/dist/main.js')];
     const child = spawn(command, args, {
-      env: { ...process.env, CAPSULE_STATE_DIR: path.join(dir, 'state'), CAPSULE_RUNTIME_DIR: path.join(dir, 'run'), CAPSULE_SOCKET: path.join(dir, 'capsuled.sock'), CAPSULE_LOG_LEVEL: 'warn', ...(this.cacheDir ? { CAPSULE_CACHE_DIR: this.cacheDir } : {}), ...env },
+      env: {
+        ...process.env,
+        CAPSULE_STATE_DIR: path.join(dir, 'state'),
+        CAPSULE_RUNTIME_DIR: path.join(dir, 'run'),
+        CAPSULE_SOCKET: path.join(dir, 'capsuled.sock'),
+        CAPSULE_LOG_LEVEL: 'warn',
+        ...(this.cacheDir ? { CAPSULE_CACHE_DIR: this.cacheDir } : {}),
+        ...env,
+      },
       stdio: ['ignore', log, log],
     });
     fs.closeSync(log);
@@ -253,16 +264,21 @@ export class BenchRun {
     const daemon = new Daemon(this, name, dir, child);
     const deadline = Date.now() + 300_000; // the first daemon of a run builds the warm snapshot
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`capsuled (${name}) exited with ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+      if (child.exitCode !== null)
+        throw new Error(`capsuled (${name}) exited with ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
       let warm;
       try {
         warm = (await daemon.request('GET', '/v1/templates')).body.templates.find((t) => t.name === 'base')?.warmSnapshot;
       } catch {
         // Not listening yet.
       }
-      if (warm === 'failed') throw new Error(`the base template's warm snapshot failed (daemon ${name}); its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+      if (warm === 'failed')
+        throw new Error(
+          `the base template's warm snapshot failed (daemon ${name}); its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`,
+        );
       if (warm !== undefined && warm !== 'building') return daemon;
-      if (Date.now() > deadline) throw new Error(`capsuled (${name}) did not get ready; its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`capsuled (${name}) did not get ready; its log ends:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
       await sleep(50);
     }
   }

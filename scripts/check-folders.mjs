@@ -66,10 +66,12 @@ for (const file of files) {
     }
     if (to === from || to === '') continue;
     if (from === '') {
-      if (!WIRING.has(path.basename(file))) problems.push(`${rel} imports ${targetName}: a shared root file imports no folder (move it into one, or the import out)`);
+      if (!WIRING.has(path.basename(file)))
+        problems.push(`${rel} imports ${targetName}: a shared root file imports no folder (move it into one, or the import out)`);
       continue;
     }
-    if (!(MAY_IMPORT[from] ?? []).includes(to)) problems.push(`${rel} imports ${targetName}: ${from}/ may import only ${(MAY_IMPORT[from] ?? []).join(', ') || 'root files'}`);
+    if (!(MAY_IMPORT[from] ?? []).includes(to))
+      problems.push(`${rel} imports ${targetName}: ${from}/ may import only ${(MAY_IMPORT[from] ?? []).join(', ') || 'root files'}`);
     if (!edges.has(from)) edges.set(from, new Map());
     if (!edges.get(from).has(to)) edges.get(from).set(to, `${rel} -> ${targetName}`);
   }

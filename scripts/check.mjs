@@ -26,7 +26,8 @@ run('types of tests', 'npx', ['tsc', '-p', 'tsconfig.tests.json']);
 run('generated protocol code is fresh', 'node', ['packages/protocol/scripts/check-generated.mjs']);
 
 process.stderr.write('check: client packages import no daemon or agent code\n');
-const forbidden = /(?:from\s+|import\s*\(\s*|require\s*\(\s*)['"](@capsule\/(?:daemon|agent)(?:\/[^'"]*)?|(?:\.\.\/)+(?:daemon|agent)\/[^'"]*)['"]/g;
+const forbidden =
+  /(?:from\s+|import\s*\(\s*|require\s*\(\s*)['"](@capsule\/(?:daemon|agent)(?:\/[^'"]*)?|(?:\.\.\/)+(?:daemon|agent)\/[^'"]*)['"]/g;
 for (const pkg of ['sdk', 'cli']) {
   const manifest = JSON.parse(fs.readFileSync(path.join(root, 'packages', pkg, 'package.json'), 'utf8'));
   for (const dep of Object.keys({ ...manifest.dependencies, ...manifest.devDependencies })) {

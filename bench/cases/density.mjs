@@ -14,11 +14,26 @@ export default {
   position: 50,
   results: [
     { id: 'density-lone-exec', title: 'exec round trip of `true`, one sandbox alone (baseline of density)', unit: 'ms' },
-    { id: 'density-exec', title: 'exec round trip of `true`, the same sandbox among N idle ones', unit: 'ms', baselines: [{ id: 'density-lone-exec', label: 'alone' }] },
+    {
+      id: 'density-exec',
+      title: 'exec round trip of `true`, the same sandbox among N idle ones',
+      unit: 'ms',
+      baselines: [{ id: 'density-lone-exec', label: 'alone' }],
+    },
     { id: 'density-lone-memory', title: 'host memory of one idle sandbox alone (QEMU Pss)', unit: 'MiB' },
-    { id: 'density-memory', title: 'extra host memory per idle sandbox, N at once (Pss of all QEMUs and the daemon)', unit: 'MiB', baselines: [{ id: 'density-lone-memory', label: 'alone' }] },
+    {
+      id: 'density-memory',
+      title: 'extra host memory per idle sandbox, N at once (Pss of all QEMUs and the daemon)',
+      unit: 'MiB',
+      baselines: [{ id: 'density-lone-memory', label: 'alone' }],
+    },
     // What KVM would not spend: under TCG each QEMU keeps its own translations of the guest code it ran.
-    { id: 'density-tcg-code', title: "of which TCG's code buffer (translated guest code, one per VM; none under KVM)", unit: 'MiB', baselines: [{ id: 'density-memory', label: 'of the extra memory' }] },
+    {
+      id: 'density-tcg-code',
+      title: "of which TCG's code buffer (translated guest code, one per VM; none under KVM)",
+      unit: 'MiB',
+      baselines: [{ id: 'density-memory', label: 'of the extra memory' }],
+    },
     // Also counts kernel memory and page cache, and whatever else the host does meanwhile (noisy on a shared machine).
     { id: 'density-memavailable', title: "drop of the host's MemAvailable per idle sandbox, N at once", unit: 'MiB' },
   ],
@@ -54,9 +69,16 @@ export default {
         'density-lone-exec': loneTimes,
         'density-exec': { samples: crowdedTimes, title: `exec round trip of \`true\`, the same sandbox among ${n} idle ones` },
         'density-lone-memory': [loneMiB],
-        'density-memory': { samples: [perSandbox], note, title: `extra host memory per idle sandbox, ${n} at once (Pss of all QEMUs and the daemon)` },
+        'density-memory': {
+          samples: [perSandbox],
+          note,
+          title: `extra host memory per idle sandbox, ${n} at once (Pss of all QEMUs and the daemon)`,
+        },
         'density-tcg-code': [(after.tcgCode - before.tcgCode) / n],
-        'density-memavailable': { samples: [(before.available - after.available) / n], title: `drop of the host's MemAvailable per idle sandbox, ${n} at once` },
+        'density-memavailable': {
+          samples: [(before.available - after.available) / n],
+          title: `drop of the host's MemAvailable per idle sandbox, ${n} at once`,
+        },
       };
     } finally {
       for (const id of ids) await daemon.remove(id);

@@ -20,9 +20,14 @@ export default {
   position: 20,
   results: [
     { id: 'host-true', title: 'host: start `true` and wait for it (baseline of exec)', unit: 'ms' },
-    { id: 'exec-guest-true', title: 'guest: bash starts `true` and waits for it (the command\'s own cost)', unit: 'ms' },
-    { id: 'exec-agent-health', title: 'GET /health of the agent through the daemon (the channel\'s round trip)', unit: 'ms' },
-    { id: 'exec-refused', title: 'exec of a program that does not exist (the agent refuses it: no process)', unit: 'ms', baselines: [{ id: 'exec-agent-health', label: 'the channel' }] },
+    { id: 'exec-guest-true', title: "guest: bash starts `true` and waits for it (the command's own cost)", unit: 'ms' },
+    { id: 'exec-agent-health', title: "GET /health of the agent through the daemon (the channel's round trip)", unit: 'ms' },
+    {
+      id: 'exec-refused',
+      title: 'exec of a program that does not exist (the agent refuses it: no process)',
+      unit: 'ms',
+      baselines: [{ id: 'exec-agent-health', label: 'the channel' }],
+    },
     {
       id: 'exec',
       title: 'exec round trip of `true` through the daemon',
@@ -51,11 +56,13 @@ export default {
       const refused = await repeat(warm, () =>
         timed(async () => {
           const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['/nonexistent/program'] });
-          if (res.body?.error?.code !== 'exec_failed') throw new Error(`a missing program answered ${res.status} ${JSON.stringify(res.body)}`);
+          if (res.body?.error?.code !== 'exec_failed')
+            throw new Error(`a missing program answered ${res.status} ${JSON.stringify(res.body)}`);
         }),
       );
       // Timed inside the guest (its clock measures intervals well), 20 starts per sample.
-      const loop = 's=$(date +%s%N); for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done; e=$(date +%s%N); echo $(( (e - s) / 20 ))';
+      const loop =
+        's=$(date +%s%N); for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done; e=$(date +%s%N); echo $(( (e - s) / 20 ))';
       const guestTrue = await repeat(warm, async () => Number((await daemon.exec(id, ['bash', '-c', loop])).stdout.trim()) / 1e6);
       return { 'host-true': host, exec: samples, 'exec-agent-health': health, 'exec-refused': refused, 'exec-guest-true': guestTrue };
     } finally {

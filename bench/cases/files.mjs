@@ -31,7 +31,11 @@ function agentFiles(daemon, sandboxId, method, body) {
         hash.update(chunk);
         length += chunk.length;
       });
-      res.on('end', () => (res.statusCode === 200 ? resolve({ length, sha256: hash.digest('hex') }) : reject(new Error(`${method} /files answered ${res.statusCode}`))));
+      res.on('end', () =>
+        res.statusCode === 200
+          ? resolve({ length, sha256: hash.digest('hex') })
+          : reject(new Error(`${method} /files answered ${res.statusCode}`)),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -45,7 +49,11 @@ export default {
   results: [
     { id: 'channel-upload', title: 'raw virtio-serial channel, host to guest, 256 MiB (baseline of upload)', unit: 'MB/s' },
     { id: 'channel-download', title: 'raw virtio-serial channel, guest to host, 256 MiB (baseline of download)', unit: 'MB/s' },
-    { id: 'guest-disk-write', title: 'guest: dd writes 256 MiB of zeros to a new file on its disk, timed inside (baseline of upload)', unit: 'MB/s' },
+    {
+      id: 'guest-disk-write',
+      title: 'guest: dd writes 256 MiB of zeros to a new file on its disk, timed inside (baseline of upload)',
+      unit: 'MB/s',
+    },
     {
       id: 'files-upload',
       title: 'upload 256 MiB through the daemon to the guest disk',
@@ -55,7 +63,12 @@ export default {
         { id: 'guest-disk-write', label: "the guest's own disk write" },
       ],
     },
-    { id: 'files-download', title: 'download 256 MiB through the daemon from the guest disk', unit: 'MB/s', baselines: [{ id: 'channel-download', label: 'the raw channel' }] },
+    {
+      id: 'files-download',
+      title: 'download 256 MiB through the daemon from the guest disk',
+      unit: 'MB/s',
+      baselines: [{ id: 'channel-download', label: 'the raw channel' }],
+    },
   ],
   async run(ctx) {
     // No warm pool: no idle pool VM runs beside the measured ones.
@@ -82,8 +95,11 @@ export default {
         started = performance.now();
         const back = await agentFiles(daemon, sandbox.id, 'GET');
         const download = mbPerS(performance.now() - started);
-        if (back.length !== BYTES || back.sha256 !== sha256) throw new Error(`round ${i + 1}: the downloaded file differs from the uploaded one`);
-        ctx.log(`files round ${i + 1}: channel ${channelUpload.toFixed(1)}/${channelDownload.toFixed(1)}, daemon ${upload.toFixed(1)}/${download.toFixed(1)} MB/s (up/down), guest disk write ${diskWrite.toFixed(1)} MB/s`);
+        if (back.length !== BYTES || back.sha256 !== sha256)
+          throw new Error(`round ${i + 1}: the downloaded file differs from the uploaded one`);
+        ctx.log(
+          `files round ${i + 1}: channel ${channelUpload.toFixed(1)}/${channelDownload.toFixed(1)}, daemon ${upload.toFixed(1)}/${download.toFixed(1)} MB/s (up/down), guest disk write ${diskWrite.toFixed(1)} MB/s`,
+        );
         return { channelUpload, channelDownload, diskWrite, upload, download };
       });
       return {

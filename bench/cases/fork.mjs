@@ -9,7 +9,12 @@ export default {
   name: 'fork',
   position: 40,
   results: [
-    { id: 'fork', title: `fork a running sandbox into ${COUNT} (one request, until all answer)`, unit: 'ms', baselines: [{ id: 'warm-restore', label: `${COUNT} restores on demand`, factor: COUNT }] },
+    {
+      id: 'fork',
+      title: `fork a running sandbox into ${COUNT} (one request, until all answer)`,
+      unit: 'ms',
+      baselines: [{ id: 'warm-restore', label: `${COUNT} restores on demand`, factor: COUNT }],
+    },
   ],
   async run(ctx) {
     const daemon = await ctx.daemon('pool');

@@ -23,17 +23,20 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 /** POST with an NDJSON answer; resolves with the last event. */
 function ndjson(daemon, urlPath, body) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: daemon.socketPath, method: 'POST', path: urlPath, headers: { 'content-type': 'application/json' } }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(text.trim().split('\n').at(-1)));
-        } catch {
-          reject(new Error(`POST ${urlPath} answered ${res.statusCode}: ${text.slice(0, 500)}`));
-        }
-      });
-    });
+    const req = http.request(
+      { socketPath: daemon.socketPath, method: 'POST', path: urlPath, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(text.trim().split('\n').at(-1)));
+          } catch {
+            reject(new Error(`POST ${urlPath} answered ${res.statusCode}: ${text.slice(0, 500)}`));
+          }
+        });
+      },
+    );
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
@@ -57,7 +60,8 @@ function fillLayer(dir, index) {
     const sub = path.join(dir, `usr/lib/pkg${index}/d${f % 50}`);
     fs.mkdirSync(sub, { recursive: true });
     const size = f % 10 === 0 ? 1048576 : 65536;
-    const data = f % 3 === 0 ? randomBytes(size) : Buffer.concat(Array.from({ length: Math.ceil(size / text.length) }, () => text)).subarray(0, size);
+    const data =
+      f % 3 === 0 ? randomBytes(size) : Buffer.concat(Array.from({ length: Math.ceil(size / text.length) }, () => text)).subarray(0, size);
     fs.writeFileSync(path.join(sub, `file${f}`), data);
     bytes += size;
   }
@@ -84,13 +88,46 @@ function buildLayout(layout, work) {
     fillLayer(dir, i);
     const tar = execFileSync('tar', ['-C', dir, '--numeric-owner', '-cf', '-', '.'], { maxBuffer: 1 << 30 });
     diffIds.push(`sha256:${sha256(tar)}`);
-    layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(execFileSync('gzip', ['-1', '-c'], { input: tar, maxBuffer: 1 << 30 })) });
+    layers.push({
+      mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+      ...put(execFileSync('gzip', ['-1', '-c'], { input: tar, maxBuffer: 1 << 30 })),
+    });
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const config = put(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/usr/bin:/bin'] }, rootfs: { type: 'layers', diff_ids: diffIds } })));
-  const manifest = put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers })));
+  const config = put(
+    Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Env: ['PATH=/usr/bin:/bin'] },
+        rootfs: { type: 'layers', diff_ids: diffIds },
+      }),
+    ),
+  );
+  const manifest = put(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers,
+      }),
+    ),
+  );
   fs.writeFileSync(path.join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  fs.writeFileSync(path.join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }] }));
+  fs.writeFileSync(
+    path.join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          annotations: { 'org.opencontainers.image.ref.name': 'v1' },
+        },
+      ],
+    }),
+  );
   return { digest: manifest.digest, bytes: layers.reduce((s, l) => s + l.size, 0) };
 }
 
@@ -106,7 +143,8 @@ function baseline(ref, work) {
   execFileSync('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${ref}`, `dir:${dir}`]);
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
   fs.mkdirSync(rootfs);
-  for (const layer of manifest.layers) execFileSync('tar', ['-C', rootfs, '--numeric-owner', '-xzf', path.join(dir, layer.digest.slice(7))]);
+  for (const layer of manifest.layers)
+    execFileSync('tar', ['-C', rootfs, '--numeric-owner', '-xzf', path.join(dir, layer.digest.slice(7))]);
   const bytes = Number(execFileSync('du', ['-sb', rootfs], { encoding: 'utf8' }).split('\t')[0]);
   execFileSync('mkfs.ext4', ['-q', '-F', '-d', rootfs, image, `${Math.ceil((bytes * 1.25) / 1048576) + 64 + HEADROOM_MIB}M`]);
   const ms = performance.now() - started;
@@ -136,7 +174,10 @@ async function capsulePullAndConvert(daemon, ref, digest, name) {
 async function startRegistry(ctx, dir) {
   const port = await freePort();
   const config = path.join(dir, 'registry.yml');
-  fs.writeFileSync(config, `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${dir}/registry}, delete: {enabled: true}}\nhttp: {addr: "127.0.0.1:${port}"}\n`);
+  fs.writeFileSync(
+    config,
+    `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${dir}/registry}, delete: {enabled: true}}\nhttp: {addr: "127.0.0.1:${port}"}\n`,
+  );
   const registry = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
   ctx.run.children.add(registry);
   for (let i = 0; ; i++) {
@@ -161,8 +202,17 @@ export default {
   name: 'image-pull',
   position: 70,
   results: [
-    { id: 'image-pull-baseline', title: `skopeo copy + tar -x + mkfs.ext4 -d of a ${LAYERS}-layer, ${LAYERS * LAYER_MIB} MiB image (baseline of image pull)`, unit: 'ms' },
-    { id: 'image-pull', title: `capsuled image pull + template create of the same image`, unit: 'ms', baselines: [{ id: 'image-pull-baseline', label: 'skopeo + tar + mkfs.ext4' }] },
+    {
+      id: 'image-pull-baseline',
+      title: `skopeo copy + tar -x + mkfs.ext4 -d of a ${LAYERS}-layer, ${LAYERS * LAYER_MIB} MiB image (baseline of image pull)`,
+      unit: 'ms',
+    },
+    {
+      id: 'image-pull',
+      title: `capsuled image pull + template create of the same image`,
+      unit: 'ms',
+      baselines: [{ id: 'image-pull-baseline', label: 'skopeo + tar + mkfs.ext4' }],
+    },
     { id: 'image-pull-cached', title: 'second pull of the unchanged image (cache hit)', unit: 'ms' },
   ],
   async unavailable() {
@@ -204,7 +254,11 @@ export default {
       });
       const measured = (values) => values.slice(ctx.warmups);
       const note = `${LAYERS} layers, ${(bytes / 1048576).toFixed(0)} MiB gzipped, ${LAYERS * LAYER_MIB} MiB unpacked, whiteouts included; alternating with the baseline`;
-      return { 'image-pull-baseline': measured(theirs), 'image-pull': { samples: measured(ours), note }, 'image-pull-cached': measured(hits) };
+      return {
+        'image-pull-baseline': measured(theirs),
+        'image-pull': { samples: measured(ours), note },
+        'image-pull-cached': measured(hits),
+      };
     } finally {
       registry.stop();
       fs.rmSync(work, { recursive: true, force: true });

@@ -31,8 +31,17 @@ export default {
   name: 'network',
   position: 65,
   results: [
-    { id: 'host-download', title: `host: curl downloads 64 MiB from a server at ${SERVER_ADDRESS} in a network namespace (baseline of guest networking)`, unit: 'MB/s' },
-    { id: 'guest-download', title: "the same download by curl in a sandbox, through its user-mode network and the daemon's isolation namespace", unit: 'MB/s', baselines: [{ id: 'host-download', label: 'the host' }] },
+    {
+      id: 'host-download',
+      title: `host: curl downloads 64 MiB from a server at ${SERVER_ADDRESS} in a network namespace (baseline of guest networking)`,
+      unit: 'MB/s',
+    },
+    {
+      id: 'guest-download',
+      title: "the same download by curl in a sandbox, through its user-mode network and the daemon's isolation namespace",
+      unit: 'MB/s',
+      baselines: [{ id: 'host-download', label: 'the host' }],
+    },
   ],
   async unavailable() {
     // A daemon that is not root does not isolate its sandboxes, and the bench cannot make namespaces.

@@ -21,13 +21,36 @@ export default {
   name: 'pause-resume',
   position: 30,
   results: [
-    { id: 'disk-write', title: 'write and fsync the pause state\'s size to the same disk (baseline of pause)', unit: 'ms' },
-    { id: 'pause', title: 'pause a 512 MiB sandbox that touched 200 MiB', unit: 'ms', baselines: [{ id: 'disk-write', label: 'the disk write' }] },
+    { id: 'disk-write', title: "write and fsync the pause state's size to the same disk (baseline of pause)", unit: 'ms' },
+    {
+      id: 'pause',
+      title: 'pause a 512 MiB sandbox that touched 200 MiB',
+      unit: 'ms',
+      baselines: [{ id: 'disk-write', label: 'the disk write' }],
+    },
     { id: 'resume', title: 'resume it at once', unit: 'ms', baselines: [{ id: 'floor', label: 'the floor' }] },
-    { id: 'resume-mapped', title: 'resume it once its paused memory is a mapped file', unit: 'ms', baselines: [{ id: 'floor', label: 'the floor' }] },
+    {
+      id: 'resume-mapped',
+      title: 'resume it once its paused memory is a mapped file',
+      unit: 'ms',
+      baselines: [{ id: 'floor', label: 'the floor' }],
+    },
     // The daemon's own split of that resume, from the sandbox's state message.
-    { id: 'resume-mapped-restore', title: 'resume once mapped, part 1: QEMU started, the state loaded, the guest running', unit: 'ms', baselines: [{ id: 'resume-mapped', label: 'of the resume' }, { id: 'floor', label: 'the floor' }] },
-    { id: 'resume-mapped-init', title: "resume once mapped, part 2: the guest's first answer (/init; under TCG its code is translated afresh)", unit: 'ms', baselines: [{ id: 'resume-mapped', label: 'of the resume' }] },
+    {
+      id: 'resume-mapped-restore',
+      title: 'resume once mapped, part 1: QEMU started, the state loaded, the guest running',
+      unit: 'ms',
+      baselines: [
+        { id: 'resume-mapped', label: 'of the resume' },
+        { id: 'floor', label: 'the floor' },
+      ],
+    },
+    {
+      id: 'resume-mapped-init',
+      title: "resume once mapped, part 2: the guest's first answer (/init; under TCG its code is translated afresh)",
+      unit: 'ms',
+      baselines: [{ id: 'resume-mapped', label: 'of the resume' }],
+    },
   ],
   async run(ctx) {
     const daemon = await ctx.daemon('pool');
@@ -46,7 +69,11 @@ export default {
         stateBytes = fs.statSync(path.join(folder, 'pause.state')).size;
         const resume = await timed(() => daemon.call('POST', `/v1/sandboxes/${id}/resume`));
         await daemon.call('POST', `/v1/sandboxes/${id}/pause`);
-        await waitFor(() => fs.existsSync(path.join(folder, 'paused', 'state')) && !fs.existsSync(path.join(folder, 'pause.state')), 60_000, 'the paused state to be mapped');
+        await waitFor(
+          () => fs.existsSync(path.join(folder, 'paused', 'state')) && !fs.existsSync(path.join(folder, 'pause.state')),
+          60_000,
+          'the paused state to be mapped',
+        );
         let sandbox;
         const mapped = await timed(async () => (sandbox = await daemon.call('POST', `/v1/sandboxes/${id}/resume`)));
         const split = /state restored in (\d+) ms, guest initialised in (\d+) ms/.exec(sandbox.stateMessage ?? '');

@@ -35,15 +35,27 @@ class Podman {
     fs.mkdirSync(this.rootfs, { recursive: true });
     fs.writeFileSync(path.join(this.dir, 'containers.conf'), CONF);
     this.env = { ...process.env, CONTAINERS_CONF: path.join(this.dir, 'containers.conf') };
-    this.global = ['--root', path.join(this.dir, 'storage'), '--runroot', path.join(this.dir, 'run'), '--tmpdir', path.join(this.dir, 'tmp'), '--storage-driver', 'vfs'];
+    this.global = [
+      '--root',
+      path.join(this.dir, 'storage'),
+      '--runroot',
+      path.join(this.dir, 'run'),
+      '--tmpdir',
+      path.join(this.dir, 'tmp'),
+      '--storage-driver',
+      'vfs',
+    ];
     // Containers are found by podman itself: a container's process names none of this folder.
-    ctx.run.cleanupSteps.push(() => spawnSync('podman', [...this.global, 'rm', '--force', '--all', '--time', '0'], { env: this.env, stdio: 'ignore', timeout: 60_000 }));
+    ctx.run.cleanupSteps.push(() =>
+      spawnSync('podman', [...this.global, 'rm', '--force', '--all', '--time', '0'], { env: this.env, stdio: 'ignore', timeout: 60_000 }),
+    );
   }
 
   /** The template's root filesystem as a folder, without mounting it: debugfs copies the files out of the ext4 image. */
   unpack(image) {
     const res = spawnSync('debugfs', ['-R', `rdump / ${this.rootfs}`, image], { encoding: 'utf8' });
-    if (res.status !== 0 || !fs.existsSync(path.join(this.rootfs, 'usr/bin/true'))) throw new Error(`debugfs could not unpack ${image}: ${res.stderr}`);
+    if (res.status !== 0 || !fs.existsSync(path.join(this.rootfs, 'usr/bin/true')))
+      throw new Error(`debugfs could not unpack ${image}: ${res.stderr}`);
   }
 
   /** Runs podman to its end; throws with its stderr unless it exits 0. */
@@ -55,7 +67,9 @@ class Podman {
       child.stdout.on('data', (c) => (stdout += c));
       child.stderr.on('data', (c) => (stderr += c));
       child.once('error', reject);
-      child.once('exit', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`podman ${args.join(' ')} exited ${code}: ${stderr.trim()}`))));
+      child.once('exit', (code) =>
+        code === 0 ? resolve(stdout) : reject(new Error(`podman ${args.join(' ')} exited ${code}: ${stderr.trim()}`)),
+      );
     });
   }
 
@@ -63,7 +77,10 @@ class Podman {
   startToFirstOutput() {
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const child = spawn('podman', [...this.global, 'run', '--rm', '--network', 'none', '--rootfs', this.rootfs, 'echo', 'ready'], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('podman', [...this.global, 'run', '--rm', '--network', 'none', '--rootfs', this.rootfs, 'echo', 'ready'], {
+        env: this.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let firstOutput;
       let stdout = '';
       let stderr = '';
@@ -73,7 +90,9 @@ class Podman {
       });
       child.stderr.on('data', (c) => (stderr += c));
       child.once('error', reject);
-      child.once('exit', (code) => (code === 0 && firstOutput !== undefined ? resolve(firstOutput) : reject(new Error(`podman run exited ${code}: ${stderr.trim()}`))));
+      child.once('exit', (code) =>
+        code === 0 && firstOutput !== undefined ? resolve(firstOutput) : reject(new Error(`podman run exited ${code}: ${stderr.trim()}`)),
+      );
     });
   }
 
@@ -105,7 +124,8 @@ async function settledContainerProcesses(dir, count) {
       const again = idleContainerProcesses(dir);
       if (again.length === 2 * count) return again;
     }
-    if (Date.now() > deadline) throw new Error(`expected ${count} idle containers (a conmon and a process each), found ${pids.length} processes`);
+    if (Date.now() > deadline)
+      throw new Error(`expected ${count} idle containers (a conmon and a process each), found ${pids.length} processes`);
     await sleep(100);
   }
 }
@@ -128,7 +148,9 @@ export default {
     const starts = await repeat(ctx, () => podman.startToFirstOutput());
     ctx.log('podman: execs');
     await podman.startIdle('bench-idle-0');
-    const execs = await repeat({ runs: ctx.runs, warmups: Math.max(3, ctx.warmups) }, () => timed(() => podman.run(['exec', 'bench-idle-0', 'true'])));
+    const execs = await repeat({ runs: ctx.runs, warmups: Math.max(3, ctx.warmups) }, () =>
+      timed(() => podman.run(['exec', 'bench-idle-0', 'true'])),
+    );
     const n = ctx.densityCount;
     ctx.log(`podman: ${n} idle containers`);
     const before = pssMiB(await settledContainerProcesses(podman.dir, 1));
@@ -140,7 +162,10 @@ export default {
     return {
       'peer-start': starts,
       'peer-exec': execs,
-      'peer-memory': { samples: [(after - before) / n], title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)` },
+      'peer-memory': {
+        samples: [(after - before) / n],
+        title: `podman: extra host memory per idle container, ${n} at once (Pss of conmon and the container)`,
+      },
       'peer-memavailable': { samples: [availableDrop], title: `podman: drop of the host's MemAvailable per idle container, ${n} at once` },
     };
   },

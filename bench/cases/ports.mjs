@@ -53,16 +53,23 @@ print(time.perf_counter() - started)
 /** GET through the daemon's path form; resolves with the answer's length and SHA-256. */
 function viaProxy(daemon, sandboxId, urlPath) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: daemon.socketPath, path: `/v1/sandboxes/${sandboxId}/ports/${PORT}${urlPath}`, agent: false }, (res) => {
-      const hash = createHash('sha256');
-      let length = 0;
-      res.on('data', (chunk) => {
-        hash.update(chunk);
-        length += chunk.length;
-      });
-      res.on('end', () => (res.statusCode === 200 ? resolve({ length, sha256: hash.digest('hex') }) : reject(new Error(`GET ${urlPath} through the proxy answered ${res.statusCode}`))));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      { socketPath: daemon.socketPath, path: `/v1/sandboxes/${sandboxId}/ports/${PORT}${urlPath}`, agent: false },
+      (res) => {
+        const hash = createHash('sha256');
+        let length = 0;
+        res.on('data', (chunk) => {
+          hash.update(chunk);
+          length += chunk.length;
+        });
+        res.on('end', () =>
+          res.statusCode === 200
+            ? resolve({ length, sha256: hash.digest('hex') })
+            : reject(new Error(`GET ${urlPath} through the proxy answered ${res.statusCode}`)),
+        );
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -72,10 +79,28 @@ export default {
   name: 'ports',
   position: 65,
   results: [
-    { id: 'ports-rps-guest', title: 'HTTP requests/s to a python3 server in the guest, asked from inside the guest (baseline of the port proxy)', unit: 'req/s' },
-    { id: 'ports-rps-proxy', title: 'HTTP requests/s to the same server through the daemon’s port proxy', unit: 'req/s', baselines: [{ id: 'ports-rps-guest', label: 'inside the guest' }] },
-    { id: 'ports-channel-download', title: 'raw virtio-serial channel, guest to host, 256 MiB (baseline of the port download)', unit: 'MB/s' },
-    { id: 'ports-download', title: 'download 256 MiB from a server in the guest through the port proxy', unit: 'MB/s', baselines: [{ id: 'ports-channel-download', label: 'the raw channel' }] },
+    {
+      id: 'ports-rps-guest',
+      title: 'HTTP requests/s to a python3 server in the guest, asked from inside the guest (baseline of the port proxy)',
+      unit: 'req/s',
+    },
+    {
+      id: 'ports-rps-proxy',
+      title: 'HTTP requests/s to the same server through the daemon’s port proxy',
+      unit: 'req/s',
+      baselines: [{ id: 'ports-rps-guest', label: 'inside the guest' }],
+    },
+    {
+      id: 'ports-channel-download',
+      title: 'raw virtio-serial channel, guest to host, 256 MiB (baseline of the port download)',
+      unit: 'MB/s',
+    },
+    {
+      id: 'ports-download',
+      title: 'download 256 MiB from a server in the guest through the port proxy',
+      unit: 'MB/s',
+      baselines: [{ id: 'ports-channel-download', label: 'the raw channel' }],
+    },
   ],
   async run(ctx) {
     // No warm pool: no idle pool VM runs beside the measured one.
@@ -83,11 +108,21 @@ export default {
     const sandbox = await daemon.create();
     let channel;
     try {
-      await daemon.call('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['bash', '-c', 'cat > /var/tmp/bench-server.py'], stdin: SERVER });
-      await daemon.call('POST', `/v1/sandboxes/${sandbox.id}/exec`, { cmd: ['bash', '-c', 'cat > /var/tmp/bench-client.py'], stdin: GUEST_CLIENT });
+      await daemon.call('POST', `/v1/sandboxes/${sandbox.id}/exec`, {
+        cmd: ['bash', '-c', 'cat > /var/tmp/bench-server.py'],
+        stdin: SERVER,
+      });
+      await daemon.call('POST', `/v1/sandboxes/${sandbox.id}/exec`, {
+        cmd: ['bash', '-c', 'cat > /var/tmp/bench-client.py'],
+        stdin: GUEST_CLIENT,
+      });
       await daemon.exec(sandbox.id, ['bash', '-c', `head -c ${BYTES} /dev/urandom > ${BIG_FILE} && sync`]);
       const sha256 = (await daemon.exec(sandbox.id, ['sha256sum', BIG_FILE])).stdout.split(' ')[0];
-      await daemon.exec(sandbox.id, ['bash', '-c', 'setsid python3 /var/tmp/bench-server.py > /var/tmp/bench-server.log 2>&1 < /dev/null &']);
+      await daemon.exec(sandbox.id, [
+        'bash',
+        '-c',
+        'setsid python3 /var/tmp/bench-server.py > /var/tmp/bench-server.log 2>&1 < /dev/null &',
+      ]);
       for (let tries = 0; ; tries++) {
         try {
           await viaProxy(daemon, sandbox.id, '/small');
@@ -105,7 +140,9 @@ export default {
         track: (child) => ctx.run.children.add(child),
       });
       const rounds = await repeat(ctx, async (i) => {
-        const inGuestSeconds = Number((await daemon.exec(sandbox.id, ['python3', '/var/tmp/bench-client.py', String(REQUESTS)])).stdout.trim());
+        const inGuestSeconds = Number(
+          (await daemon.exec(sandbox.id, ['python3', '/var/tmp/bench-client.py', String(REQUESTS)])).stdout.trim(),
+        );
         const guestRps = REQUESTS / inGuestSeconds;
         let started = performance.now();
         for (let r = 0; r < REQUESTS; r++) await viaProxy(daemon, sandbox.id, '/small');
@@ -114,8 +151,11 @@ export default {
         started = performance.now();
         const big = await viaProxy(daemon, sandbox.id, '/big');
         const download = mbPerS(performance.now() - started);
-        if (big.length !== BYTES || big.sha256 !== sha256) throw new Error(`round ${i + 1}: the download through the proxy differs from the guest's file`);
-        ctx.log(`ports round ${i + 1}: ${guestRps.toFixed(0)} req/s in the guest, ${proxyRps.toFixed(0)} through the proxy; channel ${channelDownload.toFixed(0)} MB/s, proxy ${download.toFixed(0)} MB/s`);
+        if (big.length !== BYTES || big.sha256 !== sha256)
+          throw new Error(`round ${i + 1}: the download through the proxy differs from the guest's file`);
+        ctx.log(
+          `ports round ${i + 1}: ${guestRps.toFixed(0)} req/s in the guest, ${proxyRps.toFixed(0)} through the proxy; channel ${channelDownload.toFixed(0)} MB/s, proxy ${download.toFixed(0)} MB/s`,
+        );
         return { guestRps, proxyRps, channelDownload, download };
       });
       return {

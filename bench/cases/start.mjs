@@ -7,7 +7,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { repeat, repo, timed } from '../harness.mjs';
 import { percentile } from '../lib/stats.mjs';
 
-
 const floor = { id: 'floor', label: 'the floor' };
 const cold = { id: 'cold-boot', label: 'cold boot' };
 
@@ -17,7 +16,26 @@ async function bareQemuStart(ctx, index) {
   const { QmpClient } = await import(path.join(repo, 'packages/daemon/dist/vmm/qmp.js'));
   const sock = path.join(ctx.run.root, `floor-${index}.qmp`);
   const started = performance.now();
-  const child = spawn('qemu-system-x86_64', ['-M', 'microvm', '-accel', ctx.accel, '-m', '512M', '-nodefaults', '-no-user-config', '-nographic', '-S', '-kernel', ctx.manifest.kernel, '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore' });
+  const child = spawn(
+    'qemu-system-x86_64',
+    [
+      '-M',
+      'microvm',
+      '-accel',
+      ctx.accel,
+      '-m',
+      '512M',
+      '-nodefaults',
+      '-no-user-config',
+      '-nographic',
+      '-S',
+      '-kernel',
+      ctx.manifest.kernel,
+      '-qmp',
+      `unix:${sock},server=on,wait=off`,
+    ],
+    { stdio: 'ignore' },
+  );
   ctx.run.children.add(child);
   try {
     const qmp = await QmpClient.connect(sock, { timeoutMs: 10_000, isAlive: () => child.exitCode === null });
@@ -51,7 +69,12 @@ export default {
     { id: 'floor', title: 'bare QEMU start to QMP greeting (the floor)', unit: 'ms' },
     { id: 'cold-boot', title: 'cold boot: create to first exec output', unit: 'ms', baselines: [floor] },
     { id: 'warm-restore', title: 'warm snapshot restored on demand: create to first exec output', unit: 'ms', baselines: [floor, cold] },
-    { id: 'warm-create', title: 'create from a warm template (warm pool, the default): create to first exec output', unit: 'ms', baselines: [floor, cold] },
+    {
+      id: 'warm-create',
+      title: 'create from a warm template (warm pool, the default): create to first exec output',
+      unit: 'ms',
+      baselines: [floor, cold],
+    },
   ],
   async run(ctx) {
     ctx.log('floor: bare QEMU starts');
@@ -78,7 +101,10 @@ export default {
       floor: floorSamples,
       'cold-boot': coldSamples,
       'warm-restore': restoreSamples,
-      'warm-create': { samples: poolSamples, note: `each create waits ${(settleMs / 1000).toFixed(1)} s after the previous one (twice a restore on demand, and a second) so that the warm pool has refilled; a create that finds the pool empty is restored on demand (the row above)` },
+      'warm-create': {
+        samples: poolSamples,
+        note: `each create waits ${(settleMs / 1000).toFixed(1)} s after the previous one (twice a restore on demand, and a second) so that the warm pool has refilled; a create that finds the pool empty is restored on demand (the row above)`,
+      },
     };
   },
 };

@@ -15,17 +15,24 @@ import { repeat, timed } from '../harness.mjs';
 /** POST /v1/templates/build; resolves with the events once the build answered `done`, throws on `error`. */
 function build(daemon, body) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: daemon.socketPath, method: 'POST', path: '/v1/templates/build', headers: { 'content-type': 'application/json' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        const events = text.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
-        const last = events.at(-1);
-        if (last?.type === 'done') resolve(events);
-        else reject(new Error(`the build ended with ${JSON.stringify(last ?? text.slice(0, 500))}`));
-      });
-    });
+    const req = http.request(
+      { socketPath: daemon.socketPath, method: 'POST', path: '/v1/templates/build', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          const events = text
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((line) => JSON.parse(line));
+          const last = events.at(-1);
+          if (last?.type === 'done') resolve(events);
+          else reject(new Error(`the build ended with ${JSON.stringify(last ?? text.slice(0, 500))}`));
+        });
+      },
+    );
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
@@ -64,7 +71,9 @@ export default {
         const round = randomBytes(6).toString('hex');
         const measure = async (id, name, last) => {
           const events = [];
-          const ms = await timed(async () => events.push(...(await build(daemon, { name, capsulefile: capsulefile(round, last), contextDir }))));
+          const ms = await timed(async () =>
+            events.push(...(await build(daemon, { name, capsulefile: capsulefile(round, last), contextDir }))),
+          );
           templates.push(name);
           const cached = events.filter((e) => e.type === 'step' && e.cached).length;
           const expected = { 'build-full': 0, 'build-last-step': 4, 'build-unchanged': 5 }[id];

@@ -37,7 +37,9 @@ export function setupCommands({ hostNs, serverNs }) {
  * still inside at its stop, and the bench kills those VMs after).
  */
 export function namespacesToRemove(existing, names, daemonTags) {
-  return existing.filter((ns) => ns === names.hostNs || ns === names.serverNs || daemonTags.some((tag) => ns.startsWith(`capsule-${tag}-`)));
+  return existing.filter(
+    (ns) => ns === names.hostNs || ns === names.serverNs || daemonTags.some((tag) => ns.startsWith(`capsule-${tag}-`)),
+  );
 }
 
 /** The namespaces of one bench run; `destroy` is synchronous so it can run as a cleanup step (Ctrl-C included) and is idempotent. */
@@ -65,7 +67,9 @@ export class BenchNetwork {
 
   /** A node process in the server namespace running `script`, resolved once it prints `ready`. */
   async startServer(script) {
-    const child = spawn('ip', ['netns', 'exec', this.names.serverNs, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn('ip', ['netns', 'exec', this.names.serverNs, process.execPath, '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     this.processes.add(child);
     child.once('exit', () => this.processes.delete(child));
     await new Promise((resolve, reject) => {
@@ -88,6 +92,7 @@ export class BenchNetwork {
     for (const child of this.processes) child.kill('SIGKILL');
     const existing = fs.existsSync(NETNS_DIR) ? fs.readdirSync(NETNS_DIR) : [];
     // A namespace deleted while a process is inside lives on until that process goes; the run's cleanup kills it next.
-    for (const ns of namespacesToRemove(existing, this.names, this.daemonTags)) execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
+    for (const ns of namespacesToRemove(existing, this.names, this.daemonTags))
+      execFileSync('ip', ['netns', 'delete', ns], { stdio: 'ignore' });
   }
 }

@@ -22,7 +22,10 @@ import { summarize } from './stats.mjs';
 
 export async function loadCases(dir) {
   const cases = [];
-  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.mjs')).sort()) {
+  for (const file of fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.mjs'))
+    .sort()) {
     const exported = (await import(pathToFileURL(path.join(dir, file)).href)).default;
     for (const c of Array.isArray(exported) ? exported : [exported]) {
       if (!c || typeof c.name !== 'string' || !Array.isArray(c.results) || typeof c.run !== 'function') {
@@ -51,7 +54,14 @@ export function resultRecord(spec, outcome) {
   if (!Array.isArray(samples) || samples.length === 0 || samples.some((s) => typeof s !== 'number' || !Number.isFinite(s))) {
     return { ...base, status: 'failed', reason: 'its case returned no valid samples' };
   }
-  return { ...base, ...(outcome.title ? { title: outcome.title } : {}), status: 'ok', ...summarize(samples), samples, ...(outcome.note ? { note: outcome.note } : {}) };
+  return {
+    ...base,
+    ...(outcome.title ? { title: outcome.title } : {}),
+    status: 'ok',
+    ...summarize(samples),
+    samples,
+    ...(outcome.note ? { note: outcome.note } : {}),
+  };
 }
 
 /** Adds to each measured result the ratio of its p50 to each of its baselines' p50, when the baseline was measured too. */

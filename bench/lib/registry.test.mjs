@@ -1,10 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { addRatios, resultRecord } from './registry.mjs';
 
-const spec = { id: 'warm', title: 'warm create', unit: 'ms', baselines: [{ id: 'floor', label: 'the floor' }, { id: 'restore', label: '10 restores', factor: 10 }] };
+const spec = {
+  id: 'warm',
+  title: 'warm create',
+  unit: 'ms',
+  baselines: [
+    { id: 'floor', label: 'the floor' },
+    { id: 'restore', label: '10 restores', factor: 10 },
+  ],
+};
 
 describe('resultRecord', () => {
-  it('summarizes samples, and keeps a case\'s title and note', () => {
+  it("summarizes samples, and keeps a case's title and note", () => {
     const record = resultRecord(spec, { samples: [3, 1, 2, 5, 4], note: 'pool refilled', title: 'warm create, 5' });
     expect(record).toMatchObject({ id: 'warm', title: 'warm create, 5', status: 'ok', n: 5, p50: 3, p95: 5, note: 'pool refilled' });
   });
@@ -23,7 +31,7 @@ describe('resultRecord', () => {
 });
 
 describe('addRatios', () => {
-  it('divides by each measured baseline\'s p50 (times its factor) and skips baselines that did not run', () => {
+  it("divides by each measured baseline's p50 (times its factor) and skips baselines that did not run", () => {
     const results = addRatios([
       resultRecord({ id: 'floor', title: 'floor', unit: 'ms' }, [20, 20, 20]),
       resultRecord({ id: 'restore', title: 'restore', unit: 'ms' }, { unavailable: 'off' }),

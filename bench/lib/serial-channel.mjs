@@ -119,19 +119,44 @@ export async function startSerialChannelVm({ dir, accel, kernel, initramfs, trac
   fs.mkdirSync(dir, { recursive: true });
   // The kernel unpacks concatenated archives in order, a later file replacing an earlier one: this /init replaces Capsule's.
   const initrd = path.join(dir, 'initramfs.cpio');
-  fs.writeFileSync(initrd, Buffer.concat([fs.readFileSync(initramfs), writeCpio([{ kind: 'file', path: 'init', mode: 0o755, data: Buffer.from(GUEST_INIT) }])]));
+  fs.writeFileSync(
+    initrd,
+    Buffer.concat([fs.readFileSync(initramfs), writeCpio([{ kind: 'file', path: 'init', mode: 0o755, data: Buffer.from(GUEST_INIT) }])]),
+  );
   const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
   const socketPath = path.join(dir, 'channel.sock');
-  const qemu = spawn('qemu-system-x86_64', [
-    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on', '-accel', accel, '-cpu', accel === 'kvm' ? 'host' : 'max', '-m', '256M',
-    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-kernel', kernel, '-initrd', initrd,
-    '-append', ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', ...(tscKhz ? [`tsc_early_khz=${tscKhz}`, 'tsc=reliable'] : [])].join(' '),
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=channel,path=${socketPath},server=on,wait=off`,
-    '-device', `virtserialport,chardev=channel,name=${PORT_NAME}`,
-    '-serial', `file:${path.join(dir, 'console.log')}`,
-  ], { stdio: 'ignore' });
+  const qemu = spawn(
+    'qemu-system-x86_64',
+    [
+      '-M',
+      'microvm,acpi=on,x-option-roms=off,rtc=on',
+      '-accel',
+      accel,
+      '-cpu',
+      accel === 'kvm' ? 'host' : 'max',
+      '-m',
+      '256M',
+      '-nodefaults',
+      '-no-user-config',
+      '-nographic',
+      '-no-reboot',
+      '-kernel',
+      kernel,
+      '-initrd',
+      initrd,
+      '-append',
+      ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', ...(tscKhz ? [`tsc_early_khz=${tscKhz}`, 'tsc=reliable'] : [])].join(' '),
+      '-device',
+      'virtio-serial-device',
+      '-chardev',
+      `socket,id=channel,path=${socketPath},server=on,wait=off`,
+      '-device',
+      `virtserialport,chardev=channel,name=${PORT_NAME}`,
+      '-serial',
+      `file:${path.join(dir, 'console.log')}`,
+    ],
+    { stdio: 'ignore' },
+  );
   track(qemu);
   const alive = () => qemu.exitCode === null && qemu.signalCode === null;
   const close = async () => {

@@ -33,7 +33,11 @@ export function formatRatio(ratio) {
 const cell = (text) => String(text).replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 function markdown(header, lines) {
-  return [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...lines.map((l) => `| ${l.map(cell).join(' | ')} |`)].join('\n');
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...lines.map((l) => `| ${l.map(cell).join(' | ')} |`),
+  ].join('\n');
 }
 
 /** The main table: one line per result, with each ratio to a baseline measured in the same run. */

@@ -35,7 +35,12 @@ describe('resultsTable', () => {
   it('prints one line per result with its ratios, and the reason of a result not measured', () => {
     const table = resultsTable([
       ok('floor', 'the floor', 27),
-      ok('warm', 'warm | create', 132, { ratios: [{ label: 'the floor', value: 4.89 }, { label: 'cold boot', value: 0.0287 }] }),
+      ok('warm', 'warm | create', 132, {
+        ratios: [
+          { label: 'the floor', value: 4.89 },
+          { label: 'cold boot', value: 0.0287 },
+        ],
+      }),
       { id: 'files', title: 'upload', unit: 'MB/s', status: 'not available', reason: 'no route yet' },
     ]).split('\n');
     expect(table[0]).toBe('| case | n | p50 | p95 | p50 vs baseline (same run) |');

@@ -39,7 +39,11 @@ export class AccountNames {
   ) {}
 
   owner(uid: number): string {
-    this.users ??= new Map(parsePasswd(readOrEmpty(this.passwdPath)).reverse().map((user) => [user.uid, user.name]));
+    this.users ??= new Map(
+      parsePasswd(readOrEmpty(this.passwdPath))
+        .reverse()
+        .map((user) => [user.uid, user.name]),
+    );
     return this.users.get(uid) ?? String(uid);
   }
 

@@ -81,7 +81,13 @@ export class BulkPort {
     return await run;
   }
 
-  private spawnHelper(command: 'bulk-recv' | 'bulk-send', args: string[], fileFd: number, portFd: number, signal: AbortSignal): Promise<void> {
+  private spawnHelper(
+    command: 'bulk-recv' | 'bulk-send',
+    args: string[],
+    fileFd: number,
+    portFd: number,
+    signal: AbortSignal,
+  ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return reject(new Error('the request went away'));
       const stdio: [number, number, 'pipe'] = command === 'bulk-recv' ? [portFd, fileFd, 'pipe'] : [fileFd, portFd, 'pipe'];
@@ -100,7 +106,9 @@ export class BulkPort {
         signal.removeEventListener('abort', kill);
         if (code === 0) return resolve();
         const detail = stderrTail.trim().split('\n').slice(-2).join('; ');
-        const error: NodeJS.ErrnoException = new Error(`${command} ${killedBy ? `was killed by ${killedBy}` : `failed (status ${code})`}${detail ? `: ${detail}` : ''}`);
+        const error: NodeJS.ErrnoException = new Error(
+          `${command} ${killedBy ? `was killed by ${killedBy}` : `failed (status ${code})`}${detail ? `: ${detail}` : ''}`,
+        );
         if (code === HELPER_DISK_FULL) error.code = 'ENOSPC'; // the upload's 507, as on the HTTP/2 path
         reject(error);
       });

@@ -25,7 +25,13 @@ describe('DirectoryWatch', () => {
     ).rejects.toBeInstanceOf(WatchLimitError);
 
     let failure: Error | undefined;
-    const watch = await DirectoryWatch.start({ root: tree, recursive: true, maxDirectories: 4, onEvents: () => {}, onError: (error) => (failure = error) });
+    const watch = await DirectoryWatch.start({
+      root: tree,
+      recursive: true,
+      maxDirectories: 4,
+      onEvents: () => {},
+      onError: (error) => (failure = error),
+    });
     try {
       expect(watch.watchedDirectories).toBe(4);
       mkdirSync(join(tree, 'd'));

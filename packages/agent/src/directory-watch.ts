@@ -242,9 +242,11 @@ export class DirectoryWatch {
         this.flushScheduled = false;
         const batch = [...this.pending.values()];
         this.pending = new Map();
-        this.work = this.work.then(() => this.processBatch(batch)).catch((error: unknown) => {
-          this.fail(error instanceof Error ? error : new Error(String(error)));
-        });
+        this.work = this.work
+          .then(() => this.processBatch(batch))
+          .catch((error: unknown) => {
+            this.fail(error instanceof Error ? error : new Error(String(error)));
+          });
       });
     }
   }

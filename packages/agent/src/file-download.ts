@@ -139,7 +139,12 @@ export async function serveFileDownload(
   // default): compressing in the guest costs far more than the bytes saved
   // between the guest and the host next to it.
   const bulk =
-    bulkId !== undefined && request.method === 'GET' && !headers.range && info.size >= bulkMinBytes && acceptsIdentity(headers['accept-encoding']) && bulkPort?.open() === true
+    bulkId !== undefined &&
+    request.method === 'GET' &&
+    !headers.range &&
+    info.size >= bulkMinBytes &&
+    acceptsIdentity(headers['accept-encoding']) &&
+    bulkPort?.open() === true
       ? { id: bulkId, port: bulkPort }
       : undefined;
   if (bulk) encoding = 'identity';

@@ -49,7 +49,11 @@ function uploadError(error: unknown, what: string): HttpError {
  * open(O_TRUNC) would), owned by `user`; an existing file keeps its mode.
  * A function body fills the open file itself (the bulk port's helper).
  */
-export async function writeUploadedFile(target: string, body: AsyncIterable<Buffer> | ((fd: number) => Promise<void>), user: UnixUser): Promise<void> {
+export async function writeUploadedFile(
+  target: string,
+  body: AsyncIterable<Buffer> | ((fd: number) => Promise<void>),
+  user: UnixUser,
+): Promise<void> {
   try {
     await ensureDirectories(dirname(target), user);
   } catch (error) {
@@ -61,7 +65,10 @@ export async function writeUploadedFile(target: string, body: AsyncIterable<Buff
     throw new HttpError(500, `error getting file info: ${describeError(error)}`);
   });
   if (existing?.isDirectory()) throw new HttpError(400, `path is a directory: ${target}`);
-  const isLink = await lstat(target).then((info) => info.isSymbolicLink(), () => false);
+  const isLink = await lstat(target).then(
+    (info) => info.isSymbolicLink(),
+    () => false,
+  );
   const finalPath = isLink ? await realpath(target).catch(() => target) : target;
   const mode = existing?.isFile() ? existing.mode & 0o7777 : 0o644;
 

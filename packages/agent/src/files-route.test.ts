@@ -144,7 +144,14 @@ describe('POST /files', () => {
       [post(query({ path: root }), { 'content-type': 'application/octet-stream' }, 'x'), 400],
       [post(query({ path: '~other/x' }), { 'content-type': 'application/octet-stream' }, 'x'), 400],
       [post('/files', { 'content-type': 'multipart/form-data' }, 'x'), 400],
-      [post('/files', multipartHeaders, `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${join(root, 'cut')}"\r\n\r\nno end`), 400],
+      [
+        post(
+          '/files',
+          multipartHeaders,
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${join(root, 'cut')}"\r\n\r\nno end`,
+        ),
+        400,
+      ],
       [post('/files', multipartHeaders, multipartBody([{ name: 'file', data: 'no filename' }])), 400],
       [post('/files', { ...multipartHeaders, 'content-encoding': 'br' }, 'x'), 400],
       [post('/files', { ...multipartHeaders, 'content-encoding': 'gzip' }, 'not gzip at all'), 400],
@@ -182,7 +189,8 @@ describe('uploads seen by a directory watch', () => {
     const collecting = (async () => {
       try {
         for (let next = await stream.next(); !next.done; next = await stream.next()) {
-          if (next.value.event.case === 'filesystem') lines.push(`${EventType[next.value.event.value.type]} ${next.value.event.value.name}`);
+          if (next.value.event.case === 'filesystem')
+            lines.push(`${EventType[next.value.event.value.type]} ${next.value.event.value.name}`);
         }
       } catch {
         // aborted below
@@ -233,7 +241,10 @@ describe('GET /files', () => {
     const identity = await plainRequest(session, { path: query({ path: file }), headers: { 'accept-encoding': 'gzip;q=0.5, identity' } });
     expect(identity.headers['content-encoding']).toBeUndefined();
 
-    const ranged = await plainRequest(session, { path: query({ path: file }), headers: { range: 'bytes=5-11', 'accept-encoding': 'gzip' } });
+    const ranged = await plainRequest(session, {
+      path: query({ path: file }),
+      headers: { range: 'bytes=5-11', 'accept-encoding': 'gzip' },
+    });
     expect(ranged.status).toBe(206);
     expect(ranged.headers['content-encoding']).toBeUndefined();
     expect(ranged.headers['content-range']).toBe(`bytes 5-11/${content.length}`);
@@ -274,7 +285,12 @@ describe('100 MiB through /files', () => {
         }
         yield Buffer.from(`\r\n--${boundary}--\r\n`);
       }
-      const upload = await plainRequest(session, { method: 'POST', path: '/files', headers: multipartHeaders, body: Readable.from(body()) });
+      const upload = await plainRequest(session, {
+        method: 'POST',
+        path: '/files',
+        headers: multipartHeaders,
+        body: Readable.from(body()),
+      });
       expect(upload.status).toBe(200);
       const expected = sentHash.digest('hex');
       expect(statSync(target).size).toBe(size);
@@ -312,4 +328,3 @@ describe('100 MiB through /files', () => {
 afterAll(() => {
   if (existsSync(join(root, 'big'))) rmSync(join(root, 'big'), { recursive: true, force: true });
 });
-

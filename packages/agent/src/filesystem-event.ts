@@ -11,8 +11,7 @@ import { readEntryInfo } from './entry-info.js';
 
 export type FilesystemEventInit = MessageInitShape<typeof FilesystemEventSchema>;
 
-const carriesEntry = (type: EventType) =>
-  type === EventType.CREATE || type === EventType.WRITE || type === EventType.CHMOD;
+const carriesEntry = (type: EventType) => type === EventType.CREATE || type === EventType.WRITE || type === EventType.CHMOD;
 
 export async function toFilesystemEvents(events: WatchEvent[], includeEntry: boolean): Promise<FilesystemEventInit[]> {
   if (!includeEntry) return events.map(({ name, type }) => ({ name, type }));

@@ -1,6 +1,19 @@
 // filesystem.Filesystem as a client sees it: the bundled agent on a unix
 // socket, a Connect client, temp directories.
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync, renameSync, existsSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  appendFileSync,
+  renameSync,
+  existsSync,
+} from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -150,7 +163,11 @@ describe('ListDir', () => {
   it('lists to the requested depth (0 means 1)', async () => {
     expect(await paths(tree, 0)).toEqual([join(tree, 'test-dir')]);
     expect(await paths(tree, 1)).toEqual([join(tree, 'test-dir')]);
-    expect(await paths(tree, 2)).toEqual([join(tree, 'test-dir'), join(tree, 'test-dir', 'sub-dir-1'), join(tree, 'test-dir', 'sub-dir-2')]);
+    expect(await paths(tree, 2)).toEqual([
+      join(tree, 'test-dir'),
+      join(tree, 'test-dir', 'sub-dir-1'),
+      join(tree, 'test-dir', 'sub-dir-2'),
+    ]);
     expect(await paths(tree, 3)).toEqual([
       join(tree, 'test-dir'),
       join(tree, 'test-dir', 'sub-dir-1'),
@@ -209,7 +226,8 @@ async function watchEvents(
 }
 
 const summary = (events: FilesystemEvent[]) => events.map((event) => `${EventType[event.type]} ${event.name}`);
-const has = (events: FilesystemEvent[], type: EventType, name: string) => events.some((event) => event.type === type && event.name === name);
+const has = (events: FilesystemEvent[], type: EventType, name: string) =>
+  events.some((event) => event.type === type && event.name === name);
 
 describe('WatchDir', () => {
   it('reports create, write, rename and remove, and carries entries only where envd does', async () => {
@@ -300,7 +318,11 @@ describe('WatchDir', () => {
   it('reports the watched directory itself going away as "."', async () => {
     const dir = join(root, 'watch-gone');
     mkdirSync(dir);
-    const events = await watchEvents({ path: dir }, () => rmSync(dir, { recursive: true }), (seen) => has(seen, EventType.REMOVE, '.'));
+    const events = await watchEvents(
+      { path: dir },
+      () => rmSync(dir, { recursive: true }),
+      (seen) => has(seen, EventType.REMOVE, '.'),
+    );
     expect(summary(events)).toEqual(['REMOVE .']);
   });
 

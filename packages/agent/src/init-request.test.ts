@@ -11,7 +11,14 @@ describe('POST /init request parsing', () => {
     expect(parseRfc3339Nanos('2026-01-02T03:04:05.123456789Z')).toBe(1767323045123456789n);
     expect(parseRfc3339Nanos('2026-01-02T04:04:05.5+01:00')).toBe(1767323045500000000n);
     expect(parseRfc3339Nanos('2026-01-01T22:04:05-05:00')).toBe(1767323045000000000n);
-    for (const bad of ['2026-01-02 03:04:05Z', '2026-13-01T00:00:00Z', '2026-04-31T00:00:00Z', '1969-12-31T23:59:59Z', '2026-01-02T03:04:05', '2026-01-02T03:04:05.1234567890Z']) {
+    for (const bad of [
+      '2026-01-02 03:04:05Z',
+      '2026-13-01T00:00:00Z',
+      '2026-04-31T00:00:00Z',
+      '1969-12-31T23:59:59Z',
+      '2026-01-02T03:04:05',
+      '2026-01-02T03:04:05.1234567890Z',
+    ]) {
       expect(parseRfc3339Nanos(bad), bad).toBeUndefined();
     }
   });
@@ -47,7 +54,13 @@ describe('POST /init request parsing', () => {
   });
 
   it('builds one helper argv for clock and entropy', () => {
-    expect(guestHelperArgs({ setClockNs: 1_767_323_045_000_000_123n, reseedHex: 'ab' })).toEqual(['settime', '1767323045', '123', 'reseed', 'ab']);
+    expect(guestHelperArgs({ setClockNs: 1_767_323_045_000_000_123n, reseedHex: 'ab' })).toEqual([
+      'settime',
+      '1767323045',
+      '123',
+      'reseed',
+      'ab',
+    ]);
     expect(guestHelperArgs({ reseedHex: 'ab' })).toEqual(['reseed', 'ab']);
     expect(guestHelperArgs({})).toEqual([]);
   });

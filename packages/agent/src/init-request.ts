@@ -131,10 +131,13 @@ export function parseInitRequest(body: Buffer): InitSettings {
   const entropy = optionalString(request, 'entropy');
   if (entropy !== undefined) {
     const bytes = entropy.length / 2;
-    if (!HEX.test(entropy) || entropy.length % 2 !== 0 || bytes < agentInitLimits.minEntropyBytes || bytes > agentInitLimits.maxEntropyBytes) {
-      throw new InitRequestError(
-        `entropy must be hex of ${agentInitLimits.minEntropyBytes}-${agentInitLimits.maxEntropyBytes} bytes`,
-      );
+    if (
+      !HEX.test(entropy) ||
+      entropy.length % 2 !== 0 ||
+      bytes < agentInitLimits.minEntropyBytes ||
+      bytes > agentInitLimits.maxEntropyBytes
+    ) {
+      throw new InitRequestError(`entropy must be hex of ${agentInitLimits.minEntropyBytes}-${agentInitLimits.maxEntropyBytes} bytes`);
     }
   }
 

@@ -18,7 +18,10 @@ const helperCalls = join(scratch, 'helper-calls');
 const standInHelper = join(scratch, 'stand-in-guest-helper');
 const failingHelper = join(scratch, 'failing-guest-helper');
 // Both speak the real helper's `serve` protocol: one request per line, one answer per line.
-writeFileSync(standInHelper, `#!/bin/sh\n[ "$1" = serve ] || exit 2\nwhile read -r line; do printf '%s\\n' "$line" >> '${helperCalls}'; echo ok; done\n`);
+writeFileSync(
+  standInHelper,
+  `#!/bin/sh\n[ "$1" = serve ] || exit 2\nwhile read -r line; do printf '%s\\n' "$line" >> '${helperCalls}'; echo ok; done\n`,
+);
 writeFileSync(
   failingHelper,
   `#!/bin/sh\n[ "$1" = serve ] || exit 2\nwhile read -r line; do echo "capsule-guest-helper: RNDADDENTROPY: Operation not permitted" >&2; echo "error: reseed failed (code 1)"; done\n`,
@@ -41,11 +44,15 @@ let agent: RunningAgent;
 let session: http2.ClientHttp2Session;
 let processes: Client<typeof Process>;
 
-useAgentForFile((started) => {
-  agent = started;
-  session = agent.http2Session();
-  processes = createClient(Process, agent.connectTransport());
-}, [], { env: { CAPSULE_GUEST_HELPER: standInHelper } });
+useAgentForFile(
+  (started) => {
+    agent = started;
+    session = agent.http2Session();
+    processes = createClient(Process, agent.connectTransport());
+  },
+  [],
+  { env: { CAPSULE_GUEST_HELPER: standInHelper } },
+);
 
 afterAll(() => {
   session?.close();
@@ -111,9 +118,7 @@ describe('POST /init (stand-in guest helper)', () => {
     expect(readFileSync(agent.hostnameFile, 'utf8')).toBe('sb-abc123');
 
     // Later processes: the env vars, the default workdir, the default user.
-    expect(await shell('printf "%s|%s|%s|%s" "$CAPSULE_A" "$CAPSULE_B" "$PWD" "$(id -un)"')).toBe(
-      `1|two words|${workdir}|${switchedUser}`,
-    );
+    expect(await shell('printf "%s|%s|%s|%s" "$CAPSULE_A" "$CAPSULE_B" "$PWD" "$(id -un)"')).toBe(`1|two words|${workdir}|${switchedUser}`);
     // A request's own envs and cwd still win.
     expect(await shell('printf "%s|%s" "$CAPSULE_A" "$PWD"', { envs: { CAPSULE_A: 'mine' }, cwd: otherWorkdir })).toBe(
       `mine|${otherWorkdir}`,

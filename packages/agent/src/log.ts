@@ -39,8 +39,7 @@ export function createLogger(namespace: string): Logger {
   return {
     info: (message) => write('info', namespace, message),
     warn: (message) => write('warn', namespace, message),
-    error: (message, error) =>
-      write('error', namespace, error === undefined ? message : `${message}: ${describeError(error)}`),
+    error: (message, error) => write('error', namespace, error === undefined ? message : `${message}: ${describeError(error)}`),
     debug: (message) => {
       if (debugEnabled) write('info', namespace, message);
     },

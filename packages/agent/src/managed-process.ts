@@ -46,9 +46,7 @@ export type OutputStreamName = 'stdout' | 'stderr' | 'pty';
 /** Where input goes: the stdin pipe or the terminal (envd's ProcessInput cases). */
 export type InputKind = 'stdin' | 'pty';
 
-export type ProcessOutputEvent =
-  | { kind: OutputStreamName; data: Buffer }
-  | { kind: 'end'; exit: ExitInfo };
+export type ProcessOutputEvent = { kind: OutputStreamName; data: Buffer } | { kind: 'end'; exit: ExitInfo };
 
 function abortError(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new ConnectError('request aborted', Code.Canceled);
@@ -145,10 +143,7 @@ export class ManagedProcess<Config = unknown> {
     const { user } = options;
     const asAnotherUser = process.getuid?.() !== user.uid;
     if (asAnotherUser && process.getuid?.() !== 0) {
-      throw new ConnectError(
-        `cannot run as user '${user.name}': the agent is not running as root`,
-        Code.PermissionDenied,
-      );
+      throw new ConnectError(`cannot run as user '${user.name}': the agent is not running as root`, Code.PermissionDenied);
     }
     return options.terminal
       ? ManagedProcess.startOnTerminal(options, options.terminal, asAnotherUser)
@@ -187,7 +182,10 @@ export class ManagedProcess<Config = unknown> {
     return proc;
   }
 
-  private static async startOnPipes<Config>(options: ManagedProcessOptions<Config>, asAnotherUser: boolean): Promise<ManagedProcess<Config>> {
+  private static async startOnPipes<Config>(
+    options: ManagedProcessOptions<Config>,
+    asAnotherUser: boolean,
+  ): Promise<ManagedProcess<Config>> {
     const { spec, user } = options;
     let child: ChildProcess;
     try {
@@ -214,9 +212,7 @@ export class ManagedProcess<Config = unknown> {
       const code = (error as NodeJS.ErrnoException).code;
       throw new ConnectError(
         `error starting process '${describeCommand({ cmd: spec.argv0, args: spec.args })}': ${describeError(error)}`,
-        code === 'EAGAIN' || code === 'ENOMEM' || code === 'EMFILE' || code === 'ENFILE'
-          ? Code.ResourceExhausted
-          : Code.InvalidArgument,
+        code === 'EAGAIN' || code === 'ENOMEM' || code === 'EMFILE' || code === 'ENFILE' ? Code.ResourceExhausted : Code.InvalidArgument,
       );
     }
     const pid = child.pid;
@@ -270,10 +266,7 @@ export class ManagedProcess<Config = unknown> {
       return subscription;
     }
     if (this.subscribers.size >= MAX_SUBSCRIBERS_PER_PROCESS) {
-      throw new ConnectError(
-        `process ${this.pid} already has ${MAX_SUBSCRIBERS_PER_PROCESS} connected streams`,
-        Code.ResourceExhausted,
-      );
+      throw new ConnectError(`process ${this.pid} already has ${MAX_SUBSCRIBERS_PER_PROCESS} connected streams`, Code.ResourceExhausted);
     }
     this.subscribers.add(subscription);
     return subscription;
@@ -302,10 +295,16 @@ export class ManagedProcess<Config = unknown> {
   /** Input for the stdin pipe or the terminal, with envd's errors when `kind` is the other one. */
   async writeInput(kind: InputKind, data: Uint8Array, signal: AbortSignal): Promise<void> {
     if (kind === 'pty' && !this.terminal) {
-      throw new ConnectError('error writing to tty: tty not assigned to process — input should be written to the stdin, not the tty', Code.Internal);
+      throw new ConnectError(
+        'error writing to tty: tty not assigned to process — input should be written to the stdin, not the tty',
+        Code.Internal,
+      );
     }
     if (kind === 'stdin' && this.terminal) {
-      throw new ConnectError('error writing to stdin: tty assigned to process — input should be written to the pty, not the stdin', Code.Internal);
+      throw new ConnectError(
+        'error writing to stdin: tty assigned to process — input should be written to the pty, not the stdin',
+        Code.Internal,
+      );
     }
     const stdin = this.input;
     if (!this.stdinOpen || !stdin || stdin.destroyed || stdin.writableEnded) {

@@ -59,7 +59,9 @@ describe('GET /metrics', () => {
 
 describe('metrics arithmetic', () => {
   it('reads the aggregate cpu line and counts the logical CPUs', () => {
-    const stat = ['cpu  100 0 50 800 50 0 0 0 0 0', 'cpu0 50 0 25 400 25 0 0 0 0 0', 'cpu1 50 0 25 400 25 0 0 0 0 0', 'intr 1 2 3'].join('\n');
+    const stat = ['cpu  100 0 50 800 50 0 0 0 0 0', 'cpu0 50 0 25 400 25 0 0 0 0 0', 'cpu1 50 0 25 400 25 0 0 0 0 0', 'intr 1 2 3'].join(
+      '\n',
+    );
     expect(parseProcStat(stat)).toEqual({ sample: { total: 1000, idle: 850 }, cpuCount: 2 });
     expect(() => parseProcStat('intr 1 2 3')).toThrow(/no cpu line/);
   });
@@ -71,7 +73,10 @@ describe('metrics arithmetic', () => {
   });
 
   it('reads MemTotal and MemAvailable in bytes', () => {
-    expect(parseMeminfo('MemTotal:       2048 kB\nMemFree:  10 kB\nMemAvailable:   1024 kB\n')).toEqual({ total: 2048 * 1024, available: 1024 * 1024 });
+    expect(parseMeminfo('MemTotal:       2048 kB\nMemFree:  10 kB\nMemAvailable:   1024 kB\n')).toEqual({
+      total: 2048 * 1024,
+      available: 1024 * 1024,
+    });
     expect(() => parseMeminfo('MemTotal: 1 kB\n')).toThrow(/MemAvailable/);
   });
 });

@@ -14,9 +14,9 @@ describe('parseAgentOptions', () => {
   });
 
   it('takes the guest helper and hostname file from the environment', () => {
-    expect(
-      parseAgentOptions([], { CAPSULE_GUEST_HELPER: '/tmp/helper', CAPSULE_HOSTNAME_FILE: '/tmp/hostname' }, noCmdline),
-    ).toMatchObject({ guestHelperPath: '/tmp/helper', hostnameFile: '/tmp/hostname' });
+    expect(parseAgentOptions([], { CAPSULE_GUEST_HELPER: '/tmp/helper', CAPSULE_HOSTNAME_FILE: '/tmp/hostname' }, noCmdline)).toMatchObject(
+      { guestHelperPath: '/tmp/helper', hostnameFile: '/tmp/hostname' },
+    );
   });
 
   it('takes the port name from the environment, then the kernel command line', () => {

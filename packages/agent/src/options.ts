@@ -7,9 +7,7 @@ import { AGENT_PORT_NAME } from '@capsule/protocol/agent';
 import { DEFAULT_GUEST_HELPER_PATH } from './guest-helper.js';
 import { DEFAULT_HOSTNAME_FILE } from './init-route.js';
 
-export type AgentTransport =
-  | { kind: 'unix'; path: string }
-  | { kind: 'virtio-port'; portName: string; devicePath: string | undefined };
+export type AgentTransport = { kind: 'unix'; path: string } | { kind: 'virtio-port'; portName: string; devicePath: string | undefined };
 
 export interface AgentOptions {
   transport: AgentTransport;
@@ -106,7 +104,6 @@ export function parseAgentOptions(
     }
     return { transport: { kind: 'unix', path: listen.slice('unix:'.length) }, defaultUser, guestHelperPath, hostnameFile };
   }
-  const name =
-    portName ?? (env.CAPSULE_AGENT_PORT || portNameFromKernelCommandLine(kernelCommandLine()) || AGENT_PORT_NAME);
+  const name = portName ?? (env.CAPSULE_AGENT_PORT || portNameFromKernelCommandLine(kernelCommandLine()) || AGENT_PORT_NAME);
   return { transport: { kind: 'virtio-port', portName: name, devicePath: portPath }, defaultUser, guestHelperPath, hostnameFile };
 }

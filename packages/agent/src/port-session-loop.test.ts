@@ -1,7 +1,7 @@
 // The virtio-serial session loop, against a simulated port (no VM here):
 // sessions per host connection, EOF handling, dropped writes, and the whole
 // agent server surviving host reconnects with its processes.
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '@connectrpc/connect';
@@ -10,7 +10,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { buildAgent } from '../test/agent-fixture.js';
 import { FakeVirtioPort } from '../test/fake-virtio-port.js';
 import { AgentDefaults } from './agent-defaults.js';
-import { HTTP2_CLIENT_PREFACE, joinReads, newConnectionOffset, runPortSessions, type BlockingPort, type PortConnectionStream } from './port-session-loop.js';
+import {
+  HTTP2_CLIENT_PREFACE,
+  joinReads,
+  newConnectionOffset,
+  runPortSessions,
+  type BlockingPort,
+  type PortConnectionStream,
+} from './port-session-loop.js';
 
 const quietLog = { info() {}, warn() {}, error() {}, debug() {} };
 const stops: AbortController[] = [];
@@ -108,9 +115,19 @@ describe('runPortSessions with a simulated virtio port', () => {
     stops.push(stop);
     const sessions: PortConnectionStream[] = [];
     const seen: Buffer[][] = [];
-    void runPortSessions({ port, onSession: (stream) => (sessions.push(stream), seen.push(received(stream))), pollIntervalMs: 5, signal: stop.signal, log: quietLog });
+    void runPortSessions({
+      port,
+      onSession: (stream) => (sessions.push(stream), seen.push(received(stream))),
+      pollIntervalMs: 5,
+      signal: stop.signal,
+      log: quietLog,
+    });
     await waitFor(() => sessions.length === 3 && sessions[2]!.destroyed, 'three sessions, all ended');
-    expect(seen.map((chunks) => chunks.map((chunk) => chunk.toString('latin1')))).toEqual([[`${preface}abc`], [`${preface}xy`], [`${preface}z`]]);
+    expect(seen.map((chunks) => chunks.map((chunk) => chunk.toString('latin1')))).toEqual([
+      [`${preface}abc`],
+      [`${preface}xy`],
+      [`${preface}z`],
+    ]);
   });
 
   it('joins adjacent views of one buffer without a copy, and copies anything else', () => {
@@ -235,7 +252,9 @@ describe('the agent server behind a simulated virtio port', () => {
   async function serverBehindPort(port: FakeVirtioPort) {
     const table = new modules.processService.ProcessTable();
     const server = modules.server.createAgentServer({
-      processService: modules.processService.createProcessService(table, { defaults: new AgentDefaults((await import('node:os')).userInfo().username) }),
+      processService: modules.processService.createProcessService(table, {
+        defaults: new AgentDefaults((await import('node:os')).userInfo().username),
+      }),
     });
     startLoop(port, (stream) => server.emit('connection', stream));
     const connectHost = () =>

@@ -179,7 +179,10 @@ describe('process.Process/Start', () => {
   it('speaks the Connect JSON encoding the e2b SDK uses', async () => {
     const jsonClient = createClient(Process, agent.connectTransport(undefined, { json: true }));
     const result = await collect(
-      jsonClient.start({ process: { cmd: '/bin/sh', args: ['-c', 'printf "\\001\\377"; exit 7'] }, stdin: false }, { headers: { 'keepalive-ping-interval': '50' } }),
+      jsonClient.start(
+        { process: { cmd: '/bin/sh', args: ['-c', 'printf "\\001\\377"; exit 7'] }, stdin: false },
+        { headers: { 'keepalive-ping-interval': '50' } },
+      ),
     );
     expect([...result.stdout]).toEqual([1, 255]);
     expect(result.end).toMatchObject({ exitCode: 7, exited: true, status: 'exit status 7' });
@@ -199,8 +202,14 @@ describe('stdin, signals, List and Connect', () => {
     const tag = `cat-${Date.now()}`;
     const done = run({ process: { cmd: 'cat' }, tag, stdin: true });
     await waitForTag(tag);
-    await client.sendInput({ process: { selector: { case: 'tag', value: tag } }, input: { input: { case: 'stdin', value: Buffer.from('hello ') } } });
-    await client.sendInput({ process: { selector: { case: 'tag', value: tag } }, input: { input: { case: 'stdin', value: Buffer.from('agent') } } });
+    await client.sendInput({
+      process: { selector: { case: 'tag', value: tag } },
+      input: { input: { case: 'stdin', value: Buffer.from('hello ') } },
+    });
+    await client.sendInput({
+      process: { selector: { case: 'tag', value: tag } },
+      input: { input: { case: 'stdin', value: Buffer.from('agent') } },
+    });
     await client.closeStdin({ process: { selector: { case: 'tag', value: tag } } });
     const result = await done;
     expect(result.stdout.toString()).toBe('hello agent');
@@ -237,7 +246,10 @@ describe('stdin, signals, List and Connect', () => {
 
     const attached = collect(client.connect({ process: { selector: { case: 'tag', value: tag } } }));
     await sleep(200); // let Connect subscribe before the output exists
-    await client.sendInput({ process: { selector: { case: 'pid', value: pid } }, input: { input: { case: 'stdin', value: Buffer.from('abc\n') } } });
+    await client.sendInput({
+      process: { selector: { case: 'pid', value: pid } },
+      input: { input: { case: 'stdin', value: Buffer.from('abc\n') } },
+    });
     const [viaStart, viaConnect] = await Promise.all([started, attached]);
     for (const result of [viaStart, viaConnect]) {
       expect(result.pid).toBe(pid);
@@ -286,7 +298,12 @@ describe('connections', () => {
           stream.end(body);
         });
 
-      const garbage = await request('/process.Process/List', 'POST', { 'content-type': 'application/proto' }, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]));
+      const garbage = await request(
+        '/process.Process/List',
+        'POST',
+        { 'content-type': 'application/proto' },
+        Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]),
+      );
       expect(garbage.status).toBeGreaterThanOrEqual(400);
       expect(JSON.parse(garbage.body)).toHaveProperty('code');
 
@@ -325,4 +342,3 @@ async function waitForTag(tag: string): Promise<number> {
     await sleep(20);
   }
 }
-

@@ -153,7 +153,9 @@ export function createProcessService(table: ProcessTable, options: ProcessServic
       // later I/O callback, so none can be dropped before this line.
       const subscription = proc.subscribe();
       table.add(proc);
-      log.info(`[pid=${proc.pid}] started as ${user.name}${terminal ? ` on a ${terminal.cols}x${terminal.rows} terminal` : ''}: ${proc.command}`);
+      log.info(
+        `[pid=${proc.pid}] started as ${user.name}${terminal ? ` on a ${terminal.cols}x${terminal.rows} terminal` : ''}: ${proc.command}`,
+      );
 
       // Like envd, the request's deadline is the process's deadline.
       const timeoutMs = context.timeoutMs();

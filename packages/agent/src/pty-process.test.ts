@@ -185,7 +185,8 @@ describe('a process on a pseudo-terminal', () => {
 
   it('resizes the terminal with Update: stty size follows and SIGWINCH reaches the process', async () => {
     // `read` may return early when the trap runs: the loop reads until "go".
-    const script = 'stty size; trap \'echo "winch $(stty size)"\' WINCH; echo ready; until [ "$line" = go ]; do read line; done; echo "after $(stty size)"';
+    const script =
+      'stty size; trap \'echo "winch $(stty size)"\' WINCH; echo ready; until [ "$line" = go ]; do read line; done; echo "after $(stty size)"';
     const session = startTerminal(script, { rows: 24, cols: 80 });
     await session.waitFor('24 80\r\n');
     await session.waitFor('ready');
@@ -220,7 +221,13 @@ describe('a process on a pseudo-terminal', () => {
       expect(stream.output).toContain('got abc\r\n');
       expect(stream.end).toMatchObject({ exitCode: 3, exited: true });
     }
-    await expectConnectError(client.connect({ process: byPid(pid) })[Symbol.asyncIterator]().next(), Code.NotFound);
+    await expectConnectError(
+      client
+        .connect({ process: byPid(pid) })
+        [Symbol.asyncIterator]()
+        .next(),
+      Code.NotFound,
+    );
   });
 
   it('runs as the requested user and group, with no supplementary groups', async () => {
@@ -240,7 +247,7 @@ describe('a process on a pseudo-terminal', () => {
     expect(session.output).toContain(`ids ${nobody.uid} ${nobody.gid}\r\n`);
   });
 
-  it('refuses input, resizes and CloseStdin that do not fit the process, with envd\'s codes', async () => {
+  it("refuses input, resizes and CloseStdin that do not fit the process, with envd's codes", async () => {
     const session = startTerminal('echo ready; read line');
     await session.waitFor('ready');
     const pid = await session.pidWhenStarted();
@@ -273,10 +280,12 @@ describe('a process on a pseudo-terminal', () => {
 
   it('holds a fast writer back while nobody reads, then delivers every byte', async () => {
     const totalBytes = 24 * 1024 * 1024;
-    const events = client.start({
-      process: { cmd: 'head', args: ['-c', String(totalBytes), '/dev/zero'], cwd: '/tmp' },
-      pty: { size: { rows: 24, cols: 80 } },
-    })[Symbol.asyncIterator]();
+    const events = client
+      .start({
+        process: { cmd: 'head', args: ['-c', String(totalBytes), '/dev/zero'], cwd: '/tmp' },
+        pty: { size: { rows: 24, cols: 80 } },
+      })
+      [Symbol.asyncIterator]();
     const first = await events.next();
     const pid = first.value?.event?.event.case === 'start' ? first.value.event.event.value.pid : undefined;
     expect(pid).toBeGreaterThan(0);
@@ -295,7 +304,10 @@ describe('a process on a pseudo-terminal', () => {
     for (let round = 0; round < 10; round += 1) {
       const bytes = 2 * 1024 * 1024 + round * 4099;
       const session = new TerminalStream(
-        client.start({ process: { cmd: 'head', args: ['-c', String(bytes), '/dev/zero'], cwd: '/tmp' }, pty: { size: { rows: 24, cols: 80 } } }),
+        client.start({
+          process: { cmd: 'head', args: ['-c', String(bytes), '/dev/zero'], cwd: '/tmp' },
+          pty: { size: { rows: 24, cols: 80 } },
+        }),
       );
       await session.done;
       expect(session.output.length).toBe(bytes);

@@ -51,7 +51,8 @@ describe('tunnelPort', () => {
   it('takes 1-65535 only', () => {
     expect(tunnelPort('/capsule/tunnel?port=80')).toBe(80);
     expect(tunnelPort('/capsule/tunnel?port=65535')).toBe(65535);
-    for (const bad of ['0', '65536', '-1', '8.5', 'abc', '', '0x50', '123456']) expect(tunnelPort(`/capsule/tunnel?port=${bad}`)).toBeUndefined();
+    for (const bad of ['0', '65536', '-1', '8.5', 'abc', '', '0x50', '123456'])
+      expect(tunnelPort(`/capsule/tunnel?port=${bad}`)).toBeUndefined();
     expect(tunnelPort('/capsule/tunnel')).toBeUndefined();
   });
 });

@@ -137,7 +137,8 @@ export function createTunnelRoute(options: TunnelRouteOptions = {}): PlainHttpHa
       if (request.stream.destroyed) return release();
       release();
       if (code === 'ECONNREFUSED') return refuse(request, response, 502, 'refused', `nothing listens on port ${port} in the sandbox`);
-      if (code === 'ETIMEDOUT') return refuse(request, response, 504, 'failed', `port ${port} accepted no connection within ${connectTimeoutMs} ms`);
+      if (code === 'ETIMEDOUT')
+        return refuse(request, response, 504, 'failed', `port ${port} accepted no connection within ${connectTimeoutMs} ms`);
       return refuse(request, response, 502, 'failed', `connecting to port ${port} failed: ${(error as Error).message}`);
     }
     if (request.stream.destroyed) {

@@ -22,9 +22,7 @@ export function expandAndResolvePath(path: string, user: UnixUser, defaultWorkdi
   let expanded = path === '' ? (defaultWorkdir ?? '') : path;
   if (expanded === '~' || expanded.startsWith('~/')) expanded = join(user.home, expanded.slice(1));
   else if (expanded.startsWith('~')) {
-    throw new InvalidPathError(
-      `failed to expand path '${expanded}' for user '${user.name}': cannot expand user-specific home dir`,
-    );
+    throw new InvalidPathError(`failed to expand path '${expanded}' for user '${user.name}': cannot expand user-specific home dir`);
   }
   // resolve() also normalises `a/../b`, as Go's filepath.Abs does for envd.
   return isAbsolute(expanded) ? resolve(expanded) : resolve(user.home, expanded);

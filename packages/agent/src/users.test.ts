@@ -9,7 +9,9 @@ const dir = mkdtempSync(join(tmpdir(), 'capsule-agent-users-'));
 const passwd = join(dir, 'passwd');
 writeFileSync(
   passwd,
-  ['root:x:0:0:root:/root:/bin/bash', '# a comment', 'user:x:1000:1001::/home/user:/bin/sh', 'broken-line', 'nohome:x:7:7::::', ''].join('\n'),
+  ['root:x:0:0:root:/root:/bin/bash', '# a comment', 'user:x:1000:1001::/home/user:/bin/sh', 'broken-line', 'nohome:x:7:7::::', ''].join(
+    '\n',
+  ),
 );
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -49,7 +51,10 @@ describe('users', () => {
   it('falls back to the default user and refuses unknown users as Unauthenticated', () => {
     expect(resolveRequestUser(null, 'root', passwd).uid).toBe(0);
     expect(resolveRequestUser(basic('user:'), 'root', passwd)).toMatchObject({ uid: 1000, gid: 1001, home: '/home/user' });
-    for (const [header, fallback] of [[basic('ghost:'), 'root'], [null, 'ghost']] as const) {
+    for (const [header, fallback] of [
+      [basic('ghost:'), 'root'],
+      [null, 'ghost'],
+    ] as const) {
       const error = (() => {
         try {
           resolveRequestUser(header, fallback, passwd);

@@ -69,11 +69,7 @@ export function usernameFromAuthorization(header: string | null | undefined): st
 }
 
 /** The user a request runs as; errors are Connect errors the client sees. */
-export function resolveRequestUser(
-  authorization: string | null,
-  defaultUser: string,
-  passwdPath = PASSWD_PATH,
-): UnixUser {
+export function resolveRequestUser(authorization: string | null, defaultUser: string, passwdPath = PASSWD_PATH): UnixUser {
   const requested = usernameFromAuthorization(authorization);
   const name = requested ?? defaultUser;
   const user = lookupUser(name, passwdPath);

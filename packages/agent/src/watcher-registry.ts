@@ -56,7 +56,12 @@ export class WatcherRegistry {
         const converted = await toFilesystemEvents(events, request.includeEntry);
         if (watcher.error) return;
         if (watcher.events.length + converted.length > MAX_BUFFERED_EVENTS) {
-          fail(new ConnectError(`watcher ${id} has more than ${MAX_BUFFERED_EVENTS} unread events; poll it more often`, Code.ResourceExhausted));
+          fail(
+            new ConnectError(
+              `watcher ${id} has more than ${MAX_BUFFERED_EVENTS} unread events; poll it more often`,
+              Code.ResourceExhausted,
+            ),
+          );
           return;
         }
         watcher.events.push(...converted);

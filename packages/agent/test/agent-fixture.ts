@@ -67,7 +67,11 @@ const mtime = (path: string) => statSync(path, { throwIfNoEntry: false })?.mtime
 function agentBuildIsFresh(): boolean {
   const protocolDir = join(repoRoot, 'packages', 'protocol');
   const protocolSources = newestSourceMtime(join(protocolDir, 'src'));
-  const agentSources = Math.max(newestSourceMtime(join(agentPackageDir, 'src')), protocolSources, mtime(join(agentPackageDir, 'package.json')));
+  const agentSources = Math.max(
+    newestSourceMtime(join(agentPackageDir, 'src')),
+    protocolSources,
+    mtime(join(agentPackageDir, 'package.json')),
+  );
   // tsc -b re-emits only the files that changed, but always rewrites its build info.
   const protocolBuiltAt = mtime(join(protocolDir, 'dist', 'agent.js')) > 0 ? mtime(join(protocolDir, 'tsconfig.tsbuildinfo')) : 0;
   return protocolBuiltAt >= protocolSources && mtime(agentBundlePath) >= agentSources;

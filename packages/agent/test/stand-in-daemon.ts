@@ -69,6 +69,7 @@ export function screen() {
       }
     },
     text: () => text,
-    waitFor: (needle: string) => (text.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve }))),
+    waitFor: (needle: string) =>
+      text.includes(needle) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ needle, resolve })),
   };
 }

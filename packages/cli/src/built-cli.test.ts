@@ -24,7 +24,12 @@ interface CliRun {
 
 function startCli(args: string[], env: Record<string, string> = {}) {
   const child = spawn(process.execPath, [cliPath, ...args], {
-    env: { PATH: process.env['PATH'] ?? '', CAPSULE_STATE_DIR: path.join(scratch, 'state'), CAPSULED_BIN: path.join(scratch, 'no-capsuled'), ...env },
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      CAPSULE_STATE_DIR: path.join(scratch, 'state'),
+      CAPSULED_BIN: path.join(scratch, 'no-capsuled'),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: Buffer[] = [];
@@ -32,14 +37,24 @@ function startCli(args: string[], env: Record<string, string> = {}) {
   child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
   child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
   const done = new Promise<CliRun>((resolve) =>
-    child.on('close', (status, signal) => resolve({ status, signal, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8') })),
+    child.on('close', (status, signal) =>
+      resolve({ status, signal, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString('utf8') }),
+    ),
   );
   return { child, done };
 }
 
 const sandbox = {
-  id: 'sb_test1', name: null, template: 'base', state: 'running', stateReason: 'user',
-  vcpus: 1, memoryMiB: 512, accel: 'tcg', metadata: {}, createdAt: '2026-01-01T00:00:00Z',
+  id: 'sb_test1',
+  name: null,
+  template: 'base',
+  state: 'running',
+  stateReason: 'user',
+  vcpus: 1,
+  memoryMiB: 512,
+  accel: 'tcg',
+  metadata: {},
+  createdAt: '2026-01-01T00:00:00Z',
 };
 const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
 
@@ -48,7 +63,8 @@ const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
   if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
-  if (request.url === '/v1/sandboxes/sb_test1/exec') return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+  if (request.url === '/v1/sandboxes/sb_test1/exec')
+    return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
   if (request.url === '/v1/sandboxes/sb_missing') {
     return sendError(res, 404, 'sandbox_not_found', 'No sandbox with id or name "sb_missing"', 'List sandboxes with `capsule ls -a`');
   }
@@ -92,7 +108,10 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     expect(result.status).toBe(7);
     expect(result.stdout.equals(binaryOutput)).toBe(true);
     expect(result.stderr).toBe('warn\n');
-    expect(JSON.parse(daemon.requests.find((request) => request.url === '/v1/sandboxes')?.body ?? '')).toEqual({ template: 'base', memoryMiB: 1024 });
+    expect(JSON.parse(daemon.requests.find((request) => request.url === '/v1/sandboxes')?.body ?? '')).toEqual({
+      template: 'base',
+      memoryMiB: 1024,
+    });
     expect(deletes()).toEqual(['/v1/sandboxes/sb_test1']);
   });
 
@@ -162,7 +181,9 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     // An empty PATH, so that a capsuled installed on this machine is not found and started.
     const result = await startCli(['ls'], { CAPSULE_SOCKET: path.join(scratch, 'absent.sock'), CAPSULED_BIN: '', PATH: scratch }).done;
     expect(result.status).toBe(125);
-    expect(result.stderr).toMatch(/^capsule: capsuled is not running on unix:.*absent\.sock and its binary was not found\nhint: .*CAPSULED_BIN/);
+    expect(result.stderr).toMatch(
+      /^capsule: capsuled is not running on unix:.*absent\.sock and its binary was not found\nhint: .*CAPSULED_BIN/,
+    );
   });
 
   it('starts a daemon in the background when none runs, and `daemon stop` stops it by its pid', async () => {

@@ -6,7 +6,6 @@ import type { Command } from 'commander';
 import { isDaemonDown, startDaemon } from './daemon-process.js';
 import { Progress } from './progress.js';
 
-
 export interface GlobalFlags {
   debug: boolean;
   verbose: boolean;

@@ -24,7 +24,15 @@ describe('localPathFor', () => {
   });
 
   it('refuses what a lying guest could send to escape the destination', () => {
-    for (const entry of ['/srv/app', '/srv/other/x', '/srv/app/../../etc/passwd', '/srv/app/a/./b', '/srv/app//x', '/srv/application/x', '/srv/app/x\0y']) {
+    for (const entry of [
+      '/srv/app',
+      '/srv/other/x',
+      '/srv/app/../../etc/passwd',
+      '/srv/app/a/./b',
+      '/srv/app//x',
+      '/srv/application/x',
+      '/srv/app/x\0y',
+    ]) {
       expect(localPathFor('/srv/app', entry, '/home/me/app', path.join)).toBeUndefined();
     }
   });

@@ -21,7 +21,12 @@ export function parseCopyLocation(argument: string): CopyLocation {
  * path outside the root, which only a lying guest sends: nothing it says may
  * place a file outside the destination.
  */
-export function localPathFor(remoteRoot: string, entryPath: string, localRoot: string, join: (...parts: string[]) => string): string | undefined {
+export function localPathFor(
+  remoteRoot: string,
+  entryPath: string,
+  localRoot: string,
+  join: (...parts: string[]) => string,
+): string | undefined {
   const prefix = remoteRoot.endsWith('/') ? remoteRoot : `${remoteRoot}/`;
   if (!entryPath.startsWith(prefix)) return undefined;
   const relative = entryPath.slice(prefix.length);
@@ -39,4 +44,3 @@ export function linkTargetFor(resolvedTarget: string, linkPath: string, remoteRo
   const inTree = resolvedTarget === remoteRoot || resolvedTarget.startsWith(remoteRoot.endsWith('/') ? remoteRoot : `${remoteRoot}/`);
   return inTree ? posix.relative(posix.dirname(linkPath), resolvedTarget) || '.' : resolvedTarget;
 }
-

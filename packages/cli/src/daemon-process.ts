@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, openSync, closeSync, readSync, renameSync, statSync, fstatSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CapsuleClient, CapsuleError, ConnectionError, type DaemonInfo } from '@capsule/sdk';
+import { type CapsuleClient, CapsuleError, ConnectionError, type DaemonInfo } from '@capsule/sdk';
 import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
 
 /** A first start probes the accelerator (it boots a tiny guest once); later starts answer within a second or two. */
@@ -90,7 +90,12 @@ function readLogTail(logPath: string, fromOffset: number): string {
 
 function launchFailure(message: string, logPath: string, logOffset: number): CapsuleError {
   const tail = readLogTail(logPath, logOffset);
-  const indentedTail = tail ? `\n${tail.split('\n').map((line) => `  ${line}`).join('\n')}` : '';
+  const indentedTail = tail
+    ? `\n${tail
+        .split('\n')
+        .map((line) => `  ${line}`)
+        .join('\n')}`
+    : '';
   return new CapsuleError('daemon_start_failed', `Failed to launch capsuled: ${message}${indentedTail}`, {
     hint: `See the full log in ${logPath}`,
   });
@@ -113,9 +118,13 @@ export async function startDaemon(
   try {
     accessSync(binary, fsConstants.R_OK);
   } catch (error) {
-    throw new CapsuleError('daemon_not_found', `capsuled is not running and CAPSULED_BIN=${binary} cannot be read (${(error as NodeJS.ErrnoException).code})`, {
-      hint: 'Point CAPSULED_BIN at the capsuled executable, or unset it to use `capsuled` on PATH',
-    });
+    throw new CapsuleError(
+      'daemon_not_found',
+      `capsuled is not running and CAPSULED_BIN=${binary} cannot be read (${(error as NodeJS.ErrnoException).code})`,
+      {
+        hint: 'Point CAPSULED_BIN at the capsuled executable, or unset it to use `capsuled` on PATH',
+      },
+    );
   }
   const logPath = daemonLogPath();
   let logFd: number;
@@ -164,12 +173,22 @@ export async function startDaemon(
     // Another capsule may have started a daemon at the same moment; ours then exits, theirs answers.
     if (exited !== undefined) {
       await sleep(HEALTH_POLL_INTERVAL_MS);
-      if (await client.health({ requestTimeoutMs: 2000 }).then(() => true, () => false)) return;
+      if (
+        await client.health({ requestTimeoutMs: 2000 }).then(
+          () => true,
+          () => false,
+        )
+      )
+        return;
       throw launchFailure(`${exited}, and nothing answers on ${client.transport.address}`, logPath, logOffset);
     }
     if (Date.now() > deadline) {
       const who = otherDaemonStarting ? 'the capsuled already running on this state folder' : `it (pid ${child.pid})`;
-      throw launchFailure(`${who} did not answer on ${client.transport.address} within ${DAEMON_START_TIMEOUT_MS / 1000} s`, logPath, logOffset);
+      throw launchFailure(
+        `${who} did not answer on ${client.transport.address} within ${DAEMON_START_TIMEOUT_MS / 1000} s`,
+        logPath,
+        logOffset,
+      );
     }
     await sleep(HEALTH_POLL_INTERVAL_MS);
   }
@@ -198,9 +217,13 @@ export async function stopDaemon(info: DaemonInfo): Promise<void> {
   const deadline = Date.now() + DAEMON_STOP_TIMEOUT_MS;
   while (processIsAlive(info.pid)) {
     if (Date.now() > deadline) {
-      throw new CapsuleError('daemon_stop_failed', `capsuled (pid ${info.pid}) is still running ${DAEMON_STOP_TIMEOUT_MS / 1000} s after SIGTERM`, {
-        hint: `Look at ${daemonLogPath()}; \`kill -KILL ${info.pid}\` stops it without cleanup`,
-      });
+      throw new CapsuleError(
+        'daemon_stop_failed',
+        `capsuled (pid ${info.pid}) is still running ${DAEMON_STOP_TIMEOUT_MS / 1000} s after SIGTERM`,
+        {
+          hint: `Look at ${daemonLogPath()}; \`kill -KILL ${info.pid}\` stops it without cleanup`,
+        },
+      );
     }
     await sleep(HEALTH_POLL_INTERVAL_MS);
   }

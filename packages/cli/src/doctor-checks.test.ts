@@ -14,7 +14,11 @@ describe('checkTapNetworking', () => {
   const info = (network: 'user' | 'tap') => ({ network }) as DaemonInfo;
 
   it('says TAP mode would work when the host has everything', async () => {
-    expect(await checkTapNetworking(info('user'), probes())).toEqual({ name: 'network', status: 'ok', detail: 'capsuled uses user-mode networking; TAP mode would work here too' });
+    expect(await checkTapNetworking(info('user'), probes())).toEqual({
+      name: 'network',
+      status: 'ok',
+      detail: 'capsuled uses user-mode networking; TAP mode would work here too',
+    });
     expect((await checkTapNetworking(info('tap'), probes())).status).toBe('ok');
   });
 
@@ -27,11 +31,20 @@ describe('checkTapNetworking', () => {
     expect(tap.status).toBe('fail');
     expect(tap.detail).toMatch(/root, .*no-tun, nft/);
     // With no daemon to ask, the mode comes from the default.
-    expect((await checkTapNetworking(undefined, lacking)).detail).toMatch(/^user-mode networking unless CAPSULE_NETWORK=tap; TAP mode needs/);
+    expect((await checkTapNetworking(undefined, lacking)).detail).toMatch(
+      /^user-mode networking unless CAPSULE_NETWORK=tap; TAP mode needs/,
+    );
   });
 
   it('warns when the daemon says its user-mode sandboxes are not isolated', async () => {
-    const unisolated = { network: 'user', networkWarning: 'sandboxes reach this host through 10.0.2.2: capsuled does not run as root' } as DaemonInfo;
-    expect(await checkTapNetworking(unisolated, probes())).toEqual({ name: 'network', status: 'warn', detail: `capsuled uses user-mode networking, NOT isolated: ${unisolated.networkWarning}` });
+    const unisolated = {
+      network: 'user',
+      networkWarning: 'sandboxes reach this host through 10.0.2.2: capsuled does not run as root',
+    } as DaemonInfo;
+    expect(await checkTapNetworking(unisolated, probes())).toEqual({
+      name: 'network',
+      status: 'warn',
+      detail: `capsuled uses user-mode networking, NOT isolated: ${unisolated.networkWarning}`,
+    });
   });
 });

@@ -31,7 +31,8 @@ export async function checkQemu(binary = 'qemu-system-x86_64'): Promise<CheckRes
     return { name: 'qemu', status: 'ok', detail: stdout.split('\n')[0]?.trim() || binary };
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { name: 'qemu', status: 'fail', detail: `${binary} not found on PATH (Debian/Ubuntu: apt-get install qemu-system-x86)` };
+    if (code === 'ENOENT')
+      return { name: 'qemu', status: 'fail', detail: `${binary} not found on PATH (Debian/Ubuntu: apt-get install qemu-system-x86)` };
     return { name: 'qemu', status: 'fail', detail: `${binary} --version failed: ${(error as Error).message.split('\n')[0]}` };
   }
 }
@@ -46,7 +47,11 @@ export async function checkAccel(info: DaemonInfo | undefined, kvmDevice = '/dev
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { name: 'kvm', status: 'warn', detail: `no ${kvmDevice}: sandboxes will run under TCG, slower` };
-    return { name: 'kvm', status: 'warn', detail: `${kvmDevice} exists but cannot be opened here (${code}): capsuled needs read/write access for KVM` };
+    return {
+      name: 'kvm',
+      status: 'warn',
+      detail: `${kvmDevice} exists but cannot be opened here (${code}): capsuled needs read/write access for KVM`,
+    };
   }
 }
 
@@ -60,7 +65,11 @@ export async function checkGuestKernel(folder = cacheDir()): Promise<CheckResult
       // try the next place
     }
   }
-  return { name: 'guest kernel', status: 'fail', detail: `no guest kernel manifest in ${folder}: run \`capsuled prepare\` (CAPSULE_CACHE_DIR picks another folder)` };
+  return {
+    name: 'guest kernel',
+    status: 'fail',
+    detail: `no guest kernel manifest in ${folder}: run \`capsuled prepare\` (CAPSULE_CACHE_DIR picks another folder)`,
+  };
 }
 
 /** Free space where sandboxes' disks go; the state dir may not exist yet, so its nearest existing parent is measured. */
@@ -71,7 +80,11 @@ export async function checkDiskSpace(folder = stateDir()): Promise<CheckResult> 
       const stats = await statfs(measured);
       const free = stats.bavail * stats.bsize;
       const status: CheckStatus = free < LOW_DISK_BYTES ? 'warn' : 'ok';
-      return { name: 'disk', status, detail: `${formatBytes(free)} free at ${measured}${status === 'warn' ? ` (below ${formatBytes(LOW_DISK_BYTES)}; templates and sandboxes need room)` : ''}` };
+      return {
+        name: 'disk',
+        status,
+        detail: `${formatBytes(free)} free at ${measured}${status === 'warn' ? ` (below ${formatBytes(LOW_DISK_BYTES)}; templates and sandboxes need room)` : ''}`,
+      };
     } catch (error) {
       const parent = path.dirname(measured);
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === measured) {
@@ -120,31 +133,57 @@ export async function checkTapNetworking(info: DaemonInfo | undefined, probes: T
   for (const tool of ['ip', 'nft', 'nsenter'] as const) if (!(await probes.hasTool(tool))) missing.push(tool);
   const needs = `needs ${missing.join(', ')} (Debian: apt-get install iproute2 nftables util-linux; run as root)`;
   if (info?.network === 'tap') {
-    return missing.length === 0 ? { name: 'network', status: 'ok', detail: 'capsuled uses TAP networking' } : { name: 'network', status: 'fail', detail: `capsuled uses TAP networking but this host ${needs}` };
+    return missing.length === 0
+      ? { name: 'network', status: 'ok', detail: 'capsuled uses TAP networking' }
+      : { name: 'network', status: 'fail', detail: `capsuled uses TAP networking but this host ${needs}` };
   }
   // A daemon that cannot isolate user-mode sandboxes says so; that is a warning whatever TAP mode would need.
-  if (info?.networkWarning) return { name: 'network', status: 'warn', detail: `capsuled uses user-mode networking, NOT isolated: ${info.networkWarning}` };
+  if (info?.networkWarning)
+    return { name: 'network', status: 'warn', detail: `capsuled uses user-mode networking, NOT isolated: ${info.networkWarning}` };
   const mode = info ? 'capsuled uses user-mode networking' : 'user-mode networking unless CAPSULE_NETWORK=tap';
-  return { name: 'network', status: 'ok', detail: missing.length === 0 ? `${mode}; TAP mode would work here too` : `${mode}; TAP mode ${needs}` };
+  return {
+    name: 'network',
+    status: 'ok',
+    detail: missing.length === 0 ? `${mode}; TAP mode would work here too` : `${mode}; TAP mode ${needs}`,
+  };
 }
 
 /** Whether capsuled answers; not running is a warning (the CLI starts it on demand), a refusing socket a failure. */
 export async function checkDaemon(client: CapsuleClient): Promise<{ result: CheckResult; info: DaemonInfo | undefined }> {
   try {
     const info = await client.info({ requestTimeoutMs: 10_000 });
-    return { result: { name: 'daemon', status: 'ok', detail: `capsuled ${info.version} answers on ${client.transport.address} (pid ${info.pid})` }, info };
+    return {
+      result: { name: 'daemon', status: 'ok', detail: `capsuled ${info.version} answers on ${client.transport.address} (pid ${info.pid})` },
+      info,
+    };
   } catch (error) {
     if (isDaemonDown(error)) {
-      return { result: { name: 'daemon', status: 'warn', detail: `capsuled is not running on ${client.transport.address} (commands start it; or \`capsule daemon start\`)` }, info: undefined };
+      return {
+        result: {
+          name: 'daemon',
+          status: 'warn',
+          detail: `capsuled is not running on ${client.transport.address} (commands start it; or \`capsule daemon start\`)`,
+        },
+        info: undefined,
+      };
     }
     const hint = (error as { hint?: string }).hint;
-    return { result: { name: 'daemon', status: 'fail', detail: `${(error as Error).message}${hint ? ` (${hint})` : ''}` }, info: undefined };
+    return {
+      result: { name: 'daemon', status: 'fail', detail: `${(error as Error).message}${hint ? ` (${hint})` : ''}` },
+      info: undefined,
+    };
   }
 }
 
 export async function runAllChecks(client: CapsuleClient): Promise<CheckResult[]> {
   const daemon = await checkDaemon(client);
-  const [qemu, accel, guest, disk, network] = await Promise.all([checkQemu(), checkAccel(daemon.info), checkGuestKernel(), checkDiskSpace(), checkTapNetworking(daemon.info)]);
+  const [qemu, accel, guest, disk, network] = await Promise.all([
+    checkQemu(),
+    checkAccel(daemon.info),
+    checkGuestKernel(),
+    checkDiskSpace(),
+    checkTapNetworking(daemon.info),
+  ]);
   return [qemu, accel, guest, disk, network, daemon.result];
 }
 

@@ -1,6 +1,21 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { describeDaemon, describeSandbox, fileTable, formatAge, formatBytes, formatElapsed, formatMemoryMiB, formatModifiedTime, formatTimeLeft, processTable, renderTable, sandboxTable, shellQuote, templateTable } from './human-format.js';
+import {
+  describeDaemon,
+  describeSandbox,
+  fileTable,
+  formatAge,
+  formatBytes,
+  formatElapsed,
+  formatMemoryMiB,
+  formatModifiedTime,
+  formatTimeLeft,
+  processTable,
+  renderTable,
+  sandboxTable,
+  shellQuote,
+  templateTable,
+} from './human-format.js';
 
 const now = Date.parse('2026-01-01T12:00:00Z');
 const sandbox: SandboxInfo = {
@@ -30,7 +45,15 @@ const sandbox: SandboxInfo = {
 
 describe('templates table', () => {
   it('shows whether each template has a warm snapshot', () => {
-    const template = { name: 'base', ready: true, rootfsBytes: 2 ** 30, defaultVcpus: 1, defaultMemoryMiB: 512, createdAt: '2026-01-01T11:00:00Z', warmSnapshot: 'ready' as const };
+    const template = {
+      name: 'base',
+      ready: true,
+      rootfsBytes: 2 ** 30,
+      defaultVcpus: 1,
+      defaultMemoryMiB: 512,
+      createdAt: '2026-01-01T11:00:00Z',
+      warmSnapshot: 'ready' as const,
+    };
     expect(templateTable([template, { ...template, name: 'py', warmSnapshot: 'building' }], now).split('\n')).toEqual([
       'NAME   READY   WARM SNAPSHOT   CPUS   MEM    DISK      AGE',
       'base   yes     ready           1      512M   1.0 GiB   1h',
@@ -68,11 +91,27 @@ describe('human formatting', () => {
   });
 
   it('aligns table columns to the widest cell', () => {
-    expect(renderTable(['A', 'LONG'], [['xyz', '1'], ['q', '22']])).toBe('A     LONG\nxyz   1\nq     22\n');
+    expect(
+      renderTable(
+        ['A', 'LONG'],
+        [
+          ['xyz', '1'],
+          ['q', '22'],
+        ],
+      ),
+    ).toBe('A     LONG\nxyz   1\nq     22\n');
   });
 
   it('renders the ls table', () => {
-    const killed = { ...sandbox, id: 'sb_2', name: 'web', memoryMiB: 512, state: 'killed' as const, expiresAt: undefined, network: { ...sandbox.network, internet: false } };
+    const killed = {
+      ...sandbox,
+      id: 'sb_2',
+      name: 'web',
+      memoryMiB: 512,
+      state: 'killed' as const,
+      expiresAt: undefined,
+      network: { ...sandbox.network, internet: false },
+    };
     expect(sandboxTable([sandbox, killed], now)).toBe(
       [
         'ID          NAME   TEMPLATE   STATE     CPUS   MEM    NET   AGE   TIME LEFT',
@@ -103,8 +142,24 @@ describe('file and process tables', () => {
   });
 
   it('lists entries with their link targets', () => {
-    const base = { permissions: '-rw-r--r--', owner: 'root', group: 'root', size: 3, modifiedTime: new Date('2026-01-01T09:05:00Z'), isSymlink: false, symlinkTarget: undefined };
-    expect(fileTable([{ ...base, path: '/a' }, { ...base, path: '/l', permissions: 'Lrwxrwxrwx', isSymlink: true, symlinkTarget: '/a' }], now)).toBe(
+    const base = {
+      permissions: '-rw-r--r--',
+      owner: 'root',
+      group: 'root',
+      size: 3,
+      modifiedTime: new Date('2026-01-01T09:05:00Z'),
+      isSymlink: false,
+      symlinkTarget: undefined,
+    };
+    expect(
+      fileTable(
+        [
+          { ...base, path: '/a' },
+          { ...base, path: '/l', permissions: 'Lrwxrwxrwx', isSymlink: true, symlinkTarget: '/a' },
+        ],
+        now,
+      ),
+    ).toBe(
       'PERMISSIONS   OWNER   GROUP   SIZE   MODIFIED (UTC)   PATH\n' +
         '-rw-r--r--    root    root    3      Jan  1 09:05     /a\n' +
         'Lrwxrwxrwx    root    root    3      Jan  1 09:05     /l -> /a\n',
@@ -119,9 +174,12 @@ describe('file and process tables', () => {
   });
 
   it('lists processes by pid', () => {
-    expect(processTable([{ pid: 20, tag: undefined, cmd: 'sleep', args: ['9'], cwd: undefined }, { pid: 3, tag: 'start', cmd: 'node', args: ['app.js'], cwd: '/app' }])).toBe(
-      'PID   TAG     CWD    COMMAND\n3     start   /app   node app.js\n20    -       -      sleep 9\n',
-    );
+    expect(
+      processTable([
+        { pid: 20, tag: undefined, cmd: 'sleep', args: ['9'], cwd: undefined },
+        { pid: 3, tag: 'start', cmd: 'node', args: ['app.js'], cwd: '/app' },
+      ]),
+    ).toBe('PID   TAG     CWD    COMMAND\n3     start   /app   node app.js\n20    -       -      sleep 9\n');
   });
 });
 
@@ -141,14 +199,23 @@ describe('daemon status', () => {
   } as const;
 
   it('shows the TCP address and the fingerprint clients pin', () => {
-    const text = describeDaemon({ ...info, tcpAddress: '127.0.0.1:3000', tls: { fingerprintSha256: 'AB:CD', certificatePath: '/var/lib/capsule/tls.crt', generated: true } }, 0);
+    const text = describeDaemon(
+      {
+        ...info,
+        tcpAddress: '127.0.0.1:3000',
+        tls: { fingerprintSha256: 'AB:CD', certificatePath: '/var/lib/capsule/tls.crt', generated: true },
+      },
+      0,
+    );
     expect(text).toMatch(/TCP +https:\/\/127\.0\.0\.1:3000\n/);
     expect(text).toMatch(/TLS SHA-256 +AB:CD\n/);
     expect(text).toContain('/var/lib/capsule/tls.crt (self-signed, made by capsuled)');
   });
 
   it('says so when the TCP listener is plain HTTP', () => {
-    expect(describeDaemon({ ...info, tcpAddress: '127.0.0.1:3000' }, 0)).toContain('http://127.0.0.1:3000 (plain HTTP: API keys travel in cleartext)');
+    expect(describeDaemon({ ...info, tcpAddress: '127.0.0.1:3000' }, 0)).toContain(
+      'http://127.0.0.1:3000 (plain HTTP: API keys travel in cleartext)',
+    );
     expect(describeDaemon(info, 0)).not.toContain('TCP');
   });
 });

@@ -7,7 +7,10 @@ import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, SandboxNetwork, Templa
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: readonly string[]) =>
-    cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('   ').trimEnd();
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join('   ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
 }
 
@@ -91,7 +94,13 @@ export function templateTable(templates: readonly Template[], now: number = Date
 export function apiKeyTable(keys: readonly ApiKey[], now: number = Date.now()): string {
   return renderTable(
     ['ID', 'NAME', 'KEY', 'CREATED', 'LAST USED'],
-    keys.map((key) => [key.id, key.name, key.mask, formatAge(key.createdAt, now), key.lastUsedAt ? formatAge(key.lastUsedAt, now) : 'never']),
+    keys.map((key) => [
+      key.id,
+      key.name,
+      key.mask,
+      formatAge(key.createdAt, now),
+      key.lastUsedAt ? formatAge(key.lastUsedAt, now) : 'never',
+    ]),
   );
 }
 
@@ -125,9 +134,13 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   ];
   if (sandbox.bootMs !== undefined) pairs.push(['Boot', formatElapsed(sandbox.bootMs)]);
   if (sandbox.pid !== undefined) pairs.push(['PID', String(sandbox.pid)]);
-  if (sandbox.memoryUse) pairs.push(['Host memory', `${sandbox.memoryUse.privateMiB} MiB private, ${sandbox.memoryUse.sharedMiB} MiB shared`]);
+  if (sandbox.memoryUse)
+    pairs.push(['Host memory', `${sandbox.memoryUse.privateMiB} MiB private, ${sandbox.memoryUse.sharedMiB} MiB shared`]);
   pairs.push(['Network', describeNetwork(sandbox.network)]);
-  pairs.push(['Timeout', sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none']);
+  pairs.push([
+    'Timeout',
+    sandbox.timeoutMs > 0 ? `${formatElapsed(sandbox.timeoutMs)}, ${formatTimeLeft(sandbox.expiresAt)} left` : 'none',
+  ]);
   if (sandbox.ports.length > 0) pairs.push(['Ports', sandbox.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.guestPort}`).join(', ')]);
   pairs.push(['Hosts', `<port>-${sandbox.id}.${sandbox.domain}`]);
   const metadata = Object.entries(sandbox.metadata);
@@ -136,7 +149,14 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
   if (sandbox.history && sandbox.history.length > 0) {
     lines.push('History');
     const rows = sandbox.history.map((transition) => [transition.at, transition.state, transition.reason, transition.message ?? '']);
-    lines.push(...renderTable(['  AT', 'STATE', 'REASON', 'MESSAGE'], rows.map(([at, ...rest]) => [`  ${at}`, ...rest])).trimEnd().split('\n'));
+    lines.push(
+      ...renderTable(
+        ['  AT', 'STATE', 'REASON', 'MESSAGE'],
+        rows.map(([at, ...rest]) => [`  ${at}`, ...rest]),
+      )
+        .trimEnd()
+        .split('\n'),
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -154,14 +174,29 @@ export function describeTemplate(template: TemplateDetails, now: number = Date.n
     ['Source', template.from ? `${source}: ${template.from}` : source],
     ['Image', template.imageDigest ?? '-'],
     ['Start', template.startCommand ? capsulefileCommand(template.startCommand) : '-'],
-    ['Ready', template.readyCommand ? `${capsulefileCommand(template.readyCommand)} (retried for ${formatElapsed(template.readyTimeoutMs ?? 0)})` : '-'],
+    [
+      'Ready',
+      template.readyCommand
+        ? `${capsulefileCommand(template.readyCommand)} (retried for ${formatElapsed(template.readyTimeoutMs ?? 0)})`
+        : '-',
+    ],
     ['User', template.user ?? '-'],
     ['Workdir', template.workdir ?? '-'],
-    ['Env', Object.keys(template.env).length === 0 ? '-' : Object.entries(template.env).map(([key, value]) => `${key}=${value}`).join(', ')],
+    [
+      'Env',
+      Object.keys(template.env).length === 0
+        ? '-'
+        : Object.entries(template.env)
+            .map(([key, value]) => `${key}=${value}`)
+            .join(', '),
+    ],
     ['CPUs', String(template.defaultVcpus)],
     ['Memory', formatMemoryMiB(template.defaultMemoryMiB)],
     ['Root disk', `${template.rootfs} (${formatBytes(template.rootfsBytes)}, ${formatBytes(template.rootfsDiskBytes)} on disk)`],
-    ['Warm snapshot', `${template.warmSnapshot}${template.warmSnapshotDiskBytes !== undefined ? ` (${formatBytes(template.warmSnapshotDiskBytes)} on disk)` : ''}`],
+    [
+      'Warm snapshot',
+      `${template.warmSnapshot}${template.warmSnapshotDiskBytes !== undefined ? ` (${formatBytes(template.warmSnapshotDiskBytes)} on disk)` : ''}`,
+    ],
     ['Created', `${template.createdAt} (${formatAge(template.createdAt, now)} ago)`],
   ];
   const lines = keyValueLines(pairs);
@@ -178,7 +213,14 @@ export function describeDaemon(info: DaemonInfo, now: number = Date.now()): stri
       ['QEMU', info.qemuVersion],
       ['Sandboxes', `${info.sandboxesRunning} running`],
       ['Socket', info.socketPath],
-      ...(info.tcpAddress ? [['TCP', `${info.tls ? 'https' : 'http'}://${info.tcpAddress}${info.tls ? '' : ' (plain HTTP: API keys travel in cleartext)'}`] as [string, string]] : []),
+      ...(info.tcpAddress
+        ? [
+            [
+              'TCP',
+              `${info.tls ? 'https' : 'http'}://${info.tcpAddress}${info.tls ? '' : ' (plain HTTP: API keys travel in cleartext)'}`,
+            ] as [string, string],
+          ]
+        : []),
       ...(info.tls
         ? [
             ['TLS SHA-256', info.tls.fingerprintSha256] as [string, string],
@@ -246,6 +288,8 @@ export function shellQuote(args: readonly string[]): string {
 export function processTable(processes: readonly ProcessRow[]): string {
   return renderTable(
     ['PID', 'TAG', 'CWD', 'COMMAND'],
-    [...processes].sort((a, b) => a.pid - b.pid).map((process) => [String(process.pid), process.tag ?? '-', process.cwd ?? '-', shellQuote([process.cmd, ...process.args])]),
+    [...processes]
+      .sort((a, b) => a.pid - b.pid)
+      .map((process) => [String(process.pid), process.tag ?? '-', process.cwd ?? '-', shellQuote([process.cmd, ...process.args])]),
   );
 }

@@ -1,12 +1,33 @@
 import { InvalidArgumentError } from 'commander';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { collectCidr, collectEnv, collectMetadata, parseCpuCount, parseDepth, parseDurationMs, parseKeyValue, parseKillSignal, parseMemoryMiB, parseOnOff, parsePid } from './option-parsers.js';
+import {
+  collectCidr,
+  collectEnv,
+  collectMetadata,
+  parseCpuCount,
+  parseDepth,
+  parseDurationMs,
+  parseKeyValue,
+  parseKillSignal,
+  parseMemoryMiB,
+  parseOnOff,
+  parsePid,
+} from './option-parsers.js';
 import { toCreateRequest } from './create-request.js';
 
 describe('parseMemoryMiB', () => {
   it.each([
-    ['512', 512], ['512M', 512], ['512m', 512], ['512MiB', 512], ['512MB', 512],
-    ['1G', 1024], ['1g', 1024], ['1.5GiB', 1536], ['2gb', 2048], ['262144K', 256], ['64G', 65536],
+    ['512', 512],
+    ['512M', 512],
+    ['512m', 512],
+    ['512MiB', 512],
+    ['512MB', 512],
+    ['1G', 1024],
+    ['1g', 1024],
+    ['1.5GiB', 1536],
+    ['2gb', 2048],
+    ['262144K', 256],
+    ['64G', 65536],
   ])('reads %s as %i MiB', (text, mib) => {
     expect(parseMemoryMiB(text)).toBe(mib);
   });
@@ -28,7 +49,15 @@ describe('parseCpuCount', () => {
 
 describe('parseDurationMs', () => {
   it.each([
-    ['30', 30_000], ['0', 0], ['1.5', 1500], ['500ms', 500], ['30s', 30_000], ['5m', 300_000], ['1h', 3_600_000], ['1m30s', 90_000], ['1h0m5s', 3_605_000],
+    ['30', 30_000],
+    ['0', 0],
+    ['1.5', 1500],
+    ['500ms', 500],
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['1m30s', 90_000],
+    ['1h0m5s', 3_605_000],
   ])('reads %s as %i ms', (text, ms) => {
     expect(parseDurationMs(text)).toBe(ms);
   });
@@ -72,7 +101,14 @@ describe('parseForkCount', () => {
 });
 
 describe('parseKillSignal', () => {
-  it.each([['KILL', 'SIGKILL'], ['sigkill', 'SIGKILL'], ['9', 'SIGKILL'], ['TERM', 'SIGTERM'], ['SIGTERM', 'SIGTERM'], [' 15 ', 'SIGTERM']])('%s → %s', (value, signal) => {
+  it.each([
+    ['KILL', 'SIGKILL'],
+    ['sigkill', 'SIGKILL'],
+    ['9', 'SIGKILL'],
+    ['TERM', 'SIGTERM'],
+    ['SIGTERM', 'SIGTERM'],
+    [' 15 ', 'SIGTERM'],
+  ])('%s → %s', (value, signal) => {
     expect(parseKillSignal(value)).toBe(signal);
   });
 

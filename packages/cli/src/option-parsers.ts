@@ -20,7 +20,8 @@ export function parseMemoryMiB(value: string): number {
 
 /** Collects a repeatable CIDR option (`--egress-allow 10.0.0.0/8 --egress-allow 1.2.3.4`); the daemon checks each. */
 export function collectCidr(value: string, previous: string[] | undefined): string[] {
-  if (!/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/.test(value)) throw new InvalidArgumentError(`"${value}" is not an IPv4 network (examples: 10.0.0.0/8, 1.2.3.4)`);
+  if (!/^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/.test(value))
+    throw new InvalidArgumentError(`"${value}" is not an IPv4 network (examples: 10.0.0.0/8, 1.2.3.4)`);
   return [...(previous ?? []), value];
 }
 
@@ -101,19 +102,22 @@ export function parseKillSignal(value: string): 'SIGKILL' | 'SIGTERM' {
 
 /** A listing depth: a whole number ≥ 1. */
 export function parseDepth(value: string): number {
-  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`"${value}" is not a depth (a whole number, 1 or more)`);
+  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1)
+    throw new InvalidArgumentError(`"${value}" is not a depth (a whole number, 1 or more)`);
   return Number(value);
 }
 
 /** A pid: a whole number ≥ 1. */
 export function parsePid(value: string): number {
-  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1 || Number(value) > 2 ** 32 - 1) throw new InvalidArgumentError(`"${value}" is not a process id`);
+  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1 || Number(value) > 2 ** 32 - 1)
+    throw new InvalidArgumentError(`"${value}" is not a process id`);
   return Number(value);
 }
 
 function portNumber(text: string, what: string, allowZero: boolean): number {
   const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= (allowZero ? 0 : 1) && port <= 65535)) throw new InvalidArgumentError(`${what} "${text}" must be a port from ${allowZero ? 0 : 1} to 65535`);
+  if (!(port >= (allowZero ? 0 : 1) && port <= 65535))
+    throw new InvalidArgumentError(`${what} "${text}" must be a port from ${allowZero ? 0 : 1} to 65535`);
   return port;
 }
 
@@ -122,7 +126,8 @@ function portNumber(text: string, what: string, allowZero: boolean): number {
  * or `IP:HOST:GUEST` (IPv6 in brackets); host port 0 picks a free one.
  */
 export function collectPublish(value: string, previous: PortRequest[] = []): PortRequest[] {
-  if (previous.length >= limits.maxPublishedPorts) throw new InvalidArgumentError(`at most ${limits.maxPublishedPorts} ports can be published`);
+  if (previous.length >= limits.maxPublishedPorts)
+    throw new InvalidArgumentError(`at most ${limits.maxPublishedPorts} ports can be published`);
   const shape = `"${value}" must look like GUEST, HOST:GUEST or IP:HOST:GUEST (e.g. 8080:80)`;
   let rest = value.trim().replace(/\/tcp$/, '');
   let hostIp: string | undefined;
@@ -133,7 +138,12 @@ export function collectPublish(value: string, previous: PortRequest[] = []): Por
   }
   const parts = rest.split(':');
   if (parts.length === 3 && hostIp === undefined) hostIp = parts.shift();
-  if (parts.length > 2 || (v6 && parts.length !== 2) || parts.some((p) => !/^\d+$/.test(p)) || (hostIp !== undefined && !/^[0-9a-fA-F:.]+$/.test(hostIp))) {
+  if (
+    parts.length > 2 ||
+    (v6 && parts.length !== 2) ||
+    parts.some((p) => !/^\d+$/.test(p)) ||
+    (hostIp !== undefined && !/^[0-9a-fA-F:.]+$/.test(hostIp))
+  ) {
     throw new InvalidArgumentError(shape);
   }
   const guest = parts.pop() ?? '';

@@ -11,7 +11,8 @@ describe('-p / --publish', () => {
   });
 
   it('refuses ports out of range and other shapes', () => {
-    for (const bad of ['0', '65536', '8080:0', '70000:80', 'a:80', '80/udp', '1:2:3:4', '']) expect(() => collectPublish(bad), bad).toThrow();
+    for (const bad of ['0', '65536', '8080:0', '70000:80', 'a:80', '80/udp', '1:2:3:4', ''])
+      expect(() => collectPublish(bad), bad).toThrow();
   });
 });
 

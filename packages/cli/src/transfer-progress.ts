@@ -15,7 +15,10 @@ export class TransferProgress {
   #lastDraw = 0;
   #drawn = false;
 
-  constructor(readonly label: string, { enabled, stream = process.stderr }: { enabled: boolean; stream?: NodeJS.WriteStream }) {
+  constructor(
+    readonly label: string,
+    { enabled, stream = process.stderr }: { enabled: boolean; stream?: NodeJS.WriteStream },
+  ) {
     this.#stream = stream;
     this.#enabled = enabled;
     this.#inPlace = stream.isTTY === true;

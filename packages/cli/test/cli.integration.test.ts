@@ -8,7 +8,11 @@ import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
 describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
   const capsule = (...args: string[]) =>
-    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', timeout: 170_000 });
+    spawnSync(process.execPath, [cliMain, ...args], {
+      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+      encoding: 'utf8',
+      timeout: 170_000,
+    });
 
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
@@ -24,7 +28,10 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
   });
 
   it("exits with the command's own exit code, and 125 for Capsule's failures", () => {
-    expect(capsule('run', '--', 'sh', '-c', 'echo to-stderr >&2; exit 42')).toMatchObject({ status: 42, stderr: expect.stringContaining('to-stderr') });
+    expect(capsule('run', '--', 'sh', '-c', 'echo to-stderr >&2; exit 42')).toMatchObject({
+      status: 42,
+      stderr: expect.stringContaining('to-stderr'),
+    });
     const bad = capsule('run', '--template', 'nope', '--', 'true');
     expect(bad.status).toBe(125);
     expect(bad.stderr).toMatch(/^capsule: template "nope" does not exist\nhint: /);
@@ -64,7 +71,10 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(carrier(id)).toBe('1');
     expect(JSON.parse(capsule('sandbox', 'network', id, 'off', '--json').stdout).network.internet).toBe(false);
     expect(carrier(id)).toBe('0');
-    expect(capsule('sandbox', 'network', id, 'maybe')).toMatchObject({ status: 2, stderr: expect.stringMatching(/^capsule: .*"maybe" is not on or off/) });
+    expect(capsule('sandbox', 'network', id, 'maybe')).toMatchObject({
+      status: 2,
+      stderr: expect.stringMatching(/^capsule: .*"maybe" is not on or off/),
+    });
     const lists = capsule('sandbox', 'network', id, '--egress-deny', '0.0.0.0/0');
     expect(lists.status).toBe(125);
     expect(lists.stderr).toMatch(/^capsule: egress allow and deny lists need TAP networking\nhint: /);

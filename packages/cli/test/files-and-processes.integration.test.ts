@@ -34,7 +34,12 @@ describe('capsule cp, files, ps and kill against a real daemon (real QEMU microV
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-cp-'));
   let id: string;
   const capsule = (...args: string[]) =>
-    spawnSync(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, encoding: 'utf8', cwd: work, timeout: 170_000 });
+    spawnSync(process.execPath, [cliMain, ...args], {
+      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+      encoding: 'utf8',
+      cwd: work,
+      timeout: 170_000,
+    });
 
   beforeAll(async () => {
     await daemon.start();
@@ -62,7 +67,9 @@ describe('capsule cp, files, ps and kill against a real daemon (real QEMU microV
     expect(up.stderr).toBe('');
     expect(up.status).toBe(0);
     expect(capsule('exec', id, '--', '/srv/project/bin/run.sh')).toMatchObject({ status: 0, stdout: 'ran\n' });
-    expect(capsule('exec', id, '--', 'stat', '-c', '%a %n', '/srv/project/secret', '/srv/project/empty').stdout).toBe('600 /srv/project/secret\n750 /srv/project/empty\n');
+    expect(capsule('exec', id, '--', 'stat', '-c', '%a %n', '/srv/project/secret', '/srv/project/empty').stdout).toBe(
+      '600 /srv/project/secret\n750 /srv/project/empty\n',
+    );
     expect(capsule('exec', id, '--', 'readlink', '/srv/project/link').stdout).toBe('readme.txt\n');
 
     const back = path.join(work, 'back');

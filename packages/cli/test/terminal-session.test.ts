@@ -91,7 +91,15 @@ describe('capsule exec -it and capsule shell (stand-in daemon, real agent, real 
   });
 
   it('passes Ctrl-C to the remote process instead of ending capsule', async () => {
-    const session = onLocalTerminal(['exec', '-it', SANDBOX, '--', '/bin/sh', '-c', 'trap "echo caught-int; exit 0" INT; echo ready; while :; do sleep 1; done']);
+    const session = onLocalTerminal([
+      'exec',
+      '-it',
+      SANDBOX,
+      '--',
+      '/bin/sh',
+      '-c',
+      'trap "echo caught-int; exit 0" INT; echo ready; while :; do sleep 1; done',
+    ]);
     await session.waitFor('ready');
     session.term.write('\x03');
     await session.exited;
@@ -102,7 +110,12 @@ describe('capsule exec -it and capsule shell (stand-in daemon, real agent, real 
   it('on SIGTERM kills the remote process, restores the terminal and exits 143', async () => {
     const session = onLocalTerminal(['exec', '-it', SANDBOX, '--', '/bin/sh', '-c', 'echo ready; exec sleep 60']);
     await session.waitFor('ready');
-    const capsulePid = Number(execFileSync('pgrep', ['-P', String(session.term.pid), '-f', cliMain]).toString().trim().split('\n')[0]);
+    const capsulePid = Number(
+      execFileSync('pgrep', ['-P', String(session.term.pid), '-f', cliMain])
+        .toString()
+        .trim()
+        .split('\n')[0],
+    );
     process.kill(capsulePid, 'SIGTERM');
     await session.exited;
     const screen = session.screen();

@@ -15,7 +15,12 @@ describe('terminals in a real microVM, through the daemon', () => {
 
   beforeAll(async () => {
     await daemon.start();
-    sandbox = await Sandbox.create({ template: 'base', timeoutMs: 10 * 60_000, socketPath: daemon.socketPath, metadata: { suite: 'terminal' } });
+    sandbox = await Sandbox.create({
+      template: 'base',
+      timeoutMs: 10 * 60_000,
+      socketPath: daemon.socketPath,
+      metadata: { suite: 'terminal' },
+    });
   });
   afterAll(async () => {
     await sandbox?.kill().catch(() => undefined);
@@ -88,7 +93,15 @@ describe('terminals in a real microVM, through the daemon', () => {
       return { term, shown, exited };
     };
 
-    const exec = run(['exec', '-it', sandbox.id, '--', '/bin/sh', '-c', 'trap "echo winched" WINCH; stty size; until [ "$l" = go ]; do read l; done; echo "after $(stty size)"; exit 9']);
+    const exec = run([
+      'exec',
+      '-it',
+      sandbox.id,
+      '--',
+      '/bin/sh',
+      '-c',
+      'trap "echo winched" WINCH; stty size; until [ "$l" = go ]; do read l; done; echo "after $(stty size)"; exit 9',
+    ]);
     await exec.shown.waitFor('30 100');
     exec.term.resize(120, 40);
     await exec.shown.waitFor('winched');

@@ -16,9 +16,14 @@ describe('CAPSULE_LISTEN', () => {
   });
 
   it('takes the operator certificate and key together, and never with plain http://', () => {
-    expect(loadConfig({ CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toMatchObject({ tlsCertFile: '/c.pem', tlsKeyFile: '/k.pem' });
+    expect(loadConfig({ CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toMatchObject({
+      tlsCertFile: '/c.pem',
+      tlsKeyFile: '/k.pem',
+    });
     expect(() => loadConfig({ CAPSULE_TLS_CERT: '/c.pem' })).toThrow(/go together/);
-    expect(() => loadConfig({ CAPSULE_LISTEN: 'http://127.0.0.1:0', CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toThrow(/plain http/);
+    expect(() => loadConfig({ CAPSULE_LISTEN: 'http://127.0.0.1:0', CAPSULE_TLS_CERT: '/c.pem', CAPSULE_TLS_KEY: '/k.pem' })).toThrow(
+      /plain http/,
+    );
   });
 
   it('refuses anything else with the form it wants', () => {
@@ -41,7 +46,8 @@ describe('CAPSULE_DOMAIN', () => {
   });
 
   it('refuses what cannot end a host name', () => {
-    for (const bad of ['', 'http://x', 'a..b', '-a.b', 'a_b.c', 'x:port', 'a/b']) expect(() => parseDomain(bad), bad).toThrow(/CAPSULE_DOMAIN/);
+    for (const bad of ['', 'http://x', 'a..b', '-a.b', 'a_b.c', 'x:port', 'a/b'])
+      expect(() => parseDomain(bad), bad).toThrow(/CAPSULE_DOMAIN/);
   });
 });
 

@@ -80,9 +80,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
 function parseTlsFiles(env: NodeJS.ProcessEnv): { tlsCertFile?: string; tlsKeyFile?: string } {
   const cert = env.CAPSULE_TLS_CERT || undefined;
   const key = env.CAPSULE_TLS_KEY || undefined;
-  if ((cert === undefined) !== (key === undefined)) throw new Error('CAPSULE_TLS_CERT and CAPSULE_TLS_KEY go together: set both (PEM files) or neither');
+  if ((cert === undefined) !== (key === undefined))
+    throw new Error('CAPSULE_TLS_CERT and CAPSULE_TLS_KEY go together: set both (PEM files) or neither');
   if (cert === undefined || key === undefined) return {};
-  if (env.CAPSULE_LISTEN?.startsWith('http://')) throw new Error('CAPSULE_TLS_CERT is set but CAPSULE_LISTEN asks for plain http://; use https:// or drop the certificate');
+  if (env.CAPSULE_LISTEN?.startsWith('http://'))
+    throw new Error('CAPSULE_TLS_CERT is set but CAPSULE_LISTEN asks for plain http://; use https:// or drop the certificate');
   return { tlsCertFile: cert, tlsKeyFile: key };
 }
 
@@ -94,7 +96,10 @@ export function parseListen(value: string): TcpListen {
   const scheme = /^(https?):\/\//.exec(value)?.[1];
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(scheme ? value.slice(scheme.length + 3) : value);
   const port = Number(match?.[3]);
-  if (!match || port > 65535) throw new Error(`CAPSULE_LISTEN must be host:port, https://host:port or http://host:port (plain, no TLS), e.g. 127.0.0.1:3000, not "${value}"`);
+  if (!match || port > 65535)
+    throw new Error(
+      `CAPSULE_LISTEN must be host:port, https://host:port or http://host:port (plain, no TLS), e.g. 127.0.0.1:3000, not "${value}"`,
+    );
   return { host: match[1] ?? (match[2] || '0.0.0.0'), port, tls: scheme !== 'http' };
 }
 

@@ -24,8 +24,8 @@ import { Templates } from './templates/templates.js';
 import { chooseAccel } from './vmm/accel.js';
 import { qemuVersion } from './vmm/qemu.js';
 
-export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
+export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
+  .version;
 
 export interface RunningDaemon {
   stop(): Promise<void>;
@@ -47,7 +47,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const store = await Store.open(path.join(config.stateDir, 'capsule.db'));
   await registerTemplates(store, manifest);
   const qemu = await qemuVersion();
-  const accel = await chooseAccel({ requested: config.accel, cacheDir: config.cacheDir, kernel: manifest.kernel, initramfs: manifest.initramfs, qemuVersion: qemu });
+  const accel = await chooseAccel({
+    requested: config.accel,
+    cacheDir: config.cacheDir,
+    kernel: manifest.kernel,
+    initramfs: manifest.initramfs,
+    qemuVersion: qemu,
+  });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
@@ -83,18 +89,44 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     runtimeDir: config.runtimeDir,
     socketPath: config.socketPath,
     ...(tcpAddress ? { tcpAddress } : {}),
-    ...(tcpAddress && tlsIdentity ? { tls: { fingerprintSha256: tlsIdentity.fingerprintSha256, certificatePath: tlsIdentity.certificatePath, generated: tlsIdentity.generated } } : {}),
+    ...(tcpAddress && tlsIdentity
+      ? {
+          tls: {
+            fingerprintSha256: tlsIdentity.fingerprintSha256,
+            certificatePath: tlsIdentity.certificatePath,
+            generated: tlsIdentity.generated,
+          },
+        }
+      : {}),
     domain: config.domain,
     sandboxesRunning: manager.runningCount,
     startedAt,
   });
-  const api = await buildApi({ manager, images, templates, apiKeys: new ApiKeys(store), tokens, info, log, version: DAEMON_VERSION, domain: config.domain });
+  const api = await buildApi({
+    manager,
+    images,
+    templates,
+    apiKeys: new ApiKeys(store),
+    tokens,
+    info,
+    log,
+    version: DAEMON_VERSION,
+    domain: config.domain,
+  });
   await testOnlyDelay('SERVE');
   await listenOnSocket(api, config.socketPath);
   if (config.listen) tcpAddress = await api.listenTcp(config.listen.host, config.listen.port, tlsIdentity);
-  if (config.listen && !tlsIdentity) log.warn({ tcp: tcpAddress }, 'the TCP listener serves plain HTTP (CAPSULE_LISTEN=http://…): API keys cross the network in cleartext');
+  if (config.listen && !tlsIdentity)
+    log.warn({ tcp: tcpAddress }, 'the TCP listener serves plain HTTP (CAPSULE_LISTEN=http://…): API keys cross the network in cleartext');
   log.info(
-    { socket: config.socketPath, tcp: tcpAddress, tls: tlsIdentity?.fingerprintSha256, version: DAEMON_VERSION, startMs: Date.now() - startedMs, processUptimeMs: Math.round(process.uptime() * 1000) },
+    {
+      socket: config.socketPath,
+      tcp: tcpAddress,
+      tls: tlsIdentity?.fingerprintSha256,
+      version: DAEMON_VERSION,
+      startMs: Date.now() - startedMs,
+      processUptimeMs: Math.round(process.uptime() * 1000),
+    },
     'capsuled is serving',
   );
   void manager.reattach().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reattaching sandboxes failed'));

@@ -21,9 +21,13 @@ export function assertDiskRoom(config: Pick<DaemonConfig, 'diskReserveMiB'>, ope
   for (const dir of dirs) {
     const freeMiB = freeDiskMiB(dir);
     if (freeMiB < config.diskReserveMiB) {
-      throw new CapsuleError('insufficient_storage', `cannot ${operation}: ${dir} has ${freeMiB} MiB of disk free, less than the ${config.diskReserveMiB} MiB capsuled keeps free`, {
-        hint: 'free disk space there (remove sandboxes, `capsule image prune`), or lower CAPSULE_DISK_RESERVE_MIB (0 turns the check off)',
-      });
+      throw new CapsuleError(
+        'insufficient_storage',
+        `cannot ${operation}: ${dir} has ${freeMiB} MiB of disk free, less than the ${config.diskReserveMiB} MiB capsuled keeps free`,
+        {
+          hint: 'free disk space there (remove sandboxes, `capsule image prune`), or lower CAPSULE_DISK_RESERVE_MIB (0 turns the check off)',
+        },
+      );
     }
   }
 }

@@ -3,7 +3,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { capDetachedLog, filterThrough, isProcessAlive, LaunchError, MAX_LINE_CHARS, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from './launcher.js';
+import {
+  capDetachedLog,
+  filterThrough,
+  isProcessAlive,
+  LaunchError,
+  MAX_LINE_CHARS,
+  runCommand,
+  spawnDetached,
+  tailOfFile,
+  terminateGroup,
+  waitForExit,
+} from './launcher.js';
 
 describe('launcher', () => {
   it('returns the output of a successful command', async () => {
@@ -57,13 +68,19 @@ describe('launcher', () => {
     expect(Buffer.concat(chunks).toString()).toBe('hello');
 
     const bad = filterThrough('zstd', ['-d', '-q', '-c'], Readable.from([Buffer.from('not zstd at all')]));
-    await expect((async () => { for await (const _ of bad) void _; })()).rejects.toThrow(/zstd exited with code 1[\s\S]*zstd/);
+    await expect(
+      (async () => {
+        for await (const _ of bad) void _;
+      })(),
+    ).rejects.toThrow(/zstd exited with code 1[\s\S]*zstd/);
   });
 
   it('cuts a line a child never ends: lines handed on and quoted in errors stay bounded', async () => {
     const lines: string[] = [];
     // 8 MiB without a newline, then a failure.
-    const err = await runCommand('sh', ['-c', 'head -c 8388608 /dev/zero | tr "\\0" x; exit 4'], { onLine: (line) => lines.push(line) }).catch((e: unknown) => e);
+    const err = await runCommand('sh', ['-c', 'head -c 8388608 /dev/zero | tr "\\0" x; exit 4'], {
+      onLine: (line) => lines.push(line),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LaunchError);
     expect(Math.max(...lines.map((l) => l.length))).toBeLessThanOrEqual(MAX_LINE_CHARS);
     expect(lines.join('').length).toBe(8 * 1024 * 1024);
@@ -73,7 +90,9 @@ describe('launcher', () => {
   it('keeps the log of a detached child that never stops writing near its limit, the child writing on', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'launcher-'));
     const log = path.join(dir, 'qemu.log');
-    const pid = await spawnDetached('sh', ['-c', 'n=0; while :; do n=$((n+1)); echo "warning $n: the guest did something odd"; done'], { logFile: log });
+    const pid = await spawnDetached('sh', ['-c', 'n=0; while :; do n=$((n+1)); echo "warning $n: the guest did something odd"; done'], {
+      logFile: log,
+    });
     try {
       for (let i = 0; i < 10; i++) {
         await new Promise((r) => setTimeout(r, 100));
@@ -93,4 +112,3 @@ describe('launcher', () => {
     }
   });
 });
-

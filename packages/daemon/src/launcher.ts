@@ -126,9 +126,7 @@ export async function runCommand(file: string, args: string[], options: RunOptio
   const tail = new LineTail((line) => log.debug({ component: name }, `[pid=${child.pid}] ${line}`));
   const streams = ['stdout', 'stderr'] as const;
   for (const stream of streams) {
-    const lineTail = options.onLine
-      ? new LineTail((line) => options.onLine?.(line, stream))
-      : undefined;
+    const lineTail = options.onLine ? new LineTail((line) => options.onLine?.(line, stream)) : undefined;
     child[stream]?.on('data', (chunk: Buffer) => {
       if (captured < MAX_CAPTURE_BYTES) {
         outputs[stream].push(chunk);

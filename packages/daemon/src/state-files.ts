@@ -15,7 +15,18 @@ export const GENERATED_CERT_FILE = 'tls.crt';
 export const GENERATED_KEY_FILE = 'tls.key';
 
 /** Files directly in the state folder that only the daemon's user may read. */
-const PRIVATE_FILES = ['capsule.db', 'capsule.db-wal', 'capsule.db-shm', 'capsule.db-journal', 'daemon.secret', 'capsuled.lock', 'capsuled.log', 'capsuled.log.1', GENERATED_CERT_FILE, GENERATED_KEY_FILE];
+const PRIVATE_FILES = [
+  'capsule.db',
+  'capsule.db-wal',
+  'capsule.db-shm',
+  'capsule.db-journal',
+  'daemon.secret',
+  'capsuled.lock',
+  'capsuled.log',
+  'capsuled.log.1',
+  GENERATED_CERT_FILE,
+  GENERATED_KEY_FILE,
+];
 
 const octal = (mode: number) => mode.toString(8).padStart(4, '0');
 

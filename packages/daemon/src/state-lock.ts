@@ -33,7 +33,9 @@ export class StateDirLocked extends Error {
 export function lockStateDir(stateDir: string): void {
   const lockFile = path.join(stateDir, 'capsuled.lock');
   const fd = fs.openSync(lockFile, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
-  const result = spawnSync('flock', ['--nonblock', '--conflict-exit-code', String(LOCK_HELD_STATUS), '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+  const result = spawnSync('flock', ['--nonblock', '--conflict-exit-code', String(LOCK_HELD_STATUS), '3'], {
+    stdio: ['ignore', 'ignore', 'pipe', fd],
+  });
   if (result.status === LOCK_HELD_STATUS) {
     const holder = Number(fs.readFileSync(fd, 'utf8').trim());
     fs.closeSync(fd);
@@ -41,7 +43,9 @@ export function lockStateDir(stateDir: string): void {
   }
   if (result.status !== 0) {
     fs.closeSync(fd);
-    const why = result.error ? result.error.message : result.stderr.toString().trim() || `flock exited with ${result.status ?? result.signal}`;
+    const why = result.error
+      ? result.error.message
+      : result.stderr.toString().trim() || `flock exited with ${result.status ?? result.signal}`;
     throw new Error(`could not lock ${lockFile}: ${why} (capsuled needs flock from util-linux)`);
   }
   // For the message a second daemon prints; the lock, not this number, is what keeps it out.

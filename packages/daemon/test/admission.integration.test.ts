@@ -40,7 +40,9 @@ describe('memory admission races (real QEMU microVM)', () => {
 
   it('20 parallel creates with a budget for two start exactly two sandboxes', async () => {
     // Each publishes a host port: binding it is real I/O between the memory check and the sandbox's row, the window a race needs.
-    const results = await Promise.all(Array.from({ length: 20 }, () => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: 8080 }] })));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: 8080 }] })),
+    );
     const created = results.filter((r) => r.status === 201);
     expect(results.map((r) => r.status).sort()).toEqual([201, 201, ...Array<number>(18).fill(507)]);
     for (const refused of results.filter((r) => r.status !== 201)) expectRefusedForMemory(refused);

@@ -39,7 +39,9 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
     // for their host while no daemon holds their ports) even Node's own start takes longer. What is asserted is the
     // design that makes the bound reachable: the daemon serves before it reattaches anything.
     const serving = /"startMs":(\d+),"processUptimeMs":(\d+),"msg":"capsuled is serving"/.exec(daemon.log().slice(logBefore));
-    console.log(`API answered ${answeredMs} ms after the daemon was spawned (its start ${serving?.[1]} ms, after Node's own ${Number(serving?.[2]) - Number(serving?.[1])} ms), with ${SANDBOXES} sandboxes to reattach`);
+    console.log(
+      `API answered ${answeredMs} ms after the daemon was spawned (its start ${serving?.[1]} ms, after Node's own ${Number(serving?.[2]) - Number(serving?.[1])} ms), with ${SANDBOXES} sandboxes to reattach`,
+    );
     const ours = listed.filter((s) => before.has(s.id));
     expect(ours).toHaveLength(SANDBOXES);
     for (const s of ours) expect(s.state).toBe('running');
@@ -60,7 +62,12 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
     const restartLog = daemon.log().slice(logBefore);
     expect(restartLog.indexOf('"msg":"capsuled is serving"')).toBeGreaterThan(-1);
     expect(restartLog.indexOf('"msg":"capsuled is serving"')).toBeLessThan(restartLog.indexOf('"msg":"adopted running sandbox"'));
-    for (const sandbox of all) expect({ id: sandbox.id, state: sandbox.state, pid: sandbox.pid }).toEqual({ id: sandbox.id, state: 'running', pid: before.get(sandbox.id) });
+    for (const sandbox of all)
+      expect({ id: sandbox.id, state: sandbox.state, pid: sandbox.pid }).toEqual({
+        id: sandbox.id,
+        state: 'running',
+        pid: before.get(sandbox.id),
+      });
     for (const id of before.keys()) {
       expect((await daemon.api.exec(id, ['echo', id])).stdout).toBe(`${id}\n`);
     }

@@ -39,7 +39,8 @@ describe('/files through the bulk port', () => {
     await sleep(300);
     return bulkTransfers().length;
   };
-  const expectTransfers = (count: number) => eventually(() => (bulkTransfers().length === count ? true : undefined), 5000, `${count} bulk transfers in the log`);
+  const expectTransfers = (count: number) =>
+    eventually(() => (bulkTransfers().length === count ? true : undefined), 5000, `${count} bulk transfers in the log`);
   const auth = (user: string) => `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
   const filesPath = (path: string) => `/v1/sandboxes/${id}/envd/files?path=${encodeURIComponent(path)}`;
 
@@ -70,7 +71,9 @@ describe('/files through the bulk port', () => {
   const form = (parts: Array<{ name: string; value: Buffer | string }>, ending = '--\r\n') => {
     const boundary = `capsule-test-${randomBytes(8).toString('hex')}`;
     const chunks = parts.flatMap(({ name, value }) => [
-      Buffer.from(`--${boundary}\r\ncontent-disposition: form-data; name="${name}"${typeof value === 'string' ? '' : '; filename="blob"\r\ncontent-type: application/octet-stream'}\r\n\r\n`),
+      Buffer.from(
+        `--${boundary}\r\ncontent-disposition: form-data; name="${name}"${typeof value === 'string' ? '' : '; filename="blob"\r\ncontent-type: application/octet-stream'}\r\n\r\n`,
+      ),
       typeof value === 'string' ? Buffer.from(value) : value,
       Buffer.from('\r\n'),
     ]);
@@ -78,20 +81,33 @@ describe('/files through the bulk port', () => {
   };
   /** GET; the status, length and SHA-256 of the body. */
   const download = (path: string, headers: http.OutgoingHttpHeaders = {}) =>
-    new Promise<{ status: number; length: number; sha256: string; contentLength: string | undefined; encoding: string | undefined }>((resolve, reject) => {
-      const req = http.request({ socketPath: daemon.socketPath, path: filesPath(path), headers: { authorization: auth('root'), ...headers } }, (res) => {
-        const hash = createHash('sha256');
-        let length = 0;
-        res.on('data', (c: Buffer) => {
-          hash.update(c);
-          length += c.length;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, length, sha256: hash.digest('hex'), contentLength: res.headers['content-length'], encoding: res.headers['content-encoding'] }));
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    new Promise<{ status: number; length: number; sha256: string; contentLength: string | undefined; encoding: string | undefined }>(
+      (resolve, reject) => {
+        const req = http.request(
+          { socketPath: daemon.socketPath, path: filesPath(path), headers: { authorization: auth('root'), ...headers } },
+          (res) => {
+            const hash = createHash('sha256');
+            let length = 0;
+            res.on('data', (c: Buffer) => {
+              hash.update(c);
+              length += c.length;
+            });
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                length,
+                sha256: hash.digest('hex'),
+                contentLength: res.headers['content-length'],
+                encoding: res.headers['content-encoding'],
+              }),
+            );
+            res.on('error', reject);
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      },
+    );
   const daemonFdCount = () => fs.readdirSync(`/proc/${daemon.pid}/fd`).length;
   const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
   /** What might leak in the guest: bulk helpers still running, upload temp files, the agent's open fds. */
@@ -120,7 +136,10 @@ describe('/files through the bulk port', () => {
   it("takes a form's file and a body of unknown length through the port, and downloads for gzip-accepting clients; a form whose file comes later through HTTP/2", async () => {
     const before = await settledTransfers();
     const first = randomBytes(16 * MiB + 3);
-    const fileFirst = form([{ name: 'file', value: first }, { name: 'note', value: 'skipped, as envd does' }]);
+    const fileFirst = form([
+      { name: 'file', value: first },
+      { name: 'note', value: 'skipped, as envd does' },
+    ]);
     const up = await post('/var/tmp/form-first.bin', fileFirst.contentType, fileFirst.chunks);
     expect(up.status, up.text).toBe(200);
     expect(JSON.parse(up.text)).toEqual([{ path: '/var/tmp/form-first.bin', name: 'form-first.bin', type: 'file' }]);
@@ -134,10 +153,17 @@ describe('/files through the bulk port', () => {
     expect((await post('/var/tmp/chunked.bin', 'application/octet-stream', pieces, { chunked: true })).status).toBe(200);
     expect((await download('/var/tmp/chunked.bin')).sha256).toBe(sha256(streamed));
     await expectTransfers(before + 4);
-    expect(bulkTransfers().slice(before).map((t) => t.direction === 'upload' && t.bytes)).toEqual([first.length, false, streamed.length, false]);
+    expect(
+      bulkTransfers()
+        .slice(before)
+        .map((t) => t.direction === 'upload' && t.bytes),
+    ).toEqual([first.length, false, streamed.length, false]);
 
     const later = randomBytes(8 * MiB);
-    const fileLater = form([{ name: 'note', value: 'first' }, { name: 'file', value: later }]);
+    const fileLater = form([
+      { name: 'note', value: 'first' },
+      { name: 'file', value: later },
+    ]);
     expect((await post('/var/tmp/form-later.bin', fileLater.contentType, fileLater.chunks)).status).toBe(200);
     expect(await settledTransfers()).toBe(before + 4);
     expect((await download('/var/tmp/form-later.bin')).sha256).toBe(sha256(later));
@@ -146,7 +172,10 @@ describe('/files through the bulk port', () => {
   it('refuses a form with a second file or a cut-off ending, and keeps the file it would have replaced', async () => {
     await sh('echo kept > /var/tmp/kept.txt');
     const baseline = await guestLeftovers();
-    const twoFiles = form([{ name: 'file', value: randomBytes(4 * MiB) }, { name: 'file', value: Buffer.from('second') }]);
+    const twoFiles = form([
+      { name: 'file', value: randomBytes(4 * MiB) },
+      { name: 'file', value: Buffer.from('second') },
+    ]);
     const cutOff = form([{ name: 'file', value: randomBytes(4 * MiB) }], '');
     for (const body of [twoFiles, cutOff]) {
       const res = await post('/var/tmp/kept.txt', body.contentType, body.chunks);
@@ -201,7 +230,11 @@ describe('/files through the bulk port', () => {
 
     before = await settledTransfers();
     const other = randomBytes(8 * MiB);
-    const [up, ...downs] = await Promise.all([upload('/var/tmp/other.bin', other), download('/var/tmp/shared.bin'), download('/var/tmp/shared.bin')]);
+    const [up, ...downs] = await Promise.all([
+      upload('/var/tmp/other.bin', other),
+      download('/var/tmp/shared.bin'),
+      download('/var/tmp/shared.bin'),
+    ]);
     expect(up!.status).toBe(200);
     for (const down of downs) expect(down.sha256).toBe(sha256(data));
     expect((await download('/var/tmp/other.bin')).sha256).toBe(sha256(other));
@@ -229,14 +262,17 @@ describe('/files through the bulk port', () => {
 
     // Download: read 4 MiB of the big file, go away.
     await new Promise<void>((resolve, reject) => {
-      const req = http.request({ socketPath: daemon.socketPath, path: filesPath('/var/tmp/bulk-big.bin'), headers: { authorization: auth('root') } }, (res) => {
-        let got = 0;
-        res.on('data', (c: Buffer) => {
-          got += c.length;
-          if (got >= 4 * MiB) req.destroy();
-        });
-        res.on('error', () => undefined);
-      });
+      const req = http.request(
+        { socketPath: daemon.socketPath, path: filesPath('/var/tmp/bulk-big.bin'), headers: { authorization: auth('root') } },
+        (res) => {
+          let got = 0;
+          res.on('data', (c: Buffer) => {
+            got += c.length;
+            if (got >= 4 * MiB) req.destroy();
+          });
+          res.on('error', () => undefined);
+        },
+      );
       req.on('error', () => undefined);
       req.on('close', () => resolve());
       req.on('timeout', () => reject(new Error('timed out')));

@@ -18,7 +18,9 @@ describe('100 concurrent exec calls over 10 sandboxes (real QEMU microVMs)', () 
   it('completes every call with its own output and exit code', async () => {
     const calls = Array.from({ length: 100 }, (_, i) => {
       const id = ids[i % ids.length]!;
-      return daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', `echo call-${i} $(hostname); exit ${i % 7}`] }).then((res) => ({ i, id, res }));
+      return daemon
+        .request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['sh', '-c', `echo call-${i} $(hostname); exit ${i % 7}`] })
+        .then((res) => ({ i, id, res }));
     });
     const results = await Promise.all(calls);
     const failures = results.filter(({ res }) => res.status !== 200);

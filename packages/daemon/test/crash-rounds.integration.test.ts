@@ -44,7 +44,11 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
     await new Promise((resolve, reject) => holder.once('data', resolve).once('error', reject));
     const logBefore = daemon.log().length;
     await daemon.start(START_TIMEOUT_MS);
-    await eventually(() => (new RegExp(`"sandbox":"${id}"[^\\n]*QMP did not answer; trying again`).test(daemon.log().slice(logBefore)) ? true : undefined), 120_000, 'a QMP retry');
+    await eventually(
+      () => (new RegExp(`"sandbox":"${id}"[^\\n]*QMP did not answer; trying again`).test(daemon.log().slice(logBefore)) ? true : undefined),
+      120_000,
+      'a QMP retry',
+    );
     expect(await daemon.api.sandbox(id)).toMatchObject({ state: 'running', stateMessage: 'reattaching after daemon restart', pid });
     expect(daemon.qemuPids(id)).toEqual([pid]);
     holder.destroy();
@@ -62,7 +66,9 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
       const operation = OPERATIONS[round % OPERATIONS.length]!;
       const path_ = operation === 'fork' ? 'fork' : operation === 'snapshot' ? 'snapshot' : 'pause';
       const body = operation === 'fork' ? { count: 1 } : operation === 'snapshot' ? { template: `snap-${round}` } : {};
-      const request = daemon.request('POST', `/v1/sandboxes/${source}/${path_}`, body).catch((err: Error) => ({ status: 0, text: err.message, body: undefined }));
+      const request = daemon
+        .request('POST', `/v1/sandboxes/${source}/${path_}`, body)
+        .catch((err: Error) => ({ status: 0, text: err.message, body: undefined }));
       // Anywhere from before the source stops to after the operation would have finished.
       await sleep(Math.floor(Math.random() * (2 * HOLD_MS + 3000)));
       await daemon.kill9();
@@ -96,7 +102,11 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
         if (t.name.startsWith('snap-')) await daemon.api.removeTemplate(t.name);
       }
       const sourcePid = (await daemon.api.sandbox(source)).pid;
-      await eventually(() => (daemon.qemuPids().every((pid) => pid === sourcePid) ? true : undefined), 30_000, `round ${round}: only the source's QEMU to be left (${daemon.qemuPids()})`);
+      await eventually(
+        () => (daemon.qemuPids().every((pid) => pid === sourcePid) ? true : undefined),
+        30_000,
+        `round ${round}: only the source's QEMU to be left (${daemon.qemuPids()})`,
+      );
       expect(daemon.runtimeLeftovers(), `round ${round}`).toEqual([source]);
       const forks = path.join(daemon.stateDir, 'forks');
       expect(fs.existsSync(forks) ? fs.readdirSync(forks) : [], `round ${round}`).toEqual([]);

@@ -32,7 +32,9 @@ describe('creating two sandboxes with one name at once (real QEMU microVM)', () 
     // the store's unique index does. Both must give the same answer. Each publishes a host port, which
     // the loser must give back.
     const hostPorts = [await freePort(), await freePort()];
-    const racing = await Promise.all(hostPorts.map((hostPort) => daemon.request('POST', '/v1/sandboxes', { name: 'twin', ports: [{ hostPort, guestPort: 80 }] })));
+    const racing = await Promise.all(
+      hostPorts.map((hostPort) => daemon.request('POST', '/v1/sandboxes', { name: 'twin', ports: [{ hostPort, guestPort: 80 }] })),
+    );
     const won = racing.filter((r) => r.status === 201);
     const lost = racing.filter((r) => r.status !== 201);
     expect(won.length, racing.map((r) => r.text).join('\n')).toBe(1);

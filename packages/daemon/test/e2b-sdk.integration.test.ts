@@ -33,7 +33,11 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   });
 
   it('runs commands: output, exit codes, stderr, env, cwd and user', async () => {
-    const result = await sandbox.commands.run('echo "$FROM_CREATE $EXTRA"; pwd; id -un', { envs: { EXTRA: 'extra' }, cwd: '/tmp', user: 'root' });
+    const result = await sandbox.commands.run('echo "$FROM_CREATE $EXTRA"; pwd; id -un', {
+      envs: { EXTRA: 'extra' },
+      cwd: '/tmp',
+      user: 'root',
+    });
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toBe('yes extra\n/tmp\nroot\n');
     expect((await sandbox.commands.run('id -un')).stdout.trim()).toBe('user');
@@ -124,7 +128,9 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
     expect(sandbox.trafficAccessToken).toBeTruthy();
     // Nothing listens on 8080: the daemon's 502 shows the request was routed to that port and the token accepted.
     const answer = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      http.get(`${process.env.E2B_SANDBOX_URL}/`, { headers: { host, 'e2b-traffic-access-token': sandbox.trafficAccessToken! } }, resolve).on('error', reject);
+      http
+        .get(`${process.env.E2B_SANDBOX_URL}/`, { headers: { host, 'e2b-traffic-access-token': sandbox.trafficAccessToken! } }, resolve)
+        .on('error', reject);
     });
     answer.resume();
     expect(answer.statusCode).toBe(502);
@@ -172,7 +178,9 @@ describe('the e2b SDK against capsuled (real QEMU microVMs)', () => {
   it('refuses a wrong API key and a wrong sandbox access token, and reports unknown sandboxes', async () => {
     await expect(Sandbox.list({ apiKey: `e2b_${'0'.repeat(40)}` }).nextItems()).rejects.toBeInstanceOf(AuthenticationError);
     // A forged access token for a real sandbox: the proxy refuses it.
-    const forged = await fetch(`${process.env.E2B_SANDBOX_URL}/health`, { headers: { 'E2b-Sandbox-Id': sandbox.sandboxId, 'X-Access-Token': 'forged' } });
+    const forged = await fetch(`${process.env.E2B_SANDBOX_URL}/health`, {
+      headers: { 'E2b-Sandbox-Id': sandbox.sandboxId, 'X-Access-Token': 'forged' },
+    });
     expect(forged.status).toBe(401);
     await expect(Sandbox.connect('sb_doesnotexist')).rejects.toBeInstanceOf(SandboxNotFoundError);
     expect(await Sandbox.kill('sb_doesnotexist')).toBe(false);

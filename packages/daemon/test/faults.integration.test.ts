@@ -28,10 +28,14 @@ describe('daemon restarts and VM crashes (real QEMU microVM)', () => {
   it('marks a sandbox whose QEMU was killed behind its back as error/crash and cleans up', async ({ sandbox }) => {
     const { id, pid } = sandbox;
     process.kill(pid!, 'SIGKILL');
-    const state = await eventually(async () => {
-      const current = await daemon.api.sandbox(id);
-      return current.state === 'error' ? current : undefined;
-    }, 15_000, 'the crash to be noticed');
+    const state = await eventually(
+      async () => {
+        const current = await daemon.api.sandbox(id);
+        return current.state === 'error' ? current : undefined;
+      },
+      15_000,
+      'the crash to be noticed',
+    );
     expect(state.stateReason).toBe('crash');
     expect(state.stateMessage).toMatch(/exited unexpectedly/);
     expect(daemon.leftoversOf(id)).toEqual([]);
@@ -128,13 +132,23 @@ describe('bad input leaks nothing (real QEMU microVM)', () => {
     const res = await daemon.request('GET', '/openapi.json');
     expect(res.status).toBe(200);
     expect(Object.keys(res.body.paths)).toEqual(
-      expect.arrayContaining(['/v1/sandboxes', '/v1/sandboxes/{id}', '/v1/sandboxes/{id}/exec', '/v1/sandboxes/{id}/exec/stream', '/v1/sandboxes/{id}/logs', '/v1/info', '/v1/templates']),
+      expect.arrayContaining([
+        '/v1/sandboxes',
+        '/v1/sandboxes/{id}',
+        '/v1/sandboxes/{id}/exec',
+        '/v1/sandboxes/{id}/exec/stream',
+        '/v1/sandboxes/{id}/logs',
+        '/v1/info',
+        '/v1/templates',
+      ]),
     );
   });
 
   it('leaves no QEMU behind when stopped', async () => {
     await daemon.stop();
-    const out = execFileSync('sh', ['-c', `ps -eo args | grep -c '[q]emu-system.*${daemon.root}' || true`]).toString().trim();
+    const out = execFileSync('sh', ['-c', `ps -eo args | grep -c '[q]emu-system.*${daemon.root}' || true`])
+      .toString()
+      .trim();
     expect(out).toBe('0');
   });
 });
@@ -163,7 +177,9 @@ describe('admission control (real QEMU microVM)', () => {
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
 
-  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async ({ newSandbox }) => {
+  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async ({
+    newSandbox,
+  }) => {
     const first = await newSandbox();
     await newSandbox();
     const refused = await daemon.request('POST', '/v1/sandboxes', {});

@@ -3,7 +3,21 @@
 // shared guest-kit cache, a client typed by @capsule/protocol, and per-test
 // sandboxes. Teardown kills the daemon and every QEMU it left; the daemon's
 // log and a sandbox's console are printed only when a test failed.
-import type { CreatedApiKey, CreateSandboxRequest, DaemonInfo, ExecRequest, ExecResult, Image, ImageList, Sandbox, SandboxList, SetNetworkRequest, Template, TemplateDetails, TemplateList } from '@capsule/protocol';
+import type {
+  CreatedApiKey,
+  CreateSandboxRequest,
+  DaemonInfo,
+  ExecRequest,
+  ExecResult,
+  Image,
+  ImageList,
+  Sandbox,
+  SandboxList,
+  SetNetworkRequest,
+  Template,
+  TemplateDetails,
+  TemplateList,
+} from '@capsule/protocol';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -30,7 +44,10 @@ const liveDaemons = new Set<TestDaemon>();
 
 /** The end of a log that a failed test prints. */
 function tail(log: string, lines = 200): string {
-  return `(last ${lines} lines)\n${log.split('\n').slice(-lines - 1).join('\n')}`;
+  return `(last ${lines} lines)\n${log
+    .split('\n')
+    .slice(-lines - 1)
+    .join('\n')}`;
 }
 
 export class TestDaemon {
@@ -73,7 +90,9 @@ export class TestDaemon {
 
   /** How the daemon process ended: its exit code, or the signal that killed it (stop's SIGKILL after 10 s). */
   get ended(): { code: number | null; signal: NodeJS.Signals | null } | undefined {
-    return this.proc && (this.proc.exitCode !== null || this.proc.signalCode !== null) ? { code: this.proc.exitCode, signal: this.proc.signalCode } : undefined;
+    return this.proc && (this.proc.exitCode !== null || this.proc.signalCode !== null)
+      ? { code: this.proc.exitCode, signal: this.proc.signalCode }
+      : undefined;
   }
 
   /** Spawns the daemon and resolves once /health answers; `timeoutMs` for a host so loaded that even Node starts slowly. */
@@ -123,7 +142,6 @@ export class TestDaemon {
       return '';
     }
   }
-
 
   request<T = any>(method: string, urlPath: string, body?: unknown): Promise<ApiResponse<T>> {
     return new Promise((resolve, reject) => {
@@ -400,8 +418,15 @@ export function sandboxTest(daemon: TestDaemon) {
  * spawnSync: a long CLI call (a build waiting for a warm snapshot) would block
  * the test worker's event loop until vitest's own RPC to it times out.
  */
-export async function runCli(daemon: TestDaemon, args: string[], timeoutMs = 300_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [cliMain, ...args], { env: { ...daemon.env, CAPSULED_BIN: daemonMain }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function runCli(
+  daemon: TestDaemon,
+  args: string[],
+  timeoutMs = 300_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [cliMain, ...args], {
+    env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const out = { stdout: '', stderr: '' };
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (out.stdout += c));
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (out.stderr += c));
@@ -412,7 +437,11 @@ export async function runCli(daemon: TestDaemon, args: string[], timeoutMs = 300
 }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 15_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

@@ -17,7 +17,11 @@ describe('fork (real QEMU microVM)', () => {
 
   it('starts forks that continue from this moment, each with its own identity and disk', async ({ newSandbox }) => {
     const source = await newSandbox({ metadata: { role: 'source' } });
-    await exec(source.id, ['sh', '-c', 'echo before-fork > /root/state; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
+    await exec(source.id, [
+      'sh',
+      '-c',
+      'echo before-fork > /root/state; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
+    ]);
 
     const forks = await daemon.api.fork(source.id, 2);
     expect(forks).toHaveLength(2);
@@ -44,7 +48,6 @@ describe('fork (real QEMU microVM)', () => {
     expect((await exec(forks[1]!.id, ['cat', '/root/state'])).stdout).toBe('before-fork\n');
     const randomness = await Promise.all(ids.map(async (id) => (await exec(id, ['head', '-c', '16', '/dev/urandom'])).stdout));
     expect(new Set(randomness).size).toBe(3);
-
 
     // Each fork's disk is an overlay of its own on one shared copy of the source's disk at the fork.
     const sharedDisks = () => fs.readdirSync(path.join(daemon.stateDir, 'disks')).map((name) => path.join(daemon.stateDir, 'disks', name));

@@ -35,7 +35,9 @@ describe('guest console output (real QEMU microVM)', () => {
     const daemonPid = daemon.pid!;
     const rssBefore = rssMb(daemonPid);
     for (const id of sandboxes) {
-      expect((await exec(id, 'nohup sh -c "yes console flood from $(hostname) > /dev/ttyS0" > /dev/null 2>&1 & echo started')).stdout).toBe('started\n');
+      expect((await exec(id, 'nohup sh -c "yes console flood from $(hostname) > /dev/ttyS0" > /dev/null 2>&1 & echo started')).stdout).toBe(
+        'started\n',
+      );
     }
     // The guests' vCPUs are brought below the daemon (as a VMM jail's cgroup would): what is measured is the
     // daemon's own event loop, not two shared cores taken by four emulated CPUs spinning.
@@ -54,7 +56,9 @@ describe('guest console output (real QEMU microVM)', () => {
     latencies.sort((a, b) => a - b);
     const p99 = latencies[Math.floor(latencies.length * 0.99)]!;
     const rssAfter = rssMb(daemonPid);
-    console.log(`console flood x4: ${latencies.length} pings, p50 ${latencies[Math.floor(latencies.length / 2)]!.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms; daemon RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB`);
+    console.log(
+      `console flood x4: ${latencies.length} pings, p50 ${latencies[Math.floor(latencies.length / 2)]!.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms; daemon RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB`,
+    );
     expect(p99).toBeLessThan(50);
     expect(rssAfter).toBeLessThan(300);
 
@@ -71,7 +75,10 @@ describe('guest console output (real QEMU microVM)', () => {
 
   it('capsule logs shows escape sequences a guest wrote instead of passing them to the terminal, unless --raw', async () => {
     const id = sandboxes[0]!;
-    await exec(id, 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = yes ] && kill ${d#/proc/}; done; sleep 1; printf "before\\033]0;pwned-title\\007\\033[2J\\302\\233" > /dev/ttyS0; printf "after\\n" > /dev/ttyS0');
+    await exec(
+      id,
+      'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = yes ] && kill ${d#/proc/}; done; sleep 1; printf "before\\033]0;pwned-title\\007\\033[2J\\302\\233" > /dev/ttyS0; printf "after\\n" > /dev/ttyS0',
+    );
     const shown = await runCli(daemon, ['logs', id]);
     expect(shown.status, shown.stderr).toBe(0);
     expect(shown.stdout).toContain('before\\x1b]0;pwned-title\\x07\\x1b[2J\\u009bafter');
@@ -83,7 +90,12 @@ describe('guest console output (real QEMU microVM)', () => {
   it('RUN yes in a template build with a client that reads nothing for 60 s keeps the daemon under 300 MB', async () => {
     const daemonPid = daemon.pid!;
     const body = JSON.stringify({ name: 'yes-forever', capsulefile: 'FROM base\nRUN yes\n' });
-    const request = http.request({ socketPath: daemon.socketPath, method: 'POST', path: '/v1/templates/build', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } });
+    const request = http.request({
+      socketPath: daemon.socketPath,
+      method: 'POST',
+      path: '/v1/templates/build',
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
     const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
       request.once('response', resolve);
       request.once('error', reject);
@@ -103,7 +115,9 @@ describe('guest console output (real QEMU microVM)', () => {
       await sleep(1000);
     }
     const endMb = rssMb(daemonPid);
-    console.log(`RUN yes, client reading nothing for 65 s: daemon RSS peak ${peakMb.toFixed(0)} MB, ${settledMb.toFixed(0)} MB after 20 s, ${endMb.toFixed(0)} MB at the end`);
+    console.log(
+      `RUN yes, client reading nothing for 65 s: daemon RSS peak ${peakMb.toFixed(0)} MB, ${settledMb.toFixed(0)} MB after 20 s, ${endMb.toFixed(0)} MB at the end`,
+    );
     expect(peakMb).toBeLessThan(300);
     // Held back, the step's output stops arriving: the daemon does not keep growing (it would, by what the guest writes).
     expect(endMb - settledMb).toBeLessThan(15);
@@ -115,4 +129,3 @@ describe('guest console output (real QEMU microVM)', () => {
     expect(daemon.qemuPids()).toHaveLength(4);
   }, 600_000);
 });
-

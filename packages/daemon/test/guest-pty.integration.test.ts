@@ -101,7 +101,11 @@ describe('PTY processes in a real microVM', () => {
   });
 
   it("gives a process a terminal that follows resizes and echoes input, with the kit's node-pty addon", async () => {
-    const result = await daemon.api.exec(id, [...KIT_NODE, '-'], { env: { KIT_NODE: JSON.stringify(KIT_NODE) }, stdin: guestScript, timeoutMs: 120_000 });
+    const result = await daemon.api.exec(id, [...KIT_NODE, '-'], {
+      env: { KIT_NODE: JSON.stringify(KIT_NODE) },
+      stdin: guestScript,
+      timeoutMs: 120_000,
+    });
     expect(result.exitCode, result.stderr).toBe(0);
     const { output, end } = JSON.parse(result.stdout) as { output: string; end: { exitCode: number } };
     expect(output).toContain('isatty\r\n');

@@ -82,7 +82,10 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     expect(answer.status, answer.text).toBe(200);
     const [head = '', body = ''] = answer.text.split('\r\n\r\n');
     const seen = new Map((JSON.parse(body) as Array<[string, string]>).map(([k, v]) => [k, v]));
-    const cookies = head.split('\r\n').filter((line) => /^set-cookie:/i.test(line)).map((line) => line.slice(line.indexOf(':') + 1).trim());
+    const cookies = head
+      .split('\r\n')
+      .filter((line) => /^set-cookie:/i.test(line))
+      .map((line) => line.slice(line.indexOf(':') + 1).trim());
     return { seen, cookies };
   };
 
@@ -98,7 +101,11 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     expect(accessToken).toBeTruthy();
     await exec('cat > /tmp/echo.py', HEADER_ECHO);
     await exec('setsid python3 /tmp/echo.py > /tmp/echo.log 2>&1 < /dev/null &');
-    await eventually(async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${ECHO_PORT}/`)).status === 200 ? true : undefined), 90_000, 'the echo service');
+    await eventually(
+      async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${ECHO_PORT}/`)).status === 200 ? true : undefined),
+      90_000,
+      'the echo service',
+    );
   }, 240_000);
 
   afterAll(async () => {
@@ -124,7 +131,9 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     const rssBefore = rssKiB(pid);
     const seed = Number(process.env.CAPSULE_FUZZ_SEED ?? 20261207);
     const result = await runFuzz({ seed, requests: 10_000, timeLimitMs: 55_000, endpoints, target });
-    console.log(`fuzz seed ${seed}: ${JSON.stringify({ sent: result.sent, byStatus: result.byStatus, byOutcome: result.byOutcome, byKind: result.byKind })}`);
+    console.log(
+      `fuzz seed ${seed}: ${JSON.stringify({ sent: result.sent, byStatus: result.byStatus, byOutcome: result.byOutcome, byKind: result.byKind })}`,
+    );
     expect(result.undocumented, JSON.stringify(result.undocumented.slice(0, 5), null, 1)).toEqual([]);
     expect(result.sent).toBe(10_000);
     expect(daemon.ended).toBeUndefined();
@@ -133,10 +142,14 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     // The sandbox that took the agent and port traffic still works.
     expect(await exec('echo alive')).toBe('alive\n');
     // Memory back near its start: a generous margin, GC runs when it likes.
-    const rssAfter = await eventually(async () => {
-      const now = rssKiB(pid);
-      return now < rssBefore + 96 * 1024 ? now : (await sleep(500), undefined);
-    }, 20_000, `daemon RSS back within 96 MiB of ${rssBefore} KiB`);
+    const rssAfter = await eventually(
+      async () => {
+        const now = rssKiB(pid);
+        return now < rssBefore + 96 * 1024 ? now : (await sleep(500), undefined);
+      },
+      20_000,
+      `daemon RSS back within 96 MiB of ${rssBefore} KiB`,
+    );
     console.log(`daemon RSS ${Math.round(rssBefore / 1024)} MiB before, ${Math.round(rssAfter / 1024)} MiB after`);
   }, 180_000);
 
@@ -147,32 +160,51 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     const endpoints = daemonEndpoints({ tcpHost: tcp.host, tcpPort: tcp.port, socketPath: daemon.socketPath });
     const target = { sandboxId: id, apiKey, accessToken, trafficToken, domain: 'localhost' };
     const rssBefore = rssKiB(pid);
-    const result = await runFuzz({ seed: 424242, requests: 20_000, timeLimitMs: 100_000, endpoints, target, kinds: ['agent-path', 'agent-header'] });
+    const result = await runFuzz({
+      seed: 424242,
+      requests: 20_000,
+      timeLimitMs: 100_000,
+      endpoints,
+      target,
+      kinds: ['agent-path', 'agent-header'],
+    });
     console.log(`agent fuzz: ${JSON.stringify({ sent: result.sent, byStatus: result.byStatus, byOutcome: result.byOutcome })}`);
     expect(result.unanswered, JSON.stringify(result.unanswered.slice(0, 3), null, 1)).toEqual([]);
     expect(result.sent).toBe(20_000);
     expect(daemon.pid).toBe(pid);
     expect((await daemon.request('GET', '/health')).status).toBe(200);
     expect(await exec('echo alive')).toBe('alive\n');
-    await eventually(async () => (rssKiB(pid) < rssBefore + 96 * 1024 ? true : (await sleep(500), undefined)), 20_000, `daemon RSS back within 96 MiB of ${rssBefore} KiB`);
+    await eventually(
+      async () => (rssKiB(pid) < rssBefore + 96 * 1024 ? true : (await sleep(500), undefined)),
+      20_000,
+      `daemon RSS back within 96 MiB of ${rssBefore} KiB`,
+    );
   }, 180_000);
 
   it("the client's API key and tokens never reach a sandbox's port service (by path, by host name, over an upgrade)", async () => {
-    const credentials = { 'X-API-Key': apiKey, Authorization: `Bearer ${apiKey}`, 'X-Access-Token': accessToken, 'e2b-traffic-access-token': trafficToken };
+    const credentials = {
+      'X-API-Key': apiKey,
+      Authorization: `Bearer ${apiKey}`,
+      'X-Access-Token': accessToken,
+      'e2b-traffic-access-token': trafficToken,
+    };
     for (const [path, host] of [
       [`/v1/sandboxes/${id}/ports/${ECHO_PORT}/`, 'localhost'],
       ['/', `${ECHO_PORT}-${id}.localhost`],
     ] as const) {
       const { seen } = await echoOverTcp(path, { ...credentials, Host: host, 'X-Own-Header': 'kept' });
       expect(seen.get('x-own-header'), path).toBe('kept');
-      for (const name of ['x-api-key', 'authorization', 'x-access-token', 'e2b-traffic-access-token']) expect(seen.get(name), `${name} via ${path}`).toBeUndefined();
+      for (const name of ['x-api-key', 'authorization', 'x-access-token', 'e2b-traffic-access-token'])
+        expect(seen.get(name), `${name} via ${path}`).toBeUndefined();
       expect([...seen.values()].join('\n')).not.toContain(apiKey);
     }
     // An upgrade is relayed as bytes after its head; the head is rewritten all the same.
     const upgraded = await rawExchange(
       overTcp,
       `GET /v1/sandboxes/${id}/ports/${ECHO_PORT}/ HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-        `${Object.entries(credentials).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`,
+        `${Object.entries(credentials)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('')}\r\n`,
     );
     expect(upgraded.text).toContain('"upgrade"');
     expect(upgraded.text).not.toContain(apiKey);
@@ -195,7 +227,10 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
 
   it('a port service cannot set cookies for its siblings through a WebSocket handshake either (101 head rewritten, bytes after it relayed)', async () => {
     const handshake = (path: string, host: string) =>
-      rawExchange(overTcp, `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-API-Key: ${apiKey}\r\n\r\n`);
+      rawExchange(
+        overTcp,
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-API-Key: ${apiKey}\r\n\r\n`,
+      );
     for (const [path, host, ownPath] of [
       ['/ws', `${ECHO_PORT}-${id}.localhost`, '/'],
       [`/v1/sandboxes/${id}/ports/${ECHO_PORT}/ws`, 'localhost', `/v1/sandboxes/${id}/ports/${ECHO_PORT}/`],
@@ -203,7 +238,10 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
       const answer = await handshake(path, host);
       expect(answer.status, answer.text).toBe(101);
       const [head = '', rest = ''] = answer.text.split('\r\n\r\n');
-      const cookies = head.split('\r\n').filter((line) => /^set-cookie:/i.test(line)).map((line) => line.slice(line.indexOf(':') + 1).trim());
+      const cookies = head
+        .split('\r\n')
+        .filter((line) => /^set-cookie:/i.test(line))
+        .map((line) => line.slice(line.indexOf(':') + 1).trim());
       expect(cookies, head).toHaveLength(2);
       for (const cookie of cookies) expect(cookie, cookie).not.toMatch(/domain/i);
       expect(cookies).toContain(`own=1; Path=${ownPath}`);
@@ -221,7 +259,11 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
   it("any key holder reads host files: a build contextDir and an image import path over TCP are refused 403, the host's files never read", async () => {
     const decoy = path.join(daemon.root, 'shadow-decoy');
     fs.writeFileSync(decoy, 'root:$6$decoy:19000:0:99999:7:::\n', { mode: 0o600 });
-    const build = await postOverTcp('/v1/templates/build', 'application/json', Buffer.from(JSON.stringify({ name: 'leak', capsulefile: 'FROM base\nCOPY passwd /leak\n', contextDir: '/etc' })));
+    const build = await postOverTcp(
+      '/v1/templates/build',
+      'application/json',
+      Buffer.from(JSON.stringify({ name: 'leak', capsulefile: 'FROM base\nCOPY passwd /leak\n', contextDir: '/etc' })),
+    );
     expect(build.status, build.text).toBe(403);
     expect(build.text).toContain('"permission_denied"');
     expect(build.text).toContain('application/x-tar');
@@ -241,7 +283,10 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
       ['../ traversal', [capsulefile, { path: '../escaped', content: 'pwned' }]],
       ['nested traversal', [capsulefile, { path: 'a/../../escaped', content: 'pwned' }]],
       ['absolute path', [capsulefile, { path: outside, content: 'pwned' }]],
-      ['symlink escape', [capsulefile, { path: 'link', type: 'symlink', linkpath: daemon.root }, { path: 'link/escaped', content: 'pwned' }]],
+      [
+        'symlink escape',
+        [capsulefile, { path: 'link', type: 'symlink', linkpath: daemon.root }, { path: 'link/escaped', content: 'pwned' }],
+      ],
       ['hard link', [capsulefile, { path: 'hard', type: 'hardlink', linkpath: '/etc/passwd' }]],
     ] as Array<[string, TestTarEntry[]]>) {
       const answer = await postOverTcp('/v1/templates/build?name=escape', 'application/x-tar', makeTar(entries));
@@ -264,7 +309,8 @@ describe('hostile API clients (real daemon, TCP and unix socket)', () => {
     try {
       // The upload is unpacked in the image cache's temp folder, which a restarted daemon sweeps, and removed after the build.
       const tmpDir = path.join(sharedCacheDir, 'images', 'tmp');
-      const uploadFolders = () => (fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((name) => name.startsWith(`context-${daemon.pid}-`)) : []);
+      const uploadFolders = () =>
+        fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir).filter((name) => name.startsWith(`context-${daemon.pid}-`)) : [];
       let foldersDuringBuild: string[] = [];
       const logs: string[] = [];
       const template = await client.buildTemplateFromContext('uploaded', tar, {

@@ -19,7 +19,8 @@ import { sha256, TestRegistry } from './oci/test-registry.js';
 const MiB = 1024 * 1024;
 const RSS_CEILING_BYTES = 300 * MiB;
 const blobsDir = path.join(sharedCacheDir, 'images', 'blobs');
-const inBlobCache = (digest: string) => fs.existsSync(path.join(blobsDir, 'sha256', digest.slice(7))) || fs.existsSync(path.join(blobsDir, 'partial', digest.slice(7)));
+const inBlobCache = (digest: string) =>
+  fs.existsSync(path.join(blobsDir, 'sha256', digest.slice(7))) || fs.existsSync(path.join(blobsDir, 'partial', digest.slice(7)));
 
 /** A gzip layer streamed from `parts`, so bombs far bigger than the test's memory are built in a few MB. */
 async function gzipLayer(parts: () => Iterable<Buffer>): Promise<TestLayer> {
@@ -38,7 +39,8 @@ async function gzipLayer(parts: () => Iterable<Buffer>): Promise<TestLayer> {
 }
 
 /** A ustar header of one entry, as the tar writer makes it. */
-const entryHeader = (name: string, type: 'file' | 'directory', size = 0) => makeTar([{ path: name, type, content: Buffer.alloc(size) }]).subarray(0, 512);
+const entryHeader = (name: string, type: 'file' | 'directory', size = 0) =>
+  makeTar([{ path: name, type, content: Buffer.alloc(size) }]).subarray(0, 512);
 const END = Buffer.alloc(1024);
 
 function peakRssBytes(pid: number): number {

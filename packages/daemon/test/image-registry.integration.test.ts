@@ -27,7 +27,11 @@ interface ImageEvent {
 }
 
 function events(text: string): ImageEvent[] {
-  return text.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as ImageEvent);
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as ImageEvent);
 }
 
 /** Lists a folder of an ext4 image with debugfs (no mount needed). */
@@ -46,7 +50,10 @@ describe('images from a real registry (docker-registry on loopback)', () => {
   beforeAll(async () => {
     registry = await TestRegistry.start();
     // The first mirror is down: pulls must fall back to the registry itself.
-    fs.writeFileSync(path.join(settingsDir, 'registries.json'), JSON.stringify({ registries: { [registry.host]: { mirrors: ['http://127.0.0.1:9'] } } }));
+    fs.writeFileSync(
+      path.join(settingsDir, 'registries.json'),
+      JSON.stringify({ registries: { [registry.host]: { mirrors: ['http://127.0.0.1:9'] } } }),
+    );
     daemon = new TestDaemon({ CAPSULE_WARM_SNAPSHOTS: 'off', CAPSULE_REGISTRIES_FILE: path.join(settingsDir, 'registries.json') });
     await daemon.start();
   });
@@ -57,15 +64,39 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     fs.rmSync(settingsDir, { recursive: true, force: true });
   });
 
-  const pull = async (ref: string, extra: Record<string, string> = {}) => events((await daemon.request('POST', '/v1/images/pull', { ref, ...extra })).text);
+  const pull = async (ref: string, extra: Record<string, string> = {}) =>
+    events((await daemon.request('POST', '/v1/images/pull', { ref, ...extra })).text);
   const template = (name: string, imageRef: string) => daemon.request('POST', '/v1/templates', { name, image: imageRef });
 
   it('pulls a multi-layer image through a manifest list, applying whiteouts, and builds its root filesystem', async () => {
     const amd64 = image(
       [
-        layer([marker(), { path: 'etc/', type: 'directory' }, { path: 'etc/gone', content: 'x' }, { path: 'opt/old/a', content: 'a' }, { path: 'opt/old/b', content: 'b' }], 'gzip'),
-        layer([{ path: 'etc/.wh.gone' }, { path: 'opt/old/', type: 'directory' }, { path: 'opt/old/.wh..wh..opq' }, { path: 'opt/old/c', content: 'c' }], 'zstd'),
-        layer([{ path: 'srv/data', content: 'owned', uid: 1234, gid: 5678, mode: 0o640 }, { path: 'srv/link', type: 'hardlink', linkpath: 'srv/data' }], 'none'),
+        layer(
+          [
+            marker(),
+            { path: 'etc/', type: 'directory' },
+            { path: 'etc/gone', content: 'x' },
+            { path: 'opt/old/a', content: 'a' },
+            { path: 'opt/old/b', content: 'b' },
+          ],
+          'gzip',
+        ),
+        layer(
+          [
+            { path: 'etc/.wh.gone' },
+            { path: 'opt/old/', type: 'directory' },
+            { path: 'opt/old/.wh..wh..opq' },
+            { path: 'opt/old/c', content: 'c' },
+          ],
+          'zstd',
+        ),
+        layer(
+          [
+            { path: 'srv/data', content: 'owned', uid: 1234, gid: 5678, mode: 0o640 },
+            { path: 'srv/link', type: 'hardlink', linkpath: 'srv/data' },
+          ],
+          'none',
+        ),
       ],
       { Env: ['GREETING=hello'], WorkingDir: '/srv/work' },
     );
@@ -163,7 +194,10 @@ describe('images from a real registry (docker-registry on loopback)', () => {
   });
 
   it('refuses a layer with a path escaping the root and writes nothing outside it', async () => {
-    const img = image([layer([marker(), { path: 'ok', content: 'fine' }]), layer([{ path: '../../escaped-by-capsule-test', content: 'x' }])]);
+    const img = image([
+      layer([marker(), { path: 'ok', content: 'fine' }]),
+      layer([{ path: '../../escaped-by-capsule-test', content: 'x' }]),
+    ]);
     await pushImage(registry, 'test/escape', 'v1', img);
     const tmp = path.join(sharedCacheDir, 'images', 'tmp');
     const before = fs.existsSync(tmp) ? fs.readdirSync(tmp) : [];
@@ -187,7 +221,10 @@ describe('images from a real registry (docker-registry on loopback)', () => {
     const gate = await registry.startBasicAuthProxy({ username: 'alice', password: 'pa55' });
     const ref = `${gate}/test/basic:v1`;
     expect((await pull(ref)).at(-1)).toMatchObject({ type: 'error', code: 'registry_auth_failed' });
-    expect((await pull(ref, { username: 'alice', password: 'nope' })).at(-1)).toMatchObject({ type: 'error', code: 'registry_auth_failed' });
+    expect((await pull(ref, { username: 'alice', password: 'nope' })).at(-1)).toMatchObject({
+      type: 'error',
+      code: 'registry_auth_failed',
+    });
     const ok = (await pull(ref, { username: 'alice', password: 'pa55' })).at(-1)!;
     expect(ok.type, JSON.stringify(ok)).toBe('done');
     expect(ok.image!.digest).toBe(img.digest);
@@ -220,7 +257,10 @@ describe('images from a real registry (docker-registry on loopback)', () => {
       const evil = events((await daemon.request('POST', '/v1/images/import', { path: path.join(work, 'evil.tar') })).text).at(-1)!;
       expect(evil).toMatchObject({ type: 'error', code: 'image_invalid' });
       fs.writeFileSync(path.join(work, 'junk.tar'), 'this is not a tarball at all, not even close'.repeat(20));
-      expect(events((await daemon.request('POST', '/v1/images/import', { path: path.join(work, 'junk.tar') })).text).at(-1)).toMatchObject({ type: 'error', code: 'image_invalid' });
+      expect(events((await daemon.request('POST', '/v1/images/import', { path: path.join(work, 'junk.tar') })).text).at(-1)).toMatchObject({
+        type: 'error',
+        code: 'image_invalid',
+      });
 
       const layerDigest = `sha256:${execFileSync('sha256sum', { input: oci.layers[0]!.blob, encoding: 'utf8' }).split(' ')[0]}`;
       expect(cached(layerDigest)).toBe(true);
@@ -253,7 +293,8 @@ describe('a registry behind token auth (docker-registry + a token server in the 
     const img = image([layer([marker()])]);
     await pushImage(registry, 'private/app', 'v1', img);
     const ref = `${registry.host}/private/app:v1`;
-    const pull = async (body: Record<string, string>) => events((await daemon.request('POST', '/v1/images/pull', { ref, ...body })).text).at(-1)!;
+    const pull = async (body: Record<string, string>) =>
+      events((await daemon.request('POST', '/v1/images/pull', { ref, ...body })).text).at(-1)!;
 
     expect(await pull({})).toMatchObject({ type: 'error', code: 'registry_auth_failed' });
     expect(await pull({ username: auth.username, password: 'wrong' })).toMatchObject({ type: 'error', code: 'registry_auth_failed' });

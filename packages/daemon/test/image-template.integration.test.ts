@@ -92,7 +92,9 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
     expect(snapshotsAfter.length).toBe(snapshotsBefore.length - 1);
   });
 
-  it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async ({ newSandbox }) => {
+  it('builds a template from a Capsulefile, reuses an unchanged build, and reports a failing step with its output', async ({
+    newSandbox,
+  }) => {
     const ref = `${registry.host}/e2e/tiny:v1`;
     const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-build-'));
     try {
@@ -120,16 +122,39 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
       expect(build.stderr).toMatch(/\[6\] RUN echo/);
 
       const sandbox = await newSandbox({ template: 'built' });
-      const result = await daemon.api.exec(sandbox.id, ['/bin/sh', '-c', 'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un; ls -l /srv/data/big.bin']);
+      const result = await daemon.api.exec(sandbox.id, [
+        '/bin/sh',
+        '-c',
+        'cat hello.txt run.txt; echo "$BUILT_BY"; pwd; id -un; ls -l /srv/data/big.bin',
+      ]);
       expect(result.stderr).toBe('');
-      expect(result.stdout).toMatch(new RegExp(`^copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n.* ${big.length} .*/srv/data/big.bin\n$`));
+      expect(result.stdout).toMatch(
+        new RegExp(
+          `^copied from the build folder\nfrom RUN as root with hi from the image config\ncapsule\n/srv/built\nroot\n.* ${big.length} .*/srv/data/big.bin\n$`,
+        ),
+      );
 
       // The same inputs again: no sandbox, the earlier root filesystem.
-      const again = events((await daemon.request('POST', '/v1/templates/build', { name: 'built-again', capsulefile: fs.readFileSync(path.join(work, 'Capsulefile'), 'utf8'), contextDir: work })).text);
+      const again = events(
+        (
+          await daemon.request('POST', '/v1/templates/build', {
+            name: 'built-again',
+            capsulefile: fs.readFileSync(path.join(work, 'Capsulefile'), 'utf8'),
+            contextDir: work,
+          })
+        ).text,
+      );
       expect(again.at(-1)!.type, JSON.stringify(again.at(-1))).toBe('done');
       expect(again.some((e) => e.type === 'log' && /unchanged since an earlier build/.test(e.text ?? ''))).toBe(true);
 
-      const failing = events((await daemon.request('POST', '/v1/templates/build', { name: 'broken', capsulefile: `FROM ${ref}\nRUN echo about to fail >&2; exit 3\n` })).text).at(-1)!;
+      const failing = events(
+        (
+          await daemon.request('POST', '/v1/templates/build', {
+            name: 'broken',
+            capsulefile: `FROM ${ref}\nRUN echo about to fail >&2; exit 3\n`,
+          })
+        ).text,
+      ).at(-1)!;
       expect(failing).toMatchObject({ type: 'error', code: 'build_step_failed' });
       expect(failing.message).toMatch(/step 1 \(RUN echo about to fail >&2; exit 3\) exited with code 3:\nabout to fail/);
       expect((await daemon.api.templates()).map((t) => t.name).sort()).toEqual(['base', 'built', 'built-again']);
@@ -149,5 +174,9 @@ describe('a template built from a pulled image (real registry, real QEMU microVM
 });
 
 function events(text: string): { type: string; code?: string; message?: string; text?: string }[] {
-  return text.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string });
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { type: string });
 }

@@ -20,104 +20,119 @@ const HOST_SERVICE_PORT = 8081;
 /** curl's exit codes for "could not connect" and "timed out": what a blocked destination looks like to the guest. */
 const BLOCKED_EXITS = [7, 28];
 
-describe.skipIf(!canRun).each(['user', 'tap'] as const)('%s mode: what a sandbox must not reach (real QEMU microVM, root, test network namespaces)', (mode) => {
-  const { networks, daemon } = daemonInTestNetworks(mode, HOST_SERVICE_PORT, { CAPSULE_NETWORK: mode, CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`, CAPSULE_WARM_SNAPSHOTS: 'off' });
-  /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
-  const tag = stateTag(daemon.stateDir);
-  const created: string[] = [];
+describe.skipIf(!canRun).each(['user', 'tap'] as const)(
+  '%s mode: what a sandbox must not reach (real QEMU microVM, root, test network namespaces)',
+  (mode) => {
+    const { networks, daemon } = daemonInTestNetworks(mode, HOST_SERVICE_PORT, {
+      CAPSULE_NETWORK: mode,
+      CAPSULE_LISTEN: `http://0.0.0.0:${API_PORT}`,
+      CAPSULE_WARM_SNAPSHOTS: 'off',
+    });
+    /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
+    const tag = stateTag(daemon.stateDir);
+    const created: string[] = [];
 
-  const create = async (body: CreateSandboxRequest): Promise<Sandbox> => {
-    const sandbox = await daemon.api.createSandbox(body);
-    created.push(sandbox.id);
-    return sandbox;
-  };
-  const curl = (id: string, url: string) => daemon.api.exec(id, ['curl', '-sS', '--max-time', '4', url]);
-  /** Whether `url` is out of the guest's reach: any TCP connection made (even one answered by an error) is a reach. */
-  const expectBlocked = async (id: string, url: string) => {
-    const result = await curl(id, url);
-    expect(BLOCKED_EXITS, `${url} answered the guest (curl exit ${result.exitCode}: ${result.stdout}${result.stderr})`).toContain(result.exitCode);
-  };
-  const leftovers = () => ({
-    namespaces: (fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []).filter((n) => n.startsWith(`capsule-${tag}-`)),
-    links: networks.inHost('ip', '-o', 'link').split('\n').filter((l) => l.includes(`cs${tag}`)),
-    tables: networks.inHost('nft', 'list', 'tables').split('\n').filter((l) => l.includes(`capsule_${tag}`)),
-  });
+    const create = async (body: CreateSandboxRequest): Promise<Sandbox> => {
+      const sandbox = await daemon.api.createSandbox(body);
+      created.push(sandbox.id);
+      return sandbox;
+    };
+    const curl = (id: string, url: string) => daemon.api.exec(id, ['curl', '-sS', '--max-time', '4', url]);
+    /** Whether `url` is out of the guest's reach: any TCP connection made (even one answered by an error) is a reach. */
+    const expectBlocked = async (id: string, url: string) => {
+      const result = await curl(id, url);
+      expect(BLOCKED_EXITS, `${url} answered the guest (curl exit ${result.exitCode}: ${result.stdout}${result.stderr})`).toContain(
+        result.exitCode,
+      );
+    };
+    const leftovers = () => ({
+      namespaces: (fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []).filter((n) => n.startsWith(`capsule-${tag}-`)),
+      links: networks
+        .inHost('ip', '-o', 'link')
+        .split('\n')
+        .filter((l) => l.includes(`cs${tag}`)),
+      tables: networks
+        .inHost('nft', 'list', 'tables')
+        .split('\n')
+        .filter((l) => l.includes(`capsule_${tag}`)),
+    });
 
-  // Two sandboxes for the whole file: its tests only send traffic from them, and each boot is a cold one here.
-  let sandbox: Sandbox;
-  let other: Sandbox;
-  beforeAll(async () => {
-    sandbox = await create({});
-    other = await create({ ports: [{ guestPort: 8000 }] });
-  });
+    // Two sandboxes for the whole file: its tests only send traffic from them, and each boot is a cold one here.
+    let sandbox: Sandbox;
+    let other: Sandbox;
+    beforeAll(async () => {
+      sandbox = await create({});
+      other = await create({ ports: [{ guestPort: 8000 }] });
+    });
 
-  it('reaches a public-range address, and resolves names through the guest DNS address', async () => {
-    // A root daemon isolates its sandboxes, so it has nothing to warn about.
-    const info = await daemon.api.info();
-    expect(info.network).toBe(mode);
-    expect(info).not.toHaveProperty('networkWarning');
-    expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    if (!networks.resolver) return; // This machine's resolv.conf names only a loopback resolver: nothing to serve DNS on.
-    const resolved = await curl(sandbox.id, `http://${TEST_NAME}:${HTTP_PORT}/`);
-    expect(resolved, resolved.stderr).toMatchObject({ exitCode: 0, stdout: 'outside' });
-  });
+    it('reaches a public-range address, and resolves names through the guest DNS address', async () => {
+      // A root daemon isolates its sandboxes, so it has nothing to warn about.
+      const info = await daemon.api.info();
+      expect(info.network).toBe(mode);
+      expect(info).not.toHaveProperty('networkWarning');
+      expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
+      if (!networks.resolver) return; // This machine's resolv.conf names only a loopback resolver: nothing to serve DNS on.
+      const resolved = await curl(sandbox.id, `http://${TEST_NAME}:${HTTP_PORT}/`);
+      expect(resolved, resolved.stderr).toMatchObject({ exitCode: 0, stdout: 'outside' });
+    });
 
-  it("a sandbox cannot reach the daemon's TCP API", async () => {
-    for (const address of ['10.0.2.2', HOST_UPLINK, ...(sandbox.network.hostAddress ? [sandbox.network.hostAddress] : [])]) {
-      await expectBlocked(sandbox.id, `http://${address}:${API_PORT}/health`);
-    }
-  });
+    it("a sandbox cannot reach the daemon's TCP API", async () => {
+      for (const address of ['10.0.2.2', HOST_UPLINK, ...(sandbox.network.hostAddress ? [sandbox.network.hostAddress] : [])]) {
+        await expectBlocked(sandbox.id, `http://${address}:${API_PORT}/health`);
+      }
+    });
 
-  it("a sandbox cannot reach another sandbox's published port", async () => {
-    const published = other.ports[0]!.hostPort;
-    for (const address of ['10.0.2.2', HOST_UPLINK]) await expectBlocked(sandbox.id, `http://${address}:${published}/`);
-  });
+    it("a sandbox cannot reach another sandbox's published port", async () => {
+      const published = other.ports[0]!.hostPort;
+      for (const address of ['10.0.2.2', HOST_UPLINK]) await expectBlocked(sandbox.id, `http://${address}:${published}/`);
+    });
 
-  it("a sandbox cannot reach a service of the host, on its loopback or its own addresses", async () => {
-    for (const address of ['10.0.2.2', HOST_UPLINK]) await expectBlocked(sandbox.id, `http://${address}:${HOST_SERVICE_PORT}/`);
-    expect(networks.hostService.lines).toEqual([]);
-  });
+    it('a sandbox cannot reach a service of the host, on its loopback or its own addresses', async () => {
+      for (const address of ['10.0.2.2', HOST_UPLINK]) await expectBlocked(sandbox.id, `http://${address}:${HOST_SERVICE_PORT}/`);
+      expect(networks.hostService.lines).toEqual([]);
+    });
 
-  it('a sandbox cannot reach the link-local metadata address 169.254.169.254', async () => {
-    await expectBlocked(sandbox.id, `http://${METADATA}:${HTTP_PORT}/`);
-  });
+    it('a sandbox cannot reach the link-local metadata address 169.254.169.254', async () => {
+      await expectBlocked(sandbox.id, `http://${METADATA}:${HTTP_PORT}/`);
+    });
 
-  it('a sandbox cannot reach a private network the host routes to', async () => {
-    await expectBlocked(sandbox.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`);
-    if (networks.resolver) await expectBlocked(sandbox.id, `http://${networks.resolver}:${HTTP_PORT}/`);
-  });
+    it('a sandbox cannot reach a private network the host routes to', async () => {
+      await expectBlocked(sandbox.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`);
+      if (networks.resolver) await expectBlocked(sandbox.id, `http://${networks.resolver}:${HTTP_PORT}/`);
+    });
 
-  it.runIf(mode === 'tap')('an allow-list naming a private network or the metadata address opens exactly those', async () => {
-    const allowed = await create({ egress: { allow: [`${PRIVATE_OUTSIDE.replace(/\d+$/, '0')}/24`, METADATA] } });
-    expect((await curl(allowed.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    expect((await curl(allowed.id, `http://${METADATA}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    await expectBlocked(allowed.id, `http://10.0.2.2:${API_PORT}/health`);
-    if (networks.resolver) await expectBlocked(allowed.id, `http://${networks.resolver}:${HTTP_PORT}/`);
-    await daemon.api.removeSandbox(allowed.id);
-  });
+    it.runIf(mode === 'tap')('an allow-list naming a private network or the metadata address opens exactly those', async () => {
+      const allowed = await create({ egress: { allow: [`${PRIVATE_OUTSIDE.replace(/\d+$/, '0')}/24`, METADATA] } });
+      expect((await curl(allowed.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
+      expect((await curl(allowed.id, `http://${METADATA}:${HTTP_PORT}/`)).stdout).toBe('outside');
+      await expectBlocked(allowed.id, `http://10.0.2.2:${API_PORT}/health`);
+      if (networks.resolver) await expectBlocked(allowed.id, `http://${networks.resolver}:${HTTP_PORT}/`);
+      await daemon.api.removeSandbox(allowed.id);
+    });
 
-  it('keeps the isolation across a kill -9 of the daemon, and leaves no namespace, link or nft table after a stop', async () => {
-    await daemon.kill9();
-    await daemon.start();
-    expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    await expectBlocked(sandbox.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`);
-    await expectBlocked(sandbox.id, `http://10.0.2.2:${API_PORT}/health`);
+    it('keeps the isolation across a kill -9 of the daemon, and leaves no namespace, link or nft table after a stop', async () => {
+      await daemon.kill9();
+      await daemon.start();
+      expect((await curl(sandbox.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
+      await expectBlocked(sandbox.id, `http://${PRIVATE_OUTSIDE}:${HTTP_PORT}/`);
+      await expectBlocked(sandbox.id, `http://10.0.2.2:${API_PORT}/health`);
 
-    // A crash that takes the VMs too: the restarted daemon finds only leftovers.
-    await daemon.kill9();
-    for (const pid of daemon.qemuPids()) process.kill(pid, 'SIGKILL');
-    await daemon.start();
-    expect(leftovers().namespaces).toEqual([]);
-    for (const id of created) await daemon.request('DELETE', `/v1/sandboxes/${id}`);
+      // A crash that takes the VMs too: the restarted daemon finds only leftovers.
+      await daemon.kill9();
+      for (const pid of daemon.qemuPids()) process.kill(pid, 'SIGKILL');
+      await daemon.start();
+      expect(leftovers().namespaces).toEqual([]);
+      for (const id of created) await daemon.request('DELETE', `/v1/sandboxes/${id}`);
 
-    // A fresh sandbox, then a clean stop with nothing running: everything goes.
-    const last = await create({});
-    expect((await curl(last.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
-    await daemon.api.removeSandbox(last.id);
-    await daemon.stop();
-    expect(leftovers()).toEqual({ namespaces: [], links: [], tables: [] });
-    // Forwarding, off in the test's namespace before, is off again.
-    expect(networks.inHost('sysctl', '-n', 'net.ipv4.ip_forward').trim()).toBe('0');
-    expect(daemon.qemuPids()).toEqual([]);
-  });
-});
+      // A fresh sandbox, then a clean stop with nothing running: everything goes.
+      const last = await create({});
+      expect((await curl(last.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
+      await daemon.api.removeSandbox(last.id);
+      await daemon.stop();
+      expect(leftovers()).toEqual({ namespaces: [], links: [], tables: [] });
+      // Forwarding, off in the test's namespace before, is off again.
+      expect(networks.inHost('sysctl', '-n', 'net.ipv4.ip_forward').trim()).toBe('0');
+      expect(daemon.qemuPids()).toEqual([]);
+    });
+  },
+);

@@ -31,11 +31,18 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
   // Switching a network on reaches the guest asynchronously (its driver raises the carrier, then it
   // resolves the gateway again after the failed attempts of the off period): the server must become
   // reachable within a bound.
-  const becomesReachable = (id: string) => eventually(async () => ((await reachesOutside(id)) ? true : undefined), 30_000, `${id} reaching the outside server`);
+  const becomesReachable = (id: string) =>
+    eventually(async () => ((await reachesOutside(id)) ? true : undefined), 30_000, `${id} reaching the outside server`);
 
   it('gives the guest its address, gateway and DNS, and reaches the internet through the gateway', async ({ sandbox }) => {
     expect((await daemon.api.info()).network).toBe('user');
-    expect(sandbox.network).toMatchObject({ mode: 'user', internet: true, guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' });
+    expect(sandbox.network).toMatchObject({
+      mode: 'user',
+      internet: true,
+      guestAddress: '10.0.2.15/24',
+      gateway: '10.0.2.2',
+      dns: '10.0.2.3',
+    });
     expect((await exec(sandbox.id, ['cat', '/etc/resolv.conf'])).stdout).toBe('nameserver 10.0.2.3\n');
     expect((await exec(sandbox.id, ['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).stdout).toContain('inet 10.0.2.15/24');
     expect((await exec(sandbox.id, ['ip', 'route', 'show', 'default'])).stdout).toContain('default via 10.0.2.2');
@@ -75,7 +82,9 @@ describe.skipIf(process.getuid?.() !== 0)('user-mode networking (real QEMU micro
     await setNetwork(cold.id, { internet: true });
     await becomesReachable(cold.id);
 
-    const addresses = await Promise.all([pooled, cold, open].map(async (s) => (await exec(s.id, ['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).stdout));
+    const addresses = await Promise.all(
+      [pooled, cold, open].map(async (s) => (await exec(s.id, ['ip', '-4', '-o', 'addr', 'show', 'scope', 'global'])).stdout),
+    );
     for (const text of addresses) expect(text).toContain('inet 10.0.2.15/24');
 
     const listed = await daemon.api.sandboxes();

@@ -23,7 +23,14 @@ describe('pause and resume (real QEMU microVM)', () => {
   /** Waits for the daemon to have turned a paused sandbox's stream into its mapped layout; returns that folder. */
   const convertedState = (id: string) => {
     const dir = path.join(daemon.stateDir, 'sandboxes', id);
-    return eventually(() => (fs.existsSync(path.join(dir, 'paused', 'state')) && !fs.existsSync(path.join(dir, 'pause.state')) ? path.join(dir, 'paused') : undefined), 60_000, 'the paused state to be converted');
+    return eventually(
+      () =>
+        fs.existsSync(path.join(dir, 'paused', 'state')) && !fs.existsSync(path.join(dir, 'pause.state'))
+          ? path.join(dir, 'paused')
+          : undefined,
+      60_000,
+      'the paused state to be converted',
+    );
   };
 
   it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async ({ sandbox }) => {
@@ -55,7 +62,13 @@ describe('pause and resume (real QEMU microVM)', () => {
     // Meanwhile it pins the cache files its resume opens (the kit, its disk's backing chain), so
     // that the cache never prunes them under it, however long it stays paused.
     const pins = fs.readdirSync(path.join(daemon.stateDir, 'sandboxes', id, 'pins'));
-    expect(pins).toEqual(expect.arrayContaining([expect.stringMatching(/__kit__kit-.*\.ext4$/), expect.stringMatching(/__rootfs__base-.*\.ext4$/), expect.stringMatching(/__snapshots__base-.*__disk\.qcow2$/)]));
+    expect(pins).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/__kit__kit-.*\.ext4$/),
+        expect.stringMatching(/__rootfs__base-.*\.ext4$/),
+        expect.stringMatching(/__snapshots__base-.*__disk\.qcow2$/),
+      ]),
+    );
     await daemon.api.removeSandbox(id);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id))).toBe(false);
   });
@@ -104,7 +117,11 @@ describe('pause and resume (real QEMU microVM)', () => {
     await daemon.start();
     await convertedState(sandbox.id);
     expect(fs.existsSync(path.join(dir, 'paused.tmp'))).toBe(false);
-    await eventually(() => (daemon.runtimeLeftovers().some((name) => name.startsWith('freeze-')) ? undefined : true), 15_000, 'no helper QEMU left');
+    await eventually(
+      () => (daemon.runtimeLeftovers().some((name) => name.startsWith('freeze-')) ? undefined : true),
+      15_000,
+      'no helper QEMU left',
+    );
     await daemon.api.resume(sandbox.id);
     expect(daemon.log()).toMatch(new RegExp(`"sandbox":"${sandbox.id}"[^\\n]*"mapped":true[^\\n]*"sandbox resumed"`));
     expect((await exec(sandbox.id, ['md5sum', '-c', '/root/sum'])).exitCode).toBe(0);
@@ -145,10 +162,14 @@ describe('pause and resume (real QEMU microVM)', () => {
       // The pause had already finished: the paused branch below checks it.
     }
     const answer = await pausing;
-    const after = await eventually(async () => {
-      const current = await daemon.api.sandbox(sandbox.id);
-      return current.state === 'running' ? undefined : current;
-    }, 15_000, 'the pause to settle');
+    const after = await eventually(
+      async () => {
+        const current = await daemon.api.sandbox(sandbox.id);
+        return current.state === 'running' ? undefined : current;
+      },
+      15_000,
+      'the pause to settle',
+    );
     expect(fs.existsSync(temp)).toBe(false);
     if (after.state === 'paused') {
       expect(answer.status).toBe(200);

@@ -71,7 +71,11 @@ interface Answer {
   body: string;
 }
 
-function get(target: { socketPath: string } | { host: string; port: number }, path: string, headers: Record<string, string> = {}): Promise<Answer> {
+function get(
+  target: { socketPath: string } | { host: string; port: number },
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ ...target, path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
@@ -85,11 +89,22 @@ function get(target: { socketPath: string } | { host: string; port: number }, pa
 }
 
 /** A WebSocket round trip by hand (node 20 has no client): handshake, one masked text frame, its echo. */
-async function websocketEcho(connect: () => net.Socket, path: string, headers: Record<string, string>, text: string): Promise<{ status: string; echo?: string }> {
+async function websocketEcho(
+  connect: () => net.Socket,
+  path: string,
+  headers: Record<string, string>,
+  text: string,
+): Promise<{ status: string; echo?: string }> {
   const socket = connect();
   await once(socket, 'connect');
   const key = randomBytes(16).toString('base64');
-  const lines = Object.entries({ ...headers, Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Key': key, 'Sec-WebSocket-Version': '13' }).map(([k, v]) => `${k}: ${v}\r\n`);
+  const lines = Object.entries({
+    ...headers,
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': key,
+    'Sec-WebSocket-Version': '13',
+  }).map(([k, v]) => `${k}: ${v}\r\n`);
   socket.write(`GET ${path} HTTP/1.1\r\n${lines.join('')}\r\n`);
   let buffer = Buffer.alloc(0);
   const more = async () => {
@@ -134,8 +149,14 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
     await exec('setsid python3 /tmp/ws.py > /tmp/ws.log 2>&1 < /dev/null &');
     await exec('setsid python3 /tmp/holder.py > /tmp/holder.log 2>&1 < /dev/null &');
     let last: Answer | undefined;
-    await eventually(async () => ((last = await get(unix(), `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined), 90_000, 'the web server').catch(async (err: unknown) => {
-      const guest = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, { cmd: ['bash', '-c', 'cat /tmp/*.log; ps ax | grep [p]ython'] });
+    await eventually(
+      async () => ((last = await get(unix(), `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined),
+      90_000,
+      'the web server',
+    ).catch(async (err: unknown) => {
+      const guest = await daemon.request('POST', `/v1/sandboxes/${id}/exec`, {
+        cmd: ['bash', '-c', 'cat /tmp/*.log; ps ax | grep [p]ython'],
+      });
       throw new Error(`${String(err)}; last answer ${last?.status} ${last?.body}; in the guest: ${guest.text}`);
     });
   };
@@ -194,7 +215,12 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
   it('relays a WebSocket both ways, by host name and by path', async () => {
     const byHost = await websocketEcho(() => net.connect(daemon.socketPath), '/chat', { Host: `${WS_PORT}-${id}.${DOMAIN}` }, 'ping');
     expect(byHost).toEqual({ status: 'HTTP/1.1 101 Switching Protocols', echo: '/chat ping' });
-    const byPath = await websocketEcho(() => net.connect(tcp.port, tcp.host), `/v1/sandboxes/${id}/ports/${WS_PORT}/room`, { Host: 'x', 'e2b-traffic-access-token': token }, 'pong');
+    const byPath = await websocketEcho(
+      () => net.connect(tcp.port, tcp.host),
+      `/v1/sandboxes/${id}/ports/${WS_PORT}/room`,
+      { Host: 'x', 'e2b-traffic-access-token': token },
+      'pong',
+    );
     expect(byPath).toEqual({ status: 'HTTP/1.1 101 Switching Protocols', echo: '/room pong' });
   });
 
@@ -287,7 +313,11 @@ describe('ports through the daemon (real QEMU microVMs, no guest network)', () =
       for (const tunnel of tunnels) (tunnel as net.Socket).resetAndDestroy();
       overTcp.close();
     }
-    await eventually(async () => ((await get(unix(), `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined), 30_000, 'tunnels released');
+    await eventually(
+      async () => ((await get(unix(), `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined),
+      30_000,
+      'tunnels released',
+    );
   });
 
   it('serves the published host port, refuses a create that asks for it again, and keeps it across pause, resume and a daemon restart', async () => {

@@ -47,7 +47,10 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
   });
 
   it('passes env (sandbox-wide and per command) and cwd', async () => {
-    const result = await daemon.api.exec(id, ['sh', '-c', 'echo "$FROM_CREATE $FROM_EXEC $(pwd)"'], { env: { FROM_EXEC: 'also' }, cwd: '/tmp' });
+    const result = await daemon.api.exec(id, ['sh', '-c', 'echo "$FROM_CREATE $FROM_EXEC $(pwd)"'], {
+      env: { FROM_EXEC: 'also' },
+      cwd: '/tmp',
+    });
     expect(result.stdout).toBe('yes also /tmp\n');
   });
 
@@ -75,12 +78,23 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
   });
 
   it('streams output as NDJSON events ending with exit', async () => {
-    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec/stream`, { cmd: ['sh', '-c', 'printf a; sleep 0.2; printf b >&2; exit 2'] });
+    const res = await daemon.request('POST', `/v1/sandboxes/${id}/exec/stream`, {
+      cmd: ['sh', '-c', 'printf a; sleep 0.2; printf b >&2; exit 2'],
+    });
     expect(res.status).toBe(200);
-    const events = res.text.trim().split('\n').map((l) => JSON.parse(l));
+    const events = res.text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(events[0].type).toBe('start');
-    const stdout = events.filter((e) => e.type === 'stdout').map((e) => Buffer.from(e.data, 'base64').toString()).join('');
-    const stderr = events.filter((e) => e.type === 'stderr').map((e) => Buffer.from(e.data, 'base64').toString()).join('');
+    const stdout = events
+      .filter((e) => e.type === 'stdout')
+      .map((e) => Buffer.from(e.data, 'base64').toString())
+      .join('');
+    const stderr = events
+      .filter((e) => e.type === 'stderr')
+      .map((e) => Buffer.from(e.data, 'base64').toString())
+      .join('');
     expect([stdout, stderr]).toEqual(['a', 'b']);
     expect(events.at(-1)).toMatchObject({ type: 'exit', exitCode: 2 });
   });
@@ -88,7 +102,12 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
   it('kills a streaming command when its client goes away', async () => {
     await new Promise<void>((resolve, reject) => {
       const req = http.request(
-        { socketPath: daemon.socketPath, method: 'POST', path: `/v1/sandboxes/${id}/exec/stream`, headers: { 'content-type': 'application/json' } },
+        {
+          socketPath: daemon.socketPath,
+          method: 'POST',
+          path: `/v1/sandboxes/${id}/exec/stream`,
+          headers: { 'content-type': 'application/json' },
+        },
         (res) => {
           res.once('data', () => {
             req.destroy(); // The first line is the start event: the command is running.
@@ -100,11 +119,15 @@ describe('sandbox lifecycle (real QEMU microVM)', () => {
       req.end(JSON.stringify({ cmd: ['sleep', '321'] }));
       setTimeout(() => reject(new Error('no start event')), 30_000);
     });
-    const gone = await eventually(async () => {
-      // pgrep exits 1 when nothing matches; its own command line does not start with "sleep".
-      const result = await daemon.api.exec(id, ['pgrep', '-f', '^sleep 321$']);
-      return result.exitCode === 1 ? true : undefined;
-    }, 15_000, 'the orphaned command to be killed');
+    const gone = await eventually(
+      async () => {
+        // pgrep exits 1 when nothing matches; its own command line does not start with "sleep".
+        const result = await daemon.api.exec(id, ['pgrep', '-f', '^sleep 321$']);
+        return result.exitCode === 1 ? true : undefined;
+      },
+      15_000,
+      'the orphaned command to be killed',
+    );
     expect(gone).toBe(true);
   });
 

@@ -30,10 +30,14 @@ describe('one daemon per state folder (real daemons)', () => {
     const pair = [launch(daemon), launch(daemon)];
     started.push(...pair);
     onTestFailed(() => console.error(pair.map((p) => p.output()).join('\n----\n')));
-    const info = await eventually(async () => {
-      const res = await daemon.request('GET', '/v1/info').catch(() => undefined);
-      return res?.status === 200 ? res.body : undefined;
-    }, 30_000, 'a daemon to serve');
+    const info = await eventually(
+      async () => {
+        const res = await daemon.request('GET', '/v1/info').catch(() => undefined);
+        return res?.status === 200 ? res.body : undefined;
+      },
+      30_000,
+      'a daemon to serve',
+    );
     const loser = pair.find((p) => p.child.pid !== info.pid)!;
     const winner = pair.find((p) => p.child.pid === info.pid)!;
     expect(loser).toBeDefined();
@@ -55,7 +59,7 @@ describe('one daemon per state folder (real daemons)', () => {
   });
 });
 
-describe('the CLI\'s auto-start and a daemon still starting (real daemon, real CLI)', () => {
+describe("the CLI's auto-start and a daemon still starting (real daemon, real CLI)", () => {
   // The test-only hook holds the daemon between taking its lock and serving, as a slow start would.
   const daemon = new TestDaemon({ CAPSULE_WARM_SNAPSHOTS: 'off', CAPSULE_TEST_DELAY_SERVE_MS: '6000' });
   afterAll(() => daemon.destroy());
@@ -63,7 +67,11 @@ describe('the CLI\'s auto-start and a daemon still starting (real daemon, real C
   it('attack: `capsule ls` while capsuled starts launches a second daemon — it waits for the starting one, says so, and one daemon serves', async () => {
     const first = daemon.start();
     const lockFile = `${daemon.stateDir}/capsuled.lock`;
-    await eventually(() => (fs.existsSync(lockFile) && fs.readFileSync(lockFile, 'utf8').trim() !== '' ? true : undefined), 20_000, 'the first daemon to take its lock');
+    await eventually(
+      () => (fs.existsSync(lockFile) && fs.readFileSync(lockFile, 'utf8').trim() !== '' ? true : undefined),
+      20_000,
+      'the first daemon to take its lock',
+    );
     const ls = await runCli(daemon, ['ls', '--json'], 60_000);
     await first;
     expect(ls.stderr).toMatch(/capsuled is starting/);
@@ -71,6 +79,8 @@ describe('the CLI\'s auto-start and a daemon still starting (real daemon, real C
     expect(JSON.parse(ls.stdout)).toEqual([]);
     expect((await daemon.request('GET', '/v1/info')).body.pid).toBe(daemon.pid);
     // The one the CLI launched said why it left (its output goes to the state folder's log).
-    expect(fs.readFileSync(`${daemon.stateDir}/capsuled.log`, 'utf8')).toMatch(/another capsuled \(pid \d+\) already runs on this state folder/);
+    expect(fs.readFileSync(`${daemon.stateDir}/capsuled.log`, 'utf8')).toMatch(
+      /another capsuled \(pid \d+\) already runs on this state folder/,
+    );
   });
 });

@@ -25,9 +25,18 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
   it('makes a warm template whose sandboxes continue from that moment with their own identity, the source running on', async () => {
     const source = await daemon.api.createSandbox({ timeoutMs: 0 });
     sourceId = source.id;
-    await exec(sourceId, ['sh', '-c', 'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
+    await exec(sourceId, [
+      'sh',
+      '-c',
+      'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
+    ]);
 
-    expect(await daemon.api.snapshot(sourceId, 'snap-a')).toMatchObject({ name: 'snap-a', ready: true, warmSnapshot: 'ready', defaultMemoryMiB: source.memoryMiB });
+    expect(await daemon.api.snapshot(sourceId, 'snap-a')).toMatchObject({
+      name: 'snap-a',
+      ready: true,
+      warmSnapshot: 'ready',
+      defaultMemoryMiB: source.memoryMiB,
+    });
     expect(await template('snap-a')).toMatchObject({ warmSnapshot: 'ready' });
 
     // The source runs on and its later writes are its own.
@@ -42,8 +51,12 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
       expect((await exec(id, ['sh', '-c', 'echo $WHO'])).stdout).toBe('clone\n');
     }
     const ids = [sourceId, ...fromSnapshot];
-    expect(await Promise.all(ids.map(async (id) => (await exec(id, ['hostname'])).stdout.trim()))).toEqual(ids.map((id) => id.replace('_', '-')));
-    const randomness = await Promise.all(ids.map(async (id) => (await exec(id, ['sh', '-c', 'head -c 16 /dev/urandom | od -An -tx1'])).stdout));
+    expect(await Promise.all(ids.map(async (id) => (await exec(id, ['hostname'])).stdout.trim()))).toEqual(
+      ids.map((id) => id.replace('_', '-')),
+    );
+    const randomness = await Promise.all(
+      ids.map(async (id) => (await exec(id, ['sh', '-c', 'head -c 16 /dev/urandom | od -An -tx1'])).stdout),
+    );
     expect(new Set(randomness).size).toBe(3);
     // The counting process started before the snapshot runs in every copy.
     const counts = await Promise.all(ids.map(counter));
@@ -67,7 +80,9 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     expect(resized.body.error.message).toMatch(/snapshot of 1 vCPU\(s\) and 512 MiB/);
     const other = await daemon.api.createSandbox();
     await daemon.api.pause(other.id);
-    expect((await daemon.request('POST', `/v1/sandboxes/${other.id}/snapshot`, { template: 'snap-b' })).body.error.code).toBe('sandbox_not_running');
+    expect((await daemon.request('POST', `/v1/sandboxes/${other.id}/snapshot`, { template: 'snap-b' })).body.error.code).toBe(
+      'sandbox_not_running',
+    );
     await daemon.api.removeSandbox(other.id);
     expect(await template('snap-b')).toBeUndefined();
   });
@@ -78,7 +93,12 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     const ready = async () => (await template('snap-a'))?.warmSnapshot;
     for (let i = 0; i < 100 && (await ready()) === 'building'; i++) await sleep(100);
     expect(await ready()).toBe('ready');
-    expect(daemon.log().split('\n').filter((line) => line.includes('warm snapshot built') && line.includes('snap-a'))).toEqual([]);
+    expect(
+      daemon
+        .log()
+        .split('\n')
+        .filter((line) => line.includes('warm snapshot built') && line.includes('snap-a')),
+    ).toEqual([]);
     const created = await daemon.api.createSandbox({ template: 'snap-a' });
     expect((await exec(created.id, ['cat', '/root/state'])).stdout).toBe('at-snapshot\n');
     await daemon.api.removeSandbox(created.id);

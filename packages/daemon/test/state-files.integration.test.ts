@@ -9,7 +9,7 @@ import { it, TestDaemon } from './fixture.js';
 
 const modeOf = (file: string) => fs.statSync(file).mode & 0o777;
 
-describe('state files are the owner\'s only (real daemon, real SQLite)', () => {
+describe("state files are the owner's only (real daemon, real SQLite)", () => {
   const daemon = new TestDaemon({ CAPSULE_WARM_SNAPSHOTS: 'off' });
   afterAll(() => daemon.destroy());
   const inState = (name: string) => path.join(daemon.stateDir, name);

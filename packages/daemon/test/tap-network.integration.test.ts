@@ -118,7 +118,12 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     // With every sandbox gone and the daemon stopped (its warm-pool VM goes too), nothing is left.
     await daemon.stop();
     expect(sandboxNamespaces()).toEqual([]);
-    expect(networks.inHost('ip', '-o', 'link').split('\n').filter((l) => l.includes(`cs${tag}`))).toEqual([]);
+    expect(
+      networks
+        .inHost('ip', '-o', 'link')
+        .split('\n')
+        .filter((l) => l.includes(`cs${tag}`)),
+    ).toEqual([]);
     expect(networks.inHost('nft', 'list', 'tables')).not.toContain(`capsule_${tag}`);
     // Forwarding, off in the test's namespace before, is off again.
     expect(networks.inHost('sysctl', '-n', 'net.ipv4.ip_forward').trim()).toBe('0');

@@ -89,14 +89,20 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
     expect(fileMode(path.join(daemon.stateDir, 'tls.key'))).toBe('600');
     // Node's own check, as every node client (the e2b SDK's included) runs it: `<port>-<id>.<domain>` is covered.
     const peer = { subject: {}, subjectaltname: served.subjectAltName } as tls.PeerCertificate;
-    for (const name of ['localhost', '127.0.0.1', DOMAIN, `49983-sb_abcdefghijklmnopqrst.${DOMAIN}`]) expect(tls.checkServerIdentity(name, peer), name).toBeUndefined();
+    for (const name of ['localhost', '127.0.0.1', DOMAIN, `49983-sb_abcdefghijklmnopqrst.${DOMAIN}`])
+      expect(tls.checkServerIdentity(name, peer), name).toBeUndefined();
     expect(tls.checkServerIdentity('evil.example', peer)).toBeInstanceOf(Error);
   });
 
   it('@capsule/sdk pinned to that fingerprint works; another pin, or no trust at all, is refused before the key is sent', async () => {
     const { host, port } = hostPort(info.tcpAddress);
     const fingerprintSha256 = info.tls?.fingerprintSha256 ?? '';
-    const pinned = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: fingerprintSha256.replaceAll(':', '').toLowerCase() } });
+    const pinned = new CapsuleClient({
+      host,
+      port,
+      apiKey,
+      tls: { fingerprintSha256: fingerprintSha256.replaceAll(':', '').toLowerCase() },
+    });
     const byCa = new CapsuleClient({ host, port, apiKey, tls: { ca: fs.readFileSync(info.tls?.certificatePath ?? '') } });
     const wrongPin = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: 'AA:'.repeat(31) + 'AA' } });
     const systemCas = new CapsuleClient({ host, port, apiKey });
@@ -106,9 +112,15 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
       expect((await byCa.info()).pid).toBe(daemon.pid);
       await expect(wrongPin.info()).rejects.toMatchObject({ name: 'ConnectionError', code: 'tls_untrusted' });
       const marker = `wrong-pin-${randomBytes(6).toString('hex')}`;
-      await expect(wrongPin.transport.request({ method: 'GET', path: `/v1/sandboxes?probe=${marker}` })).rejects.toMatchObject({ code: 'tls_untrusted' });
+      await expect(wrongPin.transport.request({ method: 'GET', path: `/v1/sandboxes?probe=${marker}` })).rejects.toMatchObject({
+        code: 'tls_untrusted',
+      });
       expect(daemon.log()).not.toContain(marker);
-      await expect(systemCas.info()).rejects.toMatchObject({ name: 'ConnectionError', code: 'tls_untrusted', hint: expect.stringContaining('capsule daemon status') });
+      await expect(systemCas.info()).rejects.toMatchObject({
+        name: 'ConnectionError',
+        code: 'tls_untrusted',
+        hint: expect.stringContaining('capsule daemon status'),
+      });
       await expect(plain.info()).rejects.toMatchObject({ name: 'ConnectionError', hint: expect.stringContaining('serves TLS on TCP') });
     } finally {
       for (const client of [pinned, byCa, wrongPin, systemCas, plain]) client.close();
@@ -119,7 +131,13 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
     const cli = (fingerprint: string, ...args: string[]) =>
       promisify(execFile)(process.execPath, [cliMain, ...args], {
         // No socket to fall back on: only TCP can answer.
-        env: { PATH: process.env.PATH ?? '', CAPSULE_SOCKET: path.join(daemon.root, 'no.sock'), CAPSULE_HOST: `https://${info.tcpAddress}`, CAPSULE_API_KEY: apiKey, CAPSULE_TLS_FINGERPRINT: fingerprint },
+        env: {
+          PATH: process.env.PATH ?? '',
+          CAPSULE_SOCKET: path.join(daemon.root, 'no.sock'),
+          CAPSULE_HOST: `https://${info.tcpAddress}`,
+          CAPSULE_API_KEY: apiKey,
+          CAPSULE_TLS_FINGERPRINT: fingerprint,
+        },
       }).then(
         ({ stdout }) => ({ code: 0, stdout, stderr: '' }),
         (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
@@ -149,7 +167,11 @@ describe("keys travel in cleartext: the operator's certificate, and plain HTTP o
   const quiet = { info: () => undefined, warn: () => undefined } as unknown as Parameters<typeof loadTlsIdentity>[0]['log'];
   // Any valid certificate will do as the operator's; this one is made by the same code, in a folder of its own.
   const operator = loadTlsIdentity({ stateDir: operatorDir, names: ['127.0.0.1'], log: quiet });
-  const withOperatorCert = new TestDaemon({ CAPSULE_LISTEN: '127.0.0.1:0', CAPSULE_TLS_CERT: operator.certificatePath, CAPSULE_TLS_KEY: path.join(operatorDir, 'tls.key') });
+  const withOperatorCert = new TestDaemon({
+    CAPSULE_LISTEN: '127.0.0.1:0',
+    CAPSULE_TLS_CERT: operator.certificatePath,
+    CAPSULE_TLS_KEY: path.join(operatorDir, 'tls.key'),
+  });
   const plain = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });
 
   afterAll(async () => {
@@ -161,7 +183,11 @@ describe("keys travel in cleartext: the operator's certificate, and plain HTTP o
   it("serves the operator's certificate and key when given, and makes none of its own", async () => {
     await withOperatorCert.start();
     const info = (await withOperatorCert.request<TlsInfo>('GET', '/v1/info')).body;
-    expect(info.tls).toEqual({ fingerprintSha256: operator.fingerprintSha256, certificatePath: operator.certificatePath, generated: false });
+    expect(info.tls).toEqual({
+      fingerprintSha256: operator.fingerprintSha256,
+      certificatePath: operator.certificatePath,
+      generated: false,
+    });
     expect((await servedCertificate(info.tcpAddress)).fingerprint256).toBe(operator.fingerprintSha256);
     expect(fs.existsSync(path.join(withOperatorCert.stateDir, 'tls.crt'))).toBe(false);
   });
@@ -187,8 +213,16 @@ describe('keys travel in cleartext: agent, port and upgrade paths over TLS (real
     info = (await daemon.request<TlsInfo>('GET', '/v1/info')).body;
     apiKey = (await daemon.api.createApiKey('tls-vm')).key;
     ({ id, trafficAccessToken: trafficToken } = await daemon.api.createSandbox({ timeoutMs: 0 }));
-    await daemon.api.exec(id, ['bash', '-c', `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`]);
-    await eventually(async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined), 90_000, 'the web server');
+    await daemon.api.exec(id, [
+      'bash',
+      '-c',
+      `mkdir -p /tmp/www && echo hello over tls > /tmp/www/hello.txt && (setsid python3 -m http.server ${WEB_PORT} --bind 127.0.0.1 --directory /tmp/www > /tmp/http.log 2>&1 < /dev/null &)`,
+    ]);
+    await eventually(
+      async () => ((await daemon.request('GET', `/v1/sandboxes/${id}/ports/${WEB_PORT}/hello.txt`)).status === 200 ? true : undefined),
+      90_000,
+      'the web server',
+    );
   }, 240_000);
   afterAll(async () => {
     await daemon.destroy();
@@ -216,13 +250,20 @@ describe('keys travel in cleartext: agent, port and upgrade paths over TLS (real
     }
     // By host name, with the sandbox's traffic token: what a browser or the e2b SDK's getHost use.
     const byHost = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = tls.connect({ host, port, servername: `${WEB_PORT}-${id}.${DOMAIN}`, ca: fs.readFileSync(info.tls?.certificatePath ?? '') }, () => {
-        // Written, not ended: node's HTTP server drops a request whose client half-closes before the answer (TLS or not).
-        req.write(`GET /hello.txt HTTP/1.1\r\nHost: ${WEB_PORT}-${id}.${DOMAIN}\r\ne2b-traffic-access-token: ${trafficToken}\r\nConnection: close\r\n\r\n`);
-      });
+      const req = tls.connect(
+        { host, port, servername: `${WEB_PORT}-${id}.${DOMAIN}`, ca: fs.readFileSync(info.tls?.certificatePath ?? '') },
+        () => {
+          // Written, not ended: node's HTTP server drops a request whose client half-closes before the answer (TLS or not).
+          req.write(
+            `GET /hello.txt HTTP/1.1\r\nHost: ${WEB_PORT}-${id}.${DOMAIN}\r\ne2b-traffic-access-token: ${trafficToken}\r\nConnection: close\r\n\r\n`,
+          );
+        },
+      );
       let text = '';
       req.on('data', (chunk: Buffer) => (text += chunk.toString()));
-      req.once('end', () => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
+      req.once('end', () =>
+        resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1]), body: text.slice(text.indexOf('\r\n\r\n') + 4) }),
+      );
       req.once('error', reject);
     });
     expect(byHost).toEqual({ status: 200, body: 'hello over tls\n' });

@@ -33,8 +33,14 @@ function webImage(): TestImage {
   );
 }
 
-function events(text: string): { type: string; code?: string; message?: string; text?: string; index?: number; instruction?: string; cached?: boolean }[] {
-  return text.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string });
+function events(
+  text: string,
+): { type: string; code?: string; message?: string; text?: string; index?: number; instruction?: string; cached?: boolean }[] {
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { type: string });
 }
 
 describe('template services and the build cache (real registry, real QEMU microVMs)', () => {
@@ -113,10 +119,17 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it('fails a template whose READY never passes, with READY and START output', async () => {
-    fs.writeFileSync(path.join(work, 'Capsulefile'), [`FROM ${ref}`, 'START echo "listening soon"; exec sleep 1000', 'READY --timeout=3s echo "not yet" >&2; test -e /tmp/never'].join('\n'));
+    fs.writeFileSync(
+      path.join(work, 'Capsulefile'),
+      [`FROM ${ref}`, 'START echo "listening soon"; exec sleep 1000', 'READY --timeout=3s echo "not yet" >&2; test -e /tmp/never'].join(
+        '\n',
+      ),
+    );
     const built = await capsule(['template', 'build', '-f', path.join(work, 'Capsulefile'), '-t', 'never-ready']);
     expect(built.status).not.toBe(0);
-    expect(built.stderr).toMatch(/the warm snapshot of never-ready failed: READY \(echo "not yet" >&2; test -e \/tmp\/never\) did not pass within 3 s \(\d+ attempts\); the last one exited with code 1:\nnot yet\nSTART \(.*\) output:\nlistening soon/);
+    expect(built.stderr).toMatch(
+      /the warm snapshot of never-ready failed: READY \(echo "not yet" >&2; test -e \/tmp\/never\) did not pass within 3 s \(\d+ attempts\); the last one exited with code 1:\nnot yet\nSTART \(.*\) output:\nlistening soon/,
+    );
     const details = await daemon.api.template('never-ready');
     expect(details.warmSnapshot).toBe('failed');
     expect(details.warmSnapshotError).toMatch(/did not pass within 3 s/);
@@ -132,10 +145,23 @@ describe('template services and the build cache (real registry, real QEMU microV
   }, 400_000);
 
   it("runs the image's Entrypoint + Cmd for a bare --start", async ({ newSandbox }) => {
-    const created = await capsule(['template', 'create', 'web', '--image', ref, '--start', '--ready', 'wget -q -O /dev/null http://127.0.0.1:8081/']);
+    const created = await capsule([
+      'template',
+      'create',
+      'web',
+      '--image',
+      ref,
+      '--start',
+      '--ready',
+      'wget -q -O /dev/null http://127.0.0.1:8081/',
+    ]);
     expect(created.status, created.stderr).toBe(0);
     const details = await daemon.api.template('web');
-    expect(details).toMatchObject({ source: 'image', startCommand: ['/bin/httpd', '-f', '-h', '/srv/www', '-p', '8081'], warmSnapshot: 'ready' });
+    expect(details).toMatchObject({
+      source: 'image',
+      startCommand: ['/bin/httpd', '-f', '-h', '/srv/www', '-p', '8081'],
+      warmSnapshot: 'ready',
+    });
     const sandbox = await newSandbox({ template: 'web' });
     expect((await exec(sandbox.id, 'wget -q -O - http://127.0.0.1:8081/')).stdout).toBe('hello from httpd\n');
     // A ready check needs a start command.
@@ -145,7 +171,13 @@ describe('template services and the build cache (real registry, real QEMU microV
 
   it('caches each build step: a rebuild reruns only from the first changed step, also after a failing one', async ({ newSandbox }) => {
     fs.writeFileSync(path.join(work, 'a.txt'), 'first a\n');
-    const steps = [`FROM ${ref}`, 'RUN cat /proc/sys/kernel/random/uuid > /srv/one', 'COPY a.txt /srv/a.txt', 'ENV X=1', 'RUN cat /srv/one /srv/a.txt > /srv/both; echo "$X" >> /srv/both'];
+    const steps = [
+      `FROM ${ref}`,
+      'RUN cat /proc/sys/kernel/random/uuid > /srv/one',
+      'COPY a.txt /srv/a.txt',
+      'ENV X=1',
+      'RUN cat /srv/one /srv/a.txt > /srv/both; echo "$X" >> /srv/both',
+    ];
     const first = await build('steps-1', steps.join('\n'));
     expect(first.at(-1)!.type, JSON.stringify(first.at(-1))).toBe('done');
     expect(first.filter((e) => e.type === 'step' && e.cached)).toEqual([]);
@@ -165,7 +197,9 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect((await exec((await newSandbox({ template: 'steps-2' })).id, 'cat /srv/both')).stdout).toBe(`${one}second a\n1\n`);
 
     // A failing step: its output in the error; the steps before it (step 5 ran only in this build) are cached for the next one.
-    const failing = (await build('steps-3', [...steps, 'RUN echo five > /srv/five', 'RUN echo "broken on purpose" >&2; exit 4'].join('\n'))).at(-1)!;
+    const failing = (
+      await build('steps-3', [...steps, 'RUN echo five > /srv/five', 'RUN echo "broken on purpose" >&2; exit 4'].join('\n'))
+    ).at(-1)!;
     expect(failing).toMatchObject({ type: 'error', code: 'build_step_failed' });
     expect(failing.message).toMatch(/^step 6 \(RUN echo "broken on purpose" >&2; exit 4\) exited with code 4:\nbroken on purpose$/);
     const fixed = await build('steps-3', [...steps, 'RUN echo five > /srv/five', 'RUN echo fixed > /srv/fixed'].join('\n'));
@@ -178,12 +212,16 @@ describe('template services and the build cache (real registry, real QEMU microV
       [5, true],
       [6, false],
     ]);
-    expect((await exec((await newSandbox({ template: 'steps-3' })).id, 'cat /srv/one /srv/five /srv/fixed')).stdout).toBe(`${one}five\nfixed\n`);
+    expect((await exec((await newSandbox({ template: 'steps-3' })).id, 'cat /srv/one /srv/five /srv/fixed')).stdout).toBe(
+      `${one}five\nfixed\n`,
+    );
 
     // Unchanged: every step cached, nothing boots.
     const same = await build('steps-3-again', [...steps, 'RUN echo five > /srv/five', 'RUN echo fixed > /srv/fixed'].join('\n'));
     expect(same.at(-1)!.type, JSON.stringify(same.at(-1))).toBe('done');
-    expect(same.filter((e) => e.type === 'step').map((e) => [e.index, e.cached ?? false])).toEqual([1, 2, 3, 4, 5, 6].map((index) => [index, true]));
+    expect(same.filter((e) => e.type === 'step').map((e) => [e.index, e.cached ?? false])).toEqual(
+      [1, 2, 3, 4, 5, 6].map((index) => [index, true]),
+    );
 
     // The CLI says which steps were cached.
     fs.writeFileSync(path.join(work, 'Capsulefile'), [...steps, 'RUN echo other > /srv/other'].join('\n'));

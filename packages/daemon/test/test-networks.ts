@@ -35,7 +35,10 @@ export function machineResolver(): string | undefined {
 class NamespaceProcess {
   readonly lines: string[] = [];
   private proc: ChildProcess | undefined;
-  constructor(readonly ns: string, readonly script: string) {}
+  constructor(
+    readonly ns: string,
+    readonly script: string,
+  ) {}
   async start(): Promise<void> {
     const proc = spawn('ip', ['netns', 'exec', this.ns, process.execPath, '-e', this.script], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.proc = proc;
@@ -60,7 +63,10 @@ class NamespaceProcess {
 
 /** HTTP on every address of the namespace at `port`, answering `answer` and printing each client's address. */
 export function httpServer(ns: string, port: number, answer: string): NamespaceProcess {
-  return new NamespaceProcess(ns, `require('http').createServer((q, s) => { console.log(q.socket.remoteAddress); s.end(${JSON.stringify(answer)}); }).listen(${port}, '0.0.0.0', () => console.log('ready'))`);
+  return new NamespaceProcess(
+    ns,
+    `require('http').createServer((q, s) => { console.log(q.socket.remoteAddress); s.end(${JSON.stringify(answer)}); }).listen(${port}, '0.0.0.0', () => console.log('ready'))`,
+  );
 }
 
 /** A DNS responder on `address`:53 answering every A question with `answer` (and AAAA with no records). */
@@ -85,7 +91,11 @@ function dnsServer(ns: string, address: string, answer: string): NamespaceProces
  * A daemon (with `env`) living in fresh test networks for the calling describe
  * block: both are made before its tests and removed after them.
  */
-export function daemonInTestNetworks(label: string, hostServicePort: number, env: Record<string, string> = {}): { networks: TestNetworks; daemon: TestDaemon } {
+export function daemonInTestNetworks(
+  label: string,
+  hostServicePort: number,
+  env: Record<string, string> = {},
+): { networks: TestNetworks; daemon: TestDaemon } {
   const networks = new TestNetworks(label, hostServicePort);
   const daemon = new TestDaemon(env, networks.launchPrefix);
   beforeAll(async () => {
@@ -111,7 +121,10 @@ export class TestNetworks {
   private readonly servers: NamespaceProcess[];
 
   /** `hostServicePort`: a service on every address of the daemon's own namespace, loopback included. */
-  constructor(label: string, readonly hostServicePort: number) {
+  constructor(
+    label: string,
+    readonly hostServicePort: number,
+  ) {
     this.hostNs = `captest-${label}-host-${process.pid}`;
     this.outsideNs = `captest-${label}-out-${process.pid}`;
     this.outside = httpServer(this.outsideNs, HTTP_PORT, 'outside');
@@ -134,7 +147,8 @@ export class TestNetworks {
     run('ip', '-n', hostNs, 'link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', outsideNs);
     run('ip', '-n', hostNs, 'addr', 'add', `${HOST_UPLINK}/24`, 'dev', 'wan0');
     run('ip', '-n', outsideNs, 'addr', 'add', `${OUTSIDE}/24`, 'dev', 'wan0');
-    for (const address of [SECOND_OUTSIDE, PRIVATE_OUTSIDE, METADATA, ...(this.resolver ? [this.resolver] : [])]) run('ip', '-n', outsideNs, 'addr', 'add', `${address}/32`, 'dev', 'lo');
+    for (const address of [SECOND_OUTSIDE, PRIVATE_OUTSIDE, METADATA, ...(this.resolver ? [this.resolver] : [])])
+      run('ip', '-n', outsideNs, 'addr', 'add', `${address}/32`, 'dev', 'lo');
     for (const ns of [hostNs, outsideNs]) run('ip', '-n', ns, 'link', 'set', 'wan0', 'up');
     run('ip', '-n', hostNs, 'route', 'add', 'default', 'via', OUTSIDE);
     for (const server of this.servers) await server.start();

@@ -24,10 +24,14 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
 
   it('kills a sandbox whose timeout ran out, recording the reason, and leaves nothing', async ({ newSandbox }) => {
     const sandbox = await newSandbox({ timeoutMs: 2000 });
-    const killed = await eventually(async () => {
-      const s = await get(sandbox.id);
-      return s.state === 'killed' ? s : undefined;
-    }, 30_000, 'the timeout');
+    const killed = await eventually(
+      async () => {
+        const s = await get(sandbox.id);
+        return s.state === 'killed' ? s : undefined;
+      },
+      30_000,
+      'the timeout',
+    );
     expect(killed.history?.at(-1)).toMatchObject({ state: 'killed', reason: 'timeout' });
     expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
   });
@@ -36,10 +40,14 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
     const sandbox = await newSandbox({ timeoutMs: 2000, onTimeout: 'pause' });
     expect(sandbox.onTimeout).toBe('pause');
     await daemon.api.exec(sandbox.id, ['sh', '-c', 'echo kept > /root/mark']);
-    const paused = await eventually(async () => {
-      const s = await get(sandbox.id);
-      return s.state === 'paused' ? s : undefined;
-    }, 30_000, 'the timeout');
+    const paused = await eventually(
+      async () => {
+        const s = await get(sandbox.id);
+        return s.state === 'paused' ? s : undefined;
+      },
+      30_000,
+      'the timeout',
+    );
     expect(paused.history?.at(-1)).toMatchObject({ state: 'paused', reason: 'timeout' });
     expect(daemon.qemuPids(sandbox.id)).toEqual([]);
     await daemon.api.resume(sandbox.id);
@@ -82,10 +90,14 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
     await sleep(3000);
     expect(daemon.qemuPids(sandbox.id)).toHaveLength(1);
     await daemon.start();
-    const killed = await eventually(async () => {
-      const s = await get(sandbox.id);
-      return s.state === 'killed' ? s : undefined;
-    }, 30_000, 'the timeout after the restart');
+    const killed = await eventually(
+      async () => {
+        const s = await get(sandbox.id);
+        return s.state === 'killed' ? s : undefined;
+      },
+      30_000,
+      'the timeout after the restart',
+    );
     expect(killed.stateReason).toBe('timeout');
     expect(daemon.leftoversOf(sandbox.id)).toEqual([]);
   });

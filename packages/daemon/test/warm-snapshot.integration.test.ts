@@ -26,7 +26,11 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
       expect(restored(sandbox), JSON.stringify(sandbox.history)).toBe(true);
       ids.push(sandbox.id);
     }
-    const probe = ['python3', '-c', 'import os, socket, time; print(socket.gethostname(), os.urandom(16).hex(), time.time(), os.environ.get("CLONE"))'];
+    const probe = [
+      'python3',
+      '-c',
+      'import os, socket, time; print(socket.gethostname(), os.urandom(16).hex(), time.time(), os.environ.get("CLONE"))',
+    ];
     const outputs = await Promise.all(ids.map((id) => exec(id, probe)));
     const [a, b] = outputs.map((o) => o.stdout.trim().split(' '));
     expect(a![0]).toBe(ids[0]!.replace('_', '-'));
@@ -75,7 +79,11 @@ describe('a warm snapshot build cut short by the daemon stopping (real QEMU micr
     fs.copyFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), path.join(cacheDir, 'guest-manifest.json'));
     await daemon.start();
     const snapshots = path.join(cacheDir, 'snapshots');
-    await eventually(() => (daemon.qemuPids().length > 0 && fs.readdirSync(snapshots).some((n) => n.includes('.tmp-')) ? true : undefined), 60_000, 'the build to start its VM');
+    await eventually(
+      () => (daemon.qemuPids().length > 0 && fs.readdirSync(snapshots).some((n) => n.includes('.tmp-')) ? true : undefined),
+      60_000,
+      'the build to start its VM',
+    );
     await daemon.stop();
     // It ended by itself, not by the fixture's SIGKILL after 10 s: the build was stopped, not waited for.
     expect(daemon.ended).toEqual({ code: 0, signal: null });
@@ -101,7 +109,11 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
     const name = fs
       .readdirSync(snapshots)
       .filter((n) => n.startsWith('base-') && fs.existsSync(path.join(snapshots, n, 'snapshot.json')))
-      .find((n) => (JSON.parse(fs.readFileSync(path.join(snapshots, n, 'snapshot.json'), 'utf8')) as { machine: { kitDisk: string } }).machine.kitDisk === manifest.kit);
+      .find(
+        (n) =>
+          (JSON.parse(fs.readFileSync(path.join(snapshots, n, 'snapshot.json'), 'utf8')) as { machine: { kitDisk: string } }).machine
+            .kitDisk === manifest.kit,
+      );
     fs.mkdirSync(path.join(cacheDir, 'snapshots', name!), { recursive: true });
     for (const file of ['snapshot.json', 'disk.qcow2', 'memory']) {
       fs.copyFileSync(path.join(snapshots, name!, file), path.join(cacheDir, 'snapshots', name!, file));
@@ -109,7 +121,11 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
     const state = fs.readFileSync(path.join(snapshots, name!, 'state'));
     fs.writeFileSync(path.join(cacheDir, 'snapshots', name!, 'state'), state.subarray(0, Math.floor(state.length / 3)));
     await daemon.start();
-    await eventually(async () => ((await daemon.api.templates())[0]?.warmSnapshot === 'ready' ? true : undefined), 30_000, 'the snapshot to load');
+    await eventually(
+      async () => ((await daemon.api.templates())[0]?.warmSnapshot === 'ready' ? true : undefined),
+      30_000,
+      'the snapshot to load',
+    );
   });
   afterAll(async () => {
     await daemon.destroy();

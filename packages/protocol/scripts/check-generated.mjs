@@ -47,8 +47,7 @@ try {
   const problems = [];
   for (const file of fresh) {
     if (!committed.includes(file)) problems.push(`missing: src/gen/${file}`);
-    else if (!readFileSync(join(freshDir, file)).equals(readFileSync(join(committedDir, file))))
-      problems.push(`differs: src/gen/${file}`);
+    else if (!readFileSync(join(freshDir, file)).equals(readFileSync(join(committedDir, file)))) problems.push(`differs: src/gen/${file}`);
   }
   for (const file of committed) if (!fresh.includes(file)) problems.push(`not generated from proto/: src/gen/${file}`);
 

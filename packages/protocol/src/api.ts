@@ -75,29 +75,25 @@ export const SetNetworkRequest = Type.Object(
 );
 export type SetNetworkRequest = Static<typeof SetNetworkRequest>;
 
-export const SandboxState = Type.Union(
-  [
-    Type.Literal('starting'),
-    Type.Literal('running'),
-    Type.Literal('paused'),
-    Type.Literal('stopped'),
-    Type.Literal('error'),
-    Type.Literal('killed'),
-  ],
-);
+export const SandboxState = Type.Union([
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('paused'),
+  Type.Literal('stopped'),
+  Type.Literal('error'),
+  Type.Literal('killed'),
+]);
 export type SandboxState = Static<typeof SandboxState>;
 
 const StringMap = (maxProperties: number) =>
   Type.Record(Type.String({ minLength: 1, maxLength: 256 }), Type.String({ maxLength: 32768 }), { maxProperties });
 
-export const StateTransition = Type.Object(
-  {
-    state: SandboxState,
-    reason: Type.String({ description: 'user, crash, timeout, host_restart, start_failed, ...' }),
-    message: Type.Optional(Type.String()),
-    at: Type.String({ format: 'date-time' }),
-  },
-);
+export const StateTransition = Type.Object({
+  state: SandboxState,
+  reason: Type.String({ description: 'user, crash, timeout, host_restart, start_failed, ...' }),
+  message: Type.Optional(Type.String()),
+  at: Type.String({ format: 'date-time' }),
+});
 export type StateTransition = Static<typeof StateTransition>;
 
 /** What the daemon does with a sandbox whose timeout passed. */
@@ -105,14 +101,12 @@ export const TimeoutAction = Type.Union([Type.Literal('kill'), Type.Literal('pau
 export type TimeoutAction = Static<typeof TimeoutAction>;
 
 /** A sandbox port published on the host: connections to hostIp:hostPort reach guestPort inside. */
-export const PublishedPort = Type.Object(
-  {
-    /** The host address listened on; default 127.0.0.1 (0.0.0.0 for every interface). */
-    hostIp: Type.String({ minLength: 1, maxLength: 64 }),
-    hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
-    guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
-  },
-);
+export const PublishedPort = Type.Object({
+  /** The host address listened on; default 127.0.0.1 (0.0.0.0 for every interface). */
+  hostIp: Type.String({ minLength: 1, maxLength: 64 }),
+  hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  guestPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+});
 export type PublishedPort = Static<typeof PublishedPort>;
 
 /** A port to publish at create; `hostPort` 0 or absent lets the host pick a free one. */
@@ -133,48 +127,44 @@ export const PORT_TUNNEL_UPGRADE = 'capsule-tunnel';
 /** Header the daemon sets on its own error answers from a port proxy, so they read apart from the service's. */
 export const PORT_ERROR_HEADER = 'x-capsule-error';
 
-export const Sandbox = Type.Object(
-  {
-    id: Type.String({ description: '"sb_" followed by random base32' }),
-    name: Type.Union([Type.String(), Type.Null()]),
-    template: Type.String(),
-    state: SandboxState,
-    stateReason: Type.String(),
-    stateMessage: Type.Optional(Type.String()),
-    vcpus: Type.Integer(),
-    memoryMiB: Type.Integer(),
-    accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
-    metadata: StringMap(limits.maxMetadataEntries),
-    createdAt: Type.String({ format: 'date-time' }),
-    /** Milliseconds from the create request to the agent answering. */
-    bootMs: Type.Optional(Type.Integer()),
-    /** Host process id of the VM, while it runs. */
-    pid: Type.Optional(Type.Integer()),
-    /** The sandbox's lifetime from its last (re)start or timeout change; 0 means none. */
-    timeoutMs: Type.Integer(),
-    onTimeout: TimeoutAction,
-    /** When the sandbox is killed unless its timeout is changed or kept alive first. */
-    expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
-    /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
-    memoryUse: Type.Optional(Type.Object({ rssMiB: Type.Integer(), privateMiB: Type.Integer(), sharedMiB: Type.Integer() })),
-    network: SandboxNetwork,
-    /** Host ports published at create (bound while the sandbox runs). */
-    ports: Type.Array(PublishedPort),
-    /** Ports are reached by host name as `<port>-<id>.<domain>` (e2b's getHost). */
-    domain: Type.String(),
-    /** Sent as `e2b-traffic-access-token` to reach the sandbox's ports over TCP without an API key. */
-    trafficAccessToken: Type.String(),
-    history: Type.Optional(Type.Array(StateTransition)),
-  },
-);
+export const Sandbox = Type.Object({
+  id: Type.String({ description: '"sb_" followed by random base32' }),
+  name: Type.Union([Type.String(), Type.Null()]),
+  template: Type.String(),
+  state: SandboxState,
+  stateReason: Type.String(),
+  stateMessage: Type.Optional(Type.String()),
+  vcpus: Type.Integer(),
+  memoryMiB: Type.Integer(),
+  accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
+  metadata: StringMap(limits.maxMetadataEntries),
+  createdAt: Type.String({ format: 'date-time' }),
+  /** Milliseconds from the create request to the agent answering. */
+  bootMs: Type.Optional(Type.Integer()),
+  /** Host process id of the VM, while it runs. */
+  pid: Type.Optional(Type.Integer()),
+  /** The sandbox's lifetime from its last (re)start or timeout change; 0 means none. */
+  timeoutMs: Type.Integer(),
+  onTimeout: TimeoutAction,
+  /** When the sandbox is killed unless its timeout is changed or kept alive first. */
+  expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+  /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
+  memoryUse: Type.Optional(Type.Object({ rssMiB: Type.Integer(), privateMiB: Type.Integer(), sharedMiB: Type.Integer() })),
+  network: SandboxNetwork,
+  /** Host ports published at create (bound while the sandbox runs). */
+  ports: Type.Array(PublishedPort),
+  /** Ports are reached by host name as `<port>-<id>.<domain>` (e2b's getHost). */
+  domain: Type.String(),
+  /** Sent as `e2b-traffic-access-token` to reach the sandbox's ports over TCP without an API key. */
+  trafficAccessToken: Type.String(),
+  history: Type.Optional(Type.Array(StateTransition)),
+});
 export type Sandbox = Static<typeof Sandbox>;
 
 export const CreateSandboxRequest = Type.Object(
   {
     template: Type.Optional(Type.String({ minLength: 1, maxLength: 128, default: DEFAULT_TEMPLATE })),
-    name: Type.Optional(
-      Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]*$', minLength: 1, maxLength: limits.maxNameLength }),
-    ),
+    name: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]*$', minLength: 1, maxLength: limits.maxNameLength })),
     vcpus: Type.Optional(Type.Integer()),
     memoryMiB: Type.Optional(Type.Integer()),
     env: Type.Optional(StringMap(limits.maxEnvVars)),
@@ -229,18 +219,16 @@ export const ExecRequest = Type.Object(
 );
 export type ExecRequest = Static<typeof ExecRequest>;
 
-export const ExecResult = Type.Object(
-  {
-    exitCode: Type.Integer(),
-    /** Set when the command was ended by a signal (e.g. "SIGKILL"). */
-    signal: Type.Optional(Type.String()),
-    stdout: Type.String(),
-    stderr: Type.String(),
-    stdoutTruncated: Type.Boolean(),
-    stderrTruncated: Type.Boolean(),
-    durationMs: Type.Integer(),
-  },
-);
+export const ExecResult = Type.Object({
+  exitCode: Type.Integer(),
+  /** Set when the command was ended by a signal (e.g. "SIGKILL"). */
+  signal: Type.Optional(Type.String()),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  stdoutTruncated: Type.Boolean(),
+  stderrTruncated: Type.Boolean(),
+  durationMs: Type.Integer(),
+});
 export type ExecResult = Static<typeof ExecResult>;
 
 /**
@@ -248,76 +236,70 @@ export type ExecResult = Static<typeof ExecResult>;
  * base64 so that binary output survives; the last line is always `exit` or
  * `error`.
  */
-export const ExecEvent = Type.Union(
-  [
-    Type.Object({ type: Type.Literal('start'), pid: Type.Integer() }),
-    Type.Object({ type: Type.Literal('stdout'), data: Type.String({ contentEncoding: 'base64' }) }),
-    Type.Object({ type: Type.Literal('stderr'), data: Type.String({ contentEncoding: 'base64' }) }),
-    Type.Object({
-      type: Type.Literal('exit'),
-      exitCode: Type.Integer(),
-      signal: Type.Optional(Type.String()),
-      durationMs: Type.Integer(),
-    }),
-    Type.Object({
-      type: Type.Literal('error'),
-      code: Type.String(),
-      message: Type.String(),
-      hint: Type.Optional(Type.String()),
-    }),
-  ],
-);
+export const ExecEvent = Type.Union([
+  Type.Object({ type: Type.Literal('start'), pid: Type.Integer() }),
+  Type.Object({ type: Type.Literal('stdout'), data: Type.String({ contentEncoding: 'base64' }) }),
+  Type.Object({ type: Type.Literal('stderr'), data: Type.String({ contentEncoding: 'base64' }) }),
+  Type.Object({
+    type: Type.Literal('exit'),
+    exitCode: Type.Integer(),
+    signal: Type.Optional(Type.String()),
+    durationMs: Type.Integer(),
+  }),
+  Type.Object({
+    type: Type.Literal('error'),
+    code: Type.String(),
+    message: Type.String(),
+    hint: Type.Optional(Type.String()),
+  }),
+]);
 export type ExecEvent = Static<typeof ExecEvent>;
 
-export const Template = Type.Object(
-  {
-    name: Type.String(),
-    ready: Type.Boolean(),
-    rootfsBytes: Type.Integer({ description: 'apparent size of the root filesystem image' }),
-    defaultVcpus: Type.Integer(),
-    defaultMemoryMiB: Type.Integer(),
-    createdAt: Type.String({ format: 'date-time' }),
-    /** Creates with the default resources restore this snapshot instead of booting. */
-    warmSnapshot: Type.Union([Type.Literal('ready'), Type.Literal('building'), Type.Literal('failed'), Type.Literal('disabled')]),
-  },
-);
+export const Template = Type.Object({
+  name: Type.String(),
+  ready: Type.Boolean(),
+  rootfsBytes: Type.Integer({ description: 'apparent size of the root filesystem image' }),
+  defaultVcpus: Type.Integer(),
+  defaultMemoryMiB: Type.Integer(),
+  createdAt: Type.String({ format: 'date-time' }),
+  /** Creates with the default resources restore this snapshot instead of booting. */
+  warmSnapshot: Type.Union([Type.Literal('ready'), Type.Literal('building'), Type.Literal('failed'), Type.Literal('disabled')]),
+});
 export type Template = Static<typeof Template>;
 
 export const TemplateList = Type.Object({ templates: Type.Array(Template) });
 export type TemplateList = Static<typeof TemplateList>;
 
-export const DaemonInfo = Type.Object(
-  {
-    version: Type.String(),
-    pid: Type.Integer(),
-    accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
-    accelReason: Type.String(),
-    qemuVersion: Type.String(),
-    /** How sandboxes are networked: QEMU's user-mode stack, or TAP devices in namespaces (CAPSULE_NETWORK). */
-    network: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('tap')])),
-    /** Present when sandboxes are NOT kept off the host and private networks (user mode without root): what they reach, and why. */
-    networkWarning: Type.Optional(Type.String({ maxLength: 1000 })),
-    stateDir: Type.String(),
-    runtimeDir: Type.String(),
-    socketPath: Type.String(),
-    /** host:port of the TCP listener (API keys required there), when CAPSULE_LISTEN is set. */
-    tcpAddress: Type.Optional(Type.String()),
-    /** The TCP listener's TLS certificate; absent when it serves plain HTTP (CAPSULE_LISTEN=http://…) or there is none. */
-    tls: Type.Optional(
-      Type.Object({
-        /** SHA-256 of the certificate, `AB:CD:…`: what clients pin. */
-        fingerprintSha256: Type.String(),
-        certificatePath: Type.String(),
-        /** Made by the daemon at its first start (true) or the operator's CAPSULE_TLS_CERT (false). */
-        generated: Type.Boolean(),
-      }),
-    ),
-    /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>` (CAPSULE_DOMAIN). */
-    domain: Type.String(),
-    sandboxesRunning: Type.Integer(),
-    startedAt: Type.String({ format: 'date-time' }),
-  },
-);
+export const DaemonInfo = Type.Object({
+  version: Type.String(),
+  pid: Type.Integer(),
+  accel: Type.Union([Type.Literal('kvm'), Type.Literal('tcg')]),
+  accelReason: Type.String(),
+  qemuVersion: Type.String(),
+  /** How sandboxes are networked: QEMU's user-mode stack, or TAP devices in namespaces (CAPSULE_NETWORK). */
+  network: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('tap')])),
+  /** Present when sandboxes are NOT kept off the host and private networks (user mode without root): what they reach, and why. */
+  networkWarning: Type.Optional(Type.String({ maxLength: 1000 })),
+  stateDir: Type.String(),
+  runtimeDir: Type.String(),
+  socketPath: Type.String(),
+  /** host:port of the TCP listener (API keys required there), when CAPSULE_LISTEN is set. */
+  tcpAddress: Type.Optional(Type.String()),
+  /** The TCP listener's TLS certificate; absent when it serves plain HTTP (CAPSULE_LISTEN=http://…) or there is none. */
+  tls: Type.Optional(
+    Type.Object({
+      /** SHA-256 of the certificate, `AB:CD:…`: what clients pin. */
+      fingerprintSha256: Type.String(),
+      certificatePath: Type.String(),
+      /** Made by the daemon at its first start (true) or the operator's CAPSULE_TLS_CERT (false). */
+      generated: Type.Boolean(),
+    }),
+  ),
+  /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>` (CAPSULE_DOMAIN). */
+  domain: Type.String(),
+  sandboxesRunning: Type.Integer(),
+  startedAt: Type.String({ format: 'date-time' }),
+});
 export type DaemonInfo = Static<typeof DaemonInfo>;
 
 export const ApiKey = Type.Object({
@@ -347,15 +329,13 @@ export type CreateApiKeyRequest = Static<typeof CreateApiKeyRequest>;
 export const CreatedApiKey = Type.Composite([ApiKey, Type.Object({ key: Type.String() })]);
 export type CreatedApiKey = Static<typeof CreatedApiKey>;
 
-export const ErrorResponse = Type.Object(
-  {
-    error: Type.Object({
-      code: Type.String(),
-      message: Type.String(),
-      hint: Type.Optional(Type.String()),
-    }),
-  },
-);
+export const ErrorResponse = Type.Object({
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    hint: Type.Optional(Type.String()),
+  }),
+});
 
 /** Where the daemon listens by default, and the variable that overrides it. */
 export const DEFAULT_SOCKET_PATH = '/run/capsule/capsuled.sock';
@@ -379,22 +359,20 @@ export const DAEMON_EXIT_ALREADY_RUNNING = 75;
 
 // ---- Images and templates built from them ----
 
-export const Image = Type.Object(
-  {
-    digest: Type.String({ description: 'sha256 digest of the linux/amd64 manifest: the image’s identity' }),
-    refs: Type.Array(Type.String(), { description: 'references that name this image, e.g. localhost:5000/app:1.0' }),
-    sizeBytes: Type.Integer({ description: 'compressed size of its layers' }),
-    layers: Type.Integer(),
-    source: Type.Union([Type.Literal('registry'), Type.Literal('archive')]),
-    env: Type.Array(Type.String(), { description: 'the image config’s Env' }),
-    workingDir: Type.Optional(Type.String()),
-    user: Type.Optional(Type.String()),
-    entrypoint: Type.Optional(Type.Array(Type.String())),
-    cmd: Type.Optional(Type.Array(Type.String())),
-    templates: Type.Array(Type.String(), { description: 'templates built from this image' }),
-    createdAt: Type.String({ format: 'date-time' }),
-  },
-);
+export const Image = Type.Object({
+  digest: Type.String({ description: 'sha256 digest of the linux/amd64 manifest: the image’s identity' }),
+  refs: Type.Array(Type.String(), { description: 'references that name this image, e.g. localhost:5000/app:1.0' }),
+  sizeBytes: Type.Integer({ description: 'compressed size of its layers' }),
+  layers: Type.Integer(),
+  source: Type.Union([Type.Literal('registry'), Type.Literal('archive')]),
+  env: Type.Array(Type.String(), { description: 'the image config’s Env' }),
+  workingDir: Type.Optional(Type.String()),
+  user: Type.Optional(Type.String()),
+  entrypoint: Type.Optional(Type.Array(Type.String())),
+  cmd: Type.Optional(Type.Array(Type.String())),
+  templates: Type.Array(Type.String(), { description: 'templates built from this image' }),
+  createdAt: Type.String({ format: 'date-time' }),
+});
 export type Image = Static<typeof Image>;
 
 export const ImageList = Type.Object({ images: Type.Array(Image) });
@@ -412,8 +390,14 @@ export type PullImageRequest = Static<typeof PullImageRequest>;
 
 export const ImportImageRequest = Type.Object(
   {
-    path: Type.String({ minLength: 1, maxLength: 4096, description: 'a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host' }),
-    tag: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'reference to name the image by (default: the one the archive names)' })),
+    path: Type.String({
+      minLength: 1,
+      maxLength: 4096,
+      description: 'a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host',
+    }),
+    tag: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 512, description: 'reference to name the image by (default: the one the archive names)' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -425,19 +409,21 @@ export type ImportImageRequest = Static<typeof ImportImageRequest>;
  * unpacked into the image's root filesystem, `done` with the image, or
  * `error`. The last line is always `done` or `error`.
  */
-export const ImageEvent = Type.Union(
-  [
-    Type.Object({
-      type: Type.Literal('resolved'),
-      digest: Type.String(),
-      layers: Type.Array(Type.Object({ digest: Type.String(), sizeBytes: Type.Integer() })),
-    }),
-    Type.Object({ type: Type.Literal('progress'), digest: Type.String(), doneBytes: Type.Integer(), totalBytes: Type.Integer() }),
-    Type.Object({ type: Type.Literal('unpacked'), index: Type.Integer({ description: 'layers are unpacked in order, while later ones download' }), layers: Type.Integer() }),
-    Type.Object({ type: Type.Literal('done'), image: Image }),
-    Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
-  ],
-);
+export const ImageEvent = Type.Union([
+  Type.Object({
+    type: Type.Literal('resolved'),
+    digest: Type.String(),
+    layers: Type.Array(Type.Object({ digest: Type.String(), sizeBytes: Type.Integer() })),
+  }),
+  Type.Object({ type: Type.Literal('progress'), digest: Type.String(), doneBytes: Type.Integer(), totalBytes: Type.Integer() }),
+  Type.Object({
+    type: Type.Literal('unpacked'),
+    index: Type.Integer({ description: 'layers are unpacked in order, while later ones download' }),
+    layers: Type.Integer(),
+  }),
+  Type.Object({ type: Type.Literal('done'), image: Image }),
+  Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
+]);
 export type ImageEvent = Static<typeof ImageEvent>;
 
 export const CreateTemplateRequest = Type.Object(
@@ -449,11 +435,20 @@ export const CreateTemplateRequest = Type.Object(
     start: Type.Optional(
       // The literal first: Fastify's validator would otherwise coerce "image" into ["image"].
       Type.Union([Type.Literal('image'), Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024 })], {
-        description: 'the start command (argv), run in the background before the warm snapshot; `image`: the image config’s Entrypoint + Cmd',
+        description:
+          'the start command (argv), run in the background before the warm snapshot; `image`: the image config’s Entrypoint + Cmd',
       }),
     ),
-    ready: Type.Optional(Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024, description: 'the ready check (argv), retried until it exits 0; needs start' })),
-    readyTimeoutMs: Type.Optional(Type.Integer({ minimum: 1000, maximum: 30 * 60_000, description: 'how long the ready check is retried (default 60 s)' })),
+    ready: Type.Optional(
+      Type.Array(Type.String({ maxLength: 65536 }), {
+        minItems: 1,
+        maxItems: 1024,
+        description: 'the ready check (argv), retried until it exits 0; needs start',
+      }),
+    ),
+    readyTimeoutMs: Type.Optional(
+      Type.Integer({ minimum: 1000, maximum: 30 * 60_000, description: 'how long the ready check is retried (default 60 s)' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -495,7 +490,9 @@ export const BuildTemplateRequest = Type.Object(
   {
     name: CreateTemplateRequest.properties.name,
     capsulefile: Type.String({ minLength: 1, maxLength: 262144, description: 'the Capsulefile’s text' }),
-    contextDir: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'folder on the daemon’s host that COPY sources are read from' })),
+    contextDir: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 4096, description: 'folder on the daemon’s host that COPY sources are read from' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -515,17 +512,15 @@ export type SnapshotRequest = Static<typeof SnapshotRequest>;
  * instruction starts (or, `cached`, is taken from an earlier build), `log` with its output, then `done` with the template or
  * `error` (a failing step's code is `build_step_failed`, its output quoted).
  */
-export const BuildEvent = Type.Union(
-  [
-    Type.Object({
-      type: Type.Literal('step'),
-      index: Type.Integer(),
-      instruction: Type.String(),
-      cached: Type.Optional(Type.Boolean({ description: 'the step was not run: its result was cached by an earlier build' })),
-    }),
-    Type.Object({ type: Type.Literal('log'), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() }),
-    Type.Object({ type: Type.Literal('done'), template: Template }),
-    Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
-  ],
-);
+export const BuildEvent = Type.Union([
+  Type.Object({
+    type: Type.Literal('step'),
+    index: Type.Integer(),
+    instruction: Type.String(),
+    cached: Type.Optional(Type.Boolean({ description: 'the step was not run: its result was cached by an earlier build' })),
+  }),
+  Type.Object({ type: Type.Literal('log'), stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String() }),
+  Type.Object({ type: Type.Literal('done'), template: Template }),
+  Type.Object({ type: Type.Literal('error'), code: Type.String(), message: Type.String(), hint: Type.Optional(Type.String()) }),
+]);
 export type BuildEvent = Static<typeof BuildEvent>;

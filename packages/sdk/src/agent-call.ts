@@ -30,7 +30,9 @@ const STREAM_KEEPALIVE_SECONDS = 30;
 export function userAuthorization(user: string | undefined): Record<string, string> {
   if (user === undefined) return {};
   if (user === '' || user.includes(':') || user.includes('\n')) {
-    throw new InvalidArgumentError('invalid_argument', `invalid user name ${JSON.stringify(user.slice(0, 64))}`, { hint: 'name a Unix user of the sandbox, e.g. "root" or "user"' });
+    throw new InvalidArgumentError('invalid_argument', `invalid user name ${JSON.stringify(user.slice(0, 64))}`, {
+      hint: 'name a Unix user of the sandbox, e.g. "root" or "user"',
+    });
   }
   return { [agentHeaders.authorization]: `Basic ${Buffer.from(`${user}:`).toString('base64')}` };
 }
@@ -86,7 +88,9 @@ export class SandboxAgent {
     // What the daemon's proxy answers for a sandbox that is missing (not found)
     // or not running (failed precondition), indistinguishable on the wire from
     // the agent's own answers; the daemon then says which it was.
-    const maybeDaemon = error instanceof ConnectError && (/^HTTP \d{3}$/.test(error.rawMessage) || error.code === Code.FailedPrecondition || error.code === Code.NotFound);
+    const maybeDaemon =
+      error instanceof ConnectError &&
+      (/^HTTP \d{3}$/.test(error.rawMessage) || error.code === Code.FailedPrecondition || error.code === Code.NotFound);
     if (maybeDaemon && !signal?.aborted) {
       return (await this.sandboxRefusal(signal)) ?? mapped;
     }
@@ -103,6 +107,8 @@ export class SandboxAgent {
       throw error;
     }
     if (info.state === 'running') return undefined;
-    return new CapsuleError('sandbox_not_running', `sandbox ${info.id} is ${info.state}, not running`, { hint: info.state === 'paused' ? `resume it with \`capsule resume ${info.id}\`` : undefined });
+    return new CapsuleError('sandbox_not_running', `sandbox ${info.id} is ${info.state}, not running`, {
+      hint: info.state === 'paused' ? `resume it with \`capsule resume ${info.id}\`` : undefined,
+    });
   }
 }

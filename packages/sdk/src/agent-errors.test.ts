@@ -11,7 +11,10 @@ describe('errorFromAgentCall', () => {
     expect(errorFromAgentCall(new ConnectError('bad', Code.InvalidArgument), 'w')).toBeInstanceOf(InvalidArgumentError);
     expect(errorFromAgentCall(new ConnectError('slow', Code.DeadlineExceeded), 'w')).toBeInstanceOf(TimeoutError);
     expect(errorFromAgentCall(new ConnectError('exists', Code.AlreadyExists), 'w')).toMatchObject({ code: 'already_exists' });
-    expect(errorFromAgentCall(new ConnectError("invalid username: 'x'", Code.Unauthenticated), 'w')).toMatchObject({ code: 'unauthenticated', hint: expect.stringContaining('/etc/passwd') });
+    expect(errorFromAgentCall(new ConnectError("invalid username: 'x'", Code.Unauthenticated), 'w')).toMatchObject({
+      code: 'unauthenticated',
+      hint: expect.stringContaining('/etc/passwd'),
+    });
   });
 
   it('returns the abort reason when the caller aborted, whatever the wire said', () => {
@@ -44,7 +47,11 @@ describe('errorFromFilesResponse', () => {
   });
 
   it("prefers the daemon's own error when the proxy refused", () => {
-    const body = JSON.stringify({ error: { code: 'sandbox_not_found', message: 'sandbox "x" does not exist', hint: 'list sandboxes' }, code: 'not_found', message: 'sandbox "x" does not exist' });
+    const body = JSON.stringify({
+      error: { code: 'sandbox_not_found', message: 'sandbox "x" does not exist', hint: 'list sandboxes' },
+      code: 'not_found',
+      message: 'sandbox "x" does not exist',
+    });
     expect(errorFromFilesResponse(404, body, 'read /x')).toMatchObject({ code: 'sandbox_not_found', hint: 'list sandboxes' });
   });
 

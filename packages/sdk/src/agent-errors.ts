@@ -3,7 +3,16 @@
 // `{code, message}` from the agent, or the daemon's own `{error}` when the
 // proxy refused). These two tables are the only place agent failures are mapped.
 import { Code, ConnectError } from '@connectrpc/connect';
-import { CapsuleError, ConnectionError, InvalidArgumentError, NotFoundError, TimeoutError, errorFromWire, type AgentErrorCode, type CapsuleErrorDetails } from './errors.js';
+import {
+  CapsuleError,
+  ConnectionError,
+  InvalidArgumentError,
+  NotFoundError,
+  TimeoutError,
+  errorFromWire,
+  type AgentErrorCode,
+  type CapsuleErrorDetails,
+} from './errors.js';
 import type { ErrorCode } from '@capsule/protocol';
 
 type ErrorClass = new (code: string, message: string, details?: CapsuleErrorDetails) => CapsuleError;
@@ -26,7 +35,11 @@ const byConnectCode: Record<Code, Mapping> = {
   [Code.PermissionDenied]: { code: 'permission_denied', ErrorClass: CapsuleError },
   [Code.ResourceExhausted]: { code: 'resource_exhausted', ErrorClass: CapsuleError },
   // The daemon's proxy says this of a sandbox that is paused or stopped.
-  [Code.FailedPrecondition]: { code: 'failed_precondition', ErrorClass: CapsuleError, hint: 'check the sandbox is running with `capsule inspect ID`' },
+  [Code.FailedPrecondition]: {
+    code: 'failed_precondition',
+    ErrorClass: CapsuleError,
+    hint: 'check the sandbox is running with `capsule inspect ID`',
+  },
   [Code.Aborted]: { code: 'internal', ErrorClass: CapsuleError },
   [Code.OutOfRange]: { code: 'invalid_argument', ErrorClass: InvalidArgumentError },
   [Code.Unimplemented]: { code: 'unimplemented', ErrorClass: CapsuleError, hint: "the sandbox's agent does not support this call" },
@@ -43,7 +56,11 @@ const byFilesStatus: Record<number, Mapping> = {
   404: { code: 'not_found', ErrorClass: NotFoundError },
   502: { code: 'agent_unavailable', ErrorClass: CapsuleError, hint: AGENT_DOWN_HINT },
   504: { code: 'timeout', ErrorClass: TimeoutError },
-  507: { code: 'not_enough_space', ErrorClass: CapsuleError, hint: 'free space in the sandbox, or create it from a template with a larger disk' },
+  507: {
+    code: 'not_enough_space',
+    ErrorClass: CapsuleError,
+    hint: 'free space in the sandbox, or create it from a template with a larger disk',
+  },
 };
 
 /** Node's codes for a daemon that is not there at all. */
@@ -60,7 +77,10 @@ export function errorFromAgentCall(error: unknown, what: string, signal?: AbortS
   if (!(error instanceof ConnectError)) return error;
   const causeCode = (error.cause as NodeJS.ErrnoException | undefined)?.code;
   if (error.code === Code.Unavailable && causeCode !== undefined && unreachableCodes.has(causeCode)) {
-    return new ConnectionError('daemon_unreachable', `Cannot reach capsuled (${causeCode}) to ${what}`, { hint: 'Start the daemon with `capsule daemon start`', cause: error });
+    return new ConnectionError('daemon_unreachable', `Cannot reach capsuled (${causeCode}) to ${what}`, {
+      hint: 'Start the daemon with `capsule daemon start`',
+      cause: error,
+    });
   }
   const mapping = byConnectCode[error.code] ?? byConnectCode[Code.Unknown];
   return new mapping.ErrorClass(mapping.code, `${what}: ${error.rawMessage}`, { hint: mapping.hint, cause: error });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CapsuleClient, type ExecStreamEvent } from './client.js';
-import { CapsuleError, ConnectionError, InvalidArgumentError, NotFoundError, TimeoutError } from './errors.js';
+import { type CapsuleError, ConnectionError, InvalidArgumentError, NotFoundError, TimeoutError } from './errors.js';
 import { sendError, sendJson, startStandInDaemon, type StandInDaemon, type StandInHandler } from './testing/stand-in-daemon.js';
 
 let daemon: StandInDaemon | undefined;
@@ -30,8 +30,16 @@ async function collect(events: AsyncIterable<ExecStreamEvent>): Promise<ExecStre
 }
 
 const sandbox = {
-  id: 'sb_abc', name: 'my box', template: 'base', state: 'running', stateReason: 'user',
-  vcpus: 1, memoryMiB: 512, accel: 'tcg', metadata: {}, createdAt: '2026-01-01T00:00:00Z',
+  id: 'sb_abc',
+  name: 'my box',
+  template: 'base',
+  state: 'running',
+  stateReason: 'user',
+  vcpus: 1,
+  memoryMiB: 512,
+  accel: 'tcg',
+  metadata: {},
+  createdAt: '2026-01-01T00:00:00Z',
 };
 
 describe('CapsuleClient with a stand-in daemon', () => {
@@ -53,7 +61,8 @@ describe('CapsuleClient with a stand-in daemon', () => {
 
   it('maps error responses to typed errors with code, message, hint and status', async () => {
     const { client } = await clientFor((request, res) => {
-      if (request.url.endsWith('/missing')) return sendError(res, 404, 'sandbox_not_found', 'No sandbox "missing"', 'List them with `capsule ls`');
+      if (request.url.endsWith('/missing'))
+        return sendError(res, 404, 'sandbox_not_found', 'No sandbox "missing"', 'List them with `capsule ls`');
       if (request.url === '/v1/sandboxes') return sendError(res, 400, 'invalid_argument', 'memoryMiB must be at least 128');
       if (request.url === '/v1/templates') return void res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>Bad gateway</h1>');
       if (request.url === '/v1/info') return void res.writeHead(404).end();
@@ -62,8 +71,16 @@ describe('CapsuleClient with a stand-in daemon', () => {
     const notFound = await client.getSandbox('missing').catch((e: unknown) => e);
     expect(notFound).toBeInstanceOf(NotFoundError);
     expect(notFound).toMatchObject({ name: 'NotFoundError', code: 'sandbox_not_found', status: 404, hint: 'List them with `capsule ls`' });
-    await expect(client.createSandbox({ memoryMiB: 1 })).rejects.toMatchObject({ name: 'InvalidArgumentError', code: 'invalid_argument', status: 400 });
-    await expect(client.listTemplates()).rejects.toMatchObject({ code: 'internal', status: 502, message: expect.stringContaining('Bad gateway') });
+    await expect(client.createSandbox({ memoryMiB: 1 })).rejects.toMatchObject({
+      name: 'InvalidArgumentError',
+      code: 'invalid_argument',
+      status: 400,
+    });
+    await expect(client.listTemplates()).rejects.toMatchObject({
+      code: 'internal',
+      status: 502,
+      message: expect.stringContaining('Bad gateway'),
+    });
     await expect(client.info()).rejects.toBeInstanceOf(NotFoundError);
     const conflict = await client.exec('x', { cmd: ['true'] }).catch((e: unknown) => e);
     expect(conflict).toMatchObject({ name: 'CapsuleError', code: 'sandbox_not_running', status: 409 });
@@ -78,7 +95,9 @@ describe('CapsuleClient with a stand-in daemon', () => {
         { type: 'progress', percent: 50 },
         { type: 'stderr', data: Buffer.from('oops').toString('base64') },
         { type: 'exit', exitCode: 3, durationMs: 12 },
-      ].map((event) => JSON.stringify(event) + '\n').join('');
+      ]
+        .map((event) => JSON.stringify(event) + '\n')
+        .join('');
       for (let offset = 0; offset < body.length; offset += 7) {
         res.write(body.slice(offset, offset + 7));
         await sleep(1);
@@ -106,7 +125,10 @@ describe('CapsuleClient with a stand-in daemon', () => {
       res.writeHead(200, { 'content-type': 'application/x-ndjson' });
       res.end('{"type":"start","pid":1}\n');
     });
-    await expect(collect(client.execStream('sb_abc', { cmd: ['true'] }))).rejects.toMatchObject({ name: 'ConnectionError', code: 'connection_lost' });
+    await expect(collect(client.execStream('sb_abc', { cmd: ['true'] }))).rejects.toMatchObject({
+      name: 'ConnectionError',
+      code: 'connection_lost',
+    });
 
     const small = new CapsuleClient({ socketPath: daemon.socketPath, maxStreamLineBytes: 100 });
     daemon.handle((_request, res) => {
@@ -150,13 +172,16 @@ describe('CapsuleClient with a stand-in daemon', () => {
   });
 
   it('gives up after requestTimeoutMs with a TimeoutError, but not while a stream is flowing', async () => {
-    const { client } = await clientFor(async (request, res) => {
-      if (request.url === '/v1/info') return; // never answers
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      res.write('{"type":"start","pid":1}\n');
-      await sleep(300);
-      res.end('{"type":"exit","exitCode":0,"durationMs":300}\n');
-    }, { requestTimeoutMs: 100 });
+    const { client } = await clientFor(
+      async (request, res) => {
+        if (request.url === '/v1/info') return; // never answers
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write('{"type":"start","pid":1}\n');
+        await sleep(300);
+        res.end('{"type":"exit","exitCode":0,"durationMs":300}\n');
+      },
+      { requestTimeoutMs: 100 },
+    );
     const error = await client.info().catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TimeoutError);
     expect(error).toMatchObject({ code: 'request_timeout', message: expect.stringContaining('GET /v1/info') });
@@ -178,7 +203,11 @@ describe('CapsuleClient without a daemon', () => {
       const notListening = path.join(folder, 'stale.sock');
       writeFileSync(notListening, '');
       const refused = await new CapsuleClient({ socketPath: notListening }).health().catch((e: unknown) => e);
-      expect(refused).toMatchObject({ name: 'ConnectionError', code: 'daemon_unreachable', message: expect.stringContaining('ECONNREFUSED') });
+      expect(refused).toMatchObject({
+        name: 'ConnectionError',
+        code: 'daemon_unreachable',
+        message: expect.stringContaining('ECONNREFUSED'),
+      });
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }

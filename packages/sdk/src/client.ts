@@ -118,7 +118,8 @@ const fallbackCodeByStatus: Record<number, string> = { 400: 'invalid_argument', 
 /** Request bodies as traced: env values and stdin are secrets as often as not. */
 function redactedForTrace(body: unknown): string {
   return JSON.stringify(body, (key, value: unknown) => {
-    if (key === 'env' && typeof value === 'object' && value !== null) return Object.fromEntries(Object.keys(value).map((name) => [name, '<redacted>']));
+    if (key === 'env' && typeof value === 'object' && value !== null)
+      return Object.fromEntries(Object.keys(value).map((name) => [name, '<redacted>']));
     if (key === 'stdin' && typeof value === 'string') return `<${value.length} chars>`;
     return value;
   });
@@ -180,7 +181,9 @@ export class CapsuleClient {
   /** The connection to a sandbox's agent through the daemon (process and filesystem services, /files). */
   agent(sandboxId: string): AgentConnection {
     if (!this.#address) {
-      throw new InvalidArgumentError('invalid_argument', "a custom transport cannot reach sandboxes' agents", { hint: 'connect with socketPath or host and port' });
+      throw new InvalidArgumentError('invalid_argument', "a custom transport cannot reach sandboxes' agents", {
+        hint: 'connect with socketPath or host and port',
+      });
     }
     let connection = this.#agents.get(sandboxId);
     if (!connection) {
@@ -204,7 +207,10 @@ export class CapsuleClient {
 
   /** Resolves once the sandbox runs and its agent answered. */
   async createSandbox(request: CreateSandboxRequest, options: CallOptions = {}): Promise<SandboxInfo> {
-    return this.#json('POST', '/v1/sandboxes', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
+    return this.#json('POST', '/v1/sandboxes', request, {
+      ...options,
+      requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs,
+    });
   }
 
   /** Sandboxes that are not killed; with `all`, killed ones too. */
@@ -233,12 +239,20 @@ export class CapsuleClient {
 
   /** Saves a running sandbox's memory and devices and ends its VM; it uses no RAM until resumed. */
   async pauseSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
-    return this.#json('POST', `${sandboxPath(idOrName)}/pause`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+    return this.#json('POST', `${sandboxPath(idOrName)}/pause`, undefined, {
+      ...options,
+      requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs,
+    });
   }
 
   /** Starts `count` sandboxes that each continue from this moment of a running sandbox. */
   async forkSandbox(idOrName: string, count = 1, options?: CallOptions): Promise<SandboxInfo[]> {
-    const body = await this.#json<SandboxList>('POST', `${sandboxPath(idOrName)}/fork`, { count }, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+    const body = await this.#json<SandboxList>(
+      'POST',
+      `${sandboxPath(idOrName)}/fork`,
+      { count },
+      { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs },
+    );
     return body.sandboxes;
   }
 
@@ -248,12 +262,20 @@ export class CapsuleClient {
    * each with its own identity. The sandbox runs on.
    */
   async snapshotSandbox(idOrName: string, template: string, options?: CallOptions): Promise<Template> {
-    return this.#json('POST', `${sandboxPath(idOrName)}/snapshot`, { template }, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+    return this.#json(
+      'POST',
+      `${sandboxPath(idOrName)}/snapshot`,
+      { template },
+      { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs },
+    );
   }
 
   /** Starts a paused sandbox again where it stopped. */
   async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
-    return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, { ...options, requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs });
+    return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, {
+      ...options,
+      requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs,
+    });
   }
 
   /** API keys for TCP clients (unix socket only). */
@@ -359,7 +381,10 @@ export class CapsuleClient {
    * Entrypoint + Cmd) runs before the snapshot, once `ready` passes.
    */
   async createTemplate(request: CreateTemplateRequest, options: CallOptions = {}): Promise<Template> {
-    return this.#json('POST', '/v1/templates', request, { ...options, requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs });
+    return this.#json('POST', '/v1/templates', request, {
+      ...options,
+      requestTimeoutMs: options.requestTimeoutMs ?? this.#createTimeoutMs,
+    });
   }
 
   /**
@@ -368,8 +393,17 @@ export class CapsuleClient {
    * over TCP, see buildTemplateFromContext. Resolves with the template once
    * its root filesystem is built; a failing step throws `build_step_failed`.
    */
-  async buildTemplate(request: BuildTemplateRequest, options: CallOptions & { onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {}): Promise<Template> {
-    return this.#eventStream<BuildEvent, Template>('/v1/templates/build', request, options, (event) => (event.type === 'done' ? event.template : undefined), options.onEvent);
+  async buildTemplate(
+    request: BuildTemplateRequest,
+    options: CallOptions & { onEvent?: (event: Exclude<BuildEvent, { type: 'done' | 'error' }>) => void } = {},
+  ): Promise<Template> {
+    return this.#eventStream<BuildEvent, Template>(
+      '/v1/templates/build',
+      request,
+      options,
+      (event) => (event.type === 'done' ? event.template : undefined),
+      options.onEvent,
+    );
   }
 
   /**
@@ -400,7 +434,13 @@ export class CapsuleClient {
   }
 
   async #imageStream(route: string, body: unknown, options: ImageCallOptions): Promise<Image> {
-    return this.#eventStream<ImageEvent, Image>(route, body, options, (event) => (event.type === 'done' ? event.image : undefined), options.onEvent);
+    return this.#eventStream<ImageEvent, Image>(
+      route,
+      body,
+      options,
+      (event) => (event.type === 'done' ? event.image : undefined),
+      options.onEvent,
+    );
   }
 
   /** Reads NDJSON events: `error` thrown, `done` turned into the result by `result`, the rest to `onEvent`. */
@@ -444,8 +484,17 @@ export class CapsuleClient {
     const route = sandboxPath(idOrName, `/ports/${port}${path.startsWith('/') ? path : `/${path}`}`);
     const deadline = startDeadline(init.signal, init.requestTimeoutMs ?? this.requestTimeoutMs, `${init.method ?? 'GET'} ${route}`);
     try {
-      const headers = { ...init.headers, ...(init.trafficAccessToken !== undefined ? { [TRAFFIC_TOKEN_HEADER]: init.trafficAccessToken } : {}) };
-      const response = await this.transport.request({ method: init.method ?? 'GET', path: route, headers, body: init.body, signal: deadline.signal });
+      const headers = {
+        ...init.headers,
+        ...(init.trafficAccessToken !== undefined ? { [TRAFFIC_TOKEN_HEADER]: init.trafficAccessToken } : {}),
+      };
+      const response = await this.transport.request({
+        method: init.method ?? 'GET',
+        path: route,
+        headers,
+        body: init.body,
+        signal: deadline.signal,
+      });
       if (response.headers[PORT_ERROR_HEADER] !== undefined) throw await this.#errorFrom(response, init.method ?? 'GET', route);
       return response;
     } finally {
@@ -460,7 +509,9 @@ export class CapsuleClient {
    */
   async openPortTunnel(idOrName: string, port: number, options: PortTunnelOptions = {}): Promise<Duplex> {
     if (!this.#address) {
-      throw new InvalidArgumentError('invalid_argument', 'a custom transport cannot open tunnels', { hint: 'connect with socketPath or host and port' });
+      throw new InvalidArgumentError('invalid_argument', 'a custom transport cannot open tunnels', {
+        hint: 'connect with socketPath or host and port',
+      });
     }
     return await openPortTunnel(this.#address, idOrName, port, options);
   }
@@ -496,7 +547,9 @@ export class CapsuleClient {
       try {
         return JSON.parse(bytes.toString('utf8')) as T;
       } catch {
-        throw new CapsuleError('protocol_error', `capsuled answered ${method} ${route} with a body that is not JSON`, { status: response.status });
+        throw new CapsuleError('protocol_error', `capsuled answered ${method} ${route} with a body that is not JSON`, {
+          status: response.status,
+        });
       }
     } finally {
       deadline.dispose();
@@ -516,7 +569,10 @@ export class CapsuleClient {
     const headers: Record<string, string> = { accept, 'user-agent': SDK_USER_AGENT };
     if (payload !== undefined) headers['content-type'] = body instanceof RawBody ? body.contentType : 'application/json';
     const startedAt = Date.now();
-    if (trace.enabled) trace(`→ ${method} ${route}${body === undefined ? '' : body instanceof RawBody ? ` (${body.contentType})` : ` ${redactedForTrace(body).slice(0, 500)}`}`);
+    if (trace.enabled)
+      trace(
+        `→ ${method} ${route}${body === undefined ? '' : body instanceof RawBody ? ` (${body.contentType})` : ` ${redactedForTrace(body).slice(0, 500)}`}`,
+      );
     try {
       const response = await this.transport.request({ method, path: route, headers, body: payload, signal: deadline.signal });
       trace(`← ${response.status} ${method} ${route} (${Date.now() - startedAt} ms)`);
@@ -538,7 +594,8 @@ export class CapsuleClient {
       wire = undefined;
     }
     if (
-      typeof wire === 'object' && wire !== null &&
+      typeof wire === 'object' &&
+      wire !== null &&
       typeof (wire as { code?: unknown }).code === 'string' &&
       typeof (wire as { message?: unknown }).message === 'string'
     ) {
@@ -547,6 +604,9 @@ export class CapsuleClient {
     }
     const code = fallbackCodeByStatus[response.status] ?? 'internal';
     const snippet = text.trim().slice(0, 200);
-    return errorFromWire({ code, message: `capsuled answered ${method} ${route} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}` }, response.status);
+    return errorFromWire(
+      { code, message: `capsuled answered ${method} ${route} with HTTP ${response.status}${snippet ? `: ${snippet}` : ''}` },
+      response.status,
+    );
   }
 }

@@ -76,7 +76,10 @@ export class ProcessControls {
 
   async closeStdin(pid: number, options: AgentRequestOptions = {}): Promise<void> {
     try {
-      await this.#agent.connection.process.closeStdin({ process: { selector: { case: 'pid', value: pid } } }, connectCallOptions(options, this.#agent.requestTimeoutMs));
+      await this.#agent.connection.process.closeStdin(
+        { process: { selector: { case: 'pid', value: pid } } },
+        connectCallOptions(options, this.#agent.requestTimeoutMs),
+      );
     } catch (error) {
       throw await this.#agent.failure(error, `close the stdin of process ${pid}`, options.signal);
     }
@@ -118,11 +121,16 @@ export async function openProcessHandle(
   let stream: ProcessStream;
   let first: IteratorResult<StartResponse | ConnectResponse>;
   try {
-    stream = open(connectCallOptions({ ...options, signal: controller.signal }, 0, { timeoutMs: options.timeoutMs }))[Symbol.asyncIterator]();
+    stream = open(connectCallOptions({ ...options, signal: controller.signal }, 0, { timeoutMs: options.timeoutMs }))[
+      Symbol.asyncIterator
+    ]();
     first = await stream.next();
   } catch (error) {
     detach();
-    if (startTimedOut) throw new TimeoutError('request_timeout', `${what}: the sandbox's agent did not answer within ${formatSeconds(startTimeoutMs)}`, { hint: 'the sandbox may be overloaded; raise requestTimeoutMs' });
+    if (startTimedOut)
+      throw new TimeoutError('request_timeout', `${what}: the sandbox's agent did not answer within ${formatSeconds(startTimeoutMs)}`, {
+        hint: 'the sandbox may be overloaded; raise requestTimeoutMs',
+      });
     throw await agent.failure(error, what, options.signal);
   } finally {
     clearTimeout(startTimer);
@@ -249,22 +257,31 @@ export class CommandHandle {
         try {
           next = await events.next();
         } catch (error) {
-          if (this.#disconnected) throw new CapsuleError('disconnected', `stopped following process ${this.pid}; it may still run`, { hint: 'follow it again with sandbox.commands.connect(pid)' });
+          if (this.#disconnected)
+            throw new CapsuleError('disconnected', `stopped following process ${this.pid}; it may still run`, {
+              hint: 'follow it again with sandbox.commands.connect(pid)',
+            });
           throw await this.#wiring.agent.failure(error, this.#wiring.what, this.#wiring.signal);
         }
         if (next.done) {
-          throw new CapsuleError('connection_lost', `the stream of process ${this.pid} ended before the process did`, { hint: 'follow it again with sandbox.commands.connect(pid)' });
+          throw new CapsuleError('connection_lost', `the stream of process ${this.pid} ended before the process did`, {
+            hint: 'follow it again with sandbox.commands.connect(pid)',
+          });
         }
         const event: ProcessEvent['event'] | undefined = next.value.event?.event;
         if (event?.case === 'data') {
           const output = event.value.output;
-          if (output.case === 'stdout' || output.case === 'stderr') await deliver(output.case, decoders[output.case].decode(output.value, { stream: true }));
+          if (output.case === 'stdout' || output.case === 'stderr')
+            await deliver(output.case, decoders[output.case].decode(output.value, { stream: true }));
           else if (output.case === 'pty' && !this.#disconnected) await callbacks.onPty?.(output.value);
         } else if (event?.case === 'end') {
           await deliver('stdout', decoders.stdout.decode());
           await deliver('stderr', decoders.stderr.decode());
           const outcome = outcomeOf(event.value);
-          if (outcome.kind === 'failed') throw new CapsuleError('exec_failed', `process ${this.pid} failed: ${outcome.message}`, { hint: 'check that the program exists in the sandbox and is executable' });
+          if (outcome.kind === 'failed')
+            throw new CapsuleError('exec_failed', `process ${this.pid} failed: ${outcome.message}`, {
+              hint: 'check that the program exists in the sandbox and is executable',
+            });
           this.#result = {
             exitCode: outcome.exitCode,
             ...(outcome.signal !== undefined && { signal: outcome.signal }),

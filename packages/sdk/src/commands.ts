@@ -4,7 +4,7 @@
 // reattaching, listing, stdin and signals go to the agent's process service.
 import type { ExecRequest } from '@capsule/protocol';
 import { connectCallOptions, type AgentRequestOptions, type SandboxAgent } from './agent-call.js';
-import { CommandHandle, openProcessHandle, ProcessControls, type CommandResult, type OutputCallbacks } from './command-handle.js';
+import { type CommandHandle, openProcessHandle, ProcessControls, type CommandResult, type OutputCallbacks } from './command-handle.js';
 import { CommandExitError } from './errors.js';
 import type { ProcessSignal } from './process-exit.js';
 

@@ -8,7 +8,12 @@ import { originOf } from './daemon-tls.js';
 describe('which daemon a client talks to', () => {
   it('reads CAPSULE_HOST as https unless it says http://, with the key and the pin from the environment', () => {
     const env = { CAPSULE_HOST: 'https://capsule.example.com:3000', CAPSULE_API_KEY: 'e2b_k', CAPSULE_TLS_FINGERPRINT: 'AB:CD' };
-    expect(daemonAddressOf({}, env)).toEqual({ host: 'capsule.example.com', port: 3000, apiKey: 'e2b_k', tls: { fingerprintSha256: 'AB:CD' } });
+    expect(daemonAddressOf({}, env)).toEqual({
+      host: 'capsule.example.com',
+      port: 3000,
+      apiKey: 'e2b_k',
+      tls: { fingerprintSha256: 'AB:CD' },
+    });
     expect(daemonAddressOf({}, { CAPSULE_HOST: '10.0.0.5:3000' })).toMatchObject({ host: '10.0.0.5', port: 3000, tls: {} });
     expect(daemonAddressOf({}, { CAPSULE_HOST: 'http://127.0.0.1:3000' })).toMatchObject({ host: '127.0.0.1', port: 3000, tls: false });
   });
@@ -17,14 +22,20 @@ describe('which daemon a client talks to', () => {
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-ca-')), 'ca.pem');
     fs.writeFileSync(file, 'PEM');
     expect(daemonAddressOf({}, { CAPSULE_HOST: 'https://h:1', CAPSULE_TLS_CA: file })).toMatchObject({ tls: { ca: Buffer.from('PEM') } });
-    expect(() => daemonAddressOf({}, { CAPSULE_HOST: 'https://h:1', CAPSULE_TLS_CA: `${file}.missing` })).toThrow(/cannot be read \(ENOENT\)/);
+    expect(() => daemonAddressOf({}, { CAPSULE_HOST: 'https://h:1', CAPSULE_TLS_CA: `${file}.missing` })).toThrow(
+      /cannot be read \(ENOENT\)/,
+    );
   });
 
   it('lets explicit options win: a socket path, or a host with its own tls setting', () => {
     const env = { CAPSULE_HOST: 'https://remote:3000', CAPSULE_TLS_FINGERPRINT: 'AB' };
     expect(daemonAddressOf({ socketPath: '/tmp/s.sock' }, env)).toEqual({ socketPath: '/tmp/s.sock', apiKey: undefined });
     expect(daemonAddressOf({ host: 'h', port: 1, tls: false }, env)).toMatchObject({ host: 'h', port: 1, tls: false });
-    expect(daemonAddressOf({ host: 'h', tls: { fingerprintSha256: 'CD' } }, env)).toMatchObject({ host: 'h', port: 443, tls: { fingerprintSha256: 'CD' } });
+    expect(daemonAddressOf({ host: 'h', tls: { fingerprintSha256: 'CD' } }, env)).toMatchObject({
+      host: 'h',
+      port: 443,
+      tls: { fingerprintSha256: 'CD' },
+    });
     expect(daemonAddressOf({}, { CAPSULE_SOCKET: '/run/x.sock' })).toEqual({ socketPath: '/run/x.sock', apiKey: undefined });
   });
 

@@ -25,7 +25,10 @@ export function parseDaemonUrl(value: string): { host: string; port: number; tls
   const port = match?.[3] === undefined ? (tls ? 443 : 80) : Number(match[3]);
   const host = match?.[1] ?? match?.[2];
   if (host === undefined || port < 1 || port > 65535) {
-    throw new InvalidArgumentError('invalid_argument', `${HOST_ENV} must be https://host:port (or http://host:port for a daemon serving plain HTTP), not "${value}"`);
+    throw new InvalidArgumentError(
+      'invalid_argument',
+      `${HOST_ENV} must be https://host:port (or http://host:port for a daemon serving plain HTTP), not "${value}"`,
+    );
   }
   return { host, port, tls };
 }
@@ -54,9 +57,13 @@ function readCaFile(file: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (error) {
-    throw new InvalidArgumentError('invalid_argument', `CAPSULE_TLS_CA names ${file}, which cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, {
-      hint: "Copy the daemon's certificate (its path is in `capsule daemon status`) to this host, or pin CAPSULE_TLS_FINGERPRINT instead",
-      cause: error,
-    });
+    throw new InvalidArgumentError(
+      'invalid_argument',
+      `CAPSULE_TLS_CA names ${file}, which cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+      {
+        hint: "Copy the daemon's certificate (its path is in `capsule daemon status`) to this host, or pin CAPSULE_TLS_FINGERPRINT instead",
+        cause: error,
+      },
+    );
   }
 }

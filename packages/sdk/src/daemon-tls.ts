@@ -38,13 +38,22 @@ async function fetchPinnedCertificate(host: string, port: number, fingerprint: s
       const certificate = new X509Certificate(raw);
       if (normalizeFingerprint(certificate.fingerprint256) === want) return resolve(certificate.toString());
       reject(
-        new ConnectionError('tls_untrusted', `capsuled at https://${host}:${port} shows a certificate with SHA-256 ${certificate.fingerprint256}, not the pinned ${fingerprint}`, {
-          hint: 'Compare with the fingerprint `capsule daemon status` prints on the daemon host; if the daemon made a new certificate, pin the new one',
-        }),
+        new ConnectionError(
+          'tls_untrusted',
+          `capsuled at https://${host}:${port} shows a certificate with SHA-256 ${certificate.fingerprint256}, not the pinned ${fingerprint}`,
+          {
+            hint: 'Compare with the fingerprint `capsule daemon status` prints on the daemon host; if the daemon made a new certificate, pin the new one',
+          },
+        ),
       );
     });
     socket.once('error', (error: NodeJS.ErrnoException) =>
-      reject(new ConnectionError('daemon_unreachable', `Cannot reach capsuled at https://${host}:${port} (${error.code ?? error.message})`, { hint: 'Check the address and that capsuled listens on TCP (CAPSULE_LISTEN)', cause: error })),
+      reject(
+        new ConnectionError('daemon_unreachable', `Cannot reach capsuled at https://${host}:${port} (${error.code ?? error.message})`, {
+          hint: 'Check the address and that capsuled listens on TCP (CAPSULE_LISTEN)',
+          cause: error,
+        }),
+      ),
     );
   });
 }
@@ -126,7 +135,9 @@ export function tlsConnectionError(error: NodeJS.ErrnoException | undefined, add
 }
 
 /** Where capsuled is: its unix socket, or a TCP address, over TLS unless `tls` is false. */
-export type DaemonAddress = { socketPath: string; apiKey?: string | undefined } | { host: string; port: number; apiKey?: string | undefined; tls?: TlsTrust | false | undefined };
+export type DaemonAddress =
+  | { socketPath: string; apiKey?: string | undefined }
+  | { host: string; port: number; apiKey?: string | undefined; tls?: TlsTrust | false | undefined };
 
 /** The URL origin requests to this address carry: `http://capsuled` on the socket. */
 export function originOf(address: DaemonAddress): string {

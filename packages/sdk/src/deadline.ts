@@ -17,7 +17,12 @@ export function formatSeconds(ms: number): string {
 }
 
 /** `what` names the request in the timeout's message; `armed: false` delays the timer until arm(). */
-export function startDeadline(callerSignal: AbortSignal | undefined, timeoutMs: number, what: string, { armed = true }: { armed?: boolean } = {}): Deadline {
+export function startDeadline(
+  callerSignal: AbortSignal | undefined,
+  timeoutMs: number,
+  what: string,
+  { armed = true }: { armed?: boolean } = {},
+): Deadline {
   const controller = new AbortController();
   const forwardAbort = () => controller.abort(callerSignal?.reason);
   if (callerSignal?.aborted) forwardAbort();

@@ -31,6 +31,8 @@ describe('CommandExitError', () => {
     const error = new CommandExitError({ exitCode: 3, stdout: 'out', stderr: 'warning\nboom\n' });
     expect(error).toMatchObject({ name: 'CommandExitError', code: 'command_exit', exitCode: 3, stdout: 'out', stderr: 'warning\nboom\n' });
     expect(error.message).toBe('Command exited with code 3: boom');
-    expect(new CommandExitError({ exitCode: 137, signal: 'SIGKILL', stdout: '', stderr: '' }).message).toBe('Command was killed by SIGKILL');
+    expect(new CommandExitError({ exitCode: 137, signal: 'SIGKILL', stdout: '', stderr: '' }).message).toBe(
+      'Command was killed by SIGKILL',
+    );
   });
 });

@@ -21,7 +21,13 @@ export type LocalErrorCode =
  * Codes of failures reported by a sandbox's agent (envd's Connect codes and
  * /files statuses) that have no daemon code of their own; see agent-errors.ts.
  */
-export type AgentErrorCode = 'already_exists' | 'failed_precondition' | 'resource_exhausted' | 'unimplemented' | 'not_enough_space' | 'canceled';
+export type AgentErrorCode =
+  | 'already_exists'
+  | 'failed_precondition'
+  | 'resource_exhausted'
+  | 'unimplemented'
+  | 'not_enough_space'
+  | 'canceled';
 
 export interface CapsuleErrorDetails {
   hint?: string | undefined;
@@ -124,12 +130,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */
-export function errorFromWire(
-  wire: { code: string; message: string; hint?: string | undefined },
-  status?: number,
-): CapsuleError {
-  const ErrorClass = Object.hasOwn(errorClassByWireCode, wire.code)
-    ? errorClassByWireCode[wire.code as ErrorCode]
-    : CapsuleError;
+export function errorFromWire(wire: { code: string; message: string; hint?: string | undefined }, status?: number): CapsuleError {
+  const ErrorClass = Object.hasOwn(errorClassByWireCode, wire.code) ? errorClassByWireCode[wire.code as ErrorCode] : CapsuleError;
   return new ErrorClass(wire.code, wire.message, { hint: wire.hint, status });
 }

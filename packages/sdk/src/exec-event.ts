@@ -4,8 +4,7 @@
 import type { ExecEvent } from '@capsule/protocol';
 import { CapsuleError } from './errors.js';
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const isInteger = (value: unknown): value is number => Number.isInteger(value);
 const isOptionalString = (value: unknown) => value === undefined || typeof value === 'string';
 

@@ -24,13 +24,22 @@ describe('writeBody', () => {
     const web = writeBody(new Blob(['web']).stream());
     expect(web.length).toBeUndefined();
     expect(await bytesOf(web.chunks)).toBe('web');
-    const iterable = writeBody((async function* () { yield 'a'; yield Buffer.from('b'); })());
+    const iterable = writeBody(
+      (async function* () {
+        yield 'a';
+        yield Buffer.from('b');
+      })(),
+    );
     expect(await bytesOf(iterable.chunks)).toBe('ab');
   });
 
   it('refuses what is not data, and streams that yield something else', async () => {
     expect(() => writeBody(42 as never)).toThrow(InvalidArgumentError);
-    const bad = writeBody((async function* () { yield 7 as never; })());
+    const bad = writeBody(
+      (async function* () {
+        yield 7 as never;
+      })(),
+    );
     await expect(bytesOf(bad.chunks)).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 });
@@ -38,8 +47,30 @@ describe('writeBody', () => {
 describe('toEntryInfo', () => {
   it("converts the agent's entry", () => {
     const modified = new Date('2026-01-02T03:04:05Z');
-    const entry = create(EntryInfoSchema, { name: 'a', type: FileType.DIRECTORY, path: '/a', size: 4096n, mode: 0o40755, permissions: 'drwxr-xr-x', owner: 'root', group: 'root', modifiedTime: timestampFromDate(modified) });
-    expect(toEntryInfo(entry)).toEqual({ name: 'a', type: 'dir', path: '/a', size: 4096, mode: 0o40755, permissions: 'drwxr-xr-x', owner: 'root', group: 'root', modifiedTime: modified, isSymlink: false, symlinkTarget: undefined });
+    const entry = create(EntryInfoSchema, {
+      name: 'a',
+      type: FileType.DIRECTORY,
+      path: '/a',
+      size: 4096n,
+      mode: 0o40755,
+      permissions: 'drwxr-xr-x',
+      owner: 'root',
+      group: 'root',
+      modifiedTime: timestampFromDate(modified),
+    });
+    expect(toEntryInfo(entry)).toEqual({
+      name: 'a',
+      type: 'dir',
+      path: '/a',
+      size: 4096,
+      mode: 0o40755,
+      permissions: 'drwxr-xr-x',
+      owner: 'root',
+      group: 'root',
+      modifiedTime: modified,
+      isSymlink: false,
+      symlinkTarget: undefined,
+    });
   });
 
   it('refuses impossible sizes and a missing entry', () => {

@@ -3,7 +3,13 @@
 // stream is never held whole in memory); everything else is the agent's
 // filesystem service. What the guest sends back is validated before use.
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { agentHttpPaths, EventType, FileType as WireFileType, type EntryInfo as WireEntryInfo, type WatchDirResponse } from '@capsule/protocol/agent';
+import {
+  agentHttpPaths,
+  EventType,
+  FileType as WireFileType,
+  type EntryInfo as WireEntryInfo,
+  type WatchDirResponse,
+} from '@capsule/protocol/agent';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { connectCallOptions, userAuthorization, type AgentRequestOptions, type AgentUserOptions, type SandboxAgent } from './agent-call.js';
 import { errorFromFilesResponse } from './agent-errors.js';
@@ -89,7 +95,8 @@ const eventTypes: Record<number, FilesystemEventType | undefined> = {
 export function toEntryInfo(entry: WireEntryInfo | undefined): EntryInfo {
   if (!entry) throw new CapsuleError('protocol_error', "the sandbox's agent sent an answer without an entry");
   const size = Number(entry.size);
-  if (!Number.isSafeInteger(size) || size < 0) throw new CapsuleError('protocol_error', `the sandbox's agent reported an impossible size for ${entry.path.slice(0, 200)}`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new CapsuleError('protocol_error', `the sandbox's agent reported an impossible size for ${entry.path.slice(0, 200)}`);
   return {
     name: entry.name,
     type: fileTypes[entry.type],
@@ -106,7 +113,10 @@ export function toEntryInfo(entry: WireEntryInfo | undefined): EntryInfo {
 }
 
 function checkPath(path: string, what: string): void {
-  if (typeof path !== 'string' || path === '') throw new InvalidArgumentError('invalid_argument', `${what} needs a path`, { hint: 'give an absolute path, or one relative to the user\'s home' });
+  if (typeof path !== 'string' || path === '')
+    throw new InvalidArgumentError('invalid_argument', `${what} needs a path`, {
+      hint: "give an absolute path, or one relative to the user's home",
+    });
 }
 
 /** The bytes of any WriteData, as chunks, and its length when known up front. */
@@ -118,8 +128,10 @@ export function writeBody(data: WriteData): { chunks: AsyncIterable<Uint8Array>;
   if (data instanceof Uint8Array) return { chunks: oneChunk(data), length: data.byteLength };
   if (data instanceof ArrayBuffer) return { chunks: oneChunk(new Uint8Array(data)), length: data.byteLength };
   if (typeof Blob !== 'undefined' && data instanceof Blob) return { chunks: fromWebStream(data.stream()), length: data.size };
-  if (typeof (data as ReadableStream<Uint8Array>).getReader === 'function') return { chunks: fromWebStream(data as ReadableStream<Uint8Array>), length: undefined };
-  if (typeof (data as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') return { chunks: checkedChunks(data as AsyncIterable<unknown>), length: undefined };
+  if (typeof (data as ReadableStream<Uint8Array>).getReader === 'function')
+    return { chunks: fromWebStream(data as ReadableStream<Uint8Array>), length: undefined };
+  if (typeof (data as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
+    return { chunks: checkedChunks(data as AsyncIterable<unknown>), length: undefined };
   throw new InvalidArgumentError('invalid_argument', 'write takes a string, bytes, an ArrayBuffer, a Blob or a stream');
 }
 
@@ -231,7 +243,9 @@ export class Files {
     try {
       const bytes = await readBody(response, this.#agent.client.maxResponseBytes).catch((error: unknown) => {
         if (error instanceof CapsuleError && error.code === 'protocol_error') {
-          throw new CapsuleError('file_too_large', `${path} is larger than ${this.#agent.client.maxResponseBytes} bytes`, { hint: "read it with { format: 'stream' }, or raise the client's maxResponseBytes" });
+          throw new CapsuleError('file_too_large', `${path} is larger than ${this.#agent.client.maxResponseBytes} bytes`, {
+            hint: "read it with { format: 'stream' }, or raise the client's maxResponseBytes",
+          });
         }
         throw error;
       });
@@ -262,7 +276,13 @@ export class Files {
       yield* chunks;
       armTimer();
     })();
-    const { response, deadline } = await this.#filesRequest('POST', path, options, { body, length, onDeadline: (d) => (armTimer = d.arm) }, `write ${path}`);
+    const { response, deadline } = await this.#filesRequest(
+      'POST',
+      path,
+      options,
+      { body, length, onDeadline: (d) => (armTimer = d.arm) },
+      `write ${path}`,
+    );
     try {
       const text = (await readBody(response, MAX_TEXT_ERROR_BYTES)).toString('utf8');
       return parseWriteAnswer(text, path);
@@ -281,8 +301,11 @@ export class Files {
   async list(path: string, options: AgentUserOptions & { depth?: number } = {}): Promise<EntryInfo[]> {
     checkPath(path, 'list');
     const depth = options.depth ?? 1;
-    if (!Number.isInteger(depth) || depth < 1) throw new InvalidArgumentError('invalid_argument', `depth must be a whole number ≥ 1, not ${depth}`);
-    const answer = await this.#call(`list ${path}`, options, (callOptions) => this.#agent.connection.filesystem.listDir({ path, depth }, callOptions));
+    if (!Number.isInteger(depth) || depth < 1)
+      throw new InvalidArgumentError('invalid_argument', `depth must be a whole number ≥ 1, not ${depth}`);
+    const answer = await this.#call(`list ${path}`, options, (callOptions) =>
+      this.#agent.connection.filesystem.listDir({ path, depth }, callOptions),
+    );
     return answer.entries.map(toEntryInfo);
   }
 
@@ -295,7 +318,9 @@ export class Files {
    */
   async getInfo(path: string, options: AgentUserOptions = {}): Promise<EntryInfo> {
     checkPath(path, 'getInfo');
-    const answer = await this.#call(`stat ${path}`, options, (callOptions) => this.#agent.connection.filesystem.stat({ path }, callOptions));
+    const answer = await this.#call(`stat ${path}`, options, (callOptions) =>
+      this.#agent.connection.filesystem.stat({ path }, callOptions),
+    );
     return toEntryInfo(answer.entry);
   }
 
@@ -327,7 +352,9 @@ export class Files {
   async makeDir(path: string, options: AgentUserOptions = {}): Promise<boolean> {
     checkPath(path, 'makeDir');
     try {
-      await this.#call(`make directory ${path}`, options, (callOptions) => this.#agent.connection.filesystem.makeDir({ path }, callOptions));
+      await this.#call(`make directory ${path}`, options, (callOptions) =>
+        this.#agent.connection.filesystem.makeDir({ path }, callOptions),
+      );
       return true;
     } catch (error) {
       if (error instanceof CapsuleError && error.code === 'already_exists') return false;
@@ -382,7 +409,9 @@ export class Files {
     if (options.signal?.aborted) forwardAbort();
     options.signal?.addEventListener('abort', forwardAbort, { once: true });
     const callOptions = { ...connectCallOptions({ ...options, signal: controller.signal }, 0, { timeoutMs: options.timeoutMs }) };
-    const events = this.#agent.connection.filesystem.watchDir({ path, recursive: options.recursive ?? false }, callOptions)[Symbol.asyncIterator]();
+    const events = this.#agent.connection.filesystem
+      .watchDir({ path, recursive: options.recursive ?? false }, callOptions)
+      [Symbol.asyncIterator]();
     let stopped = false;
     const stop = () => {
       stopped = true;
@@ -413,18 +442,29 @@ export class Files {
           await onEvent({ name: event.value.name, type });
         }
       } catch (error) {
-        if (!stopped) failure = error instanceof ConnectError && error.code === Code.DeadlineExceeded ? undefined : await this.#agent.failure(error, what, options.signal);
+        if (!stopped)
+          failure =
+            error instanceof ConnectError && error.code === Code.DeadlineExceeded
+              ? undefined
+              : await this.#agent.failure(error, what, options.signal);
       } finally {
         options.signal?.removeEventListener('abort', forwardAbort);
         controller.abort();
       }
       await (failure === undefined ? options.onExit?.() : options.onExit?.(failure));
     })();
-    return new WatchHandle(stop, done.catch(() => undefined));
+    return new WatchHandle(
+      stop,
+      done.catch(() => undefined),
+    );
   }
 
   /** One unary call to the filesystem service, its failure mapped. */
-  async #call<T>(what: string, options: AgentUserOptions, call: (callOptions: ReturnType<typeof connectCallOptions>) => Promise<T>): Promise<T> {
+  async #call<T>(
+    what: string,
+    options: AgentUserOptions,
+    call: (callOptions: ReturnType<typeof connectCallOptions>) => Promise<T>,
+  ): Promise<T> {
     try {
       return await call(connectCallOptions(options, this.#agent.requestTimeoutMs));
     } catch (error) {
@@ -451,7 +491,12 @@ export class Files {
         path: route,
         headers: {
           ...userAuthorization(options.user),
-          ...(upload ? { 'content-type': 'application/octet-stream', ...(upload.length !== undefined && { 'content-length': String(upload.length) }) } : { accept: '*/*' }),
+          ...(upload
+            ? {
+                'content-type': 'application/octet-stream',
+                ...(upload.length !== undefined && { 'content-length': String(upload.length) }),
+              }
+            : { accept: '*/*' }),
         },
         ...(upload && { body: upload.body }),
         signal: deadline.signal,
@@ -481,7 +526,10 @@ export function parseWriteAnswer(text: string, path: string): WriteInfo {
   }
   const first = Array.isArray(answer) ? (answer[0] as Record<string, unknown> | undefined) : undefined;
   if (!first || typeof first['path'] !== 'string' || typeof first['name'] !== 'string') {
-    throw new CapsuleError('protocol_error', `the sandbox's agent answered the write of ${path} with something that is not a list of written files`);
+    throw new CapsuleError(
+      'protocol_error',
+      `the sandbox's agent answered the write of ${path} with something that is not a list of written files`,
+    );
   }
   return { path: first['path'], name: first['name'], type: 'file' };
 }

@@ -39,8 +39,8 @@ export {
 } from './client.js';
 export { AgentConnection } from './agent-connection.js';
 export { HOST_ENV, daemonAddressOf, parseDaemonUrl } from './daemon-address.js';
-export { type DaemonAddress, type TlsTrust } from './daemon-tls.js';
-export { type PortTunnelOptions } from './port-tunnel.js';
+export type { DaemonAddress, TlsTrust } from './daemon-tls.js';
+export type { PortTunnelOptions } from './port-tunnel.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {
   CapsuleError,

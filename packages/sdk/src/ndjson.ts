@@ -22,7 +22,10 @@ export async function* parseNdjson(
     try {
       return { value: JSON.parse(text) as unknown };
     } catch {
-      throw new CapsuleError('protocol_error', `capsuled sent a line that is not JSON (line ${lineNumber}: ${JSON.stringify(text.slice(0, 80))})`);
+      throw new CapsuleError(
+        'protocol_error',
+        `capsuled sent a line that is not JSON (line ${lineNumber}: ${JSON.stringify(text.slice(0, 80))})`,
+      );
     }
   };
   const tooLong = () =>

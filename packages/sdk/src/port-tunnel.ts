@@ -17,7 +17,8 @@ export interface PortTunnelOptions {
 
 /** Throws invalid_argument unless `port` is a port a sandbox can listen on. */
 export function checkGuestPort(port: number): void {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new InvalidArgumentError('invalid_argument', `a port is from 1 to 65535, got ${port}`);
 }
 
 /** Opens a connection to `port` inside sandbox `idOrName`; resolves once the sandbox side is connected. */
@@ -59,22 +60,40 @@ export function openPortTunnel(address: DaemonAddress, idOrName: string, port: n
       response.once('end', () => {
         const status = response.statusCode ?? 0;
         try {
-          const wire = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: unknown; message?: unknown; hint?: unknown } }).error;
+          const wire = (
+            JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: unknown; message?: unknown; hint?: unknown } }
+          ).error;
           if (typeof wire?.code === 'string' && typeof wire.message === 'string') {
-            return reject(errorFromWire({ code: wire.code, message: wire.message, hint: typeof wire.hint === 'string' ? wire.hint : undefined }, status));
+            return reject(
+              errorFromWire(
+                { code: wire.code, message: wire.message, hint: typeof wire.hint === 'string' ? wire.hint : undefined },
+                status,
+              ),
+            );
           }
         } catch {
           // Not the daemon's JSON: described below.
         }
-        reject(new CapsuleError('protocol_error', `capsuled answered the tunnel request with HTTP ${status} instead of switching protocols`, { status }));
+        reject(
+          new CapsuleError('protocol_error', `capsuled answered the tunnel request with HTTP ${status} instead of switching protocols`, {
+            status,
+          }),
+        );
       });
-      response.once('error', (error) => reject(new ConnectionError('connection_lost', `The connection to capsuled at ${where} broke`, { cause: error })));
+      response.once('error', (error) =>
+        reject(new ConnectionError('connection_lost', `The connection to capsuled at ${where} broke`, { cause: error })),
+      );
     });
     req.once('error', (error: NodeJS.ErrnoException) => {
       if (options.signal?.aborted) return reject(options.signal.reason);
       const tlsError = tlsConnectionError(error, where);
       if (tlsError) return reject(tlsError);
-      reject(new ConnectionError('daemon_unreachable', `Cannot reach capsuled at ${where} (${error.code ?? error.message})`, { hint: 'Start the daemon with `capsule daemon start`', cause: error }));
+      reject(
+        new ConnectionError('daemon_unreachable', `Cannot reach capsuled at ${where} (${error.code ?? error.message})`, {
+          hint: 'Start the daemon with `capsule daemon start`',
+          cause: error,
+        }),
+      );
     });
     req.end();
   });

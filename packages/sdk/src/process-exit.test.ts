@@ -8,13 +8,27 @@ describe('outcomeOf an agent end event', () => {
   });
 
   it('turns a signal into 128+N and its name, as the daemon exec does', () => {
-    expect(outcomeOf({ exitCode: -1, exited: false, status: 'signal: killed' })).toEqual({ kind: 'exited', exitCode: 137, signal: 'SIGKILL' });
-    expect(outcomeOf({ exitCode: -1, exited: false, status: 'signal: terminated' })).toEqual({ kind: 'exited', exitCode: 143, signal: 'SIGTERM' });
+    expect(outcomeOf({ exitCode: -1, exited: false, status: 'signal: killed' })).toEqual({
+      kind: 'exited',
+      exitCode: 137,
+      signal: 'SIGKILL',
+    });
+    expect(outcomeOf({ exitCode: -1, exited: false, status: 'signal: terminated' })).toEqual({
+      kind: 'exited',
+      exitCode: 143,
+      signal: 'SIGTERM',
+    });
     expect(outcomeOf({ exitCode: -1, exited: false, status: 'signal: aborted' })).toMatchObject({ signal: 'SIGABRT' });
   });
 
-  it('reports a process that never ran as failed, with the agent\'s reason cut short', () => {
-    expect(outcomeOf({ exitCode: -1, exited: false, status: '', error: 'exec: "nope": not found' })).toEqual({ kind: 'failed', message: 'exec: "nope": not found' });
-    expect(outcomeOf({ exitCode: -1, exited: false, status: 'x'.repeat(5000) })).toMatchObject({ kind: 'failed', message: 'x'.repeat(1000) });
+  it("reports a process that never ran as failed, with the agent's reason cut short", () => {
+    expect(outcomeOf({ exitCode: -1, exited: false, status: '', error: 'exec: "nope": not found' })).toEqual({
+      kind: 'failed',
+      message: 'exec: "nope": not found',
+    });
+    expect(outcomeOf({ exitCode: -1, exited: false, status: 'x'.repeat(5000) })).toMatchObject({
+      kind: 'failed',
+      message: 'x'.repeat(1000),
+    });
   });
 });

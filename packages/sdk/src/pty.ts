@@ -119,7 +119,10 @@ export class Pty {
     const startWithin = options.requestTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
     const startTimer =
       startWithin > 0
-        ? setTimeout(() => stop.abort(new TimeoutError('request_timeout', `the terminal's process did not start within ${startWithin / 1000} s`)), startWithin)
+        ? setTimeout(
+            () => stop.abort(new TimeoutError('request_timeout', `the terminal's process did not start within ${startWithin / 1000} s`)),
+            startWithin,
+          )
         : undefined;
     const timeoutMs = options.timeoutMs ?? DEFAULT_PTY_TIMEOUT_MS;
     const events = this.#rpc

@@ -10,15 +10,24 @@ afterEach(async () => {
 });
 
 const info = {
-  id: 'sb_abc', name: null, template: 'base', state: 'running', stateReason: 'user',
-  vcpus: 1, memoryMiB: 512, accel: 'tcg', metadata: {}, createdAt: '2026-01-01T00:00:00Z',
+  id: 'sb_abc',
+  name: null,
+  template: 'base',
+  state: 'running',
+  stateReason: 'user',
+  vcpus: 1,
+  memoryMiB: 512,
+  accel: 'tcg',
+  metadata: {},
+  createdAt: '2026-01-01T00:00:00Z',
 };
 const b64 = (bytes: Buffer | string) => Buffer.from(bytes).toString('base64');
 
 /** Streams "ü" split across two stdout events, some stderr, then the exit code in the request's `X_EXIT`. */
 async function startScriptedDaemon() {
   daemon = await startStandInDaemon((request, res) => {
-    if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, { ...info, template: JSON.parse(request.body).template ?? 'base' });
+    if (request.method === 'POST' && request.url === '/v1/sandboxes')
+      return sendJson(res, 201, { ...info, template: JSON.parse(request.body).template ?? 'base' });
     if (request.method === 'GET' && request.url === '/v1/sandboxes/sb_abc') return sendJson(res, 200, { ...info, state: 'paused' });
     if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_abc') return void res.writeHead(204).end();
     if (request.method === 'DELETE') return sendError(res, 404, 'sandbox_not_found', 'No such sandbox');
@@ -32,7 +41,8 @@ async function startScriptedDaemon() {
         { type: 'stdout', data: b64(Buffer.concat([u.subarray(1), Buffer.from('n\n')])) },
         { type: 'stderr', data: b64('careful\n') },
         { type: 'exit', exitCode, durationMs: 5 },
-      ]) res.write(JSON.stringify(event) + '\n');
+      ])
+        res.write(JSON.stringify(event) + '\n');
       return void res.end();
     }
     return sendError(res, 404, 'not_found', `no route ${request.method} ${request.url}`);

@@ -29,7 +29,10 @@ describe('HttpTransport request bodies (stand-in daemon)', () => {
     const sized = await transport.request({ method: 'POST', path: '/upload', body: parts(), headers: { 'content-length': '7' } });
     sized.cancel();
     expect(daemon.requests.map((r) => r.body)).toEqual(['one,two', 'one,two']);
-    expect(seen).toEqual([{ encoding: 'chunked', length: undefined }, { encoding: undefined, length: '7' }]);
+    expect(seen).toEqual([
+      { encoding: 'chunked', length: undefined },
+      { encoding: undefined, length: '7' },
+    ]);
   });
 
   it("rejects with the body's own error when it fails midway", async () => {

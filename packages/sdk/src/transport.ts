@@ -79,7 +79,9 @@ export class HttpTransport implements Transport {
         headers: {
           ...request.headers,
           ...(this.#apiKey !== undefined ? { 'x-api-key': this.#apiKey } : {}),
-          ...(request.body === undefined || isStreamedBody(request.body) ? {} : { 'content-length': String(Buffer.byteLength(request.body)) }),
+          ...(request.body === undefined || isStreamedBody(request.body)
+            ? {}
+            : { 'content-length': String(Buffer.byteLength(request.body)) }),
         },
       });
       const streamed = request.body !== undefined && isStreamedBody(request.body) ? request.body : undefined;
@@ -99,7 +101,14 @@ export class HttpTransport implements Transport {
         // The daemon closed an idle keep-alive connection just as we reused it; the
         // request never reached it, so sending it again is safe (Node's documented
         // remedy). EPIPE is the same race seen from the write side.
-        else if (mayRetry && streamed === undefined && response === undefined && req.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE')) resolve(this.#attempt(request, false));
+        else if (
+          mayRetry &&
+          streamed === undefined &&
+          response === undefined &&
+          req.reusedSocket &&
+          (error.code === 'ECONNRESET' || error.code === 'EPIPE')
+        )
+          resolve(this.#attempt(request, false));
         else reject(this.#connectionError(error, response !== undefined));
       });
       req.on('response', (res) => {

@@ -68,8 +68,16 @@ describe('sandbox.files and background commands against a real daemon (real QEMU
   it('lists with depth, stats, checks existence and makes directories', async () => {
     await sandbox.files.write('/tmp/tree/a/b/c.txt', 'c');
     await sandbox.files.write('/tmp/tree/top.txt', 'top');
-    expect((await sandbox.files.list('/tmp/tree')).map((e) => [e.name, e.type])).toEqual([['a', 'dir'], ['top.txt', 'file']]);
-    expect((await sandbox.files.list('/tmp/tree', { depth: 3 })).map((e) => e.path)).toEqual(['/tmp/tree/a', '/tmp/tree/a/b', '/tmp/tree/a/b/c.txt', '/tmp/tree/top.txt']);
+    expect((await sandbox.files.list('/tmp/tree')).map((e) => [e.name, e.type])).toEqual([
+      ['a', 'dir'],
+      ['top.txt', 'file'],
+    ]);
+    expect((await sandbox.files.list('/tmp/tree', { depth: 3 })).map((e) => e.path)).toEqual([
+      '/tmp/tree/a',
+      '/tmp/tree/a/b',
+      '/tmp/tree/a/b/c.txt',
+      '/tmp/tree/top.txt',
+    ]);
     const info = await sandbox.files.getInfo('/tmp/tree/top.txt');
     expect(info).toMatchObject({ name: 'top.txt', type: 'file', size: 3, owner: 'root', permissions: '-rw-r--r--', isSymlink: false });
     expect(info.modifiedTime).toBeInstanceOf(Date);
@@ -131,7 +139,10 @@ describe('sandbox.files and background commands against a real daemon (real QEMU
 
   it('runs a background command, waits for it and lists it while it runs', async () => {
     const lines: string[] = [];
-    const handle = await sandbox.commands.run('read go; echo "started $go"; echo oops >&2; exit 3', { background: true, onStdout: (l) => void lines.push(l) });
+    const handle = await sandbox.commands.run('read go; echo "started $go"; echo oops >&2; exit 3', {
+      background: true,
+      onStdout: (l) => void lines.push(l),
+    });
     expect(handle.pid).toBeGreaterThan(0);
     expect((await sandbox.commands.list()).map((p) => p.pid)).toContain(handle.pid);
     await handle.sendStdin('now\n');
@@ -193,7 +204,9 @@ describe('sandbox.files and background commands against a real daemon (real QEMU
     expect((error as CapsuleError).code).toMatch(/sandbox_not_found|sandbox_not_running/);
     await expect(other.files.getInfo('/etc/hostname')).rejects.toMatchObject({ code: (error as CapsuleError).code });
     await expect(other.commands.kill(1)).rejects.toMatchObject({ code: (error as CapsuleError).code });
-    await expect(other.commands.run('true', { background: true })).rejects.toMatchObject({ code: expect.stringMatching(/sandbox_not_found|sandbox_not_running/) });
+    await expect(other.commands.run('true', { background: true })).rejects.toMatchObject({
+      code: expect.stringMatching(/sandbox_not_found|sandbox_not_running/),
+    });
     other.client.close();
   });
 });

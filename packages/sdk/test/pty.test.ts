@@ -74,7 +74,9 @@ describe('sandbox.pty through a stand-in envd proxy', () => {
   });
 
   it('turns the daemon and agent refusals into typed errors', async () => {
-    await expect(new Pty(new SandboxAgent(client, 'sb-missing')).create({ cols: 80, rows: 24 })).rejects.toMatchObject({ code: 'sandbox_not_found' });
+    await expect(new Pty(new SandboxAgent(client, 'sb-missing')).create({ cols: 80, rows: 24 })).rejects.toMatchObject({
+      code: 'sandbox_not_found',
+    });
     await expect(pty().sendInput(999_999, 'x')).rejects.toBeInstanceOf(NotFoundError);
     await expect(pty().create({ cols: 80, rows: 24, cmd: ['no-such-program-here'] })).rejects.toMatchObject({ code: 'invalid_argument' });
   });

@@ -50,5 +50,9 @@ function removeCommand(): Command {
 }
 
 export function apiKeyCommand(): Command {
-  return new Command('apikey').description('Manage API keys for clients over TCP').addCommand(createCommand()).addCommand(listCommand()).addCommand(removeCommand());
+  return new Command('apikey')
+    .description('Manage API keys for clients over TCP')
+    .addCommand(createCommand())
+    .addCommand(listCommand())
+    .addCommand(removeCommand());
 }

@@ -74,7 +74,10 @@ async function applyRemoteModes(sandbox: Sandbox, modes: Map<string, number>, op
   for (const [file, mode] of modes) byMode.set(mode, [...(byMode.get(mode) ?? []), file]);
   for (const [mode, files] of byMode) {
     for (let index = 0; index < files.length; index += PATHS_PER_CHMOD) {
-      await sandbox.commands.run(['chmod', mode.toString(8), '--', ...files.slice(index, index + PATHS_PER_CHMOD)], { ...userOption(options), timeoutMs: 0 });
+      await sandbox.commands.run(['chmod', mode.toString(8), '--', ...files.slice(index, index + PATHS_PER_CHMOD)], {
+        ...userOption(options),
+        timeoutMs: 0,
+      });
     }
   }
 }
@@ -98,17 +101,20 @@ async function upload(sandbox: Sandbox, source: string, destination: string, opt
     } else if (stats.isDirectory()) {
       directories.push(remote);
       modes.set(remote, mode);
-      for (const name of (await fs.readdir(local)).sort()) await visit(path.join(local, name), posix.join(remote, name), await fs.lstat(path.join(local, name)));
+      for (const name of (await fs.readdir(local)).sort())
+        await visit(path.join(local, name), posix.join(remote, name), await fs.lstat(path.join(local, name)));
     } else process.stderr.write(`capsule: skipping ${local}: not a regular file, directory or symlink\n`);
   };
-  if (!info.isDirectory() && !info.isFile() && !info.isSymbolicLink()) throw new InvalidArgumentError('invalid_argument', `${source} is not a regular file, directory or symlink`);
+  if (!info.isDirectory() && !info.isFile() && !info.isSymbolicLink())
+    throw new InvalidArgumentError('invalid_argument', `${source} is not a regular file, directory or symlink`);
   await visit(source, target, info);
 
   for (const directory of directories) await sandbox.files.makeDir(directory, userOption(options));
   await forEachLimited(files, CONCURRENT_TRANSFERS, async ([local, remote]) => {
     await sandbox.files.write(remote, createReadStream(local), userOption(options));
   });
-  for (const [linkTarget, link] of links) await sandbox.commands.run(['ln', '-sfn', '--', linkTarget, link], { ...userOption(options), timeoutMs: 0 });
+  for (const [linkTarget, link] of links)
+    await sandbox.commands.run(['ln', '-sfn', '--', linkTarget, link], { ...userOption(options), timeoutMs: 0 });
   await applyRemoteModes(sandbox, modes, options);
 }
 
@@ -117,7 +123,10 @@ async function downloadFile(sandbox: Sandbox, remote: string, local: string, mod
   // Written beside the target and renamed, so a failed copy never leaves a truncated file under its name.
   const temp = path.join(path.dirname(local), `.${path.basename(local)}.capsule-cp-${process.pid}`);
   try {
-    await pipeline(Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(temp, { mode: 0o600 }));
+    await pipeline(
+      Readable.fromWeb(stream as import('node:stream/web').ReadableStream<Uint8Array>),
+      createWriteStream(temp, { mode: 0o600 }),
+    );
     await fs.chmod(temp, mode & 0o7777);
     await fs.rename(temp, local);
   } catch (error) {
@@ -148,7 +157,11 @@ async function download(sandbox: Sandbox, source: string, destination: string, o
   const links: [linkTarget: string, local: string][] = [];
   for (const entry of entries) {
     const local = localPathFor(info.path, entry.path, target, path.join);
-    if (local === undefined) throw new CapsuleError('protocol_error', `the sandbox listed ${JSON.stringify(entry.path.slice(0, 200))}, which is not under ${info.path}`);
+    if (local === undefined)
+      throw new CapsuleError(
+        'protocol_error',
+        `the sandbox listed ${JSON.stringify(entry.path.slice(0, 200))}, which is not under ${info.path}`,
+      );
     if (entry.isSymlink) {
       if (entry.symlinkTarget !== undefined) links.push([linkTargetFor(entry.symlinkTarget, entry.path, info.path), local]);
     } else if (entry.type === 'dir') directories.push([local, entry.mode]);
@@ -180,13 +193,18 @@ export function cpCommand(): Command {
       .argument('<src>', 'what to copy: a local path or ID:/path')
       .argument('<dst>', 'where to: ID:/path or a local path; an existing directory receives SRC under its own name')
       .option('-u, --user <user>', 'the sandbox user who owns what is written (and reads what is copied)')
-      .addHelpText('after', '\nExamples:\n  capsule cp ./app sb_abc:/srv/        # upload a directory into /srv/app\n  capsule cp sb_abc:/var/log/app.log .  # download a file here')
+      .addHelpText(
+        'after',
+        '\nExamples:\n  capsule cp ./app sb_abc:/srv/        # upload a directory into /srv/app\n  capsule cp sb_abc:/var/log/app.log .  # download a file here',
+      )
       .action(async (src: string, dst: string, options: CopyOptions, command: Command) => {
         const from = parseCopyLocation(src);
         const to = parseCopyLocation(dst);
         if ((from.kind === 'sandbox') === (to.kind === 'sandbox')) {
           command.error(
-            from.kind === 'sandbox' ? 'error: copying from one sandbox to another is not supported' : 'error: one of SRC and DST must name a sandbox, as ID:/path',
+            from.kind === 'sandbox'
+              ? 'error: copying from one sandbox to another is not supported'
+              : 'error: one of SRC and DST must name a sandbox, as ID:/path',
             { exitCode: 2, code: 'capsule.usage' },
           );
         }

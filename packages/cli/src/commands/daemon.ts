@@ -11,33 +11,37 @@ import { printJson } from './print-json.js';
 
 function startCommand(): Command {
   return addGlobalOptions(
-    new Command('start').description('Start capsuled in the background and wait until it answers').action(async (_options: object, command: Command) => {
-      const context = CliContext.of(command);
-      const client = context.localClient();
-      const running = await daemonInfoIfRunning(client);
-      if (running) {
-        process.stdout.write(`capsuled is already running (pid ${running.pid})\n`);
-        return;
-      }
-      await context.progress.step('Starting capsuled', () => startDaemon(client, { socketPath: context.flags.socket }));
-      const info = await client.info();
-      process.stdout.write(`capsuled ${info.version} is running (pid ${info.pid}, ${info.accel}); log: ${daemonLogPath()}\n`);
-    }),
+    new Command('start')
+      .description('Start capsuled in the background and wait until it answers')
+      .action(async (_options: object, command: Command) => {
+        const context = CliContext.of(command);
+        const client = context.localClient();
+        const running = await daemonInfoIfRunning(client);
+        if (running) {
+          process.stdout.write(`capsuled is already running (pid ${running.pid})\n`);
+          return;
+        }
+        await context.progress.step('Starting capsuled', () => startDaemon(client, { socketPath: context.flags.socket }));
+        const info = await client.info();
+        process.stdout.write(`capsuled ${info.version} is running (pid ${info.pid}, ${info.accel}); log: ${daemonLogPath()}\n`);
+      }),
   );
 }
 
 function stopCommand(): Command {
   return addGlobalOptions(
-    new Command('stop').description('Stop capsuled (SIGTERM) and wait until it has exited').action(async (_options: object, command: Command) => {
-      const context = CliContext.of(command);
-      const info = await daemonInfoIfRunning(context.localClient());
-      if (!info) {
-        process.stdout.write('capsuled is not running\n');
-        return;
-      }
-      await context.progress.step(`Stopping capsuled (pid ${info.pid})`, () => stopDaemon(info));
-      process.stdout.write(`capsuled (pid ${info.pid}) stopped\n`);
-    }),
+    new Command('stop')
+      .description('Stop capsuled (SIGTERM) and wait until it has exited')
+      .action(async (_options: object, command: Command) => {
+        const context = CliContext.of(command);
+        const info = await daemonInfoIfRunning(context.localClient());
+        if (!info) {
+          process.stdout.write('capsuled is not running\n');
+          return;
+        }
+        await context.progress.step(`Stopping capsuled (pid ${info.pid})`, () => stopDaemon(info));
+        process.stdout.write(`capsuled (pid ${info.pid}) stopped\n`);
+      }),
   );
 }
 

@@ -26,10 +26,14 @@ async function execAction(idOrName: string, rawCmd: string[], options: ExecOptio
   // With pass-through options commander keeps a `--` that follows the sandbox argument.
   const cmd = rawCmd[0] === '--' ? rawCmd.slice(1) : rawCmd;
   if (options.interactive && !options.tty) {
-    command.error('error: -i without -t is not supported: use -it for an interactive terminal, or pipe input with `capsule exec ID -- CMD`', { exitCode: 2, code: 'capsule.usage' });
+    command.error(
+      'error: -i without -t is not supported: use -it for an interactive terminal, or pipe input with `capsule exec ID -- CMD`',
+      { exitCode: 2, code: 'capsule.usage' },
+    );
   }
   if (options.tty) {
-    if (options.timeout !== undefined) command.error('error: --timeout does not apply to a terminal session (-t)', { exitCode: 2, code: 'capsule.usage' });
+    if (options.timeout !== undefined)
+      command.error('error: --timeout does not apply to a terminal session (-t)', { exitCode: 2, code: 'capsule.usage' });
     const client = await CliContext.of(command).daemonClient();
     process.exitCode = await runTerminalSession(client, idOrName, {
       ...(cmd.length > 0 && { cmd }),

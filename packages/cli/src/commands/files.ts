@@ -32,7 +32,7 @@ function lsCommand(): Command {
     new Command('ls')
       .description('List a directory in a sandbox (or describe one file)')
       .argument('<sandbox>', 'sandbox id or name')
-      .argument('[path]', 'directory or file; relative paths are under the user\'s home', '/')
+      .argument('[path]', "directory or file; relative paths are under the user's home", '/')
       .option('-d, --depth <n>', 'also list this many levels below the directory', parseDepth, 1)
       .option('-u, --user <user>', 'the sandbox user to list as')
       .option('--json', 'print the entries as a JSON array')

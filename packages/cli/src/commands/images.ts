@@ -11,7 +11,9 @@ import { printJson } from './print-json.js';
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export function shortDigest(digest: string): string {
@@ -35,7 +37,12 @@ export function imageTable(images: readonly ImageInfo[], now: number = Date.now(
 }
 
 /** Pulls `ref` with a progress bar on stderr; used by `image pull` and by `template create` for a missing image. */
-export async function pullWithProgress(context: CliContext, client: CapsuleClient, ref: string, credentials: { username?: string; password?: string } = {}): Promise<ImageInfo> {
+export async function pullWithProgress(
+  context: CliContext,
+  client: CapsuleClient,
+  ref: string,
+  credentials: { username?: string; password?: string } = {},
+): Promise<ImageInfo> {
   const bar = new TransferProgress(`Pulling ${ref}`, { enabled: context.progress.enabled });
   try {
     return await client.pullImage(ref, credentials, { onEvent: (event) => bar.onEvent(event) });
@@ -125,7 +132,10 @@ function pruneCommand(): Command {
         const client = await CliContext.of(command).daemonClient();
         const result = await client.pruneImages();
         if (options.json) printJson(result);
-        else process.stdout.write(`removed ${result.blobs} blobs, ${result.rootfs} root filesystems and ${result.buildSteps} cached build steps: ${formatBytes(result.bytes)} freed\n`);
+        else
+          process.stdout.write(
+            `removed ${result.blobs} blobs, ${result.rootfs} root filesystems and ${result.buildSteps} cached build steps: ${formatBytes(result.bytes)} freed\n`,
+          );
       }),
   );
 }

@@ -12,7 +12,7 @@ import { NotFoundError } from '@capsule/sdk';
 export function psCommand(): Command {
   return addGlobalOptions(
     new Command('ps')
-      .description("List the processes running in a sandbox that its agent started")
+      .description('List the processes running in a sandbox that its agent started')
       .argument('<sandbox>', 'sandbox id or name')
       .option('--json', 'print the processes as a JSON array')
       .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
@@ -33,7 +33,9 @@ export function killCommand(): Command {
       .action(async (idOrName: string, pid: number, options: { signal: 'SIGKILL' | 'SIGTERM' }, command: Command) => {
         await withSandbox(command, idOrName, async (sandbox) => {
           if (!(await sandbox.commands.kill(pid, { killSignal: options.signal }))) {
-            throw new NotFoundError('not_found', `no process ${pid} runs in ${idOrName}`, { hint: `list its processes with \`capsule ps ${idOrName}\`` });
+            throw new NotFoundError('not_found', `no process ${pid} runs in ${idOrName}`, {
+              hint: `list its processes with \`capsule ps ${idOrName}\``,
+            });
           }
         });
       }),

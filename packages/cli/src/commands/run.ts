@@ -27,7 +27,10 @@ const KEEPALIVE_INTERVAL_MS = 60_000;
 /** Removes the sandbox; a failure is reported, not thrown, so the command's exit code survives it. */
 async function removeSandbox(context: CliContext, client: CapsuleClient, id: string): Promise<void> {
   const failure = await context.progress.step(`Removing sandbox ${id}`, () =>
-    client.deleteSandbox(id, { requestTimeoutMs: REMOVE_TIMEOUT_MS }).then(() => undefined, (error: unknown) => error ?? new Error('unknown failure')),
+    client.deleteSandbox(id, { requestTimeoutMs: REMOVE_TIMEOUT_MS }).then(
+      () => undefined,
+      (error: unknown) => error ?? new Error('unknown failure'),
+    ),
   );
   if (failure !== undefined) {
     const reason = failure instanceof Error ? failure.message : String(failure);
@@ -50,18 +53,23 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
 
   let sandboxId: string | undefined;
   const interrupts = new Interrupts(() => {
-    const where = sandboxId ? `sandbox ${sandboxId} may still exist; remove it with \`capsule rm ${sandboxId}\`` : 'a sandbox may have been created; check with `capsule ls`';
+    const where = sandboxId
+      ? `sandbox ${sandboxId} may still exist; remove it with \`capsule rm ${sandboxId}\``
+      : 'a sandbox may have been created; check with `capsule ls`';
     process.stderr.write(`\ncapsule: stopped waiting; ${where}\n`);
   });
   try {
     // Not aborted by Ctrl-C: only a finished create tells us which sandbox to remove.
     const creating = context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(createRequest));
     interrupts.signal.addEventListener('abort', () => {
-      if (sandboxId === undefined) process.stderr.write('\ncapsule: interrupted; removing the sandbox as soon as it exists (interrupt again to stop waiting)\n');
+      if (sandboxId === undefined)
+        process.stderr.write('\ncapsule: interrupted; removing the sandbox as soon as it exists (interrupt again to stop waiting)\n');
     });
     const sandbox = await creating;
     sandboxId = sandbox.id;
-    context.progress.note(`Sandbox ${sandbox.id} is ${sandbox.state}${sandbox.bootMs !== undefined ? ` (booted in ${formatElapsed(sandbox.bootMs)})` : ''}`);
+    context.progress.note(
+      `Sandbox ${sandbox.id} is ${sandbox.state}${sandbox.bootMs !== undefined ? ` (booted in ${formatElapsed(sandbox.bootMs)})` : ''}`,
+    );
 
     let exitCode: number = EXIT_CAPSULE_FAILURE;
     let failure: unknown;
@@ -72,7 +80,10 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
     keepalive.unref();
     try {
       if (interrupts.received === undefined) {
-        exitCode = await streamCommand(client, sandbox.id, execRequest, { signal: interrupts.signal, onStart: (started) => (pid = started) });
+        exitCode = await streamCommand(client, sandbox.id, execRequest, {
+          signal: interrupts.signal,
+          onStart: (started) => (pid = started),
+        });
       }
     } catch (error) {
       failure = error;

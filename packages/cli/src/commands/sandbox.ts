@@ -8,7 +8,17 @@ import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { describeNetwork, describeSandbox, formatTimeLeft, sandboxTable } from '../human-format.js';
-import { collectCidr, collectEnv, collectMetadata, collectPublish, parseCpuCount, parseDurationMs, parseForkCount, parseMemoryMiB, parseOnOff } from '../option-parsers.js';
+import {
+  collectCidr,
+  collectEnv,
+  collectMetadata,
+  collectPublish,
+  parseCpuCount,
+  parseDurationMs,
+  parseForkCount,
+  parseMemoryMiB,
+  parseOnOff,
+} from '../option-parsers.js';
 import { addNetworkOptions, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -29,8 +39,17 @@ function createCommand(): Command {
       .option('-e, --env <K=V>', 'environment variable (repeatable; bare K copies it from here)', collectEnv)
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
-      .addOption(new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices(['kill', 'pause']))
-      .option('-p, --publish <[ip:]host:port>', 'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)', collectPublish)
+      .addOption(
+        new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices([
+          'kill',
+          'pause',
+        ]),
+      )
+      .option(
+        '-p, --publish <[ip:]host:port>',
+        'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)',
+        collectPublish,
+      )
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
@@ -118,7 +137,8 @@ function timeoutCommand(): Command {
         const client = await CliContext.of(command).daemonClient();
         const sandbox = await client.setSandboxTimeout(idOrName, timeoutMs);
         if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
+        else
+          process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
       }),
   );
 }
@@ -140,7 +160,11 @@ function keepaliveCommand(): Command {
  * Runs `work` for each named sandbox, printing what it returns; a failure is
  * reported for its sandbox and the rest still run; any failure exits 125.
  */
-async function forEachSandbox(command: Command, idsOrNames: string[], work: (client: CapsuleClient, idOrName: string) => Promise<string>): Promise<void> {
+async function forEachSandbox(
+  command: Command,
+  idsOrNames: string[],
+  work: (client: CapsuleClient, idOrName: string) => Promise<string>,
+): Promise<void> {
   const context = CliContext.of(command);
   const client = await context.daemonClient();
   for (const idOrName of idsOrNames) {
@@ -156,7 +180,11 @@ async function forEachSandbox(command: Command, idsOrNames: string[], work: (cli
 function pauseOrResumeCommand(action: 'pause' | 'resume'): Command {
   return addGlobalOptions(
     new Command(action)
-      .description(action === 'pause' ? "Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)" : 'Resume paused sandboxes where they stopped')
+      .description(
+        action === 'pause'
+          ? 'Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)'
+          : 'Resume paused sandboxes where they stopped',
+      )
       .argument('<sandbox...>', 'sandbox ids or names')
       .action(async (idsOrNames: string[], _options: object, command: Command) => {
         const context = CliContext.of(command);
@@ -180,7 +208,9 @@ function forkCommand(): Command {
       .action(async (idOrName: string, options: { count: number; json?: boolean }, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
-        const forks = await context.progress.step(`Forking ${idOrName} ${options.count} time(s)`, () => client.forkSandbox(idOrName, options.count));
+        const forks = await context.progress.step(`Forking ${idOrName} ${options.count} time(s)`, () =>
+          client.forkSandbox(idOrName, options.count),
+        );
         if (options.json) printJson(forks);
         else process.stdout.write(forks.map((sandbox) => `${sandbox.id}\n`).join(''));
       }),
@@ -197,15 +227,22 @@ function networkCommand(): Command {
       .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; replaces the list)', collectCidr)
       .option('--clear-egress', 'empty both egress lists')
       .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, internet: boolean | undefined, options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean }, command: Command) => {
-        const lists = options.egressAllow || options.egressDeny || options.clearEgress;
-        const sandbox = await (await CliContext.of(command).daemonClient()).setSandboxNetwork(idOrName, {
-          ...(internet !== undefined && { internet }),
-          ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
-        });
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}: ${describeNetwork(sandbox.network)}\n`);
-      }),
+      .action(
+        async (
+          idOrName: string,
+          internet: boolean | undefined,
+          options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean },
+          command: Command,
+        ) => {
+          const lists = options.egressAllow || options.egressDeny || options.clearEgress;
+          const sandbox = await (await CliContext.of(command).daemonClient()).setSandboxNetwork(idOrName, {
+            ...(internet !== undefined && { internet }),
+            ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
+          });
+          if (options.json) printJson(sandbox);
+          else process.stdout.write(`${sandbox.id}: ${describeNetwork(sandbox.network)}\n`);
+        },
+      ),
   );
 }
 
@@ -219,7 +256,9 @@ function snapshotCommand(): Command {
       .action(async (idOrName: string, options: { template: string; json?: boolean }, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
-        const template = await context.progress.step(`Snapshotting ${idOrName} as template ${options.template}`, () => client.snapshotSandbox(idOrName, options.template));
+        const template = await context.progress.step(`Snapshotting ${idOrName} as template ${options.template}`, () =>
+          client.snapshotSandbox(idOrName, options.template),
+        );
         if (options.json) printJson(template);
         else process.stdout.write(`${template.name}\n`);
       }),
@@ -228,7 +267,16 @@ function snapshotCommand(): Command {
 
 /** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork, snapshot. */
 export function sandboxShortcutCommands(): Command[] {
-  return [listCommand('ls'), inspectCommand(), removeCommand('rm'), logsCommand(), pauseOrResumeCommand('pause'), pauseOrResumeCommand('resume'), forkCommand(), snapshotCommand()];
+  return [
+    listCommand('ls'),
+    inspectCommand(),
+    removeCommand('rm'),
+    logsCommand(),
+    pauseOrResumeCommand('pause'),
+    pauseOrResumeCommand('resume'),
+    forkCommand(),
+    snapshotCommand(),
+  ];
 }
 
 /** `capsule sandbox create|ls|inspect|rm|logs`. */

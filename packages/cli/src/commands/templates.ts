@@ -45,11 +45,17 @@ async function waitForWarmSnapshot(client: CapsuleClient, name: string): Promise
     if (template.warmSnapshot === 'failed') {
       const details = await client.getTemplate(name);
       if (details.startCommand) {
-        throw new CapsuleError('template_start_failed', `the warm snapshot of ${name} failed: ${details.warmSnapshotError ?? 'see the daemon log'}`, {
-          hint: `fix START/READY and build it again (\`capsule template rm ${name}\` first)`,
-        });
+        throw new CapsuleError(
+          'template_start_failed',
+          `the warm snapshot of ${name} failed: ${details.warmSnapshotError ?? 'see the daemon log'}`,
+          {
+            hint: `fix START/READY and build it again (\`capsule template rm ${name}\` first)`,
+          },
+        );
       }
-      process.stderr.write(`capsule: the warm snapshot of ${name} failed; its sandboxes boot cold: ${details.warmSnapshotError ?? 'see the daemon log'}\n`);
+      process.stderr.write(
+        `capsule: the warm snapshot of ${name} failed; its sandboxes boot cold: ${details.warmSnapshotError ?? 'see the daemon log'}\n`,
+      );
     }
     if (template.warmSnapshot !== 'building') return template;
     await new Promise((resolve) => setTimeout(resolve, WARM_POLL_MS));
@@ -64,7 +70,10 @@ function createTemplateCommand(): Command {
       .requiredOption('--image <ref>', 'image reference or digest')
       .option('--cpus <n>', 'default vCPUs of its sandboxes', parseCpuCount)
       .option('--memory <size>', 'default memory of its sandboxes, e.g. 512M', parseMemoryMiB)
-      .option('--start [cmd]', "start a service before the warm snapshot: CMD under /bin/sh -c, or without CMD the image's Entrypoint + Cmd")
+      .option(
+        '--start [cmd]',
+        "start a service before the warm snapshot: CMD under /bin/sh -c, or without CMD the image's Entrypoint + Cmd",
+      )
       .option('--ready <cmd>', 'with --start: a check (under /bin/sh -c) retried until it exits 0 before the snapshot')
       .option('--ready-timeout <duration>', 'how long --ready is retried (default 60s)', parseDurationMs)
       .option('--no-wait', 'return before the warm snapshot is built')
@@ -132,13 +141,18 @@ function buildTemplateCommand(): Command {
           { name: options.tag, capsulefile, contextDir: path.dirname(file) },
           {
             onEvent: (event) => {
-              if (event.type === 'step') process.stderr.write(`${event.index === 0 ? '==>' : `[${event.index}]`}${event.cached ? ' CACHED' : ''} ${event.instruction}\n`);
+              if (event.type === 'step')
+                process.stderr.write(
+                  `${event.index === 0 ? '==>' : `[${event.index}]`}${event.cached ? ' CACHED' : ''} ${event.instruction}\n`,
+                );
               else process.stderr.write(event.text);
             },
           },
         );
         if (options.wait && template.warmSnapshot === 'building') {
-          template = await context.progress.step(`Booting ${template.name} once for its warm snapshot`, () => waitForWarmSnapshot(client, template.name));
+          template = await context.progress.step(`Booting ${template.name} once for its warm snapshot`, () =>
+            waitForWarmSnapshot(client, template.name),
+          );
         }
         if (options.json) printJson(template);
         else process.stdout.write(`${template.name}\n`);

@@ -50,7 +50,10 @@ describe('BulkChannel', () => {
     let transferId = '';
     const body = Buffer.alloc(300_000, 9);
     const socketPath = await fakeGuest((socket) => {
-      setTimeout(() => socket.write(Buffer.concat([Buffer.alloc(70_000, 1), Buffer.from(`CAPSBULK${transferId}`), body, Buffer.alloc(1000, 2)])), 20);
+      setTimeout(
+        () => socket.write(Buffer.concat([Buffer.alloc(70_000, 1), Buffer.from(`CAPSBULK${transferId}`), body, Buffer.alloc(1000, 2)])),
+        20,
+      );
     });
     const channel = new BulkChannel(socketPath, limits);
     const transfer = (await channel.open())!;
@@ -99,7 +102,10 @@ describe('BulkChannel', () => {
 
   /** The frames of `chunks` as the guest's helper reads them, with the end frame if `end`. */
   const framed = (chunks: string[], end: boolean) =>
-    Buffer.concat([...chunks.flatMap((chunk) => [Buffer.from([0, 0, 0, chunk.length]), Buffer.from(chunk)]), ...(end ? [Buffer.alloc(4)] : [])]);
+    Buffer.concat([
+      ...chunks.flatMap((chunk) => [Buffer.from([0, 0, 0, chunk.length]), Buffer.from(chunk)]),
+      ...(end ? [Buffer.alloc(4)] : []),
+    ]);
 
   it('uploads the header and the body as frames, and the end frame only when the body ended well', async () => {
     const received: Buffer[] = [];

@@ -52,7 +52,12 @@ export class BulkChannel {
     this.busy = true;
     try {
       const socket = await connect(this.socketPath);
-      return new BulkTransfer(socket, randomBytes(16).toString('hex'), this.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS, () => (this.busy = false));
+      return new BulkTransfer(
+        socket,
+        randomBytes(16).toString('hex'),
+        this.options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+        () => (this.busy = false),
+      );
     } catch {
       this.busy = false;
       return undefined;

@@ -1,7 +1,13 @@
 // The daemon's client of one guest agent: Connect RPC over HTTP/2 over the
 // VM's virtio-serial port (a unix socket on the host). Everything the guest
 // sends is bounded here (message size) before any of it reaches an API client.
-import { constants as h2, type ClientHttp2Stream, type Http2Session, type IncomingHttpHeaders as Http2Headers, type OutgoingHttpHeaders } from 'node:http2';
+import {
+  constants as h2,
+  type ClientHttp2Stream,
+  type Http2Session,
+  type IncomingHttpHeaders as Http2Headers,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import net from 'node:net';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -26,19 +32,23 @@ export class AgentClient {
   private readonly sockets = new Set<net.Socket>();
 
   constructor(socketPath: string) {
-    this.sessions = new Http2SessionManager(AUTHORITY, { pingIdleConnection: false }, {
-      createConnection: () => {
-        const socket = net.connect(socketPath);
-        this.sockets.add(socket);
-        socket.once('close', () => this.sockets.delete(socket));
-        return socket;
+    this.sessions = new Http2SessionManager(
+      AUTHORITY,
+      { pingIdleConnection: false },
+      {
+        createConnection: () => {
+          const socket = net.connect(socketPath);
+          this.sockets.add(socket);
+          socket.once('close', () => this.sockets.delete(socket));
+          return socket;
+        },
+        // The guest is not trusted: cap what it may make us buffer per header block.
+        maxHeaderListPairs: 256,
+        maxSessionMemory: 64,
+        // No server push: a guest must not be able to open streams toward the daemon.
+        settings: { initialWindowSize: FLOW_WINDOW_BYTES, enablePush: false },
       },
-      // The guest is not trusted: cap what it may make us buffer per header block.
-      maxHeaderListPairs: 256,
-      maxSessionMemory: 64,
-      // No server push: a guest must not be able to open streams toward the daemon.
-      settings: { initialWindowSize: FLOW_WINDOW_BYTES, enablePush: false },
-    });
+    );
     const transport = createConnectTransport({
       baseUrl: AUTHORITY,
       httpVersion: '2',
@@ -83,7 +93,9 @@ export class AgentClient {
             if (size > maxBytes) reject(new Error(`${what} answered more than ${maxBytes} bytes`));
             else chunks.push(chunk);
           });
-          stream.once('end', () => (status >= 200 && status <= 299 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${what} answered HTTP ${status}`))));
+          stream.once('end', () =>
+            status >= 200 && status <= 299 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${what} answered HTTP ${status}`)),
+          );
           stream.once('error', reject);
           stream.end();
         }),
@@ -170,7 +182,10 @@ export class AgentClient {
           hint: 'start the service inside the sandbox first, listening on 127.0.0.1 or 0.0.0.0',
         });
       }
-      if (kind === 'limit' || status === 429) throw new CapsuleError('too_many_tunnels', `the sandbox's agent holds too many open tunnels`, { hint: 'close some connections to the sandbox and retry' });
+      if (kind === 'limit' || status === 429)
+        throw new CapsuleError('too_many_tunnels', `the sandbox's agent holds too many open tunnels`, {
+          hint: 'close some connections to the sandbox and retry',
+        });
       if (kind === 'bad_port' || status === 400) throw new CapsuleError('invalid_argument', `port must be from 1 to 65535, got ${port}`);
       throw new CapsuleError('agent_unavailable', `the ${what} failed (HTTP ${status}${message ? `: ${message}` : ''})`);
     } catch (err) {
@@ -289,7 +304,7 @@ async function readSmallText(stream: ClientHttp2Stream, maxBytes: number, timeou
       stream.once('close', () => resolve(Buffer.concat(chunks)));
     }),
     timeoutMs,
-    'reading the agent\'s refusal',
+    "reading the agent's refusal",
   ).catch(() => Buffer.alloc(0));
   let text = body.toString('utf8');
   try {

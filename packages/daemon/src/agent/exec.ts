@@ -17,7 +17,8 @@ export function basicAuthForUser(user: string): string {
 export async function* execEvents(agent: AgentClient, request: ExecRequest, signal: AbortSignal): AsyncGenerator<ExecEvent> {
   const started = Date.now();
   const [cmd, ...args] = request.cmd;
-  if (cmd === undefined || cmd === '') throw new CapsuleError('invalid_argument', 'the command is empty', { hint: 'pass the program and its arguments, e.g. ["echo", "hi"]' });
+  if (cmd === undefined || cmd === '')
+    throw new CapsuleError('invalid_argument', 'the command is empty', { hint: 'pass the program and its arguments, e.g. ["echo", "hi"]' });
   const abort = new AbortController();
   let pid: number | undefined;
   // A client that goes away takes its command with it: nothing is left running unobserved.
@@ -60,7 +61,8 @@ export async function* execEvents(agent: AgentClient, request: ExecRequest, sign
           break;
         case 'data': {
           const output = event.value.output;
-          if (output.case === 'stdout' || output.case === 'pty') yield { type: 'stdout', data: Buffer.from(output.value).toString('base64') };
+          if (output.case === 'stdout' || output.case === 'pty')
+            yield { type: 'stdout', data: Buffer.from(output.value).toString('base64') };
           else if (output.case === 'stderr') yield { type: 'stderr', data: Buffer.from(output.value).toString('base64') };
           break;
         }
@@ -81,14 +83,28 @@ export async function* execEvents(agent: AgentClient, request: ExecRequest, sign
 }
 
 /** The API event for the agent's end event. */
-function endEvent(end: { exitCode: number; exited: boolean; status: string; error?: string | undefined }, timedOutAfterMs: number | undefined, durationMs: number): ExecEvent {
+function endEvent(
+  end: { exitCode: number; exited: boolean; status: string; error?: string | undefined },
+  timedOutAfterMs: number | undefined,
+  durationMs: number,
+): ExecEvent {
   if (timedOutAfterMs !== undefined) {
-    return { type: 'error', code: 'timeout', message: `the command ran longer than ${timedOutAfterMs} ms and was killed`, hint: 'raise timeoutMs, or 0 for no limit' };
+    return {
+      type: 'error',
+      code: 'timeout',
+      message: `the command ran longer than ${timedOutAfterMs} ms and was killed`,
+      hint: 'raise timeoutMs, or 0 for no limit',
+    };
   }
   const killedBy = end.exited ? undefined : signalFromStatus(end.status);
   if (killedBy) return { type: 'exit', exitCode: exitCodeForSignal(killedBy), signal: killedBy, durationMs };
   if (end.exited || end.exitCode >= 0) return { type: 'exit', exitCode: end.exitCode, durationMs };
-  return { type: 'error', code: 'exec_failed', message: end.error ?? end.status, hint: 'check that the program exists in the sandbox and is executable' };
+  return {
+    type: 'error',
+    code: 'exec_failed',
+    message: end.error ?? end.status,
+    hint: 'check that the program exists in the sandbox and is executable',
+  };
 }
 
 async function sendStdin(agent: AgentClient, pid: number, stdin: string): Promise<void> {
@@ -107,7 +123,8 @@ async function killQuietly(agent: AgentClient, pid: number): Promise<void> {
 
 /** Maps a failure of the agent call to an exec error event with a stable code. */
 function errorEvent(err: unknown, timeoutMs: number | undefined): ExecEvent {
-  if (timeoutMs !== undefined) return { type: 'error', code: 'timeout', message: `the command ran longer than ${timeoutMs} ms and was killed` };
+  if (timeoutMs !== undefined)
+    return { type: 'error', code: 'timeout', message: `the command ran longer than ${timeoutMs} ms and was killed` };
   if (err instanceof CapsuleError) return { type: 'error', code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
   if (err instanceof ConnectError) {
     switch (err.code) {
@@ -115,7 +132,12 @@ function errorEvent(err: unknown, timeoutMs: number | undefined): ExecEvent {
         return { type: 'error', code: 'not_found', message: err.rawMessage, hint: 'check the command and cwd exist in the sandbox' };
       case Code.InvalidArgument:
         // The daemon validated the request's shape already, so this is the agent failing to start it.
-        return { type: 'error', code: 'exec_failed', message: err.rawMessage, hint: 'check that the program exists in the sandbox and is executable' };
+        return {
+          type: 'error',
+          code: 'exec_failed',
+          message: err.rawMessage,
+          hint: 'check that the program exists in the sandbox and is executable',
+        };
       case Code.PermissionDenied:
       case Code.Unauthenticated:
         return { type: 'error', code: 'invalid_argument', message: err.rawMessage, hint: 'check the user exists in the sandbox' };
@@ -124,7 +146,12 @@ function errorEvent(err: unknown, timeoutMs: number | undefined): ExecEvent {
       case Code.Canceled:
         return { type: 'error', code: 'timeout', message: 'the request was cancelled' };
       default:
-        return { type: 'error', code: 'agent_unavailable', message: `the sandbox's agent failed: ${err.rawMessage}`, hint: 'see `capsule logs ID` for the guest console' };
+        return {
+          type: 'error',
+          code: 'agent_unavailable',
+          message: `the sandbox's agent failed: ${err.rawMessage}`,
+          hint: 'see `capsule logs ID` for the guest console',
+        };
     }
   }
   return { type: 'error', code: 'internal', message: err instanceof Error ? err.message : String(err) };

@@ -63,7 +63,13 @@ describe('agent proxy over TCP, with an agent stand-in that records headers', ()
     });
 
   it("the client's API key (as X-API-Key and as a bearer), access and traffic tokens and cookies never reach the agent, by path and by header", async () => {
-    const credentials = { 'X-API-Key': API_KEY, Authorization: `Bearer ${API_KEY}`, 'X-Access-Token': ACCESS_TOKEN, 'e2b-traffic-access-token': TRAFFIC_TOKEN, Cookie: 'session=daemon' };
+    const credentials = {
+      'X-API-Key': API_KEY,
+      Authorization: `Bearer ${API_KEY}`,
+      'X-Access-Token': ACCESS_TOKEN,
+      'e2b-traffic-access-token': TRAFFIC_TOKEN,
+      Cookie: 'session=daemon',
+    };
     expect(await get('/v1/sandboxes/sb_1/envd/health', credentials)).toBe(200);
     expect(await get('/health', { ...credentials, 'E2b-Sandbox-Id': 'sb_1' })).toBe(200);
     expect(seen).toHaveLength(2);

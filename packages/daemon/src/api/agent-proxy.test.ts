@@ -4,8 +4,16 @@ import { requestHeadersForAgent, responseHeadersForClient, validStatus } from '.
 
 describe('agentTarget', () => {
   it('routes the path form to the agent path after /envd, query kept', () => {
-    expect(agentTarget('/v1/sandboxes/sb_1/envd/files?path=/etc/hosts', {})).toEqual({ sandboxId: 'sb_1', path: '/files?path=/etc/hosts', form: 'path' });
-    expect(agentTarget('/v1/sandboxes/sb_1/envd/process.Process/Start', {})).toEqual({ sandboxId: 'sb_1', path: '/process.Process/Start', form: 'path' });
+    expect(agentTarget('/v1/sandboxes/sb_1/envd/files?path=/etc/hosts', {})).toEqual({
+      sandboxId: 'sb_1',
+      path: '/files?path=/etc/hosts',
+      form: 'path',
+    });
+    expect(agentTarget('/v1/sandboxes/sb_1/envd/process.Process/Start', {})).toEqual({
+      sandboxId: 'sb_1',
+      path: '/process.Process/Start',
+      form: 'path',
+    });
     expect(agentTarget('/v1/sandboxes/sb_1/envd', {})).toEqual({ sandboxId: 'sb_1', path: '/', form: 'path' });
   });
 
@@ -37,17 +45,27 @@ describe('headers across the proxy', () => {
 
   it("a client's API key as a bearer, a Basic password, cookies and the traffic token never reach the agent", () => {
     const key = `e2b_${'a'.repeat(40)}`;
-    const leaked = requestHeadersForAgent({ authorization: `Bearer ${key}`, cookie: 'session=1', 'e2b-traffic-access-token': 'traffic', 'x-api-key': key, 'x-access-token': 'envd' });
+    const leaked = requestHeadersForAgent({
+      authorization: `Bearer ${key}`,
+      cookie: 'session=1',
+      'e2b-traffic-access-token': 'traffic',
+      'x-api-key': key,
+      'x-access-token': 'envd',
+    });
     expect(leaked).toEqual({});
     expect(requestHeadersForAgent({ authorization: `Basic ${Buffer.from('user:secret').toString('base64')}` })).toEqual({});
     // With the e2b convention, a stripped bearer leaves the default user, as if none was named.
-    expect(requestHeadersForAgent({ authorization: `Bearer ${key}` }, 'user').authorization).toBe(`Basic ${Buffer.from('user:').toString('base64')}`);
+    expect(requestHeadersForAgent({ authorization: `Bearer ${key}` }, 'user').authorization).toBe(
+      `Basic ${Buffer.from('user:').toString('base64')}`,
+    );
   });
 
   it('refuses a malformed percent-encoding or a non-path target with invalid_argument', () => {
     expect(() => agentTarget('/v1/sandboxes/%/envd/health', {})).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
     expect(() => agentTarget('*', { 'e2b-sandbox-id': 'sb_1' })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
-    expect(() => agentTarget('http://x/health', { 'e2b-sandbox-id': 'sb_1' })).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    expect(() => agentTarget('http://x/health', { 'e2b-sandbox-id': 'sb_1' })).toThrow(
+      expect.objectContaining({ code: 'invalid_argument' }),
+    );
   });
 
   it('names the default user only when the client named none', () => {
@@ -57,7 +75,15 @@ describe('headers across the proxy', () => {
   });
 
   it('strips pseudo-headers, hop-by-hop headers and cookies from what a guest answers', () => {
-    expect(responseHeadersForClient({ ':status': '200', 'content-type': 'text/plain', connection: 'close', 'set-cookie': ['a=b'], 'x-api-key': 'x' })).toEqual({ 'content-type': 'text/plain' });
+    expect(
+      responseHeadersForClient({
+        ':status': '200',
+        'content-type': 'text/plain',
+        connection: 'close',
+        'set-cookie': ['a=b'],
+        'x-api-key': 'x',
+      }),
+    ).toEqual({ 'content-type': 'text/plain' });
   });
 
   it('accepts only real HTTP statuses from a guest', () => {

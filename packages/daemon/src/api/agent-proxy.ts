@@ -49,7 +49,10 @@ export function agentTarget(url: string, headers: IncomingHttpHeaders): AgentTar
   const header = headers[SANDBOX_ID_HEADER];
   if (typeof header !== 'string') return undefined;
   // The agent is asked for an origin-form path only; `*` or an absolute URL means nothing there.
-  if (!url.startsWith('/')) throw new CapsuleError('invalid_argument', `"${url.slice(0, 80)}" is not a path the agent serves`, { hint: 'send the agent path, e.g. /health' });
+  if (!url.startsWith('/'))
+    throw new CapsuleError('invalid_argument', `"${url.slice(0, 80)}" is not a path the agent serves`, {
+      hint: 'send the agent path, e.g. /health',
+    });
   return { sandboxId: header, path: url, form: 'header' };
 }
 
@@ -58,7 +61,9 @@ export function decodePathSegment(value: string): string {
   try {
     return decodeURIComponent(value);
   } catch {
-    throw new CapsuleError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, { hint: 'percent-encode the sandbox id, or name it plainly' });
+    throw new CapsuleError('invalid_argument', `"${value.slice(0, 80)}" is not a valid URL path segment`, {
+      hint: 'percent-encode the sandbox id, or name it plainly',
+    });
   }
 }
 
@@ -106,15 +111,27 @@ export interface AgentProxyContext {
  * expects: ours for the path form, e2b's `{code, message}` for the header form
  * (where a missing or stopped sandbox is a 502, as e2b's own proxy answers).
  */
-export async function proxyToAgent(ctx: AgentProxyContext, target: AgentTarget, req: IncomingMessage, res: ServerResponse, viaTcp: boolean): Promise<void> {
+export async function proxyToAgent(
+  ctx: AgentProxyContext,
+  target: AgentTarget,
+  req: IncomingMessage,
+  res: ServerResponse,
+  viaTcp: boolean,
+): Promise<void> {
   const fail = (code: ErrorCode, message: string, hint?: string) => {
     if (res.headersSent) return void res.destroy();
     if (target.form === 'header') {
       const status = code === 'sandbox_not_found' || code === 'sandbox_not_running' ? 502 : httpStatusOf(code);
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
+      res
+        .writeHead(status, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ code: status, message: hint ? `${message} (${hint})` : message }));
     } else {
       // Both readers' shapes: ours (`error`) for REST clients, Connect's (`code`, `message`) for RPC clients.
-      const body: ErrorBody & { code: string; message: string } = { error: { code, message, ...(hint ? { hint } : {}) }, code: connectCodeOf(code), message };
+      const body: ErrorBody & { code: string; message: string } = {
+        error: { code, message, ...(hint ? { hint } : {}) },
+        code: connectCodeOf(code),
+        message,
+      };
       res.writeHead(httpStatusOf(code), { 'content-type': 'application/json' }).end(JSON.stringify(body));
     }
   };
@@ -123,14 +140,22 @@ export async function proxyToAgent(ctx: AgentProxyContext, target: AgentTarget, 
     if (!isValidSandboxId(sandboxId)) return fail('invalid_argument', 'the sandbox id is malformed');
     if (viaTcp) {
       const token = req.headers[ACCESS_TOKEN_HEADER];
-      const allowed = ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) || (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
-      if (!allowed) return fail('unauthenticated', `a valid access token for sandbox ${sandboxId} or an API key is required`, 'send X-Access-Token (from the create answer) or X-API-Key');
+      const allowed =
+        ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) ||
+        (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
+      if (!allowed)
+        return fail(
+          'unauthenticated',
+          `a valid access token for sandbox ${sandboxId} or an API key is required`,
+          'send X-Access-Token (from the create answer) or X-API-Key',
+        );
     }
     const { agent, bulk } = await ctx.manager.agentOf(sandboxId);
     const headers = requestHeadersForAgent(req.headers, target.form === 'header' ? E2B_DEFAULT_USER : undefined);
     // Large /files bodies go over the VM's bulk port when it has one and it is free (bulk-files.ts).
     const uploadKind = bulk?.uploads ? bulkUploadKind(req.method, target.path, req.headers) : undefined;
-    let transfer = uploadKind !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
+    let transfer =
+      uploadKind !== undefined || (bulk && offersBulkDownload(req.method, target.path, req.headers)) ? await bulk?.open() : undefined;
     let body: Readable = req;
     let upload: { file: AsyncIterable<Buffer>; body: RequestBody } | undefined;
     try {
@@ -163,14 +188,24 @@ export async function proxyToAgent(ctx: AgentProxyContext, target: AgentTarget, 
       const stream = await Promise.race([
         opened,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject({ status: 502, message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms` } satisfies ProxyFailure), AGENT_OPEN_TIMEOUT_MS);
+          timer = setTimeout(
+            () =>
+              reject({
+                status: 502,
+                message: `the sandbox's agent did not accept the request within ${AGENT_OPEN_TIMEOUT_MS} ms`,
+              } satisfies ProxyFailure),
+            AGENT_OPEN_TIMEOUT_MS,
+          );
         }),
       ]).finally(() => clearTimeout(timer));
       if (!transfer) return void (await relay(body, res, stream));
       const started = Date.now();
       const outcome = upload ? await relayBulkUpload(res, stream, transfer, upload) : await relayBulkDownload(req, res, stream, transfer);
       if (outcome.bytes > 0) {
-        ctx.log.debug({ sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started }, 'file transfer through the bulk port');
+        ctx.log.debug(
+          { sandbox: sandboxId, direction: outcome.direction, bytes: outcome.bytes, ms: Date.now() - started },
+          'file transfer through the bulk port',
+        );
       }
     } finally {
       transfer?.release();

@@ -17,13 +17,32 @@ export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const ACCESS_TOKEN_HEADER = 'x-access-token';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those HTTP/2 forbids; never forwarded either way. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'host',
+  'http2-settings',
+]);
 /**
  * The daemon's credentials and routing headers: the guest never sees them;
  * and the bulk port's, which only the daemon may send or see. Cookies too:
  * the agent uses none, so any a client sends were meant for someone else.
  */
-const DAEMON_ONLY = new Set([SANDBOX_ID_HEADER, 'e2b-sandbox-port', ACCESS_TOKEN_HEADER, TRAFFIC_TOKEN_HEADER, 'x-api-key', 'cookie', bulkHeaders.id, bulkHeaders.size]);
+const DAEMON_ONLY = new Set([
+  SANDBOX_ID_HEADER,
+  'e2b-sandbox-port',
+  ACCESS_TOKEN_HEADER,
+  TRAFFIC_TOKEN_HEADER,
+  'x-api-key',
+  'cookie',
+  bulkHeaders.id,
+  bulkHeaders.size,
+]);
 
 /**
  * `Authorization` reaches the agent only as envd's way of naming the user:
@@ -94,19 +113,31 @@ export function cancelWithClient(res: ServerResponse, stream: ClientHttp2Stream)
 export async function agentResponse(stream: ClientHttp2Stream): Promise<{ status: number; headers: Http2Headers }> {
   const headers = await new Promise<Http2Headers>((resolve, reject) => {
     stream.once('response', resolve);
-    stream.once('error', (err: Error) => reject({ status: 502, message: `the sandbox's agent failed the request: ${err.message}` } satisfies ProxyFailure));
-    stream.once('close', () => reject({ status: 502, message: "the sandbox's agent closed the request without an answer" } satisfies ProxyFailure));
+    stream.once('error', (err: Error) =>
+      reject({ status: 502, message: `the sandbox's agent failed the request: ${err.message}` } satisfies ProxyFailure),
+    );
+    stream.once('close', () =>
+      reject({ status: 502, message: "the sandbox's agent closed the request without an answer" } satisfies ProxyFailure),
+    );
   });
   const status = validStatus(headers[':status']);
   if (status === undefined) {
     cancelAgentStream(stream);
-    throw { status: 502, message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})` } satisfies ProxyFailure;
+    throw {
+      status: 502,
+      message: `the sandbox's agent sent an invalid HTTP status (${String(headers[':status']).slice(0, 20)})`,
+    } satisfies ProxyFailure;
   }
   return { status, headers };
 }
 
 /** Relays the agent's answer (head, body, trailers) to the client. */
-export async function sendAgentResponse(res: ServerResponse, stream: ClientHttp2Stream, status: number, headers: Http2Headers): Promise<void> {
+export async function sendAgentResponse(
+  res: ServerResponse,
+  stream: ClientHttp2Stream,
+  status: number,
+  headers: Http2Headers,
+): Promise<void> {
   stream.on('trailers', (trailers: Http2Headers) => res.addTrailers(responseHeadersForClient(trailers)));
   res.writeHead(status, responseHeadersForClient(headers));
   try {

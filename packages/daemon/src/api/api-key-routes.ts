@@ -10,7 +10,10 @@ import { errorResponses, IdParams, route, type ApiRoute } from './routes.js';
 /** `viaTcp` tells a TCP client's request from a local one's. */
 export function apiKeyRoutes(apiKeys: ApiKeys, viaTcp: (req: IncomingMessage) => boolean): ApiRoute[] {
   const localOnly = (request: { raw: IncomingMessage }) => {
-    if (viaTcp(request.raw)) throw new CapsuleError('permission_denied', 'API keys are managed through the unix socket only', { hint: 'run `capsule apikey` on the host' });
+    if (viaTcp(request.raw))
+      throw new CapsuleError('permission_denied', 'API keys are managed through the unix socket only', {
+        hint: 'run `capsule apikey` on the host',
+      });
   };
   return [
     route({
@@ -25,7 +28,11 @@ export function apiKeyRoutes(apiKeys: ApiKeys, viaTcp: (req: IncomingMessage) =>
     route<{ Body: CreateApiKeyRequest }>({
       method: 'POST',
       url: '/v1/api-keys',
-      schema: { body: CreateApiKeyRequest, description: 'Creates an API key for TCP clients; the key is in this answer only.', response: { 201: CreatedApiKey, ...errorResponses } },
+      schema: {
+        body: CreateApiKeyRequest,
+        description: 'Creates an API key for TCP clients; the key is in this answer only.',
+        response: { 201: CreatedApiKey, ...errorResponses },
+      },
       handler: async (request, reply) => {
         localOnly(request);
         return reply.code(201).send(await apiKeys.create(request.body.name, request.body.key));

@@ -33,7 +33,16 @@ describe('unpackBuildContext: an uploaded build context, bounded and kept inside
 
   it('refuses more entries or bytes than its limits, a fifo, a device and a path given twice, as invalid_argument', async () => {
     const many = Array.from({ length: 11 }, (_, i) => ({ path: `f${i}`, content: 'x' }));
-    for (const entries of [many, [{ path: 'big', content: Buffer.alloc(2048) }], [{ path: 'p', type: 'fifo' }], [{ path: 'd', type: 'char' }], [{ path: 'a', content: '1' }, { path: 'a', content: '2' }]] as TestTarEntry[][]) {
+    for (const entries of [
+      many,
+      [{ path: 'big', content: Buffer.alloc(2048) }],
+      [{ path: 'p', type: 'fifo' }],
+      [{ path: 'd', type: 'char' }],
+      [
+        { path: 'a', content: '1' },
+        { path: 'a', content: '2' },
+      ],
+    ] as TestTarEntry[][]) {
       await expect(unpack(entries)).rejects.toMatchObject({ code: 'invalid_argument' });
     }
   });
@@ -47,6 +56,7 @@ describe('unpackBuildContext: an uploaded build context, bounded and kept inside
 
   it('finds no Capsulefile outside the context or that is not a plain file', async () => {
     const { dir } = await unpack([{ path: 'sub', type: 'directory' }]);
-    for (const name of ['Capsulefile', '../Capsulefile', '/etc/passwd', 'sub']) expect(() => readContextCapsulefile(dir, name), name).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
+    for (const name of ['Capsulefile', '../Capsulefile', '/etc/passwd', 'sub'])
+      expect(() => readContextCapsulefile(dir, name), name).toThrow(expect.objectContaining({ code: 'invalid_argument' }));
   });
 });

@@ -18,13 +18,17 @@ export interface BuildContextLimits {
 
 export const defaultBuildContextLimits: BuildContextLimits = { maxBytes: 512 * 1024 * 1024, maxEntries: 20_000 };
 
-function refused(message: string, hint = 'send a tar of the build folder, made from inside it (e.g. `tar -C DIR -c .`), with plain files and folders only'): CapsuleError {
+function refused(
+  message: string,
+  hint = 'send a tar of the build folder, made from inside it (e.g. `tar -C DIR -c .`), with plain files and folders only',
+): CapsuleError {
   return new CapsuleError('invalid_argument', message, { hint });
 }
 
 /** An entry's path inside the context, or a refusal: absolute paths and `..` segments would escape it. */
 function contextPath(name: string): string | undefined {
-  if (name.includes('\0') || name.startsWith('/') || name.startsWith('\\')) throw refused(`the build context entry "${name.slice(0, 200)}" is an absolute path`);
+  if (name.includes('\0') || name.startsWith('/') || name.startsWith('\\'))
+    throw refused(`the build context entry "${name.slice(0, 200)}" is an absolute path`);
   const segments = name.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.includes('..')) throw refused(`the build context entry "${name.slice(0, 200)}" points outside the context`);
   return segments.length === 0 ? undefined : segments.join('/');
@@ -34,7 +38,9 @@ function makeFolder(folder: string, entry: string): void {
   try {
     fs.mkdirSync(folder, { recursive: true, mode: 0o755 });
   } catch (err) {
-    throw refused(`the build context entry "${entry.slice(0, 200)}" clashes with a file of the same name (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw refused(
+      `the build context entry "${entry.slice(0, 200)}" clashes with a file of the same name (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
 }
 
@@ -43,7 +49,11 @@ export function readContextCapsulefile(dir: string, name: string): string {
   const relative = contextPath(name);
   const file = relative === undefined ? undefined : path.join(dir, relative);
   const stat = file === undefined ? undefined : fs.lstatSync(file, { throwIfNoEntry: false });
-  if (!file || !stat?.isFile()) throw refused(`the build context has no Capsulefile at "${name.slice(0, 200)}"`, 'put the Capsulefile in the archive, or name it with ?capsulefile=PATH');
+  if (!file || !stat?.isFile())
+    throw refused(
+      `the build context has no Capsulefile at "${name.slice(0, 200)}"`,
+      'put the Capsulefile in the archive, or name it with ?capsulefile=PATH',
+    );
   if (stat.size > 262_144) throw refused('the Capsulefile is larger than 256 KiB');
   return fs.readFileSync(file, 'utf8');
 }
@@ -53,7 +63,11 @@ export function readContextCapsulefile(dir: string, name: string): string {
  * Rejects with invalid_argument for anything but plain files and folders
  * inside the context, or past `limits`; a malformed archive is invalid too.
  */
-export async function unpackBuildContext(tar: AsyncIterable<Buffer>, dir: string, limits: BuildContextLimits = defaultBuildContextLimits): Promise<void> {
+export async function unpackBuildContext(
+  tar: AsyncIterable<Buffer>,
+  dir: string,
+  limits: BuildContextLimits = defaultBuildContextLimits,
+): Promise<void> {
   let entries = 0;
   let bytes = 0;
   try {
@@ -75,9 +89,16 @@ export async function unpackBuildContext(tar: AsyncIterable<Buffer>, dir: string
       makeFolder(path.dirname(target), relative);
       let fd: number;
       try {
-        fd = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, entry.mode & 0o755);
+        fd = fs.openSync(
+          target,
+          fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+          entry.mode & 0o755,
+        );
       } catch (err) {
-        throw refused(`the build context entry "${relative.slice(0, 200)}" could not be written: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 'each path may appear once in the archive');
+        throw refused(
+          `the build context entry "${relative.slice(0, 200)}" could not be written: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+          'each path may appear once in the archive',
+        );
       }
       try {
         for await (const chunk of body) fs.writeSync(fd, chunk);

@@ -14,16 +14,34 @@ describe('bulkUploadKind', () => {
   const large = String(4 * MiB);
   it.each([
     ['a large raw body', 'POST', '/files?path=/a', { 'content-type': 'application/octet-stream', 'content-length': large }, 'raw'],
-    ['a raw body of unknown length', 'POST', '/files?path=/a', { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' }, 'raw'],
+    [
+      'a raw body of unknown length',
+      'POST',
+      '/files?path=/a',
+      { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' },
+      'raw',
+    ],
     ['a large form', 'POST', '/files?path=/a&username=user', { 'content-type': multipart, 'content-length': large }, 'multipart'],
     ['a small body', 'POST', '/files?path=/a', { 'content-type': 'application/octet-stream', 'content-length': '1000' }, undefined],
     ['no path in the query', 'POST', '/files', { 'content-type': multipart, 'content-length': large }, undefined],
-    ['a compressed body', 'POST', '/files?path=/a', { 'content-type': 'application/octet-stream', 'content-length': large, 'content-encoding': 'gzip' }, undefined],
+    [
+      'a compressed body',
+      'POST',
+      '/files?path=/a',
+      { 'content-type': 'application/octet-stream', 'content-length': large, 'content-encoding': 'gzip' },
+      undefined,
+    ],
     ['a form without a boundary', 'POST', '/files?path=/a', { 'content-type': 'multipart/form-data', 'content-length': large }, undefined],
     ['another content type', 'POST', '/files?path=/a', { 'content-type': 'text/plain', 'content-length': large }, undefined],
     ['no body', 'POST', '/files?path=/a', { 'content-type': 'application/octet-stream' }, undefined],
     ['a GET', 'GET', '/files?path=/a', {}, undefined],
-    ['another path', 'POST', '/filesystem.Filesystem/Stat?path=/a', { 'content-type': 'application/octet-stream', 'content-length': large }, undefined],
+    [
+      'another path',
+      'POST',
+      '/filesystem.Filesystem/Stat?path=/a',
+      { 'content-type': 'application/octet-stream', 'content-length': large },
+      undefined,
+    ],
   ])('%s', (_what, method, agentPath, headers, kind) => {
     expect(bulkUploadKind(method, agentPath, headers)).toBe(kind);
   });
@@ -39,7 +57,9 @@ function request(body: Buffer, pieces = 7): IncomingMessage {
 function form(parts: Array<{ name: string; value: Buffer | string }>, ending = '--\r\n'): Buffer {
   return Buffer.concat([
     ...parts.flatMap(({ name, value }) => [
-      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${name}"${typeof value === 'string' ? '' : '; filename="f"'}\r\n\r\n`),
+      Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${typeof value === 'string' ? '' : '; filename="f"'}\r\n\r\n`,
+      ),
       Buffer.from(value),
       Buffer.from('\r\n'),
     ]),
@@ -58,13 +78,27 @@ describe('splitUpload', () => {
   const file = Buffer.concat([Buffer.alloc(100_000, 1), Buffer.from(`\r\n--${boundary.slice(0, 5)}`), Buffer.alloc(100_000, 2)]);
 
   it("gives a form's first-part file, and skips fields after it", async () => {
-    const split = await splitUpload(request(form([{ name: 'file', value: file }, { name: 'note', value: 'hi' }])), 'multipart');
+    const split = await splitUpload(
+      request(
+        form([
+          { name: 'file', value: file },
+          { name: 'note', value: 'hi' },
+        ]),
+      ),
+      'multipart',
+    );
     expect('file' in split).toBe(true);
     if ('file' in split) expect((await collect(split.file)).equals(file)).toBe(true);
   });
 
-  it('refuses a second file and a form cut off, as invalid_argument, after the first file\'s bytes', async () => {
-    for (const body of [form([{ name: 'file', value: file }, { name: 'file', value: 'again' }]), form([{ name: 'file', value: file }], '')]) {
+  it("refuses a second file and a form cut off, as invalid_argument, after the first file's bytes", async () => {
+    for (const body of [
+      form([
+        { name: 'file', value: file },
+        { name: 'file', value: 'again' },
+      ]),
+      form([{ name: 'file', value: file }], ''),
+    ]) {
       const split = await splitUpload(request(body), 'multipart');
       if (!('file' in split)) throw new Error('expected the file to be taken');
       const error = await collect(split.file).catch((e: unknown) => e);
@@ -75,7 +109,14 @@ describe('splitUpload', () => {
   });
 
   it('gives back the whole body, byte for byte, when the file is not the first part or the head is not a form', async () => {
-    for (const body of [form([{ name: 'note', value: 'first' }, { name: 'file', value: file }]), Buffer.concat([Buffer.alloc(200 * 1024, 0x61), form([{ name: 'file', value: file }])]), Buffer.from('not a form at all')]) {
+    for (const body of [
+      form([
+        { name: 'note', value: 'first' },
+        { name: 'file', value: file },
+      ]),
+      Buffer.concat([Buffer.alloc(200 * 1024, 0x61), form([{ name: 'file', value: file }])]),
+      Buffer.from('not a form at all'),
+    ]) {
       const split = await splitUpload(request(body), 'multipart');
       expect('relay' in split).toBe(true);
       if ('relay' in split) expect((await collect(split.relay)).equals(body)).toBe(true);

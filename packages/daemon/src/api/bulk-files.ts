@@ -11,7 +11,13 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { constants as h2, type ClientHttp2Stream, type IncomingHttpHeaders as Http2Headers } from 'node:http2';
 import { Readable } from 'node:stream';
 import { bulkHeaders, bulkMinBytes } from '@capsule/protocol/agent';
-import { boundaryFromContentType, MultipartError, MultipartReader, parseHeaderParameters, type MultipartPart } from '@capsule/protocol/multipart';
+import {
+  boundaryFromContentType,
+  MultipartError,
+  MultipartReader,
+  parseHeaderParameters,
+  type MultipartPart,
+} from '@capsule/protocol/multipart';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { CapsuleError } from '../errors.js';
 import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-relay.js';
@@ -88,7 +94,10 @@ export class RequestBody {
  * behind it); or `relay`, what to send over HTTP/2 in place of the request
  * (what was read of it to decide, then the rest).
  */
-export async function splitUpload(req: IncomingMessage, kind: BulkUploadKind): Promise<{ file: AsyncIterable<Buffer>; body: RequestBody } | { relay: Readable }> {
+export async function splitUpload(
+  req: IncomingMessage,
+  kind: BulkUploadKind,
+): Promise<{ file: AsyncIterable<Buffer>; body: RequestBody } | { relay: Readable }> {
   const body = new RequestBody(req);
   if (kind === 'raw') return { file: body.chunks(), body };
   const seen: Buffer[] = [];
@@ -126,7 +135,8 @@ async function* fileThenRest(reader: MultipartReader, file: MultipartPart): Asyn
   try {
     yield* file.body();
     for (let part = await reader.nextPart(); part; part = await reader.nextPart()) {
-      if (part.name === 'file') throw new CapsuleError('invalid_argument', 'error reading form: an upload to one path (?path=) carries one file part');
+      if (part.name === 'file')
+        throw new CapsuleError('invalid_argument', 'error reading form: an upload to one path (?path=) carries one file part');
     }
   } catch (error) {
     if (error instanceof MultipartError) throw new CapsuleError('invalid_argument', `error reading form: ${error.message}`);
@@ -152,7 +162,12 @@ export interface BulkOutcome {
  * turned out malformed, a CapsuleError (the agent's request is cancelled and
  * its file dropped).
  */
-export async function relayBulkUpload(res: ServerResponse, stream: ClientHttp2Stream, transfer: BulkTransfer, upload: { file: AsyncIterable<Buffer>; body: RequestBody }): Promise<BulkOutcome> {
+export async function relayBulkUpload(
+  res: ServerResponse,
+  stream: ClientHttp2Stream,
+  transfer: BulkTransfer,
+  upload: { file: AsyncIterable<Buffer>; body: RequestBody },
+): Promise<BulkOutcome> {
   const cancel = cancelWithClient(res, stream);
   stream.end();
   let failure: unknown;
@@ -187,7 +202,12 @@ export async function relayBulkUpload(res: ServerResponse, stream: ClientHttp2St
  * A download: the agent either takes the bulk port (its answer names the
  * transfer and the size, with no body) or answers as usual over HTTP/2.
  */
-export async function relayBulkDownload(req: IncomingMessage, res: ServerResponse, stream: ClientHttp2Stream, transfer: BulkTransfer): Promise<BulkOutcome> {
+export async function relayBulkDownload(
+  req: IncomingMessage,
+  res: ServerResponse,
+  stream: ClientHttp2Stream,
+  transfer: BulkTransfer,
+): Promise<BulkOutcome> {
   const cancel = cancelWithClient(res, stream);
   stream.end();
   req.resume();

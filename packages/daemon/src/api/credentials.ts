@@ -47,7 +47,13 @@ export interface ApiKeyInfo {
 }
 
 function toInfo(row: ApiKeyRecord): ApiKeyInfo {
-  return { id: row.id, name: row.name, mask: row.mask, createdAt: row.created_at, ...(row.last_used_at ? { lastUsedAt: row.last_used_at } : {}) };
+  return {
+    id: row.id,
+    name: row.name,
+    mask: row.mask,
+    createdAt: row.created_at,
+    ...(row.last_used_at ? { lastUsedAt: row.last_used_at } : {}),
+  };
 }
 
 export class ApiKeys {
@@ -58,11 +64,20 @@ export class ApiKeys {
   /** Stores a new key (or `key`, an existing e2b-form key being brought over) and returns it: the only time it is shown. */
   async create(name: string, key = generateApiKey()): Promise<ApiKeyInfo & { key: string }> {
     if (!API_KEY_PATTERN.test(key)) {
-      throw new CapsuleError('invalid_argument', 'an API key is "e2b_" followed by 32 to 128 lowercase hex digits', { hint: 'leave the key out to have one generated' });
+      throw new CapsuleError('invalid_argument', 'an API key is "e2b_" followed by 32 to 128 lowercase hex digits', {
+        hint: 'leave the key out to have one generated',
+      });
     }
     const keyHash = hashApiKey(key);
     if (await this.store.apiKeyByHash(keyHash)) throw new CapsuleError('name_taken', 'that API key is already registered');
-    const row: ApiKeyRecord = { id: `key_${nanoid(12)}`, name, key_hash: keyHash, mask: maskApiKey(key), created_at: new Date().toISOString(), last_used_at: null };
+    const row: ApiKeyRecord = {
+      id: `key_${nanoid(12)}`,
+      name,
+      key_hash: keyHash,
+      mask: maskApiKey(key),
+      created_at: new Date().toISOString(),
+      last_used_at: null,
+    };
     await this.store.insertApiKey(row);
     return { ...toInfo(row), key };
   }
@@ -72,7 +87,8 @@ export class ApiKeys {
   }
 
   async remove(id: string): Promise<void> {
-    if (!(await this.store.deleteApiKey(id))) throw new CapsuleError('not_found', `no API key with id ${id}`, { hint: 'list keys with `capsule apikey ls`' });
+    if (!(await this.store.deleteApiKey(id)))
+      throw new CapsuleError('not_found', `no API key with id ${id}`, { hint: 'list keys with `capsule apikey ls`' });
   }
 
   /** True when `key` is a registered key; records its use. */

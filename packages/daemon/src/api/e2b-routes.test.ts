@@ -33,7 +33,11 @@ describe('e2b shapes', () => {
 
   it('hands out the sandbox access token with a created sandbox', () => {
     const tokens = new SandboxTokens(Buffer.alloc(32, 7));
-    expect(toE2bSandbox(sandbox, tokens)).toMatchObject({ sandboxID: 'sb_x', templateID: 'base', envdAccessToken: tokens.tokenFor('sb_x') });
+    expect(toE2bSandbox(sandbox, tokens)).toMatchObject({
+      sandboxID: 'sb_x',
+      templateID: 'base',
+      envdAccessToken: tokens.tokenFor('sb_x'),
+    });
   });
 
   it("gives e2b's getHost the daemon's domain and the sandbox's traffic token", () => {
@@ -42,7 +46,13 @@ describe('e2b shapes', () => {
   });
 
   it('lists with start, end (never for no timeout) and resources', () => {
-    expect(toE2bListed(sandbox)).toMatchObject({ startedAt: sandbox.createdAt, endAt: sandbox.expiresAt, cpuCount: 1, memoryMB: 512, state: 'running' });
+    expect(toE2bListed(sandbox)).toMatchObject({
+      startedAt: sandbox.createdAt,
+      endAt: sandbox.expiresAt,
+      cpuCount: 1,
+      memoryMB: 512,
+      state: 'running',
+    });
     const { expiresAt: _, ...noTimeout } = sandbox;
     expect(toE2bListed({ ...noTimeout, timeoutMs: 0 }).endAt).toBe('9999-12-31T23:59:59.999Z');
   });
@@ -64,7 +74,15 @@ describe('e2b shapes', () => {
   });
 
   it("turns the agent's metrics into e2b's sample and refuses what a hostile guest could send", () => {
-    const agent = { ts: 1_795_600_000, cpu_count: 1, cpu_used_pct: 12.5, mem_total: 512e6, mem_used: 100e6, disk_total: 2e9, disk_used: 3e8 };
+    const agent = {
+      ts: 1_795_600_000,
+      cpu_count: 1,
+      cpu_used_pct: 12.5,
+      mem_total: 512e6,
+      mem_used: 100e6,
+      disk_total: 2e9,
+      disk_used: 3e8,
+    };
     expect(toE2bMetric(agent)).toEqual({
       timestamp: new Date(1_795_600_000_000).toISOString(),
       timestampUnix: 1_795_600_000,

@@ -30,7 +30,9 @@ const NewSandbox = Type.Object({
   envVars: Type.Optional(StringMap),
   autoPause: Type.Optional(Type.Boolean()),
   allow_internet_access: Type.Optional(Type.Boolean()),
-  network: Type.Optional(Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) })),
+  network: Type.Optional(
+    Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) }),
+  ),
   secure: Type.Optional(Type.Boolean()),
 });
 type NewSandbox = Static<typeof NewSandbox>;
@@ -151,7 +153,8 @@ function sendE2bError(reply: FastifyReply, status: number, message: string): Fas
 
 /** Errors of e2b's routes in e2b's shape, `{code, message}`, the hint folded into the message. */
 export function e2bErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-  if (err instanceof CapsuleError) return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
+  if (err instanceof CapsuleError)
+    return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
   const requestError = requestErrorOf(err);
   if (requestError) return sendE2bError(reply, 400, requestError.message);
   request.log.error({ err }, 'unhandled error');
@@ -178,7 +181,9 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRo
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       ...(body.autoPause ? { onTimeout: 'pause' as const } : {}),
       ...(body.allow_internet_access !== undefined ? { internet: body.allow_internet_access } : {}),
-      ...(body.network?.allowOut || body.network?.denyOut ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } } : {}),
+      ...(body.network?.allowOut || body.network?.denyOut
+        ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } }
+        : {}),
     });
     return reply.code(201).send(toE2bSandbox(sandbox, tokens));
   };
@@ -211,7 +216,12 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRo
 
   return [
     ...['/sandboxes', '/v2/sandboxes'].map((url) =>
-      route<{ Body: NewSandbox }>({ method: 'POST', url, schema: { tags, body: NewSandbox }, handler: async (request, reply) => await create(request.body, reply) }),
+      route<{ Body: NewSandbox }>({
+        method: 'POST',
+        url,
+        schema: { tags, body: NewSandbox },
+        handler: async (request, reply) => await create(request.body, reply),
+      }),
     ),
 
     route<{ Querystring: ListQuery }>({
@@ -233,7 +243,13 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRo
       schema: { tags, params: IdParams },
       handler: async (request) => {
         const sandbox = await live(request.params.sandboxID);
-        return { ...toE2bListed(sandbox), envdAccessToken: tokens.tokenFor(sandbox.id), trafficAccessToken: sandbox.trafficAccessToken, domain: sandbox.domain, allowInternetAccess: sandbox.network.internet };
+        return {
+          ...toE2bListed(sandbox),
+          envdAccessToken: tokens.tokenFor(sandbox.id),
+          trafficAccessToken: sandbox.trafficAccessToken,
+          domain: sandbox.domain,
+          allowInternetAccess: sandbox.network.internet,
+        };
       },
     }),
 
@@ -244,7 +260,10 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRo
       handler: async (request, reply) => {
         const sandbox = await live(request.params.sandboxID);
         const body = request.body ?? {};
-        await manager.setNetwork(sandbox.id, { internet: body.allow_internet_access ?? true, egress: { allow: body.allowOut ?? [], deny: body.denyOut ?? [] } });
+        await manager.setNetwork(sandbox.id, {
+          internet: body.allow_internet_access ?? true,
+          egress: { allow: body.allowOut ?? [], deny: body.denyOut ?? [] },
+        });
         return reply.code(204).send();
       },
     }),

@@ -18,5 +18,9 @@ export function realHostPath(named: string): string {
 }
 
 export function hostPathRefusal(what: string, hint: string): CapsuleError {
-  return new CapsuleError('permission_denied', `${what} names a path on the daemon's host, which only local clients (the unix socket) may do`, { hint });
+  return new CapsuleError(
+    'permission_denied',
+    `${what} names a path on the daemon's host, which only local clients (the unix socket) may do`,
+    { hint },
+  );
 }

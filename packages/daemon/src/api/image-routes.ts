@@ -10,21 +10,42 @@ import type { Templates } from '../templates/templates.js';
 import { hostPathRefusal, realHostPath } from './host-paths.js';
 import { streamEvents } from './ndjson-stream.js';
 
-export const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
+export const errorResponses = {
+  400: ErrorResponse,
+  404: ErrorResponse,
+  409: ErrorResponse,
+  422: ErrorResponse,
+  500: ErrorResponse,
+  502: ErrorResponse,
+};
 const RefParams = {
   type: 'object',
   properties: { ref: { type: 'string', minLength: 1, maxLength: 600 } },
   required: ['ref'],
 } as const;
-const ndjsonResponse = { 200: { description: 'ImageEvent lines', content: { 'application/x-ndjson': { schema: ImageEvent } } }, ...errorResponses };
+const ndjsonResponse = {
+  200: { description: 'ImageEvent lines', content: { 'application/x-ndjson': { schema: ImageEvent } } },
+  ...errorResponses,
+};
 
 /** `viaTcp` tells a TCP client's request from a local one's; `templates` prunes build steps with the images. */
-export function registerImageRoutes(app: FastifyInstance, images: ImageService, templates: Templates, viaTcp: (req: IncomingMessage) => boolean): void {
+export function registerImageRoutes(
+  app: FastifyInstance,
+  images: ImageService,
+  templates: Templates,
+  viaTcp: (req: IncomingMessage) => boolean,
+): void {
   app.get('/v1/images', { schema: { response: { 200: ImageList } } }, async () => ({ images: await images.list() }));
 
   app.get<{ Params: { ref: string } }>(
     '/v1/images/:ref',
-    { schema: { params: RefParams, description: 'One image by reference (URL-encoded) or digest.', response: { 200: Image, ...errorResponses } } },
+    {
+      schema: {
+        params: RefParams,
+        description: 'One image by reference (URL-encoded) or digest.',
+        response: { 200: Image, ...errorResponses },
+      },
+    },
     async (request) => await images.describe(request.params.ref),
   );
 
@@ -33,7 +54,8 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService, 
     {
       schema: {
         params: RefParams,
-        description: 'Removes a reference, or by digest the image; blobs no image uses any more are deleted. Refused while a template uses the image.',
+        description:
+          'Removes a reference, or by digest the image; blobs no image uses any more are deleted. Refused while a template uses the image.',
         response: errorResponses,
       },
     },
@@ -47,7 +69,8 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService, 
     '/v1/images/prune',
     {
       schema: {
-        description: 'Garbage collection: images no reference names and no template uses, blobs and root filesystems nothing stored uses, and every cached build step.',
+        description:
+          'Garbage collection: images no reference names and no template uses, blobs and root filesystems nothing stored uses, and every cached build step.',
         response: { 200: PruneResult, ...errorResponses },
       },
     },
@@ -63,20 +86,36 @@ export function registerImageRoutes(app: FastifyInstance, images: ImageService, 
       images.assertDiskRoom('pull an image');
       reply.hijack();
       const credentials = username !== undefined ? { username, password: password ?? '' } : undefined;
-      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.pull(ref, credentials, { onEvent: emit, signal }) }));
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({
+        type: 'done',
+        image: await images.pull(ref, credentials, { onEvent: emit, signal }),
+      }));
     },
   );
 
   app.post<{ Body: ImportImageRequest }>(
     '/v1/images/import',
-    { schema: { body: ImportImageRequest, description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.', response: ndjsonResponse } },
+    {
+      schema: {
+        body: ImportImageRequest,
+        description: 'Imports a `docker save` tarball, an OCI archive or an OCI layout folder on the daemon’s host.',
+        response: ndjsonResponse,
+      },
+    },
     async (request, reply) => {
-      if (viaTcp(request.raw)) throw hostPathRefusal('an import', 'push the image to a registry and pull it, or import it on the host through the unix socket (`capsule image import`)');
+      if (viaTcp(request.raw))
+        throw hostPathRefusal(
+          'an import',
+          'push the image to a registry and pull it, or import it on the host through the unix socket (`capsule image import`)',
+        );
       if (request.body.tag !== undefined) parseReference(request.body.tag);
       images.assertDiskRoom('import an image');
       const file = realHostPath(request.body.path);
       reply.hijack();
-      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({ type: 'done', image: await images.import(file, request.body.tag, { onEvent: emit, signal }) }));
+      await streamEvents<ImageEvent>(reply.raw, async (emit, signal) => ({
+        type: 'done',
+        image: await images.import(file, request.body.tag, { onEvent: emit, signal }),
+      }));
     },
   );
 }

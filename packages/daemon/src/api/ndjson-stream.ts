@@ -11,7 +11,10 @@ type StreamEvent = ImageEvent | BuildEvent;
  * Runs an operation that reports events and streams them as NDJSON lines;
  * the last one is the operation's `done` event or an `error`.
  */
-export async function streamEvents<E extends StreamEvent>(res: ServerResponse, run: (emit: (event: E) => Promise<void> | undefined, signal: AbortSignal) => Promise<E>): Promise<void> {
+export async function streamEvents<E extends StreamEvent>(
+  res: ServerResponse,
+  run: (emit: (event: E) => Promise<void> | undefined, signal: AbortSignal) => Promise<E>,
+): Promise<void> {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort(new Error('the client disconnected'));

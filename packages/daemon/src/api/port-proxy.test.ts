@@ -5,15 +5,30 @@ const id = 'sb_abcdefghijklmnopqrst';
 
 describe('portTarget', () => {
   it('reads the path form, with the rest of the path and the query for the service', () => {
-    expect(portTarget(`/v1/sandboxes/${id}/ports/8080/a/b?x=1`, 'localhost', 'localhost')).toEqual({ kind: 'http', sandboxId: id, port: 8080, path: '/a/b?x=1', form: 'path' });
+    expect(portTarget(`/v1/sandboxes/${id}/ports/8080/a/b?x=1`, 'localhost', 'localhost')).toEqual({
+      kind: 'http',
+      sandboxId: id,
+      port: 8080,
+      path: '/a/b?x=1',
+      form: 'path',
+    });
     expect(portTarget(`/v1/sandboxes/${id}/ports/80`, undefined, 'localhost')).toMatchObject({ port: 80, path: '/' });
     expect(portTarget(`/v1/sandboxes/${id}/ports/80?q`, undefined, 'localhost')).toMatchObject({ port: 80, path: '/?q' });
   });
 
   it('reads the host-name form `<port>-<id>.<domain>`, with or without ports on either side, in any case', () => {
-    expect(portTarget('/x?y', `3000-${id}.localhost`, 'localhost')).toEqual({ kind: 'http', sandboxId: id, port: 3000, path: '/x?y', form: 'host' });
+    expect(portTarget('/x?y', `3000-${id}.localhost`, 'localhost')).toEqual({
+      kind: 'http',
+      sandboxId: id,
+      port: 3000,
+      path: '/x?y',
+      form: 'host',
+    });
     expect(portTarget('/', `3000-${id}.Capsule.Example:8443`, 'capsule.example')).toMatchObject({ sandboxId: id, port: 3000 });
-    expect(portTarget('/', `3000-${id.toUpperCase()}.capsule.example`, 'capsule.example:3000')).toMatchObject({ sandboxId: id, port: 3000 });
+    expect(portTarget('/', `3000-${id.toUpperCase()}.capsule.example`, 'capsule.example:3000')).toMatchObject({
+      sandboxId: id,
+      port: 3000,
+    });
   });
 
   it('reads the raw tunnel form', () => {

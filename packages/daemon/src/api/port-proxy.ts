@@ -11,7 +11,14 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerRespon
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { httpStatusOf, PORT_ERROR_HEADER, PORT_TUNNEL_UPGRADE, TRAFFIC_TOKEN_HEADER, type ErrorBody, type ErrorCode } from '@capsule/protocol';
+import {
+  httpStatusOf,
+  PORT_ERROR_HEADER,
+  PORT_TUNNEL_UPGRADE,
+  TRAFFIC_TOKEN_HEADER,
+  type ErrorBody,
+  type ErrorCode,
+} from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { closeWhenIdle, defaultTunnelIdleLimits, joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
@@ -27,7 +34,17 @@ const TUNNEL_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/tunnel\/([^/?#]*)\/?$/;
 const HOST_LABEL = /^(\d{1,5})-([a-z0-9][a-z0-9_-]{0,127})$/;
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded either way on a plain request. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'expect']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'expect',
+]);
 /** The daemon's credentials: the service never sees them. */
 const CREDENTIALS = new Set([TRAFFIC_TOKEN_HEADER, 'x-api-key', ACCESS_TOKEN_HEADER]);
 /**
@@ -69,9 +86,17 @@ export function portTarget(url: string, host: string | undefined, domain: string
   const label = name.slice(0, -suffix.length);
   const match = HOST_LABEL.exec(label);
   if (!match) {
-    throw new PortTargetError('invalid_argument', `"${label.slice(0, 80)}" is not a sandbox port host name`, { hint: `reach a port as <port>-<sandboxId>.${domain}` });
+    throw new PortTargetError('invalid_argument', `"${label.slice(0, 80)}" is not a sandbox port host name`, {
+      hint: `reach a port as <port>-<sandboxId>.${domain}`,
+    });
   }
-  return { kind: 'http', sandboxId: match[2] ?? '', port: guestPort(match[1] ?? ''), path: url.startsWith('/') ? url : `/${url}`, form: 'host' };
+  return {
+    kind: 'http',
+    sandboxId: match[2] ?? '',
+    port: guestPort(match[1] ?? ''),
+    path: url.startsWith('/') ? url : `/${url}`,
+    form: 'host',
+  };
 }
 
 function decodedSegment(value: string): string {
@@ -118,7 +143,10 @@ async function authorize(ctx: PortProxyContext, sandboxId: string, headers: Inco
 }
 
 function errorParts(err: unknown): { status: number; code: ErrorCode; body: string } {
-  const capsule = err instanceof CapsuleError ? err : new CapsuleError('agent_unavailable', `the sandbox's port could not be reached: ${errorMessage(err)}`);
+  const capsule =
+    err instanceof CapsuleError
+      ? err
+      : new CapsuleError('agent_unavailable', `the sandbox's port could not be reached: ${errorMessage(err)}`);
   const body: ErrorBody = { error: { code: capsule.code, message: capsule.message, ...(capsule.hint ? { hint: capsule.hint } : {}) } };
   return { status: httpStatusOf(capsule.code), code: capsule.code, body: JSON.stringify(body) };
 }
@@ -126,7 +154,14 @@ function errorParts(err: unknown): { status: number; code: ErrorCode; body: stri
 function sendError(res: ServerResponse, err: unknown): void {
   if (res.headersSent) return void res.destroy();
   const { status, code, body } = errorParts(err);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), [PORT_ERROR_HEADER]: code, 'cache-control': 'no-store' }).end(body);
+  res
+    .writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      [PORT_ERROR_HEADER]: code,
+      'cache-control': 'no-store',
+    })
+    .end(body);
 }
 
 /** An error answer written raw on an upgrade's socket (no response object exists there). */
@@ -194,21 +229,40 @@ export function scopedCookie(setCookie: string, target: { form: 'host' | 'path';
   if (target.form === 'path') {
     const own = attributes.find((a) => attributeName(a) === 'path');
     const servicePath = own?.slice(own.indexOf('=') + 1).trim() ?? '';
-    kept.push(` Path=/v1/sandboxes/${encodeURIComponent(target.sandboxId)}/ports/${target.port}${servicePath.startsWith('/') ? servicePath : '/'}`);
+    kept.push(
+      ` Path=/v1/sandboxes/${encodeURIComponent(target.sandboxId)}/ports/${target.port}${servicePath.startsWith('/') ? servicePath : '/'}`,
+    );
   }
   return [pair, ...kept].join(';');
 }
 
-async function openTunnel(ctx: PortProxyContext, sandboxId: string, port: number, headers: IncomingHttpHeaders, viaTcp: boolean): Promise<Duplex> {
+async function openTunnel(
+  ctx: PortProxyContext,
+  sandboxId: string,
+  port: number,
+  headers: IncomingHttpHeaders,
+  viaTcp: boolean,
+): Promise<Duplex> {
   if (!isValidSandboxId(sandboxId)) throw new CapsuleError('invalid_argument', 'the sandbox id is malformed');
   if (viaTcp) await authorize(ctx, sandboxId, headers);
   return (await ctx.tunnels.connect(sandboxId, port)).stream;
 }
 
 /** Answers one plain HTTP request for a sandbox's port. */
-export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req: IncomingMessage, res: ServerResponse, viaTcp: boolean): Promise<void> {
+export async function proxyToPort(
+  ctx: PortProxyContext,
+  target: PortTarget,
+  req: IncomingMessage,
+  res: ServerResponse,
+  viaTcp: boolean,
+): Promise<void> {
   if (target.kind === 'tunnel') {
-    return sendError(res, new CapsuleError('invalid_argument', 'a tunnel is opened with an HTTP Upgrade', { hint: `send Connection: Upgrade and Upgrade: ${PORT_TUNNEL_UPGRADE}` }));
+    return sendError(
+      res,
+      new CapsuleError('invalid_argument', 'a tunnel is opened with an HTTP Upgrade', {
+        hint: `send Connection: Upgrade and Upgrade: ${PORT_TUNNEL_UPGRADE}`,
+      }),
+    );
   }
   let tunnel: Duplex;
   try {
@@ -227,11 +281,15 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
   });
   // A request and its answer carry no bytes for the idle limit: the service or the client is gone without saying so.
   // A request's body ends early and normally, so the half-closed limit does not apply here.
-  const stopWatching = closeWhenIdle([req, tunnel], { idleMs: defaultTunnelIdleLimits.idleMs, halfClosedIdleMs: defaultTunnelIdleLimits.idleMs }, () => {
-    upstream.destroy();
-    tunnel.destroy();
-    res.destroy();
-  });
+  const stopWatching = closeWhenIdle(
+    [req, tunnel],
+    { idleMs: defaultTunnelIdleLimits.idleMs, halfClosedIdleMs: defaultTunnelIdleLimits.idleMs },
+    () => {
+      upstream.destroy();
+      tunnel.destroy();
+      res.destroy();
+    },
+  );
   res.once('close', () => {
     stopWatching();
     if (!res.writableFinished) upstream.destroy();
@@ -239,7 +297,14 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
   });
   upstream.once('error', (err) => {
     if (!res.headersSent) {
-      sendError(res, new CapsuleError('port_not_listening', `the service on port ${target.port} closed the connection without an answer: ${err.message}`, { hint: 'is it an HTTP server? raw TCP needs `capsule port-forward`' }));
+      sendError(
+        res,
+        new CapsuleError(
+          'port_not_listening',
+          `the service on port ${target.port} closed the connection without an answer: ${err.message}`,
+          { hint: 'is it an HTTP server? raw TCP needs `capsule port-forward`' },
+        ),
+      );
     } else res.destroy();
   });
   upstream.once('response', (answer) => {
@@ -249,7 +314,13 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
       res.writeHead(status, answer.statusMessage, headersForClient(answer, target));
     } catch (err) {
       answer.destroy();
-      return sendError(res, new CapsuleError('agent_protocol_error', `the service on port ${target.port} sent an answer that cannot be forwarded: ${errorMessage(err)}`));
+      return sendError(
+        res,
+        new CapsuleError(
+          'agent_protocol_error',
+          `the service on port ${target.port} sent an answer that cannot be forwarded: ${errorMessage(err)}`,
+        ),
+      );
     }
     pipeline(answer, res).catch(() => res.destroy());
   });
@@ -261,7 +332,13 @@ export async function proxyToPort(ctx: PortProxyContext, target: PortTarget, req
  * the request head rewritten and the rest relayed as bytes; or a raw tunnel
  * (port-forward), answered 101 and relayed. Anything else is refused.
  */
-export async function upgradeToPort(ctx: PortProxyContext, req: IncomingMessage, socket: Duplex, head: Buffer, viaTcp: boolean): Promise<void> {
+export async function upgradeToPort(
+  ctx: PortProxyContext,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  viaTcp: boolean,
+): Promise<void> {
   socket.on('error', () => undefined);
   let target: PortTarget | undefined;
   try {
@@ -269,7 +346,13 @@ export async function upgradeToPort(ctx: PortProxyContext, req: IncomingMessage,
   } catch (err) {
     return sendRawError(socket, err);
   }
-  if (!target) return sendRawError(socket, new CapsuleError('not_found', `no upgrade is served at ${String(req.url).slice(0, 200)}`, { hint: 'upgrades are served for sandbox ports only' }));
+  if (!target)
+    return sendRawError(
+      socket,
+      new CapsuleError('not_found', `no upgrade is served at ${String(req.url).slice(0, 200)}`, {
+        hint: 'upgrades are served for sandbox ports only',
+      }),
+    );
   let tunnel: Duplex;
   try {
     tunnel = await openTunnel(ctx, target.sandboxId, target.port, req.headers, viaTcp);
@@ -320,7 +403,10 @@ function upgradeService(target: PortTarget & { kind: 'http' }, req: IncomingMess
   });
   upstream.once('error', (err) => {
     stopWatching();
-    sendRawError(socket, new CapsuleError('port_not_listening', `the service on port ${target.port} closed the connection without an answer: ${err.message}`));
+    sendRawError(
+      socket,
+      new CapsuleError('port_not_listening', `the service on port ${target.port} closed the connection without an answer: ${err.message}`),
+    );
     tunnel.destroy();
   });
   upstream.end();

@@ -10,5 +10,7 @@ export function requestErrorOf(err: unknown): CapsuleError | undefined {
   const status = typeof e?.statusCode === 'number' ? e.statusCode : undefined;
   if (!e || (!e.validation && (status === undefined || status < 400 || status > 499))) return undefined;
   const message = status === 413 ? 'the request body is too large' : String(e.message ?? 'the request is malformed').slice(0, 500);
-  return new CapsuleError('invalid_argument', message, { hint: status === 415 ? 'send the body as application/json' : 'see /openapi.json for the request schema' });
+  return new CapsuleError('invalid_argument', message, {
+    hint: status === 415 ? 'send the body as application/json' : 'see /openapi.json for the request schema',
+  });
 }

@@ -3,7 +3,14 @@
 // hands to Fastify. Route modules only describe routes; they never register
 // them, listen, or check credentials (server.ts does, for every route alike).
 import { ErrorResponse } from '@capsule/protocol';
-import type { FastifyInstance, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault, RouteGenericInterface, RouteOptions } from 'fastify';
+import type {
+  FastifyInstance,
+  RawReplyDefaultExpression,
+  RawRequestDefaultExpression,
+  RawServerDefault,
+  RouteGenericInterface,
+  RouteOptions,
+} from 'fastify';
 
 export type ApiRoute = RouteOptions;
 

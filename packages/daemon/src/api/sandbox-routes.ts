@@ -70,7 +70,10 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
         params: IdParams,
         body: ExecRequest,
         description: 'Streams application/x-ndjson, one ExecEvent per line; the last line is an `exit` or `error` event.',
-        response: { 200: { description: 'ExecEvent lines', content: { 'application/x-ndjson': { schema: ExecEvent } } }, ...errorResponses },
+        response: {
+          200: { description: 'ExecEvent lines', content: { 'application/x-ndjson': { schema: ExecEvent } } },
+          ...errorResponses,
+        },
       },
       handler: async (request, reply) => {
         const events = await manager.execStream(request.params.id, request.body, abortOnClose(reply.raw));
@@ -101,7 +104,11 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
     route<{ Params: { id: string } }>({
       method: 'POST',
       url: '/v1/sandboxes/:id/keepalive',
-      schema: { params: IdParams, description: 'Restarts a running sandbox’s timeout from now, keeping its length.', response: { 200: Sandbox, ...errorResponses } },
+      schema: {
+        params: IdParams,
+        description: 'Restarts a running sandbox’s timeout from now, keeping its length.',
+        response: { 200: Sandbox, ...errorResponses },
+      },
       handler: async (request) => await manager.keepAlive(request.params.id),
     }),
 
@@ -122,7 +129,8 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
       url: '/v1/sandboxes/:id/pause',
       schema: {
         params: IdParams,
-        description: "Saves the sandbox's memory and devices into its folder and ends its VM; its disk stays. A paused sandbox uses no RAM.",
+        description:
+          "Saves the sandbox's memory and devices into its folder and ends its VM; its disk stays. A paused sandbox uses no RAM.",
         response: { 200: Sandbox, ...errorResponses },
       },
       handler: async (request) => await manager.pause(request.params.id),
@@ -137,7 +145,8 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
         description: 'Starts `count` sandboxes that each continue from this moment of the sandbox, with its memory, processes and disk.',
         response: { 201: SandboxList, ...errorResponses },
       },
-      handler: async (request, reply) => reply.code(201).send({ sandboxes: await manager.fork(request.params.id, request.body.count ?? 1) }),
+      handler: async (request, reply) =>
+        reply.code(201).send({ sandboxes: await manager.fork(request.params.id, request.body.count ?? 1) }),
     }),
 
     route<{ Params: { id: string }; Body: SnapshotRequest }>({
@@ -149,7 +158,8 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
         description: 'Makes the sandbox’s current state (memory, processes, disk) a new warm template; the sandbox runs on.',
         response: { 201: Template, ...errorResponses },
       },
-      handler: async (request, reply) => reply.code(201).send(templates.view(await manager.snapshot(request.params.id, request.body.template))),
+      handler: async (request, reply) =>
+        reply.code(201).send(templates.view(await manager.snapshot(request.params.id, request.body.template))),
     }),
 
     route<{ Params: { id: string } }>({

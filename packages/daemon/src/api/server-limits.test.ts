@@ -3,7 +3,14 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { limitServer, requestBodyDeadline, serverOptions, type ServerLimits } from './server-limits.js';
 
-const limits: ServerLimits = { headersTimeoutMs: 300, requestBodyTimeoutMs: 300, uploadBodyTimeoutMs: 300, maxHeaderBytes: 16 * 1024, maxConnections: 3, checkIntervalMs: 100 };
+const limits: ServerLimits = {
+  headersTimeoutMs: 300,
+  requestBodyTimeoutMs: 300,
+  uploadBodyTimeoutMs: 300,
+  maxHeaderBytes: 16 * 1024,
+  maxConnections: 3,
+  checkIntervalMs: 100,
+};
 
 /** Writes `bytes` (and, unless `keepOpen`, nothing more) and collects the answer until the server closes. */
 function exchange(port: number, bytes: string, keepOpen = true): Promise<{ status: number; text: string }> {
@@ -39,7 +46,9 @@ describe('server limits (a real http.Server on loopback, narrowed limits)', () =
     return (server.address() as net.AddressInfo).port;
   }
 
-  it('a client that never finishes its request head (slowloris) is answered 408 request_timeout and closed', { timeout: 10_000 }, async () => {
+  it('a client that never finishes its request head (slowloris) is answered 408 request_timeout and closed', {
+    timeout: 10_000,
+  }, async () => {
     const port = await serve();
     const answer = await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ');
     expect(answer.status, answer.text).toBe(408);
@@ -50,7 +59,9 @@ describe('server limits (a real http.Server on loopback, narrowed limits)', () =
     const port = await serve();
     const answer = await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(20_000)}\r\n\r\n`);
     expect(answer.status, answer.text).toBe(400);
-    expect(JSON.parse(answer.text.slice(answer.text.indexOf('{')))).toMatchObject({ error: { code: 'invalid_argument', hint: expect.any(String) } });
+    expect(JSON.parse(answer.text.slice(answer.text.indexOf('{')))).toMatchObject({
+      error: { code: 'invalid_argument', hint: expect.any(String) },
+    });
   });
 
   it('a request Node cannot parse is a 400 invalid_argument with a hint, not a bare 400', async () => {
@@ -60,10 +71,18 @@ describe('server limits (a real http.Server on loopback, narrowed limits)', () =
     expect(answer.text).toContain('"invalid_argument"');
   });
 
-  it('a listener holds at most maxConnections: the next is closed at once, and a freed slot serves again', { timeout: 10_000 }, async () => {
+  it('a listener holds at most maxConnections: the next is closed at once, and a freed slot serves again', {
+    timeout: 10_000,
+  }, async () => {
     const port = await serve();
     const held = await Promise.all(
-      Array.from({ length: limits.maxConnections }, () => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); })),
+      Array.from(
+        { length: limits.maxConnections },
+        () =>
+          new Promise<net.Socket>((resolve) => {
+            const s = net.connect(port, '127.0.0.1', () => resolve(s));
+          }),
+      ),
     );
     // Held connections are counted once the server has accepted them; an answered request proves it for each.
     for (const socket of held) {
@@ -76,18 +95,24 @@ describe('server limits (a real http.Server on loopback, narrowed limits)', () =
     await new Promise((resolve) => held[0]?.once('close', resolve));
     let served = 0;
     // The server learns of the freed slot a little after the client: try until it has.
-    for (let attempt = 0; attempt < 50 && served !== 200; attempt++) served = (await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).status;
+    for (let attempt = 0; attempt < 50 && served !== 200; attempt++)
+      served = (await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).status;
     expect(served).toBe(200);
     for (const socket of held) socket.destroy();
   });
 
-  it("a body trickled to the daemon's own routes is answered 408 request_timeout when its deadline passes", { timeout: 10_000 }, async () => {
+  it("a body trickled to the daemon's own routes is answered 408 request_timeout when its deadline passes", {
+    timeout: 10_000,
+  }, async () => {
     const port = await serve((req, res) => {
       requestBodyDeadline(req, res, limits.requestBodyTimeoutMs);
       req.resume();
       req.on('end', () => res.end('ok'));
     });
-    const answer = await exchange(port, 'POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"te');
+    const answer = await exchange(
+      port,
+      'POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"te',
+    );
     expect(answer.status, answer.text).toBe(408);
     expect(answer.text).toContain('"request_timeout"');
     // A whole body in time is served.

@@ -59,10 +59,14 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): v
       ? new CapsuleError('request_timeout', 'the request head did not arrive in time', { hint: 'send the whole request head at once' })
       : err.code === 'HPE_HEADER_OVERFLOW'
         ? new CapsuleError('invalid_argument', 'the request head is too large', { hint: 'keep headers under 16 KiB in all' })
-        : new CapsuleError('invalid_argument', `the request could not be parsed (${err.code ?? 'malformed'})`, { hint: 'send well-formed HTTP/1.1' });
+        : new CapsuleError('invalid_argument', `the request could not be parsed (${err.code ?? 'malformed'})`, {
+            hint: 'send well-formed HTTP/1.1',
+          });
   const body = JSON.stringify({ error: { code: error.code, message: error.message, hint: error.hint ?? '' } } satisfies ErrorBody);
   const status = httpStatusOf(error.code);
-  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 /**
@@ -74,7 +78,9 @@ export function requestBodyDeadline(req: IncomingMessage, res: ServerResponse, t
   if (req.complete) return;
   const timer = setTimeout(() => {
     if (req.complete) return;
-    const error = new CapsuleError('request_timeout', `the request body did not arrive within ${Math.round(timeoutMs / 1000)} s`, { hint: 'send the body at once, or retry' });
+    const error = new CapsuleError('request_timeout', `the request body did not arrive within ${Math.round(timeoutMs / 1000)} s`, {
+      hint: 'send the body at once, or retry',
+    });
     if (res.headersSent) return void req.socket.destroy();
     const body = JSON.stringify({ error: { code: error.code, message: error.message, hint: error.hint ?? '' } } satisfies ErrorBody);
     res.writeHead(httpStatusOf(error.code), { 'content-type': 'application/json', connection: 'close' });

@@ -13,11 +13,7 @@ import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import {
-  DaemonInfo,
-  httpStatusOf,
-  type ErrorBody,
-} from '@capsule/protocol';
+import { type DaemonInfo, httpStatusOf, type ErrorBody } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { registerImageRoutes } from './image-routes.js';
@@ -112,7 +108,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     // The server's own clientError listener (server-limits.ts) answers in the daemon's error shape; Fastify's would answer a second time.
     clientErrorHandler: () => undefined,
     // Requests are logged at debug level only; errors are logged by the error handler.
-    loggerInstance: ctx.log.child({ component: 'api' }, { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' }) as FastifyBaseLogger,
+    loggerInstance: ctx.log.child(
+      { component: 'api' },
+      { level: ctx.log.level === 'debug' || ctx.log.level === 'trace' ? ctx.log.level : 'warn' },
+    ) as FastifyBaseLogger,
     bodyLimit: 32 * 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   });
@@ -131,7 +130,10 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     return sendError(reply, new CapsuleError('internal', err instanceof Error ? err.message : String(err)));
   });
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, new CapsuleError('not_found', `no route ${request.method} ${request.url}`, { hint: 'see /openapi.json for the routes' })),
+    sendError(
+      reply,
+      new CapsuleError('not_found', `no route ${request.method} ${request.url}`, { hint: 'see /openapi.json for the routes' }),
+    ),
   );
 
   app.addHook('onRequest', async (request) => {
@@ -159,10 +161,14 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   return {
     app,
     async listenTcp(host, port, tls) {
-      const server = createHttpServer((req, res) => {
-        viaTcp.add(req);
-        dispatch(req, res);
-      }, onUpgrade(true), tls);
+      const server = createHttpServer(
+        (req, res) => {
+          viaTcp.add(req);
+          dispatch(req, res);
+        },
+        onUpgrade(true),
+        tls,
+      );
       tcpServers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -218,7 +224,11 @@ function sendMalformedRequestError(req: IncomingMessage, res: ServerResponse, er
   req.resume(); // its body is not wanted, but must not hold the connection
   sendPlainError(
     res,
-    err instanceof CapsuleError ? err : new CapsuleError('invalid_argument', `the request is malformed: ${errorMessage(err).slice(0, 200)}`, { hint: 'check the URL, its percent-encodings and the headers' }),
+    err instanceof CapsuleError
+      ? err
+      : new CapsuleError('invalid_argument', `the request is malformed: ${errorMessage(err).slice(0, 200)}`, {
+          hint: 'check the URL, its percent-encodings and the headers',
+        }),
   );
 }
 

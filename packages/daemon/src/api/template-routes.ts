@@ -31,7 +31,8 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
     {
       schema: {
         body: CreateTemplateRequest,
-        description: "Builds a template from an image in the store: its root filesystem now, its warm snapshot in the background (see the template's warmSnapshot).",
+        description:
+          "Builds a template from an image in the store: its root filesystem now, its warm snapshot in the background (see the template's warmSnapshot).",
         response: { 201: Template, ...errorResponses },
       },
     },
@@ -45,20 +46,30 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
         body: {
           content: {
             'application/json': { schema: BuildTemplateRequest },
-            [BUILD_CONTEXT_CONTENT_TYPE]: { schema: { description: 'the build folder as a tar stream (plain files and folders), its Capsulefile inside' } },
+            [BUILD_CONTEXT_CONTENT_TYPE]: {
+              schema: { description: 'the build folder as a tar stream (plain files and folders), its Capsulefile inside' },
+            },
           },
         },
         querystring: {
           type: 'object',
           properties: {
             name: { ...BuildTemplateRequest.properties.name, description: 'with a tar body: the template to build' },
-            capsulefile: { type: 'string', minLength: 1, maxLength: 4096, description: 'with a tar body: the Capsulefile’s path inside it (default Capsulefile)' },
+            capsulefile: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 4096,
+              description: 'with a tar body: the Capsulefile’s path inside it (default Capsulefile)',
+            },
           },
         },
         description:
           'Builds a template from a Capsulefile: its steps run in a sandbox booted from its FROM. Answers application/x-ndjson BuildEvents. ' +
           'COPY sources come from `contextDir`, a folder on the daemon’s host (unix socket only), or from the body sent as application/x-tar with ?name=.',
-        response: { 200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } }, ...errorResponses },
+        response: {
+          200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } },
+          ...errorResponses,
+        },
       },
     },
     async (request, reply) => {
@@ -67,7 +78,10 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
       let uploaded: string | undefined;
       if (isAsyncIterable(request.body)) {
         const name = request.query.name;
-        if (name === undefined) throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', { hint: 'add ?name=TEMPLATE to the URL' });
+        if (name === undefined)
+          throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', {
+            hint: 'add ?name=TEMPLATE to the URL',
+          });
         uploaded = templates.newBuildContextDir();
         try {
           await unpackBuildContext(request.body, uploaded);
@@ -79,13 +93,20 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
       } else {
         build = request.body;
         if (build.contextDir !== undefined) {
-          if (viaTcp(request.raw)) throw hostPathRefusal('contextDir', `upload the build folder instead: POST /v1/templates/build?name=NAME with Content-Type: ${BUILD_CONTEXT_CONTENT_TYPE} and the folder as a tar`);
+          if (viaTcp(request.raw))
+            throw hostPathRefusal(
+              'contextDir',
+              `upload the build folder instead: POST /v1/templates/build?name=NAME with Content-Type: ${BUILD_CONTEXT_CONTENT_TYPE} and the folder as a tar`,
+            );
           build = { ...build, contextDir: realHostPath(build.contextDir) };
         }
       }
       reply.hijack();
       try {
-        await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({ type: 'done', template: await templates.build(build, emit, signal) }));
+        await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({
+          type: 'done',
+          template: await templates.build(build, emit, signal),
+        }));
       } finally {
         if (uploaded) fs.rmSync(uploaded, { recursive: true, force: true });
       }
@@ -106,7 +127,13 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
 
   app.delete<{ Params: { name: string } }>(
     '/v1/templates/:name',
-    { schema: { params: NameParams, description: 'Removes a template built from an image; its running sandboxes keep running.', response: errorResponses } },
+    {
+      schema: {
+        params: NameParams,
+        description: 'Removes a template built from an image; its running sandboxes keep running.',
+        response: errorResponses,
+      },
+    },
     async (request, reply) => {
       await templates.remove(request.params.name);
       return reply.code(204).send();

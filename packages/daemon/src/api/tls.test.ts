@@ -21,7 +21,13 @@ const mode = (file: string) => (fs.statSync(file).mode & 0o777).toString(8);
 
 describe('the TCP listener certificate', () => {
   it('covers the listen host, loopback, the domain and every sandbox host name under it', () => {
-    expect(certNames(['0.0.0.0', 'capsule.example.com'])).toEqual(['localhost', '127.0.0.1', '::1', 'capsule.example.com', '*.capsule.example.com']);
+    expect(certNames(['0.0.0.0', 'capsule.example.com'])).toEqual([
+      'localhost',
+      '127.0.0.1',
+      '::1',
+      'capsule.example.com',
+      '*.capsule.example.com',
+    ]);
     expect(certNames(['10.0.0.5', 'localhost'])).toEqual(['localhost', '127.0.0.1', '::1', '10.0.0.5']);
   });
 
@@ -49,8 +55,14 @@ describe('the TCP listener certificate', () => {
     const a = loadTlsIdentity({ stateDir: stateDir(), names: [], log: silentLogger });
     const otherDir = stateDir();
     loadTlsIdentity({ stateDir: otherDir, names: [], log: silentLogger });
-    expect(() => loadTlsIdentity({ stateDir: stateDir(), names: [], certFile: a.certificatePath, keyFile: path.join(otherDir, GENERATED_KEY_FILE), log: silentLogger })).toThrow(
-      /cannot be used: .*CAPSULE_TLS_CERT and CAPSULE_TLS_KEY must be/,
-    );
+    expect(() =>
+      loadTlsIdentity({
+        stateDir: stateDir(),
+        names: [],
+        certFile: a.certificatePath,
+        keyFile: path.join(otherDir, GENERATED_KEY_FILE),
+        log: silentLogger,
+      }),
+    ).toThrow(/cannot be used: .*CAPSULE_TLS_CERT and CAPSULE_TLS_KEY must be/);
   });
 });

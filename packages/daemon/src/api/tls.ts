@@ -18,7 +18,6 @@ import { writeFileAtomic } from '../guest/files.js';
 import type { Logger } from '../log.js';
 import { GENERATED_CERT_FILE, GENERATED_KEY_FILE } from '../state-files.js';
 
-
 /** Ten years: the certificate is pinned or trusted by hand, so expiry only breaks clients. */
 const GENERATED_VALIDITY_DAYS = 3650;
 
@@ -45,14 +44,21 @@ export interface TlsOptions {
 /** The operator's certificate when given, else the state dir's, made now if missing. */
 export function loadTlsIdentity(options: TlsOptions): TlsIdentity {
   if (options.certFile !== undefined && options.keyFile !== undefined) {
-    return checkedIdentity(readOperatorFile(options.certFile, 'CAPSULE_TLS_CERT'), readOperatorFile(options.keyFile, 'CAPSULE_TLS_KEY'), options.certFile, false);
+    return checkedIdentity(
+      readOperatorFile(options.certFile, 'CAPSULE_TLS_CERT'),
+      readOperatorFile(options.keyFile, 'CAPSULE_TLS_KEY'),
+      options.certFile,
+      false,
+    );
   }
   const certificatePath = path.join(options.stateDir, GENERATED_CERT_FILE);
   const keyPath = path.join(options.stateDir, GENERATED_KEY_FILE);
   // The key is written first, so a key alone is a start cut short: no client saw its certificate, and a new pair is made.
   if (fs.existsSync(certificatePath)) {
     if (!fs.existsSync(keyPath)) {
-      throw new Error(`the TLS certificate ${certificatePath} has no key beside it (${keyPath}); restore the key, or remove the certificate to make a new pair (clients that pinned the old fingerprint must pin the new one)`);
+      throw new Error(
+        `the TLS certificate ${certificatePath} has no key beside it (${keyPath}); restore the key, or remove the certificate to make a new pair (clients that pinned the old fingerprint must pin the new one)`,
+      );
     }
     const identity = checkedIdentity(fs.readFileSync(certificatePath, 'utf8'), fs.readFileSync(keyPath, 'utf8'), certificatePath, true);
     warnAboutUncoveredNames(identity, options.names, keyPath, options.log);
@@ -63,7 +69,10 @@ export function loadTlsIdentity(options: TlsOptions): TlsIdentity {
   writeFileAtomic(keyPath, key, 0o600);
   writeFileAtomic(certificatePath, cert, 0o600);
   const identity = checkedIdentity(cert, key, certificatePath, true);
-  options.log.info({ certificatePath, fingerprintSha256: identity.fingerprintSha256 }, 'made a self-signed TLS certificate for the TCP listener');
+  options.log.info(
+    { certificatePath, fingerprintSha256: identity.fingerprintSha256 },
+    'made a self-signed TLS certificate for the TCP listener',
+  );
   return identity;
 }
 
@@ -100,16 +109,24 @@ function readOperatorFile(file: string, variable: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`${variable} names ${file}, which cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); it must be a PEM file the daemon can read`);
+    throw new Error(
+      `${variable} names ${file}, which cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); it must be a PEM file the daemon can read`,
+    );
   }
 }
 
 /** A kept certificate is never replaced on its own (clients pinned it); say which names it misses. */
 function warnAboutUncoveredNames(identity: TlsIdentity, names: readonly string[], keyPath: string, log: Logger): void {
   const certificate = new X509Certificate(identity.cert);
-  const missing = names.filter((name) => name !== '' && name !== '0.0.0.0' && name !== '::' && !(net.isIP(name) ? certificate.checkIP(name) : certificate.checkHost(name)));
+  const missing = names.filter(
+    (name) =>
+      name !== '' && name !== '0.0.0.0' && name !== '::' && !(net.isIP(name) ? certificate.checkIP(name) : certificate.checkHost(name)),
+  );
   if (missing.length > 0) {
-    log.warn({ missing, certificatePath: identity.certificatePath }, `the TLS certificate does not cover these names; remove it and ${keyPath} to make a new one`);
+    log.warn(
+      { missing, certificatePath: identity.certificatePath },
+      `the TLS certificate does not cover these names; remove it and ${keyPath} to make a new one`,
+    );
   }
 }
 
@@ -142,4 +159,3 @@ function generateSelfSigned(names: readonly string[]): { cert: string; key: stri
   certificate.sign(forge.pki.privateKeyFromPem(privateKey), forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(certificate), key: privateKey };
 }
-

@@ -19,7 +19,8 @@ describe('cache pins', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-pins-'));
     cache = path.join(root, 'cache');
     sandbox = path.join(root, 'state', 'sb_1');
-    for (const dir of [path.join(cache, 'rootfs'), path.join(cache, 'snapshots', 'base-1'), path.join(cache, 'kit'), sandbox]) fs.mkdirSync(dir, { recursive: true });
+    for (const dir of [path.join(cache, 'rootfs'), path.join(cache, 'snapshots', 'base-1'), path.join(cache, 'kit'), sandbox])
+      fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(cache, 'rootfs', 'base-old.ext4'), Buffer.alloc(4096));
     fs.writeFileSync(path.join(cache, 'kit', 'kit-old.ext4'), 'kit');
   });
@@ -58,7 +59,11 @@ describe('cache pins', () => {
     pinSharedFiles(files, [cache], pins);
     pinSharedFiles(files, [cache], pins); // again: a resume launches the same VM
     // The sandbox's own overlay is not the cache's: not pinned.
-    expect(fs.readdirSync(pins).sort()).toEqual(['cache__kit__kit-old.ext4', 'cache__rootfs__base-old.ext4', 'cache__snapshots__base-1__disk.qcow2']);
+    expect(fs.readdirSync(pins).sort()).toEqual([
+      'cache__kit__kit-old.ext4',
+      'cache__rootfs__base-old.ext4',
+      'cache__snapshots__base-1__disk.qcow2',
+    ]);
     expect(isPinned(kit)).toBe(true);
     expect(isPinned(path.join(cache, 'snapshots', 'base-1'))).toBe(true);
 

@@ -85,10 +85,12 @@ export function pruneSiblings(dir: string, isSibling: (name: string) => boolean,
     .map((name) => ({ name, usedAt: fs.statSync(path.join(dir, name)).mtimeMs }))
     .sort((a, b) => b.usedAt - a.usedAt);
   others.forEach(({ name, usedAt }, index) => {
-    if ((index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) && !isPinned(path.join(dir, name))) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+    if ((index >= MAX_KEPT_SIBLINGS || now - usedAt > SIBLING_GRACE_MS) && !isPinned(path.join(dir, name)))
+      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   });
   for (const name of names) {
-    if (writerGone(name) && now - fs.statSync(path.join(dir, name)).mtimeMs > ABANDONED_TEMP_MS) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+    if (writerGone(name) && now - fs.statSync(path.join(dir, name)).mtimeMs > ABANDONED_TEMP_MS)
+      fs.rmSync(path.join(dir, name), { recursive: true, force: true });
   }
 }
 

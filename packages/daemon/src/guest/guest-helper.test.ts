@@ -15,7 +15,15 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 describe('capsule-guest-helper', () => {
   it('refuses malformed commands with exit status 2', () => {
-    for (const args of [[], ['bogus'], ['settime', '1'], ['settime', 'x', '0'], ['settime', '1', '1000000000'], ['reseed', 'abc'], ['reseed', 'zz']]) {
+    for (const args of [
+      [],
+      ['bogus'],
+      ['settime', '1'],
+      ['settime', 'x', '0'],
+      ['settime', '1', '1000000000'],
+      ['reseed', 'abc'],
+      ['reseed', 'zz'],
+    ]) {
       expect(spawnSync(helper, args).status, args.join(' ')).toBe(2);
     }
   });
@@ -37,7 +45,13 @@ describe('capsule-guest-helper', () => {
 
   /** A framed upload: each chunk as a 4-byte big-endian length and its bytes, then (if `end`) the empty frame. */
   const frames = (chunks: Buffer[], end = true) =>
-    Buffer.concat([...chunks.flatMap((chunk) => [Buffer.from([chunk.length >>> 24, (chunk.length >>> 16) & 0xff, (chunk.length >>> 8) & 0xff, chunk.length & 0xff]), chunk]), ...(end ? [Buffer.alloc(4)] : [])]);
+    Buffer.concat([
+      ...chunks.flatMap((chunk) => [
+        Buffer.from([chunk.length >>> 24, (chunk.length >>> 16) & 0xff, (chunk.length >>> 8) & 0xff, chunk.length & 0xff]),
+        chunk,
+      ]),
+      ...(end ? [Buffer.alloc(4)] : []),
+    ]);
 
   it("bulk-recv skips stale bytes up to its transfer's header, then writes the frames' bytes up to the empty frame", () => {
     const stale = Buffer.concat([Buffer.from('CAPSBULK' + 'f'.repeat(32)), Buffer.alloc(5000, 7), Buffer.from('CAPSBU')]);
@@ -61,17 +75,27 @@ describe('capsule-guest-helper', () => {
       for (let j = 0; j < chunk.length; j++) chunk[j] = (i + j * 7) & 0xff;
       chunks.push(chunk);
     }
-    const res = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames(chunks)]), timeout: 10_000, maxBuffer: 32 * 1024 * 1024 });
+    const res = spawnSync(helper, ['bulk-recv', id], {
+      input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames(chunks)]),
+      timeout: 10_000,
+      maxBuffer: 32 * 1024 * 1024,
+    });
     expect(res.status, res.stderr.toString()).toBe(0);
     expect(res.stdout.equals(Buffer.concat(chunks))).toBe(true);
   });
 
   it('bulk-recv fails a transfer that ends without its empty frame, or sends an oversized frame', () => {
-    const cut = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames([Buffer.alloc(1000, 1)], false)]), timeout: 1500 });
+    const cut = spawnSync(helper, ['bulk-recv', id], {
+      input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), frames([Buffer.alloc(1000, 1)], false)]),
+      timeout: 1500,
+    });
     // Its stdin (the port) ends: a read of 0 means "no host yet", so it waits (here until killed) and never succeeds.
     expect(cut.status).not.toBe(0);
     expect(cut.stdout.length).toBe(0);
-    const huge = spawnSync(helper, ['bulk-recv', id], { input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), Buffer.from([0x7f, 0, 0, 0])]), timeout: 10_000 });
+    const huge = spawnSync(helper, ['bulk-recv', id], {
+      input: Buffer.concat([Buffer.from(`CAPSBULK${id}`), Buffer.from([0x7f, 0, 0, 0])]),
+      timeout: 10_000,
+    });
     expect(huge.status).toBe(3);
     expect(huge.stdout.length).toBe(0);
   });
@@ -96,7 +120,13 @@ describe('capsule-guest-helper', () => {
   });
 
   it('refuses malformed bulk arguments with exit status 2', () => {
-    for (const args of [['bulk-recv', 'abc'], ['bulk-recv', id, '1'], ['bulk-send', id, 'x'], ['bulk-send', id.toUpperCase().replace(/[A-F]/g, 'g'), '1'], ['bulk-send', id]]) {
+    for (const args of [
+      ['bulk-recv', 'abc'],
+      ['bulk-recv', id, '1'],
+      ['bulk-send', id, 'x'],
+      ['bulk-send', id.toUpperCase().replace(/[A-F]/g, 'g'), '1'],
+      ['bulk-send', id],
+    ]) {
       expect(spawnSync(helper, args, { input: '', timeout: 5000 }).status, args.join(' ')).toBe(2);
     }
   });

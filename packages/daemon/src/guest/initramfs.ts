@@ -25,7 +25,10 @@ export async function ensureInitramfs(cacheDir: string, kernel: GuestKernel, rep
 
   report('building the initramfs');
   const { stdout } = await runCommand(BUSYBOX, ['--list']);
-  const applets = stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '' && s !== 'busybox');
+  const applets = stdout
+    .split('\n')
+    .map((s) => s.trim())
+    .filter((s) => s !== '' && s !== 'busybox');
   const entries: CpioEntry[] = [
     ...['bin', 'dev', 'proc', 'sys', 'newroot', 'etc', 'etc/capsule', 'lib', 'lib/modules'].map(
       (p): CpioEntry => ({ kind: 'dir', path: p, mode: 0o755 }),
@@ -39,7 +42,9 @@ export async function ensureInitramfs(cacheDir: string, kernel: GuestKernel, rep
       mode: 0o644,
       data: Buffer.from(kernel.modules.map((m) => `${path.basename(m, '.ko')}\n`).join('')),
     },
-    ...kernel.modules.map((m): CpioEntry => ({ kind: 'file', path: `lib/modules/${path.basename(m)}`, mode: 0o644, data: fs.readFileSync(m) })),
+    ...kernel.modules.map(
+      (m): CpioEntry => ({ kind: 'file', path: `lib/modules/${path.basename(m)}`, mode: 0o644, data: fs.readFileSync(m) }),
+    ),
   ];
   writeFileAtomic(target, writeCpio(entries));
   pruneSiblings(dir, (other) => other.startsWith('initramfs-'), name);

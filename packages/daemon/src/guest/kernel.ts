@@ -103,7 +103,10 @@ export async function ensureKernel(cacheDir: string, report: (msg: string) => vo
       fs.copyFileSync(byName.get(name) as string, path.join(staged, 'modules', file));
       return file;
     });
-    fs.writeFileSync(path.join(staged, 'kernel.json'), JSON.stringify({ version, package: pkg, modules: files, wanted: GUEST_MODULES }, null, 2));
+    fs.writeFileSync(
+      path.join(staged, 'kernel.json'),
+      JSON.stringify({ version, package: pkg, modules: files, wanted: GUEST_MODULES }, null, 2),
+    );
     commitPath(staged, dir);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });

@@ -25,7 +25,8 @@ function badArchive(file: string, why: string): CapsuleError {
 /** A JSON file of the archive (index.json, manifest.json, a manifest blob), read only when it is within the bound. */
 function readSmallFile(file: string, what: string): Buffer {
   const size = fs.statSync(file).size;
-  if (size > LIMITS.manifestBytes) throw invalidImage(`${what} is ${size} bytes, more than the ${LIMITS.manifestBytes} Capsule reads`, 'the archive is hostile or broken');
+  if (size > LIMITS.manifestBytes)
+    throw invalidImage(`${what} is ${size} bytes, more than the ${LIMITS.manifestBytes} Capsule reads`, 'the archive is hostile or broken');
   return fs.readFileSync(file);
 }
 
@@ -127,7 +128,12 @@ async function dockerSaveSource(dir: string): Promise<{ source: ImageSource; ref
     layers.push({ mediaType, digest: layer.digest, size: layer.size });
   }
   const manifest = Buffer.from(
-    JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.ociManifest, config: { mediaType: MEDIA.ociConfig, digest: config.digest, size: config.size }, layers }),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MEDIA.ociManifest,
+      config: { mediaType: MEDIA.ociConfig, digest: config.digest, size: config.size },
+      layers,
+    }),
   );
   const tags = Array.isArray(first.RepoTags) ? first.RepoTags.filter((t): t is string => typeof t === 'string') : [];
   let ref: string | undefined;

@@ -109,7 +109,10 @@ export class BlobStore {
         written += buf.length;
         onProgress?.({ digest, doneBytes: written, totalBytes: size });
       }
-      if (written !== size) throw new CapsuleError('registry_unreachable', `the download of ${digest} ended after ${written} of ${size} bytes`, { hint: 'try again: the download resumes where it stopped' });
+      if (written !== size)
+        throw new CapsuleError('registry_unreachable', `the download of ${digest} ended after ${written} of ${size} bytes`, {
+          hint: 'try again: the download resumes where it stopped',
+        });
       const actual = `sha256:${hash.digest('hex')}`;
       if (actual !== digest) throw digestMismatch(digest, actual, 'blob');
       fs.fsyncSync(fd);
@@ -121,10 +124,14 @@ export class BlobStore {
         throw err;
       }
       if (err instanceof CapsuleError) throw err;
-      throw new CapsuleError('registry_unreachable', `the download of ${digest} broke off after ${written} of ${size} bytes: ${(err as Error).message}`, {
-        hint: 'try again: the download resumes where it stopped',
-        cause: err,
-      });
+      throw new CapsuleError(
+        'registry_unreachable',
+        `the download of ${digest} broke off after ${written} of ${size} bytes: ${(err as Error).message}`,
+        {
+          hint: 'try again: the download resumes where it stopped',
+          cause: err,
+        },
+      );
     } finally {
       fs.closeSync(fd);
     }
@@ -135,7 +142,10 @@ export class BlobStore {
   /** Digests of every cached blob, for garbage collection. */
   list(): string[] {
     try {
-      return fs.readdirSync(path.join(this.dir, 'sha256')).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`);
+      return fs
+        .readdirSync(path.join(this.dir, 'sha256'))
+        .filter((n) => /^[a-f0-9]{64}$/.test(n))
+        .map((n) => `sha256:${n}`);
     } catch {
       return [];
     }

@@ -6,7 +6,15 @@ import { createHash } from 'node:crypto';
 import { CapsuleError } from '../errors.js';
 import type { BlobProgress, BlobSource, BlobStore } from './blob-store.js';
 import { LIMITS } from './image-limits.js';
-import { checkDescriptorSize, choosePlatform, parseImageConfig, parseManifest, PLATFORM, type ImageConfig, type ImageManifest } from './manifest.js';
+import {
+  checkDescriptorSize,
+  choosePlatform,
+  parseImageConfig,
+  parseManifest,
+  PLATFORM,
+  type ImageConfig,
+  type ImageManifest,
+} from './manifest.js';
 
 export interface ImageSource {
   /** A manifest or index by tag or digest. */
@@ -78,7 +86,10 @@ export async function fetchImage(
     });
   }
   if (config.diffIds.length !== manifest.layers.length) {
-    throw new CapsuleError('image_invalid', `${name} lists ${manifest.layers.length} layers but its config has ${config.diffIds.length} diff_ids`);
+    throw new CapsuleError(
+      'image_invalid',
+      `${name} lists ${manifest.layers.length} layers but its config has ${config.diffIds.length} diff_ids`,
+    );
   }
   onEvent({ type: 'resolved', digest: top.digest, layers: manifest.layers.map((l) => ({ digest: l.digest, sizeBytes: l.size })) });
 

@@ -32,7 +32,12 @@ export async function saveImage(store: Store, image: FetchedImage, ref: string |
 export async function loadImage(store: Store, digest: string): Promise<StoredImage | undefined> {
   const row = await getImage(store, digest);
   if (!row) return undefined;
-  return { digest: row.digest, layers: JSON.parse(row.layers) as Descriptor[], config: JSON.parse(row.config) as ImageConfig, configDigest: row.config_digest };
+  return {
+    digest: row.digest,
+    layers: JSON.parse(row.layers) as Descriptor[],
+    config: JSON.parse(row.config) as ImageConfig,
+    configDigest: row.config_digest,
+  };
 }
 
 export async function listImages(store: Store): Promise<Image[]> {

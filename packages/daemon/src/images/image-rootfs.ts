@@ -56,7 +56,12 @@ async function openLayer(file: string, log: Logger): Promise<Readable> {
 }
 
 /** The decompressed stream, cut off (and the decompressor stopped) once it passes `allowance` bytes. */
-async function* bounded(stream: Readable, allowance: number, layerDigest: string, hash?: ReturnType<typeof createHash>): AsyncGenerator<Buffer> {
+async function* bounded(
+  stream: Readable,
+  allowance: number,
+  layerDigest: string,
+  hash?: ReturnType<typeof createHash>,
+): AsyncGenerator<Buffer> {
   let total = 0;
   try {
     for await (const chunk of stream) {
@@ -85,9 +90,13 @@ async function checkLayer(file: string, layerDigest: string, diffId: string | un
   for await (const { body } of readTar(bounded(await openLayer(file, log), allowance, layerDigest, hash))) void body; // bodies are skipped unread
   const actual = `sha256:${hash.digest('hex')}`;
   if (actual !== diffId) {
-    throw new CapsuleError('image_digest_mismatch', `layer ${index} (${layerDigest}) unpacks to ${actual}, but the image config's diff_id says ${diffId}`, {
-      hint: 'the image is corrupt or hostile; none of the layer was applied',
-    });
+    throw new CapsuleError(
+      'image_digest_mismatch',
+      `layer ${index} (${layerDigest}) unpacks to ${actual}, but the image config's diff_id says ${diffId}`,
+      {
+        hint: 'the image is corrupt or hostile; none of the layer was applied',
+      },
+    );
   }
 }
 
@@ -153,7 +162,8 @@ function prepareForGuest(root: string, userSpec: string | undefined, workdir: st
     fs.rmSync(path.join(etc, 'group'), { force: true });
     fs.writeFileSync(path.join(etc, 'group'), 'root:x:0:\n', { mode: 0o644 });
   }
-  if (readRegularFile(path.join(etc, 'hosts')) === undefined && !isLink(path.join(etc, 'hosts'))) fs.writeFileSync(path.join(etc, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
+  if (readRegularFile(path.join(etc, 'hosts')) === undefined && !isLink(path.join(etc, 'hosts')))
+    fs.writeFileSync(path.join(etc, 'hosts'), '127.0.0.1 localhost\n::1 localhost\n', { mode: 0o644 });
   // Mount points guest/init uses (the kit at /opt/capsule), so the guest never has to create them.
   for (const folder of ['opt/capsule', 'dev', 'proc', 'sys', 'tmp', 'run', 'root']) ensureFolder(root, folder);
   if (workdir !== undefined) ensureFolder(root, workdir);
@@ -166,11 +176,16 @@ function prepareForGuest(root: string, userSpec: string | undefined, workdir: st
     if (found?.[0]) return found[0];
     // An id without a passwd entry is allowed by container runtimes; the agent needs a name.
     const name = `uid${userPart}`;
-    fs.appendFileSync(passwdFile, `${passwd.endsWith('\n') ? '' : '\n'}${name}:x:${userPart}:${/^\d+$/.test(groupPart ?? '') ? groupPart : userPart}::/:/bin/sh\n`);
+    fs.appendFileSync(
+      passwdFile,
+      `${passwd.endsWith('\n') ? '' : '\n'}${name}:x:${userPart}:${/^\d+$/.test(groupPart ?? '') ? groupPart : userPart}::/:/bin/sh\n`,
+    );
     return name;
   }
   if (!entries.some((e) => e[0] === userPart)) {
-    throw new CapsuleError('image_invalid', `the image's User "${userSpec}" is not in its /etc/passwd`, { hint: 'fix the image config or its /etc/passwd' });
+    throw new CapsuleError('image_invalid', `the image's User "${userSpec}" is not in its /etc/passwd`, {
+      hint: 'fix the image config or its /etc/passwd',
+    });
   }
   return userPart;
 }
@@ -203,13 +218,16 @@ export async function buildImageRootfs(
       await applier.apply(bounded(await openLayer(file, log), layerByteAllowance(fs.statSync(file).size), layer.digest));
       options.onUnpacked?.(index, image.manifest.layers.length);
     }
-    if (applier.stats.xattrsSkipped > 0) log.warn({ image: image.digest, skipped: applier.stats.xattrsSkipped }, 'some extended attributes could not be kept');
+    if (applier.stats.xattrsSkipped > 0)
+      log.warn({ image: image.digest, skipped: applier.stats.xattrsSkipped }, 'some extended attributes could not be kept');
     const user = prepareForGuest(root, image.config.user, image.config.workingDir);
     const defaults: ImageDefaults = { env: envRecord(image.config.env), user, workdir: image.config.workingDir };
     await folderToExt4(root, target, 'capsule-root', HEADROOM_MIB);
     fs.writeFileSync(defaultsFile, JSON.stringify(defaults));
     // Deleting thousands of files is nobody's wait: the staging folder goes in the background.
-    void fs.promises.rm(staging, { recursive: true, force: true }).catch((err: unknown) => log.warn({ staging, err: String(err) }, 'could not remove a staging folder'));
+    void fs.promises
+      .rm(staging, { recursive: true, force: true })
+      .catch((err: unknown) => log.warn({ staging, err: String(err) }, 'could not remove a staging folder'));
     return { rootfs: target, defaults };
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });

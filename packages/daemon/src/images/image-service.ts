@@ -61,7 +61,8 @@ export class ImageService {
     const tmpDir = this.tmpDir;
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
       const pid = Number(/^(?:rootfs|import|context)-(\d+)-/.exec(name)?.[1]);
-      if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
+      if (pid > 0 && pid !== process.pid && !isProcessAlive(pid))
+        void fs.promises.rm(path.join(tmpDir, name), { recursive: true, force: true });
     }
   }
 
@@ -71,7 +72,8 @@ export class ImageService {
     const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
     sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
     for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
-      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length)))) fs.rmSync(path.join(rootfsDir, name), { force: true });
+      if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length))))
+        fs.rmSync(path.join(rootfsDir, name), { force: true });
     }
   }
 
@@ -96,7 +98,14 @@ export class ImageService {
     const client = new RegistryClient(ref, settings, credentials, this.log, options.signal);
     const name = formatReference(ref);
     const started = Date.now();
-    const image = await fetchImage(client, this.blobs, ref.digest ?? ref.tag ?? 'latest', name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
+    const image = await fetchImage(
+      client,
+      this.blobs,
+      ref.digest ?? ref.tag ?? 'latest',
+      name,
+      (event) => options.onEvent?.(event),
+      this.unpackWhileFetching(options),
+    );
     await this.record(image, name, 'registry');
     this.log.info({ image: name, digest: image.digest, ms: Date.now() - started }, 'image pulled');
     return await this.describe(image.digest);
@@ -106,7 +115,14 @@ export class ImageService {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
     this.assertDiskRoom('import an image');
     this.sweepUnheldFiles();
-    const { image, ref } = await importArchive(file, this.blobs, this.tmpDir, name, (event) => options.onEvent?.(event), this.unpackWhileFetching(options));
+    const { image, ref } = await importArchive(
+      file,
+      this.blobs,
+      this.tmpDir,
+      name,
+      (event) => options.onEvent?.(event),
+      this.unpackWhileFetching(options),
+    );
     await this.record(image, ref, 'archive');
     return await this.describe(image.digest);
   }
@@ -142,7 +158,9 @@ export class ImageService {
     const ref = isDigest(refOrDigest) ? undefined : formatReference(parseReference(refOrDigest));
     const digest = (await findImageDigest(this.store, refOrDigest)) ?? (ref ? await findImageDigest(this.store, ref) : undefined);
     if (!digest) {
-      throw new CapsuleError('image_not_found', `no image ${refOrDigest} in the store`, { hint: 'see `capsule image ls`, or `capsule image pull` it first' });
+      throw new CapsuleError('image_not_found', `no image ${refOrDigest} in the store`, {
+        hint: 'see `capsule image ls`, or `capsule image pull` it first',
+      });
     }
     return { digest, ref };
   }
@@ -166,9 +184,13 @@ export class ImageService {
     if (lastRef) {
       const templates = await templatesOfImage(this.store, digest);
       if (templates.length > 0) {
-        throw new CapsuleError('image_in_use', `image ${refOrDigest} is used by template${templates.length > 1 ? 's' : ''} ${templates.join(', ')}`, {
-          hint: `remove ${templates.length > 1 ? 'them' : 'it'} first with \`capsule template rm\``,
-        });
+        throw new CapsuleError(
+          'image_in_use',
+          `image ${refOrDigest} is used by template${templates.length > 1 ? 's' : ''} ${templates.join(', ')}`,
+          {
+            hint: `remove ${templates.length > 1 ? 'them' : 'it'} first with \`capsule template rm\``,
+          },
+        );
       }
     }
     if (byRef) await deleteImageRef(this.store, ref, digest);

@@ -58,12 +58,7 @@ describe('LayerApplier', () => {
         { path: 'b/old1', content: '1' },
         { path: 'b/sub/old2', content: '2' },
       ],
-      [
-        { path: 'a/.wh.gone' },
-        { path: 'b/', type: 'directory' },
-        { path: 'b/.wh..wh..opq' },
-        { path: 'b/new', content: 'n' },
-      ],
+      [{ path: 'a/.wh.gone' }, { path: 'b/', type: 'directory' }, { path: 'b/.wh..wh..opq' }, { path: 'b/new', content: 'n' }],
     );
     expect(exists('a/keep')).toBe(true);
     expect(exists('a/gone')).toBe(false);
@@ -119,7 +114,10 @@ describe('LayerApplier', () => {
   it('a file entry replaces a symlink instead of writing through it', async () => {
     const victim = path.join(dir, 'victim');
     fs.writeFileSync(victim, 'safe');
-    await applyLayers([{ path: 'etc/passwd', type: 'symlink', linkpath: victim }], [{ path: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n' }]);
+    await applyLayers(
+      [{ path: 'etc/passwd', type: 'symlink', linkpath: victim }],
+      [{ path: 'etc/passwd', content: 'root:x:0:0::/root:/bin/sh\n' }],
+    );
     expect(fs.readFileSync(victim, 'utf8')).toBe('safe');
     expect(read('etc/passwd')).toMatch(/^root:/);
   });
@@ -127,11 +125,18 @@ describe('LayerApplier', () => {
   it('keeps extended attributes', async () => {
     const applier = await applyLayers([{ path: 'bin/ping', content: 'p', xattrs: { 'user.capsule': 'yes' } }]);
     expect(applier.stats.xattrsSkipped).toBe(0);
-    expect(execFileSync('getfattr', ['--only-values', '-n', 'user.capsule', path.join(root, 'bin/ping')], { encoding: 'utf8' })).toBe('yes');
+    expect(execFileSync('getfattr', ['--only-values', '-n', 'user.capsule', path.join(root, 'bin/ping')], { encoding: 'utf8' })).toBe(
+      'yes',
+    );
   });
 
   it('reports an entry the file system refuses (a hard link to a folder) as an invalid image', async () => {
-    await expect(applyLayers([{ path: 'dir/', type: 'directory' }, { path: 'link', type: 'hardlink', linkpath: 'dir' }])).rejects.toMatchObject({
+    await expect(
+      applyLayers([
+        { path: 'dir/', type: 'directory' },
+        { path: 'link', type: 'hardlink', linkpath: 'dir' },
+      ]),
+    ).rejects.toMatchObject({
       code: 'image_invalid',
       message: expect.stringContaining('"link" cannot be applied'),
     });

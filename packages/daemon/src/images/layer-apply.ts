@@ -83,7 +83,8 @@ export class LayerApplier {
         // `.wh..wh.*` other than the opaque marker are aufs bookkeeping: ignored.
         const hidden = name.slice(WHITEOUT_PREFIX.length);
         if (hidden === '' || hidden === '.' || hidden === '..') throw pathEscapes(entry.path);
-        if (!name.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) fs.rmSync(path.join(parent, hidden), { recursive: true, force: true });
+        if (!name.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`))
+          fs.rmSync(path.join(parent, hidden), { recursive: true, force: true });
         continue;
       }
       const target = path.join(parent, name);
@@ -93,7 +94,10 @@ export class LayerApplier {
         // A file system refusal (a hard link to a folder, a name too long…) is the image's fault, not ours.
         const code = (err as NodeJS.ErrnoException).code;
         if (err instanceof CapsuleError || code === undefined || code === 'ENOSPC') throw err;
-        throw new CapsuleError('image_invalid', `the layer entry "${entry.path}" cannot be applied: ${code}`, { hint: 'the image is malformed', cause: err });
+        throw new CapsuleError('image_invalid', `the layer entry "${entry.path}" cannot be applied: ${code}`, {
+          hint: 'the image is malformed',
+          cause: err,
+        });
       }
       createdHere.add(target);
     }
@@ -132,9 +136,13 @@ export class LayerApplier {
         if (link.startsWith('/')) real.length = 0;
         pending.unshift(...link.split('/').filter((p) => p !== '' && p !== '.'));
       } else {
-        throw new CapsuleError('image_invalid', `the layer entry "${entryPath}" needs "${path.join(...real, part)}" to be a folder, but it is a file`, {
-          hint: 'the image is malformed',
-        });
+        throw new CapsuleError(
+          'image_invalid',
+          `the layer entry "${entryPath}" needs "${path.join(...real, part)}" to be a folder, but it is a file`,
+          {
+            hint: 'the image is malformed',
+          },
+        );
       }
     }
     return path.join(this.root, ...real);
@@ -191,9 +199,13 @@ export class LayerApplier {
         if (linkName === undefined) throw pathEscapes(entry.linkpath);
         const source = path.join(await this.resolveParent(components.slice(0, -1), entry.linkpath, false), linkName);
         if (!lstatOrUndefined(source)) {
-          throw new CapsuleError('image_invalid', `the hard link "${entry.path}" points to "${entry.linkpath}", which the image does not have`, {
-            hint: 'the image is malformed',
-          });
+          throw new CapsuleError(
+            'image_invalid',
+            `the hard link "${entry.path}" points to "${entry.linkpath}", which the image does not have`,
+            {
+              hint: 'the image is malformed',
+            },
+          );
         }
         // link(2) never follows a symlink at `source`: the link is to the symlink itself.
         fs.linkSync(source, target);
@@ -202,7 +214,10 @@ export class LayerApplier {
       case 'char':
       case 'block':
       case 'fifo': {
-        const args = entry.type === 'fifo' ? [target, 'p'] : [target, entry.type === 'char' ? 'c' : 'b', String(entry.devmajor), String(entry.devminor)];
+        const args =
+          entry.type === 'fifo'
+            ? [target, 'p']
+            : [target, entry.type === 'char' ? 'c' : 'b', String(entry.devmajor), String(entry.devminor)];
         await runCommand('mknod', ['-m', '0600', ...args]);
         // Never opened: opening a device node opens the host's device. The node was
         // made just now under a resolved folder, so its path names it and nothing else.

@@ -44,7 +44,11 @@ function snapshot(top: string): Record<string, string> {
       .filter((l) => l !== '' && !l.startsWith('#'))
       .sort()
       .join(' ');
-    const content = st.isFile() ? createHash('sha256').update(fs.readFileSync(file)).digest('hex') : st.isSymbolicLink() ? fs.readlinkSync(file) : '';
+    const content = st.isFile()
+      ? createHash('sha256').update(fs.readFileSync(file)).digest('hex')
+      : st.isSymbolicLink()
+        ? fs.readlinkSync(file)
+        : '';
     out[path.relative(top, file) || '.'] = `${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size} ${st.mtimeMs} ${content} [${xattrs}]`;
     if (st.isDirectory()) for (const child of fs.readdirSync(file).sort()) visit(path.join(file, child));
   };
@@ -62,17 +66,34 @@ const fileWithXattrs = (p: string): TestTarEntry => ({ path: p, content: 'image 
 const toHost = (p: string): TestTarEntry => ({ path: p, type: 'symlink', linkpath: decoy });
 
 const attacks: Record<string, TestTarEntry[][]> = {
-  'a later entry of the same layer turns the parent into a symlink to the host': [[{ path: 'a/', type: 'directory' }, fileWithXattrs('a/f'), toHost('a')]],
+  'a later entry of the same layer turns the parent into a symlink to the host': [
+    [{ path: 'a/', type: 'directory' }, fileWithXattrs('a/f'), toHost('a')],
+  ],
   'a later layer turns the parent into a symlink to the host': [[fileWithXattrs('a/f'), fileWithXattrs('a/sub/f')], [toHost('a')]],
   'a hard link to a symlink replaces the parent': [
     [toHost('s'), fileWithXattrs('a/f'), { path: 'a/h', type: 'hardlink', linkpath: 'a/f', xattrs: HOSTILE_XATTRS }],
     [{ path: '.wh.a' }, { path: 'a', type: 'hardlink', linkpath: 's' }],
   ],
-  'the folder is made opaque, then replaced by a symlink': [[fileWithXattrs('a/f')], [{ path: 'a/.wh..wh..opq' }, fileWithXattrs('a/g'), toHost('a')]],
-  'the folder is whited out, then replaced by a symlink': [[fileWithXattrs('a/f'), { path: 'a/', type: 'directory', xattrs: { 'user.dir': 'yes' } }], [{ path: '.wh.a' }, toHost('a')]],
+  'the folder is made opaque, then replaced by a symlink': [
+    [fileWithXattrs('a/f')],
+    [{ path: 'a/.wh..wh..opq' }, fileWithXattrs('a/g'), toHost('a')],
+  ],
+  'the folder is whited out, then replaced by a symlink': [
+    [fileWithXattrs('a/f'), { path: 'a/', type: 'directory', xattrs: { 'user.dir': 'yes' } }],
+    [{ path: '.wh.a' }, toHost('a')],
+  ],
   'entries written through symlinked parent folders (absolute and relative)': [
-    [toHost('abs'), { path: 'rel', type: 'symlink', linkpath: `../../../../../../..${decoy}` }, { path: 'nest', type: 'symlink', linkpath: 'abs/sub' }],
-    [fileWithXattrs('abs/f'), fileWithXattrs('rel/g'), fileWithXattrs('nest/f'), { path: 'abs/sub/', type: 'directory', xattrs: { 'user.dir': 'yes' } }],
+    [
+      toHost('abs'),
+      { path: 'rel', type: 'symlink', linkpath: `../../../../../../..${decoy}` },
+      { path: 'nest', type: 'symlink', linkpath: 'abs/sub' },
+    ],
+    [
+      fileWithXattrs('abs/f'),
+      fileWithXattrs('rel/g'),
+      fileWithXattrs('nest/f'),
+      { path: 'abs/sub/', type: 'directory', xattrs: { 'user.dir': 'yes' } },
+    ],
   ],
 };
 
@@ -90,7 +111,12 @@ describe('an image cannot change host files through extended attributes', () => 
   it('keeps user.* and (as root) security.capability on regular files, and refuses every other namespace', async () => {
     const applier = await applyLayers([
       [
-        { path: 'bin/ping', content: 'p', mode: 0o755, xattrs: { 'user.keep': 'yes', ...HOSTILE_XATTRS, 'security.selinux': 'system_u:object_r:bin_t:s0' } },
+        {
+          path: 'bin/ping',
+          content: 'p',
+          mode: 0o755,
+          xattrs: { 'user.keep': 'yes', ...HOSTILE_XATTRS, 'security.selinux': 'system_u:object_r:bin_t:s0' },
+        },
         { path: 'etc/', type: 'directory', xattrs: { 'user.folder': 'yes', ...(isRoot ? { 'security.capability': CAP_NET_RAW } : {}) } },
       ],
     ]);

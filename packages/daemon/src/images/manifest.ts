@@ -101,7 +101,10 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
     return { kind: 'index', index: { mediaType, manifests: json.manifests.map((m, i) => descriptor(m, `manifest ${i} of the index`)) } };
   }
   if (json.schemaVersion === 1) {
-    throw invalidImage('the image uses the Docker schema 1 manifest format, which is not supported', 'push the image again with a current Docker or skopeo');
+    throw invalidImage(
+      'the image uses the Docker schema 1 manifest format, which is not supported',
+      'push the image again with a current Docker or skopeo',
+    );
   }
   if (!Array.isArray(json.layers)) throw invalidImage('the manifest lists no layers');
   if (json.layers.length > LIMITS.layers) throw invalidImage(`the image has more than ${LIMITS.layers} layers`);
@@ -117,7 +120,11 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
 
 /** Refuses, before anything is fetched, a blob whose descriptor says it is bigger than we would read into memory. */
 export function checkDescriptorSize(d: Descriptor, maxBytes: number, what: string): void {
-  if (d.size > maxBytes) throw invalidImage(`${what} ${d.digest} is ${d.size} bytes, more than the ${maxBytes} Capsule reads`, 'the image is hostile or broken; it was not downloaded');
+  if (d.size > maxBytes)
+    throw invalidImage(
+      `${what} ${d.digest} is ${d.size} bytes, more than the ${maxBytes} Capsule reads`,
+      'the image is hostile or broken; it was not downloaded',
+    );
 }
 
 /** The linux/amd64 entry of an index, or an error naming the platforms it has. */
@@ -125,19 +132,27 @@ export function choosePlatform(index: ImageIndex, reference: string): Descriptor
   const found = index.manifests.find((m) => m.platform?.os === PLATFORM.os && m.platform.architecture === PLATFORM.architecture);
   if (found) return found;
   // An index without platforms (OCI layouts often) with a single image: take it.
-  const unlabelled = index.manifests.filter((m) => m.platform === undefined && m.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+  const unlabelled = index.manifests.filter(
+    (m) => m.platform === undefined && m.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest',
+  );
   if (unlabelled.length === 1 && index.manifests.every((m) => m.platform === undefined)) return unlabelled[0]!;
   const platforms = index.manifests
-    .map((m) => m.platform && `${m.platform.os ?? '?'}/${m.platform.architecture ?? '?'}${m.platform.variant ? `/${m.platform.variant}` : ''}`)
+    .map(
+      (m) => m.platform && `${m.platform.os ?? '?'}/${m.platform.architecture ?? '?'}${m.platform.variant ? `/${m.platform.variant}` : ''}`,
+    )
     .filter((p): p is string => p !== undefined && p !== 'unknown/unknown');
   throw new CapsuleError('image_platform_unsupported', `${reference} has no image for ${PLATFORM.os}/${PLATFORM.architecture}`, {
-    hint: platforms.length > 0 ? `it is built for ${[...new Set(platforms)].join(', ')}; Capsule's guests are linux/amd64` : 'Capsule runs linux/amd64 images',
+    hint:
+      platforms.length > 0
+        ? `it is built for ${[...new Set(platforms)].join(', ')}; Capsule's guests are linux/amd64`
+        : 'Capsule runs linux/amd64 images',
   });
 }
 
 function stringList(value: unknown, what: string): string[] | undefined {
   if (value === undefined || value === null) return undefined;
-  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw invalidImage(`the image config's ${what} is not a list of strings`);
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string'))
+    throw invalidImage(`the image config's ${what} is not a list of strings`);
   return value as string[];
 }
 

@@ -7,7 +7,12 @@ const digest = `sha256:${'a'.repeat(64)}`;
 
 describe('image references', () => {
   it("applies Docker's defaults for registry, library/ and tag", () => {
-    expect(parseReference('debian')).toEqual({ registry: 'registry-1.docker.io', repository: 'library/debian', tag: 'latest', digest: undefined });
+    expect(parseReference('debian')).toEqual({
+      registry: 'registry-1.docker.io',
+      repository: 'library/debian',
+      tag: 'latest',
+      digest: undefined,
+    });
     expect(formatReference(parseReference('debian:12'))).toBe('docker.io/library/debian:12');
     expect(parseReference('localhost:5000/team/app:1.0')).toMatchObject({ registry: 'localhost:5000', repository: 'team/app', tag: '1.0' });
     expect(parseReference(`ghcr.io/x/y@${digest}`)).toMatchObject({ registry: 'ghcr.io', repository: 'x/y', tag: undefined, digest });
@@ -38,13 +43,22 @@ describe('registry challenges and indexes', () => {
 
   it('chooses linux/amd64 from an index and names the platforms when it is missing', () => {
     const index = (archs: string[]) =>
-      parseManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: archs.map((a) => ({ digest, size: 1, platform: { os: 'linux', architecture: a } })) })));
+      parseManifest(
+        Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            manifests: archs.map((a) => ({ digest, size: 1, platform: { os: 'linux', architecture: a } })),
+          }),
+        ),
+      );
     const both = index(['arm64', 'amd64']);
     if (both.kind !== 'index') throw new Error('expected an index');
     expect(choosePlatform(both.index, 'x').platform?.architecture).toBe('amd64');
     const arm = index(['arm64', 's390x']);
     if (arm.kind !== 'index') throw new Error('expected an index');
-    expect(() => choosePlatform(arm.index, 'x')).toThrow(expect.objectContaining({ code: 'image_platform_unsupported', hint: expect.stringContaining('linux/arm64, linux/s390x') }));
+    expect(() => choosePlatform(arm.index, 'x')).toThrow(
+      expect.objectContaining({ code: 'image_platform_unsupported', hint: expect.stringContaining('linux/arm64, linux/s390x') }),
+    );
   });
 
   it('refuses manifests with bad digests or schema 1', () => {

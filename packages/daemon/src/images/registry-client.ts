@@ -38,7 +38,10 @@ export function loadRegistrySettings(file: string): Record<string, RegistrySetti
     const registries = parsed.registries ?? {};
     for (const [host, s] of Object.entries(registries)) {
       if (typeof s !== 'object' || s === null) throw new Error(`settings of ${host} are not an object`);
-      if (s.mirrors !== undefined && !(Array.isArray(s.mirrors) && s.mirrors.every((m) => typeof m === 'string' && /^https?:\/\//.test(m)))) {
+      if (
+        s.mirrors !== undefined &&
+        !(Array.isArray(s.mirrors) && s.mirrors.every((m) => typeof m === 'string' && /^https?:\/\//.test(m)))
+      ) {
         throw new Error(`mirrors of ${host} must be a list of http(s) URLs`);
       }
     }
@@ -82,7 +85,8 @@ export class RegistryClient {
   ) {
     const plainHttp = settings.plainHttp ?? isLoopbackRegistry(ref.registry);
     this.endpoints = [...(settings.mirrors ?? []).map((m) => m.replace(/\/+$/, '')), `${plainHttp ? 'http' : 'https'}://${ref.registry}`];
-    this.credentials = credentials ?? (settings.username !== undefined ? { username: settings.username, password: settings.password ?? '' } : undefined);
+    this.credentials =
+      credentials ?? (settings.username !== undefined ? { username: settings.username, password: settings.password ?? '' } : undefined);
   }
 
   /** A manifest or index by tag or digest, with its bytes (bounded) as served. */
@@ -137,24 +141,37 @@ export class RegistryClient {
       const name = `${this.ref.registry}/${this.ref.repository}`;
       if (res.status === 401 || res.status === 403) {
         throw new CapsuleError('registry_auth_failed', `${endpoint} refused access to ${name} (HTTP ${res.status})`, {
-          hint: this.credentials ? 'check the user name and password' : 'the repository may be private: pass --username and --password-stdin',
+          hint: this.credentials
+            ? 'check the user name and password'
+            : 'the repository may be private: pass --username and --password-stdin',
         });
       }
       if (res.status === 404) {
         throw what === 'manifest'
-          ? new CapsuleError('image_not_found', `${name}:${path.slice('manifests/'.length)} was not found on ${endpoint}`, { hint: 'check the repository name and tag' })
-          : new CapsuleError('image_invalid', `${endpoint} does not have ${path.slice('blobs/'.length)}, which ${name}'s manifest lists`, { hint: 'the image in the registry is incomplete' });
+          ? new CapsuleError('image_not_found', `${name}:${path.slice('manifests/'.length)} was not found on ${endpoint}`, {
+              hint: 'check the repository name and tag',
+            })
+          : new CapsuleError('image_invalid', `${endpoint} does not have ${path.slice('blobs/'.length)}, which ${name}'s manifest lists`, {
+              hint: 'the image in the registry is incomplete',
+            });
       }
-      throw new CapsuleError('registry_unreachable', `${endpoint} answered HTTP ${res.status} for ${url}`, { hint: 'the registry is failing; try again later' });
+      throw new CapsuleError('registry_unreachable', `${endpoint} answered HTTP ${res.status} for ${url}`, {
+        hint: 'the registry is failing; try again later',
+      });
     }
     throw new CapsuleError('registry_auth_failed', `${endpoint} kept asking for credentials`);
   }
 
   /** Answers a 401 challenge: a bearer token from the realm, or basic credentials. */
   private async authorize(challenge: Challenge | undefined, scope: string, endpoint: string): Promise<string> {
-    const basic = this.credentials ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}` : undefined;
+    const basic = this.credentials
+      ? `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`
+      : undefined;
     if (challenge?.scheme === 'basic') {
-      if (!basic) throw new CapsuleError('registry_auth_failed', `${endpoint} needs a user name and password`, { hint: 'pass --username and --password-stdin' });
+      if (!basic)
+        throw new CapsuleError('registry_auth_failed', `${endpoint} needs a user name and password`, {
+          hint: 'pass --username and --password-stdin',
+        });
       return basic;
     }
     if (challenge?.scheme !== 'bearer' || !challenge.params.realm) {
@@ -166,9 +183,13 @@ export class RegistryClient {
     const res = await this.fetch(realm.toString(), basic ? { authorization: basic } : {});
     if (res.status === 401 || res.status === 403) {
       await res.body?.cancel();
-      throw new CapsuleError('registry_auth_failed', `the token server ${realm.origin} refused ${this.credentials ? `user ${this.credentials.username}` : 'anonymous access'}`, {
-        hint: this.credentials ? 'check the user name and password' : 'pass --username and --password-stdin',
-      });
+      throw new CapsuleError(
+        'registry_auth_failed',
+        `the token server ${realm.origin} refused ${this.credentials ? `user ${this.credentials.username}` : 'anonymous access'}`,
+        {
+          hint: this.credentials ? 'check the user name and password' : 'pass --username and --password-stdin',
+        },
+      );
     }
     if (!res.ok) {
       await res.body?.cancel();
@@ -176,12 +197,16 @@ export class RegistryClient {
     }
     let token: unknown;
     try {
-      const json = JSON.parse((await readBounded(res, 64 * 1024, 'the token answer')).toString('utf8')) as { token?: unknown; access_token?: unknown };
+      const json = JSON.parse((await readBounded(res, 64 * 1024, 'the token answer')).toString('utf8')) as {
+        token?: unknown;
+        access_token?: unknown;
+      };
       token = json.token ?? json.access_token;
     } catch (err) {
       if (err instanceof CapsuleError) throw err;
     }
-    if (typeof token !== 'string' || token === '') throw new CapsuleError('registry_auth_failed', `the token server ${realm.origin} sent no token`);
+    if (typeof token !== 'string' || token === '')
+      throw new CapsuleError('registry_auth_failed', `the token server ${realm.origin} sent no token`);
     return `Bearer ${token}`;
   }
 
@@ -195,10 +220,14 @@ export class RegistryClient {
       return await fetch(url, { headers: { 'user-agent': 'capsule', ...headers }, signal: controller.signal, redirect: 'follow' });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new CapsuleError('registry_unreachable', `cannot reach ${new URL(url).origin}: ${cause?.code ?? cause?.message ?? errorMessage(err)}`, {
-        hint: 'check the registry address and that it is up (for HTTP-only registries set plainHttp in the registry settings)',
-        cause: err,
-      });
+      throw new CapsuleError(
+        'registry_unreachable',
+        `cannot reach ${new URL(url).origin}: ${cause?.code ?? cause?.message ?? errorMessage(err)}`,
+        {
+          hint: 'check the registry address and that it is up (for HTTP-only registries set plainHttp in the registry settings)',
+          cause: err,
+        },
+      );
     } finally {
       clearTimeout(timer);
       this.signal?.removeEventListener('abort', onAbort);

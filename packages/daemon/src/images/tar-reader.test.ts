@@ -18,20 +18,27 @@ async function readAll(chunks: Iterable<Buffer>): Promise<number> {
 
 describe('readTar bounds', () => {
   it('refuses an xattr value above the kernel ceiling, and keeps one at it', async () => {
-    await expect(readAll([makeTar([{ path: 'f', xattrs: { 'user.a': Buffer.alloc(LIMITS.xattrValueBytes + 1) } }])])).rejects.toMatchObject({
-      code: 'image_invalid',
-      message: expect.stringContaining('extended attribute'),
-    });
+    await expect(readAll([makeTar([{ path: 'f', xattrs: { 'user.a': Buffer.alloc(LIMITS.xattrValueBytes + 1) } }])])).rejects.toMatchObject(
+      {
+        code: 'image_invalid',
+        message: expect.stringContaining('extended attribute'),
+      },
+    );
     await expect(readAll([makeTar([{ path: 'f', xattrs: { 'user.a': Buffer.alloc(LIMITS.xattrValueBytes) } }])])).resolves.toBe(1);
   });
 
   it('refuses global pax headers that add up past their bound', async () => {
-    const pile = Array.from({ length: 4 }, (_, i) => ({ path: '', globalPax: { [`comment.${i}`]: Buffer.alloc(LIMITS.globalPaxBytes / 3) } }));
+    const pile = Array.from({ length: 4 }, (_, i) => ({
+      path: '',
+      globalPax: { [`comment.${i}`]: Buffer.alloc(LIMITS.globalPaxBytes / 3) },
+    }));
     await expect(readAll([makeTar([...pile, { path: 'f' }])])).rejects.toThrow(/global pax headers/);
   });
 
   it('refuses one extended header above its bound without reading it', async () => {
-    await expect(readAll([makeTar([{ path: 'f', pax: { comment: Buffer.alloc(LIMITS.paxHeaderBytes) } }])])).rejects.toThrow(/extended header of/);
+    await expect(readAll([makeTar([{ path: 'f', pax: { comment: Buffer.alloc(LIMITS.paxHeaderBytes) } }])])).rejects.toThrow(
+      /extended header of/,
+    );
   });
 
   it('refuses endless extended headers with no entry between them', async () => {

@@ -29,11 +29,15 @@ const BLOCK = 512;
 const MAX_META_HEADERS_IN_A_ROW = 16;
 
 function malformed(message: string): CapsuleError {
-  return new CapsuleError('image_invalid', `malformed tar archive: ${message}`, { hint: 'the layer or archive is corrupt or not a tar file' });
+  return new CapsuleError('image_invalid', `malformed tar archive: ${message}`, {
+    hint: 'the layer or archive is corrupt or not a tar file',
+  });
 }
 
 function overLimit(message: string): CapsuleError {
-  return new CapsuleError('image_invalid', `the archive ${message}`, { hint: 'the image is hostile or broken; Capsule bounds what an image may make it hold' });
+  return new CapsuleError('image_invalid', `the archive ${message}`, {
+    hint: 'the image is hostile or broken; Capsule bounds what an image may make it hold',
+  });
 }
 
 /** Pulls exact byte counts out of an async stream of chunks. */
@@ -152,8 +156,12 @@ function xattrsOf(attrs: Map<string, Buffer>): Map<string, Buffer> {
   for (const [key, value] of attrs) {
     if (!key.startsWith('SCHILY.xattr.')) continue;
     const name = key.slice('SCHILY.xattr.'.length);
-    if (Buffer.byteLength(name) > LIMITS.xattrNameBytes) throw overLimit(`has an extended attribute name longer than ${LIMITS.xattrNameBytes} bytes`);
-    if (value.length > LIMITS.xattrValueBytes) throw overLimit(`has an extended attribute "${name.slice(0, 64)}" of ${value.length} bytes, more than the ${LIMITS.xattrValueBytes} allowed`);
+    if (Buffer.byteLength(name) > LIMITS.xattrNameBytes)
+      throw overLimit(`has an extended attribute name longer than ${LIMITS.xattrNameBytes} bytes`);
+    if (value.length > LIMITS.xattrValueBytes)
+      throw overLimit(
+        `has an extended attribute "${name.slice(0, 64)}" of ${value.length} bytes, more than the ${LIMITS.xattrValueBytes} allowed`,
+      );
     xattrs.set(name, value);
   }
   return xattrs;
@@ -188,7 +196,8 @@ export async function* readTar(stream: AsyncIterable<Buffer>): AsyncGenerator<{ 
   let metaInARow = 0;
 
   const readPadded = async (size: number): Promise<Buffer> => {
-    if (size > LIMITS.paxHeaderBytes) throw overLimit(`has an extended header of ${size} bytes, more than the ${LIMITS.paxHeaderBytes} allowed`);
+    if (size > LIMITS.paxHeaderBytes)
+      throw overLimit(`has an extended header of ${size} bytes, more than the ${LIMITS.paxHeaderBytes} allowed`);
     const data = (await source.read(Math.ceil(size / BLOCK) * BLOCK)) ?? Buffer.alloc(0);
     if (data.length < size) throw malformed('unexpected end of archive');
     return data.subarray(0, size);
@@ -205,7 +214,8 @@ export async function* readTar(stream: AsyncIterable<Buffer>): AsyncGenerator<{ 
     const typeflag = String.fromCharCode(header[156]!);
     const size = numeric(header, 124, 12, 'size');
     const isMeta = typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K';
-    if (isMeta && ++metaInARow > MAX_META_HEADERS_IN_A_ROW) throw malformed(`more than ${MAX_META_HEADERS_IN_A_ROW} extended headers in a row`);
+    if (isMeta && ++metaInARow > MAX_META_HEADERS_IN_A_ROW)
+      throw malformed(`more than ${MAX_META_HEADERS_IN_A_ROW} extended headers in a row`);
     if (!isMeta) {
       metaInARow = 0;
       if (++entries > LIMITS.layerEntries) throw overLimit(`has more than ${LIMITS.layerEntries} entries`);

@@ -30,7 +30,11 @@ describe('egress policy', () => {
     const base = { internet: false, allow: ['10.0.0.0/8'], deny: ['0.0.0.0/0'] };
     expect(egressPolicyFrom({}, true, base)).toEqual(base);
     expect(egressPolicyFrom({ internet: true }, true, base)).toEqual({ ...base, internet: true });
-    expect(egressPolicyFrom({ egress: { deny: ['1.2.3.4', '1.2.3.4/32'] } }, true, base)).toEqual({ internet: false, allow: [], deny: ['1.2.3.4/32'] });
+    expect(egressPolicyFrom({ egress: { deny: ['1.2.3.4', '1.2.3.4/32'] } }, true, base)).toEqual({
+      internet: false,
+      allow: [],
+      deny: ['1.2.3.4/32'],
+    });
   });
 
   it('refuses lists where they cannot be enforced (user-mode networking)', () => {

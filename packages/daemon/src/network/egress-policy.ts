@@ -41,7 +41,9 @@ export function parseCidr(text: string): string {
   const octets = match ? match.slice(1, 5).map(Number) : [];
   const prefix = match?.[5] === undefined ? 32 : Number(match[5]);
   if (!match || octets.some((o) => o > 255) || prefix > 32) {
-    throw new CapsuleError('invalid_argument', `"${text}" is not an IPv4 network`, { hint: 'write networks as a.b.c.d/n, e.g. 10.0.0.0/8 or 1.2.3.4' });
+    throw new CapsuleError('invalid_argument', `"${text}" is not an IPv4 network`, {
+      hint: 'write networks as a.b.c.d/n, e.g. 10.0.0.0/8 or 1.2.3.4',
+    });
   }
   const value = octets.reduce((acc, o) => acc * 256 + o, 0);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
@@ -54,7 +56,11 @@ function parseList(list: readonly string[] | undefined): string[] {
 }
 
 /** The policy a create or an update asks for; lists need a mode that can enforce them. */
-export function egressPolicyFrom(request: { internet?: boolean | undefined; egress?: EgressRules | undefined }, listsSupported: boolean, base: EgressPolicy = OPEN_POLICY): EgressPolicy {
+export function egressPolicyFrom(
+  request: { internet?: boolean | undefined; egress?: EgressRules | undefined },
+  listsSupported: boolean,
+  base: EgressPolicy = OPEN_POLICY,
+): EgressPolicy {
   const policy: EgressPolicy = {
     internet: request.internet ?? base.internet,
     allow: request.egress ? parseList(request.egress.allow) : base.allow,

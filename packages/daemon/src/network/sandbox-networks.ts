@@ -27,7 +27,11 @@ export class SandboxNetworks {
   /** Set when sandboxes are NOT kept off the host and private networks: what they can reach, and why. */
   isolationWarning: string | undefined;
 
-  constructor(private readonly settings: NetworkSettings, store: Store, private readonly log: Logger) {
+  constructor(
+    private readonly settings: NetworkSettings,
+    store: Store,
+    private readonly log: Logger,
+  ) {
     this.mode = settings.mode;
     this.tap = settings.mode === 'tap' ? new TapNetwork(store, log, settings.stateDir, settings.tapPool) : undefined;
   }
@@ -51,7 +55,10 @@ export class SandboxNetworks {
     const unavailable = await UserNetworkNamespace.unavailableReason();
     if (unavailable) {
       this.isolationWarning = `sandboxes reach this host's loopback services (the API, other sandboxes' published ports) through 10.0.2.2, and its private and link-local networks: ${unavailable}`;
-      this.log.warn({ hint: 'run capsuled as root to keep sandboxes off the host and private networks' }, `NETWORK NOT ISOLATED: ${this.isolationWarning}`);
+      this.log.warn(
+        { hint: 'run capsuled as root to keep sandboxes off the host and private networks' },
+        `NETWORK NOT ISOLATED: ${this.isolationWarning}`,
+      );
       return;
     }
     this.userNamespace = new UserNetworkNamespace(this.log, this.settings.stateDir, this.settings.tapPool);

@@ -18,7 +18,10 @@ describe('TAP networking (pure parts)', () => {
 
   it('filters egress as E2B does: allowed first, then denied, then everything else through; DNS always', () => {
     const rules = namespaceRuleset({ internet: true, allow: ['203.0.113.0/24'], deny: ['0.0.0.0/0'] }, '10.255.255.53');
-    const egress = rules.slice(rules.indexOf('chain egress')).split('\n').map((l) => l.trim());
+    const egress = rules
+      .slice(rules.indexOf('chain egress'))
+      .split('\n')
+      .map((l) => l.trim());
     expect(egress.slice(1, 6)).toEqual([
       'ct original ip daddr 10.0.2.3 accept',
       'ip daddr 203.0.113.0/24 accept',
@@ -39,7 +42,7 @@ describe('TAP networking (pure parts)', () => {
     expect(rules).toContain('iifname "csabc123*" oifname "csabc123*" drop');
   });
 
-  it("reads link names from `ip -o link`, veth peers included", () => {
+  it('reads link names from `ip -o link`, veth peers included', () => {
     const out = '1: lo: <LOOPBACK,UP> mtu 65536\n7: csb6e92a0@if2: <BROADCAST> mtu 1500\n9: csb6e92azy@csb6e92azz: <BROADCAST>\n';
     expect(parseLinkNames(out)).toEqual(['lo', 'csb6e92a0', 'csb6e92azy']);
   });

@@ -61,7 +61,8 @@ function numberToIpv4(value: number): string {
 /** Slot `slot` of `pool` (a CIDR): a /30 whose first host address is the host's end, the second the namespace's. */
 export function slotAddresses(pool: string, slot: number): { host: string; netns: string } {
   const base = parseCidr(pool).split('/')[0] as string;
-  if (slot < 0 || slot >= poolSlots(pool)) throw new CapsuleError('insufficient_resources', `the TAP address pool ${pool} has no slot ${slot}`);
+  if (slot < 0 || slot >= poolSlots(pool))
+    throw new CapsuleError('insufficient_resources', `the TAP address pool ${pool} has no slot ${slot}`);
   const start = ipv4ToNumber(base) + slot * 4;
   return { host: numberToIpv4(start + 1), netns: numberToIpv4(start + 2) };
 }
@@ -92,7 +93,9 @@ export function namespaceRuleset(policy: EgressPolicy, resolver: string | undefi
     'table ip capsule {',
     '  chain prerouting {',
     '    type nat hook prerouting priority dstnat;',
-    ...(resolver ? [`    iifname "${TAP_IFNAME}" ip daddr ${GUEST_NETWORK.dns} meta l4proto { tcp, udp } th dport 53 dnat to ${resolver}`] : []),
+    ...(resolver
+      ? [`    iifname "${TAP_IFNAME}" ip daddr ${GUEST_NETWORK.dns} meta l4proto { tcp, udp } th dport 53 dnat to ${resolver}`]
+      : []),
     '  }',
     '  chain postrouting {',
     '    type nat hook postrouting priority srcnat;',
@@ -184,11 +187,17 @@ export class TapNetwork {
     const missing: string[] = [];
     if (process.getuid?.() !== 0) missing.push('capsuled must run as root');
     if (!fs.existsSync('/dev/net/tun')) missing.push('/dev/net/tun is missing');
-    for (const [tool, args] of [['ip', ['-V']], ['nft', ['--version']], ['nsenter', ['--version']]] as const) {
+    for (const [tool, args] of [
+      ['ip', ['-V']],
+      ['nft', ['--version']],
+      ['nsenter', ['--version']],
+    ] as const) {
       await runCommand(tool, [...args], { timeoutMs: COMMAND_TIMEOUT_MS }).catch(() => missing.push(`${tool} is not installed`));
     }
     if (missing.length > 0) {
-      throw new CapsuleError('internal', `CAPSULE_NETWORK=tap cannot work here: ${missing.join('; ')}`, { hint: 'run scripts/setup as root, or use the default user-mode networking' });
+      throw new CapsuleError('internal', `CAPSULE_NETWORK=tap cannot work here: ${missing.join('; ')}`, {
+        hint: 'run scripts/setup as root, or use the default user-mode networking',
+      });
     }
   }
 
@@ -273,7 +282,9 @@ export class TapNetwork {
     let slot = 0;
     while (used.has(slot)) slot++;
     if (slot >= poolSlots(this.pool)) {
-      throw new CapsuleError('insufficient_resources', `the TAP address pool ${this.pool} is used up (${slot} sandboxes)`, { hint: 'remove sandboxes, or set a larger CAPSULE_TAP_POOL' });
+      throw new CapsuleError('insufficient_resources', `the TAP address pool ${this.pool} is used up (${slot} sandboxes)`, {
+        hint: 'remove sandboxes, or set a larger CAPSULE_TAP_POOL',
+      });
     }
     const addresses = slotAddresses(this.pool, slot);
     const row: NetworkLeaseRecord = {
@@ -313,13 +324,19 @@ export class TapNetwork {
 
   private async destroyNamespace(lease: TapLease): Promise<void> {
     // Deleting the namespace destroys its tap and its end of the veth pair, which takes the host's end along.
-    if (fs.existsSync(lease.netns)) await ip(['netns', 'delete', path.basename(lease.netns)]).catch((err: unknown) => this.log.error({ netns: lease.netns, err: errorMessage(err) }, 'could not delete a network namespace'));
+    if (fs.existsSync(lease.netns))
+      await ip(['netns', 'delete', path.basename(lease.netns)]).catch((err: unknown) =>
+        this.log.error({ netns: lease.netns, err: errorMessage(err) }, 'could not delete a network namespace'),
+      );
     if ((await linkNames()).includes(lease.hostIfname)) await ip(['link', 'delete', lease.hostIfname]).catch(() => undefined);
   }
 
   private async installHostRules(): Promise<void> {
     enableForwarding();
-    await runCommand('nft', ['-f', '-'], { input: hostRuleset(this.hostTable, this.ifnamePrefix, this.pool), timeoutMs: COMMAND_TIMEOUT_MS });
+    await runCommand('nft', ['-f', '-'], {
+      input: hostRuleset(this.hostTable, this.ifnamePrefix, this.pool),
+      timeoutMs: COMMAND_TIMEOUT_MS,
+    });
   }
 
   private async hostRulesPresent(): Promise<boolean> {
@@ -330,7 +347,8 @@ export class TapNetwork {
   }
 
   private async removeHostRules(): Promise<void> {
-    if (await this.hostRulesPresent()) await runCommand('nft', ['delete', 'table', 'ip', this.hostTable], { timeoutMs: COMMAND_TIMEOUT_MS });
+    if (await this.hostRulesPresent())
+      await runCommand('nft', ['delete', 'table', 'ip', this.hostTable], { timeoutMs: COMMAND_TIMEOUT_MS });
     await restoreForwarding(this.log);
   }
 }
@@ -367,7 +385,14 @@ export async function restoreForwarding(log: Logger): Promise<void> {
 }
 
 function leaseOf(row: NetworkLeaseRecord): TapLease {
-  return { sandboxId: row.sandbox_id, slot: row.slot, netns: row.netns, hostIfname: row.host_ifname, hostAddress: row.host_address, netnsAddress: row.netns_address };
+  return {
+    sandboxId: row.sandbox_id,
+    slot: row.slot,
+    netns: row.netns,
+    hostIfname: row.host_ifname,
+    hostAddress: row.host_address,
+    netnsAddress: row.netns_address,
+  };
 }
 
 /** The links of this process's network namespace (not /sys/class/net: that shows the namespace sysfs was mounted in). */
@@ -392,7 +417,10 @@ export function stateTag(stateDir: string): string {
 }
 
 export async function inNamespace(target: { netns: string }, command: string, args: string[], input?: string): Promise<void> {
-  await runCommand('nsenter', [`--net=${target.netns}`, '--', command, ...args], { timeoutMs: COMMAND_TIMEOUT_MS, ...(input !== undefined ? { input } : {}) });
+  await runCommand('nsenter', [`--net=${target.netns}`, '--', command, ...args], {
+    timeoutMs: COMMAND_TIMEOUT_MS,
+    ...(input !== undefined ? { input } : {}),
+  });
 }
 
 export function listDir(dir: string): string[] {

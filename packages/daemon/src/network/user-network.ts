@@ -96,7 +96,11 @@ export class UserNetworkNamespace {
   static async unavailableReason(): Promise<string | undefined> {
     if (process.getuid?.() !== 0) return 'capsuled does not run as root';
     const missing: string[] = [];
-    for (const [tool, args] of [['ip', ['-V']], ['nft', ['--version']], ['nsenter', ['--version']]] as const) {
+    for (const [tool, args] of [
+      ['ip', ['-V']],
+      ['nft', ['--version']],
+      ['nsenter', ['--version']],
+    ] as const) {
       await runCommand(tool, [...args], { timeoutMs: COMMAND_TIMEOUT_MS }).catch(() => missing.push(tool));
     }
     return missing.length > 0 ? `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not installed` : undefined;
@@ -157,7 +161,10 @@ export class UserNetworkNamespace {
       }
     }
     enableForwarding();
-    await runCommand('nft', ['-f', '-'], { input: hostRuleset(this.hostTable, `cs${this.tag}`, this.link.cidr), timeoutMs: COMMAND_TIMEOUT_MS });
+    await runCommand('nft', ['-f', '-'], {
+      input: hostRuleset(this.hostTable, `cs${this.tag}`, this.link.cidr),
+      timeoutMs: COMMAND_TIMEOUT_MS,
+    });
     await inNamespace(this, 'nft', ['-f', '-'], userNamespaceRuleset(this.resolver, this.link.host));
     this.log.info({ netns: name, host: this.link.host, resolver: this.resolver }, 'user-mode network namespace ready');
   }

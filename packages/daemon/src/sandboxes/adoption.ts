@@ -71,7 +71,9 @@ export class SandboxAdoption {
         // A build sandbox lives as long as its build, which ended with the previous daemon.
         await this.vms.removeVmFiles(record.id, { keepRuntime: true });
         fs.rmSync(this.vms.stateDir(record.id), { recursive: true, force: true });
-        await this.store.transition(record.id, 'killed', 'daemon_restart', 'its template build ended with the previous capsuled', { expires_at: null });
+        await this.store.transition(record.id, 'killed', 'daemon_restart', 'its template build ended with the previous capsuled', {
+          expires_at: null,
+        });
       } else {
         const pid = this.vms.driver.findRunning(this.vms.runtimePaths(record.id), record.id);
         // A VM that is gone is known at once (and costs nothing to settle); only live ones wait for a worker.
@@ -111,7 +113,11 @@ export class SandboxAdoption {
       }
     };
     await Promise.all(Array.from({ length: Math.min(ADOPT_CONCURRENCY, ids.length) }, worker));
-    if (ids.length > 0) this.log.info({ sandboxes: ids.length, live: ids.filter((id) => this.vms.live.has(id)).length, ms: Date.now() - started }, 'reattached sandboxes');
+    if (ids.length > 0)
+      this.log.info(
+        { sandboxes: ids.length, live: ids.filter((id) => this.vms.live.has(id)).length, ms: Date.now() - started },
+        'reattached sandboxes',
+      );
   }
 
   /** Waits (up to CALL_WAIT_MS) for a sandbox being reattached; a call on it then finds its VM, or answers 503. */
@@ -120,7 +126,9 @@ export class SandboxAdoption {
     if (!entry) return;
     const settled = await Promise.race([entry.settled.then(() => true), sleep(CALL_WAIT_MS, false, { ref: false })]);
     if (!settled) {
-      throw new CapsuleError('sandbox_reattaching', `sandbox ${id} is still being reattached after a daemon restart`, { hint: 'try again in a few seconds' });
+      throw new CapsuleError('sandbox_reattaching', `sandbox ${id} is still being reattached after a daemon restart`, {
+        hint: 'try again in a few seconds',
+      });
     }
   }
 
@@ -170,7 +178,13 @@ export class SandboxAdoption {
       if ((await this.continueInterruptedFreeze(id, handle)) === 'paused') {
         await vm.stop();
         fs.rmSync(paths.dir, { recursive: true, force: true });
-        await this.store.transition(id, 'paused', 'daemon_restart', 'capsuled stopped while pausing this sandbox, after its state was saved', { expires_at: null });
+        await this.store.transition(
+          id,
+          'paused',
+          'daemon_restart',
+          'capsuled stopped while pausing this sandbox, after its state was saved',
+          { expires_at: null },
+        );
         this.log.info({ sandbox: id }, 'a pause cut short by the daemon stopping finished as paused');
         return;
       }
@@ -201,7 +215,10 @@ export class SandboxAdoption {
     const isAlive = () => isProcessAlive(pid) && !signal.aborted;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.vms.driver.reattach(pid, this.vms.runtimePaths(id), this.vms.consoleLogFile(id), bulkPort, { timeoutMs: REATTACH_ATTEMPT_MS, isAlive });
+        return await this.vms.driver.reattach(pid, this.vms.runtimePaths(id), this.vms.consoleLogFile(id), bulkPort, {
+          timeoutMs: REATTACH_ATTEMPT_MS,
+          isAlive,
+        });
       } catch (err) {
         if (signal.aborted) throw new Error('cancelled');
         if (!isProcessAlive(pid)) throw err;
@@ -240,7 +257,13 @@ export class SandboxAdoption {
     const paths = this.vms.runtimePaths(id);
     if (fs.existsSync(this.vms.pauseStateFile(id))) {
       fs.rmSync(paths.dir, { recursive: true, force: true });
-      await this.store.transition(id, 'paused', 'daemon_restart', 'capsuled stopped while pausing this sandbox, after its state was saved', { expires_at: null });
+      await this.store.transition(
+        id,
+        'paused',
+        'daemon_restart',
+        'capsuled stopped while pausing this sandbox, after its state was saved',
+        { expires_at: null },
+      );
       return;
     }
     const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';

@@ -50,7 +50,9 @@ interface AdmittedCreate {
 
 /** One answer for a name in use, whether the check before a create or the store's unique index caught it. */
 function nameTaken(name: string): CapsuleError {
-  return new CapsuleError('name_taken', `a sandbox named "${name}" already exists`, { hint: 'pick another name or remove that sandbox first' });
+  return new CapsuleError('name_taken', `a sandbox named "${name}" already exists`, {
+    hint: 'pick another name or remove that sandbox first',
+  });
 }
 
 export class SandboxCreator {
@@ -74,7 +76,15 @@ export class SandboxCreator {
   /** Creates a sandbox and returns its id once it runs. */
   async create(request: CreateSandboxRequest): Promise<string> {
     const templateName = request.template ?? DEFAULT_TEMPLATE;
-    const { record: template, vcpus, memoryMiB, imageDefaults, service, snapshot, pool } = await this.templates.resolveForCreate(templateName, request);
+    const {
+      record: template,
+      vcpus,
+      memoryMiB,
+      imageDefaults,
+      service,
+      snapshot,
+      pool,
+    } = await this.templates.resolveForCreate(templateName, request);
     this.validateResources(vcpus, memoryMiB);
     const egress = egressPolicyFrom(request, this.networks.listsSupported);
     // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
@@ -88,12 +98,27 @@ export class SandboxCreator {
     const ports = await this.ports.reserve(request.ports);
     const pooled = pool?.take();
     // A pool VM's memory was reserved when the pool restored it; any other VM reserves its own now.
-    const memory = pooled?.memory ?? (await this.memory.reserve(memoryMiB).catch(async (err: unknown) => {
-      await ports.release();
-      throw err;
-    }));
+    const memory =
+      pooled?.memory ??
+      (await this.memory.reserve(memoryMiB).catch(async (err: unknown) => {
+        await ports.release();
+        throw err;
+      }));
     try {
-      return await this.createReserved(request, { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled });
+      return await this.createReserved(request, {
+        templateName,
+        template,
+        vcpus,
+        memoryMiB,
+        egress,
+        env,
+        imageDefaults,
+        service,
+        createdAt,
+        snapshot,
+        ports,
+        pooled,
+      });
     } finally {
       memory.release();
     }
@@ -104,33 +129,35 @@ export class SandboxCreator {
     const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled } = admitted;
     const id = pooled?.id ?? newSandboxId();
     const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
-    await this.store.insertSandbox({
-      id,
-      name: request.name ?? null,
-      template: templateName,
-      state: 'starting',
-      state_reason: 'user',
-      state_message: null,
-      vcpus,
-      memory_mib: memoryMiB,
-      accel: this.accel.accel,
-      metadata: JSON.stringify(request.metadata ?? {}),
-      env: JSON.stringify(env ?? {}),
-      created_at: createdAt.toISOString(),
-      boot_ms: null,
-      timeout_ms: timeoutMs,
-      on_timeout: request.onTimeout ?? 'kill',
-      // The clock starts when the sandbox runs (below), not while it boots.
-      expires_at: null,
-      ...egressPolicyColumns(egress),
-    }).catch(async (err: unknown) => {
-      // Nothing of this sandbox is recorded: give back what it took.
-      await ports.release();
-      await pooled?.discard();
-      // A create with the same name got in between the check above and here.
-      if (request.name !== undefined && isUniqueViolation(err, 'sandboxes.name')) throw nameTaken(request.name);
-      throw err;
-    });
+    await this.store
+      .insertSandbox({
+        id,
+        name: request.name ?? null,
+        template: templateName,
+        state: 'starting',
+        state_reason: 'user',
+        state_message: null,
+        vcpus,
+        memory_mib: memoryMiB,
+        accel: this.accel.accel,
+        metadata: JSON.stringify(request.metadata ?? {}),
+        env: JSON.stringify(env ?? {}),
+        created_at: createdAt.toISOString(),
+        boot_ms: null,
+        timeout_ms: timeoutMs,
+        on_timeout: request.onTimeout ?? 'kill',
+        // The clock starts when the sandbox runs (below), not while it boots.
+        expires_at: null,
+        ...egressPolicyColumns(egress),
+      })
+      .catch(async (err: unknown) => {
+        // Nothing of this sandbox is recorded: give back what it took.
+        await ports.release();
+        await pooled?.discard();
+        // A create with the same name got in between the check above and here.
+        if (request.name !== undefined && isUniqueViolation(err, 'sandboxes.name')) throw nameTaken(request.name);
+        throw err;
+      });
     try {
       await this.ports.commit(id, ports);
       let how: string;
@@ -206,7 +233,12 @@ export class SandboxCreator {
    * over the snapshot's disk, its memory file mapped privately. `onLaunched`
    * sees the VM as soon as QEMU runs, so a failure can always stop it.
    */
-  private async restoreVm(id: string, snapshot: WarmSnapshot, egress: EgressPolicy, onLaunched: (vm: SandboxVm) => void): Promise<SandboxVm> {
+  private async restoreVm(
+    id: string,
+    snapshot: WarmSnapshot,
+    egress: EgressPolicy,
+    onLaunched: (vm: SandboxVm) => void,
+  ): Promise<SandboxVm> {
     const spec: VmSpec = {
       id,
       ...snapshot.machine,
@@ -258,14 +290,22 @@ export class SandboxCreator {
   private validateResources(vcpus: number, memoryMiB: number): void {
     const hostCpus = os.cpus().length;
     if (!Number.isInteger(vcpus) || vcpus < limits.minVcpus || vcpus > Math.min(limits.maxVcpus, hostCpus)) {
-      throw new CapsuleError('invalid_argument', `vcpus must be a whole number from ${limits.minVcpus} to ${Math.min(limits.maxVcpus, hostCpus)}, got ${vcpus}`, {
-        hint: `this host has ${hostCpus} CPUs`,
-      });
+      throw new CapsuleError(
+        'invalid_argument',
+        `vcpus must be a whole number from ${limits.minVcpus} to ${Math.min(limits.maxVcpus, hostCpus)}, got ${vcpus}`,
+        {
+          hint: `this host has ${hostCpus} CPUs`,
+        },
+      );
     }
     if (!Number.isInteger(memoryMiB) || memoryMiB < limits.minMemoryMiB || memoryMiB > limits.maxMemoryMiB) {
-      throw new CapsuleError('invalid_argument', `memory must be from ${limits.minMemoryMiB} to ${limits.maxMemoryMiB} MiB, got ${memoryMiB}`, {
-        hint: 'pass the memory in MiB, e.g. 512',
-      });
+      throw new CapsuleError(
+        'invalid_argument',
+        `memory must be from ${limits.minMemoryMiB} to ${limits.maxMemoryMiB} MiB, got ${memoryMiB}`,
+        {
+          hint: 'pass the memory in MiB, e.g. 512',
+        },
+      );
     }
     const budget = this.memoryBudgetMiB();
     if (memoryMiB > budget) {

@@ -50,7 +50,9 @@ export class SandboxForks {
    */
   async fork(idOrName: string, count: number): Promise<string[]> {
     const { record, vm } = await this.vms.runningVm(idOrName);
-    return await this.whileReserved(record.memory_mib * count, () => this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count)));
+    return await this.whileReserved(record.memory_mib * count, () =>
+      this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count)),
+    );
   }
 
   private async forkFrozen(record: SandboxRecord, vm: SandboxVm, count: number): Promise<string[]> {
@@ -73,7 +75,13 @@ export class SandboxForks {
       let ramInState: boolean;
       if (canFreeze(machine)) {
         const frozen = await freezeRunningVm(vm, machine, path.join(work, 'frozen'), this.vms.freezeRuntimeDir, copyDisk);
-        restoreSpec = (id, overlay) => ({ ...machine, id, rootDisk: overlay, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true });
+        restoreSpec = (id, overlay) => ({
+          ...machine,
+          id,
+          rootDisk: overlay,
+          memoryBackend: { type: 'file', path: frozen.memory, shared: false },
+          incoming: true,
+        });
         stateFile = frozen.state;
         ramInState = false;
       } else {
@@ -114,7 +122,13 @@ export class SandboxForks {
     }
   }
 
-  private async startFork(source: SandboxRecord, disk: string, spec: (id: string, overlay: string) => VmSpec, stateFile: string, ramInState: boolean): Promise<string> {
+  private async startFork(
+    source: SandboxRecord,
+    disk: string,
+    spec: (id: string, overlay: string) => VmSpec,
+    stateFile: string,
+    ramInState: boolean,
+  ): Promise<string> {
     const id = newSandboxId();
     const createdAt = new Date();
     await this.store.insertSandbox({
@@ -140,7 +154,10 @@ export class SandboxForks {
     } catch (err) {
       const message = errorMessage(err);
       await this.vms.fail(id, 'start_failed', message);
-      throw new CapsuleError('vm_start_failed', `fork ${id} of ${source.id} failed to start: ${message.split('\n')[0]}`, { hint: `see \`capsule logs ${id}\``, cause: err });
+      throw new CapsuleError('vm_start_failed', `fork ${id} of ${source.id} failed to start: ${message.split('\n')[0]}`, {
+        hint: `see \`capsule logs ${id}\``,
+        cause: err,
+      });
     }
     return id;
   }
@@ -157,7 +174,11 @@ export class SandboxForks {
         this.store,
         { id: record.id, vm, machine: this.vms.readMachine(record.id), overlay: path.join(this.vms.stateDir(record.id), 'overlay.qcow2') },
         templateName,
-        { templatesDir: path.join(this.config.stateDir, 'templates'), runtimeDir: this.vms.freezeRuntimeDir, cacheDir: this.config.cacheDir },
+        {
+          templatesDir: path.join(this.config.stateDir, 'templates'),
+          runtimeDir: this.vms.freezeRuntimeDir,
+          cacheDir: this.config.cacheDir,
+        },
         this.qemuVersion,
       ),
     );

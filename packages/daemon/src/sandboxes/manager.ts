@@ -71,7 +71,9 @@ export class SandboxManager implements SandboxRunner {
     this.warm = templates.warm;
     this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
-    this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) => this.creator.memory.whileReserved(memoryMiB, work));
+    this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) =>
+      this.creator.memory.whileReserved(memoryMiB, work),
+    );
   }
 
   /** Set when sandboxes are not kept off the host and private networks (user mode without root). */
@@ -102,7 +104,10 @@ export class SandboxManager implements SandboxRunner {
     const keep = await this.vms.adoption.prepare();
     // Published ports listen from the moment the API serves: a connection waits for its sandbox to be reattached, as any call does.
     // A port taken while the daemon was down cannot fail anything now: the sandbox runs on without it.
-    for (const id of keep) await this.ports.bind(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again'));
+    for (const id of keep)
+      await this.ports
+        .bind(id)
+        .catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not publish a port again'));
     sweepInterruptedWork(this.config.stateDir, new Set(await listSnapshotTemplateDirs(this.store)), this.log);
     this.vms.removeOrphans(keep);
     // Networks of sandboxes that neither run nor wait paused are leftovers (a crash, warm-pool VMs).
@@ -188,7 +193,12 @@ export class SandboxManager implements SandboxRunner {
     return {
       ...this.toApi(record),
       ...(memoryUse ? { memoryUse } : {}),
-      history: history.map((h) => ({ state: h.state as SandboxState, reason: h.reason, ...(h.message ? { message: h.message } : {}), at: h.at })),
+      history: history.map((h) => ({
+        state: h.state as SandboxState,
+        reason: h.reason,
+        ...(h.message ? { message: h.message } : {}),
+        at: h.at,
+      })),
     };
   }
 
@@ -225,7 +235,9 @@ export class SandboxManager implements SandboxRunner {
     const record = await this.vms.require(idOrName);
     if (record.state === 'killed') return;
     if (record.state === 'starting') {
-      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is still starting`, { hint: 'remove it once its create request has returned' });
+      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is still starting`, {
+        hint: 'remove it once its create request has returned',
+      });
     }
     await this.ports.release(record.id, true);
     // One still being reattached is not waited for: its QEMU is stopped by pid.
@@ -266,7 +278,9 @@ export class SandboxManager implements SandboxRunner {
       const { vm } = await this.vms.runningVm(record.id);
       await this.networks.apply(record.id, vm.handle, policy);
     } else if (record.state !== 'paused') {
-      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}`, { hint: 'the network of running and paused sandboxes can be changed' });
+      throw new CapsuleError('sandbox_not_running', `sandbox ${record.id} is ${record.state}`, {
+        hint: 'the network of running and paused sandboxes can be changed',
+      });
     }
     await this.store.setNetworkPolicy(record.id, egressPolicyColumns(policy));
     this.log.info({ sandbox: record.id, internet: policy.internet, allow: policy.allow, deny: policy.deny }, 'sandbox network changed');
@@ -282,7 +296,9 @@ export class SandboxManager implements SandboxRunner {
       for (const record of await this.store.expiredSandboxes(new Date())) {
         this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms, action: record.on_timeout }, 'sandbox timed out');
         const done = record.on_timeout === 'pause' ? this.pause(record.id, 'timeout') : this.remove(record.id, 'timeout');
-        await done.catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`));
+        await done.catch((err: unknown) =>
+          this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`),
+        );
       }
     } finally {
       this.reaping = false;

@@ -64,7 +64,10 @@ export class PauseResume {
   async pause(idOrName: string, reason = 'user'): Promise<string> {
     const { record, vm } = await this.vms.runningVm(idOrName);
     const id = record.id;
-    if (vm.stopping || this.vms.isFreezing(id)) throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
+    if (vm.stopping || this.vms.isFreezing(id))
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, {
+        hint: 'wait for that to finish',
+      });
     const target = this.vms.pauseStateFile(id);
     const temp = `${target}.tmp`;
     const machine = this.vms.readMachine(id);
@@ -132,7 +135,9 @@ export class PauseResume {
     const record = await this.vms.require(idOrName);
     const id = record.id;
     if (record.state !== 'paused') {
-      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, { hint: 'only paused sandboxes can be resumed' });
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is ${record.state}, not paused`, {
+        hint: 'only paused sandboxes can be resumed',
+      });
     }
     const started = Date.now();
     // Its host ports first: one taken while it was paused refuses the resume, and it stays paused.
@@ -149,16 +154,27 @@ export class PauseResume {
       if (!mapped && !fs.existsSync(stateFile)) throw new Error(`its saved state is missing from ${this.vms.stateDir(id)}`);
       const vm = this.vms.track(
         id,
-        await this.vms.launch(id, mapped ? { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true } : wholeStateRestoreSpec(saved)),
+        await this.vms.launch(
+          id,
+          mapped
+            ? { ...saved, memoryBackend: { type: 'file', path: frozen.memory, shared: false }, incoming: true }
+            : wholeStateRestoreSpec(saved),
+        ),
       );
       // The policy may have changed while the sandbox was paused.
       await vm.handle.restore(mapped ? frozen.state : stateFile, !mapped, () => this.networks.apply(id, vm.handle, egressPolicyOf(record)));
       restoredMs = Date.now() - started;
-      await vm.initGuest({ timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') }, Date.now() + RESTORE_TIMEOUT_MS);
+      await vm.initGuest(
+        { timestamp: new Date().toISOString(), entropy: randomBytes(64).toString('hex') },
+        Date.now() + RESTORE_TIMEOUT_MS,
+      );
     } catch (err) {
       const message = errorMessage(err);
       await this.vms.fail(id, 'resume_failed', message);
-      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, { hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``, cause: err });
+      throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to resume: ${message.split('\n')[0]}`, {
+        hint: `see \`capsule inspect ${id}\` and \`capsule logs ${id}\``,
+        cause: err,
+      });
     }
     const tookMs = Date.now() - started;
     const initMs = tookMs - restoredMs;

@@ -56,7 +56,11 @@ export class PausedMemoryConverter {
         this.log.debug({ sandbox: id, ms: Date.now() - started }, 'paused state mapped');
       } catch (err) {
         fs.rmSync(temp, { recursive: true, force: true });
-        if (!abort.signal.aborted) this.log.warn({ sandbox: id, err: errorMessage(err) }, 'could not turn the paused state into a memory file; resume will read the stream');
+        if (!abort.signal.aborted)
+          this.log.warn(
+            { sandbox: id, err: errorMessage(err) },
+            'could not turn the paused state into a memory file; resume will read the stream',
+          );
       } finally {
         release();
       }

@@ -70,9 +70,13 @@ export class PublishedPorts {
       for (const request of requests ?? []) {
         const hostIp = request.hostIp ?? DEFAULT_HOST_IP;
         if (net.isIP(hostIp) === 0) {
-          throw new CapsuleError('invalid_argument', `"${hostIp.slice(0, 64)}" is not an IP address to publish on`, { hint: 'use 127.0.0.1 (the default) or 0.0.0.0 for every interface' });
+          throw new CapsuleError('invalid_argument', `"${hostIp.slice(0, 64)}" is not an IP address to publish on`, {
+            hint: 'use 127.0.0.1 (the default) or 0.0.0.0 for every interface',
+          });
         }
-        reservation.bindings.push(await this.listen({ hostIp, hostPort: request.hostPort ?? 0, guestPort: request.guestPort }, reservation.owner));
+        reservation.bindings.push(
+          await this.listen({ hostIp, hostPort: request.hostPort ?? 0, guestPort: request.guestPort }, reservation.owner),
+        );
       }
     } catch (err) {
       await reservation.release();
@@ -85,7 +89,9 @@ export class PublishedPorts {
   async commit(id: string, reservation: PortReservation): Promise<void> {
     const { bindings, owner } = reservation;
     if (bindings.length === 0) return;
-    await this.store.insertSandboxPorts(bindings.map((b) => ({ sandbox_id: id, host_ip: b.port.hostIp, host_port: b.port.hostPort, guest_port: b.port.guestPort })));
+    await this.store.insertSandboxPorts(
+      bindings.map((b) => ({ sandbox_id: id, host_ip: b.port.hostIp, host_port: b.port.hostPort, guest_port: b.port.guestPort })),
+    );
     owner.id = id;
     this.published.set(id, reservation.ports);
     this.bound.set(id, bindings);
@@ -128,8 +134,17 @@ export class PublishedPorts {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         const where = `${port.hostIp}:${port.hostPort}`;
-        const why = err.code === 'EADDRINUSE' ? 'is already in use' : err.code === 'EACCES' ? 'may not be bound by capsuled' : `cannot be bound (${err.code ?? err.message})`;
-        reject(new CapsuleError('host_port_unavailable', `host port ${where} ${why}`, { hint: 'pick another host port, or leave it out (-p 80) to get a free one' }));
+        const why =
+          err.code === 'EADDRINUSE'
+            ? 'is already in use'
+            : err.code === 'EACCES'
+              ? 'may not be bound by capsuled'
+              : `cannot be bound (${err.code ?? err.message})`;
+        reject(
+          new CapsuleError('host_port_unavailable', `host port ${where} ${why}`, {
+            hint: 'pick another host port, or leave it out (-p 80) to get a free one',
+          }),
+        );
       });
       server.listen({ host: port.hostIp, port: port.hostPort, exclusive: true }, () => resolve());
     });

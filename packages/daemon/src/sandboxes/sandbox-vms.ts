@@ -39,7 +39,9 @@ export function initRequest(id: string, env: Record<string, string> | undefined,
     hostname: hostnameFor(id),
     entropy: randomBytes(64).toString('hex'),
     ...(env && Object.keys(env).length > 0 ? { envVars: env } : {}),
-    ...(imageDefaults ? { defaultUser: imageDefaults.user, ...(imageDefaults.workdir ? { defaultWorkdir: imageDefaults.workdir } : {}) } : {}),
+    ...(imageDefaults
+      ? { defaultUser: imageDefaults.user, ...(imageDefaults.workdir ? { defaultWorkdir: imageDefaults.workdir } : {}) }
+      : {}),
   };
 }
 
@@ -160,9 +162,12 @@ export class SandboxVms {
    * folder (its pid file) for removeOrphans to kill a QEMU that still runs.
    */
   async removeVmFiles(id: string, options: { keepRuntime?: boolean } = {}): Promise<void> {
-    await this.networks.release(id).catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
+    await this.networks
+      .release(id)
+      .catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     if (!options.keepRuntime) fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins'])
+      fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
     sweepUnheld(this.sharedDisksDir);
   }
 
@@ -192,7 +197,11 @@ export class SandboxVms {
     const machine: VmSpec = { ...spec, nic: await this.networks.backendFor(id) };
     writeFileAtomic(this.machineFile(id), JSON.stringify({ ...machine, incoming: false }), 0o600);
     // A resume opens these again, maybe long after the cache would have pruned them; forks share their base disk.
-    pinSharedFiles([machine.kitDisk, ...backingChain(machine.rootDisk)], [this.config.cacheDir, this.sharedDisksDir], path.join(this.stateDir(id), 'pins'));
+    pinSharedFiles(
+      [machine.kitDisk, ...backingChain(machine.rootDisk)],
+      [this.config.cacheDir, this.sharedDisksDir],
+      path.join(this.stateDir(id), 'pins'),
+    );
     return new SandboxVm(await this.driver.launch(machine, this.runtimePaths(id), this.consoleLogFile(id)));
   }
 
@@ -203,7 +212,9 @@ export class SandboxVms {
   /** Runs `work` (which freezes the VM) unless the VM is already being frozen, paused or stopped. */
   async whileFreezing<T>(id: string, vm: SandboxVm, work: () => Promise<T>): Promise<T> {
     if (vm.stopping || this.freezing.has(id)) {
-      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, { hint: 'wait for that to finish' });
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being paused, stopped, forked or snapshotted`, {
+        hint: 'wait for that to finish',
+      });
     }
     this.freezing.add(id);
     try {

@@ -26,7 +26,13 @@ const AGENT_RECONNECT_TIMEOUT_MS = 60_000;
  * The VM then runs on, and its agent is reconnected at once, so that a write
  * left over from the old connection breaks this health check, not a user's call.
  */
-export async function freezeRunningVm(vm: SandboxVm, machine: VmSpec, dir: string, runtimeDir: string, whileStopped: () => Promise<void> | void): Promise<FrozenVm> {
+export async function freezeRunningVm(
+  vm: SandboxVm,
+  machine: VmSpec,
+  dir: string,
+  runtimeDir: string,
+  whileStopped: () => Promise<void> | void,
+): Promise<FrozenVm> {
   // No agent session may be mid-write in the guest when it is frozen: restores connect afresh.
   vm.agent.close();
   try {
@@ -63,7 +69,9 @@ export async function snapshotToTemplate(
   qemuVersion: string,
 ): Promise<TemplateRecord> {
   if (await store.getTemplate(name)) {
-    throw new CapsuleError('name_taken', `a template named "${name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
+    throw new CapsuleError('name_taken', `a template named "${name}" already exists`, {
+      hint: 'pick another name or `capsule template rm` it first',
+    });
   }
   const machine = source.machine;
   if (!machine.memoryBackend) {
@@ -89,7 +97,15 @@ export async function snapshotToTemplate(
       key: `snapshot-of-${source.id}`,
       vcpus: machine.vcpus,
       memoryMiB: machine.memoryMiB,
-      machine: { accel: machine.accel, kernel: machine.kernel, initramfs: machine.initramfs, kitDisk: machine.kitDisk, hostname: machine.hostname, tscKhz: machine.tscKhz, bulkPort: machine.bulkPort },
+      machine: {
+        accel: machine.accel,
+        kernel: machine.kernel,
+        initramfs: machine.initramfs,
+        kitDisk: machine.kitDisk,
+        hostname: machine.hostname,
+        tscKhz: machine.tscKhz,
+        bulkPort: machine.bulkPort,
+      },
       createdAt,
       qemuVersion,
       sourceSandbox: source.id,
@@ -113,6 +129,9 @@ export async function snapshotToTemplate(
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     if (err instanceof CapsuleError) throw err;
-    throw new CapsuleError('internal', `snapshotting sandbox ${source.id} failed: ${errorMessage(err)}`, { hint: 'the sandbox runs on; try again', cause: err });
+    throw new CapsuleError('internal', `snapshotting sandbox ${source.id} failed: ${errorMessage(err)}`, {
+      hint: 'the sandbox runs on; try again',
+      cause: err,
+    });
   }
 }

@@ -24,7 +24,10 @@ async function connectionPair(): Promise<{ near: net.Socket; far: net.Socket; cl
 const peerGone = (socket: net.Socket) =>
   new Promise<void>((resolve) => {
     if (socket.readableEnded || socket.destroyed) return resolve();
-    socket.once('end', () => resolve()).once('error', () => resolve()).once('close', () => resolve());
+    socket
+      .once('end', () => resolve())
+      .once('error', () => resolve())
+      .once('close', () => resolve());
   });
 
 describe('joinToTunnel idle limits (real sockets, both sides half-open capable)', () => {
@@ -41,7 +44,9 @@ describe('joinToTunnel idle limits (real sockets, both sides half-open capable)'
     return { client: user.far, service: guest.near };
   }
 
-  it('a half-open tunnel (the client ended, the service never does) is closed after its half-closed idle limit', { timeout: 10_000 }, async () => {
+  it('a half-open tunnel (the client ended, the service never does) is closed after its half-closed idle limit', {
+    timeout: 10_000,
+  }, async () => {
     const { client, service } = await joined({ idleMs: 3_600_000, halfClosedIdleMs: 200 });
     service.on('data', () => undefined);
     client.end('bye');
@@ -77,7 +82,9 @@ describe('joinToTunnel idle limits (real sockets, both sides half-open capable)'
     await peerGone(client);
   });
 
-  it('a proxied request whose service never answers (no bytes either way) is closed after the idle limit', { timeout: 10_000 }, async () => {
+  it('a proxied request whose service never answers (no bytes either way) is closed after the idle limit', {
+    timeout: 10_000,
+  }, async () => {
     const request = new PassThrough();
     const answer = new PassThrough();
     request.end('GET / HTTP/1.1\r\n\r\n'); // the request is all sent; then nothing more comes from either side

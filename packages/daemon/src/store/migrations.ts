@@ -49,7 +49,10 @@ export const migrations: Record<string, Migration> = {
   },
   '0002_sandbox_timeouts': {
     async up(db: Kysely<unknown>) {
-      await db.schema.alterTable('sandboxes').addColumn('timeout_ms', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('timeout_ms', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
       await db.schema.alterTable('sandboxes').addColumn('expires_at', 'text').execute();
       await db.schema.createIndex('sandboxes_expires_at').on('sandboxes').column('expires_at').execute();
     },
@@ -57,7 +60,10 @@ export const migrations: Record<string, Migration> = {
   '0003_api_keys_and_timeout_action': {
     async up(db: Kysely<unknown>) {
       // What the reaper does when the timeout passes: `kill` or `pause`.
-      await db.schema.alterTable('sandboxes').addColumn('on_timeout', 'text', (c) => c.notNull().defaultTo('kill')).execute();
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('on_timeout', 'text', (c) => c.notNull().defaultTo('kill'))
+        .execute();
       // Keys for API clients over TCP. Only a hash of each key is kept; the key is shown once, at creation.
       await db.schema
         .createTable('api_keys')
@@ -107,9 +113,18 @@ export const migrations: Record<string, Migration> = {
     async up(db: Kysely<unknown>) {
       // Egress per sandbox: internet_access 0 cuts the guest's link; egress_allow/egress_deny are
       // JSON arrays of CIDRs (TAP mode only; empty: no list). Forks copy them, pause keeps them.
-      await db.schema.alterTable('sandboxes').addColumn('internet_access', 'integer', (c) => c.notNull().defaultTo(1)).execute();
-      await db.schema.alterTable('sandboxes').addColumn('egress_allow', 'text', (c) => c.notNull().defaultTo('[]')).execute();
-      await db.schema.alterTable('sandboxes').addColumn('egress_deny', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('internet_access', 'integer', (c) => c.notNull().defaultTo(1))
+        .execute();
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('egress_allow', 'text', (c) => c.notNull().defaultTo('[]'))
+        .execute();
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('egress_deny', 'text', (c) => c.notNull().defaultTo('[]'))
+        .execute();
       // TAP mode: the host-side addresses handed to a sandbox's network namespace, one slot each, never guessed.
       // A lease may exist before its sandbox row (a warm-pool VM); leases of no live sandbox are freed at start.
       await db.schema
@@ -145,7 +160,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('template_images').addColumn('start_cmd', 'text').execute();
       await db.schema.alterTable('template_images').addColumn('ready_cmd', 'text').execute();
       await db.schema.alterTable('template_images').addColumn('ready_timeout_ms', 'integer').execute();
-      await db.schema.alterTable('template_images').addColumn('source_kind', 'text', (c) => c.notNull().defaultTo('image')).execute();
+      await db.schema
+        .alterTable('template_images')
+        .addColumn('source_kind', 'text', (c) => c.notNull().defaultTo('image'))
+        .execute();
     },
   },
   '0008_snapshots': {

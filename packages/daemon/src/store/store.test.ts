@@ -101,7 +101,9 @@ describe('store (real SQLite, in memory)', () => {
     });
     await store.insertNetworkLease(lease('sb_a', 0));
     await store.insertNetworkLease(lease('sb_b', 1));
-    expect(String(await store.insertNetworkLease(lease('sb_c', 1)).catch((err: unknown) => err))).toMatch(/UNIQUE constraint failed: network_leases.slot/);
+    expect(String(await store.insertNetworkLease(lease('sb_c', 1)).catch((err: unknown) => err))).toMatch(
+      /UNIQUE constraint failed: network_leases.slot/,
+    );
     expect((await store.usedNetworkLeaseSlots()).sort()).toEqual([0, 1]);
     expect(await store.getNetworkLease('sb_b')).toMatchObject({ slot: 1, host_ifname: 'cap1' });
     await store.deleteNetworkLease('sb_a');

@@ -61,12 +61,7 @@ export class Store {
   async getSandbox(idOrName: string): Promise<SandboxRecord | undefined> {
     const byId = await this.db.selectFrom('sandboxes').selectAll().where('id', '=', idOrName).executeTakeFirst();
     if (byId) return byId;
-    return await this.db
-      .selectFrom('sandboxes')
-      .selectAll()
-      .where('name', '=', idOrName)
-      .where('state', '!=', 'killed')
-      .executeTakeFirst();
+    return await this.db.selectFrom('sandboxes').selectAll().where('name', '=', idOrName).where('state', '!=', 'killed').executeTakeFirst();
   }
 
   async listSandboxes(options: { includeKilled: boolean }): Promise<SandboxRecord[]> {
@@ -88,7 +83,10 @@ export class Store {
         .set({ ...extra, state, state_reason: reason, state_message: message ?? null })
         .where('id', '=', id)
         .execute();
-      await tx.insertInto('sandbox_events').values({ sandbox_id: id, state, reason, message: message ?? null, at }).execute();
+      await tx
+        .insertInto('sandbox_events')
+        .values({ sandbox_id: id, state, reason, message: message ?? null, at })
+        .execute();
     });
   }
 

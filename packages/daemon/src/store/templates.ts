@@ -40,7 +40,11 @@ export async function deleteTemplatesWithPrefix(store: Store, prefix: string): P
 }
 
 /** Points a template at another kernel, initramfs and kit disk. */
-export async function setTemplateGuestKit(store: Store, name: string, kit: Pick<TemplateRecord, 'kernel' | 'initramfs' | 'kit'>): Promise<void> {
+export async function setTemplateGuestKit(
+  store: Store,
+  name: string,
+  kit: Pick<TemplateRecord, 'kernel' | 'initramfs' | 'kit'>,
+): Promise<void> {
   await store.db.updateTable('templates').set(kit).where('name', '=', name).execute();
 }
 

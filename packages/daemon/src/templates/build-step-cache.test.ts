@@ -7,7 +7,11 @@ import { BuildStepCache } from './build-step-cache.js';
 
 /** The backing chain of a qcow2 file, as qemu-img reads it. */
 function chainOf(file: string): string[] {
-  return (JSON.parse(execFileSync('qemu-img', ['info', '-U', '--backing-chain', '--output=json', file], { encoding: 'utf8' })) as { filename: string }[]).map((i) => i.filename);
+  return (
+    JSON.parse(execFileSync('qemu-img', ['info', '-U', '--backing-chain', '--output=json', file], { encoding: 'utf8' })) as {
+      filename: string;
+    }[]
+  ).map((i) => i.filename);
 }
 
 describe('BuildStepCache (real qemu-img)', () => {
@@ -33,7 +37,12 @@ describe('BuildStepCache (real qemu-img)', () => {
   it('commits overlays as a chain, with entries for steps that wrote nothing', async () => {
     const first = overlay(base, 'raw');
     const second = overlay(first, 'qcow2');
-    const last = await cache.commit(undefined, [{ key: 'k-env' }, { key: 'k-run1', delta: first }, { key: 'k-user' }, { key: 'k-run2', delta: second }]);
+    const last = await cache.commit(undefined, [
+      { key: 'k-env' },
+      { key: 'k-run1', delta: first },
+      { key: 'k-user' },
+      { key: 'k-run2', delta: second },
+    ]);
     const env = await cache.lookup('k-env');
     expect(env).toBeDefined();
     expect(env!.disk).toBeUndefined();

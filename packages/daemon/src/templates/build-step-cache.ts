@@ -79,7 +79,11 @@ export class BuildStepCache {
    * backing is already `startDisk` (or the FROM's disk), later ones are
    * pointed at the delta before them. Returns the last step's disk.
    */
-  async commit(startDisk: string | undefined, steps: { key: string; delta?: string | undefined }[], onNamed: (file: string) => void = () => {}): Promise<string | undefined> {
+  async commit(
+    startDisk: string | undefined,
+    steps: { key: string; delta?: string | undefined }[],
+    onNamed: (file: string) => void = () => {},
+  ): Promise<string | undefined> {
     let disk = startDisk;
     let previousDelta: string | undefined;
     for (const step of steps) {
@@ -88,7 +92,8 @@ export class BuildStepCache {
         onNamed(final);
         fs.renameSync(step.delta, final);
         // Its header names the overlay file the VM had before (in the sandbox's folder or a temporary name).
-        if (previousDelta !== undefined) await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', previousDelta, final]);
+        if (previousDelta !== undefined)
+          await runCommand('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', previousDelta, final]);
         previousDelta = final;
         disk = final;
       }

@@ -3,7 +3,11 @@ import { parseCapsulefile } from './capsulefile.js';
 
 describe('parseCapsulefile', () => {
   it('reads FROM and the steps, with comments, continuations and both ENV forms', () => {
-    expect(parseCapsulefile('# base\nFROM debian:12\nENV A=1\nENV B two words\nWORKDIR /app\nCOPY src /app/src\nUSER app\nRUN echo a \\\n  && echo b\n')).toEqual({
+    expect(
+      parseCapsulefile(
+        '# base\nFROM debian:12\nENV A=1\nENV B two words\nWORKDIR /app\nCOPY src /app/src\nUSER app\nRUN echo a \\\n  && echo b\n',
+      ),
+    ).toEqual({
       from: 'debian:12',
       steps: [
         { kind: 'ENV', name: 'A', value: '1' },

@@ -113,7 +113,8 @@ export function parseCapsulefile(text: string): Capsulefile {
     }
     if (steps.length > MAX_STEPS) throw bad(line, `more than ${MAX_STEPS} steps`);
   }
-  if (from === undefined) throw new CapsuleError('invalid_argument', 'the Capsulefile has no FROM', { hint: 'start it with FROM image-or-template' });
+  if (from === undefined)
+    throw new CapsuleError('invalid_argument', 'the Capsulefile has no FROM', { hint: 'start it with FROM image-or-template' });
   return { from, steps, ...service };
 }
 
@@ -139,7 +140,8 @@ function readyInstruction(line: number, argument: string): { cmd: CommandLine; t
   if (option) {
     const duration = /^(\d+)(ms|s|m)$/.exec(option[1]!);
     timeoutMs = duration ? Number(duration[1]) * { ms: 1, s: 1000, m: 60_000 }[duration[2] as 'ms' | 's' | 'm'] : NaN;
-    if (!(timeoutMs >= 1000 && timeoutMs <= MAX_READY_TIMEOUT_MS)) throw bad(line, `READY --timeout takes a duration from 1s to 30m, e.g. 90s, got ${option[1]}`);
+    if (!(timeoutMs >= 1000 && timeoutMs <= MAX_READY_TIMEOUT_MS))
+      throw bad(line, `READY --timeout takes a duration from 1s to 30m, e.g. 90s, got ${option[1]}`);
     rest = option[2]!.trim();
   } else if (argument.startsWith('--')) {
     throw bad(line, 'READY takes --timeout=DURATION (e.g. --timeout=90s) and then the command');

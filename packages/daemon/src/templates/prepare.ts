@@ -26,10 +26,26 @@ export async function prepareGuest(config: DaemonConfig, out: (line: string) => 
     return value;
   };
 
-  const kernel = await run('guest kernel', (r) => ensureKernel(config.cacheDir, r), (k) => `kernel ${k.version}, ${k.modules.length} modules`);
-  const initramfs = await run('initramfs', (r) => ensureInitramfs(config.cacheDir, kernel, r), (p) => p);
-  const kit = await run('kit disk', (r) => ensureKit(config.cacheDir, r), (p) => p);
-  const rootfs = await run('base template root filesystem', (r) => ensureBaseRootfs(config.cacheDir, r), (p) => p);
+  const kernel = await run(
+    'guest kernel',
+    (r) => ensureKernel(config.cacheDir, r),
+    (k) => `kernel ${k.version}, ${k.modules.length} modules`,
+  );
+  const initramfs = await run(
+    'initramfs',
+    (r) => ensureInitramfs(config.cacheDir, kernel, r),
+    (p) => p,
+  );
+  const kit = await run(
+    'kit disk',
+    (r) => ensureKit(config.cacheDir, r),
+    (p) => p,
+  );
+  const rootfs = await run(
+    'base template root filesystem',
+    (r) => ensureBaseRootfs(config.cacheDir, r),
+    (p) => p,
+  );
   const qemu = await qemuVersion();
   const accel = await run(
     'accelerator',

@@ -35,7 +35,8 @@ export function loadSnapshotTemplate(dir: string, qemuVersion: string): WarmSnap
   const files = { dir, memory: path.join(dir, 'memory'), state: path.join(dir, 'state'), disk: path.join(dir, 'disk.qcow2') };
   const missing = [files.memory, files.state, files.disk].filter((f) => !fs.existsSync(f));
   if (missing.length > 0) throw new Error(`the snapshot is missing ${missing.join(', ')}`);
-  if (meta.qemuVersion !== qemuVersion) throw new Error(`the snapshot was taken with QEMU ${meta.qemuVersion}; this host runs ${qemuVersion}`);
+  if (meta.qemuVersion !== qemuVersion)
+    throw new Error(`the snapshot was taken with QEMU ${meta.qemuVersion}; this host runs ${qemuVersion}`);
   return { ...meta, ...files };
 }
 
@@ -49,7 +50,8 @@ export async function recordSnapshotTemplate(store: Store, record: TemplateRecor
   } catch (err) {
     fs.rmSync(dir, { recursive: true, force: true });
     // Another snapshot took the name while this one was being written.
-    if (await store.getTemplate(record.name)) throw new CapsuleError('name_taken', `a template named "${record.name}" already exists`, { hint: 'pick another name' });
+    if (await store.getTemplate(record.name))
+      throw new CapsuleError('name_taken', `a template named "${record.name}" already exists`, { hint: 'pick another name' });
     throw err;
   }
 }

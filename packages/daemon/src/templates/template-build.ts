@@ -82,10 +82,14 @@ export interface BuildRequest {
 
 /** The files a COPY names, resolved inside the build folder (never outside it), with their contents' place in the key. */
 function copySources(contextDir: string | undefined, source: string): { file: string; relative: string }[] {
-  if (!contextDir) throw new CapsuleError('invalid_argument', 'COPY needs a build folder', { hint: 'pass the folder with the Capsulefile (the CLI sends its own folder)' });
+  if (!contextDir)
+    throw new CapsuleError('invalid_argument', 'COPY needs a build folder', {
+      hint: 'pass the folder with the Capsulefile (the CLI sends its own folder)',
+    });
   const root = path.resolve(contextDir);
   const start = path.resolve(root, source);
-  if (start !== root && !start.startsWith(`${root}${path.sep}`)) throw new CapsuleError('invalid_argument', `COPY ${source} points outside the build folder`);
+  if (start !== root && !start.startsWith(`${root}${path.sep}`))
+    throw new CapsuleError('invalid_argument', `COPY ${source} points outside the build folder`);
   let stat: fs.Stats;
   try {
     stat = fs.lstatSync(start);
@@ -164,7 +168,10 @@ export class TemplateBuilder {
     else start = inherited?.start;
     // A new START drops the READY that checked the old one.
     const ready = file.ready ?? (file.start ? undefined : inherited?.ready);
-    if (ready && !start) throw new CapsuleError('invalid_argument', 'READY needs a START command', { hint: 'add START cmd to the Capsulefile: READY checks the service START runs' });
+    if (ready && !start)
+      throw new CapsuleError('invalid_argument', 'READY needs a START command', {
+        hint: 'add START cmd to the Capsulefile: READY checks the service START runs',
+      });
     return start ? { start, ...(ready ? { ready } : {}) } : undefined;
   }
 
@@ -173,9 +180,13 @@ export class TemplateBuilder {
     const image = imageDigest ? await loadImage(this.store, imageDigest) : undefined;
     const argv = [...(image?.config.entrypoint ?? []), ...(image?.config.cmd ?? [])];
     if (argv.length === 0 || argv[0] === '') {
-      throw new CapsuleError('invalid_argument', `a bare START runs the image's Entrypoint and Cmd, but ${from} ${image ? 'has neither' : 'is not an image'}`, {
-        hint: 'give START a command, e.g. START ["/srv/app", "--port", "8080"]',
-      });
+      throw new CapsuleError(
+        'invalid_argument',
+        `a bare START runs the image's Entrypoint and Cmd, but ${from} ${image ? 'has neither' : 'is not an image'}`,
+        {
+          hint: 'give START a command, e.g. START ["/srv/app", "--port", "8080"]',
+        },
+      );
     }
     return argv;
   }
@@ -206,7 +217,12 @@ export class TemplateBuilder {
   }
 
   private finalDefaults(base: TemplateImageDefaults | undefined, steps: BuildStep[]): TemplateImageDefaults {
-    const defaults: TemplateImageDefaults = { imageDigest: base?.imageDigest ?? '', env: { ...base?.env }, user: base?.user ?? 'root', workdir: base?.workdir };
+    const defaults: TemplateImageDefaults = {
+      imageDigest: base?.imageDigest ?? '',
+      env: { ...base?.env },
+      user: base?.user ?? 'root',
+      workdir: base?.workdir,
+    };
     for (const step of steps) {
       if (step.kind === 'ENV') defaults.env[step.name] = step.value;
       if (step.kind === 'USER') defaults.user = step.user;
@@ -259,7 +275,8 @@ export class TemplateBuilder {
     signal: AbortSignal,
     lease: { add(files: readonly string[]): void },
   ): Promise<void> {
-    for (const planned of plan.slice(0, cached)) emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
+    for (const planned of plan.slice(0, cached))
+      emit({ type: 'step', index: planned.index, instruction: describeStep(planned.step), cached: true });
     const remaining = plan.slice(cached);
     const done: { key: string; delta?: string }[] = [];
     const overlays: string[] = [];
@@ -267,8 +284,16 @@ export class TemplateBuilder {
     if (remaining.some((p) => writesDisk(p.step))) {
       const from = startDisk ? await this.templateOfDisk(base.template, startDisk) : undefined;
       try {
-        emit({ type: 'step', index: 0, instruction: `booting a build sandbox from ${from ? `the disk of step ${cached}` : base.template.name}` });
-        const sandbox = await this.sandboxes.create({ template: (from ?? base.template).name, timeoutMs: 0, metadata: { 'capsule.build': 'true' } });
+        emit({
+          type: 'step',
+          index: 0,
+          instruction: `booting a build sandbox from ${from ? `the disk of step ${cached}` : base.template.name}`,
+        });
+        const sandbox = await this.sandboxes.create({
+          template: (from ?? base.template).name,
+          timeoutMs: 0,
+          metadata: { 'capsule.build': 'true' },
+        });
         try {
           let active = path.join(this.sandboxes.stateDir(sandbox.id), 'overlay.qcow2');
           for (const planned of remaining) {
@@ -295,7 +320,9 @@ export class TemplateBuilder {
         } catch (err) {
           failure = err;
         } finally {
-          await this.sandboxes.remove(sandbox.id).catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
+          await this.sandboxes
+            .remove(sandbox.id)
+            .catch((err: unknown) => this.log.error({ sandbox: sandbox.id, err: errorMessage(err) }, 'could not remove a build sandbox'));
         }
       } finally {
         if (from) await deleteTemplate(this.store, from.name);
@@ -325,12 +352,23 @@ export class TemplateBuilder {
 
   /** A template that exists only while a build boots from a cached step's disk. */
   private async templateOfDisk(base: TemplateRecord, disk: string): Promise<TemplateRecord> {
-    const record: TemplateRecord = { ...base, name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`, rootfs: disk, created_at: new Date().toISOString() };
+    const record: TemplateRecord = {
+      ...base,
+      name: `${BUILD_TEMPLATE_PREFIXES[1]}${randomBytes(6).toString('hex')}`,
+      rootfs: disk,
+      created_at: new Date().toISOString(),
+    };
     await insertTemplate(this.store, record);
     return record;
   }
 
-  private async runStep(id: string, planned: PlannedStep, copies: Map<BuildStep, { file: string; relative: string }[]>, emit: BuildEmit, signal: AbortSignal): Promise<void> {
+  private async runStep(
+    id: string,
+    planned: PlannedStep,
+    copies: Map<BuildStep, { file: string; relative: string }[]>,
+    emit: BuildEmit,
+    signal: AbortSignal,
+  ): Promise<void> {
     const { step, index, state } = planned;
     if (signal.aborted) throw new CapsuleError('invalid_argument', 'the build was cancelled');
     emit({ type: 'step', index, instruction: describeStep(step) });
@@ -346,7 +384,8 @@ export class TemplateBuilder {
         break;
       case 'COPY':
         for (const f of copies.get(step) ?? []) {
-          const destination = f.relative === '' ? step.destination : path.posix.join(step.destination, f.relative.split(path.sep).join('/'));
+          const destination =
+            f.relative === '' ? step.destination : path.posix.join(step.destination, f.relative.split(path.sep).join('/'));
           // In pieces: one message to the agent is capped (4 MiB), a file is not.
           const bytes = fs.readFileSync(f.file);
           for (let offset = 0; offset === 0 || offset < bytes.length; offset += COPY_CHUNK_BYTES) {
@@ -377,7 +416,13 @@ export class TemplateBuilder {
   ): Promise<void> {
     const events = await this.sandboxes.execStream(
       id,
-      { cmd, env: state.env, ...(state.user ? { user: state.user } : {}), ...(state.cwd ? { cwd: state.cwd } : {}), ...(state.stdin !== undefined ? { stdin: state.stdin } : {}) },
+      {
+        cmd,
+        env: state.env,
+        ...(state.user ? { user: state.user } : {}),
+        ...(state.cwd ? { cwd: state.cwd } : {}),
+        ...(state.stdin !== undefined ? { stdin: state.stdin } : {}),
+      },
       signal,
     );
     let tail = '';
@@ -389,12 +434,18 @@ export class TemplateBuilder {
       } else if (event.type === 'exit') {
         if (event.exitCode !== 0 || event.signal) {
           const what = step ? describeStep(step) : cmd.join(' ');
-          throw new CapsuleError('build_step_failed', `step ${index} (${what}) ${event.signal ? `was killed by ${event.signal}` : `exited with code ${event.exitCode}`}${tail ? `:\n${tail.trimEnd()}` : ''}`, {
-            hint: 'fix the step in the Capsulefile; the steps before it are cached, so the next build starts from there',
-          });
+          throw new CapsuleError(
+            'build_step_failed',
+            `step ${index} (${what}) ${event.signal ? `was killed by ${event.signal}` : `exited with code ${event.exitCode}`}${tail ? `:\n${tail.trimEnd()}` : ''}`,
+            {
+              hint: 'fix the step in the Capsulefile; the steps before it are cached, so the next build starts from there',
+            },
+          );
         }
       } else if (event.type === 'error') {
-        throw new CapsuleError('build_step_failed', `step ${index} could not run: ${event.message}`, { ...(event.hint ? { hint: event.hint } : {}) });
+        throw new CapsuleError('build_step_failed', `step ${index} could not run: ${event.message}`, {
+          ...(event.hint ? { hint: event.hint } : {}),
+        });
       }
     }
   }
@@ -435,5 +486,8 @@ export function temporaryTemplateName(): string {
 /** Refuses a template name that only builds may use. */
 export function checkTemplateName(name: string): void {
   const prefix = BUILD_TEMPLATE_PREFIXES.find((p) => name.startsWith(p));
-  if (prefix) throw new CapsuleError('invalid_argument', `template names starting with "${prefix}" are kept for template builds`, { hint: 'pick another name' });
+  if (prefix)
+    throw new CapsuleError('invalid_argument', `template names starting with "${prefix}" are kept for template builds`, {
+      hint: 'pick another name',
+    });
 }

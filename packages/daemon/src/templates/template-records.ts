@@ -17,7 +17,12 @@ export interface TemplateImageDefaults {
 
 /** What a template built from an image or a Capsulefile gives its sandboxes. */
 export function imageDefaultsOf(row: TemplateImageRecord): TemplateImageDefaults {
-  return { imageDigest: row.image_digest ?? '', env: JSON.parse(row.env) as Record<string, string>, user: row.user, workdir: row.workdir ?? undefined };
+  return {
+    imageDigest: row.image_digest ?? '',
+    env: JSON.parse(row.env) as Record<string, string>,
+    user: row.user,
+    workdir: row.workdir ?? undefined,
+  };
 }
 
 /** The START and READY a template's VM runs before its warm snapshot, with the template's defaults; undefined without START. */
@@ -25,7 +30,9 @@ export function serviceOf(row: TemplateImageRecord | undefined): TemplateService
   if (!row?.start_cmd) return undefined;
   return {
     start: JSON.parse(row.start_cmd) as string[],
-    ready: row.ready_cmd ? { cmd: JSON.parse(row.ready_cmd) as string[], timeoutMs: row.ready_timeout_ms ?? DEFAULT_READY_TIMEOUT_MS } : undefined,
+    ready: row.ready_cmd
+      ? { cmd: JSON.parse(row.ready_cmd) as string[], timeoutMs: row.ready_timeout_ms ?? DEFAULT_READY_TIMEOUT_MS }
+      : undefined,
     user: row.user,
     cwd: row.workdir ?? undefined,
     env: JSON.parse(row.env) as Record<string, string>,

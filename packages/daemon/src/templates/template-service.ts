@@ -63,7 +63,8 @@ export async function startTemplateService(agent: AgentClient, service: Template
     for await (const response of stream) {
       const event = response.event?.event;
       if (event?.case === 'start') started(event.value.pid);
-      else if (event?.case === 'data' && event.value.output.case !== undefined) startOutput = tail(startOutput + Buffer.from(event.value.output.value).toString('utf8'));
+      else if (event?.case === 'data' && event.value.output.case !== undefined)
+        startOutput = tail(startOutput + Buffer.from(event.value.output.value).toString('utf8'));
       else if (event?.case === 'end') ended = { exitCode: event.value.exitCode, status: event.value.status };
     }
   })();
@@ -72,11 +73,18 @@ export async function startTemplateService(agent: AgentClient, service: Template
     (err: unknown) => (following.signal.aborted ? undefined : err),
   );
   const startFailure = (what: string) =>
-    new CapsuleError('template_start_failed', `the START command (${quote(service.start)}) ${what}${startOutput.trim() ? `; its output:\n${startOutput.trimEnd()}` : ''}`, {
-      hint: 'fix START in the Capsulefile (or --start), then build the template again',
-    });
+    new CapsuleError(
+      'template_start_failed',
+      `the START command (${quote(service.start)}) ${what}${startOutput.trim() ? `; its output:\n${startOutput.trimEnd()}` : ''}`,
+      {
+        hint: 'fix START in the Capsulefile (or --start), then build the template again',
+      },
+    );
   try {
-    const first = await Promise.race([startedPid.then(() => undefined), failedToStart.then((err) => err ?? new Error('the agent ended the START stream'))]);
+    const first = await Promise.race([
+      startedPid.then(() => undefined),
+      failedToStart.then((err) => err ?? new Error('the agent ended the START stream')),
+    ]);
     if (first !== undefined) throw startFailure(`could not start: ${errorMessage(first)}`);
     if (!service.ready) return;
     const deadline = Date.now() + service.ready.timeoutMs;
@@ -90,7 +98,13 @@ export async function startTemplateService(agent: AgentClient, service: Template
         const result = await collectExec(
           execEvents(
             agent,
-            { cmd: service.ready.cmd, env: service.env, timeoutMs: READY_ATTEMPT_MS, ...(service.user ? { user: service.user } : {}), ...(service.cwd ? { cwd: service.cwd } : {}) },
+            {
+              cmd: service.ready.cmd,
+              env: service.env,
+              timeoutMs: READY_ATTEMPT_MS,
+              ...(service.user ? { user: service.user } : {}),
+              ...(service.cwd ? { cwd: service.cwd } : {}),
+            },
             signal ?? new AbortController().signal,
           ),
           OUTPUT_TAIL_BYTES * 4,

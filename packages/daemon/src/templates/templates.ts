@@ -27,14 +27,30 @@ import { formatReference, isDigest, parseReference } from '../images/reference.j
 import type { Logger } from '../log.js';
 import { findImageDigest } from '../store/images.js';
 import type { Store, TemplateRecord } from '../store/store.js';
-import { deleteTemplate, deleteTemplatesWithPrefix, getSnapshotTemplateDir, getTemplateImage, insertImageTemplate, listTemplateImages, setTemplateGuestKit } from '../store/templates.js';
+import {
+  deleteTemplate,
+  deleteTemplatesWithPrefix,
+  getSnapshotTemplateDir,
+  getTemplateImage,
+  insertImageTemplate,
+  listTemplateImages,
+  setTemplateGuestKit,
+} from '../store/templates.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { BuildStepCache } from './build-step-cache.js';
 import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
 import { TEMPLATE_DEFAULTS } from './defaults.js';
 import { removeSnapshotTemplate } from './snapshot-templates.js';
 import { imageDefaultsOf, missingTemplateFile, serviceOf, type TemplateImageDefaults } from './template-records.js';
-import { BUILD_TEMPLATE_PREFIXES, checkTemplateName, TemplateBuilder, temporaryTemplateName, type BuildBase, type BuildEmit, type ServiceCommands } from './template-build.js';
+import {
+  BUILD_TEMPLATE_PREFIXES,
+  checkTemplateName,
+  TemplateBuilder,
+  temporaryTemplateName,
+  type BuildBase,
+  type BuildEmit,
+  type ServiceCommands,
+} from './template-build.js';
 import type { TemplateService } from './template-service.js';
 import type { WarmPool, PooledVm } from './warm-pool.js';
 import type { WarmSnapshot } from './warm-snapshot.js';
@@ -128,14 +144,23 @@ export class Templates {
    * exist or misses files; a create without a snapshot then asks
    * `warm.refuseColdSnapshotTemplate`, once its own checks have passed.
    */
-  async resolveForCreate(name: string, requested: { vcpus?: number | undefined; memoryMiB?: number | undefined }): Promise<TemplateForCreate> {
+  async resolveForCreate(
+    name: string,
+    requested: { vcpus?: number | undefined; memoryMiB?: number | undefined },
+  ): Promise<TemplateForCreate> {
     const record = await this.store.getTemplate(name);
     if (!record) {
       const known = (await this.store.listTemplates()).map((t) => t.name);
-      throw templateNotFound(name, known.length > 0 ? `known templates: ${known.join(', ')}` : 'run `capsuled prepare` to build the base template');
+      throw templateNotFound(
+        name,
+        known.length > 0 ? `known templates: ${known.join(', ')}` : 'run `capsuled prepare` to build the base template',
+      );
     }
     const missing = missingTemplateFile(record);
-    if (missing) throw new CapsuleError('template_not_ready', `template "${name}" is missing ${missing}`, { hint: 'run `capsuled prepare` to rebuild it' });
+    if (missing)
+      throw new CapsuleError('template_not_ready', `template "${name}" is missing ${missing}`, {
+        hint: 'run `capsuled prepare` to rebuild it',
+      });
     const vcpus = requested.vcpus ?? record.default_vcpus;
     const memoryMiB = requested.memoryMiB ?? record.default_memory_mib;
     const row = await getTemplateImage(this.store, name);
@@ -188,7 +213,9 @@ export class Templates {
       rootfs: template.rootfs,
       rootfsDiskBytes: diskBytes(template.rootfs),
       ...(warm.error ? { warmSnapshotError: warm.error } : {}),
-      ...(warm.dir ? { warmSnapshotDiskBytes: ['memory', 'state', 'disk.qcow2'].reduce((sum, f) => sum + diskBytes(path.join(warm.dir!, f)), 0) } : {}),
+      ...(warm.dir
+        ? { warmSnapshotDiskBytes: ['memory', 'state', 'disk.qcow2'].reduce((sum, f) => sum + diskBytes(path.join(warm.dir!, f)), 0) }
+        : {}),
     };
   }
 
@@ -202,11 +229,19 @@ export class Templates {
     if (!stored) throw new CapsuleError('image_not_found', `no image ${request.image} in the store`);
     const missing = [stored.digest, stored.configDigest, ...stored.layers.map((l) => l.digest)].filter((d) => !this.images.blobs.has(d));
     if (missing.length > 0) {
-      throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, { hint: 'pull or import it again' });
+      throw new CapsuleError('image_invalid', `image ${request.image} is missing ${missing.length} blob(s) in the cache`, {
+        hint: 'pull or import it again',
+      });
     }
     const service = await this.requestedService(request, digest);
     const { rootfs, defaults } = await this.images.rootfsOf(stored);
-    return await this.record(request.name, rootfs, { imageDigest: digest, ...defaults }, { kind: 'image', from: request.image, service }, request);
+    return await this.record(
+      request.name,
+      rootfs,
+      { imageDigest: digest, ...defaults },
+      { kind: 'image', from: request.image, service },
+      request,
+    );
   }
 
   /** Refuses a build when the cache or state folder is low on disk; the build route calls it before its 200, so the refusal is a 507. */
@@ -216,7 +251,9 @@ export class Templates {
 
   private async assertNameFree(name: string): Promise<void> {
     if (await this.store.getTemplate(name)) {
-      throw new CapsuleError('name_taken', `a template named "${name}" already exists`, { hint: 'pick another name or `capsule template rm` it first' });
+      throw new CapsuleError('name_taken', `a template named "${name}" already exists`, {
+        hint: 'pick another name or `capsule template rm` it first',
+      });
     }
   }
 
@@ -259,12 +296,23 @@ export class Templates {
     checkTemplateName(request.name);
     this.assertBuildRoom();
     await this.assertNameFree(request.name);
-    const result = await this.builder().build({ name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir }, (from, log) => this.buildBase(from, log), emit, signal);
+    const result = await this.builder().build(
+      { name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir },
+      (from, log) => this.buildBase(from, log),
+      emit,
+      signal,
+    );
     this.images.holdRootfs(result.rootfs);
-    return await this.record(request.name, result.rootfs, { ...result.defaults, imageDigest: result.imageDigest ?? '' }, { kind: 'capsulefile', from: result.from, service: result.service }, {
-      vcpus: result.base.default_vcpus,
-      memoryMiB: result.base.default_memory_mib,
-    });
+    return await this.record(
+      request.name,
+      result.rootfs,
+      { ...result.defaults, imageDigest: result.imageDigest ?? '' },
+      { kind: 'capsulefile', from: result.from, service: result.service },
+      {
+        vcpus: result.base.default_vcpus,
+        memoryMiB: result.base.default_memory_mib,
+      },
+    );
   }
 
   /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
@@ -275,7 +323,9 @@ export class Templates {
       const defaults = row ? imageDefaultsOf(row) : undefined;
       return { template, defaults, imageDigest: defaults?.imageDigest || null, release: async () => {} };
     }
-    let digest = isDigest(from) ? await findImageDigest(this.store, from) : await findImageDigest(this.store, formatReference(parseReference(from)));
+    let digest = isDigest(from)
+      ? await findImageDigest(this.store, from)
+      : await findImageDigest(this.store, formatReference(parseReference(from)));
     if (!digest) {
       emit({ type: 'step', index: 0, instruction: `pulling ${from}` });
       digest = (await this.images.pull(from, undefined)).digest;
@@ -348,7 +398,10 @@ export class Templates {
     await deleteTemplate(this.store, name);
     if (warmSnapshotDir) fs.rmSync(warmSnapshotDir, { recursive: true, force: true });
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
-    if (path.basename(template.rootfs).startsWith('build-') && !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)) {
+    if (
+      path.basename(template.rootfs).startsWith('build-') &&
+      !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)
+    ) {
       this.images.releaseRootfs(template.rootfs);
     }
   }
@@ -360,7 +413,9 @@ export class Templates {
    * adopting daemon opens again.
    */
   private async assertUnused(name: string): Promise<void> {
-    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused'])).filter((s) => s.template === name).map((s) => s.id);
+    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused']))
+      .filter((s) => s.template === name)
+      .map((s) => s.id);
     if (users.length > 0) {
       throw new CapsuleError('template_in_use', `template "${name}" is used by ${users.length} sandbox(es): ${users.join(', ')}`, {
         hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,

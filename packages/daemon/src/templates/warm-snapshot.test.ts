@@ -27,7 +27,16 @@ describe('warm snapshots in the shared cache', () => {
       fs.writeFileSync(path.join(cache, name), name);
       return path.join(cache, name);
     };
-    const template = { name: 'base', kernel: artefact('vmlinuz'), initramfs: artefact('initramfs'), kit: artefact('kit'), rootfs: artefact('rootfs'), default_vcpus: 1, default_memory_mib: 512, created_at: '' };
+    const template = {
+      name: 'base',
+      kernel: artefact('vmlinuz'),
+      initramfs: artefact('initramfs'),
+      kit: artefact('kit'),
+      rootfs: artefact('rootfs'),
+      default_vcpus: 1,
+      default_memory_mib: 512,
+      created_at: '',
+    };
     inputs = { template, accel: 'tcg', qemuVersion: '7.2.0', tscKhz: 2_000_000, service: undefined };
   });
   afterEach(() => fs.rmSync(cache, { recursive: true, force: true }));

@@ -58,15 +58,29 @@ export interface WarmSnapshotInputs {
 }
 
 /** The inputs of `template`'s warm snapshot on this host: TCG guests also depend on the host's TSC frequency. */
-export async function warmSnapshotInputs(template: TemplateRecord, accel: Accel, qemuVersion: string, service?: TemplateService): Promise<WarmSnapshotInputs> {
+export async function warmSnapshotInputs(
+  template: TemplateRecord,
+  accel: Accel,
+  qemuVersion: string,
+  service?: TemplateService,
+): Promise<WarmSnapshotInputs> {
   return { template, accel, qemuVersion, tscKhz: accel === 'tcg' ? await hostTscKhz() : undefined, service };
 }
 
 export function warmSnapshotKey(inputs: WarmSnapshotInputs): string {
   const t = inputs.template;
   // Artefact file names already carry their content keys; sizes guard against a file rewritten in place.
-  const key = new CacheKey().add('format', FORMAT).add('accel', inputs.accel).add('qemu', inputs.qemuVersion).add('tsc', String(inputs.tscKhz ?? ''));
-  for (const [label, file] of [['kernel', t.kernel], ['initramfs', t.initramfs], ['kit', t.kit], ['rootfs', t.rootfs]] as const) {
+  const key = new CacheKey()
+    .add('format', FORMAT)
+    .add('accel', inputs.accel)
+    .add('qemu', inputs.qemuVersion)
+    .add('tsc', String(inputs.tscKhz ?? ''));
+  for (const [label, file] of [
+    ['kernel', t.kernel],
+    ['initramfs', t.initramfs],
+    ['kit', t.kit],
+    ['rootfs', t.rootfs],
+  ] as const) {
     key.add(label, `${file}:${fs.statSync(file).size}`);
   }
   if (inputs.service) key.add('service', JSON.stringify(inputs.service));
@@ -108,7 +122,13 @@ export function loadWarmSnapshot(cacheDir: string, inputs: WarmSnapshotInputs): 
  * their own temp folder. An abort (the daemon stopping) stops the template VM,
  * so the build fails at once and removes what it wrote.
  */
-export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, inputs: WarmSnapshotInputs, log: Logger, signal?: AbortSignal): Promise<WarmSnapshot> {
+export async function buildWarmSnapshot(
+  cacheDir: string,
+  runtimeDir: string,
+  inputs: WarmSnapshotInputs,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<WarmSnapshot> {
   signal?.throwIfAborted();
   const key = warmSnapshotKey(inputs);
   const t = inputs.template;
@@ -117,7 +137,15 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
   const temp = tempSibling(dir);
   const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
   fs.mkdirSync(temp, { recursive: true });
-  const machine: WarmSnapshot['machine'] = { accel: inputs.accel, kernel: t.kernel, initramfs: t.initramfs, kitDisk: t.kit, hostname: 'capsule', tscKhz: inputs.tscKhz, bulkPort: bulkProtocolVersion };
+  const machine: WarmSnapshot['machine'] = {
+    accel: inputs.accel,
+    kernel: t.kernel,
+    initramfs: t.initramfs,
+    kitDisk: t.kit,
+    hostname: 'capsule',
+    tscKhz: inputs.tscKhz,
+    bulkPort: bulkProtocolVersion,
+  };
   const started = Date.now();
   let vm: VmHandle | undefined;
   let agent: GuestAgent | undefined;
@@ -148,7 +176,11 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
     await vm.waitForAgentPort(bootDeadline);
     await agent.waitUntilHealthy(bootDeadline);
     if (inputs.service) {
-      await startTemplateService(agent.client, inputs.service, AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)));
+      await startTemplateService(
+        agent.client,
+        inputs.service,
+        AbortSignal.timeout(BOOT_TIMEOUT_MS + (inputs.service.ready?.timeoutMs ?? 0)),
+      );
       // One round trip after START's stream was let go: the agent has seen it end, so nothing of it is in flight when the VM is frozen.
       await collectExec(execEvents(agent.client, { cmd: ['true'] }, AbortSignal.timeout(BOOT_TIMEOUT_MS)));
     }
@@ -184,7 +216,9 @@ export async function buildWarmSnapshot(cacheDir: string, runtimeDir: string, in
     // A START or READY that failed is the user's to fix: its message (with their output) is the whole story.
     if (err instanceof CapsuleError && err.code === 'template_start_failed') throw err;
     const consoleTail = vm?.consoleTail() ?? '';
-    throw new Error(`building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`);
+    throw new Error(
+      `building the warm snapshot of template ${t.name} failed: ${errorMessage(err)}${consoleTail ? `\nguest console:\n${consoleTail}` : ''}`,
+    );
   } finally {
     signal?.removeEventListener('abort', stopOnAbort);
     agent?.close();

@@ -40,7 +40,11 @@ export class WarmSnapshots {
   /** A template's warm snapshot: its state, its folder once ready, why it failed if it did. */
   warmSnapshotInfo(template: string): { state: WarmSnapshotState; dir?: string; error?: string } {
     const warm = this.warm.get(template);
-    return { state: this.warmSnapshotState(template), ...(warm?.snapshot ? { dir: warm.snapshot.dir } : {}), ...(warm?.error ? { error: warm.error } : {}) };
+    return {
+      state: this.warmSnapshotState(template),
+      ...(warm?.snapshot ? { dir: warm.snapshot.dir } : {}),
+      ...(warm?.error ? { error: warm.error } : {}),
+    };
   }
 
   /** Stops keeping warm VMs of a template that was removed; its sandboxes run on. Returns its warm snapshot's folder, if any. */
@@ -67,7 +71,8 @@ export class WarmSnapshots {
     try {
       const snapshotDir = await getSnapshotTemplateDir(this.store, template.name);
       // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
-      const snapshot = snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
+      const snapshot =
+        snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
@@ -82,7 +87,12 @@ export class WarmSnapshots {
 
   /** The warm snapshot of a template's current inputs: from the shared cache, else built by booting the template once. */
   private async loadOrBuildWarmSnapshot(template: TemplateRecord): Promise<WarmSnapshot> {
-    const inputs = await warmSnapshotInputs(template, this.accel.accel, this.qemuVersion, serviceOf(await getTemplateImage(this.store, template.name)));
+    const inputs = await warmSnapshotInputs(
+      template,
+      this.accel.accel,
+      this.qemuVersion,
+      serviceOf(await getTemplateImage(this.store, template.name)),
+    );
     const loaded = loadWarmSnapshot(this.config.cacheDir, inputs);
     if (loaded) return loaded;
     const build = buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
@@ -115,13 +125,21 @@ export class WarmSnapshots {
     if ((await getSnapshotTemplateDir(this.store, template)) === undefined) return;
     const warm = this.warm.get(template);
     if (warm?.snapshot) {
-      throw new CapsuleError('invalid_argument', `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`, {
-        hint: 'leave out --cpus and --memory',
-      });
+      throw new CapsuleError(
+        'invalid_argument',
+        `template "${template}" is a snapshot of ${warm.snapshot.vcpus} vCPU(s) and ${warm.snapshot.memoryMiB} MiB; sandboxes from it keep those`,
+        {
+          hint: 'leave out --cpus and --memory',
+        },
+      );
     }
-    throw new CapsuleError('template_not_ready', `template "${template}" cannot be restored: ${warm?.error ?? this.warmSnapshotState(template)}`, {
-      hint: warm?.state === 'failed' ? `remove it with \`capsule template rm ${template}\`` : 'try again in a moment',
-    });
+    throw new CapsuleError(
+      'template_not_ready',
+      `template "${template}" cannot be restored: ${warm?.error ?? this.warmSnapshotState(template)}`,
+      {
+        hint: warm?.state === 'failed' ? `remove it with \`capsule template rm ${template}\`` : 'try again in a moment',
+      },
+    );
   }
 
   /**

@@ -48,13 +48,17 @@ describe('console log', () => {
 
   it('keeps at most about twice its limit, newest bytes last', async () => {
     // Lines go out one at a time so that the log sees many small chunks and rotates.
-    const { logFile, cleanup } = await capture(async (socket) => {
-      for (let i = 0; i < 100; i++) {
-        socket.write(`line ${String(i).padStart(3, '0')} ${'x'.repeat(90)}\n`);
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      socket.end();
-    }, 2000, 1500);
+    const { logFile, cleanup } = await capture(
+      async (socket) => {
+        for (let i = 0; i < 100; i++) {
+          socket.write(`line ${String(i).padStart(3, '0')} ${'x'.repeat(90)}\n`);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        socket.end();
+      },
+      2000,
+      1500,
+    );
     const total = fs.statSync(logFile).size + fs.statSync(`${logFile}.1`).size;
     expect(total).toBeLessThanOrEqual(4000);
     expect(readConsoleLog(logFile).toString().trim().split('\n').at(-1)).toMatch(/^line 099/);
@@ -91,4 +95,3 @@ describe('console log', () => {
     cleanup();
   });
 });
-

@@ -49,7 +49,13 @@ export interface VmmDriver {
    * Attaches to VM `pid` found running; `isAlive` going false ends the
    * attempt. `bulkPort` is the one of the VM's recorded spec.
    */
-  reattach(pid: number, paths: VmRuntimePaths, consoleLogFile: string, bulkPort: VmSpec['bulkPort'], options: { timeoutMs: number; isAlive: () => boolean }): Promise<VmHandle>;
+  reattach(
+    pid: number,
+    paths: VmRuntimePaths,
+    consoleLogFile: string,
+    bulkPort: VmSpec['bulkPort'],
+    options: { timeoutMs: number; isAlive: () => boolean },
+  ): Promise<VmHandle>;
   /** Ends a VM this daemon holds no handle of: signals only. */
   kill(pid: number): Promise<void>;
 }

@@ -51,7 +51,9 @@ export function canFreeze(machine: VmSpec): boolean {
  * The helper never runs guest code and is always gone when this returns.
  */
 export async function freezeVm(source: QmpClient, machine: VmSpec, dir: string, runtimeDir: string): Promise<FrozenVm> {
-  return await freezeInto(machine, dir, runtimeDir, (helper, paths) => migrateBetween(source, helper, path.join(paths.dir, 'migrate.sock')));
+  return await freezeInto(machine, dir, runtimeDir, (helper, paths) =>
+    migrateBetween(source, helper, path.join(paths.dir, 'migrate.sock')),
+  );
 }
 
 /**
@@ -59,7 +61,13 @@ export async function freezeVm(source: QmpClient, machine: VmSpec, dir: string, 
  * loaded into the helper instead of a running VM's state. `signal` ends the
  * helper early; the promise then rejects and nothing is left in `dir`'s files.
  */
-export async function freezeStateFile(stateFile: string, machine: VmSpec, dir: string, runtimeDir: string, signal: AbortSignal): Promise<FrozenVm> {
+export async function freezeStateFile(
+  stateFile: string,
+  machine: VmSpec,
+  dir: string,
+  runtimeDir: string,
+  signal: AbortSignal,
+): Promise<FrozenVm> {
   return await freezeInto(machine, dir, runtimeDir, (helper) => loadVmState(helper, stateFile, false), signal);
 }
 

@@ -31,7 +31,8 @@ async function enableCapabilities(qmp: QmpClient, ignoreShared: boolean): Promis
   await qmp.execute('migrate-set-parameters', UNTHROTTLED);
 }
 
-const finished = (event: QmpEvent) => event.event === 'MIGRATION' && (event.data?.status === 'completed' || event.data?.status === 'failed');
+const finished = (event: QmpEvent) =>
+  event.event === 'MIGRATION' && (event.data?.status === 'completed' || event.data?.status === 'failed');
 
 /** Waits for the MIGRATION event that ends what `start` began; throws with QEMU's reason when it failed. */
 async function waitForMigration(qmp: QmpClient, what: string, start: () => Promise<unknown>): Promise<void> {
@@ -63,14 +64,21 @@ export async function saveVmState(qmp: QmpClient, stateFile: string, ignoreShare
 /** Loads a VM started with `-incoming defer` from `stateFile`; a state saved of a stopped VM leaves it stopped. */
 export async function loadVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean): Promise<void> {
   await enableCapabilities(qmp, ignoreShared);
-  await waitForMigration(qmp, 'restoring the VM state', () => qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuotePath(stateFile)}` }));
+  await waitForMigration(qmp, 'restoring the VM state', () =>
+    qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuotePath(stateFile)}` }),
+  );
 }
 
 /**
  * Loads a VM started with `-incoming defer` from `stateFile`, then lets it
  * run; `beforeRun` sees the loaded VM before the guest executes anything.
  */
-export async function restoreVmState(qmp: QmpClient, stateFile: string, ignoreShared: boolean, beforeRun?: () => Promise<void>): Promise<void> {
+export async function restoreVmState(
+  qmp: QmpClient,
+  stateFile: string,
+  ignoreShared: boolean,
+  beforeRun?: () => Promise<void>,
+): Promise<void> {
   await loadVmState(qmp, stateFile, ignoreShared);
   await beforeRun?.();
   // A snapshot taken of a stopped VM restores stopped; the guest must run for its fix-ups.

@@ -62,7 +62,10 @@ export class QemuVm implements VmHandle {
   ) {
     // `true` is a machine launched before the port's contract had versions: version 1.
     const bulkVersion = bulkPort === true ? 1 : bulkPort || undefined;
-    this.guestPorts = { agentSocket: paths.agentSocket, bulk: bulkVersion ? { socket: paths.bulkSocket, version: bulkVersion } : undefined };
+    this.guestPorts = {
+      agentSocket: paths.agentSocket,
+      bulk: bulkVersion ? { socket: paths.bulkSocket, version: bulkVersion } : undefined,
+    };
     this.console = new ConsoleLog(paths.consoleSocket, consoleLogFile);
     this.console.attach();
     this.qemuLogCap = setInterval(() => capDetachedLog(paths.qemuLog, QEMU_LOG_LIMIT_BYTES), QEMU_LOG_CHECK_MS).unref();
@@ -78,7 +81,8 @@ export class QemuVm implements VmHandle {
   }
 
   async waitForAgentPort(deadline: number): Promise<void> {
-    const portOpen = (event: QmpEvent) => event.event === 'VSERPORT_CHANGE' && event.data?.id === AGENT_PORT_DEVICE_ID && event.data?.open === true;
+    const portOpen = (event: QmpEvent) =>
+      event.event === 'VSERPORT_CHANGE' && event.data?.id === AGENT_PORT_DEVICE_ID && event.data?.open === true;
     try {
       await this.qmp.waitForEvent(portOpen, Math.max(1, deadline - Date.now()));
     } catch (err) {

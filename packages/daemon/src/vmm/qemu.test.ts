@@ -32,7 +32,9 @@ describe('qemu command line', () => {
 
   it('attaches the kit read-only and identifies disks by serial', () => {
     expect(args).toContain('id=kit,file=/k/kit.ext4,format=raw,if=none,readonly=on');
-    expect(after('-device')).toEqual(expect.arrayContaining(['virtio-blk-device,drive=root,serial=capsule-root', 'virtio-blk-device,drive=kit,serial=capsule-kit']));
+    expect(after('-device')).toEqual(
+      expect.arrayContaining(['virtio-blk-device,drive=root,serial=capsule-root', 'virtio-blk-device,drive=kit,serial=capsule-kit']),
+    );
   });
 
   it('boots the kernel, but gives a restore none to read (RAM comes from the saved state)', () => {
@@ -54,9 +56,16 @@ describe('qemu command line', () => {
   it('adds the bulk port on bulk.sock only to machines that have it (a machine recorded before it has none)', () => {
     expect(args.join(' ')).not.toContain('capsule.bulk');
     const withBulk = qemuArgs({ ...spec, bulkPort: true }, new VmRuntimePaths('/run/x'));
-    expect(withBulk).toEqual(expect.arrayContaining(['socket,id=bulk,path=/run/x/bulk.sock,server=on,wait=off', 'virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port']));
+    expect(withBulk).toEqual(
+      expect.arrayContaining([
+        'socket,id=bulk,path=/run/x/bulk.sock,server=on,wait=off',
+        'virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port',
+      ]),
+    );
     // After the agent's port, so the agent's keeps its device number.
-    expect(withBulk.indexOf('virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port')).toBeGreaterThan(withBulk.findIndex((a) => a.includes('name=capsule.agent')));
+    expect(withBulk.indexOf('virtserialport,chardev=bulk,name=capsule.bulk,id=bulk-port')).toBeGreaterThan(
+      withBulk.findIndex((a) => a.includes('name=capsule.agent')),
+    );
   });
 
   it('tells TCG guests the host TSC frequency, and KVM guests nothing', () => {

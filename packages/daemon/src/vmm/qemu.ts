@@ -122,40 +122,70 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
   const backend = spec.memoryBackend;
   const memory =
     backend?.type === 'file'
-      ? ['-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optionValue(backend.path)},share=${backend.shared ? 'on' : 'off'}`]
+      ? [
+          '-object',
+          `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optionValue(backend.path)},share=${backend.shared ? 'on' : 'off'}`,
+        ]
       : backend?.type === 'ram'
         ? ['-object', `memory-backend-ram,id=mem,size=${spec.memoryMiB}M`]
         : [];
   return [
-    '-name', spec.id,
-    '-M', `microvm,acpi=on,x-option-roms=off,rtc=on${backend ? ',memory-backend=mem' : ''}`,
-    '-accel', spec.accel,
-    '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
-    '-smp', String(spec.vcpus),
-    '-m', `${spec.memoryMiB}M`,
+    '-name',
+    spec.id,
+    '-M',
+    `microvm,acpi=on,x-option-roms=off,rtc=on${backend ? ',memory-backend=mem' : ''}`,
+    '-accel',
+    spec.accel,
+    '-cpu',
+    spec.accel === 'kvm' ? 'host' : 'max',
+    '-smp',
+    String(spec.vcpus),
+    '-m',
+    `${spec.memoryMiB}M`,
     ...memory,
-    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
     // A restore replaces all of RAM, and a booted guest never reads the kernel or its command line
     // again (QEMU hands them over through fw_cfg, whose contents are not part of the saved state):
     // reading and copying a 14 MiB kernel was half of QEMU's start-up before a restore could begin.
     ...(spec.incoming ? [] : ['-kernel', spec.kernel, '-initrd', spec.initramfs, '-append', kernelCommandLine(spec)]),
-    '-drive', `id=root,file=${optionValue(spec.rootDisk)},format=qcow2,if=none,discard=unmap`,
-    '-device', 'virtio-blk-device,drive=root,serial=capsule-root',
-    '-drive', `id=kit,file=${optionValue(spec.kitDisk)},format=raw,if=none,readonly=on`,
-    '-device', 'virtio-blk-device,drive=kit,serial=capsule-kit',
-    '-object', 'rng-random,id=rng0,filename=/dev/urandom',
-    '-device', 'virtio-rng-device,rng=rng0',
+    '-drive',
+    `id=root,file=${optionValue(spec.rootDisk)},format=qcow2,if=none,discard=unmap`,
+    '-device',
+    'virtio-blk-device,drive=root,serial=capsule-root',
+    '-drive',
+    `id=kit,file=${optionValue(spec.kitDisk)},format=raw,if=none,readonly=on`,
+    '-device',
+    'virtio-blk-device,drive=kit,serial=capsule-kit',
+    '-object',
+    'rng-random,id=rng0,filename=/dev/urandom',
+    '-device',
+    'virtio-rng-device,rng=rng0',
     ...(spec.nic ? nicArgs(spec.nic) : []),
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=agent,path=${optionValue(paths.agentSocket)},server=on,wait=off`,
-    '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
+    '-device',
+    'virtio-serial-device',
+    '-chardev',
+    `socket,id=agent,path=${optionValue(paths.agentSocket)},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME},id=${spec.agentPortId}`,
     ...(spec.bulkPort
-      ? ['-chardev', `socket,id=bulk,path=${optionValue(paths.bulkSocket)},server=on,wait=off`, '-device', `virtserialport,chardev=bulk,name=${BULK_PORT_NAME},id=bulk-port`]
+      ? [
+          '-chardev',
+          `socket,id=bulk,path=${optionValue(paths.bulkSocket)},server=on,wait=off`,
+          '-device',
+          `virtserialport,chardev=bulk,name=${BULK_PORT_NAME},id=bulk-port`,
+        ]
       : []),
-    '-chardev', `socket,id=console,path=${optionValue(paths.consoleSocket)},server=on,wait=off`,
-    '-serial', 'chardev:console',
-    '-qmp', `unix:${optionValue(paths.qmpSocket)},server=on,wait=off`,
-    '-pidfile', paths.pidFile,
+    '-chardev',
+    `socket,id=console,path=${optionValue(paths.consoleSocket)},server=on,wait=off`,
+    '-serial',
+    'chardev:console',
+    '-qmp',
+    `unix:${optionValue(paths.qmpSocket)},server=on,wait=off`,
+    '-pidfile',
+    paths.pidFile,
     ...(spec.incoming ? ['-incoming', 'defer'] : []),
   ];
 }
@@ -166,7 +196,9 @@ export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pi
   // A tap device is opened by name in QEMU's own network namespace, and slirp's sockets are made in it:
   // QEMU starts inside the sandbox's network namespace. nsenter execs QEMU, so the pid stays QEMU's.
   const netns = spec.nic?.type === 'tap' || spec.nic?.type === 'user' ? spec.nic.netns : undefined;
-  const [command, args] = netns ? ['nsenter', [`--net=${netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]] : [QEMU_BINARY, qemuArgs(spec, paths)];
+  const [command, args] = netns
+    ? ['nsenter', [`--net=${netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]]
+    : [QEMU_BINARY, qemuArgs(spec, paths)];
   const pid = await spawnDetached(command, args, { logFile: paths.qemuLog });
   try {
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000, isAlive: () => isProcessAlive(pid) });

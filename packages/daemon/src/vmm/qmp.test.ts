@@ -18,10 +18,25 @@ describe.skipIf(!manifest)('QMP client (real QEMU)', () => {
   let qmp: QmpClient;
 
   beforeAll(async () => {
-    const child = spawn('qemu-system-x86_64', [
-      '-M', 'microvm', '-accel', 'tcg', '-m', '128M', '-nodefaults', '-nographic', '-S',
-      '-kernel', manifest!.kernel, '-qmp', `unix:${socketPath},server=on,wait=off`,
-    ], { stdio: 'ignore' });
+    const child = spawn(
+      'qemu-system-x86_64',
+      [
+        '-M',
+        'microvm',
+        '-accel',
+        'tcg',
+        '-m',
+        '128M',
+        '-nodefaults',
+        '-nographic',
+        '-S',
+        '-kernel',
+        manifest!.kernel,
+        '-qmp',
+        `unix:${socketPath},server=on,wait=off`,
+      ],
+      { stdio: 'ignore' },
+    );
     pid = child.pid!;
     qmp = await QmpClient.connect(socketPath, { timeoutMs: 10_000 });
   });
@@ -35,7 +50,10 @@ describe.skipIf(!manifest)('QMP client (real QEMU)', () => {
   });
 
   it('negotiates and matches replies to commands', async () => {
-    const [status, name] = await Promise.all([qmp.execute<{ status: string }>('query-status'), qmp.execute<{ name?: string }>('query-name')]);
+    const [status, name] = await Promise.all([
+      qmp.execute<{ status: string }>('query-status'),
+      qmp.execute<{ name?: string }>('query-name'),
+    ]);
     expect(status.status).toBe('prelaunch');
     expect(name).toEqual({});
   });

@@ -40,7 +40,10 @@ export interface SeededRandom {
 /** What hostileRequest aims at, as its `kind`. */
 export const REQUEST_KINDS: readonly string[];
 export function seededRandom(seed: number): SeededRandom;
-export function hostileRequest(rng: SeededRandom, target?: FuzzTarget): { kind: string; method: string; path: string; truncated: boolean; bytes: Buffer };
+export function hostileRequest(
+  rng: SeededRandom,
+  target?: FuzzTarget,
+): { kind: string; method: string; path: string; truncated: boolean; bytes: Buffer };
 export function isDocumentedStatus(status: number): boolean;
 export function runFuzz(options: {
   seed: number;

@@ -24,7 +24,23 @@ export function seededRandom(seed) {
   return { next, int, pick, chance, bytes };
 }
 
-const METHODS = ['GET', 'GET', 'POST', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'PROPFIND', 'FOO', 'get', 'TRACE', 'CONNECT', 'M'.repeat(300)];
+const METHODS = [
+  'GET',
+  'GET',
+  'POST',
+  'POST',
+  'PUT',
+  'DELETE',
+  'PATCH',
+  'HEAD',
+  'OPTIONS',
+  'PROPFIND',
+  'FOO',
+  'get',
+  'TRACE',
+  'CONNECT',
+  'M'.repeat(300),
+];
 const BAD_ENCODINGS = ['%', '%G1', '%E0%A4%A', '%00', '%ff', '%2e%2e', '%%', '%C0%AF', '%ED%A0%80', '%uD800', '\u00e9', '..', ''];
 const AGENT_PATHS = [
   '/health',
@@ -70,7 +86,17 @@ const DAEMON_ROUTES = [
   '/sandboxes/{rid}/timeout',
   '/templates',
 ];
-const CONTENT_TYPES = ['application/json', 'application/connect+proto', 'application/connect+json', 'application/proto', 'application/json; charset=utf-16', 'multipart/form-data; boundary=', 'application/octet-stream', 'text/plain', '\u00ff/\u00fe'];
+const CONTENT_TYPES = [
+  'application/json',
+  'application/connect+proto',
+  'application/connect+json',
+  'application/proto',
+  'application/json; charset=utf-16',
+  'multipart/form-data; boundary=',
+  'application/octet-stream',
+  'text/plain',
+  '\u00ff/\u00fe',
+];
 
 /** Syntactically broken or non-object JSON: no body a route could act on. */
 function badJson(rng) {
@@ -99,7 +125,10 @@ function badConnectFrame(rng) {
   const payload = rng.bytes(rng.int(512));
   const header = Buffer.alloc(5);
   header[0] = rng.pick([0, 1, 2, 0x80, 0xff]);
-  header.writeUInt32BE(rng.pick([payload.length + 1 + rng.int(1000), Math.max(0, payload.length - 1 - rng.int(8)), 0xffffffff, 0x7fffffff, 0]), 1);
+  header.writeUInt32BE(
+    rng.pick([payload.length + 1 + rng.int(1000), Math.max(0, payload.length - 1 - rng.int(8)), 0xffffffff, 0x7fffffff, 0]),
+    1,
+  );
   return Buffer.concat([header, payload, rng.chance(0.3) ? header : Buffer.alloc(0)]);
 }
 
@@ -131,7 +160,8 @@ export const REQUEST_KINDS = ['agent-path', 'agent-header', 'port-path', 'port-h
  * sandbox: { sandboxId, apiKey, accessToken, trafficToken, domain }.
  */
 export function hostileRequest(rng, target = {}) {
-  const sandboxId = target.sandboxId && rng.chance(0.5) ? target.sandboxId : `sb_${rng.pick(['', 'x', 'nope0000', '%', 'A'.repeat(200), '..', '\u00e9'])}`;
+  const sandboxId =
+    target.sandboxId && rng.chance(0.5) ? target.sandboxId : `sb_${rng.pick(['', 'x', 'nope0000', '%', 'A'.repeat(200), '..', '\u00e9'])}`;
   const domain = target.domain ?? 'localhost';
   const randomId = rng.pick(['x', 'sb_nope', '%', '..%2f..', 'a'.repeat(300), '%E0%A4%A']);
   const headers = [];
@@ -169,7 +199,8 @@ export function hostileRequest(rng, target = {}) {
   path = mutatePath(rng, path);
   const method = kind === 'daemon' && path === '/v1/sandboxes' ? rng.pick(['GET', 'POST', 'PUT']) : rng.pick(METHODS);
 
-  if (!headers.some(([name]) => name === 'Host')) headers.push(['Host', rng.pick(['localhost', 'localhost:3000', `49983-${sandboxId}.${domain}`, '', 'x'.repeat(300)])]);
+  if (!headers.some(([name]) => name === 'Host'))
+    headers.push(['Host', rng.pick(['localhost', 'localhost:3000', `49983-${sandboxId}.${domain}`, '', 'x'.repeat(300)])]);
   if (rng.chance(0.1)) headers.push(['Host', 'second.host']);
   switch (rng.int(6)) {
     case 0:
@@ -191,7 +222,11 @@ export function hostileRequest(rng, target = {}) {
   }
   if (rng.chance(0.05)) headers.push(['X-Big', 'b'.repeat(rng.pick([8_000, 17_000, 70_000]))]);
   if (rng.chance(0.03)) for (let i = 0; i < rng.pick([100, 2100]); i++) headers.push([`X-Many-${i % 50}`, String(i)]);
-  if (rng.chance(0.05)) headers.push(['Connect-Protocol-Version', rng.pick(['1', '2', ''])], ['Connect-Timeout-Ms', rng.pick(['0', '-1', '99999999999999', 'x'])]);
+  if (rng.chance(0.05))
+    headers.push(
+      ['Connect-Protocol-Version', rng.pick(['1', '2', ''])],
+      ['Connect-Timeout-Ms', rng.pick(['0', '-1', '99999999999999', 'x'])],
+    );
 
   let body = Buffer.alloc(0);
   if (method !== 'GET' || rng.chance(0.1)) {
@@ -225,7 +260,13 @@ export function hostileRequest(rng, target = {}) {
   }
   if (rng.chance(0.5)) headers.push(['Connection', 'close']);
   const head = `${method} ${path} HTTP/1.1\r\n${headers.map(([name, value]) => `${name}: ${value}\r\n`).join('')}\r\n`;
-  return { kind, method: method.slice(0, 20), path: path.slice(0, 160), truncated, bytes: Buffer.concat([Buffer.from(head, 'latin1'), body]) };
+  return {
+    kind,
+    method: method.slice(0, 20),
+    path: path.slice(0, 160),
+    truncated,
+    bytes: Buffer.concat([Buffer.from(head, 'latin1'), body]),
+  };
 }
 
 /** Writes `bytes` on a fresh connection, half-closes, and reads the answer's status line and the start of its body. */
@@ -292,9 +333,24 @@ export async function runFuzz({ seed, requests, timeLimitMs, endpoints, target =
       const answer = await exchange(endpoint.connect, request.bytes, requestTimeoutMs);
       result.byOutcome[answer.outcome] = (result.byOutcome[answer.outcome] ?? 0) + 1;
       if (answer.status) result.byStatus[answer.status] = (result.byStatus[answer.status] ?? 0) + 1;
-      if (answer.outcome === 'timeout' && result.unanswered.length < 20) result.unanswered.push({ endpoint: endpoint.name, kind: request.kind, method: request.method, path: request.path, truncated: request.truncated, head: request.bytes.subarray(0, 300).toString('latin1') });
+      if (answer.outcome === 'timeout' && result.unanswered.length < 20)
+        result.unanswered.push({
+          endpoint: endpoint.name,
+          kind: request.kind,
+          method: request.method,
+          path: request.path,
+          truncated: request.truncated,
+          head: request.bytes.subarray(0, 300).toString('latin1'),
+        });
       if (answer.status && !isDocumentedStatus(answer.status) && result.undocumented.length < 50) {
-        result.undocumented.push({ endpoint: endpoint.name, kind: request.kind, method: request.method, path: request.path, status: answer.status, answer: answer.text });
+        result.undocumented.push({
+          endpoint: endpoint.name,
+          kind: request.kind,
+          method: request.method,
+          path: request.path,
+          status: answer.status,
+          answer: answer.text,
+        });
       }
     }
   };

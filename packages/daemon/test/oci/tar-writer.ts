@@ -68,7 +68,12 @@ export function makeTar(entries: TestTarEntry[]): Buffer {
   const parts: Buffer[] = [];
   for (const e of entries) {
     if (e.globalPax) {
-      parts.push(...paxHeader(Object.entries(e.globalPax).map(([k, v]) => paxRecord(k, v)), 'g'));
+      parts.push(
+        ...paxHeader(
+          Object.entries(e.globalPax).map(([k, v]) => paxRecord(k, v)),
+          'g',
+        ),
+      );
       continue;
     }
     const type = e.type ?? 'file';

@@ -38,7 +38,11 @@ export interface TestImage {
   digest: string;
 }
 
-export function image(layers: TestLayer[], config: { Env?: string[]; User?: string; WorkingDir?: string; Entrypoint?: string[]; Cmd?: string[] } = {}, architecture = 'amd64'): TestImage {
+export function image(
+  layers: TestLayer[],
+  config: { Env?: string[]; User?: string; WorkingDir?: string; Entrypoint?: string[]; Cmd?: string[] } = {},
+  architecture = 'amd64',
+): TestImage {
   const finalConfig = Buffer.from(
     JSON.stringify({
       architecture,
@@ -69,7 +73,12 @@ export async function pushImage(registry: TestRegistry, repository: string, tag:
 }
 
 /** Pushes the images and an index naming them with their platforms. */
-export async function pushIndex(registry: TestRegistry, repository: string, tag: string, entries: { img: TestImage; architecture: string }[]): Promise<string> {
+export async function pushIndex(
+  registry: TestRegistry,
+  repository: string,
+  tag: string,
+  entries: { img: TestImage; architecture: string }[],
+): Promise<string> {
   for (const { img } of entries) await pushImage(registry, repository, img.digest, img);
   const index = Buffer.from(
     JSON.stringify({
@@ -90,20 +99,33 @@ export async function pushIndex(registry: TestRegistry, repository: string, tag:
 export function dockerSaveTar(img: TestImage, repoTag: string, extra: TestTarEntry[] = []): Buffer {
   const layerTars = img.layers.map((l, i) => ({ path: `layer${i}/layer.tar`, content: l.blob }));
   const manifest = [{ Config: 'config.json', RepoTags: [repoTag], Layers: layerTars.map((l) => l.path) }];
-  return makeTar([{ path: 'config.json', content: img.config }, ...layerTars, { path: 'manifest.json', content: JSON.stringify(manifest) }, ...extra]);
+  return makeTar([
+    { path: 'config.json', content: img.config },
+    ...layerTars,
+    { path: 'manifest.json', content: JSON.stringify(manifest) },
+    ...extra,
+  ]);
 }
 
 /** An OCI layout folder holding the image, tagged `ref`. */
 export function writeOciLayout(dir: string, img: TestImage, ref: string): void {
   const blobs = path.join(dir, 'blobs', 'sha256');
   fs.mkdirSync(blobs, { recursive: true });
-  for (const bytes of [img.config, img.manifest, ...img.layers.map((l) => l.blob)]) fs.writeFileSync(path.join(blobs, sha256(bytes).slice(7)), bytes);
+  for (const bytes of [img.config, img.manifest, ...img.layers.map((l) => l.blob)])
+    fs.writeFileSync(path.join(blobs, sha256(bytes).slice(7)), bytes);
   fs.writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   fs.writeFileSync(
     path.join(dir, 'index.json'),
     JSON.stringify({
       schemaVersion: 2,
-      manifests: [{ mediaType: MEDIA.manifest, digest: img.digest, size: img.manifest.length, annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': 'latest' } }],
+      manifests: [
+        {
+          mediaType: MEDIA.manifest,
+          digest: img.digest,
+          size: img.manifest.length,
+          annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': 'latest' },
+        },
+      ],
     }),
   );
 }

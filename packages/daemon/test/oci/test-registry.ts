@@ -67,13 +67,24 @@ export class TestRegistry {
     const expected = `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`;
     this.proxy = http.createServer((req, res) => {
       if (req.headers.authorization !== expected) {
-        res.writeHead(401, { 'www-authenticate': 'Basic realm="capsule-test"', 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+        res
+          .writeHead(401, { 'www-authenticate': 'Basic realm="capsule-test"', 'content-type': 'application/json' })
+          .end('{"errors":[{"code":"UNAUTHORIZED"}]}');
         return;
       }
-      const upstream = http.request({ host: '127.0.0.1', port: Number(this.host.split(':')[1]), method: req.method, path: req.url, headers: { ...req.headers, authorization: '' } }, (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      });
+      const upstream = http.request(
+        {
+          host: '127.0.0.1',
+          port: Number(this.host.split(':')[1]),
+          method: req.method,
+          path: req.url,
+          headers: { ...req.headers, authorization: '' },
+        },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
       upstream.on('error', () => res.destroy());
       req.pipe(upstream);
     });
@@ -83,7 +94,8 @@ export class TestRegistry {
   }
 
   static async start(options: { auth?: TokenAuth } = {}): Promise<TestRegistry> {
-    if (!fs.existsSync(REGISTRY_BIN)) throw new Error(`${REGISTRY_BIN} is missing: run scripts/setup (it installs Debian's docker-registry)`);
+    if (!fs.existsSync(REGISTRY_BIN))
+      throw new Error(`${REGISTRY_BIN} is missing: run scripts/setup (it installs Debian's docker-registry)`);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-registry-'));
     const port = await freePort();
     const lines = [
@@ -95,10 +107,27 @@ export class TestRegistry {
     let tokenServer: http.Server | undefined;
     let registry: TestRegistry | undefined;
     if (options.auth) {
-      execFileSync('openssl', [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-        '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'), '-days', '2', '-subj', '/CN=capsule-test-token',
-      ], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-keyout',
+          path.join(dir, 'key.pem'),
+          '-out',
+          path.join(dir, 'cert.pem'),
+          '-days',
+          '2',
+          '-subj',
+          '/CN=capsule-test-token',
+        ],
+        { stdio: 'ignore' },
+      );
       tokenServer = http.createServer((req, res) => registry?.answerToken(req, res));
       await new Promise<void>((resolve) => tokenServer!.listen(0, '127.0.0.1', resolve));
       const tokenPort = (tokenServer.address() as net.AddressInfo).port;
@@ -182,7 +211,9 @@ export class TestRegistry {
     }
     const scope = url.searchParams.get('scope') ?? '';
     const [, repository = '', actions = ''] = scope.split(':');
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: this.token(repository, actions.split(',').filter(Boolean), this.auth!.username) }));
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ token: this.token(repository, actions.split(',').filter(Boolean), this.auth!.username) }));
   }
 
   private async authHeaders(repository: string): Promise<Record<string, string>> {

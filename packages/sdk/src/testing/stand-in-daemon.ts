@@ -12,11 +12,7 @@ export interface RecordedRequest {
   body: string;
 }
 
-export type StandInHandler = (
-  request: RecordedRequest,
-  res: http.ServerResponse,
-  req: http.IncomingMessage,
-) => void | Promise<void>;
+export type StandInHandler = (request: RecordedRequest, res: http.ServerResponse, req: http.IncomingMessage) => void | Promise<void>;
 
 export interface StandInDaemon {
   socketPath: string;
