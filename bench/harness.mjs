@@ -29,7 +29,7 @@ function startedUnder(pid, root) {
     if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(root)) return true;
     for (const link of ['root', 'cwd']) {
       const target = fs.readlinkSync(`/proc/${pid}/${link}`);
-      if (target === root || target.startsWith(root + '/')) return true;
+      if (target === root || target.startsWith(`${root}/`)) return true;
     }
   } catch {
     // Gone meanwhile, or a kernel thread.

@@ -167,7 +167,7 @@ const saved = {
 const resultsDir = path.join(repo, 'bench/results');
 fs.mkdirSync(resultsDir, { recursive: true });
 const file = path.join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, '-')}${options.quick ? '-quick' : ''}.json`);
-fs.writeFileSync(`${file}.tmp`, JSON.stringify(saved, null, 2) + '\n');
+fs.writeFileSync(`${file}.tmp`, `${JSON.stringify(saved, null, 2)}\n`);
 fs.renameSync(`${file}.tmp`, file); // never a half-written result that looks complete
 log(`results saved in ${path.relative(process.cwd(), file)}`);
 process.exitCode = results.some((r) => r.status === 'failed') ? 1 : 0;

@@ -3,7 +3,10 @@
 //  1. types of every package and every test file (tsc, strict);
 //  2. generated protocol code matches the .proto files;
 //  3. client code (sdk, cli) never imports daemon or agent code: they meet
-//     only in @capsule/protocol.
+//     only in @capsule/protocol;
+//  4. the daemon's folder rules and no cycle between its folders
+//     (scripts/check-folders.mjs);
+//  5. lint and format (Biome, biome.json): `npm run format` fixes what it can.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,6 +27,8 @@ function run(title, file, args) {
 run('types', 'npx', ['tsc', '-b', 'packages/cli', 'packages/daemon', 'packages/agent']);
 run('types of tests', 'npx', ['tsc', '-p', 'tsconfig.tests.json']);
 run('generated protocol code is fresh', 'node', ['packages/protocol/scripts/check-generated.mjs']);
+run("the daemon's folder rules, no cycle between folders", 'node', ['scripts/check-folders.mjs']);
+run('lint and format (Biome)', 'npx', ['biome', 'ci', '--colors=off', '.']);
 
 process.stderr.write('check: client packages import no daemon or agent code\n');
 const forbidden =

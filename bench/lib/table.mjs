@@ -63,5 +63,5 @@ export function sideBySideTable(results, pairs, peerName) {
     const ratio = a?.status === 'ok' && b?.status === 'ok' && b.p50 > 0 ? formatRatio(a.p50 / b.p50) : '–';
     return [what, show(a), show(b), ratio];
   });
-  return markdown(['p50', 'Capsule', peerName, 'Capsule / ' + peerName], lines);
+  return markdown(['p50', 'Capsule', peerName, `Capsule / ${peerName}`], lines);
 }

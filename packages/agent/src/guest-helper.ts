@@ -115,8 +115,7 @@ export class GuestHelper {
 
   private onOutput(chunk: string): void {
     this.buffered += chunk;
-    let newline: number;
-    while ((newline = this.buffered.indexOf('\n')) >= 0) {
+    for (let newline = this.buffered.indexOf('\n'); newline >= 0; newline = this.buffered.indexOf('\n')) {
       const line = this.buffered.slice(0, newline).trim();
       this.buffered = this.buffered.slice(newline + 1);
       const waiting = this.waiting;

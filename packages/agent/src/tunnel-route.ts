@@ -60,7 +60,8 @@ let readBuffer: Buffer | undefined;
 
 function connectLoopback(port: number, timeoutMs: number, sink: ReadSink): Promise<net.Socket> {
   // One read buffer for every tunnel: each read is copied out before the callback returns.
-  const buffer = (readBuffer ??= Buffer.allocUnsafe(READ_CHUNK_BYTES));
+  readBuffer ??= Buffer.allocUnsafe(READ_CHUNK_BYTES);
+  const buffer = readBuffer;
   const attempt = (host: string) =>
     new Promise<net.Socket>((resolve, reject) => {
       // Half-open allowed: the host may finish sending (e.g. an upload) while the service still answers.

@@ -71,12 +71,12 @@ const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/v1/sandboxes/sb_test1/exec/stream') {
     const [how] = JSON.parse(request.body).cmd as string[];
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-    res.write(JSON.stringify({ type: 'start', pid: 3 }) + '\n');
+    res.write(`${JSON.stringify({ type: 'start', pid: 3 })}\n`);
     if (how === 'hang') return; // keeps streaming nothing until the client goes away
-    res.write(JSON.stringify({ type: 'stdout', data: binaryOutput.toString('base64') }) + '\n');
-    res.write(JSON.stringify({ type: 'stderr', data: Buffer.from('warn\n').toString('base64') }) + '\n');
+    res.write(`${JSON.stringify({ type: 'stdout', data: binaryOutput.toString('base64') })}\n`);
+    res.write(`${JSON.stringify({ type: 'stderr', data: Buffer.from('warn\n').toString('base64') })}\n`);
     const exit = how === 'killed' ? { exitCode: -1, signal: 'SIGKILL' } : { exitCode: Number(how) };
-    return void res.end(JSON.stringify({ type: 'exit', durationMs: 4, ...exit }) + '\n');
+    return void res.end(`${JSON.stringify({ type: 'exit', durationMs: 4, ...exit })}\n`);
   }
   return sendError(res, 404, 'not_found', `stand-in has no route for ${request.method} ${request.url}`);
 };

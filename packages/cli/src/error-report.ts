@@ -11,7 +11,7 @@ export function formatError(error: unknown, { debug = false, subject }: { debug?
     lines.push(prefix + error.message);
     if (error.hint) lines.push(`hint: ${error.hint}`);
   } else if (error instanceof Error && error.name === 'AbortError') {
-    lines.push(prefix + 'interrupted');
+    lines.push(`${prefix}interrupted`);
   } else {
     lines.push(prefix + (error instanceof Error ? error.message : String(error)));
     if (!debug) lines.push('hint: this looks like a bug in capsule; run again with --debug for details');
@@ -20,7 +20,7 @@ export function formatError(error: unknown, { debug = false, subject }: { debug?
     lines.push(error.stack);
     if (error instanceof CapsuleError) lines.push(`code: ${error.code}${error.status ? `, HTTP ${error.status}` : ''}`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** Writes the error to stderr and returns the exit code the process should end with. */

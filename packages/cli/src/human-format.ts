@@ -11,7 +11,7 @@ export function renderTable(header: readonly string[], rows: readonly (readonly 
       .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
       .join('   ')
       .trimEnd();
-  return [line(header), ...rows.map(line)].join('\n') + '\n';
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`;
 }
 
 /** `45s`, `3m`, `2h`, `5d` since `isoTime`; `-` for an unreadable time. */
@@ -158,7 +158,7 @@ export function describeSandbox(sandbox: SandboxInfo, now: number = Date.now()):
         .split('\n'),
     );
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** A command as a Capsulefile writes it: the shell form's text, else the exec form's JSON array. */
@@ -201,36 +201,34 @@ export function describeTemplate(template: TemplateDetails, now: number = Date.n
   ];
   const lines = keyValueLines(pairs);
   if (template.warmSnapshotError) lines.push('Warm snapshot error', ...template.warmSnapshotError.split('\n').map((line) => `  ${line}`));
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /** The human view of `capsule daemon status`. */
 export function describeDaemon(info: DaemonInfo, now: number = Date.now()): string {
-  return (
-    keyValueLines([
-      ['capsuled', `${info.version}, running (pid ${info.pid}, up ${formatAge(info.startedAt, now)})`],
-      ['Accel', `${info.accel} (${info.accelReason})`],
-      ['QEMU', info.qemuVersion],
-      ['Sandboxes', `${info.sandboxesRunning} running`],
-      ['Socket', info.socketPath],
-      ...(info.tcpAddress
-        ? [
-            [
-              'TCP',
-              `${info.tls ? 'https' : 'http'}://${info.tcpAddress}${info.tls ? '' : ' (plain HTTP: API keys travel in cleartext)'}`,
-            ] as [string, string],
-          ]
-        : []),
-      ...(info.tls
-        ? [
-            ['TLS SHA-256', info.tls.fingerprintSha256] as [string, string],
-            ['TLS cert', `${info.tls.certificatePath}${info.tls.generated ? ' (self-signed, made by capsuled)' : ''}`] as [string, string],
-          ]
-        : []),
-      ['State dir', info.stateDir],
-      ['Runtime dir', info.runtimeDir],
-    ]).join('\n') + '\n'
-  );
+  return `${keyValueLines([
+    ['capsuled', `${info.version}, running (pid ${info.pid}, up ${formatAge(info.startedAt, now)})`],
+    ['Accel', `${info.accel} (${info.accelReason})`],
+    ['QEMU', info.qemuVersion],
+    ['Sandboxes', `${info.sandboxesRunning} running`],
+    ['Socket', info.socketPath],
+    ...(info.tcpAddress
+      ? [
+          [
+            'TCP',
+            `${info.tls ? 'https' : 'http'}://${info.tcpAddress}${info.tls ? '' : ' (plain HTTP: API keys travel in cleartext)'}`,
+          ] as [string, string],
+        ]
+      : []),
+    ...(info.tls
+      ? [
+          ['TLS SHA-256', info.tls.fingerprintSha256] as [string, string],
+          ['TLS cert', `${info.tls.certificatePath}${info.tls.generated ? ' (self-signed, made by capsuled)' : ''}`] as [string, string],
+        ]
+      : []),
+    ['State dir', info.stateDir],
+    ['Runtime dir', info.runtimeDir],
+  ]).join('\n')}\n`;
 }
 
 /** `Nov 25 14:02` for this year, `Nov 25  2025` otherwise, like `ls -l`; `-` when unknown. */

@@ -33,6 +33,7 @@ export const daemonMain = fileURLToPath(new URL('../dist/main.js', import.meta.u
 export const cliMain = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
 export const sharedCacheDir = process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule';
 
+// biome-ignore lint/suspicious/noExplicitAny: the raw client, for bodies no schema describes (bad input, errors); typed calls go through daemon.api
 export interface ApiResponse<T = any> {
   status: number;
   body: T;
@@ -143,6 +144,7 @@ export class TestDaemon {
     }
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: as ApiResponse's
   request<T = any>(method: string, urlPath: string, body?: unknown): Promise<ApiResponse<T>> {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -364,6 +366,7 @@ export class DaemonApi {
  * this file started (and has not destroyed) is printed. Import it instead of
  * vitest's.
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: an automatic fixture gives its tests no value
 export const it = test.extend<{ daemonLogsOnFailure: void }>({
   daemonLogsOnFailure: [
     async ({ onTestFailed }, use) => {

@@ -104,7 +104,7 @@ describe('keys travel in cleartext: the TCP listener serves TLS (real daemons)',
       tls: { fingerprintSha256: fingerprintSha256.replaceAll(':', '').toLowerCase() },
     });
     const byCa = new CapsuleClient({ host, port, apiKey, tls: { ca: fs.readFileSync(info.tls?.certificatePath ?? '') } });
-    const wrongPin = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: 'AA:'.repeat(31) + 'AA' } });
+    const wrongPin = new CapsuleClient({ host, port, apiKey, tls: { fingerprintSha256: `${'AA:'.repeat(31)}AA` } });
     const systemCas = new CapsuleClient({ host, port, apiKey });
     const plain = new CapsuleClient({ host, port, apiKey, tls: false });
     try {

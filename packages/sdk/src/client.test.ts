@@ -96,7 +96,7 @@ describe('CapsuleClient with a stand-in daemon', () => {
         { type: 'stderr', data: Buffer.from('oops').toString('base64') },
         { type: 'exit', exitCode: 3, durationMs: 12 },
       ]
-        .map((event) => JSON.stringify(event) + '\n')
+        .map((event) => `${JSON.stringify(event)}\n`)
         .join('');
       for (let offset = 0; offset < body.length; offset += 7) {
         res.write(body.slice(offset, offset + 7));

@@ -85,10 +85,11 @@ export class DaemonTlsAgent extends https.Agent {
     const fingerprint = this.#trust.fingerprintSha256;
     if (fingerprint === undefined) return tls.connect({ ...options, ...(this.#trust.ca !== undefined ? { ca: this.#trust.ca } : {}) });
     // A failed fetch is forgotten, so that a daemon started later is reached by the next request.
-    const pinned = (this.#pinned ??= fetchPinnedCertificate(this.#host, this.#port, fingerprint).catch((error: unknown) => {
+    this.#pinned ??= fetchPinnedCertificate(this.#host, this.#port, fingerprint).catch((error: unknown) => {
       this.#pinned = undefined;
       throw error;
-    }));
+    });
+    const pinned = this.#pinned;
     pinned.then(
       (ca) => callback(null, tls.connect({ ...options, ca, checkServerIdentity: () => undefined })),
       (error: Error) => callback(error),

@@ -42,7 +42,7 @@ async function startScriptedDaemon() {
         { type: 'stderr', data: b64('careful\n') },
         { type: 'exit', exitCode, durationMs: 5 },
       ])
-        res.write(JSON.stringify(event) + '\n');
+        res.write(`${JSON.stringify(event)}\n`);
       return void res.end();
     }
     return sendError(res, 404, 'not_found', `no route ${request.method} ${request.url}`);

@@ -29,7 +29,7 @@ describe('capsule-guest-helper', () => {
   });
 
   it('answers one line per request in serve mode, and ends with its input', () => {
-    const input = ['reseed zz', '', 'settime 1 x', 'nonsense', `reseed ${'ab'.repeat(600)}`, 'x'.repeat(3000)].join('\n') + '\n';
+    const input = `${['reseed zz', '', 'settime 1 x', 'nonsense', `reseed ${'ab'.repeat(600)}`, 'x'.repeat(3000)].join('\n')}\n`;
     const res = spawnSync(helper, ['serve'], { input, encoding: 'utf8', timeout: 5000 });
     expect(res.status).toBe(0);
     expect(res.stdout.trim().split('\n')).toEqual([
@@ -54,7 +54,7 @@ describe('capsule-guest-helper', () => {
     ]);
 
   it("bulk-recv skips stale bytes up to its transfer's header, then writes the frames' bytes up to the empty frame", () => {
-    const stale = Buffer.concat([Buffer.from('CAPSBULK' + 'f'.repeat(32)), Buffer.alloc(5000, 7), Buffer.from('CAPSBU')]);
+    const stale = Buffer.concat([Buffer.from(`CAPSBULK${'f'.repeat(32)}`), Buffer.alloc(5000, 7), Buffer.from('CAPSBU')]);
     const body = Buffer.alloc(3 * 1024 * 1024 + 17);
     for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
     // Frames of uneven sizes, one larger than the helper's buffer.

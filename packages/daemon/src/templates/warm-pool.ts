@@ -47,10 +47,10 @@ export class WarmPool {
    * would slow down the first commands of the sandbox just handed out.
    */
   take(): PooledVm | undefined {
-    let pooled: PooledVm | undefined;
-    while ((pooled = this.ready.shift())) {
-      if (pooled.vm.alive && !pooled.vm.stopping) break;
+    let pooled = this.ready.shift();
+    while (pooled && !(pooled.vm.alive && !pooled.vm.stopping)) {
       void pooled.discard();
+      pooled = this.ready.shift();
     }
     setTimeout(() => this.fill(), REFILL_DELAY_MS).unref();
     return pooled;
