@@ -2,7 +2,8 @@
 // The daemon's folder rules, run by `npm run check`: which folder of
 // packages/daemon/src may import which (the table below, lowest layer first),
 // and no cycle between folders, so each folder can be read, tested and
-// replaced from the bottom up. Imports are read with TypeScript's own
+// replaced from the bottom up; and no SQL outside store/ (every query is a
+// named function there). Imports are read with TypeScript's own
 // pre-processor, not a regular expression. Test files are leaves and exempt.
 // Usage: node scripts/check-folders.mjs   (exit 1 on any broken rule or cycle)
 import fs from 'node:fs';
@@ -52,8 +53,14 @@ for (const file of files) {
   if (from !== '' && !(from in MAY_IMPORT)) {
     problems.push(`${rel}: folder "${from}" has no line in MAY_IMPORT (scripts/check-folders.mjs): say which folders it may import`);
   }
-  const { importedFiles } = ts.preProcessFile(fs.readFileSync(file, 'utf8'), true, true);
+  const text = fs.readFileSync(file, 'utf8');
+  if (from !== 'store') {
+    const query = /\bdb\s*\.\s*(selectFrom|insertInto|updateTable|deleteFrom|transaction)\b/.exec(text);
+    if (query) problems.push(`${rel}: a query (db.${query[1]}) outside store/: put it behind a named function in store/`);
+  }
+  const { importedFiles } = ts.preProcessFile(text, true, true);
   for (const { fileName } of importedFiles) {
+    if (from !== 'store' && /^(kysely|better-sqlite3)$/.test(fileName)) problems.push(`${rel} imports ${fileName}: only store/ speaks SQL`);
     if (!fileName.startsWith('.')) continue;
     const target = path.resolve(path.dirname(file), fileName);
     if (!target.startsWith(src + path.sep)) continue;
