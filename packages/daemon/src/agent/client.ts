@@ -213,20 +213,23 @@ export class AgentClient {
  * connection is closed instead (the next call opens a new one).
  */
 const RESET_GRACE_MS = 10_000;
+const awaitingReset = new WeakSet<ClientHttp2Stream>();
 
 /**
  * Cancels an agent stream: RST_STREAM CANCEL, after which Node destroys the
  * stream itself once nghttp2 has closed it. Never destroy() an agent stream
- * that is still open: Node 20's http2 (20.13 and later, nodejs/node#52952)
+ * nghttp2 still holds: Node 20's http2 (20.13 and later, nodejs/node#52952)
  * queues a reset behind a write in progress, and a stream destroyed in
- * between loses it while nghttp2 still holds the stream's body. nghttp2 then
+ * between loses it while nghttp2 still has the stream's body. nghttp2 then
  * asks Node for that stream's next bytes, gets 0 without end-of-stream, and
  * asks again forever in one synchronous loop that fills memory until the
  * daemon dies. A client breaking off an upload did exactly that.
  */
 export function cancelAgentStream(stream: ClientHttp2Stream): void {
-  if (stream.destroyed || stream.closed) return;
-  stream.close(h2.NGHTTP2_CANCEL);
+  if (stream.destroyed) return;
+  if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+  if (awaitingReset.has(stream)) return;
+  awaitingReset.add(stream);
   const session = stream.session;
   const fallback = setTimeout(() => {
     if (!stream.destroyed) session?.destroy();
@@ -235,22 +238,35 @@ export function cancelAgentStream(stream: ClientHttp2Stream): void {
 }
 
 /**
- * Makes destroy() on an agent stream a cancel (see cancelAgentStream) while
- * the stream is open, for the code that destroys streams it was handed: the
- * proxies' pipelines, the HTTP client over a tunnel, a tunnel's relay. Once
- * the stream is closed, destroy() is Node's own and runs at once (Node counts
- * on it: deferring it wedged the session).
+ * Makes destroy() on an agent stream a cancel (see cancelAgentStream) until
+ * nghttp2 has closed the stream, for the code that destroys streams it was
+ * handed, once or several times: the proxies' pipelines, the HTTP client over
+ * a tunnel, a tunnel's relay. Node's own destroy, which follows nghttp2's
+ * close, runs at once (Node counts on it: deferring it wedged the session).
  */
 function cancelInsteadOfDestroy(stream: ClientHttp2Stream): void {
   const destroyNow = stream.destroy.bind(stream);
   stream.destroy = (error?: Error) => {
     if (stream.destroyed) return stream;
     // A session going down takes all its streams with it, nghttp2's side included: nothing can loop.
-    if (!stream.session || stream.session.destroyed) return destroyNow(error);
-    if (stream.closed) return destroyNow(error);
+    if (!stream.session || stream.session.destroyed || closedByNghttp2(stream)) return destroyNow(error);
     cancelAgentStream(stream);
     return stream;
   };
+}
+
+let streamStateKey: symbol | undefined;
+
+/**
+ * Whether nghttp2 has closed the stream: Node's handler of nghttp2's close
+ * marks the stream's private state (`fd = -1`) just before it destroys the
+ * stream. Where that state cannot be found (another Node), a stream closed
+ * on our side counts, as it did before.
+ */
+function closedByNghttp2(stream: ClientHttp2Stream): boolean {
+  streamStateKey ??= Object.getOwnPropertySymbols(stream).find((key) => key.description === 'state');
+  const state = streamStateKey ? (stream as unknown as Record<symbol, { fd?: number } | undefined>)[streamStateKey] : undefined;
+  return state ? state.fd === -1 : stream.closed;
 }
 
 const guarded = new WeakSet<Http2Session>();
