@@ -35,3 +35,6 @@ export const IdParams = {
 } as const;
 
 export const errorResponses = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 500: ErrorResponse, 502: ErrorResponse };
+
+/** The error answers of the image and template routes: those and 422, an image or a build step that is at fault (image_invalid, build_step_failed...). */
+export const imageErrorResponses = { ...errorResponses, 422: ErrorResponse };

@@ -16,8 +16,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import { type DaemonInfo, httpStatusOf, type ErrorBody } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
-import { registerImageRoutes } from './image-routes.js';
-import { registerTemplateRoutes } from './template-routes.js';
+import { imageRoutes } from './image-routes.js';
+import { templateRoutes } from './template-routes.js';
 import type { Logger } from '../log.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Templates } from '../templates/templates.js';
@@ -145,12 +145,17 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     }
   });
 
-  addRoutes(app, systemRoutes(ctx.info));
+  // A build context upload's body is read as a stream by its route (template-routes.ts), bounded there; never buffered whole.
+  app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
 
-  registerTemplateRoutes(app, ctx.templates, (req) => viaTcp.has(req));
-  registerImageRoutes(app, ctx.images, ctx.templates, (req) => viaTcp.has(req));
-
-  addRoutes(app, [...sandboxRoutes(ctx.manager, ctx.templates), ...apiKeyRoutes(ctx.apiKeys, (req) => viaTcp.has(req))]);
+  const isViaTcp = (req: IncomingMessage) => viaTcp.has(req);
+  addRoutes(app, [
+    ...systemRoutes(ctx.info),
+    ...templateRoutes(ctx.templates, isViaTcp),
+    ...imageRoutes(ctx.images, ctx.templates, isViaTcp),
+    ...sandboxRoutes(ctx.manager, ctx.templates),
+    ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
+  ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {

@@ -5,13 +5,12 @@
 import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { BuildEvent, BuildTemplateRequest, CreateTemplateRequest, Template, TemplateDetails, TemplateList } from '@capsule/protocol';
-import type { FastifyInstance } from 'fastify';
 import { CapsuleError } from '../errors.js';
 import type { Templates } from '../templates/templates.js';
 import { BUILD_CONTEXT_CONTENT_TYPE, readContextCapsulefile, unpackBuildContext } from './build-context-upload.js';
 import { hostPathRefusal, realHostPath } from './host-paths.js';
-import { errorResponses } from './image-routes.js';
 import { streamEvents } from './ndjson-stream.js';
+import { type ApiRoute, imageErrorResponses, route } from './routes.js';
 
 const NameParams = {
   type: 'object',
@@ -20,28 +19,28 @@ const NameParams = {
 } as const;
 
 /** `viaTcp` tells a TCP client's request from a local one's. */
-export function registerTemplateRoutes(app: FastifyInstance, templates: Templates, viaTcp: (req: IncomingMessage) => boolean): void {
-  // A build context upload's body is read as a stream by its route, bounded there; never buffered whole.
-  app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
-
-  app.get('/v1/templates', { schema: { response: { 200: TemplateList } } }, async () => ({ templates: await templates.list() }));
-
-  app.post<{ Body: CreateTemplateRequest }>(
-    '/v1/templates',
-    {
+export function templateRoutes(templates: Templates, viaTcp: (req: IncomingMessage) => boolean): ApiRoute[] {
+  return [
+    route({
+      method: 'GET',
+      url: '/v1/templates',
+      schema: { response: { 200: TemplateList } },
+      handler: async () => ({ templates: await templates.list() }),
+    }),
+    route<{ Body: CreateTemplateRequest }>({
+      method: 'POST',
+      url: '/v1/templates',
       schema: {
         body: CreateTemplateRequest,
         description:
           "Builds a template from an image in the store: its root filesystem now, its warm snapshot in the background (see the template's warmSnapshot).",
-        response: { 201: Template, ...errorResponses },
+        response: { 201: Template, ...imageErrorResponses },
       },
-    },
-    async (request, reply) => reply.code(201).send(await templates.create(request.body)),
-  );
-
-  app.post<{ Body: BuildTemplateRequest | AsyncIterable<Buffer>; Querystring: { name?: string; capsulefile?: string } }>(
-    '/v1/templates/build',
-    {
+      handler: async (request, reply) => reply.code(201).send(await templates.create(request.body)),
+    }),
+    route<{ Body: BuildTemplateRequest | AsyncIterable<Buffer>; Querystring: { name?: string; capsulefile?: string } }>({
+      method: 'POST',
+      url: '/v1/templates/build',
       schema: {
         body: {
           content: {
@@ -68,77 +67,77 @@ export function registerTemplateRoutes(app: FastifyInstance, templates: Template
           'COPY sources come from `contextDir`, a folder on the daemon’s host (unix socket only), or from the body sent as application/x-tar with ?name=.',
         response: {
           200: { description: 'BuildEvent lines', content: { 'application/x-ndjson': { schema: BuildEvent } } },
-          ...errorResponses,
+          ...imageErrorResponses,
         },
       },
-    },
-    async (request, reply) => {
-      templates.assertBuildRoom();
-      let build: BuildTemplateRequest;
-      let uploaded: string | undefined;
-      if (isAsyncIterable(request.body)) {
-        const name = request.query.name;
-        if (name === undefined)
-          throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', {
-            hint: 'add ?name=TEMPLATE to the URL',
-          });
-        uploaded = templates.newBuildContextDir();
+      handler: async (request, reply) => {
+        templates.assertBuildRoom();
+        let build: BuildTemplateRequest;
+        let uploaded: string | undefined;
+        if (isAsyncIterable(request.body)) {
+          const name = request.query.name;
+          if (name === undefined)
+            throw new CapsuleError('invalid_argument', 'a build context upload needs the template name', {
+              hint: 'add ?name=TEMPLATE to the URL',
+            });
+          uploaded = templates.newBuildContextDir();
+          try {
+            await unpackBuildContext(request.body, uploaded);
+            build = {
+              name,
+              capsulefile: readContextCapsulefile(uploaded, request.query.capsulefile ?? 'Capsulefile'),
+              contextDir: uploaded,
+            };
+          } catch (err) {
+            fs.rmSync(uploaded, { recursive: true, force: true });
+            throw err;
+          }
+        } else {
+          build = request.body;
+          if (build.contextDir !== undefined) {
+            if (viaTcp(request.raw))
+              throw hostPathRefusal(
+                'contextDir',
+                `upload the build folder instead: POST /v1/templates/build?name=NAME with Content-Type: ${BUILD_CONTEXT_CONTENT_TYPE} and the folder as a tar`,
+              );
+            build = { ...build, contextDir: realHostPath(build.contextDir) };
+          }
+        }
+        reply.hijack();
         try {
-          await unpackBuildContext(request.body, uploaded);
-          build = { name, capsulefile: readContextCapsulefile(uploaded, request.query.capsulefile ?? 'Capsulefile'), contextDir: uploaded };
-        } catch (err) {
-          fs.rmSync(uploaded, { recursive: true, force: true });
-          throw err;
+          await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({
+            type: 'done',
+            template: await templates.build(build, emit, signal),
+          }));
+        } finally {
+          if (uploaded) fs.rmSync(uploaded, { recursive: true, force: true });
         }
-      } else {
-        build = request.body;
-        if (build.contextDir !== undefined) {
-          if (viaTcp(request.raw))
-            throw hostPathRefusal(
-              'contextDir',
-              `upload the build folder instead: POST /v1/templates/build?name=NAME with Content-Type: ${BUILD_CONTEXT_CONTENT_TYPE} and the folder as a tar`,
-            );
-          build = { ...build, contextDir: realHostPath(build.contextDir) };
-        }
-      }
-      reply.hijack();
-      try {
-        await streamEvents<BuildEvent>(reply.raw, async (emit, signal) => ({
-          type: 'done',
-          template: await templates.build(build, emit, signal),
-        }));
-      } finally {
-        if (uploaded) fs.rmSync(uploaded, { recursive: true, force: true });
-      }
-    },
-  );
-
-  app.get<{ Params: { name: string } }>(
-    '/v1/templates/:name',
-    {
+      },
+    }),
+    route<{ Params: { name: string } }>({
+      method: 'GET',
+      url: '/v1/templates/:name',
       schema: {
         params: NameParams,
         description: 'One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes.',
-        response: { 200: TemplateDetails, ...errorResponses },
+        response: { 200: TemplateDetails, ...imageErrorResponses },
       },
-    },
-    async (request) => await templates.inspect(request.params.name),
-  );
-
-  app.delete<{ Params: { name: string } }>(
-    '/v1/templates/:name',
-    {
+      handler: async (request) => await templates.inspect(request.params.name),
+    }),
+    route<{ Params: { name: string } }>({
+      method: 'DELETE',
+      url: '/v1/templates/:name',
       schema: {
         params: NameParams,
         description: 'Removes a template built from an image; its running sandboxes keep running.',
-        response: errorResponses,
+        response: imageErrorResponses,
       },
-    },
-    async (request, reply) => {
-      await templates.remove(request.params.name);
-      return reply.code(204).send();
-    },
-  );
+      handler: async (request, reply) => {
+        await templates.remove(request.params.name);
+        return reply.code(204).send();
+      },
+    }),
+  ];
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<Buffer> {
