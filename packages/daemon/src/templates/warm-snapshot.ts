@@ -117,6 +117,33 @@ export function loadWarmSnapshot(cacheDir: string, inputs: WarmSnapshotInputs): 
   return { ...snapshot, ...files };
 }
 
+/** Where the VMs that boot templates for their warm snapshots keep their sockets and pid files. */
+function templateVmRuntimeDir(runtimeDir: string): string {
+  return path.join(runtimeDir, 'builds');
+}
+
+/**
+ * Kills the template VMs a daemon that died left booting for a warm snapshot,
+ * and removes their folders: nothing else would, and a new build of the same
+ * template would meet the old VM on its sockets. Runs before any build.
+ */
+export async function removeOrphanTemplateVms(runtimeDir: string, log: Logger): Promise<void> {
+  const dir = templateVmRuntimeDir(runtimeDir);
+  if (!fs.existsSync(dir)) return;
+  for (const name of fs.readdirSync(dir)) {
+    const pid = qemuDriver.findRunning(new VmRuntimePaths(path.join(dir, name)), templateVmId(name));
+    if (pid !== undefined) {
+      log.warn({ template: name, pid }, 'killing a template VM a previous capsuled left booting');
+      await qemuDriver.kill(pid);
+    }
+    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function templateVmId(name: string): string {
+  return `template-${name}`;
+}
+
 /**
  * Boots the template once and snapshots it; concurrent builders each write
  * their own temp folder. An abort (the daemon stopping) stops the template VM,
@@ -135,7 +162,7 @@ export async function buildWarmSnapshot(
   const name = `${t.name}-${key}`;
   const dir = path.join(snapshotsDir(cacheDir), name);
   const temp = tempSibling(dir);
-  const paths = new VmRuntimePaths(path.join(runtimeDir, 'builds', name));
+  const paths = new VmRuntimePaths(path.join(templateVmRuntimeDir(runtimeDir), name));
   fs.mkdirSync(temp, { recursive: true });
   const machine: WarmSnapshot['machine'] = {
     accel: inputs.accel,
@@ -155,7 +182,7 @@ export async function buildWarmSnapshot(
     await runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', t.rootfs, path.join(temp, 'disk.qcow2')]);
     vm = await qemuDriver.launch(
       {
-        id: `template-${name}`,
+        id: templateVmId(name),
         ...machine,
         vcpus: t.default_vcpus,
         memoryMiB: t.default_memory_mib,

@@ -9,7 +9,7 @@ import type { Store, TemplateRecord } from '../store/store.js';
 import { getSnapshotTemplateDir, getTemplateImage } from '../store/templates.js';
 import { loadSnapshotTemplate } from './snapshot-templates.js';
 import { serviceOf } from './template-records.js';
-import { buildWarmSnapshot, loadWarmSnapshot, warmSnapshotInputs, type WarmSnapshot } from './warm-snapshot.js';
+import { buildWarmSnapshot, loadWarmSnapshot, removeOrphanTemplateVms, warmSnapshotInputs, type WarmSnapshot } from './warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
@@ -20,6 +20,8 @@ export class WarmSnapshots {
   private readonly pools = new Map<string, WarmPool>();
   private readonly builds = new Set<Promise<unknown>>();
   private readonly stopping = new AbortController();
+  /** A previous daemon's template VMs, gone before this one boots any (see removeOrphanTemplateVms). */
+  private readonly orphansRemoved: Promise<void>;
 
   constructor(
     private readonly store: Store,
@@ -30,7 +32,11 @@ export class WarmSnapshots {
     private readonly qemuVersion: string,
     /** A VM for a pool, restored from `snapshot` and warmed up; refused when the host has no room (memory.ts). */
     private readonly restoreIntoPool: (snapshot: WarmSnapshot) => Promise<PooledVm>,
-  ) {}
+  ) {
+    this.orphansRemoved = removeOrphanTemplateVms(config.runtimeDir, log).catch((err: unknown) =>
+      log.error({ err: errorMessage(err) }, 'could not remove the template VMs a previous capsuled left'),
+    );
+  }
 
   /** Whether a template has a warm snapshot: `ready`, `building`, `failed` or `disabled`. */
   warmSnapshotState(template: string): WarmSnapshotState {
@@ -95,6 +101,7 @@ export class WarmSnapshots {
     );
     const loaded = loadWarmSnapshot(this.config.cacheDir, inputs);
     if (loaded) return loaded;
+    await this.orphansRemoved;
     const build = buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
     this.builds.add(build);
     try {
