@@ -29,6 +29,9 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const src = process.argv[2] ? path.resolve(process.argv[2]) : path.join(root, 'packages/daemon/src');
 const problems = [];
 
+/** Whether a path relative to src names one of the root wiring files (imports name them with .js). */
+const isWiring = (name) => path.dirname(name) === '.' && WIRING.has(path.basename(name).replace(/\.js$/, '.ts'));
+
 /** The folder a file of src belongs to: its first path segment, or '' for a root file. */
 const folderOf = (file) => {
   const parts = path.relative(src, file).split(path.sep);
@@ -66,7 +69,6 @@ for (const file of files) {
     if (!target.startsWith(src + path.sep)) continue;
     const to = folderOf(target);
     const targetName = path.relative(src, target);
-    const isWiring = (name) => path.dirname(name) === '.' && WIRING.has(path.basename(name).replace(/\.js$/, '.ts'));
     if (isWiring(targetName) && !isWiring(rel)) {
       problems.push(`${rel} imports ${targetName}: only the entry point may import the wiring`);
       continue;

@@ -177,14 +177,7 @@ export class SandboxAdoption {
     try {
       if ((await this.continueInterruptedFreeze(id, handle)) === 'paused') {
         await vm.stop();
-        fs.rmSync(paths.dir, { recursive: true, force: true });
-        await this.store.transition(
-          id,
-          'paused',
-          'daemon_restart',
-          'capsuled stopped while pausing this sandbox, after its state was saved',
-          { expires_at: null },
-        );
+        await this.settlePaused(id);
         this.log.info({ sandbox: id }, 'a pause cut short by the daemon stopping finished as paused');
         return;
       }
@@ -251,21 +244,19 @@ export class SandboxAdoption {
     return 'running';
   }
 
+  /** A sandbox whose pause had saved its state when the daemon stopped: paused, its VM's runtime folder gone. */
+  private async settlePaused(id: string): Promise<void> {
+    fs.rmSync(this.vms.runtimePaths(id).dir, { recursive: true, force: true });
+    await this.store.transition(id, 'paused', 'daemon_restart', 'capsuled stopped while pausing this sandbox, after its state was saved', {
+      expires_at: null,
+    });
+  }
+
   /** A running sandbox whose QEMU is gone: paused if its pause had saved the state, else an error. */
   private async settleGone(record: SandboxRecord): Promise<void> {
     const id = record.id;
     const paths = this.vms.runtimePaths(id);
-    if (fs.existsSync(this.vms.pauseStateFile(id))) {
-      fs.rmSync(paths.dir, { recursive: true, force: true });
-      await this.store.transition(
-        id,
-        'paused',
-        'daemon_restart',
-        'capsuled stopped while pausing this sandbox, after its state was saved',
-        { expires_at: null },
-      );
-      return;
-    }
+    if (fs.existsSync(this.vms.pauseStateFile(id))) return await this.settlePaused(id);
     const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
     const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
     await this.vms.removeVmFiles(id);
