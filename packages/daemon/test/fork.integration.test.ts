@@ -20,7 +20,7 @@ describe('fork (real QEMU microVM)', () => {
     await exec(source.id, [
       'sh',
       '-c',
-      'echo before-fork > /root/state; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
+      'echo before-fork > /root/state; (n=0; while true; do n=$((n+1)); echo $n > /root/counter.new; mv /root/counter.new /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
     ]);
 
     const forks = await daemon.api.fork(source.id, 2);

@@ -36,7 +36,11 @@ describe('pause and resume (real QEMU microVM)', () => {
   it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async ({ sandbox }) => {
     const { id } = sandbox;
     // A process that counts, started before any pause: it must still be counting after the last resume.
-    await exec(id, ['sh', '-c', '(n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &']);
+    await exec(id, [
+      'sh',
+      '-c',
+      '(n=0; while true; do n=$((n+1)); echo $n > /root/counter.new; mv /root/counter.new /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
+    ]);
     for (let cycle = 0; cycle < CYCLES; cycle++) {
       await exec(id, ['sh', '-c', `echo cycle-${cycle} >> /root/journal; sync`]);
       const paused = await daemon.api.pause(id);

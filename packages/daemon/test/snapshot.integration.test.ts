@@ -28,7 +28,7 @@ describe('snapshot a sandbox as a template (real QEMU microVM)', () => {
     await exec(sourceId, [
       'sh',
       '-c',
-      'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
+      'echo at-snapshot > /root/state; sync; (n=0; while true; do n=$((n+1)); echo $n > /root/counter.new; mv /root/counter.new /root/counter; sleep 0.2; done) > /dev/null 2>&1 &',
     ]);
 
     expect(await daemon.api.snapshot(sourceId, 'snap-a')).toMatchObject({
