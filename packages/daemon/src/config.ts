@@ -35,6 +35,14 @@ export interface DaemonConfig {
    * `host:port` or `https://host:port` serve TLS, `http://host:port` plain HTTP (asked for by name only).
    */
   listen?: TcpListen;
+  /** Run every QEMU in its jail (CAPSULE_JAIL, on by default); off only on hosts that cannot. */
+  jail: boolean;
+  /**
+   * The ids jailed VMs run as (CAPSULE_JAIL_IDS, `FIRST-LAST`): FIRST is the
+   * group they share, each VM gets a uid of its own from the rest. Host-wide:
+   * two daemons on one host need ranges that do not overlap.
+   */
+  jailIds: { first: number; count: number };
   /** The operator's certificate and key for TLS on TCP (CAPSULE_TLS_CERT, CAPSULE_TLS_KEY); else one made in stateDir. */
   tlsCertFile?: string;
   tlsKeyFile?: string;
@@ -72,6 +80,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     network,
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),
+    jail: onOff(env.CAPSULE_JAIL, true),
+    jailIds: parseIdRange(env.CAPSULE_JAIL_IDS || '900000-999999'),
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
     ...parseTlsFiles(env),
   };
@@ -124,4 +134,13 @@ function positiveInt(value: string | undefined, fallback: number): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new Error(`expected a whole number, got "${value}"`);
   return n;
+}
+
+function parseIdRange(value: string): { first: number; count: number } {
+  const match = /^(\d+)-(\d+)$/.exec(value.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2]);
+  if (!match || first < 1000 || last > 4_294_967_294 || last - first < 2)
+    throw new Error(`CAPSULE_JAIL_IDS must be FIRST-LAST with 1000 <= FIRST, at least 3 ids and LAST below 2^32-1, e.g. 900000-999999, not "${value}"`);
+  return { first, count: last - first + 1 };
 }

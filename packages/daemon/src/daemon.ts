@@ -22,6 +22,7 @@ import { testOnlyDelay } from './test-only-delay.js';
 import { templatesFromManifest } from './templates/defaults.js';
 import { Templates } from './templates/templates.js';
 import { chooseAccel } from './vmm/accel.js';
+import { useJail, VmJail } from './vmm/jail.js';
 import { qemuVersion } from './vmm/qemu.js';
 
 export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
@@ -55,6 +56,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     qemuVersion: qemu,
   });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
+  if (config.jail) {
+    useJail(
+      new VmJail({
+        ids: config.jailIds,
+        runtimeDir: config.runtimeDir,
+        diskRoots: [config.cacheDir, config.stateDir],
+        overheadMiB: 0,
+      }),
+    );
+  } else {
+    useJail(undefined);
+    log.warn('CAPSULE_JAIL=off: every QEMU runs as root, unconfined; a guest that escapes QEMU owns this host');
+  }
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
   const images = new ImageService(store, config, log);

@@ -17,6 +17,8 @@ export interface NetworkSettings {
   /** TAP mode: the pool the host-side link addresses are allocated from. */
   tapPool: string;
   stateDir: string;
+  /** TAP mode: the group that may attach to the devices (jailed QEMUs share it; none when QEMU runs as root). */
+  tapGroup?: number | undefined;
 }
 
 export class SandboxNetworks {
@@ -33,7 +35,7 @@ export class SandboxNetworks {
     private readonly log: Logger,
   ) {
     this.mode = settings.mode;
-    this.tap = settings.mode === 'tap' ? new TapNetwork(store, log, settings.stateDir, settings.tapPool) : undefined;
+    this.tap = settings.mode === 'tap' ? new TapNetwork(store, log, settings.stateDir, settings.tapPool, settings.tapGroup) : undefined;
   }
 
   /** Whether allow/deny lists can be enforced (a user-mode NIC can only be cut as a whole). */

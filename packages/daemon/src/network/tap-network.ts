@@ -157,6 +157,7 @@ export class TapNetwork {
     private readonly log: Logger,
     stateDir: string,
     private readonly pool: string,
+    private readonly tapGroup?: number | undefined,
   ) {
     this.tag = stateTag(stateDir);
     this.resolver = systemResolver();
@@ -311,8 +312,10 @@ export class TapNetwork {
     await ip(['-n', name, 'addr', 'add', `${lease.netnsAddress}/30`, 'dev', UPLINK_IFNAME]);
     await ip(['-n', name, 'link', 'set', UPLINK_IFNAME, 'up']);
     await ip(['-n', name, 'route', 'add', 'default', 'via', lease.hostAddress]);
-    // Persistent, so it outlives each QEMU (pause, resume) and QEMU needs no privileges to create it.
-    await ip(['-n', name, 'tuntap', 'add', 'dev', TAP_IFNAME, 'mode', 'tap']);
+    // Persistent, so it outlives each QEMU (pause, resume) and QEMU needs no privileges to create it;
+    // owned by the jailed VMs' group, so a QEMU without CAP_NET_ADMIN may attach to it (each sees only its namespace's).
+    const group = this.tapGroup === undefined ? [] : ['group', String(this.tapGroup)];
+    await ip(['-n', name, 'tuntap', 'add', 'dev', TAP_IFNAME, 'mode', 'tap', ...group]);
     await ip(['-n', name, 'link', 'set', TAP_IFNAME, 'address', g.gatewayMac]);
     await ip(['-n', name, 'addr', 'add', `${g.gateway}/${g.prefixLength}`, 'dev', TAP_IFNAME]);
     // The guest's DNS address must answer ARP on the tap for its queries to arrive and be redirected to the resolver.

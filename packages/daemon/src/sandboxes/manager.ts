@@ -64,7 +64,11 @@ export class SandboxManager implements SandboxRunner {
     private readonly trafficTokens: { trafficTokenFor(id: string): string },
     templates: Templates,
   ) {
-    this.networks = new SandboxNetworks({ mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir }, store, log);
+    this.networks = new SandboxNetworks(
+      { mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir, tapGroup: config.jail ? config.jailIds.first : undefined },
+      store,
+      log,
+    );
     this.ports = new PublishedPorts(store, this.tunnels, log);
     this.vms = new SandboxVms(store, config, log, this.networks, this.ports);
     this.pausedMemory = new PausedMemoryConverter(this.vms.freezeRuntimeDir, log);

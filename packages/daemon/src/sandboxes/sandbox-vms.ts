@@ -138,6 +138,11 @@ export class SandboxVms {
   private async onVmGone(id: string, vm: SandboxVm): Promise<void> {
     if (this.live.get(id) !== vm || vm.stopping || vm.booting) return;
     vm.stopping = true;
+    if (vm.handle.killedForMemory()) {
+      this.log.warn({ sandbox: id, pid: vm.pid }, 'VM killed by its memory limit');
+      await this.fail(id, 'oom', 'the VM used more memory than its limit (guest RAM plus the VMM overhead) and was killed');
+      return;
+    }
     const vmmLog = vm.handle.logTail();
     const detail = vmmLog ? `: ${vmmLog}` : '';
     this.log.warn({ sandbox: id, pid: vm.pid }, 'VM exited unexpectedly');

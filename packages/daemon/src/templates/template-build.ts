@@ -304,7 +304,9 @@ export class TemplateBuilder {
             }
             // Flushed and frozen: the overlay holds exactly this step's writes (the first one also the boot's).
             await this.exec(sandbox.id, ['sync'], { ...planned.state, user: 'root' }, planned.index, undefined, emit, signal);
-            const next = this.steps.newOverlayPath();
+            // In the sandbox's folder: the only one its (jailed) QEMU sees besides its runtime folder. A
+            // build cut short by a dead daemon leaves it there, and adoption removes the whole folder.
+            const next = path.join(this.sandboxes.stateDir(sandbox.id), `.step-${planned.index}.qcow2`);
             overlays.push(next);
             await this.sandboxes.snapshotRootDisk(sandbox.id, next);
             let frozen = active;

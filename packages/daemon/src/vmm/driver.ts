@@ -104,6 +104,8 @@ export interface VmHandle {
   setLink(up: boolean): Promise<void>;
   /** Calls `listener` once when the daemon's connection to the VMM closes (the VM exited, or was let go). */
   onClose(listener: () => void): void;
+  /** Whether the VM's memory limit (its cgroup) is what ended it. */
+  killedForMemory(): boolean;
   /** The last lines the VMM itself logged (why it exited, why a state did not load), joined by ' | '. */
   logTail(): string;
   /** The last `maxBytes` of the guest console, for error messages. */

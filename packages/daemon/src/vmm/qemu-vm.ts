@@ -7,11 +7,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../errors.js';
-import { capDetachedLog, isProcessAlive, tailOfFile, terminateGroup } from '../launcher.js';
+import { capDetachedLog, isProcessAlive, runCommand, tailOfFile, terminateGroup } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from './console-log.js';
 import type { GuestPorts, VmHandle, VmmDriver, VmRunState } from './driver.js';
 import { freezeVm, type FrozenVm } from './freeze.js';
 import { restoreVmState, saveVmState } from './migration.js';
+import { activeJail } from './jail.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import { findRunningVm, NIC_DEVICE_ID, qemuVersion, startVm, stopVm, type VmRuntimePaths, type VmSpec } from './qemu.js';
 
@@ -40,6 +41,15 @@ function lowerCpuPriority(pid: number): void {
     }
   }
 }
+/** The uid and gid a process runs as (a jailed QEMU's own; root's otherwise). */
+function processOwner(pid: number): { uid: number; gid: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const uid = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]);
+  const gid = Number(/^Gid:\s+\d+\s+(\d+)/m.exec(status)?.[1]);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`cannot read the owner of process ${pid}`);
+  return { uid, gid };
+}
+
 /** QEMU's own log (runtime folder, often tmpfs): a guest can make QEMU warn, so it is kept near this size. */
 const QEMU_LOG_LIMIT_BYTES = 256 * 1024;
 const QEMU_LOG_CHECK_MS = 5000;
@@ -133,8 +143,22 @@ export class QemuVm implements VmHandle {
     }
   }
 
+  /**
+   * The daemon makes the new overlay and gives it to QEMU's uid: a jailed QEMU
+   * can create nothing itself, and sees only its disk's folder, where `file`
+   * must therefore lie.
+   */
   async snapshotRootDisk(file: string): Promise<void> {
-    await this.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2' });
+    const devices = await this.qmp.execute<{ device: string; inserted?: { image: { filename: string; 'virtual-size': number } } }[]>(
+      'query-block',
+    );
+    const top = devices.find((d) => d.device === 'root')?.inserted?.image;
+    if (!top) throw new Error('the VM has no root disk to snapshot');
+    // -u: the top image is open (and locked) by QEMU; its size is given instead of read.
+    await runCommand('qemu-img', ['create', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', top.filename, file, String(top['virtual-size'])]);
+    const { uid, gid } = processOwner(this.pid);
+    fs.chownSync(file, uid, gid);
+    await this.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2', mode: 'existing' });
   }
 
   async setLink(up: boolean): Promise<void> {
@@ -143,6 +167,10 @@ export class QemuVm implements VmHandle {
 
   onClose(listener: () => void): void {
     this.qmp.on('close', listener);
+  }
+
+  killedForMemory(): boolean {
+    return activeJail()?.oomKilled(this.pid) ?? false;
   }
 
   logTail(): string {
@@ -185,5 +213,6 @@ export const qemuDriver: VmmDriver = {
   },
   async kill(pid) {
     await terminateGroup(pid, 2000);
+    activeJail()?.sweep();
   },
 };

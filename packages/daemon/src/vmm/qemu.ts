@@ -6,6 +6,7 @@ import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
 import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
+import { activeJail, fileSizeLimit, jailMounts } from './jail.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
@@ -118,7 +119,8 @@ export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tsc
   return args.join(' ');
 }
 
-export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
+/** `pidFile: false` when the daemon writes QEMU's pid itself (a jailed QEMU knows only its namespace's pid, 1). */
+export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths, options: { pidFile?: boolean } = {}): string[] {
   const backend = spec.memoryBackend;
   const memory =
     backend?.type === 'file'
@@ -184,27 +186,35 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths): string[] {
     'chardev:console',
     '-qmp',
     `unix:${optionValue(paths.qmpSocket)},server=on,wait=off`,
-    '-pidfile',
-    paths.pidFile,
+    ...(options.pidFile === false ? [] : ['-pidfile', paths.pidFile]),
     ...(spec.incoming ? ['-incoming', 'defer'] : []),
   ];
 }
 
-/** Starts QEMU and returns its pid and a connected QMP client. */
+/** Starts QEMU (in its jail when one is in use) and returns its pid and a connected QMP client. */
 export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pid: number; qmp: QmpClient }> {
   fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
   // A tap device is opened by name in QEMU's own network namespace, and slirp's sockets are made in it:
-  // QEMU starts inside the sandbox's network namespace. nsenter execs QEMU, so the pid stays QEMU's.
+  // QEMU starts inside the sandbox's network namespace. nsenter execs the next program, so the pid stays QEMU's.
   const netns = spec.nic?.type === 'tap' || spec.nic?.type === 'user' ? spec.nic.netns : undefined;
-  const [command, args] = netns
-    ? ['nsenter', [`--net=${netns}`, '--', QEMU_BINARY, ...qemuArgs(spec, paths)]]
-    : [QEMU_BINARY, qemuArgs(spec, paths)];
-  const pid = await spawnDetached(command, args, { logFile: paths.qemuLog });
+  const outer = netns ? ['nsenter', `--net=${netns}`, '--'] : [];
+  const jail = activeJail();
+  let pid: number;
+  if (jail) {
+    const mounts = jailMounts(spec, paths.dir, jail.settings.diskRoots);
+    const limits = { memoryMiB: spec.memoryMiB, vcpus: spec.vcpus, fileSizeBytes: fileSizeLimit(spec.rootDisk, spec.memoryMiB) };
+    pid = await jail.spawn(spec.id, mounts, limits, outer, [QEMU_BINARY, ...qemuArgs(spec, paths, { pidFile: false })], paths.qemuLog);
+    fs.writeFileSync(paths.pidFile, `${pid}\n`, { mode: 0o644 });
+  } else {
+    const [command, ...args] = [...outer, QEMU_BINARY, ...qemuArgs(spec, paths)] as [string, ...string[]];
+    pid = await spawnDetached(command, args, { logFile: paths.qemuLog });
+  }
   try {
     const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000, isAlive: () => isProcessAlive(pid) });
     return { pid, qmp };
   } catch (err) {
     await terminateGroup(pid, 1000);
+    jail?.release(spec.id);
     const log = tailOfFile(paths.qemuLog).trim();
     throw new Error(`Failed to launch QEMU: ${(err as Error).message}${log ? `\n${log}` : ''}`);
   }
@@ -236,9 +246,13 @@ export async function stopVm(pid: number, qmp: QmpClient | undefined): Promise<v
     } catch {
       // The connection closing is what a successful quit looks like.
     }
-    if (await waitForExit(pid, 3000)) return;
+    if (await waitForExit(pid, 3000)) {
+      activeJail()?.sweep();
+      return;
+    }
   }
   await terminateGroup(pid, 3000);
+  activeJail()?.sweep();
 }
 
 export async function qemuVersion(): Promise<string> {

@@ -1,0 +1,143 @@
+// The jail every QEMU runs in (vmm/jail.ts), seen from the host: the process
+// of a running sandbox runs as its own uid with no privileges, inside its own
+// root folder, namespaces and limits; and a QEMU told to open a host file or
+// to run a program (what a guest that took QEMU over would do) cannot.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { readManifest } from '../src/guest/manifest.js';
+import { useJail, VmJail } from '../src/vmm/jail.js';
+import { QmpClient } from '../src/vmm/qmp.js';
+import { startVm, stopVm, VmRuntimePaths } from '../src/vmm/qemu.js';
+import { it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
+
+function status(pid: number): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const at = line.indexOf(':');
+    if (at > 0) fields[line.slice(0, at)] = line.slice(at + 1).trim();
+  }
+  return fields;
+}
+
+function sameFile(a: string, b: string): boolean {
+  const x = fs.statSync(a);
+  const y = fs.statSync(b);
+  return x.dev === y.dev && x.ino === y.ino;
+}
+
+describe('the VMM jail (real QEMU microVMs)', () => {
+  const daemon = new TestDaemon({ CAPSULE_WARM_SNAPSHOTS: 'off' });
+  const sandboxIt = sandboxTest(daemon);
+  beforeAll(() => daemon.start(), 120_000);
+  afterAll(() => daemon.destroy());
+
+  sandboxIt('a sandbox QEMU runs as its own uid, without privileges, in its own root folder, namespaces and limits', async ({ newSandbox }) => {
+    const first = await newSandbox();
+    const second = await newSandbox();
+    const pid = first.pid as number;
+    const s = status(pid);
+    const uid = Number(s.Uid?.split(/\s+/)[0]);
+    expect(uid).toBeGreaterThan(900000);
+    expect(s.Uid).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
+    expect(s.Gid?.split(/\s+/)[0]).toBe(String(uid));
+    expect(s.Groups).toBe('900000');
+    expect(s.NoNewPrivs).toBe('1');
+    expect(s.Seccomp).toBe('2');
+    expect(s.CapEff).toBe('0000000000000000');
+    expect(s.CapBnd).toBe('0000000000000000');
+    // Each VM its own uid, so one QEMU cannot signal, trace or open the files of another.
+    expect(status(second.pid as number).Uid?.split(/\s+/)[0]).not.toBe(String(uid));
+
+    const root = path.join(daemon.runtimeDir, 'jails', first.id, 'root');
+    expect(sameFile(`/proc/${pid}/root`, root)).toBe(true);
+    for (const ns of ['mnt', 'pid', 'ipc'])
+      expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
+    // What it sees: the system's programs, its own files; not the host's secrets nor another sandbox's disk.
+    expect(fs.existsSync(`/proc/${pid}/root/usr/bin`)).toBe(true);
+    expect(fs.existsSync(`/proc/${pid}/root/etc/shadow`)).toBe(false);
+    expect(fs.existsSync(`/proc/${pid}/root/root`)).toBe(false);
+    const otherDisk = path.join(daemon.stateDir, 'sandboxes', second.id, 'overlay.qcow2');
+    expect(fs.existsSync(otherDisk)).toBe(true);
+    expect(fs.existsSync(`/proc/${pid}/root${otherDisk}`)).toBe(false);
+    // Nothing of the daemon's environment (API keys, tokens), only a PATH.
+    expect(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean)).toEqual([expect.stringMatching(/^PATH=/)]);
+    const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
+    expect(limits).toMatch(/Max open files\s+4096\s+4096/);
+    expect(limits).toMatch(/Max core file size\s+0\s+0/);
+    expect(limits).not.toMatch(/Max file size\s+unlimited/);
+
+    // And it still is a working sandbox.
+    expect((await daemon.api.exec(first.id, ['sh', '-c', 'echo jailed > /root/f && cat /root/f'])).stdout).toBe('jailed\n');
+  });
+
+  sandboxIt('a removed sandbox leaves no jail folder and no uid claim', async ({ newSandbox }) => {
+    const { id, pid } = await newSandbox();
+    const uid = status(pid as number).Uid?.split(/\s+/)[0] as string;
+    expect(fs.readlinkSync(path.join('/run/capsule-jail-uids', uid))).toBe(path.join(daemon.runtimeDir, 'jails', id));
+    await daemon.api.removeSandbox(id);
+    expect(fs.existsSync(path.join(daemon.runtimeDir, 'jails', id))).toBe(false);
+    expect(fs.existsSync(path.join('/run/capsule-jail-uids', uid))).toBe(false);
+  });
+});
+
+describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-jail-'));
+  const paths = new VmRuntimePaths(path.join(work, 'run', 'vm'));
+  let vm: { pid: number; qmp: QmpClient } | undefined;
+
+  beforeAll(async () => {
+    const manifest = readManifest(sharedCacheDir);
+    if (!manifest) throw new Error('no guest manifest: run scripts/setup');
+    const disks = path.join(work, 'disks');
+    fs.mkdirSync(disks);
+    const rootDisk = path.join(disks, 'overlay.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', rootDisk, '64M']);
+    useJail(new VmJail({ ids: { first: 980000, count: 1000 }, runtimeDir: path.join(work, 'run'), diskRoots: [work], overheadMiB: 0 }));
+    vm = await startVm(
+      {
+        id: 'attacker',
+        accel: 'tcg',
+        vcpus: 1,
+        memoryMiB: 64,
+        kernel: manifest.kernel,
+        initramfs: manifest.initramfs,
+        kitDisk: manifest.kit,
+        rootDisk,
+        hostname: 'attacker',
+        agentPortId: 'agent-port',
+      },
+      paths,
+    );
+    // Stopped at once (this guest has no root file system to boot into): only QMP acts here.
+    await vm.qmp.execute('stop');
+  }, 60_000);
+  afterAll(async () => {
+    if (vm) await stopVm(vm.pid, vm.qmp);
+    vm?.qmp.close();
+    useJail(undefined);
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('cannot open a host file outside its jail', async () => {
+    const qmp = vm?.qmp as QmpClient;
+    for (const filename of ['/etc/passwd', '/etc/shadow', path.join(sharedCacheDir, 'guest-manifest.json')]) {
+      await expect(
+        qmp.execute('blockdev-add', { driver: 'file', filename, 'node-name': `n${filename.length}`, 'read-only': true }),
+      ).rejects.toThrow(/No such file|Permission denied|Could not open/);
+    }
+  });
+
+  it('cannot run a program', async () => {
+    const qmp = vm?.qmp as QmpClient;
+    const marker = path.join(work, 'run', 'vm', 'spawned');
+    await qmp.execute('migrate', { uri: `exec:touch ${marker}` }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(fs.existsSync(marker)).toBe(false);
+    // QEMU's seccomp filter kills it at the attempt; were it alive, no child (a forked helper) would be either.
+    const children = `/proc/${vm?.pid}/task/${vm?.pid}/children`;
+    if (fs.existsSync(children)) expect(fs.readFileSync(children, 'utf8').trim()).toBe('');
+  });
+});
