@@ -21,6 +21,8 @@ export const daemonProfiles = {
   restore: { CAPSULE_WARM_POOL_SIZE: '0' },
   /** The default: one restored, warmed-up VM waits for the next create. */
   pool: { CAPSULE_WARM_POOL_SIZE: '1' },
+  /** `restore` with every QEMU unconfined (CAPSULE_JAIL=off): the baseline of what the jail costs. */
+  'restore-unjailed': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_JAIL: 'off' },
 };
 
 /** Whether process `pid` belongs to the run under `root`: its command line names the folder, or it runs inside it (chroot or cwd). */
