@@ -34,44 +34,47 @@ describe('the VMM jail (real QEMU microVMs)', () => {
   beforeAll(() => daemon.start(), 120_000);
   afterAll(() => daemon.destroy());
 
-  sandboxIt('a sandbox QEMU runs as its own uid, without privileges, in its own root folder, namespaces and limits', async ({ newSandbox }) => {
-    const first = await newSandbox();
-    const second = await newSandbox();
-    const pid = first.pid as number;
-    const s = status(pid);
-    const uid = Number(s.Uid?.split(/\s+/)[0]);
-    expect(uid).toBeGreaterThan(900000);
-    expect(s.Uid).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
-    expect(s.Gid?.split(/\s+/)[0]).toBe(String(uid));
-    expect(s.Groups).toBe('900000');
-    expect(s.NoNewPrivs).toBe('1');
-    expect(s.Seccomp).toBe('2');
-    expect(s.CapEff).toBe('0000000000000000');
-    expect(s.CapBnd).toBe('0000000000000000');
-    // Each VM its own uid, so one QEMU cannot signal, trace or open the files of another.
-    expect(status(second.pid as number).Uid?.split(/\s+/)[0]).not.toBe(String(uid));
+  sandboxIt(
+    'a sandbox QEMU runs as its own uid, without privileges, in its own root folder, namespaces and limits',
+    async ({ newSandbox }) => {
+      const first = await newSandbox();
+      const second = await newSandbox();
+      const pid = first.pid as number;
+      const s = status(pid);
+      const uid = Number(s.Uid?.split(/\s+/)[0]);
+      expect(uid).toBeGreaterThan(900000);
+      expect(s.Uid).toBe(`${uid}\t${uid}\t${uid}\t${uid}`);
+      expect(s.Gid?.split(/\s+/)[0]).toBe(String(uid));
+      expect(s.Groups).toBe('900000');
+      expect(s.NoNewPrivs).toBe('1');
+      expect(s.Seccomp).toBe('2');
+      expect(s.CapEff).toBe('0000000000000000');
+      expect(s.CapBnd).toBe('0000000000000000');
+      // Each VM its own uid, so one QEMU cannot signal, trace or open the files of another.
+      expect(status(second.pid as number).Uid?.split(/\s+/)[0]).not.toBe(String(uid));
 
-    const root = path.join(daemon.runtimeDir, 'jails', first.id, 'root');
-    expect(sameFile(`/proc/${pid}/root`, root)).toBe(true);
-    for (const ns of ['mnt', 'pid', 'ipc'])
-      expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
-    // What it sees: the system's programs, its own files; not the host's secrets nor another sandbox's disk.
-    expect(fs.existsSync(`/proc/${pid}/root/usr/bin`)).toBe(true);
-    expect(fs.existsSync(`/proc/${pid}/root/etc/shadow`)).toBe(false);
-    expect(fs.existsSync(`/proc/${pid}/root/root`)).toBe(false);
-    const otherDisk = path.join(daemon.stateDir, 'sandboxes', second.id, 'overlay.qcow2');
-    expect(fs.existsSync(otherDisk)).toBe(true);
-    expect(fs.existsSync(`/proc/${pid}/root${otherDisk}`)).toBe(false);
-    // Nothing of the daemon's environment (API keys, tokens), only a PATH.
-    expect(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean)).toEqual([expect.stringMatching(/^PATH=/)]);
-    const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
-    expect(limits).toMatch(/Max open files\s+4096\s+4096/);
-    expect(limits).toMatch(/Max core file size\s+0\s+0/);
-    expect(limits).not.toMatch(/Max file size\s+unlimited/);
+      const root = path.join(daemon.runtimeDir, 'jails', first.id, 'root');
+      expect(sameFile(`/proc/${pid}/root`, root)).toBe(true);
+      for (const ns of ['mnt', 'pid', 'ipc'])
+        expect(fs.readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(fs.readlinkSync(`/proc/self/ns/${ns}`));
+      // What it sees: the system's programs, its own files; not the host's secrets nor another sandbox's disk.
+      expect(fs.existsSync(`/proc/${pid}/root/usr/bin`)).toBe(true);
+      expect(fs.existsSync(`/proc/${pid}/root/etc/shadow`)).toBe(false);
+      expect(fs.existsSync(`/proc/${pid}/root/root`)).toBe(false);
+      const otherDisk = path.join(daemon.stateDir, 'sandboxes', second.id, 'overlay.qcow2');
+      expect(fs.existsSync(otherDisk)).toBe(true);
+      expect(fs.existsSync(`/proc/${pid}/root${otherDisk}`)).toBe(false);
+      // Nothing of the daemon's environment (API keys, tokens), only a PATH.
+      expect(fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean)).toEqual([expect.stringMatching(/^PATH=/)]);
+      const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
+      expect(limits).toMatch(/Max open files\s+4096\s+4096/);
+      expect(limits).toMatch(/Max core file size\s+0\s+0/);
+      expect(limits).not.toMatch(/Max file size\s+unlimited/);
 
-    // And it still is a working sandbox.
-    expect((await daemon.api.exec(first.id, ['sh', '-c', 'echo jailed > /root/f && cat /root/f'])).stdout).toBe('jailed\n');
-  });
+      // And it still is a working sandbox.
+      expect((await daemon.api.exec(first.id, ['sh', '-c', 'echo jailed > /root/f && cat /root/f'])).stdout).toBe('jailed\n');
+    },
+  );
 
   sandboxIt('a removed sandbox leaves no jail folder and no uid claim', async ({ newSandbox }) => {
     const { id, pid } = await newSandbox();

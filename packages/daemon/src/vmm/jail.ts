@@ -8,6 +8,7 @@
 // It decides nothing about what a VM may see beyond its spec, and it never
 // follows a path a guest could have written without checking where it leads.
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -57,6 +58,13 @@ export interface JailMounts {
   diskFolders: string[];
 }
 
+/** What a sealed file was when sealed (checkSeal). */
+interface Seal {
+  file: string;
+  identity: string | undefined;
+  ctimeNs: string;
+}
+
 interface JailRecord {
   uid: number;
   pid?: number;
@@ -87,6 +95,10 @@ export class VmJail {
 
   private get jailsDir(): string {
     return path.join(this.settings.runtimeDir, 'jails');
+  }
+
+  private get sealsDir(): string {
+    return path.join(this.settings.runtimeDir, 'jail-seals');
   }
 
   private get claimsDir(): string {
@@ -124,7 +136,8 @@ export class VmJail {
   ): Promise<number> {
     this.sweep();
     const existing = this.readRecord(id);
-    if (existing?.pid !== undefined && isProcessAlive(existing.pid)) throw new Error(`VM ${id} already runs in its jail (pid ${existing.pid})`);
+    if (existing?.pid !== undefined && isProcessAlive(existing.pid))
+      throw new Error(`VM ${id} already runs in its jail (pid ${existing.pid})`);
     this.release(id, { force: true });
     const uid = this.claimUid(id);
     let cgroup: JailCgroup | undefined;
@@ -204,7 +217,7 @@ export class VmJail {
     return true;
   }
 
-  /** Releases every jail whose QEMU is gone (left by a crash, or by a VM that exited on its own). */
+  /** Releases every jail whose QEMU is gone (left by a crash, or by a VM that exited on its own), and seals of files gone. */
   sweep(): void {
     for (const id of this.jailIds()) {
       try {
@@ -213,14 +226,19 @@ export class VmJail {
         // One unreadable jail must not stop the others' release.
       }
     }
+    for (const name of listDir(this.sealsDir)) {
+      const seal = path.join(this.sealsDir, name);
+      try {
+        const { file, identity } = JSON.parse(fs.readFileSync(seal, 'utf8')) as Seal;
+        if (fileIdentity(file) !== identity) fs.rmSync(seal, { force: true });
+      } catch {
+        fs.rmSync(seal, { force: true });
+      }
+    }
   }
 
   private jailIds(): string[] {
-    try {
-      return fs.readdirSync(this.jailsDir);
-    } catch {
-      return [];
-    }
+    return listDir(this.jailsDir);
   }
 
   private readRecord(id: string): JailRecord | undefined {
@@ -284,11 +302,49 @@ export class VmJail {
       if (!fs.existsSync(file)) fs.closeSync(fs.openSync(file, 'a', 0o600));
       fs.chownSync(file, uid, uid);
     }
-    for (const file of mounts.groupWritable) {
-      fs.chownSync(file, 0, this.sharedGid);
-      fs.chmodSync(file, 0o660);
-    }
+    for (const file of mounts.groupWritable) this.checkSeal(file);
     for (const folder of mounts.diskFolders) fs.chmodSync(folder, 0o711);
+  }
+
+  /**
+   * QEMU 7.2 opens a private memory file (a warm snapshot's RAM, shared by
+   * every sandbox restored from it) read-write though it never writes it, so
+   * each jailed QEMU that maps it could. The file is sealed at its first use:
+   * root's, the shared group's, and its ctime recorded; any write or change
+   * since moves the ctime (which no one can set back), and the file is refused.
+   */
+  checkSeal(file: string): void {
+    const seal = path.join(this.sealsDir, createHash('sha256').update(file).digest('hex'));
+    let sealed: Seal | undefined;
+    try {
+      sealed = JSON.parse(fs.readFileSync(seal, 'utf8')) as Seal;
+    } catch {
+      // Not sealed yet.
+    }
+    if (sealed && sealed.identity === fileIdentity(file)) {
+      if (String(fs.statSync(file, { bigint: true }).ctimeNs) !== sealed.ctimeNs)
+        throw new Error(`refusing ${file}: it changed after VMs were given it (a VM that escaped QEMU may have written it); rebuild it`);
+      return;
+    }
+    fs.chownSync(file, 0, this.sharedGid);
+    fs.chmodSync(file, 0o660);
+    fs.mkdirSync(path.dirname(seal), { recursive: true, mode: 0o700 });
+    const ctimeNs = String(fs.statSync(file, { bigint: true }).ctimeNs);
+    fs.writeFileSync(seal, JSON.stringify({ file, identity: fileIdentity(file), ctimeNs } satisfies Seal), { mode: 0o600 });
+  }
+}
+
+/** Which file a path names: its inode and birth time (an inode number alone is reused once a file is deleted). */
+function fileIdentity(file: string): string | undefined {
+  const stat = fs.statSync(file, { bigint: true, throwIfNoEntry: false });
+  return stat && `${stat.dev}:${stat.ino}:${stat.birthtimeNs}`;
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 
