@@ -326,8 +326,10 @@ export class VmJail {
         throw new Error(`refusing ${file}: it changed after VMs were given it (a VM that escaped QEMU may have written it); rebuild it`);
       return;
     }
-    fs.chownSync(file, 0, this.sharedGid);
-    fs.chmodSync(file, 0o660);
+    // Only when needed: a change moves the ctime other daemons sharing the cache have sealed.
+    const stat = fs.statSync(file);
+    if (stat.uid !== 0 || stat.gid !== this.sharedGid) fs.chownSync(file, 0, this.sharedGid);
+    if ((stat.mode & 0o7777) !== 0o660) fs.chmodSync(file, 0o660);
     fs.mkdirSync(path.dirname(seal), { recursive: true, mode: 0o700 });
     const ctimeNs = String(fs.statSync(file, { bigint: true }).ctimeNs);
     fs.writeFileSync(seal, JSON.stringify({ file, identity: fileIdentity(file), ctimeNs } satisfies Seal), { mode: 0o600 });
