@@ -24,6 +24,8 @@ export interface DaemonConfig {
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
   warmPoolSize: number;
   logLevel: string;
+  /** Run each sandbox's QEMU jailed (own uid, namespaces, cgroup, seccomp); from CAPSULE_JAIL, on unless `off`. */
+  jail: boolean;
   /** Sandbox networking: `user` (QEMU's user-mode stack, the default) or `tap` (root: namespace, tap, NAT). */
   network: 'user' | 'tap';
   /** TAP mode: the IPv4 pool each sandbox's /30 host link is allocated from (CAPSULE_TAP_POOL). */
@@ -69,6 +71,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+    jail: onOff(env.CAPSULE_JAIL, true),
     network,
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),

@@ -22,6 +22,7 @@ import { testOnlyDelay } from './test-only-delay.js';
 import { templatesFromManifest } from './templates/defaults.js';
 import { Templates } from './templates/templates.js';
 import { chooseAccel } from './vmm/accel.js';
+import { probeJailSupport } from './vmm/host-support.js';
 import { qemuVersion } from './vmm/qemu.js';
 
 export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
@@ -55,6 +56,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     qemuVersion: qemu,
   });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
+  const jailSupport = await probeJailSupport();
+  if (config.jail) log.info({ support: jailSupport }, 'VMMs are jailed');
+  else
+    log.warn(
+      { support: jailSupport },
+      'CAPSULE_JAIL=off: every QEMU runs as root, unconfined, without limits; a guest that escapes it owns this host',
+    );
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
   const images = new ImageService(store, config, log);
@@ -101,6 +109,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     domain: config.domain,
     sandboxesRunning: manager.runningCount,
     startedAt,
+    jail: { enabled: config.jail, support: jailSupport },
   });
   const api = await buildApi({
     manager,
