@@ -15,7 +15,7 @@ function fakeRoot(files: Record<string, string>, folders: string[] = []): string
   return root;
 }
 
-describe('detectCgroups (fake cgroup folders)', () => {
+describe('detectCgroups and VmCgroups on fake cgroup folders (plain files, no kernel behind them)', () => {
   const roots: string[] = [];
   const make = (files: Record<string, string>, folders?: string[]) => {
     const root = fakeRoot(files, folders);
@@ -67,6 +67,40 @@ describe('detectCgroups (fake cgroup folders)', () => {
     expect(fs.readFileSync(path.join(v2, 'cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu +pids');
     expect(() => parent.create('../capsule-other', { memoryBytes: 1, vcpus: 1, pids: 1 })).toThrow(/not a valid cgroup name/);
     expect(() => parent.create('vm', { memoryBytes: 0, vcpus: 1, pids: 1 })).toThrow(/memoryBytes must be a positive/);
+  });
+
+  it("writes the files a v2 kernel takes: controllers handed down from the root, the limits in the VM's own folder", () => {
+    const root = make({ 'cgroup.controllers': 'cpu memory pids', 'cgroup.subtree_control': 'cpu memory\n' });
+    const parent = VmCgroups.open('capsule', detectCgroups(root));
+    expect(fs.readFileSync(path.join(root, 'cgroup.subtree_control'), 'utf8')).toBe('+pids'); // only what was missing
+    expect(fs.readFileSync(path.join(root, 'capsule/cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu +pids');
+    const group = parent.create('sb_1', { memoryBytes: 384 * 1024 * 1024, vcpus: 2, pids: 64 });
+    const folder = path.join(root, 'capsule/sb_1');
+    expect(group.paths).toEqual({ memory: folder, cpu: folder, pids: folder });
+    const read = (file: string) => fs.readFileSync(path.join(folder, file), 'utf8');
+    expect([read('memory.max'), read('cpu.max'), read('pids.max')]).toEqual([String(384 * 1024 * 1024), '200000 100000', '64']);
+    group.addProcess(4242);
+    expect(read('cgroup.procs')).toBe('4242');
+  });
+
+  it('writes the files v1 kernels take, one folder per controller', () => {
+    const root = make({ 'memory/cgroup.procs': '', 'cpu/cgroup.procs': '', 'pids/cgroup.procs': '' });
+    const group = VmCgroups.open('capsule', detectCgroups(root)).create('sb_1', { memoryBytes: 1 << 30, vcpus: 1, pids: 64 });
+    expect(group.paths).toEqual({
+      memory: path.join(root, 'memory/capsule/sb_1'),
+      cpu: path.join(root, 'cpu/capsule/sb_1'),
+      pids: path.join(root, 'pids/capsule/sb_1'),
+    });
+    const read = (controller: 'memory' | 'cpu' | 'pids', file: string) => fs.readFileSync(path.join(group.paths[controller], file), 'utf8');
+    expect(read('memory', 'memory.limit_in_bytes')).toBe(String(1 << 30));
+    expect(fs.existsSync(path.join(group.paths.memory, 'memory.memsw.limit_in_bytes'))).toBe(false); // only where the kernel has it
+    expect([read('cpu', 'cpu.cfs_period_us'), read('cpu', 'cpu.cfs_quota_us'), read('pids', 'pids.max')]).toEqual([
+      '100000',
+      '100000',
+      '64',
+    ]);
+    group.addProcess(4242);
+    for (const controller of ['memory', 'cpu', 'pids'] as const) expect(read(controller, 'cgroup.procs')).toBe('4242');
   });
 
   it('adds the VMM overhead to the guest RAM', () => {
