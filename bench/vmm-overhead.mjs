@@ -25,6 +25,21 @@ while available_kib() > 12 * 1024:
 print(len(held) * 2)
 `;
 
+// New machine code, again and again: V8 compiles each new Function into code
+// the guest never ran before, which TCG translates into new entries of its
+// code buffer. Runs the agent's own node (the guest has no other), for argv[1] ms.
+const FRESH_CODE_GUEST = `
+let sum = 0;
+const end = Date.now() + Number(process.argv[1]);
+for (let i = 0; Date.now() < end; i++) {
+  const f = new Function('x', 'let a = x; for (let k = 0; k < 2000; k++) a = (a * ' + i + ' + k) ^ ' + i * 7 + '; return a;');
+  for (let j = 0; j < 50; j++) sum += f(j);
+}
+console.log(sum);
+`;
+const CODE_ROUNDS = 3;
+const CODE_ROUND_MS = 30_000;
+
 /** Rss (KiB) of every mapping of `pid`, and which of them is the guest's RAM: the writable, non-executable mapping closest to `ramMiB` in size. */
 function rssSplit(pid, ramMiB) {
   const mappings = [];
@@ -79,6 +94,27 @@ async function measure(daemon, label, body) {
   }
 }
 
+/** Whether TCG's code buffer keeps growing while the guest keeps making new code: its Rss after each round. */
+async function measureCodeGrowth(daemon) {
+  const sandbox = await daemon.create({ memoryMiB: 512 });
+  try {
+    const rounds = [rssSplit(sandbox.pid, sandbox.memoryMiB).tcgCodeKiB];
+    for (let round = 0; round < CODE_ROUNDS; round++) {
+      const cmd = ['/opt/capsule/node/node', '-e', FRESH_CODE_GUEST, String(CODE_ROUND_MS)];
+      await daemon.exec(sandbox.id, cmd);
+      rounds.push(rssSplit(sandbox.pid, sandbox.memoryMiB).tcgCodeKiB);
+    }
+    console.log(
+      JSON.stringify({
+        label: `TCG code buffer after boot, then after each ${CODE_ROUND_MS / 1000} s of fresh JIT code`,
+        tcgCodeMiB: rounds.map((kib) => Math.round(kib / 1024)),
+      }),
+    );
+  } finally {
+    await daemon.remove(sandbox.id);
+  }
+}
+
 const run = new BenchRun();
 try {
   run.pinGuestKit(process.env.CAPSULE_CACHE_DIR ?? '/var/cache/capsule');
@@ -86,6 +122,7 @@ try {
   const info = await cold.call('GET', '/v1/info');
   console.log(`accelerator: ${info.accel} (${info.accelReason}); ${info.qemuVersion}`);
   for (const memoryMiB of sizes) await measure(cold, `${info.accel} cold boot`, { memoryMiB });
+  if (info.accel === 'tcg') await measureCodeGrowth(cold);
   await cold.stop();
   // A restored sandbox maps the warm snapshot's memory file privately: the pages it writes become its own copies.
   const restore = await run.startDaemon('restore', { CAPSULE_WARM_POOL_SIZE: '0' });

@@ -18,8 +18,8 @@ export type VmController = (typeof VM_CONTROLLERS)[number];
  * VM's memory limit allows on top of its RAM. Measured by `node
  * bench/vmm-overhead.mjs` (bench/README.md, "VMM memory overhead"): guests
  * of 256, 512 and 1024 MiB filling their RAM with python3 under QEMU 7.2 and
- * TCG held 79-81 MiB besides the guest's RAM and the code buffer after a cold
- * boot, 54 MiB restored from a warm snapshot. The rest of 128 is for the
+ * TCG held 79-85 MiB besides the guest's RAM and the code buffer after a cold
+ * boot, 53 MiB restored from a warm snapshot. The rest of 128 is for the
  * kernel's charges to the group (page tables, sockets).
  */
 export const VMM_OVERHEAD_MIB = 128;
@@ -28,8 +28,9 @@ export const VMM_OVERHEAD_MIB = 128;
  * Under TCG, QEMU 7.2 also reserves 1 GiB for translated guest code (unless
  * `-accel tcg,tb-size=N` says otherwise), and a guest that runs enough
  * different code fills it: 140-150 MiB after a cold boot and the python3
- * fill above, 80 MiB restored. A TCG VM's limit adds the buffer's size to
- * VMM_OVERHEAD_MIB; KVM has no such buffer.
+ * fill above, 82 MiB restored, and 112 -> 172 MiB in 90 s of a guest
+ * JIT-compiling new functions (same script). A TCG VM's limit adds the
+ * buffer's size to VMM_OVERHEAD_MIB; KVM has no such buffer.
  */
 export const TCG_CODE_BUFFER_MIB = 1024;
 
