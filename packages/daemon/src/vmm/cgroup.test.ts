@@ -157,6 +157,9 @@ describe.skipIf(unwritable !== undefined)(`VmCgroups on this host's cgroups${unw
         expect(read('memory', 'memory.memsw.limit_in_bytes')).toBe(String(64 * 1024 * 1024));
     } else expect(read('cpu', 'cpu.max')).toBe('200000 100000');
     expect(read('pids', 'pids.max')).toBe('32');
+    // Made again (a VM's group reused), its limits go up and down.
+    expect(parent.create('vm-sleep', { memoryBytes: 128 * 1024 * 1024, vcpus: 2, pids: 32 }).memoryLimitBytes()).toBe(128 * 1024 * 1024);
+    expect(parent.create('vm-sleep', { memoryBytes: 64 * 1024 * 1024, vcpus: 2, pids: 32 }).memoryLimitBytes()).toBe(64 * 1024 * 1024);
 
     const sleeper = spawn('sleep', ['600'], { stdio: 'ignore' });
     children.push(sleeper);

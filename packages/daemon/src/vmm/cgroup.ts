@@ -123,9 +123,13 @@ export class VmCgroups {
       writeControlIfPresent(group.paths.memory, 'memory.oom.group', 1);
       writeControl(group.paths.cpu, 'cpu.max', `${quota} ${period}`);
     } else {
+      // Memory plus swap held to the same figure: no swapping past the limit. The kernel
+      // refuses a memory limit above memsw's, so when a reused group's limit goes up, memsw goes first.
+      const memsw = fs.existsSync(path.join(group.paths.memory, 'memory.memsw.limit_in_bytes'));
+      const raising = memsw && limits.memoryBytes > group.memoryLimitBytes();
+      if (raising) writeControl(group.paths.memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
       writeControl(group.paths.memory, 'memory.limit_in_bytes', limits.memoryBytes);
-      // Memory plus swap held to the same figure: no swapping past the limit (after the memory limit, which it may not be below).
-      writeControlIfPresent(group.paths.memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
+      if (memsw && !raising) writeControl(group.paths.memory, 'memory.memsw.limit_in_bytes', limits.memoryBytes);
       writeControl(group.paths.cpu, 'cpu.cfs_period_us', period);
       writeControl(group.paths.cpu, 'cpu.cfs_quota_us', quota);
     }
