@@ -1,13 +1,13 @@
 // The host checks behind `capsule doctor`: QEMU, KVM and the accelerator the
-// daemon chose, the guest kernel, free disk, what TAP networking needs and the
-// daemon's socket. Each check reports ok/warn/fail with a line of advice; none
+// daemon chose, the guest kernel, free disk, what TAP networking needs, whether
+// VMMs are jailed and the daemon's socket. Each check reports ok/warn/fail with a line of advice; none
 // of them changes the host.
 import { execFile } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { CapsuleClient, DaemonInfo } from '@capsule/sdk';
+import type { CapsuleClient, DaemonInfo, JailSupport } from '@capsule/sdk';
 import { isDaemonDown, stateDir } from './daemon-process.js';
 import { formatBytes } from './human-format.js';
 
@@ -148,6 +148,66 @@ export async function checkTapNetworking(info: DaemonInfo | undefined, probes: T
   };
 }
 
+/** What the jail needs that the host lacks, each with what to do about it. */
+function jailSupportLacking(support: JailSupport): string[] {
+  const lacking: string[] = [];
+  if (!support.userNamespaces) lacking.push('user namespaces (sysctl user.max_user_namespaces > 0)');
+  if (support.cgroup.version === 'none') lacking.push('cgroups with memory, cpu and pids');
+  if (!support.seccomp) lacking.push('seccomp (a kernel built with CONFIG_SECCOMP)');
+  if (!support.bubblewrap) lacking.push('bubblewrap (apt-get install bubblewrap)');
+  return lacking;
+}
+
+function describeJailSupport(support: JailSupport): string {
+  const cgroup = support.cgroup.version === 'none' ? 'no usable cgroups' : `cgroup v${support.cgroup.version}`;
+  const controllers = support.cgroup.controllers.length > 0 ? ` (${support.cgroup.controllers.join(', ')})` : '';
+  return [
+    `user namespaces ${support.userNamespaces ? 'yes' : 'no'}`,
+    `${cgroup}${controllers}`,
+    `seccomp ${support.seccomp ? 'yes' : 'no'}`,
+    support.bubblewrap ? `bubblewrap ${support.bubblewrap}` : 'no bubblewrap',
+  ].join(', ');
+}
+
+/**
+ * Whether the daemon jails each sandbox's QEMU, and what the host offers for
+ * it. A daemon with the jail off fails nothing but is always a warning, in
+ * capitals: every QEMU then runs as root and unconfined.
+ */
+export function checkJail(info: DaemonInfo | undefined): CheckResult {
+  if (!info)
+    return {
+      name: 'jail',
+      status: 'warn',
+      detail: 'unknown while capsuled is not running: it reports whether it jails VMMs and what this host supports',
+    };
+  // A daemon from before the jail sends no `jail`: its VMMs are not jailed.
+  const jail = info.jail;
+  if (!jail)
+    return {
+      name: 'jail',
+      status: 'warn',
+      detail: `JAIL OFF: capsuled ${info.version} predates jailing; every QEMU runs as root, unconfined`,
+    };
+  const { enabled, support } = jail;
+  const lacking = jailSupportLacking(support);
+  if (!enabled) {
+    const advice = lacking.length === 0 ? 'This host could jail them: unset CAPSULE_JAIL' : `Jailing here needs ${lacking.join(', ')}`;
+    return {
+      name: 'jail',
+      status: 'warn',
+      detail: `JAIL OFF (CAPSULE_JAIL=off): every QEMU runs as root, unconfined and without limits; a guest that escapes QEMU owns this host. ${advice}. Host: ${describeJailSupport(support)}`,
+    };
+  }
+  if (lacking.length > 0)
+    return {
+      name: 'jail',
+      status: 'fail',
+      detail: `capsuled jails VMMs but this host lacks ${lacking.join(', ')}; sandboxes may not start (CAPSULE_JAIL=off runs them unconfined)`,
+    };
+  return { name: 'jail', status: 'ok', detail: `capsuled jails each sandbox's QEMU; host: ${describeJailSupport(support)}` };
+}
+
 /** Whether capsuled answers; not running is a warning (the CLI starts it on demand), a refusing socket a failure. */
 export async function checkDaemon(client: CapsuleClient): Promise<{ result: CheckResult; info: DaemonInfo | undefined }> {
   try {
@@ -184,7 +244,7 @@ export async function runAllChecks(client: CapsuleClient): Promise<CheckResult[]
     checkDiskSpace(),
     checkTapNetworking(daemon.info),
   ]);
-  return [qemu, accel, guest, disk, network, daemon.result];
+  return [qemu, accel, guest, disk, network, checkJail(daemon.info), daemon.result];
 }
 
 export function formatCheck(check: CheckResult): string {

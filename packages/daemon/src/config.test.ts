@@ -58,3 +58,12 @@ describe('CAPSULE_DISK_RESERVE_MIB', () => {
     expect(() => loadConfig({ CAPSULE_DISK_RESERVE_MIB: '-1' })).toThrow(/whole number/);
   });
 });
+
+describe('CAPSULE_JAIL', () => {
+  it('jails VMMs unless turned off', () => {
+    expect(loadConfig({}).jail).toBe(true);
+    expect(loadConfig({ CAPSULE_JAIL: 'on' }).jail).toBe(true);
+    expect(loadConfig({ CAPSULE_JAIL: 'off' }).jail).toBe(false);
+    expect(() => loadConfig({ CAPSULE_JAIL: 'maybe' })).toThrow(/expected on or off/);
+  });
+});

@@ -24,6 +24,8 @@ export interface DaemonConfig {
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
   warmPoolSize: number;
   logLevel: string;
+  /** Run each sandbox's QEMU jailed (own uid, namespaces, cgroup, seccomp); from CAPSULE_JAIL, on unless `off`. */
+  jail: boolean;
   /** Sandbox networking: `user` (QEMU's user-mode stack, the default) or `tap` (root: namespace, tap, NAT). */
   network: 'user' | 'tap';
   /** TAP mode: the IPv4 pool each sandbox's /30 host link is allocated from (CAPSULE_TAP_POOL). */
@@ -35,14 +37,18 @@ export interface DaemonConfig {
    * `host:port` or `https://host:port` serve TLS, `http://host:port` plain HTTP (asked for by name only).
    */
   listen?: TcpListen;
-  /** Run every QEMU in its jail (CAPSULE_JAIL, on by default); off only on hosts that cannot. */
-  jail: boolean;
   /**
    * The ids jailed VMs run as (CAPSULE_JAIL_IDS, `FIRST-LAST`): FIRST is the
    * group they share, each VM gets a uid of its own from the rest. Host-wide:
    * two daemons on one host need ranges that do not overlap.
    */
   jailIds: { first: number; count: number };
+  /**
+   * Memory a jailed VM's QEMU may use beyond its guest's RAM before its cgroup
+   * kills it (CAPSULE_VMM_OVERHEAD_MIB); unset: 128 MiB, plus 256 MiB of
+   * translated code under TCG (vmm/cgroup.ts says how these were measured).
+   */
+  vmmOverheadMiB?: number;
   /** The operator's certificate and key for TLS on TCP (CAPSULE_TLS_CERT, CAPSULE_TLS_KEY); else one made in stateDir. */
   tlsCertFile?: string;
   tlsKeyFile?: string;
@@ -77,11 +83,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+    jail: onOff(env.CAPSULE_JAIL, true),
     network,
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),
-    jail: onOff(env.CAPSULE_JAIL, true),
     jailIds: parseIdRange(env.CAPSULE_JAIL_IDS || '900000-999999'),
+    ...(env.CAPSULE_VMM_OVERHEAD_MIB ? { vmmOverheadMiB: positiveInt(env.CAPSULE_VMM_OVERHEAD_MIB, 0) } : {}),
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
     ...parseTlsFiles(env),
   };

@@ -22,6 +22,8 @@ import { testOnlyDelay } from './test-only-delay.js';
 import { templatesFromManifest } from './templates/defaults.js';
 import { Templates } from './templates/templates.js';
 import { chooseAccel } from './vmm/accel.js';
+import { VmCgroups } from './vmm/cgroup.js';
+import { probeJailSupport } from './vmm/host-support.js';
 import { useJail, VmJail } from './vmm/jail.js';
 import { qemuVersion } from './vmm/qemu.js';
 
@@ -56,19 +58,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     qemuVersion: qemu,
   });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
-  if (config.jail) {
-    useJail(
-      new VmJail({
-        ids: config.jailIds,
-        runtimeDir: config.runtimeDir,
-        diskRoots: [config.cacheDir, config.stateDir],
-        overheadMiB: 0,
-      }),
+  const jailSupport = await probeJailSupport();
+  useJail(config.jail ? openJail(config, log) : undefined);
+  if (config.jail) log.info({ support: jailSupport }, 'VMMs are jailed');
+  else
+    log.warn(
+      { support: jailSupport },
+      'CAPSULE_JAIL=off: every QEMU runs as root, unconfined, without limits; a guest that escapes it owns this host',
     );
-  } else {
-    useJail(undefined);
-    log.warn('CAPSULE_JAIL=off: every QEMU runs as root, unconfined; a guest that escapes QEMU owns this host');
-  }
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
   const images = new ImageService(store, config, log);
@@ -115,6 +112,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     domain: config.domain,
     sandboxesRunning: manager.runningCount,
     startedAt,
+    jail: { enabled: config.jail, support: jailSupport },
   });
   const api = await buildApi({
     manager,
@@ -153,4 +151,21 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       fs.rmSync(config.socketPath, { force: true });
     },
   };
+}
+
+/** The jail every QEMU runs in; without usable cgroups it runs without them, and says so. */
+function openJail(config: DaemonConfig, log: Logger): VmJail {
+  let cgroups: VmCgroups | undefined;
+  try {
+    cgroups = VmCgroups.open('capsule');
+  } catch (err) {
+    log.warn({ err: errorMessage(err) }, 'VMs run WITHOUT memory, CPU and pids limits: no usable cgroups');
+  }
+  return new VmJail({
+    ids: config.jailIds,
+    runtimeDir: config.runtimeDir,
+    diskRoots: [config.cacheDir, config.stateDir],
+    cgroups,
+    overheadMiB: config.vmmOverheadMiB,
+  });
 }

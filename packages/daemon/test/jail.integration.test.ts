@@ -11,7 +11,7 @@ import { readManifest } from '../src/guest/manifest.js';
 import { useJail, VmJail } from '../src/vmm/jail.js';
 import { QmpClient } from '../src/vmm/qmp.js';
 import { startVm, stopVm, VmRuntimePaths } from '../src/vmm/qemu.js';
-import { it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
+import { eventually, it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 
 function status(pid: number): Record<string, string> {
   const fields: Record<string, string> = {};
@@ -98,7 +98,7 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
     fs.mkdirSync(disks);
     const rootDisk = path.join(disks, 'overlay.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', rootDisk, '64M']);
-    useJail(new VmJail({ ids: { first: 980000, count: 1000 }, runtimeDir: path.join(work, 'run'), diskRoots: [work], overheadMiB: 0 }));
+    useJail(new VmJail({ ids: { first: 980000, count: 1000 }, runtimeDir: path.join(work, 'run'), diskRoots: [work] }));
     vm = await startVm(
       {
         id: 'attacker',
@@ -142,5 +142,42 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
     // QEMU's seccomp filter kills it at the attempt; were it alive, no child (a forked helper) would be either.
     const children = `/proc/${vm?.pid}/task/${vm?.pid}/children`;
     if (fs.existsSync(children)) expect(fs.readFileSync(children, 'utf8').trim()).toBe('');
+  });
+});
+
+describe('a guest that fills its RAM past its VM memory limit (real QEMU microVMs, cgroup limit)', () => {
+  // The allowance beyond guest RAM made small, so that a guest dirtying all its RAM crosses it.
+  const daemon = new TestDaemon({ CAPSULE_VMM_OVERHEAD_MIB: '16' });
+  const sandboxIt = sandboxTest(daemon);
+  beforeAll(() => daemon.start(), 120_000);
+  afterAll(() => daemon.destroy());
+
+  sandboxIt('gets its QEMU killed by its own cgroup: error/oom, while another sandbox answers', async ({ newSandbox }) => {
+    const hog = await newSandbox();
+    const bystander = await newSandbox();
+    const uid = status(hog.pid as number).Uid?.split(/\s+/)[0];
+    const group = `/sys/fs/cgroup/memory/capsule/vm-${uid}`;
+    expect(fs.readFileSync(`/proc/${hog.pid}/cgroup`, 'utf8')).toContain(`memory:/capsule/vm-${uid}`);
+    const limit = Number(fs.readFileSync(path.join(group, 'memory.limit_in_bytes'), 'utf8'));
+    expect(limit).toBeLessThan(2 * 1024 ** 3);
+
+    // Every page of guest RAM written: a tmpfs as large as RAM, filled until it or the guest gives out.
+    await daemon.api
+      .exec(hog.id, ['sh', '-c', 'mkdir -p /hog && mount -t tmpfs -o size=100% none /hog && dd if=/dev/zero of=/hog/f bs=1M'], {
+        timeoutMs: 120_000,
+      })
+      .catch(() => undefined);
+    const ended = await eventually(
+      async () => {
+        const current = await daemon.api.sandbox(hog.id);
+        return current.state === 'error' ? current : undefined;
+      },
+      60_000,
+      'the hog to be killed',
+    );
+    expect(ended.stateReason).toBe('oom');
+    expect((await daemon.api.exec(bystander.id, ['echo', 'alive'])).stdout).toBe('alive\n');
+    // The killed VM's group went with it.
+    await eventually(async () => (fs.existsSync(group) ? undefined : true), 15_000, 'its cgroup to be removed');
   });
 });

@@ -90,7 +90,7 @@ const StringMap = (maxProperties: number) =>
 
 export const StateTransition = Type.Object({
   state: SandboxState,
-  reason: Type.String({ description: 'user, crash, timeout, host_restart, start_failed, ...' }),
+  reason: Type.String({ description: 'user, crash, oom (its VM outgrew its memory limit), timeout, host_restart, start_failed, ...' }),
   message: Type.Optional(Type.String()),
   at: Type.String({ format: 'date-time' }),
 });
@@ -270,6 +270,21 @@ export type Template = Static<typeof Template>;
 export const TemplateList = Type.Object({ templates: Type.Array(Template) });
 export type TemplateList = Static<typeof TemplateList>;
 
+/** What this host offers for confining each sandbox's VMM, as the daemon probed it at its start. */
+export const JailSupport = Type.Object({
+  userNamespaces: Type.Boolean(),
+  cgroup: Type.Object({
+    /** 2: unified hierarchy; 1: one hierarchy per controller; none: memory, cpu and pids are not all available. */
+    version: Type.Union([Type.Literal(1), Type.Literal(2), Type.Literal('none')]),
+    controllers: Type.Array(Type.String()),
+  }),
+  /** The kernel can filter system calls (QEMU's `-sandbox`). */
+  seccomp: Type.Boolean(),
+  /** `bwrap --version` of the jail's launcher; absent when bubblewrap is not installed. */
+  bubblewrap: Type.Optional(Type.String()),
+});
+export type JailSupport = Static<typeof JailSupport>;
+
 export const DaemonInfo = Type.Object({
   version: Type.String(),
   pid: Type.Integer(),
@@ -299,6 +314,11 @@ export const DaemonInfo = Type.Object({
   domain: Type.String(),
   sandboxesRunning: Type.Integer(),
   startedAt: Type.String({ format: 'date-time' }),
+  /**
+   * Whether each sandbox's QEMU runs jailed (CAPSULE_JAIL; off leaves it root and unconfined), and what the host
+   * supports; always sent by this version, absent from daemons that predate the jail.
+   */
+  jail: Type.Optional(Type.Object({ enabled: Type.Boolean(), support: JailSupport })),
 });
 export type DaemonInfo = Static<typeof DaemonInfo>;
 

@@ -57,6 +57,7 @@ export {
 export type {
   CreateSandboxRequest,
   DaemonInfo,
+  JailSupport,
   ExecEvent,
   ExecRequest,
   ExecResult,

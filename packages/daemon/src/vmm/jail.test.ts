@@ -48,7 +48,7 @@ describe('the VMM jail, without a VM', () => {
   });
 
   it('attack: refuses a shared memory file written after it was given to VMs', () => {
-    const jail = new VmJail({ ids: { first: 970000, count: 10 }, runtimeDir: path.join(work, 'run'), diskRoots: [work], overheadMiB: 0 });
+    const jail = new VmJail({ ids: { first: 970000, count: 10 }, runtimeDir: path.join(work, 'run'), diskRoots: [work] });
     const memory = path.join(work, 'memory');
     fs.writeFileSync(memory, Buffer.alloc(4096));
     jail.checkSeal(memory);

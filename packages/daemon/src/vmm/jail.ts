@@ -15,17 +15,7 @@ import type { Readable, Writable } from 'node:stream';
 import { errorMessage } from '../errors.js';
 import { isProcessAlive } from '../launcher.js';
 import { backingChain } from '../guest/cache-pins.js';
-
-/** The per-VM cgroups the jail places each QEMU in (cgroup.ts). */
-export interface JailCgroups {
-  create(name: string, limits: { memoryBytes: number; vcpus: number }): JailCgroup;
-  open(name: string): JailCgroup | undefined;
-}
-export interface JailCgroup {
-  addProcess(pid: number): void;
-  oomKilled(): boolean;
-  remove(): void;
-}
+import type { VmCgroup, VmCgroups } from './cgroup.js';
 
 export interface JailSettings {
   /** The id range: its first id is the group all jailed VMs share (TAP devices, warm memory files), the rest are uids. */
@@ -37,9 +27,9 @@ export interface JailSettings {
   /** Host-wide uid claims, shared by every daemon on the host so that no two jails share a uid. */
   claimsDir?: string;
   /** A cgroup per VM; none on hosts without usable cgroups. */
-  cgroups?: JailCgroups | undefined;
-  /** Memory allowed beyond guest RAM (QEMU's own), for the cgroup's limit. */
-  overheadMiB: number;
+  cgroups?: VmCgroups | undefined;
+  /** Memory QEMU may use beyond guest RAM, in MiB; undefined: what cgroup.ts measured for the accelerator. */
+  overheadMiB?: number | undefined;
 }
 
 /** What a VM needs inside its jail: derived from its spec only (jailMounts). */
@@ -75,6 +65,8 @@ export const DEFAULT_CLAIMS_DIR = '/run/capsule-jail-uids';
 /** A jail without a pid is a launch in progress for at most this long. */
 const LAUNCH_GRACE_MS = 60_000;
 const INFO_TIMEOUT_MS = 15_000;
+/** QEMU's threads (vCPUs apart): main, RCU, I/O and a worker pool of up to 64; bubblewrap's own process. */
+const MAX_TASKS = 128;
 /** QEMU keeps a few dozen fds (disks, sockets, eventfds); far more is a leak or an attack. */
 const MAX_OPEN_FILES = 4096;
 /** A guest's log lines and state files are bounded too: nothing QEMU writes may exceed its disk plus its RAM plus this. */
@@ -129,7 +121,7 @@ export class VmJail {
   async spawn(
     id: string,
     mounts: JailMounts,
-    limits: { memoryMiB: number; vcpus: number; fileSizeBytes: number },
+    limits: { memoryLimitBytes: number; vcpus: number; fileSizeBytes: number },
     outer: string[],
     vmm: string[],
     logFile: string,
@@ -140,7 +132,7 @@ export class VmJail {
       throw new Error(`VM ${id} already runs in its jail (pid ${existing.pid})`);
     this.release(id, { force: true });
     const uid = this.claimUid(id);
-    let cgroup: JailCgroup | undefined;
+    let cgroup: VmCgroup | undefined;
     let pid: number | undefined;
     try {
       this.writeRecord(id, { uid, createdAt: Date.now() });
@@ -148,8 +140,9 @@ export class VmJail {
       const root = this.rootDir(id);
       buildSkeleton(root, mounts);
       cgroup = this.settings.cgroups?.create(cgroupName(uid), {
-        memoryBytes: (limits.memoryMiB + this.settings.overheadMiB) * 1024 * 1024,
+        memoryBytes: limits.memoryLimitBytes,
         vcpus: limits.vcpus,
+        pids: MAX_TASKS + limits.vcpus,
       });
       const argv = [
         ...outer,
@@ -184,7 +177,6 @@ export class VmJail {
           // Already gone.
         }
       }
-      cgroup?.remove();
       this.release(id, { force: true });
       throw err;
     }
@@ -194,7 +186,7 @@ export class VmJail {
   oomKilled(pid: number): boolean {
     for (const id of this.jailIds()) {
       const record = this.readRecord(id);
-      if (record?.pid === pid) return this.settings.cgroups?.open(cgroupName(record.uid))?.oomKilled() ?? false;
+      if (record?.pid === pid) return this.settings.cgroups?.existing(cgroupName(record.uid))?.oomKilled() ?? false;
     }
     return this.releasedByOom.has(pid);
   }
@@ -208,9 +200,10 @@ export class VmJail {
     if (!options.force && record?.pid !== undefined && isProcessAlive(record.pid)) return false;
     if (!options.force && record?.pid === undefined && record && Date.now() - record.createdAt < LAUNCH_GRACE_MS) return false;
     if (record) {
-      const cgroup = this.settings.cgroups?.open(cgroupName(record.uid));
+      const cgroup = this.settings.cgroups?.existing(cgroupName(record.uid));
       if (record.pid !== undefined && cgroup?.oomKilled()) this.releasedByOom.add(record.pid);
-      cgroup?.remove();
+      // Its processes are gone (else it would not be released), so the kernel lets it go at once or after their reaping.
+      cgroup?.remove().catch(() => undefined);
       this.dropClaim(record.uid, id);
     }
     fs.rmSync(this.jailDir(id), { recursive: true, force: true });

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
 import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
+import { memoryLimitFor, TCG_CODE_BUFFER_MIB, VMM_OVERHEAD_MIB } from './cgroup.js';
 import { activeJail, fileSizeLimit, jailMounts } from './jail.js';
 import { QmpClient } from './qmp.js';
 
@@ -137,7 +138,8 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths, options: { pidFile
     '-M',
     `microvm,acpi=on,x-option-roms=off,rtc=on${backend ? ',memory-backend=mem' : ''}`,
     '-accel',
-    spec.accel,
+    // TCG's translated code is QEMU's memory too, and grows with every new guest code path: bounded, so the cgroup's limit holds.
+    spec.accel === 'tcg' ? `tcg,tb-size=${TCG_CODE_BUFFER_MIB}` : spec.accel,
     '-cpu',
     spec.accel === 'kvm' ? 'host' : 'max',
     '-smp',
@@ -202,7 +204,14 @@ export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pi
   let pid: number;
   if (jail) {
     const mounts = jailMounts(spec, paths.dir, jail.settings.diskRoots);
-    const limits = { memoryMiB: spec.memoryMiB, vcpus: spec.vcpus, fileSizeBytes: fileSizeLimit(spec.rootDisk, spec.memoryMiB) };
+    const limits = {
+      memoryLimitBytes: memoryLimitFor(
+        spec.memoryMiB,
+        jail.settings.overheadMiB ?? VMM_OVERHEAD_MIB + (spec.accel === 'tcg' ? TCG_CODE_BUFFER_MIB : 0),
+      ),
+      vcpus: spec.vcpus,
+      fileSizeBytes: fileSizeLimit(spec.rootDisk, spec.memoryMiB),
+    };
     pid = await jail.spawn(spec.id, mounts, limits, outer, [QEMU_BINARY, ...qemuArgs(spec, paths, { pidFile: false })], paths.qemuLog);
     fs.writeFileSync(paths.pidFile, `${pid}\n`, { mode: 0o644 });
   } else {
