@@ -25,7 +25,7 @@ describe('qemu command line', () => {
   it('uses the requested resources and accelerator', () => {
     expect(after('-m')).toEqual(['768M']);
     expect(after('-smp')).toEqual(['2']);
-    expect(after('-accel')).toEqual(['tcg']);
+    expect(after('-accel')).toEqual(['tcg,tb-size=256']);
     expect(after('-cpu')).toEqual(['max']);
     expect(qemuArgs({ ...spec, accel: 'kvm' }, new VmRuntimePaths('/r'))).toEqual(expect.arrayContaining(['kvm', 'host']));
   });
