@@ -33,8 +33,13 @@ describe('pause and resume (real QEMU microVM)', () => {
     );
   };
 
+  /** Each of the sandbox's QEMUs' seccomp mode: 2 is a filter (QEMU's own `-sandbox on`). */
+  const seccompModes = (id: string) =>
+    daemon.qemuPids(id).map((pid) => /^Seccomp:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+
   it(`keeps files and running processes across ${CYCLES} pause/resume cycles, using no QEMU while paused`, async ({ sandbox }) => {
     const { id } = sandbox;
+    expect(seccompModes(id)).toEqual(['2']);
     // A process that counts, started before any pause: it must still be counting after the last resume.
     await exec(id, [
       'sh',
@@ -60,6 +65,9 @@ describe('pause and resume (real QEMU microVM)', () => {
     const clock = Number((await exec(id, ['date', '+%s'])).stdout);
     expect(Math.abs(clock - Date.now() / 1000)).toBeLessThan(5);
     expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id, 'pause.state'))).toBe(false);
+    // The resumed QEMU is filtered too, and the sockets its streams were relayed through are gone.
+    expect(seccompModes(id)).toEqual(['2']);
+    expect(fs.readdirSync(path.join(daemon.runtimeDir, 'sandboxes', id)).filter((name) => name.startsWith('migrate'))).toEqual([]);
 
     // Removing a paused sandbox removes its saved state too.
     await daemon.api.pause(id);

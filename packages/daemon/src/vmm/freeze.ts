@@ -46,14 +46,19 @@ export function canFreeze(machine: VmSpec): boolean {
 
 /**
  * Stops the VM behind `source` and writes its whole state into `dir` (created
- * here, owner-only) as `memory` and `state`. `machine` is the VM's own spec;
- * `runtimeDir` holds the helper QEMU's sockets for the few moments it lives.
- * The helper never runs guest code and is always gone when this returns.
+ * here, owner-only) as `memory` and `state`. `machine` is the VM's own spec and
+ * `sourcePaths` its runtime files; `runtimeDir` holds the helper QEMU's
+ * sockets for the few moments it lives. The helper never runs guest code and
+ * is always gone when this returns.
  */
-export async function freezeVm(source: QmpClient, machine: VmSpec, dir: string, runtimeDir: string): Promise<FrozenVm> {
-  return await freezeInto(machine, dir, runtimeDir, (helper, paths) =>
-    migrateBetween(source, helper, path.join(paths.dir, 'migrate.sock')),
-  );
+export async function freezeVm(
+  source: QmpClient,
+  sourcePaths: VmRuntimePaths,
+  machine: VmSpec,
+  dir: string,
+  runtimeDir: string,
+): Promise<FrozenVm> {
+  return await freezeInto(machine, dir, runtimeDir, (helper, paths) => migrateBetween(source, sourcePaths, helper, paths));
 }
 
 /**
@@ -68,7 +73,7 @@ export async function freezeStateFile(
   runtimeDir: string,
   signal: AbortSignal,
 ): Promise<FrozenVm> {
-  return await freezeInto(machine, dir, runtimeDir, (helper) => loadVmState(helper, stateFile, false), signal);
+  return await freezeInto(machine, dir, runtimeDir, (helper, paths) => loadVmState(helper, paths, stateFile, false), signal);
 }
 
 async function freezeInto(
@@ -109,7 +114,7 @@ async function freezeInto(
     );
     signal?.throwIfAborted();
     await load(helper.qmp, paths);
-    await saveVmState(helper.qmp, files.state, true);
+    await saveVmState(helper.qmp, paths, files.state, true);
     await stopVm(helper.pid, helper.qmp);
     helper.qmp.close();
     helper = undefined;

@@ -106,7 +106,7 @@ export class QemuVm implements VmHandle {
    * caller's /init is the first request, and waits for it.
    */
   async restore(stateFile: string, ramInState: boolean, beforeRun?: () => Promise<void>): Promise<void> {
-    await restoreVmState(this.qmp, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
+    await restoreVmState(this.qmp, this.paths, stateFile, !ramInState, beforeRun).catch((err: unknown) => {
       // QEMU says why a state does not load (a device that differs) only in its own log.
       const log = this.logTail();
       throw new Error(`${errorMessage(err)}${log ? `: ${log}` : ''}`);
@@ -114,11 +114,11 @@ export class QemuVm implements VmHandle {
   }
 
   async saveState(file: string, options: { withRam: boolean }): Promise<void> {
-    await saveVmState(this.qmp, file, !options.withRam);
+    await saveVmState(this.qmp, this.paths, file, !options.withRam);
   }
 
   async freeze(machine: VmSpec, dir: string, helperRuntimeDir: string): Promise<FrozenVm> {
-    return await freezeVm(this.qmp, machine, dir, helperRuntimeDir);
+    return await freezeVm(this.qmp, this.paths, machine, dir, helperRuntimeDir);
   }
 
   async pause(): Promise<void> {

@@ -46,6 +46,12 @@ describe('qemu command line', () => {
     expect(restore.slice(-2)).toEqual(['-incoming', 'defer']);
   });
 
+  it("turns QEMU's own seccomp filter on, spawning forbidden", () => {
+    expect(after('-sandbox')).toEqual(['on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny']);
+    const restore = qemuArgs({ ...spec, incoming: true }, new VmRuntimePaths('/r'));
+    expect(restore[restore.indexOf('-sandbox') + 1]).toContain('spawn=deny');
+  });
+
   it('puts every socket in the runtime folder', () => {
     expect(args.join(' ')).toContain('path=/run/x/agent.sock');
     expect(args.join(' ')).toContain('unix:/run/x/qmp.sock');

@@ -80,6 +80,18 @@ export class VmRuntimePaths {
   get consoleSocket(): string {
     return path.join(this.dir, 'console.sock');
   }
+  /** Where the daemon listens for the state QEMU sends out (migration.ts). */
+  get migrationOutSocket(): string {
+    return path.join(this.dir, 'migrate-out.sock');
+  }
+  /**
+   * Where QEMU listens for a state coming in. Apart from the other: QEMU
+   * removes the socket it listened on a moment after the load, and must not
+   * take a save's socket with it.
+   */
+  get migrationInSocket(): string {
+    return path.join(this.dir, 'migrate-in.sock');
+  }
   get pidFile(): string {
     return path.join(this.dir, 'qemu.pid');
   }
@@ -151,6 +163,10 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths, options: { pidFile
     '-no-user-config',
     '-nographic',
     '-no-reboot',
+    // QEMU's own seccomp filter: no spawning (migration streams go through sockets), no setuid,
+    // no changing priorities or affinities, no syscalls that only obsolete devices need.
+    '-sandbox',
+    'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     // A restore replaces all of RAM, and a booted guest never reads the kernel or its command line
     // again (QEMU hands them over through fw_cfg, whose contents are not part of the saved state):
     // reading and copying a 14 MiB kernel was half of QEMU's start-up before a restore could begin.
