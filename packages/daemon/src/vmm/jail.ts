@@ -78,6 +78,8 @@ const JAIL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 export class VmJail {
   /** VMs whose released cgroup had OOM-killed them, for an exit noticed after the release. */
   private readonly releasedByOom = new Set<number>();
+  /** Groups of devices the jailed QEMUs need besides their shared one (`kvm`). */
+  private readonly extraGroups: number[] = [];
 
   constructor(readonly settings: JailSettings) {}
 
@@ -157,7 +159,7 @@ export class VmJail {
         'setpriv',
         `--reuid=${uid}`,
         `--regid=${uid}`,
-        `--groups=${this.sharedGid}`,
+        `--groups=${[this.sharedGid, ...this.extraGroups].join(',')}`,
         '--inh-caps=-all',
         '--bounding-set=-all',
         '--no-new-privs',
@@ -297,6 +299,25 @@ export class VmJail {
     }
     for (const file of mounts.groupWritable) this.checkSeal(file);
     for (const folder of mounts.diskFolders) fs.chmodSync(folder, 0o711);
+    for (const device of mounts.devices) this.shareDevice(device);
+  }
+
+  /**
+   * A device a jailed QEMU opens (/dev/net/tun, /dev/kvm) is usually open to
+   * everyone or to a group (Debian: tun 0666, kvm 0660 root:kvm); where only
+   * root may open it, the jailed VMs' group is given it. /dev/net/tun alone
+   * grants nothing: attaching to a TAP device needs owning it.
+   */
+  private shareDevice(device: string): void {
+    const stat = fs.statSync(device);
+    if ((stat.mode & 0o006) === 0o006) return;
+    if ((stat.mode & 0o060) === 0o060 && (stat.gid === this.sharedGid || this.extraGroups.includes(stat.gid))) return;
+    if ((stat.mode & 0o060) === 0o060 && stat.gid !== 0) {
+      this.extraGroups.push(stat.gid);
+      return;
+    }
+    fs.chownSync(device, stat.uid, this.sharedGid);
+    fs.chmodSync(device, (stat.mode & 0o7777) | 0o060);
   }
 
   /**
@@ -376,7 +397,11 @@ function bwrapArgs(root: string, mounts: JailMounts): string[] {
   for (const file of mounts.readOnly) args.push('--ro-bind', file, file);
   // A folder first: a file of it bound after it still mounts over the folder's own entry.
   for (const file of [...mounts.diskFolders, ...mounts.owned, ...mounts.groupWritable]) args.push('--bind', file, file);
-  for (const device of mounts.devices) args.push('--dev-bind', device, device);
+  for (const device of mounts.devices) {
+    // bubblewrap would make /dev/net owner-only, which the jailed uid could not cross.
+    if (path.dirname(device) !== '/dev') args.push('--perms', '0755', '--dir', path.dirname(device));
+    args.push('--dev-bind', device, device);
+  }
   args.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--new-session', '--as-pid-1', '--clearenv', '--setenv', 'PATH', JAIL_PATH);
   args.push('--info-fd', '3', '--block-fd', '4');
   return args;
