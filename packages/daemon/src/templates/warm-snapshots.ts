@@ -73,12 +73,17 @@ export class WarmSnapshots {
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
   async prepareWarmSnapshot(template: TemplateRecord): Promise<void> {
     if (!this.config.warmSnapshots) return;
-    this.warm.set(template.name, { state: 'building' });
+    const preparing = { state: 'building' as const };
+    this.warm.set(template.name, preparing);
+    // The template may be removed while this runs (its disk with it), and the name taken by a new one:
+    // this preparation's outcome is then no longer the name's, and a pool for it would never be closed.
+    const superseded = () => this.warm.get(template.name) !== preparing;
     try {
       const snapshotDir = await getSnapshotTemplateDir(this.store, template.name);
       // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
       const snapshot =
         snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
+      if (superseded()) return;
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
@@ -86,6 +91,10 @@ export class WarmSnapshots {
         pool.fill();
       }
     } catch (err) {
+      if (superseded()) {
+        this.log.info({ template: template.name, err: errorMessage(err) }, 'the template went while its warm snapshot was being made');
+        return;
+      }
       this.warm.set(template.name, { state: 'failed', error: errorMessage(err) });
       this.log.error({ template: template.name, err: errorMessage(err) }, 'no warm snapshot; sandboxes of this template boot cold');
     }
