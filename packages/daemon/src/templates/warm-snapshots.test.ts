@@ -1,15 +1,21 @@
 // A template removed while its warm snapshot is being made: what that work
-// finds (a failure here, as when the removal took the template's disk) is not
-// recorded against the name, which a new template may take. No VM: the
-// template's disk is missing, so the preparation fails before it would boot one.
+// finds is not recorded against the name, which a new template may take, and a
+// template built again meanwhile shares the build under way instead of booting
+// a second VM in its runtime folder. No VM: the build is a stand-in.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../config.js';
 import { silentLogger } from '../log.js';
 import { Store } from '../store/store.js';
+import { buildWarmSnapshot, loadWarmSnapshot, type WarmSnapshot } from './warm-snapshot.js';
 import { WarmSnapshots } from './warm-snapshots.js';
+
+vi.mock('./warm-snapshot.js', async (importOriginal) => {
+  const original = await importOriginal<typeof import('./warm-snapshot.js')>();
+  return { ...original, buildWarmSnapshot: vi.fn(), loadWarmSnapshot: vi.fn(original.loadWarmSnapshot) };
+});
 
 describe('warm snapshots of removed templates', () => {
   let root: string;
@@ -30,6 +36,7 @@ describe('warm snapshots of removed templates', () => {
     });
   });
   afterEach(async () => {
+    vi.clearAllMocks();
     await store.close();
     fs.rmSync(root, { recursive: true, force: true });
   });
@@ -50,5 +57,35 @@ describe('warm snapshots of removed templates', () => {
     await preparing;
     expect(warm.warmSnapshotInfo('gone')).toEqual({ state: 'building' });
     expect(warm.usableSnapshot('gone', 1, 256)).toBeUndefined();
+  });
+
+  it('builds the snapshot of a template removed and built again meanwhile once, and records it for the new one', async () => {
+    const file = (name: string) => {
+      fs.writeFileSync(path.join(root, name), name);
+      return path.join(root, name);
+    };
+    const template = {
+      name: 'again',
+      kernel: file('vmlinuz'),
+      initramfs: file('initramfs'),
+      kit: file('kit'),
+      rootfs: file('build-0000000000000001.ext4'),
+      default_vcpus: 1,
+      default_memory_mib: 256,
+      created_at: '',
+    };
+    const builds: ((snapshot: WarmSnapshot) => void)[] = [];
+    vi.mocked(buildWarmSnapshot).mockImplementation(() => new Promise((resolve) => builds.push(resolve)));
+    const first = warm.prepareWarmSnapshot(template);
+    await vi.waitFor(() => expect(buildWarmSnapshot).toHaveBeenCalledTimes(1));
+    await warm.forgetTemplate('again');
+    const second = warm.prepareWarmSnapshot({ ...template, created_at: 'later' });
+    // The second preparation found no snapshot in the cache: it then builds one, or joins the build under way.
+    await vi.waitFor(() => expect(loadWarmSnapshot).toHaveBeenCalledTimes(2));
+    const snapshot = { dir: path.join(root, 'snapshot'), vcpus: 1, memoryMiB: 256 } as WarmSnapshot;
+    for (const finish of builds) finish(snapshot);
+    await Promise.all([first, second]);
+    expect(buildWarmSnapshot).toHaveBeenCalledTimes(1);
+    expect(warm.warmSnapshotInfo('again')).toEqual({ state: 'ready', dir: snapshot.dir });
   });
 });
