@@ -13,7 +13,8 @@ export function holdFile(cacheFile: string, holdDir: string, name = path.basenam
     fs.linkSync(cacheFile, hold);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    // EXDEV: state and cache on different filesystems; the file is then never collected.
+    // EXDEV: state and cache on different filesystems; the file is then kept only by the
+    // records of the daemon that sweeps (images/image-service.ts), and by the sweep's grace.
     if (code !== 'EEXIST' && code !== 'EXDEV') throw err;
   }
 }
@@ -41,7 +42,7 @@ export function releaseFile(cacheFile: string, holdDir: string): boolean {
  * whose blobs are held only once the whole image is in; files that are held
  * from the moment they exist (forks' shared disks) need none.
  */
-export function sweepUnheld(dir: string, graceMs?: number, include: (name: string) => boolean = () => true): number {
+export function sweepUnheld(dir: string, graceMs?: number, include: (file: string) => boolean = () => true): number {
   let removed = 0;
   const walk = (d: string) => {
     let entries: fs.Dirent[];
@@ -53,7 +54,7 @@ export function sweepUnheld(dir: string, graceMs?: number, include: (name: strin
     for (const entry of entries) {
       const file = path.join(d, entry.name);
       if (entry.isDirectory()) walk(file);
-      else if (entry.isFile() && include(entry.name)) {
+      else if (entry.isFile() && include(file)) {
         try {
           const stat = fs.statSync(file);
           if (stat.nlink === 1 && (graceMs === undefined || Date.now() - stat.ctimeMs > graceMs)) {

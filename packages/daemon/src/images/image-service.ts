@@ -56,7 +56,7 @@ export class ImageService {
    * daemons that died mid-import or mid-build (their pid is in the name; the cache is shared).
    */
   async start(): Promise<void> {
-    this.sweepUnheldFiles();
+    await this.sweepUnheldFiles();
     // Temp folders of daemons that are gone (the cache is shared by every daemon on the host).
     const tmpDir = this.tmpDir;
     for (const name of fs.existsSync(tmpDir) ? fs.readdirSync(tmpDir) : []) {
@@ -66,15 +66,29 @@ export class ImageService {
     }
   }
 
-  /** Blobs and root filesystems no daemon has held for a while, and the defaults files of removed root filesystems. */
-  private sweepUnheldFiles(): void {
-    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS);
+  /**
+   * Blobs and root filesystems no daemon has held for a while, and the defaults
+   * files of removed root filesystems. What this daemon's own images and
+   * templates use stays even when unheld: a hold is a hard link, which cannot be
+   * made when the state and cache folders are on different filesystems.
+   */
+  private async sweepUnheldFiles(): Promise<void> {
+    const used = await this.filesInUse();
+    sweepUnheld(this.blobs.dir, UNHELD_GRACE_MS, (file) => !used.has(file));
     const rootfsDir = path.join(this.config.cacheDir, 'images', 'rootfs');
-    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (name) => name.endsWith('.ext4'));
+    sweepUnheld(rootfsDir, UNHELD_GRACE_MS, (file) => file.endsWith('.ext4') && !used.has(file));
     for (const name of fs.existsSync(rootfsDir) ? fs.readdirSync(rootfsDir) : []) {
       if (name.endsWith('.defaults.json') && !fs.existsSync(path.join(rootfsDir, name.slice(0, -'.defaults.json'.length))))
         fs.rmSync(path.join(rootfsDir, name), { force: true });
     }
+  }
+
+  /** The cache files this daemon's records name: every stored image's blobs and root filesystem, every template's root filesystem. */
+  private async filesInUse(): Promise<Set<string>> {
+    const used = new Set([...(await referencedBlobs(this.store))].map((digest) => this.blobs.path(digest)));
+    for (const image of await listImages(this.store)) used.add(imageRootfsPath(this.config.cacheDir, image.digest));
+    for (const template of await this.store.listTemplates()) used.add(template.rootfs);
+    return used;
   }
 
   /** Where imports, root filesystems and uploaded build contexts are unpacked; what a dead daemon left is swept at start. */
@@ -114,7 +128,7 @@ export class ImageService {
   async import(file: string, tag: string | undefined, options: ImageOperationOptions = {}): Promise<Image> {
     const name = tag === undefined ? undefined : formatReference(parseReference(tag));
     this.assertDiskRoom('import an image');
-    this.sweepUnheldFiles();
+    await this.sweepUnheldFiles();
     const { image, ref } = await importArchive(
       file,
       this.blobs,

@@ -64,16 +64,17 @@ export class SandboxAdoption {
   async prepare(): Promise<Set<string>> {
     const keep = new Set<string>();
     for (const record of await this.store.sandboxesInStates(['starting', 'running'])) {
-      if (record.state === 'starting') {
-        await this.vms.removeVmFiles(record.id, { keepRuntime: true });
-        await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
-      } else if ((JSON.parse(record.metadata) as Record<string, string>)['capsule.build'] === 'true') {
-        // A build sandbox lives as long as its build, which ended with the previous daemon.
+      if ((JSON.parse(record.metadata) as Record<string, string>)['capsule.build'] === 'true') {
+        // A build sandbox lives as long as its build, which ended with the previous daemon, and
+        // goes without a trace (starting or running): nobody asked for it, so nobody is told.
         await this.vms.removeVmFiles(record.id, { keepRuntime: true });
         fs.rmSync(this.vms.stateDir(record.id), { recursive: true, force: true });
         await this.store.transition(record.id, 'killed', 'daemon_restart', 'its template build ended with the previous capsuled', {
           expires_at: null,
         });
+      } else if (record.state === 'starting') {
+        await this.vms.removeVmFiles(record.id, { keepRuntime: true });
+        await this.store.transition(record.id, 'error', 'daemon_restart', 'capsuled stopped while this sandbox was starting');
       } else {
         const pid = this.vms.driver.findRunning(this.vms.runtimePaths(record.id), record.id);
         // A VM that is gone is known at once (and costs nothing to settle); only live ones wait for a worker.

@@ -81,4 +81,19 @@ describe('BuildStepCache (real qemu-img)', () => {
     expect(cache.prune().entries).toBe(0);
     expect(fs.readdirSync(cache.dir)).toEqual([path.basename(running)]);
   });
+
+  it("removes at start the overlays and leases a killed daemon's build left, and keeps entries and running builds'", async () => {
+    const disk = await cache.commit(undefined, [{ key: 'k1', delta: overlay(base, 'raw') }]);
+    const running = overlay(base, 'raw'); // this process's: a build in progress
+    const lease = cache.lease();
+    lease.add([disk!]);
+    fs.writeFileSync(path.join(cache.dir, '.overlay-999999999-dead.qcow2'), 'x');
+    fs.writeFileSync(path.join(cache.dir, '.lease-999999999-dead.json'), JSON.stringify([disk]));
+    cache.removeAbandoned();
+    const left = fs.readdirSync(cache.dir);
+    expect(left.filter((n) => n.includes('999999999'))).toEqual([]);
+    expect(left).toEqual(expect.arrayContaining(['k1.json', path.basename(disk!), path.basename(running)]));
+    expect(left.filter((n) => n.startsWith('.lease-'))).toHaveLength(1);
+    lease.release();
+  });
 });

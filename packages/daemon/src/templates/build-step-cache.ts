@@ -104,10 +104,10 @@ export class BuildStepCache {
     return disk;
   }
 
-  /** Removes overlays of builds whose daemon died before committing them. */
-  removeAbandonedOverlays(): void {
+  /** Removes the overlays and leases of builds whose daemon died before committing and releasing them. */
+  removeAbandoned(): void {
     for (const name of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
-      const pid = Number(/^\.overlay-(\d+)-/.exec(name)?.[1]);
+      const pid = Number(/^\.(?:overlay|lease)-(\d+)-/.exec(name)?.[1]);
       if (pid > 0 && pid !== process.pid && !isProcessAlive(pid)) fs.rmSync(path.join(this.dir, name), { force: true });
     }
   }

@@ -11,7 +11,6 @@ import path from 'node:path';
 import type { BuildEvent } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { CacheKey } from '../guest/cache-key.js';
-import { tempSibling } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
 import type { Store, TemplateRecord } from '../store/store.js';
@@ -118,6 +117,8 @@ export class TemplateBuilder {
     private readonly sandboxes: SandboxRunner,
     private readonly rootfsDir: string,
     stepsDir: string,
+    /** The image store's staging folder (same filesystem as `rootfsDir`), swept of dead daemons' folders at start. */
+    private readonly tmpDir: string,
     private readonly log: Logger,
   ) {
     this.steps = new BuildStepCache(stepsDir);
@@ -339,13 +340,18 @@ export class TemplateBuilder {
       // QEMU is gone: the frozen overlays can be renamed and their headers pointed at each other.
       const disk = await this.steps.commit(startDisk, done, (file) => lease.add([file]));
       if (failure !== undefined) throw failure;
-      const temp = tempSibling(target);
-      fs.mkdirSync(path.dirname(target), { recursive: true });
+      // Flattened in a folder named after this daemon under the image store's tmp, which the next
+      // daemon sweeps at start when this one was killed mid-way (ImageService.start): a temp
+      // beside the target would be left for good, and it is a root filesystem's size.
+      fs.mkdirSync(this.tmpDir, { recursive: true });
+      const staging = fs.mkdtempSync(path.join(this.tmpDir, `rootfs-${process.pid}-`));
       try {
+        const temp = path.join(staging, path.basename(target));
         await runCommand('qemu-img', ['convert', '-f', disk ? 'qcow2' : 'raw', '-O', 'raw', disk ?? base.template.rootfs, temp]);
+        fs.mkdirSync(path.dirname(target), { recursive: true });
         fs.renameSync(temp, target);
       } finally {
-        fs.rmSync(temp, { force: true });
+        fs.rmSync(staging, { recursive: true, force: true });
       }
     } finally {
       for (const overlay of overlays) fs.rmSync(overlay, { force: true });

@@ -131,7 +131,7 @@ export class Templates {
    */
   async start(): Promise<void> {
     for (const prefix of BUILD_TEMPLATE_PREFIXES) await deleteTemplatesWithPrefix(this.store, prefix);
-    new BuildStepCache(this.stepsDir()).removeAbandonedOverlays();
+    new BuildStepCache(this.stepsDir()).removeAbandoned();
     for (const { template } of await listTemplateImages(this.store)) {
       await setTemplateGuestKit(this.store, template, { kernel: this.guest.kernel, initramfs: this.guest.initramfs, kit: this.guest.kit });
     }
@@ -271,7 +271,14 @@ export class Templates {
   }
 
   private builder(): TemplateBuilder {
-    return new TemplateBuilder(this.store, this.sandboxes, path.join(this.config.cacheDir, 'images', 'rootfs'), this.stepsDir(), this.log);
+    return new TemplateBuilder(
+      this.store,
+      this.sandboxes,
+      path.join(this.config.cacheDir, 'images', 'rootfs'),
+      this.stepsDir(),
+      this.images.tmpDir,
+      this.log,
+    );
   }
 
   private stepsDir(): string {

@@ -9,7 +9,15 @@ import type { Store, TemplateRecord } from '../store/store.js';
 import { getSnapshotTemplateDir, getTemplateImage } from '../store/templates.js';
 import { loadSnapshotTemplate } from './snapshot-templates.js';
 import { serviceOf } from './template-records.js';
-import { buildWarmSnapshot, loadWarmSnapshot, removeOrphanTemplateVms, warmSnapshotInputs, type WarmSnapshot } from './warm-snapshot.js';
+import {
+  buildWarmSnapshot,
+  loadWarmSnapshot,
+  removeOrphanTemplateVms,
+  warmSnapshotInputs,
+  warmSnapshotKey,
+  type WarmSnapshot,
+  type WarmSnapshotInputs,
+} from './warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { WarmPool, type PooledVm } from './warm-pool.js';
 
@@ -18,7 +26,13 @@ export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 export class WarmSnapshots {
   private readonly warm = new Map<string, { state: WarmSnapshotState; snapshot?: WarmSnapshot; error?: string }>();
   private readonly pools = new Map<string, WarmPool>();
-  private readonly builds = new Set<Promise<unknown>>();
+  /**
+   * Warm snapshots being built, by snapshot name (template and inputs' key). One
+   * build per name: another would boot its VM in the same runtime folder (and
+   * remove it on failing), and make the same snapshot. A template removed and
+   * built again while its first snapshot is made asks for the same one.
+   */
+  private readonly builds = new Map<string, Promise<WarmSnapshot>>();
   private readonly stopping = new AbortController();
   /** A previous daemon's template VMs, gone before this one boots any (see removeOrphanTemplateVms). */
   private readonly orphansRemoved: Promise<void>;
@@ -66,19 +80,24 @@ export class WarmSnapshots {
   /** Daemon shutdown: stops the builds under way (they remove what they wrote) and every pool's VMs. */
   async close(): Promise<void> {
     this.stopping.abort();
-    await Promise.allSettled(this.builds);
+    await Promise.allSettled(this.builds.values());
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
   }
 
   /** Loads or builds a template's warm snapshot, then fills its warm pool. Failures leave the template cold. */
   async prepareWarmSnapshot(template: TemplateRecord): Promise<void> {
     if (!this.config.warmSnapshots) return;
-    this.warm.set(template.name, { state: 'building' });
+    const preparing = { state: 'building' as const };
+    this.warm.set(template.name, preparing);
+    // The template may be removed while this runs (its disk with it), and the name taken by a new one:
+    // this preparation's outcome is then no longer the name's, and a pool for it would never be closed.
+    const superseded = () => this.warm.get(template.name) !== preparing;
     try {
       const snapshotDir = await getSnapshotTemplateDir(this.store, template.name);
       // A template made by `capsule snapshot` has nothing to boot: its snapshot is loaded as it is, or the template is unusable.
       const snapshot =
         snapshotDir !== undefined ? loadSnapshotTemplate(snapshotDir, this.qemuVersion) : await this.loadOrBuildWarmSnapshot(template);
+      if (superseded()) return;
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
         const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
@@ -86,6 +105,10 @@ export class WarmSnapshots {
         pool.fill();
       }
     } catch (err) {
+      if (superseded()) {
+        this.log.info({ template: template.name, err: errorMessage(err) }, 'the template went while its warm snapshot was being made');
+        return;
+      }
       this.warm.set(template.name, { state: 'failed', error: errorMessage(err) });
       this.log.error({ template: template.name, err: errorMessage(err) }, 'no warm snapshot; sandboxes of this template boot cold');
     }
@@ -101,18 +124,28 @@ export class WarmSnapshots {
     );
     const loaded = loadWarmSnapshot(this.config.cacheDir, inputs);
     if (loaded) return loaded;
-    await this.orphansRemoved;
-    const build = buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
-    this.builds.add(build);
+    const name = `${template.name}-${warmSnapshotKey(inputs)}`;
+    const running = this.builds.get(name);
+    if (running) return await running;
+    const build = this.bootAndSnapshot(inputs);
+    this.builds.set(name, build);
     try {
       return await build;
+    } finally {
+      this.builds.delete(name);
+    }
+  }
+
+  /** Boots the template once for its snapshot (after the previous daemon's template VMs are gone). */
+  private async bootAndSnapshot(inputs: WarmSnapshotInputs): Promise<WarmSnapshot> {
+    await this.orphansRemoved;
+    try {
+      return await buildWarmSnapshot(this.config.cacheDir, this.config.runtimeDir, inputs, this.log, this.stopping.signal);
     } catch (err) {
       // Another daemon sharing the cache may have finished the same build first.
       const built = loadWarmSnapshot(this.config.cacheDir, inputs);
       if (built) return built;
       throw err;
-    } finally {
-      this.builds.delete(build);
     }
   }
 
