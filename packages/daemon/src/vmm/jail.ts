@@ -72,6 +72,7 @@ const MAX_OPEN_FILES = 4096;
 /** A guest's log lines and state files are bounded too: nothing QEMU writes may exceed its disk plus its RAM plus this. */
 const FILE_SIZE_SLACK_BYTES = 1024 ** 3;
 const MAX_VIRTUAL_DISK_BYTES = 16 * 1024 ** 4;
+const RESOLV_CONF = '/etc/resolv.conf';
 /** The environment QEMU gets: nothing of the daemon's (API keys, tokens). */
 const JAIL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -297,9 +298,22 @@ export class VmJail {
       if (!fs.existsSync(file)) fs.closeSync(fs.openSync(file, 'a', 0o600));
       fs.chownSync(file, uid, uid);
     }
+    for (const file of mounts.readOnly) this.makeReadable(file);
     for (const file of mounts.groupWritable) this.checkSeal(file);
     for (const folder of mounts.diskFolders) fs.chmodSync(folder, 0o711);
     for (const device of mounts.devices) this.shareDevice(device);
+  }
+
+  /**
+   * A file bound read-only (a backing disk) must be readable by the jailed uid:
+   * one only root may read (a fork's frozen disk in the state folder) becomes
+   * root's and the jailed VMs' group's, read-only. Only jails that bind it see it.
+   */
+  private makeReadable(file: string): void {
+    const stat = fs.statSync(file);
+    if ((stat.mode & 0o004) !== 0 || (stat.gid === this.sharedGid && (stat.mode & 0o040) !== 0 && stat.uid === 0)) return;
+    fs.chownSync(file, 0, this.sharedGid);
+    fs.chmodSync(file, 0o640);
   }
 
   /**
@@ -504,7 +518,10 @@ export function jailMounts(
   for (const file of chain) assertDiskFile(file, diskRoots);
   const memory = spec.memoryBackend?.type === 'file' ? spec.memoryBackend : undefined;
   return {
-    readOnly: unique([spec.kernel, spec.initramfs, spec.kitDisk, ...chain]).filter((f) => fs.existsSync(f)),
+    // A user-mode NIC's DNS server forwards to the host's resolver, which QEMU reads from resolv.conf.
+    readOnly: unique([spec.kernel, spec.initramfs, spec.kitDisk, ...chain, ...(spec.nic?.type === 'user' ? [RESOLV_CONF] : [])]).filter(
+      (f) => fs.existsSync(f),
+    ),
     owned: [runtimeDir, spec.rootDisk, ...(memory?.shared ? [memory.path] : [])],
     groupWritable: memory && !memory.shared ? [memory.path] : [],
     diskFolders: [path.dirname(spec.rootDisk)],
