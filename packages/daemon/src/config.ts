@@ -148,6 +148,8 @@ function parseIdRange(value: string): { first: number; count: number } {
   const first = Number(match?.[1]);
   const last = Number(match?.[2]);
   if (!match || first < 1000 || last > 4_294_967_294 || last - first < 2)
-    throw new Error(`CAPSULE_JAIL_IDS must be FIRST-LAST with 1000 <= FIRST, at least 3 ids and LAST below 2^32-1, e.g. 900000-999999, not "${value}"`);
+    throw new Error(
+      `CAPSULE_JAIL_IDS must be FIRST-LAST with 1000 <= FIRST, at least 3 ids and LAST below 2^32-1, e.g. 900000-999999, not "${value}"`,
+    );
   return { first, count: last - first + 1 };
 }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { readManifest } from '../src/guest/manifest.js';
 import { useJail, VmJail } from '../src/vmm/jail.js';
-import { QmpClient } from '../src/vmm/qmp.js';
+import type { QmpClient } from '../src/vmm/qmp.js';
 import { startVm, stopVm, VmRuntimePaths } from '../src/vmm/qemu.js';
 import { eventually, it, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
 

@@ -65,7 +65,12 @@ export class SandboxManager implements SandboxRunner {
     templates: Templates,
   ) {
     this.networks = new SandboxNetworks(
-      { mode: config.network, tapPool: config.tapPool, stateDir: config.stateDir, tapGroup: config.jail ? config.jailIds.first : undefined },
+      {
+        mode: config.network,
+        tapPool: config.tapPool,
+        stateDir: config.stateDir,
+        tapGroup: config.jail ? config.jailIds.first : undefined,
+      },
       store,
       log,
     );

@@ -149,13 +149,24 @@ export class QemuVm implements VmHandle {
    * must therefore lie.
    */
   async snapshotRootDisk(file: string): Promise<void> {
-    const devices = await this.qmp.execute<{ device: string; inserted?: { image: { filename: string; 'virtual-size': number } } }[]>(
-      'query-block',
-    );
+    const devices =
+      await this.qmp.execute<{ device: string; inserted?: { image: { filename: string; 'virtual-size': number } } }[]>('query-block');
     const top = devices.find((d) => d.device === 'root')?.inserted?.image;
     if (!top) throw new Error('the VM has no root disk to snapshot');
     // -u: the top image is open (and locked) by QEMU; its size is given instead of read.
-    await runCommand('qemu-img', ['create', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', top.filename, file, String(top['virtual-size'])]);
+    await runCommand('qemu-img', [
+      'create',
+      '-q',
+      '-u',
+      '-f',
+      'qcow2',
+      '-F',
+      'qcow2',
+      '-b',
+      top.filename,
+      file,
+      String(top['virtual-size']),
+    ]);
     const { uid, gid } = processOwner(this.pid);
     fs.chownSync(file, uid, gid);
     await this.qmp.execute('blockdev-snapshot-sync', { device: 'root', 'snapshot-file': file, format: 'qcow2', mode: 'existing' });
