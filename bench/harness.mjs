@@ -303,6 +303,18 @@ export async function timed(fn) {
   return performance.now() - started;
 }
 
+/** A create request to the first exec result (`echo ready`), as a user sees a start; the sandbox is removed outside the timing. */
+export async function createToFirstOutput(daemon) {
+  let id;
+  const elapsed = await timed(async () => {
+    id = (await daemon.create()).id;
+    const result = await daemon.exec(id, ['echo', 'ready']);
+    if (result.stdout !== 'ready\n') throw new Error(`echo ready printed ${JSON.stringify(result.stdout)}`);
+  });
+  await daemon.remove(id);
+  return elapsed;
+}
+
 /** Writes `bytes` of incompressible data to `file` and fsyncs it: what any pause must at least do with its state. */
 export function writeAndSync(file, bytes) {
   const chunk = Buffer.alloc(1 << 20);

@@ -2,20 +2,11 @@
 // restored on demand, to the first exec output), exec round trip and resume
 // (pause, then resume at once) with every QEMU jailed, the default, and with
 // CAPSULE_JAIL=off, measured one after the other in the same run.
-import { repeat, timed } from '../harness.mjs';
+import { createToFirstOutput, repeat, timed } from '../harness.mjs';
 
 async function measure(ctx, profile) {
   const daemon = await ctx.daemon(profile);
-  const creates = await repeat(ctx, async () => {
-    let id;
-    const elapsed = await timed(async () => {
-      id = (await daemon.create()).id;
-      const result = await daemon.exec(id, ['echo', 'ready']);
-      if (result.stdout !== 'ready\n') throw new Error(`echo ready printed ${JSON.stringify(result.stdout)}`);
-    });
-    await daemon.remove(id);
-    return elapsed;
-  });
+  const creates = await repeat(ctx, () => createToFirstOutput(daemon));
   const { id } = await daemon.create();
   try {
     const execs = await repeat(ctx, () => timed(() => daemon.exec(id, ['true'])));

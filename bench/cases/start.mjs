@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repeat, repo, timed } from '../harness.mjs';
+import { createToFirstOutput, repeat, repo } from '../harness.mjs';
 import { percentile } from '../lib/stats.mjs';
 
 const floor = { id: 'floor', label: 'the floor' };
@@ -48,18 +48,6 @@ async function bareQemuStart(ctx, index) {
     await exited;
     ctx.run.children.delete(child);
   }
-}
-
-/** Create request to the first exec result, then the sandbox is removed (outside the timing). */
-async function createToFirstOutput(daemon) {
-  let id;
-  const elapsed = await timed(async () => {
-    id = (await daemon.create()).id;
-    const result = await daemon.exec(id, ['echo', 'ready']);
-    if (result.stdout !== 'ready\n') throw new Error(`echo ready printed ${JSON.stringify(result.stdout)}`);
-  });
-  await daemon.remove(id);
-  return elapsed;
 }
 
 export default {
