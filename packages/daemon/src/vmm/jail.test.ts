@@ -54,12 +54,18 @@ describe('the VMM jail, without a VM', () => {
     jail.checkSeal(memory);
     expect(fs.statSync(memory)).toMatchObject({ uid: 0, gid: 970000, mode: 0o100660 });
     jail.checkSeal(memory);
+    // A hard link (a pin, a test's copy of a snapshot) is no change of its bytes.
+    fs.linkSync(memory, `${memory}.link`);
+    jail.checkSeal(memory);
+    // Past the kernel's timestamp tick, as any later write is.
+    await new Promise((r) => setTimeout(r, 50));
     const fd = fs.openSync(memory, 'r+');
     fs.writeSync(fd, 'x', 0);
     fs.closeSync(fd);
     expect(() => jail.checkSeal(memory)).toThrow(/changed after VMs were given it/);
     // A new file at that path (a rebuilt snapshot) is sealed afresh.
     fs.rmSync(memory);
+    fs.rmSync(`${memory}.link`);
     fs.writeFileSync(memory, Buffer.alloc(4096));
     expect(() => jail.checkSeal(memory)).not.toThrow();
   });

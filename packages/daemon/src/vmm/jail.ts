@@ -52,7 +52,7 @@ export interface JailMounts {
 interface Seal {
   file: string;
   identity: string | undefined;
-  ctimeNs: string;
+  content: string;
 }
 
 interface JailRecord {
@@ -338,8 +338,9 @@ export class VmJail {
    * QEMU 7.2 opens a private memory file (a warm snapshot's RAM, shared by
    * every sandbox restored from it) read-write though it never writes it, so
    * each jailed QEMU that maps it could. The file is sealed at its first use:
-   * root's, the shared group's, and its ctime recorded; any write or change
-   * since moves the ctime (which no one can set back), and the file is refused.
+   * root's, the shared group's, its size and mtime recorded; a write moves
+   * the mtime, which only root, its owner, may set back (ctime would also move
+   * with a hard link, which the daemon and tests make), and the file is refused.
    */
   checkSeal(file: string): void {
     const seal = path.join(this.sealsDir, createHash('sha256').update(file).digest('hex'));
@@ -350,18 +351,25 @@ export class VmJail {
       // Not sealed yet.
     }
     if (sealed && sealed.identity === fileIdentity(file)) {
-      if (String(fs.statSync(file, { bigint: true }).ctimeNs) !== sealed.ctimeNs)
+      if (contentStamp(file) !== sealed.content)
         throw new Error(`refusing ${file}: it changed after VMs were given it (a VM that escaped QEMU may have written it); rebuild it`);
       return;
     }
-    // Only when needed: a change moves the ctime other daemons sharing the cache have sealed.
+    // Only when needed: another daemon sharing the cache may have sealed it already.
     const stat = fs.statSync(file);
     if (stat.uid !== 0 || stat.gid !== this.sharedGid) fs.chownSync(file, 0, this.sharedGid);
     if ((stat.mode & 0o7777) !== 0o660) fs.chmodSync(file, 0o660);
     fs.mkdirSync(path.dirname(seal), { recursive: true, mode: 0o700 });
-    const ctimeNs = String(fs.statSync(file, { bigint: true }).ctimeNs);
-    fs.writeFileSync(seal, JSON.stringify({ file, identity: fileIdentity(file), ctimeNs } satisfies Seal), { mode: 0o600 });
+    fs.writeFileSync(seal, JSON.stringify({ file, identity: fileIdentity(file), content: contentStamp(file) } satisfies Seal), {
+      mode: 0o600,
+    });
   }
+}
+
+/** What changes when a file's bytes do: its size and modification time. */
+function contentStamp(file: string): string {
+  const stat = fs.statSync(file, { bigint: true });
+  return `${stat.size}:${stat.mtimeNs}`;
 }
 
 /** Which file a path names: its inode and birth time (an inode number alone is reused once a file is deleted). */
