@@ -47,7 +47,7 @@ describe('the VMM jail, without a VM', () => {
     expect(() => jailMounts(spec(overlay), path.join(work, 'run'), [disks])).toThrow(/outside Capsule's disk folders/);
   });
 
-  it('attack: refuses a shared memory file written after it was given to VMs', () => {
+  it('attack: refuses a shared memory file written after it was given to VMs', async () => {
     const jail = new VmJail({ ids: { first: 970000, count: 10 }, runtimeDir: path.join(work, 'run'), diskRoots: [work] });
     const memory = path.join(work, 'memory');
     fs.writeFileSync(memory, Buffer.alloc(4096));
