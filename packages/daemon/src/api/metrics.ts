@@ -5,7 +5,7 @@
 // no state kept per sandbox) nor fail a scrape because a VM went away meanwhile.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Sandbox } from '@capsule/protocol';
+import type { ErrorCode, Sandbox } from '@capsule/protocol';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge } from 'prom-client';
 import { runCommand } from '../launcher.js';
@@ -14,7 +14,10 @@ import { vmMemoryBytes } from '../sandboxes/memory.js';
 import { capsuleErrorOf } from './request-errors.js';
 
 /** Error codes that mean the host had no room for what was asked, by the reason admission refused it. */
-const ADMISSION_REFUSALS: Partial<Record<string, string>> = { insufficient_resources: 'memory', insufficient_storage: 'disk' };
+const ADMISSION_REFUSALS: Partial<Record<ErrorCode, 'memory' | 'disk'>> = {
+  insufficient_resources: 'memory',
+  insufficient_storage: 'disk',
+};
 
 /** Counts every REST answer by route template (never the raw URL: one series per route, not per id) and every error answer by code. */
 export function instrumentApi(app: FastifyInstance, metrics: DaemonMetrics): void {
