@@ -12,6 +12,7 @@ import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import type { DaemonConfig } from './config.js';
 import { errorMessage } from './errors.js';
 import { ImageService } from './images/image-service.js';
+import { DaemonMetrics } from './metrics.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
@@ -69,8 +70,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
 
   const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
   const images = new ImageService(store, config, log);
-  const templates = new Templates(store, config, accel, qemu, images, manifest, log);
-  const manager = new SandboxManager(store, config, accel, log, qemu, tokens, templates);
+  const metrics = new DaemonMetrics();
+  const templates = new Templates(store, config, accel, qemu, images, manifest, log, metrics);
+  const manager = new SandboxManager(store, config, accel, log, qemu, tokens, templates, metrics);
   // Templates boot build sandboxes and restore pool VMs through the manager; it is given to them here, so they never import it.
   templates.connectSandboxes(manager);
   await images.start();
@@ -122,6 +124,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     tokens,
     info,
     log,
+    metrics,
     version: DAEMON_VERSION,
     domain: config.domain,
   });

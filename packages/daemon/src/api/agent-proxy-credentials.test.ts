@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentClient } from '../agent/client.js';
 import { silentLogger } from '../log.js';
+import { DaemonMetrics } from '../metrics.js';
 import { buildApi, type Api, type ApiContext } from './server.js';
 
 const API_KEY = `e2b_${'5'.repeat(40)}`;
@@ -37,6 +38,7 @@ describe('agent proxy over TCP, with an agent stand-in that records headers', ()
       tokens: { verify: (id: string, token: string | undefined) => id === 'sb_1' && token === ACCESS_TOKEN, verifyTraffic: () => false },
       info: () => ({}),
       log: silentLogger,
+      metrics: new DaemonMetrics(),
       version: 'test',
       domain: 'localhost',
     } as unknown as ApiContext;

@@ -14,3 +14,8 @@ export function requestErrorOf(err: unknown): CapsuleError | undefined {
     hint: status === 415 ? 'send the body as application/json' : 'see /openapi.json for the request schema',
   });
 }
+
+/** The daemon's error an error answers as: a CapsuleError as it is, a request's fault as invalid_argument; undefined for a bug (answered `internal`). */
+export function capsuleErrorOf(err: unknown): CapsuleError | undefined {
+  return err instanceof CapsuleError ? err : requestErrorOf(err);
+}

@@ -19,13 +19,15 @@ import type { ImageService } from '../images/image-service.js';
 import { imageRoutes } from './image-routes.js';
 import { templateRoutes } from './template-routes.js';
 import type { Logger } from '../log.js';
+import type { DaemonMetrics } from '../metrics.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Templates } from '../templates/templates.js';
 import { agentTarget, proxyToAgent } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
-import { requestErrorOf } from './request-errors.js';
+import { capsuleErrorOf } from './request-errors.js';
+import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
 import { defaultServerLimits as serverLimits, limitServer, requestBodyDeadline, serverOptions } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
@@ -41,6 +43,8 @@ export interface ApiContext {
   tokens: SandboxTokens;
   info: () => DaemonInfo;
   log: Logger;
+  /** The daemon's registry, served at /metrics with what is read at scrape time (metrics.ts). */
+  metrics: DaemonMetrics;
   version: string;
   /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
   domain: string;
@@ -123,18 +127,17 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   });
 
   app.setErrorHandler((err, request, reply) => {
-    if (err instanceof CapsuleError) return sendError(reply, err);
-    const requestError = requestErrorOf(err);
-    if (requestError) return sendError(reply, requestError);
+    const known = capsuleErrorOf(err);
+    if (known) return sendError(reply, known);
     request.log.error({ err }, 'unhandled error');
     return sendError(reply, new CapsuleError('internal', err instanceof Error ? err.message : String(err)));
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
-      reply,
-      new CapsuleError('not_found', `no route ${request.method} ${request.url}`, { hint: 'see /openapi.json for the routes' }),
-    ),
-  );
+  // Thrown, not sent: it is answered by the error handler and counted as every error answer is (metrics.ts).
+  app.setNotFoundHandler((request) => {
+    throw new CapsuleError('not_found', `no route ${request.method} ${request.url}`, { hint: 'see /openapi.json for the routes' });
+  });
+  // Before any route, so that the e2b scope inherits its hooks too.
+  instrumentApi(app, ctx.metrics);
 
   app.addHook('onRequest', async (request) => {
     if (!viaTcp.has(request.raw) || request.url === '/health') return;
@@ -150,7 +153,14 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   const isViaTcp = (req: IncomingMessage) => viaTcp.has(req);
   addRoutes(app, [
-    ...systemRoutes(ctx.info),
+    ...systemRoutes(
+      ctx.info,
+      new ScrapeTimeMetrics(ctx.metrics, {
+        listSandboxes: () => ctx.manager.list(false),
+        stateDir: (id) => ctx.manager.stateDir(id),
+        warmPools: () => ctx.templates.warm.readyInPools(),
+      }),
+    ),
     ...templateRoutes(ctx.templates, isViaTcp),
     ...imageRoutes(ctx.images, ctx.templates, isViaTcp),
     ...sandboxRoutes(ctx.manager, ctx.templates),

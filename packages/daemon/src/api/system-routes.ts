@@ -1,15 +1,28 @@
 // The daemon's own routes: /health (the one route a TCP client may call
-// without a key, so a load balancer can probe it), the OpenAPI document, and
-// /v1/info. None of them touches a sandbox or says anything secret.
+// without a key, so a load balancer can probe it), the OpenAPI document,
+// /v1/info and /metrics. None of them changes a sandbox or says anything secret.
 // (The swagger import brings its schema fields, such as hide, and app.swagger() into Fastify's types.)
 import type {} from '@fastify/swagger';
 import { DaemonInfo } from '@capsule/protocol';
+import type { ScrapeTimeMetrics } from './metrics.js';
 import { route, type ApiRoute } from './routes.js';
 
-export function systemRoutes(info: () => DaemonInfo): ApiRoute[] {
+export function systemRoutes(info: () => DaemonInfo, metrics: ScrapeTimeMetrics): ApiRoute[] {
   return [
     route({ method: 'GET', url: '/health', schema: { hide: true }, handler: async () => ({ status: 'ok' }) }),
     route({ method: 'GET', url: '/openapi.json', schema: { hide: true }, handler: async (request) => request.server.swagger() }),
     route({ method: 'GET', url: '/v1/info', schema: { response: { 200: DaemonInfo } }, handler: async () => info() }),
+    route({
+      method: 'GET',
+      url: '/metrics',
+      schema: {
+        description:
+          "The daemon's metrics in Prometheus' text format: its process, API requests and errors, sandbox operations, warm pools, and each running sandbox's CPU, memory and disk as the host measures them when scraped (see docs/api.md).",
+        response: {
+          200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } },
+        },
+      },
+      handler: async (_request, reply) => reply.type(metrics.contentType).send(await metrics.scrape()),
+    }),
   ];
 }

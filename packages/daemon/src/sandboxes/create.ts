@@ -12,6 +12,7 @@ import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { CreateServedBy, DaemonMetrics } from '../metrics.js';
 import { egressPolicyColumns, egressPolicyFrom, OPEN_POLICY, type EgressPolicy } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
 import { isUniqueViolation, type Store, type TemplateRecord } from '../store/store.js';
@@ -71,6 +72,7 @@ export class SandboxCreator {
     private readonly templates: Templates,
     private readonly networks: SandboxNetworks,
     private readonly ports: PublishedPorts,
+    private readonly metrics: DaemonMetrics,
   ) {}
 
   /** Creates a sandbox and returns its id once it runs. */
@@ -97,6 +99,7 @@ export class SandboxCreator {
     // Host ports are bound before anything starts: a conflict refuses the create here.
     const ports = await this.ports.reserve(request.ports);
     const pooled = pool?.take();
+    if (pool) this.metrics.warmPoolClaims.inc({ template: templateName, result: pooled ? 'hit' : 'miss' });
     // A pool VM's memory was reserved when the pool restored it; any other VM reserves its own now.
     const memory =
       pooled?.memory ??
@@ -161,6 +164,7 @@ export class SandboxCreator {
     try {
       await this.ports.commit(id, ports);
       let how: string;
+      let servedBy: CreateServedBy;
       if (pooled) {
         const vm = this.vms.track(id, new SandboxVm(pooled.vm, pooled.guest));
         // Its guest answered /init and an exec in the pool.
@@ -168,6 +172,7 @@ export class SandboxCreator {
         // Restored before this request said what its network may do.
         await this.networks.apply(id, vm.handle, egress);
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
+        servedBy = 'pool';
       } else if (snapshot) {
         await this.restoreVm(id, snapshot, egress, (vm) => this.vms.track(id, vm)).catch((err: unknown) => {
           // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
@@ -175,9 +180,11 @@ export class SandboxCreator {
           throw err;
         });
         how = `restored from the warm snapshot of ${templateName}`;
+        servedBy = 'restored';
       } else {
         await this.bootVm(id, template, vcpus, memoryMiB, egress);
         how = 'booted cold';
+        servedBy = 'booted';
       }
       const vm = this.vms.live.get(id);
       if (!vm) throw new Error('the VM went away while starting');
@@ -188,6 +195,7 @@ export class SandboxCreator {
       if (service && !snapshot) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
       const bootMs = Date.now() - createdAt.getTime();
       await this.store.transition(id, 'running', 'user', how, { boot_ms: bootMs, expires_at: expiryFrom(timeoutMs) });
+      this.metrics.createSeconds.observe({ served_by: servedBy }, bootMs / 1000);
       this.log.info({ sandbox: id, pid: vm.pid, bootMs, startedMs, initMs: bootMs - startedMs, how }, 'sandbox running');
     } catch (err) {
       await ports.release();

@@ -6,10 +6,12 @@
 // templates/'s; this is what they run their build sandboxes and pool VMs through.
 import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState, SetNetworkRequest } from '@capsule/protocol';
 import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { secondsSince, type DaemonMetrics } from '../metrics.js';
 import type { SandboxRecord, Store, TemplateRecord } from '../store/store.js';
 import { listSnapshotTemplateDirs } from '../store/templates.js';
 import type { SandboxRunner, Templates } from '../templates/templates.js';
@@ -63,6 +65,8 @@ export class SandboxManager implements SandboxRunner {
     /** Each sandbox's traffic access token, for its ports (see api/credentials.ts). */
     private readonly trafficTokens: { trafficTokenFor(id: string): string },
     templates: Templates,
+    /** Where create, exec, pause, resume, fork and snapshot record their durations. */
+    private readonly metrics: DaemonMetrics,
   ) {
     this.networks = new SandboxNetworks(
       {
@@ -78,7 +82,7 @@ export class SandboxManager implements SandboxRunner {
     this.vms = new SandboxVms(store, config, log, this.networks, this.ports);
     this.pausedMemory = new PausedMemoryConverter(this.vms.freezeRuntimeDir, log);
     this.warm = templates.warm;
-    this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports);
+    this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports, metrics);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
     this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) =>
       this.creator.memory.whileReserved(memoryMiB, work),
@@ -168,12 +172,12 @@ export class SandboxManager implements SandboxRunner {
 
   async pause(idOrName: string, reason = 'user'): Promise<Sandbox> {
     assertDiskRoom(this.config, 'pause a sandbox', [this.config.stateDir]);
-    return await this.get(await this.pausing.pause(idOrName, reason));
+    return await this.get(await this.metrics.timeOperation('pause', () => this.pausing.pause(idOrName, reason)));
   }
 
   async resume(idOrName: string): Promise<Sandbox> {
     const record = await this.vms.require(idOrName);
-    const resume = () => this.pausing.resume(record.id);
+    const resume = () => this.metrics.timeOperation('resume', () => this.pausing.resume(record.id));
     // A paused sandbox holds no memory: resuming it is admitted like a create (resuming anything else is refused there).
     return await this.get(await (record.state === 'paused' ? this.creator.memory.whileReserved(record.memory_mib, resume) : resume()));
   }
@@ -181,13 +185,13 @@ export class SandboxManager implements SandboxRunner {
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
     assertDiskRoom(this.config, 'fork a sandbox', [this.config.stateDir]);
     const forks: Sandbox[] = [];
-    for (const id of await this.forks.fork(idOrName, count)) forks.push(await this.get(id));
+    for (const id of await this.metrics.timeOperation('fork', () => this.forks.fork(idOrName, count))) forks.push(await this.get(id));
     return forks;
   }
 
   async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
     assertDiskRoom(this.config, 'snapshot a sandbox', [this.config.stateDir, this.config.cacheDir]);
-    return await this.forks.snapshot(idOrName, templateName);
+    return await this.metrics.timeOperation('snapshot', () => this.forks.snapshot(idOrName, templateName));
   }
 
   async list(includeKilled: boolean): Promise<Sandbox[]> {
@@ -334,7 +338,16 @@ export class SandboxManager implements SandboxRunner {
   async execStream(idOrName: string, request: ExecRequest, signal: AbortSignal): Promise<AsyncGenerator<ExecEvent>> {
     const { record, vm } = await this.vms.runningVm(idOrName);
     const env = { ...(JSON.parse(record.env) as Record<string, string>), ...request.env };
-    return execEvents(vm.agent, { ...request, env }, signal);
+    return this.timedToStart(execEvents(vm.agent, { ...request, env }, signal));
+  }
+
+  /** Passes an exec's events on, recording the time until its process started. */
+  private async *timedToStart(events: AsyncGenerator<ExecEvent>): AsyncGenerator<ExecEvent> {
+    const started = performance.now();
+    for await (const event of events) {
+      if (event.type === 'start') this.metrics.operationSeconds.observe({ operation: 'exec_start' }, secondsSince(started));
+      yield event;
+    }
   }
 
   async exec(idOrName: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {

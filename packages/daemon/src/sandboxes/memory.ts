@@ -145,21 +145,42 @@ export interface VmMemoryUse {
   sharedMiB: number;
 }
 
+/** The same, in bytes, for /metrics. */
+export interface VmMemoryBytes {
+  rssBytes: number;
+  privateBytes: number;
+  sharedBytes: number;
+}
+
 /** Parses /proc/PID/smaps_rollup (values in kB). */
-export function parseSmapsRollup(text: string): VmMemoryUse {
-  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-  const mib = (value: number) => Math.round(value / 1024);
+export function parseSmapsRollupBytes(text: string): VmMemoryBytes {
+  const bytes = (key: string) => 1024 * Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
   return {
-    rssMiB: mib(kib('Rss')),
-    privateMiB: mib(kib('Private_Clean') + kib('Private_Dirty')),
-    sharedMiB: mib(kib('Shared_Clean') + kib('Shared_Dirty')),
+    rssBytes: bytes('Rss'),
+    privateBytes: bytes('Private_Clean') + bytes('Private_Dirty'),
+    sharedBytes: bytes('Shared_Clean') + bytes('Shared_Dirty'),
   };
 }
 
-export function vmMemoryUse(pid: number): VmMemoryUse | undefined {
+export function parseSmapsRollup(text: string): VmMemoryUse {
+  return inMiB(parseSmapsRollupBytes(text));
+}
+
+function inMiB({ rssBytes, privateBytes, sharedBytes }: VmMemoryBytes): VmMemoryUse {
+  const mib = (value: number) => Math.round(value / 1048576);
+  return { rssMiB: mib(rssBytes), privateMiB: mib(privateBytes), sharedMiB: mib(sharedBytes) };
+}
+
+/** A live process's memory (Rss is its VmRSS, counted page by page); undefined once it is gone. */
+export function vmMemoryBytes(pid: number): VmMemoryBytes | undefined {
   try {
-    return parseSmapsRollup(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return parseSmapsRollupBytes(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+export function vmMemoryUse(pid: number): VmMemoryUse | undefined {
+  const bytes = vmMemoryBytes(pid);
+  return bytes ? inMiB(bytes) : undefined;
 }

@@ -25,6 +25,7 @@ import { loadImage } from '../images/image-records.js';
 import type { ImageService } from '../images/image-service.js';
 import { formatReference, isDigest, parseReference } from '../images/reference.js';
 import type { Logger } from '../log.js';
+import type { DaemonMetrics } from '../metrics.js';
 import { findImageDigest } from '../store/images.js';
 import type { Store, TemplateRecord } from '../store/store.js';
 import {
@@ -109,6 +110,8 @@ export class Templates {
     private readonly images: ImageService,
     private readonly guest: GuestManifest,
     private readonly log: Logger,
+    /** Where builds record their durations. */
+    private readonly metrics: DaemonMetrics,
   ) {
     this.warm = new WarmSnapshots(store, config, accel, log, qemuVersion, (snapshot) => this.sandboxes.restoreIntoPool(snapshot));
   }
@@ -234,7 +237,7 @@ export class Templates {
       });
     }
     const service = await this.requestedService(request, digest);
-    const { rootfs, defaults } = await this.images.rootfsOf(stored);
+    const { rootfs, defaults } = await this.metrics.timeTemplateBuild('image', () => this.images.rootfsOf(stored));
     return await this.record(
       request.name,
       rootfs,
@@ -303,11 +306,13 @@ export class Templates {
     checkTemplateName(request.name);
     this.assertBuildRoom();
     await this.assertNameFree(request.name);
-    const result = await this.builder().build(
-      { name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir },
-      (from, log) => this.buildBase(from, log),
-      emit,
-      signal,
+    const result = await this.metrics.timeTemplateBuild('capsulefile', () =>
+      this.builder().build(
+        { name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir },
+        (from, log) => this.buildBase(from, log),
+        emit,
+        signal,
+      ),
     );
     this.images.holdRootfs(result.rootfs);
     return await this.record(

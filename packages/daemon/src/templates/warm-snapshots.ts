@@ -160,6 +160,11 @@ export class WarmSnapshots {
     return this.pools.get(template);
   }
 
+  /** VMs ready in each template's warm pool, for /metrics. */
+  readyInPools(): { template: string; ready: number }[] {
+    return [...this.pools].map(([template, pool]) => ({ template, ready: pool.readyCount }));
+  }
+
   /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
   async refuseColdSnapshotTemplate(template: string): Promise<void> {
     if ((await getSnapshotTemplateDir(this.store, template)) === undefined) return;
