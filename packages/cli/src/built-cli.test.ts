@@ -1,9 +1,8 @@
-// Runs the built `capsule` (dist/main.js) as a child process against a stand-in
+// Runs the bundled `capsule` (dist/main.js) as a child process against a stand-in
 // daemon (a node:http server on a temp unix socket, not capsuled) to pin what
 // scripts depend on: exit codes, raw output, cleanup on signals, error lines.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,9 +83,8 @@ const scriptedHandler: StandInHandler = (request, res) => {
 let daemon: StandInDaemon;
 
 beforeAll(async () => {
-  // Test what ships: compile the CLI (and the packages it references) first.
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-b', packageDir], { stdio: 'inherit' });
+  // Test what ships: bundle the CLI (and build the packages it references) first.
+  execFileSync('npm', ['run', '--silent', 'bundle'], { cwd: packageDir, stdio: 'inherit' });
   daemon = await startStandInDaemon(scriptedHandler);
 }, 180_000);
 
@@ -175,6 +173,33 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     const result = await startCli(['run', '--cpus', 'many', '--', 'true'], { CAPSULE_SOCKET: daemon.socketPath }).done;
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/^capsule: option '--cpus <n>' argument 'many' is invalid\. .*\nhint: see 'capsule run --help'\n$/);
+  });
+
+  it('--version prints the client version alone, wherever the flag is', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(packageDir, 'package.json'), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['-V'], ['--debug', '--version']]) {
+      const result = await startCli(args).done;
+      expect(result.status).toBe(0);
+      expect(result.stdout.toString()).toBe(`${version}\n`);
+    }
+  });
+
+  it('lists every command in --help and shows the loaded command for help NAME and NAME --help', async () => {
+    const listing = await startCli(['--help']).done;
+    expect(listing.status).toBe(0);
+    expect(listing.stdout.toString()).toMatch(/\n {2}ls \[options\] +List sandboxes/);
+    for (const args of [
+      ['help', 'ls'],
+      ['ls', '--help'],
+      ['--debug', 'help', 'ls'],
+    ]) {
+      const result = await startCli(args).done;
+      expect(result.status).toBe(0);
+      expect(result.stdout.toString()).toMatch(/^Usage: capsule ls \[options\]\n[\s\S]*-a, --all/);
+    }
+    const unknown = await startCli(['lss']).done;
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toBe("capsule: unknown command 'lss'\n(Did you mean ls?)\nhint: see 'capsule --help'\n");
   });
 
   it('says how to start the daemon when none runs and capsuled cannot be found', async () => {
