@@ -60,6 +60,7 @@ const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
 /** Creates sandboxes, deletes them, and answers exec streams with the exit given in the command's first word. */
 const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
+  if (request.url === '/v1/info') return sendJson(res, 200, { version: '9.8.7', pid: 4321, accel: 'tcg', qemuVersion: '-' });
   if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_test1/exec')
@@ -184,10 +185,26 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     }
   });
 
+  it('version prints the client and the daemon it reaches', async () => {
+    const result = await startCli(['version'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(0);
+    expect(result.stdout.toString()).toMatch(/^Client: \d+\.\d+\.\d+ \(node v[\d.]+\)\nServer: 9\.8\.7 \(capsuled pid 4321, tcg\)\n$/);
+    const json = await startCli(['version', '--json'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(JSON.parse(json.stdout.toString())).toMatchObject({ client: { version: expect.any(String) }, server: { version: '9.8.7' } });
+  });
+
+  it('version prints the client, then why no daemon answered, exits 125 and starts none', async () => {
+    const result = await startCli(['version', '--json'], { CAPSULE_SOCKET: path.join(scratch, 'absent.sock') }).done;
+    expect(result.status).toBe(125);
+    expect(JSON.parse(result.stdout.toString())).toMatchObject({ client: { version: expect.any(String) }, server: null });
+    expect(result.stderr).toMatch(/^capsule: Cannot reach capsuled at unix:.*absent\.sock/);
+  });
+
   it('lists every command in --help and shows the loaded command for help NAME and NAME --help', async () => {
     const listing = await startCli(['--help']).done;
     expect(listing.status).toBe(0);
     expect(listing.stdout.toString()).toMatch(/\n {2}ls \[options\] +List sandboxes/);
+    expect(listing.stdout.toString()).toMatch(/\n {2}version \[options\] +Show the version/);
     for (const args of [
       ['help', 'ls'],
       ['ls', '--help'],

@@ -138,6 +138,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     description: 'Check that this host can run sandboxes',
     load: async () => [(await import('./commands/doctor.js')).doctorCommand()],
   },
+  {
+    name: 'version',
+    usage: '[options]',
+    description: "Show the version of this client and of the daemon it reaches (--version: the client's alone)",
+    load: async () => [(await import('./commands/version.js')).versionCommand()],
+  },
 ];
 
 /** Imports `entry`'s module and returns the command it builds. */
