@@ -1,8 +1,8 @@
 // Assembles the `capsule` command tree and the behaviour every command shares:
 // usage errors printed as `capsule: …` with a hint and turned into exceptions
-// (main maps them to exit 2), and the global options. Only the command being run
-// is imported: the others are stubs holding their help line, so `--version`,
-// `--help` and a usage error never load a command's code or the SDK.
+// (cli.ts maps them to exit 2), and the global options. Only the command being
+// run is imported: the others are stubs holding their help line, so `--help` and
+// a mistyped command name never load a command's code or the SDK.
 import { Command, Help } from 'commander';
 import { clientVersion } from './client-version.js';
 import { addProgramOptions } from './commands/global-options.js';
@@ -175,9 +175,7 @@ function assembleProgram(loaded: Command | undefined, onStub: (entry: TopLevelCo
     // Options after a subcommand belong to it; after run/exec's command they belong to the command.
     .enablePositionalOptions();
   addProgramOptions(program);
-  const usages = new Map<string, string>();
   for (const entry of topLevelCommands) {
-    usages.set(entry.name, entry.usage);
     if (entry.name === loaded?.name()) {
       program.addCommand(loaded);
       continue;
@@ -205,8 +203,8 @@ function assembleProgram(loaded: Command | undefined, onStub: (entry: TopLevelCo
   );
   program.configureHelp({
     subcommandTerm: (command) => {
-      const usage = usages.get(command.name());
-      return usage === undefined ? new Help().subcommandTerm(command) : `${command.name()} ${usage}`.trimEnd();
+      const entry = topLevelCommands.find((candidate) => candidate.name === command.name());
+      return entry === undefined ? new Help().subcommandTerm(command) : `${entry.name} ${entry.usage}`.trimEnd();
     },
   });
   // Commands built with `new Command()` inherit nothing, so the shared settings are applied to the whole tree.
