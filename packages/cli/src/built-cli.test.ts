@@ -1,9 +1,8 @@
-// Runs the built `capsule` (dist/main.js) as a child process against a stand-in
+// Runs the bundled `capsule` (dist/main.js) as a child process against a stand-in
 // daemon (a node:http server on a temp unix socket, not capsuled) to pin what
 // scripts depend on: exit codes, raw output, cleanup on signals, error lines.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,6 +60,7 @@ const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
 /** Creates sandboxes, deletes them, and answers exec streams with the exit given in the command's first word. */
 const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
+  if (request.url === '/v1/info') return sendJson(res, 200, { version: '9.8.7', pid: 4321, accel: 'tcg', qemuVersion: '-' });
   if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_test1/exec')
@@ -84,9 +84,8 @@ const scriptedHandler: StandInHandler = (request, res) => {
 let daemon: StandInDaemon;
 
 beforeAll(async () => {
-  // Test what ships: compile the CLI (and the packages it references) first.
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-b', packageDir], { stdio: 'inherit' });
+  // Test what ships: bundle the CLI (and build the packages it references) first.
+  execFileSync('npm', ['run', '--silent', 'bundle'], { cwd: packageDir, stdio: 'inherit' });
   daemon = await startStandInDaemon(scriptedHandler);
 }, 180_000);
 
@@ -175,6 +174,49 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     const result = await startCli(['run', '--cpus', 'many', '--', 'true'], { CAPSULE_SOCKET: daemon.socketPath }).done;
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/^capsule: option '--cpus <n>' argument 'many' is invalid\. .*\nhint: see 'capsule run --help'\n$/);
+  });
+
+  it('--version prints the client version alone, wherever the flag is', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(packageDir, 'package.json'), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['-V'], ['--debug', '--version']]) {
+      const result = await startCli(args).done;
+      expect(result.status).toBe(0);
+      expect(result.stdout.toString()).toBe(`${version}\n`);
+    }
+  });
+
+  it('version prints the client and the daemon it reaches', async () => {
+    const result = await startCli(['version'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(result.status).toBe(0);
+    expect(result.stdout.toString()).toMatch(/^Client: \d+\.\d+\.\d+ \(node v[\d.]+\)\nServer: 9\.8\.7 \(capsuled pid 4321, tcg\)\n$/);
+    const json = await startCli(['version', '--json'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(JSON.parse(json.stdout.toString())).toMatchObject({ client: { version: expect.any(String) }, server: { version: '9.8.7' } });
+  });
+
+  it('version prints the client, then why no daemon answered, exits 125 and starts none', async () => {
+    const result = await startCli(['version', '--json'], { CAPSULE_SOCKET: path.join(scratch, 'absent.sock') }).done;
+    expect(result.status).toBe(125);
+    expect(JSON.parse(result.stdout.toString())).toMatchObject({ client: { version: expect.any(String) }, server: null });
+    expect(result.stderr).toMatch(/^capsule: Cannot reach capsuled at unix:.*absent\.sock/);
+  });
+
+  it('lists every command in --help and shows the loaded command for help NAME and NAME --help', async () => {
+    const listing = await startCli(['--help']).done;
+    expect(listing.status).toBe(0);
+    expect(listing.stdout.toString()).toMatch(/\n {2}ls \[options\] +List sandboxes/);
+    expect(listing.stdout.toString()).toMatch(/\n {2}version \[options\] +Show the version/);
+    for (const args of [
+      ['help', 'ls'],
+      ['ls', '--help'],
+      ['--debug', 'help', 'ls'],
+    ]) {
+      const result = await startCli(args).done;
+      expect(result.status).toBe(0);
+      expect(result.stdout.toString()).toMatch(/^Usage: capsule ls \[options\]\n[\s\S]*-a, --all/);
+    }
+    const unknown = await startCli(['lss']).done;
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toBe("capsule: unknown command 'lss'\n(Did you mean ls?)\nhint: see 'capsule --help'\n");
   });
 
   it('says how to start the daemon when none runs and capsuled cannot be found', async () => {

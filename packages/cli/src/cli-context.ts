@@ -12,7 +12,7 @@ export interface GlobalFlags {
   socket: string | undefined;
 }
 
-/** The flags of the command line being run, kept for the error reporter in main. */
+/** The flags of the command line being run, kept for the error reporter in cli.ts. */
 export const lastSeenFlags: GlobalFlags = { debug: false, verbose: false, socket: undefined };
 
 export class CliContext {
