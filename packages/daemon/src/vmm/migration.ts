@@ -22,6 +22,13 @@ const MIGRATION_TIMEOUT_MS = 120_000;
  * with it and 0.4 s without.
  */
 const UNTHROTTLED = { 'max-bandwidth': 64 * 1024 * 1024 * 1024, 'downtime-limit': 60_000 };
+/**
+ * How many bytes of a stream the daemon lets wait between a socket and a file
+ * (or two sockets). With the streams' 16 KiB default, reading stopped at each
+ * 64 KiB chunk until its write was done: relaying a 300 MiB save took 0.8 s
+ * instead of 0.4 s (exec:cat: 0.5 s), a load 0.5 s instead of 0.25 s.
+ */
+const RELAY_BUFFER_BYTES = 4 * 1024 * 1024;
 /** A unix socket's path fits in sun_path's 108 bytes with its terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -132,10 +139,16 @@ async function closeStream(stream: fs.ReadStream | fs.WriteStream): Promise<void
   await closed;
 }
 
-/** Connects to the socket a QEMU listens on after `migrate-incoming`. */
+/**
+ * Connects to the socket a QEMU listens on after `migrate-incoming`. Half
+ * open: QEMU closes its end as soon as it has loaded the last byte, which
+ * otherwise raced the end of our writes ("Premature close" on 300 MiB).
+ */
 async function connectTo(socketPath: string): Promise<net.Socket> {
+  // Node takes writableHighWaterMark here, though its types leave it out.
+  const options = { path: socketPath, allowHalfOpen: true, writableHighWaterMark: RELAY_BUFFER_BYTES } as net.NetConnectOpts;
   return await new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
+    const socket = net.connect(options);
     socket.once('error', reject);
     socket.once('connect', () => {
       socket.off('error', reject);
@@ -175,7 +188,7 @@ export async function saveVmState(qmp: QmpClient, paths: VmRuntimePaths, stateFi
   try {
     // Opened here, so that a file that cannot be written fails before the VM stops. Pause and
     // snapshots rename or record the file next: `flush` has it on disk before its stream ends.
-    output = fs.createWriteStream('', { fd: fs.openSync(stateFile, 'w', 0o600), flush: true });
+    output = fs.createWriteStream('', { fd: fs.openSync(stateFile, 'w', 0o600), flush: true, highWaterMark: RELAY_BUFFER_BYTES });
     const file = output;
     await qmp.execute('stop');
     await enableCapabilities(qmp, ignoreShared);
@@ -196,7 +209,7 @@ export async function saveVmState(qmp: QmpClient, paths: VmRuntimePaths, stateFi
 export async function loadVmState(qmp: QmpClient, paths: VmRuntimePaths, stateFile: string, ignoreShared: boolean): Promise<void> {
   const socketPath = paths.migrationInSocket;
   const uri = unixUri(socketPath);
-  const file = fs.createReadStream('', { fd: fs.openSync(stateFile, 'r') });
+  const file = fs.createReadStream('', { fd: fs.openSync(stateFile, 'r'), highWaterMark: RELAY_BUFFER_BYTES });
   let socket: net.Socket | undefined;
   try {
     await enableCapabilities(qmp, ignoreShared);
