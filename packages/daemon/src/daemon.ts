@@ -60,7 +60,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
   const jailSupport = await probeJailSupport();
-  useJail(config.jail ? openJail(config, log) : undefined);
+  useJail(config.jail ? openJail(config, manifest, log) : undefined);
   if (config.jail) log.info({ support: jailSupport }, 'VMMs are jailed');
   else
     log.warn(
@@ -157,7 +157,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
 }
 
 /** The jail every QEMU runs in; without usable cgroups it runs without them, and says so. */
-function openJail(config: DaemonConfig, log: Logger): VmJail {
+function openJail(config: DaemonConfig, manifest: GuestManifest, log: Logger): VmJail {
   let cgroups: VmCgroups | undefined;
   try {
     cgroups = VmCgroups.open('capsule');
@@ -167,7 +167,8 @@ function openJail(config: DaemonConfig, log: Logger): VmJail {
   return new VmJail({
     ids: config.jailIds,
     runtimeDir: config.runtimeDir,
-    diskRoots: [config.cacheDir, config.stateDir],
+    // The manifest's root filesystems may lie in another cache (one `capsuled prepare` filled for several daemons).
+    diskRoots: [config.cacheDir, config.stateDir, ...Object.values(manifest.templates).map((t) => path.dirname(t.rootfs))],
     cgroups,
     overheadMiB: config.vmmOverheadMiB,
   });

@@ -114,11 +114,11 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
         rootDisk,
         hostname: 'attacker',
         agentPortId: 'agent-port',
+        // Waiting for a state to load: the guest never runs, only QMP acts here.
+        incoming: true,
       },
       paths,
     );
-    // Stopped at once (this guest has no root file system to boot into): only QMP acts here.
-    await vm.qmp.execute('stop');
   }, 60_000);
   afterAll(async () => {
     if (vm) await stopVm(vm.pid, vm.qmp);
@@ -139,7 +139,7 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
   it('cannot run a program', async () => {
     const qmp = vm?.qmp as QmpClient;
     const marker = path.join(work, 'run', 'vm', 'spawned');
-    await qmp.execute('migrate', { uri: `exec:touch ${marker}` }).catch(() => undefined);
+    await qmp.execute('migrate-incoming', { uri: `exec:touch ${marker}` }).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 1000));
     expect(fs.existsSync(marker)).toBe(false);
     // QEMU's seccomp filter kills it at the attempt; were it alive, no child (a forked helper) would be either.
