@@ -90,7 +90,7 @@ export class BuildStepCache {
       if (step.delta !== undefined) {
         const final = path.join(this.dir, `${step.key}-${randomBytes(4).toString('hex')}.qcow2`);
         onNamed(final);
-        moveFile(step.delta, final);
+        fs.renameSync(step.delta, final);
         // The build VM's uid owned it while it wrote it; a uid is reused by later VMs, a cached disk is the daemon's.
         fs.chownSync(final, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
         // Its header names the overlay file the VM had before (in the sandbox's folder or a temporary name).
@@ -144,17 +144,5 @@ export class BuildStepCache {
       }
     }
     return { entries, bytes };
-  }
-}
-
-/** Renames, or copies where the two lie on different file systems (a state folder apart from the cache). */
-function moveFile(from: string, to: string): void {
-  try {
-    fs.renameSync(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-    fs.copyFileSync(from, `${to}.tmp`);
-    fs.renameSync(`${to}.tmp`, to);
-    fs.rmSync(from, { force: true });
   }
 }

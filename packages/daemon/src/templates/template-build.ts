@@ -305,18 +305,13 @@ export class TemplateBuilder {
             }
             // Flushed and frozen: the overlay holds exactly this step's writes (the first one also the boot's).
             await this.exec(sandbox.id, ['sync'], { ...planned.state, user: 'root' }, planned.index, undefined, emit, signal);
-            // In the sandbox's folder: the only one its (jailed) QEMU sees besides its runtime folder. A
-            // build cut short by a dead daemon leaves it there, and adoption removes the whole folder.
+            // In the sandbox's folder: the only one its (jailed) QEMU sees besides its runtime folder. It
+            // goes with the sandbox, so each frozen overlay is kept in the cache's folder as well.
             const next = path.join(this.sandboxes.stateDir(sandbox.id), `.step-${planned.index}.qcow2`);
-            overlays.push(next);
             await this.sandboxes.snapshotRootDisk(sandbox.id, next);
-            let frozen = active;
-            if (!overlays.includes(frozen)) {
-              // The sandbox's own overlay goes with the sandbox: keep a copy (it no longer changes).
-              frozen = this.steps.newOverlayPath();
-              overlays.push(frozen);
-              fs.copyFileSync(active, frozen);
-            }
+            const frozen = this.steps.newOverlayPath();
+            overlays.push(frozen);
+            linkOrCopy(active, frozen);
             done.push({ key: planned.key, delta: frozen });
             active = next;
           }
@@ -498,4 +493,14 @@ export function checkTemplateName(name: string): void {
     throw new CapsuleError('invalid_argument', `template names starting with "${prefix}" are kept for template builds`, {
       hint: 'pick another name',
     });
+}
+
+/** A second name for a frozen file (it no longer changes), or a copy where the two folders lie on different file systems. */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    fs.linkSync(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    fs.copyFileSync(from, to);
+  }
 }
