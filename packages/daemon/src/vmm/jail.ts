@@ -61,7 +61,7 @@ interface JailRecord {
   createdAt: number;
 }
 
-export const DEFAULT_CLAIMS_DIR = '/run/capsule-jail-uids';
+const DEFAULT_CLAIMS_DIR = '/run/capsule-jail-uids';
 /** A jail without a pid is a launch in progress for at most this long. */
 const LAUNCH_GRACE_MS = 60_000;
 const INFO_TIMEOUT_MS = 15_000;
@@ -106,13 +106,8 @@ export class VmJail {
   }
 
   /** The folder a jailed VM sees as `/`. */
-  rootDir(id: string): string {
+  private rootDir(id: string): string {
     return path.join(this.jailDir(id), 'root');
-  }
-
-  /** The uid VM `id` runs as, while its jail exists. */
-  uidOf(id: string): number | undefined {
-    return this.readRecord(id)?.uid;
   }
 
   /**
