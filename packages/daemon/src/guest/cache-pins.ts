@@ -32,6 +32,23 @@ export function backingChain(image: string): string[] {
 }
 
 function backingFileOf(image: string): string | undefined {
+  return readQcow2Header(image, (fd, header) => {
+    const offset = header.readBigUInt64BE(8);
+    const size = header.readUInt32BE(16);
+    if (offset === 0n || size === 0 || size > MAX_BACKING_NAME_BYTES) return undefined;
+    const name = Buffer.alloc(size);
+    if (fs.readSync(fd, name, 0, size, Number(offset)) < size) return undefined;
+    return name.toString('utf8');
+  });
+}
+
+/** The size a qcow2 image gives its guest, from its header; undefined for a raw or unreadable file. */
+export function qcow2VirtualSize(image: string): number | undefined {
+  return readQcow2Header(image, (_fd, header) => Number(header.readBigUInt64BE(24)));
+}
+
+/** Reads the fixed part of a qcow2 header (magic, version, backing file, size) and hands it to `read`; undefined if not qcow2. */
+function readQcow2Header<T>(image: string, read: (fd: number, header: Buffer) => T | undefined): T | undefined {
   let fd: number;
   try {
     fd = fs.openSync(image, 'r');
@@ -39,14 +56,9 @@ function backingFileOf(image: string): string | undefined {
     return undefined;
   }
   try {
-    const header = Buffer.alloc(20);
+    const header = Buffer.alloc(32);
     if (fs.readSync(fd, header, 0, header.length, 0) < header.length || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
-    const offset = header.readBigUInt64BE(8);
-    const size = header.readUInt32BE(16);
-    if (offset === 0n || size === 0 || size > MAX_BACKING_NAME_BYTES) return undefined;
-    const name = Buffer.alloc(size);
-    if (fs.readSync(fd, name, 0, size, Number(offset)) < size) return undefined;
-    return name.toString('utf8');
+    return read(fd, header);
   } finally {
     fs.closeSync(fd);
   }

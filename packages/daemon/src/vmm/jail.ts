@@ -14,8 +14,9 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { errorMessage } from '../errors.js';
 import { isProcessAlive } from '../launcher.js';
-import { backingChain } from '../guest/cache-pins.js';
-import type { VmCgroup, VmCgroups } from './cgroup.js';
+import { backingChain, qcow2VirtualSize } from '../guest/cache-pins.js';
+import { memoryLimitFor, TCG_CODE_BUFFER_MIB, type VmCgroup, type VmCgroups, VMM_OVERHEAD_MIB } from './cgroup.js';
+import type { VmSpec } from './qemu.js';
 
 export interface JailSettings {
   /** The id range: its first id is the group all jailed VMs share (TAP devices, warm memory files), the rest are uids. */
@@ -111,20 +112,15 @@ export class VmJail {
   }
 
   /**
-   * Prepares VM `id`'s jail and starts `command` in it: `outer` is what runs
-   * before the jail (nsenter into the network namespace); `vmm` is QEMU's argv.
-   * Resolves with QEMU's pid (in the host's pid namespace) once it is in its
-   * cgroup; QEMU runs only after that.
+   * Prepares the jail of the VM `spec` describes (its files, `runtimeDir`, its
+   * limits) and starts it: `outer` is what runs before the jail (nsenter into
+   * the network namespace); `vmm` is QEMU's argv. Resolves with QEMU's pid (in
+   * the host's pid namespace) once it is in its cgroup; QEMU runs only after that.
    */
-  async spawn(
-    id: string,
-    mounts: JailMounts,
-    limits: { memoryLimitBytes: number; vcpus: number; fileSizeBytes: number },
-    outer: string[],
-    vmm: string[],
-    logFile: string,
-  ): Promise<number> {
-    this.sweep();
+  async spawn(spec: VmSpec, runtimeDir: string, outer: string[], vmm: string[], logFile: string): Promise<number> {
+    const { id } = spec;
+    const mounts = jailMounts(spec, runtimeDir, this.settings.diskRoots);
+    const overheadMiB = this.settings.overheadMiB ?? VMM_OVERHEAD_MIB + (spec.accel === 'tcg' ? TCG_CODE_BUFFER_MIB : 0);
     const existing = this.readRecord(id);
     if (existing?.pid !== undefined && isProcessAlive(existing.pid))
       throw new Error(`VM ${id} already runs in its jail (pid ${existing.pid})`);
@@ -138,11 +134,11 @@ export class VmJail {
       const root = this.rootDir(id);
       buildSkeleton(root, mounts);
       cgroup = this.settings.cgroups?.create(cgroupName(uid), {
-        memoryBytes: limits.memoryLimitBytes,
+        memoryBytes: memoryLimitFor(spec.memoryMiB, overheadMiB),
         // QEMU's own threads (its main loop and I/O, the vCPUs' device work) need CPU besides the vCPUs':
         // capped at the vCPUs alone, an exec round trip took 1.6 times as long (bench/cases/jail.mjs).
-        vcpus: limits.vcpus + 1,
-        pids: MAX_TASKS + limits.vcpus,
+        vcpus: spec.vcpus + 1,
+        pids: MAX_TASKS + spec.vcpus,
       });
       const argv = [
         ...outer,
@@ -152,7 +148,7 @@ export class VmJail {
         'prlimit',
         `--nofile=${MAX_OPEN_FILES}`,
         '--core=0',
-        `--fsize=${limits.fileSizeBytes}`,
+        `--fsize=${fileSizeLimit(spec.rootDisk, spec.memoryMiB)}`,
         '--',
         'setpriv',
         `--reuid=${uid}`,
@@ -551,20 +547,8 @@ function unique(files: string[]): string[] {
 }
 
 /** The most QEMU may write to one file: the disk's virtual size (from its qcow2 header, capped) plus RAM plus slack. */
-export function fileSizeLimit(rootDisk: string, memoryMiB: number): number {
-  let virtual = MAX_VIRTUAL_DISK_BYTES;
-  try {
-    const fd = fs.openSync(rootDisk, 'r');
-    try {
-      const header = Buffer.alloc(32);
-      if (fs.readSync(fd, header, 0, 32, 0) === 32 && header.readUInt32BE(0) === 0x514649fb)
-        virtual = Math.min(Number(header.readBigUInt64BE(24)), MAX_VIRTUAL_DISK_BYTES);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // QEMU reports a missing disk itself.
-  }
+function fileSizeLimit(rootDisk: string, memoryMiB: number): number {
+  const virtual = Math.min(qcow2VirtualSize(rootDisk) ?? MAX_VIRTUAL_DISK_BYTES, MAX_VIRTUAL_DISK_BYTES);
   return virtual + memoryMiB * 1024 * 1024 + FILE_SIZE_SLACK_BYTES;
 }
 

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
 import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
-import { memoryLimitFor, TCG_CODE_BUFFER_MIB, VMM_OVERHEAD_MIB } from './cgroup.js';
-import { activeJail, fileSizeLimit, jailMounts } from './jail.js';
+import { TCG_CODE_BUFFER_MIB } from './cgroup.js';
+import { activeJail } from './jail.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
@@ -219,16 +219,7 @@ export async function startVm(spec: VmSpec, paths: VmRuntimePaths): Promise<{ pi
   const jail = activeJail();
   let pid: number;
   if (jail) {
-    const mounts = jailMounts(spec, paths.dir, jail.settings.diskRoots);
-    const limits = {
-      memoryLimitBytes: memoryLimitFor(
-        spec.memoryMiB,
-        jail.settings.overheadMiB ?? VMM_OVERHEAD_MIB + (spec.accel === 'tcg' ? TCG_CODE_BUFFER_MIB : 0),
-      ),
-      vcpus: spec.vcpus,
-      fileSizeBytes: fileSizeLimit(spec.rootDisk, spec.memoryMiB),
-    };
-    pid = await jail.spawn(spec.id, mounts, limits, outer, [QEMU_BINARY, ...qemuArgs(spec, paths, { pidFile: false })], paths.qemuLog);
+    pid = await jail.spawn(spec, paths.dir, outer, [QEMU_BINARY, ...qemuArgs(spec, paths, { pidFile: false })], paths.qemuLog);
     fs.writeFileSync(paths.pidFile, `${pid}\n`, { mode: 0o644 });
   } else {
     const [command, ...args] = [...outer, QEMU_BINARY, ...qemuArgs(spec, paths)] as [string, ...string[]];
