@@ -67,3 +67,23 @@ describe('CAPSULE_JAIL', () => {
     expect(() => loadConfig({ CAPSULE_JAIL: 'maybe' })).toThrow(/expected on or off/);
   });
 });
+
+describe('CAPSULE_JAIL_IDS', () => {
+  it('takes FIRST-LAST, 900000-999999 unless set', () => {
+    expect(loadConfig({}).jailIds).toEqual({ first: 900000, count: 100000 });
+    expect(loadConfig({ CAPSULE_JAIL_IDS: '500000-500009' }).jailIds).toEqual({ first: 500000, count: 10 });
+  });
+
+  it('refuses system ids, ranges too small or past 2^32-2, and anything not a range', () => {
+    for (const value of ['0-99999', '999-5000', '500000-500001', '500000-4294967295', '900000', 'a-b', '-1-5', '900000-800000'])
+      expect(() => loadConfig({ CAPSULE_JAIL_IDS: value }), value).toThrow(/CAPSULE_JAIL_IDS must be FIRST-LAST/);
+  });
+});
+
+describe('CAPSULE_VMM_OVERHEAD_MIB', () => {
+  it("is the jail's own measured allowance unless set, and a whole number when set", () => {
+    expect(loadConfig({}).vmmOverheadMiB).toBeUndefined();
+    expect(loadConfig({ CAPSULE_VMM_OVERHEAD_MIB: '64' }).vmmOverheadMiB).toBe(64);
+    for (const value of ['-1', '1.5', 'lots']) expect(() => loadConfig({ CAPSULE_VMM_OVERHEAD_MIB: value }), value).toThrow(/whole number/);
+  });
+});

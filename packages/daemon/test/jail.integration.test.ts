@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { readManifest } from '../src/guest/manifest.js';
+import { VmCgroups } from '../src/vmm/cgroup.js';
 import { useJail, VmJail } from '../src/vmm/jail.js';
 import type { QmpClient } from '../src/vmm/qmp.js';
 import { startVm, stopVm, VmRuntimePaths } from '../src/vmm/qemu.js';
@@ -101,7 +102,16 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
     fs.mkdirSync(disks);
     const rootDisk = path.join(disks, 'overlay.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', rootDisk, '64M']);
-    useJail(new VmJail({ ids: { first: 980000, count: 1000 }, runtimeDir: path.join(work, 'run'), diskRoots: [work] }));
+    // With its own allowance beyond guest RAM (CAPSULE_VMM_OVERHEAD_MIB), which its cgroup's limit must show.
+    useJail(
+      new VmJail({
+        ids: { first: 980000, count: 1000 },
+        runtimeDir: path.join(work, 'run'),
+        diskRoots: [work],
+        cgroups: VmCgroups.open('capsule'),
+        overheadMiB: 32,
+      }),
+    );
     vm = await startVm(
       {
         id: 'attacker',
@@ -125,6 +135,12 @@ describe('a jailed QEMU taken over by its guest (real QEMU, QMP as the attacker)
     vm?.qmp.close();
     useJail(undefined);
     fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('is held to guest RAM plus the allowance it was given', () => {
+    const uid = status(vm?.pid as number).Uid?.split(/\s+/)[0];
+    const limit = Number(fs.readFileSync(`/sys/fs/cgroup/memory/capsule/vm-${uid}/memory.limit_in_bytes`, 'utf8'));
+    expect(limit).toBe((64 + 32) * 1024 * 1024);
   });
 
   it('cannot open a host file outside its jail', async () => {
