@@ -3,7 +3,7 @@
 // as it is outside tests, it does nothing; it must never change what a step does.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export type DelayedStep = 'SERVE' | 'PAUSE' | 'FORK' | 'SNAPSHOT';
+export type DelayedStep = 'SERVE' | 'PAUSE' | 'FORK' | 'SNAPSHOT' | 'RESUME' | 'RESTART_CONVERSIONS';
 
 export async function testOnlyDelay(step: DelayedStep): Promise<void> {
   const ms = Number(process.env[`CAPSULE_TEST_DELAY_${step}_MS`] ?? 0);

@@ -117,3 +117,44 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
     expect(daemon.log()).not.toMatch(/adopt_failed/);
   }, 3_600_000);
 });
+
+describe('a resume racing the conversions a restart redoes (real QEMU microVMs)', () => {
+  /** The restart lists paused sandboxes, then is held this long; the resume's restore is held longer, so they overlap. */
+  const CONVERSIONS_HOLD_MS = 1000;
+  const RESUME_HOLD_MS = 4000;
+  const daemon = new TestDaemon({
+    CAPSULE_WARM_POOL_SIZE: '0',
+    CAPSULE_TEST_DELAY_RESTART_CONVERSIONS_MS: String(CONVERSIONS_HOLD_MS),
+    CAPSULE_TEST_DELAY_RESUME_MS: String(RESUME_HOLD_MS),
+  });
+  beforeAll(async () => {
+    await daemon.start(START_TIMEOUT_MS);
+    await daemon.waitForWarmSnapshot(600_000);
+  }, 700_000);
+  afterAll(() => daemon.destroy());
+
+  it('attack: a paused state whose conversion a restart redid while the sandbox was being resumed ran a helper QEMU beside the resumed VM (a stray in CI) and could put an old state in place — the resume wins', async () => {
+    const { id } = await daemon.api.createSandbox({ name: 'converted' });
+    expect((await daemon.request('POST', `/v1/sandboxes/${id}/pause`)).status).toBe(200);
+    // Paused, so the only QEMU is the helper converting its state (paused-memory.ts): a kill now leaves the conversion to redo.
+    await eventually(() => (daemon.qemuPids().length > 0 ? true : undefined), 60_000, 'the conversion helper to start');
+    await daemon.kill9();
+    await daemon.start(START_TIMEOUT_MS);
+    const resume = daemon.request('POST', `/v1/sandboxes/${id}/resume`);
+    let mostQemus = 0;
+    let resumed = false;
+    void resume.finally(() => (resumed = true));
+    while (!resumed) {
+      mostQemus = Math.max(mostQemus, daemon.qemuPids().length);
+      await sleep(50);
+    }
+    const answer = await resume;
+    expect(answer.status, answer.text).toBe(200);
+    const { pid } = await daemon.api.sandbox(id);
+    await sleep(2000);
+    expect({ mostQemus, now: daemon.qemuPids() }).toEqual({ mostQemus: 1, now: [pid] });
+    expect(fs.existsSync(path.join(daemon.stateDir, 'sandboxes', id, 'paused'))).toBe(false);
+    expect((await daemon.api.exec(id, ['echo', 'alive'])).stdout).toBe('alive\n');
+    await daemon.api.removeSandbox(id);
+  }, 600_000);
+});

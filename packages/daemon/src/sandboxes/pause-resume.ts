@@ -9,7 +9,7 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { egressPolicyOf } from '../network/egress-policy.js';
 import type { SandboxNetworks } from '../network/sandbox-networks.js';
-import type { Store } from '../store/store.js';
+import type { SandboxRecord, Store } from '../store/store.js';
 import { canFreeze, frozenFiles } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
@@ -42,6 +42,9 @@ export async function saveWholeVm(vm: SandboxVm, file: string): Promise<void> {
 }
 
 export class PauseResume {
+  /** Sandboxes being resumed: a conversion restarted now would run a helper on the state the resume reads, and could put an old state back in place after it. */
+  private readonly resuming = new Set<string>();
+
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
@@ -102,10 +105,15 @@ export class PauseResume {
    * daemon stop or crash cut off (paused-memory.ts), after removing what that
    * conversion had half written. A conversion that had finished but not yet
    * removed its stream loses the stream: the mapped state is complete.
+   * A sandbox being resumed is left alone: its resume reads the stream (and
+   * cancels a conversion started before it).
    */
   async restartConversions(): Promise<void> {
-    for (const record of await this.store.sandboxesInStates(['paused'])) {
+    const paused = await this.store.sandboxesInStates(['paused']);
+    await testOnlyDelay('RESTART_CONVERSIONS');
+    for (const record of paused) {
       const id = record.id;
+      if (this.resuming.has(id)) continue;
       const stream = this.vms.pauseStateFile(id);
       const target = this.vms.pausedDir(id);
       fs.rmSync(`${target}.tmp`, { recursive: true, force: true });
@@ -139,6 +147,17 @@ export class PauseResume {
         hint: 'only paused sandboxes can be resumed',
       });
     }
+    if (this.resuming.has(id))
+      throw new CapsuleError('sandbox_not_running', `sandbox ${id} is being resumed`, { hint: 'wait for that to finish' });
+    this.resuming.add(id);
+    try {
+      return await this.resumeVm(id, record);
+    } finally {
+      this.resuming.delete(id);
+    }
+  }
+
+  private async resumeVm(id: string, record: SandboxRecord): Promise<string> {
     const started = Date.now();
     // Its host ports first: one taken while it was paused refuses the resume, and it stays paused.
     await this.ports.bind(id);
@@ -162,6 +181,7 @@ export class PauseResume {
         ),
       );
       // The policy may have changed while the sandbox was paused.
+      await testOnlyDelay('RESUME');
       await vm.handle.restore(mapped ? frozen.state : stateFile, !mapped, () => this.networks.apply(id, vm.handle, egressPolicyOf(record)));
       restoredMs = Date.now() - started;
       await vm.initGuest(
