@@ -14,7 +14,7 @@ export interface SandboxSpecOptions {
   /** The sandbox's lifetime (not a command's), in ms; 0 means none. */
   lifetime?: number;
   /** What happens when the lifetime runs out. */
-  onTimeout?: 'kill' | 'pause';
+  onTimeout?: 'kill' | 'pause' | 'stop';
   /** commander's `--no-internet`: false when given. */
   internet?: boolean;
   /** `--egress-allow` / `--egress-deny` CIDRs (TAP networking). */

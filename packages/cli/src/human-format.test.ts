@@ -31,6 +31,7 @@ const sandbox: SandboxInfo = {
   createdAt: '2026-01-01T11:57:00Z',
   bootMs: 4810,
   onTimeout: 'kill',
+  desiredState: 'running',
   timeoutMs: 300_000,
   expiresAt: '2026-01-01T12:02:00Z',
   network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },

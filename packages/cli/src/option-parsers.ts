@@ -8,13 +8,20 @@ const MIB_PER_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 10
 
 /** `512` (MiB), `512M`, `512MiB`, `1G`, `1.5GiB`, `1T` → MiB, within the daemon's limits. */
 export function parseMemoryMiB(value: string): number {
+  return parseSizeMiB(value, 'memory', limits.minMemoryMiB, limits.maxMemoryMiB);
+}
+
+/** A root disk size, like memory's (`20G`); the daemon checks it only grows. */
+export function parseDiskMiB(value: string): number {
+  return parseSizeMiB(value, 'disk', 1, limits.maxDiskMiB);
+}
+
+function parseSizeMiB(value: string, what: string, minMiB: number, maxMiB: number): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(value);
-  if (!match) throw new InvalidArgumentError(`"${value}" is not a memory size (examples: 512, 512M, 2G)`);
+  if (!match) throw new InvalidArgumentError(`"${value}" is not a ${what} size (examples: 512, 512M, 2G)`);
   const mib = Number(match[1]) * (MIB_PER_UNIT[(match[2] ?? 'm').toLowerCase()] ?? 1);
   if (!Number.isInteger(mib)) throw new InvalidArgumentError(`"${value}" is not a whole number of MiB`);
-  if (mib < limits.minMemoryMiB || mib > limits.maxMemoryMiB) {
-    throw new InvalidArgumentError(`memory must be between ${limits.minMemoryMiB} MiB and ${limits.maxMemoryMiB / 1024} GiB`);
-  }
+  if (mib < minMiB || mib > maxMiB) throw new InvalidArgumentError(`${what} must be between ${minMiB} MiB and ${maxMiB / 1024} GiB`);
   return mib;
 }
 

@@ -70,6 +70,24 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   },
   { name: 'resume', usage: '[options] <sandbox...>', description: 'Resume paused sandboxes where they stopped', load: sandboxModule },
   {
+    name: 'stop',
+    usage: '[options] <sandbox...>',
+    description: 'Stop sandboxes: their guests flush and power off, their disks stay (no RAM used until started)',
+    load: sandboxModule,
+  },
+  {
+    name: 'start',
+    usage: '[options] <sandbox...>',
+    description: 'Start stopped sandboxes again from their own disks',
+    load: sandboxModule,
+  },
+  {
+    name: 'restart',
+    usage: '[options] <sandbox...>',
+    description: 'Stop sandboxes and start them again from their disks',
+    load: sandboxModule,
+  },
+  {
     name: 'fork',
     usage: '[options] <sandbox>',
     description: 'Start sandboxes that each continue from this moment of a running sandbox; prints their ids',

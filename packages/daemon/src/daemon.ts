@@ -77,7 +77,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   templates.connectSandboxes(manager);
   await images.start();
   await templates.start();
-  await manager.start();
+  await manager.beforeServing();
   const startedAt = new Date().toISOString();
   let tcpAddress: string | undefined;
   // Made or read before serving, so that a bad certificate stops the start with its reason.

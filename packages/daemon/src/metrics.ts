@@ -9,7 +9,7 @@ import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client
 export type CreateServedBy = 'pool' | 'restored' | 'booted';
 
 /** Sandbox operations whose durations are histograms of their own; `exec_start` is an exec's time until its process started. */
-export type SandboxOperation = 'exec_start' | 'pause' | 'resume' | 'fork' | 'snapshot';
+export type SandboxOperation = 'exec_start' | 'pause' | 'resume' | 'fork' | 'snapshot' | 'stop' | 'start';
 
 /** How a template was built: from a Capsulefile, or from a stored image. */
 export type TemplateBuildKind = 'capsulefile' | 'image';

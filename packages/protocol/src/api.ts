@@ -30,6 +30,8 @@ export const limits = {
   maxEgressRules: 64,
   /** Host ports one sandbox may publish. */
   maxPublishedPorts: 16,
+  /** The largest root disk a stopped sandbox may be grown to (1 TiB). */
+  maxDiskMiB: 1024 * 1024,
 } as const;
 
 /** An IPv4 network, `a.b.c.d/n` (a bare address means /32); checked again by the daemon. */
@@ -96,9 +98,13 @@ export const StateTransition = Type.Object({
 });
 export type StateTransition = Static<typeof StateTransition>;
 
-/** What the daemon does with a sandbox whose timeout passed. */
-export const TimeoutAction = Type.Union([Type.Literal('kill'), Type.Literal('pause')]);
+/** What the daemon does with a sandbox whose timeout passed: remove it, pause it (memory saved), or stop it (disk kept). */
+export const TimeoutAction = Type.Union([Type.Literal('kill'), Type.Literal('pause'), Type.Literal('stop')]);
 export type TimeoutAction = Static<typeof TimeoutAction>;
+
+/** The state a sandbox is kept in: what a daemon restart or a host reboot brings it back to. */
+export const DesiredState = Type.Union([Type.Literal('running'), Type.Literal('paused'), Type.Literal('stopped')]);
+export type DesiredState = Static<typeof DesiredState>;
 
 /** A sandbox port published on the host: connections to hostIp:hostPort reach guestPort inside. */
 export const PublishedPort = Type.Object({
@@ -146,6 +152,7 @@ export const Sandbox = Type.Object({
   /** The sandbox's lifetime from its last (re)start or timeout change; 0 means none. */
   timeoutMs: Type.Integer(),
   onTimeout: TimeoutAction,
+  desiredState: DesiredState,
   /** When the sandbox is killed unless its timeout is changed or kept alive first. */
   expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
   /** Host memory of the VM while it runs (in GET of one sandbox): private to it, and shared with others (its template's pages). */
@@ -171,7 +178,7 @@ export const CreateSandboxRequest = Type.Object(
     metadata: Type.Optional(StringMap(limits.maxMetadataEntries)),
     /** Kill the sandbox this long after it starts; 0 means never. Default 5 minutes. */
     timeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.maxTimeoutMs })),
-    /** What happens when the timeout passes: `kill` (the default) or `pause`. */
+    /** What happens when the timeout passes: `kill` (the default), `pause` or `stop`. */
     onTimeout: Type.Optional(TimeoutAction),
     /** false: the sandbox has no network (switch it on later with POST …/network). Default true. */
     internet: Type.Optional(Type.Boolean()),
@@ -191,6 +198,18 @@ export const SetTimeoutRequest = Type.Object(
   { additionalProperties: false },
 );
 export type SetTimeoutRequest = Static<typeof SetTimeoutRequest>;
+
+/** New resources for a stopped sandbox, used from its next start; the disk only grows. */
+export const SetResourcesRequest = Type.Object(
+  {
+    vcpus: Type.Optional(Type.Integer({ minimum: limits.minVcpus, maximum: limits.maxVcpus })),
+    memoryMiB: Type.Optional(Type.Integer({ minimum: limits.minMemoryMiB, maximum: limits.maxMemoryMiB })),
+    /** The root disk's new size; its filesystem is grown at the next start. */
+    diskMiB: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.maxDiskMiB })),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+export type SetResourcesRequest = Static<typeof SetResourcesRequest>;
 
 export const ForkRequest = Type.Object(
   {

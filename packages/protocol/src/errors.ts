@@ -11,6 +11,8 @@ export const errorCodes = {
   template_not_found: 404,
   name_taken: 409,
   sandbox_not_running: 409,
+  /** Its resources change only while it is stopped. */
+  sandbox_not_stopped: 409,
   template_not_ready: 409,
   template_in_use: 409,
   exec_failed: 422,

@@ -23,6 +23,7 @@ import {
   type Sandbox as SandboxInfo,
   type SandboxList,
   type SetNetworkRequest,
+  type SetResourcesRequest,
   type Template,
   type TemplateDetails,
   type TemplateList,
@@ -271,6 +272,32 @@ export class CapsuleClient {
   }
 
   /** Starts a paused sandbox again where it stopped. */
+  /** Stops a running or paused sandbox: its VM ends (the guest flushes and powers off first), its disk stays. */
+  async stopSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#lifecycle(idOrName, 'stop', options);
+  }
+
+  /** Boots a stopped sandbox again from its own disk. */
+  async startSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#lifecycle(idOrName, 'start', options);
+  }
+
+  async restartSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#lifecycle(idOrName, 'restart', options);
+  }
+
+  /** A stopped sandbox's vCPUs, memory or disk size (grow only) from its next start. */
+  async setSandboxResources(idOrName: string, request: SetResourcesRequest, options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('PATCH', `${sandboxPath(idOrName)}/resources`, request, options);
+  }
+
+  #lifecycle(idOrName: string, action: 'stop' | 'start' | 'restart', options?: CallOptions): Promise<SandboxInfo> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/${action}`, undefined, {
+      ...options,
+      requestTimeoutMs: options?.requestTimeoutMs ?? this.#createTimeoutMs,
+    });
+  }
+
   async resumeSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/resume`, undefined, {
       ...options,

@@ -103,6 +103,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   template_not_found: NotFoundError,
   name_taken: CapsuleError,
   sandbox_not_running: CapsuleError,
+  sandbox_not_stopped: CapsuleError,
   template_not_ready: CapsuleError,
   template_in_use: CapsuleError,
   exec_failed: CapsuleError,

@@ -182,6 +182,20 @@ export class Sandbox {
     this.#info = await this.client.resumeSandbox(this.id, callOptions(options));
   }
 
+  /** Ends the sandbox's VM after its guest flushed and powered off; its disk stays, and `start()` boots it again. */
+  async stop(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.stopSandbox(this.id, callOptions(options));
+  }
+
+  /** Boots the stopped sandbox again from its own disk (processes start afresh; files are as they were). */
+  async start(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.startSandbox(this.id, callOptions(options));
+  }
+
+  async restart(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#info = await this.client.restartSandbox(this.id, callOptions(options));
+  }
+
   /** Switches the sandbox's network on or off, at once (or on resume, if paused). */
   async setInternetAccess(allow: boolean, options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#info = await this.client.setSandboxNetwork(this.id, { internet: allow }, callOptions(options));

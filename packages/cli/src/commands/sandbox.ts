@@ -2,8 +2,8 @@
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
-import type { CapsuleClient } from '@capsule/sdk';
-import { Command, Option } from 'commander';
+import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
 import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
@@ -14,6 +14,7 @@ import {
   collectMetadata,
   collectPublish,
   parseCpuCount,
+  parseDiskMiB,
   parseDurationMs,
   parseForkCount,
   parseMemoryMiB,
@@ -40,10 +41,10 @@ function createCommand(): Command {
       .option('--metadata <K=V>', 'metadata entry (repeatable)', collectMetadata)
       .option('--lifetime <duration>', 'kill the sandbox this long after it starts (30s, 10m, 2h; 0: never; default 5m)', parseDurationMs)
       .addOption(
-        new Option('--on-timeout <action>', 'what the end of the lifetime does: kill, or pause (resume it later)').choices([
-          'kill',
-          'pause',
-        ]),
+        new Option(
+          '--on-timeout <action>',
+          'what the end of the lifetime does: kill, pause (resume it later) or stop (start it later from its disk)',
+        ).choices(['kill', 'pause', 'stop']),
       )
       .option(
         '-p, --publish <[ip:]host:port>',
@@ -177,23 +178,72 @@ async function forEachSandbox(
   }
 }
 
-function pauseOrResumeCommand(action: 'pause' | 'resume'): Command {
+type LifecycleAction = 'pause' | 'resume' | 'stop' | 'start' | 'restart';
+
+/** What each state change says and does; the descriptions are program.ts's too. */
+const LIFECYCLE: Record<
+  LifecycleAction,
+  { description: string; doing: string; call: (client: CapsuleClient, id: string) => Promise<SandboxInfo> }
+> = {
+  pause: {
+    description: 'Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)',
+    doing: 'Pausing',
+    call: (client, id) => client.pauseSandbox(id),
+  },
+  resume: { description: 'Resume paused sandboxes where they stopped', doing: 'Resuming', call: (client, id) => client.resumeSandbox(id) },
+  stop: {
+    description: 'Stop sandboxes: their guests flush and power off, their disks stay (no RAM used until started)',
+    doing: 'Stopping',
+    call: (client, id) => client.stopSandbox(id),
+  },
+  start: {
+    description: 'Start stopped sandboxes again from their own disks',
+    doing: 'Starting',
+    call: (client, id) => client.startSandbox(id),
+  },
+  restart: {
+    description: 'Stop sandboxes and start them again from their disks',
+    doing: 'Restarting',
+    call: (client, id) => client.restartSandbox(id),
+  },
+};
+
+function lifecycleCommand(action: LifecycleAction): Command {
+  const { description, doing, call } = LIFECYCLE[action];
   return addGlobalOptions(
     new Command(action)
-      .description(
-        action === 'pause'
-          ? 'Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)'
-          : 'Resume paused sandboxes where they stopped',
-      )
+      .description(description)
       .argument('<sandbox...>', 'sandbox ids or names')
       .action(async (idsOrNames: string[], _options: object, command: Command) => {
         const context = CliContext.of(command);
         await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
-          const sandbox = await context.progress.step(`${action === 'pause' ? 'Pausing' : 'Resuming'} ${idOrName}`, () =>
-            action === 'pause' ? client.pauseSandbox(idOrName) : client.resumeSandbox(idOrName),
-          );
+          const sandbox = await context.progress.step(`${doing} ${idOrName}`, () => call(client, idOrName));
           return sandbox.id;
         });
+      }),
+  );
+}
+
+function setCommand(): Command {
+  return addGlobalOptions(
+    new Command('set')
+      .description("Change a stopped sandbox's CPUs, memory or disk size (the disk only grows; its filesystem grows at the next start)")
+      .argument('<sandbox>', 'sandbox id or name')
+      .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
+      .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
+      .option('--disk <size>', 'root disk size, in MiB or with a unit (20G)', parseDiskMiB)
+      .option('--json', 'print the sandbox as JSON')
+      .action(async (idOrName: string, options: { cpus?: number; memory?: number; disk?: number; json?: boolean }, command: Command) => {
+        if (options.cpus === undefined && options.memory === undefined && options.disk === undefined)
+          throw new InvalidArgumentError('nothing to change: give --cpus, --memory or --disk');
+        const client = await CliContext.of(command).daemonClient();
+        const sandbox = await client.setSandboxResources(idOrName, {
+          ...(options.cpus !== undefined && { vcpus: options.cpus }),
+          ...(options.memory !== undefined && { memoryMiB: options.memory }),
+          ...(options.disk !== undefined && { diskMiB: options.disk }),
+        });
+        if (options.json) printJson(sandbox);
+        else process.stdout.write(`${sandbox.id}: ${sandbox.vcpus} CPUs, ${sandbox.memoryMiB} MiB from its next start\n`);
       }),
   );
 }
@@ -265,15 +315,18 @@ function snapshotCommand(): Command {
   );
 }
 
-/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, fork, snapshot. */
+/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, stop, start, restart, fork, snapshot. */
 export function sandboxShortcutCommands(): Command[] {
   return [
     listCommand('ls'),
     inspectCommand(),
     removeCommand('rm'),
     logsCommand(),
-    pauseOrResumeCommand('pause'),
-    pauseOrResumeCommand('resume'),
+    lifecycleCommand('pause'),
+    lifecycleCommand('resume'),
+    lifecycleCommand('stop'),
+    lifecycleCommand('start'),
+    lifecycleCommand('restart'),
     forkCommand(),
     snapshotCommand(),
   ];
@@ -288,13 +341,17 @@ export function sandboxCommand(): Command {
     inspectCommand(),
     removeCommand('rm'),
     logsCommand(),
-    pauseOrResumeCommand('pause'),
-    pauseOrResumeCommand('resume'),
+    lifecycleCommand('pause'),
+    lifecycleCommand('resume'),
+    lifecycleCommand('stop'),
+    lifecycleCommand('start'),
+    lifecycleCommand('restart'),
     forkCommand(),
     snapshotCommand(),
     timeoutCommand(),
     keepaliveCommand(),
     networkCommand(),
+    setCommand(),
   ]) {
     group.addCommand(subcommand);
   }

@@ -16,6 +16,7 @@ const sandbox: Sandbox = {
   createdAt: '2026-11-25T10:00:00.000Z',
   timeoutMs: 300_000,
   onTimeout: 'kill',
+  desiredState: 'running',
   expiresAt: '2026-11-25T10:05:00.000Z',
   network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
   ports: [],

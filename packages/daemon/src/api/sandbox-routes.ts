@@ -1,6 +1,6 @@
 // REST routes of sandboxes: create, list, get, remove; exec (whole or
-// streamed); timeout, keepalive, network; pause, resume, fork, snapshot; the
-// console log. Each is a thin mapping onto the sandbox manager, which owns
+// streamed); timeout, keepalive, network; stop, start, restart, resources;
+// pause, resume, fork, snapshot; the console log. Each is a thin mapping onto the sandbox manager, which owns
 // every rule; a route never changes a sandbox by any other way.
 import type { ServerResponse } from 'node:http';
 import {
@@ -12,6 +12,7 @@ import {
   Sandbox,
   SandboxList,
   SetNetworkRequest,
+  SetResourcesRequest,
   SetTimeoutRequest,
   SnapshotRequest,
   Template,
@@ -171,6 +172,35 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
         response: { 200: Sandbox, ...errorResponses },
       },
       handler: async (request) => await manager.resume(request.params.id),
+    }),
+
+    ...(['stop', 'start', 'restart'] as const).map((action) =>
+      route<{ Params: { id: string } }>({
+        method: 'POST',
+        url: `/v1/sandboxes/:id/${action}`,
+        schema: {
+          params: IdParams,
+          description: {
+            stop: 'Asks the guest to flush and power off (then ends its VM after a grace period); the disk stays and no memory is used. Stopping a stopped sandbox does nothing.',
+            start: 'Boots a stopped sandbox again from its own disk, with its current resources; its lifetime starts again.',
+            restart: 'Stops a running sandbox and starts it again from its disk.',
+          }[action],
+          response: { 200: Sandbox, ...errorResponses },
+        },
+        handler: async (request) => await manager[action](request.params.id),
+      }),
+    ),
+
+    route<{ Params: { id: string }; Body: SetResourcesRequest }>({
+      method: 'PATCH',
+      url: '/v1/sandboxes/:id/resources',
+      schema: {
+        params: IdParams,
+        body: SetResourcesRequest,
+        description: 'Changes a stopped sandbox’s vCPUs, memory or root disk size (grow only; its filesystem grows at the next start).',
+        response: { 200: Sandbox, ...errorResponses },
+      },
+      handler: async (request) => await manager.setResources(request.params.id, request.body),
     }),
 
     route<{ Params: { id: string } }>({

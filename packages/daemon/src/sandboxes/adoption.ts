@@ -250,14 +250,25 @@ export class SandboxAdoption {
     fs.rmSync(this.vms.runtimePaths(id).dir, { recursive: true, force: true });
     await this.store.transition(id, 'paused', 'daemon_restart', 'capsuled stopped while pausing this sandbox, after its state was saved', {
       expires_at: null,
+      desired_state: 'paused',
     });
   }
 
-  /** A running sandbox whose QEMU is gone: paused if its pause had saved the state, else an error. */
+  /**
+   * A running sandbox whose QEMU is gone: paused if its pause had saved the
+   * state; stopped with its disk after a host restart (its runtime folder is
+   * gone with the host's /run; the manager starts it again); else an error.
+   */
   private async settleGone(record: SandboxRecord): Promise<void> {
     const id = record.id;
     const paths = this.vms.runtimePaths(id);
     if (fs.existsSync(this.vms.pauseStateFile(id))) return await this.settlePaused(id);
+    if (!fs.existsSync(paths.dir) && this.vms.hasMachine(id)) {
+      // Its network goes with the others no sandbox runs in (SandboxNetworks.start), and comes back at its start.
+      await this.store.transition(id, 'stopped', 'host_restart', 'the host restarted while it ran', { expires_at: record.expires_at });
+      this.log.warn({ sandbox: id }, 'sandbox stopped by a host restart; it is started again');
+      return;
+    }
     const reason = fs.existsSync(paths.dir) ? 'crash' : 'host_restart';
     const message = reason === 'crash' ? 'the VM exited while capsuled was not running' : 'the host restarted';
     await this.vms.removeVmFiles(id);

@@ -149,6 +149,7 @@ export class SandboxCreator {
         boot_ms: null,
         timeout_ms: timeoutMs,
         on_timeout: request.onTimeout ?? 'kill',
+        desired_state: 'running',
         // The clock starts when the sandbox runs (below), not while it boots.
         expires_at: null,
         ...egressPolicyColumns(egress),
@@ -295,7 +296,7 @@ export class SandboxCreator {
     }
   }
 
-  private validateResources(vcpus: number, memoryMiB: number): void {
+  validateResources(vcpus: number, memoryMiB: number): void {
     const hostCpus = os.cpus().length;
     if (!Number.isInteger(vcpus) || vcpus < limits.minVcpus || vcpus > Math.min(limits.maxVcpus, hostCpus)) {
       throw new CapsuleError(

@@ -141,6 +141,7 @@ export class SandboxForks {
       created_at: createdAt.toISOString(),
       boot_ms: null,
       expires_at: null,
+      desired_state: 'running',
     });
     try {
       const overlay = await this.vms.createOverlay(id, disk, 'qcow2');

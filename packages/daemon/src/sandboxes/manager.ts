@@ -4,7 +4,16 @@
 // start and shutdown, reading sandboxes, removing them, their timeouts,
 // network and exec. Templates and their warm snapshots and pools are
 // templates/'s; this is what they run their build sandboxes and pool VMs through.
-import type { CreateSandboxRequest, ExecEvent, ExecRequest, ExecResult, Sandbox, SandboxState, SetNetworkRequest } from '@capsule/protocol';
+import type {
+  CreateSandboxRequest,
+  ExecEvent,
+  ExecRequest,
+  ExecResult,
+  Sandbox,
+  SandboxState,
+  SetNetworkRequest,
+  SetResourcesRequest,
+} from '@capsule/protocol';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { DaemonConfig } from '../config.js';
@@ -34,6 +43,7 @@ import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
 import { expiryFrom, SandboxVms } from './sandbox-vms.js';
+import { StopStart } from './stop-start.js';
 import { Tunnels } from './tunnels.js';
 
 const LIVENESS_INTERVAL_MS = 2000;
@@ -53,6 +63,7 @@ export class SandboxManager implements SandboxRunner {
   private readonly warm: WarmSnapshots;
   private readonly creator: SandboxCreator;
   private readonly pausing: PauseResume;
+  private readonly stopping: StopStart;
   private readonly forks: SandboxForks;
 
   constructor(
@@ -84,6 +95,7 @@ export class SandboxManager implements SandboxRunner {
     this.warm = templates.warm;
     this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports, metrics);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
+    this.stopping = new StopStart(store, log, this.vms, this.networks, this.ports, this.pausedMemory, templates, config.bootTimeoutMs);
     this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) =>
       this.creator.memory.whileReserved(memoryMiB, work),
     );
@@ -112,7 +124,7 @@ export class SandboxManager implements SandboxRunner {
    * serves), kills and removes what no sandbox owns, sweeps what an
    * interrupted fork or snapshot left.
    */
-  async start(): Promise<void> {
+  async beforeServing(): Promise<void> {
     await this.ports.load();
     const keep = await this.vms.adoption.prepare();
     // Published ports listen from the moment the API serves: a connection waits for its sandbox to be reattached, as any call does.
@@ -142,8 +154,9 @@ export class SandboxManager implements SandboxRunner {
       if (!this.vms.live.has(id)) await this.ports.release(id);
     });
     if (this.shuttingDown) return;
-    // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (start); the rest is redone.
+    // A conversion the previous daemon left unfinished: its helper QEMU was an orphan (beforeServing); the rest is redone.
     await this.pausing.restartConversions();
+    await this.startAfterHostRestart();
     for (const template of await this.store.listTemplates()) void this.warm.prepareWarmSnapshot(template);
   }
 
@@ -180,6 +193,60 @@ export class SandboxManager implements SandboxRunner {
     const resume = () => this.metrics.timeOperation('resume', () => this.pausing.resume(record.id));
     // A paused sandbox holds no memory: resuming it is admitted like a create (resuming anything else is refused there).
     return await this.get(await (record.state === 'paused' ? this.creator.memory.whileReserved(record.memory_mib, resume) : resume()));
+  }
+
+  /** Stops a running or paused sandbox: its VM ends, its disk stays; it uses no memory until started. */
+  async stop(idOrName: string, reason = 'user'): Promise<Sandbox> {
+    return await this.get(await this.metrics.timeOperation('stop', () => this.stopping.stop(idOrName, reason)));
+  }
+
+  /** Boots a stopped sandbox from its own disk; admitted like a create. */
+  async start(idOrName: string, reason = 'user'): Promise<Sandbox> {
+    const record = await this.vms.require(idOrName);
+    assertDiskRoom(this.config, 'start a sandbox', [this.config.stateDir]);
+    const start = () => this.metrics.timeOperation('start', () => this.stopping.start(record.id, reason));
+    return await this.get(await (record.state === 'stopped' ? this.creator.memory.whileReserved(record.memory_mib, start) : start()));
+  }
+
+  /** Stops a running sandbox and starts it again (a stopped one is just started). */
+  async restart(idOrName: string): Promise<Sandbox> {
+    const record = await this.vms.require(idOrName);
+    if (record.state === 'running') await this.stopping.stop(record.id);
+    return await this.start(record.id);
+  }
+
+  /** A stopped sandbox's CPUs, memory and disk from its next start. */
+  async setResources(idOrName: string, request: SetResourcesRequest): Promise<Sandbox> {
+    const record = await this.vms.require(idOrName);
+    if (request.vcpus !== undefined || request.memoryMiB !== undefined)
+      this.creator.validateResources(request.vcpus ?? record.vcpus, request.memoryMiB ?? record.memory_mib);
+    await this.stopping.setResources(record, request);
+    this.log.info({ sandbox: record.id, ...request }, 'sandbox resources changed');
+    return await this.get(record.id);
+  }
+
+  /**
+   * After a host reboot: starts again each sandbox that was running when the
+   * host went down (adoption stopped it with the reason host_restart), unless
+   * its lifetime ran out meanwhile: then its timeout action is done instead.
+   */
+  private async startAfterHostRestart(): Promise<void> {
+    const now = new Date().toISOString();
+    for (const record of await this.store.sandboxesInStates(['stopped'])) {
+      if (this.shuttingDown) return;
+      if (record.desired_state !== 'running' || record.state_reason !== 'host_restart') continue;
+      const expired = record.expires_at !== null && record.expires_at <= now;
+      const action = expired ? record.on_timeout : 'start';
+      this.log.info({ sandbox: record.id, action }, 'bringing back a sandbox that ran before the host restarted');
+      const done =
+        action === 'kill'
+          ? this.remove(record.id, 'timeout')
+          : action === 'start'
+            ? this.start(record.id, 'host_restart')
+            : // Nothing of its memory survived the reboot: a pause at timeout becomes a stop, its disk kept.
+              this.stopping.stop(record.id, 'timeout');
+      await done.catch((err: unknown) => this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${action} it`));
+    }
   }
 
   async fork(idOrName: string, count: number): Promise<Sandbox[]> {
@@ -235,6 +302,7 @@ export class SandboxManager implements SandboxRunner {
       ...(pid !== undefined ? { pid } : {}),
       timeoutMs: record.timeout_ms,
       onTimeout: record.on_timeout,
+      desiredState: record.desired_state,
       ...(record.expires_at ? { expiresAt: record.expires_at } : {}),
       network: this.networks.describe(record.id, egressPolicyOf(record)),
       ports: this.ports.of(record.id),
@@ -300,7 +368,7 @@ export class SandboxManager implements SandboxRunner {
     return await this.get(record.id);
   }
 
-  /** Kills (or pauses, if asked at create) running sandboxes whose timeout has passed; runs every second. */
+  /** Kills (or pauses or stops, if asked at create) running sandboxes whose timeout has passed; runs every second. */
   private async reapExpired(): Promise<void> {
     // A pause can take longer than a tick: the next tick must not start a second one.
     if (this.reaping) return;
@@ -308,7 +376,12 @@ export class SandboxManager implements SandboxRunner {
     try {
       for (const record of await this.store.expiredSandboxes(new Date())) {
         this.log.info({ sandbox: record.id, timeoutMs: record.timeout_ms, action: record.on_timeout }, 'sandbox timed out');
-        const done = record.on_timeout === 'pause' ? this.pause(record.id, 'timeout') : this.remove(record.id, 'timeout');
+        const done =
+          record.on_timeout === 'pause'
+            ? this.pause(record.id, 'timeout')
+            : record.on_timeout === 'stop'
+              ? this.stop(record.id, 'timeout')
+              : this.remove(record.id, 'timeout');
         await done.catch((err: unknown) =>
           this.log.error({ sandbox: record.id, err: errorMessage(err) }, `could not ${record.on_timeout} a timed-out sandbox`),
         );

@@ -95,7 +95,7 @@ export class PauseResume {
     this.vms.live.delete(id);
     await this.ports.release(id);
     fs.rmSync(this.vms.runtimePaths(id).dir, { recursive: true, force: true });
-    await this.store.transition(id, 'paused', reason, undefined, { expires_at: null });
+    await this.store.transition(id, 'paused', reason, undefined, { expires_at: null, desired_state: 'paused' });
     if (canFreeze(machine)) this.pausedMemory.start(id, machine, target, this.vms.pausedDir(id));
     return id;
   }
@@ -202,7 +202,7 @@ export class PauseResume {
     // Where the time went, for `inspect` (and the benchmark): QEMU started with the state loaded, then the guest's first answer.
     const message = `resumed in ${tookMs} ms: state restored in ${restoredMs} ms, guest initialised in ${initMs} ms`;
     // Recorded running before the saved state goes: a daemon killed in between adopts the VM (and removes the state then).
-    await this.store.transition(id, 'running', 'user', message, { expires_at: expiryFrom(record.timeout_ms) });
+    await this.store.transition(id, 'running', 'user', message, { expires_at: expiryFrom(record.timeout_ms), desired_state: 'running' });
     // A mapped memory file stays readable to the VM after its name is gone; the next pause writes a new state.
     fs.rmSync(this.vms.pausedDir(id), { recursive: true, force: true });
     fs.rmSync(stateFile, { force: true });

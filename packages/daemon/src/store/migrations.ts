@@ -178,4 +178,13 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0009_desired_state': {
+    async up(db: Kysely<unknown>) {
+      // What the user last asked a sandbox to be, beside what it is: a host reboot brings back the running ones.
+      await db.schema
+        .alterTable('sandboxes')
+        .addColumn('desired_state', 'text', (c) => c.notNull().defaultTo('running'))
+        .execute();
+    },
+  },
 };

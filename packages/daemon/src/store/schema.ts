@@ -22,7 +22,9 @@ export interface SandboxRow {
   /** ISO time after which the reaper kills the sandbox; null when it has no timeout or is not running. */
   expires_at: string | null;
   /** What the reaper does when the timeout passes. */
-  on_timeout: 'kill' | 'pause';
+  on_timeout: 'kill' | 'pause' | 'stop';
+  /** What the user last asked of it (running, paused, stopped): what a host reboot brings it back to. */
+  desired_state: 'running' | 'paused' | 'stopped';
   /** 1: the guest's link is up; 0: cut (no network at all). */
   internet_access: number;
   /** JSON arrays of CIDRs the guest may (allow) or may not (deny) reach; TAP mode only. */

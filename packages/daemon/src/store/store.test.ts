@@ -18,6 +18,7 @@ const row = (id: string, name: string | null): SandboxRecord => ({
   timeout_ms: 0,
   expires_at: null,
   on_timeout: 'kill',
+  desired_state: 'running',
   internet_access: 1,
   egress_allow: '[]',
   egress_deny: '[]',

@@ -105,6 +105,11 @@ export class Store {
     await this.db.updateTable('sandboxes').set({ timeout_ms: timeoutMs, expires_at: expiresAt }).where('id', '=', id).execute();
   }
 
+  /** A stopped sandbox's resources for its next start. */
+  async setResources(id: string, resources: Pick<SandboxRecord, 'vcpus' | 'memory_mib'>): Promise<void> {
+    await this.db.updateTable('sandboxes').set(resources).where('id', '=', id).execute();
+  }
+
   /** Records a sandbox's egress policy (see 0005_network). */
   async setNetworkPolicy(id: string, policy: Pick<SandboxRecord, 'internet_access' | 'egress_allow' | 'egress_deny'>): Promise<void> {
     await this.db.updateTable('sandboxes').set(policy).where('id', '=', id).execute();
@@ -114,13 +119,13 @@ export class Store {
     return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
   }
 
-  /** Host ports sandboxes publish; those of failed and killed sandboxes are not coming back, so only running and paused ones'. */
+  /** Host ports sandboxes publish; those of failed and killed sandboxes are not coming back, so only running, paused and stopped ones'. */
   async portsOfLiveSandboxes(): Promise<SandboxPortRecord[]> {
     return await this.db
       .selectFrom('sandbox_ports')
       .innerJoin('sandboxes', 'sandboxes.id', 'sandbox_ports.sandbox_id')
       .select(['sandbox_ports.sandbox_id', 'sandbox_ports.host_ip', 'sandbox_ports.host_port', 'sandbox_ports.guest_port'])
-      .where('sandboxes.state', 'in', ['running', 'paused'])
+      .where('sandboxes.state', 'in', ['running', 'paused', 'stopped'])
       .execute();
   }
 

@@ -166,17 +166,25 @@ export class Templates {
       });
     const vcpus = requested.vcpus ?? record.default_vcpus;
     const memoryMiB = requested.memoryMiB ?? record.default_memory_mib;
-    const row = await getTemplateImage(this.store, name);
     const snapshot = this.warm.usableSnapshot(name, vcpus, memoryMiB);
     return {
       record,
       vcpus,
       memoryMiB,
-      imageDefaults: row ? imageDefaultsOf(row) : undefined,
-      service: serviceOf(row),
+      ...(await this.guestSetupOf(name)),
       snapshot,
       pool: snapshot ? this.warm.poolOf(name) : undefined,
     };
+  }
+
+  /**
+   * What a guest of template `name` is set up with once it runs: its image's
+   * defaults (user, workdir, env) and its START service. Nothing for a
+   * template removed since (a stopped sandbox keeps its own disk).
+   */
+  async guestSetupOf(name: string): Promise<{ imageDefaults: TemplateImageDefaults | undefined; service: TemplateService | undefined }> {
+    const row = await getTemplateImage(this.store, name);
+    return { imageDefaults: row ? imageDefaultsOf(row) : undefined, service: serviceOf(row) };
   }
 
   async list(): Promise<Template[]> {
