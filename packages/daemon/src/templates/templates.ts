@@ -427,13 +427,13 @@ export class Templates {
   }
 
   /**
-   * Refuses to let a template go while sandboxes made from it live, paused ones
-   * included: their disks are overlays on the template's disk (its warm
+   * Refuses to let a template go while sandboxes made from it live, paused and
+   * stopped ones included: their disks are overlays on the template's disk (its warm
    * snapshot's, or the snapshot template's), which a resume, a fork or an
    * adopting daemon opens again.
    */
   private async assertUnused(name: string): Promise<void> {
-    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused']))
+    const users = (await this.store.sandboxesInStates(['starting', 'running', 'paused', 'stopped']))
       .filter((s) => s.template === name)
       .map((s) => s.id);
     if (users.length > 0) {
