@@ -151,10 +151,13 @@ function sendE2bError(reply: FastifyReply, status: number, message: string): Fas
   return reply.code(status).type('application/json').send({ code: status, message });
 }
 
-/** Errors of e2b's routes in e2b's shape, `{code, message}`, the hint folded into the message. */
+/**
+ * Errors of e2b's routes in e2b's shape, `{code, message}`: e2b's code is the
+ * HTTP status, so Capsule's stable code leads the message and the hint ends it.
+ */
 export function e2bErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   if (err instanceof CapsuleError)
-    return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
+    return sendE2bError(reply, httpStatusOf(err.code), `${err.code}: ${err.message}${err.hint ? ` (${err.hint})` : ''}`);
   const requestError = requestErrorOf(err);
   if (requestError) return sendE2bError(reply, 400, requestError.message);
   request.log.error({ err }, 'unhandled error');
