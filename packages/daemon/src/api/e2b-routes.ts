@@ -19,7 +19,8 @@ const CLIENT_ID = 'capsule';
 /** e2b reports an end time for every sandbox; one without a timeout ends never. */
 const NEVER = '9999-12-31T23:59:59.999Z';
 const MAX_TIMEOUT_SECONDS = Math.floor(limits.maxTimeoutMs / 1000);
-const PAGE_LIMIT_MAX = 100;
+/** e2b's largest page, and the size of a page a list asks no limit for. */
+export const PAGE_LIMIT_MAX = 100;
 const METRICS_TIMEOUT_MS = 10_000;
 
 const StringMap = Type.Record(Type.String(), Type.String());
@@ -164,16 +165,17 @@ export function e2bErrorHandler(err: FastifyError, request: FastifyRequest, repl
   return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
 }
 
+/** A sandbox as e2b sees it: gone once failed or killed. */
+export async function liveE2bSandbox(manager: SandboxManager, id: string): Promise<Sandbox> {
+  const sandbox = await manager.get(id);
+  if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
+  return sandbox;
+}
+
 /** e2b's routes; they need e2bErrorHandler in their scope. */
 export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRoute[] {
   const tags = ['e2b'];
-
-  /** A sandbox as e2b sees it: gone once failed or killed. */
-  const live = async (id: string): Promise<Sandbox> => {
-    const sandbox = await manager.get(id);
-    if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
-    return sandbox;
-  };
+  const live = (id: string) => liveE2bSandbox(manager, id);
 
   const create = async (body: NewSandbox, reply: FastifyReply) => {
     const timeoutMs = secondsToMs(body.timeout);
