@@ -70,14 +70,22 @@ describe('e2b snapshots against capsuled (real QEMU microVMs)', () => {
     expect(await Template.aliasExists('no-such-template')).toBe(false);
   });
 
-  it("refuses bad and taken names with Capsule's code and hint, and unknown sandboxes as the SDK's not-found error", async () => {
+  it("refuses bad, reserved and taken names with Capsule's code and hint, unknown sandboxes as the SDK's not-found error, and the base template", async () => {
     const bad = await rejection(source.createSnapshot({ name: 'Not A Name' }));
     expect(bad.statusCode).toBe(400);
     expect(bad.message).toMatch(/invalid_argument: "Not A Name" cannot name a snapshot \(a snapshot is a Capsule template: .*lower-case/);
     const taken = await rejection(source.createSnapshot({ name: 'e2b-snap' }));
     expect(taken.statusCode).toBe(409);
     expect(taken.message).toMatch(/name_taken: .*\(pick another name/);
+    // Build templates with such names are swept away when the daemon starts: a snapshot must never be one of them.
+    const kept = await rejection(source.createSnapshot({ name: 'build-step-mine' }));
+    expect(kept.statusCode).toBe(400);
+    expect(kept.message).toMatch(/invalid_argument: template names starting with "build-step-" are kept for template builds/);
     await expect(Sandbox.createSnapshot('sb_doesnotexist')).rejects.toBeInstanceOf(SandboxNotFoundError);
+    // The base template is no snapshot; Capsule keeps it.
+    const base = await rejection(Sandbox.deleteSnapshot('base'));
+    expect(base.statusCode).toBe(400);
+    expect(base.message).toMatch(/invalid_argument: template "base" was not built/);
   });
 
   it('starts a sandbox from the snapshot, keeps the snapshot while it lives, then deletes it for good', async () => {
