@@ -1,7 +1,9 @@
+import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import type { Sandbox } from '@capsule/protocol';
+import { CapsuleError } from '../errors.js';
 import { SandboxTokens } from './credentials.js';
-import { e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bMetric, toE2bSandbox } from './e2b-routes.js';
+import { e2bErrorHandler, e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bMetric, toE2bSandbox } from './e2b-routes.js';
 
 const sandbox: Sandbox = {
   id: 'sb_x',
@@ -98,5 +100,24 @@ describe('e2b shapes', () => {
     for (const bad of [null, 'x', { ...agent, mem_used: 'lots' }, { ...agent, cpu_count: -1 }, { ...agent, ts: Infinity }]) {
       expect(() => toE2bMetric(bad)).toThrow(/metrics/);
     }
+  });
+
+  it("answers Capsule's errors in e2b's shape, its stable code leading the message and the hint ending it", async () => {
+    const app = Fastify();
+    app.setErrorHandler(e2bErrorHandler);
+    app.get('/named', () => {
+      throw new CapsuleError('name_taken', 'a template named "x" already exists', { hint: 'pick another name' });
+    });
+    app.get('/plain', () => {
+      throw new CapsuleError('template_not_found', 'template "x" does not exist');
+    });
+    const named = await app.inject({ method: 'GET', url: '/named' });
+    expect(named.statusCode).toBe(409);
+    expect(named.json()).toEqual({ code: 409, message: 'name_taken: a template named "x" already exists (pick another name)' });
+    expect((await app.inject({ method: 'GET', url: '/plain' })).json()).toEqual({
+      code: 404,
+      message: 'template_not_found: template "x" does not exist',
+    });
+    await app.close();
   });
 });

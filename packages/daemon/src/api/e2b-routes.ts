@@ -19,7 +19,8 @@ const CLIENT_ID = 'capsule';
 /** e2b reports an end time for every sandbox; one without a timeout ends never. */
 const NEVER = '9999-12-31T23:59:59.999Z';
 const MAX_TIMEOUT_SECONDS = Math.floor(limits.maxTimeoutMs / 1000);
-const PAGE_LIMIT_MAX = 100;
+/** e2b's largest page, and the size of a page a list asks no limit for. */
+export const PAGE_LIMIT_MAX = 100;
 const METRICS_TIMEOUT_MS = 10_000;
 
 const StringMap = Type.Record(Type.String(), Type.String());
@@ -151,26 +152,30 @@ function sendE2bError(reply: FastifyReply, status: number, message: string): Fas
   return reply.code(status).type('application/json').send({ code: status, message });
 }
 
-/** Errors of e2b's routes in e2b's shape, `{code, message}`, the hint folded into the message. */
+/**
+ * Errors of e2b's routes in e2b's shape, `{code, message}`: e2b's code is the
+ * HTTP status, so Capsule's stable code leads the message and the hint ends it.
+ */
 export function e2bErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   if (err instanceof CapsuleError)
-    return sendE2bError(reply, httpStatusOf(err.code), err.hint ? `${err.message} (${err.hint})` : err.message);
+    return sendE2bError(reply, httpStatusOf(err.code), `${err.code}: ${err.message}${err.hint ? ` (${err.hint})` : ''}`);
   const requestError = requestErrorOf(err);
   if (requestError) return sendE2bError(reply, 400, requestError.message);
   request.log.error({ err }, 'unhandled error');
   return sendE2bError(reply, 500, err instanceof Error ? err.message : String(err));
 }
 
+/** A sandbox as e2b sees it: gone once failed or killed. */
+export async function liveE2bSandbox(manager: SandboxManager, id: string): Promise<Sandbox> {
+  const sandbox = await manager.get(id);
+  if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
+  return sandbox;
+}
+
 /** e2b's routes; they need e2bErrorHandler in their scope. */
 export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRoute[] {
   const tags = ['e2b'];
-
-  /** A sandbox as e2b sees it: gone once failed or killed. */
-  const live = async (id: string): Promise<Sandbox> => {
-    const sandbox = await manager.get(id);
-    if (e2bState(sandbox) === undefined) throw new CapsuleError('sandbox_not_found', `sandbox ${id} is ${sandbox.state}`);
-    return sandbox;
-  };
+  const live = (id: string) => liveE2bSandbox(manager, id);
 
   const create = async (body: NewSandbox, reply: FastifyReply) => {
     const timeoutMs = secondsToMs(body.timeout);

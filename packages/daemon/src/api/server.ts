@@ -26,6 +26,7 @@ import { agentTarget, proxyToAgent } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
+import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
 import { capsuleErrorOf } from './request-errors.js';
 import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
@@ -170,7 +171,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
-    addRoutes(scope, e2bRoutes(ctx.manager, ctx.tokens));
+    addRoutes(scope, [...e2bRoutes(ctx.manager, ctx.tokens), ...e2bSnapshotRoutes(ctx.manager, ctx.templates)]);
   });
 
   return {

@@ -13,6 +13,7 @@ import { commitPath } from '../guest/files.js';
 import { runCommand } from '../launcher.js';
 import type { Store, TemplateRecord } from '../store/store.js';
 import { recordSnapshotTemplate, writeSnapshotTemplateMeta, type SnapshotTemplateMeta } from '../templates/snapshot-templates.js';
+import { checkTemplateName } from '../templates/template-build.js';
 import { fsyncFile, type FrozenVm } from '../vmm/freeze.js';
 import type { VmSpec } from '../vmm/qemu.js';
 import { testOnlyDelay } from '../test-only-delay.js';
@@ -68,6 +69,8 @@ export async function snapshotToTemplate(
   dirs: { templatesDir: string; runtimeDir: string; cacheDir: string },
   qemuVersion: string,
 ): Promise<TemplateRecord> {
+  // A snapshot named like a build's temporary template would be swept away with them when the daemon starts.
+  checkTemplateName(name);
   if (await store.getTemplate(name)) {
     throw new CapsuleError('name_taken', `a template named "${name}" already exists`, {
       hint: 'pick another name or `capsule template rm` it first',

@@ -66,3 +66,14 @@ export async function getSnapshotTemplateDir(store: Store, name: string): Promis
 export async function listSnapshotTemplateDirs(store: Store): Promise<string[]> {
   return (await store.db.selectFrom('template_snapshots').select('dir').execute()).map((row) => row.dir);
 }
+
+/** Every template made by `capsule snapshot` with the sandbox it came from, oldest first. */
+export async function listSnapshotTemplateSources(store: Store): Promise<{ template: string; source_sandbox: string }[]> {
+  return await store.db
+    .selectFrom('template_snapshots')
+    .innerJoin('templates', 'templates.name', 'template_snapshots.template')
+    .select(['template_snapshots.template', 'template_snapshots.source_sandbox'])
+    .orderBy('templates.created_at')
+    .orderBy('templates.name')
+    .execute();
+}

@@ -34,6 +34,7 @@ import {
   getSnapshotTemplateDir,
   getTemplateImage,
   insertImageTemplate,
+  listSnapshotTemplateSources,
   listTemplateImages,
   setTemplateGuestKit,
 } from '../store/templates.js';
@@ -189,6 +190,11 @@ export class Templates {
 
   async list(): Promise<Template[]> {
     return (await this.store.listTemplates()).map((t) => this.view(t));
+  }
+
+  /** The templates made from snapshots of sandboxes, oldest first, each with the sandbox it is a moment of. */
+  async listSnapshots(): Promise<{ name: string; sourceSandbox: string }[]> {
+    return (await listSnapshotTemplateSources(this.store)).map((row) => ({ name: row.template, sourceSandbox: row.source_sandbox }));
   }
 
   /** A template as the API shows it in lists and answers. */
