@@ -25,7 +25,12 @@ export default {
         { id: 'floor', label: 'the floor' },
       ],
     },
-    { id: 'resume-same', title: 'resume the same sandbox from its saved state', unit: 'ms', baselines: [{ id: 'floor', label: 'the floor' }] },
+    {
+      id: 'resume-same',
+      title: 'resume the same sandbox from its saved state',
+      unit: 'ms',
+      baselines: [{ id: 'floor', label: 'the floor' }],
+    },
   ],
   async run(ctx) {
     const daemon = await ctx.daemon('pool');
