@@ -1,8 +1,8 @@
 // Runs the bundled `capsule` (dist/main.js) as a child process against a stand-in
 // daemon (a node:http server on a temp unix socket, not capsuled) to pin what
 // scripts depend on: exit codes, raw output, cleanup on signals, error lines.
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,8 +84,9 @@ const scriptedHandler: StandInHandler = (request, res) => {
 let daemon: StandInDaemon;
 
 beforeAll(async () => {
-  // Test what ships: bundle the CLI (and build the packages it references) first.
-  execFileSync('npm', ['run', '--silent', 'bundle'], { cwd: packageDir, stdio: 'inherit' });
+  // Tests what ships: the bundle set-up built. Never rebuilt here: other test files run it at the same time
+  // (`rm -rf dist` under them made cli.integration.test.ts fail with "Cannot find module dist/main.js").
+  if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run \`npm run build\` (scripts/setup does)`);
   daemon = await startStandInDaemon(scriptedHandler);
 }, 180_000);
 

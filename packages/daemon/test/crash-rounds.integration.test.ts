@@ -6,6 +6,7 @@
 // moment the source is stopped, so that many kills land there. Slow: run it
 // alone with
 //   npx vitest run packages/daemon/test/crash-rounds.integration.test.ts
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -56,6 +57,24 @@ describe('kill -9 mid fork, snapshot and pause (real QEMU microVMs)', () => {
     expect(await daemon.api.sandbox(id)).toMatchObject({ state: 'running', pid });
     await daemon.api.removeSandbox(id);
   }, 600_000);
+
+  it('attack: a QEMU whose launch a kill -9 cut short before its pid file was written ran on forever — the next start finds it by its command line and kills it', async () => {
+    await daemon.kill9();
+    // What a jailed launch leaves when the daemon dies before recording the pid: a QEMU in the
+    // runtime folder with no pid file (a real QEMU, with no machine to run).
+    const folder = path.join(daemon.runtimeDir, 'sandboxes', 'sb_orphanlaunch');
+    fs.mkdirSync(folder, { recursive: true });
+    const orphan = spawn(
+      'qemu-system-x86_64',
+      ['-M', 'none', '-nodefaults', '-nographic', '-name', 'sb_orphanlaunch', '-qmp', `unix:${folder}/qmp.sock,server=on,wait=off`],
+      { detached: true, stdio: 'ignore' },
+    );
+    orphan.unref();
+    await eventually(() => (daemon.qemuPids('sb_orphanlaunch').length === 1 ? true : undefined), 30_000, 'the orphan to run');
+    await daemon.start(START_TIMEOUT_MS);
+    await eventually(() => (daemon.qemuPids('sb_orphanlaunch').length === 0 ? true : undefined), 30_000, 'the orphan to be killed');
+    await eventually(() => (fs.existsSync(folder) ? undefined : true), 30_000, 'its folder to be removed');
+  }, 300_000);
 
   it(`attack: ${ROUNDS} kills of the daemon mid operation lose no sandbox and leak nothing`, async () => {
     const { id: source } = await daemon.api.createSandbox({ name: 'source' });

@@ -99,24 +99,27 @@ export class SandboxVms {
     return path.join(this.config.runtimeDir, 'sandboxes');
   }
 
-  /** Kills the VMs in the runtime folder that are neither live nor in `keep` (being reattached), and removes their files. */
+  /**
+   * Kills the VMs in the runtime folder that are neither live nor in `keep`
+   * (being reattached), and removes their files. They are found by their
+   * command lines, not their pid files: a daemon killed while launching a VM
+   * had not written its pid file yet.
+   */
   removeOrphans(keep: Set<string>): void {
     // Shared disks whose last user went while no daemon ran (or a fork that a crash cut short).
     sweepUnheld(this.sharedDisksDir);
     const dir = path.join(this.config.runtimeDir, 'sandboxes');
-    if (!fs.existsSync(dir)) return;
-    for (const id of fs.readdirSync(dir)) {
-      if (this.live.has(id) || keep.has(id)) continue;
-      const pid = this.driver.findRunning(this.runtimePaths(id), id);
-      // Left over by a crashed daemon: a sandbox being created, or a warm-pool VM.
-      if (pid !== undefined) this.log.warn({ sandbox: id, pid }, 'killing a VM that no sandbox owns');
-      void (pid !== undefined ? this.driver.kill(pid) : Promise.resolve()).then(() => {
+    const owned = (id: string) => this.live.has(id) || keep.has(id);
+    // Left over by a crashed daemon: a sandbox being created or started, a warm-pool VM, a freeze's helper.
+    const orphans = this.driver.findAllUnder(dir).filter((vm) => !owned(vm.id));
+    for (const { pid, id } of orphans) this.log.warn({ sandbox: id, pid }, 'killing a VM that no sandbox owns');
+    const folders = fs.existsSync(dir) ? fs.readdirSync(dir).filter((id) => !owned(id)) : [];
+    void Promise.all(orphans.map(({ pid }) => this.driver.kill(pid))).then(async () => {
+      for (const id of folders) {
         fs.rmSync(path.join(dir, id), { recursive: true, force: true });
-        void this.store.getSandbox(id).then((record) => {
-          if (!record) fs.rmSync(this.stateDir(id), { recursive: true, force: true });
-        });
-      });
-    }
+        if (!(await this.store.getSandbox(id))) fs.rmSync(this.stateDir(id), { recursive: true, force: true });
+      }
+    });
   }
 
   /** Registers a sandbox's VM and watches for it exiting behind the daemon's back. */

@@ -45,6 +45,8 @@ export interface VmmDriver {
   launch(spec: VmSpec, paths: VmRuntimePaths, consoleLogFile: string): Promise<VmHandle>;
   /** The pid of VM `id` if one runs with these runtime files (left by an earlier daemon), else undefined. */
   findRunning(paths: VmRuntimePaths, id: string): number | undefined;
+  /** Every VM running with its runtime files under `dir`, pid file or not. */
+  findAllUnder(dir: string): { pid: number; id: string }[];
   /**
    * Attaches to VM `pid` found running; `isAlive` going false ends the
    * attempt. `bulkPort` is the one of the VM's recorded spec.

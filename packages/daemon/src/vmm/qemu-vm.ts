@@ -14,7 +14,7 @@ import { freezeVm, type FrozenVm } from './freeze.js';
 import { restoreVmState, saveVmState } from './migration.js';
 import { activeJail } from './jail.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
-import { findRunningVm, NIC_DEVICE_ID, qemuVersion, startVm, stopVm, type VmRuntimePaths, type VmSpec } from './qemu.js';
+import { findRunningVm, findVmsUnder, NIC_DEVICE_ID, qemuVersion, startVm, stopVm, type VmRuntimePaths, type VmSpec } from './qemu.js';
 
 export const AGENT_PORT_DEVICE_ID = 'agent-port';
 
@@ -218,6 +218,7 @@ export const qemuDriver: VmmDriver = {
     return new QemuVm(pid, qmp, paths, consoleLogFile, spec.bulkPort);
   },
   findRunning: findRunningVm,
+  findAllUnder: findVmsUnder,
   async reattach(pid, paths, consoleLogFile, bulkPort, options) {
     const qmp = await QmpClient.connect(paths.qmpSocket, options);
     return new QemuVm(pid, qmp, paths, consoleLogFile, bulkPort);

@@ -254,6 +254,30 @@ export function findRunningVm(paths: VmRuntimePaths, id: string): number | undef
   }
 }
 
+/**
+ * Every QEMU whose QMP socket lies under `dir`, with its VM id: found by its
+ * command line, so also one whose pid file was never written (a daemon killed
+ * while launching it).
+ */
+export function findVmsUnder(dir: string): { pid: number; id: string }[] {
+  const qmpPrefix = `unix:${optionValue(`${dir}/`)}`;
+  const found: { pid: number; id: string }[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // Gone while listed.
+    }
+    if (!path.basename(argv[0] ?? '').startsWith('qemu-system')) continue;
+    const qmp = argv[argv.indexOf('-qmp') + 1];
+    const id = argv[argv.indexOf('-name') + 1];
+    if (qmp?.startsWith(qmpPrefix) && id) found.push({ pid: Number(entry), id });
+  }
+  return found;
+}
+
 /** Asks QEMU to quit over QMP, then falls back to signals. Resolves when it is gone. */
 export async function stopVm(pid: number, qmp: QmpClient | undefined): Promise<void> {
   if (qmp && !qmp.isClosed) {
