@@ -25,8 +25,8 @@ const execModule = async () => {
   return [execCommand(), shellCommand()];
 };
 const processModule = async () => {
-  const { psCommand, killCommand } = await import('./commands/processes.js');
-  return [psCommand(), killCommand()];
+  const { topCommand, procCommand } = await import('./commands/processes.js');
+  return [topCommand(), procCommand()];
 };
 const templateModule = async () => {
   const { templatesCommand, templateCommand } = await import('./commands/templates.js');
@@ -54,11 +54,18 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     load: execModule,
   },
   { name: 'ls', usage: '[options]', description: 'List sandboxes (killed ones only with --all)', load: sandboxModule },
+  { name: 'ps', usage: '[options]', description: 'List sandboxes (killed ones only with --all)', load: sandboxModule },
   { name: 'inspect', usage: '[options] <sandbox>', description: 'Show a sandbox in detail, with its state history', load: sandboxModule },
   {
     name: 'rm',
+    usage: '[options] [sandbox...]',
+    description: 'Remove sandboxes, running ones included; prints each id removed and reports each failure',
+    load: sandboxModule,
+  },
+  {
+    name: 'kill',
     usage: '[options] <sandbox...>',
-    description: 'Remove (kill) sandboxes; prints each id removed and reports each failure',
+    description: 'End sandboxes (the same as rm); prints each id removed',
     load: sandboxModule,
   },
   { name: 'logs', usage: '[options] <sandbox>', description: "Print a sandbox's serial console log", load: sandboxModule },
@@ -112,17 +119,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     load: async () => [(await import('./commands/files.js')).filesCommand()],
   },
   {
-    name: 'ps',
+    name: 'top',
     usage: '[options] <sandbox>',
     description: 'List the processes running in a sandbox that its agent started',
     load: processModule,
   },
-  {
-    name: 'kill',
-    usage: '[options] <sandbox> <pid>',
-    description: 'End a process in a sandbox by its pid (see `capsule ps`)',
-    load: processModule,
-  },
+  { name: 'proc', usage: '', description: "List and end the processes a sandbox's agent started", load: processModule },
   {
     name: 'port-forward',
     usage: '[options] <sandbox> <[local:]remote>',

@@ -58,6 +58,28 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
   });
 
+  it('stops a sandbox, changes its resources while stopped and starts it; kill and rm -f --all end sandboxes', () => {
+    const a = capsule('sandbox', 'create', '--lifetime', '0').stdout.trim();
+    const b = capsule('sandbox', 'create').stdout.trim();
+    expect(capsule('stop', a)).toMatchObject({ status: 0, stdout: `${a}\n` });
+    expect(JSON.parse(capsule('inspect', a, '--json').stdout)).toMatchObject({ state: 'stopped', desiredState: 'stopped' });
+    expect(capsule('sandbox', 'set', a).status).toBe(2);
+    expect(capsule('sandbox', 'set', a, '--memory', '640M')).toMatchObject({
+      status: 0,
+      stdout: `${a}: 1 CPUs, 640 MiB from its next start\n`,
+    });
+    expect(capsule('start', a)).toMatchObject({ status: 0, stdout: `${a}\n` });
+    expect(JSON.parse(capsule('inspect', a, '--json').stdout)).toMatchObject({ state: 'running', memoryMiB: 640 });
+    expect(capsule('kill', b)).toMatchObject({ status: 0, stdout: `${b}\n` });
+    // Not on a terminal, so nobody was asked: nothing is removed.
+    const unasked = capsule('rm', '--all');
+    expect(unasked.status).toBe(2);
+    expect(unasked.stderr).toContain('add -f');
+    expect(JSON.parse(capsule('inspect', a, '--json').stdout).state).toBe('running');
+    expect(capsule('rm', '-f', '--all')).toMatchObject({ status: 0, stdout: `${a}\n` });
+    expect(JSON.parse(capsule('ls', '--json').stdout)).toEqual([]);
+  });
+
   it('creates a sandbox without internet, shows it, and switches its network on and off', () => {
     // The guest's NIC carrier follows the switch: the host holds the link down while the network is off.
     const carrier = (id: string) => capsule('exec', id, '--', 'sh', '-c', 'cat /sys/class/net/e*/carrier').stdout.trim();

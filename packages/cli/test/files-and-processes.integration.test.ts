@@ -121,22 +121,34 @@ describe('capsule cp, files, ps and kill against a real daemon (real QEMU microV
     expect(capsule('files', 'rm', '-f', id, '/tmp/ls/f').status).toBe(0);
   });
 
-  it('lists the processes in a sandbox and kills one by pid', async () => {
+  it('lists the processes in a sandbox (top, proc ls) and kills one by pid (proc kill); ps and kill say where those went', async () => {
     const sandbox = await Sandbox.connect(id, { socketPath: daemon.socketPath });
     try {
       const handle = await sandbox.commands.run(['sleep', '600'], { background: true, timeoutMs: 0 });
-      const ps = capsule('ps', id);
-      expect(ps.status, ps.stderr).toBe(0);
-      expect(ps.stdout).toMatch(new RegExp(`^PID +TAG +CWD +COMMAND\\n(.*\\n)*${handle.pid} +- +.* +sleep 600\\n`));
-      const listed = JSON.parse(capsule('ps', id, '--json').stdout) as { pid: number; cmd: string }[];
+      for (const verb of [['top'], ['proc', 'ls']]) {
+        const top = capsule(...verb, id);
+        expect(top.status, top.stderr).toBe(0);
+        expect(top.stdout).toMatch(new RegExp(`^PID +TAG +CWD +COMMAND\\n(.*\\n)*${handle.pid} +- +.* +sleep 600\\n`));
+      }
+      const listed = JSON.parse(capsule('top', id, '--json').stdout) as { pid: number; cmd: string }[];
       expect(listed).toContainEqual(expect.objectContaining({ pid: handle.pid, cmd: 'sleep' }));
 
-      expect(capsule('kill', id, String(handle.pid), '--signal', 'TERM')).toMatchObject({ status: 0, stderr: '' });
+      // The old spellings change nothing and name the new ones.
+      const oldPs = capsule('ps', id);
+      expect(oldPs.status).toBe(2);
+      expect(oldPs.stderr).toContain(`\`capsule top ${id}\``);
+      const oldKill = capsule('kill', id, String(handle.pid));
+      expect(oldKill.status).toBe(2);
+      expect(oldKill.stderr).toContain(`\`capsule proc kill ${id} ${handle.pid}\``);
+
+      expect(capsule('proc', 'kill', id, String(handle.pid), '--signal', 'TERM')).toMatchObject({ status: 0, stderr: '' });
       await expect(handle.wait()).rejects.toMatchObject({ signal: 'SIGTERM' });
-      const again = capsule('kill', id, String(handle.pid));
+      const again = capsule('proc', 'kill', id, String(handle.pid));
       expect(again.status).toBe(125);
-      expect(again.stderr).toBe(`capsule: no process ${handle.pid} runs in ${id}\nhint: list its processes with \`capsule ps ${id}\`\n`);
-      expect(capsule('kill', id, '1', '--signal', 'HUP').status).toBe(2);
+      expect(again.stderr).toBe(`capsule: no process ${handle.pid} runs in ${id}\nhint: list its processes with \`capsule top ${id}\`\n`);
+      expect(capsule('proc', 'kill', id, '1', '--signal', 'HUP').status).toBe(2);
+      // ps lists sandboxes, as ls does.
+      expect(JSON.parse(capsule('ps', '--json').stdout)).toContainEqual(expect.objectContaining({ id }));
     } finally {
       sandbox.client.close();
     }

@@ -1,6 +1,7 @@
-// `capsule ps ID` and `capsule kill ID PID`: the processes the sandbox's agent
-// started (commands, background commands, the template's start command), and
-// ending one of them by its pid in the sandbox.
+// `capsule top ID` (= `capsule proc ls ID`) and `capsule proc kill ID PID`:
+// the processes the sandbox's agent started (commands, background commands,
+// the template's start command), and ending one of them by its pid in the
+// sandbox. (`ps` and `kill` are docker's verbs for sandboxes: sandbox.ts.)
 import { Command } from 'commander';
 import { processTable } from '../human-format.js';
 import { parseKillSignal, parsePid } from '../option-parsers.js';
@@ -9,9 +10,9 @@ import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { NotFoundError } from '@capsule/sdk';
 
-export function psCommand(): Command {
+function listProcessesCommand(name: 'top' | 'ls'): Command {
   return addGlobalOptions(
-    new Command('ps')
+    new Command(name)
       .description('List the processes running in a sandbox that its agent started')
       .argument('<sandbox>', 'sandbox id or name')
       .option('--json', 'print the processes as a JSON array')
@@ -23,10 +24,10 @@ export function psCommand(): Command {
   );
 }
 
-export function killCommand(): Command {
+function killProcessCommand(): Command {
   return addGlobalOptions(
     new Command('kill')
-      .description('End a process in a sandbox by its pid (see `capsule ps`)')
+      .description('End a process in a sandbox by its pid (see `capsule top`)')
       .argument('<sandbox>', 'sandbox id or name')
       .argument('<pid>', 'the process id in the sandbox', parsePid)
       .option('-s, --signal <signal>', 'KILL or TERM', parseKillSignal, 'SIGKILL' as const)
@@ -34,10 +35,22 @@ export function killCommand(): Command {
         await withSandbox(command, idOrName, async (sandbox) => {
           if (!(await sandbox.commands.kill(pid, { killSignal: options.signal }))) {
             throw new NotFoundError('not_found', `no process ${pid} runs in ${idOrName}`, {
-              hint: `list its processes with \`capsule ps ${idOrName}\``,
+              hint: `list its processes with \`capsule top ${idOrName}\``,
             });
           }
         });
       }),
   );
+}
+
+export function topCommand(): Command {
+  return listProcessesCommand('top');
+}
+
+/** `capsule proc ls|kill`. */
+export function procCommand(): Command {
+  return new Command('proc')
+    .description("List and end the processes a sandbox's agent started")
+    .addCommand(listProcessesCommand('ls'))
+    .addCommand(killProcessCommand());
 }

@@ -64,20 +64,29 @@ function createCommand(): Command {
   );
 }
 
-function listCommand(name: string): Command {
+/** `ls`, and `ps` as docker spells it; `ps ID` listed a sandbox's processes until this release, and says where that went. */
+function listCommand(name: 'ls' | 'ps'): Command {
+  const list = new Command(name)
+    .description('List sandboxes (killed ones only with --all)')
+    .option('-a, --all', 'include killed sandboxes')
+    .option('-q, --quiet', 'print only ids')
+    .option('--json', 'print the sandboxes as a JSON array');
+  // The old `ps ID` is let through to be answered with where it went, not with commander's "too many arguments".
+  if (name === 'ps') list.allowExcessArguments();
   return addGlobalOptions(
-    new Command(name)
-      .description('List sandboxes (killed ones only with --all)')
-      .option('-a, --all', 'include killed sandboxes')
-      .option('-q, --quiet', 'print only ids')
-      .option('--json', 'print the sandboxes as a JSON array')
-      .action(async (options: { all?: boolean; quiet?: boolean; json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const sandboxes = await client.listSandboxes({ all: options.all === true });
-        if (options.json) printJson(sandboxes);
-        else if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
-        else process.stdout.write(sandboxTable(sandboxes));
-      }),
+    list.action(async (options: { all?: boolean; quiet?: boolean; json?: boolean }, command: Command) => {
+      const legacySandbox = command.args[0];
+      if (name === 'ps' && legacySandbox !== undefined)
+        command.error(
+          `error: \`capsule ps\` lists sandboxes now, as \`docker ps\` does; the processes in a sandbox: \`capsule top ${legacySandbox}\``,
+          { exitCode: 2, code: 'capsule.usage' },
+        );
+      const client = await CliContext.of(command).daemonClient();
+      const sandboxes = await client.listSandboxes({ all: options.all === true });
+      if (options.json) printJson(sandboxes);
+      else if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
+      else process.stdout.write(sandboxTable(sandboxes));
+    }),
   );
 }
 
@@ -96,18 +105,53 @@ function inspectCommand(): Command {
   );
 }
 
-function removeCommand(name: string): Command {
+/**
+ * `rm` (and `kill`, as docker and e2b spell ending one): removes sandboxes,
+ * running ones included. `rm --all` asks first unless `-f`. `kill ID PID`
+ * ended a process until this release, and says where that went.
+ */
+function removeCommand(name: 'rm' | 'kill'): Command {
+  const remove = new Command(name)
+    .description(
+      name === 'rm'
+        ? 'Remove sandboxes, running ones included; prints each id removed and reports each failure'
+        : 'End sandboxes (the same as rm); prints each id removed',
+    )
+    .argument(name === 'rm' ? '[sandbox...]' : '<sandbox...>', 'sandbox ids or names');
+  if (name === 'rm') remove.option('-f, --force', 'do not ask (with --all)').option('--all', 'every sandbox that is not killed yet');
   return addGlobalOptions(
-    new Command(name)
-      .description('Remove (kill) sandboxes; prints each id removed and reports each failure')
-      .argument('<sandbox...>', 'sandbox ids or names')
-      .action(async (idsOrNames: string[], _options: object, command: Command) => {
-        await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
-          await client.deleteSandbox(idOrName);
-          return idOrName;
-        });
-      }),
+    remove.action(async (idsOrNames: string[], options: { force?: boolean; all?: boolean }, command: Command) => {
+      const usage = (message: string) => command.error(`error: ${message}`, { exitCode: 2, code: 'capsule.usage' });
+      if (name === 'kill' && idsOrNames.length === 2 && /^\d+$/.test(idsOrNames[1] ?? ''))
+        usage(
+          `\`capsule kill\` ends sandboxes now, as \`docker kill\` does; to end process ${idsOrNames[1]} in a sandbox: \`capsule proc kill ${idsOrNames[0]} ${idsOrNames[1]}\``,
+        );
+      if (options.all) {
+        if (idsOrNames.length > 0) usage('give sandboxes or --all, not both');
+        const client = await CliContext.of(command).daemonClient();
+        idsOrNames = (await client.listSandboxes()).map((sandbox) => sandbox.id);
+        if (idsOrNames.length === 0) return;
+        if (!options.force && !(await confirm(`Remove all ${idsOrNames.length} sandboxes (${idsOrNames.join(', ')})? [y/N] `)))
+          usage(process.stdin.isTTY ? 'nothing removed' : 'not asked on a terminal: add -f to remove every sandbox');
+      } else if (idsOrNames.length === 0) usage("missing required argument 'sandbox'");
+      await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
+        await client.deleteSandbox(idOrName);
+        return idOrName;
+      });
+    }),
   );
+}
+
+/** A yes from the terminal; false without one (stdin not a terminal). */
+async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY) return false;
+  const { createInterface } = await import('node:readline/promises');
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await prompt.question(question)).trim());
+  } finally {
+    prompt.close();
+  }
 }
 
 function logsCommand(): Command {
@@ -315,12 +359,14 @@ function snapshotCommand(): Command {
   );
 }
 
-/** Top-level shortcuts: ls, inspect, rm, logs, pause, resume, stop, start, restart, fork, snapshot. */
+/** Top-level shortcuts: ls, ps, inspect, rm, kill, logs, pause, resume, stop, start, restart, fork, snapshot. */
 export function sandboxShortcutCommands(): Command[] {
   return [
     listCommand('ls'),
+    listCommand('ps'),
     inspectCommand(),
     removeCommand('rm'),
+    removeCommand('kill'),
     logsCommand(),
     lifecycleCommand('pause'),
     lifecycleCommand('resume'),
