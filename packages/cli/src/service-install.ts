@@ -1,0 +1,137 @@
+// Installing capsuled as a systemd service: the unit with this host's real
+// paths, a commented config file, and the systemctl calls that enable it; and
+// the reverse. It never overwrites a config file, never removes state, and runs
+// systemctl only on the real root of a host whose PID 1 is systemd.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CapsuleError } from '@capsule/sdk';
+import { DAEMON_SETTINGS, DEFAULT_DAEMON_CONFIG_FILE, defaultSocketPath } from '@capsule/protocol';
+import { findCapsuledBinary } from './daemon-process.js';
+import { renderServiceUnit } from './service-unit.js';
+
+export const SERVICE_NAME = 'capsuled.service';
+const UNIT_PATH = `/etc/systemd/system/${SERVICE_NAME}`;
+
+/** A file the install writes; `keep`: it exists and is left as it is. */
+export interface PlannedFile {
+  path: string;
+  content: string;
+  mode: number;
+  action: 'create' | 'update' | 'unchanged' | 'keep';
+}
+
+export interface InstallPlan {
+  root: string;
+  files: PlannedFile[];
+  /** True when systemctl can be run: the real root, and systemd is PID 1. */
+  systemd: boolean;
+}
+
+/** The host's paths under `root` (a test or packaging root; `/` for the host itself). */
+export function underRoot(root: string, hostPath: string): string {
+  return path.join(root, hostPath);
+}
+
+/** Whether systemd is PID 1 under `root` (what sd_booted checks). */
+export function systemdRunning(root = '/'): boolean {
+  return fs.existsSync(underRoot(root, '/run/systemd/system'));
+}
+
+/**
+ * Whether the service, not the CLI, should start the daemon behind
+ * `socketPath`: its unit is installed, systemd runs, and the socket is the
+ * host's default one (a private daemon on another socket is the CLI's to start).
+ */
+export function serviceOwnsDaemon(socketPath: string, root = '/'): boolean {
+  return socketPath === defaultSocketPath({}) && systemdRunning(root) && serviceInstalled(root);
+}
+
+/** Whether `capsule daemon install` has put the unit under `root`. */
+export function serviceInstalled(root = '/'): boolean {
+  return fs.existsSync(unitPath(root));
+}
+
+/** capsuled's command line for ExecStart: real paths, with this node when capsuled is a .js file. */
+export function daemonCommandLine(): string[] {
+  const binary = findCapsuledBinary();
+  if (binary === undefined)
+    throw new CapsuleError('daemon_not_found', 'Cannot install the service: capsuled was not found', {
+      hint: 'Install Capsule so that `capsuled` is on PATH (scripts/setup does), or set CAPSULED_BIN to its path',
+    });
+  const daemon = fs.realpathSync(binary);
+  return /\.[cm]?js$/.test(daemon) ? [fs.realpathSync(process.execPath), daemon] : [daemon];
+}
+
+/** The config file `capsule daemon install` writes when there is none: every setting, commented out at its default. */
+export function renderConfigTemplate(): string {
+  const lines = DAEMON_SETTINGS.map(
+    (s) => `# ${s.name}=${s.defaultValue}${' '.repeat(Math.max(1, 44 - s.name.length - s.defaultValue.length))}# ${s.summary}`,
+  );
+  return `# capsuled's settings, read by capsuled when it starts: restart it after a change
+# (systemctl restart capsuled). One NAME=VALUE a line; # starts a comment.
+# A variable set in capsuled's own environment wins over this file.
+# Every setting is described in docs/configuration.md; below, the defaults.
+# Keep this file root's (owned by root, writable by root only): capsuled
+# refuses it otherwise, since it may hold secrets.
+
+${lines.join('\n')}
+`;
+}
+
+function plannedFile(file: string, content: string, mode: number, { keepExisting }: { keepExisting: boolean }): PlannedFile {
+  let existing: string | undefined;
+  try {
+    existing = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const action = existing === undefined ? 'create' : keepExisting ? 'keep' : existing === content ? 'unchanged' : 'update';
+  return { path: file, content, mode, action };
+}
+
+/** What `install` writes under `root`: the unit (rewritten if it changed) and the config file (only if absent). */
+export function planInstall(root: string): InstallPlan {
+  return {
+    root,
+    files: [
+      plannedFile(underRoot(root, UNIT_PATH), renderServiceUnit(daemonCommandLine()), 0o644, { keepExisting: false }),
+      plannedFile(underRoot(root, DEFAULT_DAEMON_CONFIG_FILE), renderConfigTemplate(), 0o600, { keepExisting: true }),
+    ],
+    systemd: path.resolve(root) === '/' && systemdRunning(),
+  };
+}
+
+/** Writes the plan's files (folders made as needed: root's, 0755). */
+export function writeInstall(plan: InstallPlan): void {
+  for (const file of plan.files) {
+    if (file.action === 'keep' || file.action === 'unchanged') continue;
+    fs.mkdirSync(path.dirname(file.path), { recursive: true, mode: 0o755 });
+    // Written beside and renamed: a unit or config file is never seen half-written.
+    const temporary = `${file.path}.tmp-${process.pid}`;
+    fs.writeFileSync(temporary, file.content, { mode: file.mode });
+    fs.chmodSync(temporary, file.mode);
+    fs.renameSync(temporary, file.path);
+  }
+}
+
+/** The unit file `uninstall` removes under `root`. */
+export function unitPath(root: string): string {
+  return underRoot(root, UNIT_PATH);
+}
+
+/** Runs `systemctl ARGS` with its output on this terminal; throws when it fails. */
+export function systemctl(args: string[]): void {
+  const result = spawnSync('systemctl', args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (result.error || result.status !== 0)
+    throw new CapsuleError(
+      'service_failed',
+      `systemctl ${args.join(' ')} failed: ${result.error?.message ?? `exit status ${result.status ?? result.signal}`}`,
+      { hint: 'See `systemctl status capsuled` and `journalctl -u capsuled`' },
+    );
+}
+
+/** Whether systemctl says `check` (is-active, is-enabled) of the service; false when it cannot tell. */
+export function systemctlSays(check: 'is-active' | 'is-enabled'): boolean {
+  return spawnSync('systemctl', [check, '--quiet', SERVICE_NAME], { stdio: 'ignore' }).status === 0;
+}
