@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { renderConfigTemplate, serviceOwnsDaemon } from './service-install.js';
+import { renderDaemonConfigTemplate } from '@capsule/protocol';
+import { serviceOwnsDaemon } from './service-install.js';
 import { renderServiceUnit, SETUP_CAPSULED_PATH } from './service-unit.js';
 
 const packageDir = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -59,10 +60,10 @@ describe('capsule daemon install', () => {
     expect(verify(unit)).toEqual({ status: 0, stderr: '' });
 
     // Every setting is there, commented out, so the file changes nothing until edited.
-    expect(fs.readFileSync(config, 'utf8')).toBe(renderConfigTemplate());
-    expect(renderConfigTemplate()).toMatch(/^# CAPSULE_NETWORK=user +# user or tap$/m);
+    expect(fs.readFileSync(config, 'utf8')).toBe(renderDaemonConfigTemplate());
+    expect(renderDaemonConfigTemplate()).toMatch(/^# CAPSULE_NETWORK=user +# user or tap$/m);
     expect(
-      renderConfigTemplate()
+      renderDaemonConfigTemplate()
         .split('\n')
         .filter((line) => line !== '' && !line.startsWith('#')),
     ).toEqual([]);

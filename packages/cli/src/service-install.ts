@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CapsuleError } from '@capsule/sdk';
-import { DAEMON_SETTINGS, DEFAULT_DAEMON_CONFIG_FILE, defaultSocketPath } from '@capsule/protocol';
+import { DEFAULT_DAEMON_CONFIG_FILE, defaultSocketPath, renderDaemonConfigTemplate } from '@capsule/protocol';
 import { findCapsuledBinary } from './daemon-process.js';
 import { renderServiceUnit } from './service-unit.js';
 
@@ -63,22 +63,6 @@ export function daemonCommandLine(): string[] {
   return /\.[cm]?js$/.test(daemon) ? [fs.realpathSync(process.execPath), daemon] : [daemon];
 }
 
-/** The config file `capsule daemon install` writes when there is none: every setting, commented out at its default. */
-export function renderConfigTemplate(): string {
-  const lines = DAEMON_SETTINGS.map(
-    (s) => `# ${s.name}=${s.defaultValue}${' '.repeat(Math.max(1, 44 - s.name.length - s.defaultValue.length))}# ${s.summary}`,
-  );
-  return `# capsuled's settings, read by capsuled when it starts: restart it after a change
-# (systemctl restart capsuled). One NAME=VALUE a line; # starts a comment.
-# A variable set in capsuled's own environment wins over this file.
-# Every setting is described in docs/configuration.md; below, the defaults.
-# Keep this file root's (owned by root, writable by root only): capsuled
-# refuses it otherwise, since it may hold secrets.
-
-${lines.join('\n')}
-`;
-}
-
 function plannedFile(file: string, content: string, mode: number, { keepExisting }: { keepExisting: boolean }): PlannedFile {
   let existing: string | undefined;
   try {
@@ -96,7 +80,7 @@ export function planInstall(root: string): InstallPlan {
     root,
     files: [
       plannedFile(underRoot(root, UNIT_PATH), renderServiceUnit(daemonCommandLine()), 0o644, { keepExisting: false }),
-      plannedFile(underRoot(root, DEFAULT_DAEMON_CONFIG_FILE), renderConfigTemplate(), 0o600, { keepExisting: true }),
+      plannedFile(underRoot(root, DEFAULT_DAEMON_CONFIG_FILE), renderDaemonConfigTemplate(), 0o600, { keepExisting: true }),
     ],
     systemd: path.resolve(root) === '/' && systemdRunning(),
   };

@@ -1,8 +1,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DAEMON_SETTINGS } from '@capsule/protocol';
+import { DAEMON_SETTINGS, renderDaemonConfigTemplate } from '@capsule/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from './config.js';
 import { applyConfigFile, ConfigFileError, parseConfigFile } from './config-file.js';
 
 let dir: string;
@@ -72,6 +73,15 @@ describe('the config file', () => {
     const env = { CAPSULE_CONFIG_FILE: file };
     applyConfigFile(env);
     expect(env).toMatchObject({ CAPSULE_NETWORK: 'tap' });
+  });
+
+  it("install's template changes nothing as it is, nor with every line uncommented: its defaults are the daemon's", () => {
+    const template = renderDaemonConfigTemplate();
+    expect(parseConfigFile(template, '/x.env')).toEqual({});
+    const uncommented = template.replace(/^# (CAPSULE_)/gm, '$1');
+    const settings = parseConfigFile(uncommented, '/x.env');
+    expect(Object.keys(settings).length).toBeGreaterThan(10);
+    expect(loadConfig(settings)).toEqual(loadConfig({}));
   });
 
   it('knows every CAPSULE_* variable the daemon reads, and only those', () => {
