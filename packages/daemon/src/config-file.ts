@@ -18,15 +18,15 @@ export class ConfigFileError extends Error {
 }
 
 /**
- * Reads the config file `env` points at (CAPSULE_CONFIG_FILE; unset: the
- * default path, skipped when absent; empty: none) and sets each of its
+ * Reads the config file `env` points at (CAPSULE_CONFIG_FILE; unset:
+ * `defaultFile`, skipped when absent; empty: none) and sets each of its
  * settings in `env` unless `env` has it already: the process environment wins.
  * Returns the file read, if any.
  */
-export function applyConfigFile(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function applyConfigFile(env: NodeJS.ProcessEnv = process.env, defaultFile = DEFAULT_DAEMON_CONFIG_FILE): string | undefined {
   const configured = env[CONFIG_FILE_ENV];
   if (configured === '') return undefined;
-  const file = configured ?? DEFAULT_DAEMON_CONFIG_FILE;
+  const file = configured ?? defaultFile;
   let text: string;
   try {
     checkOnlyRootCanWrite(file);
