@@ -58,6 +58,12 @@ describe('capsule daemon install', () => {
     expect(text).toContain('\nKillMode=process\n');
     expect(mode(unit)).toBe('644');
     expect(verify(unit)).toEqual({ status: 0, stderr: '' });
+    // The command systemd would run starts this capsuled (asked for its version rather than to serve).
+    const [program = '', ...args] = (/^ExecStart=(.*) serve$/m.exec(text)?.[1] ?? '').split(' ');
+    expect(spawnSync(program, [...args, '--version'], { encoding: 'utf8' })).toMatchObject({
+      status: 0,
+      stdout: expect.stringMatching(/^\d+\.\d+/),
+    });
 
     // Every setting is there, commented out, so the file changes nothing until edited.
     expect(fs.readFileSync(config, 'utf8')).toBe(renderDaemonConfigTemplate());
@@ -100,6 +106,13 @@ describe('capsule daemon install', () => {
     expect(fs.existsSync(path.join(root, 'etc/systemd/system/capsuled.service'))).toBe(false);
     expect(fs.readFileSync(path.join(root, 'etc/capsule/capsuled.env'), 'utf8')).toBe('CAPSULE_NETWORK=tap\n');
     expect(capsule('daemon', 'uninstall', '--root', root).stdout).toMatch(/^capsuled\.service is not installed/);
+  });
+
+  it('says what to do when it cannot write', () => {
+    fs.writeFileSync(path.join(root, 'etc'), 'a file where a folder should be');
+    const install = capsule('daemon', 'install', '--root', root);
+    expect(install.status).toBe(125);
+    expect(install.stderr).toMatch(/^capsule: Cannot write .*capsuled\.service: ENOTDIR/);
   });
 });
 

@@ -68,7 +68,10 @@ function plannedFile(file: string, content: string, mode: number, { keepExisting
   try {
     existing = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    // Absent, or a path that cannot hold it: the write then fails and says so.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR')
+      throw new CapsuleError('service_install_failed', `Cannot read ${file}: ${(err as Error).message}`);
   }
   const action = existing === undefined ? 'create' : keepExisting ? 'keep' : existing === content ? 'unchanged' : 'update';
   return { path: file, content, mode, action };
@@ -90,13 +93,23 @@ export function planInstall(root: string): InstallPlan {
 export function writeInstall(plan: InstallPlan): void {
   for (const file of plan.files) {
     if (file.action === 'keep' || file.action === 'unchanged') continue;
-    fs.mkdirSync(path.dirname(file.path), { recursive: true, mode: 0o755 });
-    // Written beside and renamed: a unit or config file is never seen half-written.
-    const temporary = `${file.path}.tmp-${process.pid}`;
-    fs.writeFileSync(temporary, file.content, { mode: file.mode });
-    fs.chmodSync(temporary, file.mode);
-    fs.renameSync(temporary, file.path);
+    try {
+      writeAtomically(file);
+    } catch (err) {
+      throw new CapsuleError('service_install_failed', `Cannot write ${file.path}: ${(err as Error).message}`, {
+        hint: (err as NodeJS.ErrnoException).code === 'EACCES' ? 'Run it as root' : undefined,
+      });
+    }
   }
+}
+
+/** Written beside and renamed: a unit or config file is never seen half-written. */
+function writeAtomically(file: PlannedFile): void {
+  fs.mkdirSync(path.dirname(file.path), { recursive: true, mode: 0o755 });
+  const temporary = `${file.path}.tmp-${process.pid}`;
+  fs.writeFileSync(temporary, file.content, { mode: file.mode });
+  fs.chmodSync(temporary, file.mode);
+  fs.renameSync(temporary, file.path);
 }
 
 /** The unit file `uninstall` removes under `root`. */
