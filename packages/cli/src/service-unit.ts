@@ -20,7 +20,9 @@ export function renderServiceUnit(execStart: readonly string[]): string {
   return `# capsuled, Capsule's host daemon, as a systemd service. Written by
 # \`capsule daemon install\`, which rewrites it: change it with
 # \`systemctl edit capsuled\` (a drop-in), not here. capsuled reads its settings
-# from /etc/capsule/capsuled.env itself (docs/configuration.md).
+# from /etc/capsule/capsuled.env itself (docs/service.md), so there is no
+# EnvironmentFile=: systemd would read the same file by other rules (a
+# trailing \`# comment\` becomes part of the value) and its reading would win.
 
 [Unit]
 Description=Capsule host daemon (microVM sandboxes)
