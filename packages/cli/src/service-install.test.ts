@@ -103,6 +103,7 @@ describe('capsule daemon install', () => {
     const uninstall = capsule('daemon', 'uninstall', '--root', root);
     expect(uninstall.status).toBe(0);
     expect(uninstall.stdout).toContain(`Removed ${path.join(root, 'etc/systemd/system/capsuled.service')}`);
+    expect(uninstall.stdout).toContain(`Kept ${path.join(root, 'etc/capsule/capsuled.env')} (capsuled still reads it)`);
     expect(fs.existsSync(path.join(root, 'etc/systemd/system/capsuled.service'))).toBe(false);
     expect(fs.readFileSync(path.join(root, 'etc/capsule/capsuled.env'), 'utf8')).toBe('CAPSULE_NETWORK=tap\n');
     expect(capsule('daemon', 'uninstall', '--root', root).stdout).toMatch(/^capsuled\.service is not installed/);

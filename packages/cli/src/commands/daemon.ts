@@ -164,8 +164,10 @@ function uninstallCommand(): Command {
         if (systemd) systemctl(['disable', '--now', SERVICE_NAME]);
         fs.rmSync(unit);
         if (systemd) systemctl(['daemon-reload']);
+        const config = path.join(root, DEFAULT_DAEMON_CONFIG_FILE);
+        const kept = fs.existsSync(config) ? `${config} (capsuled still reads it) and ` : '';
         process.stdout.write(
-          `Removed ${unit}${systemd ? '' : ' (systemd is not running here: nothing to stop)'}. Kept ${path.join(root, DEFAULT_DAEMON_CONFIG_FILE)} and the state in ${stateDir()}.\n` +
+          `Removed ${unit}${systemd ? '' : ' (systemd is not running here: nothing to stop)'}. Kept ${kept}the state in ${stateDir()}.\n` +
             'Running sandboxes keep running; the next capsule command starts capsuled by itself, and it adopts them.\n',
         );
       }),
