@@ -29,7 +29,7 @@ export interface InstallPlan {
 }
 
 /** The host's paths under `root` (a test or packaging root; `/` for the host itself). */
-export function underRoot(root: string, hostPath: string): string {
+function underRoot(root: string, hostPath: string): string {
   return path.join(root, hostPath);
 }
 
@@ -59,7 +59,14 @@ export function daemonCommandLine(): string[] {
     throw new CapsuleError('daemon_not_found', 'Cannot install the service: capsuled was not found', {
       hint: 'Install Capsule so that `capsuled` is on PATH (scripts/setup does), or set CAPSULED_BIN to its path',
     });
-  const daemon = fs.realpathSync(binary);
+  let daemon: string;
+  try {
+    daemon = fs.realpathSync(binary);
+  } catch (err) {
+    throw new CapsuleError('daemon_not_found', `Cannot install the service: ${binary} cannot be resolved (${(err as Error).message})`, {
+      hint: 'Point CAPSULED_BIN at the capsuled executable, or unset it to use `capsuled` on PATH',
+    });
+  }
   return /\.[cm]?js$/.test(daemon) ? [fs.realpathSync(process.execPath), daemon] : [daemon];
 }
 
