@@ -44,12 +44,13 @@ RestartSec=2s
 # stopping or restarting the service must signal capsuled alone. systemd's
 # default (control-group) would kill everything left in the unit's cgroup.
 # capsuled moves each jailed QEMU into a cgroup of its own under capsule/ at
-# the top of the hierarchy (packages/daemon/src/vmm/cgroup.ts), outside this
-# unit's, and that alone would keep it alive; but the bubblewrap process
-# waiting on each jailed QEMU stays in this unit's cgroup, and so does every
-# QEMU when CAPSULE_JAIL=off or the host has no usable cgroups. \`process\`
-# leaves all of them running. systemd then logs "left-over process" for them
-# at the next start; that is expected.
+# the top of the hierarchy (packages/daemon/src/vmm/cgroup.ts). On cgroup v2
+# that takes it out of this unit's, which alone would keep it alive; but the
+# bubblewrap process waiting on it stays here, and so does every QEMU when
+# CAPSULE_JAIL=off or the host has no usable cgroups. On cgroup v1 systemd
+# tracks units in its own name=systemd hierarchy, which capsuled does not
+# touch, so there every QEMU stays in this unit. \`process\` leaves them all;
+# systemd then logs "left-over process" for them at the next start, as expected.
 KillMode=process
 # capsuled stops in well under a second; SIGKILL (to capsuled only) after this.
 TimeoutStopSec=30s
