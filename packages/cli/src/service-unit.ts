@@ -52,7 +52,7 @@ RestartSec=2s
 # touch, so there every QEMU stays in this unit. \`process\` leaves them all;
 # systemd then logs "left-over process" for them at the next start, as expected.
 KillMode=process
-# capsuled stops in well under a second; SIGKILL (to capsuled only) after this.
+# capsuled's stop leaves its VMs alone; if it hangs, SIGKILL (to capsuled only) after this.
 TimeoutStopSec=30s
 # A socket or two per sandbox (QMP, agent, console) and every client connection.
 LimitNOFILE=1048576
