@@ -121,7 +121,9 @@ describe('the unit file', () => {
   it("in the repo is the installer's unit with scripts/setup's path, and systemd-analyze verifies it", () => {
     expect(
       fs.readFileSync(repoUnit, 'utf8'),
-      'packaging/systemd/capsuled.service is stale: write renderServiceUnit([SETUP_CAPSULED_PATH]) of service-unit.ts to it',
+      'packaging/systemd/capsuled.service is stale; rewrite it with: npx esbuild packages/cli/src/service-unit.ts --format=esm ' +
+        "--platform=node --outfile=/tmp/unit.mjs && node -e \"import('/tmp/unit.mjs').then((m) => " +
+        'process.stdout.write(m.renderServiceUnit([m.SETUP_CAPSULED_PATH])))" > packaging/systemd/capsuled.service',
     ).toBe(renderServiceUnit([SETUP_CAPSULED_PATH]));
     // In a root of its own, with systemd's units and a stand-in capsuled, so that the check does not depend on this host's setup.
     fs.cpSync('/usr/lib/systemd/system', path.join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
