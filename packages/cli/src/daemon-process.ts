@@ -6,7 +6,7 @@ import { accessSync, constants as fsConstants, mkdirSync, openSync, closeSync, r
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type CapsuleClient, CapsuleError, ConnectionError, type DaemonInfo } from '@capsule/sdk';
-import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
+import { DAEMON_EXIT_ALREADY_RUNNING, defaultSocketPath } from '@capsule/protocol';
 
 /** A first start probes the accelerator (it boots a tiny guest once); later starts answer within a second or two. */
 export const DAEMON_START_TIMEOUT_MS = 90_000;
@@ -103,12 +103,24 @@ function launchFailure(message: string, logPath: string, logOffset: number): Cap
 
 /**
  * Launches capsuled detached (it outlives this process) with stdout and stderr
- * appended to the log file, and resolves when /health answers on the client's socket.
+ * appended to the log file, and resolves when /health answers on the client's
+ * socket. When systemd runs capsuled on that socket, it refuses instead: a
+ * second daemon of the CLI's would hold the state folder the service needs.
  */
 export async function startDaemon(
   client: CapsuleClient,
   { socketPath, onLaunch, onWaitForOther }: { socketPath?: string | undefined; onLaunch?: () => void; onWaitForOther?: () => void } = {},
 ): Promise<void> {
+  const { serviceOwnsDaemon } = await import('./service-install.js');
+  if (serviceOwnsDaemon(socketPath ?? defaultSocketPath(process.env))) {
+    throw new CapsuleError(
+      'daemon_not_running',
+      'capsuled is not running, and it is a systemd service here, so capsule does not start one itself',
+      {
+        hint: 'Start it with `systemctl start capsuled`; `journalctl -u capsuled` shows why it stopped',
+      },
+    );
+  }
   const binary = findCapsuledBinary();
   if (binary === undefined) {
     throw new CapsuleError('daemon_not_found', `capsuled is not running on ${client.transport.address} and its binary was not found`, {

@@ -204,8 +204,8 @@ export function describeTemplate(template: TemplateDetails, now: number = Date.n
   return `${lines.join('\n')}\n`;
 }
 
-/** The human view of `capsule daemon status`. */
-export function describeDaemon(info: DaemonInfo, now: number = Date.now()): string {
+/** The human view of `capsule daemon status`; `service`: how systemd runs it, for this host's default daemon only. */
+export function describeDaemon(info: DaemonInfo, now: number = Date.now(), service?: string): string {
   return `${keyValueLines([
     ['capsuled', `${info.version}, running (pid ${info.pid}, up ${formatAge(info.startedAt, now)})`],
     ['Accel', `${info.accel} (${info.accelReason})`],
@@ -228,6 +228,7 @@ export function describeDaemon(info: DaemonInfo, now: number = Date.now()): stri
       : []),
     ['State dir', info.stateDir],
     ['Runtime dir', info.runtimeDir],
+    ...(service === undefined ? [] : [['Service', service] as [string, string]]),
   ]).join('\n')}\n`;
 }
 

@@ -149,7 +149,7 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   {
     name: 'daemon',
     usage: '',
-    description: 'Start, stop or check capsuled, the host daemon',
+    description: 'Start, stop or check capsuled, the host daemon, or install it as a systemd service',
     load: async () => [(await import('./commands/daemon.js')).daemonCommand()],
   },
   {

@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 // capsuled's entry point. `capsuled` (or `capsuled serve`) runs the daemon;
 // `capsuled prepare` builds the guest kit and the base template.
+// The config file is applied before the rest of the daemon is imported: some
+// modules read their CAPSULE_* variable once, when they are loaded.
 import { DAEMON_EXIT_ALREADY_RUNNING } from '@capsule/protocol';
 import { loadConfig } from './config.js';
-import { startDaemon } from './daemon.js';
-import { prepareGuest } from './templates/prepare.js';
+import { applyConfigFile } from './config-file.js';
+import { errorMessage } from './errors.js';
 import { createLogger } from './log.js';
 import { StateDirLocked } from './state-lock.js';
 
 const USAGE = `usage: capsuled [serve]     run the daemon (socket: $CAPSULE_SOCKET or /run/capsule/capsuled.sock)
        capsuled prepare   build or reuse the guest kernel, initramfs, kit and base template
-       capsuled --version`;
+       capsuled --version
+settings: CAPSULE_* variables, from the environment, else from $CAPSULE_CONFIG_FILE
+          (default /etc/capsule/capsuled.env; see docs/configuration.md)`;
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] ?? 'serve';
@@ -23,18 +27,22 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${DAEMON_VERSION}\n`);
     return 0;
   }
-  const config = loadConfig();
+  if (command !== 'serve' && command !== 'prepare') {
+    process.stderr.write(`capsuled: unknown command "${command}"\n${USAGE}\n`);
+    return 2;
+  }
+  const configFile = applyConfigFile();
+  const config = loadConfigSaying(configFile);
   if (command === 'prepare') {
+    const { prepareGuest } = await import('./templates/prepare.js');
     const started = Date.now();
     await prepareGuest(config, (line) => process.stderr.write(`${line}\n`));
     process.stderr.write(`guest kit ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     return 0;
   }
-  if (command !== 'serve') {
-    process.stderr.write(`capsuled: unknown command "${command}"\n${USAGE}\n`);
-    return 2;
-  }
   const log = createLogger(config.logLevel);
+  if (configFile) log.info({ configFile }, 'settings read from the config file (the environment wins over it)');
+  const { startDaemon } = await import('./daemon.js');
   const daemon = await startDaemon(config, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -46,6 +54,16 @@ async function main(argv: string[]): Promise<number> {
   });
   await daemon.stop();
   return 0;
+}
+
+/** The daemon's config; a value it refuses says where settings came from when a config file was read too. */
+function loadConfigSaying(configFile: string | undefined) {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (configFile === undefined) throw err;
+    throw new Error(`${errorMessage(err)} (settings come from the environment, then from ${configFile})`);
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -81,6 +81,8 @@ export class TestDaemon {
       CAPSULE_CACHE_DIR: sharedCacheDir,
       CAPSULE_SOCKET: this.socketPath,
       CAPSULE_LOG_LEVEL: 'debug',
+      // The host's /etc/capsule/capsuled.env is not the test's: none unless a test names one.
+      CAPSULE_CONFIG_FILE: '',
       ...this.extraEnv,
     };
   }
