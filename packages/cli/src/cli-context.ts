@@ -1,8 +1,9 @@
 // What every command action shares: the global flags, a client for the daemon
-// (its socket, or $CAPSULE_HOST over TLS), the progress reporter, and
+// (its socket, a context's host, or $CAPSULE_HOST over TLS), the progress reporter, and
 // `daemonClient()`, which starts a local capsuled when a command needs it and none answers.
-import { CapsuleClient, HOST_ENV, defaultSocketPath, type ConnectionOptions } from '@capsule/sdk';
+import { CapsuleClient, HOST_ENV, defaultSocketPath, parseDaemonUrl, type ConnectionOptions } from '@capsule/sdk';
 import type { Command } from 'commander';
+import { selectedContext, type DaemonContext } from './contexts.js';
 import { isDaemonDown, startDaemon } from './daemon-process.js';
 import { Progress } from './progress.js';
 
@@ -10,10 +11,11 @@ export interface GlobalFlags {
   debug: boolean;
   verbose: boolean;
   socket: string | undefined;
+  context: string | undefined;
 }
 
 /** The flags of the command line being run, kept for the error reporter in cli.ts. */
-export const lastSeenFlags: GlobalFlags = { debug: false, verbose: false, socket: undefined };
+export const lastSeenFlags: GlobalFlags = { debug: false, verbose: false, socket: undefined, context: undefined };
 
 export class CliContext {
   readonly flags: GlobalFlags;
@@ -26,8 +28,8 @@ export class CliContext {
   }
 
   static of(command: Command): CliContext {
-    const options = command.optsWithGlobals<{ debug?: boolean; verbose?: boolean; socket?: string }>();
-    const flags = { debug: options.debug === true, verbose: options.verbose === true, socket: options.socket };
+    const options = command.optsWithGlobals<{ debug?: boolean; verbose?: boolean; socket?: string; context?: string }>();
+    const flags = { debug: options.debug === true, verbose: options.verbose === true, socket: options.socket, context: options.context };
     Object.assign(lastSeenFlags, flags);
     return new CliContext(flags);
   }
@@ -36,14 +38,30 @@ export class CliContext {
     return this.flags.socket ?? defaultSocketPath();
   }
 
-  /** A daemon on another host ($CAPSULE_HOST, unless --socket names a local one): never started or stopped from here. */
+  /** A daemon on another host (a context, or $CAPSULE_HOST, unless --socket names a local one): never started or stopped from here. */
   get remote(): boolean {
-    return this.flags.socket === undefined && Boolean(process.env[HOST_ENV]);
+    return this.flags.socket === undefined && (this.daemonContext !== undefined || Boolean(process.env[HOST_ENV]));
   }
 
-  /** Where the daemon is, for the SDK: --socket, else what the SDK reads from the environment. */
+  /** The context in use: `--context`, else (without $CAPSULE_HOST) $CAPSULE_CONTEXT or the current one. */
+  get daemonContext(): DaemonContext | undefined {
+    if (this.flags.socket !== undefined) return undefined;
+    if (this.flags.context === undefined && process.env[HOST_ENV]) return undefined;
+    return selectedContext(this.flags.context)?.context;
+  }
+
+  /** Where the daemon is, for the SDK: --socket, else a context, else what the SDK reads from the environment. */
   get connection(): ConnectionOptions {
-    return this.flags.socket !== undefined ? { socketPath: this.flags.socket } : {};
+    if (this.flags.socket !== undefined) return { socketPath: this.flags.socket };
+    const context = this.daemonContext;
+    if (context === undefined) return {};
+    const { host, port, tls } = parseDaemonUrl(context.host);
+    return {
+      host,
+      port,
+      tls: tls && (context.fingerprintSha256 ? { fingerprintSha256: context.fingerprintSha256 } : true),
+      ...(context.apiKey !== undefined && { apiKey: context.apiKey }),
+    };
   }
 
   /** A client that does not start the daemon (for status, doctor). */

@@ -135,6 +135,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   { name: 'templates', usage: '[options]', description: 'List templates', load: templateModule },
   { name: 'template', usage: '', description: 'Manage templates', load: templateModule },
   {
+    name: 'context',
+    usage: '',
+    description: 'Reach daemons on other hosts by name (their address, API key and pinned certificate)',
+    load: async () => [(await import('./commands/context.js')).contextCommand()],
+  },
+  {
     name: 'apikey',
     usage: '',
     description: 'Manage API keys for clients over TCP',

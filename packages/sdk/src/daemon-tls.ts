@@ -27,25 +27,30 @@ export function normalizeFingerprint(fingerprint: string): string {
 
 /** The pinned certificate, as a PEM to verify against; rejects when the daemon shows another one. */
 async function fetchPinnedCertificate(host: string, port: number, fingerprint: string): Promise<string> {
-  const want = normalizeFingerprint(fingerprint);
-  return await new Promise<string>((resolve, reject) => {
-    // Verification is off for this handshake only: nothing is written on it, and its certificate is checked below.
+  const certificate = await fetchDaemonCertificate(host, port);
+  if (normalizeFingerprint(certificate.fingerprint256) === normalizeFingerprint(fingerprint)) return certificate.toString();
+  throw new ConnectionError(
+    'tls_untrusted',
+    `possible impersonation: capsuled at https://${host}:${port} shows a certificate with SHA-256 ${certificate.fingerprint256}, not the pinned ${fingerprint}`,
+    {
+      hint: 'Compare with the fingerprint `capsule daemon status` prints on the daemon host; if the daemon made a new certificate, pin the new one',
+    },
+  );
+}
+
+/**
+ * The certificate the daemon at host:port shows, unverified: for pinning it
+ * (trust on first use) or checking it against a pin. Nothing is sent.
+ */
+export async function fetchDaemonCertificate(host: string, port: number): Promise<X509Certificate> {
+  return await new Promise<X509Certificate>((resolve, reject) => {
+    // Verification is off for this handshake only: nothing is written on it, and its certificate is the caller's to check.
     const socket = tls.connect({ host, port, rejectUnauthorized: false, ...(tlsServerName(host) ? { servername: host } : {}) });
     socket.setTimeout(30_000, () => socket.destroy(new Error('the TLS handshake timed out')));
     socket.once('secureConnect', () => {
       const raw = socket.getPeerCertificate().raw;
       socket.end();
-      const certificate = new X509Certificate(raw);
-      if (normalizeFingerprint(certificate.fingerprint256) === want) return resolve(certificate.toString());
-      reject(
-        new ConnectionError(
-          'tls_untrusted',
-          `capsuled at https://${host}:${port} shows a certificate with SHA-256 ${certificate.fingerprint256}, not the pinned ${fingerprint}`,
-          {
-            hint: 'Compare with the fingerprint `capsule daemon status` prints on the daemon host; if the daemon made a new certificate, pin the new one',
-          },
-        ),
-      );
+      resolve(new X509Certificate(raw));
     });
     socket.once('error', (error: NodeJS.ErrnoException) =>
       reject(

@@ -40,6 +40,7 @@ export {
 export { AgentConnection } from './agent-connection.js';
 export { HOST_ENV, daemonAddressOf, parseDaemonUrl } from './daemon-address.js';
 export type { DaemonAddress, TlsTrust } from './daemon-tls.js';
+export { fetchDaemonCertificate, normalizeFingerprint } from './daemon-tls.js';
 export type { PortTunnelOptions } from './port-tunnel.js';
 export { HttpTransport, type HttpTransportOptions, type Transport, type TransportRequest, type TransportResponse } from './transport.js';
 export {

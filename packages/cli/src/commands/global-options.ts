@@ -3,6 +3,8 @@
 // with the program's through CliContext.of().
 import { type Command, Option } from 'commander';
 
+const CONTEXT_HELP = 'the daemon to use, from `capsule context ls` (default: $CAPSULE_CONTEXT, else the current context)';
+
 export function addGlobalOptions(command: Command): Command {
   return command
     .addOption(new Option('--debug', 'print stack traces and wire codes on errors').hideHelp())
@@ -12,7 +14,8 @@ export function addGlobalOptions(command: Command): Command {
         '--socket <path>',
         "capsuled's socket (default: $CAPSULE_SOCKET, else $CAPSULE_RUNTIME_DIR/capsuled.sock, else /run/capsule/capsuled.sock)",
       ).hideHelp(),
-    );
+    )
+    .addOption(new Option('--context <name>', CONTEXT_HELP).hideHelp());
 }
 
 /** The same options, shown in the program's help. */
@@ -23,5 +26,6 @@ export function addProgramOptions(program: Command): Command {
     .option(
       '--socket <path>',
       "capsuled's socket (default: $CAPSULE_SOCKET, else $CAPSULE_RUNTIME_DIR/capsuled.sock, else /run/capsule/capsuled.sock)",
-    );
+    )
+    .option('--context <name>', CONTEXT_HELP);
 }
