@@ -126,6 +126,24 @@ export interface TemplateSnapshotRow {
   dir: string;
 }
 
+/** A named disk that outlives sandboxes (volumes/): its file is `<stateDir>/volumes/<name>.ext4`. */
+export interface VolumeRow {
+  name: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+/** A volume attached to a sandbox at its create; the attachment holds while the sandbox is live (not killed or failed). */
+export interface SandboxVolumeRow {
+  sandbox_id: string;
+  volume: string;
+  /** Its order in the sandbox's create: the guest finds it by the disk serial `capsule-vol-<position>`. */
+  position: number;
+  mount: string;
+  /** 1: attached read-only. */
+  read_only: number;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -137,4 +155,6 @@ export interface Database {
   network_leases: NetworkLeaseRow;
   sandbox_ports: SandboxPortRow;
   template_snapshots: TemplateSnapshotRow;
+  volumes: VolumeRow;
+  sandbox_volumes: SandboxVolumeRow;
 }
