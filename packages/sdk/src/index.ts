@@ -74,4 +74,7 @@ export type {
   Template as TemplateInfo,
   TemplateDetails,
   PruneResult,
+  Volume as VolumeInfo,
+  VolumeAttachment,
+  VolumeMountRequest,
 } from '@capsule/protocol';
