@@ -1,9 +1,10 @@
 // Volumes with real microVMs: data a sandbox wrote and fsynced is on the
 // volume for the next sandbox, even when the first one's QEMU was killed
-// (kill -9) right after; pause and resume keep the volume; one writer at a time (volume_in_use names the
-// holder), removal and resize refused while attached; a read-only attachment
-// cannot write; a grown volume shows its new size inside; a sandbox with a
-// volume cannot be forked. Few sandboxes: each boots cold under TCG.
+// (kill -9) right after; pause and resume keep the volume; one writer or many
+// readers (volume_in_use names the holder); removal and resize refused while
+// attached; a read-only attachment cannot write; a grown volume shows its new
+// size inside; a sandbox with a volume cannot be forked. Few sandboxes: each
+// boots cold under TCG.
 import type { Sandbox, Volume } from '@capsule/protocol';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { eventually, sandboxTest, TestDaemon } from './fixture.js';
@@ -25,7 +26,7 @@ describe('volumes (real QEMU microVM)', () => {
   const guestSizeMiB = async (id: string, mount: string) =>
     Number((await exec(id, `df -m ${mount} | tail -1 | awk '{print $2}'`)).stdout.trim());
 
-  it('keeps fsynced data across sandboxes and a killed QEMU, with one writer at a time', async ({ newSandbox }) => {
+  it('keeps fsynced data across sandboxes and a killed QEMU, with one writer or many readers', async ({ newSandbox }) => {
     const created = await daemon.request<Volume>('POST', '/v1/volumes', { name: 'data', size: '256M' });
     expect(created.status).toBe(201);
     expect(created.body.sizeBytes).toBe(256 * MIB);
@@ -86,6 +87,12 @@ describe('volumes (real QEMU microVM)', () => {
     expect((await exec(reader.id, 'cat /mnt/data/clean')).stdout).toBe('before\n');
     expect((await exec(reader.id, 'md5sum < /mnt/data/crash')).stdout.trim()).toBe(sum);
     expect((await exec(reader.id, 'touch /mnt/data/new')).exitCode).not.toBe(0);
+    // Readers share what nobody writes; a writer waits for them all to go.
+    const secondReader = await newSandbox({ volumes: [{ name: 'data', mount: '/data', readOnly: true }] });
+    expect((await exec(secondReader.id, 'cat /data/clean')).stdout).toBe('before\n');
+    const writerAgain = await daemon.request('POST', '/v1/sandboxes', { volumes: [{ name: 'data', mount: '/data' }] });
+    expect(writerAgain.body.error.code).toBe('volume_in_use');
+    await daemon.api.removeSandbox(secondReader.id);
     expect(await guestSizeMiB(reader.id, '/mnt/data')).toBeGreaterThan(450);
     expect((await exec(reader.id, 'echo ok > /fresh/file && cat /fresh/file')).stdout).toBe('ok\n');
     const fresh = await volume('fresh');
@@ -98,5 +105,10 @@ describe('volumes (real QEMU microVM)', () => {
     await daemon.api.removeSandbox(reader.id);
     expect((await daemon.request('DELETE', '/v1/volumes/fresh')).status).toBe(204);
     expect((await daemon.request('GET', '/v1/volumes/fresh')).body.error.code).toBe('volume_not_found');
+  });
+
+  it('lists the volume routes in the OpenAPI document', async () => {
+    const paths = Object.keys((await daemon.request('GET', '/openapi.json')).body.paths);
+    expect(paths).toEqual(expect.arrayContaining(['/v1/volumes', '/v1/volumes/{name}', '/v1/volumes/{name}/resize']));
   });
 });
