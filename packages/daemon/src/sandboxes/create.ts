@@ -32,6 +32,7 @@ import { AGENT_PORT_DEVICE_ID } from '../vmm/qemu-vm.js';
 import { MemoryAdmission } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
+import { giveFreshFoldersCommand } from '../volumes/volume-rules.js';
 import type { PlannedAttachment, Volumes } from '../volumes/volumes.js';
 
 /** What a create has checked and taken before its memory reservation: everything its VM is started from. */
@@ -256,19 +257,12 @@ export class SandboxCreator {
    * its owners.
    */
   private async giveVolumesToDefaultUser(id: string, vm: SandboxVm, volumes: PlannedAttachment[], user: string | undefined): Promise<void> {
-    const mounts = volumes.filter((volume) => !volume.readOnly).map((volume) => volume.mount);
-    if (mounts.length === 0 || user === undefined || user === 'root' || user === '0') return;
-    const script =
-      'owner=$1; shift; for dir; do [ "$(stat -c %u "$dir")" = 0 ] || continue; ' +
-      '[ -z "$(ls -A "$dir" | grep -vx lost+found)" ] || continue; chown "$owner" "$dir" || exit 1; done';
-    const owner = user.includes(':') ? user : `${user}:`;
-    const result = await collectExec(
-      execEvents(
-        vm.agent,
-        { cmd: ['/bin/sh', '-c', script, 'sh', owner, ...mounts], user: 'root' },
-        AbortSignal.timeout(RESTORE_TIMEOUT_MS),
-      ),
+    const cmd = giveFreshFoldersCommand(
+      user,
+      volumes.filter((volume) => !volume.readOnly).map((volume) => volume.mount),
     );
+    if (!cmd) return;
+    const result = await collectExec(execEvents(vm.agent, { cmd, user: 'root' }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
     if (result.exitCode !== 0)
       this.log.warn({ sandbox: id, user, stderr: result.stderr.slice(0, 500) }, 'could not give new volumes to the default user');
   }

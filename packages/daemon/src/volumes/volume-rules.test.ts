@@ -1,8 +1,12 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { limits, parseSizeMiB } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
 import { conflictingHolder } from './volumes.js';
-import { assertVolumeName, checkVolumeMounts, normaliseMountPath, volumeSizeMiB } from './volume-rules.js';
+import { assertVolumeName, checkVolumeMounts, giveFreshFoldersCommand, normaliseMountPath, volumeSizeMiB } from './volume-rules.js';
 
 /** The error code `work` throws, or undefined when it does not throw. */
 function codeOf(work: () => unknown): string | undefined {
@@ -132,4 +136,35 @@ describe('who may attach a volume', () => {
     expect(conflictingHolder(false, [reader])).toBe(reader);
     expect(conflictingHolder(true, [reader, writer])).toBe(writer);
   });
+});
+
+describe('giving a new volume to the default user', () => {
+  it('asks nothing of a root user or of read-only sandboxes', () => {
+    expect(giveFreshFoldersCommand(undefined, ['/data'])).toBeUndefined();
+    expect(giveFreshFoldersCommand('root', ['/data'])).toBeUndefined();
+    expect(giveFreshFoldersCommand('0:0', ['/data'])).toBeUndefined();
+    expect(giveFreshFoldersCommand('app', [])).toBeUndefined();
+  });
+
+  it.runIf(process.getuid?.() === 0)(
+    'gives only folders that are still root-owned and empty but for lost+found (run here, as root)',
+    () => {
+      const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-volume-owner-'));
+      try {
+        const fresh = path.join(work, 'fresh');
+        const used = path.join(work, 'used');
+        const given = path.join(work, 'given');
+        for (const dir of [fresh, used, given]) fs.mkdirSync(path.join(dir, 'lost+found'), { recursive: true });
+        fs.writeFileSync(path.join(used, 'db'), '');
+        fs.chownSync(given, 1234, 1234);
+        const cmd = giveFreshFoldersCommand('65534:65534', [fresh, used, given]) ?? [];
+        execFileSync(cmd[0] ?? '', cmd.slice(1));
+        expect(fs.statSync(fresh)).toMatchObject({ uid: 65534, gid: 65534 });
+        expect(fs.statSync(used)).toMatchObject({ uid: 0 });
+        expect(fs.statSync(given)).toMatchObject({ uid: 1234 });
+      } finally {
+        fs.rmSync(work, { recursive: true, force: true });
+      }
+    },
+  );
 });

@@ -1,7 +1,7 @@
 // What makes a volume request acceptable: its name (it becomes a file name),
 // its size, and the mount paths of one sandbox's volumes (they travel on the
-// guest's kernel command line). Pure checks that throw `invalid_argument`;
-// they never touch the store or a file.
+// guest's kernel command line); and the command that gives a new volume to
+// the guest's default user. Pure functions; they never touch the store or a file.
 import path from 'node:path';
 import { limits, parseSizeMiB, VOLUME_NAME_PATTERN, type VolumeMountRequest } from '@capsule/protocol';
 import { CapsuleError } from '../errors.js';
@@ -69,4 +69,19 @@ export function checkVolumeMounts(requests: VolumeMountRequest[]): Required<Volu
     }
   }
   return checked;
+}
+
+/**
+ * The guest command (run as root) that gives each of `mounts` to `user`, only
+ * where the folder is still root's and empty but for lost+found: a new
+ * volume's root, as mkfs made it. Undefined when there is nothing to give
+ * (no read-write mount, or the user is root).
+ */
+export function giveFreshFoldersCommand(user: string | undefined, mounts: string[]): string[] | undefined {
+  if (mounts.length === 0 || user === undefined || user === 'root' || user === '0' || user.startsWith('0:')) return undefined;
+  const script =
+    'owner=$1; shift; for dir; do [ "$(stat -c %u "$dir")" = 0 ] || continue; ' +
+    '[ -z "$(ls -A "$dir" | grep -vx lost+found)" ] || continue; chown "$owner" "$dir" || exit 1; done';
+  // `user:` takes the user's login group too; an image's USER may be `uid:gid` already.
+  return ['/bin/sh', '-c', script, 'sh', user.includes(':') ? user : `${user}:`, ...mounts];
 }
