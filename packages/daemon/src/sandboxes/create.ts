@@ -86,9 +86,9 @@ export class SandboxCreator {
     const { record: template, vcpus, memoryMiB, imageDefaults, service } = resolved;
     this.validateResources(vcpus, memoryMiB);
     // The guest mounts its volumes as it boots: a warm snapshot's guest booted without them, so a create with volumes boots cold.
-    const volumes = await this.volumes.plan(request.volumes ?? []);
-    const snapshot = volumes.length === 0 ? resolved.snapshot : undefined;
-    const pool = volumes.length === 0 ? resolved.pool : undefined;
+    const withVolumes = (request.volumes ?? []).length > 0;
+    const snapshot = withVolumes ? undefined : resolved.snapshot;
+    const pool = withVolumes ? undefined : resolved.pool;
     const egress = egressPolicyFrom(request, this.networks.listsSupported);
     // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
     const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
@@ -97,6 +97,8 @@ export class SandboxCreator {
     const createdAt = new Date();
     if (!snapshot) await this.templates.warm.refuseColdSnapshotTemplate(templateName);
     assertDiskRoom(this.config, 'create a sandbox', [this.config.stateDir]);
+    // Checked (and missing ones made) before anything is taken that a refusal would have to give back.
+    const volumes = await this.volumes.plan(request.volumes ?? []);
     // Host ports are bound before anything starts: a conflict refuses the create here.
     const ports = await this.ports.reserve(request.ports);
     const pooled = pool?.take();
