@@ -204,8 +204,10 @@ export class Volumes {
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const file = this.file(name);
     const temp = `${file}.tmp-${process.pid}`;
+    // Under the lock, and one daemon per state folder: any other temp file of this name is a create a crash cut short.
+    for (const entry of fs.readdirSync(this.dir))
+      if (entry.startsWith(`${path.basename(file)}.tmp-`)) fs.rmSync(path.join(this.dir, entry), { force: true });
     try {
-      fs.rmSync(temp, { force: true });
       fs.closeSync(fs.openSync(temp, 'wx', 0o600));
       fs.truncateSync(temp, sizeMiB * MIB);
       // The journal is left unzeroed: a new sparse file reads as zeros already, and so stays a few MiB on disk.
