@@ -2,7 +2,8 @@
 // <stateDir>/volumes, made and grown with e2fsprogs (no mount, no root needed),
 // and which sandbox holds which. One writer or any number of readers: every
 // change of who holds what goes through one lock, so two creates never both
-// win a volume. It never starts a VM and never reads a volume's contents.
+// win a volume. It never starts a VM, and never runs a tool that parses a
+// guest-written filesystem as root (confined.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Volume, VolumeMountRequest } from '@capsule/protocol';
@@ -24,6 +25,7 @@ import {
   type VolumeRecord,
 } from '../store/volumes.js';
 import { Turns } from '../turns.js';
+import { onVolumeFile } from './confined.js';
 import { assertVolumeName, checkVolumeMounts, volumeSizeMiB } from './volume-rules.js';
 
 /** A volume a create is about to attach: the file QEMU gets and what the guest does with it. */
@@ -126,9 +128,9 @@ export class Volumes {
       assertDiskRoom(this.config, 'resize a volume', [this.dir]);
       const file = this.file(name);
       // A volume is resized only when clean: a sandbox killed mid-write leaves its journal to replay first.
-      await checkFilesystem(file, true);
+      await checkFilesystem(file, this.config.jail, true);
       fs.truncateSync(file, sizeMiB * MIB);
-      await runCommand('resize2fs', [file]);
+      await onVolumeFile(file, ['resize2fs'], this.config.jail);
       await setVolumeSize(this.store, name, sizeMiB * MIB);
       this.log.info({ volume: name, sizeMiB }, 'volume grown');
       return await this.describeRecord({ ...record, size_bytes: sizeMiB * MIB });
@@ -172,7 +174,8 @@ export class Volumes {
       );
       for (const p of planned) {
         if (holders.some((holder) => holder.volume === p.volume)) continue;
-        if (await checkFilesystem(p.file)) this.log.warn({ volume: p.volume, sandbox: id }, 'volume was not cleanly unmounted: repaired');
+        if (await checkFilesystem(p.file, this.config.jail))
+          this.log.warn({ volume: p.volume, sandbox: id }, 'volume was not cleanly unmounted: repaired');
       }
       await insertSandboxVolumes(
         this.store,
@@ -252,12 +255,13 @@ export class Volumes {
 }
 
 /**
- * `e2fsck -p` (`-f` too when `full`): resolves whether it repaired something
- * (exit 1: a journal replayed, counts fixed), which is fine; more is not.
+ * `e2fsck -p` (`-f` too when `full`), confined unless `confine` is off:
+ * resolves whether it repaired something (exit 1: a journal replayed, counts
+ * fixed), which is fine; more is not.
  */
-async function checkFilesystem(file: string, full = false): Promise<boolean> {
+async function checkFilesystem(file: string, confine: boolean, full = false): Promise<boolean> {
   try {
-    await runCommand('e2fsck', [...(full ? ['-f'] : []), '-p', file]);
+    await onVolumeFile(file, ['e2fsck', ...(full ? ['-f'] : []), '-p'], confine);
     return false;
   } catch (err) {
     if (err instanceof LaunchError && err.exitCode === 1) return true;
