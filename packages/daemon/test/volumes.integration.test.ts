@@ -3,8 +3,9 @@
 // (kill -9) right after; pause and resume keep the volume; one writer or many
 // readers (volume_in_use names the holder); removal and resize refused while
 // attached; a read-only attachment cannot write; a grown volume shows its new
-// size inside; a sandbox with a volume cannot be forked. Few sandboxes: each
-// boots cold under TCG.
+// size inside; a snapshot restored as a new volume has the same data; a
+// sandbox with a volume cannot be forked. Few sandboxes: each boots cold
+// under TCG.
 import type { Sandbox, Volume } from '@capsule/protocol';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { eventually, sandboxTest, TestDaemon } from './fixture.js';
@@ -47,6 +48,7 @@ describe('volumes (real QEMU microVM)', () => {
     expect(removal.status).toBe(409);
     expect(removal.body.error.code).toBe('volume_in_use');
     expect((await daemon.request('POST', '/v1/volumes/data/resize', { size: '512M' })).body.error.code).toBe('volume_in_use');
+    expect((await daemon.request('POST', '/v1/volumes/data/snapshots', { name: 'torn' })).body.error.code).toBe('volume_in_use');
     const holders = (await volume('data')).attachments;
     expect(holders).toEqual([{ sandboxId: writer.id, sandboxName: 'writer', mount: '/data', readOnly: false }]);
     expect((await daemon.request('POST', `/v1/sandboxes/${writer.id}/fork`, {})).body.error.code).toBe('volume_in_use');
@@ -76,16 +78,21 @@ describe('volumes (real QEMU microVM)', () => {
     expect(grown.status).toBe(200);
     expect(grown.body.sizeBytes).toBe(512 * MIB);
     expect((await daemon.request('POST', '/v1/volumes/data/resize', { size: '256M' })).body.error.code).toBe('invalid_argument');
+    // A snapshot, taken once nobody writes, restored as a new volume that the next sandbox reads too.
+    expect((await daemon.request('POST', '/v1/volumes/data/snapshots', { name: 'after-crash' })).status).toBe(201);
+    expect((await daemon.request('POST', '/v1/volumes/data/snapshots/after-crash/restore', { volume: 'copy' })).status).toBe(201);
 
     // The next sandbox reads it read-only, and a volume it names that does not exist is made for it.
     const reader: Sandbox = await newSandbox({
       volumes: [
         { name: 'data', mount: '/mnt/data', readOnly: true },
         { name: 'fresh', mount: '/fresh' },
+        { name: 'copy', mount: '/copy', readOnly: true },
       ],
     });
     expect((await exec(reader.id, 'cat /mnt/data/clean')).stdout).toBe('before\n');
     expect((await exec(reader.id, 'md5sum < /mnt/data/crash')).stdout.trim()).toBe(sum);
+    expect((await exec(reader.id, 'md5sum < /copy/crash')).stdout.trim()).toBe(sum);
     expect((await exec(reader.id, 'touch /mnt/data/new')).exitCode).not.toBe(0);
     // Readers share what nobody writes; a writer waits for them all to go.
     const secondReader = await newSandbox({ volumes: [{ name: 'data', mount: '/data', readOnly: true }] });
@@ -99,7 +106,7 @@ describe('volumes (real QEMU microVM)', () => {
     expect(fresh.sizeBytes).toBe(10 * 1024 * MIB);
     expect(fresh.attachments.map((a) => a.sandboxId)).toEqual([reader.id]);
     const listed = (await daemon.request<{ volumes: Volume[] }>('GET', '/v1/volumes')).body.volumes.map((v) => v.name);
-    expect(listed).toEqual(['data', 'fresh']);
+    expect(listed).toEqual(['copy', 'data', 'fresh']);
 
     // The reader's removal lets go of both.
     await daemon.api.removeSandbox(reader.id);

@@ -186,6 +186,35 @@ export const CreateVolumeRequest = Type.Object(
 );
 export type CreateVolumeRequest = Static<typeof CreateVolumeRequest>;
 
+/** A copy of a volume as it was when taken; restored as a new volume. */
+export const VolumeSnapshot = Type.Object({
+  volume: Type.String(),
+  name: Type.String(),
+  sizeBytes: Type.Integer(),
+  diskBytes: Type.Integer({ description: 'host disk the copy takes (sparse)' }),
+  createdAt: Type.String({ format: 'date-time' }),
+});
+export type VolumeSnapshot = Static<typeof VolumeSnapshot>;
+
+export const VolumeSnapshotList = Type.Object({ snapshots: Type.Array(VolumeSnapshot) });
+export type VolumeSnapshotList = Static<typeof VolumeSnapshotList>;
+
+export const CreateVolumeSnapshotRequest = Type.Object(
+  {
+    /** Default: the time, `YYYYMMDD-HHMMSS`. */
+    name: Type.Optional(Type.String({ pattern: VOLUME_NAME_PATTERN })),
+  },
+  { additionalProperties: false },
+);
+export type CreateVolumeSnapshotRequest = Static<typeof CreateVolumeSnapshotRequest>;
+
+/** Makes the new volume `volume` from a snapshot; the snapshot's volume is left as it is. */
+export const RestoreVolumeSnapshotRequest = Type.Object(
+  { volume: Type.String({ pattern: VOLUME_NAME_PATTERN }) },
+  { additionalProperties: false },
+);
+export type RestoreVolumeSnapshotRequest = Static<typeof RestoreVolumeSnapshotRequest>;
+
 /** Grows a volume that no sandbox holds; its filesystem grows with it. */
 export const ResizeVolumeRequest = Type.Object({ size: VolumeSize }, { additionalProperties: false });
 export type ResizeVolumeRequest = Static<typeof ResizeVolumeRequest>;

@@ -28,6 +28,8 @@ import {
   type TemplateList,
   type Volume,
   type VolumeList,
+  type VolumeSnapshot,
+  type VolumeSnapshotList,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
 import { type Deadline, startDeadline } from './deadline.js';
@@ -394,6 +396,34 @@ export class CapsuleClient {
   /** Grows a volume and its filesystem to `size`; only while no sandbox holds it. */
   async resizeVolume(name: string, size: string, options?: CallOptions): Promise<Volume> {
     return this.#json('POST', `/v1/volumes/${encodeURIComponent(name)}/resize`, { size }, options);
+  }
+
+  /** Copies a volume as it is now (name default: the time); refused while a sandbox holds it read-write. */
+  async snapshotVolume(name: string, snapshot?: string, options?: CallOptions): Promise<VolumeSnapshot> {
+    return this.#json(
+      'POST',
+      `/v1/volumes/${encodeURIComponent(name)}/snapshots`,
+      snapshot !== undefined ? { name: snapshot } : {},
+      options,
+    );
+  }
+
+  async listVolumeSnapshots(name: string, options?: CallOptions): Promise<VolumeSnapshot[]> {
+    return (await this.#json<VolumeSnapshotList>('GET', `/v1/volumes/${encodeURIComponent(name)}/snapshots`, undefined, options)).snapshots;
+  }
+
+  async deleteVolumeSnapshot(name: string, snapshot: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snapshot)}`, undefined, options);
+  }
+
+  /** Makes the new volume `target` from a snapshot of volume `name`. */
+  async restoreVolumeSnapshot(name: string, snapshot: string, target: string, options?: CallOptions): Promise<Volume> {
+    return this.#json(
+      'POST',
+      `/v1/volumes/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snapshot)}/restore`,
+      { volume: target },
+      options,
+    );
   }
 
   /** One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes. */

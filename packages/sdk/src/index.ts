@@ -77,4 +77,5 @@ export type {
   Volume as VolumeInfo,
   VolumeAttachment,
   VolumeMountRequest,
+  VolumeSnapshot as VolumeSnapshotInfo,
 } from '@capsule/protocol';

@@ -1,7 +1,7 @@
-// `capsule volume create|ls|inspect|rm|resize`: named disks that outlive
+// `capsule volume create|ls|inspect|rm|resize|snapshot|snapshots|restore`: named disks that outlive
 // sandboxes (attached with `-v NAME:/PATH[:ro]` at create or run). `ls` prints
 // a table or --json; `inspect` the volume and the sandboxes that hold it.
-import type { VolumeInfo } from '@capsule/sdk';
+import type { VolumeInfo, VolumeSnapshotInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, keyValueLines, renderTable } from '../human-format.js';
@@ -115,6 +115,61 @@ function resizeCommand(): Command {
   );
 }
 
+function snapshotCommand(): Command {
+  return addGlobalOptions(
+    new Command('snapshot')
+      .description('Copy a volume as it is now (refused while a sandbox holds it read-write); prints the snapshot name')
+      .argument('<name>')
+      .option('--name <snapshot>', 'name of the snapshot (default: the time, YYYYMMDD-HHMMSS)')
+      .option('--json', 'print the snapshot as JSON')
+      .action(async (name: string, options: { name?: string; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const snapshot = await client.snapshotVolume(name, options.name);
+        if (options.json) printJson(snapshot);
+        else process.stdout.write(`${snapshot.name}\n`);
+      }),
+  );
+}
+
+export function snapshotTable(snapshots: readonly VolumeSnapshotInfo[], now: number = Date.now()): string {
+  return renderTable(
+    ['SNAPSHOT', 'SIZE', 'ON DISK', 'AGE'],
+    snapshots.map((s) => [s.name, formatBytes(s.sizeBytes), formatBytes(s.diskBytes), formatAge(s.createdAt, now)]),
+  );
+}
+
+function snapshotsCommand(): Command {
+  return addGlobalOptions(
+    new Command('snapshots')
+      .description("List a volume's snapshots")
+      .argument('<name>')
+      .option('--json', 'print the snapshots as a JSON array')
+      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const snapshots = await client.listVolumeSnapshots(name);
+        if (options.json) printJson(snapshots);
+        else process.stdout.write(snapshotTable(snapshots));
+      }),
+  );
+}
+
+function restoreCommand(): Command {
+  return addGlobalOptions(
+    new Command('restore')
+      .description('Make a new volume from a snapshot (the snapshot’s volume is left as it is); prints its name')
+      .argument('<name>', 'the volume the snapshot was taken of')
+      .argument('<snapshot>')
+      .requiredOption('--as <volume>', 'name of the new volume')
+      .option('--json', 'print the new volume as JSON')
+      .action(async (name: string, snapshot: string, options: { as: string; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volume = await client.restoreVolumeSnapshot(name, snapshot, options.as);
+        if (options.json) printJson(volume);
+        else process.stdout.write(`${volume.name}\n`);
+      }),
+  );
+}
+
 export function volumeCommand(): Command {
   return new Command('volume')
     .description('Manage volumes: disks that outlive sandboxes')
@@ -122,5 +177,8 @@ export function volumeCommand(): Command {
     .addCommand(listCommand())
     .addCommand(inspectCommand())
     .addCommand(removeCommand())
-    .addCommand(resizeCommand());
+    .addCommand(resizeCommand())
+    .addCommand(snapshotCommand())
+    .addCommand(snapshotsCommand())
+    .addCommand(restoreCommand());
 }

@@ -180,7 +180,7 @@ export const migrations: Record<string, Migration> = {
   },
   '0009_volumes': {
     async up(db: Kysely<unknown>) {
-      // Volumes and the sandboxes they are attached to. An attachment row stays with its sandbox for
+      // Volumes, their snapshots, and the sandboxes they are attached to. An attachment row stays with its sandbox for
       // history; whether it still holds the volume is the sandbox's state (live: starting, running,
       // paused, stopped), so a kill lets go without touching this table.
       await db.schema
@@ -199,6 +199,14 @@ export const migrations: Record<string, Migration> = {
         .addPrimaryKeyConstraint('sandbox_volumes_pk', ['sandbox_id', 'position'])
         .execute();
       await db.schema.createIndex('sandbox_volumes_volume').on('sandbox_volumes').column('volume').execute();
+      await db.schema
+        .createTable('volume_snapshots')
+        .addColumn('volume', 'text', (c) => c.notNull().references('volumes.name').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('size_bytes', 'integer', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('volume_snapshots_pk', ['volume', 'name'])
+        .execute();
     },
   },
 };

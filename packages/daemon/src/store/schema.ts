@@ -133,6 +133,14 @@ export interface VolumeRow {
   created_at: string;
 }
 
+/** A copy of a volume as it was, kept in `<stateDir>/volumes/snapshots/<volume>/<name>.ext4`; goes with its volume. */
+export interface VolumeSnapshotRow {
+  volume: string;
+  name: string;
+  size_bytes: number;
+  created_at: string;
+}
+
 /** A volume attached to a sandbox at its create; the attachment holds while the sandbox is live (not killed or failed). */
 export interface SandboxVolumeRow {
   sandbox_id: string;
@@ -157,4 +165,5 @@ export interface Database {
   template_snapshots: TemplateSnapshotRow;
   volumes: VolumeRow;
   sandbox_volumes: SandboxVolumeRow;
+  volume_snapshots: VolumeSnapshotRow;
 }

@@ -2,11 +2,12 @@
 // Rows only: which attachments conflict, and the files behind them, are
 // volumes/'s business, never this file's.
 import type { Selectable } from 'kysely';
-import type { SandboxVolumeRow, VolumeRow } from './schema.js';
+import type { SandboxVolumeRow, VolumeRow, VolumeSnapshotRow } from './schema.js';
 import type { Store } from './store.js';
 
 export type VolumeRecord = Selectable<VolumeRow>;
 export type SandboxVolumeRecord = Selectable<SandboxVolumeRow>;
+export type VolumeSnapshotRecord = Selectable<VolumeSnapshotRow>;
 
 /** An attachment whose sandbox still holds the volume, with the sandbox's name and state. */
 export interface LiveAttachment extends SandboxVolumeRecord {
@@ -33,12 +34,36 @@ export async function setVolumeSize(store: Store, name: string, sizeBytes: numbe
   await store.db.updateTable('volumes').set({ size_bytes: sizeBytes }).where('name', '=', name).execute();
 }
 
-/** Removes a volume and the attachment rows of the (dead) sandboxes that once had it, in one transaction. */
+/** Removes a volume, its snapshots and the attachment rows of the (dead) sandboxes that once had it, in one transaction. */
 export async function deleteVolume(store: Store, name: string): Promise<void> {
   await store.db.transaction().execute(async (tx) => {
     await tx.deleteFrom('sandbox_volumes').where('volume', '=', name).execute();
+    await tx.deleteFrom('volume_snapshots').where('volume', '=', name).execute();
     await tx.deleteFrom('volumes').where('name', '=', name).execute();
   });
+}
+
+export async function insertVolumeSnapshot(store: Store, row: VolumeSnapshotRecord): Promise<void> {
+  await store.db.insertInto('volume_snapshots').values(row).execute();
+}
+
+export async function getVolumeSnapshot(store: Store, volume: string, name: string): Promise<VolumeSnapshotRecord | undefined> {
+  return await store.db.selectFrom('volume_snapshots').selectAll().where('volume', '=', volume).where('name', '=', name).executeTakeFirst();
+}
+
+/** A volume's snapshots, oldest first. */
+export async function listVolumeSnapshots(store: Store, volume: string): Promise<VolumeSnapshotRecord[]> {
+  return await store.db
+    .selectFrom('volume_snapshots')
+    .selectAll()
+    .where('volume', '=', volume)
+    .orderBy('created_at')
+    .orderBy('name')
+    .execute();
+}
+
+export async function deleteVolumeSnapshot(store: Store, volume: string, name: string): Promise<void> {
+  await store.db.deleteFrom('volume_snapshots').where('volume', '=', volume).where('name', '=', name).execute();
 }
 
 export async function insertSandboxVolumes(store: Store, rows: SandboxVolumeRecord[]): Promise<void> {

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,6 +73,44 @@ describe('volumes on disk (real mkfs.ext4, e2fsck and resize2fs; no VM)', () => 
     execFileSync('e2fsck', ['-f', '-n', file('data')], { stdio: 'ignore' });
     expect(await codeOf(volumes.resize('data', '128M'))).toBe('invalid_argument');
     expect(await codeOf(volumes.resize('nope', '1G'))).toBe('volume_not_found');
+  });
+
+  it('snapshots a volume and restores the snapshot as a new volume, byte for byte, the source going on unchanged', async () => {
+    await volumes.create('data', '64M');
+    const source = path.join(work, 'greeting');
+    // Files written into the filesystem with debugfs, as a guest would write them (no mount).
+    const put = (volume: string, text: string) => {
+      fs.writeFileSync(source, text);
+      execFileSync('debugfs', ['-w', '-R', `write ${source} greeting`, file(volume)], { stdio: 'ignore' });
+    };
+    const read = (image: string) =>
+      execFileSync('debugfs', ['-R', 'cat greeting', image], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const sha = (image: string) => createHash('sha256').update(fs.readFileSync(image)).digest('hex');
+    put('data', 'before\n');
+    const before = sha(file('data'));
+    const snapshot = await volumes.snapshot('data', 'first');
+    expect(snapshot).toMatchObject({ volume: 'data', name: 'first', sizeBytes: 64 * MIB });
+    expect(snapshot.diskBytes).toBeLessThan(16 * MIB);
+    expect(await codeOf(volumes.snapshot('data', 'first'))).toBe('name_taken');
+    expect((await volumes.snapshot('data', undefined)).name).toMatch(/^\d{8}-\d{6}$/);
+    execFileSync('debugfs', ['-w', '-R', 'rm greeting', file('data')], { stdio: 'ignore' });
+    put('data', 'after\n');
+
+    const restored = await volumes.restore('data', 'first', 'copy');
+    expect(restored).toMatchObject({ name: 'copy', sizeBytes: 64 * MIB, attachments: [] });
+    expect(sha(file('copy'))).toBe(before);
+    expect(read(file('copy'))).toBe('before\n');
+    expect(read(file('data'))).toBe('after\n');
+    expect(await codeOf(volumes.restore('data', 'first', 'copy'))).toBe('name_taken');
+    expect(await codeOf(volumes.restore('data', 'nope', 'other'))).toBe('not_found');
+    expect((await volumes.snapshots('data')).map((s) => s.name)).toContain('first');
+
+    await volumes.removeSnapshot('data', 'first');
+    expect((await volumes.snapshots('data')).map((s) => s.name)).not.toContain('first');
+    // A volume's removal takes its snapshots; volumes restored from them stay.
+    await volumes.remove('data');
+    expect(fs.existsSync(path.join(work, 'volumes', 'snapshots', 'data'))).toBe(false);
+    expect(read(file('copy'))).toBe('before\n');
   });
 
   it('refuses names that are no file name of its own, before touching the disk', async () => {

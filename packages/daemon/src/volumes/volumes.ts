@@ -6,7 +6,7 @@
 // guest-written filesystem as root (confined.ts).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Volume, VolumeMountRequest } from '@capsule/protocol';
+import type { Volume, VolumeMountRequest, VolumeSnapshot } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError } from '../errors.js';
@@ -15,14 +15,19 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import {
   deleteVolume,
+  deleteVolumeSnapshot,
   getVolume,
+  getVolumeSnapshot,
   insertSandboxVolumes,
   insertVolume,
+  insertVolumeSnapshot,
   listVolumes,
+  listVolumeSnapshots,
   liveAttachments,
   setVolumeSize,
   type LiveAttachment,
   type VolumeRecord,
+  type VolumeSnapshotRecord,
 } from '../store/volumes.js';
 import { Turns } from '../turns.js';
 import { onVolumeFile } from './confined.js';
@@ -73,6 +78,11 @@ export class Volumes {
     return path.join(this.dir, `${name}.ext4`);
   }
 
+  /** A volume's snapshots' folder: `snapshots` is no volume's file name (those end in .ext4). */
+  private snapshotDir(volume: string): string {
+    return path.join(this.dir, 'snapshots', volume);
+  }
+
   private async exclusively<T>(work: () => Promise<T>): Promise<T> {
     const release = await this.lock.take(new AbortController().signal);
     try {
@@ -110,6 +120,7 @@ export class Volumes {
       if (holder) throw inUse(name, holder, `remove volume "${name}"`);
       await deleteVolume(this.store, name);
       fs.rmSync(this.file(name), { force: true });
+      fs.rmSync(this.snapshotDir(name), { recursive: true, force: true });
       this.log.info({ volume: name }, 'volume removed');
     });
   }
@@ -134,6 +145,59 @@ export class Volumes {
       await setVolumeSize(this.store, name, sizeMiB * MIB);
       this.log.info({ volume: name, sizeMiB }, 'volume grown');
       return await this.describeRecord({ ...record, size_bytes: sizeMiB * MIB });
+    });
+  }
+
+  /**
+   * Copies a volume as it is now (a sparse copy, or a reflink where the file
+   * system has them) into a snapshot; refused while a sandbox writes it: a copy
+   * taken under a running writer would be torn. Readers may hold it.
+   */
+  async snapshot(name: string, snapshotName: string | undefined): Promise<VolumeSnapshot> {
+    const snapshot = snapshotName ?? new Date().toISOString().slice(0, 19).replace(/[-:]/g, '').replace('T', '-');
+    assertVolumeName(snapshot);
+    return await this.exclusively(async () => {
+      const record = await this.record(name);
+      const writer = conflictingHolder(true, await liveAttachments(this.store, [name]));
+      if (writer) throw inUse(name, writer, `snapshot volume "${name}" (a snapshot is taken while no sandbox writes it)`);
+      if (await getVolumeSnapshot(this.store, name, snapshot))
+        throw new CapsuleError('name_taken', `volume "${name}" has a snapshot named "${snapshot}" already`, { hint: 'pick another name' });
+      assertDiskRoom(this.config, 'snapshot a volume', [this.dir]);
+      fs.mkdirSync(this.snapshotDir(name), { recursive: true, mode: 0o700 });
+      await copySparse(this.file(name), path.join(this.snapshotDir(name), `${snapshot}.ext4`));
+      const row = { volume: name, name: snapshot, size_bytes: record.size_bytes, created_at: new Date().toISOString() };
+      await insertVolumeSnapshot(this.store, row);
+      this.log.info({ volume: name, snapshot }, 'volume snapshot taken');
+      return this.snapshotToApi(row);
+    });
+  }
+
+  async snapshots(name: string): Promise<VolumeSnapshot[]> {
+    await this.record(name);
+    return (await listVolumeSnapshots(this.store, name)).map((row) => this.snapshotToApi(row));
+  }
+
+  async removeSnapshot(name: string, snapshot: string): Promise<void> {
+    await this.exclusively(async () => {
+      await this.snapshotRecord(name, snapshot);
+      await deleteVolumeSnapshot(this.store, name, snapshot);
+      fs.rmSync(path.join(this.snapshotDir(name), `${snapshot}.ext4`), { force: true });
+    });
+  }
+
+  /** Makes the new volume `target` from a snapshot of `name`; `name` itself is left as it is. */
+  async restore(name: string, snapshot: string, target: string): Promise<Volume> {
+    assertVolumeName(target);
+    return await this.exclusively(async () => {
+      const row = await this.snapshotRecord(name, snapshot);
+      if (await getVolume(this.store, target))
+        throw new CapsuleError('name_taken', `a volume named "${target}" already exists`, { hint: 'restore into a new name' });
+      assertDiskRoom(this.config, 'restore a volume snapshot', [this.dir]);
+      await copySparse(path.join(this.snapshotDir(name), `${snapshot}.ext4`), this.file(target));
+      const record = { name: target, size_bytes: row.size_bytes, created_at: new Date().toISOString() };
+      await insertVolume(this.store, record);
+      this.log.info({ volume: target, from: `${name}@${snapshot}` }, 'volume restored from a snapshot');
+      return await this.describeRecord(record);
     });
   }
 
@@ -226,6 +290,28 @@ export class Volumes {
     return record;
   }
 
+  private async snapshotRecord(name: string, snapshot: string): Promise<VolumeSnapshotRecord> {
+    await this.record(name);
+    assertVolumeName(snapshot);
+    const row = await getVolumeSnapshot(this.store, name, snapshot);
+    if (!row)
+      throw new CapsuleError('not_found', `volume "${name}" has no snapshot named "${snapshot}"`, {
+        hint: `see \`capsule volume snapshots ${name}\``,
+      });
+    return row;
+  }
+
+  private snapshotToApi(row: VolumeSnapshotRecord): VolumeSnapshot {
+    const stat = fs.statSync(path.join(this.snapshotDir(row.volume), `${row.name}.ext4`), { throwIfNoEntry: false });
+    return {
+      volume: row.volume,
+      name: row.name,
+      sizeBytes: row.size_bytes,
+      diskBytes: stat ? stat.blocks * 512 : 0,
+      createdAt: row.created_at,
+    };
+  }
+
   private async record(name: string): Promise<VolumeRecord> {
     assertVolumeName(name);
     const record = await getVolume(this.store, name);
@@ -251,6 +337,19 @@ export class Volumes {
         readOnly: h.read_only === 1,
       })),
     };
+  }
+}
+
+/** Copies `from` to `to` keeping holes (or sharing blocks where the file system can), through a temp file so `to` is whole or absent. */
+async function copySparse(from: string, to: string): Promise<void> {
+  const temp = `${to}.tmp-${process.pid}`;
+  try {
+    await runCommand('cp', ['--sparse=always', '--reflink=auto', from, temp]);
+    fs.chmodSync(temp, 0o600);
+    fs.renameSync(temp, to);
+  } catch (err) {
+    fs.rmSync(temp, { force: true });
+    throw err;
   }
 }
 
