@@ -18,9 +18,10 @@ const MAY_IMPORT = {
   vmm: ['guest'],
   network: ['store'],
   images: ['guest', 'store'],
+  volumes: ['store'],
   templates: ['images', 'guest', 'vmm', 'agent', 'network', 'store'],
-  sandboxes: ['templates', 'images', 'vmm', 'network', 'agent', 'guest', 'store'],
-  api: ['sandboxes', 'templates', 'images', 'vmm', 'network', 'agent', 'guest', 'store'],
+  sandboxes: ['templates', 'images', 'volumes', 'vmm', 'network', 'agent', 'guest', 'store'],
+  api: ['sandboxes', 'templates', 'images', 'volumes', 'vmm', 'network', 'agent', 'guest', 'store'],
 };
 /** The root files that wire folders together; every other root file imports no folder and is imported by any. */
 const WIRING = new Set(['daemon.ts', 'main.ts']);

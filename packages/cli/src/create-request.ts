@@ -1,8 +1,8 @@
 // The sandbox spec flags that `run` and `sandbox create` share, turned into the
 // daemon's create request in one place so the two commands cannot drift.
-import { DEFAULT_TEMPLATE, type CreateSandboxRequest, type PortRequest } from '@capsule/protocol';
+import { DEFAULT_TEMPLATE, type CreateSandboxRequest, type PortRequest, type VolumeMountRequest } from '@capsule/protocol';
 import type { Command } from 'commander';
-import { collectCidr } from './option-parsers.js';
+import { collectCidr, collectVolume } from './option-parsers.js';
 
 export interface SandboxSpecOptions {
   template?: string;
@@ -22,6 +22,8 @@ export interface SandboxSpecOptions {
   egressDeny?: string[];
   /** Host ports to publish (`-p`). */
   publish?: PortRequest[];
+  /** Volumes to mount (`-v NAME:/PATH[:ro]`). */
+  volume?: VolumeMountRequest[];
 }
 
 /** The network flags of `run` and `sandbox create`. */
@@ -30,6 +32,15 @@ export function addNetworkOptions(command: Command): Command {
     .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
     .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
     .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr);
+}
+
+/** `-v, --volume` of `run` and `sandbox create`. */
+export function addVolumeOption(command: Command): Command {
+  return command.option(
+    '-v, --volume <name:/path[:ro]>',
+    'mount a volume at a path (repeatable); one that does not exist is created (10G); the sandbox then boots cold',
+    collectVolume,
+  );
 }
 
 export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxRequest & { template: string } {
@@ -45,5 +56,6 @@ export function toCreateRequest(options: SandboxSpecOptions): CreateSandboxReque
     ...(options.internet === false && { internet: false }),
     ...((options.egressAllow || options.egressDeny) && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
     ...(options.publish && options.publish.length > 0 && { ports: options.publish }),
+    ...(options.volume && options.volume.length > 0 && { volumes: options.volume }),
   };
 }

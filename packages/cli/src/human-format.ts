@@ -104,7 +104,8 @@ export function apiKeyTable(keys: readonly ApiKey[], now: number = Date.now()): 
   );
 }
 
-function keyValueLines(pairs: readonly (readonly [string, string])[]): string[] {
+/** `Key   value` lines, the keys padded to one width (the `inspect` views). */
+export function keyValueLines(pairs: readonly (readonly [string, string])[]): string[] {
   const width = Math.max(...pairs.map(([key]) => key.length));
   return pairs.map(([key, value]) => `${key.padEnd(width)}   ${value}`);
 }

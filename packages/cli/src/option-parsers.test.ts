@@ -12,6 +12,8 @@ import {
   parseMemoryMiB,
   parseOnOff,
   parsePid,
+  collectVolume,
+  parseVolumeSize,
 } from './option-parsers.js';
 import { toCreateRequest } from './create-request.js';
 
@@ -140,5 +142,31 @@ describe('network options', () => {
     expect(toCreateRequest({ internet: false })).toMatchObject({ internet: false });
     expect(toCreateRequest({ egressDeny: ['0.0.0.0/0'] })).toMatchObject({ egress: { allow: [], deny: ['0.0.0.0/0'] } });
     expect(toCreateRequest({})).not.toHaveProperty('egress');
+  });
+});
+
+describe('collectVolume (-v)', () => {
+  it('reads NAME:/PATH and NAME:/PATH:ro, repeated, into the create request', () => {
+    const volumes = collectVolume('cache:/cache:ro', collectVolume('data:/data'));
+    expect(volumes).toEqual([
+      { name: 'data', mount: '/data' },
+      { name: 'cache', mount: '/cache', readOnly: true },
+    ]);
+    expect(collectVolume('data:/data:rw')).toEqual([{ name: 'data', mount: '/data' }]);
+    expect(toCreateRequest({ volume: volumes }).volumes).toEqual(volumes);
+    expect(toCreateRequest({}).volumes).toBeUndefined();
+  });
+
+  it.each(['data', 'data:', 'data:rel/path', 'Data:/d', ':/d', 'data:/d:rx', 'data:/d:ro:x', 'a_b:/d'])('refuses %s', (value) => {
+    expect(() => collectVolume(value)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('parseVolumeSize', () => {
+  it('keeps a size within the limits as given, for the daemon to read', () => {
+    expect(parseVolumeSize(' 10G ')).toBe('10G');
+    expect(parseVolumeSize('512M')).toBe('512M');
+    expect(() => parseVolumeSize('1M')).toThrow(InvalidArgumentError);
+    expect(() => parseVolumeSize('ten')).toThrow(InvalidArgumentError);
   });
 });

@@ -1,7 +1,7 @@
 // Parsers for the CLI's option values (env and metadata K=V pairs, memory
 // sizes, CPU counts, durations). Pure functions: they throw commander's
 // InvalidArgumentError, which commander reports as a usage error (exit 2).
-import { limits, type PortRequest } from '@capsule/protocol';
+import { limits, parseSizeMiB, VOLUME_NAME_PATTERN, type PortRequest, type VolumeMountRequest } from '@capsule/protocol';
 import { InvalidArgumentError } from 'commander';
 
 const MIB_PER_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
@@ -161,6 +161,32 @@ export function collectPublish(value: string, previous: PortRequest[] = []): Por
     ...(hostIp !== undefined ? { hostIp } : {}),
   };
   return [...previous, request];
+}
+
+/** For repeated `-v`, as docker's: `NAME:/PATH` or `NAME:/PATH:ro` (`:rw` is the default). */
+export function collectVolume(value: string, previous: VolumeMountRequest[] = []): VolumeMountRequest[] {
+  if (previous.length >= limits.maxVolumesPerSandbox)
+    throw new InvalidArgumentError(`at most ${limits.maxVolumesPerSandbox} volumes can be attached`);
+  const [name = '', mount = '', mode, ...extra] = value.split(':');
+  if (
+    !new RegExp(VOLUME_NAME_PATTERN).test(name) ||
+    !mount.startsWith('/') ||
+    (mode !== undefined && mode !== 'ro' && mode !== 'rw') ||
+    extra.length > 0
+  )
+    throw new InvalidArgumentError(
+      `"${value}" must look like NAME:/PATH or NAME:/PATH:ro (a volume name is lower-case letters, digits and -)`,
+    );
+  return [...previous, { name, mount, ...(mode === 'ro' ? { readOnly: true } : {}) }];
+}
+
+/** A volume size (`10G`, `512M`, a bare number is MiB), checked against the limits; the daemon takes the text. */
+export function parseVolumeSize(value: string): string {
+  const mib = parseSizeMiB(value);
+  if (mib === undefined) throw new InvalidArgumentError(`"${value}" is not a size in whole MiB (examples: 512M, 10G)`);
+  if (mib < limits.minVolumeMiB || mib > limits.maxVolumeMiB)
+    throw new InvalidArgumentError(`a volume must be from ${limits.minVolumeMiB} MiB to ${limits.maxVolumeMiB / 1024 ** 2} TiB`);
+  return value.trim();
 }
 
 /** `capsule port-forward`'s `[LOCAL:]REMOTE`; LOCAL defaults to REMOTE, 0 picks a free one. */

@@ -153,6 +153,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     load: async () => [(await import('./commands/images.js')).imageCommand()],
   },
   {
+    name: 'volume',
+    usage: '',
+    description: 'Manage volumes: disks that outlive sandboxes',
+    load: async () => [(await import('./commands/volumes.js')).volumeCommand()],
+  },
+  {
     name: 'daemon',
     usage: '',
     description: 'Start, stop or check capsuled, the host daemon, or install it as a systemd service',

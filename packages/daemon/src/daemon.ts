@@ -27,6 +27,7 @@ import { VmCgroups } from './vmm/cgroup.js';
 import { probeJailSupport } from './vmm/host-support.js';
 import { useJail, VmJail } from './vmm/jail.js';
 import { qemuVersion } from './vmm/qemu.js';
+import { Volumes } from './volumes/volumes.js';
 
 export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
@@ -72,7 +73,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   const images = new ImageService(store, config, log);
   const metrics = new DaemonMetrics();
   const templates = new Templates(store, config, accel, qemu, images, manifest, log, metrics);
-  const manager = new SandboxManager(store, config, accel, log, qemu, tokens, templates, metrics);
+  const volumes = new Volumes(store, config, log);
+  const manager = new SandboxManager(store, config, accel, log, qemu, tokens, templates, metrics, volumes);
   // Templates boot build sandboxes and restore pool VMs through the manager; it is given to them here, so they never import it.
   templates.connectSandboxes(manager);
   await images.start();
@@ -120,6 +122,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     manager,
     images,
     templates,
+    volumes,
     apiKeys: new ApiKeys(store),
     tokens,
     info,

@@ -32,6 +32,14 @@ export const limits = {
   maxPublishedPorts: 16,
   /** The largest root disk a stopped sandbox may be grown to (1 TiB). */
   maxDiskMiB: 1024 * 1024,
+  /** A volume's size: at least enough for ext4's journal, at most what a sparse file may claim. */
+  minVolumeMiB: 64,
+  maxVolumeMiB: 4 * 1024 * 1024,
+  /** The size of a volume a sandbox create makes because it does not exist yet (sparse: it takes little disk until written). */
+  defaultVolumeMiB: 10 * 1024,
+  /** Volumes one sandbox may attach; each mount path travels on the guest's kernel command line, which is short. */
+  maxVolumesPerSandbox: 8,
+  maxMountPathLength: 128,
 } as const;
 
 /** An IPv4 network, `a.b.c.d/n` (a bare address means /32); checked again by the daemon. */
@@ -133,6 +141,104 @@ export const PORT_TUNNEL_UPGRADE = 'capsule-tunnel';
 /** Header the daemon sets on its own error answers from a port proxy, so they read apart from the service's. */
 export const PORT_ERROR_HEADER = 'x-capsule-error';
 
+// ---- Volumes ----
+
+/** A volume's name: a DNS label (lower-case letters, digits and `-`), so it reads the same in a file name, a URL and a `-v` option. */
+export const VOLUME_NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
+
+/** `10G`, `512M`, `1.5GiB`, `1T` (a bare number is MiB); the daemon keeps whole MiB. */
+export const VolumeSize = Type.String({ minLength: 1, maxLength: 32, description: '`10G`, `512M`, `1.5GiB` (a bare number is MiB)' });
+
+/** A volume attached at create: mounted at `mount` inside the guest, read-only when asked. */
+export const VolumeMountRequest = Type.Object(
+  {
+    name: Type.String({ pattern: VOLUME_NAME_PATTERN }),
+    /** An absolute path inside the guest; not `/` nor under /proc, /sys, /dev, /run, /tmp or /opt/capsule. */
+    mount: Type.String({ minLength: 2, maxLength: limits.maxMountPathLength, pattern: '^/' }),
+    readOnly: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+export type VolumeMountRequest = Static<typeof VolumeMountRequest>;
+
+/** A sandbox that holds a volume: running, paused or stopped (a killed one lets go). */
+export const VolumeAttachment = Type.Object({
+  sandboxId: Type.String(),
+  sandboxName: Type.Union([Type.String(), Type.Null()]),
+  mount: Type.String(),
+  readOnly: Type.Boolean(),
+});
+export type VolumeAttachment = Static<typeof VolumeAttachment>;
+
+export const Volume = Type.Object({
+  name: Type.String(),
+  sizeBytes: Type.Integer({ description: 'the size the guest sees' }),
+  diskBytes: Type.Integer({ description: 'host disk the volume takes now (its file is sparse)' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  attachments: Type.Array(VolumeAttachment),
+});
+export type Volume = Static<typeof Volume>;
+
+export const VolumeList = Type.Object({ volumes: Type.Array(Volume) });
+export type VolumeList = Static<typeof VolumeList>;
+
+export const CreateVolumeRequest = Type.Object(
+  {
+    name: Type.String({ pattern: VOLUME_NAME_PATTERN }),
+    /** Default 10G. */
+    size: Type.Optional(VolumeSize),
+  },
+  { additionalProperties: false },
+);
+export type CreateVolumeRequest = Static<typeof CreateVolumeRequest>;
+
+/** A copy of a volume as it was when taken; restored as a new volume. */
+export const VolumeSnapshot = Type.Object({
+  volume: Type.String(),
+  name: Type.String(),
+  sizeBytes: Type.Integer(),
+  diskBytes: Type.Integer({ description: 'host disk the copy takes (sparse)' }),
+  createdAt: Type.String({ format: 'date-time' }),
+});
+export type VolumeSnapshot = Static<typeof VolumeSnapshot>;
+
+export const VolumeSnapshotList = Type.Object({ snapshots: Type.Array(VolumeSnapshot) });
+export type VolumeSnapshotList = Static<typeof VolumeSnapshotList>;
+
+export const CreateVolumeSnapshotRequest = Type.Object(
+  {
+    /** Default: the time, `YYYYMMDD-HHMMSS`. */
+    name: Type.Optional(Type.String({ pattern: VOLUME_NAME_PATTERN })),
+  },
+  { additionalProperties: false },
+);
+export type CreateVolumeSnapshotRequest = Static<typeof CreateVolumeSnapshotRequest>;
+
+/** Makes the new volume `volume` from a snapshot; the snapshot's volume is left as it is. */
+export const RestoreVolumeSnapshotRequest = Type.Object(
+  { volume: Type.String({ pattern: VOLUME_NAME_PATTERN }) },
+  { additionalProperties: false },
+);
+export type RestoreVolumeSnapshotRequest = Static<typeof RestoreVolumeSnapshotRequest>;
+
+/** Grows a volume that no sandbox holds; its filesystem grows with it. */
+export const ResizeVolumeRequest = Type.Object({ size: VolumeSize }, { additionalProperties: false });
+export type ResizeVolumeRequest = Static<typeof ResizeVolumeRequest>;
+
+const MIB_PER_SIZE_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
+
+/**
+ * `10G`, `512M`, `1.5GiB`, `1T` (units are powers of 1024; a bare number is
+ * MiB) → whole MiB, or undefined when `text` is no size or no whole MiB.
+ * The daemon and the CLI both read volume sizes with it.
+ */
+export function parseSizeMiB(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(text);
+  if (!match) return undefined;
+  const mib = Number(match[1]) * (MIB_PER_SIZE_UNIT[(match[2] ?? 'm').toLowerCase()] ?? 1);
+  return Number.isSafeInteger(mib) ? mib : undefined;
+}
+
 export const Sandbox = Type.Object({
   id: Type.String({ description: '"sb_" followed by random base32' }),
   name: Type.Union([Type.String(), Type.Null()]),
@@ -185,6 +291,8 @@ export const CreateSandboxRequest = Type.Object(
     egress: Type.Optional(EgressRules),
     /** Host ports to publish (`-p 8080:80`); a port that cannot be bound refuses the create. */
     ports: Type.Optional(Type.Array(PortRequest, { maxItems: limits.maxPublishedPorts })),
+    /** Volumes to mount (`-v data:/data`); one that does not exist is created with the default size. */
+    volumes: Type.Optional(Type.Array(VolumeMountRequest, { maxItems: limits.maxVolumesPerSandbox })),
   },
   { additionalProperties: false },
 );

@@ -43,6 +43,9 @@ export const errorCodes = {
   request_timeout: 408,
   /** The daemon restarted and has not reattached to this running sandbox yet: retry shortly. */
   sandbox_reattaching: 503,
+  volume_not_found: 404,
+  /** A live sandbox holds the volume (one writer, or readers only), or a fork or snapshot would copy a writer. */
+  volume_in_use: 409,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

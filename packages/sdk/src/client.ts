@@ -27,6 +27,10 @@ import {
   type Template,
   type TemplateDetails,
   type TemplateList,
+  type Volume,
+  type VolumeList,
+  type VolumeSnapshot,
+  type VolumeSnapshotList,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
 import { type Deadline, startDeadline } from './deadline.js';
@@ -395,6 +399,58 @@ export class CapsuleClient {
    */
   async pruneImages(options?: CallOptions): Promise<PruneResult> {
     return this.#json('POST', '/v1/images/prune', undefined, options);
+  }
+
+  /** Creates an empty volume; `size` as `10G`, `512M` (default 10G). */
+  async createVolume(name: string, size?: string, options?: CallOptions): Promise<Volume> {
+    return this.#json('POST', '/v1/volumes', { name, ...(size !== undefined && { size }) }, options);
+  }
+
+  async listVolumes(options?: CallOptions): Promise<Volume[]> {
+    return (await this.#json<VolumeList>('GET', '/v1/volumes', undefined, options)).volumes;
+  }
+
+  /** One volume, with the sandboxes that hold it. */
+  async getVolume(name: string, options?: CallOptions): Promise<Volume> {
+    return this.#json('GET', `/v1/volumes/${encodeURIComponent(name)}`, undefined, options);
+  }
+
+  /** Deletes a volume and its data; refused (`volume_in_use`) while a running, paused or stopped sandbox holds it. */
+  async deleteVolume(name: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(name)}`, undefined, options);
+  }
+
+  /** Grows a volume and its filesystem to `size`; only while no sandbox holds it. */
+  async resizeVolume(name: string, size: string, options?: CallOptions): Promise<Volume> {
+    return this.#json('POST', `/v1/volumes/${encodeURIComponent(name)}/resize`, { size }, options);
+  }
+
+  /** Copies a volume as it is now (name default: the time); refused while a sandbox holds it read-write. */
+  async snapshotVolume(name: string, snapshot?: string, options?: CallOptions): Promise<VolumeSnapshot> {
+    return this.#json(
+      'POST',
+      `/v1/volumes/${encodeURIComponent(name)}/snapshots`,
+      snapshot !== undefined ? { name: snapshot } : {},
+      options,
+    );
+  }
+
+  async listVolumeSnapshots(name: string, options?: CallOptions): Promise<VolumeSnapshot[]> {
+    return (await this.#json<VolumeSnapshotList>('GET', `/v1/volumes/${encodeURIComponent(name)}/snapshots`, undefined, options)).snapshots;
+  }
+
+  async deleteVolumeSnapshot(name: string, snapshot: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snapshot)}`, undefined, options);
+  }
+
+  /** Makes the new volume `target` from a snapshot of volume `name`. */
+  async restoreVolumeSnapshot(name: string, snapshot: string, target: string, options?: CallOptions): Promise<Volume> {
+    return this.#json(
+      'POST',
+      `/v1/volumes/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snapshot)}/restore`,
+      { volume: target },
+      options,
+    );
   }
 
   /** One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes. */

@@ -128,6 +128,8 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   insufficient_storage: CapsuleError,
   request_timeout: TimeoutError,
   sandbox_reattaching: CapsuleError,
+  volume_not_found: NotFoundError,
+  volume_in_use: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

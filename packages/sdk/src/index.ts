@@ -75,4 +75,8 @@ export type {
   Template as TemplateInfo,
   TemplateDetails,
   PruneResult,
+  Volume as VolumeInfo,
+  VolumeAttachment,
+  VolumeMountRequest,
+  VolumeSnapshot as VolumeSnapshotInfo,
 } from '@capsule/protocol';

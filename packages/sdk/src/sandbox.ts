@@ -1,7 +1,14 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
 // are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
-import type { CreateSandboxRequest, EgressRules, PortRequest, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
+import type {
+  CreateSandboxRequest,
+  EgressRules,
+  PortRequest,
+  Sandbox as SandboxInfo,
+  Template,
+  VolumeMountRequest,
+} from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions, type PortRequestInit } from './client.js';
 import type { TransportResponse } from './transport.js';
 import { SandboxAgent } from './agent-call.js';
@@ -26,6 +33,8 @@ export interface SandboxCreateOptions extends ConnectionOptions {
   egress?: EgressRules;
   /** Host ports to publish, bound at create: `[{ hostPort: 8080, guestPort: 80 }]` (hostPort 0: any free one). */
   ports?: PortRequest[];
+  /** Volumes to mount: `[{ name: 'data', mount: '/data' }]`; one that does not exist is created (10 GiB). The sandbox then boots cold. */
+  volumes?: VolumeMountRequest[];
   signal?: AbortSignal;
 }
 
@@ -112,6 +121,7 @@ export class Sandbox {
       ...(options.allowInternetAccess !== undefined && { internet: options.allowInternetAccess }),
       ...(options.egress && { egress: options.egress }),
       ...(options.ports && { ports: options.ports }),
+      ...(options.volumes && { volumes: options.volumes }),
     };
     return new Sandbox(client, await client.createSandbox(request, callOptions(options)));
   }

@@ -11,7 +11,7 @@ import { EXIT_CAPSULE_FAILURE, exitCodeOfInterruption } from '../exit-codes.js';
 import { Interrupts } from '../interrupts.js';
 import { collectEnv, parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { forwardSignal, streamCommand } from '../stream-command.js';
-import { addNetworkOptions, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 
 interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
@@ -111,7 +111,7 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
 
 export function runCommand(): Command {
   return addGlobalOptions(
-    addNetworkOptions(new Command('run'))
+    addVolumeOption(addNetworkOptions(new Command('run')))
       .description('Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards')
       .argument('<cmd...>', 'the command and its arguments (put them after --)')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)

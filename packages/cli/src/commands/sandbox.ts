@@ -20,7 +20,7 @@ import {
   parseMemoryMiB,
   parseOnOff,
 } from '../option-parsers.js';
-import { addNetworkOptions, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
@@ -31,7 +31,7 @@ interface CreateOptions extends SandboxSpecOptions {
 
 function createCommand(): Command {
   return addGlobalOptions(
-    addNetworkOptions(new Command('create'))
+    addVolumeOption(addNetworkOptions(new Command('create')))
       .description('Create a sandbox and print its id')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)

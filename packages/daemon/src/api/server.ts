@@ -35,11 +35,14 @@ import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.
 import { addRoutes } from './routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
+import { volumeRoutes } from './volume-routes.js';
+import type { Volumes } from '../volumes/volumes.js';
 
 export interface ApiContext {
   manager: SandboxManager;
   images: ImageService;
   templates: Templates;
+  volumes: Volumes;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
@@ -166,6 +169,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     ...imageRoutes(ctx.images, ctx.templates, isViaTcp),
     ...sandboxRoutes(ctx.manager, ctx.templates),
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
+    ...volumeRoutes(ctx.volumes),
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.

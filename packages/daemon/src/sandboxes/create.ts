@@ -32,6 +32,8 @@ import { AGENT_PORT_DEVICE_ID } from '../vmm/qemu-vm.js';
 import { MemoryAdmission } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
+import { giveFreshFoldersCommand } from '../volumes/volume-rules.js';
+import type { PlannedAttachment, Volumes } from '../volumes/volumes.js';
 
 /** What a create has checked and taken before its memory reservation: everything its VM is started from. */
 interface AdmittedCreate {
@@ -47,6 +49,7 @@ interface AdmittedCreate {
   snapshot: WarmSnapshot | undefined;
   ports: PortReservation;
   pooled: PooledVm | undefined;
+  volumes: PlannedAttachment[];
 }
 
 /** One answer for a name in use, whether the check before a create or the store's unique index caught it. */
@@ -73,21 +76,19 @@ export class SandboxCreator {
     private readonly networks: SandboxNetworks,
     private readonly ports: PublishedPorts,
     private readonly metrics: DaemonMetrics,
+    private readonly volumes: Volumes,
   ) {}
 
   /** Creates a sandbox and returns its id once it runs. */
   async create(request: CreateSandboxRequest): Promise<string> {
     const templateName = request.template ?? DEFAULT_TEMPLATE;
-    const {
-      record: template,
-      vcpus,
-      memoryMiB,
-      imageDefaults,
-      service,
-      snapshot,
-      pool,
-    } = await this.templates.resolveForCreate(templateName, request);
+    const resolved = await this.templates.resolveForCreate(templateName, request);
+    const { record: template, vcpus, memoryMiB, imageDefaults, service } = resolved;
     this.validateResources(vcpus, memoryMiB);
+    // The guest mounts its volumes as it boots: a warm snapshot's guest booted without them, so a create with volumes boots cold.
+    const withVolumes = (request.volumes ?? []).length > 0;
+    const snapshot = withVolumes ? undefined : resolved.snapshot;
+    const pool = withVolumes ? undefined : resolved.pool;
     const egress = egressPolicyFrom(request, this.networks.listsSupported);
     // A template built from an image gives its config's Env, User and WorkingDir; the request's env wins.
     const env = imageDefaults ? { ...imageDefaults.env, ...request.env } : request.env;
@@ -96,6 +97,8 @@ export class SandboxCreator {
     const createdAt = new Date();
     if (!snapshot) await this.templates.warm.refuseColdSnapshotTemplate(templateName);
     assertDiskRoom(this.config, 'create a sandbox', [this.config.stateDir]);
+    // Checked (and missing ones made) before anything is taken that a refusal would have to give back.
+    const volumes = await this.volumes.plan(request.volumes ?? []);
     // Host ports are bound before anything starts: a conflict refuses the create here.
     const ports = await this.ports.reserve(request.ports);
     const pooled = pool?.take();
@@ -121,6 +124,7 @@ export class SandboxCreator {
         snapshot,
         ports,
         pooled,
+        volumes,
       });
     } finally {
       memory.release();
@@ -129,7 +133,8 @@ export class SandboxCreator {
 
   /** The create once its memory is reserved: the sandbox's row, then its VM; `running` or failed when it returns. */
   private async createReserved(request: CreateSandboxRequest, admitted: AdmittedCreate): Promise<string> {
-    const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled } = admitted;
+    const { templateName, template, vcpus, memoryMiB, egress, env, imageDefaults, service, createdAt, snapshot, ports, pooled, volumes } =
+      admitted;
     const id = pooled?.id ?? newSandboxId();
     const timeoutMs = request.timeoutMs ?? limits.defaultTimeoutMs;
     await this.store
@@ -163,6 +168,7 @@ export class SandboxCreator {
         throw err;
       });
     try {
+      await this.volumes.attach(id, volumes);
       await this.ports.commit(id, ports);
       let how: string;
       let servedBy: CreateServedBy;
@@ -183,7 +189,7 @@ export class SandboxCreator {
         how = `restored from the warm snapshot of ${templateName}`;
         servedBy = 'restored';
       } else {
-        await this.bootVm(id, template, vcpus, memoryMiB, egress);
+        await this.bootVm(id, template, vcpus, memoryMiB, egress, volumes);
         how = 'booted cold';
         servedBy = 'booted';
       }
@@ -192,6 +198,7 @@ export class SandboxCreator {
       const startedMs = Date.now() - createdAt.getTime();
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot || imageDefaults) await vm.initGuest(initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
+      await this.giveVolumesToDefaultUser(id, vm, volumes, imageDefaults?.user);
       // A restored sandbox has the template's START running already; a cold one starts it now.
       if (service && !snapshot) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
       const bootMs = Date.now() - createdAt.getTime();
@@ -203,7 +210,7 @@ export class SandboxCreator {
       const consoleTail = readConsoleLog(this.vms.consoleLogFile(id), 2048).toString('utf8').trim();
       const message = errorMessage(err);
       await this.vms.fail(id, 'start_failed', consoleTail ? `${message}\nguest console:\n${consoleTail}` : message);
-      if (err instanceof CapsuleError && err.code === 'template_start_failed') throw err;
+      if (err instanceof CapsuleError && (err.code === 'template_start_failed' || err.code === 'volume_in_use')) throw err;
       throw new CapsuleError('vm_start_failed', `sandbox ${id} failed to start: ${message.split('\n')[0]}`, {
         hint: `see \`capsule logs ${id}\` for the guest console`,
         cause: err,
@@ -213,7 +220,14 @@ export class SandboxCreator {
   }
 
   /** Boots a fresh VM from the template's kernel and disk and waits for its agent. */
-  private async bootVm(id: string, template: TemplateRecord, vcpus: number, memoryMiB: number, egress: EgressPolicy): Promise<void> {
+  private async bootVm(
+    id: string,
+    template: TemplateRecord,
+    vcpus: number,
+    memoryMiB: number,
+    egress: EgressPolicy,
+    volumes: PlannedAttachment[],
+  ): Promise<void> {
     const spec: VmSpec = {
       id,
       accel: this.accel.accel,
@@ -230,11 +244,30 @@ export class SandboxCreator {
       tscKhz: await hostTscKhz(),
       // RAM as the named backend every restore uses, so that this VM can be frozen into a memory file (vmm/freeze.ts).
       memoryBackend: { type: 'ram' },
+      ...(volumes.length > 0 ? { volumes: volumes.map(({ file, serial, mount, readOnly }) => ({ file, serial, mount, readOnly })) } : {}),
     };
     const vm = this.vms.track(id, await this.vms.launch(id, spec));
     // Set while the guest is still in its kernel: nothing of the sandbox's own has run yet.
     await this.networks.apply(id, vm.handle, egress);
     await vm.waitForBoot(Date.now() + this.config.bootTimeoutMs);
+  }
+
+  /**
+   * A new volume's root folder is root's (mkfs made it on the host): the first
+   * sandbox that mounts it read-write gives it to its default user (an
+   * image's USER; the agent's own default is root), so that user can write
+   * it. Only a folder that is still root's and empty: a volume in use keeps
+   * its owners.
+   */
+  private async giveVolumesToDefaultUser(id: string, vm: SandboxVm, volumes: PlannedAttachment[], user: string | undefined): Promise<void> {
+    const cmd = giveFreshFoldersCommand(
+      user,
+      volumes.filter((volume) => !volume.readOnly).map((volume) => volume.mount),
+    );
+    if (!cmd) return;
+    const result = await collectExec(execEvents(vm.agent, { cmd, user: 'root' }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
+    if (result.exitCode !== 0)
+      this.log.warn({ sandbox: id, user, stderr: result.stderr.slice(0, 500) }, 'could not give new volumes to the default user');
   }
 
   /**

@@ -22,6 +22,19 @@ import type { SandboxVm } from './sandbox-vm.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import { freezeRunningVm, snapshotToTemplate } from './snapshot.js';
 
+/**
+ * A fork or snapshot copies the sandbox's memory and disk, not its volumes: a
+ * copy of a guest that has a volume mounted would be a second writer (or a
+ * reader of a disk it cannot have), so sandboxes with volumes are refused.
+ */
+function refuseWithVolumes(machine: VmSpec, id: string, doing: string): void {
+  const names = (machine.volumes ?? []).map((volume) => path.basename(volume.file, '.ext4'));
+  if (names.length === 0) return;
+  throw new CapsuleError('volume_in_use', `cannot ${doing} sandbox ${id}: it has volumes attached (${names.join(', ')})`, {
+    hint: 'a copy would write to the same volume; create a new sandbox and attach the volume read-only, or copy the data yourself',
+  });
+}
+
 /** Fork copies restored at once: a restore keeps a core busy, so more than the host has only queues. */
 const FORK_RESTORE_CONCURRENCY = Math.max(1, Math.min(4, os.cpus().length));
 
@@ -50,6 +63,7 @@ export class SandboxForks {
    */
   async fork(idOrName: string, count: number): Promise<string[]> {
     const { record, vm } = await this.vms.runningVm(idOrName);
+    refuseWithVolumes(this.vms.readMachine(record.id), record.id, 'fork');
     return await this.whileReserved(record.memory_mib * count, () =>
       this.vms.whileFreezing(record.id, vm, () => this.forkFrozen(record, vm, count)),
     );
@@ -170,6 +184,7 @@ export class SandboxForks {
    */
   async snapshot(idOrName: string, templateName: string): Promise<TemplateRecord> {
     const { record, vm } = await this.vms.runningVm(idOrName);
+    refuseWithVolumes(this.vms.readMachine(record.id), record.id, 'snapshot');
     const template = await this.vms.whileFreezing(record.id, vm, () =>
       snapshotToTemplate(
         this.store,

@@ -45,6 +45,7 @@ import { PublishedPorts } from './published-ports.js';
 import { expiryFrom, SandboxVms } from './sandbox-vms.js';
 import { StopStart } from './stop-start.js';
 import { Tunnels } from './tunnels.js';
+import type { Volumes } from '../volumes/volumes.js';
 
 const LIVENESS_INTERVAL_MS = 2000;
 const REAPER_INTERVAL_MS = 1000;
@@ -78,6 +79,7 @@ export class SandboxManager implements SandboxRunner {
     templates: Templates,
     /** Where create, exec, pause, resume, fork and snapshot record their durations. */
     private readonly metrics: DaemonMetrics,
+    volumes: Volumes,
   ) {
     this.networks = new SandboxNetworks(
       {
@@ -93,7 +95,7 @@ export class SandboxManager implements SandboxRunner {
     this.vms = new SandboxVms(store, config, log, this.networks, this.ports);
     this.pausedMemory = new PausedMemoryConverter(this.vms.freezeRuntimeDir, log);
     this.warm = templates.warm;
-    this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports, metrics);
+    this.creator = new SandboxCreator(store, config, accel, log, this.vms, templates, this.networks, this.ports, metrics, volumes);
     this.pausing = new PauseResume(store, log, this.vms, this.networks, this.ports, this.pausedMemory);
     this.stopping = new StopStart(store, log, this.vms, this.networks, this.ports, this.pausedMemory, templates, config.bootTimeoutMs);
     this.forks = new SandboxForks(store, config, log, qemuVersion, this.vms, this.warm, this.networks, (memoryMiB, work) =>

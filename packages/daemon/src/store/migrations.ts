@@ -187,4 +187,35 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0010_volumes': {
+    async up(db: Kysely<unknown>) {
+      // Volumes, their snapshots, and the sandboxes they are attached to. An attachment row stays with its sandbox for
+      // history; whether it still holds the volume is the sandbox's state (live: starting, running,
+      // paused, stopped), so a kill lets go without touching this table.
+      await db.schema
+        .createTable('volumes')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('size_bytes', 'integer', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('sandbox_volumes')
+        .addColumn('sandbox_id', 'text', (c) => c.notNull().references('sandboxes.id').onDelete('cascade'))
+        .addColumn('volume', 'text', (c) => c.notNull())
+        .addColumn('position', 'integer', (c) => c.notNull())
+        .addColumn('mount', 'text', (c) => c.notNull())
+        .addColumn('read_only', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sandbox_volumes_pk', ['sandbox_id', 'position'])
+        .execute();
+      await db.schema.createIndex('sandbox_volumes_volume').on('sandbox_volumes').column('volume').execute();
+      await db.schema
+        .createTable('volume_snapshots')
+        .addColumn('volume', 'text', (c) => c.notNull().references('volumes.name').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('size_bytes', 'integer', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('volume_snapshots_pk', ['volume', 'name'])
+        .execute();
+    },
+  },
 };

@@ -128,6 +128,32 @@ export interface TemplateSnapshotRow {
   dir: string;
 }
 
+/** A named disk that outlives sandboxes (volumes/): its file is `<stateDir>/volumes/<name>.ext4`. */
+export interface VolumeRow {
+  name: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+/** A copy of a volume as it was, kept in `<stateDir>/volumes/snapshots/<volume>/<name>.ext4`; goes with its volume. */
+export interface VolumeSnapshotRow {
+  volume: string;
+  name: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+/** A volume attached to a sandbox at its create; the attachment holds while the sandbox is live (not killed or failed). */
+export interface SandboxVolumeRow {
+  sandbox_id: string;
+  volume: string;
+  /** Its order in the sandbox's create: the guest finds it by the disk serial `capsule-vol-<position>`. */
+  position: number;
+  mount: string;
+  /** 1: attached read-only. */
+  read_only: number;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -139,4 +165,7 @@ export interface Database {
   network_leases: NetworkLeaseRow;
   sandbox_ports: SandboxPortRow;
   template_snapshots: TemplateSnapshotRow;
+  volumes: VolumeRow;
+  sandbox_volumes: SandboxVolumeRow;
+  volume_snapshots: VolumeSnapshotRow;
 }

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { jailMounts, VmJail } from './jail.js';
+import { fileSizeLimit, jailMounts, VmJail } from './jail.js';
 
 describe('the VMM jail, without a VM', () => {
   let work: string;
@@ -32,6 +32,32 @@ describe('the VMM jail, without a VM', () => {
     expect(mounts.owned).toEqual([path.join(work, 'run'), overlay]);
     expect(mounts.diskFolders).toEqual([disks]);
     expect(mounts.devices).toEqual(['/dev/net/tun']);
+  });
+
+  it('gives a VM its read-write volumes to own and its read-only ones to read, and lets it write as far as its largest disk', () => {
+    const disks = path.join(work, 'disks');
+    fs.mkdirSync(disks);
+    const overlay = path.join(disks, 'overlay.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', overlay, '1G']);
+    const data = path.join(work, 'data.ext4');
+    const ref = path.join(work, 'ref.ext4');
+    fs.writeFileSync(ref, '');
+    fs.writeFileSync(data, '');
+    fs.truncateSync(data, 8 * 1024 ** 3);
+    const volumes = [
+      { file: data, readOnly: false },
+      { file: ref, readOnly: true },
+    ];
+    const mounts = jailMounts({ ...spec(overlay), volumes }, path.join(work, 'run'), [disks]);
+    expect(mounts.owned).toEqual([path.join(work, 'run'), overlay, data]);
+    expect(mounts.readOnly).toContain(ref);
+    expect(mounts.readOnly).not.toContain(data);
+    const slack = 1024 ** 3 + 512 * 1024 ** 2;
+    // Without the volume, writes past the root disk's size would be refused (SIGXFSZ) though the guest may write all 8 GiB.
+    expect(fileSizeLimit({ rootDisk: overlay, memoryMiB: 512 })).toBe(1024 ** 3 + slack);
+    expect(fileSizeLimit({ rootDisk: overlay, memoryMiB: 512, volumes: [{ file: data, serial: 's', mount: '/d', readOnly: false }] })).toBe(
+      8 * 1024 ** 3 + slack,
+    );
   });
 
   it('attack: refuses a disk whose qcow2 header names a backing file outside the disk folders', () => {

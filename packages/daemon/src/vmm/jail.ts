@@ -148,7 +148,7 @@ export class VmJail {
         'prlimit',
         `--nofile=${MAX_OPEN_FILES}`,
         '--core=0',
-        `--fsize=${fileSizeLimit(spec.rootDisk, spec.memoryMiB)}`,
+        `--fsize=${fileSizeLimit(spec)}`,
         '--',
         'setpriv',
         `--reuid=${uid}`,
@@ -498,7 +498,8 @@ async function spawnJailed(argv: string[], logFile: string, beforeRun: (pid: num
  * its disk writable and the disk's backing chain read-only; its memory file
  * (written when shared, opened read-write but never written when private);
  * its runtime folder (sockets); the disk's folder, where the daemon may give
- * it a new overlay while it runs. Every backing file must be a regular file in
+ * it a new overlay while it runs; its volumes, owned when written, else
+ * read-only. Every backing file must be a regular file in
  * one of `diskRoots`: a qcow2 header is written by QEMU, so a header that
  * names anything else is an attack, refused.
  */
@@ -511,6 +512,7 @@ export function jailMounts(
     accel: string;
     memoryBackend?: { type: 'file'; path: string; shared: boolean } | { type: 'ram' } | undefined;
     nic?: { type: string } | undefined;
+    volumes?: { file: string; readOnly: boolean }[] | undefined;
   },
   runtimeDir: string,
   diskRoots: string[],
@@ -518,12 +520,18 @@ export function jailMounts(
   const chain = backingChain(spec.rootDisk);
   for (const file of chain) assertDiskFile(file, diskRoots);
   const memory = spec.memoryBackend?.type === 'file' ? spec.memoryBackend : undefined;
+  const volumes = spec.volumes ?? [];
   return {
     // A user-mode NIC's DNS server forwards to the host's resolver, which QEMU reads from resolv.conf.
-    readOnly: unique([spec.kernel, spec.initramfs, spec.kitDisk, ...chain, ...(spec.nic?.type === 'user' ? [RESOLV_CONF] : [])]).filter(
-      (f) => fs.existsSync(f),
-    ),
-    owned: [runtimeDir, spec.rootDisk, ...(memory?.shared ? [memory.path] : [])],
+    readOnly: unique([
+      spec.kernel,
+      spec.initramfs,
+      spec.kitDisk,
+      ...chain,
+      ...(spec.nic?.type === 'user' ? [RESOLV_CONF] : []),
+      ...volumes.filter((v) => v.readOnly).map((v) => v.file),
+    ]).filter((f) => fs.existsSync(f)),
+    owned: [runtimeDir, spec.rootDisk, ...(memory?.shared ? [memory.path] : []), ...volumes.filter((v) => !v.readOnly).map((v) => v.file)],
     groupWritable: memory && !memory.shared ? [memory.path] : [],
     diskFolders: [path.dirname(spec.rootDisk)],
     devices: [...(spec.nic?.type === 'tap' ? ['/dev/net/tun'] : []), ...(spec.accel === 'kvm' ? ['/dev/kvm'] : [])],
@@ -546,10 +554,11 @@ function unique(files: string[]): string[] {
   return [...new Set(files)];
 }
 
-/** The most QEMU may write to one file: the disk's virtual size (from its qcow2 header, capped) plus RAM plus slack. */
-function fileSizeLimit(rootDisk: string, memoryMiB: number): number {
-  const virtual = Math.min(qcow2VirtualSize(rootDisk) ?? MAX_VIRTUAL_DISK_BYTES, MAX_VIRTUAL_DISK_BYTES);
-  return virtual + memoryMiB * 1024 * 1024 + FILE_SIZE_SLACK_BYTES;
+/** The most QEMU may write to one file: its largest disk's virtual size (a qcow2 header's, a raw volume's own, capped) plus RAM plus slack. */
+export function fileSizeLimit(spec: Pick<VmSpec, 'rootDisk' | 'memoryMiB' | 'volumes'>): number {
+  const sizes = [qcow2VirtualSize(spec.rootDisk) ?? MAX_VIRTUAL_DISK_BYTES, ...(spec.volumes ?? []).map((v) => fs.statSync(v.file).size)];
+  const virtual = Math.min(Math.max(...sizes), MAX_VIRTUAL_DISK_BYTES);
+  return virtual + spec.memoryMiB * 1024 * 1024 + FILE_SIZE_SLACK_BYTES;
 }
 
 let active: VmJail | undefined;

@@ -86,6 +86,31 @@ describe('qemu command line', () => {
   });
 });
 
+describe('qemu volumes', () => {
+  const volumes = [
+    { file: '/s/volumes/data.ext4', serial: 'capsule-vol-0', mount: '/data', readOnly: false },
+    { file: '/s/volumes/ref.ext4', serial: 'capsule-vol-1', mount: '/ref', readOnly: true },
+  ];
+
+  it('adds each volume as a raw disk after every other device, read-only when asked, found by its serial', () => {
+    const args = qemuArgs({ ...spec, volumes }, new VmRuntimePaths('/run/x'));
+    expect(args).toContain('id=vol0,file=/s/volumes/data.ext4,format=raw,if=none,discard=unmap');
+    expect(args).toContain('id=vol1,file=/s/volumes/ref.ext4,format=raw,if=none,readonly=on');
+    const devices = args.filter((_, i) => args[i - 1] === '-device');
+    // Devices keep their order (and so their slots) whether volumes follow them or not: saved states still load.
+    expect(devices.slice(0, -2)).toEqual(qemuArgs(spec, new VmRuntimePaths('/run/x')).filter((_, i, all) => all[i - 1] === '-device'));
+    expect(devices.slice(-2)).toEqual([
+      'virtio-blk-device,drive=vol0,serial=capsule-vol-0',
+      'virtio-blk-device,drive=vol1,serial=capsule-vol-1',
+    ]);
+  });
+
+  it("tells the guest's init where to mount each", () => {
+    expect(kernelCommandLine({ ...spec, volumes })).toContain('capsule.volume=capsule-vol-0,/data,rw capsule.volume=capsule-vol-1,/ref,ro');
+    expect(kernelCommandLine(spec)).not.toContain('capsule.volume');
+  });
+});
+
 describe('qemu network device', () => {
   it('gives a VM without a NIC no network device and no network kernel option', () => {
     const args = qemuArgs(spec, new VmRuntimePaths('/r'));

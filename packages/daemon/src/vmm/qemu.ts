@@ -14,6 +14,16 @@ export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
 
 export type Accel = 'kvm' | 'tcg';
 
+/** A volume's disk as the VM gets it: a raw ext4 file the guest's init mounts at `mount`, finding it by `serial`. */
+export interface VolumeDrive {
+  file: string;
+  /** `capsule-vol-N`: at most 20 characters (virtio-blk's limit). */
+  serial: string;
+  /** An absolute guest path without spaces, commas or colons (volumes/volume-rules.ts). */
+  mount: string;
+  readOnly: boolean;
+}
+
 export interface VmSpec {
   /** Sandbox id; written into QEMU's command line so a pid can be recognised as ours. */
   id: string;
@@ -54,6 +64,13 @@ export interface VmSpec {
    * had one, but its backend may differ: netdev options are not migrated.
    */
   nic?: NicBackend | undefined;
+  /**
+   * Volumes, after every other device: a machine with none has the devices
+   * (and so the saved states) of one recorded before volumes existed. The
+   * guest mounts them at its boot, so a VM with volumes is never a restore of
+   * a snapshot taken without them.
+   */
+  volumes?: VolumeDrive[] | undefined;
 }
 
 /** QEMU ids of the NIC and its backend: `set_link` names the NIC. */
@@ -121,9 +138,11 @@ export function nicArgs(backend: NicBackend): string[] {
   return ['-netdev', netdev, '-device', `${device},netdev=${NETDEV_ID}`];
 }
 
-export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz' | 'nic'>): string {
+export function kernelCommandLine(spec: Pick<VmSpec, 'hostname' | 'accel' | 'tscKhz' | 'nic' | 'volumes'>): string {
   const args = ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'random.trust_cpu=on', `capsule.hostname=${spec.hostname}`];
   if (spec.nic) args.push(guestNetworkKernelArg());
+  // guest/init mounts each: `capsule.volume=SERIAL,PATH,rw|ro`.
+  for (const volume of spec.volumes ?? []) args.push(`capsule.volume=${volume.serial},${volume.mount},${volume.readOnly ? 'ro' : 'rw'}`);
   if (spec.accel === 'tcg' && spec.tscKhz !== undefined) args.push(`tsc_early_khz=${spec.tscKhz}`, 'tsc=reliable');
   // Under TCG each piece of machine code V8 generates is translated again by QEMU, which costs more
   // than interpreting the agent's short request paths: --jitless took about a quarter off the guest
@@ -198,6 +217,12 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths, options: { pidFile
           `virtserialport,chardev=bulk,name=${BULK_PORT_NAME},id=bulk-port`,
         ]
       : []),
+    ...(spec.volumes ?? []).flatMap((volume, index) => [
+      '-drive',
+      `id=vol${index},file=${optionValue(volume.file)},format=raw,if=none${volume.readOnly ? ',readonly=on' : ',discard=unmap'}`,
+      '-device',
+      `virtio-blk-device,drive=vol${index},serial=${volume.serial}`,
+    ]),
     '-chardev',
     `socket,id=console,path=${optionValue(paths.consoleSocket)},server=on,wait=off`,
     '-serial',

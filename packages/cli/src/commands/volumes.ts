@@ -1,0 +1,184 @@
+// `capsule volume create|ls|inspect|rm|resize|snapshot|snapshots|restore`: named disks that outlive
+// sandboxes (attached with `-v NAME:/PATH[:ro]` at create or run). `ls` prints
+// a table or --json; `inspect` the volume and the sandboxes that hold it.
+import type { VolumeInfo, VolumeSnapshotInfo } from '@capsule/sdk';
+import { Command } from 'commander';
+import { CliContext } from '../cli-context.js';
+import { formatAge, formatBytes, keyValueLines, renderTable } from '../human-format.js';
+import { parseVolumeSize } from '../option-parsers.js';
+import { addGlobalOptions } from './global-options.js';
+import { printJson } from './print-json.js';
+
+/** Who holds a volume: `sb_x:/data`, `name:/data (ro)`, or `-`. */
+function holders(volume: VolumeInfo): string {
+  if (volume.attachments.length === 0) return '-';
+  return volume.attachments.map((a) => `${a.sandboxName ?? a.sandboxId}:${a.mount}${a.readOnly ? ' (ro)' : ''}`).join(', ');
+}
+
+export function volumeTable(volumes: readonly VolumeInfo[], now: number = Date.now()): string {
+  return renderTable(
+    ['NAME', 'SIZE', 'ON DISK', 'ATTACHED TO', 'AGE'],
+    volumes.map((volume) => [
+      volume.name,
+      formatBytes(volume.sizeBytes),
+      formatBytes(volume.diskBytes),
+      holders(volume),
+      formatAge(volume.createdAt, now),
+    ]),
+  );
+}
+
+export function describeVolume(volume: VolumeInfo, now: number = Date.now()): string {
+  return `${keyValueLines([
+    ['Name', volume.name],
+    ['Size', `${formatBytes(volume.sizeBytes)} (${formatBytes(volume.diskBytes)} on disk)`],
+    ['Attached to', holders(volume)],
+    ['Created', `${volume.createdAt} (${formatAge(volume.createdAt, now)} ago)`],
+  ]).join('\n')}\n`;
+}
+
+function createCommand(): Command {
+  return addGlobalOptions(
+    new Command('create')
+      .description('Create an empty volume (ext4, a sparse file on the daemon host) and print its name')
+      .argument('<name>', 'lower-case letters, digits and -')
+      .option('-s, --size <size>', 'its size (512M, 10G, 1T)', parseVolumeSize, '10G')
+      .option('--json', 'print the volume as JSON')
+      .action(async (name: string, options: { size: string; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volume = await client.createVolume(name, options.size);
+        if (options.json) printJson(volume);
+        else process.stdout.write(`${volume.name}\n`);
+      }),
+  );
+}
+
+function listCommand(): Command {
+  return addGlobalOptions(
+    new Command('ls')
+      .description('List volumes and the sandboxes that hold them')
+      .option('-q, --quiet', 'print only names')
+      .option('--json', 'print the volumes as a JSON array')
+      .action(async (options: { quiet?: boolean; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volumes = await client.listVolumes();
+        if (options.json) printJson(volumes);
+        else if (options.quiet) process.stdout.write(volumes.map((volume) => `${volume.name}\n`).join(''));
+        else process.stdout.write(volumeTable(volumes));
+      }),
+  );
+}
+
+function inspectCommand(): Command {
+  return addGlobalOptions(
+    new Command('inspect')
+      .description('Show a volume: its size, disk use and the sandboxes that hold it')
+      .argument('<name>')
+      .option('--json', 'print the volume as JSON')
+      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volume = await client.getVolume(name);
+        if (options.json) printJson(volume);
+        else process.stdout.write(describeVolume(volume));
+      }),
+  );
+}
+
+function removeCommand(): Command {
+  return addGlobalOptions(
+    new Command('rm')
+      .description('Delete volumes and their data (refused while a running, paused or stopped sandbox holds one)')
+      .argument('<name...>')
+      .action(async (names: string[], _options: unknown, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        for (const name of names) {
+          await client.deleteVolume(name);
+          process.stdout.write(`${name}\n`);
+        }
+      }),
+  );
+}
+
+function resizeCommand(): Command {
+  return addGlobalOptions(
+    new Command('resize')
+      .description('Grow a volume and its filesystem (only while no sandbox holds it)')
+      .argument('<name>')
+      .argument('<size>', 'the new size (larger than now): 20G, 512M', parseVolumeSize)
+      .option('--json', 'print the volume as JSON')
+      .action(async (name: string, size: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volume = await client.resizeVolume(name, size);
+        if (options.json) printJson(volume);
+        else process.stdout.write(`${volume.name}: ${formatBytes(volume.sizeBytes)}\n`);
+      }),
+  );
+}
+
+function snapshotCommand(): Command {
+  return addGlobalOptions(
+    new Command('snapshot')
+      .description('Copy a volume as it is now (refused while a sandbox holds it read-write); prints the snapshot name')
+      .argument('<name>')
+      .option('--name <snapshot>', 'name of the snapshot (default: the time, YYYYMMDD-HHMMSS)')
+      .option('--json', 'print the snapshot as JSON')
+      .action(async (name: string, options: { name?: string; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const snapshot = await client.snapshotVolume(name, options.name);
+        if (options.json) printJson(snapshot);
+        else process.stdout.write(`${snapshot.name}\n`);
+      }),
+  );
+}
+
+export function snapshotTable(snapshots: readonly VolumeSnapshotInfo[], now: number = Date.now()): string {
+  return renderTable(
+    ['SNAPSHOT', 'SIZE', 'ON DISK', 'AGE'],
+    snapshots.map((s) => [s.name, formatBytes(s.sizeBytes), formatBytes(s.diskBytes), formatAge(s.createdAt, now)]),
+  );
+}
+
+function snapshotsCommand(): Command {
+  return addGlobalOptions(
+    new Command('snapshots')
+      .description("List a volume's snapshots")
+      .argument('<name>')
+      .option('--json', 'print the snapshots as a JSON array')
+      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const snapshots = await client.listVolumeSnapshots(name);
+        if (options.json) printJson(snapshots);
+        else process.stdout.write(snapshotTable(snapshots));
+      }),
+  );
+}
+
+function restoreCommand(): Command {
+  return addGlobalOptions(
+    new Command('restore')
+      .description('Make a new volume from a snapshot (the snapshot’s volume is left as it is); prints its name')
+      .argument('<name>', 'the volume the snapshot was taken of')
+      .argument('<snapshot>')
+      .requiredOption('--as <volume>', 'name of the new volume')
+      .option('--json', 'print the new volume as JSON')
+      .action(async (name: string, snapshot: string, options: { as: string; json?: boolean }, command: Command) => {
+        const client = await CliContext.of(command).daemonClient();
+        const volume = await client.restoreVolumeSnapshot(name, snapshot, options.as);
+        if (options.json) printJson(volume);
+        else process.stdout.write(`${volume.name}\n`);
+      }),
+  );
+}
+
+export function volumeCommand(): Command {
+  return new Command('volume')
+    .description('Manage volumes: disks that outlive sandboxes')
+    .addCommand(createCommand())
+    .addCommand(listCommand())
+    .addCommand(inspectCommand())
+    .addCommand(removeCommand())
+    .addCommand(resizeCommand())
+    .addCommand(snapshotCommand())
+    .addCommand(snapshotsCommand())
+    .addCommand(restoreCommand());
+}
