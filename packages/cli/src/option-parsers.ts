@@ -4,23 +4,19 @@
 import { limits, parseSizeMiB, VOLUME_NAME_PATTERN, type PortRequest, type VolumeMountRequest } from '@capsule/protocol';
 import { InvalidArgumentError } from 'commander';
 
-const MIB_PER_UNIT: Record<string, number> = { k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 };
-
 /** `512` (MiB), `512M`, `512MiB`, `1G`, `1.5GiB`, `1T` → MiB, within the daemon's limits. */
 export function parseMemoryMiB(value: string): number {
-  return parseSizeMiB(value, 'memory', limits.minMemoryMiB, limits.maxMemoryMiB);
+  return sizeWithin(value, 'memory', limits.minMemoryMiB, limits.maxMemoryMiB);
 }
 
 /** A root disk size, like memory's (`20G`); the daemon checks it only grows. */
 export function parseDiskMiB(value: string): number {
-  return parseSizeMiB(value, 'disk', 1, limits.maxDiskMiB);
+  return sizeWithin(value, 'disk', 1, limits.maxDiskMiB);
 }
 
-function parseSizeMiB(value: string, what: string, minMiB: number, maxMiB: number): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(value);
-  if (!match) throw new InvalidArgumentError(`"${value}" is not a ${what} size (examples: 512, 512M, 2G)`);
-  const mib = Number(match[1]) * (MIB_PER_UNIT[(match[2] ?? 'm').toLowerCase()] ?? 1);
-  if (!Number.isInteger(mib)) throw new InvalidArgumentError(`"${value}" is not a whole number of MiB`);
+function sizeWithin(value: string, what: string, minMiB: number, maxMiB: number): number {
+  const mib = parseSizeMiB(value);
+  if (mib === undefined) throw new InvalidArgumentError(`"${value}" is not a ${what} size in whole MiB (examples: 512, 512M, 2G)`);
   if (mib < minMiB || mib > maxMiB) throw new InvalidArgumentError(`${what} must be between ${minMiB} MiB and ${maxMiB / 1024} GiB`);
   return mib;
 }
