@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { DaemonMetrics } from '../metrics.js';
-import { parseCpuTicks, readQemuUsage } from './metrics.js';
+import { parseCpuTicks, readQemuUsage } from './usage-sampler.js';
 import { buildApi, type Api, type ApiContext } from './server.js';
 
 /** The value of the sample of family `name` whose labels include `labels`, or undefined when there is none. */
@@ -97,6 +97,8 @@ describe('GET /metrics', () => {
       info: () => ({}),
       log: silentLogger,
       metrics,
+      // Off: the scrape reads the host itself.
+      metricsIntervalMs: 0,
       version: 'test',
       domain: 'localhost',
     } as unknown as ApiContext;
