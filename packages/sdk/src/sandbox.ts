@@ -1,7 +1,14 @@
 // The high-level handle on one sandbox, shaped like E2B's `Sandbox`: static
 // factories that create, connect, list and kill, and an instance whose concerns
 // are grouped (`sandbox.commands`, `sandbox.files`, `sandbox.pty`). It holds no state the daemon does not own.
-import type { CreateSandboxRequest, EgressRules, PortRequest, Sandbox as SandboxInfo, Template } from '@capsule/protocol';
+import type {
+  CreateSandboxRequest,
+  EgressRules,
+  PortRequest,
+  Sandbox as SandboxInfo,
+  SandboxMetricsPoint,
+  Template,
+} from '@capsule/protocol';
 import { CapsuleClient, type ConnectionOptions, type PortRequestInit } from './client.js';
 import type { TransportResponse } from './transport.js';
 import { SandboxAgent } from './agent-call.js';
@@ -159,6 +166,13 @@ export class Sandbox {
   async getInfo(options: { signal?: AbortSignal } = {}): Promise<SandboxInfo> {
     this.#info = await this.client.getSandbox(this.id, callOptions(options));
     return this.#info;
+  }
+
+  /** This sandbox's metrics history, oldest first (e2b's `getMetrics`): host CPU, memory and disk, and on some points the guest's own view. */
+  async getMetrics(options: { start?: Date; end?: Date; signal?: AbortSignal } = {}): Promise<SandboxMetricsPoint[]> {
+    const { start, end } = options;
+    return (await this.client.getSandboxMetrics(this.id, { ...(start ? { start } : {}), ...(end ? { end } : {}) }, callOptions(options)))
+      .points;
   }
 
   /** Saves the sandbox's memory and devices and ends its VM; `resume()` continues where it stopped. */
