@@ -13,9 +13,8 @@ import { CapsuleError } from '../errors.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { SandboxTokens } from './credentials.js';
-import { parseMetricsRange } from './metrics-range.js';
+import { MetricsRangeQuery, parseMetricsRange } from './metrics-range.js';
 import { route, type ApiRoute } from './routes.js';
-import { MetricsRangeQuery } from './sandbox-metrics-routes.js';
 import { guestMetricsOf, type UsageSampler } from './usage-sampler.js';
 
 const CLIENT_ID = 'capsule';

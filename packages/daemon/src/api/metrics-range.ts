@@ -8,6 +8,15 @@ const HINT = 'give start and end as Unix seconds (e.g. 1765000000) or ISO 8601 t
 const EARLIEST_MS = Date.UTC(2000, 0, 1);
 const LATEST_MS = Date.UTC(3000, 0, 1);
 
+/** The query schema of both history routes (ours and e2b's); `parseMetricsRange` checks the values. */
+export const MetricsRangeQuery = {
+  type: 'object',
+  properties: {
+    start: { type: 'string', maxLength: 64, description: 'Unix seconds or ISO 8601; default: the oldest point kept' },
+    end: { type: 'string', maxLength: 64, description: 'Unix seconds or ISO 8601; default: now' },
+  },
+} as const;
+
 export interface TimeWindow {
   startMs: number;
   endMs: number;

@@ -142,6 +142,13 @@ describe('GET /metrics', () => {
   it('is in the OpenAPI document', async () => {
     const res = await api.app.inject({ method: 'GET', url: '/openapi.json' });
     expect(Object.keys(res.json().paths)).toContain('/metrics');
+    expect(Object.keys(res.json().paths)).toContain('/v1/sandboxes/{id}/metrics');
+  });
+
+  it('refuses a history range that is not one with a hint, before looking the sandbox up', async () => {
+    const res = await api.app.inject({ method: 'GET', url: '/v1/sandboxes/sb_run/metrics?start=20&end=10' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'invalid_argument', hint: expect.stringMatching(/ISO 8601/) });
   });
 
   it('counts requests by route template, never by raw URL, and error answers by code', async () => {

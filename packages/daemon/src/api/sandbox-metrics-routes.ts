@@ -3,17 +3,9 @@
 // itself, so a query costs the same however often it is made.
 import { SandboxMetrics } from '@capsule/protocol';
 import type { SandboxManager } from '../sandboxes/manager.js';
-import { parseMetricsRange } from './metrics-range.js';
+import { MetricsRangeQuery, parseMetricsRange } from './metrics-range.js';
 import { errorResponses, IdParams, route, type ApiRoute } from './routes.js';
 import { GUEST_EVERY_POINTS, type UsageSampler } from './usage-sampler.js';
-
-export const MetricsRangeQuery = {
-  type: 'object',
-  properties: {
-    start: { type: 'string', maxLength: 64, description: 'Unix seconds or ISO 8601; default: the oldest point kept' },
-    end: { type: 'string', maxLength: 64, description: 'Unix seconds or ISO 8601; default: now' },
-  },
-} as const;
 
 export function sandboxMetricsRoutes(manager: SandboxManager, sampler: UsageSampler): ApiRoute[] {
   return [
