@@ -24,7 +24,11 @@ export const SandboxMetricsPoint = Type.Object({
   memoryRssBytes: Type.Optional(
     Type.Integer({ description: "Resident memory of the sandbox's QEMU, pages shared with its template included" }),
   ),
-  memoryPrivateBytes: Type.Optional(Type.Integer({ description: 'Memory only this QEMU maps: what removing the sandbox gives back' })),
+  memoryPrivateBytes: Type.Optional(
+    Type.Integer({
+      description: "The QEMU's anonymous resident memory (RssAnon): what only it holds, what removing the sandbox gives back",
+    }),
+  ),
   diskAllocatedBytes: Type.Optional(Type.Integer({ description: "Disk blocks held by the sandbox's own overlay (what it wrote)" })),
   guest: Type.Optional(GuestMetrics),
 });

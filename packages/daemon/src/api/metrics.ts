@@ -84,7 +84,7 @@ export class ScrapeTimeMetrics {
     });
     this.privateBytes = new Gauge({
       name: 'capsule_sandbox_memory_private_bytes',
-      help: "Memory only this sandbox's QEMU maps (Private_Clean + Private_Dirty): what removing it gives back.",
+      help: "Anonymous resident memory of a sandbox's QEMU (RssAnon): what only it holds and removing it gives back; template pages it only read are shared page cache, not counted.",
       labelNames: perSandbox,
       registers,
     });

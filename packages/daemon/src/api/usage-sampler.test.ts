@@ -4,7 +4,14 @@ import path from 'node:path';
 import type { Sandbox } from '@capsule/protocol';
 import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.js';
-import { cpuPercentBetween, GUEST_EVERY_POINTS, HISTORY_SPAN_MS, UsageSampler, type UsageSources } from './usage-sampler.js';
+import {
+  cpuPercentBetween,
+  GUEST_EVERY_POINTS,
+  HISTORY_SPAN_MS,
+  parseStatusMemory,
+  UsageSampler,
+  type UsageSources,
+} from './usage-sampler.js';
 
 const guestAnswer = { ts: 1, cpu_count: 2, cpu_used_pct: 40, mem_total: 512e6, mem_used: 100e6, disk_total: 2e9, disk_used: 3e8 };
 
@@ -107,5 +114,14 @@ describe('cpuPercentBetween', () => {
     expect(cpuPercentBetween(undefined, 11, 1000)).toBeUndefined();
     expect(cpuPercentBetween(previous, undefined, 1000)).toBeUndefined();
     expect(cpuPercentBetween(previous, 11, 0)).toBeUndefined();
+  });
+});
+
+describe('parseStatusMemory', () => {
+  it("reads VmRSS and RssAnon of /proc/PID/status in bytes; a gone process's or a kernel thread's reads as unknown", () => {
+    const status = 'Name:\tqemu-system-x86\nVmRSS:\t  409600 kB\nRssAnon:\t  102400 kB\nRssFile:\t  307200 kB\n';
+    expect(parseStatusMemory(status)).toEqual({ rssBytes: 409600 * 1024, privateBytes: 102400 * 1024 });
+    expect(parseStatusMemory('Name:\tkthreadd\nState:\tS (sleeping)\n')).toBeUndefined();
+    expect(parseStatusMemory(undefined)).toBeUndefined();
   });
 });
