@@ -21,6 +21,8 @@ export const daemonProfiles = {
   restore: { CAPSULE_WARM_POOL_SIZE: '0' },
   /** The default: one restored, warmed-up VM waits for the next create. */
   pool: { CAPSULE_WARM_POOL_SIZE: '1' },
+  /** `restore` without the metrics history (CAPSULE_METRICS_INTERVAL_MS=0): the baseline of what sampling costs. */
+  'restore-unsampled': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_METRICS_INTERVAL_MS: '0' },
   /** `restore` with every QEMU unconfined (CAPSULE_JAIL=off): the baseline of what the jail costs. */
   'restore-unjailed': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_JAIL: 'off' },
 };

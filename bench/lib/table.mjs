@@ -15,6 +15,8 @@ export function formatValue(value, unit) {
       return `${value >= 10 ? value.toFixed(0) : value.toFixed(1)} MiB`;
     case 'MB/s':
       return `${value.toFixed(0)} MB/s`;
+    case '% core':
+      return `${value.toFixed(2)} % core`;
     case 'req/s':
       return `${value >= 10 ? value.toFixed(0) : value.toFixed(1)} req/s`;
     default:

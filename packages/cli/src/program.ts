@@ -70,6 +70,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   },
   { name: 'logs', usage: '[options] <sandbox>', description: "Print a sandbox's serial console log", load: sandboxModule },
   {
+    name: 'stats',
+    usage: '[options] [sandbox...]',
+    description: "Show sandboxes' CPU, memory and disk use as a live table (like docker stats) until Ctrl-C",
+    load: async () => [(await import('./commands/stats.js')).statsCommand()],
+  },
+  {
     name: 'pause',
     usage: '[options] <sandbox...>',
     description: 'Pause sandboxes: save their memory and end their VMs (no RAM used until resumed)',

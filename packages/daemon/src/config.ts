@@ -24,6 +24,8 @@ export interface DaemonConfig {
   /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
   warmPoolSize: number;
   logLevel: string;
+  /** How often every running sandbox's usage is sampled into its history (CAPSULE_METRICS_INTERVAL_MS, default 5000; 0: off). */
+  metricsIntervalMs: number;
   /** Run each sandbox's QEMU jailed (own uid, namespaces, cgroup, seccomp); from CAPSULE_JAIL, on unless `off`. */
   jail: boolean;
   /** Sandbox networking: `user` (QEMU's user-mode stack, the default) or `tap` (root: namespace, tap, NAT). */
@@ -83,6 +85,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
     warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
+    metricsIntervalMs: positiveInt(env.CAPSULE_METRICS_INTERVAL_MS, 5000),
     jail: onOff(env.CAPSULE_JAIL, true),
     network,
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',

@@ -128,6 +128,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     info,
     log,
     metrics,
+    metricsIntervalMs: config.metricsIntervalMs,
     version: DAEMON_VERSION,
     domain: config.domain,
   });

@@ -222,3 +222,17 @@ describe('CapsuleClient without a daemon', () => {
     await expect(client.health()).rejects.toMatchObject({ name: 'ConnectionError', code: 'connection_lost' });
   });
 });
+
+describe('getSandboxMetrics', () => {
+  it('asks for the history between two times as ISO times, and for all of it without them', async () => {
+    const history = { sandboxId: 'sb_abc', intervalMs: 5000, guestEveryPoints: 3, retentionMs: 1_800_000, points: [] };
+    const { daemon, client } = await clientFor((_request, res) => sendJson(res, 200, history));
+    const start = new Date('2026-12-07T15:00:00Z');
+    expect(await client.getSandboxMetrics('my box', { start, end: new Date('2026-12-07T15:30:00Z') })).toEqual(history);
+    await client.getSandboxMetrics('sb_abc');
+    expect(daemon.requests.map((request) => request.url)).toEqual([
+      '/v1/sandboxes/my%20box/metrics?start=2026-12-07T15%3A00%3A00.000Z&end=2026-12-07T15%3A30%3A00.000Z',
+      '/v1/sandboxes/sb_abc/metrics',
+    ]);
+  });
+});

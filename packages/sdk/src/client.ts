@@ -22,6 +22,7 @@ import {
   type ExecResult,
   type Sandbox as SandboxInfo,
   type SandboxList,
+  type SandboxMetrics,
   type SetNetworkRequest,
   type SetResourcesRequest,
   type Template,
@@ -226,6 +227,18 @@ export class CapsuleClient {
 
   async getSandbox(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('GET', sandboxPath(idOrName), undefined, options);
+  }
+
+  /**
+   * A sandbox's metrics history, oldest first: a point every few seconds while
+   * it runs, kept for 30 minutes. `start` and `end` bound it (default: all of it).
+   */
+  async getSandboxMetrics(idOrName: string, range: { start?: Date; end?: Date } = {}, options?: CallOptions): Promise<SandboxMetrics> {
+    const query = new URLSearchParams();
+    if (range.start) query.set('start', range.start.toISOString());
+    if (range.end) query.set('end', range.end.toISOString());
+    const search = query.size > 0 ? `?${query}` : '';
+    return this.#json('GET', sandboxPath(idOrName, `/metrics${search}`), undefined, options);
   }
 
   async deleteSandbox(idOrName: string, options?: CallOptions): Promise<void> {

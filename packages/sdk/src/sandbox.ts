@@ -6,6 +6,7 @@ import type {
   EgressRules,
   PortRequest,
   Sandbox as SandboxInfo,
+  SandboxMetricsPoint,
   Template,
   VolumeMountRequest,
 } from '@capsule/protocol';
@@ -169,6 +170,13 @@ export class Sandbox {
   async getInfo(options: { signal?: AbortSignal } = {}): Promise<SandboxInfo> {
     this.#info = await this.client.getSandbox(this.id, callOptions(options));
     return this.#info;
+  }
+
+  /** This sandbox's metrics history, oldest first (e2b's `getMetrics`): host CPU, memory and disk, and on some points the guest's own view. */
+  async getMetrics(options: { start?: Date; end?: Date; signal?: AbortSignal } = {}): Promise<SandboxMetricsPoint[]> {
+    const { start, end } = options;
+    return (await this.client.getSandboxMetrics(this.id, { ...(start ? { start } : {}), ...(end ? { end } : {}) }, callOptions(options)))
+      .points;
   }
 
   /** Saves the sandbox's memory and devices and ends its VM; `resume()` continues where it stopped. */

@@ -39,6 +39,7 @@ describe('agent proxy over TCP, with an agent stand-in that records headers', ()
       info: () => ({}),
       log: silentLogger,
       metrics: new DaemonMetrics(),
+      metricsIntervalMs: 0,
       version: 'test',
       domain: 'localhost',
     } as unknown as ApiContext;

@@ -4,6 +4,7 @@ import type { Sandbox } from '@capsule/protocol';
 import { CapsuleError } from '../errors.js';
 import { SandboxTokens } from './credentials.js';
 import { e2bErrorHandler, e2bState, pageOf, parseMetadataFilter, toE2bListed, toE2bMetric, toE2bSandbox } from './e2b-routes.js';
+import { guestMetricsOf } from './usage-sampler.js';
 
 const sandbox: Sandbox = {
   id: 'sb_x',
@@ -86,7 +87,7 @@ describe('e2b shapes', () => {
       disk_total: 2e9,
       disk_used: 3e8,
     };
-    expect(toE2bMetric(agent)).toEqual({
+    expect(toE2bMetric(new Date(1_795_600_000_000).toISOString(), guestMetricsOf(agent))).toEqual({
       timestamp: new Date(1_795_600_000_000).toISOString(),
       timestampUnix: 1_795_600_000,
       cpuCount: 1,
@@ -97,8 +98,8 @@ describe('e2b shapes', () => {
       diskUsed: 3e8,
       diskTotal: 2e9,
     });
-    for (const bad of [null, 'x', { ...agent, mem_used: 'lots' }, { ...agent, cpu_count: -1 }, { ...agent, ts: Infinity }]) {
-      expect(() => toE2bMetric(bad)).toThrow(/metrics/);
+    for (const bad of [null, 'x', { ...agent, mem_used: 'lots' }, { ...agent, cpu_count: -1 }, { ...agent, disk_total: Infinity }]) {
+      expect(() => guestMetricsOf(bad)).toThrow(/metrics/);
     }
   });
 

@@ -1,5 +1,5 @@
 // The control-plane endpoints the official e2b SDK calls (create, connect,
-// list, get, kill, timeout, pause, resume, fork), with its JSON shapes and its
+// list, get, kill, timeout, pause, resume, fork, metrics), with its JSON shapes and its
 // error form `{code, message}`, mapped onto the sandbox manager. With
 // E2B_API_URL and E2B_SANDBOX_URL pointed at capsuled, the e2b SDK runs
 // unchanged; its calls to the agent go through the proxy (agent-proxy.ts).
@@ -7,13 +7,15 @@
 import type {} from '@fastify/swagger';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { httpStatusOf, limits, type Sandbox } from '@capsule/protocol';
+import { httpStatusOf, limits, type GuestMetrics, type Sandbox } from '@capsule/protocol';
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { SandboxTokens } from './credentials.js';
+import { MetricsRangeQuery, parseMetricsRange } from './metrics-range.js';
 import { route, type ApiRoute } from './routes.js';
+import { guestMetricsOf, type UsageSampler } from './usage-sampler.js';
 
 const CLIENT_ID = 'capsule';
 /** e2b reports an end time for every sandbox; one without a timeout ends never. */
@@ -97,30 +99,20 @@ export function toE2bListed(sandbox: Sandbox) {
   };
 }
 
-/**
- * One e2b metrics sample from the agent's /metrics (envd's JSON). Every field
- * must be a finite, non-negative number: the guest is not trusted.
- */
-export function toE2bMetric(agent: unknown) {
-  const field = (name: string): number => {
-    const value = (agent as Record<string, unknown> | null)?.[name];
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-      throw new CapsuleError('agent_protocol_error', `the agent's metrics have no valid ${name}`);
-    }
-    return value;
-  };
-  const ts = field('ts');
+/** One e2b metrics sample: the guest's view at a time. */
+export function toE2bMetric(timestamp: string, guest: GuestMetrics) {
+  const ms = Date.parse(timestamp);
   return {
-    timestamp: new Date(ts * 1000).toISOString(),
-    timestampUnix: ts,
-    cpuCount: field('cpu_count'),
-    cpuUsedPct: field('cpu_used_pct'),
-    memUsed: field('mem_used'),
-    memTotal: field('mem_total'),
+    timestamp,
+    timestampUnix: Math.floor(ms / 1000),
+    cpuCount: guest.cpuCount,
+    cpuUsedPct: guest.cpuUsedPct,
+    memUsed: guest.memUsedBytes,
+    memTotal: guest.memTotalBytes,
     // The agent does not report the page cache apart.
     memCache: 0,
-    diskUsed: field('disk_used'),
-    diskTotal: field('disk_total'),
+    diskUsed: guest.diskUsedBytes,
+    diskTotal: guest.diskTotalBytes,
   };
 }
 
@@ -173,7 +165,7 @@ export async function liveE2bSandbox(manager: SandboxManager, id: string): Promi
 }
 
 /** e2b's routes; they need e2bErrorHandler in their scope. */
-export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRoute[] {
+export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sampler: UsageSampler): ApiRoute[] {
   const tags = ['e2b'];
   const live = (id: string) => liveE2bSandbox(manager, id);
 
@@ -273,14 +265,21 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens): ApiRo
       },
     }),
 
-    // The current sample only: the daemon keeps no history of a sandbox's metrics.
-    route<{ Params: IdParams }>({
+    // The points of the history that have the guest's view; with sampling off, the guest's current view only.
+    route<{ Params: IdParams; Querystring: { start?: string; end?: string } }>({
       method: 'GET',
       url: '/sandboxes/:sandboxID/metrics',
-      schema: { tags, params: IdParams },
+      schema: { tags, params: IdParams, querystring: MetricsRangeQuery },
       handler: async (request) => {
-        const { agent } = await manager.agentOf(request.params.sandboxID);
-        return [toE2bMetric(await agent.getJson('/metrics', METRICS_TIMEOUT_MS))];
+        const window = parseMetricsRange(request.query, Date.now(), sampler.retentionMs);
+        const sandbox = await live(request.params.sandboxID);
+        if (sampler.intervalMs === 0) {
+          const { agent } = await manager.agentOf(sandbox.id);
+          return [toE2bMetric(new Date().toISOString(), guestMetricsOf(await agent.getJson('/metrics', METRICS_TIMEOUT_MS)))];
+        }
+        return sampler
+          .history(sandbox.id, window.startMs, window.endMs)
+          .flatMap((point) => (point.guest ? [toE2bMetric(point.timestamp, point.guest)] : []));
       },
     }),
 

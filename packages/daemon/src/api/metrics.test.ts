@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { DaemonMetrics } from '../metrics.js';
-import { parseCpuTicks, readQemuUsage } from './metrics.js';
+import { parseCpuTicks, readQemuUsage } from './usage-sampler.js';
 import { buildApi, type Api, type ApiContext } from './server.js';
 
 /** The value of the sample of family `name` whose labels include `labels`, or undefined when there is none. */
@@ -97,6 +97,8 @@ describe('GET /metrics', () => {
       info: () => ({}),
       log: silentLogger,
       metrics,
+      // Off: the scrape reads the host itself.
+      metricsIntervalMs: 0,
       version: 'test',
       domain: 'localhost',
     } as unknown as ApiContext;
@@ -140,6 +142,13 @@ describe('GET /metrics', () => {
   it('is in the OpenAPI document', async () => {
     const res = await api.app.inject({ method: 'GET', url: '/openapi.json' });
     expect(Object.keys(res.json().paths)).toContain('/metrics');
+    expect(Object.keys(res.json().paths)).toContain('/v1/sandboxes/{id}/metrics');
+  });
+
+  it('refuses a history range that is not one with a hint, before looking the sandbox up', async () => {
+    const res = await api.app.inject({ method: 'GET', url: '/v1/sandboxes/sb_run/metrics?start=20&end=10' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'invalid_argument', hint: expect.stringMatching(/ISO 8601/) });
   });
 
   it('counts requests by route template, never by raw URL, and error answers by code', async () => {

@@ -1,17 +1,14 @@
 // What GET /metrics reads when it is scraped, and the REST API's own
 // instruments. At scrape time: sandboxes by state and template, warm pools,
-// and each running sandbox's QEMU as the host sees it (CPU, memory, disk),
-// from /proc and the file system. It must never run between scrapes (no timer,
-// no state kept per sandbox) nor fail a scrape because a VM went away meanwhile.
-import fs from 'node:fs';
-import path from 'node:path';
+// and each running sandbox's QEMU as the host sees it (CPU, memory, disk), as
+// the usage sampler last read it (usage-sampler.ts). It must never run between
+// scrapes (no timer, no state kept per sandbox) nor fail a scrape because a VM went away meanwhile.
 import type { ErrorCode, Sandbox } from '@capsule/protocol';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge } from 'prom-client';
-import { runCommand } from '../launcher.js';
 import type { DaemonMetrics } from '../metrics.js';
-import { vmMemoryBytes } from '../sandboxes/memory.js';
 import { capsuleErrorOf } from './request-errors.js';
+import type { QemuUsage } from './usage-sampler.js';
 
 /** Error codes that mean the host had no room for what was asked, by the reason admission refused it. */
 const ADMISSION_REFUSALS: Partial<Record<ErrorCode, 'memory' | 'disk'>> = {
@@ -39,18 +36,10 @@ export function instrumentApi(app: FastifyInstance, metrics: DaemonMetrics): voi
 export interface ScrapeSources {
   /** Sandboxes not killed, with the pid of the QEMU of those that have one. */
   listSandboxes(): Promise<Sandbox[]>;
-  /** Where a sandbox's disk overlay lives. */
-  stateDir(id: string): string;
+  /** A running sandbox's QEMU now (the sampler's fresh point, or read from the host). */
+  usageOf(id: string, pid: number): QemuUsage;
   /** VMs ready in each template's warm pool. */
   warmPools(): { template: string; ready: number }[];
-}
-
-/** One running sandbox's QEMU as the host sees it; a field is undefined when its file could not be read (the VM just exited). */
-export interface QemuUsage {
-  cpuSeconds: number | undefined;
-  rssBytes: number | undefined;
-  privateBytes: number | undefined;
-  diskBytes: number | undefined;
 }
 
 /** The scrape-time series of the daemon's registry; `scrape` fills them in and renders the whole registry. */
@@ -62,7 +51,6 @@ export class ScrapeTimeMetrics {
   private readonly rssBytes: Gauge<'sandbox' | 'template'>;
   private readonly privateBytes: Gauge<'sandbox' | 'template'>;
   private readonly diskBytes: Gauge<'sandbox' | 'template'>;
-  private clockTicks: Promise<number> | undefined;
 
   constructor(
     private readonly metrics: DaemonMetrics,
@@ -96,7 +84,7 @@ export class ScrapeTimeMetrics {
     });
     this.privateBytes = new Gauge({
       name: 'capsule_sandbox_memory_private_bytes',
-      help: "Memory only this sandbox's QEMU maps (Private_Clean + Private_Dirty): what removing it gives back.",
+      help: "Anonymous resident memory of a sandbox's QEMU (RssAnon): what only it holds and removing it gives back; template pages it only read are shared page cache, not counted.",
       labelNames: perSandbox,
       registers,
     });
@@ -112,9 +100,8 @@ export class ScrapeTimeMetrics {
     return this.metrics.registry.contentType;
   }
 
-  /** Reads the host now and renders every series in the Prometheus text format. */
+  /** Reads sandboxes and their usage now and renders every series in the Prometheus text format. */
   async scrape(): Promise<string> {
-    const ticksPerSecond = await this.clockTicksPerSecond();
     const sandboxes = await this.sources.listSandboxes();
     // From here to the render's start nothing awaits: a concurrent scrape never sees these series half-filled.
     for (const gauge of [this.sandboxes, this.warmPoolReady, this.cpuSeconds, this.rssBytes, this.privateBytes, this.diskBytes])
@@ -123,7 +110,7 @@ export class ScrapeTimeMetrics {
       this.sandboxes.inc({ state: sandbox.state, template: sandbox.template });
       if (sandbox.state !== 'running' || sandbox.pid === undefined) continue;
       const labels = { sandbox: sandbox.id, template: sandbox.template };
-      const usage = readQemuUsage(sandbox.pid, path.join(this.sources.stateDir(sandbox.id), 'overlay.qcow2'), ticksPerSecond);
+      const usage = this.sources.usageOf(sandbox.id, sandbox.pid);
       if (usage.cpuSeconds !== undefined) this.cpuSeconds.inc(labels, usage.cpuSeconds);
       if (usage.rssBytes !== undefined) this.rssBytes.set(labels, usage.rssBytes);
       if (usage.privateBytes !== undefined) this.privateBytes.set(labels, usage.privateBytes);
@@ -131,50 +118,5 @@ export class ScrapeTimeMetrics {
     }
     for (const { template, ready } of this.sources.warmPools()) this.warmPoolReady.set({ template }, ready);
     return await this.metrics.registry.metrics();
-  }
-
-  /** The kernel's USER_HZ, the unit of /proc/PID/stat's times: asked once; 100, Linux's value on every common architecture, if getconf fails. */
-  private clockTicksPerSecond(): Promise<number> {
-    this.clockTicks ??= runCommand('getconf', ['CLK_TCK']).then(
-      ({ stdout }) => Number(stdout.trim()) || 100,
-      () => 100,
-    );
-    return this.clockTicks;
-  }
-}
-
-/** Reads one QEMU's CPU time and memory from /proc and its overlay's allocated blocks; small files, a few reads per sandbox. */
-export function readQemuUsage(pid: number, overlay: string, ticksPerSecond: number): QemuUsage {
-  const ticks = parseCpuTicks(readOrUndefined(`/proc/${pid}/stat`));
-  const memory = vmMemoryBytes(pid);
-  let diskBytes: number | undefined;
-  try {
-    diskBytes = fs.statSync(overlay).blocks * 512;
-  } catch {
-    diskBytes = undefined;
-  }
-  return {
-    cpuSeconds: ticks === undefined ? undefined : ticks / ticksPerSecond,
-    rssBytes: memory?.rssBytes,
-    privateBytes: memory?.privateBytes,
-    diskBytes,
-  };
-}
-
-/** utime + stime (fields 14 and 15) of a /proc/PID/stat line; read after the command name, which may hold spaces and parentheses. */
-export function parseCpuTicks(stat: string | undefined): number | undefined {
-  if (stat === undefined) return undefined;
-  // Fields from the 3rd (the state) on, after the last ')' that closes the command name.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[14 - 3]);
-  const stime = Number(fields[15 - 3]);
-  return Number.isFinite(utime) && Number.isFinite(stime) ? utime + stime : undefined;
-}
-
-function readOrUndefined(file: string): string | undefined {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return undefined;
   }
 }

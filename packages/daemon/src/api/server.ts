@@ -33,10 +33,12 @@ import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
 import { defaultServerLimits as serverLimits, limitServer, requestBodyDeadline, serverOptions } from './server-limits.js';
 import { ENVD_PORT, portTarget, proxyToPort, upgradeToPort } from './port-proxy.js';
 import { addRoutes } from './routes.js';
+import { sandboxMetricsRoutes } from './sandbox-metrics-routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
 import { volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
+import { UsageSampler } from './usage-sampler.js';
 
 export interface ApiContext {
   manager: SandboxManager;
@@ -49,6 +51,8 @@ export interface ApiContext {
   log: Logger;
   /** The daemon's registry, served at /metrics with what is read at scrape time (metrics.ts). */
   metrics: DaemonMetrics;
+  /** How often the usage sampler takes a point of every running sandbox (0: never; usage-sampler.ts). */
+  metricsIntervalMs: number;
   version: string;
   /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
   domain: string;
@@ -156,18 +160,30 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
 
   const isViaTcp = (req: IncomingMessage) => viaTcp.has(req);
+  const listSandboxes = () => ctx.manager.list(false);
+  const sampler = new UsageSampler(
+    ctx.metricsIntervalMs,
+    {
+      listSandboxes,
+      stateDir: (id) => ctx.manager.stateDir(id),
+      askGuest: async (id, timeoutMs, maxBytes) => (await ctx.manager.agentOf(id)).agent.getJson('/metrics', timeoutMs, maxBytes),
+    },
+    ctx.log,
+  );
+  await sampler.start();
   addRoutes(app, [
     ...systemRoutes(
       ctx.info,
       new ScrapeTimeMetrics(ctx.metrics, {
-        listSandboxes: () => ctx.manager.list(false),
-        stateDir: (id) => ctx.manager.stateDir(id),
+        listSandboxes,
+        usageOf: (id, pid) => sampler.currentUsage(id, pid),
         warmPools: () => ctx.templates.warm.readyInPools(),
       }),
     ),
     ...templateRoutes(ctx.templates, isViaTcp),
     ...imageRoutes(ctx.images, ctx.templates, isViaTcp),
     ...sandboxRoutes(ctx.manager, ctx.templates),
+    ...sandboxMetricsRoutes(ctx.manager, sampler),
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
     ...volumeRoutes(ctx.volumes),
   ]);
@@ -175,7 +191,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
-    addRoutes(scope, [...e2bRoutes(ctx.manager, ctx.tokens), ...e2bSnapshotRoutes(ctx.manager, ctx.templates)]);
+    addRoutes(scope, [...e2bRoutes(ctx.manager, ctx.tokens, sampler), ...e2bSnapshotRoutes(ctx.manager, ctx.templates)]);
   });
 
   return {
@@ -198,6 +214,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       return `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
     },
     async close() {
+      sampler.stop();
       for (const server of tcpServers) {
         server.closeAllConnections();
         await new Promise((resolve) => server.close(resolve));

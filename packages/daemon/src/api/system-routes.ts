@@ -17,7 +17,7 @@ export function systemRoutes(info: () => DaemonInfo, metrics: ScrapeTimeMetrics)
       url: '/metrics',
       schema: {
         description:
-          "The daemon's metrics in Prometheus' text format: its process, API requests and errors, sandbox operations, warm pools, and each running sandbox's CPU, memory and disk as the host measures them when scraped (see docs/api.md).",
+          "The daemon's metrics in Prometheus' text format: its process, API requests and errors, sandbox operations, warm pools, and each running sandbox's CPU, memory and disk as the host measured them at most one sampling interval ago (see docs/api.md).",
         response: {
           200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } },
         },

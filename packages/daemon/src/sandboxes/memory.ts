@@ -172,7 +172,7 @@ function inMiB({ rssBytes, privateBytes, sharedBytes }: VmMemoryBytes): VmMemory
 }
 
 /** A live process's memory (Rss is its VmRSS, counted page by page); undefined once it is gone. */
-export function vmMemoryBytes(pid: number): VmMemoryBytes | undefined {
+function vmMemoryBytes(pid: number): VmMemoryBytes | undefined {
   try {
     return parseSmapsRollupBytes(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
   } catch {
