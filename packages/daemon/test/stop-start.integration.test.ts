@@ -63,6 +63,21 @@ describe('stop, start, resources and host reboots (real QEMU microVMs)', () => {
     await daemon.api.removeSandbox(id);
   }, 600_000);
 
+  it('a volume stays attached and mounted through a stop and a start', async () => {
+    const created = await daemon.request('POST', '/v1/sandboxes', {
+      timeoutMs: 0,
+      volumes: [{ name: 'kept-through-stop', mount: '/data' }],
+    });
+    expect(created.status, created.text).toBe(201);
+    const id = created.body.id as string;
+    await sh(id, 'echo on-volume > /data/f && sync');
+    await post(id, 'stop');
+    await post(id, 'start');
+    expect(await sh(id, 'cat /data/f; grep -c " /data ext4 " /proc/mounts')).toBe('on-volume\n1\n');
+    await daemon.api.removeSandbox(id);
+    expect((await daemon.request('DELETE', '/v1/volumes/kept-through-stop')).status).toBe(204);
+  }, 600_000);
+
   it('resources change only while stopped, the disk only grows, and the guest sees the new CPUs, memory and disk', async () => {
     const { id } = await daemon.api.createSandbox({ timeoutMs: 0 });
     const diskBefore = Number(await sh(id, "df -B1M --output=size / | tail -1 | tr -d ' '"));
