@@ -20,7 +20,8 @@ const MAY_IMPORT = {
   images: ['guest', 'store'],
   templates: ['images', 'guest', 'vmm', 'agent', 'network', 'store'],
   sandboxes: ['templates', 'images', 'vmm', 'network', 'agent', 'guest', 'store'],
-  api: ['sandboxes', 'templates', 'images', 'vmm', 'network', 'agent', 'guest', 'store'],
+  events: ['store'],
+  api: ['events', 'sandboxes', 'templates', 'images', 'vmm', 'network', 'agent', 'guest', 'store'],
 };
 /** The root files that wire folders together; every other root file imports no folder and is imported by any. */
 const WIRING = new Set(['daemon.ts', 'main.ts']);
