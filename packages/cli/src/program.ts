@@ -28,6 +28,10 @@ const processModule = async () => {
   const { psCommand, killCommand } = await import('./commands/processes.js');
   return [psCommand(), killCommand()];
 };
+const eventsModule = async () => {
+  const { eventsCommand, webhookCommand } = await import('./commands/events.js');
+  return [eventsCommand(), webhookCommand()];
+};
 const templateModule = async () => {
   const { templatesCommand, templateCommand } = await import('./commands/templates.js');
   return [templatesCommand(), templateCommand()];
@@ -144,6 +148,13 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     description: 'Manage OCI images that templates are built from',
     load: async () => [(await import('./commands/images.js')).imageCommand()],
   },
+  {
+    name: 'events',
+    usage: '[options]',
+    description: 'Stream sandbox, template and image events until Ctrl-C',
+    load: eventsModule,
+  },
+  { name: 'webhook', usage: '', description: 'Manage webhooks: URLs that receive events as signed POSTs', load: eventsModule },
   {
     name: 'daemon',
     usage: '',

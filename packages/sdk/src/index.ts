@@ -33,11 +33,13 @@ export {
   defaultSocketPath,
   type CallOptions,
   type ConnectionOptions,
+  type EventStreamOptions,
   type ExecStreamEvent,
   type ImageCallOptions,
   type PortRequestInit,
 } from './client.js';
 export { AgentConnection } from './agent-connection.js';
+export { verifyWebhookSignature } from './event-stream.js';
 export { HOST_ENV, daemonAddressOf, parseDaemonUrl } from './daemon-address.js';
 export type { DaemonAddress, TlsTrust } from './daemon-tls.js';
 export type { PortTunnelOptions } from './port-tunnel.js';
@@ -74,4 +76,10 @@ export type {
   Template as TemplateInfo,
   TemplateDetails,
   PruneResult,
+  CapsuleEvent,
+  CreatedWebhook,
+  CreateWebhookRequest,
+  Webhook as WebhookInfo,
+  WebhookDelivery,
+  WebhookPayload,
 } from '@capsule/protocol';

@@ -199,6 +199,10 @@ export class Webhooks {
   }
 
   async #attempt(delivery: Delivery, controller: AbortController): Promise<void> {
+    if (!this.#webhooks.some((w) => w.id === delivery.webhook.id)) {
+      this.#queued--; // removed meanwhile; its log went with it
+      return;
+    }
     delivery.attempts++;
     const outcome = await this.#post(delivery, controller.signal);
     if (controller.signal.aborted) return; // stopping: the row stays pending
