@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { recordResourceEvent, RESOURCE_EVENTS_KEPT } from '../store/events.js';
+import { recordResourceEvent } from '../store/events.js';
 import { type SandboxRecord, Store } from '../store/store.js';
 import { NO_FILTER, parseFilter } from './event-view.js';
 import { defaultEventStreamLimits, serveEventStream } from './event-stream.js';
@@ -134,17 +134,5 @@ describe('the event stream (real SQLite, in memory)', () => {
     res.emit('close');
     await store.transition('sb_a', 'running', 'user');
     expect(res.types()).toEqual([]);
-  });
-
-  it('keeps template and image events bounded by count', async () => {
-    for (let i = 0; i < 3; i++) await recordResourceEvent(store, { type: 'template.created', template: `t${i}`, reason: 'user' });
-    await store.db
-      .updateTable('resource_events')
-      .set({ id: RESOURCE_EVENTS_KEPT + 10 })
-      .where('template', '=', 't2')
-      .execute();
-    await recordResourceEvent(store, { type: 'template.removed', template: 't2', reason: 'user' });
-    const left = await store.db.selectFrom('resource_events').select('template').execute();
-    expect(left.map((r) => r.template)).toEqual(['t2', 't2']);
   });
 });

@@ -133,13 +133,16 @@ export async function insertDelivery(store: Store, webhookId: string, eventId: s
         updated_at: at,
       })
       .executeTakeFirstOrThrow();
-    const id = Number(inserted.insertId);
-    await tx
-      .deleteFrom('webhook_deliveries')
+    const oldestKept = await tx
+      .selectFrom('webhook_deliveries')
+      .select('id')
       .where('webhook_id', '=', webhookId)
-      .where('id', '<=', id - DELIVERIES_KEPT_PER_WEBHOOK)
-      .execute();
-    return id;
+      .orderBy('id', 'desc')
+      .offset(DELIVERIES_KEPT_PER_WEBHOOK - 1)
+      .limit(1)
+      .executeTakeFirst();
+    if (oldestKept) await tx.deleteFrom('webhook_deliveries').where('webhook_id', '=', webhookId).where('id', '<', oldestKept.id).execute();
+    return Number(inserted.insertId);
   });
 }
 
