@@ -3,12 +3,13 @@
 // gets only what it missed, a receiver on loopback gets deliveries whose
 // signature verifies, and a receiver that is down gets retries while the
 // daemon goes on serving.
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CapsuleClient, verifyWebhookSignature } from '@capsule/sdk';
 import type { CapsuleEvent, CreatedWebhook, WebhookDelivery, WebhookPayload } from '@capsule/protocol';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { eventually, it, TestDaemon } from './fixture.js';
+import { cliMain, eventually, it, TestDaemon } from './fixture.js';
 
 /** A raw `GET /v1/events` on the daemon's socket: its messages as they arrive, parsed here (not by the SDK) to check the wire. */
 class RawEventStream {
@@ -60,7 +61,7 @@ interface Received {
 }
 
 describe('events and webhooks (real QEMU microVM)', () => {
-  const daemon = new TestDaemon();
+  const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0' });
   const received: Received[] = [];
   const receiver = http.createServer((req, res) => {
     let body = '';
@@ -209,5 +210,43 @@ describe('events and webhooks (real QEMU microVM)', () => {
     expect((await daemon.request<{ webhooks: { id: string }[] }>('GET', '/v1/webhooks')).body.webhooks.map((w) => w.id)).toEqual([
       goodHook.id,
     ]);
+  });
+
+  it('capsule events replays what --since asks for, as JSON lines, and ends cleanly on Ctrl-C', async () => {
+    const child = spawn(process.execPath, [cliMain, 'events', '--since', '1h', '--filter', `sandbox=${sandboxId}`, '--json'], {
+      env: daemon.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const closed = new Promise<number | null>((resolve) => child.once('close', resolve));
+    await eventually(() => (stdout.split('\n').length > 3 ? true : undefined), 20_000, 'three events from the CLI');
+    child.kill('SIGINT');
+    expect(await closed, stderr).toBe(0);
+    const types = stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as CapsuleEvent).type);
+    expect(types).toEqual(['sandbox.created', 'sandbox.running', 'sandbox.killed']);
+  });
+
+  it('asks for an API key over TCP, on the stream as on every route', async () => {
+    const { tcpAddress } = await daemon.api.info();
+    const [host, port] = (tcpAddress ?? '').split(':');
+    const answer = (urlPath: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status?: number; type?: string }>((resolve, reject) => {
+        http
+          .get({ host, port: Number(port), path: urlPath, headers, agent: false }, (res) => {
+            resolve({ status: res.statusCode, type: res.headers['content-type'] });
+            res.destroy();
+          })
+          .on('error', reject);
+      });
+    expect((await answer('/v1/events')).status).toBe(401);
+    expect((await answer('/v1/webhooks')).status).toBe(401);
+    const { key } = await daemon.api.createApiKey('events');
+    expect(await answer('/v1/events', { 'x-api-key': key })).toEqual({ status: 200, type: 'text/event-stream; charset=utf-8' });
   });
 });
