@@ -232,6 +232,22 @@ describe('events and webhooks (real QEMU microVM)', () => {
     expect(types).toEqual(['sandbox.created', 'sandbox.running', 'sandbox.killed']);
   });
 
+  it('streams template events: a snapshot made into a template, and its removal', async () => {
+    const before = new Date().toISOString();
+    const source = await daemon.api.createSandbox();
+    await daemon.api.snapshot(source.id, 'events-snap');
+    await daemon.api.removeSandbox(source.id);
+    await daemon.api.removeTemplate('events-snap');
+    const stream = new RawEventStream();
+    await stream.open(daemon, `/v1/events?type=template&since=${encodeURIComponent(before)}`);
+    await eventually(() => (stream.events.length >= 2 ? true : undefined), 10_000, 'two template events');
+    stream.close();
+    expect(stream.events.map((e) => [e.type, e.template, e.reason])).toEqual([
+      ['template.created', 'events-snap', 'snapshot'],
+      ['template.removed', 'events-snap', 'user'],
+    ]);
+  });
+
   it('asks for an API key over TCP, on the stream as on every route', async () => {
     const { tcpAddress } = await daemon.api.info();
     const [host, port] = (tcpAddress ?? '').split(':');
