@@ -39,7 +39,7 @@ import {
 import { debugLog } from './debug-log.js';
 import { type Deadline, startDeadline } from './deadline.js';
 import { CapsuleError, ConnectionError, InvalidArgumentError, errorFromWire } from './errors.js';
-import { parseServerSentEvents } from './event-stream.js';
+import { parseEventData, parseServerSentEvents } from './event-stream.js';
 import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
 import { AgentConnection } from './agent-connection.js';
@@ -413,8 +413,8 @@ export class CapsuleClient {
             resume = true;
             break;
           }
-          if (message.event === 'error') throw errorFromWire(JSON.parse(message.data) as { code: string; message: string });
-          const event = JSON.parse(message.data) as CapsuleEvent;
+          if (message.event === 'error') throw errorFromWire(parseEventData(message.data) as { code: string; message: string });
+          const event = parseEventData(message.data) as CapsuleEvent;
           since = event.id;
           yield event;
         }

@@ -30,6 +30,15 @@ export async function* parseServerSentEvents(source: AsyncIterable<Uint8Array>):
   yield* ready.splice(0);
 }
 
+/** A message's JSON data; anything else is the daemon breaking the protocol. */
+export function parseEventData(data: string): unknown {
+  try {
+    return JSON.parse(data);
+  } catch {
+    throw new CapsuleError('protocol_error', `capsuled sent an event that is not JSON: ${JSON.stringify(data.slice(0, 80))}`);
+  }
+}
+
 /**
  * Whether `signatureHeader` (a delivery's Capsule-Signature, `t=<seconds>,v1=<hex>`)
  * signs `body` (the raw request body, before any JSON parsing) with `secret`,

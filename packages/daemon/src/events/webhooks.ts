@@ -21,9 +21,9 @@ import {
   type WebhookRecord,
 } from '../store/events.js';
 import type { Store } from '../store/store.js';
-import type { CreatedWebhook, CreateWebhookRequest, Webhook, WebhookDelivery, WebhookPayload } from '@capsule/protocol';
+import type { CreatedWebhook, CreateWebhookRequest, SandboxState, Webhook, WebhookDelivery, WebhookPayload } from '@capsule/protocol';
 import { WEBHOOK_SIGNATURE_HEADER } from '@capsule/protocol';
-import { advance, checkEventTypes, eventType, matches, NO_FILTER, toCapsuleEvent } from './event-view.js';
+import { checkEventTypes, eventType, matches, NO_FILTER, type EventFilter } from './event-view.js';
 import { signWebhookBody } from './webhook-signature.js';
 
 export interface WebhookLimits {
@@ -77,20 +77,29 @@ export function checkWebhookUrl(text: string): string {
 
 /** The body a webhook receives for an event. */
 export function webhookPayload(event: RecordedEvent): WebhookPayload {
-  const view = toCapsuleEvent(event, advance({ sandbox: 0, resource: 0 }, event));
-  return {
-    version: 'v1',
+  const common = {
+    version: 'v1' as const,
     // Unique per event across both histories (the stream's ids are cursors, which are not).
     id: `${event.kind === 'sandbox' ? 's' : 'r'}${event.id}`,
     type: eventType(event),
     timestamp: event.at,
-    ...(view.sandboxId !== undefined ? { sandboxId: view.sandboxId, sandboxTemplateId: view.template } : {}),
+  };
+  const message = event.message !== null ? { message: event.message } : {};
+  if (event.kind === 'sandbox') {
+    return {
+      ...common,
+      sandboxId: event.sandboxId,
+      sandboxTemplateId: event.template,
+      eventData: { state: event.state as SandboxState, reason: event.reason, ...message },
+    };
+  }
+  return {
+    ...common,
     eventData: {
-      reason: view.reason,
-      ...(view.state !== undefined ? { state: view.state } : {}),
-      ...(view.message !== undefined ? { message: view.message } : {}),
-      ...(view.sandboxId === undefined && view.template !== undefined ? { template: view.template } : {}),
-      ...(view.image !== undefined ? { image: view.image } : {}),
+      reason: event.reason,
+      ...message,
+      ...(event.template !== null ? { template: event.template } : {}),
+      ...(event.image !== null ? { image: event.image } : {}),
     },
   };
 }
@@ -107,7 +116,7 @@ interface Delivery {
 
 export class Webhooks {
   /** What the feed listener matches against without reading the store. */
-  #webhooks: WebhookRecord[] = [];
+  #webhooks: { record: WebhookRecord; filter: EventFilter }[] = [];
   readonly #ready: Delivery[] = [];
   readonly #retryTimers = new Set<NodeJS.Timeout>();
   readonly #inFlight = new Set<AbortController>();
@@ -122,7 +131,7 @@ export class Webhooks {
 
   async start(): Promise<void> {
     await failPendingDeliveries(this.store, 'capsuled stopped before it was delivered');
-    this.#webhooks = await listWebhooks(this.store);
+    this.#webhooks = (await listWebhooks(this.store)).map(subscribed);
     this.#unsubscribe = this.store.feed.subscribe((event) => this.#enqueue(event));
   }
 
@@ -144,7 +153,7 @@ export class Webhooks {
       created_at: new Date().toISOString(),
     };
     await insertWebhook(this.store, row);
-    this.#webhooks = [...this.#webhooks, row];
+    this.#webhooks = [...this.#webhooks, subscribed(row)];
     return { ...view(row), secret: row.secret };
   }
 
@@ -154,7 +163,7 @@ export class Webhooks {
 
   async remove(id: string): Promise<void> {
     if (!(await deleteWebhook(this.store, id))) throw webhookNotFound(id);
-    this.#webhooks = this.#webhooks.filter((w) => w.id !== id);
+    this.#webhooks = this.#webhooks.filter((w) => w.record.id !== id);
   }
 
   /** A webhook's delivery log, newest first. */
@@ -164,7 +173,7 @@ export class Webhooks {
   }
 
   #enqueue(event: RecordedEvent): void {
-    const wanting = this.#webhooks.filter((w) => matches({ ...NO_FILTER, types: JSON.parse(w.events) as string[] }, event));
+    const wanting = this.#webhooks.filter((w) => matches(w.filter, event)).map((w) => w.record);
     if (wanting.length === 0) return;
     const payload = webhookPayload(event);
     const body = JSON.stringify(payload);
@@ -199,7 +208,7 @@ export class Webhooks {
   }
 
   async #attempt(delivery: Delivery, controller: AbortController): Promise<void> {
-    if (!this.#webhooks.some((w) => w.id === delivery.webhook.id)) {
+    if (!this.#webhooks.some((w) => w.record.id === delivery.webhook.id)) {
       this.#queued--; // removed meanwhile; its log went with it
       return;
     }
@@ -260,6 +269,10 @@ export class Webhooks {
       return { error: reason.slice(0, 500) };
     }
   }
+}
+
+function subscribed(record: WebhookRecord): { record: WebhookRecord; filter: EventFilter } {
+  return { record, filter: { ...NO_FILTER, types: JSON.parse(record.events) as string[] } };
 }
 
 function view(row: WebhookRecord): Webhook {
