@@ -136,3 +136,29 @@ describe('the event stream (real SQLite, in memory)', () => {
     expect(res.types()).toEqual([]);
   });
 });
+
+describe('a client cut while its catch-up is read (real SQLite, in memory)', () => {
+  it('gets nothing after its overflow message', async () => {
+    const store = await Store.open(':memory:');
+    for (const id of ['sb_a', 'sb_b', 'sb_c']) await store.insertSandbox(sandboxRow(id));
+    const res = new FakeResponse(true);
+    // One live event more than may wait while the catch-up is read, arriving during its first page read.
+    const serving = serveEventStream(
+      store,
+      asResponse(res),
+      NO_FILTER,
+      { after: { sandbox: 0, resource: 0 } },
+      {
+        ...defaultEventStreamLimits,
+        maxPendingEvents: 0,
+        pageSize: 1,
+      },
+    );
+    await store.transition('sb_a', 'running', 'user');
+    await serving;
+    const messages = res.messages();
+    expect(messages.at(-1)?.event).toBe('overflow');
+    expect(res.errored).toBeNull();
+    await store.close();
+  });
+});

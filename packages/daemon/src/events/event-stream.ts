@@ -45,9 +45,16 @@ export async function serveEventStream(
   let cursor: EventCursor = { sandbox: 0, resource: 0 };
   const pending: RecordedEvent[] = [];
 
+  // Called only once the subscription and the heartbeat below exist.
+  const stop = () => {
+    closed = true;
+    unsubscribe();
+    clearInterval(heartbeat);
+  };
   /** Writes the event if the client has not had it and wants it; false when the socket's buffer is full. */
   const deliver = (event: RecordedEvent): boolean => {
-    if (seen(cursor, event)) return true;
+    // A catch-up page read before the client was cut or went may still be in hand.
+    if (closed || seen(cursor, event)) return true;
     cursor = advance(cursor, event);
     if (!matches(filter, event)) return true;
     return res.write(formatSseMessage({ id: formatCursor(cursor), data: JSON.stringify(toCapsuleEvent(event, cursor)) }));
@@ -75,11 +82,6 @@ export async function serveEventStream(
     if (res.writableLength > limits.maxBufferedBytes) cut();
   });
   const heartbeat = setInterval(() => res.write(formatSseComment('keepalive')), limits.heartbeatMs);
-  const stop = () => {
-    closed = true;
-    unsubscribe();
-    clearInterval(heartbeat);
-  };
   res.once('close', stop);
 
   res.writeHead(200, {

@@ -424,10 +424,14 @@ export class Templates {
     }
     await this.assertUnused(name);
     const warmSnapshotDir = await this.warm.forgetTemplate(name);
-    if (snapshotTemplateDir !== undefined) await removeSnapshotTemplate(this.store, name, snapshotTemplateDir);
-    else await deleteTemplate(this.store, name);
-    await recordResourceEvent(this.store, { type: 'template.removed', template: name, reason: 'user' });
-    if (snapshotTemplateDir !== undefined) return;
+    const removed = { type: 'template.removed', template: name, reason: 'user' };
+    if (snapshotTemplateDir !== undefined) {
+      await removeSnapshotTemplate(this.store, name, snapshotTemplateDir);
+      await recordResourceEvent(this.store, removed);
+      return;
+    }
+    await deleteTemplate(this.store, name);
+    await recordResourceEvent(this.store, removed);
     if (warmSnapshotDir) fs.rmSync(warmSnapshotDir, { recursive: true, force: true });
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (
