@@ -41,7 +41,13 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
 
   beforeEach(async () => {
     store = await Store.open(':memory:');
-    webhooks = new Webhooks(store, silentLogger, { ...defaultWebhookLimits, firstRetryDelayMs: 10, maxAttempts: 3, attemptTimeoutMs: 300 });
+    // A generous attempt timeout: the CPU may be shared, and a late answer would count as a failed attempt.
+    webhooks = new Webhooks(store, silentLogger, {
+      ...defaultWebhookLimits,
+      firstRetryDelayMs: 10,
+      maxAttempts: 3,
+      attemptTimeoutMs: 5_000,
+    });
     await webhooks.start();
     answers = [];
     bodies.length = 0;
@@ -101,6 +107,9 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
   });
 
   it('gives an attempt that gets no answer up after its timeout', async () => {
+    webhooks.stop();
+    webhooks = new Webhooks(store, silentLogger, { ...defaultWebhookLimits, firstRetryDelayMs: 10, maxAttempts: 3, attemptTimeoutMs: 300 });
+    await webhooks.start();
     const hook = await webhooks.add({ url, events: ['sandbox.created'] });
     answers = ['hang', 'hang', 'hang'];
     await store.insertSandbox(sandboxRow('sb_a'));
