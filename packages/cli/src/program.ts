@@ -28,6 +28,10 @@ const processModule = async () => {
   const { topCommand, procCommand } = await import('./commands/processes.js');
   return [topCommand(), procCommand()];
 };
+const eventsModule = async () => {
+  const { eventsCommand, webhookCommand } = await import('./commands/events.js');
+  return [eventsCommand(), webhookCommand()];
+};
 const templateModule = async () => {
   const { templatesCommand, templateCommand } = await import('./commands/templates.js');
   return [templatesCommand(), templateCommand()];
@@ -164,6 +168,13 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     description: 'Manage volumes: disks that outlive sandboxes',
     load: async () => [(await import('./commands/volumes.js')).volumeCommand()],
   },
+  {
+    name: 'events',
+    usage: '[options]',
+    description: 'Stream sandbox, template and image events until Ctrl-C',
+    load: eventsModule,
+  },
+  { name: 'webhook', usage: '', description: 'Manage webhooks: URLs that receive events as signed POSTs', load: eventsModule },
   {
     name: 'daemon',
     usage: '',

@@ -11,6 +11,7 @@ import { buildApi, listenOnSocket } from './api/server.js';
 import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import type { DaemonConfig } from './config.js';
 import { errorMessage } from './errors.js';
+import { Webhooks } from './events/webhooks.js';
 import { ImageService } from './images/image-service.js';
 import { DaemonMetrics } from './metrics.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
@@ -118,7 +119,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     startedAt,
     jail: { enabled: config.jail, support: jailSupport },
   });
+  const webhooks = new Webhooks(store, log.child({ component: 'webhooks' }));
+  await webhooks.start();
   const api = await buildApi({
+    store,
+    webhooks,
     manager,
     images,
     templates,
@@ -153,6 +158,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
   return {
     async stop() {
       await api.close();
+      webhooks.stop();
       await manager.shutdown();
       await store.close();
       fs.rmSync(config.socketPath, { force: true });

@@ -24,7 +24,11 @@ export const DAEMON_SETTINGS: readonly DaemonSetting[] = [
   { name: 'CAPSULE_BOOT_TIMEOUT_MS', defaultValue: '120000', summary: 'how long a cold boot may take' },
   { name: 'CAPSULE_MEMORY_BUDGET_MIB', defaultValue: '', summary: "guest memory for all sandboxes; unset: twice the host's RAM" },
   { name: 'CAPSULE_DISK_RESERVE_MIB', defaultValue: '1024', summary: 'free disk kept under the state and cache folders' },
-  { name: 'CAPSULE_METRICS_INTERVAL_MS', defaultValue: '5000', summary: 'how often each sandbox is sampled for its metrics history; 0: never' },
+  {
+    name: 'CAPSULE_METRICS_INTERVAL_MS',
+    defaultValue: '5000',
+    summary: 'how often each sandbox is sampled for its metrics history; 0: never',
+  },
   { name: 'CAPSULE_WARM_SNAPSHOTS', defaultValue: 'on', summary: 'off: every create boots cold' },
   { name: 'CAPSULE_WARM_POOL_SIZE', defaultValue: '1', summary: 'restored VMs kept ready per template' },
   { name: 'CAPSULE_JAIL', defaultValue: 'on', summary: 'off: run every QEMU as root, unconfined' },

@@ -2,3 +2,4 @@ export * from './api.js';
 export * from './errors.js';
 export * from './daemon-settings.js';
 export * from './metrics.js';
+export * from './events.js';

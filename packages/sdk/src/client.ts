@@ -7,7 +7,11 @@ import {
   defaultSocketPath as protocolDefaultSocketPath,
   type ApiKey,
   type ApiKeyList,
+  type CapsuleEvent,
   type CreatedApiKey,
+  type CreatedWebhook,
+  type CreateWebhookRequest,
+  EVENT_STREAM_OVERFLOW,
   type CreateSandboxRequest,
   type BuildEvent,
   type BuildTemplateRequest,
@@ -32,10 +36,15 @@ import {
   type VolumeList,
   type VolumeSnapshot,
   type VolumeSnapshotList,
+  type Webhook,
+  type WebhookDelivery,
+  type WebhookDeliveryList,
+  type WebhookList,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
 import { type Deadline, startDeadline } from './deadline.js';
 import { CapsuleError, ConnectionError, InvalidArgumentError, errorFromWire } from './errors.js';
+import { parseEventData, parseServerSentEvents } from './event-stream.js';
 import { toExecEvent } from './exec-event.js';
 import { DEFAULT_MAX_NDJSON_LINE_BYTES, parseNdjson } from './ndjson.js';
 import { AgentConnection } from './agent-connection.js';
@@ -107,6 +116,16 @@ export interface PortRequestInit extends CallOptions {
 
 /** What `execStream` yields: every ExecEvent except `error`, which it throws as a CapsuleError. */
 export type ExecStreamEvent = Exclude<ExecEvent, { type: 'error' }>;
+
+/** What `events()` streams: each filter a list (any of them matches), empty for all. */
+export interface EventStreamOptions extends CallOptions {
+  sandboxes?: string[];
+  templates?: string[];
+  /** Event types (`sandbox.killed`) or families (`sandbox`, `template`, `image`). */
+  types?: string[];
+  /** An event id (the events after it) or an RFC 3339 time; without it, new events only. */
+  since?: string;
+}
 
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 const DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024;
@@ -378,6 +397,73 @@ export class CapsuleClient {
       response.cancel();
       deadline.dispose();
     }
+  }
+
+  /**
+   * Sandbox transitions, template and image events as they happen, after the
+   * history asked for with `since`; runs until the signal aborts or the
+   * iteration stops. When the daemon cuts a client that reads too slowly it
+   * resumes from the last event; a lost connection throws ConnectionError
+   * (call again with `since` set to the last event's id).
+   */
+  async *events(options: EventStreamOptions = {}): AsyncGenerator<CapsuleEvent, void, undefined> {
+    let since = options.since;
+    for (;;) {
+      const query = new URLSearchParams();
+      for (const [key, list] of [
+        ['sandbox', options.sandboxes],
+        ['template', options.templates],
+        ['type', options.types],
+      ] as const) {
+        if (list && list.length > 0) query.set(key, list.join(','));
+      }
+      if (since !== undefined) query.set('since', since);
+      const route = `/v1/events${query.size > 0 ? `?${query}` : ''}`;
+      const { response, deadline } = await this.#send('GET', route, undefined, options, 'text/event-stream');
+      let resume = false;
+      try {
+        deadline.stopTimer();
+        if (response.status >= 300) throw await this.#errorFrom(response, 'GET', route);
+        for await (const message of parseServerSentEvents(response.body)) {
+          if (message.event === EVENT_STREAM_OVERFLOW) {
+            since = message.id ?? since;
+            resume = true;
+            break;
+          }
+          if (message.event === 'error') throw errorFromWire(parseEventData(message.data) as { code: string; message: string });
+          const event = parseEventData(message.data) as CapsuleEvent;
+          since = event.id;
+          yield event;
+        }
+      } finally {
+        response.cancel();
+        deadline.dispose();
+      }
+      if (!resume) {
+        throw new ConnectionError('connection_lost', 'The event stream ended', {
+          hint: 'capsuled may have stopped; call events() again with `since` set to the last event id',
+        });
+      }
+    }
+  }
+
+  async listWebhooks(options?: CallOptions): Promise<Webhook[]> {
+    return (await this.#json<WebhookList>('GET', '/v1/webhooks', undefined, options)).webhooks;
+  }
+
+  /** Registers a webhook; the answer is the only place its signing secret is shown. */
+  async createWebhook(request: CreateWebhookRequest, options?: CallOptions): Promise<CreatedWebhook> {
+    return this.#json('POST', '/v1/webhooks', request, options);
+  }
+
+  async deleteWebhook(id: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', `/v1/webhooks/${encodeURIComponent(id)}`, undefined, options);
+  }
+
+  /** A webhook's newest deliveries, newest first. */
+  async webhookDeliveries(id: string, options?: CallOptions): Promise<WebhookDelivery[]> {
+    return (await this.#json<WebhookDeliveryList>('GET', `/v1/webhooks/${encodeURIComponent(id)}/deliveries`, undefined, options))
+      .deliveries;
   }
 
   /** Images in the daemon's store, newest first. */

@@ -33,11 +33,13 @@ export {
   defaultSocketPath,
   type CallOptions,
   type ConnectionOptions,
+  type EventStreamOptions,
   type ExecStreamEvent,
   type ImageCallOptions,
   type PortRequestInit,
 } from './client.js';
 export { AgentConnection } from './agent-connection.js';
+export { verifyWebhookSignature } from './event-stream.js';
 export { HOST_ENV, daemonAddressOf, parseDaemonUrl } from './daemon-address.js';
 export type { DaemonAddress, TlsTrust } from './daemon-tls.js';
 export { fetchDaemonCertificate, normalizeFingerprint } from './daemon-tls.js';
@@ -82,4 +84,10 @@ export type {
   VolumeAttachment,
   VolumeMountRequest,
   VolumeSnapshot as VolumeSnapshotInfo,
+  CapsuleEvent,
+  CreatedWebhook,
+  CreateWebhookRequest,
+  Webhook as WebhookInfo,
+  WebhookDelivery,
+  WebhookPayload,
 } from '@capsule/protocol';

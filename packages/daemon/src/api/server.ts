@@ -20,13 +20,16 @@ import { imageRoutes } from './image-routes.js';
 import { templateRoutes } from './template-routes.js';
 import type { Logger } from '../log.js';
 import type { DaemonMetrics } from '../metrics.js';
+import type { Webhooks } from '../events/webhooks.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
+import type { Store } from '../store/store.js';
 import type { Templates } from '../templates/templates.js';
 import { agentTarget, proxyToAgent } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
+import { eventRoutes } from './event-routes.js';
 import { capsuleErrorOf } from './request-errors.js';
 import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
 import { BUILD_CONTEXT_CONTENT_TYPE } from './build-context-upload.js';
@@ -56,6 +59,9 @@ export interface ApiContext {
   version: string;
   /** Sandbox ports by host name: `<port>-<sandboxId>.<domain>`. */
   domain: string;
+  /** The event history the event stream reads, and the webhooks its events go to. */
+  store: Store;
+  webhooks: Webhooks;
 }
 
 export interface Api {
@@ -186,6 +192,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     ...sandboxMetricsRoutes(ctx.manager, sampler),
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
     ...volumeRoutes(ctx.volumes),
+    ...eventRoutes(ctx.store, ctx.webhooks),
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.

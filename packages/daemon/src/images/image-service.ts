@@ -12,6 +12,7 @@ import { CapsuleError } from '../errors.js';
 import { diskBytes } from '../guest/files.js';
 import { isProcessAlive } from '../launcher.js';
 import type { Logger } from '../log.js';
+import { recordResourceEvent } from '../store/events.js';
 import { deleteImage, deleteImageRef, findImageDigest } from '../store/images.js';
 import type { Store } from '../store/store.js';
 import { importArchive } from './archive-import.js';
@@ -162,6 +163,12 @@ export class ImageService {
       holdFile(this.blobs.path(digest), this.holds);
     }
     await saveImage(this.store, image, ref, source);
+    await recordResourceEvent(this.store, {
+      type: source === 'registry' ? 'image.pulled' : 'image.imported',
+      image: ref ?? image.digest,
+      reason: 'user',
+      message: image.digest,
+    });
   }
 
   async list(): Promise<Image[]> {
@@ -209,6 +216,7 @@ export class ImageService {
     }
     if (byRef) await deleteImageRef(this.store, ref, digest);
     else await deleteImage(this.store, digest);
+    await recordResourceEvent(this.store, { type: 'image.removed', image: refOrDigest, reason: 'user', message: digest });
     if (lastRef) this.collectGarbage(await referencedBlobs(this.store), digest);
   }
 
@@ -220,7 +228,11 @@ export class ImageService {
    */
   async prune(): Promise<{ blobs: number; rootfs: number; bytes: number }> {
     const images = await listImages(this.store);
-    for (const image of images) if (image.refs.length === 0 && image.templates.length === 0) await deleteImage(this.store, image.digest);
+    for (const image of images) {
+      if (image.refs.length > 0 || image.templates.length > 0) continue;
+      await deleteImage(this.store, image.digest);
+      await recordResourceEvent(this.store, { type: 'image.removed', image: image.digest, reason: 'prune' });
+    }
     const used = await referencedBlobs(this.store);
     let blobs = 0;
     let bytes = 0;

@@ -218,4 +218,44 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0011_events_and_webhooks': {
+    async up(db: Kysely<unknown>) {
+      // Template and image events for the event stream (sandbox events are sandbox_events); bounded by
+      // store/events.ts (the newest 10,000 rows, none older than 30 days).
+      await db.schema
+        .createTable('resource_events')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('template', 'text')
+        .addColumn('image', 'text')
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('message', 'text')
+        .addColumn('at', 'text', (c) => c.notNull())
+        .execute();
+      // `events`: JSON array of types or families, empty for every event; the secret signs deliveries, so it is kept as it is.
+      await db.schema
+        .createTable('webhooks')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('url', 'text', (c) => c.notNull())
+        .addColumn('secret', 'text', (c) => c.notNull())
+        .addColumn('events', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      // One row per delivery, updated at each attempt; the newest 200 per webhook are kept.
+      await db.schema
+        .createTable('webhook_deliveries')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('webhook_id', 'text', (c) => c.notNull().references('webhooks.id').onDelete('cascade'))
+        .addColumn('event_id', 'text', (c) => c.notNull())
+        .addColumn('event_type', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull())
+        .addColumn('http_status', 'integer')
+        .addColumn('error', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('webhook_deliveries_webhook').on('webhook_deliveries').columns(['webhook_id', 'id']).execute();
+    },
+  },
 };

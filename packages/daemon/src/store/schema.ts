@@ -154,6 +154,41 @@ export interface SandboxVolumeRow {
   read_only: number;
 }
 
+/** A template or image event (sandbox events are sandbox_events rows). */
+export interface ResourceEventRow {
+  id: Generated<number>;
+  /** template.created, template.built, template.removed, image.pulled, image.imported, image.removed. */
+  type: string;
+  template: string | null;
+  image: string | null;
+  reason: string;
+  message: string | null;
+  at: string;
+}
+
+export interface WebhookRow {
+  id: string;
+  url: string;
+  secret: string;
+  /** JSON array of event types or families; empty: every event. */
+  events: string;
+  created_at: string;
+}
+
+export interface WebhookDeliveryRow {
+  id: Generated<number>;
+  webhook_id: string;
+  event_id: string;
+  event_type: string;
+  /** pending, delivered, failed. */
+  status: string;
+  attempts: number;
+  http_status: number | null;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface Database {
   sandboxes: SandboxRow;
   sandbox_events: SandboxEventRow;
@@ -168,4 +203,7 @@ export interface Database {
   volumes: VolumeRow;
   sandbox_volumes: SandboxVolumeRow;
   volume_snapshots: VolumeSnapshotRow;
+  resource_events: ResourceEventRow;
+  webhooks: WebhookRow;
+  webhook_deliveries: WebhookDeliveryRow;
 }

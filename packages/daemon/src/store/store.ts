@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type Selectable } from 'kysely';
+import { EventFeed } from './event-feed.js';
 import { migrations } from './migrations.js';
 import type { ApiKeyRow, Database, NetworkLeaseRow, SandboxEventRow, SandboxPortRow, SandboxRow, TemplateRow } from './schema.js';
 
@@ -21,6 +22,9 @@ export function isUniqueViolation(err: unknown, column: string): boolean {
 }
 
 export class Store {
+  /** Each history row (sandbox_events, resource_events) once committed, for live readers. */
+  readonly feed = new EventFeed();
+
   private constructor(readonly db: Kysely<Database>) {}
 
   static async open(file: string): Promise<Store> {
@@ -49,12 +53,23 @@ export class Store {
   }
 
   async insertSandbox(row: SandboxRecord): Promise<void> {
-    await this.db.transaction().execute(async (tx) => {
+    const eventId = await this.db.transaction().execute(async (tx) => {
       await tx.insertInto('sandboxes').values(row).execute();
-      await tx
+      const inserted = await tx
         .insertInto('sandbox_events')
         .values({ sandbox_id: row.id, state: row.state, reason: row.state_reason, message: row.state_message, at: row.created_at })
-        .execute();
+        .executeTakeFirstOrThrow();
+      return Number(inserted.insertId);
+    });
+    this.feed.publish({
+      kind: 'sandbox',
+      id: eventId,
+      sandboxId: row.id,
+      template: row.template,
+      state: row.state,
+      reason: row.state_reason,
+      message: row.state_message,
+      at: row.created_at,
     });
   }
 
@@ -77,16 +92,28 @@ export class Store {
   /** Moves a sandbox to `state`, recording why; `extra` updates other columns in the same step. */
   async transition(id: string, state: string, reason: string, message?: string, extra: Partial<SandboxRecord> = {}): Promise<void> {
     const at = new Date().toISOString();
-    await this.db.transaction().execute(async (tx) => {
-      await tx
+    const recorded = await this.db.transaction().execute(async (tx) => {
+      const updated = await tx
         .updateTable('sandboxes')
         .set({ ...extra, state, state_reason: reason, state_message: message ?? null })
         .where('id', '=', id)
-        .execute();
-      await tx
+        .returning('template')
+        .executeTakeFirst();
+      const inserted = await tx
         .insertInto('sandbox_events')
         .values({ sandbox_id: id, state, reason, message: message ?? null, at })
-        .execute();
+        .executeTakeFirstOrThrow();
+      return { eventId: Number(inserted.insertId), template: updated?.template ?? '' };
+    });
+    this.feed.publish({
+      kind: 'sandbox',
+      id: recorded.eventId,
+      sandboxId: id,
+      template: recorded.template,
+      state,
+      reason,
+      message: message ?? null,
+      at,
     });
   }
 

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { CapsuleError, errorMessage } from '../errors.js';
 import { writeFileAtomic } from '../guest/files.js';
 import type { Store, TemplateRecord } from '../store/store.js';
+import { recordResourceEvent } from '../store/events.js';
 import { deleteTemplate, insertSnapshotTemplate } from '../store/templates.js';
 import type { WarmSnapshot } from './warm-snapshot.js';
 
@@ -54,6 +55,12 @@ export async function recordSnapshotTemplate(store: Store, record: TemplateRecor
       throw new CapsuleError('name_taken', `a template named "${record.name}" already exists`, { hint: 'pick another name' });
     throw err;
   }
+  await recordResourceEvent(store, {
+    type: 'template.created',
+    template: record.name,
+    reason: 'snapshot',
+    message: `from sandbox ${sourceSandbox}`,
+  });
 }
 
 /** Removes a snapshot template's rows and files (sandboxes made from it run on: their memory is mapped, their disk open). */

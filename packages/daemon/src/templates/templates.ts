@@ -38,6 +38,7 @@ import {
   listTemplateImages,
   setTemplateGuestKit,
 } from '../store/templates.js';
+import { recordResourceEvent } from '../store/events.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { BuildStepCache } from './build-step-cache.js';
 import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
@@ -311,6 +312,12 @@ export class Templates {
     resources: { vcpus?: number | undefined; memoryMiB?: number | undefined },
   ): Promise<Template> {
     const record = await this.recordRows(name, rootfs, defaults, source, resources);
+    await recordResourceEvent(this.store, {
+      type: source.kind === 'capsulefile' ? 'template.built' : 'template.created',
+      template: name,
+      reason: 'user',
+      message: `from ${source.from}`,
+    });
     void this.warm.prepareWarmSnapshot(record);
     return this.view(record);
   }
@@ -417,11 +424,14 @@ export class Templates {
     }
     await this.assertUnused(name);
     const warmSnapshotDir = await this.warm.forgetTemplate(name);
+    const removed = { type: 'template.removed', template: name, reason: 'user' };
     if (snapshotTemplateDir !== undefined) {
       await removeSnapshotTemplate(this.store, name, snapshotTemplateDir);
+      await recordResourceEvent(this.store, removed);
       return;
     }
     await deleteTemplate(this.store, name);
+    await recordResourceEvent(this.store, removed);
     if (warmSnapshotDir) fs.rmSync(warmSnapshotDir, { recursive: true, force: true });
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (
