@@ -119,6 +119,7 @@ export class StopStart {
     const started = Date.now();
     await this.ports.bind(id);
     let vm: SandboxVm | undefined;
+    let bootedMs = 0;
     try {
       const machine = this.vms.readMachine(id);
       vm = this.vms.track(
@@ -134,6 +135,7 @@ export class StopStart {
       );
       await this.networks.apply(id, vm.handle, egressPolicyOf(record));
       await vm.waitForBoot(Date.now() + this.bootTimeoutMs);
+      bootedMs = Date.now() - started;
       const { imageDefaults, service } = await this.templates.guestSetupOf(record.template);
       const env = JSON.parse(record.env) as Record<string, string>;
       await vm.initGuest(initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
@@ -156,7 +158,7 @@ export class StopStart {
       });
     }
     const bootMs = Date.now() - started;
-    this.log.info({ sandbox: id, bootMs, reason }, 'sandbox started');
+    this.log.info({ sandbox: id, bootMs, bootedMs, reason }, 'sandbox started');
     await this.store.transition(id, 'running', reason, `booted from its own disk in ${bootMs} ms`, {
       boot_ms: bootMs,
       expires_at: expiryFrom(record.timeout_ms),
