@@ -43,6 +43,12 @@ export function parseForkCount(value: string): number {
   return count;
 }
 
+/** `logs --tail N`: a whole number of lines. */
+export function parseLineCount(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number of lines`);
+  return Number(value);
+}
+
 export function parseCpuCount(value: string): number {
   if (!/^\s*\d+\s*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a whole number of CPUs`);
   const cpus = Number(value);

@@ -1,9 +1,10 @@
 // The built `capsule` CLI against a real capsuled and real microVMs: the
 // README's main command, exit codes, and errors with hints.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliMain, daemonMain, TestDaemon } from '../../daemon/test/fixture.js';
+import { cliMain, daemonMain, eventually, TestDaemon } from '../../daemon/test/fixture.js';
 
 describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
@@ -56,6 +57,28 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(capsule('template', 'rm', 'cli-snap').status).toBe(0);
     expect(capsule('rm', id).status).toBe(0);
     expect(capsule('rm', id, 'sb_missing').status).toBe(125);
+  });
+
+  it('follows a console log with logs -f until Ctrl-C, and prints its last lines with --tail', async () => {
+    const id = capsule('sandbox', 'create').stdout.trim();
+    const follower = spawn(process.execPath, [cliMain, 'logs', '-f', '--tail', '0', id], {
+      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+    });
+    let followed = '';
+    follower.stdout.on('data', (chunk: Buffer) => (followed += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => follower.once('exit', (code) => resolve(code)));
+    await sleep(1500);
+    capsule('exec', id, '--', 'sh', '-c', 'echo followed-marker > /dev/console');
+    await eventually(() => (followed.includes('followed-marker') ? true : undefined), 30_000, 'the follower to print the marker');
+    follower.kill('SIGINT');
+    expect(await exited).toBe(0);
+    // Printed once, however many reads saw it.
+    expect(followed.split('followed-marker').length - 1).toBe(capsule('logs', id).stdout.split('followed-marker').length - 1);
+    const tail = capsule('logs', '--tail', '30', id).stdout;
+    expect(tail).toContain('followed-marker');
+    expect(tail.trimEnd().split('\n').length).toBeLessThanOrEqual(30);
+    expect(capsule('logs', '-f', '--json', id).status).toBe(2);
+    expect(capsule('rm', id).status).toBe(0);
   });
 
   it('stops a sandbox, changes its resources while stopped and starts it; kill and rm -f --all end sandboxes', () => {

@@ -3,6 +3,7 @@
 // Human output by default; --json prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
 import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
@@ -17,6 +18,7 @@ import {
   parseDiskMiB,
   parseDurationMs,
   parseForkCount,
+  parseLineCount,
   parseMemoryMiB,
   parseOnOff,
 } from '../option-parsers.js';
@@ -24,6 +26,8 @@ import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOp
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
+import { Interrupts } from '../interrupts.js';
+import { lastLines, newPart } from '../log-follow.js';
 
 interface CreateOptions extends SandboxSpecOptions {
   json?: boolean;
@@ -154,19 +158,44 @@ async function confirm(question: string): Promise<boolean> {
   }
 }
 
+/** How often `logs -f` reads the console log again. */
+const FOLLOW_INTERVAL_MS = 1000;
+
 function logsCommand(): Command {
   return addGlobalOptions(
     new Command('logs')
       .description("Print a sandbox's serial console log")
       .argument('<sandbox>', 'sandbox id or name')
+      .option('-f, --follow', 'keep printing what the guest writes, until Ctrl-C or the sandbox ends')
+      .option('-n, --tail <lines>', 'only the last N lines (then what follows, with -f)', parseLineCount)
       .option('--json', 'print {"id", "log"} as JSON')
       .option('--raw', 'print control characters as the guest wrote them (they act on this terminal)')
-      .action(async (idOrName: string, options: { json?: boolean; raw?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { follow?: boolean; tail?: number; json?: boolean; raw?: boolean }, command: Command) => {
+        if (options.follow && options.json)
+          command.error('error: --follow prints text, not --json', { exitCode: 2, code: 'capsule.usage' });
         const client = await CliContext.of(command).daemonClient();
-        const log = await client.logs(idOrName);
-        if (options.json) printJson({ id: idOrName, log });
         // The guest wrote this: escape sequences in it must not drive the user's terminal.
-        else process.stdout.write(options.raw ? log : escapeTerminalControls(log));
+        const show = (text: string) => process.stdout.write(options.raw ? text : escapeTerminalControls(text));
+        let log = await client.logs(idOrName);
+        if (options.json) return printJson({ id: idOrName, log: options.tail === undefined ? log : lastLines(log, options.tail) });
+        show(options.tail === undefined ? log : lastLines(log, options.tail));
+        if (!options.follow) return;
+        const interrupts = new Interrupts();
+        try {
+          while (!interrupts.signal.aborted) {
+            await sleep(FOLLOW_INTERVAL_MS, undefined, { signal: interrupts.signal }).catch(() => undefined);
+            if (interrupts.signal.aborted) break;
+            const sandbox = await client.getSandbox(idOrName);
+            const next = await client.logs(sandbox.id);
+            const { text, cut } = newPart(log, next);
+            if (cut) process.stderr.write('capsule: the log moved on faster than it was read; some of it is not shown\n');
+            show(text);
+            log = next;
+            if (sandbox.state === 'killed' || sandbox.state === 'error') break;
+          }
+        } finally {
+          interrupts.dispose();
+        }
       }),
   );
 }
