@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { eventually, it, runCli, TestDaemon } from './fixture.js';
 
 const SANDBOXES = 30;
+/** Creates in flight at once: enough to overlap each restore's waits, few enough not to queue 30 restores on two cores. */
+const CREATING_AT_ONCE = 4;
 
 describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
   // Room for 30 guests of the base template: their memory is a private mapping of the warm snapshot, touched pages only.
@@ -22,12 +24,16 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
 
   it('attack: 30 sandboxes and a kill -9 — the restarted daemon serves before it reattaches, reattaches all 30, kills none, and `capsule ls` meanwhile starts no second daemon', async () => {
     const before = new Map<string, number>();
-    for (let i = 0; i < SANDBOXES; i++) {
-      const sandbox = await daemon.api.createSandbox({ metadata: { n: String(i) } });
-      before.set(sandbox.id, sandbox.pid!);
-    }
+    let next = 0;
+    const creator = async () => {
+      for (let i = next++; i < SANDBOXES; i = next++) {
+        const sandbox = await daemon.api.createSandbox({ metadata: { n: String(i) } });
+        before.set(sandbox.id, sandbox.pid!);
+      }
+    };
+    await Promise.all(Array.from({ length: CREATING_AT_ONCE }, creator));
     // All 30 running and answering, as a user's would be, before the daemon goes.
-    for (const id of before.keys()) expect((await daemon.api.exec(id, ['true'])).exitCode).toBe(0);
+    for (const answer of await Promise.all([...before.keys()].map((id) => daemon.api.exec(id, ['true'])))) expect(answer.exitCode).toBe(0);
 
     await daemon.kill9();
     const logBefore = daemon.log().length;
@@ -68,9 +74,8 @@ describe('kill -9 with 30 sandboxes running (real QEMU microVMs)', () => {
         state: 'running',
         pid: before.get(sandbox.id),
       });
-    for (const id of before.keys()) {
-      expect((await daemon.api.exec(id, ['echo', id])).stdout).toBe(`${id}\n`);
-    }
+    const echoes = await Promise.all([...before.keys()].map(async (id) => [id, (await daemon.api.exec(id, ['echo', id])).stdout]));
+    for (const [id, stdout] of echoes) expect(stdout).toBe(`${id}\n`);
     expect(restartLog).not.toMatch(/adopt_failed|could not adopt|reattaching a sandbox failed/);
     // The previous daemon's warm-pool VM is an orphan and goes; no sandbox's VM does.
     const killed = [...restartLog.matchAll(/"sandbox":"(\w+)"[^\n]*"msg":"killing a VM that no sandbox owns"/g)].map((m) => m[1]);
