@@ -90,7 +90,7 @@ describe('template services and the build cache (real registry, real QEMU microV
     expect(first.stderr).toBe('');
     expect(first.stdout).toBe('served by the template\nstarted\n');
     // The agent of the sandbox knows the START process (it was started before the snapshot) by its tag.
-    const ps = await capsule(['ps', sandbox.id]);
+    const ps = await capsule(['top', sandbox.id]);
     expect(ps.status, ps.stderr).toBe(0);
     expect(ps.stdout).toMatch(/^\d+ +capsule-start +\S+ +\/bin\/sh -c 'echo started/m);
     // A second sandbox runs its own copy of the same started server.
