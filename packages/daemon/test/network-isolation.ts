@@ -13,8 +13,8 @@ import type { CreateSandboxRequest, Sandbox } from '@capsule/protocol';
 import fs from 'node:fs';
 import { beforeAll, describe, expect } from 'vitest';
 import { stateTag } from '../src/network/tap-network.js';
-import { eventually, it } from './fixture.js';
-import { daemonInTestNetworks, HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, run, TEST_NAME } from './test-networks.js';
+import { it } from './fixture.js';
+import { daemonInTestNetworks, HOST_UPLINK, HTTP_PORT, METADATA, OUTSIDE, PRIVATE_OUTSIDE, TEST_NAME } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
 const API_PORT = 3000;
@@ -150,13 +150,7 @@ export function describeIsolation(mode: 'user' | 'tap'): void {
       const last = await create({});
       expect((await curl(last.id, `http://${OUTSIDE}:${HTTP_PORT}/`)).stdout).toBe('outside');
       await daemon.api.removeSandbox(last.id);
-      // Waits out a race of the daemon's (reported, not fixed here): the removal returns once QEMU has exited, but its
-      // jail's bubblewrap leaves the namespace a moment later, and a stop that sees it still inside keeps the namespace.
-      await eventually(
-        () => (leftovers().namespaces.every((name) => run('ip', 'netns', 'pids', name).trim() === '') ? true : undefined),
-        15_000,
-        'the last process to leave the namespaces',
-      );
+      // No wait here: a removal returns once the jail's bubblewrap, which leaves the namespace after QEMU, is gone too.
       await daemon.stop();
       expect(leftovers()).toEqual({ namespaces: [], links: [], tables: [] });
       // Forwarding, off in the test's namespace before, is off again.

@@ -7,14 +7,24 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../errors.js';
-import { capDetachedLog, isProcessAlive, runCommand, tailOfFile, terminateGroup } from '../launcher.js';
+import { capDetachedLog, isProcessAlive, runCommand, tailOfFile } from '../launcher.js';
 import { ConsoleLog, readConsoleLog } from './console-log.js';
 import type { GuestPorts, VmHandle, VmmDriver, VmRunState } from './driver.js';
 import { freezeVm, type FrozenVm } from './freeze.js';
 import { restoreVmState, saveVmState } from './migration.js';
 import { activeJail } from './jail.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
-import { findRunningVm, findVmsUnder, NIC_DEVICE_ID, qemuVersion, startVm, stopVm, type VmRuntimePaths, type VmSpec } from './qemu.js';
+import {
+  findRunningVm,
+  findVmsUnder,
+  killVm,
+  NIC_DEVICE_ID,
+  qemuVersion,
+  startVm,
+  stopVm,
+  type VmRuntimePaths,
+  type VmSpec,
+} from './qemu.js';
 
 export const AGENT_PORT_DEVICE_ID = 'agent-port';
 
@@ -223,8 +233,5 @@ export const qemuDriver: VmmDriver = {
     const qmp = await QmpClient.connect(paths.qmpSocket, options);
     return new QemuVm(pid, qmp, paths, consoleLogFile, bulkPort);
   },
-  async kill(pid) {
-    await terminateGroup(pid, 2000);
-    activeJail()?.sweep();
-  },
+  kill: killVm,
 };

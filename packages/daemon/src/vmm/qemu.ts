@@ -303,20 +303,45 @@ export function findVmsUnder(dir: string): { pid: number; id: string }[] {
   return found;
 }
 
-/** Asks QEMU to quit over QMP, then falls back to signals. Resolves when it is gone. */
+/** Asks QEMU to quit over QMP, then falls back to signals. Resolves when it is gone, its jail with it. */
 export async function stopVm(pid: number, qmp: QmpClient | undefined): Promise<void> {
+  const launcher = jailLauncherOf(pid);
   if (qmp && !qmp.isClosed) {
     try {
       await Promise.race([qmp.execute('quit'), new Promise((r) => setTimeout(r, 2000))]);
     } catch {
       // The connection closing is what a successful quit looks like.
     }
-    if (await waitForExit(pid, 3000)) {
-      activeJail()?.sweep();
-      return;
-    }
+    if (await waitForExit(pid, 3000)) return await afterVmExit(launcher);
   }
   await terminateGroup(pid, 3000);
+  await afterVmExit(launcher);
+}
+
+/** Ends a VM by signals alone (no QMP connection to it). */
+export async function killVm(pid: number): Promise<void> {
+  const launcher = jailLauncherOf(pid);
+  await terminateGroup(pid, 2000);
+  await afterVmExit(launcher);
+}
+
+/**
+ * A jailed QEMU's parent, bubblewrap's outer process, which sits in the VM's
+ * network namespace too and leaves it a moment after QEMU: a stop that
+ * returned before it did left a namespace that looked in use.
+ */
+function jailLauncherOf(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return fs.readFileSync(`/proc/${parent}/comm`, 'utf8').trim() === 'bwrap' ? parent : undefined;
+  } catch {
+    return undefined; // Gone already.
+  }
+}
+
+async function afterVmExit(launcher: number | undefined): Promise<void> {
+  if (launcher !== undefined) await waitForExit(launcher, 2000);
   activeJail()?.sweep();
 }
 
