@@ -68,14 +68,15 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     follower.stdout.on('data', (chunk: Buffer) => (followed += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => follower.once('exit', (code) => resolve(code)));
     await sleep(1500);
-    capsule('exec', id, '--', 'sh', '-c', 'echo followed-marker > /dev/console');
-    await eventually(() => (followed.includes('followed-marker') ? true : undefined), 30_000, 'the follower to print the marker');
+    // The agent logs each command line on the console too: the marker is made by the shell, so only its output has it.
+    capsule('exec', id, '--', 'sh', '-c', 'echo followed-$((40 + 2)) > /dev/console');
+    await eventually(() => (followed.includes('followed-42') ? true : undefined), 30_000, 'the follower to print the marker');
     follower.kill('SIGINT');
     expect(await exited).toBe(0);
     // Printed once, however many reads saw it.
-    expect(followed.split('followed-marker').length - 1).toBe(capsule('logs', id).stdout.split('followed-marker').length - 1);
+    expect(followed.split('followed-42').length - 1).toBe(1);
     const tail = capsule('logs', '--tail', '30', id).stdout;
-    expect(tail).toContain('followed-marker');
+    expect(tail).toContain('followed-42');
     expect(tail.trimEnd().split('\n').length).toBeLessThanOrEqual(30);
     expect(capsule('logs', '-f', '--json', id).status).toBe(2);
     expect(capsule('rm', id).status).toBe(0);
@@ -99,7 +100,9 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(unasked.status).toBe(2);
     expect(unasked.stderr).toContain('add -f');
     expect(JSON.parse(capsule('inspect', a, '--json').stdout).state).toBe('running');
-    expect(capsule('rm', '-f', '--all')).toMatchObject({ status: 0, stdout: `${a}\n` });
+    const removed = capsule('rm', '-f', '--all');
+    expect(removed.status).toBe(0);
+    expect(removed.stdout.split('\n')).toContain(a);
     expect(JSON.parse(capsule('ls', '--json').stdout)).toEqual([]);
   });
 

@@ -37,7 +37,8 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
   });
 
   it('pauses instead, when asked at create, keeping the sandbox resumable', async ({ newSandbox }) => {
-    const sandbox = await newSandbox({ timeoutMs: 2000, onTimeout: 'pause' });
+    // Long enough for the exec below on a loaded host (at 2 s the pause came first, and cut it off).
+    const sandbox = await newSandbox({ timeoutMs: 8000, onTimeout: 'pause' });
     expect(sandbox.onTimeout).toBe('pause');
     await daemon.api.exec(sandbox.id, ['sh', '-c', 'echo kept > /root/mark']);
     const paused = await eventually(
@@ -45,13 +46,13 @@ describe('sandbox timeouts (real QEMU microVM)', () => {
         const s = await get(sandbox.id);
         return s.state === 'paused' ? s : undefined;
       },
-      30_000,
+      60_000,
       'the timeout',
     );
     expect(paused.history?.at(-1)).toMatchObject({ state: 'paused', reason: 'timeout' });
     expect(daemon.qemuPids(sandbox.id)).toEqual([]);
     await daemon.api.resume(sandbox.id);
-    // A resume restarts the 2 s lifetime; lift it so the check below cannot be paused again mid-way.
+    // A resume restarts the 8 s lifetime; lift it so the check below cannot be paused again mid-way.
     await daemon.api.setTimeout(sandbox.id, 0);
     expect((await daemon.api.exec(sandbox.id, ['cat', '/root/mark'])).stdout).toBe('kept\n');
   });

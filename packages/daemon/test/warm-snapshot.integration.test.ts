@@ -104,16 +104,21 @@ describe('a corrupt warm snapshot (real QEMU microVM)', () => {
       if (fs.existsSync(path.join(sharedCacheDir, file))) fs.copyFileSync(path.join(sharedCacheDir, file), path.join(cacheDir, file));
     }
     const snapshots = path.join(sharedCacheDir, 'snapshots');
-    // The shared cache may hold other checkouts' snapshots too: take the one made with this manifest's kit.
-    const manifest = JSON.parse(fs.readFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), 'utf8')) as { kit: string };
+    // The shared cache may hold other checkouts' snapshots too (an older initramfs with the same kit, say):
+    // take the one made with this manifest's kit and initramfs.
+    const manifest = JSON.parse(fs.readFileSync(path.join(sharedCacheDir, 'guest-manifest.json'), 'utf8')) as {
+      kit: string;
+      initramfs: string;
+    };
     const name = fs
       .readdirSync(snapshots)
       .filter((n) => n.startsWith('base-') && fs.existsSync(path.join(snapshots, n, 'snapshot.json')))
-      .find(
-        (n) =>
-          (JSON.parse(fs.readFileSync(path.join(snapshots, n, 'snapshot.json'), 'utf8')) as { machine: { kitDisk: string } }).machine
-            .kitDisk === manifest.kit,
-      );
+      .find((n) => {
+        const { machine } = JSON.parse(fs.readFileSync(path.join(snapshots, n, 'snapshot.json'), 'utf8')) as {
+          machine: { kitDisk: string; initramfs: string };
+        };
+        return machine.kitDisk === manifest.kit && machine.initramfs === manifest.initramfs;
+      });
     fs.mkdirSync(path.join(cacheDir, 'snapshots', name!), { recursive: true });
     for (const file of ['snapshot.json', 'disk.qcow2', 'memory']) {
       fs.copyFileSync(path.join(snapshots, name!, file), path.join(cacheDir, 'snapshots', name!, file));
