@@ -36,7 +36,7 @@ describe('sandboxes from a warm snapshot (real QEMU microVM)', () => {
     expect(a![0]).toBe(ids[0]!.replace('_', '-'));
     expect(b![0]).toBe(ids[1]!.replace('_', '-'));
     expect(a![1]).not.toBe(b![1]);
-    for (const clock of [a![2], b![2]]) expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(5);
+    for (const clock of [a![2], b![2]]) expect(Math.abs(Number(clock) - Date.now() / 1000)).toBeLessThan(15); // set at restore (an unset clock is the snapshot's, minutes off); 5 s was missed by 0.3 s under load
     expect([a![3], b![3]]).toEqual(['0', '1']);
 
     await exec(ids[0]!, ['sh', '-c', 'echo mine > /root/only-here']);
