@@ -2,32 +2,10 @@ import type { ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { recordResourceEvent } from '../store/events.js';
-import { type SandboxRecord, Store } from '../store/store.js';
+import { startingSandboxRow } from '../store/sandbox-row.test-fixture.js';
+import { Store } from '../store/store.js';
 import { NO_FILTER, parseFilter } from './event-view.js';
 import { defaultEventStreamLimits, serveEventStream } from './event-stream.js';
-
-const sandboxRow = (id: string): SandboxRecord => ({
-  id,
-  name: null,
-  template: 'base',
-  state: 'starting',
-  state_reason: 'user',
-  state_message: null,
-  vcpus: 1,
-  memory_mib: 512,
-  accel: 'tcg',
-  metadata: '{}',
-  env: '{}',
-  created_at: new Date().toISOString(),
-  boot_ms: null,
-  timeout_ms: 0,
-  expires_at: null,
-  on_timeout: 'kill',
-  desired_state: 'running',
-  internet_access: 1,
-  egress_allow: '[]',
-  egress_deny: '[]',
-});
 
 /** A response whose client reads at once (`reading`) or never: what was written, parsed back into messages. */
 class FakeResponse extends Writable {
@@ -79,7 +57,7 @@ describe('the event stream (real SQLite, in memory)', () => {
   afterEach(() => store.close());
 
   it('replays both histories after a cursor in time order, then goes live without repeating one', async () => {
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     await recordResourceEvent(store, { type: 'image.pulled', image: 'alpine:3', reason: 'user' });
     await store.transition('sb_a', 'running', 'user');
     const res = new FakeResponse(true);
@@ -91,7 +69,7 @@ describe('the event stream (real SQLite, in memory)', () => {
   });
 
   it('starts at a time, and with neither id nor time sends only new events', async () => {
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     const fromNow = new FakeResponse(true);
     await serveEventStream(store, asResponse(fromNow), NO_FILTER, 'now');
     const fromTime = new FakeResponse(true);
@@ -102,15 +80,15 @@ describe('the event stream (real SQLite, in memory)', () => {
   });
 
   it('sends only what the filter wants, yet resumes past what it skipped', async () => {
-    await store.insertSandbox(sandboxRow('sb_a'));
-    await store.insertSandbox(sandboxRow('sb_b'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_b'));
     const res = new FakeResponse(true);
     await serveEventStream(store, asResponse(res), parseFilter({ sandbox: 'sb_b' }), { after: { sandbox: 0, resource: 0 } });
     expect(res.messages().map((m) => m.id)).toEqual(['2-0']);
   });
 
   it('cuts a client that reads too slowly with an overflow message naming where to resume, and stops feeding it', async () => {
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     const res = new FakeResponse(false);
     await serveEventStream(store, asResponse(res), NO_FILTER, 'now', { ...defaultEventStreamLimits, maxBufferedBytes: 2048 });
     for (let i = 0; i < 50; i++) await store.transition('sb_a', i % 2 ? 'paused' : 'running', 'user');
@@ -128,7 +106,7 @@ describe('the event stream (real SQLite, in memory)', () => {
   });
 
   it('stops feeding a client once it disconnects', async () => {
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     const res = new FakeResponse(true);
     await serveEventStream(store, asResponse(res), NO_FILTER, 'now');
     res.emit('close');
@@ -140,7 +118,7 @@ describe('the event stream (real SQLite, in memory)', () => {
 describe('a client cut while its catch-up is read (real SQLite, in memory)', () => {
   it('gets nothing after its overflow message', async () => {
     const store = await Store.open(':memory:');
-    for (const id of ['sb_a', 'sb_b', 'sb_c']) await store.insertSandbox(sandboxRow(id));
+    for (const id of ['sb_a', 'sb_b', 'sb_c']) await store.insertSandbox(startingSandboxRow(id));
     const res = new FakeResponse(true);
     // One live event more than may wait while the catch-up is read, arriving during its first page read.
     const serving = serveEventStream(

@@ -4,31 +4,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { silentLogger } from '../log.js';
-import { type SandboxRecord, Store } from '../store/store.js';
+import { startingSandboxRow } from '../store/sandbox-row.test-fixture.js';
+import { Store } from '../store/store.js';
 import { defaultWebhookLimits, Webhooks } from './webhooks.js';
-
-const sandboxRow = (id: string): SandboxRecord => ({
-  id,
-  name: null,
-  template: 'base',
-  state: 'starting',
-  state_reason: 'user',
-  state_message: null,
-  vcpus: 1,
-  memory_mib: 512,
-  accel: 'tcg',
-  metadata: '{}',
-  env: '{}',
-  created_at: new Date().toISOString(),
-  boot_ms: null,
-  timeout_ms: 0,
-  expires_at: null,
-  on_timeout: 'kill',
-  desired_state: 'running',
-  internet_access: 1,
-  egress_allow: '[]',
-  egress_deny: '[]',
-});
 
 describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => {
   let store: Store;
@@ -83,7 +61,7 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
 
   it('sends a webhook only the events it asked for', async () => {
     const hook = await webhooks.add({ url, events: ['sandbox.killed'] });
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     await store.transition('sb_a', 'running', 'user');
     await store.transition('sb_a', 'killed', 'timeout');
     const delivery = await settled(hook.id, 'delivered');
@@ -94,12 +72,12 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
   it('retries after a failed answer until one succeeds, and gives up after the last attempt', async () => {
     const hook = await webhooks.add({ url, events: ['sandbox.created'] });
     answers = [500, 503];
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     const delivered = await settled(hook.id, 'delivered');
     expect(delivered).toMatchObject({ attempts: 3, httpStatus: 200 });
 
     answers = [500, 500, 500, 500];
-    await store.insertSandbox(sandboxRow('sb_b'));
+    await store.insertSandbox(startingSandboxRow('sb_b'));
     const failed = await settled(hook.id, 'failed');
     expect(failed).toMatchObject({ attempts: 3, httpStatus: 500, error: 'the receiver answered HTTP 500' });
     // The same event each time, so a receiver can drop repeats.
@@ -112,7 +90,7 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
     await webhooks.start();
     const hook = await webhooks.add({ url, events: ['sandbox.created'] });
     answers = ['hang', 'hang', 'hang'];
-    await store.insertSandbox(sandboxRow('sb_a'));
+    await store.insertSandbox(startingSandboxRow('sb_a'));
     const failed = await settled(hook.id, 'failed');
     expect(failed).toMatchObject({ attempts: 3, error: 'no answer within 300 ms' });
   });
@@ -129,7 +107,7 @@ describe('webhook deliveries (loopback receiver, real SQLite in memory)', () => 
     await webhooks.start();
     const hook = await webhooks.add({ url });
     answers = ['hang'];
-    for (const id of ['sb_a', 'sb_b', 'sb_c', 'sb_d']) await store.insertSandbox(sandboxRow(id));
+    for (const id of ['sb_a', 'sb_b', 'sb_c', 'sb_d']) await store.insertSandbox(startingSandboxRow(id));
     await settled(hook.id, 'delivered');
     await vi.waitFor(async () => expect((await webhooks.deliveries(hook.id, 10)).every((d) => d.status === 'delivered')).toBe(true));
     expect((await webhooks.deliveries(hook.id, 10)).length).toBe(2);

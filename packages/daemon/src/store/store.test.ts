@@ -1,28 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isUniqueViolation, Store, type SandboxRecord } from './store.js';
-
-const row = (id: string, name: string | null): SandboxRecord => ({
-  id,
-  name,
-  template: 'base',
-  state: 'starting',
-  state_reason: 'user',
-  state_message: null,
-  vcpus: 1,
-  memory_mib: 512,
-  accel: 'tcg',
-  metadata: '{}',
-  env: '{}',
-  created_at: new Date().toISOString(),
-  boot_ms: null,
-  timeout_ms: 0,
-  expires_at: null,
-  on_timeout: 'kill',
-  desired_state: 'running',
-  internet_access: 1,
-  egress_allow: '[]',
-  egress_deny: '[]',
-});
+import { startingSandboxRow } from './sandbox-row.test-fixture.js';
+import { isUniqueViolation, Store } from './store.js';
 
 describe('store (real SQLite, in memory)', () => {
   let store: Store;
@@ -32,7 +10,7 @@ describe('store (real SQLite, in memory)', () => {
   afterEach(() => store.close());
 
   it('records every transition in the history, in order', async () => {
-    await store.insertSandbox(row('sb_a', null));
+    await store.insertSandbox(startingSandboxRow('sb_a', null));
     await store.transition('sb_a', 'running', 'user', undefined, { boot_ms: 42 });
     await store.transition('sb_a', 'error', 'crash', 'QEMU exited');
     const sandbox = await store.getSandbox('sb_a');
@@ -45,24 +23,24 @@ describe('store (real SQLite, in memory)', () => {
   });
 
   it('keeps names unique among live sandboxes but reusable after a kill', async () => {
-    await store.insertSandbox(row('sb_a', 'web'));
-    const taken = await store.insertSandbox(row('sb_b', 'web')).catch((err: unknown) => err);
+    await store.insertSandbox(startingSandboxRow('sb_a', 'web'));
+    const taken = await store.insertSandbox(startingSandboxRow('sb_b', 'web')).catch((err: unknown) => err);
     expect(isUniqueViolation(taken, 'sandboxes.name')).toBe(true);
     // A clash on another column is not a name taken.
-    const sameId = await store.insertSandbox(row('sb_a', 'other')).catch((err: unknown) => err);
+    const sameId = await store.insertSandbox(startingSandboxRow('sb_a', 'other')).catch((err: unknown) => err);
     expect(String(sameId)).toMatch(/UNIQUE constraint failed: sandboxes.id/);
     expect(isUniqueViolation(sameId, 'sandboxes.name')).toBe(false);
     await store.transition('sb_a', 'killed', 'user');
-    await store.insertSandbox(row('sb_b', 'web'));
+    await store.insertSandbox(startingSandboxRow('sb_b', 'web'));
     expect((await store.getSandbox('web'))?.id).toBe('sb_b');
   });
 
   it('finds running sandboxes whose timeout has passed, and only those', async () => {
     const now = new Date('2026-01-01T12:00:00Z');
-    await store.insertSandbox(row('sb_past', null));
-    await store.insertSandbox(row('sb_future', null));
-    await store.insertSandbox(row('sb_none', null));
-    await store.insertSandbox(row('sb_paused', null));
+    await store.insertSandbox(startingSandboxRow('sb_past', null));
+    await store.insertSandbox(startingSandboxRow('sb_future', null));
+    await store.insertSandbox(startingSandboxRow('sb_none', null));
+    await store.insertSandbox(startingSandboxRow('sb_paused', null));
     for (const id of ['sb_past', 'sb_future', 'sb_none']) await store.transition(id, 'running', 'user');
     await store.transition('sb_paused', 'paused', 'user');
     await store.setTimeout('sb_past', 60_000, '2026-01-01T11:59:59.000Z');
@@ -72,8 +50,8 @@ describe('store (real SQLite, in memory)', () => {
   });
 
   it('lists killed sandboxes only when asked', async () => {
-    await store.insertSandbox(row('sb_a', null));
-    await store.insertSandbox(row('sb_b', null));
+    await store.insertSandbox(startingSandboxRow('sb_a', null));
+    await store.insertSandbox(startingSandboxRow('sb_b', null));
     await store.transition('sb_a', 'killed', 'user');
     expect((await store.listSandboxes({ includeKilled: false })).map((s) => s.id)).toEqual(['sb_b']);
     expect((await store.listSandboxes({ includeKilled: true })).map((s) => s.id)).toEqual(['sb_a', 'sb_b']);
@@ -81,7 +59,7 @@ describe('store (real SQLite, in memory)', () => {
 
   it("keeps running and paused sandboxes' published ports, not failed or killed ones'", async () => {
     for (const id of ['sb_run', 'sb_paused', 'sb_failed']) {
-      await store.insertSandbox(row(id, null));
+      await store.insertSandbox(startingSandboxRow(id, null));
       await store.insertSandboxPorts([{ sandbox_id: id, host_ip: '127.0.0.1', host_port: 8000 + id.length, guest_port: 80 }]);
     }
     await store.transition('sb_run', 'running', 'user');
