@@ -21,6 +21,8 @@ export class CliContext {
   readonly flags: GlobalFlags;
   readonly progress: Progress;
   #client: CapsuleClient | undefined;
+  /** The context as the contexts file gave it at the first question: read once per command. */
+  #context: { value: DaemonContext | undefined } | undefined;
 
   constructor(flags: GlobalFlags) {
     this.flags = flags;
@@ -43,11 +45,12 @@ export class CliContext {
     return this.flags.socket === undefined && (this.daemonContext !== undefined || Boolean(process.env[HOST_ENV]));
   }
 
-  /** The context in use: `--context`, else (without $CAPSULE_HOST) $CAPSULE_CONTEXT or the current one. */
+  /** The context in use: `--context`, else (without $CAPSULE_HOST) $CAPSULE_CONTEXT or the current one. Read once. */
   get daemonContext(): DaemonContext | undefined {
     if (this.flags.socket !== undefined) return undefined;
     if (this.flags.context === undefined && process.env[HOST_ENV]) return undefined;
-    return selectedContext(this.flags.context)?.context;
+    this.#context ??= { value: selectedContext(this.flags.context)?.context };
+    return this.#context.value;
   }
 
   /** Where the daemon is, for the SDK: --socket, else a context, else what the SDK reads from the environment. */

@@ -164,18 +164,24 @@ export class SandboxVms {
     await this.store.transition(id, 'error', reason, message);
   }
 
+  /** Removes a paused sandbox's saved memory and devices (the stream, the mapped folder, and their temporaries). */
+  removeSavedState(id: string): void {
+    for (const file of ['pause.state', 'pause.state.tmp', 'paused', 'paused.tmp'])
+      fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+  }
+
   /**
    * Removes what a VM used besides its console log: its network, runtime
    * folder, disk overlay and saved state. `keepRuntime` leaves the runtime
-   * folder (its pid file) for removeOrphans to kill a QEMU that still runs.
+   * folder to removeOrphans, which kills a QEMU still running there first.
    */
   async removeVmFiles(id: string, options: { keepRuntime?: boolean } = {}): Promise<void> {
     await this.networks
       .release(id)
       .catch((err: unknown) => this.log.error({ sandbox: id, err: errorMessage(err) }, 'could not free the network of a sandbox'));
     if (!options.keepRuntime) fs.rmSync(this.runtimePaths(id).dir, { recursive: true, force: true });
-    for (const file of ['overlay.qcow2', 'pause.state', 'pause.state.tmp', 'paused', 'paused.tmp', 'pins'])
-      fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
+    this.removeSavedState(id);
+    for (const file of ['overlay.qcow2', 'pins']) fs.rmSync(path.join(this.stateDir(id), file), { recursive: true, force: true });
     sweepUnheld(this.sharedDisksDir);
   }
 

@@ -55,8 +55,7 @@ export class StopStart {
     }
     if (record.state === 'paused') {
       await this.pausedMemory.cancel(id);
-      for (const name of ['pause.state', 'pause.state.tmp', 'paused', 'paused.tmp'])
-        fs.rmSync(path.join(this.vms.stateDir(id), name), { recursive: true, force: true });
+      this.vms.removeSavedState(id);
     } else {
       const { vm } = await this.vms.runningVm(id);
       if (vm.stopping || this.vms.isFreezing(id))
