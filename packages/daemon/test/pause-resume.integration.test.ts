@@ -14,7 +14,11 @@ const CYCLES = 20;
 describe('pause and resume (real QEMU microVM)', () => {
   const daemon = new TestDaemon();
   const it = sandboxTest(daemon);
-  beforeAll(() => daemon.start());
+  beforeAll(async () => {
+    await daemon.start();
+    // The pins asserted below are those of a sandbox made from the warm snapshot, not a cold boot.
+    await daemon.waitForWarmSnapshot(600_000);
+  }, 700_000);
   afterAll(() => daemon.destroy());
   const exec = (id: string, cmd: string[]) => daemon.api.exec(id, cmd);
   /** For the answers that are not a success; `daemon.api.pause`/`resume` for those that are. */
