@@ -31,7 +31,23 @@ function installCrashGuards(): void {
   // Last line of defence: an agent that dies takes the sandbox with it, so a
   // bug reached by one request is logged and the rest keep being served.
   process.on('uncaughtException', (error) => log.error('uncaught exception (agent keeps running)', error));
-  process.on('unhandledRejection', (reason) => log.error('unhandled rejection (agent keeps running)', reason));
+  process.on('unhandledRejection', (reason) => {
+    if (!isUndiciWithoutWasm(reason)) log.error('unhandled rejection (agent keeps running)', reason);
+  });
+  // Load Node's fetch classes now (the RPC layer builds a Headers per request):
+  // at start-up, before a warm snapshot is taken, rather than in a sandbox's first exec.
+  void globalThis.Headers;
+}
+
+/**
+ * Under --jitless (TCG guests) V8 has no WebAssembly, and the first touch of
+ * Node's fetch classes loads its bundled undici, which starts compiling a wasm
+ * HTTP parser and leaves that promise's rejection unhandled. The agent makes no
+ * HTTP client requests, so it never needs that parser: this one known rejection
+ * is not an error, every other one is.
+ */
+function isUndiciWithoutWasm(reason: unknown): boolean {
+  return !('WebAssembly' in globalThis) && reason instanceof ReferenceError && reason.message === 'WebAssembly is not defined';
 }
 
 /** root when it exists and we are root, else whoever the agent runs as. */
