@@ -19,8 +19,10 @@ export const daemonProfiles = {
   cold: { CAPSULE_WARM_SNAPSHOTS: 'off' },
   /** Warm snapshots on, no warm pool: a create restores the snapshot on demand. */
   restore: { CAPSULE_WARM_POOL_SIZE: '0' },
-  /** The default: one restored, warmed-up VM waits for the next create. */
+  /** The default: one restored, warmed-up VM waits for the next create, more once creates find none. */
   pool: { CAPSULE_WARM_POOL_SIZE: '1' },
+  /** `pool` with room for only six 512 MiB guests: creates past that are refused (the creates case). */
+  budget: { CAPSULE_WARM_POOL_SIZE: '1', CAPSULE_MEMORY_BUDGET_MIB: '3072' },
   /** `restore` without the metrics history (CAPSULE_METRICS_INTERVAL_MS=0): the baseline of what sampling costs. */
   'restore-unsampled': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_METRICS_INTERVAL_MS: '0' },
   /** `restore` with every QEMU unconfined (CAPSULE_JAIL=off): the baseline of what the jail costs. */

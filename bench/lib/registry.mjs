@@ -8,7 +8,7 @@
 //   {
 //     name: 'pause-resume',                 // what --only selects
 //     position: 40,                         // run and table order; new cases may leave it out (they go last)
-//     results: [{ id, title, unit: 'ms' | 'MiB' | 'MB/s' | 'req/s',
+//     results: [{ id, title, unit: 'ms' | 'MiB' | 'MB/s' | 'req/s' | 'creates/s',
 //                 baselines?: [{ id, label, factor? }] }],   // p50 / (baseline p50 * factor)
 //     unavailable?: async (ctx) => reason | undefined,       // the whole case cannot run here, and why
 //     run: async (ctx) => ({ [resultId]: samples[] | { samples, note?, title? } | { unavailable: reason } }),

@@ -18,7 +18,8 @@ export function formatValue(value, unit) {
     case '% core':
       return `${value.toFixed(2)} % core`;
     case 'req/s':
-      return `${value >= 10 ? value.toFixed(0) : value.toFixed(1)} req/s`;
+    case 'creates/s':
+      return `${value >= 10 ? value.toFixed(0) : value.toFixed(1)} ${unit}`;
     default:
       return `${value} ${unit}`;
   }

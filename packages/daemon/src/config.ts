@@ -21,8 +21,12 @@ export interface DaemonConfig {
   diskReserveMiB: number;
   /** Build warm snapshots of templates and create sandboxes by restoring them. */
   warmSnapshots: boolean;
-  /** Sandboxes restored ahead of time per warm template (0: restore on demand). */
+  /** Sandboxes restored ahead of time per warm template, at least (0: no pool, restore on demand). */
   warmPoolSize: number;
+  /** How large a template's warm pool may grow under demand (never below warmPoolSize). */
+  warmPoolMax: number;
+  /** After this long without a create, a grown warm pool goes back to warmPoolSize. */
+  warmPoolIdleMs: number;
   logLevel: string;
   /** How often every running sandbox's usage is sampled into its history (CAPSULE_METRICS_INTERVAL_MS, default 5000; 0: off). */
   metricsIntervalMs: number;
@@ -73,6 +77,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
   if (network !== 'user' && network !== 'tap') {
     throw new Error(`CAPSULE_NETWORK must be user or tap, not "${network}"`);
   }
+  const warmPoolSize = positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1);
   return {
     stateDir: env.CAPSULE_STATE_DIR ?? '/var/lib/capsule',
     runtimeDir,
@@ -83,7 +88,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     memoryBudgetMiB: positiveInt(env.CAPSULE_MEMORY_BUDGET_MIB, 0),
     diskReserveMiB: positiveInt(env.CAPSULE_DISK_RESERVE_MIB, 1024),
     warmSnapshots: onOff(env.CAPSULE_WARM_SNAPSHOTS, true),
-    warmPoolSize: positiveInt(env.CAPSULE_WARM_POOL_SIZE, 1),
+    warmPoolSize,
+    warmPoolMax: Math.max(warmPoolSize, positiveInt(env.CAPSULE_WARM_POOL_MAX, 10)),
+    warmPoolIdleMs: positiveInt(env.CAPSULE_WARM_POOL_IDLE_MS, 300_000),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
     metricsIntervalMs: positiveInt(env.CAPSULE_METRICS_INTERVAL_MS, 5000),
     jail: onOff(env.CAPSULE_JAIL, true),

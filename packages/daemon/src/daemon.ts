@@ -116,6 +116,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
       : {}),
     domain: config.domain,
     sandboxesRunning: manager.runningCount,
+    warmPools: templates.warm.poolStatuses(),
     startedAt,
     jail: { enabled: config.jail, support: jailSupport },
   });

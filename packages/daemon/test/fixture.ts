@@ -83,6 +83,9 @@ export class TestDaemon {
       CAPSULE_LOG_LEVEL: 'debug',
       // The host's /etc/capsule/capsuled.env is not the test's: none unless a test names one.
       CAPSULE_CONFIG_FILE: '',
+      // A pool that grew under one test's creates would spend the suite's CPU refilling VMs no test
+      // claims: pools keep their fixed size unless a test asks otherwise (warm-pool.integration.test.ts).
+      CAPSULE_WARM_POOL_MAX: '0',
       ...this.extraEnv,
     };
   }

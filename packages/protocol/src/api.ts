@@ -440,6 +440,23 @@ export const DaemonInfo = Type.Object({
   /** Sandbox ports are served by host name as `<port>-<sandboxId>.<domain>` (CAPSULE_DOMAIN). */
   domain: Type.String(),
   sandboxesRunning: Type.Integer(),
+  /**
+   * Each warm template's pool of VMs restored ahead of time: how many are ready, the size it fills up to now
+   * (its minimum, grown by creates that found it empty, back to the minimum after a quiet period), and its claims.
+   */
+  warmPools: Type.Optional(
+    Type.Array(
+      Type.Object({
+        template: Type.String(),
+        ready: Type.Integer(),
+        target: Type.Integer(),
+        min: Type.Integer(),
+        max: Type.Integer(),
+        hits: Type.Integer(),
+        misses: Type.Integer(),
+      }),
+    ),
+  ),
   startedAt: Type.String({ format: 'date-time' }),
   /**
    * Whether each sandbox's QEMU runs jailed (CAPSULE_JAIL; off leaves it root and unconfined), and what the host

@@ -90,7 +90,7 @@ describe('GET /metrics', () => {
           throw new CapsuleError('insufficient_resources', 'not enough memory for another sandbox');
         },
       },
-      templates: { warm: { readyInPools: () => [{ template: 'base', ready: 2 }] } },
+      templates: { warm: { poolStatuses: () => [{ template: 'base', ready: 2, target: 3 }] } },
       images: {},
       apiKeys: { verify: async () => false },
       tokens: {},
@@ -129,6 +129,7 @@ describe('GET /metrics', () => {
     expect(sample(families, 'capsule_sandboxes', { state: 'running', template: 'base' })).toBe(1);
     expect(sample(families, 'capsule_sandboxes', { state: 'paused', template: 'py' })).toBe(1);
     expect(sample(families, 'capsule_warm_pool_ready_vms', { template: 'base' })).toBe(2);
+    expect(sample(families, 'capsule_warm_pool_target_vms', { template: 'base' })).toBe(3);
   });
 
   it('drops the series of a sandbox that is gone at the next scrape', async () => {

@@ -38,14 +38,15 @@ export interface ScrapeSources {
   listSandboxes(): Promise<Sandbox[]>;
   /** A running sandbox's QEMU now (the sampler's fresh point, or read from the host). */
   usageOf(id: string, pid: number): QemuUsage;
-  /** VMs ready in each template's warm pool. */
-  warmPools(): { template: string; ready: number }[];
+  /** Each template's warm pool: VMs ready, and the size it fills up to now. */
+  warmPools(): { template: string; ready: number; target: number }[];
 }
 
 /** The scrape-time series of the daemon's registry; `scrape` fills them in and renders the whole registry. */
 export class ScrapeTimeMetrics {
   private readonly sandboxes: Gauge<'state' | 'template'>;
   private readonly warmPoolReady: Gauge<'template'>;
+  private readonly warmPoolTarget: Gauge<'template'>;
   // A counter read from the kernel: set at each scrape (reset, then the value), restarting from 0 with a new QEMU as counters may.
   private readonly cpuSeconds: Counter<'sandbox' | 'template'>;
   private readonly rssBytes: Gauge<'sandbox' | 'template'>;
@@ -67,6 +68,12 @@ export class ScrapeTimeMetrics {
     this.warmPoolReady = new Gauge({
       name: 'capsule_warm_pool_ready_vms',
       help: "VMs restored ahead of time and ready in a template's warm pool.",
+      labelNames: ['template'],
+      registers,
+    });
+    this.warmPoolTarget = new Gauge({
+      name: 'capsule_warm_pool_target_vms',
+      help: "The size a template's warm pool fills up to now: its minimum, grown by creates that found it empty.",
       labelNames: ['template'],
       registers,
     });
@@ -104,7 +111,15 @@ export class ScrapeTimeMetrics {
   async scrape(): Promise<string> {
     const sandboxes = await this.sources.listSandboxes();
     // From here to the render's start nothing awaits: a concurrent scrape never sees these series half-filled.
-    for (const gauge of [this.sandboxes, this.warmPoolReady, this.cpuSeconds, this.rssBytes, this.privateBytes, this.diskBytes])
+    for (const gauge of [
+      this.sandboxes,
+      this.warmPoolReady,
+      this.warmPoolTarget,
+      this.cpuSeconds,
+      this.rssBytes,
+      this.privateBytes,
+      this.diskBytes,
+    ])
       gauge.reset();
     for (const sandbox of sandboxes) {
       this.sandboxes.inc({ state: sandbox.state, template: sandbox.template });
@@ -116,7 +131,10 @@ export class ScrapeTimeMetrics {
       if (usage.privateBytes !== undefined) this.privateBytes.set(labels, usage.privateBytes);
       if (usage.diskBytes !== undefined) this.diskBytes.set(labels, usage.diskBytes);
     }
-    for (const { template, ready } of this.sources.warmPools()) this.warmPoolReady.set({ template }, ready);
+    for (const { template, ready, target } of this.sources.warmPools()) {
+      this.warmPoolReady.set({ template }, ready);
+      this.warmPoolTarget.set({ template }, target);
+    }
     return await this.metrics.registry.metrics();
   }
 }

@@ -183,7 +183,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       new ScrapeTimeMetrics(ctx.metrics, {
         listSandboxes,
         usageOf: (id, pid) => sampler.currentUsage(id, pid),
-        warmPools: () => ctx.templates.warm.readyInPools(),
+        warmPools: () => ctx.templates.warm.poolStatuses(),
       }),
     ),
     ...templateRoutes(ctx.templates, isViaTcp),

@@ -29,7 +29,7 @@ import { collectExec, execEvents } from '../agent/exec.js';
 import { hostnameFor, newSandboxId } from './ids.js';
 import { SandboxVm } from './sandbox-vm.js';
 import { AGENT_PORT_DEVICE_ID } from '../vmm/qemu-vm.js';
-import { MemoryAdmission } from './memory.js';
+import { MemoryAdmission, type MemoryReservation } from './memory.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import { giveFreshFoldersCommand } from '../volumes/volume-rules.js';
@@ -106,7 +106,7 @@ export class SandboxCreator {
     // A pool VM's memory was reserved when the pool restored it; any other VM reserves its own now.
     const memory =
       pooled?.memory ??
-      (await this.memory.reserve(memoryMiB).catch(async (err: unknown) => {
+      (await this.reserveMemory(memoryMiB).catch(async (err: unknown) => {
         await ports.release();
         throw err;
       }));
@@ -128,6 +128,20 @@ export class SandboxCreator {
       });
     } finally {
       memory.release();
+    }
+  }
+
+  /**
+   * Memory for a VM that is not from a pool. VMs waiting in warm pools give
+   * theirs way: a create the host has no room for discards them and asks again.
+   */
+  private async reserveMemory(memoryMiB: number): Promise<MemoryReservation> {
+    try {
+      return await this.memory.reserve(memoryMiB);
+    } catch (err) {
+      if (!(err instanceof CapsuleError && err.code === 'insufficient_resources')) throw err;
+      if ((await this.templates.warm.evictPools()) === 0) throw err;
+      return await this.memory.reserve(memoryMiB);
     }
   }
 
@@ -174,10 +188,11 @@ export class SandboxCreator {
       let servedBy: CreateServedBy;
       if (pooled) {
         const vm = this.vms.track(id, new SandboxVm(pooled.vm, pooled.guest));
-        // Its guest answered /init and an exec in the pool.
+        // Its guest answered /init and an exec in the pool, then waited there paused.
         vm.booting = false;
-        // Restored before this request said what its network may do.
+        // Restored before this request said what its network may do: that is applied before it runs again.
         await this.networks.apply(id, vm.handle, egress);
+        await pooled.vm.resume();
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
         servedBy = 'pool';
       } else if (snapshot) {
@@ -322,6 +337,8 @@ export class SandboxCreator {
       // the first /init and the first exec after a restore each cost ~10x more.
       await vm.initGuest(initRequest(id, undefined), Date.now() + RESTORE_TIMEOUT_MS);
       await collectExec(execEvents(vm.agent, { cmd: ['true'] }, AbortSignal.timeout(RESTORE_TIMEOUT_MS)));
+      // Waiting costs no CPU: an idle guest still takes timer interrupts, which TCG pays for on the host.
+      await vm.handle.pause();
       return { id, vm: vm.handle, guest: vm.guest, discard, memory };
     } catch (err) {
       await discard();

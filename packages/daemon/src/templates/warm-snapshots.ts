@@ -19,7 +19,7 @@ import {
   type WarmSnapshotInputs,
 } from './warm-snapshot.js';
 import type { AccelChoice } from '../vmm/accel.js';
-import { WarmPool, type PooledVm } from './warm-pool.js';
+import { WarmPool, type PooledVm, type WarmPoolStatus } from './warm-pool.js';
 
 export type WarmSnapshotState = 'ready' | 'building' | 'failed' | 'disabled';
 
@@ -100,7 +100,8 @@ export class WarmSnapshots {
       if (superseded()) return;
       this.warm.set(template.name, { state: 'ready', snapshot });
       if (this.config.warmPoolSize > 0 && !this.stopping.signal.aborted) {
-        const pool = new WarmPool(template.name, this.config.warmPoolSize, () => this.restoreIntoPool(snapshot), this.log);
+        const sizing = { min: this.config.warmPoolSize, max: this.config.warmPoolMax, idleMs: this.config.warmPoolIdleMs };
+        const pool = new WarmPool(template.name, sizing, () => this.restoreIntoPool(snapshot), this.log);
         this.pools.set(template.name, pool);
         pool.fill();
       }
@@ -160,9 +161,15 @@ export class WarmSnapshots {
     return this.pools.get(template);
   }
 
-  /** VMs ready in each template's warm pool, for /metrics. */
-  readyInPools(): { template: string; ready: number }[] {
-    return [...this.pools].map(([template, pool]) => ({ template, ready: pool.readyCount }));
+  /** Each template's warm pool: its size, target and claims, for /v1/info and /metrics. */
+  poolStatuses(): WarmPoolStatus[] {
+    return [...this.pools.values()].map((pool) => pool.status());
+  }
+
+  /** Discards the VMs waiting in every pool, so that a create the host had no memory for may have theirs; how many went. */
+  async evictPools(): Promise<number> {
+    const counts = await Promise.all([...this.pools.values()].map((pool) => pool.evict()));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /** A template made by `capsule snapshot` only restores: its disk is a moment of a running system, its memory the point of it. */
