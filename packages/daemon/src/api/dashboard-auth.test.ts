@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import { CapsuleError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { DaemonMetrics } from '../metrics.js';
-import { DashboardSessions, SIGN_IN_TOKEN_TTL_MS, SESSION_TTL_MS } from './dashboard-sessions.js';
+import { DashboardSessions, SIGN_IN_TOKEN_TTL_MS, SESSION_TTL_MS, sessionCookie } from './dashboard-sessions.js';
 import { buildApi, type Api, type ApiContext } from './server.js';
 
 const API_KEY = `e2b_${'7'.repeat(40)}`;
@@ -203,6 +203,12 @@ describe('DashboardSessions', () => {
     expect(sessions.authorizes('GET', cookie)).toBe(true);
     now += SESSION_TTL_MS;
     expect(sessions.authorizes('GET', cookie)).toBe(false);
+  });
+
+  it('marks the cookie Secure when the browser came over TLS', () => {
+    expect(sessionCookie('abc', SESSION_TTL_MS, true)).toBe(
+      'capsule_session=abc; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict; Secure',
+    );
   });
 
   it('holds a bounded number of sessions, dropping the oldest', () => {

@@ -44,7 +44,7 @@ import { addRoutes } from './routes.js';
 import { sandboxMetricsRoutes } from './sandbox-metrics-routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
-import { terminalTarget, upgradeToTerminal } from './terminal-socket.js';
+import { isTerminalUpgrade, upgradeToTerminal } from './terminal-socket.js';
 import { volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
 import { UsageSampler } from './usage-sampler.js';
@@ -130,15 +130,19 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     });
   };
   const terminals = { agentOf: (id: string) => ctx.manager.agentOf(id), log: ctx.log };
-  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    let upgraded: Promise<void>;
+  /** A terminal's path, unless the host name names a sandbox port: then the upgrade is that service's, whatever its path (as for requests). */
+  const isForTerminal = (req: IncomingMessage): boolean => {
+    if (!isTerminalUpgrade(req.url ?? '/')) return false;
     try {
-      upgraded = terminalTarget(req.url ?? '/')
-        ? upgradeToTerminal({ ...terminals, authorize: tcp ? authorize : async () => undefined }, req, socket, head)
-        : upgradeToPort(ports, req, socket, head, tcp);
+      return portTarget(req.url ?? '/', req.headers.host, ctx.domain) === undefined;
     } catch {
-      return void socket.destroy();
+      return false; // a malformed port host name: upgradeToPort answers it
     }
+  };
+  const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const upgraded = isForTerminal(req)
+      ? upgradeToTerminal({ ...terminals, authorize: tcp ? authorize : async () => undefined }, req, socket, head)
+      : upgradeToPort(ports, req, socket, head, tcp);
     upgraded.catch((err: unknown) => {
       ctx.log.error({ err: errorMessage(err) }, 'an upgrade failed outside its handler');
       socket.destroy();

@@ -27,14 +27,20 @@ export interface TerminalContext {
   log: Logger;
 }
 
-/** The sandbox a terminal upgrade is for; undefined when the URL is not a terminal's. */
-export function terminalTarget(url: string): { sandboxId: string; size: { cols: number; rows: number } } | undefined {
+/** Whether an upgrade is for a terminal (its URL is parsed, and may be refused, by upgradeToTerminal). */
+export function isTerminalUpgrade(url: string): boolean {
+  return TERMINAL_FORM.test(url);
+}
+
+/** The sandbox a terminal upgrade is for and the terminal's first size. */
+function terminalTarget(url: string): { sandboxId: string; size: { cols: number; rows: number } } {
   const match = TERMINAL_FORM.exec(url);
-  if (!match) return undefined;
-  const query = new URLSearchParams(match[2]?.slice(1) ?? '');
+  const sandboxId = decodePathSegment(match?.[1] ?? '');
+  if (!isValidSandboxId(sandboxId)) throw new CapsuleError('invalid_argument', 'the sandbox id is malformed');
+  const query = new URLSearchParams(match?.[2]?.slice(1) ?? '');
   return {
-    sandboxId: decodePathSegment(match[1] ?? ''),
-    size: { cols: dimension(query.get('cols'), 80), rows: dimension(query.get('rows'), 24) },
+    sandboxId,
+    size: { cols: dimension(query.get('cols'), DEFAULT_SIZE.cols), rows: dimension(query.get('rows'), DEFAULT_SIZE.rows) },
   };
 }
 
@@ -47,7 +53,6 @@ export async function upgradeToTerminal(ctx: TerminalContext, req: IncomingMessa
   let size = DEFAULT_SIZE;
   try {
     const target = terminalTarget(req.url ?? '/');
-    if (!target || !isValidSandboxId(target.sandboxId)) throw new CapsuleError('invalid_argument', 'the sandbox id is malformed');
     size = target.size;
     // A browser sends the session cookie with any page's WebSocket: only the daemon's own pages may open one.
     if (req.headers.origin !== undefined && !sameOrigin(req.headers.origin, req.headers.host))

@@ -14,10 +14,10 @@ export function StateBadge({ state, reason }: { state: SandboxState; reason?: st
 
 export function SandboxActions({ sandbox, onError }: { sandbox: Pick<Sandbox, 'id' | 'state'>; onError: (message: string) => void }) {
   const [busy, setBusy] = useState(false);
-  const act = (method: string, path: string) => async () => {
+  const act = (method: string, path: string, body?: unknown) => async () => {
     setBusy(true);
     try {
-      await request(method, `/v1/sandboxes/${encodeURIComponent(sandbox.id)}${path}`);
+      await request(method, `/v1/sandboxes/${encodeURIComponent(sandbox.id)}${path}`, body);
     } catch (err) {
       onError(errorText(err));
     } finally {
@@ -30,6 +30,16 @@ export function SandboxActions({ sandbox, onError }: { sandbox: Pick<Sandbox, 'i
       {state === 'running' && (
         <button type="button" disabled={busy} onClick={act('POST', '/pause')}>
           Pause
+        </button>
+      )}
+      {state === 'running' && (
+        <button
+          type="button"
+          disabled={busy}
+          onClick={act('POST', '/fork', { count: 1 })}
+          title="Start a copy that continues from this moment"
+        >
+          Fork
         </button>
       )}
       {state === 'paused' && (

@@ -18,13 +18,11 @@ export function SandboxesPage() {
     );
   useEffect(() => void reload(), []);
   useEvents('type=sandbox', (event: CapsuleEvent) => {
-    if (!event.sandboxId) return;
-    setSandboxes((current) => {
-      const known = current?.some((s) => s.id === event.sandboxId);
-      // A sandbox this page has not seen (made elsewhere): fetch the list again for its whole record.
-      if (!known) void reload();
-      return current?.map((s) => (s.id === event.sandboxId && event.state ? { ...s, state: event.state, stateReason: event.reason } : s));
-    });
+    const { sandboxId, state } = event;
+    if (!sandboxId) return;
+    // A sandbox this page has not seen (made elsewhere, or a fork): fetch the list again for its whole record.
+    if (!sandboxes?.some((s) => s.id === sandboxId)) return void reload();
+    if (state) setSandboxes((current) => current?.map((s) => (s.id === sandboxId ? { ...s, state, stateReason: event.reason } : s)));
   });
   const needle = filter.trim().toLowerCase();
   const shown = (sandboxes ?? []).filter(
