@@ -50,7 +50,7 @@ const sockets = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTE
 export async function upgradeToTerminal(ctx: TerminalContext, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
   socket.on('error', () => undefined);
   let agent: AgentClient;
-  let size = DEFAULT_SIZE;
+  let size: { cols: number; rows: number };
   try {
     const target = terminalTarget(req.url ?? '/');
     size = target.size;
