@@ -176,6 +176,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   },
   { name: 'webhook', usage: '', description: 'Manage webhooks: URLs that receive events as signed POSTs', load: eventsModule },
   {
+    name: 'dashboard',
+    usage: '[options]',
+    description: 'Open the web dashboard, signed in by a one-time link (capsuled must listen on TCP)',
+    load: async () => [(await import('./commands/dashboard.js')).dashboardCommand()],
+  },
+  {
     name: 'daemon',
     usage: '',
     description: 'Start, stop or check capsuled, the host daemon, or install it as a systemd service',

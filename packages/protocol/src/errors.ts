@@ -46,6 +46,8 @@ export const errorCodes = {
   volume_not_found: 404,
   /** A live sandbox holds the volume (one writer, or readers only), or a fork or snapshot would copy a writer. */
   volume_in_use: 409,
+  /** A dashboard session's mutation came without its CSRF token (X-CSRF-Token), or with another session's. */
+  csrf_token_invalid: 403,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

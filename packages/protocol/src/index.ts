@@ -3,3 +3,4 @@ export * from './errors.js';
 export * from './daemon-settings.js';
 export * from './metrics.js';
 export * from './events.js';
+export * from './dashboard.js';

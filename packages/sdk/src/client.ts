@@ -9,6 +9,7 @@ import {
   type ApiKeyList,
   type CapsuleEvent,
   type CreatedApiKey,
+  type SignInToken,
   type CreatedWebhook,
   type CreateWebhookRequest,
   EVENT_STREAM_OVERFLOW,
@@ -353,6 +354,11 @@ export class CapsuleClient {
 
   async deleteApiKey(id: string, options?: CallOptions): Promise<void> {
     await this.#json('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`, undefined, options);
+  }
+
+  /** A one-time link path that signs a browser into the dashboard within a minute (the unix socket only). */
+  async createDashboardSignInToken(options?: CallOptions): Promise<SignInToken> {
+    return this.#json('POST', '/v1/dashboard/sign-in-tokens', undefined, options);
   }
 
   /** Restarts a running sandbox's timeout from now, keeping its length. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { agentTarget, connectCodeOf } from './agent-proxy.js';
-import { requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-relay.js';
+import { guestAnswerHeaders, requestHeadersForAgent, responseHeadersForClient, validStatus } from './agent-relay.js';
 
 describe('agentTarget', () => {
   it('routes the path form to the agent path after /envd, query kept', () => {
@@ -84,6 +84,19 @@ describe('headers across the proxy', () => {
         'x-api-key': 'x',
       }),
     ).toEqual({ 'content-type': 'text/plain' });
+  });
+
+  it("never lets a guest's answer run as a page of the daemon's origin, where the dashboard's session works", () => {
+    // A hostile guest's file, opened from the dashboard's file browser, must not run script that reads the CSRF token.
+    const headers = guestAnswerHeaders({
+      ':status': '200',
+      'content-type': 'text/html',
+      'content-security-policy': 'script-src *',
+      'x-content-type-options': 'sniff-away',
+    });
+    expect(headers['content-type']).toBe('text/html');
+    expect(headers['content-security-policy']).toBe("sandbox; default-src 'none'");
+    expect(headers['x-content-type-options']).toBe('nosniff');
   });
 
   it('accepts only real HTTP statuses from a guest', () => {

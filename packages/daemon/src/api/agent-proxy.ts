@@ -18,6 +18,7 @@ import type { SandboxManager } from '../sandboxes/manager.js';
 import { ACCESS_TOKEN_HEADER, relay, requestHeadersForAgent, SANDBOX_ID_HEADER, type ProxyFailure } from './agent-relay.js';
 import { bulkUploadKind, offersBulkDownload, relayBulkDownload, relayBulkUpload, splitUpload, type RequestBody } from './bulk-files.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
+import type { DashboardSessions } from './dashboard-sessions.js';
 
 const PATH_FORM = /^\/v1\/sandboxes\/([^/?#]{1,128})\/envd(\/[^?#]*)?(\?.*)?$/;
 const SANDBOX_ID = /^[A-Za-z0-9_.-]{1,128}$/;
@@ -102,12 +103,14 @@ export interface AgentProxyContext {
   manager: Pick<SandboxManager, 'agentOf'>;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
+  /** A dashboard's browser reaches the agent (its file browser) with its session cookie. */
+  sessions: Pick<DashboardSessions, 'authorizes'>;
   log: Logger;
 }
 
 /**
  * Forwards one request to a sandbox's agent. Over TCP the caller needs the
- * sandbox's access token or an API key. Errors take the shape the client
+ * sandbox's access token, an API key or a dashboard session. Errors take the shape the client
  * expects: ours for the path form, e2b's `{code, message}` for the header form
  * (where a missing or stopped sandbox is a 502, as e2b's own proxy answers).
  */
@@ -142,7 +145,8 @@ export async function proxyToAgent(
       const token = req.headers[ACCESS_TOKEN_HEADER];
       const allowed =
         ctx.tokens.verify(sandboxId, typeof token === 'string' ? token : undefined) ||
-        (await ctx.apiKeys.verify(presentedApiKey(req.headers)));
+        (await ctx.apiKeys.verify(presentedApiKey(req.headers))) ||
+        ctx.sessions.authorizes(req.method ?? 'GET', req.headers);
       if (!allowed)
         return fail(
           'unauthenticated',

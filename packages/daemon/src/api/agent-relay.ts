@@ -76,6 +76,21 @@ export function responseHeadersForClient(headers: Http2Headers): Record<string, 
   return out;
 }
 
+/**
+ * The head of an agent's answer as the client gets it: the guest's headers,
+ * and what keeps a browser from running the guest's bytes as a page of the
+ * daemon's origin, where the dashboard's session cookie works (a file served
+ * as text/html, opened from the file browser): a sandboxing CSP with nothing
+ * allowed, and no content sniffing. API clients ignore both.
+ */
+export function guestAnswerHeaders(headers: Http2Headers): Record<string, string | string[]> {
+  return {
+    ...responseHeadersForClient(headers),
+    'content-security-policy': "sandbox; default-src 'none'",
+    'x-content-type-options': 'nosniff',
+  };
+}
+
 /** The agent's status, if it is a real HTTP status; a guest could send anything. */
 export function validStatus(value: unknown): number | undefined {
   const status = Number(value);
@@ -139,7 +154,7 @@ export async function sendAgentResponse(
   headers: Http2Headers,
 ): Promise<void> {
   stream.on('trailers', (trailers: Http2Headers) => res.addTrailers(responseHeadersForClient(trailers)));
-  res.writeHead(status, responseHeadersForClient(headers));
+  res.writeHead(status, guestAnswerHeaders(headers));
   try {
     await pipeline(stream, res);
   } catch {

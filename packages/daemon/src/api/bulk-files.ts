@@ -20,7 +20,7 @@ import {
 } from '@capsule/protocol/multipart';
 import type { BulkTransfer } from '../agent/bulk-channel.js';
 import { CapsuleError } from '../errors.js';
-import { agentResponse, cancelWithClient, responseHeadersForClient, sendAgentResponse, type ProxyFailure } from './agent-relay.js';
+import { agentResponse, cancelWithClient, guestAnswerHeaders, sendAgentResponse, type ProxyFailure } from './agent-relay.js';
 
 const mediaType = (value: string | undefined) => parseHeaderParameters(value ?? '').type;
 
@@ -228,7 +228,7 @@ export async function relayBulkDownload(
   stream.once('close', () => {
     if (stream.rstCode !== h2.NGHTTP2_NO_ERROR) transfer.release();
   });
-  res.writeHead(200, { ...responseHeadersForClient(headers), 'content-length': String(size) });
+  res.writeHead(200, { ...guestAnswerHeaders(headers), 'content-length': String(size) });
   try {
     await transfer.download(res, size);
   } catch {

@@ -2,8 +2,10 @@
 // user's clients reach it) and, when asked, on TCP where every call needs an
 // API key (or, for a sandbox's agent, that sandbox's access token); the server
 // limits, one error handler mapping CapsuleError codes to HTTP, and the route
-// tables of each resource's module. Requests for a sandbox's agent or port
-// bypass the router and go to their proxy (agent-proxy.ts, port-proxy.ts).
+// tables of each resource's module. Over TCP a dashboard session cookie stands
+// for a key (dashboard-sessions.ts). Requests for a sandbox's agent or port
+// bypass the router and go to their proxy (agent-proxy.ts, port-proxy.ts), a
+// terminal's WebSocket to terminal-socket.ts.
 // No route is defined here, and nothing a request does may throw past dispatch.
 import fs from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -24,9 +26,12 @@ import type { Webhooks } from '../events/webhooks.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Store } from '../store/store.js';
 import type { Templates } from '../templates/templates.js';
-import { agentTarget, proxyToAgent } from './agent-proxy.js';
+import { dashboardDist } from '../repo-paths.js';
+import { agentTarget, proxyToAgent, type AgentProxyContext } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
+import { dashboardRoutes, PUBLIC_DASHBOARD_ROUTES } from './dashboard-routes.js';
+import { DashboardSessions } from './dashboard-sessions.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
 import { eventRoutes } from './event-routes.js';
@@ -39,6 +44,7 @@ import { addRoutes } from './routes.js';
 import { sandboxMetricsRoutes } from './sandbox-metrics-routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
+import { isTerminalUpgrade, upgradeToTerminal } from './terminal-socket.js';
 import { volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
 import { UsageSampler } from './usage-sampler.js';
@@ -62,6 +68,8 @@ export interface ApiContext {
   /** The event history the event stream reads, and the webhooks its events go to. */
   store: Store;
   webhooks: Webhooks;
+  /** The built dashboard served at /ui; default the checkout's packages/dashboard/dist. */
+  dashboardDir?: string;
 }
 
 export interface Api {
@@ -76,6 +84,17 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   const viaTcp = new WeakSet<IncomingMessage>();
   let route: http.RequestListener | undefined;
   const ports = { tunnels: ctx.manager.tunnels, tokens: ctx.tokens, apiKeys: ctx.apiKeys, domain: ctx.domain, log: ctx.log };
+  // In memory: a daemon restart signs every dashboard out.
+  const sessions = new DashboardSessions();
+  const agentProxy: AgentProxyContext = { manager: ctx.manager, apiKeys: ctx.apiKeys, tokens: ctx.tokens, sessions, log: ctx.log };
+  /** The one check of a TCP client's credentials: an API key, or a dashboard session (with its CSRF token for a mutation). */
+  const authorize = async (req: IncomingMessage): Promise<void> => {
+    if (await ctx.apiKeys.verify(presentedApiKey(req.headers))) return;
+    if (sessions.authorizes(req.method ?? 'GET', req.headers)) return;
+    throw new CapsuleError('unauthenticated', 'a valid API key is required over TCP', {
+      hint: 'send it as X-API-Key; create one with `capsule apikey create NAME`',
+    });
+  };
   /**
    * Everything before the router, robust by construction: whatever a request
    * makes it throw is that request's fault (a malformed URL, header or host
@@ -89,12 +108,12 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       const port = portTarget(req.url ?? '/', req.headers.host, ctx.domain);
       // e2b's envd port by host name is the sandbox's agent, as on e2b.
       if (port?.kind === 'http' && port.form === 'host' && port.port === ENVD_PORT) {
-        proxied = proxyToAgent(ctx, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, tcp);
+        proxied = proxyToAgent(agentProxy, { sandboxId: port.sandboxId, path: port.path, form: 'header' }, req, res, tcp);
       } else if (port) {
         proxied = proxyToPort(ports, port, req, res, tcp);
       } else {
         const target = agentTarget(req.url ?? '/', req.headers);
-        if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
+        if (target) proxied = proxyToAgent(agentProxy, target, req, res, tcp);
         else {
           // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
           requestBodyDeadline(req, res, isBuildContextUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
@@ -110,8 +129,21 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       else res.destroy();
     });
   };
+  const terminals = { agentOf: (id: string) => ctx.manager.agentOf(id), log: ctx.log };
+  /** A terminal's path, unless the host name names a sandbox port: then the upgrade is that service's, whatever its path (as for requests). */
+  const isForTerminal = (req: IncomingMessage): boolean => {
+    if (!isTerminalUpgrade(req.url ?? '/')) return false;
+    try {
+      return portTarget(req.url ?? '/', req.headers.host, ctx.domain) === undefined;
+    } catch {
+      return false; // a malformed port host name: upgradeToPort answers it
+    }
+  };
   const onUpgrade = (tcp: boolean) => (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    upgradeToPort(ports, req, socket, head, tcp).catch((err: unknown) => {
+    const upgraded = isForTerminal(req)
+      ? upgradeToTerminal({ ...terminals, authorize: tcp ? authorize : async () => undefined }, req, socket, head)
+      : upgradeToPort(ports, req, socket, head, tcp);
+    upgraded.catch((err: unknown) => {
       ctx.log.error({ err: errorMessage(err) }, 'an upgrade failed outside its handler');
       socket.destroy();
     });
@@ -155,11 +187,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.addHook('onRequest', async (request) => {
     if (!viaTcp.has(request.raw) || request.url === '/health') return;
-    if (!(await ctx.apiKeys.verify(presentedApiKey(request.headers)))) {
-      throw new CapsuleError('unauthenticated', 'a valid API key is required over TCP', {
-        hint: 'send it as X-API-Key; create one with `capsule apikey create NAME`',
-      });
-    }
+    if (PUBLIC_DASHBOARD_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;
+    await authorize(request.raw);
   });
 
   // A build context upload's body is read as a stream by its route (template-routes.ts), bounded there; never buffered whole.
@@ -193,6 +222,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
     ...volumeRoutes(ctx.volumes),
     ...eventRoutes(ctx.store, ctx.webhooks),
+    ...dashboardRoutes(sessions, ctx.apiKeys, ctx.dashboardDir ?? dashboardDist, isViaTcp),
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
@@ -204,6 +234,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   return {
     app,
     async listenTcp(host, port, tls) {
+      // Fastify sets up its routes' hooks at ready(), which listening on the socket does; TCP may come first.
+      await app.ready();
       const server = createHttpServer(
         (req, res) => {
           viaTcp.add(req);
@@ -250,7 +282,7 @@ function createHttpServer(
     ? https.createServer({ ...serverOptions(serverLimits), cert: tls.cert, key: tls.key, allowHalfOpen: true }, listener)
     : http.createServer(serverOptions(serverLimits), listener);
   limitServer(server, serverLimits);
-  // Upgrades (WebSocket, port-forward tunnels) are served for sandbox ports only.
+  // Upgrades are served for sandbox ports (WebSocket, port-forward tunnels) and the dashboard's terminals.
   server.on('upgrade', onUpgrade);
   server.keepAliveTimeout = 72_000;
   return server;
