@@ -11,7 +11,7 @@ import { CapsuleError } from '../errors.js';
 
 export const SESSION_TTL_MS = 12 * 60 * 60 * 1000;
 export const SIGN_IN_TOKEN_TTL_MS = 60_000;
-/** Bounds on what the maps may hold: the oldest entries go first, so a flood of sign-ins costs the flooder's own sessions. */
+/** Bounds on what the maps may hold, the oldest going first; only a holder of an API key (or of the unix socket) can add to them. */
 const MAX_SESSIONS = 1000;
 const MAX_SIGN_IN_TOKENS = 100;
 /** Methods that only read; any other method with a session cookie needs the CSRF token. */
