@@ -46,6 +46,7 @@ export const errorCodes = {
   volume_not_found: 404,
   /** A live sandbox holds the volume (one writer, or readers only), or a fork or snapshot would copy a writer. */
   volume_in_use: 409,
+  workload_not_found: 404,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -3,3 +3,5 @@ export * from './errors.js';
 export * from './daemon-settings.js';
 export * from './metrics.js';
 export * from './events.js';
+export * from './workload-spec.js';
+export * from './workloads.js';

@@ -41,6 +41,8 @@ import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
 import { volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
+import type { Workloads } from '../workloads/workloads.js';
+import { workloadRoutes } from './workload-routes.js';
 import { UsageSampler } from './usage-sampler.js';
 
 export interface ApiContext {
@@ -48,6 +50,7 @@ export interface ApiContext {
   images: ImageService;
   templates: Templates;
   volumes: Volumes;
+  workloads: Workloads;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
@@ -192,6 +195,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     ...sandboxMetricsRoutes(ctx.manager, sampler),
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
     ...volumeRoutes(ctx.volumes),
+    ...workloadRoutes(ctx.workloads),
     ...eventRoutes(ctx.store, ctx.webhooks),
   ]);
 
