@@ -1,0 +1,200 @@
+// Declarative workloads with real VMs: a file refused whole when two of its
+// workloads claim one host port; a web workload (python3 serving a volume on a
+// host port, an HTTP health check) becomes Ready and serves; a command that
+// exits at once ends in crash_loop after maxRetries; an unchanged apply keeps
+// every sandbox; a daemon kill -9 changes nothing; a killed QEMU comes back;
+// an env change replaces only its workload; state stopped then running keeps
+// the volume's data. Real QEMU microVMs, real daemon.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { eventually, it, TestDaemon } from './fixture.js';
+
+const START_TIMEOUT_MS = 120_000;
+/** Ports of the host's loopback, away from the usual ones and other test files'. */
+const WEB_PORT = 20_000 + Math.floor(Math.random() * 20_000);
+
+function webWorkload(env: Record<string, string>, state = 'running') {
+  return {
+    kind: 'Workload',
+    name: 'web',
+    template: 'base',
+    command: ['python3', '-m', 'http.server', '8080', '--directory', '/srv/data'],
+    env,
+    ports: [{ guest: 8080, host: WEB_PORT }],
+    volumes: [{ name: 'web-data', mount: '/srv/data', size: '128M' }],
+    restart: { policy: 'always', maxRetries: 5, backoff: '1s' },
+    health: { http: { port: 8080, path: '/' }, interval: '1s', timeout: '2s', retries: 3, startPeriod: '30s' },
+    state,
+  };
+}
+
+const crashing = {
+  kind: 'Workload',
+  name: 'crashing',
+  template: 'base',
+  command: ['sh', '-c', 'echo boom; exit 3'],
+  restart: { policy: 'on-failure', maxRetries: 2, backoff: '200ms' },
+};
+
+/** GET of a host port on loopback: status and body, or undefined while nothing answers. */
+async function fetchHost(path: string): Promise<{ status: number; body: string } | undefined> {
+  return await new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port: WEB_PORT, path, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('error', () => resolve(undefined));
+    req.on('timeout', () => req.destroy());
+  });
+}
+
+/** What `GET /v1/events` sends in its first two seconds (its catch-up), as text. */
+async function readEventStream(daemon: TestDaemon, urlPath: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    let text = '';
+    const req = http.request({ socketPath: daemon.socketPath, path: urlPath }, (res) => {
+      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      setTimeout(() => {
+        req.destroy();
+        resolve(text);
+      }, 2000);
+    });
+    req.on('error', reject).end();
+  });
+}
+
+describe('declarative workloads (real QEMU microVMs)', () => {
+  const daemon = new TestDaemon({ CAPSULE_WARM_POOL_SIZE: '0' });
+  beforeAll(async () => {
+    await daemon.start(START_TIMEOUT_MS);
+    await daemon.waitForWarmSnapshot(600_000);
+  }, 700_000);
+  afterAll(() => daemon.destroy());
+
+  const apply = async (documents: unknown[], dryRun = false) => {
+    const res = await daemon.request('POST', '/v1/workloads/apply', { documents, source: 'test.yaml', dryRun });
+    expect(res.status, res.text).toBe(200);
+    return res.body.changes as { name: string; action: string; fields: string[] }[];
+  };
+  const workload = async (name: string) => (await daemon.request('GET', `/v1/workloads/${name}`)).body;
+  const condition = (w: { conditions: { type: string; status: boolean; reason: string }[] }, type: string) =>
+    w.conditions.find((c) => c.type === type);
+  const readyWeb = async (timeoutMs = 240_000) =>
+    await eventually(
+      async () => {
+        const w = await workload('web');
+        return condition(w, 'Ready')?.status ? w : undefined;
+      },
+      timeoutMs,
+      'web to be Ready',
+    );
+
+  it('refuses a whole file before anything starts when two workloads claim one host port', async () => {
+    const other = { kind: 'Workload', name: 'other', template: 'base', ports: [{ guest: 80, host: WEB_PORT }] };
+    const res = await daemon.request('POST', '/v1/workloads/apply', { documents: [webWorkload({}), other] });
+    expect(res.status).toBe(400);
+    expect(res.body.error.message).toContain(
+      `document 2 (other): ports[0].host: host port ${WEB_PORT} is also claimed by document 1 (web)`,
+    );
+    expect((await daemon.request('GET', '/v1/workloads')).body.workloads).toEqual([]);
+    expect(await daemon.api.sandboxes()).toEqual([]);
+  });
+
+  it('keeps a service running through re-applies, a daemon kill -9, a QEMU crash, an env change and a stop', async () => {
+    const eventsFrom = new Date().toISOString();
+    expect(await apply([webWorkload({ GREETING: 'one' }), crashing])).toEqual([
+      { name: 'web', action: 'create', fields: [] },
+      { name: 'crashing', action: 'create', fields: [] },
+    ]);
+
+    // Ready once its health check passes, and serving its volume on the host port.
+    const first = await readyWeb();
+    const webSandbox = first.sandboxes[0].id as string;
+    const exec = await daemon.api.exec(webSandbox, ['sh', '-c', 'echo kept > /srv/data/kept.txt && sync'], { user: 'root' });
+    expect(exec.exitCode, exec.stderr).toBe(0);
+    expect(await fetchHost('/kept.txt')).toEqual({ status: 200, body: 'kept\n' });
+
+    // A command that exits at once: restarted maxRetries times, then left Degraded.
+    const degraded = await eventually(
+      async () => {
+        const w = await workload('crashing');
+        return condition(w, 'Degraded')?.status ? w : undefined;
+      },
+      120_000,
+      'crashing to be Degraded',
+    );
+    expect(condition(degraded, 'Degraded')?.reason).toBe('crash_loop');
+    expect(degraded.restarts).toBe(2);
+    expect(degraded.lastExit).toMatchObject({ reason: 'exited', exitCode: 3 });
+    const crashingSandbox = degraded.sandboxes[0].id as string;
+    const logs = await daemon.request('GET', '/v1/workloads/crashing/logs');
+    expect(logs.text.match(/^boom$/gm)).toHaveLength(3);
+
+    // Applied again unchanged: nothing is replaced.
+    expect(await apply([webWorkload({ GREETING: 'one' }), crashing])).toEqual([
+      { name: 'web', action: 'unchanged', fields: [] },
+      { name: 'crashing', action: 'unchanged', fields: [] },
+    ]);
+
+    // A daemon kill -9 changes nothing: the same VM serves, still Ready, followed again.
+    const qemuBefore = daemon.qemuPids(webSandbox);
+    await daemon.kill9();
+    await daemon.start(START_TIMEOUT_MS);
+    expect(daemon.qemuPids(webSandbox)).toEqual(qemuBefore);
+    expect(await fetchHost('/kept.txt')).toEqual({ status: 200, body: 'kept\n' });
+    await eventually(async () => ((await workload('web')).sandboxes[0]?.id === webSandbox ? true : undefined), 30_000, 'web reattached');
+    expect(condition(await workload('web'), 'Ready')?.status).toBe(true);
+
+    // Its QEMU killed: a new VM within the backoff, serving the same volume.
+    process.kill(qemuBefore[0]!, 'SIGKILL');
+    const revived = await eventually(
+      async () => {
+        const w = await workload('web');
+        return w.sandboxes[0]?.id !== webSandbox && condition(w, 'Ready')?.status ? w : undefined;
+      },
+      240_000,
+      'web back after its QEMU was killed',
+    );
+    expect(revived.restarts).toBe(1);
+    expect(await fetchHost('/kept.txt')).toEqual({ status: 200, body: 'kept\n' });
+
+    // An env change: diff names it, apply replaces only that workload.
+    expect(await apply([webWorkload({ GREETING: 'two' }), crashing], true)).toEqual([
+      { name: 'web', action: 'replace', fields: ['env'] },
+      { name: 'crashing', action: 'unchanged', fields: [] },
+    ]);
+    await apply([webWorkload({ GREETING: 'two' }), crashing]);
+    const replaced = await eventually(
+      async () => {
+        const w = await workload('web');
+        return w.sandboxes[0]?.id !== revived.sandboxes[0].id && condition(w, 'Ready')?.status ? w : undefined;
+      },
+      240_000,
+      'web replaced',
+    );
+    const greeting = await daemon.api.exec(replaced.sandboxes[0].id, ['sh', '-c', 'echo $GREETING']);
+    expect(greeting.stdout).toBe('two\n');
+    expect((await workload('crashing')).sandboxes[0].id).toBe(crashingSandbox);
+
+    // state: stopped keeps the disk and volume; running again serves the same data.
+    await apply([webWorkload({ GREETING: 'two' }, 'stopped'), crashing]);
+    await eventually(async () => ((await workload('web')).sandboxes[0]?.state === 'stopped' ? true : undefined), 120_000, 'web stopped');
+    expect(await fetchHost('/kept.txt')).toBeUndefined();
+    await apply([webWorkload({ GREETING: 'two' }), crashing]);
+    const restarted = await readyWeb(300_000);
+    expect(restarted.sandboxes[0].id).toBe(replaced.sandboxes[0].id);
+    expect(await fetchHost('/kept.txt')).toEqual({ status: 200, body: 'kept\n' });
+
+    // Each action is in the event history with its reason.
+    const events = await readEventStream(daemon, `/v1/events?type=workload&since=${encodeURIComponent(eventsFrom)}`);
+    for (const expected of ['workload.created', 'workload.ready', 'workload.degraded', 'workload.replaced', 'workload.stopped'])
+      expect(events).toContain(`"type":"${expected}"`);
+    expect(events).toContain('"reason":"crash_loop"');
+
+    for (const name of ['web', 'crashing']) expect((await daemon.request('DELETE', `/v1/workloads/${name}`)).status).toBe(204);
+    expect(await daemon.api.sandboxes()).toEqual([]);
+  }, 1_500_000);
+});
