@@ -132,6 +132,14 @@ describe('declarative workloads (real QEMU microVMs)', () => {
     const webSandbox = first.sandboxes[0].id as string;
     expect(await fetchHost('/greeting.txt')).toEqual({ status: 200, body: 'one\n' });
 
+    // Another file's workload may not take its host port: refused before anything is made, naming both.
+    const other = { kind: 'Workload', name: 'other', template: 'base', ports: [{ guest: 80, host: WEB_PORT }] };
+    const clash = await daemon.request('POST', '/v1/workloads/apply', { documents: [other], source: 'other.yaml' });
+    expect(clash.status).toBe(409);
+    expect(clash.body.error).toMatchObject({ code: 'host_port_unavailable' });
+    expect(clash.body.error.message).toContain(`document 1 (other): ports[0].host: host port ${WEB_PORT} is held by workload web`);
+    expect((await daemon.request('GET', '/v1/workloads/other')).status).toBe(404);
+
     // A command that exits at once: restarted maxRetries times, then left Degraded.
     const degraded = await eventually(
       async () => {

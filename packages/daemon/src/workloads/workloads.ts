@@ -7,6 +7,7 @@
 // touches no running workload. One workload's actions run one at a time.
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type ApplyWorkloadsRequest,
   type ApplyWorkloadsResult,
@@ -43,6 +44,8 @@ const MAX_BACKOFF_MS = 5 * 60_000;
 const STABLE_AFTER_MS = 10_000;
 /** After a follower lost its stream, the next look waits this long (the VM's end is noticed meanwhile). */
 const LOST_STREAM_RETRY_MS = 3_000;
+/** How long a daemon stop waits for the workloads' actions under way. */
+const CLOSE_WAIT_MS = 5_000;
 /** Metadata key that marks a workload's sandbox. */
 export const WORKLOAD_METADATA_KEY = 'capsule.workload';
 
@@ -100,7 +103,8 @@ export class Workloads {
     clearInterval(this.resyncTimer);
     this.unsubscribe?.();
     for (const runtime of this.runtimes.values()) this.quiesce(runtime);
-    await Promise.allSettled([...this.queues.values()]);
+    // A create under way may take minutes: it is given a moment, not waited for (the next daemon reconciles what it left).
+    await Promise.race([Promise.allSettled([...this.queues.values()]), sleep(CLOSE_WAIT_MS, undefined, { ref: false })]);
   }
 
   private runtimeOf(name: string): Runtime {
@@ -174,7 +178,8 @@ export class Workloads {
     extra: Parameters<typeof updateWorkload>[2] = {},
   ): Promise<void> {
     const now = new Date().toISOString();
-    const conditions = JSON.parse(row.conditions) as WorkloadCondition[];
+    // Read again: an apply writes conditions outside the workload's queue, and a stale copy must not undo them.
+    const conditions = JSON.parse((await getWorkload(this.store, row.name))?.conditions ?? row.conditions) as WorkloadCondition[];
     const next = (['Ready', 'Progressing', 'Degraded'] as const).map((type): WorkloadCondition => {
       const old = conditions.find((c) => c.type === type) ?? { type, status: false, reason: 'pending', since: now };
       const wanted = change[type];
@@ -206,7 +211,7 @@ export class Workloads {
     const names = new Set(specs.map((s) => s.name));
     const pruned = request.prune && request.source ? existing.filter((row) => row.source === request.source && !names.has(row.name)) : [];
     const others = existing.filter((row) => !names.has(row.name) && !pruned.includes(row));
-    const conflicts = await this.conflicts(specs, others, new Set([...names, ...pruned.map((row) => row.name)]));
+    const conflicts = await this.conflicts(specs, others);
     if (conflicts.problems.length > 0) throw specError(conflicts.code, conflicts.problems);
 
     const changes: WorkloadChange[] = specs.map((spec) => {
@@ -273,13 +278,11 @@ export class Workloads {
   private async conflicts(
     specs: WorkloadSpec[],
     others: WorkloadRecord[],
-    ownNames: Set<string>,
   ): Promise<{ code: 'host_port_unavailable' | 'volume_in_use'; problems: SpecProblem[] }> {
     const problems: SpecProblem[] = [];
     let code: 'host_port_unavailable' | 'volume_in_use' = 'host_port_unavailable';
-    const sandboxes = (await this.manager.list(false)).filter(
-      (s) => s.state !== 'error' && !ownNames.has(s.metadata[WORKLOAD_METADATA_KEY] ?? ''),
-    );
+    // Workloads' sandboxes are checked through their workloads' specs above.
+    const sandboxes = (await this.manager.list(false)).filter((s) => s.state !== 'error' && !s.metadata[WORKLOAD_METADATA_KEY]);
     specs.forEach((spec, index) => {
       const at = { document: index + 1, name: spec.name };
       for (const other of others) {
@@ -352,6 +355,7 @@ export class Workloads {
     if (!sandbox) {
       await this.setConditions(row, { Ready: { status: false, reason: 'starting' }, Progressing: { status: true, reason: 'creating' } });
       const created = await this.createSandbox(spec).catch(async (err: unknown) => {
+        await this.removeFailedCreates(name);
         await this.recordFailure(name, 'create_failed', errorMessage(err));
         return undefined;
       });
@@ -376,6 +380,14 @@ export class Workloads {
     // An apply that changed only the health check stopped the old one.
     if (spec.health && !runtime.healthTimer) this.scheduleHealthCheck(name, spec, 0);
     await this.forgetFailuresIfStable(name, runtime);
+  }
+
+  /** A create that failed leaves its sandbox in `error` (for history); the workload's are removed, so that only its live one is listed. */
+  private async removeFailedCreates(name: string): Promise<void> {
+    for (const sandbox of await this.manager.list(false)) {
+      if (sandbox.state === 'error' && sandbox.metadata[WORKLOAD_METADATA_KEY] === name)
+        await this.manager.remove(sandbox.id, 'start_failed').catch(() => undefined);
+    }
   }
 
   private async createSandbox(spec: WorkloadSpec): Promise<string> {
