@@ -369,9 +369,15 @@ export class Workloads {
       await this.setConditions(row, { Ready: { status: false, reason: 'starting' }, Progressing: { status: true, reason: 'starting' } });
       if (sandbox.state === 'stopped') await this.manager.start(sandbox.id, 'workload_started');
       else await this.manager.resume(sandbox.id);
-      await this.event(name, 'workload.started', 'user', `sandbox ${sandbox.id} started`);
+      await this.event(
+        name,
+        'workload.started',
+        'state_running',
+        `sandbox ${sandbox.id} ${sandbox.state === 'stopped' ? 'started' : 'resumed'}`,
+      );
       runtime.sandboxId = sandbox.id;
-      return await this.startService(name, spec, sandbox.id, 'start');
+      // A resumed VM still runs its command (its memory came back): it is followed, not started twice.
+      return await this.startService(name, spec, sandbox.id, sandbox.state === 'stopped' ? 'start' : 'attach');
     }
     if (sandbox.state !== 'running') return; // starting: its create is still under way.
     runtime.sandboxId = sandbox.id;
