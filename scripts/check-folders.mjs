@@ -22,7 +22,8 @@ const MAY_IMPORT = {
   templates: ['images', 'guest', 'vmm', 'agent', 'network', 'store'],
   sandboxes: ['templates', 'images', 'volumes', 'vmm', 'network', 'agent', 'guest', 'store'],
   events: ['store'],
-  api: ['events', 'sandboxes', 'templates', 'images', 'volumes', 'vmm', 'network', 'agent', 'guest', 'store'],
+  workloads: ['sandboxes', 'templates', 'images', 'volumes', 'network', 'agent', 'guest', 'store'],
+  api: ['events', 'workloads', 'sandboxes', 'templates', 'images', 'volumes', 'vmm', 'network', 'agent', 'guest', 'store'],
 };
 /** The root files that wire folders together; every other root file imports no folder and is imported by any. */
 const WIRING = new Set(['daemon.ts', 'main.ts']);

@@ -32,6 +32,10 @@ const eventsModule = async () => {
   const { eventsCommand, webhookCommand } = await import('./commands/events.js');
   return [eventsCommand(), webhookCommand()];
 };
+const workloadModule = async () => {
+  const { applyCommand, diffCommand, workloadCommand } = await import('./commands/workloads.js');
+  return [applyCommand(), diffCommand(), workloadCommand()];
+};
 const templateModule = async () => {
   const { templatesCommand, templateCommand } = await import('./commands/templates.js');
   return [templatesCommand(), templateCommand()];
@@ -167,6 +171,24 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     usage: '',
     description: 'Manage volumes: disks that outlive sandboxes',
     load: async () => [(await import('./commands/volumes.js')).volumeCommand()],
+  },
+  {
+    name: 'apply',
+    usage: '[options]',
+    description: 'Create, keep or replace the workloads a file declares (YAML or JSON, several documents)',
+    load: workloadModule,
+  },
+  {
+    name: 'diff',
+    usage: '[options]',
+    description: 'Show what `capsule apply -f FILE` would change, changing nothing',
+    load: workloadModule,
+  },
+  {
+    name: 'workload',
+    usage: '',
+    description: 'Manage workloads: services the daemon keeps running (declared with capsule apply -f)',
+    load: workloadModule,
   },
   {
     name: 'events',

@@ -29,6 +29,7 @@ import { probeJailSupport } from './vmm/host-support.js';
 import { useJail, VmJail } from './vmm/jail.js';
 import { qemuVersion } from './vmm/qemu.js';
 import { Volumes } from './volumes/volumes.js';
+import { Workloads } from './workloads/workloads.js';
 
 export const DAEMON_VERSION = (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
   .version;
@@ -120,6 +121,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     startedAt,
     jail: { enabled: config.jail, support: jailSupport },
   });
+  const workloads = new Workloads(store, manager, volumes, config.stateDir, log.child({ component: 'workloads' }));
   const webhooks = new Webhooks(store, log.child({ component: 'webhooks' }));
   await webhooks.start();
   const api = await buildApi({
@@ -129,6 +131,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     images,
     templates,
     volumes,
+    workloads,
     apiKeys: new ApiKeys(store),
     tokens,
     info,
@@ -154,11 +157,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     },
     'capsuled is serving',
   );
-  void manager.reattach().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reattaching sandboxes failed'));
+  // The reconciler starts once the previous daemon's VMs are reattached: it finds its workloads' sandboxes as they are.
+  void manager
+    .reattach()
+    .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reattaching sandboxes failed'))
+    .then(() => workloads.start());
 
   return {
     async stop() {
       await api.close();
+      await workloads.close();
       webhooks.stop();
       await manager.shutdown();
       await store.close();

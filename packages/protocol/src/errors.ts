@@ -48,6 +48,7 @@ export const errorCodes = {
   volume_in_use: 409,
   /** A dashboard session's mutation came without its CSRF token (X-CSRF-Token), or with another session's. */
   csrf_token_invalid: 403,
+  workload_not_found: 404,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

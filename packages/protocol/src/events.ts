@@ -18,10 +18,20 @@ export const EVENT_TYPES = [
   'image.pulled',
   'image.imported',
   'image.removed',
+  'workload.applied',
+  'workload.created',
+  'workload.replaced',
+  'workload.restarted',
+  'workload.ready',
+  'workload.unhealthy',
+  'workload.degraded',
+  'workload.stopped',
+  'workload.started',
+  'workload.removed',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
-export const EVENT_FAMILIES = ['sandbox', 'template', 'image'] as const;
+export const EVENT_FAMILIES = ['sandbox', 'template', 'image', 'workload'] as const;
 
 export const CapsuleEvent = Type.Object({
   /** Opaque; resume after this event with `Last-Event-ID` or `?since=`. */
@@ -33,6 +43,8 @@ export const CapsuleEvent = Type.Object({
   template: Type.Optional(Type.String()),
   /** The image reference (or digest) the event is about. */
   image: Type.Optional(Type.String()),
+  /** The workload the event is about. */
+  workload: Type.Optional(Type.String()),
   /** A sandbox event's new state. */
   state: Type.Optional(SandboxState),
   reason: Type.String({ description: 'user, timeout, crash, oom, host_restart, snapshot, ...' }),
@@ -74,6 +86,7 @@ export const WebhookPayload = Type.Object({
     message: Type.Optional(Type.String()),
     template: Type.Optional(Type.String()),
     image: Type.Optional(Type.String()),
+    workload: Type.Optional(Type.String()),
   }),
 });
 export type WebhookPayload = Static<typeof WebhookPayload>;

@@ -41,6 +41,11 @@ import {
   type WebhookDelivery,
   type WebhookDeliveryList,
   type WebhookList,
+  type ApplyWorkloadsRequest,
+  type ApplyWorkloadsResult,
+  type Workload,
+  type WorkloadList,
+  WORKLOAD_LOG_OFFSET_HEADER,
 } from '@capsule/protocol';
 import { debugLog } from './debug-log.js';
 import { type Deadline, startDeadline } from './deadline.js';
@@ -558,6 +563,67 @@ export class CapsuleClient {
     );
   }
 
+  /**
+   * Applies a workload file's parsed documents: every document is checked
+   * first (any problem refuses all, naming the document and field); `dryRun`
+   * only answers what would change; `prune` removes workloads of `source`
+   * that the documents no longer hold.
+   */
+  async applyWorkloads(request: ApplyWorkloadsRequest, options?: CallOptions): Promise<ApplyWorkloadsResult> {
+    return this.#json('POST', '/v1/workloads/apply', request, options);
+  }
+
+  async listWorkloads(options?: CallOptions): Promise<Workload[]> {
+    return (await this.#json<WorkloadList>('GET', '/v1/workloads', undefined, options)).workloads;
+  }
+
+  /** One workload with its conditions, restarts, last exit and sandbox. */
+  async getWorkload(name: string, options?: CallOptions): Promise<Workload> {
+    return this.#json('GET', workloadPath(name), undefined, options);
+  }
+
+  /** Removes a workload and its sandbox; its volumes stay. */
+  async deleteWorkload(name: string, options?: CallOptions): Promise<void> {
+    await this.#json('DELETE', workloadPath(name), undefined, options);
+  }
+
+  /** Stops its VM and keeps it stopped (disk and volumes kept). */
+  async stopWorkload(name: string, options?: CallOptions): Promise<Workload> {
+    return this.#json('POST', workloadPath(name, '/stop'), undefined, options);
+  }
+
+  /** Starts a stopped or crash-looped workload again. */
+  async startWorkload(name: string, options?: CallOptions): Promise<Workload> {
+    return this.#json('POST', workloadPath(name, '/start'), undefined, options);
+  }
+
+  async restartWorkload(name: string, options?: CallOptions): Promise<Workload> {
+    return this.#json('POST', workloadPath(name, '/restart'), undefined, options);
+  }
+
+  /**
+   * A workload's service output as kept on the host: its last `tail` lines,
+   * or what follows byte `offset` (pass the previous answer's `next` to follow it).
+   */
+  async workloadLogs(
+    name: string,
+    query: { tail?: number; offset?: number } = {},
+    options?: CallOptions,
+  ): Promise<{ text: string; next: number }> {
+    const search = new URLSearchParams();
+    if (query.tail !== undefined) search.set('tail', String(query.tail));
+    if (query.offset !== undefined) search.set('offset', String(query.offset));
+    const route = `${workloadPath(name, '/logs')}${search.size > 0 ? `?${search}` : ''}`;
+    const { response, deadline } = await this.#send('GET', route, undefined, options, 'text/plain');
+    try {
+      if (response.status >= 300) throw await this.#errorFrom(response, 'GET', route);
+      const text = (await readBody(response, this.maxResponseBytes)).toString('utf8');
+      return { text, next: Number(response.headers[WORKLOAD_LOG_OFFSET_HEADER] ?? 0) };
+    } finally {
+      deadline.dispose();
+    }
+  }
+
   /** One template: its source, image digest, start and ready commands, warm snapshot state (and why it failed) and sizes. */
   async getTemplate(name: string, options?: CallOptions): Promise<TemplateDetails> {
     return this.#json('GET', `/v1/templates/${encodeURIComponent(name)}`, undefined, options);
@@ -797,4 +863,8 @@ export class CapsuleClient {
       response.status,
     );
   }
+}
+
+function workloadPath(name: string, rest = ''): string {
+  return `/v1/workloads/${encodeURIComponent(name)}${rest}`;
 }

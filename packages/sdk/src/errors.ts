@@ -131,6 +131,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   volume_not_found: NotFoundError,
   volume_in_use: CapsuleError,
   csrf_token_invalid: CapsuleError,
+  workload_not_found: NotFoundError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

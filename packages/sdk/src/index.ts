@@ -90,4 +90,9 @@ export type {
   Webhook as WebhookInfo,
   WebhookDelivery,
   WebhookPayload,
+  ApplyWorkloadsRequest,
+  ApplyWorkloadsResult,
+  WorkloadChange,
+  WorkloadCondition,
+  Workload as WorkloadInfo,
 } from '@capsule/protocol';

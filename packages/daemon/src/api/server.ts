@@ -47,6 +47,8 @@ import { systemRoutes } from './system-routes.js';
 import { isTerminalUpgrade, upgradeToTerminal } from './terminal-socket.js';
 import { volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
+import type { Workloads } from '../workloads/workloads.js';
+import { workloadRoutes } from './workload-routes.js';
 import { UsageSampler } from './usage-sampler.js';
 
 export interface ApiContext {
@@ -54,6 +56,7 @@ export interface ApiContext {
   images: ImageService;
   templates: Templates;
   volumes: Volumes;
+  workloads: Workloads;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
@@ -221,6 +224,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     ...sandboxMetricsRoutes(ctx.manager, sampler),
     ...apiKeyRoutes(ctx.apiKeys, isViaTcp),
     ...volumeRoutes(ctx.volumes),
+    ...workloadRoutes(ctx.workloads),
     ...eventRoutes(ctx.store, ctx.webhooks),
     ...dashboardRoutes(sessions, ctx.apiKeys, ctx.dashboardDir ?? dashboardDist, isViaTcp),
   ]);

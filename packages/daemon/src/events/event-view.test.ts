@@ -19,6 +19,7 @@ const built: RecordedEvent = {
   type: 'template.built',
   template: 'web',
   image: null,
+  workload: null,
   reason: 'user',
   message: null,
   at: 't',

@@ -60,6 +60,7 @@ export function toCapsuleEvent(event: RecordedEvent, cursorAfter: EventCursor): 
     ...common,
     ...(event.template !== null ? { template: event.template } : {}),
     ...(event.image !== null ? { image: event.image } : {}),
+    ...(event.workload !== null ? { workload: event.workload } : {}),
   };
 }
 

@@ -66,6 +66,7 @@ describe('webhook payloads', () => {
       type: 'image.pulled',
       template: null,
       image: 'docker.io/library/alpine:3',
+      workload: null,
       reason: 'user',
       message: 'sha256:ab',
       at: '2026-01-01T00:00:00.000Z',

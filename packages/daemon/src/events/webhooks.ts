@@ -100,6 +100,7 @@ export function webhookPayload(event: RecordedEvent): WebhookPayload {
       ...message,
       ...(event.template !== null ? { template: event.template } : {}),
       ...(event.image !== null ? { image: event.image } : {}),
+      ...(event.workload !== null ? { workload: event.workload } : {}),
     },
   };
 }

@@ -22,6 +22,7 @@ export interface ResourceEventRecorded {
   type: string;
   template: string | null;
   image: string | null;
+  workload: string | null;
   reason: string;
   message: string | null;
   at: string;

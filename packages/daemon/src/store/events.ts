@@ -1,4 +1,4 @@
-// Rows of the event history and the webhooks: template and image events
+// Rows of the event history and the webhooks: template, image and workload events
 // (resource_events, kept bounded here), reading sandbox_events and
 // resource_events in id order for the event stream's catch-up, and webhooks
 // with their delivery log. Rows only: what an event means is events/'s business.
@@ -20,13 +20,14 @@ export const DELIVERIES_KEPT_PER_WEBHOOK = 200;
 /** Records a template or image event, drops what retention no longer keeps, and tells the store's feed. */
 export async function recordResourceEvent(
   store: Store,
-  event: { type: string; template?: string; image?: string; reason: string; message?: string },
+  event: { type: string; template?: string; image?: string; workload?: string; reason: string; message?: string },
 ): Promise<void> {
   const at = new Date().toISOString();
   const row = {
     type: event.type,
     template: event.template ?? null,
     image: event.image ?? null,
+    workload: event.workload ?? null,
     reason: event.reason,
     message: event.message ?? null,
     at,

@@ -258,4 +258,26 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('webhook_deliveries_webhook').on('webhook_deliveries').columns(['webhook_id', 'id']).execute();
     },
   },
+  '0012_workloads': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('workloads')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('source', 'text')
+        .addColumn('spec', 'text', (c) => c.notNull())
+        .addColumn('spec_hash', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('sandbox_id', 'text')
+        .addColumn('sandbox_hash', 'text')
+        .addColumn('restarts', 'integer', (c) => c.notNull())
+        .addColumn('failures', 'integer', (c) => c.notNull())
+        .addColumn('conditions', 'text', (c) => c.notNull())
+        .addColumn('last_exit', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      // Workload events share the template and image events' table (and its retention).
+      await db.schema.alterTable('resource_events').addColumn('workload', 'text').execute();
+    },
+  },
 };

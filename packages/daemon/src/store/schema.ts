@@ -161,9 +161,37 @@ export interface ResourceEventRow {
   type: string;
   template: string | null;
   image: string | null;
+  /** Set on workload.* events (migration 0012). */
+  workload: string | null;
   reason: string;
   message: string | null;
   at: string;
+}
+
+/** A declared workload (workloads/): its spec, what it should be, and what the reconciler last made of it. */
+export interface WorkloadRow {
+  name: string;
+  /** The label of the file it was applied from, for --prune. */
+  source: string | null;
+  /** JSON of the normalised WorkloadSpec. */
+  spec: string;
+  /** Hash of the spec's fields that need a new VM. */
+  spec_hash: string;
+  /** running | stopped: what it should be. */
+  state: string;
+  /** Its sandbox, while it has one. */
+  sandbox_id: string | null;
+  /** The spec_hash its sandbox was made from; a sandbox of another hash is replaced. */
+  sandbox_hash: string | null;
+  restarts: number;
+  /** Failures in a row since it was last stable; past maxRetries it is Degraded (crash_loop). */
+  failures: number;
+  /** JSON array of WorkloadCondition. */
+  conditions: string;
+  /** JSON of the last exit (reason, exitCode, message, at), or null. */
+  last_exit: string | null;
+  created_at: string;
+  updated_at: string;
 }
 
 export interface WebhookRow {
@@ -206,4 +234,5 @@ export interface Database {
   resource_events: ResourceEventRow;
   webhooks: WebhookRow;
   webhook_deliveries: WebhookDeliveryRow;
+  workloads: WorkloadRow;
 }
