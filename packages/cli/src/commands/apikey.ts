@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { apiKeyTable } from '../human-format.js';
 import { addGlobalOptions } from './global-options.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { printJson } from './print-json.js';
 
 function createCommand(): Command {
@@ -25,15 +26,11 @@ function createCommand(): Command {
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List API keys (masked)')
-      .option('--json', 'print the keys as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const keys = await client.listApiKeys();
-        if (options.json) printJson(keys);
-        else process.stdout.write(apiKeyTable(keys));
-      }),
+    addOutputOptions(new Command('ls').description('List API keys (masked)')).action(async (options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const keys = await client.listApiKeys();
+      printOutput(keys, options, { table: () => apiKeyTable(keys) });
+    }),
   );
 }
 

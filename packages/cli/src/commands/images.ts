@@ -6,6 +6,7 @@ import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, renderTable } from '../human-format.js';
 import { TransferProgress } from '../transfer-progress.js';
 import { addGlobalOptions } from './global-options.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { printJson } from './print-json.js';
 
 async function readStdin(): Promise<string> {
@@ -20,13 +21,17 @@ export function shortDigest(digest: string): string {
   return digest.slice('sha256:'.length, 'sha256:'.length + 12);
 }
 
-export function imageTable(images: readonly ImageInfo[], now: number = Date.now()): string {
+/** `capsule image ls`; `wide` shows whole digests. */
+export function imageTable(
+  images: readonly ImageInfo[],
+  { now = Date.now(), wide = false }: { now?: number; wide?: boolean } = {},
+): string {
   return renderTable(
     ['REFERENCE', 'DIGEST', 'SIZE', 'LAYERS', 'TEMPLATES', 'AGE'],
     images.flatMap((image) =>
       (image.refs.length > 0 ? image.refs : ['<none>']).map((ref) => [
         ref,
-        shortDigest(image.digest),
+        wide ? image.digest : shortDigest(image.digest),
         formatBytes(image.sizeBytes),
         String(image.layers),
         image.templates.join(',') || '-',
@@ -99,15 +104,13 @@ function importCommand(): Command {
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List images in the store')
-      .option('--json', 'print the images as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
+    addOutputOptions(new Command('ls').description('List images in the store'), { wide: true }).action(
+      async (options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const images = await client.listImages();
-        if (options.json) printJson(images);
-        else process.stdout.write(imageTable(images));
-      }),
+        printOutput(images, options, { table: () => imageTable(images), wide: () => imageTable(images, { wide: true }) });
+      },
+    ),
   );
 }
 

@@ -28,6 +28,9 @@ import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { Interrupts } from '../interrupts.js';
 import { lastLines, newPart } from '../log-follow.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
+import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
+import { painterFor } from '../terminal-color.js';
 
 interface CreateOptions extends SandboxSpecOptions {
   json?: boolean;
@@ -70,15 +73,22 @@ function createCommand(): Command {
 
 /** `ls`, and `ps` as docker spells it; `ps ID` listed a sandbox's processes until this release, and says where that went. */
 function listCommand(name: 'ls' | 'ps'): Command {
-  const list = new Command(name)
-    .description('List sandboxes (killed ones only with --all)')
-    .option('-a, --all', 'include killed sandboxes')
-    .option('-q, --quiet', 'print only ids')
-    .option('--json', 'print the sandboxes as a JSON array');
+  const list = addOutputOptions(
+    new Command(name)
+      .description('List sandboxes (killed ones only with --all)')
+      .option('-a, --all', 'include killed sandboxes')
+      .option('-q, --quiet', 'print only ids')
+      .option(
+        '-f, --filter <key=value>',
+        'only sandboxes with this id prefix, name, state, template or label=K[=V] (repeatable)',
+        collectFilter,
+      ),
+    { wide: true },
+  );
   // The old `ps ID` is let through to be answered with where it went, not with commander's "too many arguments".
   if (name === 'ps') list.allowExcessArguments();
   return addGlobalOptions(
-    list.action(async (options: { all?: boolean; quiet?: boolean; json?: boolean }, command: Command) => {
+    list.action(async (options: OutputOptions & { all?: boolean; quiet?: boolean; filter?: SandboxFilters }, command: Command) => {
       const legacySandbox = command.args[0];
       if (name === 'ps' && legacySandbox !== undefined)
         command.error(
@@ -86,26 +96,28 @@ function listCommand(name: 'ls' | 'ps'): Command {
           { exitCode: 2, code: 'capsule.usage' },
         );
       const client = await CliContext.of(command).daemonClient();
-      const sandboxes = await client.listSandboxes({ all: options.all === true });
-      if (options.json) printJson(sandboxes);
-      else if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
-      else process.stdout.write(sandboxTable(sandboxes));
+      // Asking for killed sandboxes by state finds them without --all, as `docker ps --filter status=exited` does.
+      const all = options.all === true || options.filter?.state?.includes('killed') === true;
+      const sandboxes = filterSandboxes(await client.listSandboxes({ all }), options.filter ?? {});
+      if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
+      else
+        printOutput(sandboxes, options, {
+          table: () => sandboxTable(sandboxes, { paint: painterFor() }),
+          wide: () => sandboxTable(sandboxes, { wide: true, paint: painterFor() }),
+        });
     }),
   );
 }
 
 function inspectCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a sandbox in detail, with its state history')
-      .argument('<sandbox>', 'sandbox id or name')
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const sandbox = await client.getSandbox(idOrName);
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(describeSandbox(sandbox));
-      }),
+    addOutputOptions(
+      new Command('inspect').description('Show a sandbox in detail, with its state history').argument('<sandbox>', 'sandbox id or name'),
+    ).action(async (idOrName: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const sandbox = await client.getSandbox(idOrName);
+      printOutput(sandbox, options, { table: () => describeSandbox(sandbox) });
+    }),
   );
 }
 

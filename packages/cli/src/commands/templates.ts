@@ -10,6 +10,7 @@ import { CliContext } from '../cli-context.js';
 import { describeTemplate, templateTable } from '../human-format.js';
 import { parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { pullWithProgress } from './images.js';
 import { printJson } from './print-json.js';
 
@@ -17,15 +18,11 @@ const WARM_POLL_MS = 500;
 
 function listTemplatesCommand(name: string): Command {
   return addGlobalOptions(
-    new Command(name)
-      .description('List templates')
-      .option('--json', 'print the templates as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const templates = await client.listTemplates();
-        if (options.json) printJson(templates);
-        else process.stdout.write(templateTable(templates));
-      }),
+    addOutputOptions(new Command(name).description('List templates')).action(async (options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const templates = await client.listTemplates();
+      printOutput(templates, options, { table: () => templateTable(templates) });
+    }),
   );
 }
 
@@ -162,16 +159,15 @@ function buildTemplateCommand(): Command {
 
 function inspectTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a template: its source, image, start and ready commands, warm snapshot and sizes')
-      .argument('<name>')
-      .option('--json', 'print the template as JSON')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const template = await client.getTemplate(name);
-        if (options.json) printJson(template);
-        else process.stdout.write(describeTemplate(template));
-      }),
+    addOutputOptions(
+      new Command('inspect')
+        .description('Show a template: its source, image, start and ready commands, warm snapshot and sizes')
+        .argument('<name>'),
+    ).action(async (name: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const template = await client.getTemplate(name);
+      printOutput(template, options, { table: () => describeTemplate(template) });
+    }),
   );
 }
 

@@ -7,6 +7,7 @@ import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, keyValueLines, renderTable } from '../human-format.js';
 import { parseVolumeSize } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { printJson } from './print-json.js';
 
 /** Who holds a volume: `sb_x:/data`, `name:/data (ro)`, or `-`. */
@@ -55,32 +56,26 @@ function createCommand(): Command {
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List volumes and the sandboxes that hold them')
-      .option('-q, --quiet', 'print only names')
-      .option('--json', 'print the volumes as a JSON array')
-      .action(async (options: { quiet?: boolean; json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const volumes = await client.listVolumes();
-        if (options.json) printJson(volumes);
-        else if (options.quiet) process.stdout.write(volumes.map((volume) => `${volume.name}\n`).join(''));
-        else process.stdout.write(volumeTable(volumes));
-      }),
+    addOutputOptions(
+      new Command('ls').description('List volumes and the sandboxes that hold them').option('-q, --quiet', 'print only names'),
+    ).action(async (options: OutputOptions & { quiet?: boolean }, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const volumes = await client.listVolumes();
+      if (options.quiet) process.stdout.write(volumes.map((volume) => `${volume.name}\n`).join(''));
+      else printOutput(volumes, options, { table: () => volumeTable(volumes) });
+    }),
   );
 }
 
 function inspectCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a volume: its size, disk use and the sandboxes that hold it')
-      .argument('<name>')
-      .option('--json', 'print the volume as JSON')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const volume = await client.getVolume(name);
-        if (options.json) printJson(volume);
-        else process.stdout.write(describeVolume(volume));
-      }),
+    addOutputOptions(
+      new Command('inspect').description('Show a volume: its size, disk use and the sandboxes that hold it').argument('<name>'),
+    ).action(async (name: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const volume = await client.getVolume(name);
+      printOutput(volume, options, { table: () => describeVolume(volume) });
+    }),
   );
 }
 
@@ -140,16 +135,13 @@ export function snapshotTable(snapshots: readonly VolumeSnapshotInfo[], now: num
 
 function snapshotsCommand(): Command {
   return addGlobalOptions(
-    new Command('snapshots')
-      .description("List a volume's snapshots")
-      .argument('<name>')
-      .option('--json', 'print the snapshots as a JSON array')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+    addOutputOptions(new Command('snapshots').description("List a volume's snapshots").argument('<name>')).action(
+      async (name: string, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const snapshots = await client.listVolumeSnapshots(name);
-        if (options.json) printJson(snapshots);
-        else process.stdout.write(snapshotTable(snapshots));
-      }),
+        printOutput(snapshots, options, { table: () => snapshotTable(snapshots) });
+      },
+    ),
   );
 }
 
