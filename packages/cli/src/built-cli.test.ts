@@ -54,6 +54,8 @@ const sandbox = {
   accel: 'tcg',
   metadata: {},
   createdAt: '2026-01-01T00:00:00Z',
+  network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+  ports: [],
 };
 const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
 
@@ -62,6 +64,13 @@ const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
   if (request.url === '/v1/info') return sendJson(res, 200, { version: '9.8.7', pid: 4321, accel: 'tcg', qemuVersion: '-' });
   if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
+  if (request.method === 'GET' && request.url === '/v1/sandboxes')
+    return sendJson(res, 200, {
+      sandboxes: [
+        { ...sandbox, metadata: { team: 'web' } },
+        { ...sandbox, id: 'sb_test2', name: 'db', state: 'paused', template: 'python', metadata: {} },
+      ],
+    });
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_test1/exec')
     return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
@@ -175,6 +184,38 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     const result = await startCli(['run', '--cpus', 'many', '--', 'true'], { CAPSULE_SOCKET: daemon.socketPath }).done;
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/^capsule: option '--cpus <n>' argument 'many' is invalid\. .*\nhint: see 'capsule run --help'\n$/);
+  });
+
+  it('ls filters as docker does and prints -q ids, YAML, --format lines, and no color escapes into a pipe', async () => {
+    const ls = async (...args: string[]) => {
+      const result = await startCli(['ls', ...args], { CAPSULE_SOCKET: daemon.socketPath }).done;
+      expect(result.stderr).toBe('');
+      return result.stdout.toString();
+    };
+    expect(await ls('-q', '--filter', 'state=paused')).toBe('sb_test2\n');
+    expect(await ls('-q', '-f', 'state=running', '-f', 'state=paused', '-f', 'label=team=web')).toBe('sb_test1\n');
+    expect(await ls('--format', '{{.ID}}\\t{{.Name}} {{.template}}')).toBe('sb_test1\t<none> base\nsb_test2\tdb python\n');
+    expect(await ls('-o', 'yaml', '-f', 'name=db')).toMatch(/^- id: sb_test2\n {2}name: db\n {2}template: python\n {2}state: paused\n/);
+    const table = await ls('-o', 'wide');
+    expect(table).toMatch(/^ID +NAME .* METADATA\nsb_test1 .* team=web\n/);
+    expect(table).not.toContain('\x1b');
+    const unknown = await startCli(['ls', '--filter', 'status=up'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('KEY one of id, name, state, template, label');
+  });
+
+  it('run refuses contradicting flags, and says -t is a terminal now when given a template the old way', async () => {
+    const run = (...args: string[]) => startCli(['run', ...args], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    const legacy = await run('-t', 'python', '--', 'true');
+    expect(legacy.status).toBe(2);
+    expect(legacy.stderr).toContain(
+      '-t is a terminal now, as in `docker run -t`; to pick the template: `capsule run --template python -- true`',
+    );
+    for (const args of [['-d', '--rm', '--', 'true'], ['-d', '-it', '--', 'sh'], ['--rm', '--keep', '--', 'true'], []]) {
+      const refused = await run(...args);
+      expect(refused.status, args.join(' ')).toBe(2);
+    }
+    expect(daemon.requests.filter((request) => request.method === 'POST')).toEqual([]);
   });
 
   it('--version prints the client version alone, wherever the flag is', async () => {

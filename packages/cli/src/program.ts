@@ -41,7 +41,7 @@ const templateModule = async () => {
 export const topLevelCommands: readonly TopLevelCommand[] = [
   {
     name: 'run',
-    usage: '[options] <cmd...>',
+    usage: '[options] [cmd...]',
     description: 'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards',
     load: async () => [(await import('./commands/run.js')).runCommand()],
   },

@@ -13,7 +13,6 @@ import {
   collectCidr,
   collectEnv,
   collectMetadata,
-  collectPublish,
   parseCpuCount,
   parseDiskMiB,
   parseDurationMs,
@@ -22,7 +21,7 @@ import {
   parseMemoryMiB,
   parseOnOff,
 } from '../option-parsers.js';
-import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, addPublishOption, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
@@ -38,7 +37,7 @@ interface CreateOptions extends SandboxSpecOptions {
 
 function createCommand(): Command {
   return addGlobalOptions(
-    addVolumeOption(addNetworkOptions(new Command('create')))
+    addPublishOption(addVolumeOption(addNetworkOptions(new Command('create'))))
       .description('Create a sandbox and print its id')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
@@ -52,11 +51,6 @@ function createCommand(): Command {
           '--on-timeout <action>',
           'what the end of the lifetime does: kill, pause (resume it later) or stop (start it later from its disk)',
         ).choices(['kill', 'pause', 'stop']),
-      )
-      .option(
-        '-p, --publish <[ip:]host:port>',
-        'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)',
-        collectPublish,
       )
       .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
