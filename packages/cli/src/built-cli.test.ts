@@ -218,6 +218,24 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     expect(daemon.requests.filter((request) => request.method === 'POST')).toEqual([]);
   });
 
+  it('completes in bash through the script it prints: commands, flags, and sandbox ids and names from the daemon', async () => {
+    const script = [
+      `capsule() { '${process.execPath}' '${cliPath}' "$@"; }`,
+      'eval "$(capsule completion bash)"',
+      'complete() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _capsule; echo "${COMPREPLY[*]}"; }',
+      'complete capsule volume sn',
+      'complete capsule ls -o ""',
+      'complete capsule exec ""',
+    ].join('\n');
+    const child = spawn('bash', ['-c', script], {
+      env: { PATH: process.env['PATH'] ?? '', CAPSULE_SOCKET: daemon.socketPath, CAPSULE_STATE_DIR: path.join(scratch, 'state') },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await new Promise((resolve) => child.once('close', resolve));
+    expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db\n');
+  });
+
   it('--version prints the client version alone, wherever the flag is', async () => {
     const { version } = JSON.parse(readFileSync(path.join(packageDir, 'package.json'), 'utf8')) as { version: string };
     for (const args of [['--version'], ['-V'], ['--debug', '--version']]) {

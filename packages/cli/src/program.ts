@@ -176,6 +176,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   },
   { name: 'webhook', usage: '', description: 'Manage webhooks: URLs that receive events as signed POSTs', load: eventsModule },
   {
+    name: 'completion',
+    usage: '[options] <shell> [words...]',
+    description: 'Print a shell completion script (bash, zsh or fish); sandbox ids, names and templates complete live',
+    load: async () => [(await import('./commands/completion.js')).completionCommand()],
+  },
+  {
     name: 'daemon',
     usage: '',
     description: 'Start, stop or check capsuled, the host daemon, or install it as a systemd service',
