@@ -69,11 +69,26 @@ const scriptedHandler: StandInHandler = (request, res) => {
       sandboxes: [
         { ...sandbox, metadata: { team: 'web' } },
         { ...sandbox, id: 'sb_test2', name: 'db', state: 'paused', template: 'python', metadata: {} },
+        { ...sandbox, id: 'sb_test3', name: 'old', state: 'stopped', metadata: {} },
       ],
     });
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_test1/exec')
     return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+  if (request.url === '/v1/system/df') {
+    const item = (count: number, diskBytes: number) => ({ count, diskBytes });
+    return sendJson(res, 200, {
+      sandboxes: item(2, 3 * 1024 ** 2),
+      templates: item(1, 1024 ** 3),
+      images: item(0, 0),
+      volumes: item(1, 512),
+      buildCache: item(4, 2048),
+      totalBytes: 1024 ** 3 + 3 * 1024 ** 2 + 2560,
+    });
+  }
+  if (request.method === 'POST' && request.url === '/v1/images/prune')
+    return sendJson(res, 200, { blobs: 3, rootfs: 1, buildSteps: 4, bytes: 4096 });
+  if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test3') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_missing') {
     return sendError(res, 404, 'sandbox_not_found', 'No sandbox with id or name "sb_missing"', 'List sandboxes with `capsule ls -a`');
   }
@@ -194,7 +209,9 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     };
     expect(await ls('-q', '--filter', 'state=paused')).toBe('sb_test2\n');
     expect(await ls('-q', '-f', 'state=running', '-f', 'state=paused', '-f', 'label=team=web')).toBe('sb_test1\n');
-    expect(await ls('--format', '{{.ID}}\\t{{.Name}} {{.template}}')).toBe('sb_test1\t<none> base\nsb_test2\tdb python\n');
+    expect(await ls('--format', '{{.ID}}\\t{{.Name}} {{.template}}')).toBe(
+      'sb_test1\t<none> base\nsb_test2\tdb python\nsb_test3\told base\n',
+    );
     expect(await ls('-o', 'yaml', '-f', 'name=db')).toMatch(/^- id: sb_test2\n {2}name: db\n {2}template: python\n {2}state: paused\n/);
     const table = await ls('-o', 'wide');
     expect(table).toMatch(/^ID +NAME .* METADATA\nsb_test1 .* team=web\n/);
@@ -233,7 +250,33 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     await new Promise((resolve) => child.once('close', resolve));
-    expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db\n');
+    expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db sb_test3 old\n');
+  });
+
+  it('system df prints the space by kind; system prune asks first, then removes stopped sandboxes and the image garbage', async () => {
+    const df = await startCli(['system', 'df'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(df.stdout.toString()).toBe(
+      [
+        'TYPE          COUNT   SIZE',
+        'Sandboxes     2       3.0 MiB',
+        'Templates     1       1.0 GiB',
+        'Images        0       0 B',
+        'Volumes       1       512 B',
+        'Build cache   4       2.0 KiB',
+        'Total                 1.0 GiB',
+        '',
+      ].join('\n'),
+    );
+    const unasked = await startCli(['system', 'prune'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(unasked.status).toBe(2);
+    expect(unasked.stderr).toContain('add -f');
+    expect(deletes()).toEqual([]);
+    const pruned = await startCli(['system', 'prune', '-f'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(pruned.status).toBe(0);
+    expect(pruned.stdout.toString()).toMatch(
+      /^sb_test3\nremoved 1 sandboxes, 3 blobs, 1 root filesystems and 4 cached build steps: 4.0 KiB freed/,
+    );
+    expect(deletes()).toEqual(['/v1/sandboxes/sb_test3']);
   });
 
   it('--version prints the client version alone, wherever the flag is', async () => {

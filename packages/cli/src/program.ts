@@ -176,6 +176,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   },
   { name: 'webhook', usage: '', description: 'Manage webhooks: URLs that receive events as signed POSTs', load: eventsModule },
   {
+    name: 'system',
+    usage: '',
+    description: 'Show the disk space capsule uses, and free it',
+    load: async () => [(await import('./commands/system.js')).systemCommand()],
+  },
+  {
     name: 'completion',
     usage: '[options] <shell> [words...]',
     description: 'Print a shell completion script (bash, zsh or fish); sandbox ids, names and templates complete live',

@@ -147,7 +147,7 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(bad.stderr).toContain('must be a port from 1 to 65535');
   });
 
-  it('run -d starts a service on a published port and prints the id; ls filters find it; exec -i pipes input to it', async () => {
+  it('run -d starts a service on a published port and prints the id; ls filters find it; exec -i pipes input to it; system df counts it', async () => {
     const started = capsule('run', '-d', '--name', 'served', '-p', '0:8000', '--', 'python3', '-m', 'http.server', '-d', '/etc', '8000');
     expect(started.status, started.stderr).toBe(0);
     const id = started.stdout.trim();
@@ -176,6 +176,12 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
       timeout: 60_000,
     });
     expect(piped).toMatchObject({ status: 3, stdout: 'PIPED DATA\n', stderr: '' });
+    // The running sandbox's overlay and the base template's files are on disk, and counted.
+    const usage = JSON.parse(capsule('system', 'df', '-o', 'json').stdout);
+    expect(usage.sandboxes).toMatchObject({ count: 1, diskBytes: expect.any(Number) });
+    expect(usage.sandboxes.diskBytes).toBeGreaterThan(0);
+    expect(usage.templates.count).toBeGreaterThanOrEqual(1);
+    expect(usage.totalBytes).toBeGreaterThanOrEqual(usage.sandboxes.diskBytes + usage.templates.diskBytes);
     expect(capsule('rm', id).status).toBe(0);
   });
 

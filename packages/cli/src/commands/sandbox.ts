@@ -26,6 +26,7 @@ import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { Interrupts } from '../interrupts.js';
+import { confirm } from '../confirm.js';
 import { lastLines, newPart } from '../log-follow.js';
 import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
@@ -150,18 +151,6 @@ function removeCommand(name: 'rm' | 'kill'): Command {
       });
     }),
   );
-}
-
-/** A yes from the terminal; false without one (stdin not a terminal). */
-async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const { createInterface } = await import('node:readline/promises');
-  const prompt = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await prompt.question(question)).trim());
-  } finally {
-    prompt.close();
-  }
 }
 
 /** How often `logs -f` reads the console log again. */
