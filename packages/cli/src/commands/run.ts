@@ -140,6 +140,7 @@ async function runAction(rawCmd: string[], options: RunOptions, command: Command
           ...(options.cwd !== undefined && { cwd: options.cwd }),
           ...(options.user !== undefined && { user: options.user }),
           forwardInput: options.interactive === true,
+          signal: interrupts.signal,
         });
       } else if (interrupts.received === undefined) {
         exitCode = await streamCommand(client, sandbox.id, execRequest, {
