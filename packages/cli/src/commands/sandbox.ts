@@ -1,6 +1,6 @@
 // The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
-// Human output by default; --json prints the daemon's objects unchanged.
+// Human output by default; -o json|yaml (or --json) prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
 import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,13 +32,11 @@ import { addOutputOptions, printOutput, type OutputOptions } from '../output-for
 import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
 import { painterFor } from '../terminal-color.js';
 
-interface CreateOptions extends SandboxSpecOptions {
-  json?: boolean;
-}
+type CreateOptions = SandboxSpecOptions & OutputOptions;
 
 function createCommand(): Command {
   return addGlobalOptions(
-    addPublishOption(addVolumeOption(addNetworkOptions(new Command('create'))))
+    addPublishOption(addVolumeOption(addNetworkOptions(addOutputOptions(new Command('create')))))
       .description('Create a sandbox and print its id')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
@@ -53,15 +51,13 @@ function createCommand(): Command {
           'what the end of the lifetime does: kill, pause (resume it later) or stop (start it later from its disk)',
         ).choices(['kill', 'pause', 'stop']),
       )
-      .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const request = toCreateRequest(options);
         const { template } = request;
         const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}\n`);
+        printOutput(sandbox, options, { table: () => `${sandbox.id}\n` });
       }),
   );
 }
@@ -197,17 +193,16 @@ function logsCommand(): Command {
 
 function timeoutCommand(): Command {
   return addGlobalOptions(
-    new Command('timeout')
+    addOutputOptions(new Command('timeout'))
       .description("Set a running sandbox's lifetime, counted from now (0: never killed)")
       .argument('<sandbox>', 'sandbox id or name')
       .argument('<duration>', 'e.g. 30s, 10m, 2h, 0', parseDurationMs)
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, timeoutMs: number, options: { json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, timeoutMs: number, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const sandbox = await client.setSandboxTimeout(idOrName, timeoutMs);
-        if (options.json) printJson(sandbox);
-        else
-          process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
+        printOutput(sandbox, options, {
+          table: () => `${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`,
+        });
       }),
   );
 }
@@ -294,14 +289,13 @@ function lifecycleCommand(action: LifecycleAction): Command {
 
 function setCommand(): Command {
   return addGlobalOptions(
-    new Command('set')
+    addOutputOptions(new Command('set'))
       .description("Change a stopped sandbox's CPUs, memory or disk size (the disk only grows; its filesystem grows at the next start)")
       .argument('<sandbox>', 'sandbox id or name')
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('--disk <size>', 'root disk size, in MiB or with a unit (20G)', parseDiskMiB)
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, options: { cpus?: number; memory?: number; disk?: number; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { cpus?: number; memory?: number; disk?: number } & OutputOptions, command: Command) => {
         if (options.cpus === undefined && options.memory === undefined && options.disk === undefined)
           throw new InvalidArgumentError('nothing to change: give --cpus, --memory or --disk');
         const client = await CliContext.of(command).daemonClient();
@@ -310,46 +304,44 @@ function setCommand(): Command {
           ...(options.memory !== undefined && { memoryMiB: options.memory }),
           ...(options.disk !== undefined && { diskMiB: options.disk }),
         });
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}: ${sandbox.vcpus} CPUs, ${sandbox.memoryMiB} MiB from its next start\n`);
+        printOutput(sandbox, options, {
+          table: () => `${sandbox.id}: ${sandbox.vcpus} CPUs, ${sandbox.memoryMiB} MiB from its next start\n`,
+        });
       }),
   );
 }
 
 function forkCommand(): Command {
   return addGlobalOptions(
-    new Command('fork')
+    addOutputOptions(new Command('fork'))
       .description('Start sandboxes that each continue from this moment of a running sandbox; prints their ids')
       .argument('<sandbox>', 'sandbox id or name')
       .option('-n, --count <n>', 'how many forks (1-16)', parseForkCount, 1)
-      .option('--json', 'print the forks as a JSON array')
-      .action(async (idOrName: string, options: { count: number; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { count: number } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const forks = await context.progress.step(`Forking ${idOrName} ${options.count} time(s)`, () =>
           client.forkSandbox(idOrName, options.count),
         );
-        if (options.json) printJson(forks);
-        else process.stdout.write(forks.map((sandbox) => `${sandbox.id}\n`).join(''));
+        printOutput(forks, options, { table: () => forks.map((sandbox) => `${sandbox.id}\n`).join('') });
       }),
   );
 }
 
 function networkCommand(): Command {
   return addGlobalOptions(
-    new Command('network')
+    addOutputOptions(new Command('network'))
       .description("Switch a running or paused sandbox's network on or off, or set its egress lists (TAP networking)")
       .argument('<sandbox>', 'sandbox id or name')
       .argument('[state]', 'on or off (default: leave as it is)', parseOnOff)
       .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; replaces the list)', collectCidr)
       .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; replaces the list)', collectCidr)
       .option('--clear-egress', 'empty both egress lists')
-      .option('--json', 'print the sandbox as JSON')
       .action(
         async (
           idOrName: string,
           internet: boolean | undefined,
-          options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean },
+          options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean } & OutputOptions,
           command: Command,
         ) => {
           const lists = options.egressAllow || options.egressDeny || options.clearEgress;
@@ -357,8 +349,7 @@ function networkCommand(): Command {
             ...(internet !== undefined && { internet }),
             ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
           });
-          if (options.json) printJson(sandbox);
-          else process.stdout.write(`${sandbox.id}: ${describeNetwork(sandbox.network)}\n`);
+          printOutput(sandbox, options, { table: () => `${sandbox.id}: ${describeNetwork(sandbox.network)}\n` });
         },
       ),
   );
@@ -366,19 +357,17 @@ function networkCommand(): Command {
 
 function snapshotCommand(): Command {
   return addGlobalOptions(
-    new Command('snapshot')
+    addOutputOptions(new Command('snapshot'))
       .description("Make a running sandbox's current state (memory, processes, disk) a new template; the sandbox runs on")
       .argument('<sandbox>', 'sandbox id or name')
       .requiredOption('-t, --template <name>', 'the new template (lower-case letters, digits, _ . -)')
-      .option('--json', 'print the template as JSON')
-      .action(async (idOrName: string, options: { template: string; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { template: string } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const template = await context.progress.step(`Snapshotting ${idOrName} as template ${options.template}`, () =>
           client.snapshotSandbox(idOrName, options.template),
         );
-        if (options.json) printJson(template);
-        else process.stdout.write(`${template.name}\n`);
+        printOutput(template, options, { table: () => `${template.name}\n` });
       }),
   );
 }

@@ -11,7 +11,6 @@ import { EXIT_CAPSULE_FAILURE } from '../exit-codes.js';
 import { formatBytes, renderTable } from '../human-format.js';
 import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
 
 const KINDS: readonly [Exclude<keyof DiskUsage, 'totalBytes'>, string][] = [
   ['sandboxes', 'Sandboxes'],
@@ -48,11 +47,10 @@ const PRUNED_STATES: readonly SandboxInfo['state'][] = ['stopped', 'error'];
 
 function pruneCommand(): Command {
   return addGlobalOptions(
-    new Command('prune')
+    addOutputOptions(new Command('prune'))
       .description('Remove stopped and failed sandboxes, images no template uses, unused blobs and root filesystems, and the build cache')
       .option('-f, --force', 'do not ask')
-      .option('--json', 'print what was removed as JSON')
-      .action(async (options: { force?: boolean; json?: boolean }, command: Command) => {
+      .action(async (options: { force?: boolean } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const sandboxes = (await client.listSandboxes()).filter((sandbox) => PRUNED_STATES.includes(sandbox.state));
@@ -73,11 +71,10 @@ function pruneCommand(): Command {
           }
         }
         const images = await client.pruneImages();
-        if (options.json) printJson({ sandboxes: removed, images });
-        else
-          process.stdout.write(
+        printOutput({ sandboxes: removed, images }, options, {
+          table: () =>
             `${removed.map((id) => `${id}\n`).join('')}removed ${removed.length} sandboxes, ${images.blobs} blobs, ${images.rootfs} root filesystems and ${images.buildSteps} cached build steps: ${formatBytes(images.bytes)} freed by the image store\n`,
-          );
+        });
       }),
   );
 }

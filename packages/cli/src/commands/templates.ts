@@ -12,7 +12,6 @@ import { parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parser
 import { addGlobalOptions } from './global-options.js';
 import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { pullWithProgress } from './images.js';
-import { printJson } from './print-json.js';
 
 const WARM_POLL_MS = 500;
 
@@ -61,7 +60,7 @@ async function waitForWarmSnapshot(client: CapsuleClient, name: string): Promise
 
 function createTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('create')
+    addOutputOptions(new Command('create'))
       .description('Build a template from an OCI image (pulled first if it is not in the store)')
       .argument('<name>', 'template name: lower-case letters, digits, _ . -')
       .requiredOption('--image <ref>', 'image reference or digest')
@@ -74,7 +73,6 @@ function createTemplateCommand(): Command {
       .option('--ready <cmd>', 'with --start: a check (under /bin/sh -c) retried until it exits 0 before the snapshot')
       .option('--ready-timeout <duration>', 'how long --ready is retried (default 60s)', parseDurationMs)
       .option('--no-wait', 'return before the warm snapshot is built')
-      .option('--json', 'print the template as JSON')
       .action(async (name: string, options: CreateTemplateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
@@ -98,13 +96,12 @@ function createTemplateCommand(): Command {
         if (options.wait && template.warmSnapshot === 'building') {
           template = await context.progress.step(`Booting ${name} once for its warm snapshot`, () => waitForWarmSnapshot(client, name));
         }
-        if (options.json) printJson(template);
-        else process.stdout.write(`${name}\n`);
+        printOutput(template, options, { table: () => `${name}\n` });
       }),
   );
 }
 
-interface CreateTemplateOptions {
+interface CreateTemplateOptions extends OutputOptions {
   image: string;
   cpus?: number;
   memory?: number;
@@ -112,18 +109,16 @@ interface CreateTemplateOptions {
   ready?: string;
   readyTimeout?: number;
   wait: boolean;
-  json?: boolean;
 }
 
 function buildTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('build')
+    addOutputOptions(new Command('build'))
       .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER, START, READY')
       .requiredOption('-t, --tag <name>', 'name of the new template')
       .option('-f, --file <path>', 'the Capsulefile', 'Capsulefile')
       .option('--no-wait', 'return before the warm snapshot is built')
-      .option('--json', 'print the template as JSON')
-      .action(async (options: { tag: string; file: string; wait: boolean; json?: boolean }, command: Command) => {
+      .action(async (options: { tag: string; file: string; wait: boolean } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const file = path.resolve(options.file);
         let capsulefile: string;
@@ -151,8 +146,7 @@ function buildTemplateCommand(): Command {
             waitForWarmSnapshot(client, template.name),
           );
         }
-        if (options.json) printJson(template);
-        else process.stdout.write(`${template.name}\n`);
+        printOutput(template, options, { table: () => `${template.name}\n` });
       }),
   );
 }
