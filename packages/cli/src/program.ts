@@ -42,7 +42,8 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
   {
     name: 'run',
     usage: '[options] [cmd...]',
-    description: 'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards',
+    description:
+      'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards (-d: kept, the command in the background)',
     load: async () => [(await import('./commands/run.js')).runCommand()],
   },
   {

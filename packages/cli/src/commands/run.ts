@@ -176,7 +176,9 @@ async function runAction(rawCmd: string[], options: RunOptions, command: Command
 export function runCommand(): Command {
   return addGlobalOptions(
     addPublishOption(addVolumeOption(addNetworkOptions(new Command('run'))))
-      .description('Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards')
+      .description(
+        'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards (-d: kept, the command in the background)',
+      )
       .argument('[cmd...]', 'the command and its arguments (put them after --); with -t, default a login shell')
       .option('--template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('-d, --detach', 'start the command in the background, keep the sandbox (no lifetime) and print its id')
