@@ -54,6 +54,8 @@ const sandbox = {
   accel: 'tcg',
   metadata: {},
   createdAt: '2026-01-01T00:00:00Z',
+  network: { mode: 'user', internet: true, allow: [], deny: [], guestAddress: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+  ports: [],
 };
 const binaryOutput = Buffer.from([0x68, 0x69, 0x00, 0xff, 0x0a]);
 
@@ -62,9 +64,31 @@ const scriptedHandler: StandInHandler = (request, res) => {
   if (request.url === '/health') return sendJson(res, 200, { status: 'ok' });
   if (request.url === '/v1/info') return sendJson(res, 200, { version: '9.8.7', pid: 4321, accel: 'tcg', qemuVersion: '-' });
   if (request.method === 'POST' && request.url === '/v1/sandboxes') return sendJson(res, 201, sandbox);
+  if (request.method === 'GET' && request.url === '/v1/sandboxes')
+    return sendJson(res, 200, {
+      sandboxes: [
+        { ...sandbox, metadata: { team: 'web' } },
+        { ...sandbox, id: 'sb_test2', name: 'db', state: 'paused', template: 'python', metadata: {} },
+        { ...sandbox, id: 'sb_test3', name: 'old', state: 'stopped', metadata: {} },
+      ],
+    });
   if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test1') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_test1/exec')
     return sendJson(res, 200, { exitCode: 0, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, durationMs: 1 });
+  if (request.url === '/v1/system/df') {
+    const item = (count: number, diskBytes: number) => ({ count, diskBytes });
+    return sendJson(res, 200, {
+      sandboxes: item(2, 3 * 1024 ** 2),
+      templates: item(1, 1024 ** 3),
+      images: item(0, 0),
+      volumes: item(1, 512),
+      buildCache: item(4, 2048),
+      totalBytes: 1024 ** 3 + 3 * 1024 ** 2 + 2560,
+    });
+  }
+  if (request.method === 'POST' && request.url === '/v1/images/prune')
+    return sendJson(res, 200, { blobs: 3, rootfs: 1, buildSteps: 4, bytes: 4096 });
+  if (request.method === 'DELETE' && request.url === '/v1/sandboxes/sb_test3') return void res.writeHead(204).end();
   if (request.url === '/v1/sandboxes/sb_missing') {
     return sendError(res, 404, 'sandbox_not_found', 'No sandbox with id or name "sb_missing"', 'List sandboxes with `capsule ls -a`');
   }
@@ -175,6 +199,84 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     const result = await startCli(['run', '--cpus', 'many', '--', 'true'], { CAPSULE_SOCKET: daemon.socketPath }).done;
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/^capsule: option '--cpus <n>' argument 'many' is invalid\. .*\nhint: see 'capsule run --help'\n$/);
+  });
+
+  it('ls filters as docker does and prints -q ids, YAML, --format lines, and no color escapes into a pipe', async () => {
+    const ls = async (...args: string[]) => {
+      const result = await startCli(['ls', ...args], { CAPSULE_SOCKET: daemon.socketPath }).done;
+      expect(result.stderr).toBe('');
+      return result.stdout.toString();
+    };
+    expect(await ls('-q', '--filter', 'state=paused')).toBe('sb_test2\n');
+    expect(await ls('-q', '-f', 'state=running', '-f', 'state=paused', '-f', 'label=team=web')).toBe('sb_test1\n');
+    expect(await ls('--format', '{{.ID}}\\t{{.Name}} {{.template}}')).toBe(
+      'sb_test1\t<none> base\nsb_test2\tdb python\nsb_test3\told base\n',
+    );
+    expect(await ls('-o', 'yaml', '-f', 'name=db')).toMatch(/^- id: sb_test2\n {2}name: db\n {2}template: python\n {2}state: paused\n/);
+    const table = await ls('-o', 'wide');
+    expect(table).toMatch(/^ID +NAME .* METADATA\nsb_test1 .* team=web\n/);
+    expect(table).not.toContain('\x1b');
+    const unknown = await startCli(['ls', '--filter', 'status=up'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('KEY one of id, name, state, template, label');
+  });
+
+  it('run refuses contradicting flags, and says -t is a terminal now when given a template the old way', async () => {
+    const run = (...args: string[]) => startCli(['run', ...args], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    const legacy = await run('-t', 'python', '--', 'true');
+    expect(legacy.status).toBe(2);
+    expect(legacy.stderr).toContain(
+      '-t is a terminal now, as in `docker run -t`; to pick the template: `capsule run --template python -- true`',
+    );
+    for (const args of [['-d', '--rm', '--', 'true'], ['-d', '-it', '--', 'sh'], ['--rm', '--keep', '--', 'true'], []]) {
+      const refused = await run(...args);
+      expect(refused.status, args.join(' ')).toBe(2);
+    }
+    expect(daemon.requests.filter((request) => request.method === 'POST')).toEqual([]);
+  });
+
+  it('completes in bash through the script it prints: commands, flags, and sandbox ids and names from the daemon', async () => {
+    const script = [
+      `capsule() { '${process.execPath}' '${cliPath}' "$@"; }`,
+      'eval "$(capsule completion bash)"',
+      'complete() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _capsule; echo "${COMPREPLY[*]}"; }',
+      'complete capsule volume sn',
+      'complete capsule ls -o ""',
+      'complete capsule exec ""',
+    ].join('\n');
+    const child = spawn('bash', ['-c', script], {
+      env: { PATH: process.env['PATH'] ?? '', CAPSULE_SOCKET: daemon.socketPath, CAPSULE_STATE_DIR: path.join(scratch, 'state') },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await new Promise((resolve) => child.once('close', resolve));
+    expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db sb_test3 old\n');
+  });
+
+  it('system df prints the space by kind; system prune asks first, then removes stopped sandboxes and the image garbage', async () => {
+    const df = await startCli(['system', 'df'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(df.stdout.toString()).toBe(
+      [
+        'TYPE          COUNT   SIZE',
+        'Sandboxes     2       3.0 MiB',
+        'Templates     1       1.0 GiB',
+        'Images        0       0 B',
+        'Volumes       1       512 B',
+        'Build cache   4       2.0 KiB',
+        'Total                 1.0 GiB',
+        '',
+      ].join('\n'),
+    );
+    const unasked = await startCli(['system', 'prune'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(unasked.status).toBe(2);
+    expect(unasked.stderr).toContain('add -f');
+    expect(deletes()).toEqual([]);
+    const pruned = await startCli(['system', 'prune', '-f'], { CAPSULE_SOCKET: daemon.socketPath }).done;
+    expect(pruned.status).toBe(0);
+    expect(pruned.stdout.toString()).toMatch(
+      /^sb_test3\nremoved 1 sandboxes, 3 blobs, 1 root filesystems and 4 cached build steps: 4.0 KiB freed/,
+    );
+    expect(deletes()).toEqual(['/v1/sandboxes/sb_test3']);
   });
 
   it('--version prints the client version alone, wherever the flag is', async () => {

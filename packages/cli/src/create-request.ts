@@ -2,7 +2,7 @@
 // daemon's create request in one place so the two commands cannot drift.
 import { DEFAULT_TEMPLATE, type CreateSandboxRequest, type PortRequest, type VolumeMountRequest } from '@capsule/protocol';
 import type { Command } from 'commander';
-import { collectCidr, collectVolume } from './option-parsers.js';
+import { collectCidr, collectPublish, collectVolume } from './option-parsers.js';
 
 export interface SandboxSpecOptions {
   template?: string;
@@ -32,6 +32,15 @@ export function addNetworkOptions(command: Command): Command {
     .option('--no-internet', 'no network at all (switch it on later with `capsule sandbox network ID on`)')
     .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; TAP networking)', collectCidr)
     .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; 0.0.0.0/0 for all; TAP networking)', collectCidr);
+}
+
+/** `-p, --publish` of `run` and `sandbox create`. */
+export function addPublishOption(command: Command): Command {
+  return command.option(
+    '-p, --publish <[ip:]host:port>',
+    'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)',
+    collectPublish,
+  );
 }
 
 /** `-v, --volume` of `run` and `sandbox create`. */

@@ -1,5 +1,6 @@
 import type { Sandbox as SandboxInfo } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
+import { ansiPaint } from './terminal-color.js';
 import {
   describeDaemon,
   describeSandbox,
@@ -113,7 +114,7 @@ describe('human formatting', () => {
       expiresAt: undefined,
       network: { ...sandbox.network, internet: false },
     };
-    expect(sandboxTable([sandbox, killed], now)).toBe(
+    expect(sandboxTable([sandbox, killed], { now })).toBe(
       [
         'ID          NAME   TEMPLATE   STATE     CPUS   MEM    NET   AGE   TIME LEFT',
         'sb_7k2m9q   -      base       running   2      1.5G   on    3m    2m',
@@ -121,6 +122,19 @@ describe('human formatting', () => {
         '',
       ].join('\n'),
     );
+  });
+
+  it('adds the address, ports and metadata in the wide ls table', () => {
+    const lines = sandboxTable([sandbox], { now, wide: true }).split('\n');
+    expect(lines[0]).toMatch(/TIME LEFT {3}ADDRESS +PORTS +METADATA$/);
+    expect(lines[1]).toMatch(/2m +10\.0\.2\.15\/24 +127\.0\.0\.1:8080->80 +owner=ann$/);
+  });
+
+  it('colors the state without shifting the columns', () => {
+    const plain = sandboxTable([sandbox], { now });
+    const colored = sandboxTable([sandbox], { now, paint: ansiPaint });
+    expect(colored).toContain('\x1b[32mrunning\x1b[39m');
+    expect(colored.replace(/\x1b\[[0-9;]*m/g, '')).toBe(plain);
   });
 
   it('renders inspect with history', () => {

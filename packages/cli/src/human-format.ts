@@ -1,14 +1,25 @@
 // Turns daemon objects into the text people read: tables, ages, sizes and the
 // `inspect` view. Pure functions of their inputs (the clock is a parameter), so
 // tests pin the output; `--json` output never goes through here.
-import type { ApiKey, DaemonInfo, Sandbox as SandboxInfo, SandboxNetwork, Template, TemplateDetails } from '@capsule/protocol';
+import type {
+  ApiKey,
+  DaemonInfo,
+  Sandbox as SandboxInfo,
+  SandboxNetwork,
+  SandboxState,
+  Template,
+  TemplateDetails,
+} from '@capsule/protocol';
+import { noPaint, visibleLength, type Color, type Paint } from './terminal-color.js';
 
-/** Left-aligned columns separated by three spaces, like docker's tables. */
+/** Left-aligned columns separated by three spaces, like docker's tables; colored cells are padded by what shows. */
 export function renderTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => visibleLength(row[column] ?? ''))));
   const line = (cells: readonly string[]) =>
     cells
-      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .map((cell, column) =>
+        column === cells.length - 1 ? cell : cell + ' '.repeat(Math.max(0, (widths[column] ?? 0) - visibleLength(cell))),
+      )
       .join('   ')
       .trimEnd();
   return `${[line(header), ...rows.map(line)].join('\n')}\n`;
@@ -58,20 +69,45 @@ export function formatTimeLeft(isoTime: string | undefined, now: number = Date.n
   return formatAge(new Date(now).toISOString(), then);
 }
 
-export function sandboxTable(sandboxes: readonly SandboxInfo[], now: number = Date.now()): string {
+const STATE_COLORS: Partial<Record<SandboxState, Color>> = {
+  running: 'green',
+  starting: 'yellow',
+  paused: 'yellow',
+  stopped: 'grey',
+  error: 'red',
+  killed: 'grey',
+};
+
+/** `capsule ls`; `wide` adds the ports, the guest address and the metadata; `paint` colors the state. */
+export function sandboxTable(
+  sandboxes: readonly SandboxInfo[],
+  { now = Date.now(), wide = false, paint = noPaint }: { now?: number; wide?: boolean; paint?: Paint } = {},
+): string {
+  const header = ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'NET', 'AGE', 'TIME LEFT'];
   return renderTable(
-    ['ID', 'NAME', 'TEMPLATE', 'STATE', 'CPUS', 'MEM', 'NET', 'AGE', 'TIME LEFT'],
-    sandboxes.map((sandbox) => [
-      sandbox.id,
-      sandbox.name ?? '-',
-      sandbox.template,
-      sandbox.state,
-      String(sandbox.vcpus),
-      formatMemoryMiB(sandbox.memoryMiB),
-      sandbox.network.internet ? (sandbox.network.allow.length + sandbox.network.deny.length > 0 ? 'rules' : 'on') : 'off',
-      formatAge(sandbox.createdAt, now),
-      formatTimeLeft(sandbox.expiresAt, now),
-    ]),
+    wide ? [...header, 'ADDRESS', 'PORTS', 'METADATA'] : header,
+    sandboxes.map((sandbox) => {
+      const color = STATE_COLORS[sandbox.state];
+      const row = [
+        sandbox.id,
+        sandbox.name ?? '-',
+        sandbox.template,
+        color ? paint(sandbox.state, color) : sandbox.state,
+        String(sandbox.vcpus),
+        formatMemoryMiB(sandbox.memoryMiB),
+        sandbox.network.internet ? (sandbox.network.allow.length + sandbox.network.deny.length > 0 ? 'rules' : 'on') : 'off',
+        formatAge(sandbox.createdAt, now),
+        formatTimeLeft(sandbox.expiresAt, now),
+      ];
+      if (!wide) return row;
+      const metadata = Object.entries(sandbox.metadata);
+      return [
+        ...row,
+        sandbox.network.guestAddress || '-',
+        sandbox.ports.map((port) => `${port.hostIp}:${port.hostPort}->${port.guestPort}`).join(',') || '-',
+        metadata.map(([key, value]) => `${key}=${value}`).join(',') || '-',
+      ];
+    }),
   );
 }
 

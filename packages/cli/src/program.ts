@@ -45,8 +45,9 @@ const templateModule = async () => {
 export const topLevelCommands: readonly TopLevelCommand[] = [
   {
     name: 'run',
-    usage: '[options] <cmd...>',
-    description: 'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards',
+    usage: '[options] [cmd...]',
+    description:
+      'Run a command in a new sandbox, stream its output and exit with its code; the sandbox is removed afterwards (-d: kept, the command in the background)',
     load: async () => [(await import('./commands/run.js')).runCommand()],
   },
   {
@@ -202,6 +203,18 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     usage: '[options]',
     description: 'Open the web dashboard, signed in by a one-time link (capsuled must listen on TCP)',
     load: async () => [(await import('./commands/dashboard.js')).dashboardCommand()],
+  },
+  {
+    name: 'system',
+    usage: '',
+    description: 'Show the disk space capsule uses, and free it',
+    load: async () => [(await import('./commands/system.js')).systemCommand()],
+  },
+  {
+    name: 'completion',
+    usage: '[options] <shell> [words...]',
+    description: 'Print a shell completion script (bash, zsh or fish); sandbox ids, names and templates complete live',
+    load: async () => [(await import('./commands/completion.js')).completionCommand()],
   },
   {
     name: 'daemon',

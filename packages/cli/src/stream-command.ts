@@ -1,9 +1,10 @@
 // Streams one command's output from a sandbox to this process's stdout and stderr
 // as raw bytes (no decoding, so binary output survives), honouring backpressure,
-// and returns the exit code the shell would report for the command.
+// and returns the exit code the shell would report for the command. With `stdin`
+// (exec -i, run -i) what it reads goes to the command's stdin, then end of file.
 import { once } from 'node:events';
 import type { ExecRequest } from '@capsule/protocol';
-import type { CapsuleClient } from '@capsule/sdk';
+import { CommandExitError, Commands, SandboxAgent, type CapsuleClient, type CommandHandle } from '@capsule/sdk';
 import { exitCodeOfCommand, signalNumber } from './exit-codes.js';
 
 /** Exit code when our own stdout/stderr was closed under us (`capsule run … | head`), like SIGPIPE. */
@@ -17,6 +18,87 @@ function isBrokenPipe(error: unknown): boolean {
   return (error as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
 }
 
+/** Thrown from an output callback to stop reading once our stdout or stderr is gone. */
+class BrokenPipe extends Error {}
+
+/**
+ * Sends what `input` reads to the command's stdin, one chunk at a time (reading
+ * pauses while a chunk is on its way), and closes it at end of file. Stops
+ * quietly when the command has ended. Returns what detaches it.
+ */
+function forwardInput(input: NodeJS.ReadableStream, handle: CommandHandle): () => void {
+  let sending = Promise.resolve();
+  const onData = (chunk: Buffer | string) => {
+    input.pause();
+    sending = sending
+      .then(() => handle.sendStdin(typeof chunk === 'string' ? Buffer.from(chunk) : chunk))
+      .then(
+        () => void input.resume(),
+        () => undefined,
+      );
+  };
+  const onEnd = () => {
+    sending = sending.then(() => handle.closeStdin()).catch(() => undefined);
+  };
+  input.on('data', onData);
+  input.once('end', onEnd);
+  input.resume();
+  return () => {
+    input.off('data', onData);
+    input.off('end', onEnd);
+    input.pause();
+  };
+}
+
+/** The command through the sandbox's agent, whose process stream keeps stdin open (the daemon's exec endpoint takes none). */
+async function streamWithInput(
+  client: CapsuleClient,
+  idOrName: string,
+  request: ExecRequest,
+  {
+    signal,
+    onStart,
+    stdin,
+    stdout,
+    stderr,
+  }: {
+    signal?: AbortSignal;
+    onStart?: (pid: number) => void;
+    stdin: NodeJS.ReadableStream;
+    stdout: NodeJS.WriteStream;
+    stderr: NodeJS.WriteStream;
+  },
+  isPipeBroken: () => boolean,
+): Promise<number> {
+  // The agent API is addressed by id; this also says "not found" before anything starts.
+  const sandbox = await client.getSandbox(idOrName);
+  const write = (stream: NodeJS.WriteStream) => async (bytes: Uint8Array) => {
+    await writeRaw(stream, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    if (isPipeBroken()) throw new BrokenPipe();
+  };
+  const handle = await new Commands(new SandboxAgent(client, sandbox.id)).run(request.cmd, {
+    background: true,
+    ...(request.env && { env: request.env }),
+    ...(request.cwd !== undefined && { cwd: request.cwd }),
+    ...(request.user !== undefined && { user: request.user }),
+    timeoutMs: request.timeoutMs ?? 0,
+    onStdoutBytes: write(stdout),
+    onStderrBytes: write(stderr),
+    ...(signal && { signal }),
+  });
+  onStart?.(handle.pid);
+  const detachInput = forwardInput(stdin, handle);
+  try {
+    await handle.wait();
+    return 0;
+  } catch (error) {
+    if (error instanceof CommandExitError) return exitCodeOfCommand(error);
+    throw error;
+  } finally {
+    detachInput();
+  }
+}
+
 export async function streamCommand(
   client: CapsuleClient,
   sandboxId: string,
@@ -26,7 +108,15 @@ export async function streamCommand(
     onStart,
     stdout = process.stdout,
     stderr = process.stderr,
-  }: { signal?: AbortSignal; onStart?: (pid: number) => void; stdout?: NodeJS.WriteStream; stderr?: NodeJS.WriteStream } = {},
+    stdin,
+  }: {
+    signal?: AbortSignal;
+    onStart?: (pid: number) => void;
+    stdout?: NodeJS.WriteStream;
+    stderr?: NodeJS.WriteStream;
+    /** Forward this to the command's stdin (-i); without it the command's stdin is empty. */
+    stdin?: NodeJS.ReadableStream;
+  } = {},
 ): Promise<number> {
   // A closed pipe is reported as an 'error' event; without a listener it would crash the CLI.
   let brokenPipe = false;
@@ -36,6 +126,14 @@ export async function streamCommand(
   stdout.on('error', onPipeError);
   stderr.on('error', onPipeError);
   try {
+    if (stdin !== undefined)
+      return await streamWithInput(
+        client,
+        sandboxId,
+        request,
+        { ...(signal && { signal }), ...(onStart && { onStart }), stdin, stdout, stderr },
+        () => brokenPipe,
+      );
     for await (const event of client.execStream(sandboxId, request, signal ? { signal } : {})) {
       if (event.type === 'stdout' || event.type === 'stderr') {
         await writeRaw(event.type === 'stdout' ? stdout : stderr, Buffer.from(event.data, 'base64'));
@@ -48,7 +146,7 @@ export async function streamCommand(
     }
     throw new Error('exec stream ended without an exit event'); // execStream throws first
   } catch (error) {
-    if (brokenPipe || isBrokenPipe(error)) return EXIT_BROKEN_PIPE;
+    if (brokenPipe || isBrokenPipe(error) || error instanceof BrokenPipe) return EXIT_BROKEN_PIPE;
     throw error;
   } finally {
     stdout.off('error', onPipeError);

@@ -16,6 +16,8 @@ export interface TerminalSessionOptions {
   user?: string;
   /** Forward this process's stdin (-i); without it only the output is shown. */
   forwardInput: boolean;
+  /** Ends the session as SIGINT would when aborted (`run -t` catches Ctrl-C to remove its sandbox after). */
+  signal?: AbortSignal;
   stdin?: NodeJS.ReadStream;
   stdout?: NodeJS.WriteStream;
 }
@@ -68,6 +70,7 @@ export async function runTerminalSession(client: CapsuleClient, idOrName: string
     endedBy = signal;
     handle.kill().catch(() => undefined);
   };
+  const onAbort = () => onEndingSignal('SIGINT');
 
   try {
     if (rawMode) stdin.setRawMode(true);
@@ -77,6 +80,7 @@ export async function runTerminalSession(client: CapsuleClient, idOrName: string
     }
     process.on('SIGWINCH', onResize);
     for (const signal of ENDING_SIGNALS) process.on(signal, onEndingSignal);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await handle.wait();
       return endedBy ? exitCodeOfInterruption(endedBy) : 0;
@@ -85,6 +89,7 @@ export async function runTerminalSession(client: CapsuleClient, idOrName: string
       return endedBy ? exitCodeOfInterruption(endedBy) : exitCodeOfCommand(error);
     }
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     process.off('SIGWINCH', onResize);
     for (const signal of ENDING_SIGNALS) process.off(signal, onEndingSignal);
     stdin.off('data', onInput);

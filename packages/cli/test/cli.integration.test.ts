@@ -147,6 +147,44 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(bad.stderr).toContain('must be a port from 1 to 65535');
   });
 
+  it('run -d starts a service on a published port and prints the id; ls filters find it; exec -i pipes input to it; system df counts it', async () => {
+    const started = capsule('run', '-d', '--name', 'served', '-p', '0:8000', '--', 'python3', '-m', 'http.server', '-d', '/etc', '8000');
+    expect(started.status, started.stderr).toBe(0);
+    const id = started.stdout.trim();
+    expect(id).toMatch(/^sb_[a-z2-7]+$/);
+    expect(capsule('ls', '-q', '--filter', 'name=served', '--filter', 'state=running').stdout).toBe(`${id}\n`);
+    expect(capsule('ls', '-q', '--filter', 'state=paused').stdout).toBe('');
+    expect(capsule('ls', '--format', '{{.ID}} {{.timeoutMs}}', '-f', `id=${id}`).stdout).toBe(`${id} 0\n`);
+    const [port] = JSON.parse(capsule('inspect', id, '-o', 'json').stdout).ports;
+    expect(port).toMatchObject({ hostIp: '127.0.0.1', guestPort: 8000 });
+    // The command runs on after `run -d` returned: the published port reaches it.
+    const page = await eventually(
+      async () => {
+        const response = await fetch(`http://127.0.0.1:${port.hostPort}/hostname`).catch(() => undefined);
+        return response?.ok ? await response.text() : undefined;
+      },
+      60_000,
+      'the detached http.server to answer on the published port',
+    );
+    expect(page).toBe(capsule('exec', id, '--', 'cat', '/etc/hostname').stdout);
+    expect(capsule('top', id).stdout).toContain('http.server');
+
+    const piped = spawnSync(process.execPath, [cliMain, 'exec', '-i', id, '--', 'sh', '-c', 'tr a-z A-Z; exit 3'], {
+      env: { ...daemon.env, CAPSULED_BIN: daemonMain },
+      input: 'piped data\n',
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(piped).toMatchObject({ status: 3, stdout: 'PIPED DATA\n', stderr: '' });
+    // The running sandbox's overlay and the base template's files are on disk, and counted.
+    const usage = JSON.parse(capsule('system', 'df', '-o', 'json').stdout);
+    expect(usage.sandboxes).toMatchObject({ count: 1, diskBytes: expect.any(Number) });
+    expect(usage.sandboxes.diskBytes).toBeGreaterThan(0);
+    expect(usage.templates.count).toBeGreaterThanOrEqual(1);
+    expect(usage.totalBytes).toBeGreaterThanOrEqual(usage.sandboxes.diskBytes + usage.templates.diskBytes);
+    expect(capsule('rm', id).status).toBe(0);
+  });
+
   it('creates, lists (masked) and removes API keys; a key is shown only when created', () => {
     const created = capsule('apikey', 'create', 'ci');
     expect(created.status, created.stderr).toBe(0);

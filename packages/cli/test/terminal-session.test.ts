@@ -1,10 +1,10 @@
-// `capsule exec -it` and `capsule shell` as a person uses them: the built CLI
+// `capsule exec -it` and `capsule shell` as a person uses them, and `exec -i` with piped input: the built CLI
 // runs on a real terminal here (node-pty), against a STAND-IN daemon that
 // answers /health and GET /v1/sandboxes/sb-test itself and forwards
 // /v1/sandboxes/sb-test/envd/* to the real bundled agent, as capsuled's proxy
 // will. Checks raw keystrokes, resizes, the exit code and the terminal left
 // as it was found.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type http2 from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -141,10 +141,45 @@ describe('capsule exec -it and capsule shell (stand-in daemon, real agent, real 
     expect(session.screen()).toContain('capsule-exit=7');
   });
 
-  it('refuses -i without -t as a usage error', async () => {
-    const session = onLocalTerminal(['exec', '-i', SANDBOX, '--', 'true']);
+  it('refuses --timeout on a terminal session as a usage error', async () => {
+    const session = onLocalTerminal(['exec', '-it', '--timeout', '5s', SANDBOX, '--', 'true']);
     await session.exited;
-    expect(session.screen()).toContain('-i without -t is not supported');
+    expect(session.screen()).toContain('--timeout does not apply to a terminal session');
     expect(session.screen()).toContain('capsule-exit=2');
+  });
+});
+
+describe('capsule exec -i (stand-in daemon, real agent, piped stdin)', () => {
+  /** `capsule exec -i ARGS` with `input` piped to it, its stdout kept as bytes. */
+  function piped(args: string[], input: Buffer) {
+    const child = spawn(process.execPath, [cliMain, '--socket', daemon.socketPath, 'exec', '-i', SANDBOX, '--', ...args], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home },
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    // A command that stops reading early closes the pipe under us: that is not a failure here.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+    return new Promise<{ status: number | null; stdout: Buffer; stderr: string }>((resolve) =>
+      child.once('close', (status) => resolve({ status, stdout: Buffer.concat(stdout), stderr })),
+    );
+  }
+
+  it('sends piped input to the command byte for byte, then end of file', async () => {
+    // Bytes that are not UTF-8 (lone continuation bytes, 0xff) come back unchanged, as does a 3 MiB stream.
+    const binary = Buffer.concat([Buffer.from([0x00, 0xff, 0x80, 0xc3]), Buffer.alloc(3 * 1024 * 1024, 'abc\n')]);
+    const echoed = await piped(['cat'], binary);
+    expect(echoed.stderr).toBe('');
+    expect(echoed.status).toBe(0);
+    expect(echoed.stdout.equals(binary)).toBe(true);
+    const counted = await piped(['/bin/sh', '-c', 'wc -c; exit 4'], Buffer.from('data\n'));
+    expect(counted).toMatchObject({ status: 4, stdout: Buffer.from('5\n') });
+  });
+
+  it('ends when the command does, however much input is left', async () => {
+    const result = await piped(['head', '-c', '3'], Buffer.alloc(8 * 1024 * 1024, 'x'));
+    expect(result).toMatchObject({ status: 0, stdout: Buffer.from('xxx') });
   });
 });

@@ -1,7 +1,8 @@
 // Terminals in a real microVM through capsuled's agent proxy, from every
 // client: @capsule/sdk's sandbox.pty, the official e2b SDK's sandbox.pty
 // (unchanged, over TCP with an API key), and `capsule exec -it` / `capsule
-// shell` run on a real local terminal (node-pty). One sandbox serves all.
+// shell` run on a real local terminal (node-pty). One sandbox serves all but
+// `capsule run -it`, which makes its own.
 import * as nodePty from 'node-pty';
 import { Sandbox as E2bSandbox } from 'e2b';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -78,7 +79,7 @@ describe('terminals in a real microVM, through the daemon', () => {
     }
   });
 
-  it('capsule exec -it and capsule shell on a real local terminal', async () => {
+  it('capsule exec -it, capsule shell and capsule run -it on a real local terminal', async () => {
     printLogOnFailure();
     const run = (args: string[]) => {
       const quoted = [process.execPath, cliMain, ...args].map((arg) => `'${arg.replace(/'/g, `'\\''`)}'`).join(' ');
@@ -117,5 +118,14 @@ describe('terminals in a real microVM, through the daemon', () => {
     shell.term.write('exit 4\r');
     await shell.exited;
     expect(shell.shown.text()).toContain('capsule-exit=4');
+
+    // run -it: a new sandbox, this terminal attached to its command, removed when the command ends.
+    const fresh = run(['run', '-it', '--', '/bin/sh', '-c', 'until [ "$l" = go ]; do read l; done; echo "ran $(stty size)"; exit 5']);
+    fresh.term.write('go\r');
+    await fresh.exited;
+    expect(fresh.shown.text()).toContain('ran 30 100');
+    expect(fresh.shown.text()).toContain('capsule-exit=5');
+    const left = await daemon.request<{ sandboxes: { id: string }[] }>('GET', '/v1/sandboxes');
+    expect(left.body.sandboxes.map((listed) => listed.id)).toEqual([sandbox.id]);
   });
 });

@@ -10,6 +10,7 @@ import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import type { DaemonConfig } from './config.js';
+import { daemonDiskUsageSources, measureDiskUsage } from './disk-usage.js';
 import { errorMessage } from './errors.js';
 import { Webhooks } from './events/webhooks.js';
 import { ImageService } from './images/image-service.js';
@@ -135,6 +136,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     apiKeys: new ApiKeys(store),
     tokens,
     info,
+    diskUsage: () =>
+      measureDiskUsage(
+        daemonDiskUsageSources(config, {
+          sandboxes: async () => (await manager.list(false)).length,
+          templates: async () => (await templates.list()).length,
+          images: async () => (await images.list()).length,
+          volumes: async () => (await volumes.list()).length,
+        }),
+      ),
     log,
     metrics,
     metricsIntervalMs: config.metricsIntervalMs,

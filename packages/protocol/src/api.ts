@@ -641,6 +641,27 @@ export const TemplateDetails = Type.Composite([
 ]);
 export type TemplateDetails = Static<typeof TemplateDetails>;
 
+const DiskUsageItem = Type.Object({
+  count: Type.Integer({ minimum: 0, description: 'how many there are' }),
+  diskBytes: Type.Integer({ minimum: 0, description: 'disk space their files take (allocated blocks; a file linked twice counts once)' }),
+});
+
+/**
+ * `GET /v1/system/df`: disk space the daemon's data takes, by kind: sandboxes
+ * (overlays, paused memory, console logs), templates (root filesystems, warm
+ * snapshots), images (blobs, unpacked root filesystems), volumes (with their
+ * snapshots) and cached build steps.
+ */
+export const DiskUsage = Type.Object({
+  sandboxes: DiskUsageItem,
+  templates: DiskUsageItem,
+  images: DiskUsageItem,
+  volumes: DiskUsageItem,
+  buildCache: DiskUsageItem,
+  totalBytes: Type.Integer({ minimum: 0 }),
+});
+export type DiskUsage = Static<typeof DiskUsage>;
+
 /** `POST /v1/images/prune`: what garbage collection removed. */
 export const PruneResult = Type.Object({
   blobs: Type.Integer({ description: 'blobs (manifests, configs, layers) no stored image uses' }),

@@ -18,6 +18,7 @@ import {
   type BuildTemplateRequest,
   type CreateTemplateRequest,
   type DaemonInfo,
+  type DiskUsage,
   type Image,
   type ImageEvent,
   type ImageList,
@@ -230,6 +231,11 @@ export class CapsuleClient {
 
   async info(options?: CallOptions): Promise<DaemonInfo> {
     return this.#json('GET', '/v1/info', undefined, options);
+  }
+
+  /** Disk space the daemon's data takes: sandboxes, templates, images, volumes, build cache. */
+  async diskUsage(options?: CallOptions): Promise<DiskUsage> {
+    return this.#json('GET', '/v1/system/df', undefined, options);
   }
 
   async listTemplates(options?: CallOptions): Promise<Template[]> {

@@ -22,10 +22,23 @@ export interface CommandResult {
 
 /** Output as it arrives. A callback that returns a promise is awaited before the next output is read. */
 export interface OutputCallbacks {
+  /** Output decoded as UTF-8 (a character split across chunks is kept whole). */
   onStdout?: (data: string) => unknown;
   onStderr?: (data: string) => unknown;
+  /** Output as the process wrote it, byte for byte: for binary output, or to pass it on unchanged. */
+  onStdoutBytes?: (data: Uint8Array) => unknown;
+  onStderrBytes?: (data: Uint8Array) => unknown;
   /** Raw terminal output of a process started with a PTY. */
   onPty?: (data: Uint8Array) => unknown;
+}
+
+/** The callbacks `options` sets, and no others (so none is set to undefined). */
+export function outputCallbacksOf(options: OutputCallbacks): OutputCallbacks {
+  return Object.fromEntries(
+    (['onStdout', 'onStderr', 'onStdoutBytes', 'onStderrBytes', 'onPty'] as const)
+      .filter((name) => options[name] !== undefined)
+      .map((name) => [name, options[name]]),
+  );
 }
 
 /** A handle keeps at most this many characters of each stream; callbacks see all output. */
@@ -271,9 +284,11 @@ export class CommandHandle {
         const event: ProcessEvent['event'] | undefined = next.value.event?.event;
         if (event?.case === 'data') {
           const output = event.value.output;
-          if (output.case === 'stdout' || output.case === 'stderr')
+          if (output.case === 'stdout' || output.case === 'stderr') {
+            const onBytes = output.case === 'stdout' ? callbacks.onStdoutBytes : callbacks.onStderrBytes;
+            if (output.value.length > 0 && !this.#disconnected) await onBytes?.(output.value);
             await deliver(output.case, decoders[output.case].decode(output.value, { stream: true }));
-          else if (output.case === 'pty' && !this.#disconnected) await callbacks.onPty?.(output.value);
+          } else if (output.case === 'pty' && !this.#disconnected) await callbacks.onPty?.(output.value);
         } else if (event?.case === 'end') {
           await deliver('stdout', decoders.stdout.decode());
           await deliver('stderr', decoders.stderr.decode());

@@ -4,7 +4,14 @@
 // reattaching, listing, stdin and signals go to the agent's process service.
 import type { ExecRequest } from '@capsule/protocol';
 import { connectCallOptions, type AgentRequestOptions, type SandboxAgent } from './agent-call.js';
-import { type CommandHandle, openProcessHandle, ProcessControls, type CommandResult, type OutputCallbacks } from './command-handle.js';
+import {
+  type CommandHandle,
+  openProcessHandle,
+  outputCallbacksOf,
+  ProcessControls,
+  type CommandResult,
+  type OutputCallbacks,
+} from './command-handle.js';
 import { CommandExitError } from './errors.js';
 import type { ProcessSignal } from './process-exit.js';
 
@@ -13,9 +20,7 @@ export type { CommandResult } from './command-handle.js';
 /** Default limit on a command's run time, as in E2B; pass 0 for none. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
 
-export interface CommandRunOptions {
-  onStdout?: (data: string) => unknown;
-  onStderr?: (data: string) => unknown;
+export interface CommandRunOptions extends Omit<OutputCallbacks, 'onPty'> {
   env?: Record<string, string>;
   cwd?: string;
   user?: string;
@@ -37,7 +42,7 @@ export interface CommandRunOptions {
   background?: boolean;
 }
 
-export interface CommandConnectOptions extends AgentRequestOptions, Pick<OutputCallbacks, 'onStdout' | 'onStderr'> {
+export interface CommandConnectOptions extends AgentRequestOptions, Omit<OutputCallbacks, 'onPty'> {
   /** Stop following after this long, in ms (the command is not killed); 0 or unset: none. */
   timeoutMs?: number;
 }
@@ -95,6 +100,7 @@ export class Commands {
     const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     const output = { stdout: '', stderr: '' };
     const callbacks = { stdout: options.onStdout, stderr: options.onStderr };
+    const byteCallbacks = { stdout: options.onStdoutBytes, stderr: options.onStderrBytes };
 
     const events = this.#agent.client.execStream(this.#agent.sandboxId, request, {
       ...(options.signal && { signal: options.signal }),
@@ -102,7 +108,9 @@ export class Commands {
     });
     for await (const event of events) {
       if (event.type === 'stdout' || event.type === 'stderr') {
-        const text = decoders[event.type].decode(Buffer.from(event.data, 'base64'), { stream: true });
+        const bytes = Buffer.from(event.data, 'base64');
+        if (bytes.length > 0) await byteCallbacks[event.type]?.(bytes);
+        const text = decoders[event.type].decode(bytes, { stream: true });
         if (text === '') continue;
         output[event.type] += text;
         await callbacks[event.type]?.(text);
@@ -167,7 +175,7 @@ export class Commands {
       `follow process ${pid}`,
       (callOptions) => this.#agent.connection.process.connect({ process: { selector: { case: 'pid', value: pid } } }, callOptions),
       options,
-      { ...(options.onStdout && { onStdout: options.onStdout }), ...(options.onStderr && { onStderr: options.onStderr }) },
+      outputCallbacksOf(options),
     );
   }
 
@@ -210,7 +218,7 @@ export class Commands {
           callOptions,
         ),
       { ...options, timeoutMs: options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS },
-      { ...(options.onStdout && { onStdout: options.onStdout }), ...(options.onStderr && { onStderr: options.onStderr }) },
+      outputCallbacksOf(options),
     );
     if (options.stdin !== undefined) {
       const requestOptions = options.signal ? { signal: options.signal } : {};

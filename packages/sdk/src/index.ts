@@ -60,6 +60,7 @@ export {
 export type {
   CreateSandboxRequest,
   DaemonInfo,
+  DiskUsage,
   JailSupport,
   ExecEvent,
   ExecRequest,

@@ -73,6 +73,20 @@ describe('Sandbox with a stand-in daemon', () => {
     sandbox.client.close();
   });
 
+  it('hands byte callbacks the output exactly as written, a character split across chunks included', async () => {
+    const daemon = await startScriptedDaemon();
+    const sandbox = await Sandbox.connect('sb_abc', { socketPath: daemon.socketPath });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    await sandbox.commands.run('echo grün', {
+      onStdoutBytes: (data) => stdout.push(Buffer.from(data)),
+      onStderrBytes: (data) => stderr.push(Buffer.from(data)),
+    });
+    expect(stdout).toEqual([Buffer.from([0x67, 0x72, 0xc3]), Buffer.from([0xbc, 0x6e, 0x0a])]);
+    expect(Buffer.concat(stderr).toString()).toBe('careful\n');
+    sandbox.client.close();
+  });
+
   it('throws CommandExitError carrying exit code and output on a non-zero exit', async () => {
     const daemon = await startScriptedDaemon();
     const sandbox = await Sandbox.connect('sb_abc', { socketPath: daemon.socketPath });

@@ -5,35 +5,29 @@ import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { apiKeyTable } from '../human-format.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 function createCommand(): Command {
   return addGlobalOptions(
-    new Command('create')
+    addOutputOptions(new Command('create'))
       .description('Create an API key and print it (the only time it is shown)')
       .argument('<name>', 'what the key is for')
       .option('--key <e2b_…>', 'register this existing e2b-form key instead of generating one')
-      .option('--json', 'print the key and its record as JSON')
-      .action(async (name: string, options: { key?: string; json?: boolean }, command: Command) => {
+      .action(async (name: string, options: { key?: string } & OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const created = await client.createApiKey(name, options.key);
-        if (options.json) printJson(created);
-        else process.stdout.write(`${created.key}\n`);
+        printOutput(created, options, { table: () => `${created.key}\n` });
       }),
   );
 }
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List API keys (masked)')
-      .option('--json', 'print the keys as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const keys = await client.listApiKeys();
-        if (options.json) printJson(keys);
-        else process.stdout.write(apiKeyTable(keys));
-      }),
+    addOutputOptions(new Command('ls').description('List API keys (masked)')).action(async (options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const keys = await client.listApiKeys();
+      printOutput(keys, options, { table: () => apiKeyTable(keys) });
+    }),
   );
 }
 

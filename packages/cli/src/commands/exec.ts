@@ -1,6 +1,7 @@
 // `capsule exec`: run a command in an existing sandbox, stream its output as raw
-// bytes and exit with its code. Ctrl-C passes the signal on to the command and
-// exits 128+signal; the sandbox itself is left alone. With -t the command runs
+// bytes and exit with its code; with -i it reads this process's stdin. Ctrl-C
+// passes the signal on to the command and exits 128+signal; the sandbox itself
+// is left alone. With -t the command runs
 // on a terminal (-it: attached to this one), and `capsule shell` is `exec -it`
 // with the sandbox's login shell.
 import type { ExecRequest } from '@capsule/protocol';
@@ -25,12 +26,6 @@ interface ExecOptions {
 async function execAction(idOrName: string, rawCmd: string[], options: ExecOptions, command: Command): Promise<void> {
   // With pass-through options commander keeps a `--` that follows the sandbox argument.
   const cmd = rawCmd[0] === '--' ? rawCmd.slice(1) : rawCmd;
-  if (options.interactive && !options.tty) {
-    command.error(
-      'error: -i without -t is not supported: use -it for an interactive terminal, or pipe input with `capsule exec ID -- CMD`',
-      { exitCode: 2, code: 'capsule.usage' },
-    );
-  }
   if (options.tty) {
     if (options.timeout !== undefined)
       command.error('error: --timeout does not apply to a terminal session (-t)', { exitCode: 2, code: 'capsule.usage' });
@@ -56,7 +51,11 @@ async function execAction(idOrName: string, rawCmd: string[], options: ExecOptio
   const interrupts = new Interrupts();
   let pid: number | undefined;
   try {
-    process.exitCode = await streamCommand(client, idOrName, request, { signal: interrupts.signal, onStart: (started) => (pid = started) });
+    process.exitCode = await streamCommand(client, idOrName, request, {
+      signal: interrupts.signal,
+      onStart: (started) => (pid = started),
+      ...(options.interactive && { stdin: process.stdin }),
+    });
   } catch (error) {
     if (interrupts.received === undefined) throw error;
     if (pid !== undefined) await forwardSignal(client, idOrName, pid, interrupts.received);
@@ -72,7 +71,7 @@ export function execCommand(): Command {
       .description("Run a command in a running sandbox, stream its output and exit with the command's code")
       .argument('<sandbox>', 'sandbox id or name')
       .argument('[cmd...]', 'the command and its arguments (put them after --); with -t, default a login shell')
-      .option('-i, --interactive', 'with -t: send what is typed here to the command')
+      .option('-i, --interactive', "send this process's stdin to the command (piped input; with -t, what is typed)")
       .option('-t, --tty', "run the command on a terminal the size of this one; its exit code is capsule's")
       .option('-e, --env <K=V>', 'environment variable for the command (repeatable; bare K copies it from here)', collectEnv)
       .option('-w, --cwd <dir>', 'working directory of the command')

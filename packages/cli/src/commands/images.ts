@@ -1,12 +1,12 @@
 // `capsule image pull|import|ls|rm`: the daemon's image store. Pulls and
-// imports draw a progress bar on a terminal; `ls` prints a table or --json.
+// imports draw a progress bar on a terminal; `ls` prints a table or -o json|yaml.
 import type { CapsuleClient, ImageInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, renderTable } from '../human-format.js';
 import { TransferProgress } from '../transfer-progress.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -20,13 +20,17 @@ export function shortDigest(digest: string): string {
   return digest.slice('sha256:'.length, 'sha256:'.length + 12);
 }
 
-export function imageTable(images: readonly ImageInfo[], now: number = Date.now()): string {
+/** `capsule image ls`; `wide` shows whole digests. */
+export function imageTable(
+  images: readonly ImageInfo[],
+  { now = Date.now(), wide = false }: { now?: number; wide?: boolean } = {},
+): string {
   return renderTable(
     ['REFERENCE', 'DIGEST', 'SIZE', 'LAYERS', 'TEMPLATES', 'AGE'],
     images.flatMap((image) =>
       (image.refs.length > 0 ? image.refs : ['<none>']).map((ref) => [
         ref,
-        shortDigest(image.digest),
+        wide ? image.digest : shortDigest(image.digest),
         formatBytes(image.sizeBytes),
         String(image.layers),
         image.templates.join(',') || '-',
@@ -53,13 +57,12 @@ export async function pullWithProgress(
 
 function pullCommand(): Command {
   return addGlobalOptions(
-    new Command('pull')
+    addOutputOptions(new Command('pull'))
       .description('Pull an image from a registry into the store')
       .argument('<ref>', 'image reference, e.g. localhost:5000/app:1.0 or debian:12')
       .option('--username <name>', 'registry user name')
       .option('--password-stdin', 'read the registry password from stdin')
-      .option('--json', 'print the image as JSON')
-      .action(async (ref: string, options: { username?: string; passwordStdin?: boolean; json?: boolean }, command: Command) => {
+      .action(async (ref: string, options: { username?: string; passwordStdin?: boolean } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const password = options.passwordStdin ? await readStdin() : undefined;
         const client = await context.daemonClient();
@@ -67,20 +70,18 @@ function pullCommand(): Command {
           ...(options.username !== undefined && { username: options.username }),
           ...(password !== undefined && { password }),
         });
-        if (options.json) printJson(image);
-        else process.stdout.write(`${image.digest}\n`);
+        printOutput(image, options, { table: () => `${image.digest}\n` });
       }),
   );
 }
 
 function importCommand(): Command {
   return addGlobalOptions(
-    new Command('import')
+    addOutputOptions(new Command('import'))
       .description('Import a `docker save` tarball, an OCI archive or an OCI layout folder')
       .argument('<file>', 'path of the archive or folder (on this host)')
       .option('--tag <ref>', 'name the image by this reference (default: the one in the archive)')
-      .option('--json', 'print the image as JSON')
-      .action(async (file: string, options: { tag?: string; json?: boolean }, command: Command) => {
+      .action(async (file: string, options: { tag?: string } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const { resolve } = await import('node:path');
@@ -91,23 +92,20 @@ function importCommand(): Command {
         } finally {
           bar.finish();
         }
-        if (options.json) printJson(image);
-        else process.stdout.write(`${image.refs[0] ?? image.digest}\n`);
+        printOutput(image, options, { table: () => `${image.refs[0] ?? image.digest}\n` });
       }),
   );
 }
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List images in the store')
-      .option('--json', 'print the images as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
+    addOutputOptions(new Command('ls').description('List images in the store'), { wide: true }).action(
+      async (options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const images = await client.listImages();
-        if (options.json) printJson(images);
-        else process.stdout.write(imageTable(images));
-      }),
+        printOutput(images, options, { table: () => imageTable(images), wide: () => imageTable(images, { wide: true }) });
+      },
+    ),
   );
 }
 
@@ -125,17 +123,15 @@ function removeCommand(): Command {
 
 function pruneCommand(): Command {
   return addGlobalOptions(
-    new Command('prune')
+    addOutputOptions(new Command('prune'))
       .description('Delete images no reference names and no template uses, unused blobs and root filesystems, and every cached build step')
-      .option('--json', 'print what was removed as JSON')
-      .action(async (options: { json?: boolean }, command: Command) => {
+      .action(async (options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const result = await client.pruneImages();
-        if (options.json) printJson(result);
-        else
-          process.stdout.write(
+        printOutput(result, options, {
+          table: () =>
             `removed ${result.blobs} blobs, ${result.rootfs} root filesystems and ${result.buildSteps} cached build steps: ${formatBytes(result.bytes)} freed\n`,
-          );
+        });
       }),
   );
 }

@@ -7,20 +7,19 @@ import { processTable } from '../human-format.js';
 import { parseKillSignal, parsePid } from '../option-parsers.js';
 import { withSandbox } from './files.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { NotFoundError } from '@capsule/sdk';
 
 function listProcessesCommand(name: 'top' | 'ls'): Command {
   return addGlobalOptions(
-    new Command(name)
-      .description('List the processes running in a sandbox that its agent started')
-      .argument('<sandbox>', 'sandbox id or name')
-      .option('--json', 'print the processes as a JSON array')
-      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
-        const processes = await withSandbox(command, idOrName, (sandbox) => sandbox.commands.list());
-        if (options.json) printJson(processes);
-        else process.stdout.write(processTable(processes));
-      }),
+    addOutputOptions(
+      new Command(name)
+        .description('List the processes running in a sandbox that its agent started')
+        .argument('<sandbox>', 'sandbox id or name'),
+    ).action(async (idOrName: string, options: OutputOptions, command: Command) => {
+      const processes = await withSandbox(command, idOrName, (sandbox) => sandbox.commands.list());
+      printOutput(processes, options, { table: () => processTable(processes) });
+    }),
   );
 }
 

@@ -1,6 +1,6 @@
 // The sandbox commands that are not run/exec: create, ls, inspect, rm and logs,
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
-// Human output by default; --json prints the daemon's objects unchanged.
+// Human output by default; -o json|yaml (or --json) prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
 import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +13,6 @@ import {
   collectCidr,
   collectEnv,
   collectMetadata,
-  collectPublish,
   parseCpuCount,
   parseDiskMiB,
   parseDurationMs,
@@ -22,20 +21,22 @@ import {
   parseMemoryMiB,
   parseOnOff,
 } from '../option-parsers.js';
-import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
+import { addNetworkOptions, addPublishOption, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { Interrupts } from '../interrupts.js';
+import { confirm } from '../confirm.js';
 import { lastLines, newPart } from '../log-follow.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
+import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
+import { painterFor } from '../terminal-color.js';
 
-interface CreateOptions extends SandboxSpecOptions {
-  json?: boolean;
-}
+type CreateOptions = SandboxSpecOptions & OutputOptions;
 
 function createCommand(): Command {
   return addGlobalOptions(
-    addVolumeOption(addNetworkOptions(new Command('create')))
+    addPublishOption(addVolumeOption(addNetworkOptions(addOutputOptions(new Command('create')))))
       .description('Create a sandbox and print its id')
       .option('-t, --template <name>', 'template to boot from', DEFAULT_TEMPLATE)
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
@@ -50,35 +51,35 @@ function createCommand(): Command {
           'what the end of the lifetime does: kill, pause (resume it later) or stop (start it later from its disk)',
         ).choices(['kill', 'pause', 'stop']),
       )
-      .option(
-        '-p, --publish <[ip:]host:port>',
-        'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)',
-        collectPublish,
-      )
-      .option('--json', 'print the whole sandbox as JSON')
       .action(async (options: CreateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const request = toCreateRequest(options);
         const { template } = request;
         const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}\n`);
+        printOutput(sandbox, options, { table: () => `${sandbox.id}\n` });
       }),
   );
 }
 
 /** `ls`, and `ps` as docker spells it; `ps ID` listed a sandbox's processes until this release, and says where that went. */
 function listCommand(name: 'ls' | 'ps'): Command {
-  const list = new Command(name)
-    .description('List sandboxes (killed ones only with --all)')
-    .option('-a, --all', 'include killed sandboxes')
-    .option('-q, --quiet', 'print only ids')
-    .option('--json', 'print the sandboxes as a JSON array');
+  const list = addOutputOptions(
+    new Command(name)
+      .description('List sandboxes (killed ones only with --all)')
+      .option('-a, --all', 'include killed sandboxes')
+      .option('-q, --quiet', 'print only ids')
+      .option(
+        '-f, --filter <key=value>',
+        'only sandboxes with this id prefix, name, state, template or label=K[=V] (repeatable)',
+        collectFilter,
+      ),
+    { wide: true },
+  );
   // The old `ps ID` is let through to be answered with where it went, not with commander's "too many arguments".
   if (name === 'ps') list.allowExcessArguments();
   return addGlobalOptions(
-    list.action(async (options: { all?: boolean; quiet?: boolean; json?: boolean }, command: Command) => {
+    list.action(async (options: OutputOptions & { all?: boolean; quiet?: boolean; filter?: SandboxFilters }, command: Command) => {
       const legacySandbox = command.args[0];
       if (name === 'ps' && legacySandbox !== undefined)
         command.error(
@@ -86,26 +87,28 @@ function listCommand(name: 'ls' | 'ps'): Command {
           { exitCode: 2, code: 'capsule.usage' },
         );
       const client = await CliContext.of(command).daemonClient();
-      const sandboxes = await client.listSandboxes({ all: options.all === true });
-      if (options.json) printJson(sandboxes);
-      else if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
-      else process.stdout.write(sandboxTable(sandboxes));
+      // Asking for killed sandboxes by state finds them without --all, as `docker ps --filter status=exited` does.
+      const all = options.all === true || options.filter?.state?.includes('killed') === true;
+      const sandboxes = filterSandboxes(await client.listSandboxes({ all }), options.filter ?? {});
+      if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
+      else
+        printOutput(sandboxes, options, {
+          table: () => sandboxTable(sandboxes, { paint: painterFor() }),
+          wide: () => sandboxTable(sandboxes, { wide: true, paint: painterFor() }),
+        });
     }),
   );
 }
 
 function inspectCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a sandbox in detail, with its state history')
-      .argument('<sandbox>', 'sandbox id or name')
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const sandbox = await client.getSandbox(idOrName);
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(describeSandbox(sandbox));
-      }),
+    addOutputOptions(
+      new Command('inspect').description('Show a sandbox in detail, with its state history').argument('<sandbox>', 'sandbox id or name'),
+    ).action(async (idOrName: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const sandbox = await client.getSandbox(idOrName);
+      printOutput(sandbox, options, { table: () => describeSandbox(sandbox) });
+    }),
   );
 }
 
@@ -144,18 +147,6 @@ function removeCommand(name: 'rm' | 'kill'): Command {
       });
     }),
   );
-}
-
-/** A yes from the terminal; false without one (stdin not a terminal). */
-async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY) return false;
-  const { createInterface } = await import('node:readline/promises');
-  const prompt = createInterface({ input: process.stdin, output: process.stderr });
-  try {
-    return /^y(es)?$/i.test((await prompt.question(question)).trim());
-  } finally {
-    prompt.close();
-  }
 }
 
 /** How often `logs -f` reads the console log again. */
@@ -202,17 +193,16 @@ function logsCommand(): Command {
 
 function timeoutCommand(): Command {
   return addGlobalOptions(
-    new Command('timeout')
+    addOutputOptions(new Command('timeout'))
       .description("Set a running sandbox's lifetime, counted from now (0: never killed)")
       .argument('<sandbox>', 'sandbox id or name')
       .argument('<duration>', 'e.g. 30s, 10m, 2h, 0', parseDurationMs)
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, timeoutMs: number, options: { json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, timeoutMs: number, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const sandbox = await client.setSandboxTimeout(idOrName, timeoutMs);
-        if (options.json) printJson(sandbox);
-        else
-          process.stdout.write(`${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`);
+        printOutput(sandbox, options, {
+          table: () => `${sandbox.id}: ${sandbox.expiresAt ? `killed in ${formatTimeLeft(sandbox.expiresAt)}` : 'no timeout'}\n`,
+        });
       }),
   );
 }
@@ -299,14 +289,13 @@ function lifecycleCommand(action: LifecycleAction): Command {
 
 function setCommand(): Command {
   return addGlobalOptions(
-    new Command('set')
+    addOutputOptions(new Command('set'))
       .description("Change a stopped sandbox's CPUs, memory or disk size (the disk only grows; its filesystem grows at the next start)")
       .argument('<sandbox>', 'sandbox id or name')
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('--disk <size>', 'root disk size, in MiB or with a unit (20G)', parseDiskMiB)
-      .option('--json', 'print the sandbox as JSON')
-      .action(async (idOrName: string, options: { cpus?: number; memory?: number; disk?: number; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { cpus?: number; memory?: number; disk?: number } & OutputOptions, command: Command) => {
         if (options.cpus === undefined && options.memory === undefined && options.disk === undefined)
           throw new InvalidArgumentError('nothing to change: give --cpus, --memory or --disk');
         const client = await CliContext.of(command).daemonClient();
@@ -315,46 +304,44 @@ function setCommand(): Command {
           ...(options.memory !== undefined && { memoryMiB: options.memory }),
           ...(options.disk !== undefined && { diskMiB: options.disk }),
         });
-        if (options.json) printJson(sandbox);
-        else process.stdout.write(`${sandbox.id}: ${sandbox.vcpus} CPUs, ${sandbox.memoryMiB} MiB from its next start\n`);
+        printOutput(sandbox, options, {
+          table: () => `${sandbox.id}: ${sandbox.vcpus} CPUs, ${sandbox.memoryMiB} MiB from its next start\n`,
+        });
       }),
   );
 }
 
 function forkCommand(): Command {
   return addGlobalOptions(
-    new Command('fork')
+    addOutputOptions(new Command('fork'))
       .description('Start sandboxes that each continue from this moment of a running sandbox; prints their ids')
       .argument('<sandbox>', 'sandbox id or name')
       .option('-n, --count <n>', 'how many forks (1-16)', parseForkCount, 1)
-      .option('--json', 'print the forks as a JSON array')
-      .action(async (idOrName: string, options: { count: number; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { count: number } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const forks = await context.progress.step(`Forking ${idOrName} ${options.count} time(s)`, () =>
           client.forkSandbox(idOrName, options.count),
         );
-        if (options.json) printJson(forks);
-        else process.stdout.write(forks.map((sandbox) => `${sandbox.id}\n`).join(''));
+        printOutput(forks, options, { table: () => forks.map((sandbox) => `${sandbox.id}\n`).join('') });
       }),
   );
 }
 
 function networkCommand(): Command {
   return addGlobalOptions(
-    new Command('network')
+    addOutputOptions(new Command('network'))
       .description("Switch a running or paused sandbox's network on or off, or set its egress lists (TAP networking)")
       .argument('<sandbox>', 'sandbox id or name')
       .argument('[state]', 'on or off (default: leave as it is)', parseOnOff)
       .option('--egress-allow <cidr>', 'a network the sandbox may reach even if denied (repeatable; replaces the list)', collectCidr)
       .option('--egress-deny <cidr>', 'a network the sandbox may not reach (repeatable; replaces the list)', collectCidr)
       .option('--clear-egress', 'empty both egress lists')
-      .option('--json', 'print the sandbox as JSON')
       .action(
         async (
           idOrName: string,
           internet: boolean | undefined,
-          options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean; json?: boolean },
+          options: { egressAllow?: string[]; egressDeny?: string[]; clearEgress?: boolean } & OutputOptions,
           command: Command,
         ) => {
           const lists = options.egressAllow || options.egressDeny || options.clearEgress;
@@ -362,8 +349,7 @@ function networkCommand(): Command {
             ...(internet !== undefined && { internet }),
             ...(lists && { egress: { allow: options.egressAllow ?? [], deny: options.egressDeny ?? [] } }),
           });
-          if (options.json) printJson(sandbox);
-          else process.stdout.write(`${sandbox.id}: ${describeNetwork(sandbox.network)}\n`);
+          printOutput(sandbox, options, { table: () => `${sandbox.id}: ${describeNetwork(sandbox.network)}\n` });
         },
       ),
   );
@@ -371,19 +357,17 @@ function networkCommand(): Command {
 
 function snapshotCommand(): Command {
   return addGlobalOptions(
-    new Command('snapshot')
+    addOutputOptions(new Command('snapshot'))
       .description("Make a running sandbox's current state (memory, processes, disk) a new template; the sandbox runs on")
       .argument('<sandbox>', 'sandbox id or name')
       .requiredOption('-t, --template <name>', 'the new template (lower-case letters, digits, _ . -)')
-      .option('--json', 'print the template as JSON')
-      .action(async (idOrName: string, options: { template: string; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, options: { template: string } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
         const template = await context.progress.step(`Snapshotting ${idOrName} as template ${options.template}`, () =>
           client.snapshotSandbox(idOrName, options.template),
         );
-        if (options.json) printJson(template);
-        else process.stdout.write(`${template.name}\n`);
+        printOutput(template, options, { table: () => `${template.name}\n` });
       }),
   );
 }

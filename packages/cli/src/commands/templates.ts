@@ -10,22 +10,18 @@ import { CliContext } from '../cli-context.js';
 import { describeTemplate, templateTable } from '../human-format.js';
 import { parseCpuCount, parseDurationMs, parseMemoryMiB } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { pullWithProgress } from './images.js';
-import { printJson } from './print-json.js';
 
 const WARM_POLL_MS = 500;
 
 function listTemplatesCommand(name: string): Command {
   return addGlobalOptions(
-    new Command(name)
-      .description('List templates')
-      .option('--json', 'print the templates as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const templates = await client.listTemplates();
-        if (options.json) printJson(templates);
-        else process.stdout.write(templateTable(templates));
-      }),
+    addOutputOptions(new Command(name).description('List templates')).action(async (options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const templates = await client.listTemplates();
+      printOutput(templates, options, { table: () => templateTable(templates) });
+    }),
   );
 }
 
@@ -64,7 +60,7 @@ async function waitForWarmSnapshot(client: CapsuleClient, name: string): Promise
 
 function createTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('create')
+    addOutputOptions(new Command('create'))
       .description('Build a template from an OCI image (pulled first if it is not in the store)')
       .argument('<name>', 'template name: lower-case letters, digits, _ . -')
       .requiredOption('--image <ref>', 'image reference or digest')
@@ -77,7 +73,6 @@ function createTemplateCommand(): Command {
       .option('--ready <cmd>', 'with --start: a check (under /bin/sh -c) retried until it exits 0 before the snapshot')
       .option('--ready-timeout <duration>', 'how long --ready is retried (default 60s)', parseDurationMs)
       .option('--no-wait', 'return before the warm snapshot is built')
-      .option('--json', 'print the template as JSON')
       .action(async (name: string, options: CreateTemplateOptions, command: Command) => {
         const context = CliContext.of(command);
         const client = await context.daemonClient();
@@ -101,13 +96,12 @@ function createTemplateCommand(): Command {
         if (options.wait && template.warmSnapshot === 'building') {
           template = await context.progress.step(`Booting ${name} once for its warm snapshot`, () => waitForWarmSnapshot(client, name));
         }
-        if (options.json) printJson(template);
-        else process.stdout.write(`${name}\n`);
+        printOutput(template, options, { table: () => `${name}\n` });
       }),
   );
 }
 
-interface CreateTemplateOptions {
+interface CreateTemplateOptions extends OutputOptions {
   image: string;
   cpus?: number;
   memory?: number;
@@ -115,18 +109,16 @@ interface CreateTemplateOptions {
   ready?: string;
   readyTimeout?: number;
   wait: boolean;
-  json?: boolean;
 }
 
 function buildTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('build')
+    addOutputOptions(new Command('build'))
       .description('Build a template from a Capsulefile: FROM image|template, RUN, COPY, ENV, WORKDIR, USER, START, READY')
       .requiredOption('-t, --tag <name>', 'name of the new template')
       .option('-f, --file <path>', 'the Capsulefile', 'Capsulefile')
       .option('--no-wait', 'return before the warm snapshot is built')
-      .option('--json', 'print the template as JSON')
-      .action(async (options: { tag: string; file: string; wait: boolean; json?: boolean }, command: Command) => {
+      .action(async (options: { tag: string; file: string; wait: boolean } & OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const file = path.resolve(options.file);
         let capsulefile: string;
@@ -154,24 +146,22 @@ function buildTemplateCommand(): Command {
             waitForWarmSnapshot(client, template.name),
           );
         }
-        if (options.json) printJson(template);
-        else process.stdout.write(`${template.name}\n`);
+        printOutput(template, options, { table: () => `${template.name}\n` });
       }),
   );
 }
 
 function inspectTemplateCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a template: its source, image, start and ready commands, warm snapshot and sizes')
-      .argument('<name>')
-      .option('--json', 'print the template as JSON')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const template = await client.getTemplate(name);
-        if (options.json) printJson(template);
-        else process.stdout.write(describeTemplate(template));
-      }),
+    addOutputOptions(
+      new Command('inspect')
+        .description('Show a template: its source, image, start and ready commands, warm snapshot and sizes')
+        .argument('<name>'),
+    ).action(async (name: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const template = await client.getTemplate(name);
+      printOutput(template, options, { table: () => describeTemplate(template) });
+    }),
   );
 }
 

@@ -1,13 +1,13 @@
 // `capsule volume create|ls|inspect|rm|resize|snapshot|snapshots|restore`: named disks that outlive
 // sandboxes (attached with `-v NAME:/PATH[:ro]` at create or run). `ls` prints
-// a table or --json; `inspect` the volume and the sandboxes that hold it.
+// a table or -o json|yaml; `inspect` the volume and the sandboxes that hold it.
 import type { VolumeInfo, VolumeSnapshotInfo } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, keyValueLines, renderTable } from '../human-format.js';
 import { parseVolumeSize } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 /** Who holds a volume: `sb_x:/data`, `name:/data (ro)`, or `-`. */
 function holders(volume: VolumeInfo): string {
@@ -39,48 +39,40 @@ export function describeVolume(volume: VolumeInfo, now: number = Date.now()): st
 
 function createCommand(): Command {
   return addGlobalOptions(
-    new Command('create')
+    addOutputOptions(new Command('create'))
       .description('Create an empty volume (ext4, a sparse file on the daemon host) and print its name')
       .argument('<name>', 'lower-case letters, digits and -')
       .option('-s, --size <size>', 'its size (512M, 10G, 1T)', parseVolumeSize, '10G')
-      .option('--json', 'print the volume as JSON')
-      .action(async (name: string, options: { size: string; json?: boolean }, command: Command) => {
+      .action(async (name: string, options: { size: string } & OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const volume = await client.createVolume(name, options.size);
-        if (options.json) printJson(volume);
-        else process.stdout.write(`${volume.name}\n`);
+        printOutput(volume, options, { table: () => `${volume.name}\n` });
       }),
   );
 }
 
 function listCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
-      .description('List volumes and the sandboxes that hold them')
-      .option('-q, --quiet', 'print only names')
-      .option('--json', 'print the volumes as a JSON array')
-      .action(async (options: { quiet?: boolean; json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const volumes = await client.listVolumes();
-        if (options.json) printJson(volumes);
-        else if (options.quiet) process.stdout.write(volumes.map((volume) => `${volume.name}\n`).join(''));
-        else process.stdout.write(volumeTable(volumes));
-      }),
+    addOutputOptions(
+      new Command('ls').description('List volumes and the sandboxes that hold them').option('-q, --quiet', 'print only names'),
+    ).action(async (options: OutputOptions & { quiet?: boolean }, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const volumes = await client.listVolumes();
+      if (options.quiet) process.stdout.write(volumes.map((volume) => `${volume.name}\n`).join(''));
+      else printOutput(volumes, options, { table: () => volumeTable(volumes) });
+    }),
   );
 }
 
 function inspectCommand(): Command {
   return addGlobalOptions(
-    new Command('inspect')
-      .description('Show a volume: its size, disk use and the sandboxes that hold it')
-      .argument('<name>')
-      .option('--json', 'print the volume as JSON')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
-        const client = await CliContext.of(command).daemonClient();
-        const volume = await client.getVolume(name);
-        if (options.json) printJson(volume);
-        else process.stdout.write(describeVolume(volume));
-      }),
+    addOutputOptions(
+      new Command('inspect').description('Show a volume: its size, disk use and the sandboxes that hold it').argument('<name>'),
+    ).action(async (name: string, options: OutputOptions, command: Command) => {
+      const client = await CliContext.of(command).daemonClient();
+      const volume = await client.getVolume(name);
+      printOutput(volume, options, { table: () => describeVolume(volume) });
+    }),
   );
 }
 
@@ -101,32 +93,28 @@ function removeCommand(): Command {
 
 function resizeCommand(): Command {
   return addGlobalOptions(
-    new Command('resize')
+    addOutputOptions(new Command('resize'))
       .description('Grow a volume and its filesystem (only while no sandbox holds it)')
       .argument('<name>')
       .argument('<size>', 'the new size (larger than now): 20G, 512M', parseVolumeSize)
-      .option('--json', 'print the volume as JSON')
-      .action(async (name: string, size: string, options: { json?: boolean }, command: Command) => {
+      .action(async (name: string, size: string, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const volume = await client.resizeVolume(name, size);
-        if (options.json) printJson(volume);
-        else process.stdout.write(`${volume.name}: ${formatBytes(volume.sizeBytes)}\n`);
+        printOutput(volume, options, { table: () => `${volume.name}: ${formatBytes(volume.sizeBytes)}\n` });
       }),
   );
 }
 
 function snapshotCommand(): Command {
   return addGlobalOptions(
-    new Command('snapshot')
+    addOutputOptions(new Command('snapshot'))
       .description('Copy a volume as it is now (refused while a sandbox holds it read-write); prints the snapshot name')
       .argument('<name>')
       .option('--name <snapshot>', 'name of the snapshot (default: the time, YYYYMMDD-HHMMSS)')
-      .option('--json', 'print the snapshot as JSON')
-      .action(async (name: string, options: { name?: string; json?: boolean }, command: Command) => {
+      .action(async (name: string, options: { name?: string } & OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const snapshot = await client.snapshotVolume(name, options.name);
-        if (options.json) printJson(snapshot);
-        else process.stdout.write(`${snapshot.name}\n`);
+        printOutput(snapshot, options, { table: () => `${snapshot.name}\n` });
       }),
   );
 }
@@ -140,32 +128,27 @@ export function snapshotTable(snapshots: readonly VolumeSnapshotInfo[], now: num
 
 function snapshotsCommand(): Command {
   return addGlobalOptions(
-    new Command('snapshots')
-      .description("List a volume's snapshots")
-      .argument('<name>')
-      .option('--json', 'print the snapshots as a JSON array')
-      .action(async (name: string, options: { json?: boolean }, command: Command) => {
+    addOutputOptions(new Command('snapshots').description("List a volume's snapshots").argument('<name>')).action(
+      async (name: string, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const snapshots = await client.listVolumeSnapshots(name);
-        if (options.json) printJson(snapshots);
-        else process.stdout.write(snapshotTable(snapshots));
-      }),
+        printOutput(snapshots, options, { table: () => snapshotTable(snapshots) });
+      },
+    ),
   );
 }
 
 function restoreCommand(): Command {
   return addGlobalOptions(
-    new Command('restore')
+    addOutputOptions(new Command('restore'))
       .description('Make a new volume from a snapshot (the snapshot’s volume is left as it is); prints its name')
       .argument('<name>', 'the volume the snapshot was taken of')
       .argument('<snapshot>')
       .requiredOption('--as <volume>', 'name of the new volume')
-      .option('--json', 'print the new volume as JSON')
-      .action(async (name: string, snapshot: string, options: { as: string; json?: boolean }, command: Command) => {
+      .action(async (name: string, snapshot: string, options: { as: string } & OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const volume = await client.restoreVolumeSnapshot(name, snapshot, options.as);
-        if (options.json) printJson(volume);
-        else process.stdout.write(`${volume.name}\n`);
+        printOutput(volume, options, { table: () => `${volume.name}\n` });
       }),
   );
 }

@@ -15,7 +15,7 @@ import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import { type DaemonInfo, httpStatusOf, type ErrorBody } from '@capsule/protocol';
+import { type DaemonInfo, type DiskUsage, httpStatusOf, type ErrorBody } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { imageRoutes } from './image-routes.js';
@@ -60,6 +60,8 @@ export interface ApiContext {
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
+  /** Disk space the daemon's data takes, by kind (disk-usage.ts). */
+  diskUsage: () => Promise<DiskUsage>;
   log: Logger;
   /** The daemon's registry, served at /metrics with what is read at scrape time (metrics.ts). */
   metrics: DaemonMetrics;
@@ -212,6 +214,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   addRoutes(app, [
     ...systemRoutes(
       ctx.info,
+      ctx.diskUsage,
       new ScrapeTimeMetrics(ctx.metrics, {
         listSandboxes,
         usageOf: (id, pid) => sampler.currentUsage(id, pid),
