@@ -39,7 +39,7 @@ import { addRoutes } from './routes.js';
 import { sandboxMetricsRoutes } from './sandbox-metrics-routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
-import { volumeRoutes } from './volume-routes.js';
+import { VOLUME_IMAGE_CONTENT_TYPE, volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
 import { UsageSampler } from './usage-sampler.js';
 
@@ -96,8 +96,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
         const target = agentTarget(req.url ?? '/', req.headers);
         if (target) proxied = proxyToAgent(ctx, target, req, res, tcp);
         else {
-          // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
-          requestBodyDeadline(req, res, isBuildContextUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
+          // An upload may be large; its size is bounded where it is read (build-context-upload.ts, volumes/volume-image.ts).
+          requestBodyDeadline(req, res, isUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
           route?.(req, res);
         }
       }
@@ -162,8 +162,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     }
   });
 
-  // A build context upload's body is read as a stream by its route (template-routes.ts), bounded there; never buffered whole.
-  app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
+  // Uploads (a build context, a volume image) are read as streams by their routes, bounded there; never buffered whole.
+  for (const type of UPLOAD_CONTENT_TYPES) app.addContentTypeParser(type, (_request, payload, done) => done(null, payload));
 
   const isViaTcp = (req: IncomingMessage) => viaTcp.has(req);
   const listSandboxes = () => ctx.manager.list(false);
@@ -281,8 +281,10 @@ function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
   return reply.code(httpStatusOf(err.code)).type('application/json').send(body);
 }
 
-function isBuildContextUpload(req: IncomingMessage): boolean {
-  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
+const UPLOAD_CONTENT_TYPES = [BUILD_CONTEXT_CONTENT_TYPE, VOLUME_IMAGE_CONTENT_TYPE];
+
+function isUpload(req: IncomingMessage): boolean {
+  return UPLOAD_CONTENT_TYPES.includes((req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '');
 }
 
 /** Listens on the unix socket, replacing a stale one, readable by the owner only. */
