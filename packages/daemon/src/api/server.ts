@@ -29,6 +29,7 @@ import { apiKeyRoutes } from './api-key-routes.js';
 import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
+import { E2B_VOLUME_CONTENT_ROUTE, e2bVolumeRoutes } from './e2b-volume-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { capsuleErrorOf } from './request-errors.js';
 import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
@@ -154,7 +155,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   instrumentApi(app, ctx.metrics);
 
   app.addHook('onRequest', async (request) => {
-    if (!viaTcp.has(request.raw) || request.url === '/health') return;
+    // The matched route, not the URL: only the routes that answer without revealing anything go without a key.
+    if (!viaTcp.has(request.raw) || request.url === '/health' || request.routeOptions.url === E2B_VOLUME_CONTENT_ROUTE) return;
     if (!(await ctx.apiKeys.verify(presentedApiKey(request.headers)))) {
       throw new CapsuleError('unauthenticated', 'a valid API key is required over TCP', {
         hint: 'send it as X-API-Key; create one with `capsule apikey create NAME`',
@@ -198,7 +200,11 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
-    addRoutes(scope, [...e2bRoutes(ctx.manager, ctx.tokens, sampler), ...e2bSnapshotRoutes(ctx.manager, ctx.templates)]);
+    addRoutes(scope, [
+      ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
+      ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
+      ...e2bVolumeRoutes(ctx.volumes),
+    ]);
   });
 
   return {
