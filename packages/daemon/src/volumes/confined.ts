@@ -19,35 +19,44 @@ export interface ConfinedFile {
 
 /**
  * Runs the argv `tool(paths)` gets, `paths` being where `files` are for the
- * tool (in order). `confine` false (CAPSULE_JAIL=off: every QEMU runs as root
+ * tool (in order); `signal` stops it. `confine` false (CAPSULE_JAIL=off: every QEMU runs as root
  * anyway) runs it as it is, on the host's paths.
  */
-export async function runConfined(files: ConfinedFile[], tool: (paths: string[]) => string[], confine: boolean): Promise<RunResult> {
+export async function runConfined(
+  files: ConfinedFile[],
+  tool: (paths: string[]) => string[],
+  confine: boolean,
+  signal?: AbortSignal,
+): Promise<RunResult> {
   if (!confine) {
     const [command = '', ...args] = tool(files.map((file) => file.path));
-    return await runCommand(command, args);
+    return await runCommand(command, args, { signal });
   }
   const [command = '', ...args] = tool(files.map((file) => `/${file.inside}`));
   const owners = files.map((file) => fs.statSync(file.path));
   try {
     for (const file of files) fs.chownSync(file.path, NOBODY, NOBODY);
-    return await runCommand('bwrap', [
-      ...['--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64'],
-      ...['--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin', '--dev', '/dev', '--proc', '/proc'],
-      ...files.flatMap((file) => [file.writable ? '--bind' : '--ro-bind', file.path, `/${file.inside}`]),
-      ...['--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent'],
-      ...['--clearenv', '--setenv', 'PATH', '/usr/sbin:/usr/bin', '--'],
-      ...[
-        'setpriv',
-        `--reuid=${NOBODY}`,
-        `--regid=${NOBODY}`,
-        '--clear-groups',
-        '--inh-caps=-all',
-        '--bounding-set=-all',
-        '--no-new-privs',
+    return await runCommand(
+      'bwrap',
+      [
+        ...['--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64'],
+        ...['--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin', '--dev', '/dev', '--proc', '/proc'],
+        ...files.flatMap((file) => [file.writable ? '--bind' : '--ro-bind', file.path, `/${file.inside}`]),
+        ...['--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--die-with-parent'],
+        ...['--clearenv', '--setenv', 'PATH', '/usr/sbin:/usr/bin', '--'],
+        ...[
+          'setpriv',
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          '--clear-groups',
+          '--inh-caps=-all',
+          '--bounding-set=-all',
+          '--no-new-privs',
+        ],
+        ...['--', command, ...args],
       ],
-      ...['--', command, ...args],
-    ]);
+      { signal },
+    );
   } finally {
     for (const [i, file] of files.entries()) {
       const owner = owners[i];

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.js';
+import { freeDiskMiB } from '../disk-admission.js';
 import { CapsuleError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { startingSandboxRow } from '../store/sandbox-row.test-fixture.js';
@@ -138,6 +139,21 @@ describe.each([
     }
     expect(await refusal(volumes.import('bomb', oversized()))).toMatch(/larger than a qcow2 image of its size can be/);
     expect(sent).toBeLessThan(200 * MIB);
+    onlyVolumes();
+  });
+
+  it('stops unpacking an image whose data would eat into the disk reserve, and leaves nothing behind', async () => {
+    // 512 MiB of one byte repeated, written as compressed clusters: under 1 MiB of qcow2.
+    const bombFile = path.join(work, 'bomb.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', bombFile, '512M']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -c -P 1 0 512M', bombFile], { stdio: 'ignore' });
+    const bomb = fs.readFileSync(bombFile);
+    fs.rmSync(bombFile);
+    expect(bomb.length).toBeLessThan(MIB);
+    // A reserve 64 MiB below the free disk now: the upload fits, its data does not.
+    const reserveMiB = freeDiskMiB(work) - 64;
+    const reserving = new Volumes(store, { ...loadConfig({ CAPSULE_STATE_DIR: work }), diskReserveMiB: reserveMiB, jail }, silentLogger);
+    expect(await refusal(reserving.import('bomb', chunksOf(bomb)))).toMatch(/^insufficient_storage: .* while unpacking the image/);
     onlyVolumes();
   });
 

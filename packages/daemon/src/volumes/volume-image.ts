@@ -17,6 +17,8 @@ const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
 const HEADER_BYTES = 32;
 /** How often, in bytes received, the free disk is looked at again. */
 const DISK_CHECK_BYTES = 64 * MIB;
+/** How often the free disk is looked at while an image is unpacked. */
+const DISK_CHECK_MS = 250;
 
 function refused(message: string): CapsuleError {
   return new CapsuleError('invalid_argument', `not a volume image: ${message}`, {
@@ -66,14 +68,7 @@ export async function receiveVolumeImage(upload: AsyncIterable<Buffer>, image: s
       if (received > bound) throw refused(`it is larger than a qcow2 image of its size can be (${Math.round(bound / MIB)} MiB)`);
       if (received >= nextDiskCheck) {
         nextDiskCheck += DISK_CHECK_BYTES;
-        if (reserveMiB > 0 && freeDiskMiB(image) < reserveMiB)
-          throw new CapsuleError(
-            'insufficient_storage',
-            `cannot import a volume: less than the ${reserveMiB} MiB capsuled keeps free is left`,
-            {
-              hint: 'free disk space on the daemon host, or import a smaller volume',
-            },
-          );
+        if (reserveMiB > 0 && freeDiskMiB(image) < reserveMiB) throw outOfDisk(reserveMiB, 'receiving the image');
       }
       fs.writeSync(fd, chunk);
     }
@@ -81,6 +76,14 @@ export async function receiveVolumeImage(upload: AsyncIterable<Buffer>, image: s
   } finally {
     fs.closeSync(fd);
   }
+}
+
+function outOfDisk(reserveMiB: number, doing: string): CapsuleError {
+  return new CapsuleError(
+    'insufficient_storage',
+    `cannot import a volume: less than the ${reserveMiB} MiB capsuled keeps free was left while ${doing}`,
+    { hint: 'free disk space on the daemon host, or import a volume holding less data' },
+  );
 }
 
 function assertVolumeBytes(bytes: number): void {
@@ -129,8 +132,17 @@ export async function checkVolumeImage(image: string, confine: boolean): Promise
   return bytes;
 }
 
-/** Writes the checked image's disk to `volume` (an empty file) as a sparse raw file, confined. */
-export async function unpackVolumeImage(image: string, volume: string, confine: boolean): Promise<void> {
+/**
+ * Writes the checked image's disk to `volume` (an empty file) as a sparse raw
+ * file, confined. A small image may hold far more data than it takes (its
+ * clusters compressed), so the free disk is watched while it is written, and
+ * the write stopped when it falls below `reserveMiB`.
+ */
+export async function unpackVolumeImage(image: string, volume: string, confine: boolean, reserveMiB: number): Promise<void> {
+  const stop = new AbortController();
+  const watch = setInterval(() => {
+    if (reserveMiB > 0 && freeDiskMiB(volume) < reserveMiB) stop.abort();
+  }, DISK_CHECK_MS);
   try {
     await runConfined(
       [
@@ -139,9 +151,13 @@ export async function unpackVolumeImage(image: string, volume: string, confine: 
       ],
       ([from = '', to = '']) => ['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', from, to],
       confine,
+      stop.signal,
     );
   } catch (err) {
+    if (stop.signal.aborted) throw outOfDisk(reserveMiB, 'unpacking the image');
     throw refused(`its clusters cannot be read, it may be truncated (${firstLine(err)})`);
+  } finally {
+    clearInterval(watch);
   }
 }
 

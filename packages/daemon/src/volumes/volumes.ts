@@ -247,7 +247,7 @@ export class Volumes {
       await receiveVolumeImage(upload, image, this.config.diskReserveMiB);
       const bytes = await checkVolumeImage(image, this.config.jail);
       fs.closeSync(fs.openSync(disk, 'wx', 0o600));
-      await unpackVolumeImage(image, disk, this.config.jail);
+      await unpackVolumeImage(image, disk, this.config.jail, this.config.diskReserveMiB);
       fs.rmSync(image, { force: true });
       await checkImportedFilesystem(disk, this.config.jail);
       return await this.exclusively(async () => {
