@@ -136,13 +136,9 @@ export function volumeRoutes(volumes: Volumes): ApiRoute[] {
       handler: async (request, reply) => {
         if (!isAsyncIterable(request.body))
           throw new CapsuleError('invalid_argument', `send the image as the body, with Content-Type: ${VOLUME_IMAGE_CONTENT_TYPE}`);
-        try {
-          return reply.code(201).send(await volumes.import(request.params.name, request.body));
-        } catch (err) {
-          // A refused upload may still be arriving: closing the connection after the answer spares reading the rest.
-          void reply.header('connection', 'close');
-          throw err;
-        }
+        // A refused upload may still be arriving: Node reads the rest and drops it (within the upload body timeout), so
+        // the client, still sending, gets the answer; closing the connection instead would often reset it unread.
+        return reply.code(201).send(await volumes.import(request.params.name, request.body));
       },
     }),
     route<{ Params: { name: string } }>({
