@@ -187,7 +187,7 @@ class RawBody {
   ) {}
 }
 
-/** How long an upload (a build folder) may take before the daemon's answer begins. */
+/** How long an upload (a build folder, a volume image) may take before the daemon's answer begins; an export, before its image begins. */
 const UPLOAD_TIMEOUT_MS = 15 * 60_000;
 
 export class CapsuleClient {
@@ -557,6 +557,53 @@ export class CapsuleClient {
 
   async deleteVolumeSnapshot(name: string, snapshot: string, options?: CallOptions): Promise<void> {
     await this.#json('DELETE', `/v1/volumes/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snapshot)}`, undefined, options);
+  }
+
+  /**
+   * The volume as a compressed qcow2 image, streamed (refused while a sandbox
+   * holds it read-write); `sizeBytes` is known before the first byte. The
+   * request timeout covers the daemon making the image; reading `image` to
+   * its end (or breaking off) releases the connection.
+   */
+  async exportVolume(
+    name: string,
+    options: CallOptions = {},
+  ): Promise<{ sizeBytes: number | undefined; image: AsyncIterable<Uint8Array> }> {
+    const route = `/v1/volumes/${encodeURIComponent(name)}/export`;
+    const { response, deadline } = await this.#send(
+      'GET',
+      route,
+      undefined,
+      { ...options, requestTimeoutMs: options.requestTimeoutMs ?? UPLOAD_TIMEOUT_MS },
+      'application/octet-stream',
+    );
+    if (response.status >= 300) {
+      try {
+        throw await this.#errorFrom(response, 'GET', route);
+      } finally {
+        deadline.dispose();
+      }
+    }
+    deadline.stopTimer();
+    const length = Number(response.headers['content-length']);
+    async function* image(): AsyncGenerator<Uint8Array> {
+      try {
+        yield* response.body;
+      } finally {
+        response.cancel();
+        deadline.dispose();
+      }
+    }
+    return { sizeBytes: Number.isSafeInteger(length) ? length : undefined, image: image() };
+  }
+
+  /** Makes the volume `name` from an image `exportVolume` gave (bytes or a stream); the daemon checks it before it makes anything. */
+  async importVolume(name: string, image: Uint8Array | AsyncIterable<Uint8Array>, options: CallOptions = {}): Promise<Volume> {
+    return this.#json('POST', `/v1/volumes/${encodeURIComponent(name)}/import`, new RawBody('application/octet-stream', image), {
+      ...options,
+      // The answer begins only once the daemon has the whole image and has checked it.
+      requestTimeoutMs: options.requestTimeoutMs ?? UPLOAD_TIMEOUT_MS,
+    });
   }
 
   /** Makes the new volume `target` from a snapshot of volume `name`. */

@@ -1,8 +1,12 @@
-// `capsule volume create|ls|inspect|rm|resize|snapshot|snapshots|restore`: named disks that outlive
+// `capsule volume create|ls|inspect|rm|resize|snapshot|snapshots|restore|export|import`: named disks that outlive
 // sandboxes (attached with `-v NAME:/PATH[:ro]` at create or run). `ls` prints
-// a table or -o json|yaml; `inspect` the volume and the sandboxes that hold it.
-import type { VolumeInfo, VolumeSnapshotInfo } from '@capsule/sdk';
+// a table or -o json|yaml; `inspect` the volume and the sandboxes that hold it;
+// export and import stream a qcow2 image to or from a file or stdio, with progress.
+import fs from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { InvalidArgumentError, type VolumeInfo, type VolumeSnapshotInfo } from '@capsule/sdk';
 import { Command } from 'commander';
+import { ByteProgress } from '../byte-progress.js';
 import { CliContext } from '../cli-context.js';
 import { formatAge, formatBytes, keyValueLines, renderTable } from '../human-format.js';
 import { parseVolumeSize } from '../option-parsers.js';
@@ -153,6 +157,61 @@ function restoreCommand(): Command {
   );
 }
 
+function exportCommand(): Command {
+  return addGlobalOptions(
+    new Command('export')
+      .description('Write a volume as a compressed qcow2 image (refused while a sandbox holds it read-write)')
+      .argument('<name>')
+      .option('-o, --output <file>', 'the file to write (- or none: stdout)')
+      .action(async (name: string, options: { output?: string }, command: Command) => {
+        const context = CliContext.of(command);
+        const path = options.output === '-' ? undefined : options.output;
+        if (path === undefined && process.stdout.isTTY)
+          throw new InvalidArgumentError('invalid_argument', 'refusing to write a disk image to a terminal', {
+            hint: `give -o FILE, or redirect: capsule volume export ${name} > ${name}.qcow2`,
+          });
+        const client = await context.daemonClient();
+        const { sizeBytes, image } = await client.exportVolume(name);
+        const progress = new ByteProgress(`Exporting ${name}`, sizeBytes, { enabled: context.progress.enabled });
+        const output = path === undefined ? process.stdout : fs.createWriteStream(path, { mode: 0o600 });
+        try {
+          await pipeline(progress.count(image), output);
+        } catch (err) {
+          // A cut-off image is no image: the file goes rather than staying half written.
+          if (path !== undefined) fs.rmSync(path, { force: true });
+          throw err;
+        }
+        progress.finish();
+      }),
+  );
+}
+
+function importCommand(): Command {
+  return addGlobalOptions(
+    new Command('import')
+      .description('Make a new volume from an image `volume export` wrote; prints its name')
+      .argument('<name>', 'name of the new volume')
+      .argument('[file]', 'the image (- or none: stdin)')
+      .option('--json', 'print the new volume as JSON')
+      .action(async (name: string, file: string | undefined, options: { json?: boolean }, command: Command) => {
+        const context = CliContext.of(command);
+        const path = file === '-' ? undefined : file;
+        if (path === undefined && process.stdin.isTTY)
+          throw new InvalidArgumentError('invalid_argument', 'no image to read: stdin is a terminal', {
+            hint: `give the file: capsule volume import ${name} ${name}.qcow2`,
+          });
+        const input = path === undefined ? process.stdin : fs.createReadStream(path);
+        const sizeBytes = path === undefined ? undefined : fs.statSync(path).size;
+        const client = await context.daemonClient();
+        const progress = new ByteProgress(`Importing ${name}`, sizeBytes, { enabled: context.progress.enabled });
+        const volume = await client.importVolume(name, progress.count(input));
+        progress.finish();
+        if (options.json) printJson(volume);
+        else process.stdout.write(`${volume.name}\n`);
+      }),
+  );
+}
+
 export function volumeCommand(): Command {
   return new Command('volume')
     .description('Manage volumes: disks that outlive sandboxes')
@@ -163,5 +222,7 @@ export function volumeCommand(): Command {
     .addCommand(resizeCommand())
     .addCommand(snapshotCommand())
     .addCommand(snapshotsCommand())
-    .addCommand(restoreCommand());
+    .addCommand(restoreCommand())
+    .addCommand(exportCommand())
+    .addCommand(importCommand());
 }

@@ -10,6 +10,8 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { httpStatusOf, limits, type GuestMetrics, type Sandbox } from '@capsule/protocol';
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
+import { E2B_DEFAULT_USER } from './agent-proxy.js';
+import { giveFreshVolumesToE2bUser } from './e2b-volume-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { SandboxTokens } from './credentials.js';
@@ -37,6 +39,12 @@ const NewSandbox = Type.Object({
     Type.Object({ allowOut: Type.Optional(Type.Array(Type.String())), denyOut: Type.Optional(Type.Array(Type.String())) }),
   ),
   secure: Type.Optional(Type.Boolean()),
+  /** e2b mounts volumes read-write only; names and paths are checked by volumes/ as a Capsule create's are. */
+  volumeMounts: Type.Optional(
+    Type.Array(Type.Object({ name: Type.String({ maxLength: 256 }), path: Type.String({ maxLength: 4096 }) }), {
+      maxItems: limits.maxVolumesPerSandbox,
+    }),
+  ),
 });
 type NewSandbox = Static<typeof NewSandbox>;
 /** e2b's network update: omitted fields are cleared. */
@@ -181,7 +189,17 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sample
       ...(body.network?.allowOut || body.network?.denyOut
         ? { egress: { allow: body.network.allowOut ?? [], deny: body.network.denyOut ?? [] } }
         : {}),
+      ...(body.volumeMounts ? { volumes: body.volumeMounts.map((mount) => ({ name: mount.name, mount: mount.path })) } : {}),
     });
+    if (
+      body.volumeMounts &&
+      !(await giveFreshVolumesToE2bUser(
+        manager,
+        sandbox.id,
+        body.volumeMounts.map((mount) => mount.path),
+      ))
+    )
+      reply.log.warn({ sandbox: sandbox.id }, `could not give the new volumes to ${E2B_DEFAULT_USER}`);
     return reply.code(201).send(toE2bSandbox(sandbox, tokens));
   };
 

@@ -14,7 +14,7 @@ export interface ServerLimits {
   headersTimeoutMs: number;
   /** Time for the body of a request to the daemon's own routes (JSON, at most bodyLimit). */
   requestBodyTimeoutMs: number;
-  /** Time for an upload's body (a build context as a tar stream), bounded in size where it is read. */
+  /** Time for an upload's body (a build context as a tar stream, a volume image), bounded in size where it is read. */
   uploadBodyTimeoutMs: number;
   /** Largest request head, in bytes. */
   maxHeaderBytes: number;

@@ -34,6 +34,7 @@ import { dashboardRoutes, PUBLIC_DASHBOARD_ROUTES } from './dashboard-routes.js'
 import { DashboardSessions } from './dashboard-sessions.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
+import { E2B_VOLUME_CONTENT_ROUTE, e2bVolumeRoutes } from './e2b-volume-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { capsuleErrorOf } from './request-errors.js';
 import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
@@ -45,7 +46,7 @@ import { sandboxMetricsRoutes } from './sandbox-metrics-routes.js';
 import { sandboxRoutes } from './sandbox-routes.js';
 import { systemRoutes } from './system-routes.js';
 import { isTerminalUpgrade, upgradeToTerminal } from './terminal-socket.js';
-import { volumeRoutes } from './volume-routes.js';
+import { VOLUME_IMAGE_CONTENT_TYPE, volumeRoutes } from './volume-routes.js';
 import type { Volumes } from '../volumes/volumes.js';
 import type { Workloads } from '../workloads/workloads.js';
 import { workloadRoutes } from './workload-routes.js';
@@ -120,8 +121,8 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
         const target = agentTarget(req.url ?? '/', req.headers);
         if (target) proxied = proxyToAgent(agentProxy, target, req, res, tcp);
         else {
-          // A build context upload may be large; its size is bounded where it is read (build-context-upload.ts).
-          requestBodyDeadline(req, res, isBuildContextUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
+          // An upload may be large; its size is bounded where it is read (build-context-upload.ts, volumes/volume-image.ts).
+          requestBodyDeadline(req, res, isUpload(req) ? serverLimits.uploadBodyTimeoutMs : serverLimits.requestBodyTimeoutMs);
           route?.(req, res);
         }
       }
@@ -191,13 +192,14 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   instrumentApi(app, ctx.metrics);
 
   app.addHook('onRequest', async (request) => {
-    if (!viaTcp.has(request.raw) || request.url === '/health') return;
+    // The matched route, not the URL: only the routes that answer without revealing anything go without a key.
+    if (!viaTcp.has(request.raw) || request.url === '/health' || request.routeOptions.url === E2B_VOLUME_CONTENT_ROUTE) return;
     if (PUBLIC_DASHBOARD_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;
     await authorize(request.raw);
   });
 
-  // A build context upload's body is read as a stream by its route (template-routes.ts), bounded there; never buffered whole.
-  app.addContentTypeParser(BUILD_CONTEXT_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
+  // Uploads (a build context, a volume image) are read as streams by their routes, bounded there; never buffered whole.
+  for (const type of UPLOAD_CONTENT_TYPES) app.addContentTypeParser(type, (_request, payload, done) => done(null, payload));
 
   const isViaTcp = (req: IncomingMessage) => viaTcp.has(req);
   const listSandboxes = () => ctx.manager.list(false);
@@ -235,7 +237,11 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
-    addRoutes(scope, [...e2bRoutes(ctx.manager, ctx.tokens, sampler), ...e2bSnapshotRoutes(ctx.manager, ctx.templates)]);
+    addRoutes(scope, [
+      ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
+      ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
+      ...e2bVolumeRoutes(ctx.volumes),
+    ]);
   });
 
   return {
@@ -320,8 +326,10 @@ function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
   return reply.code(httpStatusOf(err.code)).type('application/json').send(body);
 }
 
-function isBuildContextUpload(req: IncomingMessage): boolean {
-  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === BUILD_CONTEXT_CONTENT_TYPE;
+const UPLOAD_CONTENT_TYPES = [BUILD_CONTEXT_CONTENT_TYPE, VOLUME_IMAGE_CONTENT_TYPE];
+
+function isUpload(req: IncomingMessage): boolean {
+  return UPLOAD_CONTENT_TYPES.includes((req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '');
 }
 
 /** Listens on the unix socket, replacing a stale one, readable by the owner only. */

@@ -1,6 +1,6 @@
 // REST routes of volumes (volumes/volumes.ts): create, list, inspect, remove
-// and grow named disks, and their snapshots. Attaching one is part of a
-// sandbox's create request.
+// and grow named disks, their snapshots, export and import. Attaching one is
+// part of a sandbox's create request.
 import {
   CreateVolumeRequest,
   CreateVolumeSnapshotRequest,
@@ -11,6 +11,7 @@ import {
   VolumeSnapshot,
   VolumeSnapshotList,
 } from '@capsule/protocol';
+import { CapsuleError } from '../errors.js';
 import type { Volumes } from '../volumes/volumes.js';
 import { type ApiRoute, errorResponses, route } from './routes.js';
 
@@ -24,6 +25,13 @@ const SnapshotParams = {
   properties: { name: NameParams.properties.name, snapshot: { type: 'string', minLength: 1, maxLength: 63 } },
   required: ['name', 'snapshot'],
 } as const;
+
+/** What an export answers and an import takes: a qcow2 image, streamed; the server hands such bodies to the route unread. */
+export const VOLUME_IMAGE_CONTENT_TYPE = 'application/octet-stream';
+
+function isAsyncIterable(body: unknown): body is AsyncIterable<Buffer> {
+  return typeof body === 'object' && body !== null && Symbol.asyncIterator in body;
+}
 
 export function volumeRoutes(volumes: Volumes): ApiRoute[] {
   return [
@@ -87,6 +95,51 @@ export function volumeRoutes(volumes: Volumes): ApiRoute[] {
         response: { 201: VolumeSnapshot, ...errorResponses },
       },
       handler: async (request, reply) => reply.code(201).send(await volumes.snapshot(request.params.name, request.body?.name)),
+    }),
+    route<{ Params: { name: string } }>({
+      method: 'GET',
+      url: '/v1/volumes/:name/export',
+      schema: {
+        params: NameParams,
+        description:
+          'The volume as a compressed qcow2 image (Content-Length known before it is sent), which `POST /v1/volumes/{name}/import` takes back. ' +
+          'Refused (`volume_in_use`) while a sandbox holds it read-write.',
+        response: {
+          200: { description: 'a qcow2 image', content: { [VOLUME_IMAGE_CONTENT_TYPE]: { schema: { type: 'string', format: 'binary' } } } },
+          ...errorResponses,
+        },
+      },
+      handler: async (request, reply) => {
+        const { bytes, image } = await volumes.export(request.params.name);
+        return reply
+          .type(VOLUME_IMAGE_CONTENT_TYPE)
+          .header('content-length', bytes)
+          .header('content-disposition', `attachment; filename="${request.params.name}.qcow2"`)
+          .send(image);
+      },
+    }),
+    route<{ Params: { name: string }; Body: unknown }>({
+      method: 'POST',
+      url: '/v1/volumes/:name/import',
+      schema: {
+        params: NameParams,
+        body: {
+          content: {
+            [VOLUME_IMAGE_CONTENT_TYPE]: { schema: { description: 'a qcow2 image of an ext4 filesystem, as an export wrote it' } },
+          },
+        },
+        description:
+          'Makes the volume `name` from an uploaded qcow2 image. The upload is checked as hostile input: bounded in size, qcow2 only, ' +
+          'no backing or data file, a volume’s size, a clean ext4 filesystem; on any failure no volume is made.',
+        response: { 201: Volume, ...errorResponses },
+      },
+      handler: async (request, reply) => {
+        if (!isAsyncIterable(request.body))
+          throw new CapsuleError('invalid_argument', `send the image as the body, with Content-Type: ${VOLUME_IMAGE_CONTENT_TYPE}`);
+        // A refused upload may still be arriving: Node reads the rest and drops it (within the upload body timeout), so
+        // the client, still sending, gets the answer; closing the connection instead would often reset it unread.
+        return reply.code(201).send(await volumes.import(request.params.name, request.body));
+      },
     }),
     route<{ Params: { name: string } }>({
       method: 'GET',

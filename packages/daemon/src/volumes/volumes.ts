@@ -4,8 +4,10 @@
 // change of who holds what goes through one lock, so two creates never both
 // win a volume. It never starts a VM, and never runs a tool that parses a
 // guest-written filesystem as root (confined.ts).
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { Volume, VolumeMountRequest, VolumeSnapshot } from '@capsule/protocol';
 import type { DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
@@ -31,6 +33,7 @@ import {
 } from '../store/volumes.js';
 import { Turns } from '../turns.js';
 import { onVolumeFile } from './confined.js';
+import { checkVolumeImage, receiveVolumeImage, unpackVolumeImage, writeVolumeImage } from './volume-image.js';
 import { assertVolumeName, checkVolumeMounts, volumeSizeMiB } from './volume-rules.js';
 
 /** A volume a create is about to attach: the file QEMU gets and what the guest does with it. */
@@ -202,6 +205,72 @@ export class Volumes {
   }
 
   /**
+   * A compressed qcow2 image of the volume as it is now (volume-image.ts),
+   * refused while a sandbox writes it. The image is made in a temp file that
+   * is unlinked once open: the stream reads it, and nothing is left behind.
+   */
+  async export(name: string): Promise<{ bytes: number; image: Readable }> {
+    return await this.exclusively(async () => {
+      await this.record(name);
+      const writer = conflictingHolder(true, await liveAttachments(this.store, [name]));
+      if (writer) throw inUse(name, writer, `export volume "${name}" (a volume is exported while no sandbox writes it)`);
+      assertDiskRoom(this.config, 'export a volume', [this.dir]);
+      const temp = this.tempFile(name, 'export');
+      try {
+        fs.closeSync(fs.openSync(temp, 'wx', 0o600));
+        await writeVolumeImage(this.file(name), temp);
+        const fd = fs.openSync(temp, 'r');
+        const bytes = fs.fstatSync(fd).size;
+        this.log.info({ volume: name, bytes }, 'volume exported');
+        return { bytes, image: fs.createReadStream('', { fd }) };
+      } finally {
+        fs.rmSync(temp, { force: true });
+      }
+    });
+  }
+
+  /**
+   * Makes the volume `name` from an upload of what `export` wrote, checked as
+   * hostile input (volume-image.ts), then its filesystem (e2fsck, confined).
+   * On any failure the upload and the half-made file are removed, and no
+   * volume is made.
+   */
+  async import(name: string, upload: AsyncIterable<Buffer>): Promise<Volume> {
+    assertVolumeName(name);
+    if (await getVolume(this.store, name))
+      throw new CapsuleError('name_taken', `a volume named "${name}" already exists`, { hint: 'import into a new name' });
+    assertDiskRoom(this.config, 'import a volume', [this.config.stateDir]);
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const image = this.tempFile(name, 'import');
+    const disk = this.tempFile(name, 'disk');
+    try {
+      await receiveVolumeImage(upload, image, this.config.diskReserveMiB);
+      const bytes = await checkVolumeImage(image, this.config.jail);
+      fs.closeSync(fs.openSync(disk, 'wx', 0o600));
+      await unpackVolumeImage(image, disk, this.config.jail, this.config.diskReserveMiB);
+      fs.rmSync(image, { force: true });
+      await checkImportedFilesystem(disk, this.config.jail);
+      return await this.exclusively(async () => {
+        if (await getVolume(this.store, name))
+          throw new CapsuleError('name_taken', `a volume named "${name}" already exists`, { hint: 'import into a new name' });
+        fs.renameSync(disk, this.file(name));
+        const record = { name, size_bytes: bytes, created_at: new Date().toISOString() };
+        await insertVolume(this.store, record);
+        this.log.info({ volume: name, sizeMiB: bytes / MIB }, 'volume imported');
+        return await this.describeRecord(record);
+      });
+    } finally {
+      fs.rmSync(image, { force: true });
+      fs.rmSync(disk, { force: true });
+    }
+  }
+
+  /** A work file of volume `name`: createUnlocked's sweep takes it if a crash leaves it behind. */
+  private tempFile(name: string, use: string): string {
+    return `${this.file(name)}.tmp-${process.pid}-${use}-${randomBytes(4).toString('hex')}`;
+  }
+
+  /**
    * Checks a create's volume requests and makes the volumes that do not exist
    * yet (default size), before the create takes anything else. Who holds them
    * is checked here for an early answer and again by `attach`.
@@ -350,6 +419,18 @@ async function copySparse(from: string, to: string): Promise<void> {
   } catch (err) {
     fs.rmSync(temp, { force: true });
     throw err;
+  }
+}
+
+/** An imported filesystem must be ext4 and clean, or mendable by `e2fsck -p`; anything else is the upload's fault. */
+async function checkImportedFilesystem(file: string, confine: boolean): Promise<void> {
+  try {
+    await checkFilesystem(file, confine, true);
+  } catch (err) {
+    throw new CapsuleError('invalid_argument', 'not a volume image: its disk holds no ext4 filesystem that e2fsck can pass', {
+      hint: 'import what `capsule volume export` wrote',
+      cause: err,
+    });
   }
 }
 
