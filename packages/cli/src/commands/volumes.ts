@@ -188,12 +188,11 @@ function exportCommand(): Command {
 
 function importCommand(): Command {
   return addGlobalOptions(
-    new Command('import')
+    addOutputOptions(new Command('import'))
       .description('Make a new volume from an image `volume export` wrote; prints its name')
       .argument('<name>', 'name of the new volume')
       .argument('[file]', 'the image (- or none: stdin)')
-      .option('--json', 'print the new volume as JSON')
-      .action(async (name: string, file: string | undefined, options: { json?: boolean }, command: Command) => {
+      .action(async (name: string, file: string | undefined, options: OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const path = file === '-' ? undefined : file;
         if (path === undefined && process.stdin.isTTY)
@@ -206,8 +205,7 @@ function importCommand(): Command {
         const progress = new ByteProgress(`Importing ${name}`, sizeBytes, { enabled: context.progress.enabled });
         const volume = await client.importVolume(name, progress.count(input));
         progress.finish();
-        if (options.json) printJson(volume);
-        else process.stdout.write(`${volume.name}\n`);
+        printOutput(volume, options, { table: () => `${volume.name}\n` });
       }),
   );
 }
