@@ -352,12 +352,22 @@ export class Templates {
   async buildSteps(plan: TemplateBuildPlan, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
     checkTemplateName(plan.name);
     this.assertBuildRoom();
+    // A template the new one cannot replace is refused before the build, not after it.
     if (!plan.replace) await this.assertNameFree(plan.name);
+    else if (await this.store.getTemplate(plan.name)) await this.assertRemovable(plan.name);
     const result = await this.metrics.timeTemplateBuild('capsulefile', () =>
       this.builder().build(plan, (from, log) => this.buildBase(from, log, plan.credentials), emit, signal),
     );
-    if (plan.replace && (await this.store.getTemplate(plan.name))) await this.remove(plan.name);
     this.images.holdRootfs(result.rootfs);
+    // An unchanged rebuild has the old template's disk: it must stay held through the removal.
+    if (plan.replace && (await this.store.getTemplate(plan.name))) {
+      try {
+        await this.remove(plan.name, result.rootfs);
+      } catch (err) {
+        if (!(await this.store.listTemplates()).some((t) => t.rootfs === result.rootfs)) this.images.releaseRootfs(result.rootfs);
+        throw err;
+      }
+    }
     return await this.record(
       plan.name,
       result.rootfs,
@@ -434,17 +444,13 @@ export class Templates {
     return record;
   }
 
-  /** Removes a template built from an image, a Capsulefile or a snapshot, once no sandbox made from it lives. */
-  async remove(name: string): Promise<void> {
-    const template = await this.store.getTemplate(name);
-    if (!template) throw templateNotFound(name);
-    const snapshotTemplateDir = await getSnapshotTemplateDir(this.store, name);
-    if (!(await getTemplateImage(this.store, name)) && snapshotTemplateDir === undefined) {
-      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
-        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
-      });
-    }
-    await this.assertUnused(name);
+  /**
+   * Removes a template built from an image, a Capsulefile or a snapshot, once
+   * no sandbox made from it lives; `keptRootfs` is the disk of the template
+   * replacing it, held whoever else uses it.
+   */
+  async remove(name: string, keptRootfs?: string): Promise<void> {
+    const { template, snapshotTemplateDir } = await this.assertRemovable(name);
     const warmSnapshotDir = await this.warm.forgetTemplate(name);
     const removed = { type: 'template.removed', template: name, reason: 'user' };
     if (snapshotTemplateDir !== undefined) {
@@ -458,10 +464,25 @@ export class Templates {
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (
       path.basename(template.rootfs).startsWith('build-') &&
+      template.rootfs !== keptRootfs &&
       !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)
     ) {
       this.images.releaseRootfs(template.rootfs);
     }
+  }
+
+  /** Refuses to remove a template that does not exist, that was not made by a user, or that sandboxes use. */
+  private async assertRemovable(name: string): Promise<{ template: TemplateRecord; snapshotTemplateDir: string | undefined }> {
+    const template = await this.store.getTemplate(name);
+    if (!template) throw templateNotFound(name);
+    const snapshotTemplateDir = await getSnapshotTemplateDir(this.store, name);
+    if (!(await getTemplateImage(this.store, name)) && snapshotTemplateDir === undefined) {
+      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
+        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
+      });
+    }
+    await this.assertUnused(name);
+    return { template, snapshotTemplateDir };
   }
 
   /**
