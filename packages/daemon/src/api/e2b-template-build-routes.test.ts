@@ -102,6 +102,23 @@ describe('E2bTemplateBuilds (a stub builder): status and logs in e2b’s shapes'
     expect(long.builds.status(long.build, 0).logEntries.every((e) => e.message.length <= 4097)).toBe(true);
   });
 
+  it('keeps the last 64 builds that are not running, requested and never started ones included, and every running one', () => {
+    const builder = { buildSteps: () => new Promise(() => {}), warm: { warmSnapshotInfo: () => ({ state: 'building' }) } };
+    const builds = new E2bTemplateBuilds(builder as unknown as Templates, files, silentLogger);
+    const running = builds.request('web', {});
+    builds.start(running, body);
+    const requested = Array.from({ length: 70 }, () => builds.request('web', {}));
+    const known = (build: { id: string }) => {
+      try {
+        return builds.get({ templateID: 'web', buildID: build.id }) === build;
+      } catch {
+        return false;
+      }
+    };
+    expect(known(running)).toBe(true);
+    expect(requested.filter(known)).toEqual(requested.slice(-64));
+  });
+
   it('refuses names that are no template name, tags, and build-reserved names', () => {
     expect(requestedTemplateName({ name: 'web' })).toBe('web');
     expect(requestedTemplateName({ alias: 'web' })).toBe('web');

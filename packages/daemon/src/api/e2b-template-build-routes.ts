@@ -20,8 +20,8 @@ import type { E2bBuildFiles } from './e2b-build-files.js';
 import { E2bBuildStart, translateE2bBuild, type SourceKind } from './e2b-template-build.js';
 import { route, type ApiRoute } from './routes.js';
 
-/** Finished builds kept for status polls; the oldest go first. */
-const FINISHED_BUILDS_KEPT = 64;
+/** Builds kept for status polls, running ones aside; the oldest of the others go first (requested and never started ones too). */
+const BUILDS_KEPT = 64;
 /** Log entries kept per build, and characters per entry: a step's output may be endless. */
 const LOG_ENTRIES_MAX = 10_000;
 const LOG_MESSAGE_CHARS = 4096;
@@ -92,8 +92,8 @@ export class E2bTemplateBuilds {
   ) {}
 
   request(template: string, resources: E2bBuild['resources']): E2bBuild {
-    const finished = [...this.builds.values()].filter((b) => b.phase === 'ready' || b.phase === 'error');
-    for (const old of finished.slice(0, Math.max(0, finished.length - FINISHED_BUILDS_KEPT + 1))) this.builds.delete(old.id);
+    const idle = [...this.builds.values()].filter((b) => b.phase !== 'building');
+    for (const old of idle.slice(0, Math.max(0, idle.length - BUILDS_KEPT + 1))) this.builds.delete(old.id);
     const build: E2bBuild = { id: randomUUID(), template, phase: 'waiting', resources, logs: [], controller: new AbortController() };
     this.builds.set(build.id, build);
     return build;
