@@ -35,6 +35,8 @@ import { DashboardSessions } from './dashboard-sessions.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
 import { E2B_VOLUME_CONTENT_ROUTE, e2bVolumeRoutes } from './e2b-volume-routes.js';
+import { E2bBuildFiles } from './e2b-build-files.js';
+import { e2bBuildFileUploadRoute, e2bTemplateBuildRoutes, E2bTemplateBuilds } from './e2b-template-build-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { capsuleErrorOf } from './request-errors.js';
 import { instrumentApi, ScrapeTimeMetrics } from './metrics.js';
@@ -235,13 +237,21 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
+  const buildFiles = new E2bBuildFiles(ctx.templates.buildUploadsDir(), () => ctx.templates.newBuildContextDir());
+  const e2bBuilds = new E2bTemplateBuilds(ctx.templates, buildFiles, ctx.log);
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
     addRoutes(scope, [
       ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
       ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
       ...e2bVolumeRoutes(ctx.volumes),
+      ...e2bTemplateBuildRoutes(e2bBuilds, buildFiles, ctx.templates),
     ]);
+    // The SDK uploads build files with no content type: in a scope of its own, any body reaches the route as a stream.
+    await scope.register(async (uploads) => {
+      uploads.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+      addRoutes(uploads, [e2bBuildFileUploadRoute(buildFiles, ctx.templates)]);
+    });
   });
 
   return {
@@ -267,6 +277,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     },
     async close() {
       sampler.stop();
+      await e2bBuilds.close();
       for (const server of tcpServers) {
         server.closeAllConnections();
         await new Promise((resolve) => server.close(resolve));

@@ -4,7 +4,8 @@
 import { CapsuleError } from '../errors.js';
 
 export type BuildStep =
-  | { kind: 'RUN'; command: string }
+  /** `user`: this step only runs as that user (e2b's runCmd with a user; a Capsulefile says USER instead). */
+  | { kind: 'RUN'; command: string; user?: string }
   | { kind: 'COPY'; source: string; destination: string }
   | { kind: 'ENV'; name: string; value: string }
   | { kind: 'WORKDIR'; path: string }
@@ -33,7 +34,10 @@ export const DEFAULT_READY_TIMEOUT_MS = 60_000;
 export const MAX_READY_TIMEOUT_MS = 30 * 60_000;
 
 const MAX_BYTES = 256 * 1024;
-const MAX_STEPS = 256;
+export const MAX_BUILD_STEPS = 256;
+/** What ENV and USER accept; other front doors to the builder (the e2b API) check their steps with these too. */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const USER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/;
 
 function bad(line: number, message: string): CapsuleError {
   return new CapsuleError('invalid_argument', `Capsulefile line ${line}: ${message}`, {
@@ -96,7 +100,7 @@ export function parseCapsulefile(text: string): Capsulefile {
       case 'ENV': {
         const eq = argument.indexOf('=');
         const [name, value] = eq > 0 ? [argument.slice(0, eq), argument.slice(eq + 1)] : argument.split(/\s+(.*)/s);
-        if (!name || value === undefined || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw bad(line, 'ENV takes NAME=value');
+        if (!name || value === undefined || !ENV_NAME.test(name)) throw bad(line, 'ENV takes NAME=value');
         steps.push({ kind: 'ENV', name, value: value.replace(/^"(.*)"$/s, '$1') });
         break;
       }
@@ -105,13 +109,13 @@ export function parseCapsulefile(text: string): Capsulefile {
         steps.push({ kind: 'WORKDIR', path: argument });
         break;
       case 'USER':
-        if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(argument)) throw bad(line, `"${argument}" is not a user name`);
+        if (!USER_NAME.test(argument)) throw bad(line, `"${argument}" is not a user name`);
         steps.push({ kind: 'USER', user: argument });
         break;
       default:
         throw bad(line, `unknown instruction ${keyword}`);
     }
-    if (steps.length > MAX_STEPS) throw bad(line, `more than ${MAX_STEPS} steps`);
+    if (steps.length > MAX_BUILD_STEPS) throw bad(line, `more than ${MAX_BUILD_STEPS} steps`);
   }
   if (from === undefined)
     throw new CapsuleError('invalid_argument', 'the Capsulefile has no FROM', { hint: 'start it with FROM image-or-template' });

@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import type { Store, TemplateRecord } from '../store/store.js';
 import { deleteTemplate, insertTemplate } from '../store/templates.js';
 import { BuildStepCache } from './build-step-cache.js';
-import { parseCapsulefile, type BuildStep, type Capsulefile } from './capsulefile.js';
+import type { BuildStep, Capsulefile } from './capsulefile.js';
 import { loadImage } from '../images/image-records.js';
 import { getTemplateImage } from '../store/templates.js';
 import { serviceOf, type TemplateImageDefaults } from './template-records.js';
@@ -75,8 +75,11 @@ function writesDisk(step: BuildStep): boolean {
 
 export interface BuildRequest {
   name: string;
-  capsulefile: string;
+  /** A parsed Capsulefile, or the steps another front door (the e2b API) translated into one. */
+  file: Capsulefile;
   contextDir: string | undefined;
+  /** Steps from this one (1-based) on are run again, whatever the cache holds (e2b's skipCache and force). */
+  noCacheFrom?: number | undefined;
 }
 
 /** The files a COPY names, resolved inside the build folder (never outside it), with their contents' place in the key. */
@@ -134,14 +137,14 @@ export class TemplateBuilder {
     emit: BuildEmit,
     signal: AbortSignal,
   ): Promise<BuildResult> {
-    const file = parseCapsulefile(request.capsulefile);
+    const file = request.file;
     const copies = new Map<BuildStep, { file: string; relative: string }[]>();
     for (const step of file.steps) if (step.kind === 'COPY') copies.set(step, copySources(request.contextDir, step.source));
     const base = await resolveBase(file.from, emit);
     try {
       // Checked before any step runs: a bad START or READY must not cost a build.
       const service = await this.resolveService(file, base);
-      const plan = this.plan(base, file.steps, copies);
+      const plan = this.plan(base, file.steps, copies, request.noCacheFrom);
       const finalKey = plan.at(-1)?.key ?? this.baseKey(base);
       const target = path.join(this.rootfsDir, `build-${finalKey}.ext4`);
       const defaults = this.finalDefaults(base.defaults, file.steps);
@@ -201,13 +204,21 @@ export class TemplateBuilder {
   }
 
   /** Each step's key (chained from the one before it) and the state it runs in. */
-  private plan(base: BuildBase, steps: BuildStep[], copies: Map<BuildStep, { file: string; relative: string }[]>): PlannedStep[] {
+  private plan(
+    base: BuildBase,
+    steps: BuildStep[],
+    copies: Map<BuildStep, { file: string; relative: string }[]>,
+    noCacheFrom = Infinity,
+  ): PlannedStep[] {
     let parent = this.baseKey(base);
+    // Keys are chained: a key no build made before misses the cache for its step and every later one.
+    const uncached = randomBytes(16).toString('hex');
     // Steps run as root unless the FROM says otherwise (as docker builds do), not as the agent's default user.
     const state: BuildState = { env: { ...base.defaults?.env }, user: base.defaults?.user ?? 'root', cwd: base.defaults?.workdir };
     return steps.map((step, i) => {
       const key = new CacheKey().add('parent', parent).add('step', JSON.stringify(step)).add('state', JSON.stringify(state));
       for (const f of copies.get(step) ?? []) key.add(`copy:${f.relative}`, fs.readFileSync(f.file));
+      if (i + 1 >= noCacheFrom) key.add('uncached', uncached);
       parent = key.digest();
       const planned: PlannedStep = { step, index: i + 1, key: parent, state: { ...state, env: { ...state.env } } };
       if (step.kind === 'ENV') state.env[step.name] = step.value;
@@ -383,7 +394,7 @@ export class TemplateBuilder {
         await this.exec(id, ['mkdir', '-p', step.path], { ...state, user: 'root' }, index, step, emit, signal);
         break;
       case 'RUN':
-        await this.exec(id, ['/bin/sh', '-c', step.command], state, index, step, emit, signal);
+        await this.exec(id, ['/bin/sh', '-c', step.command], { ...state, user: step.user ?? state.user }, index, step, emit, signal);
         break;
       case 'COPY':
         for (const f of copies.get(step) ?? []) {
@@ -466,7 +477,7 @@ export type BuildEmit = (event: BuildEvent) => Promise<void> | void;
 export function describeStep(step: BuildStep): string {
   switch (step.kind) {
     case 'RUN':
-      return `RUN ${step.command}`;
+      return step.user ? `RUN (as ${step.user}) ${step.command}` : `RUN ${step.command}`;
     case 'COPY':
       return `COPY ${step.source} ${step.destination}`;
     case 'ENV':

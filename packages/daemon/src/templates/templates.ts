@@ -23,6 +23,7 @@ import { diskBytes } from '../guest/files.js';
 import type { GuestManifest } from '../guest/manifest.js';
 import { loadImage } from '../images/image-records.js';
 import type { ImageService } from '../images/image-service.js';
+import type { RegistryCredentials } from '../images/registry-client.js';
 import { formatReference, isDigest, parseReference } from '../images/reference.js';
 import type { Logger } from '../log.js';
 import type { DaemonMetrics } from '../metrics.js';
@@ -41,7 +42,7 @@ import {
 import { recordResourceEvent } from '../store/events.js';
 import type { AccelChoice } from '../vmm/accel.js';
 import { BuildStepCache } from './build-step-cache.js';
-import { DEFAULT_READY_TIMEOUT_MS } from './capsulefile.js';
+import { DEFAULT_READY_TIMEOUT_MS, parseCapsulefile } from './capsulefile.js';
 import { TEMPLATE_DEFAULTS } from './defaults.js';
 import { removeSnapshotTemplate } from './snapshot-templates.js';
 import { imageDefaultsOf, missingTemplateFile, serviceOf, type TemplateImageDefaults } from './template-records.js';
@@ -52,6 +53,7 @@ import {
   temporaryTemplateName,
   type BuildBase,
   type BuildEmit,
+  type BuildRequest,
   type ServiceCommands,
 } from './template-build.js';
 import type { TemplateService } from './template-service.js';
@@ -85,6 +87,16 @@ export interface TemplateForCreate {
   snapshot: WarmSnapshot | undefined;
   /** The snapshot's pool of VMs restored ahead of time, if it has one. */
   pool: WarmPool | undefined;
+}
+
+/** A template build: its name, its steps (a BuildRequest), and how it is recorded. */
+export interface TemplateBuildPlan extends BuildRequest {
+  /** Removes a template of the same name once the new disk is built, instead of refusing the name. */
+  replace?: boolean;
+  /** For pulling the FROM image, when the store does not have it. */
+  credentials?: RegistryCredentials | undefined;
+  /** The new template's default resources; the FROM template's otherwise. */
+  resources?: { vcpus?: number | undefined; memoryMiB?: number | undefined };
 }
 
 /** What made a template: an image (`template create`) or a Capsulefile (`template build`), and its service. */
@@ -324,32 +336,52 @@ export class Templates {
 
   /** Builds a template from a Capsulefile (see template-build.ts); events carry each step and its output. */
   async build(request: BuildTemplateRequest, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
-    checkTemplateName(request.name);
+    return await this.buildSteps(
+      { name: request.name, file: parseCapsulefile(request.capsulefile), contextDir: request.contextDir },
+      emit,
+      signal,
+    );
+  }
+
+  /**
+   * Builds a template from Capsulefile steps, however they were written (a
+   * Capsulefile, or an e2b build translated by the api). With `replace`, a
+   * template of that name is removed once the new one's disk is built (e2b
+   * rebuilds a name in place); otherwise the name must be free.
+   */
+  async buildSteps(plan: TemplateBuildPlan, emit: BuildEmit, signal: AbortSignal): Promise<Template> {
+    checkTemplateName(plan.name);
     this.assertBuildRoom();
-    await this.assertNameFree(request.name);
+    // A template the new one cannot replace is refused before the build, not after it.
+    if (!plan.replace) await this.assertNameFree(plan.name);
+    else if (await this.store.getTemplate(plan.name)) await this.assertRemovable(plan.name);
     const result = await this.metrics.timeTemplateBuild('capsulefile', () =>
-      this.builder().build(
-        { name: request.name, capsulefile: request.capsulefile, contextDir: request.contextDir },
-        (from, log) => this.buildBase(from, log),
-        emit,
-        signal,
-      ),
+      this.builder().build(plan, (from, log) => this.buildBase(from, log, plan.credentials), emit, signal),
     );
     this.images.holdRootfs(result.rootfs);
+    // An unchanged rebuild has the old template's disk: it must stay held through the removal.
+    if (plan.replace && (await this.store.getTemplate(plan.name))) {
+      try {
+        await this.remove(plan.name, result.rootfs);
+      } catch (err) {
+        if (!(await this.store.listTemplates()).some((t) => t.rootfs === result.rootfs)) this.images.releaseRootfs(result.rootfs);
+        throw err;
+      }
+    }
     return await this.record(
-      request.name,
+      plan.name,
       result.rootfs,
       { ...result.defaults, imageDigest: result.imageDigest ?? '' },
       { kind: 'capsulefile', from: result.from, service: result.service },
       {
-        vcpus: result.base.default_vcpus,
-        memoryMiB: result.base.default_memory_mib,
+        vcpus: plan.resources?.vcpus ?? result.base.default_vcpus,
+        memoryMiB: plan.resources?.memoryMiB ?? result.base.default_memory_mib,
       },
     );
   }
 
   /** What a build's FROM boots: a template as it is, or an image (pulled if missing) through a template made for the build. */
-  private async buildBase(from: string, emit: BuildEmit): Promise<BuildBase> {
+  private async buildBase(from: string, emit: BuildEmit, credentials: RegistryCredentials | undefined): Promise<BuildBase> {
     const template = await this.store.getTemplate(from);
     if (template) {
       const row = await getTemplateImage(this.store, from);
@@ -361,7 +393,7 @@ export class Templates {
       : await findImageDigest(this.store, formatReference(parseReference(from)));
     if (!digest) {
       emit({ type: 'step', index: 0, instruction: `pulling ${from}` });
-      digest = (await this.images.pull(from, undefined)).digest;
+      digest = (await this.images.pull(from, credentials)).digest;
     }
     const stored = await loadImage(this.store, digest);
     if (!stored) throw new CapsuleError('image_not_found', `no image ${from} in the store`);
@@ -412,17 +444,13 @@ export class Templates {
     return record;
   }
 
-  /** Removes a template built from an image, a Capsulefile or a snapshot, once no sandbox made from it lives. */
-  async remove(name: string): Promise<void> {
-    const template = await this.store.getTemplate(name);
-    if (!template) throw templateNotFound(name);
-    const snapshotTemplateDir = await getSnapshotTemplateDir(this.store, name);
-    if (!(await getTemplateImage(this.store, name)) && snapshotTemplateDir === undefined) {
-      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
-        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
-      });
-    }
-    await this.assertUnused(name);
+  /**
+   * Removes a template built from an image, a Capsulefile or a snapshot, once
+   * no sandbox made from it lives; `keptRootfs` is the disk of the template
+   * replacing it, held whoever else uses it.
+   */
+  async remove(name: string, keptRootfs?: string): Promise<void> {
+    const { template, snapshotTemplateDir } = await this.assertRemovable(name);
     const warmSnapshotDir = await this.warm.forgetTemplate(name);
     const removed = { type: 'template.removed', template: name, reason: 'user' };
     if (snapshotTemplateDir !== undefined) {
@@ -436,10 +464,25 @@ export class Templates {
     // A build's root filesystem belongs to the templates built with it (an image's goes with the image).
     if (
       path.basename(template.rootfs).startsWith('build-') &&
+      template.rootfs !== keptRootfs &&
       !(await this.store.listTemplates()).some((t) => t.rootfs === template.rootfs)
     ) {
       this.images.releaseRootfs(template.rootfs);
     }
+  }
+
+  /** Refuses to remove a template that does not exist, that was not made by a user, or that sandboxes use. */
+  private async assertRemovable(name: string): Promise<{ template: TemplateRecord; snapshotTemplateDir: string | undefined }> {
+    const template = await this.store.getTemplate(name);
+    if (!template) throw templateNotFound(name);
+    const snapshotTemplateDir = await getSnapshotTemplateDir(this.store, name);
+    if (!(await getTemplateImage(this.store, name)) && snapshotTemplateDir === undefined) {
+      throw new CapsuleError('invalid_argument', `template "${name}" was not built from an image or a Capsulefile`, {
+        hint: 'only templates made by `capsule template create --image`, `capsule template build` or `capsule snapshot` can be removed',
+      });
+    }
+    await this.assertUnused(name);
+    return { template, snapshotTemplateDir };
   }
 
   /**
@@ -457,6 +500,11 @@ export class Templates {
         hint: `their disks are built on it; remove them first (capsule rm ${users.join(' ')})`,
       });
     }
+  }
+
+  /** Where files uploaded for builds' COPY steps are kept by the e2b API, one folder per files hash. */
+  buildUploadsDir(): string {
+    return path.join(this.config.cacheDir, 'images', 'build-uploads');
   }
 
   /** An empty owner-only folder for a build context uploaded over the API; the caller removes it after the build. */
