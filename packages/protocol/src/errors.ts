@@ -46,6 +46,8 @@ export const errorCodes = {
   volume_not_found: 404,
   /** A live sandbox holds the volume (one writer, or readers only), or a fork or snapshot would copy a writer. */
   volume_in_use: 409,
+  /** The sandbox has no SSH server to start (its template lacks OpenSSH's sshd). */
+  ssh_unavailable: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

@@ -130,6 +130,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   sandbox_reattaching: CapsuleError,
   volume_not_found: NotFoundError,
   volume_in_use: CapsuleError,
+  ssh_unavailable: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

@@ -28,6 +28,7 @@ import { printJson } from './print-json.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { Interrupts } from '../interrupts.js';
 import { lastLines, newPart } from '../log-follow.js';
+import { forgetHostKeys, knownHostsFile } from '../ssh-known-hosts.js';
 
 interface CreateOptions extends SandboxSpecOptions {
   json?: boolean;
@@ -140,6 +141,8 @@ function removeCommand(name: 'rm' | 'kill'): Command {
       } else if (idsOrNames.length === 0) usage("missing required argument 'sandbox'");
       await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
         await client.deleteSandbox(idOrName);
+        // Its SSH host keys go with it: a later sandbox of the same name has keys of its own.
+        forgetHostKeys(knownHostsFile(), idOrName);
         return idOrName;
       });
     }),

@@ -258,4 +258,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('webhook_deliveries_webhook').on('webhook_deliveries').columns(['webhook_id', 'id']).execute();
     },
   },
+  '0012_ssh_host_keys': {
+    async up(db: Kysely<unknown>) {
+      // JSON array of the SSH server's public host keys, learnt from the guest when the server first starts; null before.
+      await db.schema.alterTable('sandboxes').addColumn('ssh_host_keys', 'text').execute();
+    },
+  },
 };
