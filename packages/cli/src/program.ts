@@ -166,6 +166,12 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     hidden: true,
     load: sshModule,
   },
+  {
+    name: 'workspace',
+    usage: '',
+    description: "Copy a git repository's files into a sandbox",
+    load: async () => [(await import('./commands/workspace.js')).workspaceCommand()],
+  },
   { name: 'sandbox', usage: '', description: 'Create, list, inspect, time out and remove sandboxes', load: sandboxModule },
   { name: 'templates', usage: '[options]', description: 'List templates', load: templateModule },
   { name: 'template', usage: '', description: 'Manage templates', load: templateModule },

@@ -163,8 +163,9 @@ async function sshAction(idOrName: string, rawCmd: string[], options: SshOptions
     );
   }
   readPublicKey(publicKey);
-  // Fails now, with the daemon's words, rather than as a ProxyCommand failure inside ssh.
-  await context.daemonClient();
+  // Fails now, with the daemon's words (or a key that is not the pinned one), rather than as a ProxyCommand failure inside ssh.
+  const sandbox = await (await context.daemonClient()).getSandbox(idOrName);
+  if (sandbox.sshHostKeys) pinHostKeys(knownHostsFile(), `${idOrName}${SSH_HOST_SUFFIX}`, sandbox.id, sandbox.sshHostKeys);
   const proxy = proxyCommandLine(context, options.identity !== undefined ? ['--identity', options.identity] : []);
   const args = [
     ...[['ProxyCommand', proxy], ...hostKeyOptions()].flatMap(([name, value]) => ['-o', `${name}=${value}`]),
