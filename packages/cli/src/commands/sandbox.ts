@@ -2,7 +2,7 @@
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; --json prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
-import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
+import { Sandbox, type CapsuleClient, type SandboxInfo } from '@capsule/sdk';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
@@ -56,13 +56,21 @@ function createCommand(): Command {
         'publish a sandbox port on the host, e.g. 8080:80 (repeatable; default ip 127.0.0.1; host 0 or left out: a free port)',
         collectPublish,
       )
+      .option('--ssh-key <file>', "a public key to authorise for `capsule ssh` in the default user's ~/.ssh/authorized_keys")
       .option('--json', 'print the whole sandbox as JSON')
-      .action(async (options: CreateOptions, command: Command) => {
+      .action(async (options: CreateOptions & { sshKey?: string }, command: Command) => {
         const context = CliContext.of(command);
+        // Read first: a key file that is not one fails before a sandbox exists.
+        const ssh = options.sshKey !== undefined ? await import('./ssh.js') : undefined;
+        const publicKey = options.sshKey !== undefined ? ssh?.readPublicKey(options.sshKey) : undefined;
         const client = await context.daemonClient();
         const request = toCreateRequest(options);
         const { template } = request;
         const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
+        if (ssh !== undefined && publicKey !== undefined) {
+          const connected = await Sandbox.connect(sandbox.id, context.connection);
+          await ssh.authorizeKey(connected, ssh.DEFAULT_SSH_USER, publicKey).finally(() => connected.client.close());
+        }
         if (options.json) printJson(sandbox);
         else process.stdout.write(`${sandbox.id}\n`);
       }),

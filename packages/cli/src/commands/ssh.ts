@@ -18,14 +18,17 @@ import { addGlobalOptions } from './global-options.js';
 
 const SSH_PORT = 22;
 /** The user the base template's processes run as, and so the one ssh logs in as. */
-const DEFAULT_SSH_USER = 'user';
+export const DEFAULT_SSH_USER = 'user';
 const PUBLIC_KEY_LINE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,2}(?: .*)?$/;
 
 /** `--identity` names a private key or its `.pub`: both halves, the public one only if it exists. */
 export function identityFiles(identity: string | undefined, home = os.homedir()): { privateKey?: string; publicKey?: string } {
   if (identity === undefined) {
-    const publicKey = path.join(home, '.ssh', 'id_ed25519.pub');
-    return fs.existsSync(publicKey) ? { publicKey } : {};
+    // ssh itself looks in the account's home, not $HOME: the key is named to it either way.
+    const privateKey = path.join(home, '.ssh', 'id_ed25519');
+    const publicKey = `${privateKey}.pub`;
+    if (!fs.existsSync(publicKey)) return {};
+    return fs.existsSync(privateKey) ? { privateKey, publicKey } : { publicKey };
   }
   const privateKey = identity.endsWith('.pub') ? identity.slice(0, -'.pub'.length) : identity;
   return { privateKey, publicKey: `${privateKey}.pub` };
@@ -169,7 +172,8 @@ async function sshAction(idOrName: string, rawCmd: string[], options: SshOptions
   const proxy = proxyCommandLine(context, options.identity !== undefined ? ['--identity', options.identity] : []);
   const args = [
     ...[['ProxyCommand', proxy], ...hostKeyOptions()].flatMap(([name, value]) => ['-o', `${name}=${value}`]),
-    ...(privateKey !== undefined ? ['-i', privateKey, '-o', 'IdentitiesOnly=yes'] : []),
+    ...(privateKey !== undefined ? ['-i', privateKey] : []),
+    ...(options.identity !== undefined ? ['-o', 'IdentitiesOnly=yes'] : []),
     '-l',
     options.user,
     `${idOrName}${SSH_HOST_SUFFIX}`,

@@ -135,7 +135,8 @@ async function pushAction(idOrName: string, dir: string, options: PushOptions, c
       await sandbox.commands.run(['sh', '-c', UNPACK_SCRIPT, 'sh', options.to, remoteTar, ...remove], { ...as, timeoutMs: 0 });
     });
     await sandbox.files.write(manifestPath(options.to), JSON.stringify(manifest), as);
-    process.stderr.write(`${send.length} files sent, ${remove.length} removed: ${options.to} in ${sandbox.id} matches ${root}\n`);
+    const files = (count: number) => `${count} file${count === 1 ? '' : 's'}`;
+    process.stderr.write(`${files(send.length)} sent, ${remove.length} removed: ${options.to} in ${sandbox.id} matches ${root}\n`);
   } finally {
     sandbox.client.close();
   }
