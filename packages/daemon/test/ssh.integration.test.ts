@@ -134,7 +134,12 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     const parentKeys = await sshHostKeyOf(box.id);
     const forks = await daemon.api.fork(box.id, 2);
     try {
-      for (const fork of forks) expect(fork.sshHostKeys).toBeUndefined();
+      for (const fork of forks) {
+        expect(fork.sshHostKeys).toBeUndefined();
+        // /init under the fork's own name ended the copied server and removed the copied keys.
+        const copied = await daemon.api.exec(fork.id, ['sh', '-c', 'pgrep -x sshd; ls /etc/ssh | grep host_ || true'], { user: 'root' });
+        expect(copied.stdout).toBe('');
+      }
       const forkKeys = await Promise.all(forks.map((fork) => sshHostKeyOf(fork.id)));
       const all = [parentKeys[0], forkKeys[0]?.[0], forkKeys[1]?.[0]];
       expect(new Set(all).size).toBe(3);
