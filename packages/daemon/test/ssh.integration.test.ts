@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Sandbox } from '@capsule/protocol';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { it, runCli, TestDaemon } from './fixture.js';
+import { cliMain, it, runCli, TestDaemon } from './fixture.js';
 
 /** A generous bound for one SSH connection: key exchange and a session under TCG on a shared host. */
 const SSH_TIMEOUT_MS = 240_000;
@@ -24,14 +24,15 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-ssh-home-'));
   const key = path.join(home, '.ssh', 'id_ed25519');
   // The CLI reads $HOME (the key) and $XDG_CONFIG_HOME (its known_hosts); the daemon ignores both.
-  const daemon = new TestDaemon({ HOME: home, XDG_CONFIG_HOME: path.join(home, '.config') });
+  // A TCP listener too, for a client on another host (TLS, an API key).
+  const daemon = new TestDaemon({ HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'), CAPSULE_LISTEN: '127.0.0.1:0' });
   const knownHosts = path.join(home, '.config', 'capsule', 'ssh', 'known_hosts');
   let box: Sandbox;
 
   /** Runs a program (ssh, scp) with the CLI's environment, so a ProxyCommand reaches this test's daemon. */
-  const run = (command: string, args: string[]) =>
+  const run = (command: string, args: string[], env: Record<string, string> = daemon.env) =>
     new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(command, args, { env: daemon.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
       const out = { stdout: '', stderr: '' };
       child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out.stdout += chunk));
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => (out.stderr += chunk));
@@ -190,6 +191,20 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     expect(second.stderr).toMatch(/^1 file sent, 1 removed/m);
     expect((await daemon.api.exec(box.id, ['cat', '/home/user/src/tracked.txt'])).stdout).toBe('one\ntwo\n');
     expect(await listing()).not.toMatch(/notes\.txt/);
+  });
+
+  it('works through a daemon on another host: TCP with TLS and an API key, no socket', async () => {
+    const { tcpAddress, tls } = (await daemon.request<{ tcpAddress: string; tls: { fingerprintSha256: string } }>('GET', '/v1/info')).body;
+    const remote = {
+      ...daemon.env,
+      CAPSULE_SOCKET: path.join(daemon.root, 'no.sock'),
+      CAPSULE_HOST: `https://${tcpAddress}`,
+      CAPSULE_API_KEY: (await daemon.api.createApiKey('ssh')).key,
+      CAPSULE_TLS_FINGERPRINT: tls.fingerprintSha256,
+    };
+    const result = await run(process.execPath, [cliMain, 'ssh', 'box', '--', 'echo', 'over-tcp'], remote);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toBe('over-tcp\n');
   });
 
   it('capsule rm removes the sandbox pins', async () => {
