@@ -156,7 +156,7 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     }
   });
 
-  it('workspace push copies tracked and untracked-unignored files with their modes, then only what changed', async () => {
+  it('workspace push copies tracked and untracked-unignored files with their modes, then only what changed, or a ref', async () => {
     const repo = path.join(home, 'repo');
     fs.mkdirSync(repo);
     execFileSync('git', ['init', '-q', repo]);
@@ -191,6 +191,22 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     expect(second.stderr).toMatch(/^1 file sent, 1 removed/m);
     expect((await daemon.api.exec(box.id, ['cat', '/home/user/src/tracked.txt'])).stdout).toBe('one\ntwo\n');
     expect(await listing()).not.toMatch(/notes\.txt/);
+
+    // A ref's files: what was committed, not what the work tree holds since; equal to what is there, so nothing is sent.
+    execFileSync('git', ['-C', repo, '-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-a', '-qm', 'two']);
+    fs.writeFileSync(path.join(repo, 'scratch.txt'), 'not committed\n');
+    fs.appendFileSync(path.join(repo, 'tracked.txt'), 'three\n');
+    const ofRef = await runCli(daemon, ['workspace', 'push', 'box', repo, '--branch', 'HEAD']);
+    expect(ofRef.status, ofRef.stderr).toBe(0);
+    expect(ofRef.stderr).toMatch(/is up to date \(4 files\)/);
+    expect(await listing()).not.toMatch(/scratch\.txt/);
+  });
+
+  it('capsule run --workspace DIR pushes the repository into the new sandbox and runs the command there', async () => {
+    const repo = path.join(home, 'repo');
+    const result = await runCli(daemon, ['run', '--workspace', repo, '--', 'sh', '-c', 'pwd; ./run.sh; cat tracked.txt']);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toBe('/home/user/src\nran\none\ntwo\nthree\n');
   });
 
   it('works through a daemon on another host: TCP with TLS and an API key, no socket', async () => {

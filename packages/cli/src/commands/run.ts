@@ -1,8 +1,9 @@
 // `capsule run`: create a sandbox, stream one command in it, exit with the
 // command's code, and remove the sandbox whatever happened (Ctrl-C included)
-// unless --keep. A sandbox it made must never be left behind silently.
+// unless --keep. With --workspace, a repository is pushed in first. A sandbox
+// it made must never be left behind silently.
 import { DEFAULT_TEMPLATE, type ExecRequest } from '@capsule/protocol';
-import type { CapsuleClient } from '@capsule/sdk';
+import { Sandbox, type CapsuleClient } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
@@ -15,6 +16,7 @@ import { addNetworkOptions, addVolumeOption, toCreateRequest, type SandboxSpecOp
 import { addGlobalOptions } from './global-options.js';
 
 interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
+  workspace?: string;
   cwd?: string;
   user?: string;
   timeout?: number;
@@ -44,9 +46,11 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
   const client = await context.daemonClient();
   const createRequest = toCreateRequest(options);
   const { template } = createRequest;
+  const workspace = options.workspace !== undefined ? await import('./workspace.js') : undefined;
   const execRequest: ExecRequest = {
     cmd,
-    ...(options.cwd !== undefined && { cwd: options.cwd }),
+    // With a workspace, the command runs in it unless told otherwise.
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : workspace && { cwd: workspace.defaultPushOptions.to }),
     ...(options.user !== undefined && { user: options.user }),
     ...(options.timeout !== undefined && { timeoutMs: options.timeout }),
   };
@@ -79,6 +83,12 @@ async function runAction(cmd: string[], options: RunOptions, command: Command): 
     const keepalive = setInterval(() => void client.keepSandboxAlive(sandbox.id).catch(() => undefined), KEEPALIVE_INTERVAL_MS);
     keepalive.unref();
     try {
+      if (workspace !== undefined && options.workspace !== undefined && interrupts.received === undefined) {
+        const connected = await Sandbox.connect(sandbox.id, context.connection);
+        await workspace
+          .pushWorkspace(context, connected, options.workspace, workspace.defaultPushOptions)
+          .finally(() => connected.client.close());
+      }
       if (interrupts.received === undefined) {
         exitCode = await streamCommand(client, sandbox.id, execRequest, {
           signal: interrupts.signal,
@@ -118,6 +128,7 @@ export function runCommand(): Command {
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('-e, --env <K=V>', 'environment variable for the sandbox (repeatable; bare K copies it from here)', collectEnv)
+      .option('--workspace <dir>', 'copy this git repository into /home/user/src first (capsule workspace push) and run there')
       .option('-w, --cwd <dir>', 'working directory of the command')
       .option('-u, --user <user>', 'user to run the command as')
       .option('--name <name>', 'name for the sandbox')

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { manifestOf, workspaceChanges, workspaceFiles } from './workspace.js';
+import { manifestOf, manifestOfRef, workspaceChanges, workspaceFiles } from './workspace.js';
 
 describe('workspace push, host side', () => {
   let repo: string;
@@ -28,12 +28,24 @@ describe('workspace push, host side', () => {
     const first = (await manifestOf(repo, await workspaceFiles(repo))).manifest;
     expect(first['run.sh']).toMatch(/^755:/);
     expect(first['tracked.txt']).toMatch(/^644:/);
-    expect(first.link).toBe('link:tracked.txt');
+    // Git's own blob ids: the same as `git hash-object` (of a link: of its target).
+    const hashObject = (input: string) => execFileSync('git', ['-C', repo, 'hash-object', '--stdin'], { input }).toString().trim();
+    expect(first['tracked.txt']).toBe(`644:${hashObject('one\n')}`);
+    expect(first.link).toBe(`link:${hashObject('tracked.txt')}`);
     fs.appendFileSync(path.join(repo, 'tracked.txt'), 'two\n');
     fs.chmodSync(path.join(repo, 'new.txt'), 0o700);
     fs.rmSync(path.join(repo, 'run.sh'));
     const second = (await manifestOf(repo, await workspaceFiles(repo))).manifest;
     expect(workspaceChanges(first, second)).toEqual({ send: ['new.txt', 'tracked.txt'], remove: ['run.sh'] });
     expect(workspaceChanges(second, second)).toEqual({ send: [], remove: [] });
+  });
+
+  it("describes a ref's files as the work tree's, so switching between them sends only what differs", async () => {
+    fs.rmSync(path.join(repo, 'new.txt'));
+    execFileSync('git', ['-C', repo, '-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-qm', 'one']);
+    const ref = await manifestOfRef(repo, 'HEAD');
+    expect(ref.manifest).toEqual((await manifestOf(repo, await workspaceFiles(repo))).manifest);
+    expect(ref.sizes.get('tracked.txt')).toBe(4);
+    await expect(manifestOfRef(repo, 'no-such-branch')).rejects.toThrow(/git ls-tree/);
   });
 });
