@@ -1,17 +1,17 @@
 // POST /init: what the daemon calls right after restoring a sandbox from a
 // snapshot (the guest still has the snapshot's clock, hostname and random
 // pool) and envd's orchestrator calls after boot. Validates everything before
-// applying anything, runs at most one helper process, never shells out. A new
-// hostname also retires the SSH server and keys a restored copy holds.
+// applying anything, runs at most one helper process, never shells out. A
+// hostname also retires the SSH server and keys a restored copy holds for another.
 
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { agentInitLimits } from '@capsule/protocol/agent';
 import type { AgentDefaults } from './agent-defaults.js';
 import { GuestHelperError, type GuestHelper } from './guest-helper.js';
 import { InitRequestError, parseInitRequest, type InitSettings } from './init-request.js';
 import { createLogger, describeError } from './log.js';
 import { HttpError, readBoundedBody, sendJsonError, type PlainHttpHandler } from './plain-http.js';
-import { retireSshIdentity, type SshIdentityPaths } from './ssh-identity.js';
+import { retireOtherSshIdentity, type SshIdentityPaths } from './ssh-identity.js';
 
 const log = createLogger('init');
 
@@ -34,7 +34,7 @@ export interface InitRouteOptions {
   defaults: AgentDefaults;
   guestHelper: GuestHelper;
   hostnameFile: string;
-  /** Given in a VM only: a new hostname retires the SSH server and keys a restored copy holds (ssh-identity.ts). */
+  /** Given in a VM only: a hostname other than the host keys' retires them and their server (ssh-identity.ts). */
   sshIdentity?: SshIdentityPaths | undefined;
 }
 
@@ -58,11 +58,7 @@ export function createInitRoute(options: InitRouteOptions): PlainHttpHandler {
     const failures: string[] = [];
     if (settings.hostname !== undefined) {
       try {
-        if (options.sshIdentity) {
-          // Another name than the one this guest had: its memory and disk are a copy of another sandbox's.
-          const previous = (await readFile(options.hostnameFile, 'utf8').catch(() => '')).trim();
-          if (previous !== settings.hostname) await retireSshIdentity(options.sshIdentity);
-        }
+        if (options.sshIdentity) await retireOtherSshIdentity(options.sshIdentity, settings.hostname);
         await writeFile(options.hostnameFile, settings.hostname);
       } catch (error) {
         failures.push(`could not set the hostname: ${describeError(error)}`);

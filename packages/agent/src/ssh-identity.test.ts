@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { retireSshIdentity } from './ssh-identity.js';
+import { retireOtherSshIdentity } from './ssh-identity.js';
 
 describe("a copied sandbox's SSH identity", () => {
   let dir: string;
@@ -13,22 +13,41 @@ describe("a copied sandbox's SSH identity", () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('is retired: the running server is ended and the host keys removed, the rest of the folder kept', async () => {
-    // A stand-in for the copied sshd: any process whose pid the pid file holds.
+  /** Keys made for `owner`, and a stand-in for the sshd holding them (any process whose pid the pid file holds). */
+  function copiedIdentity(owner: string) {
     const server = spawn('sleep', ['60']);
-    const exited = once(server, 'exit');
     const pidFile = join(dir, 'sshd.pid');
     writeFileSync(pidFile, `${server.pid}\n`);
-    for (const name of ['ssh_host_ed25519_key', 'ssh_host_ed25519_key.pub', 'sshd_config']) writeFileSync(join(dir, name), 'x');
+    writeFileSync(join(dir, 'ssh_host_ed25519_key'), 'private');
+    writeFileSync(join(dir, 'ssh_host_ed25519_key.pub'), `ssh-ed25519 AAAA capsule@${owner}\n`);
+    writeFileSync(join(dir, 'sshd_config'), 'x');
+    return { server, pidFile };
+  }
 
-    await retireSshIdentity({ pidFile, keysDir: dir });
-
+  it('made for another sandbox is retired: its server ended, its host keys removed, the rest of the folder kept', async () => {
+    const { server, pidFile } = copiedIdentity('sb-parent');
+    const exited = once(server, 'exit');
+    await retireOtherSshIdentity({ pidFile, keysDir: dir }, 'sb-fork');
     expect((await exited)[1]).toBe('SIGTERM');
     expect(readdirSync(dir).sort()).toEqual(['sshd.pid', 'sshd_config']);
   });
 
-  it('is nothing to do where no server ran and no keys were made', async () => {
-    await retireSshIdentity({ pidFile: join(dir, 'none.pid'), keysDir: join(dir, 'missing') });
+  it('made for this sandbox is kept, server and keys (a restart boots under another name, then is told its own)', async () => {
+    const { server, pidFile } = copiedIdentity('sb-same');
+    try {
+      await retireOtherSshIdentity({ pidFile, keysDir: dir }, 'sb-same');
+      // Long enough for a signal, had one been sent, to have ended it.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(server.exitCode).toBeNull();
+      expect(server.signalCode).toBeNull();
+      expect(readdirSync(dir)).toContain('ssh_host_ed25519_key');
+    } finally {
+      server.kill();
+    }
+  });
+
+  it('is nothing to do where no keys were made', async () => {
+    await retireOtherSshIdentity({ pidFile: join(dir, 'none.pid'), keysDir: join(dir, 'missing') }, 'sb-any');
     expect(existsSync(join(dir, 'missing'))).toBe(false);
   });
 });

@@ -129,6 +129,10 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     const swapped = await run('ssh', [...sshOptions, 'box.capsule', 'true']);
     expect(swapped.status).not.toBe(0);
     expect(swapped.stderr).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+
+    // As a user who knows why: the daemon learns the new key, and the old pins go.
+    await sshHostKeyOf(box.id);
+    fs.writeFileSync(knownHosts, '');
   });
 
   it('gives two forks of a sandbox whose sshd ran host keys of their own', async () => {
@@ -221,6 +225,18 @@ describe('dev boxes over SSH (real QEMU microVM)', () => {
     const result = await run(process.execPath, [cliMain, 'ssh', 'box', '--', 'echo', 'over-tcp'], remote);
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toBe('over-tcp\n');
+  });
+
+  it('a restart keeps the host key: the pin holds and sshd starts again on demand', { timeout: 600_000 }, async () => {
+    const before = (await daemon.api.sandbox(box.id)).sshHostKeys;
+    expect(before).toHaveLength(1);
+    for (const step of ['stop', 'start']) {
+      const res = await daemon.request('POST', `/v1/sandboxes/${box.id}/${step}`);
+      expect(res.status, res.text).toBe(200);
+    }
+    const again = await runCli(daemon, ['ssh', box.id, '--', 'true'], SSH_TIMEOUT_MS);
+    expect(again.status, again.stderr).toBe(0);
+    expect((await daemon.api.sandbox(box.id)).sshHostKeys).toEqual(before);
   });
 
   it('capsule rm removes the sandbox pins', async () => {
