@@ -1,7 +1,8 @@
 // POST /init: what the daemon calls right after restoring a sandbox from a
 // snapshot (the guest still has the snapshot's clock, hostname and random
 // pool) and envd's orchestrator calls after boot. Validates everything before
-// applying anything, runs at most one helper process, never shells out.
+// applying anything, runs at most one helper process, never shells out. A
+// hostname also retires the SSH server and keys a restored copy holds for another.
 
 import { writeFile } from 'node:fs/promises';
 import { agentInitLimits } from '@capsule/protocol/agent';
@@ -10,6 +11,7 @@ import { GuestHelperError, type GuestHelper } from './guest-helper.js';
 import { InitRequestError, parseInitRequest, type InitSettings } from './init-request.js';
 import { createLogger, describeError } from './log.js';
 import { HttpError, readBoundedBody, sendJsonError, type PlainHttpHandler } from './plain-http.js';
+import { retireOtherSshIdentity, type SshIdentityPaths } from './ssh-identity.js';
 
 const log = createLogger('init');
 
@@ -32,6 +34,8 @@ export interface InitRouteOptions {
   defaults: AgentDefaults;
   guestHelper: GuestHelper;
   hostnameFile: string;
+  /** Given in a VM only: a hostname other than the host keys' retires them and their server (ssh-identity.ts). */
+  sshIdentity?: SshIdentityPaths | undefined;
 }
 
 /** Whether the guest clock (read now) is far enough from the host's to be set. */
@@ -54,6 +58,7 @@ export function createInitRoute(options: InitRouteOptions): PlainHttpHandler {
     const failures: string[] = [];
     if (settings.hostname !== undefined) {
       try {
+        if (options.sshIdentity) await retireOtherSshIdentity(options.sshIdentity, settings.hostname);
         await writeFile(options.hostnameFile, settings.hostname);
       } catch (error) {
         failures.push(`could not set the hostname: ${describeError(error)}`);

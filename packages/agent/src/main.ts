@@ -14,6 +14,7 @@ import { createFilesRoute } from './files-route.js';
 import { createFilesystemService } from './filesystem-service.js';
 import { GuestHelper } from './guest-helper.js';
 import { createInitRoute } from './init-route.js';
+import { GUEST_SSH_IDENTITY } from './ssh-identity.js';
 import { createLogger } from './log.js';
 import { createMetricsRoute } from './metrics-route.js';
 import { parseAgentOptions, usage, UsageError, type AgentOptions } from './options.js';
@@ -126,6 +127,7 @@ async function main(): Promise<void> {
         defaults,
         guestHelper,
         hostnameFile: options.hostnameFile,
+        sshIdentity: options.transport.kind === 'virtio-port' ? GUEST_SSH_IDENTITY : undefined,
       }),
       [agentHttpPaths.files]: createFilesRoute({ defaults, bulkPort }),
       [agentHttpPaths.metrics]: createMetricsRoute(),

@@ -12,6 +12,8 @@ interface TopLevelCommand {
   /** What `capsule --help` shows after the name; program.test.ts checks it against the loaded command. */
   usage: string;
   description: string;
+  /** Left out of `capsule --help`: a command other programs run (ssh's ProxyCommand). */
+  hidden?: boolean;
   /** Imports the module that builds this command; it may build its siblings too. */
   load: () => Promise<Command[]>;
 }
@@ -35,6 +37,10 @@ const eventsModule = async () => {
 const workloadModule = async () => {
   const { applyCommand, diffCommand, workloadCommand } = await import('./commands/workloads.js');
   return [applyCommand(), diffCommand(), workloadCommand()];
+};
+const sshModule = async () => {
+  const { sshCommand, sshConfigCommand, sshProxyCommand } = await import('./commands/ssh.js');
+  return [sshCommand(), sshConfigCommand(), sshProxyCommand()];
 };
 const templateModule = async () => {
   const { templatesCommand, templateCommand } = await import('./commands/templates.js');
@@ -145,6 +151,31 @@ export const topLevelCommands: readonly TopLevelCommand[] = [
     usage: '[options] <sandbox> <[local:]remote>',
     description: 'Forward a local TCP port to a port inside a sandbox, until Ctrl-C',
     load: async () => [(await import('./commands/port-forward.js')).portForwardCommand()],
+  },
+  {
+    name: 'ssh',
+    usage: '[options] <sandbox> [cmd...]',
+    description: "Log in to a sandbox with the system's ssh (or run CMD), its host key pinned; your public key is authorised",
+    load: sshModule,
+  },
+  {
+    name: 'ssh-config',
+    usage: '[options]',
+    description: 'Print a `Host *.capsule` block for ~/.ssh/config: ssh, scp, rsync and editors then reach sandboxes by name',
+    load: sshModule,
+  },
+  {
+    name: 'ssh-proxy',
+    usage: '[options] <host>',
+    description: "ssh's ProxyCommand for sandboxes: carries one SSH connection on stdin and stdout",
+    hidden: true,
+    load: sshModule,
+  },
+  {
+    name: 'workspace',
+    usage: '',
+    description: "Copy a git repository's files into a sandbox",
+    load: async () => [(await import('./commands/workspace.js')).workspaceCommand()],
   },
   { name: 'sandbox', usage: '', description: 'Create, list, inspect, time out and remove sandboxes', load: sandboxModule },
   { name: 'templates', usage: '[options]', description: 'List templates', load: templateModule },
@@ -266,8 +297,9 @@ function assembleProgram(loaded: Command | undefined, onStub: (entry: TopLevelCo
     .enablePositionalOptions();
   addProgramOptions(program);
   for (const entry of topLevelCommands) {
+    const hidden = { hidden: entry.hidden === true };
     if (entry.name === loaded?.name()) {
-      program.addCommand(loaded);
+      program.addCommand(loaded, hidden);
       continue;
     }
     program.addCommand(
@@ -277,6 +309,7 @@ function assembleProgram(loaded: Command | undefined, onStub: (entry: TopLevelCo
         .allowUnknownOption()
         .allowExcessArguments()
         .action(() => onStub(entry)),
+      hidden,
     );
   }
   // Commander's own help command would print a stub's help; this one lets the stub be replaced first.

@@ -270,6 +270,11 @@ export const Sandbox = Type.Object({
   domain: Type.String(),
   /** Sent as `e2b-traffic-access-token` to reach the sandbox's ports over TCP without an API key. */
   trafficAccessToken: Type.String(),
+  sshHostKeys: Type.Optional(
+    Type.Array(Type.String(), {
+      description: "its SSH server's public host keys (`ssh-ed25519 BASE64`), known once the server has been started (POST .../ssh)",
+    }),
+  ),
   history: Type.Optional(Type.Array(StateTransition)),
 });
 export type Sandbox = Static<typeof Sandbox>;
@@ -327,6 +332,12 @@ export const ForkRequest = Type.Object(
   { additionalProperties: false },
 );
 export type ForkRequest = Static<typeof ForkRequest>;
+
+/** POST /v1/sandboxes/{id}/ssh: the sandbox's SSH server is running (on the guest's loopback, reached by a tunnel to port 22). */
+export const SshServer = Type.Object({
+  hostKeys: Type.Array(Type.String(), { description: 'public host keys, `ssh-ed25519 BASE64`, made for this sandbox alone' }),
+});
+export type SshServer = Static<typeof SshServer>;
 
 export const SandboxList = Type.Object({ sandboxes: Type.Array(Sandbox) });
 export type SandboxList = Static<typeof SandboxList>;

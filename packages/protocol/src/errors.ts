@@ -49,6 +49,8 @@ export const errorCodes = {
   /** A dashboard session's mutation came without its CSRF token (X-CSRF-Token), or with another session's. */
   csrf_token_invalid: 403,
   workload_not_found: 404,
+  /** The sandbox has no SSH server to start (its template lacks OpenSSH's sshd). */
+  ssh_unavailable: 422,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

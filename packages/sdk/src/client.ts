@@ -31,6 +31,7 @@ import {
   type SandboxMetrics,
   type SetNetworkRequest,
   type SetResourcesRequest,
+  type SshServer,
   type Template,
   type TemplateDetails,
   type TemplateList,
@@ -375,6 +376,15 @@ export class CapsuleClient {
   /** Restarts a running sandbox's timeout from now, keeping its length. */
   async keepSandboxAlive(idOrName: string, options?: CallOptions): Promise<SandboxInfo> {
     return this.#json('POST', `${sandboxPath(idOrName)}/keepalive`, undefined, options);
+  }
+
+  /**
+   * Starts a running sandbox's SSH server unless it runs, and returns the host
+   * keys it presents (made in the guest for this sandbox alone). Connect to it
+   * with `openPortTunnel(id, 22)`.
+   */
+  async startSshServer(idOrName: string, options?: CallOptions): Promise<SshServer> {
+    return this.#json('POST', `${sandboxPath(idOrName)}/ssh`, undefined, options);
   }
 
   /**

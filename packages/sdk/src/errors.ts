@@ -132,6 +132,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   volume_in_use: CapsuleError,
   csrf_token_invalid: CapsuleError,
   workload_not_found: NotFoundError,
+  ssh_unavailable: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

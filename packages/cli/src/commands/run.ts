@@ -2,9 +2,10 @@
 // process's stdin; -t: on a terminal, -it: attached to this one), exit with the
 // command's code, and remove the sandbox whatever happened (Ctrl-C included)
 // unless --keep. `-d` starts the command in the background, keeps the sandbox
-// and prints its id. A sandbox it made must never be left behind silently.
+// and prints its id. With --workspace, a repository is pushed in first. A
+// sandbox it made must never be left behind silently.
 import { DEFAULT_TEMPLATE, type ExecRequest } from '@capsule/protocol';
-import { Commands, SandboxAgent, type CapsuleClient } from '@capsule/sdk';
+import { Commands, Sandbox, SandboxAgent, type CapsuleClient } from '@capsule/sdk';
 import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { formatError } from '../error-report.js';
@@ -18,6 +19,7 @@ import { runTerminalSession } from '../terminal-session.js';
 import { addGlobalOptions } from './global-options.js';
 
 interface RunOptions extends Omit<SandboxSpecOptions, 'metadata'> {
+  workspace?: string;
   cwd?: string;
   user?: string;
   timeout?: number;
@@ -97,9 +99,11 @@ async function runAction(rawCmd: string[], options: RunOptions, command: Command
   if (options.detach) return await runDetached(context, client, cmd, options);
   const createRequest = toCreateRequest(options);
   const { template } = createRequest;
+  const workspace = options.workspace !== undefined ? await import('./workspace.js') : undefined;
   const execRequest: ExecRequest = {
     cmd,
-    ...(options.cwd !== undefined && { cwd: options.cwd }),
+    // With a workspace, the command runs in it unless told otherwise.
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : workspace && { cwd: workspace.defaultPushOptions.to }),
     ...(options.user !== undefined && { user: options.user }),
     ...(options.timeout !== undefined && { timeoutMs: options.timeout }),
   };
@@ -133,6 +137,12 @@ async function runAction(rawCmd: string[], options: RunOptions, command: Command
     const keepalive = setInterval(() => void client.keepSandboxAlive(sandbox.id).catch(() => undefined), KEEPALIVE_INTERVAL_MS);
     keepalive.unref();
     try {
+      if (workspace !== undefined && options.workspace !== undefined && interrupts.received === undefined) {
+        const connected = await Sandbox.connect(sandbox.id, context.connection);
+        await workspace
+          .pushWorkspace(context, connected, options.workspace, workspace.defaultPushOptions)
+          .finally(() => connected.client.close());
+      }
       if (interrupts.received === undefined && options.tty) {
         // On a terminal Ctrl-C is a key for the command; SIGTERM and SIGHUP end the session, then the sandbox goes.
         exitCode = await runTerminalSession(client, sandbox.id, {
@@ -187,6 +197,7 @@ export function runCommand(): Command {
       .option('--cpus <n>', 'virtual CPUs', parseCpuCount)
       .option('-m, --memory <size>', 'memory, in MiB or with a unit (512, 1G)', parseMemoryMiB)
       .option('-e, --env <K=V>', 'environment variable for the sandbox (repeatable; bare K copies it from here)', collectEnv)
+      .option('--workspace <dir>', 'copy this git repository into /home/user/src first (capsule workspace push) and run there')
       .option('-w, --cwd <dir>', 'working directory of the command')
       .option('-u, --user <user>', 'user to run the command as')
       .option('--name <name>', 'name for the sandbox')

@@ -2,7 +2,7 @@
 // each available at the top level (`capsule ls`) and under `capsule sandbox`.
 // Human output by default; -o json|yaml (or --json) prints the daemon's objects unchanged.
 import { DEFAULT_TEMPLATE } from '@capsule/protocol';
-import type { CapsuleClient, SandboxInfo } from '@capsule/sdk';
+import { Sandbox, type CapsuleClient, type SandboxInfo } from '@capsule/sdk';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { CliContext } from '../cli-context.js';
@@ -30,6 +30,7 @@ import { confirm } from '../confirm.js';
 import { lastLines, newPart } from '../log-follow.js';
 import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
+import { forgetHostKeys, knownHostsFile } from '../ssh-known-hosts.js';
 import { painterFor } from '../terminal-color.js';
 
 type CreateOptions = SandboxSpecOptions & OutputOptions;
@@ -51,12 +52,20 @@ function createCommand(): Command {
           'what the end of the lifetime does: kill, pause (resume it later) or stop (start it later from its disk)',
         ).choices(['kill', 'pause', 'stop']),
       )
-      .action(async (options: CreateOptions, command: Command) => {
+      .option('--ssh-key <file>', "a public key to authorise for `capsule ssh` in the default user's ~/.ssh/authorized_keys")
+      .action(async (options: CreateOptions & { sshKey?: string }, command: Command) => {
         const context = CliContext.of(command);
+        // Read first: a key file that is not one fails before a sandbox exists.
+        const ssh = options.sshKey !== undefined ? await import('./ssh.js') : undefined;
+        const publicKey = options.sshKey !== undefined ? ssh?.readPublicKey(options.sshKey) : undefined;
         const client = await context.daemonClient();
         const request = toCreateRequest(options);
         const { template } = request;
         const sandbox = await context.progress.step(`Creating sandbox from template ${template}`, () => client.createSandbox(request));
+        if (ssh !== undefined && publicKey !== undefined) {
+          const connected = await Sandbox.connect(sandbox.id, context.connection);
+          await ssh.authorizeKey(connected, ssh.DEFAULT_SSH_USER, publicKey).finally(() => connected.client.close());
+        }
         printOutput(sandbox, options, { table: () => `${sandbox.id}\n` });
       }),
   );
@@ -143,6 +152,8 @@ function removeCommand(name: 'rm' | 'kill'): Command {
       } else if (idsOrNames.length === 0) usage("missing required argument 'sandbox'");
       await forEachSandbox(command, idsOrNames, async (client, idOrName) => {
         await client.deleteSandbox(idOrName);
+        // Its SSH host keys go with it: a later sandbox of the same name has keys of its own.
+        forgetHostKeys(knownHostsFile(), idOrName);
         return idOrName;
       });
     }),

@@ -1,6 +1,6 @@
 // REST routes of sandboxes: create, list, get, remove; exec (whole or
 // streamed); timeout, keepalive, network; stop, start, restart, resources;
-// pause, resume, fork, snapshot; the console log. Each is a thin mapping onto the sandbox manager, which owns
+// pause, resume, fork, snapshot; the SSH server; the console log. Each is a thin mapping onto the sandbox manager, which owns
 // every rule; a route never changes a sandbox by any other way.
 import type { ServerResponse } from 'node:http';
 import {
@@ -15,6 +15,7 @@ import {
   SetResourcesRequest,
   SetTimeoutRequest,
   SnapshotRequest,
+  SshServer,
   Template,
 } from '@capsule/protocol';
 import type { SandboxManager } from '../sandboxes/manager.js';
@@ -88,6 +89,19 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
         }
         res.end();
       },
+    }),
+
+    route<{ Params: { id: string } }>({
+      method: 'POST',
+      url: '/v1/sandboxes/:id/ssh',
+      schema: {
+        params: IdParams,
+        description:
+          'Starts the sandbox’s SSH server unless it runs (host keys made in the guest for this sandbox alone) and returns its ' +
+          'host keys; connect through a tunnel to port 22 (`/v1/sandboxes/{id}/tunnel/22`).',
+        response: { 200: SshServer, ...errorResponses },
+      },
+      handler: async (request) => await manager.startSshServer(request.params.id),
     }),
 
     route<{ Params: { id: string }; Body: SetTimeoutRequest }>({

@@ -9,7 +9,21 @@ import { runCommand } from '../launcher.js';
 import { CacheKey } from './cache-key.js';
 import { pruneSiblings, tempSibling, treeBytes } from './files.js';
 
-export const BASE_PACKAGES = ['bash', 'coreutils', 'python3', 'git', 'curl', 'ca-certificates', 'procps', 'iproute2', 'passwd'];
+export const BASE_PACKAGES = [
+  'bash',
+  'coreutils',
+  'python3',
+  'git',
+  'curl',
+  'ca-certificates',
+  'procps',
+  'iproute2',
+  'passwd',
+  // SSH into dev boxes (`capsule ssh`, scp, rsync, editors' remote mode); sshd only runs once asked for.
+  'openssh-server',
+  'openssh-sftp-server',
+  'rsync',
+];
 const SUITE = 'bookworm';
 const SOURCES = [
   `deb http://deb.debian.org/debian ${SUITE} main`,
@@ -24,6 +38,8 @@ const CUSTOMIZE = [
   'chroot "$1" useradd --create-home --shell /bin/bash --uid 1000 user',
   'echo "capsule" > "$1/etc/hostname"',
   'printf "127.0.0.1 localhost\\n::1 localhost\\n" > "$1/etc/hosts"',
+  // The package made host keys: every sandbox of the image would share them. Each makes its own (ssh-server.ts).
+  'rm -f "$1"/etc/ssh/ssh_host_*',
 ];
 
 /** Size for an ext4 image holding `bytes` of files, with headroom; the file is sparse. */

@@ -171,6 +171,7 @@ export class SandboxCreator {
         desired_state: 'running',
         // The clock starts when the sandbox runs (below), not while it boots.
         expires_at: null,
+        ssh_host_keys: null,
         ...egressPolicyColumns(egress),
       })
       .catch(async (err: unknown) => {

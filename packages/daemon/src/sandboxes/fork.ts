@@ -156,6 +156,8 @@ export class SandboxForks {
       boot_ms: null,
       expires_at: null,
       desired_state: 'running',
+      // Its guest makes host keys of its own (ssh-server.ts): the parent's are not its.
+      ssh_host_keys: null,
     });
     try {
       const overlay = await this.vms.createOverlay(id, disk, 'qcow2');

@@ -13,6 +13,7 @@ import type {
   SandboxState,
   SetNetworkRequest,
   SetResourcesRequest,
+  SshServer,
 } from '@capsule/protocol';
 import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -43,6 +44,7 @@ import { PauseResume } from './pause-resume.js';
 import { PausedMemoryConverter } from './paused-memory.js';
 import { PublishedPorts } from './published-ports.js';
 import { expiryFrom, SandboxVms } from './sandbox-vms.js';
+import { hostKeysFromStart, SSH_START_OUTPUT_LIMIT_BYTES, SSH_START_TIMEOUT_MS, START_SSH_SERVER_SCRIPT } from './ssh-server.js';
 import { StopStart } from './stop-start.js';
 import { Tunnels } from './tunnels.js';
 import type { Volumes } from '../volumes/volumes.js';
@@ -66,6 +68,8 @@ export class SandboxManager implements SandboxRunner {
   private readonly pausing: PauseResume;
   private readonly stopping: StopStart;
   private readonly forks: SandboxForks;
+  /** SSH server starts under way, one per sandbox: two at once would make two sets of keys. */
+  private readonly sshStarts = new Map<string, Promise<SshServer>>();
 
   constructor(
     private readonly store: Store,
@@ -310,6 +314,7 @@ export class SandboxManager implements SandboxRunner {
       ports: this.ports.of(record.id),
       domain: this.config.domain,
       trafficAccessToken: this.trafficTokens.trafficTokenFor(record.id),
+      ...(record.ssh_host_keys !== null ? { sshHostKeys: JSON.parse(record.ssh_host_keys) as string[] } : {}),
     };
   }
 
@@ -427,6 +432,32 @@ export class SandboxManager implements SandboxRunner {
 
   async exec(idOrName: string, request: ExecRequest, signal: AbortSignal): Promise<ExecResult> {
     return await collectExec(await this.execStream(idOrName, request, signal));
+  }
+
+  /**
+   * Starts a running sandbox's SSH server unless it runs already (ssh-server.ts)
+   * and records the host keys the guest made for it, which clients pin.
+   */
+  async startSshServer(idOrName: string): Promise<SshServer> {
+    const { record, vm } = await this.vms.runningVm(idOrName);
+    const under = this.sshStarts.get(record.id);
+    if (under) return await under;
+    const start = (async () => {
+      const request = { cmd: ['/bin/sh', '-c', START_SSH_SERVER_SCRIPT], user: 'root', timeoutMs: SSH_START_TIMEOUT_MS };
+      const result = await collectExec(
+        execEvents(vm.agent, request, AbortSignal.timeout(2 * SSH_START_TIMEOUT_MS)),
+        SSH_START_OUTPUT_LIMIT_BYTES,
+      );
+      const hostKeys = hostKeysFromStart(result, record.id);
+      if (record.ssh_host_keys !== JSON.stringify(hostKeys)) await this.store.setSshHostKeys(record.id, hostKeys);
+      return { hostKeys };
+    })();
+    this.sshStarts.set(record.id, start);
+    try {
+      return await start;
+    } finally {
+      this.sshStarts.delete(record.id);
+    }
   }
 
   async consoleLog(idOrName: string): Promise<Buffer> {

@@ -280,4 +280,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('resource_events').addColumn('workload', 'text').execute();
     },
   },
+  '0013_ssh_host_keys': {
+    async up(db: Kysely<unknown>) {
+      // JSON array of the SSH server's public host keys, learnt from the guest when the server first starts; null before.
+      await db.schema.alterTable('sandboxes').addColumn('ssh_host_keys', 'text').execute();
+    },
+  },
 };

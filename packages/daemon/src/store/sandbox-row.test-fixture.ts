@@ -24,5 +24,6 @@ export function startingSandboxRow(id: string, name: string | null = null): Sand
     internet_access: 1,
     egress_allow: '[]',
     egress_deny: '[]',
+    ssh_host_keys: null,
   };
 }

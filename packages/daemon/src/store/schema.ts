@@ -30,6 +30,8 @@ export interface SandboxRow {
   /** JSON arrays of CIDRs the guest may (allow) or may not (deny) reach; TAP mode only. */
   egress_allow: string;
   egress_deny: string;
+  /** JSON array of its SSH server's public host keys; null until the server first ran (sandboxes/ssh-server.ts). */
+  ssh_host_keys: string | null;
 }
 
 export interface SandboxEventRow {

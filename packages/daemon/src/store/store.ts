@@ -142,6 +142,15 @@ export class Store {
     await this.db.updateTable('sandboxes').set(policy).where('id', '=', id).execute();
   }
 
+  /** The host keys its SSH server presents, as the guest made them for it. */
+  async setSshHostKeys(id: string, hostKeys: string[]): Promise<void> {
+    await this.db
+      .updateTable('sandboxes')
+      .set({ ssh_host_keys: JSON.stringify(hostKeys) })
+      .where('id', '=', id)
+      .execute();
+  }
+
   async history(id: string): Promise<SandboxEvent[]> {
     return await this.db.selectFrom('sandbox_events').selectAll().where('sandbox_id', '=', id).orderBy('id', 'asc').execute();
   }
