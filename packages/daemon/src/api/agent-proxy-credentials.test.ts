@@ -34,6 +34,7 @@ describe('agent proxy over TCP, with an agent stand-in that records headers', ()
       manager: { agentOf: async (id: string) => ({ id, agent, bulk: undefined }) },
       images: {},
       store: {},
+      templates: { buildUploadsDir: () => path.join(dir, 'uploads') },
       apiKeys: { verify: async (key: string | undefined) => key === API_KEY },
       tokens: { verify: (id: string, token: string | undefined) => id === 'sb_1' && token === ACCESS_TOKEN, verifyTraffic: () => false },
       info: () => ({}),

@@ -31,6 +31,7 @@ describe('dashboard sessions over TCP (manager stand-in)', () => {
           throw new CapsuleError('sandbox_not_found', `no sandbox ${id}`);
         },
       },
+      templates: { buildUploadsDir: () => path.join(root, 'uploads') },
       apiKeys: { verify: async (key: string | undefined) => key === API_KEY },
       tokens: { verify: () => false, verifyTraffic: () => false },
       info: () => ({}),
