@@ -90,7 +90,10 @@ describe('GET /metrics', () => {
           throw new CapsuleError('insufficient_resources', 'not enough memory for another sandbox');
         },
       },
-      templates: { warm: { poolStatuses: () => [{ template: 'base', ready: 2, target: 3 }] }, buildUploadsDir: () => path.join(dir, 'uploads') },
+      templates: {
+        warm: { poolStatuses: () => [{ template: 'base', ready: 2, target: 3 }] },
+        buildUploadsDir: () => path.join(dir, 'uploads'),
+      },
       images: {},
       apiKeys: { verify: async () => false },
       tokens: {},
