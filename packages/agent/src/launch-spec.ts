@@ -3,7 +3,7 @@
 // Validation only; must never spawn anything, and every refusal is a Connect
 // error with envd's code (InvalidArgument) and wording.
 
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { accessSync, existsSync, constants as fsConstants, statSync } from 'node:fs';
 import { delimiter, resolve } from 'node:path';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { expandAndResolvePath, InvalidPathError } from './user-path.js';
@@ -115,9 +115,12 @@ export function buildLaunchSpec(request: LaunchRequest, user: UnixUser, defaults
   const env = buildProcessEnv(user, request.envs, defaults.envs);
   const file = findExecutable(request.cmd, env.PATH ?? DEFAULT_PATH, cwd);
   if (file === undefined) {
-    const reason = request.cmd.includes('/')
-      ? `fork/exec ${request.cmd}: no such file or directory`
-      : `exec: "${request.cmd}": executable file not found in $PATH`;
+    // Go's words, as envd answers: clients tell a missing program from one that cannot run by them (exit 127 / 126).
+    const reason = !request.cmd.includes('/')
+      ? `exec: "${request.cmd}": executable file not found in $PATH`
+      : existsSync(resolve(cwd, request.cmd))
+        ? `fork/exec ${request.cmd}: permission denied`
+        : `fork/exec ${request.cmd}: no such file or directory`;
     throw new ConnectError(`error starting process '${describeCommand(request)}': ${reason}`, Code.InvalidArgument);
   }
   return { file, argv0: request.cmd, args: request.args, cwd, env };

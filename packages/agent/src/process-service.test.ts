@@ -137,7 +137,13 @@ describe('process.Process/Start', () => {
   it('answers a command that does not exist with an error, and keeps serving', async () => {
     const error = await expectConnectError(run({ process: { cmd: 'capsule-no-such-command' } }), Code.InvalidArgument);
     expect(error.rawMessage).toContain('executable file not found');
-    await expectConnectError(run({ process: { cmd: '/no/such/binary' } }), Code.InvalidArgument);
+    expect((await expectConnectError(run({ process: { cmd: '/no/such/binary' } }), Code.InvalidArgument)).rawMessage).toContain(
+      'no such file or directory',
+    );
+    // A file that is there but not executable is told apart: clients exit 126 for it, 127 for a missing one.
+    expect((await expectConnectError(run({ process: { cmd: '/etc/passwd' } }), Code.InvalidArgument)).rawMessage).toContain(
+      'permission denied',
+    );
     await expectConnectError(run({ process: { cmd: '' } }), Code.InvalidArgument);
     expect((await run({ process: { cmd: 'true' } })).end?.exitCode).toBe(0);
   });

@@ -2,7 +2,7 @@
 // `hint: <hint>` when there is one, and the stack only with --debug. It decides the
 // exit code of failures; it never prints to stdout.
 import { CapsuleError } from '@capsule/sdk';
-import { EXIT_CAPSULE_FAILURE } from './exit-codes.js';
+import { EXIT_CAPSULE_FAILURE, EXIT_COMMAND_NOT_FOUND, EXIT_COMMAND_NOT_STARTED } from './exit-codes.js';
 
 export function formatError(error: unknown, { debug = false, subject }: { debug?: boolean; subject?: string } = {}): string {
   const prefix = subject === undefined ? 'capsule: ' : `capsule: ${subject}: `;
@@ -26,5 +26,15 @@ export function formatError(error: unknown, { debug = false, subject }: { debug?
 /** Writes the error to stderr and returns the exit code the process should end with. */
 export function reportError(error: unknown, options: { debug?: boolean; subject?: string } = {}): number {
   process.stderr.write(formatError(error, options));
-  return EXIT_CAPSULE_FAILURE;
+  return exitCodeOfFailure(error);
+}
+
+/**
+ * 127 for a command the sandbox does not have, 126 for one it could not
+ * start, as docker run and the shell answer; 125 for every other failure.
+ * The agent words a missing program as envd does (Go's exec messages).
+ */
+export function exitCodeOfFailure(error: unknown): number {
+  if (!(error instanceof CapsuleError) || error.code !== 'exec_failed') return EXIT_CAPSULE_FAILURE;
+  return /executable file not found|no such file or directory/.test(error.message) ? EXIT_COMMAND_NOT_FOUND : EXIT_COMMAND_NOT_STARTED;
 }

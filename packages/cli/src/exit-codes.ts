@@ -1,6 +1,7 @@
 // The exit codes `capsule` ends with, in one place: a command's own code for
-// run/exec (128+N when a signal ended it), 125 when Capsule itself failed, 2 for
-// usage errors, as docker and the shell do it.
+// run/exec (128+N when a signal ended it), 125 when Capsule itself failed, 126
+// and 127 when the command could not be started or found, 2 for usage errors,
+// as docker and the shell do it.
 import { constants } from 'node:os';
 
 export const EXIT_OK = 0;
@@ -9,6 +10,10 @@ export const EXIT_CHECK_FAILED = 1;
 export const EXIT_USAGE = 2;
 /** The daemon refused, was unreachable, or the input was invalid. */
 export const EXIT_CAPSULE_FAILURE = 125;
+/** run/exec: the command exists in the sandbox but could not be started (not executable, or the start failed). */
+export const EXIT_COMMAND_NOT_STARTED = 126;
+/** run/exec: no such command in the sandbox. */
+export const EXIT_COMMAND_NOT_FOUND = 127;
 
 export function signalNumber(signal: string): number | undefined {
   return (constants.signals as Record<string, number | undefined>)[signal];

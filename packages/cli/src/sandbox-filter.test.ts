@@ -1,9 +1,9 @@
 import type { Sandbox } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
-import { collectFilter, filterSandboxes } from './sandbox-filter.js';
+import { collectFilter, collectLabelFilter, filterSandboxes, lastCreated, mergeFilters, parseLimit } from './sandbox-filter.js';
 
 const sandbox = (id: string, state: Sandbox['state'], template: string, metadata: Record<string, string>, name: string | null = null) =>
-  ({ id, state, template, metadata, name }) as Sandbox;
+  ({ id, state, template, metadata, name, createdAt: `2026-12-07T10:00:0${id.at(-1)}Z` }) as Sandbox;
 const all = [
   sandbox('sb_aa1', 'running', 'base', { team: 'web' }, 'one'),
   sandbox('sb_aa2', 'paused', 'base', { team: 'db' }),
@@ -33,5 +33,23 @@ describe('ls --filter', () => {
     expect(() => collectFilter('status=running')).toThrow(/KEY one of id, name, state, template, label/);
     expect(() => collectFilter('state=')).toThrow(/KEY=VALUE/);
     expect(() => collectFilter('running')).toThrow(/KEY=VALUE/);
+  });
+});
+
+describe('ls -m and -n', () => {
+  it('reads -m K=V as a label filter, its values alternatives to --filter label=', () => {
+    const metadata = collectLabelFilter('team=db');
+    expect(filterSandboxes(all, mergeFilters(undefined, metadata)).map((s) => s.id)).toEqual(['sb_aa2']);
+    const both = mergeFilters(collectFilter('label=team=web'), metadata);
+    expect(filterSandboxes(all, both).map((s) => s.id)).toEqual(['sb_aa1', 'sb_aa2']);
+    expect(filterSandboxes(all, mergeFilters(undefined, undefined))).toHaveLength(3);
+    expect(() => collectLabelFilter('team')).toThrow(/KEY=VALUE/);
+  });
+
+  it('keeps the n created last, newest first', () => {
+    expect(lastCreated(all, 2).map((s) => s.id)).toEqual(['sb_bb3', 'sb_aa2']);
+    expect(lastCreated(all, undefined).map((s) => s.id)).toEqual(['sb_aa1', 'sb_aa2', 'sb_bb3']);
+    expect(() => parseLimit('0')).toThrow(/at least 1/);
+    expect(() => parseLimit('two')).toThrow(/at least 1/);
   });
 });

@@ -39,6 +39,33 @@ function matchesOne(sandbox: Sandbox, key: SandboxFilterKey, value: string): boo
   }
 }
 
+/** commander's collector for `-m K=V`, docker's shorthand for a label filter. */
+export function collectLabelFilter(text: string, filters: SandboxFilters = {}): SandboxFilters {
+  if (!text.includes('=')) throw new InvalidArgumentError('expected KEY=VALUE, a metadata entry');
+  return collectFilter(`label=${text}`, filters);
+}
+
+/** Both filter options' conditions in one: a key's values from either are alternatives. */
+export function mergeFilters(...sets: (SandboxFilters | undefined)[]): SandboxFilters {
+  const merged: SandboxFilters = {};
+  for (const set of sets)
+    for (const [key, values] of Object.entries(set ?? {}) as [SandboxFilterKey, string[]][])
+      merged[key] = [...(merged[key] ?? []), ...values];
+  return merged;
+}
+
+export function parseLimit(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+
+/** The `limit` sandboxes created last, newest first, as `docker ps -n` lists; all of them, in the order given, without a limit. */
+export function lastCreated(sandboxes: readonly Sandbox[], limit: number | undefined): Sandbox[] {
+  if (limit === undefined) return [...sandboxes];
+  return [...sandboxes].sort((a, b) => b.createdAt.localeCompare(a.createdAt)).slice(0, limit);
+}
+
 export function filterSandboxes(sandboxes: readonly Sandbox[], filters: SandboxFilters): Sandbox[] {
   const conditions = Object.entries(filters) as [SandboxFilterKey, string[]][];
   return sandboxes.filter((sandbox) => conditions.every(([key, values]) => values.some((value) => matchesOne(sandbox, key, value))));

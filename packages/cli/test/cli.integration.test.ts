@@ -28,7 +28,7 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(daemon.leftoversOf(all[0].id)).toEqual([]);
   });
 
-  it("exits with the command's own exit code, and 125 for Capsule's failures", () => {
+  it("exits with the command's own exit code, 125 for Capsule's failures, 126 and 127 for a command that cannot start", () => {
     expect(capsule('run', '--', 'sh', '-c', 'echo to-stderr >&2; exit 42')).toMatchObject({
       status: 42,
       stderr: expect.stringContaining('to-stderr'),
@@ -36,6 +36,9 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     const bad = capsule('run', '--template', 'nope', '--', 'true');
     expect(bad.status).toBe(125);
     expect(bad.stderr).toMatch(/^capsule: template "nope" does not exist\nhint: /);
+    // As docker run: 127 for a command the sandbox does not have, 126 for one it has but cannot run.
+    expect(capsule('run', '--', 'capsule-no-such-command').status).toBe(127);
+    expect(capsule('run', '--', '/etc/passwd').status).toBe(126);
   });
 
   it('creates, execs in, inspects and removes a named sandbox', () => {

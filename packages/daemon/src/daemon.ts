@@ -122,7 +122,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     startedAt,
     jail: { enabled: config.jail, support: jailSupport },
   });
-  const workloads = new Workloads(store, manager, volumes, config.stateDir, log.child({ component: 'workloads' }));
+  const workloads = new Workloads(store, manager, templates, images, volumes, config.stateDir, log.child({ component: 'workloads' }));
   const webhooks = new Webhooks(store, log.child({ component: 'webhooks' }));
   await webhooks.start();
   const api = await buildApi({

@@ -10,28 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { runCli, sandboxTest, sharedCacheDir, TestDaemon } from './fixture.js';
-import { image, layer, marker, pushImage, removeAllImages, type TestImage } from './oci/test-images.js';
+import { image, layer, marker, pushImage, removeAllImages, webImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
-
-const BUSYBOX_APPLETS = ['sh', 'cat', 'echo', 'true', 'mkdir', 'dirname', 'base64', 'sync', 'httpd', 'wget', 'sleep', 'test', 'date'];
-
-/** A busybox image that serves /srv/www with httpd; its Entrypoint + Cmd serve it on port 8081. */
-function webImage(): TestImage {
-  return image(
-    [
-      layer([
-        marker(),
-        { path: 'bin/busybox', content: fs.readFileSync('/bin/busybox'), mode: 0o755 },
-        ...BUSYBOX_APPLETS.map((name) => ({ path: `bin/${name}`, type: 'symlink' as const, linkpath: '/bin/busybox' })),
-        { path: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\n' },
-        { path: 'etc/group', content: 'root:x:0:\n' },
-        { path: 'srv/www/index.html', content: 'hello from httpd\n' },
-        { path: 'tmp/', type: 'directory', mode: 0o1777 },
-      ]),
-    ],
-    { Entrypoint: ['/bin/httpd', '-f', '-h', '/srv/www'], Cmd: ['-p', '8081'] },
-  );
-}
 
 function events(
   text: string,

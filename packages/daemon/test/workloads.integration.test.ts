@@ -5,14 +5,19 @@
 // a daemon kill -9 changes nothing; a killed QEMU comes back, and so does a
 // command whose health check fails; an env change
 // replaces only its workload; state stopped then running keeps a volume's
-// data. Only the volume's workload boots cold. Real QEMU microVMs, real daemon.
+// data; a workload from an image pulled from a real registry serves with the
+// image's Entrypoint + Cmd. Only the volume's workload and the image's boot
+// cold. Real QEMU microVMs, real daemon, real registry.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { eventually, it, TestDaemon } from './fixture.js';
+import { pushImage, removeAllImages, webImage } from './oci/test-images.js';
+import { TestRegistry } from './oci/test-registry.js';
 
 const START_TIMEOUT_MS = 120_000;
 /** Ports of the host's loopback, away from the usual ones and other test files'. */
 const WEB_PORT = 20_000 + Math.floor(Math.random() * 20_000);
+const SITE_PORT = WEB_PORT + 1;
 
 /** Serves its GREETING on a host port; no volume, so that each of its sandboxes restores the warm snapshot. */
 function webWorkload(greeting: string) {
@@ -53,9 +58,9 @@ const crashing = {
 };
 
 /** GET of a host port on loopback: status and body, or undefined while nothing answers. */
-async function fetchHost(path: string): Promise<{ status: number; body: string } | undefined> {
+async function fetchHost(path: string, port = WEB_PORT): Promise<{ status: number; body: string } | undefined> {
   return await new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port: WEB_PORT, path, timeout: 5000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path, timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
@@ -248,4 +253,29 @@ describe('declarative workloads (real QEMU microVMs)', () => {
     for (const name of ['web', 'crashing', 'data']) expect((await daemon.request('DELETE', `/v1/workloads/${name}`)).status).toBe(204);
     expect(await daemon.api.sandboxes()).toEqual([]);
   }, 1_500_000);
+
+  it("runs a workload from an image pulled from a registry, the image's Entrypoint + Cmd its service", async () => {
+    const registry = await TestRegistry.start();
+    try {
+      await pushImage(registry, 'e2e/site', 'v1', webImage());
+      const ref = `${registry.host}/e2e/site:v1`;
+      const eventsFrom = new Date().toISOString();
+      const site = {
+        kind: 'Workload',
+        name: 'site',
+        image: ref,
+        ports: [{ guest: 8081, host: SITE_PORT }],
+        health: { http: { port: 8081, path: '/' }, interval: '1s', timeout: '2s', retries: 3, startPeriod: '60s' },
+      };
+      expect(await apply([site])).toEqual([{ name: 'site', action: 'create', fields: [] }]);
+      expect(await ready('site', 600_000)).toMatchObject({ image: ref, template: expect.stringMatching(/^workload-image-[0-9a-f]{16}$/) });
+      expect(await fetchHost('/', SITE_PORT)).toEqual({ status: 200, body: 'hello from httpd\n' });
+      const events = await readEventStream(daemon, `/v1/events?type=workload&since=${encodeURIComponent(eventsFrom)}`);
+      expect(events).toContain('"type":"workload.pulling"');
+    } finally {
+      await daemon.request('DELETE', '/v1/workloads/site');
+      await removeAllImages(daemon);
+      await registry.stop();
+    }
+  }, 900_000);
 });

@@ -19,6 +19,7 @@ export const EVENT_TYPES = [
   'image.imported',
   'image.removed',
   'workload.applied',
+  'workload.pulling',
   'workload.created',
   'workload.replaced',
   'workload.restarted',

@@ -35,6 +35,10 @@ describe('the workload spec checker', () => {
   });
 
   it('fills in defaults for a minimal document', () => {
+    // An image instead of a template.
+    expect(checkWorkloadDocuments([{ kind: 'Workload', name: 'img', image: 'registry.local/app:1' }]).specs?.[0]).toMatchObject({
+      image: 'registry.local/app:1',
+    });
     const { specs } = checkWorkloadDocuments([{ kind: 'Workload', name: 'a', template: 'base' }]);
     expect(specs[0]).toEqual({
       name: 'a',
@@ -74,8 +78,9 @@ describe('the workload spec checker', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ kind: 'Pod' }, /kind: must be "Workload"/],
       [{ name: 'Web_1' }, /name: "Web_1" is no DNS label/],
-      [{ template: undefined }, /template: is required/],
-      [{ image: 'alpine:3' }, /image: workloads run from templates for now/],
+      [{ template: undefined }, /template: give either template or image, not both/],
+      [{ image: 'alpine:3' }, /template: give either template or image, not both/],
+      [{ template: undefined, image: 7 }, /image: must be a non-empty string/],
       [{ command: [] }, /command: must be a list of 1 to/],
       [{ command: 'python3 -m http.server' }, /command: must be a list/],
       [{ env: { '1X': 'a' } }, /env\.1X: is no environment variable name/],

@@ -21,7 +21,10 @@ export interface WorkloadHealth {
 /** One workload, its defaults filled in. */
 export interface WorkloadSpec {
   name: string;
-  template: string;
+  /** What its sandboxes start from: a template, or an OCI image (exactly one of the two). */
+  template?: string;
+  /** An image reference, pulled and made a template the first time a sandbox of it is made; without a command, its Entrypoint + Cmd is the service. */
+  image?: string;
   /** argv of the supervised service; without it the template's own START is the service. */
   command?: string[];
   env: Record<string, string>;
@@ -128,6 +131,7 @@ const TOP_FIELDS = [
   'kind',
   'name',
   'template',
+  'image',
   'command',
   'env',
   'workdir',
@@ -146,15 +150,13 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
   // The name first, so that every later problem can name the workload.
   if (typeof doc === 'object' && doc !== null && typeof (doc as { name?: unknown }).name === 'string')
     r.name = (doc as { name: string }).name;
-  // `image` is a known field that is not served yet: said so, rather than called unknown.
-  const raw = r.object(doc, '', [...TOP_FIELDS, 'image']);
+  const raw = r.object(doc, '', TOP_FIELDS);
   if (!raw) return undefined;
-  if (raw.image !== undefined)
-    r.problem('image', 'workloads run from templates for now: build one from the image (capsule template build) and name it in `template`');
   if (raw.kind !== 'Workload') r.problem('kind', 'must be "Workload"');
   const name = r.string(raw.name, 'name', { pattern: WORKLOAD_NAME_PATTERN, hint: 'is no DNS label (a-z, 0-9 and -, at most 63)' });
-  const template =
-    raw.template === undefined ? r.problem('template', 'is required') : r.string(raw.template, 'template', { maxLength: 128 });
+  if ((raw.template === undefined) === (raw.image === undefined)) r.problem('template', 'give either template or image, not both');
+  const template = raw.template === undefined ? undefined : r.string(raw.template, 'template', { maxLength: 128 });
+  const image = raw.image === undefined ? undefined : r.string(raw.image, 'image', { maxLength: 512 });
   const command = raw.command === undefined ? undefined : r.stringList(raw.command, 'command', limits.maxCommandArgs);
   const env: Record<string, string> = {};
   if (raw.env !== undefined) {
@@ -292,10 +294,11 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
     else r.problem('state', 'must be running or stopped');
   }
 
-  if (r.problems.length > 0 || name === undefined || template === undefined) return undefined;
+  if (r.problems.length > 0 || name === undefined || (template === undefined && image === undefined)) return undefined;
   return {
     name,
-    template,
+    ...(template !== undefined ? { template } : {}),
+    ...(image !== undefined ? { image } : {}),
     ...(command ? { command } : {}),
     env,
     ...(workdir ? { workdir } : {}),

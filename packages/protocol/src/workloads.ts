@@ -58,7 +58,10 @@ export const Workload = Type.Object({
   name: Type.String(),
   /** The label of the file it was applied from. */
   source: Type.Optional(Type.String()),
+  /** The template its sandboxes start from (for an image workload, the one made from the image). */
   template: Type.String(),
+  /** The image reference, for a workload declared with `image`. */
+  image: Type.Optional(Type.String()),
   /** What it should be: `capsule workload stop|start` and the spec's `state` set it. */
   state: Type.Union([Type.Literal('running'), Type.Literal('stopped')]),
   conditions: Type.Array(WorkloadCondition),

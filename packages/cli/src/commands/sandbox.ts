@@ -29,7 +29,15 @@ import { Interrupts } from '../interrupts.js';
 import { confirm } from '../confirm.js';
 import { lastLines, newPart } from '../log-follow.js';
 import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
-import { collectFilter, filterSandboxes, type SandboxFilters } from '../sandbox-filter.js';
+import {
+  collectFilter,
+  collectLabelFilter,
+  filterSandboxes,
+  lastCreated,
+  mergeFilters,
+  parseLimit,
+  type SandboxFilters,
+} from '../sandbox-filter.js';
 import { forgetHostKeys, knownHostsFile } from '../ssh-known-hosts.js';
 import { painterFor } from '../terminal-color.js';
 
@@ -82,30 +90,42 @@ function listCommand(name: 'ls' | 'ps'): Command {
         '-f, --filter <key=value>',
         'only sandboxes with this id prefix, name, state, template or label=K[=V] (repeatable)',
         collectFilter,
-      ),
+      )
+      .option(
+        '-m, --metadata <key=value>',
+        'only sandboxes with this metadata entry, as --filter label=K=V (repeatable)',
+        collectLabelFilter,
+      )
+      .option('-n, --limit <n>', 'only the n sandboxes created last', parseLimit),
     { wide: true },
   );
   // The old `ps ID` is let through to be answered with where it went, not with commander's "too many arguments".
   if (name === 'ps') list.allowExcessArguments();
   return addGlobalOptions(
-    list.action(async (options: OutputOptions & { all?: boolean; quiet?: boolean; filter?: SandboxFilters }, command: Command) => {
-      const legacySandbox = command.args[0];
-      if (name === 'ps' && legacySandbox !== undefined)
-        command.error(
-          `error: \`capsule ps\` lists sandboxes now, as \`docker ps\` does; the processes in a sandbox: \`capsule top ${legacySandbox}\``,
-          { exitCode: 2, code: 'capsule.usage' },
-        );
-      const client = await CliContext.of(command).daemonClient();
-      // Asking for killed sandboxes by state finds them without --all, as `docker ps --filter status=exited` does.
-      const all = options.all === true || options.filter?.state?.includes('killed') === true;
-      const sandboxes = filterSandboxes(await client.listSandboxes({ all }), options.filter ?? {});
-      if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
-      else
-        printOutput(sandboxes, options, {
-          table: () => sandboxTable(sandboxes, { paint: painterFor() }),
-          wide: () => sandboxTable(sandboxes, { wide: true, paint: painterFor() }),
-        });
-    }),
+    list.action(
+      async (
+        options: OutputOptions & { all?: boolean; quiet?: boolean; filter?: SandboxFilters; metadata?: SandboxFilters; limit?: number },
+        command: Command,
+      ) => {
+        const legacySandbox = command.args[0];
+        if (name === 'ps' && legacySandbox !== undefined)
+          command.error(
+            `error: \`capsule ps\` lists sandboxes now, as \`docker ps\` does; the processes in a sandbox: \`capsule top ${legacySandbox}\``,
+            { exitCode: 2, code: 'capsule.usage' },
+          );
+        const client = await CliContext.of(command).daemonClient();
+        // Asking for killed sandboxes by state finds them without --all, as `docker ps --filter status=exited` does.
+        const all = options.all === true || options.filter?.state?.includes('killed') === true;
+        const filters = mergeFilters(options.filter, options.metadata);
+        const sandboxes = lastCreated(filterSandboxes(await client.listSandboxes({ all }), filters), options.limit);
+        if (options.quiet) process.stdout.write(sandboxes.map((sandbox) => `${sandbox.id}\n`).join(''));
+        else
+          printOutput(sandboxes, options, {
+            table: () => sandboxTable(sandboxes, { paint: painterFor() }),
+            wide: () => sandboxTable(sandboxes, { wide: true, paint: painterFor() }),
+          });
+      },
+    ),
   );
 }
 

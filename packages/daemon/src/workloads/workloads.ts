@@ -25,12 +25,14 @@ import {
 } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { ImageService } from '../images/image-service.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { RecordedEvent } from '../store/event-feed.js';
 import { recordResourceEvent } from '../store/events.js';
 import type { Store } from '../store/store.js';
 import { getVolume } from '../store/volumes.js';
 import { deleteWorkload, getWorkload, insertWorkload, listWorkloads, updateWorkload, type WorkloadRecord } from '../store/workloads.js';
+import type { Templates } from '../templates/templates.js';
 import type { Volumes } from '../volumes/volumes.js';
 import { runHealthProbe } from './health-probe.js';
 import { ServiceCommand } from './service-command.js';
@@ -50,7 +52,16 @@ const CLOSE_WAIT_MS = 5_000;
 export const WORKLOAD_METADATA_KEY = 'capsule.workload';
 
 /** Spec fields that a running sandbox cannot take on: a change to one of them replaces it. */
-const VM_FIELDS = ['template', 'command', 'env', 'workdir', 'user', 'resources', 'ports', 'volumes', 'network'] as const;
+const VM_FIELDS = ['template', 'image', 'command', 'env', 'workdir', 'user', 'resources', 'ports', 'volumes', 'network'] as const;
+
+/**
+ * The template an image workload's sandboxes start from: one per image, and
+ * one more for the image's own Entrypoint + Cmd as its START (a workload
+ * without a command of its own), so workloads of one image share it.
+ */
+export function imageTemplateName(image: string, withStart: boolean): string {
+  return `workload-image-${createHash('sha256').update(`${image}\n${withStart}`).digest('hex').slice(0, 16)}`;
+}
 
 export function vmHashOf(spec: WorkloadSpec): string {
   const fields = VM_FIELDS.map((field) => [field, field === 'volumes' ? spec.volumes.map(({ sizeMiB: _, ...v }) => v) : spec[field]]);
@@ -84,6 +95,8 @@ export class Workloads {
   constructor(
     private readonly store: Store,
     private readonly manager: SandboxManager,
+    private readonly templates: Templates,
+    private readonly images: ImageService,
     private readonly volumes: Volumes,
     private readonly stateDir: string,
     private readonly log: Logger,
@@ -402,7 +415,7 @@ export class Workloads {
         await this.volumes.create(volume.name, `${volume.sizeMiB}M`);
     }
     const request: CreateSandboxRequest = {
-      template: spec.template,
+      template: await this.templateOf(spec),
       ...(spec.resources.cpus !== undefined ? { vcpus: spec.resources.cpus } : {}),
       ...(spec.resources.memoryMiB !== undefined ? { memoryMiB: spec.resources.memoryMiB } : {}),
       env: spec.env,
@@ -627,6 +640,30 @@ export class Workloads {
     return await this.toApi(await this.require(name));
   }
 
+  /**
+   * A template workload's template; for an image workload, the template made
+   * from its image (pulled unless the image store has it) the first time it is
+   * needed, and kept for the next sandbox.
+   */
+  private async templateOf(spec: WorkloadSpec): Promise<string> {
+    if (spec.template !== undefined) return spec.template;
+    const image = spec.image as string;
+    const name = imageTemplateName(image, spec.command === undefined);
+    if (await this.store.getTemplate(name)) return name;
+    const stored = await this.images.requireDigest(image).catch(() => undefined);
+    if (!stored) {
+      await this.event(spec.name, 'workload.pulling', 'image', `pulling ${image} to make template ${name} of it`);
+      await this.images.pull(image, undefined);
+    }
+    try {
+      await this.templates.create({ name, image, ...(spec.command === undefined ? { start: 'image' as const } : {}) });
+    } catch (err) {
+      // Another workload of the same image made it meanwhile.
+      if (!(err instanceof CapsuleError && err.code === 'name_taken')) throw err;
+    }
+    return name;
+  }
+
   private async require(name: string): Promise<WorkloadRecord> {
     const row = await getWorkload(this.store, name);
     if (!row) throw new CapsuleError('workload_not_found', `no workload named ${name}`, { hint: 'list them with `capsule workload ls`' });
@@ -639,7 +676,8 @@ export class Workloads {
     return {
       name: row.name,
       ...(row.source ? { source: row.source } : {}),
-      template: spec.template,
+      template: spec.template ?? imageTemplateName(spec.image as string, spec.command === undefined),
+      ...(spec.image !== undefined ? { image: spec.image } : {}),
       state: row.state === 'stopped' ? 'stopped' : 'running',
       conditions: JSON.parse(row.conditions) as WorkloadCondition[],
       restarts: row.restarts,

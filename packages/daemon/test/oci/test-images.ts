@@ -141,3 +141,23 @@ export async function removeAllImages(daemon: TestDaemon): Promise<void> {
     await daemon.request('DELETE', `/v1/images/${img.digest}`);
   }
 }
+
+const WEB_IMAGE_APPLETS = ['sh', 'cat', 'echo', 'true', 'mkdir', 'dirname', 'base64', 'sync', 'httpd', 'wget', 'sleep', 'test', 'date'];
+
+/** A busybox image that serves /srv/www with httpd; its Entrypoint + Cmd serve it on port 8081. */
+export function webImage(): TestImage {
+  return image(
+    [
+      layer([
+        marker(),
+        { path: 'bin/busybox', content: fs.readFileSync('/bin/busybox'), mode: 0o755 },
+        ...WEB_IMAGE_APPLETS.map((name) => ({ path: `bin/${name}`, type: 'symlink' as const, linkpath: '/bin/busybox' })),
+        { path: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\n' },
+        { path: 'etc/group', content: 'root:x:0:\n' },
+        { path: 'srv/www/index.html', content: 'hello from httpd\n' },
+        { path: 'tmp/', type: 'directory', mode: 0o1777 },
+      ]),
+    ],
+    { Entrypoint: ['/bin/httpd', '-f', '-h', '/srv/www'], Cmd: ['-p', '8081'] },
+  );
+}
