@@ -30,6 +30,7 @@ import { hostnameFor, newSandboxId } from './ids.js';
 import { SandboxVm } from './sandbox-vm.js';
 import { AGENT_PORT_DEVICE_ID } from '../vmm/qemu-vm.js';
 import { MemoryAdmission, type MemoryReservation } from './memory.js';
+import { Turns } from '../turns.js';
 import type { PortReservation, PublishedPorts } from './published-ports.js';
 import { expiryFrom, initRequest, RESTORE_TIMEOUT_MS, type SandboxVms } from './sandbox-vms.js';
 import { giveFreshFoldersCommand } from '../volumes/volume-rules.js';
@@ -59,7 +60,17 @@ function nameTaken(name: string): CapsuleError {
   });
 }
 
+/** A turn for a create is waited for however long it takes: the create's own timeouts bound it. */
+const NEVER_ABORTS = new AbortController().signal;
+
 export class SandboxCreator {
+  /**
+   * Creates that restore on demand take turns through the restore and the
+   * guest's first /init, as many at once as the host has CPUs: under TCG a
+   * restored guest translates its code anew, and fifty of them at once shared
+   * the CPU until each took as long as the whole burst (p50 58 s of 60 s).
+   */
+  private readonly restoreTurns = new Turns(Math.max(1, os.cpus().length));
   /** Every VM a sandbox or the warm pool starts reserves its memory here first. */
   readonly memory = new MemoryAdmission(
     async () => (await this.store.sandboxesInStates(['running'])).reduce((sum, record) => sum + record.memory_mib, 0),
@@ -182,6 +193,7 @@ export class SandboxCreator {
         if (request.name !== undefined && isUniqueViolation(err, 'sandboxes.name')) throw nameTaken(request.name);
         throw err;
       });
+    let releaseRestoreTurn: (() => void) | undefined;
     try {
       await this.volumes.attach(id, volumes);
       await this.ports.commit(id, ports);
@@ -197,6 +209,7 @@ export class SandboxCreator {
         how = `restored from the warm snapshot of ${templateName} ahead of time`;
         servedBy = 'pool';
       } else if (snapshot) {
+        releaseRestoreTurn = await this.restoreTurns.take(NEVER_ABORTS);
         await this.restoreVm(id, snapshot, egress, (vm) => this.vms.track(id, vm)).catch((err: unknown) => {
           // The snapshot itself may be bad: later creates boot cold rather than fail the same way.
           this.templates.warm.abandonWarmSnapshot(templateName, err);
@@ -214,6 +227,7 @@ export class SandboxCreator {
       const startedMs = Date.now() - createdAt.getTime();
       // A restored guest is a copy of the template VM: tell it who it is now.
       if (snapshot || imageDefaults) await vm.initGuest(initRequest(id, env, imageDefaults), Date.now() + RESTORE_TIMEOUT_MS);
+      releaseRestoreTurn?.();
       await this.giveVolumesToDefaultUser(id, vm, volumes, imageDefaults?.user);
       // A restored sandbox has the template's START running already; a cold one starts it now.
       if (service && !snapshot) await startTemplateService(vm.agent, { ...service, env: env ?? {} });
@@ -231,6 +245,8 @@ export class SandboxCreator {
         hint: `see \`capsule logs ${id}\` for the guest console`,
         cause: err,
       });
+    } finally {
+      releaseRestoreTurn?.();
     }
     return id;
   }
