@@ -1,5 +1,6 @@
+import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { PortTargetError, portTarget, scopedCookie } from './port-proxy.js';
+import { headersForService, PortTargetError, portTarget, scopedCookie } from './port-proxy.js';
 
 const id = 'sb_abcdefghijklmnopqrst';
 
@@ -86,5 +87,19 @@ describe('scopedCookie: a sandbox sets cookies for its own port only', () => {
   it("by path, puts the cookie's Path under the port's prefix", () => {
     expect(scopedCookie('a=1; Domain=localhost; Path=/app', byPath)).toBe('a=1; Path=/v1/sandboxes/sb_1/ports/8000/app');
     expect(scopedCookie('a=1; HttpOnly', byPath)).toBe('a=1; HttpOnly; Path=/v1/sandboxes/sb_1/ports/8000/');
+  });
+});
+
+describe('headersForService', () => {
+  const forwarded = (rawHeaders: string[]) =>
+    headersForService({ headers: {}, rawHeaders, socket: { remoteAddress: '127.0.0.1' } } as unknown as IncomingMessage, false);
+
+  it("keeps the daemon's credentials from the service: its API key and the dashboard's session cookie, the service's own cookies passed on", () => {
+    const out = forwarded(['Cookie', 'a=1; capsule_session=SECRET; b=2', 'X-API-Key', 'key', 'Accept', '*/*']);
+    expect(out).toContainEqual(['Cookie', 'a=1; b=2']);
+    expect(out).toContainEqual(['Accept', '*/*']);
+    expect(JSON.stringify(out)).not.toMatch(/SECRET|key/);
+    // A Cookie header that held only the session is left out altogether.
+    expect(forwarded(['cookie', 'capsule_session=SECRET']).some(([name]) => name.toLowerCase() === 'cookie')).toBe(false);
   });
 });

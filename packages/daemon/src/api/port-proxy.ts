@@ -18,6 +18,7 @@ import {
   TRAFFIC_TOKEN_HEADER,
   type ErrorBody,
   type ErrorCode,
+  SESSION_COOKIE,
 } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -173,6 +174,19 @@ function sendRawError(socket: Duplex, err: unknown): void {
   socket.end(head + body);
 }
 
+/**
+ * A Cookie header without the dashboard's session cookie: a browser signed in
+ * to the dashboard sends it to every path of the daemon's origin, ports by
+ * path included, and a service must never get a credential of the daemon.
+ */
+function withoutSessionCookie(header: string): string {
+  return header
+    .split(';')
+    .map((part) => part.trim())
+    .filter((part) => part !== '' && (part.includes('=') ? part.slice(0, part.indexOf('=')).trim() : part) !== SESSION_COOKIE)
+    .join('; ');
+}
+
 /** The client's headers for the service: credentials and hop-by-hop ones out, the X-Forwarded-* set in. */
 export function headersForService(req: IncomingMessage, keepUpgrade: boolean): Array<[string, string]> {
   const named = new Set(
@@ -189,6 +203,11 @@ export function headersForService(req: IncomingMessage, keepUpgrade: boolean): A
     const value = raw[i + 1] ?? '';
     if (CREDENTIALS.has(name) || name.startsWith('x-forwarded-') || named.has(name)) continue;
     if (name === 'authorization' && DAEMON_KEY_BEARER.test(value)) continue;
+    if (name === 'cookie') {
+      const cookies = withoutSessionCookie(value);
+      if (cookies !== '') out.push([raw[i] ?? name, cookies]);
+      continue;
+    }
     if (HOP_BY_HOP.has(name) && !(keepUpgrade && (name === 'connection' || name === 'upgrade'))) continue;
     out.push([raw[i] ?? name, value]);
   }
