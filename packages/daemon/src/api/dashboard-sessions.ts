@@ -142,13 +142,31 @@ export function sessionCookie(id: string, maxAgeMs: number, secure: boolean): st
   ].join('; ');
 }
 
+/** The name of one part of a Cookie header, trimmed; a part without `=` is named by all of it. */
+function cookieNameOf(part: string): string {
+  const eq = part.indexOf('=');
+  return (eq === -1 ? part : part.slice(0, eq)).trim();
+}
+
 /** A cookie's value from a Cookie header; undefined when absent. */
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+    if (eq > 0 && cookieNameOf(part) === name) return part.slice(eq + 1).trim();
   }
   return undefined;
+}
+
+/**
+ * A Cookie header without the cookie `name`, read by the same rule as
+ * cookieValue (what the session lookup finds, the port proxy takes out).
+ */
+export function withoutCookie(header: string, name: string): string {
+  return header
+    .split(';')
+    .map((part) => part.trim())
+    .filter((part) => part !== '' && cookieNameOf(part) !== name)
+    .join('; ');
 }
 
 function view(session: Session): DashboardSession {

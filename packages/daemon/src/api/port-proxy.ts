@@ -24,6 +24,7 @@ import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { closeWhenIdle, defaultTunnelIdleLimits, joinToTunnel, parseGuestPort, type Tunnels } from '../sandboxes/tunnels.js';
 import { decodePathSegment, isValidSandboxId } from './agent-proxy.js';
+import { withoutCookie } from './dashboard-sessions.js';
 import { ACCESS_TOKEN_HEADER } from './agent-relay.js';
 import type { ApiKeys, SandboxTokens } from './credentials.js';
 
@@ -174,19 +175,6 @@ function sendRawError(socket: Duplex, err: unknown): void {
   socket.end(head + body);
 }
 
-/**
- * A Cookie header without the dashboard's session cookie: a browser signed in
- * to the dashboard sends it to every path of the daemon's origin, ports by
- * path included, and a service must never get a credential of the daemon.
- */
-function withoutSessionCookie(header: string): string {
-  return header
-    .split(';')
-    .map((part) => part.trim())
-    .filter((part) => part !== '' && (part.includes('=') ? part.slice(0, part.indexOf('=')).trim() : part) !== SESSION_COOKIE)
-    .join('; ');
-}
-
 /** The client's headers for the service: credentials and hop-by-hop ones out, the X-Forwarded-* set in. */
 export function headersForService(req: IncomingMessage, keepUpgrade: boolean): Array<[string, string]> {
   const named = new Set(
@@ -204,7 +192,9 @@ export function headersForService(req: IncomingMessage, keepUpgrade: boolean): A
     if (CREDENTIALS.has(name) || name.startsWith('x-forwarded-') || named.has(name)) continue;
     if (name === 'authorization' && DAEMON_KEY_BEARER.test(value)) continue;
     if (name === 'cookie') {
-      const cookies = withoutSessionCookie(value);
+      // A browser signed in to the dashboard sends its session cookie to every path of the daemon's
+      // origin, ports by path included: a service never gets that credential of the daemon.
+      const cookies = withoutCookie(value, SESSION_COOKIE);
       if (cookies !== '') out.push([raw[i] ?? name, cookies]);
       continue;
     }
