@@ -69,10 +69,6 @@ export class WarmPool {
     this.target = sizing.min;
   }
 
-  get readyCount(): number {
-    return this.ready.length;
-  }
-
   status(): WarmPoolStatus {
     const { min, max } = this.sizing;
     return { template: this.template, ready: this.ready.length, target: this.target, min, max, hits: this.hits, misses: this.misses };
