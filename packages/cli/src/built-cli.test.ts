@@ -235,6 +235,23 @@ describe('the built capsule CLI with a stand-in daemon', () => {
     expect(daemon.requests.filter((request) => request.method === 'POST')).toEqual([]);
   });
 
+  /** Runs a shell script that completes against the stand-in daemon; returns its stdout. */
+  async function runShell(shell: string, args: string[], cwd?: string): Promise<string> {
+    const child = spawn(shell, args, {
+      ...(cwd ? { cwd } : {}),
+      env: {
+        PATH: process.env['PATH'] ?? '',
+        HOME: scratch,
+        CAPSULE_SOCKET: daemon.socketPath,
+        CAPSULE_STATE_DIR: path.join(scratch, 'state'),
+      },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    await new Promise((resolve) => child.once('close', resolve));
+    return output;
+  }
+
   it('completes in bash through the script it prints: commands, flags, and sandbox ids and names from the daemon', async () => {
     const script = [
       `capsule() { '${process.execPath}' '${cliPath}' "$@"; }`,
@@ -244,13 +261,45 @@ describe('the built capsule CLI with a stand-in daemon', () => {
       'complete capsule ls -o ""',
       'complete capsule exec ""',
     ].join('\n');
-    const child = spawn('bash', ['-c', script], {
-      env: { PATH: process.env['PATH'] ?? '', CAPSULE_SOCKET: daemon.socketPath, CAPSULE_STATE_DIR: path.join(scratch, 'state') },
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    await new Promise((resolve) => child.once('close', resolve));
+    const output = await runShell('bash', ['-c', script]);
     expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db sb_test3 old\n');
+  });
+
+  it('completes in fish through the script it prints (fish asked with complete -C)', async () => {
+    const script = [
+      `function capsule; '${process.execPath}' '${cliPath}' $argv; end`,
+      'capsule completion fish | source',
+      "complete -C 'capsule volume sn'",
+      "complete -C 'capsule ls -o '",
+      "complete -C 'capsule exec '",
+      // No candidate: the files of the working folder, as bash and zsh fall back to.
+      "complete -C 'capsule cp ./fil'",
+    ].join('\n');
+    const cwd = mkdtempSync(path.join(scratch, 'fish-'));
+    writeFileSync(path.join(cwd, 'file-a'), '');
+    const output = await runShell('fish', ['-c', script], cwd);
+    // fish prints one candidate a line, sorted its own way.
+    expect(output.split('\n').filter(Boolean).sort()).toEqual(
+      ['snapshot', 'snapshots', 'json', 'yaml', 'wide', 'sb_test1', 'sb_test2', 'db', 'sb_test3', 'old', './file-a'].sort(),
+    );
+  });
+
+  it('completes in zsh through the script it prints (real zsh; compadd and compdef stand-ins, as no widget runs here)', async () => {
+    const script = [
+      `capsule() { '${process.execPath}' '${cliPath}' "$@"; }`,
+      // Outside an interactive completion compadd cannot run: these print what the script hands them.
+      'compdef() { :; }',
+      'compadd() { [[ $1 == -a ]] && print -r -- "${(@P)2}"; }',
+      '_files() { print FILES; }',
+      'source <(capsule completion zsh)',
+      'complete() { words=("$@"); CURRENT=$#; _capsule; }',
+      'complete capsule volume sn',
+      "complete capsule ls -o ''",
+      "complete capsule exec ''",
+      'complete capsule cp ./no-such-prefix',
+    ].join('\n');
+    const output = await runShell('zsh', ['-f', '-c', script]);
+    expect(output).toBe('snapshot snapshots\njson yaml wide\nsb_test1 sb_test2 db sb_test3 old\nFILES\n');
   });
 
   it('system df prints the space by kind; system prune asks first, then removes stopped sandboxes and the image garbage', async () => {

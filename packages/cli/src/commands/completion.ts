@@ -31,9 +31,14 @@ compdef _capsule capsule
 function __capsule_complete
   set -l typed (commandline -opc)
   set -l current (commandline -ct)
-  capsule completion --candidates fish -- $typed[2..-1] "$current" 2>/dev/null
+  set -l candidates (capsule completion --candidates fish -- $typed[2..-1] "$current" 2>/dev/null)
+  if test (count $candidates) -gt 0
+    printf '%s\\n' $candidates
+  else
+    __fish_complete_path "$current"
+  end
 end
-complete -c capsule -a '(__capsule_complete)'
+complete -c capsule -f -a '(__capsule_complete)'
 `,
 };
 
