@@ -12,6 +12,7 @@ import {
   parseMemoryMiB,
   parseOnOff,
   parsePid,
+  parseSinceTime,
   collectVolume,
   parseVolumeSize,
 } from './option-parsers.js';
@@ -65,6 +66,21 @@ describe('parseDurationMs', () => {
   });
   it.each(['', 'soon', '5 m', '5d', '1m30', '-1s', 's'])('rejects %j', (text) => {
     expect(() => parseDurationMs(text)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('parseSinceTime', () => {
+  const now = Date.UTC(2026, 11, 7, 12, 0, 0);
+  it.each([
+    ['10m', now - 600_000],
+    ['1h30m', now - 5_400_000],
+    ['2026-12-07T11:00:00Z', Date.UTC(2026, 11, 7, 11)],
+    ['1765000000', 1_765_000_000_000],
+  ])('reads %s', (text, ms) => {
+    expect(parseSinceTime(text, now).getTime()).toBe(ms);
+  });
+  it.each(['', 'yesterday', '10 m', '2026-13-45T00:00:00Z', '-5m'])('rejects %j', (text) => {
+    expect(() => parseSinceTime(text, now)).toThrow(InvalidArgumentError);
   });
 });
 

@@ -71,6 +71,24 @@ export function parseDurationMs(value: string): number {
   return Math.round(parts.reduce((total, part) => total + Number(part[1]) * (MS_PER_UNIT[part[2] ?? 's'] ?? 1000), 0));
 }
 
+/**
+ * `--since` of logs, as docker reads it: a duration ago with its unit (10m,
+ * 1h30m), an RFC 3339 time (2026-12-07T15:00:00Z) or Unix seconds.
+ */
+export function parseSinceTime(value: string, now: number = Date.now()): Date {
+  const text = value.trim();
+  const ms = /^\d+(\.\d+)?$/.test(text)
+    ? Number(text) * 1000
+    : /^\d{4}-\d\d-\d\dT/.test(text)
+      ? Date.parse(text)
+      : /^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)
+        ? now - parseDurationMs(text)
+        : Number.NaN;
+  if (!Number.isFinite(ms))
+    throw new InvalidArgumentError(`"${value}" is not a time: give a duration ago (10m, 1h30m), an RFC 3339 time or Unix seconds`);
+  return new Date(ms);
+}
+
 /** Splits `KEY=VALUE` at the first `=`; the value may be empty or contain `=`. */
 export function parseKeyValue(value: string, what: string): [string, string] {
   const equals = value.indexOf('=');

@@ -82,6 +82,20 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(tail).toContain('followed-42');
     expect(tail.trimEnd().split('\n').length).toBeLessThanOrEqual(30);
     expect(capsule('logs', '-f', '--json', id).status).toBe(2);
+    // --since: the console as of a moment, to the second (marks are per second, so a second's gap on each side).
+    await sleep(1100);
+    const between = new Date();
+    await sleep(1100);
+    capsule('exec', id, '--', 'sh', '-c', 'echo since-$((6 * 7)) > /dev/console');
+    const since = capsule('logs', '--since', between.toISOString(), id);
+    expect(since.status, since.stderr).toBe(0);
+    expect(since.stdout).toContain('since-42');
+    expect(since.stdout).not.toContain('followed-42');
+    expect(capsule('logs', '--since', '1h', id).stdout).toContain('followed-42');
+    expect(capsule('logs', '--since', '2099-01-01T00:00:00Z', id).stdout).toBe('');
+    const bad = capsule('logs', '--since', 'yesterday', id);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('is not a time');
     expect(capsule('rm', id).status).toBe(0);
   });
 
@@ -186,6 +200,21 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     expect(usage.templates.count).toBeGreaterThanOrEqual(1);
     expect(usage.totalBytes).toBeGreaterThanOrEqual(usage.sandboxes.diskBytes + usage.templates.diskBytes);
     expect(capsule('rm', id).status).toBe(0);
+  });
+
+  it('prints the daemon settings with their sources, and -o/--format on version, doctor and daemon status', () => {
+    const config = capsule('daemon', 'config');
+    expect(config.status, config.stderr).toBe(0);
+    expect(config.stdout).toMatch(/^Config file: none read\nSETTING +VALUE +SOURCE\n/);
+    // The fixture sets the state folder and pool; the idle period is left at its default; auto is resolved.
+    expect(config.stdout).toMatch(new RegExp(`CAPSULE_STATE_DIR +${daemon.stateDir} +environment\n`));
+    expect(config.stdout).toMatch(/CAPSULE_WARM_POOL_IDLE_MS +300000 +default\n/);
+    const settings = JSON.parse(capsule('daemon', 'config', '-o', 'json').stdout).settings as { name: string; effective?: string }[];
+    expect(settings.find((s) => s.name === 'CAPSULE_ACCEL')?.effective).toMatch(/^(kvm|tcg)$/);
+    expect(Number(settings.find((s) => s.name === 'CAPSULE_MEMORY_BUDGET_MIB')?.effective)).toBeGreaterThan(0);
+    expect(capsule('version', '--format', '{{.server.pid}}').stdout).toMatch(/^\d+\n$/);
+    expect(JSON.parse(capsule('daemon', 'status', '-o', 'json').stdout)).toMatchObject({ running: true, stateDir: daemon.stateDir });
+    expect(capsule('doctor', '-o', 'yaml').stdout).toMatch(/^- name: /m);
   });
 
   it('creates, lists (masked) and removes API keys; a key is shown only when created', () => {

@@ -18,6 +18,7 @@ import {
   type BuildTemplateRequest,
   type CreateTemplateRequest,
   type DaemonInfo,
+  type DaemonSettingsReport,
   type DiskUsage,
   type Image,
   type ImageEvent,
@@ -237,6 +238,11 @@ export class CapsuleClient {
   /** Disk space the daemon's data takes: sandboxes, templates, images, volumes, build cache. */
   async diskUsage(options?: CallOptions): Promise<DiskUsage> {
     return this.#json('GET', '/v1/system/df', undefined, options);
+  }
+
+  /** Each setting as the running daemon took it (value, source, what it resolved to): `capsule daemon config`. */
+  async daemonSettings(options?: CallOptions): Promise<DaemonSettingsReport> {
+    return this.#json('GET', '/v1/system/config', undefined, options);
   }
 
   async listTemplates(options?: CallOptions): Promise<Template[]> {
@@ -834,8 +840,9 @@ export class CapsuleClient {
   }
 
   /** The sandbox's serial console log (bounded by the daemon). */
-  async logs(idOrName: string, options?: CallOptions): Promise<string> {
-    const route = sandboxPath(idOrName, '/logs');
+  /** The sandbox's serial console; `since`: only what the guest wrote from then on (to the second). */
+  async logs(idOrName: string, options?: CallOptions & { since?: Date }): Promise<string> {
+    const route = `${sandboxPath(idOrName, '/logs')}${options?.since ? `?since=${encodeURIComponent(options.since.toISOString())}` : ''}`;
     const { response, deadline } = await this.#send('GET', route, undefined, options, 'text/plain');
     try {
       if (response.status >= 300) throw await this.#errorFrom(response, 'GET', route);

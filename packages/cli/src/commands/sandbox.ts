@@ -20,6 +20,7 @@ import {
   parseLineCount,
   parseMemoryMiB,
   parseOnOff,
+  parseSinceTime,
 } from '../option-parsers.js';
 import { addNetworkOptions, addPublishOption, addVolumeOption, toCreateRequest, type SandboxSpecOptions } from '../create-request.js';
 import { addGlobalOptions } from './global-options.js';
@@ -190,35 +191,47 @@ function logsCommand(): Command {
       .argument('<sandbox>', 'sandbox id or name')
       .option('-f, --follow', 'keep printing what the guest writes, until Ctrl-C or the sandbox ends')
       .option('-n, --tail <lines>', 'only the last N lines (then what follows, with -f)', parseLineCount)
+      .option('--since <time>', 'only what the guest wrote since then: 10m, 1h30m (ago), 2026-12-07T15:00:00Z, Unix seconds', (v: string) =>
+        parseSinceTime(v),
+      )
       .option('--json', 'print {"id", "log"} as JSON')
       .option('--raw', 'print control characters as the guest wrote them (they act on this terminal)')
-      .action(async (idOrName: string, options: { follow?: boolean; tail?: number; json?: boolean; raw?: boolean }, command: Command) => {
-        if (options.follow && options.json)
-          command.error('error: --follow prints text, not --json', { exitCode: 2, code: 'capsule.usage' });
-        const client = await CliContext.of(command).daemonClient();
-        // The guest wrote this: escape sequences in it must not drive the user's terminal.
-        const show = (text: string) => process.stdout.write(options.raw ? text : escapeTerminalControls(text));
-        let log = await client.logs(idOrName);
-        if (options.json) return printJson({ id: idOrName, log: options.tail === undefined ? log : lastLines(log, options.tail) });
-        show(options.tail === undefined ? log : lastLines(log, options.tail));
-        if (!options.follow) return;
-        const interrupts = new Interrupts();
-        try {
-          while (!interrupts.signal.aborted) {
-            await sleep(FOLLOW_INTERVAL_MS, undefined, { signal: interrupts.signal }).catch(() => undefined);
-            if (interrupts.signal.aborted) break;
-            const sandbox = await client.getSandbox(idOrName);
-            const next = await client.logs(sandbox.id);
-            const { text, cut } = newPart(log, next);
-            if (cut) process.stderr.write('capsule: the log moved on faster than it was read; some of it is not shown\n');
-            show(text);
-            log = next;
-            if (sandbox.state === 'killed' || sandbox.state === 'error') break;
+      .action(
+        async (
+          idOrName: string,
+          options: { follow?: boolean; tail?: number; since?: Date; json?: boolean; raw?: boolean },
+          command: Command,
+        ) => {
+          if (options.follow && options.json)
+            command.error('error: --follow prints text, not --json', { exitCode: 2, code: 'capsule.usage' });
+          const client = await CliContext.of(command).daemonClient();
+          // The guest wrote this: escape sequences in it must not drive the user's terminal.
+          const show = (text: string) => process.stdout.write(options.raw ? text : escapeTerminalControls(text));
+          const first = await client.logs(idOrName, options.since ? { since: options.since } : undefined);
+          const shown = options.tail === undefined ? first : lastLines(first, options.tail);
+          if (options.json) return printJson({ id: idOrName, log: shown });
+          show(shown);
+          if (!options.follow) return;
+          // -f goes on from the end of what was read (newPart finds it in the whole log); with nothing since, from the whole log's end.
+          let log = first === '' && options.since ? await client.logs(idOrName) : first;
+          const interrupts = new Interrupts();
+          try {
+            while (!interrupts.signal.aborted) {
+              await sleep(FOLLOW_INTERVAL_MS, undefined, { signal: interrupts.signal }).catch(() => undefined);
+              if (interrupts.signal.aborted) break;
+              const sandbox = await client.getSandbox(idOrName);
+              const next = await client.logs(sandbox.id);
+              const { text, cut } = newPart(log, next);
+              if (cut) process.stderr.write('capsule: the log moved on faster than it was read; some of it is not shown\n');
+              show(text);
+              log = next;
+              if (sandbox.state === 'killed' || sandbox.state === 'error') break;
+            }
+          } finally {
+            interrupts.dispose();
           }
-        } finally {
-          interrupts.dispose();
-        }
-      }),
+        },
+      ),
   );
 }
 

@@ -28,8 +28,8 @@ export function parseMetricsRange(
   nowMs: number,
   retentionMs: number,
 ): TimeWindow {
-  const startMs = query.start === undefined || query.start === '' ? nowMs - retentionMs : parseTime('start', query.start);
-  const endMs = query.end === undefined || query.end === '' ? nowMs : parseTime('end', query.end);
+  const startMs = query.start === undefined || query.start === '' ? nowMs - retentionMs : parseQueryTime('start', query.start);
+  const endMs = query.end === undefined || query.end === '' ? nowMs : parseQueryTime('end', query.end);
   if (startMs > endMs) {
     throw new CapsuleError(
       'invalid_argument',
@@ -42,13 +42,12 @@ export function parseMetricsRange(
   return { startMs, endMs };
 }
 
-function parseTime(name: string, value: string | number): number {
+/** A query's time (`name` says which, for the error): Unix seconds or ISO 8601, in milliseconds. */
+export function parseQueryTime(name: string, value: string | number, hint = HINT): number {
   const text = String(value).trim();
   const ms = /^\d{1,12}(\.\d{1,9})?$/.test(text) ? Number(text) * 1000 : /^\d{4}-\d\d-\d\dT/.test(text) ? Date.parse(text) : NaN;
   if (!Number.isFinite(ms) || ms < EARLIEST_MS || ms > LATEST_MS) {
-    throw new CapsuleError('invalid_argument', `${name} "${text.slice(0, 64)}" is not a time between the years 2000 and 3000`, {
-      hint: HINT,
-    });
+    throw new CapsuleError('invalid_argument', `${name} "${text.slice(0, 64)}" is not a time between the years 2000 and 3000`, { hint });
   }
   return ms;
 }

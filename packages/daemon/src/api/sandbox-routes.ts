@@ -21,6 +21,7 @@ import {
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Templates } from '../templates/templates.js';
 import { errorResponses, IdParams, route, type ApiRoute } from './routes.js';
+import { parseQueryTime } from './metrics-range.js';
 
 export function sandboxRoutes(manager: SandboxManager, templates: Templates): ApiRoute[] {
   return [
@@ -217,12 +218,30 @@ export function sandboxRoutes(manager: SandboxManager, templates: Templates): Ap
       handler: async (request) => await manager.setResources(request.params.id, request.body),
     }),
 
-    route<{ Params: { id: string } }>({
+    route<{ Params: { id: string }; Querystring: { since?: string } }>({
       method: 'GET',
       url: '/v1/sandboxes/:id/logs',
-      schema: { params: IdParams, description: "The sandbox's serial console (text/plain, the last MiB or two)." },
+      schema: {
+        params: IdParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            since: { type: 'string', maxLength: 64, description: 'only what the guest wrote from then on: Unix seconds or ISO 8601' },
+          },
+        },
+        description: "The sandbox's serial console (text/plain, the last MiB or two).",
+      },
       handler: async (request, reply) => {
-        const log = await manager.consoleLog(request.params.id);
+        const since = request.query.since;
+        const sinceMs =
+          since === undefined || since === ''
+            ? undefined
+            : parseQueryTime(
+                'since',
+                since,
+                'give since as Unix seconds (e.g. 1765000000) or an ISO 8601 time (e.g. 2026-12-07T15:00:00Z)',
+              );
+        const log = await manager.consoleLog(request.params.id, sinceMs);
         return reply.type('text/plain; charset=utf-8').send(log);
       },
     }),

@@ -460,8 +460,9 @@ export class SandboxManager implements SandboxRunner {
     }
   }
 
-  async consoleLog(idOrName: string): Promise<Buffer> {
+  /** The console's last MiB or two; with `sinceMs`, only what the guest wrote from then on. */
+  async consoleLog(idOrName: string, sinceMs?: number): Promise<Buffer> {
     const record = await this.vms.require(idOrName);
-    return readConsoleLog(this.vms.consoleLogFile(record.id));
+    return readConsoleLog(this.vms.consoleLogFile(record.id), undefined, sinceMs);
   }
 }

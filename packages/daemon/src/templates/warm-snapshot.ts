@@ -16,6 +16,7 @@ import { CacheKey } from '../guest/cache-key.js';
 import { commitPath, pruneSiblings, tempSibling, writeFileAtomic } from '../guest/files.js';
 import { GuestAgent } from '../agent/guest-agent.js';
 import type { TemplateRecord } from '../store/store.js';
+import { removeConsoleLog } from '../vmm/console-log.js';
 import type { VmHandle } from '../vmm/driver.js';
 import { AGENT_PORT_DEVICE_ID, qemuDriver } from '../vmm/qemu-vm.js';
 import { VmRuntimePaths, type Accel, type VmSpec } from '../vmm/qemu.js';
@@ -223,7 +224,7 @@ export async function buildWarmSnapshot(
       fs.fsyncSync(fd);
       fs.closeSync(fd);
     }
-    fs.rmSync(path.join(temp, 'console.log'), { force: true });
+    removeConsoleLog(path.join(temp, 'console.log'));
     const snapshot: Omit<WarmSnapshot, 'dir' | 'memory' | 'state' | 'disk'> = {
       template: t.name,
       key,

@@ -3,7 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConsoleLog, readConsoleLog } from './console-log.js';
+import { ConsoleLog, MAX_TIME_MARKS, readConsoleLog } from './console-log.js';
 
 /** Serves `send` on a console socket, captures it with a ConsoleLog of `limit` bytes, returns the log file. */
 async function capture(send: (socket: net.Socket) => Promise<void> | void, limit: number, settleMs: number, bytesPerSecond?: number) {
@@ -93,5 +93,50 @@ describe('console log', () => {
     expect(logged).toBeLessThanOrEqual(4 * 64 * 1024);
     expect(unsent).toBeGreaterThan(flood.length / 2);
     cleanup();
+  });
+
+  it('gives what was written since a moment, across a rotation, to the second', async () => {
+    let between = 0;
+    const { logFile, cleanup } = await capture(
+      async (socket) => {
+        socket.write(`before ${'b'.repeat(1500)}\n`);
+        await new Promise((r) => setTimeout(r, 1100));
+        between = Date.now();
+        await new Promise((r) => setTimeout(r, 1100));
+        // Past the 2000-byte limit: the live file is rotated, the marks with it.
+        socket.write(`after one ${'a'.repeat(900)}\n`);
+        await new Promise((r) => setTimeout(r, 50));
+        socket.end('after two\n');
+      },
+      2000,
+      2600,
+    );
+    expect(fs.existsSync(`${logFile}.1`)).toBe(true);
+    const since = readConsoleLog(logFile, undefined, between).toString();
+    expect(since.startsWith('after one')).toBe(true);
+    expect(since.endsWith('after two\n')).toBe(true);
+    expect(readConsoleLog(logFile).toString().startsWith('before')).toBe(true);
+    expect(readConsoleLog(logFile, undefined, Date.now() + 1000).length).toBe(0);
+    cleanup();
+  });
+
+  it('rotates early rather than keep more than MAX_TIME_MARKS marks (a guest trickling a byte a second)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'console-'));
+    const logFile = path.join(dir, 'console.log');
+    // A previous daemon left the live file with a full index: the next write starts a new file.
+    fs.writeFileSync(logFile, 'old\n');
+    fs.writeFileSync(`${logFile}.times`, '0 1000\n'.repeat(MAX_TIME_MARKS));
+    const server = net.createServer((socket) => socket.end('new\n'));
+    const socketPath = path.join(dir, 'console.sock');
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    const log = new ConsoleLog(socketPath, logFile);
+    log.attach();
+    await new Promise((r) => setTimeout(r, 300));
+    log.detach();
+    server.close();
+    expect(fs.readFileSync(`${logFile}.1`, 'utf8')).toBe('old\n');
+    expect(fs.readFileSync(logFile, 'utf8')).toBe('new\n');
+    expect(fs.readFileSync(`${logFile}.times`, 'utf8').trim().split('\n')).toHaveLength(1);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
