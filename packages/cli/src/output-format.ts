@@ -35,6 +35,11 @@ export function addOutputOptions(command: Command, { wide = false }: { wide?: bo
     .addOption(new Option('--json', 'the same as -o json').conflicts(['output', 'format']));
 }
 
+/** True when the command prints its human view (no -o json|yaml, no --format, no --json). */
+export function isHumanOutput(options: OutputOptions): boolean {
+  return !options.json && options.format === undefined && (options.output === undefined || options.output === 'wide');
+}
+
 export function printOutput(value: unknown, options: OutputOptions, views: HumanViews): void {
   process.stdout.write(formatOutput(value, options, views));
 }

@@ -1,6 +1,7 @@
 // Where capsuled keeps things. Every location can be moved with an environment
 // variable so tests can run a private daemon beside a user's one; the guest kit
 // cache is shared on purpose, because rebuilding it is the slow part of setup.
+import os from 'node:os';
 import { defaultSocketPath } from '@capsule/protocol';
 
 export interface DaemonConfig {
@@ -102,6 +103,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
     ...parseTlsFiles(env),
   };
+}
+
+/** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
+export function effectiveMemoryBudgetMiB(config: Pick<DaemonConfig, 'memoryBudgetMiB'>): number {
+  return config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
 }
 
 function parseTlsFiles(env: NodeJS.ProcessEnv): { tlsCertFile?: string; tlsKeyFile?: string } {

@@ -9,7 +9,7 @@ import type { DaemonInfo } from '@capsule/protocol';
 import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
-import type { DaemonConfig } from './config.js';
+import { effectiveMemoryBudgetMiB, type DaemonConfig } from './config.js';
 import { daemonDiskUsageSources, measureDiskUsage } from './disk-usage.js';
 import { errorMessage } from './errors.js';
 import { Webhooks } from './events/webhooks.js';
@@ -18,6 +18,7 @@ import { DaemonMetrics } from './metrics.js';
 import { readManifest, manifestPath, type GuestManifest } from './guest/manifest.js';
 import type { Logger } from './log.js';
 import { SandboxManager } from './sandboxes/manager.js';
+import { settingsReport, type SettingOrigins } from './settings-report.js';
 import { lockStateDir } from './state-lock.js';
 import { tightenStateModes } from './state-files.js';
 import { Store } from './store/store.js';
@@ -43,7 +44,8 @@ async function registerTemplates(store: Store, manifest: GuestManifest): Promise
   for (const template of templatesFromManifest(manifest)) await store.upsertTemplate(template);
 }
 
-export async function startDaemon(config: DaemonConfig, log: Logger): Promise<RunningDaemon> {
+/** `origins`: where each setting came from (main.ts), for `GET /v1/system/config`. */
+export async function startDaemon(config: DaemonConfig, log: Logger, origins: SettingOrigins): Promise<RunningDaemon> {
   const startedMs = Date.now();
   tightenStateModes(config.stateDir, log);
   // Before anything is read or written: a second daemon on this folder must change nothing.
@@ -136,6 +138,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     apiKeys: new ApiKeys(store),
     tokens,
     info,
+    settings: () =>
+      settingsReport(origins, {
+        CAPSULE_ACCEL: accel.accel,
+        CAPSULE_SOCKET: config.socketPath,
+        CAPSULE_MEMORY_BUDGET_MIB: String(effectiveMemoryBudgetMiB(config)),
+        CAPSULE_LISTEN: tcpAddress,
+        CAPSULE_REGISTRIES_FILE: images.registrySettingsFile(),
+      }),
     diskUsage: () =>
       measureDiskUsage(
         daemonDiskUsageSources(config, {

@@ -8,6 +8,7 @@ import { loadConfig } from './config.js';
 import { applyConfigFile } from './config-file.js';
 import { errorMessage } from './errors.js';
 import { createLogger } from './log.js';
+import { settingsAddedBy } from './settings-report.js';
 import { StateDirLocked } from './state-lock.js';
 
 const USAGE = `usage: capsuled [serve]     run the daemon (socket: $CAPSULE_SOCKET or /run/capsule/capsuled.sock)
@@ -31,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`capsuled: unknown command "${command}"\n${USAGE}\n`);
     return 2;
   }
+  const envBefore = { ...process.env };
   const configFile = applyConfigFile();
   const config = loadConfigSaying(configFile);
   if (command === 'prepare') {
@@ -43,7 +45,11 @@ async function main(argv: string[]): Promise<number> {
   const log = createLogger(config.logLevel);
   if (configFile) log.info({ configFile }, 'settings read from the config file (the environment wins over it)');
   const { startDaemon } = await import('./daemon.js');
-  const daemon = await startDaemon(config, log);
+  const daemon = await startDaemon(config, log, {
+    ...(configFile ? { configFile } : {}),
+    fromFile: settingsAddedBy(envBefore, process.env),
+    env: { ...process.env },
+  });
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping; sandboxes keep running');

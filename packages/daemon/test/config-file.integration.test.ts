@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { DaemonInfo } from '@capsule/protocol';
+import type { DaemonInfo, DaemonSettingsReport } from '@capsule/protocol';
 import { afterAll, describe, expect } from 'vitest';
 import { it, TestDaemon } from './fixture.js';
 
@@ -30,6 +30,13 @@ describe('the config file (real daemons)', () => {
     // The fixture's environment names the state folder: it wins over the file.
     expect(info.stateDir).toBe(daemon.stateDir);
     expect(daemon.log()).toContain('settings read from the config file');
+    // `capsule daemon config` reads where each came from.
+    const report = (await daemon.request('GET', '/v1/system/config')).body as DaemonSettingsReport;
+    expect(report.configFile).toBe(file);
+    const source = (name: string) => report.settings.find((s) => s.name === name);
+    expect(source('CAPSULE_DOMAIN')).toMatchObject({ value: 'from-file.test', source: 'config file' });
+    expect(source('CAPSULE_STATE_DIR')).toMatchObject({ value: daemon.stateDir, source: 'environment' });
+    expect(source('CAPSULE_WARM_POOL_IDLE_MS')).toMatchObject({ value: '300000', source: 'default' });
   });
 
   it('refuses to start on a line it cannot use, naming the file and the line', async () => {

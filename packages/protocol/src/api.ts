@@ -673,6 +673,23 @@ export const DiskUsage = Type.Object({
 });
 export type DiskUsage = Static<typeof DiskUsage>;
 
+/** `GET /v1/system/config`: each daemon setting as the running daemon took it, and where it came from. */
+export const DaemonSettingsReport = Type.Object({
+  /** The config file the daemon read at its start; absent when it read none. */
+  configFile: Type.Optional(Type.String()),
+  settings: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      /** The value as written (environment or file), else the default; empty when unset with no default. */
+      value: Type.String(),
+      source: Type.Union([Type.Literal('environment'), Type.Literal('config file'), Type.Literal('default')]),
+      /** What the daemon made of it where that differs from the text: `auto` resolved, an unset budget computed, port 0 bound. */
+      effective: Type.Optional(Type.String()),
+    }),
+  ),
+});
+export type DaemonSettingsReport = Static<typeof DaemonSettingsReport>;
+
 /** `POST /v1/images/prune`: what garbage collection removed. */
 export const PruneResult = Type.Object({
   blobs: Type.Integer({ description: 'blobs (manifests, configs, layers) no stored image uses' }),

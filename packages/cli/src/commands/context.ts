@@ -13,7 +13,7 @@ import {
 import { Command } from 'commander';
 import { checkContextName, LOCAL_CONTEXT, readContexts, writeContexts, type DaemonContext } from '../contexts.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 interface AddOptions {
   host: string;
@@ -93,10 +93,9 @@ export function contextCommand(): Command {
   );
   group.addCommand(
     addGlobalOptions(
-      new Command('ls')
-        .description('List contexts; * marks the current one')
-        .option('--json', 'print them as JSON (API keys left out)')
-        .action((options: { json?: boolean }) => {
+      addOutputOptions(new Command('ls'))
+        .description('List contexts; * marks the current one (-o json|yaml leaves API keys out)')
+        .action((options: OutputOptions) => {
           const file = readContexts();
           const rows = [
             { name: LOCAL_CONTEXT, host: "this host's socket", fingerprintSha256: '-', current: file.current === undefined },
@@ -107,8 +106,9 @@ export function contextCommand(): Command {
               current: file.current === name,
             })),
           ];
-          if (options.json) return printJson(rows);
-          for (const row of rows) process.stdout.write(`${row.current ? '*' : ' '} ${row.name}\t${row.host}\t${row.fingerprintSha256}\n`);
+          printOutput(rows, options, {
+            table: () => rows.map((row) => `${row.current ? '*' : ' '} ${row.name}\t${row.host}\t${row.fingerprintSha256}\n`).join(''),
+          });
         }),
     ),
   );

@@ -1,7 +1,8 @@
-// `capsule daemon start|stop|status|install|uninstall`: manage the capsuled that
-// serves this socket. start launches it in the background and waits until it
-// answers; stop asks it for its pid and SIGTERMs it; status exits 1 when none
-// answers; install and uninstall make it a systemd service or stop it being one.
+// `capsule daemon start|stop|status|config|install|uninstall`: manage the
+// capsuled that serves this socket. start launches it in the background and
+// waits until it answers; stop asks it for its pid and SIGTERMs it; status
+// exits 1 when none answers; config prints the settings it runs with; install
+// and uninstall make it a systemd service or stop it being one.
 import fs from 'node:fs';
 import path from 'node:path';
 import { CapsuleClient } from '@capsule/sdk';
@@ -10,9 +11,9 @@ import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { daemonInfoIfRunning, daemonLogPath, startDaemon, stateDir, stopDaemon } from '../daemon-process.js';
 import { EXIT_CHECK_FAILED } from '../exit-codes.js';
-import { describeDaemon } from '../human-format.js';
+import { describeDaemon, renderTable } from '../human-format.js';
+import { addOutputOptions, isHumanOutput, printOutput, type OutputOptions } from '../output-format.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
 
 function startCommand(): Command {
   return addGlobalOptions(
@@ -52,20 +53,47 @@ function stopCommand(): Command {
 
 function statusCommand(): Command {
   return addGlobalOptions(
-    new Command('status')
-      .description('Show whether capsuled runs, and how (exits 1 when it does not)')
-      .option('--json', 'print the daemon info as JSON ({"running": false} when it does not run)')
-      .action(async (options: { json?: boolean }, command: Command) => {
+    addOutputOptions(new Command('status'))
+      .description('Show whether capsuled runs, and how (exits 1 when it does not; -o json prints {"running": false})')
+      .action(async (options: OutputOptions, command: Command) => {
         const context = CliContext.of(command);
         const info = await daemonInfoIfRunning(context.client());
-        if (options.json) printJson(info ? { running: true, ...info } : { running: false });
-        else {
-          // The service is this host's default daemon; a private one on another socket has nothing to do with it.
-          const service = !context.remote && context.socketPath === defaultSocketPath({}) ? await describeService() : undefined;
-          process.stdout.write(info ? describeDaemon(info, Date.now(), service) : 'capsuled is not running\n');
-          if (!info && service) process.stdout.write(`Service: ${service}\n`);
-        }
+        // The service is this host's default daemon; a private one on another socket has nothing to do with it.
+        const service =
+          isHumanOutput(options) && !context.remote && context.socketPath === defaultSocketPath({}) ? await describeService() : undefined;
+        printOutput(info ? { running: true, ...info } : { running: false }, options, {
+          table: () =>
+            info ? describeDaemon(info, Date.now(), service) : `capsuled is not running\n${service ? `Service: ${service}\n` : ''}`,
+        });
         if (!info) process.exitCode = EXIT_CHECK_FAILED;
+      }),
+  );
+}
+
+function configCommand(): Command {
+  return addGlobalOptions(
+    addOutputOptions(new Command('config'))
+      .description("Print the running capsuled's settings: each value, where it came from and what it resolved to")
+      .action(async (options: OutputOptions, command: Command) => {
+        const client = CliContext.of(command).client();
+        if (!(await daemonInfoIfRunning(client)))
+          command.error(
+            `error: capsuled is not running, so it has no settings yet; it reads them from its environment, then ${DEFAULT_DAEMON_CONFIG_FILE} (docs/configuration.md)`,
+            { exitCode: EXIT_CHECK_FAILED, code: 'capsule.daemon_down' },
+          );
+        const report = await client.daemonSettings();
+        printOutput(report, options, {
+          table: () =>
+            `${report.configFile ? `Config file: ${report.configFile}\n` : 'Config file: none read\n'}` +
+            renderTable(
+              ['SETTING', 'VALUE', 'SOURCE'],
+              report.settings.map((s) => [
+                s.name,
+                `${s.value === '' ? '(unset)' : s.value}${s.effective !== undefined ? ` -> ${s.effective}` : ''}`,
+                s.source,
+              ]),
+            ),
+        });
       }),
   );
 }
@@ -180,6 +208,7 @@ export function daemonCommand(): Command {
     .addCommand(startCommand())
     .addCommand(stopCommand())
     .addCommand(statusCommand())
+    .addCommand(configCommand())
     .addCommand(installCommand())
     .addCommand(uninstallCommand());
 }

@@ -5,17 +5,15 @@ import { CliContext } from '../cli-context.js';
 import { formatCheck, runAllChecks } from '../doctor-checks.js';
 import { EXIT_CHECK_FAILED } from '../exit-codes.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 export function doctorCommand(): Command {
   return addGlobalOptions(
-    new Command('doctor')
+    addOutputOptions(new Command('doctor'))
       .description('Check that this host can run sandboxes')
-      .option('--json', 'print the checks as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
+      .action(async (options: OutputOptions, command: Command) => {
         const checks = await runAllChecks(CliContext.of(command).client());
-        if (options.json) printJson(checks);
-        else process.stdout.write(checks.map((check) => `${formatCheck(check)}\n`).join(''));
+        printOutput(checks, options, { table: () => checks.map((check) => `${formatCheck(check)}\n`).join('') });
         if (checks.some((check) => check.status === 'fail')) process.exitCode = EXIT_CHECK_FAILED;
       }),
   );

@@ -6,11 +6,11 @@ import { CliContext } from '../cli-context.js';
 import { collectEventFilter, deliveryTable, formatEventLine, parseSince, webhookTable, type EventFilters } from '../event-format.js';
 import { Interrupts } from '../interrupts.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, formatOutput, printOutput, type OutputOptions } from '../output-format.js';
 
 export function eventsCommand(): Command {
   return addGlobalOptions(
-    new Command('events')
+    addOutputOptions(new Command('events'))
       .description('Stream sandbox, template and image events until Ctrl-C')
       .option('--since <duration|id>', 'first replay the events of this long ago (10m, 1h) or after this event id')
       .option(
@@ -18,8 +18,7 @@ export function eventsCommand(): Command {
         'only events of sandbox=ID, template=NAME or type=TYPE (sandbox.killed, image, ...); repeatable',
         collectEventFilter,
       )
-      .option('--json', 'print each event as a line of JSON')
-      .action(async (options: { since?: string; filter?: EventFilters; json?: boolean }, command: Command) => {
+      .action(async (options: OutputOptions & { since?: string; filter?: EventFilters }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const interrupts = new Interrupts();
         try {
@@ -30,7 +29,12 @@ export function eventsCommand(): Command {
             types: options.filter?.types ?? [],
             signal: interrupts.signal,
           });
-          for await (const event of events) process.stdout.write(options.json ? `${JSON.stringify(event)}\n` : formatEventLine(event));
+          // One line per event in JSON too, so that a reader can take each as it comes.
+          const oneLineJson = options.json || options.output === 'json';
+          for await (const event of events)
+            process.stdout.write(
+              oneLineJson ? `${JSON.stringify(event)}\n` : formatOutput(event, options, { table: () => formatEventLine(event) }),
+            );
         } catch (error) {
           // Ctrl-C is how this command ends.
           if (interrupts.received === undefined) throw error;
@@ -44,35 +48,31 @@ export function eventsCommand(): Command {
 
 function addWebhookCommand(): Command {
   return addGlobalOptions(
-    new Command('add')
+    addOutputOptions(new Command('add'))
       .description('Register a URL that receives events as signed POSTs; prints its id and signing secret (shown only now)')
       .argument('<url>', 'an http:// or https:// URL')
       .option('--secret <secret>', 'the signing secret (at least 16 characters); one is made when omitted')
       .option('--events <types>', 'comma-separated event types or families (sandbox, template, image); all when omitted')
-      .option('--json', 'print the webhook and its secret as JSON')
-      .action(async (url: string, options: { secret?: string; events?: string; json?: boolean }, command: Command) => {
+      .action(async (url: string, options: OutputOptions & { secret?: string; events?: string }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const created = await client.createWebhook({
           url,
           ...(options.secret !== undefined ? { secret: options.secret } : {}),
           ...(options.events !== undefined ? { events: options.events.split(',').filter((t) => t !== '') } : {}),
         });
-        if (options.json) printJson(created);
-        else process.stdout.write(`${created.id}\nsecret: ${created.secret}\n`);
+        printOutput(created, options, { table: () => `${created.id}\nsecret: ${created.secret}\n` });
       }),
   );
 }
 
 function listWebhooksCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
+    addOutputOptions(new Command('ls'))
       .description('List webhooks')
-      .option('--json', 'print the webhooks as a JSON array')
-      .action(async (options: { json?: boolean }, command: Command) => {
+      .action(async (options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const webhooks = await client.listWebhooks();
-        if (options.json) printJson(webhooks);
-        else process.stdout.write(webhookTable(webhooks));
+        printOutput(webhooks, options, { table: () => webhookTable(webhooks) });
       }),
   );
 }
@@ -91,15 +91,13 @@ function removeWebhookCommand(): Command {
 
 function deliveriesCommand(): Command {
   return addGlobalOptions(
-    new Command('deliveries')
+    addOutputOptions(new Command('deliveries'))
       .description("A webhook's newest deliveries and their status")
       .argument('<id>', 'the webhook id')
-      .option('--json', 'print the deliveries as a JSON array')
-      .action(async (id: string, options: { json?: boolean }, command: Command) => {
+      .action(async (id: string, options: OutputOptions, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         const deliveries = await client.webhookDeliveries(id);
-        if (options.json) printJson(deliveries);
-        else process.stdout.write(deliveryTable(deliveries));
+        printOutput(deliveries, options, { table: () => deliveryTable(deliveries) });
       }),
   );
 }

@@ -9,7 +9,7 @@ import { CliContext } from '../cli-context.js';
 import { fileTable } from '../human-format.js';
 import { parseDepth } from '../option-parsers.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 /** Runs `work` with the named sandbox, and lets go of its connections afterwards. */
 export async function withSandbox<T>(command: Command, idOrName: string, work: (sandbox: Sandbox) => Promise<T>): Promise<T> {
@@ -29,20 +29,18 @@ function userOption(options: { user?: string }) {
 
 function lsCommand(): Command {
   return addGlobalOptions(
-    new Command('ls')
+    addOutputOptions(new Command('ls'))
       .description('List a directory in a sandbox (or describe one file)')
       .argument('<sandbox>', 'sandbox id or name')
       .argument('[path]', "directory or file; relative paths are under the user's home", '/')
       .option('-d, --depth <n>', 'also list this many levels below the directory', parseDepth, 1)
       .option('-u, --user <user>', 'the sandbox user to list as')
-      .option('--json', 'print the entries as a JSON array')
-      .action(async (idOrName: string, path: string, options: { depth: number; user?: string; json?: boolean }, command: Command) => {
+      .action(async (idOrName: string, path: string, options: OutputOptions & { depth: number; user?: string }, command: Command) => {
         const entries = await withSandbox(command, idOrName, async (sandbox) => {
           const info = await sandbox.files.getInfo(path, userOption(options));
           return info.type === 'dir' ? await sandbox.files.list(path, { ...userOption(options), depth: options.depth }) : [info];
         });
-        if (options.json) printJson(entries);
-        else process.stdout.write(fileTable(entries));
+        printOutput(entries, options, { table: () => fileTable(entries) });
       }),
   );
 }

@@ -9,7 +9,7 @@ import { CliContext } from '../cli-context.js';
 import { Interrupts } from '../interrupts.js';
 import { statsRowOf, statsTable, type StatsRow } from '../stats-format.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, isHumanOutput, printOutput, type OutputOptions } from '../output-format.js';
 
 const REFRESH_MS = 2000;
 /** How far back a row looks for its newest point: a few of the daemon's sampling intervals, and room for some clock skew. */
@@ -19,17 +19,18 @@ const REDRAW = '\x1b[H\x1b[2J';
 
 export function statsCommand(): Command {
   return addGlobalOptions(
-    new Command('stats')
+    addOutputOptions(new Command('stats'))
       .description("Show sandboxes' CPU, memory and disk use as a live table (like docker stats) until Ctrl-C")
       .argument('[sandbox...]', 'sandbox ids or names (default: every running sandbox)')
       .option('--no-stream', 'print the table once and exit')
-      .option('--json', 'print the rows once as a JSON array: id, name, state, memoryLimitBytes and the newest metrics point')
-      .action(async (names: string[], options: { stream: boolean; json?: boolean }, command: Command) => {
+      .action(async (names: string[], options: OutputOptions & { stream: boolean }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         try {
-          if (options.json) printJson(await readRows(client, names));
-          else if (!options.stream) process.stdout.write(statsTable(await readRows(client, names)));
-          else await streamTable(client, names);
+          // A machine reading rows (id, name, state, memoryLimitBytes, the newest metrics point) takes them once.
+          if (!isHumanOutput(options) || !options.stream) {
+            const rows = await readRows(client, names);
+            printOutput(rows, options, { table: () => statsTable(rows) });
+          } else await streamTable(client, names);
         } finally {
           client.close();
         }

@@ -6,14 +6,13 @@ import { Command } from 'commander';
 import { CliContext } from '../cli-context.js';
 import { clientVersion } from '../client-version.js';
 import { addGlobalOptions } from './global-options.js';
-import { printJson } from './print-json.js';
+import { addOutputOptions, printOutput, type OutputOptions } from '../output-format.js';
 
 export function versionCommand(): Command {
   return addGlobalOptions(
-    new Command('version')
+    addOutputOptions(new Command('version'))
       .description("Show the version of this client and of the daemon it reaches (--version: the client's alone)")
-      .option('--json', 'print {"client": {"version"}, "server": the daemon\'s /v1/info or null} as JSON')
-      .action(async (options: { json?: boolean }, command: Command) => {
+      .action(async (options: OutputOptions, command: Command) => {
         const client = { version: clientVersion, node: process.version };
         let server: DaemonInfo | undefined;
         let failure: unknown;
@@ -22,11 +21,11 @@ export function versionCommand(): Command {
         } catch (error) {
           failure = error;
         }
-        if (options.json) printJson({ client, server: server ?? null });
-        else {
-          process.stdout.write(`Client: ${client.version} (node ${client.node})\n`);
-          if (server) process.stdout.write(`Server: ${server.version} (capsuled pid ${server.pid}, ${server.accel})\n`);
-        }
+        printOutput({ client, server: server ?? null }, options, {
+          table: () =>
+            `Client: ${client.version} (node ${client.node})\n` +
+            (server ? `Server: ${server.version} (capsuled pid ${server.pid}, ${server.accel})\n` : ''),
+        });
         if (failure !== undefined) throw failure;
       }),
   );

@@ -15,7 +15,7 @@ import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import { type DaemonInfo, type DiskUsage, httpStatusOf, type ErrorBody } from '@capsule/protocol';
+import { type DaemonInfo, type DaemonSettingsReport, type DiskUsage, httpStatusOf, type ErrorBody } from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { imageRoutes } from './image-routes.js';
@@ -63,6 +63,8 @@ export interface ApiContext {
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
   info: () => DaemonInfo;
+  /** Each daemon setting, its source and what it resolved to (settings-report.ts). */
+  settings: () => DaemonSettingsReport;
   /** Disk space the daemon's data takes, by kind (disk-usage.ts). */
   diskUsage: () => Promise<DiskUsage>;
   log: Logger;
@@ -218,6 +220,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   addRoutes(app, [
     ...systemRoutes(
       ctx.info,
+      ctx.settings,
       ctx.diskUsage,
       new ScrapeTimeMetrics(ctx.metrics, {
         listSandboxes,

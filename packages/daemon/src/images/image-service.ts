@@ -48,7 +48,7 @@ export class ImageService {
   }
 
   /** Per-registry settings: $CAPSULE_REGISTRIES_FILE, else registries.json in the state folder. */
-  private registrySettingsFile(): string {
+  registrySettingsFile(): string {
     return process.env.CAPSULE_REGISTRIES_FILE ?? path.join(this.config.stateDir, 'registries.json');
   }
 

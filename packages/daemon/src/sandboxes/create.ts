@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { CreateSandboxRequest } from '@capsule/protocol';
 import { DEFAULT_TEMPLATE, limits } from '@capsule/protocol';
 import { bulkProtocolVersion } from '@capsule/protocol/agent';
-import type { DaemonConfig } from '../config.js';
+import { effectiveMemoryBudgetMiB, type DaemonConfig } from '../config.js';
 import { assertDiskRoom } from '../disk-admission.js';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -74,7 +74,7 @@ export class SandboxCreator {
   /** Every VM a sandbox or the warm pool starts reserves its memory here first. */
   readonly memory = new MemoryAdmission(
     async () => (await this.store.sandboxesInStates(['running'])).reduce((sum, record) => sum + record.memory_mib, 0),
-    () => this.memoryBudgetMiB(),
+    () => effectiveMemoryBudgetMiB(this.config),
   );
 
   constructor(
@@ -383,16 +383,11 @@ export class SandboxCreator {
         },
       );
     }
-    const budget = this.memoryBudgetMiB();
+    const budget = effectiveMemoryBudgetMiB(this.config);
     if (memoryMiB > budget) {
       throw new CapsuleError('insufficient_resources', `${memoryMiB} MiB is more than this host lets sandboxes use (${budget} MiB)`, {
         hint: 'ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
       });
     }
-  }
-
-  /** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
-  private memoryBudgetMiB(): number {
-    return this.config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
   }
 }
