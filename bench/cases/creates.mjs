@@ -134,12 +134,12 @@ async function refusedPastBudget(ctx) {
       }),
     );
     const refusals = answers.filter((a) => a.res.status !== 201);
-    const wrong = refusals.filter((a) => a.res.body?.error?.code !== 'insufficient_resources');
+    const wrong = refusals.filter((a) => a.res.body?.error?.code !== 'capacity');
     if (wrong.length > 0) throw new Error(`a create past the budget answered ${wrong[0].res.status}: ${JSON.stringify(wrong[0].res.body)}`);
     if (refusals.length === 0) throw new Error(`all ${answers.length} creates were admitted past a budget of ${BUDGET_VMS} VMs`);
     return {
       samples: refusals.map((a) => a.elapsed),
-      note: `${answers.length - refusals.length} admitted, ${refusals.length} refused with insufficient_resources`,
+      note: `${answers.length - refusals.length} admitted, ${refusals.length} refused with 429 capacity`,
     };
   } finally {
     for (const id of ids) await daemon.remove(id);

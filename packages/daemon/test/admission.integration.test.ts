@@ -21,10 +21,12 @@ function treeOf(dir: string): string[] {
   return found.sort();
 }
 
+/** The host is full for now: 429 `capacity`, with when to retry. */
 function expectRefusedForMemory(res: ApiResponse): void {
-  expect(res.status, res.text).toBe(507);
-  expect(res.body.error.code).toBe('insufficient_resources');
-  expect(res.body.error.hint).toMatch(/CAPSULE_MEMORY_BUDGET_MIB/);
+  expect(res.status, res.text).toBe(429);
+  expect(res.body.error.code).toBe('capacity');
+  expect(res.body.error.hint).toMatch(/retry in a few seconds.*CAPSULE_MEMORY_BUDGET_MIB/);
+  expect(res.headers['retry-after']).toBe('2');
 }
 
 describe('memory admission races (real QEMU microVM)', () => {
@@ -44,7 +46,7 @@ describe('memory admission races (real QEMU microVM)', () => {
       Array.from({ length: 20 }, () => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0, ports: [{ guestPort: 8080 }] })),
     );
     const created = results.filter((r) => r.status === 201);
-    expect(results.map((r) => r.status).sort()).toEqual([201, 201, ...Array<number>(18).fill(507)]);
+    expect(results.map((r) => r.status).sort()).toEqual([201, 201, ...Array<number>(18).fill(429)]);
     for (const refused of results.filter((r) => r.status !== 201)) expectRefusedForMemory(refused);
     expect(daemon.qemuPids()).toHaveLength(2);
     // The 18 refusals hold nothing back: with one sandbox gone, a create fits again, and only one.
@@ -52,10 +54,10 @@ describe('memory admission races (real QEMU microVM)', () => {
     const readiesBefore = poolReadies();
     expect((await daemon.request('DELETE', `/v1/sandboxes/${created[0]!.body.id}`)).status).toBe(204);
     // The freed memory goes to the warm pool's refill first; a create that came while that VM warmed up found the
-    // pool empty and the budget taken (all three 507 on a loaded host): the creates come once it is ready.
+    // pool empty and the budget taken (all three 429 on a loaded host): the creates come once it is ready.
     await eventually(() => (poolReadies() > readiesBefore ? true : undefined), 300_000, 'the warm pool to refill');
     const again = await Promise.all([1, 2, 3].map(() => daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 })));
-    expect(again.map((r) => r.status).sort()).toEqual([201, 507, 507]);
+    expect(again.map((r) => r.status).sort()).toEqual([201, 429, 429]);
   }, 600_000);
 });
 
@@ -94,8 +96,8 @@ describe('memory admission of resumes and forks (real QEMU microVM)', () => {
       daemon.request('POST', `/v1/sandboxes/${source}/fork`, { count: 1 }),
       daemon.request('POST', '/v1/sandboxes', { timeoutMs: 0 }),
     ]);
-    expect([fork.status, create.status].sort(), `${fork.text}\n${create.text}`).toEqual([201, 507]);
-    expectRefusedForMemory(fork.status === 507 ? fork : create);
+    expect([fork.status, create.status].sort(), `${fork.text}\n${create.text}`).toEqual([201, 429]);
+    expectRefusedForMemory(fork.status === 429 ? fork : create);
     expect(await runningIds()).toHaveLength(2);
     expect(daemon.qemuPids()).toHaveLength(2);
   }, 600_000);

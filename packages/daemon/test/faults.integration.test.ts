@@ -177,14 +177,15 @@ describe('admission control (real QEMU microVM)', () => {
   beforeAll(() => daemon.start());
   afterAll(() => daemon.destroy());
 
-  it('refuses a create past the memory budget with insufficient_resources, starting nothing, and admits again after a removal', async ({
+  it('refuses a create past the memory budget with 429 capacity, starting nothing, and admits again after a removal', async ({
     newSandbox,
   }) => {
     const first = await newSandbox();
     await newSandbox();
     const refused = await daemon.request('POST', '/v1/sandboxes', {});
-    expect(refused.status, refused.text).toBe(507);
-    expect(refused.body.error.code).toBe('insufficient_resources');
+    expect(refused.status, refused.text).toBe(429);
+    expect(refused.body.error.code).toBe('capacity');
+    expect(refused.headers['retry-after']).toBe('2');
     expect(refused.body.error.message).toMatch(/budget of 1100 MiB/);
     expect(refused.body.error.hint).toMatch(/remove or pause/);
     expect(daemon.qemuPids()).toHaveLength(2);

@@ -38,6 +38,7 @@ export interface ApiResponse<T = any> {
   status: number;
   body: T;
   text: string;
+  headers: http.IncomingHttpHeaders;
 }
 
 /** Daemons started in this test file and not yet destroyed: the ones whose log a failed test prints. */
@@ -167,7 +168,7 @@ export class TestDaemon {
             const text = Buffer.concat(chunks).toString('utf8');
             let parsed: unknown = text;
             if ((res.headers['content-type'] ?? '').includes('application/json') && text !== '') parsed = JSON.parse(text);
-            resolve({ status: res.statusCode ?? 0, body: parsed as T, text });
+            resolve({ status: res.statusCode ?? 0, body: parsed as T, text, headers: res.headers });
           });
           res.on('error', reject);
         },

@@ -51,7 +51,20 @@ export const errorCodes = {
   workload_not_found: 404,
   /** The sandbox has no SSH server to start (its template lacks OpenSSH's sshd). */
   ssh_unavailable: 422,
+  /**
+   * The host has no room for one more sandbox right now (the memory budget, or the host's free
+   * memory, is taken by others): retry after the Retry-After seconds, or once sandboxes end.
+   * A request that could never fit is `insufficient_resources` instead.
+   */
+  capacity: 429,
 } as const;
+
+/** Seconds a client should wait before retrying, sent as Retry-After with these codes. */
+export const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
+  capacity: 2,
+  sandbox_reattaching: 1,
+  too_many_tunnels: 1,
+};
 
 export type ErrorCode = keyof typeof errorCodes;
 

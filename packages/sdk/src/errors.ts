@@ -133,6 +133,7 @@ const errorClassByWireCode: Record<ErrorCode, WireErrorClass> = {
   csrf_token_invalid: CapsuleError,
   workload_not_found: NotFoundError,
   ssh_unavailable: CapsuleError,
+  capacity: CapsuleError,
 };
 
 /** Builds the typed error for a `{code, message, hint}` the daemon sent. */

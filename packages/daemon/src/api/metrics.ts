@@ -13,6 +13,7 @@ import type { QemuUsage } from './usage-sampler.js';
 /** Error codes that mean the host had no room for what was asked, by the reason admission refused it. */
 const ADMISSION_REFUSALS: Partial<Record<ErrorCode, 'memory' | 'disk'>> = {
   insufficient_resources: 'memory',
+  capacity: 'memory',
   insufficient_storage: 'disk',
 };
 

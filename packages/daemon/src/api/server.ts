@@ -15,7 +15,14 @@ import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import { type DaemonInfo, type DaemonSettingsReport, type DiskUsage, httpStatusOf, type ErrorBody } from '@capsule/protocol';
+import {
+  type DaemonInfo,
+  type DaemonSettingsReport,
+  type DiskUsage,
+  httpStatusOf,
+  type ErrorBody,
+  retryAfterSeconds,
+} from '@capsule/protocol';
 import { CapsuleError, errorMessage } from '../errors.js';
 import type { ImageService } from '../images/image-service.js';
 import { imageRoutes } from './image-routes.js';
@@ -337,6 +344,8 @@ function sendMalformedRequestError(req: IncomingMessage, res: ServerResponse, er
 
 function sendError(reply: FastifyReply, err: CapsuleError): FastifyReply {
   const body: ErrorBody = { error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } };
+  const retryAfter = retryAfterSeconds[err.code];
+  if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
   return reply.code(httpStatusOf(err.code)).type('application/json').send(body);
 }
 

@@ -150,7 +150,7 @@ export class SandboxCreator {
     try {
       return await this.memory.reserve(memoryMiB);
     } catch (err) {
-      if (!(err instanceof CapsuleError && err.code === 'insufficient_resources')) throw err;
+      if (!(err instanceof CapsuleError && err.code === 'capacity')) throw err;
       if ((await this.templates.warm.evictPools()) === 0) throw err;
       return await this.memory.reserve(memoryMiB);
     }

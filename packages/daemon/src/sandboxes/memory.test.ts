@@ -55,7 +55,7 @@ describe('memory reservations', () => {
     );
     const results = await Promise.allSettled(Array.from({ length: 20 }, () => admission.reserve(512)));
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(2);
-    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'insufficient_resources' });
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'capacity' });
     expect(admission.reservedMiB).toBe(1024);
   });
 

@@ -104,7 +104,7 @@ export class MemoryAdmission {
     return total;
   }
 
-  /** Reserves `addedMiB`, or refuses with `insufficient_resources` when the host has no room for it. */
+  /** Reserves `addedMiB`, or refuses with `capacity` when the host has no room for it now. */
   async reserve(addedMiB: number): Promise<MemoryReservation> {
     const unlock = await this.lock.take(this.neverAborts);
     try {
@@ -114,8 +114,8 @@ export class MemoryAdmission {
       const committedMiB = reservedMiB + (await this.runningMiB());
       const problem = admissionProblem({ addedMiB, committedMiB, budgetMiB: this.budgetMiB(), host: this.hostMemory() });
       if (problem) {
-        throw new CapsuleError('insufficient_resources', `not enough memory for another sandbox: ${problem}`, {
-          hint: 'remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
+        throw new CapsuleError('capacity', `not enough memory for another sandbox: ${problem}`, {
+          hint: 'retry in a few seconds or once sandboxes end; remove or pause sandboxes, ask for less memory, or raise CAPSULE_MEMORY_BUDGET_MIB',
         });
       }
       const reservation = new MemoryReservation(addedMiB, (r) => this.held.delete(r));

@@ -63,7 +63,7 @@ import { WarmSnapshots } from './warm-snapshots.js';
 
 /** What templates need of sandboxes; the sandbox manager provides it (daemon.ts wires it in). */
 export interface SandboxRunner {
-  /** A VM for a warm pool, restored from `snapshot` and warmed up; refused with `insufficient_resources` when the host has no room. */
+  /** A VM for a warm pool, restored from `snapshot` and warmed up; refused with `capacity` when the host has no room. */
   restoreIntoPool(snapshot: WarmSnapshot): Promise<PooledVm>;
   create(request: CreateSandboxRequest): Promise<Sandbox>;
   remove(id: string): Promise<void>;

@@ -62,7 +62,7 @@ export class WarmPool {
   constructor(
     readonly template: string,
     private readonly sizing: WarmPoolSizing,
-    /** Restores a VM, or refuses with `insufficient_resources` when the host has no room for one more. */
+    /** Restores a VM, or refuses with `capacity` when the host has no room for one more. */
     private readonly restore: () => Promise<PooledVm>,
     private readonly log: Logger,
   ) {
@@ -124,7 +124,7 @@ export class WarmPool {
         return true;
       })
       .catch((err: unknown) => {
-        if (err instanceof CapsuleError && err.code === 'insufficient_resources') return false;
+        if (err instanceof CapsuleError && err.code === 'capacity') return false;
         this.failuresInARow += 1;
         this.log.warn({ template: this.template, err: errorMessage(err) }, 'could not restore a VM for the warm pool');
         return true;
