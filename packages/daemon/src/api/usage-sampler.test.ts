@@ -19,7 +19,7 @@ describe('UsageSampler', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-sampler-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   // This test process stands in for a sandbox's QEMU: its /proc files are real.
-  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid } as Sandbox;
+  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid, network: { mode: 'user' } } as Sandbox;
   const paused = { id: 'sb_paused', template: 'base', state: 'paused' } as Sandbox;
 
   const samplerWith = (sources: Partial<UsageSources>, intervalMs = 5000) =>
@@ -100,9 +100,9 @@ describe('UsageSampler', () => {
     const sampler = samplerWith({});
     await sampler.tick(Date.now());
     const newest = sampler.history('sb_run', 0, Infinity)[0];
-    expect(sampler.currentUsage('sb_run', process.pid).cpuSeconds).toBe(newest?.cpuSeconds);
+    expect(sampler.currentUsage(running, process.pid).cpuSeconds).toBe(newest?.cpuSeconds);
     // Another QEMU (the sandbox was stopped and started): the point is not its own.
-    expect(sampler.currentUsage('sb_run', 999_999_999).cpuSeconds).toBeUndefined();
+    expect(sampler.currentUsage(running, 999_999_999).cpuSeconds).toBeUndefined();
   });
 });
 
