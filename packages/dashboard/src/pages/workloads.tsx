@@ -2,7 +2,7 @@
 // last exit, sandbox and ports, kept current by the event stream, with
 // restart, stop and start, and its service log on demand. Applying a file
 // stays the CLI's (`capsule apply`): this page only operates what was applied.
-import type { Workload, WorkloadCondition, WorkloadList } from '@capsule/protocol';
+import type { CapsuleEvent, Workload, WorkloadCondition, WorkloadList } from '@capsule/protocol';
 import { useEffect, useState } from 'preact/hooks';
 import { errorText, request } from '../api.js';
 import { useEvents } from '../events.js';
@@ -20,8 +20,11 @@ export function WorkloadsPage() {
       (err: unknown) => setError(errorText(err)),
     );
   useEffect(() => void reload(), []);
-  // Workload events carry no status: each one fetches the list again. Its sandbox's state changes come as sandbox events.
-  useEvents('type=workload,sandbox', () => void reload());
+  // Workload events carry no status: each one fetches the list again, as does a state change of a workload's sandbox.
+  useEvents('type=workload,sandbox', (event: CapsuleEvent) => {
+    const ours = event.type.startsWith('workload.') || workloads?.some((w) => w.sandboxes.some((s) => s.id === event.sandboxId));
+    if (ours) void reload();
+  });
   return (
     <>
       <h1>Workloads</h1>
@@ -46,7 +49,7 @@ export function WorkloadsPage() {
           </thead>
           <tbody>
             {workloads.map((w) => (
-              <WorkloadRow key={w.name} workload={w} onChanged={(next) => replace(setWorkloads, next)} onError={setError} />
+              <WorkloadRow key={w.name} workload={w} onChanged={(next) => replaceWorkload(setWorkloads, next)} onError={setError} />
             ))}
             {workloads.length === 0 && (
               <tr>
@@ -62,7 +65,7 @@ export function WorkloadsPage() {
   );
 }
 
-function replace(set: (update: (current: Workload[] | undefined) => Workload[] | undefined) => void, next: Workload): void {
+function replaceWorkload(set: (update: (current: Workload[] | undefined) => Workload[] | undefined) => void, next: Workload): void {
   set((current) => current?.map((w) => (w.name === next.name ? next : w)));
 }
 
