@@ -2,7 +2,8 @@
 // playwright-core) against a real daemon on TCP and a real microVM: sign in
 // with an API key, create a sandbox, run a command in its terminal, upload a
 // file, watch its charts fill, snapshot it, kill it and see the state change
-// with no reload; build a template with its log live; see a workload applied
+// with no reload; build a template and pull an image (from a registry on
+// loopback) with their logs live; see a workload applied
 // through the API become Ready, read its log and stop it; see a volume; and
 // `capsule dashboard`'s one-time link signs in exactly once.
 // DASHBOARD_SCREENSHOT=<file> also saves the sandbox page (docs/dashboard.png).
@@ -12,6 +13,8 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { dashboardDist } from '../src/repo-paths.js';
 import { eventually, it, runCli, TestDaemon } from './fixture.js';
+import { image, layer, marker, pushImage } from './oci/test-images.js';
+import { TestRegistry } from './oci/test-registry.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
@@ -101,7 +104,8 @@ describe('the dashboard in Chromium (real daemon, real microVM)', () => {
     expect(consoleErrors.filter((text) => /Content Security Policy/i.test(text))).toEqual([]);
   });
 
-  it('builds a template with its log live, and lists images', async () => {
+  /** On the templates page: a build from a Capsulefile, then a pull of `ref`, each log read as it streams. */
+  const buildAndPull = async (ref: string) => {
     const page = await signedInPage();
     await page.click('nav a:has-text("Templates")');
     await page.waitForSelector('[data-testid=templates] tr[data-template=base]');
@@ -119,6 +123,27 @@ describe('the dashboard in Chromium (real daemon, real microVM)', () => {
     // The list follows the event stream: the new template shows with no reload.
     await page.waitForSelector('[data-testid=templates] tr[data-template=built-in-the-browser]');
     expect((await daemon.api.templates()).map((t) => t.name)).toContain('built-in-the-browser');
+
+    // A pull from a registry on loopback: its progress in the log, then the image in the list by the event stream.
+    await page.fill('input[name=imageRef]', ref);
+    await page.click('button:has-text("Pull")');
+    const pullLog = page.locator('[data-testid=pull-log]');
+    await pullLog.locator('text=Resolved sha256:').waitFor({ timeout: 60_000 });
+    await pullLog.locator(`text=Pulled ${ref}`).waitFor({ timeout: 60_000 });
+    await page.locator('[data-testid=images] tr', { hasText: ref }).waitFor();
+  };
+
+  it('builds a template and pulls an image, each with its log live, and lists them', async () => {
+    const registry = await TestRegistry.start();
+    const ref = `${registry.host}/e2e/dashboard:v1`;
+    await pushImage(registry, 'e2e/dashboard', 'v1', image([layer([marker()])]));
+    try {
+      await buildAndPull(ref);
+    } finally {
+      const pulled = (await daemon.api.images()).find((i) => i.refs.includes(ref));
+      if (pulled) await daemon.request('DELETE', `/v1/images/${pulled.digest}`);
+      await registry.stop();
+    }
   });
 
   it('shows a workload applied through the API become Ready, its log, and stops it; lists a volume', async () => {
