@@ -14,6 +14,8 @@ describe('statsTable', () => {
         memoryRssBytes: 128 * 1024 * 1024,
         memoryPrivateBytes: 64 * 1024 * 1024,
         diskAllocatedBytes: 3 * 1024 * 1024,
+        networkReceivedBytes: 2048,
+        networkTransmittedBytes: 5 * 1024 * 1024,
       },
     ]);
     expect(busy.point?.cpuPercent).toBe(99.5);
@@ -24,10 +26,10 @@ describe('statsTable', () => {
       { timestamp: '2026-12-07T15:00:00.000Z', cpuPercent: 3, memoryRssBytes: 1 },
     ]);
     expect(statsTable([busy, fresh, paused]).split('\n')).toEqual([
-      'SANDBOX ID   NAME   CPU %    MEM USAGE / LIMIT       MEM %    PRIVATE MEM   DISK',
-      'sb_busy      web    99.50%   128.0 MiB / 512.0 MiB   25.00%   64.0 MiB      3.0 MiB',
-      'sb_fresh            --       -- / 512.0 MiB          --       --            --',
-      'sb_paused           --       -- / 512.0 MiB          --       --            --',
+      'SANDBOX ID   NAME   CPU %    MEM USAGE / LIMIT       MEM %    PRIVATE MEM   NET I/O             DISK',
+      'sb_busy      web    99.50%   128.0 MiB / 512.0 MiB   25.00%   64.0 MiB      2.0 KiB / 5.0 MiB   3.0 MiB',
+      'sb_fresh            --       -- / 512.0 MiB          --       --            --                  --',
+      'sb_paused           --       -- / 512.0 MiB          --       --            --                  --',
       '',
     ]);
   });

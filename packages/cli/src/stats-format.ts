@@ -1,5 +1,5 @@
 // `capsule stats` rows: one sandbox's newest metrics point as docker stats
-// shows a container (CPU %, memory use / limit, memory %, disk). Pure
+// shows a container (CPU %, memory use / limit, memory %, net I/O, disk). Pure
 // functions of their inputs, so tests pin the output; never asks the daemon.
 import type { Sandbox as SandboxInfo, SandboxMetricsPoint } from '@capsule/protocol';
 import { formatBytes, renderTable } from './human-format.js';
@@ -27,12 +27,13 @@ export function statsRowOf(sandbox: SandboxInfo, points: readonly SandboxMetrics
 
 /**
  * The table: MEM USAGE is the resident memory of the sandbox's QEMU (its cost
- * on the host), LIMIT the guest's memory size; a value not measured yet is `--`.
+ * on the host), LIMIT the guest's memory size, NET I/O what its NIC received
+ * / sent (TAP networking only); a value not measured (yet) is `--`.
  */
 export function statsTable(rows: readonly StatsRow[]): string {
   const unknown = '--';
   return renderTable(
-    ['SANDBOX ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'MEM %', 'PRIVATE MEM', 'DISK'],
+    ['SANDBOX ID', 'NAME', 'CPU %', 'MEM USAGE / LIMIT', 'MEM %', 'PRIVATE MEM', 'NET I/O', 'DISK'],
     rows.map(({ id, name, state, memoryLimitBytes, point }) => {
       const rss = point?.memoryRssBytes;
       const running = state === 'running';
@@ -43,6 +44,9 @@ export function statsTable(rows: readonly StatsRow[]): string {
         `${running && rss !== undefined ? formatBytes(rss) : unknown} / ${formatBytes(memoryLimitBytes)}`,
         running && rss !== undefined ? `${((rss / memoryLimitBytes) * 100).toFixed(2)}%` : unknown,
         running && point?.memoryPrivateBytes !== undefined ? formatBytes(point.memoryPrivateBytes) : unknown,
+        point?.networkReceivedBytes !== undefined && point.networkTransmittedBytes !== undefined
+          ? `${formatBytes(point.networkReceivedBytes)} / ${formatBytes(point.networkTransmittedBytes)}`
+          : unknown,
         point?.diskAllocatedBytes !== undefined ? formatBytes(point.diskAllocatedBytes) : unknown,
       ];
     }),

@@ -2,19 +2,20 @@
 // creates (test-networks.ts): the daemon runs in a "host" namespace whose only uplink leads to
 // an "outside" namespace (TEST-NET addresses 198.51.100.0/24 and
 // 203.0.113.2), so no packet ever leaves this machine. Each sandbox gets its
-// own namespace, NAT and egress lists; nothing of it remains after delete, nor
-// after a kill -9 of the daemon and a restart.
+// own namespace, NAT and egress lists, and its NIC's bytes are counted; nothing of it
+// remains after delete, nor after a kill -9 of the daemon and a restart.
 import fs from 'node:fs';
-import type { SetNetworkRequest } from '@capsule/protocol';
+import type { SandboxMetrics, SetNetworkRequest } from '@capsule/protocol';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect } from 'vitest';
 import { stateTag } from '../src/network/tap-network.js';
-import { sandboxTest } from './fixture.js';
+import { eventually, sandboxTest } from './fixture.js';
 import { daemonInTestNetworks, HOST_UPLINK, HTTP_PORT, OUTSIDE, run, SECOND_OUTSIDE } from './test-networks.js';
 
 const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/net/tun') && fs.existsSync('/usr/sbin/nft');
 
 describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU microVM, root)', () => {
-  const { networks, daemon } = daemonInTestNetworks('tap-net', HTTP_PORT, { CAPSULE_NETWORK: 'tap' });
+  const { networks, daemon } = daemonInTestNetworks('tap-net', HTTP_PORT, { CAPSULE_NETWORK: 'tap', CAPSULE_METRICS_INTERVAL_MS: '500' });
   const { outside, hostService } = networks;
   const it = sandboxTest(daemon);
   /** Every name the daemon gives its namespaces, links and tables carries this tag of its state folder. */
@@ -31,6 +32,12 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
   const fetchFrom = async (id: string, address: string): Promise<string | undefined> => {
     const result = await exec(id, ['curl', '-sS', '--max-time', '4', `http://${address}:${HTTP_PORT}/`]);
     return result.exitCode === 0 ? result.stdout : undefined;
+  };
+  /** Sandbox `id`'s NIC bytes in a scrape of /metrics (parsed by Prometheus' text-format rules). */
+  const scrapedTraffic = async (id: string) => {
+    const families = parsePrometheusTextFormat((await daemon.request('GET', '/metrics')).text);
+    const value = (name: string) => Number(families.find((f) => f.name === name)?.metrics.find((m) => m.labels?.sandbox === id)?.value);
+    return { received: value('capsule_sandbox_network_receive_bytes_total'), sent: value('capsule_sandbox_network_transmit_bytes_total') };
   };
   /** `fetchFrom` of each of `addresses` at once: a blocked one waits out curl's whole --max-time. */
   const fetchEach = (id: string, ...addresses: string[]) => Promise.all(addresses.map((address) => fetchFrom(id, address)));
@@ -49,7 +56,30 @@ describe.skipIf(!canRun)('TAP networking in test network namespaces (real QEMU m
     expect((await exec(a.id, ['cat', '/etc/resolv.conf'])).stdout).toBe('nameserver 10.0.2.3\n');
 
     const before = outside.lines.length;
+    const trafficBefore = await scrapedTraffic(a.id);
     expect(await Promise.all([fetchFrom(a.id, OUTSIDE), fetchFrom(b.id, SECOND_OUTSIDE)])).toEqual(['outside', 'outside']);
+    // The download is counted on the host, at a's tap: at least a TCP handshake, a request and an answer each way
+    // (eventually: a scrape reads the sampler's newest point, up to an interval old).
+    const trafficAfter = await eventually(
+      async () => {
+        const traffic = await scrapedTraffic(a.id);
+        return traffic.received - trafficBefore.received > 200 ? traffic : undefined;
+      },
+      10_000,
+      'the download in /metrics',
+    );
+    expect(trafficAfter.sent - trafficBefore.sent).toBeGreaterThan(150);
+    // The history gets the same counters on its next point.
+    const point = await eventually(
+      async () => {
+        const { points } = (await daemon.request<SandboxMetrics>('GET', `/v1/sandboxes/${a.id}/metrics`)).body;
+        const newest = points.at(-1);
+        return (newest?.networkReceivedBytes ?? 0) >= trafficAfter.received ? newest : undefined;
+      },
+      10_000,
+      'a history point with the download',
+    );
+    expect(point.networkTransmittedBytes).toBeGreaterThanOrEqual(trafficAfter.sent);
     // Both leave through the host's uplink, masqueraded to its address.
     expect(outside.lines.slice(before)).toEqual([HOST_UPLINK, HOST_UPLINK]);
     // The host's own services and the other sandbox's link are not reachable.

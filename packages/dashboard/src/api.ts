@@ -25,6 +25,14 @@ export function whenSignedOut(handler: () => void): void {
 }
 
 export async function request<T>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  const response = await send(method, path, body, contentType);
+  if (response.status === 204) return undefined as T;
+  const type = response.headers.get('content-type') ?? '';
+  return (type.includes('json') ? await response.json() : await response.text()) as T;
+}
+
+/** Sends a request with the CSRF token on mutations; an answer that is not 2xx throws its ApiError. */
+async function send(method: string, path: string, body: unknown, contentType: string): Promise<Response> {
   const headers: Record<string, string> = {};
   if (method !== 'GET' && csrfToken) headers[CSRF_HEADER] = csrfToken;
   let payload: BodyInit | undefined;
@@ -41,9 +49,27 @@ export async function request<T>(method: string, path: string, body?: unknown, c
     if (error.status === 401 && !path.startsWith('/v1/dashboard/session')) onSignedOut();
     throw error;
   }
-  if (response.status === 204) return undefined as T;
-  const type = response.headers.get('content-type') ?? '';
-  return (type.includes('json') ? await response.json() : await response.text()) as T;
+  return response;
+}
+
+/**
+ * A POST whose answer is application/x-ndjson (a build's or a pull's events):
+ * each line is handed to `onEvent` as it arrives, so a log shows live.
+ */
+export async function streamEvents<T>(path: string, body: unknown, onEvent: (event: T) => void): Promise<void> {
+  const response = await send('POST', path, body, 'application/json');
+  if (!response.body) throw new ApiError(response.status, 'http_error', 'the answer has no body');
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffered += value;
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) if (line.trim() !== '') onEvent(JSON.parse(line) as T);
+  }
+  if (buffered.trim() !== '') onEvent(JSON.parse(buffered) as T);
 }
 
 async function errorOf(response: Response): Promise<ApiError> {

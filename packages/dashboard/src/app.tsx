@@ -7,6 +7,7 @@ import { SandboxPage } from './pages/sandbox.js';
 import { SandboxesPage } from './pages/sandboxes.js';
 import { TemplatesPage } from './pages/templates.js';
 import { VolumesPage } from './pages/volumes.js';
+import { WorkloadsPage } from './pages/workloads.js';
 import { linkProps, useRoute } from './router.js';
 
 type Gate = 'checking' | 'signed-out' | 'signed-in';
@@ -84,7 +85,8 @@ function SignedIn({ onSignedOut }: { onSignedOut: () => void }) {
         <strong>Capsule</strong>
         <nav>
           {nav('sandboxes', 'Sandboxes')}
-          {nav('templates', 'Templates')}
+          {nav('templates', 'Templates & images')}
+          {nav('workloads', 'Workloads')}
           {nav('volumes', 'Volumes')}
         </nav>
         <button class="link" type="button" onClick={() => signOut().finally(onSignedOut)}>
@@ -96,6 +98,8 @@ function SignedIn({ onSignedOut }: { onSignedOut: () => void }) {
           <SandboxPage id={decodeURIComponent(sandbox[1] ?? '')} />
         ) : section === 'templates' ? (
           <TemplatesPage />
+        ) : section === 'workloads' ? (
+          <WorkloadsPage />
         ) : section === 'volumes' ? (
           <VolumesPage />
         ) : (

@@ -30,6 +30,14 @@ export const SandboxMetricsPoint = Type.Object({
     }),
   ),
   diskAllocatedBytes: Type.Optional(Type.Integer({ description: "Disk blocks held by the sandbox's own overlay (what it wrote)" })),
+  networkReceivedBytes: Type.Optional(
+    Type.Integer({
+      description: "TAP networking only: bytes the sandbox's NIC received since its network was set up, from its tap device's counters",
+    }),
+  ),
+  networkTransmittedBytes: Type.Optional(
+    Type.Integer({ description: "TAP networking only: bytes the sandbox's NIC sent since its network was set up" }),
+  ),
   guest: Type.Optional(GuestMetrics),
 });
 export type SandboxMetricsPoint = Static<typeof SandboxMetricsPoint>;

@@ -71,7 +71,7 @@ describe('DaemonMetrics', () => {
 describe('GET /metrics', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-metrics-'));
   const metrics = new DaemonMetrics();
-  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid } as Sandbox;
+  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid, network: { mode: 'user' } } as Sandbox;
   const paused = { id: 'sb_paused', template: 'py', state: 'paused' } as Sandbox;
   let sandboxes: Sandbox[] = [running, paused];
   let api: Api;

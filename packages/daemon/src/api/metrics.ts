@@ -1,6 +1,7 @@
 // What GET /metrics reads when it is scraped, and the REST API's own
 // instruments. At scrape time: sandboxes by state and template, warm pools,
-// and each running sandbox's QEMU as the host sees it (CPU, memory, disk), as
+// and each running sandbox's QEMU as the host sees it (CPU, memory, disk, a
+// TAP sandbox's network), as
 // the usage sampler last read it (usage-sampler.ts). It must never run between
 // scrapes (no timer, no state kept per sandbox) nor fail a scrape because a VM went away meanwhile.
 import type { ErrorCode, Sandbox } from '@capsule/protocol';
@@ -38,7 +39,7 @@ export interface ScrapeSources {
   /** Sandboxes not killed, with the pid of the QEMU of those that have one. */
   listSandboxes(): Promise<Sandbox[]>;
   /** A running sandbox's QEMU now (the sampler's fresh point, or read from the host). */
-  usageOf(id: string, pid: number): QemuUsage;
+  usageOf(sandbox: Sandbox, pid: number): QemuUsage;
   /** Each template's warm pool: VMs ready, and the size it fills up to now. */
   warmPools(): { template: string; ready: number; target: number }[];
 }
@@ -53,6 +54,8 @@ export class ScrapeTimeMetrics {
   private readonly rssBytes: Gauge<'sandbox' | 'template'>;
   private readonly privateBytes: Gauge<'sandbox' | 'template'>;
   private readonly diskBytes: Gauge<'sandbox' | 'template'>;
+  private readonly networkReceivedBytes: Counter<'sandbox' | 'template'>;
+  private readonly networkTransmittedBytes: Counter<'sandbox' | 'template'>;
 
   constructor(
     private readonly metrics: DaemonMetrics,
@@ -102,6 +105,19 @@ export class ScrapeTimeMetrics {
       labelNames: perSandbox,
       registers,
     });
+    // Read from the kernel like the CPU counter. Only TAP sandboxes have these: user-mode VMs share one namespace's uplink.
+    this.networkReceivedBytes = new Counter({
+      name: 'capsule_sandbox_network_receive_bytes_total',
+      help: "Bytes a running TAP-mode sandbox's NIC received (Ethernet frames, DNS and ARP included; the agent channel not), from its tap device's counters.",
+      labelNames: perSandbox,
+      registers,
+    });
+    this.networkTransmittedBytes = new Counter({
+      name: 'capsule_sandbox_network_transmit_bytes_total',
+      help: "Bytes a running TAP-mode sandbox's NIC sent, dropped ones by its egress filter included, from its tap device's counters.",
+      labelNames: perSandbox,
+      registers,
+    });
   }
 
   get contentType(): string {
@@ -120,17 +136,21 @@ export class ScrapeTimeMetrics {
       this.rssBytes,
       this.privateBytes,
       this.diskBytes,
+      this.networkReceivedBytes,
+      this.networkTransmittedBytes,
     ])
       gauge.reset();
     for (const sandbox of sandboxes) {
       this.sandboxes.inc({ state: sandbox.state, template: sandbox.template });
       if (sandbox.state !== 'running' || sandbox.pid === undefined) continue;
       const labels = { sandbox: sandbox.id, template: sandbox.template };
-      const usage = this.sources.usageOf(sandbox.id, sandbox.pid);
+      const usage = this.sources.usageOf(sandbox, sandbox.pid);
       if (usage.cpuSeconds !== undefined) this.cpuSeconds.inc(labels, usage.cpuSeconds);
       if (usage.rssBytes !== undefined) this.rssBytes.set(labels, usage.rssBytes);
       if (usage.privateBytes !== undefined) this.privateBytes.set(labels, usage.privateBytes);
       if (usage.diskBytes !== undefined) this.diskBytes.set(labels, usage.diskBytes);
+      if (usage.networkReceivedBytes !== undefined) this.networkReceivedBytes.inc(labels, usage.networkReceivedBytes);
+      if (usage.networkTransmittedBytes !== undefined) this.networkTransmittedBytes.inc(labels, usage.networkTransmittedBytes);
     }
     for (const { template, ready, target } of this.sources.warmPools()) {
       this.warmPoolReady.set({ template }, ready);

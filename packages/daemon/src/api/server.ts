@@ -231,7 +231,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
       ctx.diskUsage,
       new ScrapeTimeMetrics(ctx.metrics, {
         listSandboxes,
-        usageOf: (id, pid) => sampler.currentUsage(id, pid),
+        usageOf: (sandbox, pid) => sampler.currentUsage(sandbox, pid),
         warmPools: () => ctx.templates.warm.poolStatuses(),
       }),
     ),

@@ -1,9 +1,11 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Sandbox } from '@capsule/protocol';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log.js';
+import { TAP_IFNAME } from '../network/tap-network.js';
 import {
   cpuPercentBetween,
   GUEST_EVERY_POINTS,
@@ -19,7 +21,7 @@ describe('UsageSampler', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-sampler-'));
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   // This test process stands in for a sandbox's QEMU: its /proc files are real.
-  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid } as Sandbox;
+  const running = { id: 'sb_run', template: 'base', state: 'running', pid: process.pid, network: { mode: 'user' } } as Sandbox;
   const paused = { id: 'sb_paused', template: 'base', state: 'paused' } as Sandbox;
 
   const samplerWith = (sources: Partial<UsageSources>, intervalMs = 5000) =>
@@ -100,11 +102,58 @@ describe('UsageSampler', () => {
     const sampler = samplerWith({});
     await sampler.tick(Date.now());
     const newest = sampler.history('sb_run', 0, Infinity)[0];
-    expect(sampler.currentUsage('sb_run', process.pid).cpuSeconds).toBe(newest?.cpuSeconds);
+    expect(sampler.currentUsage(running, process.pid).cpuSeconds).toBe(newest?.cpuSeconds);
     // Another QEMU (the sandbox was stopped and started): the point is not its own.
-    expect(sampler.currentUsage('sb_run', 999_999_999).cpuSeconds).toBeUndefined();
+    expect(sampler.currentUsage(running, 999_999_999).cpuSeconds).toBeUndefined();
   });
 });
+
+// Root only: a namespace with a tap named as a TAP sandbox's, and a process in it standing in for its QEMU.
+describe.skipIf(process.getuid?.() !== 0)('UsageSampler and a TAP sandbox (root)', () => {
+  const ns = `captest-sampler-${process.pid}`;
+  let stand: ChildProcess | undefined;
+  beforeAll(async () => {
+    execFileSync('ip', ['netns', 'add', ns]);
+    execFileSync('ip', ['-n', ns, 'tuntap', 'add', 'dev', TAP_IFNAME, 'mode', 'tap']);
+    stand = spawn('ip', ['netns', 'exec', ns, 'sleep', '60'], { stdio: 'ignore' });
+    // `ip netns exec` execs sleep: the pid is the process in the namespace once it has switched.
+    await eventuallyInNamespace(stand.pid!, ns);
+  });
+  afterAll(() => {
+    stand?.kill('SIGKILL');
+    execFileSync('ip', ['netns', 'delete', ns]);
+  });
+
+  it("reads a TAP sandbox's NIC from its QEMU's namespace, and never a user-mode one's", async () => {
+    const tapSandbox = { id: 'sb_tap', template: 'base', state: 'running', pid: stand!.pid!, network: { mode: 'tap' } } as Sandbox;
+    const sampler = new UsageSampler(
+      5000,
+      { listSandboxes: async () => [tapSandbox], stateDir: () => '/nonexistent', askGuest: async () => guestAnswer },
+      silentLogger,
+    );
+    expect(sampler.currentUsage(tapSandbox, tapSandbox.pid!)).toMatchObject({ networkReceivedBytes: 0, networkTransmittedBytes: 0 });
+    // The same namespace under a user-mode sandbox: a device of that name there is not its NIC.
+    const userSandbox = { ...tapSandbox, network: { mode: 'user' } } as Sandbox;
+    expect(sampler.currentUsage(userSandbox, tapSandbox.pid!)).toMatchObject({
+      networkReceivedBytes: undefined,
+      networkTransmittedBytes: undefined,
+    });
+  });
+});
+
+/** Waits until process `pid` runs in network namespace `ns`. */
+async function eventuallyInNamespace(pid: number, ns: string): Promise<void> {
+  const target = fs.statSync(`/run/netns/${ns}`).ino;
+  for (let i = 0; i < 100; i += 1) {
+    try {
+      if (fs.statSync(`/proc/${pid}/ns/net`).ino === target) return;
+    } catch {
+      // Not started yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`process ${pid} never entered ${ns}`);
+}
 
 describe('cpuPercentBetween', () => {
   it('is CPU seconds over wall seconds in percent of one core, unknown without a previous point', () => {

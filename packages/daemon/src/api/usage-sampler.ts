@@ -1,6 +1,7 @@
 // The one reader of what running sandboxes use: every interval it reads each
 // running sandbox's QEMU from /proc (stat and status, never smaps: walking a
-// QEMU's page tables takes milliseconds) and its overlay's size, and every few intervals asks the guest's agent for its own view; the
+// QEMU's page tables takes milliseconds; a TAP sandbox's NIC counters, see
+// network/nic-traffic.ts) and its overlay's size, and every few intervals asks the guest's agent for its own view; the
 // points go into a bounded ring per sandbox, dropped once the sandbox is gone.
 // /metrics and the history routes read from here. It must never hold more than
 // its rings, wait on a guest longer than a short timeout, or run two ticks at once.
@@ -10,6 +11,7 @@ import type { GuestMetrics, Sandbox, SandboxMetricsPoint } from '@capsule/protoc
 import { CapsuleError, errorMessage } from '../errors.js';
 import { runCommand } from '../launcher.js';
 import type { Logger } from '../log.js';
+import { readTapTraffic } from '../network/nic-traffic.js';
 import { SampleRing } from './sample-ring.js';
 
 /** The history kept: 30 minutes at the default interval (5 s × 360 points). */
@@ -32,6 +34,9 @@ export interface QemuUsage {
   rssBytes: number | undefined;
   privateBytes: number | undefined;
   diskBytes: number | undefined;
+  /** TAP mode only: bytes through the sandbox's NIC since its network was set up (a user-mode NIC is not split per sandbox). */
+  networkReceivedBytes: number | undefined;
+  networkTransmittedBytes: number | undefined;
 }
 
 interface UsagePoint extends QemuUsage {
@@ -111,11 +116,11 @@ export class UsageSampler {
   }
 
   /** A running sandbox's QEMU now: its newest point while that is fresh (sampling on), else read from the host. */
-  currentUsage(id: string, pid: number): QemuUsage {
-    const history = this.histories.get(id);
+  currentUsage(sandbox: Sandbox, pid: number): QemuUsage {
+    const history = this.histories.get(sandbox.id);
     const newest = history?.ring.latest();
     if (history?.pid === pid && newest && Date.now() - newest.at <= this.intervalMs * 1.5) return newest;
-    return this.readHost(id, pid);
+    return this.readHost(sandbox, pid);
   }
 
   private async sampleAll(now: number): Promise<void> {
@@ -126,7 +131,7 @@ export class UsageSampler {
     const guestsAsked: Promise<void>[] = [];
     for (const sandbox of sandboxes) {
       if (sandbox.state !== 'running' || sandbox.pid === undefined) continue;
-      const usage = this.readHost(sandbox.id, sandbox.pid);
+      const usage = this.readHost(sandbox, sandbox.pid);
       let history = this.histories.get(sandbox.id);
       if (!history) {
         history = { ring: new SampleRing(this.capacity), pid: sandbox.pid, pointsUntilGuest: 0 };
@@ -153,13 +158,20 @@ export class UsageSampler {
     }
   }
 
-  private readHost(id: string, pid: number): QemuUsage {
-    return readQemuUsage(pid, path.join(this.sources.stateDir(id), 'overlay.qcow2'), this.ticksPerSecond);
+  private readHost(sandbox: Sandbox, pid: number): QemuUsage {
+    const usage = readQemuUsage(pid, path.join(this.sources.stateDir(sandbox.id), 'overlay.qcow2'), this.ticksPerSecond);
+    // Only a TAP sandbox's QEMU sits in a namespace of its own: elsewhere a device of that name would be the host's or shared.
+    const traffic = sandbox.network.mode === 'tap' ? readTapTraffic(pid) : undefined;
+    return { ...usage, networkReceivedBytes: traffic?.receivedBytes, networkTransmittedBytes: traffic?.transmittedBytes };
   }
 }
 
 /** CPU used between the previous point and now, in percent of one core; undefined without a previous point of the same QEMU. */
-export function cpuPercentBetween(previous: UsagePoint | undefined, cpuSeconds: number | undefined, now: number): number | undefined {
+export function cpuPercentBetween(
+  previous: Pick<UsagePoint, 'at' | 'cpuSeconds'> | undefined,
+  cpuSeconds: number | undefined,
+  now: number,
+): number | undefined {
   if (previous?.cpuSeconds === undefined || cpuSeconds === undefined || now <= previous.at) return undefined;
   const percent = ((cpuSeconds - previous.cpuSeconds) / ((now - previous.at) / 1000)) * 100;
   return Math.round(Math.max(percent, 0) * 100) / 100;
@@ -195,6 +207,8 @@ function toApiPoint(point: UsagePoint): SandboxMetricsPoint {
     ...(point.rssBytes !== undefined ? { memoryRssBytes: point.rssBytes } : {}),
     ...(point.privateBytes !== undefined ? { memoryPrivateBytes: point.privateBytes } : {}),
     ...(point.diskBytes !== undefined ? { diskAllocatedBytes: point.diskBytes } : {}),
+    ...(point.networkReceivedBytes !== undefined ? { networkReceivedBytes: point.networkReceivedBytes } : {}),
+    ...(point.networkTransmittedBytes !== undefined ? { networkTransmittedBytes: point.networkTransmittedBytes } : {}),
     ...(point.guest ? { guest: point.guest } : {}),
   };
 }
@@ -213,7 +227,11 @@ async function clockTicksPerSecond(): Promise<number> {
  * splits private from shared pages exactly, costs 4-10 ms per QEMU under TCG:
  * 50 sandboxes every 5 s would be 5 % of a core.)
  */
-export function readQemuUsage(pid: number, overlay: string, ticksPerSecond: number): QemuUsage {
+export function readQemuUsage(
+  pid: number,
+  overlay: string,
+  ticksPerSecond: number,
+): Omit<QemuUsage, 'networkReceivedBytes' | 'networkTransmittedBytes'> {
   const ticks = parseCpuTicks(readOrUndefined(`/proc/${pid}/stat`));
   const memory = parseStatusMemory(readOrUndefined(`/proc/${pid}/status`));
   let diskBytes: number | undefined;

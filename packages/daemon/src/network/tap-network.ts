@@ -19,7 +19,7 @@ import { GUEST_NETWORK } from '../guest-network.js';
 
 export const NETNS_DIR = '/run/netns';
 /** Names inside a sandbox's namespace: private to it, so the same in every one. */
-const TAP_IFNAME = 'tap0';
+export const TAP_IFNAME = 'tap0';
 export const UPLINK_IFNAME = 'uplink0';
 export const COMMAND_TIMEOUT_MS = 15_000;
 

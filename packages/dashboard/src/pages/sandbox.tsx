@@ -107,6 +107,10 @@ function MetricsCharts({ base, live }: { base: string; live: boolean }) {
       <LineChart title="CPU" points={series((p) => p.cpuPercent)} format={(v) => `${v.toFixed(1)} %`} />
       <LineChart title="Memory (resident)" points={series((p) => p.memoryRssBytes)} format={mebibytes} />
       <LineChart title="Disk written" points={series((p) => p.diskAllocatedBytes)} format={mebibytes} />
+      {/* Only TAP sandboxes have their NIC counted (docs/api.md, network bytes). */}
+      {metrics?.points.some((p) => p.networkReceivedBytes !== undefined) && (
+        <LineChart title="Network received" points={series((p) => p.networkReceivedBytes)} format={mebibytes} />
+      )}
     </div>
   );
 }
