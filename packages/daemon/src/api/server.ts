@@ -29,12 +29,12 @@ import type { Templates } from '../templates/templates.js';
 import { dashboardDist } from '../repo-paths.js';
 import { agentTarget, proxyToAgent, type AgentProxyContext } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
-import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
+import { presentedApiKey, type ApiKeys, type SandboxTokens, type VolumeTokens } from './credentials.js';
 import { dashboardRoutes, PUBLIC_DASHBOARD_ROUTES } from './dashboard-routes.js';
 import { DashboardSessions } from './dashboard-sessions.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
-import { E2B_VOLUME_CONTENT_ROUTE, e2bVolumeRoutes } from './e2b-volume-routes.js';
+import { e2bVolumeRoutes, isE2bVolumeContentRoute } from './e2b-volume-routes.js';
 import { E2bBuildFiles } from './e2b-build-files.js';
 import { e2bBuildFileUploadRoute, e2bTemplateBuildRoutes, E2bTemplateBuilds } from './e2b-template-build-routes.js';
 import { eventRoutes } from './event-routes.js';
@@ -62,6 +62,8 @@ export interface ApiContext {
   workloads: Workloads;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
+  /** Tokens of e2b's volume file API, one per volume. */
+  volumeTokens: VolumeTokens;
   info: () => DaemonInfo;
   /** Disk space the daemon's data takes, by kind (disk-usage.ts). */
   diskUsage: () => Promise<DiskUsage>;
@@ -195,7 +197,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.addHook('onRequest', async (request) => {
     // The matched route, not the URL: only the routes that answer without revealing anything go without a key.
-    if (!viaTcp.has(request.raw) || request.url === '/health' || request.routeOptions.url === E2B_VOLUME_CONTENT_ROUTE) return;
+    if (!viaTcp.has(request.raw) || request.url === '/health' || isE2bVolumeContentRoute(request.routeOptions.url)) return;
     if (PUBLIC_DASHBOARD_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;
     await authorize(request.raw);
   });
@@ -244,7 +246,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
     addRoutes(scope, [
       ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
       ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
-      ...e2bVolumeRoutes(ctx.volumes),
+      ...e2bVolumeRoutes(ctx.volumes, ctx.volumeTokens, isViaTcp),
       ...e2bTemplateBuildRoutes(e2bBuilds, buildFiles, ctx.templates),
     ]);
     // The SDK uploads build files with no content type: in a scope of its own, any body reaches the route as a stream.
