@@ -75,6 +75,12 @@ describe('volumes through the e2b SDK, exported and imported (real QEMU microVMs
 
     const writer = await create({ '/mnt/data': volume, '/mnt/seeded': seed });
     expect((await writer.commands.run('cat /mnt/seeded/seed/deep/hello.txt')).stdout).toBe('from the file API\n');
+    const mounts = [
+      { name: 'e2b-data', path: '/mnt/data' },
+      { name: 'e2b-seeded', path: '/mnt/seeded' },
+    ];
+    expect((await writer.getInfo()).volumeMounts).toEqual(mounts);
+    expect((await Sandbox.list().nextItems()).find((s) => s.sandboxId === writer.sandboxId)?.volumeMounts).toEqual(mounts);
     // While a sandbox holds it, the file API says where to look instead.
     await expect(volume.list('/')).rejects.toThrow(/volume_in_use: .*use sandbox.files in that sandbox/);
     // As e2b's default user, `user`: a fresh volume is given to it.

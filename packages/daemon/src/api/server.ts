@@ -244,7 +244,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
     addRoutes(scope, [
-      ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
+      ...e2bRoutes(ctx.manager, ctx.tokens, sampler, ctx.volumes),
       ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
       ...e2bVolumeRoutes(ctx.volumes, ctx.volumeTokens, isViaTcp),
       ...e2bTemplateBuildRoutes(e2bBuilds, buildFiles, ctx.templates),

@@ -116,6 +116,17 @@ export class Volumes {
     return await this.describeRecord(await this.record(name));
   }
 
+  /** The volumes each sandbox that holds any now mounts, in its create's order. */
+  async mountsBySandbox(): Promise<Map<string, { volume: string; mount: string; readOnly: boolean }[]>> {
+    const mounts = new Map<string, { volume: string; mount: string; readOnly: boolean }[]>();
+    for (const holder of await liveAttachments(this.store)) {
+      const list = mounts.get(holder.sandbox_id) ?? [];
+      list.push({ volume: holder.volume, mount: holder.mount, readOnly: holder.read_only === 1 });
+      mounts.set(holder.sandbox_id, list);
+    }
+    return mounts;
+  }
+
   /** Deletes a volume and its data; refused while a live sandbox holds it. */
   async remove(name: string): Promise<void> {
     await this.exclusively(async () => {
