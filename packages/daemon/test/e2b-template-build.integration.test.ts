@@ -121,7 +121,7 @@ describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
     BUILD_TEST_MS,
   );
 
-  it("refuses bad steps, tags and hostile uploads in e2b's shape, before any VM boots", async () => {
+  it("answers the default tag, refuses bad steps, other tags and hostile uploads in e2b's shape, before any VM boots", async () => {
     const refusal = await Template.build(Template().fromTemplate('base').setUser('not a user'), 'e2b-bad-user').then(
       () => undefined,
       (e: unknown) => e,
@@ -129,6 +129,15 @@ describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
     expect(refusal).toBeInstanceOf(BuildError);
     expect((refusal as BuildError).message).toMatch(/invalid_argument: "not a user" is not a user name/);
     await expect(Template.build(Template().fromTemplate('base'), 'e2b-tagged:v1')).rejects.toThrow(/tags are not supported/);
+    // A Capsule template's one build is e2b's `default` tag; no other tag is kept.
+    expect(await Template.getTags('base')).toEqual([{ tag: 'default', buildId: 'base', createdAt: expect.any(Date) }]);
+    expect(await Template.assignTags('base:default', 'default')).toEqual({ buildId: 'base', tags: ['default'] });
+    expect(await Template.exists('base:default')).toBe(true);
+    await expect(Template.assignTags('base', ['default', 'prod'])).rejects.toThrow(
+      /tags are not supported by Capsule, but for "default": "prod"/,
+    );
+    await expect(Template.removeTags('base', 'default')).rejects.toThrow(/is the template itself and cannot be removed/);
+    await expect(Template.exists('base:v2')).rejects.toThrow(/tags are not supported/);
 
     const headers = { 'X-API-Key': process.env.E2B_API_KEY! };
     const hash = randomBytes(32).toString('hex');

@@ -11,6 +11,7 @@ import { httpStatusOf, limits, type GuestMetrics, type Sandbox } from '@capsule/
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
 import { E2B_DEFAULT_USER } from './agent-proxy.js';
+import { untaggedTemplateName } from './e2b-template-build-routes.js';
 import { giveFreshVolumesToE2bUser } from './e2b-volume-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
@@ -193,7 +194,7 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sample
   const create = async (body: NewSandbox, reply: FastifyReply) => {
     const timeoutMs = secondsToMs(body.timeout);
     const sandbox = await manager.create({
-      template: body.templateID,
+      template: untaggedTemplateName(body.templateID),
       ...(body.metadata ? { metadata: body.metadata } : {}),
       ...(body.envVars ? { env: body.envVars } : {}),
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),

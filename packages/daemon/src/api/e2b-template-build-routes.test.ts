@@ -123,7 +123,11 @@ describe('E2bTemplateBuilds (a stub builder): status and logs in e2b’s shapes'
     expect(requestedTemplateName({ name: 'web' })).toBe('web');
     expect(requestedTemplateName({ alias: 'web' })).toBe('web');
     expect(() => requestedTemplateName({})).toThrow(/needs a name/);
-    expect(() => requestedTemplateName({ name: 'web:v1' })).toThrow(/tags are not supported/);
+    // `name` is e2b's `name:default`, a Capsule template's one build; every other tag is refused.
+    expect(requestedTemplateName({ name: 'web:default' })).toBe('web');
+    expect(requestedTemplateName({ name: 'web', tags: ['default'] })).toBe('web');
+    expect(() => requestedTemplateName({ name: 'web:v1' })).toThrow(/tags are not supported by Capsule, but for "default": "v1"/);
+    expect(() => requestedTemplateName({ name: 'web:default:x' })).toThrow(/tags are not supported/);
     expect(() => requestedTemplateName({ name: 'web', tags: ['v1'] })).toThrow(/tags are not supported/);
     expect(() => requestedTemplateName({ name: 'Web App' })).toThrow(/cannot name a template/);
     expect(() => requestedTemplateName({ name: 'build-step-x' })).toThrow(/kept for template builds/);
