@@ -137,6 +137,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Ru
     apiKeys: new ApiKeys(store),
     tokens,
     volumeTokens: new VolumeTokens(secret),
+    buildUploadsMaxIdleMs: config.buildUploadsMaxIdleMs,
     info,
     diskUsage: () =>
       measureDiskUsage(

@@ -128,6 +128,8 @@ export class E2bTemplateBuilds {
   ) {}
 
   request(template: string, resources: E2bBuild['resources']): E2bBuild {
+    // Uploads are pruned as builds end and as new ones come, so ones no build started with do not stay for ever.
+    this.files.prune();
     const idle = [...this.builds.values()].filter((b) => b.phase !== 'building');
     for (const old of idle.slice(0, Math.max(0, idle.length - BUILDS_KEPT + 1))) this.builds.delete(old.id);
     const build: E2bBuild = { id: randomUUID(), template, phase: 'waiting', resources, logs: [], controller: new AbortController() };
@@ -151,6 +153,7 @@ export class E2bTemplateBuilds {
     const translated = translateE2bBuild(body, this.sourceKind);
     build.phase = 'building';
     const emit = this.emitter(build, translated.origins);
+    const releaseUploads = this.files.hold((body.steps ?? []).flatMap((step) => (step.filesHash ? [step.filesHash] : [])));
     build.running = this.templates
       .buildSteps(
         {
@@ -167,11 +170,13 @@ export class E2bTemplateBuilds {
       )
       .then(
         () => {
+          releaseUploads();
           emit.flush();
           build.phase = 'built';
           this.append(build, { message: `template ${build.template} is built; taking its warm snapshot` });
         },
         (err: unknown) => {
+          releaseUploads();
           emit.flush();
           this.fail(build, err, emit.failedStep());
         },

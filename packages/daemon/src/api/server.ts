@@ -64,6 +64,8 @@ export interface ApiContext {
   tokens: SandboxTokens;
   /** Tokens of e2b's volume file API, one per volume. */
   volumeTokens: VolumeTokens;
+  /** How long e2b's uploaded build files are kept once no build uses them. */
+  buildUploadsMaxIdleMs: number;
   info: () => DaemonInfo;
   /** Disk space the daemon's data takes, by kind (disk-usage.ts). */
   diskUsage: () => Promise<DiskUsage>;
@@ -239,7 +241,13 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
-  const buildFiles = new E2bBuildFiles(ctx.templates.buildUploadsDir(), () => ctx.templates.newBuildContextDir());
+  const buildFiles = new E2bBuildFiles(
+    ctx.templates.buildUploadsDir(),
+    () => ctx.templates.newBuildContextDir(),
+    ctx.buildUploadsMaxIdleMs,
+  );
+  // Uploads of builds a previous daemon ran: none of them is under way now.
+  buildFiles.prune();
   const e2bBuilds = new E2bTemplateBuilds(ctx.templates, buildFiles, ctx.log);
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
