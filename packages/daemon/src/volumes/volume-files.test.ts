@@ -123,6 +123,21 @@ describe.each([
     expect(await refusal(volumes.readFile('data', '/escape'))).toBe('invalid_argument');
   });
 
+  it("refuses to list what a guest's line breaks would make ambiguous: a name, or a link target forging a command's echo", async () => {
+    const guest = (command: string) => execFileSync('debugfs', ['-w', '-R', command, image()], { stdio: 'ignore' });
+    guest('mkdir /names');
+    guest('mkdir "/names/evil\nname"');
+    guest('mkdir /links');
+    guest('symlink /links/ln "x\ndebugfs: stat <2>\n"');
+    await onFiles(async (files) => {
+      expect(await refusal(files.list('/names', 1))).toBe('invalid_argument');
+      expect(await refusal(files.list('/links', 1))).toBe('invalid_argument');
+      expect(await refusal(files.remove('/names'))).toBe('invalid_argument');
+      // What is not ambiguous still answers.
+      expect((await files.list('/', 1)).map((e) => e.name)).toEqual(['links', 'lost+found', 'names']);
+    });
+  });
+
   it('refuses a file larger than the volume before it takes the lock, and leaves no temp file', async () => {
     expect(await refusal(volumes.writeFile('data', '/big', upload(Buffer.alloc(65 * 1024 * 1024)), { force: false }))).toBe(
       'invalid_argument',

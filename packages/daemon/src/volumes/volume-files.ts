@@ -40,7 +40,7 @@ const DEFAULT_DIR_MODE = 0o777;
 const MAX_PATH_BYTES = 4096;
 const MAX_NAME_BYTES = 255;
 /** The most entries one listing or one removal walks: beyond it the client is told to ask for less. */
-export const MAX_VOLUME_ENTRIES = 20_000;
+const MAX_VOLUME_ENTRIES = 20_000;
 export const MAX_LIST_DEPTH = 10;
 /** The one line debugfs writes to stderr on every run. */
 const BANNER = /^debugfs \d/;
@@ -123,9 +123,14 @@ export class VolumeFiles {
 
   /** The entry at `path` (a final symlink not followed), or undefined when there is none. */
   async stat(path: string): Promise<VolumeEntry | undefined> {
+    return (await this.statWithInode(path))?.entry;
+  }
+
+  private async statWithInode(path: string): Promise<{ entry: VolumeEntry; ino: number } | undefined> {
     const { stdout } = await this.debugfs(() => [`stat ${quoted(path)}`], { writable: false });
     const stat = parseStat(stdout);
-    return stat && { name: baseName(path), path, ...stat };
+    const ino = /^Inode: (\d+)/m.exec(stdout)?.[1];
+    return stat && ino ? { entry: { name: baseName(path), path, ...stat }, ino: Number(ino) } : undefined;
   }
 
   private async existing(path: string): Promise<VolumeEntry> {
@@ -138,11 +143,11 @@ export class VolumeFiles {
   async list(path: string, depth: number): Promise<VolumeEntry[]> {
     if (!Number.isInteger(depth) || depth < 1 || depth > MAX_LIST_DEPTH)
       throw invalid(`depth is a whole number from 1 to ${MAX_LIST_DEPTH}`);
-    const dir = await this.existing(path);
-    if (dir.type !== 'directory') throw invalid(`${path} is a ${dir.type}, not a folder`);
-    const root = await this.inodeOf(path);
+    const dir = await this.statWithInode(path);
+    if (!dir) throw pathNotFound(path);
+    if (dir.entry.type !== 'directory') throw invalid(`${path} is a ${dir.entry.type}, not a folder`);
     const children = new Map<string, VolumeEntry[]>();
-    let level = [{ ino: root, path }];
+    let level = [{ ino: dir.ino, path }];
     let count = 0;
     for (let d = 1; d <= depth && level.length > 0; d++) {
       const listed = await this.listFolders(level);
@@ -168,16 +173,6 @@ export class VolumeFiles {
     };
     walk(path);
     return ordered;
-  }
-
-  /** A folder's inode number, from its own `.` entry. */
-  private async inodeOf(path: string): Promise<number> {
-    const { stdout } = await this.debugfs(() => [`ls -p ${quoted(path)}`], { writable: false });
-    for (const line of stdout.split('\n')) {
-      const m = LS_LINE.exec(line);
-      if (m?.[5] === '.') return Number(m[1]);
-    }
-    throw pathNotFound(path);
   }
 
   /**
