@@ -28,6 +28,8 @@ export interface DaemonConfig {
   warmPoolMax: number;
   /** After this long without a create, a grown warm pool goes back to warmPoolSize. */
   warmPoolIdleMs: number;
+  /** How long an upload of e2b's build files is kept once no build uses it (CAPSULE_BUILD_UPLOADS_MAX_IDLE_MS; 0: until its build ends). */
+  buildUploadsMaxIdleMs: number;
   logLevel: string;
   /** How often every running sandbox's usage is sampled into its history (CAPSULE_METRICS_INTERVAL_MS, default 5000; 0: off). */
   metricsIntervalMs: number;
@@ -92,6 +94,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     warmPoolSize,
     warmPoolMax: Math.max(warmPoolSize, positiveInt(env.CAPSULE_WARM_POOL_MAX, 10)),
     warmPoolIdleMs: positiveInt(env.CAPSULE_WARM_POOL_IDLE_MS, 300_000),
+    buildUploadsMaxIdleMs: positiveInt(env.CAPSULE_BUILD_UPLOADS_MAX_IDLE_MS, 3_600_000),
     logLevel: env.CAPSULE_LOG_LEVEL ?? 'info',
     metricsIntervalMs: positiveInt(env.CAPSULE_METRICS_INTERVAL_MS, 5000),
     jail: onOff(env.CAPSULE_JAIL, true),

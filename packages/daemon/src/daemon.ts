@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DaemonInfo } from '@capsule/protocol';
-import { ApiKeys, loadDaemonSecret, SandboxTokens } from './api/credentials.js';
+import { ApiKeys, loadDaemonSecret, SandboxTokens, VolumeTokens } from './api/credentials.js';
 import { buildApi, listenOnSocket } from './api/server.js';
 import { loadTlsIdentity, type TlsIdentity } from './api/tls.js';
 import { effectiveMemoryBudgetMiB, type DaemonConfig } from './config.js';
@@ -74,7 +74,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, origins: Se
       'CAPSULE_JAIL=off: every QEMU runs as root, unconfined, without limits; a guest that escapes it owns this host',
     );
 
-  const tokens = new SandboxTokens(loadDaemonSecret(config.stateDir));
+  const secret = loadDaemonSecret(config.stateDir);
+  const tokens = new SandboxTokens(secret);
   const images = new ImageService(store, config, log);
   const metrics = new DaemonMetrics();
   const templates = new Templates(store, config, accel, qemu, images, manifest, log, metrics);
@@ -137,6 +138,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, origins: Se
     workloads,
     apiKeys: new ApiKeys(store),
     tokens,
+    volumeTokens: new VolumeTokens(secret),
+    buildUploadsMaxIdleMs: config.buildUploadsMaxIdleMs,
     info,
     settings: () =>
       settingsReport(origins, {

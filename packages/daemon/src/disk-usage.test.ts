@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { folderDiskBytes, measureDiskUsage } from './disk-usage.js';
+import { daemonDiskUsageSources, folderDiskBytes, measureDiskUsage } from './disk-usage.js';
 
 let root: string | undefined;
 afterEach(() => {
@@ -38,5 +38,21 @@ describe('disk usage', () => {
     expect(usage.images).toEqual({ count: 0, diskBytes: 0 });
     expect(usage.totalBytes).toBe(usage.sandboxes.diskBytes + usage.templates.diskBytes);
     expect(await folderDiskBytes(b, new Set())).toBeGreaterThanOrEqual(256 * 1024);
+  });
+
+  it("counts e2b's uploaded build files in the build cache, beside the cached steps", async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-df-'));
+    const cacheDir = path.join(root, 'cache');
+    fs.mkdirSync(path.join(cacheDir, 'images', 'build-steps', 'step-1'), { recursive: true });
+    fs.mkdirSync(path.join(cacheDir, 'images', 'build-uploads', 'c'.repeat(64)), { recursive: true });
+    fs.writeFileSync(path.join(cacheDir, 'images', 'build-uploads', 'c'.repeat(64), 'site.tar'), Buffer.alloc(128 * 1024, 1));
+    const none = async () => 0;
+    const sources = daemonDiskUsageSources(
+      { stateDir: path.join(root, 'state'), cacheDir },
+      { sandboxes: none, templates: none, images: none, volumes: none },
+    );
+    const usage = await measureDiskUsage(sources);
+    expect(usage.buildCache.count).toBe(2);
+    expect(usage.buildCache.diskBytes).toBeGreaterThanOrEqual(128 * 1024);
   });
 });

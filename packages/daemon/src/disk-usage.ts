@@ -56,6 +56,9 @@ export function daemonDiskUsageSources(
   count: Record<'sandboxes' | 'templates' | 'images' | 'volumes', () => Promise<number>>,
 ): DiskUsageSources {
   const buildSteps = path.join(cacheDir, 'images', 'build-steps');
+  // e2b's uploaded COPY files (api/e2b-build-files.ts) count with the steps: both are build inputs kept to be used again.
+  const buildUploads = path.join(cacheDir, 'images', 'build-uploads');
+  const entriesOf = async (dir: string) => (await fs.readdir(dir).catch(() => [])).length;
   return {
     sandboxes: { dirs: ['sandboxes', 'disks', 'forks'].map((dir) => path.join(stateDir, dir)), count: count.sandboxes },
     templates: { dirs: [path.join(stateDir, 'templates')], count: count.templates },
@@ -64,6 +67,6 @@ export function daemonDiskUsageSources(
       count: count.images,
     },
     volumes: { dirs: [path.join(stateDir, 'volumes')], count: count.volumes },
-    buildCache: { dirs: [buildSteps], count: async () => (await fs.readdir(buildSteps).catch(() => [])).length },
+    buildCache: { dirs: [buildSteps, buildUploads], count: async () => (await entriesOf(buildSteps)) + (await entriesOf(buildUploads)) },
   };
 }

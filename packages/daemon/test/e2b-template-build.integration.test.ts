@@ -13,7 +13,7 @@ import { BuildError, Sandbox, Template, waitForPort } from 'e2b';
 import { makeTar } from './oci/tar-writer.js';
 import { image, layer, pushImage, removeAllImages } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
-import { it, TestDaemon } from './fixture.js';
+import { it, sharedCacheDir, TestDaemon } from './fixture.js';
 
 /** Every SDK call may wait on a shared CPU emulating guests (TCG). */
 const SLOW_CALL = { requestTimeoutMs: 170_000 };
@@ -21,8 +21,12 @@ const SLOW_CALL = { requestTimeoutMs: 170_000 };
 const BUILD_TEST_MS = 600_000;
 
 describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
-  // No warm pool: every VM here is one the test asked for.
-  const daemon = new TestDaemon({ CAPSULE_LISTEN: 'http://127.0.0.1:0', CAPSULE_WARM_POOL_SIZE: '0' });
+  // No warm pool: every VM here is one the test asked for. Uploads are pruned as soon as their build ends.
+  const daemon = new TestDaemon({
+    CAPSULE_LISTEN: 'http://127.0.0.1:0',
+    CAPSULE_WARM_POOL_SIZE: '0',
+    CAPSULE_BUILD_UPLOADS_MAX_IDLE_MS: '0',
+  });
   const saved = { ...process.env };
   const context = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-e2b-build-'));
   // New content each run: the steps must run, not come from the shared step cache.
@@ -69,6 +73,14 @@ describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
       expect(logs).toContain(`RUN echo built-${token}`);
       expect(logs).toContain(`template ${name} is ready`);
       expect(await Template.exists(name)).toBe(true);
+      // The build's upload is gone once the build ended (its step is cached, and a rebuild uploads again).
+      expect(logs).toContain("Uploaded 'site'");
+      const uploads = path.join(sharedCacheDir, 'images', 'build-uploads');
+      const holdingToken = (fs.existsSync(uploads) ? fs.readdirSync(uploads, { recursive: true, encoding: 'utf8' }) : []).filter((file) => {
+        const stat = fs.lstatSync(path.join(uploads, file), { throwIfNoEntry: false });
+        return stat?.isFile() === true && fs.readFileSync(path.join(uploads, file), 'utf8') === token;
+      });
+      expect(holdingToken).toEqual([]);
 
       const sandbox = await Sandbox.create(name, SLOW_CALL);
       try {
@@ -121,7 +133,7 @@ describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
     BUILD_TEST_MS,
   );
 
-  it("refuses bad steps, tags and hostile uploads in e2b's shape, before any VM boots", async () => {
+  it("answers the default tag, refuses bad steps, other tags and hostile uploads in e2b's shape, before any VM boots", async () => {
     const refusal = await Template.build(Template().fromTemplate('base').setUser('not a user'), 'e2b-bad-user').then(
       () => undefined,
       (e: unknown) => e,
@@ -129,6 +141,15 @@ describe('e2b template builds against capsuled (real QEMU microVMs)', () => {
     expect(refusal).toBeInstanceOf(BuildError);
     expect((refusal as BuildError).message).toMatch(/invalid_argument: "not a user" is not a user name/);
     await expect(Template.build(Template().fromTemplate('base'), 'e2b-tagged:v1')).rejects.toThrow(/tags are not supported/);
+    // A Capsule template's one build is e2b's `default` tag; no other tag is kept.
+    expect(await Template.getTags('base')).toEqual([{ tag: 'default', buildId: 'base', createdAt: expect.any(Date) }]);
+    expect(await Template.assignTags('base:default', 'default')).toEqual({ buildId: 'base', tags: ['default'] });
+    expect(await Template.exists('base:default')).toBe(true);
+    await expect(Template.assignTags('base', ['default', 'prod'])).rejects.toThrow(
+      /tags are not supported by Capsule, but for "default": "prod"/,
+    );
+    await expect(Template.removeTags('base', 'default')).rejects.toThrow(/is the template itself and cannot be removed/);
+    await expect(Template.exists('base:v2')).rejects.toThrow(/tags are not supported/);
 
     const headers = { 'X-API-Key': process.env.E2B_API_KEY! };
     const hash = randomBytes(32).toString('hex');

@@ -1,14 +1,15 @@
 // Volumes through the official e2b SDK, unchanged, and moved with `capsule
 // volume export` and `import`, against capsuled and real microVMs: a volume
-// made with Volume.create is mounted by volumeMounts, written, and read back
-// by the next sandbox, together with its exported-and-imported copy, checksums
-// equal; export is refused while a sandbox writes the volume; a hostile
-// upload makes no volume. Two VMs in all (each boots cold: it has volumes).
+// made with Volume.create is filled through e2b's volume file API, mounted by
+// volumeMounts, written, and read back by the next sandbox, together with its
+// exported-and-imported copy, checksums equal; export and the file API are
+// refused while a sandbox holds the volume; a hostile upload makes no volume.
+// Two VMs in all (each boots cold: it has volumes).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { Sandbox, Volume, VolumeError, VolumeNotFoundError } from 'e2b';
+import { AuthenticationError, Sandbox, Volume, VolumeError, VolumeNotFoundError, VolumePathNotFoundError } from 'e2b';
 import { it, runCli, TestDaemon } from './fixture.js';
 
 /** A cold boot under TCG on a shared CPU takes longer than the SDK's default minute; the test has two (and an export and an import). */
@@ -48,10 +49,40 @@ describe('volumes through the e2b SDK, exported and imported (real QEMU microVMs
     expect(await Volume.getInfo('e2b-data')).toMatchObject({ volumeId: 'e2b-data', name: 'e2b-data' });
     await expect(Volume.create('e2b-data')).rejects.toThrow(/name_taken/);
     await expect(Volume.create('Not A Name')).rejects.toBeInstanceOf(VolumeError);
-    // The volume file API is not served: e2b's error shape says so.
-    await expect(volume.list('/')).rejects.toThrow(/does not serve e2b's volume file API/);
+    // The volume file API, on a volume no sandbox holds yet (E2B_VOLUME_API_URL names the daemon).
+    const seed = await Volume.create('e2b-seeded');
+    expect(await seed.makeDir('/seed/deep', { force: true })).toMatchObject({ name: 'deep', path: '/seed/deep', type: 'directory' });
+    const seeded = await seed.writeFile('/seed/deep/hello.txt', 'from the file API\n', { mode: 0o644 });
+    expect(seeded).toMatchObject({ path: '/seed/deep/hello.txt', type: 'file', size: 18, mode: 0o644 });
+    expect(seeded.mtime.getTime()).toBeGreaterThan(Date.now() - 10 * 60_000);
+    await seed.writeFile('/seed/bytes.bin', new Blob([new Uint8Array([0, 1, 2, 255])]));
+    expect(await seed.readFile('/seed/deep/hello.txt')).toBe('from the file API\n');
+    expect([...(await seed.readFile('/seed/bytes.bin', { format: 'bytes' }))]).toEqual([0, 1, 2, 255]);
+    expect((await seed.list('/seed', { depth: 2 })).map((e) => `${e.type} ${e.path}`)).toEqual([
+      'file /seed/bytes.bin',
+      'directory /seed/deep',
+      'file /seed/deep/hello.txt',
+    ]);
+    expect(await seed.getInfo('/seed')).toMatchObject({ type: 'directory' });
+    expect(await seed.exists('/seed/bytes.bin')).toBe(true);
+    await seed.remove('/seed/bytes.bin');
+    expect(await seed.exists('/seed/bytes.bin')).toBe(false);
+    await expect(seed.readFile('/nothing/here')).rejects.toBeInstanceOf(VolumePathNotFoundError);
+    await expect(seed.writeFile('/seed/deep/hello.txt', 'again')).rejects.toThrow(/exists already/);
+    await expect(seed.readFile('/../etc/passwd')).rejects.toThrow(/may not hold "\.\."/);
+    // Only the volume's own token opens it.
+    await expect(seed.list('/', { token: 'not-the-token' })).rejects.toBeInstanceOf(AuthenticationError);
 
-    const writer = await create({ '/mnt/data': volume });
+    const writer = await create({ '/mnt/data': volume, '/mnt/seeded': seed });
+    expect((await writer.commands.run('cat /mnt/seeded/seed/deep/hello.txt')).stdout).toBe('from the file API\n');
+    const mounts = [
+      { name: 'e2b-data', path: '/mnt/data' },
+      { name: 'e2b-seeded', path: '/mnt/seeded' },
+    ];
+    expect((await writer.getInfo()).volumeMounts).toEqual(mounts);
+    expect((await Sandbox.list().nextItems()).find((s) => s.sandboxId === writer.sandboxId)?.volumeMounts).toEqual(mounts);
+    // While a sandbox holds it, the file API says where to look instead.
+    await expect(volume.list('/')).rejects.toThrow(/volume_in_use: .*use sandbox.files in that sandbox/);
     // As e2b's default user, `user`: a fresh volume is given to it.
     await writer.commands.run('head -c 3000000 /dev/urandom > /mnt/data/blob && sync');
     await writer.files.write('/mnt/data/note', 'kept\n');
@@ -68,6 +99,8 @@ describe('volumes through the e2b SDK, exported and imported (real QEMU microVMs
     expect(whileHeld.stderr).toContain('cannot export volume "e2b-data" (a volume is exported while no sandbox writes it)');
     await expect(Volume.destroy('e2b-data')).rejects.toThrow(/volume_in_use/);
     await writer.kill();
+    expect(await volume.readFile('/note')).toBe('kept\n');
+    expect(await Volume.destroy('e2b-seeded')).toBe(true);
 
     const exported = await runCli(daemon, ['volume', 'export', 'e2b-data', '-o', image, '--verbose']);
     expect(exported.status, exported.stderr).toBe(0);

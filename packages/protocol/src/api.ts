@@ -661,7 +661,7 @@ const DiskUsageItem = Type.Object({
  * `GET /v1/system/df`: disk space the daemon's data takes, by kind: sandboxes
  * (overlays, paused memory, console logs), templates (root filesystems, warm
  * snapshots), images (blobs, unpacked root filesystems), volumes (with their
- * snapshots) and cached build steps.
+ * snapshots) and the build cache (cached build steps, e2b's uploaded build files).
  */
 export const DiskUsage = Type.Object({
   sandboxes: DiskUsageItem,

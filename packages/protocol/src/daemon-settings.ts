@@ -33,6 +33,11 @@ export const DAEMON_SETTINGS: readonly DaemonSetting[] = [
   { name: 'CAPSULE_WARM_POOL_SIZE', defaultValue: '1', summary: 'restored VMs kept ready per template, at least (0: no pool)' },
   { name: 'CAPSULE_WARM_POOL_MAX', defaultValue: '10', summary: 'how far a warm pool grows when creates find it empty' },
   { name: 'CAPSULE_WARM_POOL_IDLE_MS', defaultValue: '300000', summary: 'a grown warm pool shrinks back after this long without a create' },
+  {
+    name: 'CAPSULE_BUILD_UPLOADS_MAX_IDLE_MS',
+    defaultValue: '3600000',
+    summary: 'e2b build uploads no build used for this long are pruned',
+  },
   { name: 'CAPSULE_JAIL', defaultValue: 'on', summary: 'off: run every QEMU as root, unconfined' },
   { name: 'CAPSULE_JAIL_IDS', defaultValue: '900000-999999', summary: 'the uids and group jailed QEMUs run as' },
   { name: 'CAPSULE_VMM_OVERHEAD_MIB', defaultValue: '', summary: "memory a jailed QEMU may use beyond its guest's RAM" },

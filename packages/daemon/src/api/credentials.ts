@@ -127,6 +127,23 @@ export class SandboxTokens {
   }
 }
 
+/**
+ * Tokens of e2b's volume file API, one per volume: an HMAC of its name and
+ * creation time under the daemon's secret, so a volume made again under the
+ * same name gets another token.
+ */
+export class VolumeTokens {
+  constructor(private readonly secret: Buffer) {}
+
+  tokenFor(volume: string, createdAt: string): string {
+    return createHmac('sha256', this.secret).update(`volume-content:${volume}:${createdAt}`).digest('base64url');
+  }
+
+  verify(volume: string, createdAt: string, token: string | undefined): boolean {
+    return token !== undefined && sameSecret(token, this.tokenFor(volume, createdAt));
+  }
+}
+
 function sameSecret(got: string, want: string): boolean {
   const a = Buffer.from(got);
   const b = Buffer.from(want);

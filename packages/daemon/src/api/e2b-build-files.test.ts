@@ -9,6 +9,7 @@ import { CapsuleError } from '../errors.js';
 import { E2bBuildFiles } from './e2b-build-files.js';
 
 const HASH = 'c'.repeat(64);
+const MAX_IDLE_MS = 60_000;
 
 describe('E2bBuildFiles: uploaded COPY files, hostile input kept in bounds and inside its folder', () => {
   let root: string;
@@ -16,7 +17,7 @@ describe('E2bBuildFiles: uploaded COPY files, hostile input kept in bounds and i
   beforeEach(() => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsule-e2b-files-'));
     fs.mkdirSync(path.join(root, 'tmp'));
-    files = new E2bBuildFiles(path.join(root, 'uploads'), () => fs.mkdtempSync(path.join(root, 'tmp', 'upload-')), {
+    files = new E2bBuildFiles(path.join(root, 'uploads'), () => fs.mkdtempSync(path.join(root, 'tmp', 'upload-')), MAX_IDLE_MS, {
       maxBytes: 4096,
       maxEntries: 10,
     });
@@ -93,5 +94,29 @@ describe('E2bBuildFiles: uploaded COPY files, hostile input kept in bounds and i
     expect(await refusal(Buffer.from([0x1f, 0x8b, 1, 2, 3, 4, 5, 6, 7, 8]))).toMatch(/not a valid gzip stream/);
     const tar = makeTar([{ path: 'a.txt', content: Buffer.alloc(2000, 1) }]);
     expect(await refusal(tar.subarray(0, 1024))).toMatch(/end of/);
+  });
+
+  it('prunes uploads unused for the max idle time, never one a build under way holds, and counts a present answer as a use', async () => {
+    const other = 'd'.repeat(64);
+    for (const hash of [HASH, other]) await files.receive(hash, Readable.from([makeTar([{ path: 'a.txt', content: hash }])]));
+    const old = (hash: string) => {
+      const past = new Date(Date.now() - 2 * MAX_IDLE_MS);
+      fs.utimesSync(path.join(root, 'uploads', hash), past, past);
+    };
+    // Just uploaded: kept.
+    expect(files.prune()).toBe(0);
+
+    old(HASH);
+    old(other);
+    const release = files.hold([HASH, HASH, 'not-a-hash']);
+    expect(files.prune()).toBe(1);
+    expect([files.has(HASH), fs.existsSync(path.join(root, 'uploads', other))]).toEqual([true, false]);
+
+    // The build's end is the upload's last use: kept for the idle time from then, then pruned.
+    old(HASH);
+    release();
+    expect(files.has(HASH)).toBe(true);
+    expect(files.prune(Date.now() + MAX_IDLE_MS)).toBe(1);
+    expect(files.has(HASH)).toBe(false);
   });
 });

@@ -3,7 +3,8 @@
 // (gzipped or not) by build-context-upload.ts's bounded unpacker, which
 // refuses links and paths outside the folder. An upload is hostile input: it
 // must never write outside its folder, grow past its limits, or count as
-// present before it was unpacked whole.
+// present before it was unpacked whole. Uploads no build has used for a while
+// are pruned, never one a build under way copies from.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
@@ -16,11 +17,16 @@ const FILES_HASH = /^[0-9a-f]{64}$/;
 const TAR_BYTES_PER_ENTRY = 1536;
 
 export class E2bBuildFiles {
+  /** The hashes builds under way copy from, with how many builds do: never pruned. */
+  private readonly held = new Map<string, number>();
+
   constructor(
     /** One folder per files hash. */
     readonly dir: string,
     /** An empty private folder on the same filesystem as `dir`, swept if the daemon dies mid-upload. */
     private readonly newStagingDir: () => string,
+    /** How long an upload no build holds is kept after its last use (CAPSULE_BUILD_UPLOADS_MAX_IDLE_MS; 0: until its build ends). */
+    private readonly maxIdleMs: number,
     private readonly limits: BuildContextLimits = defaultBuildContextLimits,
   ) {}
 
@@ -33,8 +39,48 @@ export class E2bBuildFiles {
     return path.join(this.dir, hash);
   }
 
+  /** Whether the files are here; answering yes is a use (the SDK then skips the upload and builds from them). */
   has(hash: string): boolean {
-    return fs.existsSync(this.folderOf(hash));
+    const folder = this.folderOf(hash);
+    if (!fs.existsSync(folder)) return false;
+    markUsed(folder);
+    return true;
+  }
+
+  /**
+   * Keeps the uploads of `hashes` (a build's COPY steps) from being pruned
+   * until the returned release is called, at the build's end; the release
+   * counts as their last use, and prunes.
+   */
+  hold(hashes: string[]): () => void {
+    const mine = [...new Set(hashes.filter((hash) => FILES_HASH.test(hash)))];
+    for (const hash of mine) this.held.set(hash, (this.held.get(hash) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const hash of mine) {
+        const left = (this.held.get(hash) ?? 1) - 1;
+        if (left > 0) this.held.set(hash, left);
+        else this.held.delete(hash);
+        if (fs.existsSync(path.join(this.dir, hash))) markUsed(path.join(this.dir, hash));
+      }
+      this.prune();
+    };
+  }
+
+  /** Removes the uploads no build holds whose last use is `maxIdleMs` old or more; returns how many. */
+  prune(now = Date.now()): number {
+    let removed = 0;
+    for (const hash of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
+      if (!FILES_HASH.test(hash) || this.held.has(hash)) continue;
+      const folder = path.join(this.dir, hash);
+      const stat = fs.lstatSync(folder, { throwIfNoEntry: false });
+      if (!stat || now - stat.mtimeMs < this.maxIdleMs) continue;
+      fs.rmSync(folder, { recursive: true, force: true });
+      removed++;
+    }
+    return removed;
   }
 
   /**
@@ -55,10 +101,17 @@ export class E2bBuildFiles {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
       }
+      markUsed(target);
     } finally {
       fs.rmSync(staging, { recursive: true, force: true });
     }
   }
+}
+
+/** An upload's last use is its folder's modification time (which its files, unpacked before, no longer change). */
+function markUsed(folder: string): void {
+  const now = new Date();
+  fs.utimesSync(folder, now, now);
 }
 
 /** The stream as it is, refused once it passes `max` bytes: a body or a gunzip output may not grow without end. */

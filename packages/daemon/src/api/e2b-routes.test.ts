@@ -49,16 +49,17 @@ describe('e2b shapes', () => {
     expect(toE2bSandbox(sandbox, tokens)).toMatchObject({ domain: 'capsule.test:3000', trafficAccessToken: 'traffic-token' });
   });
 
-  it('lists with start, end (never for no timeout) and resources', () => {
-    expect(toE2bListed(sandbox)).toMatchObject({
+  it('lists with start, end (never for no timeout), resources and volume mounts', () => {
+    expect(toE2bListed(sandbox, [{ name: 'data', path: '/mnt/data' }])).toMatchObject({
       startedAt: sandbox.createdAt,
       endAt: sandbox.expiresAt,
       cpuCount: 1,
       memoryMB: 512,
       state: 'running',
+      volumeMounts: [{ name: 'data', path: '/mnt/data' }],
     });
     const { expiresAt: _, ...noTimeout } = sandbox;
-    expect(toE2bListed({ ...noTimeout, timeoutMs: 0 }).endAt).toBe('9999-12-31T23:59:59.999Z');
+    expect(toE2bListed({ ...noTimeout, timeoutMs: 0 }, []).endAt).toBe('9999-12-31T23:59:59.999Z');
   });
 
   it('parses the metadata filter', () => {

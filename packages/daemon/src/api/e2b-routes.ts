@@ -11,9 +11,11 @@ import { httpStatusOf, limits, type GuestMetrics, type Sandbox } from '@capsule/
 import { envdCompatVersion } from '@capsule/protocol/agent';
 import { CapsuleError } from '../errors.js';
 import { E2B_DEFAULT_USER } from './agent-proxy.js';
+import { untaggedTemplateName } from './e2b-template-build-routes.js';
 import { giveFreshVolumesToE2bUser } from './e2b-volume-routes.js';
 import { requestErrorOf } from './request-errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
+import type { Volumes } from '../volumes/volumes.js';
 import type { SandboxTokens } from './credentials.js';
 import { MetricsRangeQuery, parseMetricsRange } from './metrics-range.js';
 import { route, type ApiRoute } from './routes.js';
@@ -90,7 +92,13 @@ export function toE2bSandbox(sandbox: Sandbox, tokens: SandboxTokens) {
   };
 }
 
-export function toE2bListed(sandbox: Sandbox) {
+/** e2b's SandboxVolumeMount: a volume's name and where the sandbox mounts it. */
+export interface E2bVolumeMount {
+  name: string;
+  path: string;
+}
+
+export function toE2bListed(sandbox: Sandbox, volumeMounts: E2bVolumeMount[]) {
   return {
     sandboxID: sandbox.id,
     templateID: sandbox.template,
@@ -104,6 +112,7 @@ export function toE2bListed(sandbox: Sandbox) {
     envdVersion: envdCompatVersion,
     metadata: sandbox.metadata,
     state: e2bState(sandbox) ?? 'paused',
+    volumeMounts,
   };
 }
 
@@ -173,14 +182,19 @@ export async function liveE2bSandbox(manager: SandboxManager, id: string): Promi
 }
 
 /** e2b's routes; they need e2bErrorHandler in their scope. */
-export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sampler: UsageSampler): ApiRoute[] {
+export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sampler: UsageSampler, volumes: Volumes): ApiRoute[] {
   const tags = ['e2b'];
   const live = (id: string) => liveE2bSandbox(manager, id);
+  /** e2b's `volumeMounts` of each sandbox: the volumes it was created with, which it holds while it lives. */
+  const volumeMountsOf = async (): Promise<(id: string) => E2bVolumeMount[]> => {
+    const mounts = await volumes.mountsBySandbox();
+    return (id) => (mounts.get(id) ?? []).map((m) => ({ name: m.volume, path: m.mount }));
+  };
 
   const create = async (body: NewSandbox, reply: FastifyReply) => {
     const timeoutMs = secondsToMs(body.timeout);
     const sandbox = await manager.create({
-      template: body.templateID,
+      template: untaggedTemplateName(body.templateID),
       ...(body.metadata ? { metadata: body.metadata } : {}),
       ...(body.envVars ? { env: body.envVars } : {}),
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
@@ -212,7 +226,8 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sample
     });
     const { page, next } = pageOf(matching, query.limit ?? PAGE_LIMIT_MAX, query.nextToken);
     if (next) void reply.header('x-next-token', next);
-    return page.map(toE2bListed);
+    const mountsOf = await volumeMountsOf();
+    return page.map((sandbox) => toE2bListed(sandbox, mountsOf(sandbox.id)));
   };
 
   /** Resumes a paused sandbox (201) or extends a running one's timeout (200). */
@@ -259,7 +274,7 @@ export function e2bRoutes(manager: SandboxManager, tokens: SandboxTokens, sample
       handler: async (request) => {
         const sandbox = await live(request.params.sandboxID);
         return {
-          ...toE2bListed(sandbox),
+          ...toE2bListed(sandbox, (await volumeMountsOf())(sandbox.id)),
           envdAccessToken: tokens.tokenFor(sandbox.id),
           trafficAccessToken: sandbox.trafficAccessToken,
           domain: sandbox.domain,

@@ -11,6 +11,7 @@ import { CapsuleError } from '../errors.js';
 import type { SandboxManager } from '../sandboxes/manager.js';
 import type { Templates } from '../templates/templates.js';
 import { liveE2bSandbox, PAGE_LIMIT_MAX, pageOf } from './e2b-routes.js';
+import { untaggedTemplateName } from './e2b-template-build-routes.js';
 import { route, type ApiRoute } from './routes.js';
 
 const TemplateName = CreateTemplateRequest.properties.name;
@@ -91,13 +92,13 @@ export function e2bSnapshotRoutes(manager: SandboxManager, templates: Templates)
       },
     }),
 
-    // Template.exists: 404 when no template has the name.
+    // Template.exists: 404 when no template has the name (`name:default` is the name; other tags are refused).
     route<{ Params: AliasParams }>({
       method: 'GET',
       url: '/templates/aliases/:alias',
       schema: { tags, params: AliasParams },
       handler: async (request) => {
-        const template = await templates.inspect(request.params.alias);
+        const template = await templates.inspect(untaggedTemplateName(request.params.alias));
         return { templateID: template.name, public: false };
       },
     }),

@@ -1,9 +1,12 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { BuildEvent } from '@capsule/protocol';
 import { describe, expect, it } from 'vitest';
 import { CapsuleError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import type { TemplateBuildPlan, Templates } from '../templates/templates.js';
-import type { E2bBuildFiles } from './e2b-build-files.js';
+import { E2bBuildFiles } from './e2b-build-files.js';
 import { E2bTemplateBuilds, requestedTemplateName } from './e2b-template-build-routes.js';
 
 /** A stub for templates/ (its builds boot VMs): it plays `events`, then ends as `outcome` says; the warm snapshot is as `warm` says. */
@@ -21,7 +24,8 @@ function stubTemplates(events: BuildEvent[], outcome: 'built' | Error, warm: { s
   return { templates, plans };
 }
 
-const files = { dir: '/nonexistent/uploads' } as E2bBuildFiles;
+// No uploads: its folder does not exist, and nothing here uploads.
+const files = new E2bBuildFiles('/nonexistent/uploads', () => fs.mkdtempSync(path.join(os.tmpdir(), 'unused-')), 0);
 const body = {
   fromTemplate: 'base',
   steps: [
@@ -123,7 +127,11 @@ describe('E2bTemplateBuilds (a stub builder): status and logs in e2b’s shapes'
     expect(requestedTemplateName({ name: 'web' })).toBe('web');
     expect(requestedTemplateName({ alias: 'web' })).toBe('web');
     expect(() => requestedTemplateName({})).toThrow(/needs a name/);
-    expect(() => requestedTemplateName({ name: 'web:v1' })).toThrow(/tags are not supported/);
+    // `name` is e2b's `name:default`, a Capsule template's one build; every other tag is refused.
+    expect(requestedTemplateName({ name: 'web:default' })).toBe('web');
+    expect(requestedTemplateName({ name: 'web', tags: ['default'] })).toBe('web');
+    expect(() => requestedTemplateName({ name: 'web:v1' })).toThrow(/tags are not supported by Capsule, but for "default": "v1"/);
+    expect(() => requestedTemplateName({ name: 'web:default:x' })).toThrow(/tags are not supported/);
     expect(() => requestedTemplateName({ name: 'web', tags: ['v1'] })).toThrow(/tags are not supported/);
     expect(() => requestedTemplateName({ name: 'Web App' })).toThrow(/cannot name a template/);
     expect(() => requestedTemplateName({ name: 'build-step-x' })).toThrow(/kept for template builds/);

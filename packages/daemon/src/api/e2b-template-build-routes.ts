@@ -61,17 +61,53 @@ const BuildParams = Type.Object({
 });
 type BuildParams = Static<typeof BuildParams>;
 const StatusQuery = Type.Object({ logsOffset: Type.Optional(Type.Integer({ minimum: 0 })) });
+const AssignTagsBody = Type.Object({
+  target: Type.String({ minLength: 1, maxLength: 256 }),
+  tags: Type.Array(Type.String({ maxLength: 128 }), { minItems: 1, maxItems: 64 }),
+});
+const RemoveTagsBody = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 256 }),
+  tags: Type.Array(Type.String({ maxLength: 128 }), { minItems: 1, maxItems: 64 }),
+});
+const TemplateParams = Type.Object({ templateID: Type.String({ minLength: 1, maxLength: 256 }) });
 const FileParams = Type.Object({ templateID: Type.String({ minLength: 1, maxLength: 256 }), hash: Type.String({ maxLength: 128 }) });
 type FileParams = Static<typeof FileParams>;
 
-/** The template a build request names, checked as every template name is; e2b's `name:tag` form is refused, as tags are. */
+/**
+ * The one tag a Capsule template has. e2b tags a template's builds; Capsule
+ * keeps one build per template name, a rebuild replacing it, which is what
+ * e2b calls `name:default` (and `name` alone means).
+ */
+const DEFAULT_TAG = 'default';
+
+function tagsNotSupported(tags: string[]): CapsuleError {
+  return new CapsuleError(
+    'invalid_argument',
+    `template tags are not supported by Capsule, but for "${DEFAULT_TAG}": ${tags.map((t) => `"${t.slice(0, 64)}"`).join(', ')} cannot be given`,
+    { hint: `a Capsule template keeps one build, its name alone (e2b's name:${DEFAULT_TAG}); build another name for another version` },
+  );
+}
+
+/** `ref` without e2b's `:default` tag; any other tag is refused. */
+export function untaggedTemplateName(ref: string): string {
+  const colon = ref.indexOf(':');
+  if (colon < 0) return ref;
+  const tag = ref.slice(colon + 1);
+  if (tag !== DEFAULT_TAG) throw tagsNotSupported([tag]);
+  return ref.slice(0, colon);
+}
+
+function assertOnlyDefaultTag(tags: string[] | undefined): void {
+  const others = (tags ?? []).filter((tag) => tag !== DEFAULT_TAG);
+  if (others.length > 0) throw tagsNotSupported(others);
+}
+
+/** The template a build request names, checked as every template name is; of e2b's tags only `default` is taken. */
 export function requestedTemplateName(body: Static<typeof RequestBuildBody>): string {
-  const name = body.name ?? body.alias;
-  if (!name) throw new CapsuleError('invalid_argument', 'a template build needs a name', { hint: 'Template.build(template, "name")' });
-  if (name.includes(':') || (body.tags?.length ?? 0) > 0)
-    throw new CapsuleError('invalid_argument', 'template tags are not supported by Capsule', {
-      hint: 'build without tags: a Capsule template has one name, and a rebuild replaces it',
-    });
+  const tagged = body.name ?? body.alias;
+  if (!tagged) throw new CapsuleError('invalid_argument', 'a template build needs a name', { hint: 'Template.build(template, "name")' });
+  const name = untaggedTemplateName(tagged);
+  assertOnlyDefaultTag(body.tags);
   const shown = name.slice(0, 80);
   if (!Value.Check(TemplateName, name))
     throw new CapsuleError('invalid_argument', `"${shown}" cannot name a template`, {
@@ -92,6 +128,8 @@ export class E2bTemplateBuilds {
   ) {}
 
   request(template: string, resources: E2bBuild['resources']): E2bBuild {
+    // Uploads are pruned as builds end and as new ones come, so ones no build started with do not stay for ever.
+    this.files.prune();
     const idle = [...this.builds.values()].filter((b) => b.phase !== 'building');
     for (const old of idle.slice(0, Math.max(0, idle.length - BUILDS_KEPT + 1))) this.builds.delete(old.id);
     const build: E2bBuild = { id: randomUUID(), template, phase: 'waiting', resources, logs: [], controller: new AbortController() };
@@ -115,6 +153,7 @@ export class E2bTemplateBuilds {
     const translated = translateE2bBuild(body, this.sourceKind);
     build.phase = 'building';
     const emit = this.emitter(build, translated.origins);
+    const releaseUploads = this.files.hold((body.steps ?? []).flatMap((step) => (step.filesHash ? [step.filesHash] : [])));
     build.running = this.templates
       .buildSteps(
         {
@@ -131,11 +170,13 @@ export class E2bTemplateBuilds {
       )
       .then(
         () => {
+          releaseUploads();
           emit.flush();
           build.phase = 'built';
           this.append(build, { message: `template ${build.template} is built; taking its warm snapshot` });
         },
         (err: unknown) => {
+          releaseUploads();
           emit.flush();
           this.fail(build, err, emit.failedStep());
         },
@@ -242,7 +283,44 @@ export function e2bTemplateBuildRoutes(builds: E2bTemplateBuilds, files: E2bBuil
         templates.assertBuildRoom();
         const { cpuCount, memoryMB } = request.body;
         const build = builds.request(name, { vcpus: cpuCount, memoryMiB: memoryMB });
-        return reply.code(202).send({ templateID: name, buildID: build.id, names: [name], aliases: [name], tags: [], public: false });
+        return reply
+          .code(202)
+          .send({ templateID: name, buildID: build.id, names: [name], aliases: [name], tags: [DEFAULT_TAG], public: false });
+      },
+    }),
+
+    // Tags: a template's one build is its `default` tag, and its build id (e2b's) is the template's name, as its id is.
+    route<{ Params: Static<typeof TemplateParams> }>({
+      method: 'GET',
+      url: '/templates/:templateID/tags',
+      schema: { tags, params: TemplateParams },
+      handler: async (request) => {
+        const template = await templates.inspect(untaggedTemplateName(request.params.templateID));
+        return [{ tag: DEFAULT_TAG, buildID: template.name, createdAt: template.createdAt }];
+      },
+    }),
+    // Assigning `default` to a template (or to its `name:default`) changes nothing, so it is answered; any other tag is refused.
+    route<{ Body: Static<typeof AssignTagsBody> }>({
+      method: 'POST',
+      url: '/templates/tags',
+      schema: { tags, body: AssignTagsBody },
+      handler: async (request, reply) => {
+        const name = untaggedTemplateName(request.body.target);
+        assertOnlyDefaultTag(request.body.tags);
+        const template = await templates.inspect(name);
+        return reply.code(201).send({ buildID: template.name, tags: [DEFAULT_TAG] });
+      },
+    }),
+    route<{ Body: Static<typeof RemoveTagsBody> }>({
+      method: 'DELETE',
+      url: '/templates/tags',
+      schema: { tags, body: RemoveTagsBody },
+      handler: async (request) => {
+        untaggedTemplateName(request.body.name);
+        assertOnlyDefaultTag(request.body.tags);
+        throw new CapsuleError('invalid_argument', `the "${DEFAULT_TAG}" tag is the template itself and cannot be removed`, {
+          hint: 'delete the template instead (`capsule template rm`, or DELETE /templates/{id})',
+        });
       },
     }),
 

@@ -36,12 +36,12 @@ import type { Templates } from '../templates/templates.js';
 import { dashboardDist } from '../repo-paths.js';
 import { agentTarget, proxyToAgent, type AgentProxyContext } from './agent-proxy.js';
 import { apiKeyRoutes } from './api-key-routes.js';
-import { presentedApiKey, type ApiKeys, type SandboxTokens } from './credentials.js';
+import { presentedApiKey, type ApiKeys, type SandboxTokens, type VolumeTokens } from './credentials.js';
 import { dashboardRoutes, PUBLIC_DASHBOARD_ROUTES } from './dashboard-routes.js';
 import { DashboardSessions } from './dashboard-sessions.js';
 import { e2bErrorHandler, e2bRoutes } from './e2b-routes.js';
 import { e2bSnapshotRoutes } from './e2b-snapshot-routes.js';
-import { E2B_VOLUME_CONTENT_ROUTE, e2bVolumeRoutes } from './e2b-volume-routes.js';
+import { e2bVolumeRoutes, isE2bVolumeContentRoute } from './e2b-volume-routes.js';
 import { E2bBuildFiles } from './e2b-build-files.js';
 import { e2bBuildFileUploadRoute, e2bTemplateBuildRoutes, E2bTemplateBuilds } from './e2b-template-build-routes.js';
 import { eventRoutes } from './event-routes.js';
@@ -69,6 +69,10 @@ export interface ApiContext {
   workloads: Workloads;
   apiKeys: ApiKeys;
   tokens: SandboxTokens;
+  /** Tokens of e2b's volume file API, one per volume. */
+  volumeTokens: VolumeTokens;
+  /** How long e2b's uploaded build files are kept once no build uses them. */
+  buildUploadsMaxIdleMs: number;
   info: () => DaemonInfo;
   /** Each daemon setting, its source and what it resolved to (settings-report.ts). */
   settings: () => DaemonSettingsReport;
@@ -204,7 +208,7 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
 
   app.addHook('onRequest', async (request) => {
     // The matched route, not the URL: only the routes that answer without revealing anything go without a key.
-    if (!viaTcp.has(request.raw) || request.url === '/health' || request.routeOptions.url === E2B_VOLUME_CONTENT_ROUTE) return;
+    if (!viaTcp.has(request.raw) || request.url === '/health' || isE2bVolumeContentRoute(request.routeOptions.url)) return;
     if (PUBLIC_DASHBOARD_ROUTES.has(`${request.method} ${request.routeOptions.url}`)) return;
     await authorize(request.raw);
   });
@@ -247,14 +251,20 @@ export async function buildApi(ctx: ApiContext): Promise<Api> {
   ]);
 
   // e2b's routes answer errors in e2b's shape, so they get a scope with an error handler of their own.
-  const buildFiles = new E2bBuildFiles(ctx.templates.buildUploadsDir(), () => ctx.templates.newBuildContextDir());
+  const buildFiles = new E2bBuildFiles(
+    ctx.templates.buildUploadsDir(),
+    () => ctx.templates.newBuildContextDir(),
+    ctx.buildUploadsMaxIdleMs,
+  );
+  // Uploads of builds a previous daemon ran: none of them is under way now.
+  buildFiles.prune();
   const e2bBuilds = new E2bTemplateBuilds(ctx.templates, buildFiles, ctx.log);
   await app.register(async (scope) => {
     scope.setErrorHandler(e2bErrorHandler);
     addRoutes(scope, [
-      ...e2bRoutes(ctx.manager, ctx.tokens, sampler),
+      ...e2bRoutes(ctx.manager, ctx.tokens, sampler, ctx.volumes),
       ...e2bSnapshotRoutes(ctx.manager, ctx.templates),
-      ...e2bVolumeRoutes(ctx.volumes),
+      ...e2bVolumeRoutes(ctx.volumes, ctx.volumeTokens, isViaTcp),
       ...e2bTemplateBuildRoutes(e2bBuilds, buildFiles, ctx.templates),
     ]);
     // The SDK uploads build files with no content type: in a scope of its own, any body reaches the route as a stream.

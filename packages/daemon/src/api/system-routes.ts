@@ -32,7 +32,7 @@ export function systemRoutes(
       url: '/v1/system/df',
       schema: {
         description:
-          "Disk space the daemon's data takes, by kind: sandboxes, templates, images, volumes and cached build steps (allocated blocks; a file linked twice counts once).",
+          "Disk space the daemon's data takes, by kind: sandboxes, templates, images, volumes and the build cache: cached build steps and e2b's uploaded build files (allocated blocks; a file linked twice counts once).",
         response: { 200: DiskUsage },
       },
       handler: async () => await diskUsage(),

@@ -17,20 +17,26 @@ export interface ConfinedFile {
   writable: boolean;
 }
 
+/** `signal` stops the tool; `input` is its stdin. */
+export interface ConfinedRunOptions {
+  signal?: AbortSignal;
+  input?: string;
+}
+
 /**
  * Runs the argv `tool(paths)` gets, `paths` being where `files` are for the
- * tool (in order); `signal` stops it. `confine` false (CAPSULE_JAIL=off: every QEMU runs as root
+ * tool (in order). `confine` false (CAPSULE_JAIL=off: every QEMU runs as root
  * anyway) runs it as it is, on the host's paths.
  */
 export async function runConfined(
   files: ConfinedFile[],
   tool: (paths: string[]) => string[],
   confine: boolean,
-  signal?: AbortSignal,
+  { signal, input }: ConfinedRunOptions = {},
 ): Promise<RunResult> {
   if (!confine) {
     const [command = '', ...args] = tool(files.map((file) => file.path));
-    return await runCommand(command, args, { signal });
+    return await runCommand(command, args, { signal, input });
   }
   const [command = '', ...args] = tool(files.map((file) => `/${file.inside}`));
   const owners = files.map((file) => fs.statSync(file.path));
@@ -55,7 +61,7 @@ export async function runConfined(
         ],
         ...['--', command, ...args],
       ],
-      { signal },
+      { signal, input },
     );
   } finally {
     for (const [i, file] of files.entries()) {

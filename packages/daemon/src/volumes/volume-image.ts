@@ -151,7 +151,7 @@ export async function unpackVolumeImage(image: string, volume: string, confine: 
       ],
       ([from = '', to = '']) => ['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', from, to],
       confine,
-      stop.signal,
+      { signal: stop.signal },
     );
   } catch (err) {
     if (stop.signal.aborted) throw outOfDisk(reserveMiB, 'unpacking the image');

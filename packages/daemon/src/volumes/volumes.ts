@@ -33,6 +33,7 @@ import {
 } from '../store/volumes.js';
 import { Turns } from '../turns.js';
 import { onVolumeFile } from './confined.js';
+import { VolumeFiles, type NewEntryOptions, type VolumeEntry } from './volume-files.js';
 import { checkVolumeImage, receiveVolumeImage, unpackVolumeImage, writeVolumeImage } from './volume-image.js';
 import { assertVolumeName, checkVolumeMounts, volumeSizeMiB } from './volume-rules.js';
 
@@ -113,6 +114,17 @@ export class Volumes {
 
   async describe(name: string): Promise<Volume> {
     return await this.describeRecord(await this.record(name));
+  }
+
+  /** The volumes each sandbox that holds any now mounts, in its create's order. */
+  async mountsBySandbox(): Promise<Map<string, { volume: string; mount: string; readOnly: boolean }[]>> {
+    const mounts = new Map<string, { volume: string; mount: string; readOnly: boolean }[]>();
+    for (const holder of await liveAttachments(this.store)) {
+      const list = mounts.get(holder.sandbox_id) ?? [];
+      list.push({ volume: holder.volume, mount: holder.mount, readOnly: holder.read_only === 1 });
+      mounts.set(holder.sandbox_id, list);
+    }
+    return mounts;
   }
 
   /** Deletes a volume and its data; refused while a live sandbox holds it. */
@@ -262,6 +274,72 @@ export class Volumes {
     } finally {
       fs.rmSync(image, { force: true });
       fs.rmSync(disk, { force: true });
+    }
+  }
+
+  /**
+   * Runs `work` on the files inside a volume no sandbox holds (e2b's volume
+   * file API, volume-files.ts), under the lock, so no create attaches it
+   * meanwhile; a journal a killed sandbox left is replayed first.
+   */
+  async onIdleVolumeFiles<T>(name: string, doing: string, work: (files: VolumeFiles) => Promise<T>): Promise<T> {
+    return await this.exclusively(async () => {
+      await this.record(name);
+      const [holder] = await liveAttachments(this.store, [name]);
+      if (holder)
+        throw inUse(name, holder, `${doing}: the volume file API reaches volumes no sandbox holds; use sandbox.files in that sandbox`);
+      if (await checkFilesystem(this.file(name), this.config.jail))
+        this.log.warn({ volume: name }, 'volume was not cleanly unmounted: repaired');
+      return await work(new VolumeFiles(this.file(name), this.config.jail));
+    });
+  }
+
+  /**
+   * The file `path` of a volume no sandbox holds, copied out to a temp file
+   * that is unlinked once open (as `export` does): the stream reads it, and
+   * nothing is left behind.
+   */
+  async readFile(name: string, path: string): Promise<{ entry: VolumeEntry; content: Readable }> {
+    return await this.onIdleVolumeFiles(name, `read ${path} from volume "${name}"`, async (files) => {
+      assertDiskRoom(this.config, 'read a volume file', [this.dir]);
+      const temp = this.tempFile(name, 'read');
+      try {
+        fs.closeSync(fs.openSync(temp, 'wx', 0o600));
+        const entry = await files.read(path, temp);
+        return { entry, content: fs.createReadStream('', { fd: fs.openSync(temp, 'r') }) };
+      } finally {
+        fs.rmSync(temp, { force: true });
+      }
+    });
+  }
+
+  /**
+   * Writes an upload as the file `path` of a volume no sandbox holds. The
+   * upload is received first, outside the lock, into a temp file no larger
+   * than the volume (a larger one could not fit), and leaves nothing behind.
+   */
+  async writeFile(name: string, path: string, upload: AsyncIterable<Buffer>, options: NewEntryOptions): Promise<VolumeEntry> {
+    const record = await this.record(name);
+    assertDiskRoom(this.config, 'write a volume file', [this.dir]);
+    const temp = this.tempFile(name, 'upload');
+    const fd = fs.openSync(temp, 'wx', 0o600);
+    try {
+      let received = 0;
+      try {
+        for await (const chunk of upload) {
+          received += chunk.length;
+          if (received > record.size_bytes)
+            throw new CapsuleError('invalid_argument', `the file is larger than volume "${name}" (${record.size_bytes / MIB} MiB)`, {
+              hint: 'grow the volume first (`capsule volume resize`)',
+            });
+          fs.writeSync(fd, chunk);
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+      return await this.onIdleVolumeFiles(name, `write ${path} to volume "${name}"`, (files) => files.write(path, temp, options));
+    } finally {
+      fs.rmSync(temp, { force: true });
     }
   }
 
