@@ -49,6 +49,7 @@ describe('the workload spec checker', () => {
       volumes: [],
       network: { internet: true, egress: { allow: [], deny: [] } },
       restart: { policy: 'always', maxRetries: 5, backoffMs: 2000 },
+      replicas: 1,
       state: 'running',
     });
   });
@@ -111,13 +112,25 @@ describe('the workload spec checker', () => {
       [{ health: { tcp: { port: 0 } } }, /health\.tcp\.port: must be a whole number/],
       [{ health: { exec: 'true' } }, /health\.exec: must be a list/],
       [{ health: { tcp: { port: 80 }, timeout: '5' } }, /health\.timeout: must be a duration/],
-      [{ replicas: 2 }, /replicas: only 1 is supported for now/],
+      [{ replicas: 0 }, /replicas: must be a whole number from 1 to 16/],
       [{ state: 'paused' }, /state: must be running or stopped/],
     ];
     for (const [change, expected] of cases) {
       const problems = problemsOf({ ...web, ...change });
       expect(problems, JSON.stringify(change)).toEqual([expect.stringMatching(expected)]);
     }
+  });
+
+  it('takes several replicas, unless they would share a host port or a read-write volume', () => {
+    const replicated = { kind: 'Workload', name: 'api', template: 'base', replicas: 3 };
+    expect(checkWorkloadDocuments([replicated]).specs[0]?.replicas).toBe(3);
+    const reader = { name: 'web-data', mount: '/d', readOnly: true };
+    expect(problemsOf({ ...replicated, volumes: [reader], ports: [{ guest: 80, host: 18080, hostIp: '0.0.0.0' }] })).toEqual([
+      'document 1 (api): ports[0].host: host port 18080 can serve one VM, not 3 replicas: publish no host port, or use replicas: 1',
+    ]);
+    expect(problemsOf({ ...replicated, volumes: [reader, { name: 'logs', mount: '/logs' }] })).toEqual([
+      'document 1 (api): volumes[1]: volume logs is read-write and a volume has one writer, so it cannot be mounted by 3 replicas: mount it readOnly: true, or use replicas: 1',
+    ]);
   });
 
   it('refuses a document that is no mapping, and a file without documents', () => {
