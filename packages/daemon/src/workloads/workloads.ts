@@ -877,13 +877,15 @@ export class Workloads {
       if (!row) return;
       const spec = specOf(row);
       for (const replica of await listReplicas(this.store, name)) {
+        // One of an older spec is on its way out: a rolling replacement removes it once its successor is ready.
+        if (replica.spec_hash !== row.spec_hash) continue;
         const runtime = this.runtimeOf(name, replica.slot);
         this.quiesce(runtime);
         delete runtime.retryAt;
         delete runtime.startedAt;
         await this.setPhase(name, replica.slot, 'starting', 'restarting', { failures: 0, restarts: replica.restarts + 1 });
         const sandbox = replica.sandbox_id ? await this.store.getSandbox(replica.sandbox_id) : undefined;
-        if (row.state === 'running' && sandbox?.state === 'running' && replica.spec_hash === row.spec_hash) {
+        if (row.state === 'running' && sandbox?.state === 'running') {
           await this.manager.restart(sandbox.id);
           await this.event(name, 'workload.restarted', 'user', `replica ${replica.slot}: sandbox ${sandbox.id} restarted`);
           await this.startService(name, spec, replica.slot, sandbox.id, 'attach');
