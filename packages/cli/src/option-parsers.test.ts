@@ -12,6 +12,7 @@ import {
   parseMemoryMiB,
   parseOnOff,
   parsePid,
+  parseSinceTime,
   collectVolume,
   parseVolumeSize,
 } from './option-parsers.js';
@@ -65,6 +66,17 @@ describe('parseDurationMs', () => {
   });
   it.each(['', 'soon', '5 m', '5d', '1m30', '-1s', 's'])('rejects %j', (text) => {
     expect(() => parseDurationMs(text)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('parseSinceTime', () => {
+  const now = Date.parse('2026-01-01T12:00:00Z');
+  it('reads a duration back from now, or a time', () => {
+    expect(parseSinceTime('10m', now)).toBe('2026-01-01T11:50:00.000Z');
+    expect(parseSinceTime('2026-01-01T10:00:00+01:00', now)).toBe('2026-01-01T09:00:00.000Z');
+  });
+  it.each(['yesterday', '2026-13-40T99:00:00Z'])('rejects %j', (text) => {
+    expect(() => parseSinceTime(text, now)).toThrow(InvalidArgumentError);
   });
 });
 

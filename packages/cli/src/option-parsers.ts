@@ -71,6 +71,17 @@ export function parseDurationMs(value: string): number {
   return Math.round(parts.reduce((total, part) => total + Number(part[1]) * (MS_PER_UNIT[part[2] ?? 's'] ?? 1000), 0));
 }
 
+/** `--since`: a duration back from now (`10m`, `1h30m`) or an RFC 3339 time (`2026-01-01T12:00:00Z`) → an ISO time. */
+export function parseSinceTime(value: string, now: number = Date.now()): string {
+  const text = value.trim();
+  if (/^\d{4}-\d{2}-\d{2}T/.test(text)) {
+    const ms = Date.parse(text);
+    if (Number.isNaN(ms)) throw new InvalidArgumentError(`"${value}" is not a time (example: 2026-01-01T12:00:00Z)`);
+    return new Date(ms).toISOString();
+  }
+  return new Date(now - parseDurationMs(text)).toISOString();
+}
+
 /** Splits `KEY=VALUE` at the first `=`; the value may be empty or contain `=`. */
 export function parseKeyValue(value: string, what: string): [string, string] {
   const equals = value.indexOf('=');

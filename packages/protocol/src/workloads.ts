@@ -111,6 +111,8 @@ export const WorkloadLogsQuery = Type.Object(
     tail: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
     /** Bytes of the log to skip (what a follower has read so far); the answer's `x-capsule-log-offset` is the next one. */
     offset: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** Only what was written at this time or later (to the second; output kept before the daemon recorded times is left out). Not with `offset`. */
+    since: Type.Optional(Type.String({ format: 'date-time' })),
   },
   { additionalProperties: false },
 );

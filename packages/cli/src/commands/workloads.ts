@@ -13,7 +13,7 @@ import { parseAllDocuments } from 'yaml';
 import { CliContext } from '../cli-context.js';
 import { formatAge, keyValueLines, renderTable } from '../human-format.js';
 import { Interrupts } from '../interrupts.js';
-import { parseDurationMs, parseLineCount } from '../option-parsers.js';
+import { parseDurationMs, parseLineCount, parseSinceTime } from '../option-parsers.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -236,11 +236,17 @@ function logsCommand(): Command {
       .argument('<workload>')
       .option('-f, --follow', 'keep printing new output until Ctrl-C')
       .option('-n, --tail <lines>', 'only the last N lines (then what follows, with -f)', parseLineCount)
-      .action(async (name: string, options: { follow?: boolean; tail?: number }, command: Command) => {
+      .option('--since <time>', 'only what was written since then: a duration back from now (10m, 1h) or an RFC 3339 time', (value) =>
+        parseSinceTime(value),
+      )
+      .action(async (name: string, options: { follow?: boolean; tail?: number; since?: string }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         // The guest wrote this: escape sequences in it must not drive the user's terminal.
         const show = (text: string) => process.stdout.write(escapeTerminalControls(text));
-        let { text, next } = await client.workloadLogs(name, options.tail !== undefined ? { tail: options.tail } : {});
+        let { text, next } = await client.workloadLogs(name, {
+          ...(options.tail !== undefined ? { tail: options.tail } : {}),
+          ...(options.since !== undefined ? { since: options.since } : {}),
+        });
         show(text);
         if (!options.follow) return;
         const interrupts = new Interrupts();

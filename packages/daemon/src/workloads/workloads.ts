@@ -122,6 +122,8 @@ export class Workloads {
   private readonly runtimes = new Map<string, Runtime>();
   /** Each workload's chain of actions, so that two never run at once. */
   private readonly queues = new Map<string, Promise<void>>();
+  /** Each workload's service log, one writer for all its replicas (it keeps when its time index was last marked). */
+  private readonly serviceLogs = new Map<string, ServiceLog>();
   private resyncTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
   private closed = false;
@@ -184,7 +186,12 @@ export class Workloads {
   }
 
   private logOf(name: string): ServiceLog {
-    return new ServiceLog(path.join(this.stateDir, 'workloads', name));
+    let log = this.serviceLogs.get(name);
+    if (!log) {
+      log = new ServiceLog(path.join(this.stateDir, 'workloads', name));
+      this.serviceLogs.set(name, log);
+    }
+    return log;
   }
 
   /** Runs `work` after the workload's earlier actions; its failure is logged, never thrown to the queue. */
@@ -854,6 +861,7 @@ export class Workloads {
       }
       await deleteWorkload(this.store, name);
       this.logOf(name).remove();
+      this.serviceLogs.delete(name);
       await this.event(name, 'workload.removed', reason, removed.length > 0 ? `sandboxes ${removed.join(', ')} removed` : undefined);
     });
   }
@@ -896,10 +904,18 @@ export class Workloads {
     return await this.get(name);
   }
 
-  /** The service's log: from a byte offset (a follower's), or its last lines. */
-  async logs(name: string, options: { offset?: number | undefined; tail?: number | undefined }): Promise<{ data: Buffer; next: number }> {
+  /** The service's log: from a byte offset (a follower's), or what was written since a time, or its last lines. */
+  async logs(
+    name: string,
+    options: { offset?: number | undefined; tail?: number | undefined; since?: string | undefined },
+  ): Promise<{ data: Buffer; next: number }> {
     await this.require(name);
-    return this.logOf(name).read(options);
+    const sinceMs = options.since === undefined ? undefined : Date.parse(options.since);
+    if (sinceMs !== undefined && Number.isNaN(sinceMs))
+      throw new CapsuleError('invalid_argument', `since: ${options.since} is no time`, {
+        hint: 'give an RFC 3339 time such as 2026-01-01T12:00:00Z',
+      });
+    return this.logOf(name).read({ offset: options.offset, tail: options.tail, sinceMs });
   }
 }
 
