@@ -1,10 +1,12 @@
 // Workloads of several replicas, and workloads through a host reboot: an env
 // change replaces two replicas one at a time, some replica ready at every
-// moment we look, each replica's sandbox new; scaling down to one keeps the
-// replica that stays. Then a simulated host reboot (daemon and every QEMU
+// moment we look, each replica's sandbox new, and the log since the change
+// holds only the new replicas' output; scaling down to one keeps the
+// replica that stays. A workload's resources.disk sizes its root disk. Then a simulated host reboot (daemon and every QEMU
 // killed, runtime folder gone) brings back both running workloads with their
 // commands. Real QEMU microVMs, real daemon; every sandbox restores the warm
-// snapshot (no volume, no host port).
+// snapshot (no volume, no host port), and the one with a disk of its own boots
+// again from it.
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
@@ -106,6 +108,13 @@ describe('workload replicas and host reboots (real QEMU microVMs)', () => {
       for (const sandbox of replaced.sandboxes) expect(await greetingOf(sandbox.id)).toBe('two\n');
       for (const id of firstIds) expect(daemon.qemuPids(id)).toEqual([]);
 
+      // The log since the change holds the new replicas' starts only; a time to come, nothing.
+      const logsSince = async (since: string) => await daemon.request('GET', `/v1/workloads/api/logs?since=${encodeURIComponent(since)}`);
+      const sinceChange = (await logsSince(eventsFrom)).text;
+      expect(sinceChange.match(/^\[capsule [^\]]+\] replica \d: starting /gm)).toHaveLength(2);
+      expect((await logsSince(new Date(Date.now() + 60_000).toISOString())).text).toBe('');
+      expect((await logsSince('yesterday')).status).toBe(400);
+
       // Scaling down replaces nothing: the replica that stays keeps its sandbox.
       const keptIds = replaced.sandboxes.map((s) => s.id);
       expect(await apply([apiWorkload('two', 1)])).toEqual([{ name: 'api', action: 'update', fields: ['replicas'] }]);
@@ -121,6 +130,20 @@ describe('workload replicas and host reboots (real QEMU microVMs)', () => {
       await watcher;
     }
   }, 1_800_000);
+
+  it('gives a workload the root disk its resources ask for, and replaces its VM when that changes', async () => {
+    const roomy = (disk: string) => ({ ...worker, name: 'roomy', resources: { disk } });
+    await apply([roomy('8G')]);
+    const made = await settled('roomy', 600_000, 'roomy ready');
+    const sizeMiB = Number(
+      (await daemon.api.exec(made.sandboxes[0]!.id, ['sh', '-c', "df -B1M --output=size / | tail -1 | tr -d ' '"])).stdout,
+    );
+    expect(sizeMiB).toBeGreaterThan(7500);
+    expect(sizeMiB).toBeLessThanOrEqual(8192);
+    const plan = await daemon.request('POST', '/v1/workloads/apply', { documents: [roomy('9G')], source: 'replicas.yaml', dryRun: true });
+    expect(plan.body.changes).toEqual([{ name: 'roomy', action: 'replace', fields: ['resources'] }]);
+    expect((await daemon.request('DELETE', '/v1/workloads/roomy')).status).toBe(204);
+  }, 900_000);
 
   it('brings back both running workloads after a simulated host reboot', async () => {
     await apply([apiWorkload('two', 1), worker]);

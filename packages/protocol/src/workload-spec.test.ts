@@ -7,7 +7,7 @@ const web = {
   template: 'base',
   command: ['python3', '-m', 'http.server', '8080'],
   env: { GREETING: 'hello' },
-  resources: { cpus: 1, memory: '512M' },
+  resources: { cpus: 1, memory: '512M', disk: '4G' },
   ports: [{ guest: 8080, host: 18080 }],
   volumes: [{ name: 'web-data', mount: '/srv/data', size: '1G' }],
   restart: { policy: 'on-failure', maxRetries: 3, backoff: '500ms' },
@@ -26,7 +26,7 @@ describe('the workload spec checker', () => {
     expect(problems).toEqual([]);
     expect(specs[0]).toMatchObject({
       name: 'web',
-      resources: { cpus: 1, memoryMiB: 512 },
+      resources: { cpus: 1, memoryMiB: 512, diskMiB: 4096 },
       volumes: [{ name: 'web-data', mount: '/srv/data', sizeMiB: 1024, readOnly: false }],
       restart: { policy: 'on-failure', maxRetries: 3, backoffMs: 500 },
       health: { probe: { http: { port: 8080, path: '/' } }, intervalMs: 2000, timeoutMs: 1000, retries: 2, startPeriodMs: 5000 },
@@ -88,6 +88,7 @@ describe('the workload spec checker', () => {
       [{ env: { A: { b: 1 } } }, /env\.A: must be a string/],
       [{ workdir: 'srv' }, /workdir: "srv" must be absolute/],
       [{ resources: { cpus: 0 } }, /resources\.cpus: must be a whole number from 1 to 64/],
+      [{ resources: { disk: '2T' } }, /resources\.disk: 2097152 MiB is outside 64 MiB to 1048576 MiB/],
       [{ ports: [{ guest: 8080, host: 70000 }] }, /ports\[0\]\.host: must be a whole number from 1 to 65535/],
       [{ volumes: [{ name: 'Data', mount: '/d' }] }, /volumes\[0\]\.name: "Data" is no volume name/],
       [{ volumes: [{ name: 'd', mount: '/' }] }, /volumes\[0\]\.mount: "\/" must be an absolute path other than \//],

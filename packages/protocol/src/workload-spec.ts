@@ -30,7 +30,8 @@ export interface WorkloadSpec {
   env: Record<string, string>;
   workdir?: string;
   user?: string;
-  resources: { cpus?: number; memoryMiB?: number };
+  /** diskMiB: the root disk, grown from the template's (a sandbox is made at its template's size, then grown while stopped). */
+  resources: { cpus?: number; memoryMiB?: number; diskMiB?: number };
   ports: { guest: number; host: number; hostIp?: string }[];
   volumes: { name: string; mount: string; sizeMiB?: number; readOnly: boolean }[];
   network: { internet: boolean; egress: { allow: string[]; deny: string[] } };
@@ -176,9 +177,10 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
 
   const resources: WorkloadSpec['resources'] = {};
   if (raw.resources !== undefined) {
-    const res = r.object(raw.resources, 'resources', ['cpus', 'memory']);
+    const res = r.object(raw.resources, 'resources', ['cpus', 'memory', 'disk']);
     if (res?.cpus !== undefined) resources.cpus = r.integer(res.cpus, 'resources.cpus', limits.minVcpus, limits.maxVcpus);
     if (res?.memory !== undefined) resources.memoryMiB = r.size(res.memory, 'resources.memory', limits.minMemoryMiB, limits.maxMemoryMiB);
+    if (res?.disk !== undefined) resources.diskMiB = r.size(res.disk, 'resources.disk', limits.minVolumeMiB, limits.maxDiskMiB);
   }
 
   const ports: WorkloadSpec['ports'] = [];

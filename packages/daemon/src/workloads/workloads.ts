@@ -570,7 +570,19 @@ export class Workloads {
       ports: spec.ports.map((p) => ({ guestPort: p.guest, hostPort: p.host, ...(p.hostIp ? { hostIp: p.hostIp } : {}) })),
       volumes: spec.volumes.map((v) => ({ name: v.name, mount: v.mount, readOnly: v.readOnly })),
     };
-    return (await this.manager.create(request)).id;
+    const { id } = await this.manager.create(request);
+    if (spec.resources.diskMiB === undefined) return id;
+    // A sandbox is made at its template's disk size; a larger root disk is grown while it is stopped, and its filesystem at the start.
+    try {
+      await this.manager.stop(id, 'workload_disk');
+      await this.manager.setResources(id, { diskMiB: spec.resources.diskMiB });
+      await this.manager.start(id, 'workload_disk');
+    } catch (err) {
+      // Not yet the replica's: nothing else would remove it.
+      await this.manager.remove(id, 'start_failed').catch(() => undefined);
+      throw err;
+    }
+    return id;
   }
 
   /**
