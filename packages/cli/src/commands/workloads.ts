@@ -77,13 +77,14 @@ function condition(workload: WorkloadInfo, type: 'Ready' | 'Progressing' | 'Degr
   return workload.conditions.find((c) => c.type === type);
 }
 
-/** `Ready`, `Degraded (crash_loop)`, `Stopped`, `Starting (backoff)`. */
+/** `Ready`, `Ready (rolling)` (serving while its replicas are replaced), `Degraded (crash_loop)`, `Stopped`, `Starting (backoff)`. */
 export function workloadStatus(workload: WorkloadInfo): string {
   if (workload.state === 'stopped') return 'Stopped';
   const degraded = condition(workload, 'Degraded');
   if (degraded?.status) return `Degraded (${degraded.reason})`;
-  if (condition(workload, 'Ready')?.status) return 'Ready';
-  return `Starting (${condition(workload, 'Progressing')?.reason ?? 'pending'})`;
+  const progressing = condition(workload, 'Progressing');
+  if (condition(workload, 'Ready')?.status) return progressing?.status ? `Ready (${progressing.reason})` : 'Ready';
+  return `Starting (${progressing?.reason ?? 'pending'})`;
 }
 
 export function workloadTable(workloads: readonly WorkloadInfo[], now: number = Date.now()): string {
