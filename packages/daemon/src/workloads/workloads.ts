@@ -428,11 +428,7 @@ export class Workloads {
     }
     for (let step = 0; step < MAX_STEPS_PER_RECONCILE; step++) {
       const replicas = await listReplicas(this.store, name);
-      const next = nextReplicaStep(
-        replicas.map((r) => viewOf(r, row)),
-        spec.replicas,
-        isExclusive(spec),
-      );
+      const next = nextReplicaStep(await Promise.all(replicas.map((r) => this.liveViewOf(r, row))), spec.replicas, isExclusive(spec));
       if (next.action === 'remove') await this.removeReplica(name, replicas.find((r) => r.slot === next.slot)!, next.reason);
       else if (next.action === 'add') await this.addReplica(name, row, next.slot, replicas.length === 0 ? undefined : next.reason);
       else break;
@@ -441,6 +437,18 @@ export class Workloads {
       if (replica.spec_hash === row.spec_hash) await this.reconcileReplica(name, spec, replica);
     }
     await this.refreshConditions(name);
+  }
+
+  /**
+   * A replica as the planner sees it: ready only while its sandbox runs. A
+   * replica of an older spec is followed by no one after a daemon restart, so
+   * its VM's end may not have reached its phase; the planner must not count it.
+   */
+  private async liveViewOf(replica: WorkloadReplicaRecord, row: WorkloadRecord): Promise<ReplicaView> {
+    const view = viewOf(replica, row);
+    if (view.phase !== 'ready') return view;
+    const sandbox = replica.sandbox_id ? await this.store.getSandbox(replica.sandbox_id) : undefined;
+    return sandbox?.state === 'running' ? view : { ...view, phase: 'starting' };
   }
 
   /** A new replica of the current spec (its sandbox is made next); `reason` for the event, none for a workload's first. */
