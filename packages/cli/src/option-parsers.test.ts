@@ -75,6 +75,7 @@ describe('parseSinceTime', () => {
     ['10m', now - 600_000],
     ['1h30m', now - 5_400_000],
     ['2026-12-07T11:00:00Z', Date.UTC(2026, 11, 7, 11)],
+    ['2026-12-07T12:00:00+01:00', Date.UTC(2026, 11, 7, 11)],
     ['1765000000', 1_765_000_000_000],
   ])('reads %s', (text, ms) => {
     expect(parseSinceTime(text, now).getTime()).toBe(ms);

@@ -459,3 +459,18 @@ export async function eventually<T>(
     await sleep(100);
   }
 }
+
+/** What `GET /v1/events` sends in its first two seconds (its catch-up), as text. */
+export async function readEventStream(daemon: TestDaemon, urlPath: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    let text = '';
+    const req = http.request({ socketPath: daemon.socketPath, path: urlPath }, (res) => {
+      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      setTimeout(() => {
+        req.destroy();
+        resolve(text);
+      }, 2000);
+    });
+    req.on('error', reject).end();
+  });
+}

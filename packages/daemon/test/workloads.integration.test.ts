@@ -10,7 +10,7 @@
 // cold. Real QEMU microVMs, real daemon, real registry.
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { eventually, it, TestDaemon } from './fixture.js';
+import { eventually, it, readEventStream, TestDaemon } from './fixture.js';
 import { pushImage, removeAllImages, webImage } from './oci/test-images.js';
 import { TestRegistry } from './oci/test-registry.js';
 
@@ -69,21 +69,6 @@ async function fetchHost(path: string, port = WEB_PORT): Promise<{ status: numbe
     });
     req.on('error', () => resolve(undefined));
     req.on('timeout', () => req.destroy());
-  });
-}
-
-/** What `GET /v1/events` sends in its first two seconds (its catch-up), as text. */
-async function readEventStream(daemon: TestDaemon, urlPath: string): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    let text = '';
-    const req = http.request({ socketPath: daemon.socketPath, path: urlPath }, (res) => {
-      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
-      setTimeout(() => {
-        req.destroy();
-        resolve(text);
-      }, 2000);
-    });
-    req.on('error', reject).end();
   });
 }
 

@@ -22,6 +22,7 @@ export const EVENT_TYPES = [
   'workload.pulling',
   'workload.created',
   'workload.replaced',
+  'workload.scaled',
   'workload.restarted',
   'workload.ready',
   'workload.unhealthy',

@@ -7,7 +7,7 @@ const web = {
   template: 'base',
   command: ['python3', '-m', 'http.server', '8080'],
   env: { GREETING: 'hello' },
-  resources: { cpus: 1, memory: '512M' },
+  resources: { cpus: 1, memory: '512M', disk: '4G' },
   ports: [{ guest: 8080, host: 18080 }],
   volumes: [{ name: 'web-data', mount: '/srv/data', size: '1G' }],
   restart: { policy: 'on-failure', maxRetries: 3, backoff: '500ms' },
@@ -26,7 +26,7 @@ describe('the workload spec checker', () => {
     expect(problems).toEqual([]);
     expect(specs[0]).toMatchObject({
       name: 'web',
-      resources: { cpus: 1, memoryMiB: 512 },
+      resources: { cpus: 1, memoryMiB: 512, diskMiB: 4096 },
       volumes: [{ name: 'web-data', mount: '/srv/data', sizeMiB: 1024, readOnly: false }],
       restart: { policy: 'on-failure', maxRetries: 3, backoffMs: 500 },
       health: { probe: { http: { port: 8080, path: '/' } }, intervalMs: 2000, timeoutMs: 1000, retries: 2, startPeriodMs: 5000 },
@@ -49,6 +49,7 @@ describe('the workload spec checker', () => {
       volumes: [],
       network: { internet: true, egress: { allow: [], deny: [] } },
       restart: { policy: 'always', maxRetries: 5, backoffMs: 2000 },
+      replicas: 1,
       state: 'running',
     });
   });
@@ -87,6 +88,7 @@ describe('the workload spec checker', () => {
       [{ env: { A: { b: 1 } } }, /env\.A: must be a string/],
       [{ workdir: 'srv' }, /workdir: "srv" must be absolute/],
       [{ resources: { cpus: 0 } }, /resources\.cpus: must be a whole number from 1 to 64/],
+      [{ resources: { disk: '2T' } }, /resources\.disk: 2097152 MiB is outside 64 MiB to 1048576 MiB/],
       [{ ports: [{ guest: 8080, host: 70000 }] }, /ports\[0\]\.host: must be a whole number from 1 to 65535/],
       [{ volumes: [{ name: 'Data', mount: '/d' }] }, /volumes\[0\]\.name: "Data" is no volume name/],
       [{ volumes: [{ name: 'd', mount: '/' }] }, /volumes\[0\]\.mount: "\/" must be an absolute path other than \//],
@@ -111,13 +113,25 @@ describe('the workload spec checker', () => {
       [{ health: { tcp: { port: 0 } } }, /health\.tcp\.port: must be a whole number/],
       [{ health: { exec: 'true' } }, /health\.exec: must be a list/],
       [{ health: { tcp: { port: 80 }, timeout: '5' } }, /health\.timeout: must be a duration/],
-      [{ replicas: 2 }, /replicas: only 1 is supported for now/],
+      [{ replicas: 0 }, /replicas: must be a whole number from 1 to 16/],
       [{ state: 'paused' }, /state: must be running or stopped/],
     ];
     for (const [change, expected] of cases) {
       const problems = problemsOf({ ...web, ...change });
       expect(problems, JSON.stringify(change)).toEqual([expect.stringMatching(expected)]);
     }
+  });
+
+  it('takes several replicas, unless they would share a host port or a read-write volume', () => {
+    const replicated = { kind: 'Workload', name: 'api', template: 'base', replicas: 3 };
+    expect(checkWorkloadDocuments([replicated]).specs[0]?.replicas).toBe(3);
+    const reader = { name: 'web-data', mount: '/d', readOnly: true };
+    expect(problemsOf({ ...replicated, volumes: [reader], ports: [{ guest: 80, host: 18080, hostIp: '0.0.0.0' }] })).toEqual([
+      'document 1 (api): ports[0].host: host port 18080 can serve one VM, not 3 replicas: publish no host port, or use replicas: 1',
+    ]);
+    expect(problemsOf({ ...replicated, volumes: [reader, { name: 'logs', mount: '/logs' }] })).toEqual([
+      'document 1 (api): volumes[1]: volume logs is read-write and a volume has one writer, so it cannot be mounted by 3 replicas: mount it readOnly: true, or use replicas: 1',
+    ]);
   });
 
   it('refuses a document that is no mapping, and a file without documents', () => {

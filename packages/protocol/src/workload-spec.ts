@@ -30,12 +30,15 @@ export interface WorkloadSpec {
   env: Record<string, string>;
   workdir?: string;
   user?: string;
-  resources: { cpus?: number; memoryMiB?: number };
+  /** diskMiB: the root disk, grown from the template's (a sandbox is made at its template's size, then grown while stopped). */
+  resources: { cpus?: number; memoryMiB?: number; diskMiB?: number };
   ports: { guest: number; host: number; hostIp?: string }[];
   volumes: { name: string; mount: string; sizeMiB?: number; readOnly: boolean }[];
   network: { internet: boolean; egress: { allow: string[]; deny: string[] } };
   restart: { policy: RestartPolicy; maxRetries: number; backoffMs: number };
   health?: WorkloadHealth;
+  /** How many sandboxes run it; a change of this alone adds or removes sandboxes and replaces none. */
+  replicas: number;
   state: 'running' | 'stopped';
 }
 
@@ -49,6 +52,7 @@ export interface SpecProblem {
 
 export const WORKLOAD_NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const MAX_WORKLOADS_PER_APPLY = 64;
+export const MAX_REPLICAS = 16;
 const DEFAULT_RESTART = { policy: 'always', maxRetries: 5, backoffMs: 2000 } as const;
 const DEFAULT_HEALTH = { intervalMs: 10_000, timeoutMs: 3_000, retries: 3, startPeriodMs: 0 } as const;
 const MAX_DURATION_MS = 24 * 3600_000;
@@ -173,9 +177,10 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
 
   const resources: WorkloadSpec['resources'] = {};
   if (raw.resources !== undefined) {
-    const res = r.object(raw.resources, 'resources', ['cpus', 'memory']);
+    const res = r.object(raw.resources, 'resources', ['cpus', 'memory', 'disk']);
     if (res?.cpus !== undefined) resources.cpus = r.integer(res.cpus, 'resources.cpus', limits.minVcpus, limits.maxVcpus);
     if (res?.memory !== undefined) resources.memoryMiB = r.size(res.memory, 'resources.memory', limits.minMemoryMiB, limits.maxMemoryMiB);
+    if (res?.disk !== undefined) resources.diskMiB = r.size(res.disk, 'resources.disk', limits.minVolumeMiB, limits.maxDiskMiB);
   }
 
   const ports: WorkloadSpec['ports'] = [];
@@ -286,8 +291,22 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
     }
   }
 
-  // One sandbox per workload for now: more would need rolling replacement.
-  if (raw.replicas !== undefined && raw.replicas !== 1) r.problem('replicas', 'only 1 is supported for now');
+  const replicas = raw.replicas === undefined ? 1 : r.integer(raw.replicas, 'replicas', 1, MAX_REPLICAS);
+  if (replicas !== undefined && replicas > 1) {
+    // A host port is bound by one VM, and a read-write volume is attached to one VM: neither can be shared by replicas.
+    for (const [i, port] of ports.entries())
+      r.problem(
+        `ports[${i}].host`,
+        `host port ${port.host} can serve one VM, not ${replicas} replicas: publish no host port, or use replicas: 1`,
+      );
+    volumes.forEach((volume, i) => {
+      if (!volume.readOnly)
+        r.problem(
+          `volumes[${i}]`,
+          `volume ${volume.name} is read-write and a volume has one writer, so it cannot be mounted by ${replicas} replicas: mount it readOnly: true, or use replicas: 1`,
+        );
+    });
+  }
   let state: WorkloadSpec['state'] = 'running';
   if (raw.state !== undefined) {
     if (raw.state === 'running' || raw.state === 'stopped') state = raw.state;
@@ -309,6 +328,7 @@ function readWorkload(doc: unknown, r: DocumentReader): WorkloadSpec | undefined
     network,
     restart,
     ...(health ? { health } : {}),
+    replicas: replicas ?? 1,
     state,
   };
 }

@@ -23,7 +23,7 @@ export const WorkloadChangeAction = Type.Union([
   Type.Literal('create'),
   /** A field that needs a new VM changed: its sandbox is replaced. */
   Type.Literal('replace'),
-  /** Only fields the running sandbox can keep changed (restart, health, state). */
+  /** Only fields the running sandboxes can keep changed (restart, health, state, replicas: scaling adds or removes sandboxes). */
   Type.Literal('update'),
   Type.Literal('unchanged'),
   Type.Literal('remove'),
@@ -65,7 +65,7 @@ export const Workload = Type.Object({
   /** What it should be: `capsule workload stop|start` and the spec's `state` set it. */
   state: Type.Union([Type.Literal('running'), Type.Literal('stopped')]),
   conditions: Type.Array(WorkloadCondition),
-  /** Restarts after a failure since it was applied (its command, its VM or a failed health check). */
+  /** Restarts after a failure of its replicas since it was applied (a command, a VM or a failed health check), summed. */
   restarts: Type.Integer(),
   lastExit: Type.Optional(
     Type.Object({
@@ -75,7 +75,24 @@ export const Workload = Type.Object({
       at: Type.String({ format: 'date-time' }),
     }),
   ),
-  sandboxes: Type.Array(Type.Object({ id: Type.String(), state: Type.String() })),
+  /** How many replicas (sandboxes) its spec asks for. */
+  replicas: Type.Integer({ minimum: 1 }),
+  /** One entry per replica that has a sandbox; during a rolling replacement, the new replicas' and the old ones'. */
+  sandboxes: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      state: Type.String(),
+      /** The replica's number (stable while it lives; a new replica takes the lowest free one). */
+      replica: Type.Integer({ minimum: 0 }),
+      /** Its command runs and its health check passes (or it has none). */
+      ready: Type.Boolean(),
+      /** starting, health_pending, ready, backoff, crash_loop, exited, completed, stopped. */
+      phase: Type.String(),
+      /** false while it runs an older spec that a rolling replacement is about to replace. */
+      upToDate: Type.Boolean(),
+      restarts: Type.Integer(),
+    }),
+  ),
   ports: Type.Array(Type.Object({ guest: Type.Integer(), host: Type.Integer(), hostIp: Type.Optional(Type.String()) })),
   volumes: Type.Array(Type.Object({ name: Type.String(), mount: Type.String(), readOnly: Type.Boolean() })),
   /** The applied spec, its defaults filled in. */
@@ -94,6 +111,8 @@ export const WorkloadLogsQuery = Type.Object(
     tail: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000 })),
     /** Bytes of the log to skip (what a follower has read so far); the answer's `x-capsule-log-offset` is the next one. */
     offset: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** Only what was written at this time or later (to the second; output kept before the daemon recorded times is left out). Not with `offset`. */
+    since: Type.Optional(Type.String({ format: 'date-time' })),
   },
   { additionalProperties: false },
 );

@@ -671,15 +671,17 @@ export class CapsuleClient {
   }
 
   /**
-   * A workload's service output as kept on the host: its last `tail` lines,
-   * or what follows byte `offset` (pass the previous answer's `next` to follow it).
+   * A workload's service output as kept on the host: what was written since
+   * `since` (to the second), its last `tail` lines, or what follows byte
+   * `offset` (pass the previous answer's `next` to follow it).
    */
   async workloadLogs(
     name: string,
-    query: { tail?: number; offset?: number } = {},
+    query: { tail?: number; offset?: number; since?: Date | string } = {},
     options?: CallOptions,
   ): Promise<{ text: string; next: number }> {
     const search = new URLSearchParams();
+    if (query.since !== undefined) search.set('since', query.since instanceof Date ? query.since.toISOString() : query.since);
     if (query.tail !== undefined) search.set('tail', String(query.tail));
     if (query.offset !== undefined) search.set('offset', String(query.offset));
     const route = `${workloadPath(name, '/logs')}${search.size > 0 ? `?${search}` : ''}`;

@@ -13,7 +13,7 @@ import { parseAllDocuments } from 'yaml';
 import { CliContext } from '../cli-context.js';
 import { formatAge, keyValueLines, renderTable } from '../human-format.js';
 import { Interrupts } from '../interrupts.js';
-import { parseDurationMs, parseLineCount } from '../option-parsers.js';
+import { parseDurationMs, parseLineCount, parseSinceTime } from '../option-parsers.js';
 import { escapeTerminalControls } from '../terminal-escape.js';
 import { addGlobalOptions } from './global-options.js';
 import { printJson } from './print-json.js';
@@ -77,27 +77,37 @@ function condition(workload: WorkloadInfo, type: 'Ready' | 'Progressing' | 'Degr
   return workload.conditions.find((c) => c.type === type);
 }
 
-/** `Ready`, `Degraded (crash_loop)`, `Stopped`, `Starting (backoff)`. */
+/** `Ready`, `Ready (rolling)` (serving while its replicas are replaced), `Degraded (crash_loop)`, `Stopped`, `Starting (backoff)`. */
 export function workloadStatus(workload: WorkloadInfo): string {
   if (workload.state === 'stopped') return 'Stopped';
   const degraded = condition(workload, 'Degraded');
   if (degraded?.status) return `Degraded (${degraded.reason})`;
-  if (condition(workload, 'Ready')?.status) return 'Ready';
-  return `Starting (${condition(workload, 'Progressing')?.reason ?? 'pending'})`;
+  const progressing = condition(workload, 'Progressing');
+  if (condition(workload, 'Ready')?.status) return progressing?.status ? `Ready (${progressing.reason})` : 'Ready';
+  return `Starting (${progressing?.reason ?? 'pending'})`;
 }
 
 export function workloadTable(workloads: readonly WorkloadInfo[], now: number = Date.now()): string {
   return renderTable(
-    ['NAME', 'STATUS', 'RESTARTS', 'SANDBOX', 'PORTS', 'AGE'],
+    ['NAME', 'STATUS', 'READY', 'RESTARTS', 'SANDBOXES', 'PORTS', 'AGE'],
     workloads.map((w) => [
       w.name,
       workloadStatus(w),
+      `${w.sandboxes.filter((s) => s.ready).length}/${w.replicas}`,
       String(w.restarts),
       w.sandboxes.map((s) => s.id).join(',') || '-',
       w.ports.map((p) => `${p.hostIp ?? '127.0.0.1'}:${p.host}->${p.guest}`).join(',') || '-',
       formatAge(w.createdAt, now),
     ]),
   );
+}
+
+/** `sb_… (replica 1: running, ready, 2 restarts)`, `sb_… (replica 0: running, health_pending, older spec)`. */
+function describeReplica(sandbox: WorkloadInfo['sandboxes'][number]): string {
+  const notes = [sandbox.state, sandbox.phase];
+  if (sandbox.restarts > 0) notes.push(`${sandbox.restarts} restart${sandbox.restarts === 1 ? '' : 's'}`);
+  if (!sandbox.upToDate) notes.push('older spec');
+  return `${sandbox.id} (replica ${sandbox.replica}: ${notes.join(', ')})`;
 }
 
 export function describeWorkload(workload: WorkloadInfo, now: number = Date.now()): string {
@@ -113,7 +123,8 @@ export function describeWorkload(workload: WorkloadInfo, now: number = Date.now(
         ? `${workload.lastExit.reason}${workload.lastExit.exitCode !== undefined ? ` (code ${workload.lastExit.exitCode})` : ''} ${formatAge(workload.lastExit.at, now)} ago${workload.lastExit.message ? `: ${workload.lastExit.message}` : ''}`
         : '-',
     ],
-    ['Sandboxes', workload.sandboxes.map((s) => `${s.id} (${s.state})`).join(', ') || '-'],
+    ['Replicas', `${workload.sandboxes.filter((s) => s.ready).length} of ${workload.replicas} ready`],
+    ['Sandboxes', workload.sandboxes.map(describeReplica).join(', ') || '-'],
     ['Ports', workload.ports.map((p) => `${p.hostIp ?? '127.0.0.1'}:${p.host} -> ${p.guest}`).join(', ') || '-'],
     ['Volumes', workload.volumes.map((v) => `${v.name}:${v.mount}${v.readOnly ? ' (ro)' : ''}`).join(', ') || '-'],
     ['Source', workload.source ?? '-'],
@@ -127,14 +138,19 @@ export function describeWorkload(workload: WorkloadInfo, now: number = Date.now(
   return `${lines.join('\n')}\n`;
 }
 
-/** Waits until every named workload is Ready, Degraded or stopped; true when none is Degraded. */
+/** Waits until every named workload is Ready and done replacing or scaling, Degraded, or stopped; true when none is Degraded. */
 async function waitForWorkloads(client: CapsuleClient, names: string[], timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   const interrupts = new Interrupts();
   try {
     for (;;) {
       const workloads = (await client.listWorkloads()).filter((w) => names.includes(w.name));
-      const pending = workloads.filter((w) => w.state === 'running' && !condition(w, 'Ready')?.status && !condition(w, 'Degraded')?.status);
+      const pending = workloads.filter(
+        (w) =>
+          w.state === 'running' &&
+          !condition(w, 'Degraded')?.status &&
+          (!condition(w, 'Ready')?.status || condition(w, 'Progressing')?.status),
+      );
       if (pending.length === 0) {
         for (const w of workloads) process.stderr.write(`${w.name}: ${workloadStatus(w)}\n`);
         return !workloads.some((w) => condition(w, 'Degraded')?.status);
@@ -221,11 +237,17 @@ function logsCommand(): Command {
       .argument('<workload>')
       .option('-f, --follow', 'keep printing new output until Ctrl-C')
       .option('-n, --tail <lines>', 'only the last N lines (then what follows, with -f)', parseLineCount)
-      .action(async (name: string, options: { follow?: boolean; tail?: number }, command: Command) => {
+      .option('--since <time>', 'only what was written since then: 10m, 1h30m (ago), 2026-12-07T15:00:00Z, Unix seconds', (value) =>
+        parseSinceTime(value),
+      )
+      .action(async (name: string, options: { follow?: boolean; tail?: number; since?: Date }, command: Command) => {
         const client = await CliContext.of(command).daemonClient();
         // The guest wrote this: escape sequences in it must not drive the user's terminal.
         const show = (text: string) => process.stdout.write(escapeTerminalControls(text));
-        let { text, next } = await client.workloadLogs(name, options.tail !== undefined ? { tail: options.tail } : {});
+        let { text, next } = await client.workloadLogs(name, {
+          ...(options.tail !== undefined ? { tail: options.tail } : {}),
+          ...(options.since !== undefined ? { since: options.since } : {}),
+        });
         show(text);
         if (!options.follow) return;
         const interrupts = new Interrupts();

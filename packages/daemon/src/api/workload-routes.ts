@@ -76,7 +76,7 @@ export function workloadRoutes(workloads: Workloads): ApiRoute[] {
       schema: {
         params: NameParams,
         querystring: WorkloadLogsQuery,
-        description: `Its command's output as kept on the host (text/plain; size-capped, rotated once). A follower passes \`offset\` from the last answer's ${WORKLOAD_LOG_OFFSET_HEADER} header.`,
+        description: `Its command's output as kept on the host (text/plain; size-capped, rotated once), all its replicas' in one log: all of it, what was written \`since\` a time, or its last \`tail\` lines. A follower passes \`offset\` from the last answer's ${WORKLOAD_LOG_OFFSET_HEADER} header.`,
       },
       handler: async (request, reply) => {
         const { data, next } = await workloads.logs(request.params.name, request.query);

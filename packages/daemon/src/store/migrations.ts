@@ -286,4 +286,36 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('sandboxes').addColumn('ssh_host_keys', 'text').execute();
     },
   },
+  '0014_workload_replicas': {
+    async up(db: Kysely<unknown>) {
+      // A workload may run several sandboxes: what was kept of its one sandbox moves to a row per replica.
+      await db.schema
+        .createTable('workload_replicas')
+        .addColumn('workload', 'text', (c) => c.notNull())
+        .addColumn('slot', 'integer', (c) => c.notNull())
+        .addColumn('sandbox_id', 'text')
+        .addColumn('spec_hash', 'text', (c) => c.notNull())
+        .addColumn('phase', 'text', (c) => c.notNull())
+        .addColumn('message', 'text')
+        .addColumn('restarts', 'integer', (c) => c.notNull())
+        .addColumn('failures', 'integer', (c) => c.notNull())
+        .addColumn('last_exit', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('workload_replicas_pk', ['workload', 'slot'])
+        .execute();
+      // Its phase from its conditions, so that a crash-looped workload stays so and a ready one is not reported starting.
+      await sql`INSERT INTO workload_replicas
+          (workload, slot, sandbox_id, spec_hash, phase, restarts, failures, last_exit, created_at, updated_at)
+        SELECT name, 0, sandbox_id, COALESCE(sandbox_hash, spec_hash),
+          CASE WHEN conditions LIKE '%"reason":"crash_loop"%' THEN 'crash_loop'
+               WHEN conditions LIKE '%"type":"Ready","status":true%' THEN 'ready'
+               WHEN state = 'stopped' THEN 'stopped'
+               ELSE 'starting' END,
+          restarts, failures, last_exit, created_at, updated_at
+        FROM workloads`.execute(db);
+      for (const column of ['sandbox_id', 'sandbox_hash', 'restarts', 'failures', 'last_exit'])
+        await db.schema.alterTable('workloads').dropColumn(column).execute();
+    },
+  },
 };

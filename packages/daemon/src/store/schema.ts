@@ -170,7 +170,7 @@ export interface ResourceEventRow {
   at: string;
 }
 
-/** A declared workload (workloads/): its spec, what it should be, and what the reconciler last made of it. */
+/** A declared workload (workloads/): its spec, what it should be, and its conditions summed up from its replicas. */
 export interface WorkloadRow {
   name: string;
   /** The label of the file it was applied from, for --prune. */
@@ -181,15 +181,27 @@ export interface WorkloadRow {
   spec_hash: string;
   /** running | stopped: what it should be. */
   state: string;
-  /** Its sandbox, while it has one. */
-  sandbox_id: string | null;
-  /** The spec_hash its sandbox was made from; a sandbox of another hash is replaced. */
-  sandbox_hash: string | null;
-  restarts: number;
-  /** Failures in a row since it was last stable; past maxRetries it is Degraded (crash_loop). */
-  failures: number;
   /** JSON array of WorkloadCondition. */
   conditions: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One replica of a workload (migration 0014): a place the reconciler keeps one sandbox running in, with its own restart count. */
+export interface WorkloadReplicaRow {
+  workload: string;
+  /** Its number among the workload's replicas (the lowest free one when it was made). */
+  slot: number;
+  /** Its sandbox, once made. */
+  sandbox_id: string | null;
+  /** The workload's spec_hash it was made for; a replica of another hash is replaced, one at a time. */
+  spec_hash: string;
+  /** starting, health_pending, ready, backoff, crash_loop, exited, completed, stopped. */
+  phase: string;
+  message: string | null;
+  restarts: number;
+  /** Failures in a row since it was last stable; past maxRetries it is crash_loop. */
+  failures: number;
   /** JSON of the last exit (reason, exitCode, message, at), or null. */
   last_exit: string | null;
   created_at: string;
@@ -237,4 +249,5 @@ export interface Database {
   webhooks: WebhookRow;
   webhook_deliveries: WebhookDeliveryRow;
   workloads: WorkloadRow;
+  workload_replicas: WorkloadReplicaRow;
 }

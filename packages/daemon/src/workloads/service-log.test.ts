@@ -9,10 +9,10 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function tempLog(maxBytes: number): ServiceLog {
+function tempLog(maxBytes: number, now?: () => number): ServiceLog {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'service-log-'));
   dirs.push(dir);
-  return new ServiceLog(path.join(dir, 'web'), maxBytes);
+  return new ServiceLog(path.join(dir, 'web'), maxBytes, now);
 }
 
 describe('a workload service log', () => {
@@ -22,7 +22,12 @@ describe('a workload service log', () => {
     const whole = log.read({}).data.toString();
     expect(whole.length).toBeLessThanOrEqual(2 * 100 + 8);
     expect(whole.endsWith('line 49\n')).toBe(true);
-    expect(fs.readdirSync(path.dirname(log.file)).sort()).toEqual(['service.log', 'service.log.1']);
+    expect(fs.readdirSync(path.dirname(log.file)).sort()).toEqual([
+      'service.log',
+      'service.log.1',
+      'service.log.times',
+      'service.log.times.1',
+    ]);
   });
 
   it('answers what follows an offset, and from the start once the file rotated under it', () => {
@@ -32,6 +37,38 @@ describe('a workload service log', () => {
     log.append('two\n');
     expect(log.read({ offset: first.next }).data.toString()).toBe('two\n');
     expect(log.read({ offset: 10_000 }).data.toString()).toBe('one\ntwo\n');
+  });
+
+  it('answers what was written since a time, from the start of the line it began in, across a rotation', () => {
+    let clock = 10_000;
+    const log = tempLog(40, () => clock);
+    log.append('early\n');
+    clock += 5000;
+    log.append('half a ');
+    clock += 500; // Within a second of the last mark: no mark of its own.
+    log.append('line\n');
+    clock += 5000;
+    log.append('late one\n');
+    log.append('late two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 10_000 }).data.toString()).toBe('early\nhalf a line\nlate one\nlate two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 15_000 }).data.toString()).toBe('half a line\nlate one\nlate two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 15_001 }).data.toString()).toBe('late one\nlate two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 20_500, tail: 1 }).data.toString()).toBe('late two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 99_000 }).data.toString()).toBe('');
+    // The current file's marks count from the end of the older file.
+    clock += 5000;
+    log.append('after\n');
+    expect(log.read({ sinceMs: 25_000 }).data.toString()).toBe('after\n');
+    expect(log.read({ sinceMs: 15_001 }).data.toString()).toBe('late one\nlate two that makes the file rotate\nafter\n');
+  });
+
+  it('leaves out, with since, output kept before there was a time index', () => {
+    const log = tempLog(1000, () => 50_000);
+    fs.mkdirSync(path.dirname(log.file), { recursive: true });
+    fs.writeFileSync(log.file, 'from an older daemon\n');
+    log.append('new\n');
+    expect(log.read({}).data.toString()).toBe('from an older daemon\nnew\n');
+    expect(log.read({ sinceMs: 0 }).data.toString()).toBe('new\n');
   });
 
   it('answers its last lines', () => {
