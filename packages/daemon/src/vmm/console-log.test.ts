@@ -3,7 +3,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConsoleLog, MAX_TIME_MARKS, readConsoleLog } from './console-log.js';
+import { MAX_TIME_MARKS } from '../time-index.js';
+import { ConsoleLog, readConsoleLog } from './console-log.js';
 
 /** Serves `send` on a console socket, captures it with a ConsoleLog of `limit` bytes, returns the log file. */
 async function capture(send: (socket: net.Socket) => Promise<void> | void, limit: number, settleMs: number, bytesPerSecond?: number) {

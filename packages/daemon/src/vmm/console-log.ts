@@ -5,30 +5,21 @@
 // daemon stops reading and QEMU holds the guest's UART (the guest slows
 // itself, never the daemon). While no daemon is attached QEMU drops console
 // output instead of blocking. Never buffer more than one chunk per VM here.
-// Beside each file a `.times` file marks when its bytes were written (a line
-// `OFFSET MS` for the first write of each second), so that `logs --since`
-// finds where a moment starts without the guest's text changing.
+// A time index beside it (time-index.ts) says when each second's output began,
+// for `logs --since`, without the guest's text changing.
 import fs from 'node:fs';
 import net from 'node:net';
+import { offsetSince, removeTimeIndex, TimeIndex } from '../time-index.js';
 
 export const CONSOLE_LOG_LIMIT_BYTES = 1024 * 1024;
 /** Console bytes a guest may have logged per second; a boot writes a few KiB, so only a flood ever waits. */
 export const CONSOLE_BYTES_PER_SECOND = 256 * 1024;
-/**
- * Time marks a file may have: a guest writing a byte every second must not
- * grow an index without end, so past this many the live file is rotated early
- * (about 300 KiB of marks; 4.5 hours of such a trickle per file).
- */
-export const MAX_TIME_MARKS = 16384;
 
 export class ConsoleLog {
   private socket: net.Socket | undefined;
   private fd: number | undefined;
   private size = 0;
-  private timesFd: number | undefined;
-  /** The second of the live file's newest time mark (none yet after open: the first write makes one), and how many it has. */
-  private lastMarkSecond = -1;
-  private marks = 0;
+  private readonly times: TimeIndex;
   private windowStart = 0;
   private windowBytes = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
@@ -43,7 +34,9 @@ export class ConsoleLog {
     private readonly logFile: string,
     private readonly limitBytes = CONSOLE_LOG_LIMIT_BYTES,
     private readonly bytesPerSecond = CONSOLE_BYTES_PER_SECOND,
-  ) {}
+  ) {
+    this.times = new TimeIndex(logFile);
+  }
 
   attach(): void {
     this.openLog();
@@ -84,28 +77,11 @@ export class ConsoleLog {
     // A write still in the pool closes the file when it is done (see take).
     if (this.fd !== undefined && !this.writing) fs.closeSync(this.fd);
     this.fd = undefined;
-    if (this.timesFd !== undefined) fs.closeSync(this.timesFd);
-    this.timesFd = undefined;
   }
 
   private openLog(): void {
     this.fd = fs.openSync(this.logFile, 'a', 0o600);
     this.size = fs.fstatSync(this.fd).size;
-    const times = timesFile(this.logFile);
-    this.timesFd = fs.openSync(times, 'a', 0o600);
-    this.lastMarkSecond = -1;
-    // A daemon attaching again goes on with the marks the last one wrote (at most MAX_TIME_MARKS lines, read once).
-    this.marks = fs.readFileSync(times, 'latin1').split('\n').length - 1;
-  }
-
-  /** Notes that the bytes from `offset` on were written now (a small synchronous append, at most once a second). */
-  private markTime(offset: number): void {
-    const now = Date.now();
-    const second = Math.floor(now / 1000);
-    if (this.timesFd === undefined || second === this.lastMarkSecond) return;
-    this.lastMarkSecond = second;
-    this.marks += 1;
-    fs.writeSync(this.timesFd, `${offset} ${now}\n`);
   }
 
   /** Writes one chunk with reading paused, then reads on at once or, past the rate, when the second is over. */
@@ -114,8 +90,8 @@ export class ConsoleLog {
     socket.pause();
     // A single chunk larger than the limit keeps only its newest bytes.
     const chunk = data.length > this.limitBytes ? data.subarray(data.length - this.limitBytes) : data;
-    if (this.size + chunk.length > this.limitBytes || this.marks >= MAX_TIME_MARKS) this.rotate();
-    this.markTime(this.size);
+    if (this.size + chunk.length > this.limitBytes || this.times.full) this.rotate();
+    this.times.mark(this.size);
     const fd = this.fd;
     this.size += chunk.length;
     this.writing = true;
@@ -137,9 +113,8 @@ export class ConsoleLog {
   private rotate(): void {
     // Only called between writes (reading is paused while one is in the pool).
     if (this.fd !== undefined) fs.closeSync(this.fd);
-    if (this.timesFd !== undefined) fs.closeSync(this.timesFd);
     fs.renameSync(this.logFile, `${this.logFile}.1`);
-    fs.renameSync(timesFile(this.logFile), timesFile(`${this.logFile}.1`));
+    this.times.rotated();
     this.openLog();
   }
 
@@ -156,56 +131,28 @@ export class ConsoleLog {
   }
 }
 
-function timesFile(logFile: string): string {
-  return `${logFile}.times`;
-}
-
-/** Deletes a console log: the live and the rotated file and their time marks. */
+/** Deletes a console log: the live and the rotated file and their time indexes. */
 export function removeConsoleLog(logFile: string): void {
-  for (const file of [logFile, `${logFile}.1`]) {
-    fs.rmSync(file, { force: true });
-    fs.rmSync(timesFile(file), { force: true });
-  }
+  fs.rmSync(logFile, { force: true });
+  fs.rmSync(`${logFile}.1`, { force: true });
+  removeTimeIndex(logFile);
 }
 
 /**
  * The last `maxBytes` of the console, across the rotated and the live file;
- * with `sinceMs`, only what was written from then on (from the first time mark
- * at or after it: to the second).
+ * with `sinceMs`, only what was written from then on (to the second).
  */
 export function readConsoleLog(logFile: string, maxBytes = CONSOLE_LOG_LIMIT_BYTES, sinceMs?: number): Buffer {
-  const parts: Buffer[] = [];
-  let found = sinceMs === undefined;
-  for (const file of [`${logFile}.1`, logFile]) {
-    let bytes: Buffer;
-    try {
-      bytes = fs.readFileSync(file);
-    } catch {
-      continue; // Not written yet.
-    }
-    if (!found) {
-      const offset = firstOffsetSince(file, sinceMs as number);
-      if (offset === undefined) continue;
-      found = true;
-      bytes = bytes.subarray(Math.min(offset, bytes.length));
-    }
-    parts.push(bytes);
-  }
-  const all = Buffer.concat(parts);
+  const older = readOrEmpty(`${logFile}.1`);
+  let all = Buffer.concat([older, readOrEmpty(logFile)]);
+  if (sinceMs !== undefined) all = all.subarray(offsetSince(logFile, sinceMs, older.length) ?? all.length);
   return all.length > maxBytes ? all.subarray(all.length - maxBytes) : all;
 }
 
-/** The offset of `file`'s first time mark at or after `sinceMs`; undefined when it has none (all it holds is older). */
-function firstOffsetSince(file: string, sinceMs: number): number | undefined {
-  let text: string;
+function readOrEmpty(file: string): Buffer {
   try {
-    text = fs.readFileSync(timesFile(file), 'utf8');
+    return fs.readFileSync(file);
   } catch {
-    return undefined; // A log of a release before time marks: nothing in it can be placed in time.
+    return Buffer.alloc(0); // Not written yet.
   }
-  for (const line of text.split('\n')) {
-    const [offset, ms] = line.split(' ').map(Number);
-    if (Number.isSafeInteger(offset) && Number.isSafeInteger(ms) && (ms as number) >= sinceMs) return offset;
-  }
-  return undefined;
 }

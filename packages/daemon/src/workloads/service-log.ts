@@ -1,33 +1,21 @@
 // A workload's service output on the host: one file per workload under the
 // state folder, written as the command's output arrives, rotated once at a
 // size cap (the current file and one older), so it survives VM and daemon
-// restarts and never grows without bound. Beside it, a time index (`.times`:
-// lines of `byte-offset epoch-ms`, at most one a second) says when output was
-// written, for `--since`; the output itself is kept as the service wrote it.
-// It never reads the guest itself.
+// restarts and never grows without bound. Beside it, a time index
+// (time-index.ts) says when each second's output began, for `--since`; the
+// output itself is kept as the service wrote it. It never reads the guest itself.
 import fs from 'node:fs';
 import path from 'node:path';
+import { offsetSince, TimeIndex } from '../time-index.js';
 
 /** The current file rotates to `.1` (replacing the older one) past this size. */
 export const SERVICE_LOG_MAX_BYTES = 2 * 1024 * 1024;
 /** A read returns at most this much (the end of what was asked). */
 const MAX_READ_BYTES = 4 * 1024 * 1024;
-/** The time index gets a mark when this long passed since its last one: `--since` is exact to this. */
-const TIME_MARK_EVERY_MS = 1000;
-/** The log rotates when its time index passes this too (a trickle of output marks a line each second: some hours of it). */
-const TIME_INDEX_MAX_BYTES = 256 * 1024;
-
-/** Where output written at `ms` or later begins: a mark of the time index. */
-interface TimeMark {
-  offset: number;
-  ms: number;
-}
 
 export class ServiceLog {
   readonly file: string;
-  private readonly timesFile: string;
-  /** When the index got its last mark (in this daemon; after a restart the first append marks anew). */
-  private lastMarkMs = Number.NEGATIVE_INFINITY;
+  private readonly times: TimeIndex;
 
   constructor(
     dir: string,
@@ -35,7 +23,7 @@ export class ServiceLog {
     private readonly now: () => number = Date.now,
   ) {
     this.file = path.join(dir, 'service.log');
-    this.timesFile = path.join(dir, 'service.log.times');
+    this.times = new TimeIndex(this.file);
   }
 
   /**
@@ -45,20 +33,11 @@ export class ServiceLog {
    */
   append(data: Buffer | string): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    this.times.mark(fileSize(this.file), this.now());
     fs.appendFileSync(this.file, data, { mode: 0o600 });
-    const size = fs.statSync(this.file).size;
-    const ms = this.now();
-    if (ms - this.lastMarkMs >= TIME_MARK_EVERY_MS) {
-      fs.appendFileSync(this.timesFile, `${size - Buffer.byteLength(data)} ${ms}\n`, { mode: 0o600 });
-      this.lastMarkMs = ms;
-    }
-    if (size > this.maxBytes || fileSize(this.timesFile) > TIME_INDEX_MAX_BYTES) {
+    if (fileSize(this.file) > this.maxBytes || this.times.full) {
       fs.renameSync(this.file, `${this.file}.1`);
-      // Without marks (all written within the last second by another writer), the older index must not describe the new older log.
-      fs.rmSync(`${this.timesFile}.1`, { force: true });
-      if (fs.existsSync(this.timesFile)) fs.renameSync(this.timesFile, `${this.timesFile}.1`);
-      // The next output starts the new file's index.
-      this.lastMarkMs = Number.NEGATIVE_INFINITY;
+      this.times.rotated();
     }
   }
 
@@ -84,8 +63,7 @@ export class ServiceLog {
       const older = readOrEmpty(`${this.file}.1`);
       data = Buffer.concat([older, current]);
       if (options.sinceMs !== undefined) {
-        const marks = [...readMarks(`${this.timesFile}.1`, 0), ...readMarks(this.timesFile, older.length)];
-        const start = marks.find((mark) => mark.ms >= options.sinceMs!)?.offset ?? data.length;
+        const start = offsetSince(this.file, options.sinceMs, older.length) ?? data.length;
         // From the start of the line that output began in.
         data = data.subarray(start > 0 ? data.lastIndexOf(0x0a, start - 1) + 1 : 0);
       }
@@ -106,16 +84,6 @@ function fileSize(file: string): number {
   } catch {
     return 0;
   }
-}
-
-/** A time index's marks, their offsets moved by `base` (the older log's size, for the current file's). */
-function readMarks(file: string, base: number): TimeMark[] {
-  const marks: TimeMark[] = [];
-  for (const line of readOrEmpty(file).toString('utf8').split('\n')) {
-    const match = /^(\d+) (\d+)$/.exec(line);
-    if (match) marks.push({ offset: base + Number(match[1]), ms: Number(match[2]) });
-  }
-  return marks;
 }
 
 function readOrEmpty(file: string): Buffer {
