@@ -257,6 +257,11 @@ describe('declarative workloads (real QEMU microVMs)', () => {
       expect(await fetchHost('/', SITE_PORT)).toEqual({ status: 200, body: 'hello from httpd\n' });
       const events = await readEventStream(daemon, `/v1/events?type=workload&since=${encodeURIComponent(eventsFrom)}`);
       expect(events).toContain('"type":"workload.pulling"');
+      // Once no workload names the image, the template made for it goes with the next resync (the image stays).
+      const { template } = (await daemon.request('GET', '/v1/workloads/site')).body as { template: string };
+      expect((await daemon.request('DELETE', '/v1/workloads/site')).status).toBe(204);
+      await eventually(async () => ((await daemon.request('GET', `/v1/templates/${template}`)).status === 404 ? true : undefined), 60_000);
+      expect((await daemon.api.images()).length).toBeGreaterThan(0);
     } finally {
       await daemon.request('DELETE', '/v1/workloads/site');
       await removeAllImages(daemon);

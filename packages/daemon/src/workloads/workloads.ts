@@ -73,13 +73,16 @@ export const WORKLOAD_REPLICA_METADATA_KEY = 'capsule.workload.replica';
 /** Spec fields that a running sandbox cannot take on: a change to one of them replaces it. */
 const VM_FIELDS = ['template', 'image', 'command', 'env', 'workdir', 'user', 'resources', 'ports', 'volumes', 'network'] as const;
 
+/** Names of templates the workloads make for images (and remove once no workload names the image). */
+const IMAGE_TEMPLATE_PREFIX = 'workload-image-';
+
 /**
  * The template an image workload's sandboxes start from: one per image, and
  * one more for the image's own Entrypoint + Cmd as its START (a workload
  * without a command of its own), so workloads of one image share it.
  */
 export function imageTemplateName(image: string, withStart: boolean): string {
-  return `workload-image-${createHash('sha256').update(`${image}\n${withStart}`).digest('hex').slice(0, 16)}`;
+  return `${IMAGE_TEMPLATE_PREFIX}${createHash('sha256').update(`${image}\n${withStart}`).digest('hex').slice(0, 16)}`;
 }
 
 export function vmHashOf(spec: WorkloadSpec): string {
@@ -213,9 +216,34 @@ export class Workloads {
   }
 
   private async resync(): Promise<void> {
-    for (const row of await listWorkloads(this.store).catch(() => [])) {
+    const rows = await listWorkloads(this.store).catch(() => []);
+    for (const row of rows) {
       // A workload with an action queued is looked at after it anyway.
       if (!this.queues.has(row.name)) void this.enqueue(row.name, 'resync', () => this.reconcile(row.name));
+    }
+    await this.removeUnusedImageTemplates(rows).catch((err: unknown) =>
+      this.log.warn({ err: errorMessage(err) }, 'removing unused image templates failed'),
+    );
+  }
+
+  /**
+   * A template made for an image that no workload names any more (removed,
+   * or changed to another image) goes once no sandbox uses it; the image
+   * stays in the image store (`capsule image prune` takes it).
+   */
+  private async removeUnusedImageTemplates(rows: readonly WorkloadRecord[]): Promise<void> {
+    const wanted = new Set(
+      rows.map(specOf).flatMap((spec) => (spec.image !== undefined ? [imageTemplateName(spec.image, spec.command === undefined)] : [])),
+    );
+    for (const template of await this.store.listTemplates()) {
+      if (!template.name.startsWith(IMAGE_TEMPLATE_PREFIX) || wanted.has(template.name)) continue;
+      try {
+        await this.templates.remove(template.name);
+        this.log.info({ template: template.name }, 'removed the template of an image no workload uses');
+      } catch (err) {
+        // The old replicas of a rollout still run on it: it goes at a later resync.
+        if (!(err instanceof CapsuleError && err.code === 'template_in_use')) throw err;
+      }
     }
   }
 
