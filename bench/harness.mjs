@@ -25,6 +25,8 @@ export const daemonProfiles = {
   budget: { CAPSULE_WARM_POOL_SIZE: '1', CAPSULE_MEMORY_BUDGET_MIB: '3072' },
   /** `restore` without the metrics history (CAPSULE_METRICS_INTERVAL_MS=0): the baseline of what sampling costs. */
   'restore-unsampled': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_METRICS_INTERVAL_MS: '0' },
+  /** `pool` serving e2b's API on loopback TCP (plain HTTP, API keys): the e2b SDK's own front door (the e2b-build case). */
+  e2b: { CAPSULE_WARM_POOL_SIZE: '1', CAPSULE_LISTEN: 'http://127.0.0.1:0' },
   /** `restore` with every QEMU unconfined (CAPSULE_JAIL=off): the baseline of what the jail costs. */
   'restore-unjailed': { CAPSULE_WARM_POOL_SIZE: '0', CAPSULE_JAIL: 'off' },
 };
