@@ -3,11 +3,15 @@
 // map it), added up over every QEMU and the daemon, so the template's pages
 // that all clones share are counted once; MemAvailable's drop is given too.
 // Exec latency is that of one sandbox, alone and then among N idle others.
+// The host's KSM is reported as found (the bench never turns it on): how much
+// of the QEMUs' memory it merged, and ksmd's CPU while they started and idled.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { repeat, timed } from '../harness.mjs';
-import { availableMiB, pssMiB, tcgCodeMiB } from '../lib/machine.mjs';
+import { accelArgOf, availableMiB, ksmState, pssMiB, tcgCodeMiB } from '../lib/machine.mjs';
 
 const IDLE_MS = 5000;
+/** With KSM running the sandboxes idle longer, so that ksmd can get through their pages (at its own pace, as set on the host). */
+const KSM_IDLE_MS = 60_000;
 
 export default {
   name: 'density',
@@ -36,6 +40,9 @@ export default {
     },
     // Also counts kernel memory and page cache, and whatever else the host does meanwhile (noisy on a shared machine).
     { id: 'density-memavailable', title: "drop of the host's MemAvailable per idle sandbox, N at once", unit: 'MiB' },
+    // Already counted in the Pss above (a merged page's cost is split among its mappers); this says how much KSM did.
+    { id: 'density-ksm-merged', title: "per sandbox, its QEMU's memory that KSM backs with shared pages", unit: 'MiB' },
+    { id: 'density-ksmd-cpu', title: "ksmd's CPU meanwhile (what the merging cost)", unit: '% core' },
   ],
   async run(ctx) {
     const n = ctx.densityCount;
@@ -53,6 +60,8 @@ export default {
       const loneMiB = pssMiB(pids);
       const before = { pss: loneMiB + pssMiB([daemon.child.pid]), available: availableMiB(), tcgCode: tcgCodeMiB(pids) };
 
+      const ksmBefore = ksmState(pids);
+      const ksmStarted = performance.now();
       ctx.log(`density: starting ${n} sandboxes`);
       for (let i = 0; i < n; i++) {
         const sandbox = await daemon.create();
@@ -60,11 +69,18 @@ export default {
         pids.push(sandbox.pid);
         await daemon.exec(sandbox.id, ['true']); // each one has run a command, as a sandbox in use has
       }
-      await sleep(IDLE_MS);
+      await sleep(ksmBefore?.running ? KSM_IDLE_MS : IDLE_MS);
+      const ksmAfter = ksmState(pids);
+      const ksmSeconds = (performance.now() - ksmStarted) / 1000;
       const after = { pss: pssMiB(pids) + pssMiB([daemon.child.pid]), available: availableMiB(), tcgCode: tcgCodeMiB(pids) };
       const crowdedTimes = await repeat({ runs: ctx.runs, warmups: 1 }, exec);
       const perSandbox = (after.pss - before.pss) / n;
-      const note = "a lone sandbox's Pss is all of its pages, the template's included; the others share those";
+      const accel = accelArgOf(lone.pid) ?? ctx.accel;
+      const note = `a lone sandbox's Pss is all of its pages, the template's included; the others share those. QEMU ran with -accel ${accel}`;
+      const ksmOff =
+        ksmBefore === undefined
+          ? 'the host kernel has no KSM'
+          : 'KSM is off on this host (/sys/kernel/mm/ksm/run); the bench never turns it on';
       return {
         'density-lone-exec': loneTimes,
         'density-exec': { samples: crowdedTimes, title: `exec round trip of \`true\`, the same sandbox among ${n} idle ones` },
@@ -74,11 +90,20 @@ export default {
           note,
           title: `extra host memory per idle sandbox, ${n} at once (Pss of all QEMUs and the daemon)`,
         },
-        'density-tcg-code': [(after.tcgCode - before.tcgCode) / n],
+        'density-tcg-code': {
+          samples: [(after.tcgCode - before.tcgCode) / n],
+          title: `of which TCG's code buffer (translated guest code, one per VM, -accel ${accel}; none under KVM)`,
+        },
         'density-memavailable': {
           samples: [(before.available - after.available) / n],
           title: `drop of the host's MemAvailable per idle sandbox, ${n} at once`,
         },
+        ...(ksmBefore?.running && ksmAfter?.running
+          ? {
+              'density-ksm-merged': [ksmAfter.mergedMiB / pids.length],
+              'density-ksmd-cpu': [((ksmAfter.ksmdCpuS - ksmBefore.ksmdCpuS) / ksmSeconds) * 100],
+            }
+          : { 'density-ksm-merged': { unavailable: ksmOff }, 'density-ksmd-cpu': { unavailable: ksmOff } }),
       };
     } finally {
       for (const id of ids) await daemon.remove(id);

@@ -103,3 +103,59 @@ export function availableMiB() {
   if (kib === undefined) throw new Error('no MemAvailable in /proc/meminfo');
   return Number(kib) / 1024;
 }
+
+/** utime + stime of a /proc/PID/stat line, in clock ticks (the command name may hold spaces and parentheses). */
+export function parseCpuTicks(stat) {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** The value of QEMU's `-accel` in its argv (NUL-separated /proc/PID/cmdline): `tcg,tb-size=64`, `kvm`; undefined without one. */
+export function parseAccelArg(cmdline) {
+  const argv = cmdline.split('\0');
+  const at = argv.indexOf('-accel');
+  return at === -1 ? undefined : argv[at + 1];
+}
+
+export function accelArgOf(pid) {
+  return parseAccelArg(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+}
+
+const KSM_DIR = '/sys/kernel/mm/ksm';
+
+/** ksm_merging_pages + ksm_zero_pages of /proc/PID/ksm_stat: the process's pages that KSM backs with a shared page. */
+export function parseKsmMergedPages(ksmStat) {
+  const count = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(ksmStat)?.[1] ?? 0);
+  return count('ksm_merging_pages') + count('ksm_zero_pages');
+}
+
+/**
+ * The host's kernel samepage merging: whether ksmd runs (`run` is 1), how
+ * much of `pids`' memory it backs with shared pages (their own counters,
+ * not the host-wide ones other VMs move too), and ksmd's CPU time so far in
+ * seconds; undefined without KSM.
+ */
+export function ksmState(pids) {
+  if (!fs.existsSync(KSM_DIR)) return undefined;
+  let pages = 0;
+  for (const pid of pids) {
+    try {
+      pages += parseKsmMergedPages(fs.readFileSync(`/proc/${pid}/ksm_stat`, 'utf8'));
+    } catch {
+      // A kernel before 6.1 has no per-process counters: nothing counted.
+    }
+  }
+  const ksmd = fs.readdirSync('/proc').find((entry) => {
+    try {
+      return /^\d+$/.test(entry) && fs.readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'ksmd';
+    } catch {
+      return false;
+    }
+  });
+  const ticksPerSecond = 100; // USER_HZ, 100 on every Linux architecture the bench runs on
+  return {
+    running: fs.readFileSync(`${KSM_DIR}/run`, 'utf8').trim() === '1',
+    mergedMiB: (pages * 4096) / 2 ** 20,
+    ksmdCpuS: ksmd === undefined ? 0 : parseCpuTicks(fs.readFileSync(`/proc/${ksmd}/stat`, 'utf8')) / ticksPerSecond,
+  };
+}

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { parseCpuModel, parseMemTotalMiB, parsePssKiB, parseQemuVersion, parseTcgCodePssKiB } from './machine.mjs';
+import {
+  parseAccelArg,
+  parseCpuModel,
+  parseCpuTicks,
+  parseKsmMergedPages,
+  parseMemTotalMiB,
+  parsePssKiB,
+  parseQemuVersion,
+  parseTcgCodePssKiB,
+} from './machine.mjs';
 
 describe('machine description parsing', () => {
   it('reads the CPU model from /proc/cpuinfo', () => {
@@ -18,6 +27,24 @@ describe('machine description parsing', () => {
       parseQemuVersion('QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright (c) 2003-2022 Fabrice Bellard\n'),
     ).toBe('7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)');
     expect(parseQemuVersion('QEMU emulator version 8.1.0\n')).toBe('8.1.0');
+  });
+
+  it('adds user and system ticks of /proc/PID/stat, past a command name with spaces and parentheses', () => {
+    const stat = '42 (ksm d) (x) S 2 0 0 0 -1 2097216 0 0 0 0 1234 56 0 0 25 5 1 0 60 0 0';
+    expect(parseCpuTicks(stat)).toBe(1290);
+  });
+
+  it("reads QEMU's -accel value from its command line", () => {
+    expect(parseAccelArg(['qemu-system-x86_64', '-name', 'sb_x', '-accel', 'tcg,tb-size=64', '-m', '512M', ''].join('\0'))).toBe(
+      'tcg,tb-size=64',
+    );
+    expect(parseAccelArg(['qemu-system-x86_64', '-name', 'sb_x', ''].join('\0'))).toBeUndefined();
+  });
+
+  it("counts a process's pages KSM merged, zero pages included", () => {
+    const stat = 'ksm_rmap_items 900\nksm_zero_pages 12\nksm_merging_pages 300\nksm_process_profit 1000\nksm_merge_any: no\n';
+    expect(parseKsmMergedPages(stat)).toBe(312);
+    expect(parseKsmMergedPages('ksm_rmap_items 0\n')).toBe(0);
   });
 
   it('reads Pss, not Rss, from smaps_rollup', () => {

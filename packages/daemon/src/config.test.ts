@@ -87,3 +87,13 @@ describe('CAPSULE_VMM_OVERHEAD_MIB', () => {
     for (const value of ['-1', '1.5', 'lots']) expect(() => loadConfig({ CAPSULE_VMM_OVERHEAD_MIB: value }), value).toThrow(/whole number/);
   });
 });
+
+describe('CAPSULE_TCG_CODE_BUFFER_MIB', () => {
+  it('is 64 MiB unless set, and refuses what would retranslate on every command', () => {
+    expect(loadConfig({}).tcgCodeBufferMiB).toBe(64);
+    expect(loadConfig({ CAPSULE_TCG_CODE_BUFFER_MIB: '256' }).tcgCodeBufferMiB).toBe(256);
+    expect(() => loadConfig({ CAPSULE_TCG_CODE_BUFFER_MIB: '8' })).toThrow(/at least 16/);
+    for (const value of ['-1', '1.5', 'lots'])
+      expect(() => loadConfig({ CAPSULE_TCG_CODE_BUFFER_MIB: value }), value).toThrow(/whole number/);
+  });
+});

@@ -54,10 +54,12 @@ export interface DaemonConfig {
   jailIds: { first: number; count: number };
   /**
    * Memory a jailed VM's QEMU may use beyond its guest's RAM before its cgroup
-   * kills it (CAPSULE_VMM_OVERHEAD_MIB); unset: 128 MiB, plus 256 MiB of
-   * translated code under TCG (vmm/cgroup.ts says how these were measured).
+   * kills it (CAPSULE_VMM_OVERHEAD_MIB); unset: 128 MiB, plus the TCG code
+   * buffer under TCG (vmm/cgroup.ts says how these were measured).
    */
   vmmOverheadMiB?: number;
+  /** Under TCG, each QEMU's buffer of translated guest code (CAPSULE_TCG_CODE_BUFFER_MIB, vmm/tcg-code-buffer.ts). */
+  tcgCodeBufferMiB: number;
   /** The operator's certificate and key for TLS on TCP (CAPSULE_TLS_CERT, CAPSULE_TLS_KEY); else one made in stateDir. */
   tlsCertFile?: string;
   tlsKeyFile?: string;
@@ -102,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
     tapPool: env.CAPSULE_TAP_POOL || '10.201.0.0/16',
     domain: parseDomain(env.CAPSULE_DOMAIN || 'localhost'),
     jailIds: parseIdRange(env.CAPSULE_JAIL_IDS || '900000-999999'),
+    tcgCodeBufferMiB: parseTcgCodeBuffer(env.CAPSULE_TCG_CODE_BUFFER_MIB),
     ...(env.CAPSULE_VMM_OVERHEAD_MIB ? { vmmOverheadMiB: positiveInt(env.CAPSULE_VMM_OVERHEAD_MIB, 0) } : {}),
     ...(env.CAPSULE_LISTEN ? { listen: parseListen(env.CAPSULE_LISTEN) } : {}),
     ...parseTlsFiles(env),
@@ -111,6 +114,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): DaemonConfig {
 /** Guest memory all sandboxes together may have: the setting, else twice the host's RAM (clones share pages). */
 export function effectiveMemoryBudgetMiB(config: Pick<DaemonConfig, 'memoryBudgetMiB'>): number {
   return config.memoryBudgetMiB || 2 * Math.floor(os.totalmem() / 1048576);
+}
+
+/**
+ * Under TCG each QEMU keeps its own translations of the guest code it ran:
+ * QEMU 7.2 reserves 1 GiB for them, flushes them when full, and a guest that
+ * runs enough different code fills it (bench/README.md, "VMM memory
+ * overhead"). A restored sandbox translates about 46 MiB for its first
+ * command, and more as it works: after 40 commands and a few python3 imports
+ * one held 280-318 MiB (Pss) at 256, 193-205 MiB at 64, idle or not. At 64
+ * the same work cost QEMU the same CPU (a python3 import 1.1-1.3 s against
+ * 1.2 s, `true` 94-110 ms against 85-106 ms); at 32 every python3 import
+ * flushed the buffer and took 3.5x as long (bench/README.md, "Density").
+ */
+export const DEFAULT_TCG_CODE_BUFFER_MIB = 64;
+
+/** Below this QEMU would flush on nearly every command: exec of `true` took 448 ms at 16 MiB against 72 ms. */
+export const MIN_TCG_CODE_BUFFER_MIB = 16;
+
+function parseTcgCodeBuffer(value: string | undefined): number {
+  const mib = positiveInt(value, DEFAULT_TCG_CODE_BUFFER_MIB);
+  if (mib < MIN_TCG_CODE_BUFFER_MIB)
+    throw new Error(
+      `CAPSULE_TCG_CODE_BUFFER_MIB must be at least ${MIN_TCG_CODE_BUFFER_MIB} (smaller buffers retranslate on every command), not "${value}"`,
+    );
+  return mib;
 }
 
 function parseTlsFiles(env: NodeJS.ProcessEnv): { tlsCertFile?: string; tlsKeyFile?: string } {

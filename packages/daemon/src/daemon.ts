@@ -29,6 +29,7 @@ import { chooseAccel } from './vmm/accel.js';
 import { VmCgroups } from './vmm/cgroup.js';
 import { probeJailSupport } from './vmm/host-support.js';
 import { useJail, VmJail } from './vmm/jail.js';
+import { useTcgCodeBuffer } from './vmm/tcg-code-buffer.js';
 import { qemuVersion } from './vmm/qemu.js';
 import { Volumes } from './volumes/volumes.js';
 import { Workloads } from './workloads/workloads.js';
@@ -66,6 +67,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, origins: Se
   });
   log.info({ accel: accel.accel, reason: accel.reason, qemu }, 'accelerator chosen');
   const jailSupport = await probeJailSupport();
+  useTcgCodeBuffer(config.tcgCodeBufferMiB);
   useJail(config.jail ? openJail(config, manifest, log) : undefined);
   if (config.jail) log.info({ support: jailSupport }, 'VMMs are jailed');
   else

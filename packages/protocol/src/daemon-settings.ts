@@ -40,6 +40,7 @@ export const DAEMON_SETTINGS: readonly DaemonSetting[] = [
   },
   { name: 'CAPSULE_JAIL', defaultValue: 'on', summary: 'off: run every QEMU as root, unconfined' },
   { name: 'CAPSULE_JAIL_IDS', defaultValue: '900000-999999', summary: 'the uids and group jailed QEMUs run as' },
+  { name: 'CAPSULE_TCG_CODE_BUFFER_MIB', defaultValue: '64', summary: "under TCG, each QEMU's buffer of translated guest code" },
   { name: 'CAPSULE_VMM_OVERHEAD_MIB', defaultValue: '', summary: "memory a jailed QEMU may use beyond its guest's RAM" },
   { name: 'CAPSULE_NETWORK', defaultValue: 'user', summary: 'user or tap' },
   { name: 'CAPSULE_TAP_POOL', defaultValue: '10.201.0.0/16', summary: 'addresses of the host-side links' },

@@ -24,16 +24,6 @@ export type VmController = (typeof VM_CONTROLLERS)[number];
  */
 export const VMM_OVERHEAD_MIB = 128;
 
-/**
- * Under TCG, QEMU also keeps translated guest code, 1 GiB of it by default,
- * and a guest that runs enough different code fills it: 140-150 MiB after a
- * cold boot and the python3 fill above, 82 MiB restored, and 112 -> 172 MiB
- * in 90 s of a guest JIT-compiling new functions (same script). So TCG VMs
- * start with `tb-size` set to this (qemu.ts; QEMU flushes the buffer when
- * full) and their limit adds it to VMM_OVERHEAD_MIB. KVM has no such buffer.
- */
-export const TCG_CODE_BUFFER_MIB = 256;
-
 const MiB = 1024 * 1024;
 
 /** The memory limit of a VM with `guestMiB` of RAM, in bytes. */

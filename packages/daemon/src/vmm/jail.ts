@@ -15,8 +15,9 @@ import type { Readable, Writable } from 'node:stream';
 import { errorMessage } from '../errors.js';
 import { isProcessAlive } from '../launcher.js';
 import { backingChain, qcow2VirtualSize } from '../guest/cache-pins.js';
-import { memoryLimitFor, TCG_CODE_BUFFER_MIB, type VmCgroup, type VmCgroups, VMM_OVERHEAD_MIB } from './cgroup.js';
+import { memoryLimitFor, type VmCgroup, type VmCgroups, VMM_OVERHEAD_MIB } from './cgroup.js';
 import type { VmSpec } from './qemu.js';
+import { tcgCodeBufferMiB } from './tcg-code-buffer.js';
 
 export interface JailSettings {
   /** The id range: its first id is the group all jailed VMs share (TAP devices, warm memory files), the rest are uids. */
@@ -120,7 +121,7 @@ export class VmJail {
   async spawn(spec: VmSpec, runtimeDir: string, outer: string[], vmm: string[], logFile: string): Promise<number> {
     const { id } = spec;
     const mounts = jailMounts(spec, runtimeDir, this.settings.diskRoots);
-    const overheadMiB = this.settings.overheadMiB ?? VMM_OVERHEAD_MIB + (spec.accel === 'tcg' ? TCG_CODE_BUFFER_MIB : 0);
+    const overheadMiB = this.settings.overheadMiB ?? VMM_OVERHEAD_MIB + (spec.accel === 'tcg' ? tcgCodeBufferMiB() : 0);
     const existing = this.readRecord(id);
     if (existing?.pid !== undefined && isProcessAlive(existing.pid))
       throw new Error(`VM ${id} already runs in its jail (pid ${existing.pid})`);

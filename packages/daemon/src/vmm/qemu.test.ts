@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_TCG_CODE_BUFFER_MIB } from '../config.js';
 import { kernelCommandLine, qemuArgs, VmRuntimePaths, type VmSpec } from './qemu.js';
+import { useTcgCodeBuffer } from './tcg-code-buffer.js';
 
 const spec: VmSpec = {
   id: 'sb_x',
@@ -25,9 +27,20 @@ describe('qemu command line', () => {
   it('uses the requested resources and accelerator', () => {
     expect(after('-m')).toEqual(['768M']);
     expect(after('-smp')).toEqual(['2']);
-    expect(after('-accel')).toEqual(['tcg,tb-size=256']);
+    expect(after('-accel')).toEqual(['tcg,tb-size=64']);
     expect(after('-cpu')).toEqual(['max']);
     expect(qemuArgs({ ...spec, accel: 'kvm' }, new VmRuntimePaths('/r'))).toEqual(expect.arrayContaining(['kvm', 'host']));
+  });
+
+  it('gives TCG the code buffer the daemon was set to (CAPSULE_TCG_CODE_BUFFER_MIB), and KVM none', () => {
+    useTcgCodeBuffer(32);
+    try {
+      const accel = (s: VmSpec) => qemuArgs(s, new VmRuntimePaths('/r')).filter((_, i, all) => all[i - 1] === '-accel');
+      expect(accel(spec)).toEqual(['tcg,tb-size=32']);
+      expect(accel({ ...spec, accel: 'kvm' })).toEqual(['kvm']);
+    } finally {
+      useTcgCodeBuffer(DEFAULT_TCG_CODE_BUFFER_MIB);
+    }
   });
 
   it('attaches the kit read-only and identifies disks by serial', () => {

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { isProcessAlive, runCommand, spawnDetached, tailOfFile, terminateGroup, waitForExit } from '../launcher.js';
 import { AGENT_PORT_NAME, BULK_PORT_NAME } from '@capsule/protocol/agent';
 import { GUEST_NETWORK, type NicBackend } from '../guest-network.js';
-import { TCG_CODE_BUFFER_MIB } from './cgroup.js';
 import { activeJail } from './jail.js';
 import { QmpClient } from './qmp.js';
+import { tcgCodeBufferMiB } from './tcg-code-buffer.js';
 
 export const QEMU_BINARY = process.env.CAPSULE_QEMU ?? 'qemu-system-x86_64';
 
@@ -169,8 +169,9 @@ export function qemuArgs(spec: VmSpec, paths: VmRuntimePaths, options: { pidFile
     '-M',
     `microvm,acpi=on,x-option-roms=off,rtc=on${backend ? ',memory-backend=mem' : ''}`,
     '-accel',
-    // TCG's translated code is QEMU's memory too, and grows with every new guest code path: bounded, so the cgroup's limit holds.
-    spec.accel === 'tcg' ? `tcg,tb-size=${TCG_CODE_BUFFER_MIB}` : spec.accel,
+    // TCG's translated code is QEMU's memory too, and grows with every new guest code path: bounded, so the cgroup's
+    // limit holds and an idle sandbox keeps less of it (tcg-code-buffer.ts).
+    spec.accel === 'tcg' ? `tcg,tb-size=${tcgCodeBufferMiB()}` : spec.accel,
     '-cpu',
     spec.accel === 'kvm' ? 'host' : 'max',
     '-smp',
