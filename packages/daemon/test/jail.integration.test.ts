@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { DEFAULT_TCG_CODE_BUFFER_MIB } from '../src/config.js';
 import { readManifest } from '../src/guest/manifest.js';
 import { VmCgroups } from '../src/vmm/cgroup.js';
 import { useJail, VmJail } from '../src/vmm/jail.js';
@@ -177,8 +178,8 @@ describe('a guest that writes past its VM memory limit (real QEMU microVMs, cgro
     const group = `/sys/fs/cgroup/memory/capsule/vm-${uid}`;
     expect(fs.readFileSync(`/proc/${hog.pid}/cgroup`, 'utf8')).toContain(`memory:/capsule/vm-${uid}`);
     const limit = Number(fs.readFileSync(path.join(group, 'memory.limit_in_bytes'), 'utf8'));
-    // Guest RAM (512 MiB) plus QEMU's allowance (128 MiB and TCG's 256 MiB of translated code).
-    expect(limit).toBe((512 + 128 + 256) * 1024 * 1024);
+    // Guest RAM (512 MiB) plus QEMU's allowance (128 MiB and TCG's code buffer, CAPSULE_TCG_CODE_BUFFER_MIB's default).
+    expect(limit).toBe((512 + 128 + DEFAULT_TCG_CODE_BUFFER_MIB) * 1024 * 1024);
 
     // A guest dirtying all its RAM stays within that limit by design, and its own kernel stops it first; to
     // see what crossing it does, the test lowers the limit to what QEMU uses now plus 32 MiB.
