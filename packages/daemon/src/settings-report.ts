@@ -14,7 +14,7 @@ export interface SettingOrigins {
   env: NodeJS.ProcessEnv;
 }
 
-/** The settings that were set before `applyConfigFile` ran and those it added: compare `before` with the environment after. */
+/** The settings the config file supplied: unset in the environment `before` `applyConfigFile` ran, set `after` it. */
 export function settingsAddedBy(before: NodeJS.ProcessEnv, after: NodeJS.ProcessEnv): string[] {
   return DAEMON_SETTINGS.map((s) => s.name).filter((name) => before[name] === undefined && after[name] !== undefined);
 }
