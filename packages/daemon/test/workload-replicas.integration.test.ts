@@ -168,7 +168,8 @@ describe('workload replicas and host reboots (real QEMU microVMs)', () => {
     const startedAfter = await eventually(
       async () => {
         const read = await daemon.api.exec(workBack.sandboxes[0]!.id, ['cat', '/tmp/started']);
-        return read.exitCode === 0 && read.stdout !== startedBefore ? read.stdout : undefined;
+        // The shell creates the file before date writes into it: an empty read is the command starting, not done.
+        return read.exitCode === 0 && /^\d+\n$/.test(read.stdout) && read.stdout !== startedBefore ? read.stdout : undefined;
       },
       120_000,
       "worker's command to run again",

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -57,8 +58,12 @@ describe('the event stream (real SQLite, in memory)', () => {
   afterEach(() => store.close());
 
   it('replays both histories after a cursor in time order, then goes live without repeating one', async () => {
+    // The two histories merge by their millisecond times: events of different histories within one
+    // millisecond have no order between them, so these are written a few milliseconds apart.
     await store.insertSandbox(startingSandboxRow('sb_a'));
+    await sleep(3);
     await recordResourceEvent(store, { type: 'image.pulled', image: 'alpine:3', reason: 'user' });
+    await sleep(3);
     await store.transition('sb_a', 'running', 'user');
     const res = new FakeResponse(true);
     await serveEventStream(store, asResponse(res), NO_FILTER, { after: { sandbox: 0, resource: 0 } });
