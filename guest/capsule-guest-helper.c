@@ -121,8 +121,7 @@ static int reseed(const char *hex) {
 #define BULK_MAX_FRAME_BYTES (16 * 1024 * 1024)
 #define BULK_IDLE_MS 30000
 
-/* Page-aligned: bulk_recv writes it with O_DIRECT. */
-static char bulk_buffer[BULK_BUFFER_BYTES] __attribute__((aligned(4096)));
+static char bulk_buffer[BULK_BUFFER_BYTES];
 
 /* The transfer's header from its id and, for a send, its size; 0 when either is malformed. */
 static int bulk_args(const char *id, const char *size_text, char *header, unsigned long long *size) {
@@ -221,62 +220,40 @@ static int bulk_recv(const char *id) {
       have = BULK_HEADER_BYTES - 1;
     }
   }
-  /*
-   * Frame payloads are read from the port straight into bulk_buffer (no copy
-   * through `in`: under TCG every guest byte copied costs), and written a full
-   * buffer at a time; a port read returns 4 KiB at most and never more than
-   * asked, so each frame's length is read on its own. What the header search
-   * read past the header, in[at..have), is taken first.
-   */
-  size_t at = 0;
+  /* Frame payloads gather in bulk_buffer, written a full buffer at a time (a port read returns 4 KiB at most). */
   size_t out = 0;
   unsigned long frame_left = 0;
-  /*
-   * Full buffers go to the file with O_DIRECT where its file system allows it:
-   * QEMU then copies them to the disk on the host, at native speed, instead of
-   * the guest's (under TCG, emulated) CPU copying them into the page cache,
-   * which cost as much as receiving them. The last, partial buffer is written
-   * through the page cache (O_DIRECT wants whole blocks).
-   */
-  int file_flags = fcntl(1, F_GETFL);
-  int direct = file_flags >= 0 && fcntl(1, F_SETFL, file_flags | O_DIRECT) == 0;
+  unsigned char length[4];
+  int length_have = 0;
   for (;;) {
-    if (frame_left == 0) {
-      unsigned char length[4];
-      for (size_t got = 0; got < sizeof length;) {
-        if (at < have) {
-          length[got++] = (unsigned char)in[at++];
-          continue;
-        }
-        ssize_t n = read_port((char *)length + got, sizeof length - got);
-        if (n < 0) return fail("reading the bulk port");
-        got += (size_t)n;
+    for (size_t i = 0; i < have;) {
+      if (frame_left == 0) {
+        length[length_have++] = (unsigned char)in[i++];
+        if (length_have < 4) continue;
+        length_have = 0;
+        frame_left = (unsigned long)length[0] << 24 | (unsigned long)length[1] << 16 | (unsigned long)length[2] << 8 | length[3];
+        if (frame_left > BULK_MAX_FRAME_BYTES) return fprintf(stderr, "capsule-guest-helper: a frame of %lu bytes\n", frame_left), 3;
+        if (frame_left == 0) goto end;
+        arm_idle_timer();
+        continue;
       }
-      frame_left = (unsigned long)length[0] << 24 | (unsigned long)length[1] << 16 | (unsigned long)length[2] << 8 | length[3];
-      if (frame_left > BULK_MAX_FRAME_BYTES) return fprintf(stderr, "capsule-guest-helper: a frame of %lu bytes\n", frame_left), 3;
-      if (frame_left == 0) break;
-      arm_idle_timer();
+      size_t take = have - i;
+      if (take > frame_left) take = (size_t)frame_left;
+      if (take > sizeof bulk_buffer - out) take = sizeof bulk_buffer - out;
+      memcpy(bulk_buffer + out, in + i, take);
+      out += take;
+      i += take;
+      frame_left -= take;
+      if (out == sizeof bulk_buffer) {
+        if (write_all(1, bulk_buffer, out) != 0) return write_failed();
+        out = 0;
+      }
     }
-    size_t want = sizeof bulk_buffer - out;
-    if (want > frame_left) want = (size_t)frame_left;
-    size_t took;
-    if (at < have) {
-      took = have - at < want ? have - at : want;
-      memcpy(bulk_buffer + out, in + at, took);
-      at += took;
-    } else {
-      ssize_t n = read_port(bulk_buffer + out, want);
-      if (n < 0) return fail("reading the bulk port");
-      took = (size_t)n;
-    }
-    out += took;
-    frame_left -= took;
-    if (out == sizeof bulk_buffer) {
-      if (write_all(1, bulk_buffer, out) != 0) return write_failed();
-      out = 0;
-    }
+    ssize_t n = read_port(in, sizeof in);
+    if (n < 0) return fail("reading the bulk port");
+    have = (size_t)n;
   }
-  if (direct && fcntl(1, F_SETFL, file_flags) != 0) return fail("switching the file back to buffered writes");
+end:
   if (out > 0 && write_all(1, bulk_buffer, out) != 0) return write_failed();
   return 0;
 }
