@@ -53,7 +53,8 @@ export class TimeIndex {
 
 /**
  * Where output written at `sinceMs` or later begins in LOG.1 followed by LOG
- * (`olderBytes` is LOG.1's size); undefined when nothing marked is that new.
+ * (`olderBytes` is LOG.1's size), to the second: from the first write of
+ * `sinceMs`'s second; undefined when nothing marked is that new.
  * Output written before a log had an index has no time, and never matches.
  */
 export function offsetSince(logFile: string, sinceMs: number, olderBytes: number): number | undefined {
@@ -63,7 +64,8 @@ export function offsetSince(logFile: string, sinceMs: number, olderBytes: number
   ] as const) {
     for (const line of readText(timesFile(file)).split('\n')) {
       const match = /^(\d+) (\d+)$/.exec(line);
-      if (match && Number(match[2]) >= sinceMs) return base + Number(match[1]);
+      // A mark starts each second's output: from the mark of `sinceMs`'s own second on, nothing written since is missed.
+      if (match && Number(match[2]) >= Math.floor(sinceMs / 1000) * 1000) return base + Number(match[1]);
     }
   }
   return undefined;

@@ -50,14 +50,16 @@ describe('a workload service log', () => {
     log.append('late two that makes the file rotate\n');
     expect(log.read({ sinceMs: 10_000 }).data.toString()).toBe('early\nhalf a line\nlate one\nlate two that makes the file rotate\n');
     expect(log.read({ sinceMs: 15_000 }).data.toString()).toBe('half a line\nlate one\nlate two that makes the file rotate\n');
-    expect(log.read({ sinceMs: 15_001 }).data.toString()).toBe('late one\nlate two that makes the file rotate\n');
+    // To the second: a time inside a second answers from that second's first output, so nothing written since is missed.
+    expect(log.read({ sinceMs: 15_400 }).data.toString()).toBe('half a line\nlate one\nlate two that makes the file rotate\n');
+    expect(log.read({ sinceMs: 16_000 }).data.toString()).toBe('late one\nlate two that makes the file rotate\n');
     expect(log.read({ sinceMs: 20_500, tail: 1 }).data.toString()).toBe('late two that makes the file rotate\n');
     expect(log.read({ sinceMs: 99_000 }).data.toString()).toBe('');
     // The current file's marks count from the end of the older file.
     clock += 5000;
     log.append('after\n');
     expect(log.read({ sinceMs: 25_000 }).data.toString()).toBe('after\n');
-    expect(log.read({ sinceMs: 15_001 }).data.toString()).toBe('late one\nlate two that makes the file rotate\nafter\n');
+    expect(log.read({ sinceMs: 16_000 }).data.toString()).toBe('late one\nlate two that makes the file rotate\nafter\n');
   });
 
   it('leaves out, with since, output kept before there was a time index', () => {
