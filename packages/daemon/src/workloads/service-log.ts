@@ -33,9 +33,11 @@ export class ServiceLog {
    */
   append(data: Buffer | string): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-    this.times.mark(fileSize(this.file), this.now());
     fs.appendFileSync(this.file, data, { mode: 0o600 });
-    if (fileSize(this.file) > this.maxBytes || this.times.full) {
+    // One stat an append: where this output began is the size now less its own length.
+    const size = fileSize(this.file);
+    this.times.mark(size - Buffer.byteLength(data), this.now());
+    if (size > this.maxBytes || this.times.full) {
       fs.renameSync(this.file, `${this.file}.1`);
       this.times.rotated();
     }
