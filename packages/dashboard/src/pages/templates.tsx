@@ -104,16 +104,34 @@ interface LogLine {
   key?: string;
 }
 
-/** A log panel's lines, with a way to add one and to start over. */
-function useLog(): [LogLine[], (text: string, key?: string) => void, () => void] {
+type AddLine = (text: string, key?: string) => void;
+
+/**
+ * A form whose request streams its progress into a log panel: `run` starts
+ * the log afresh, is busy until the stream ends, and a failure to reach the
+ * daemon becomes the log's last line.
+ */
+function useStreamedLog(): { lines: LogLine[]; busy: boolean; run: (stream: (addLine: AddLine) => Promise<void>) => Promise<void> } {
   const [lines, setLines] = useState<LogLine[]>([]);
-  const add = (text: string, key?: string) =>
+  const [busy, setBusy] = useState(false);
+  const addLine: AddLine = (text, key) =>
     setLines((current) => {
       const last = current.at(-1);
       const kept = key !== undefined && last?.key === key ? current.slice(0, -1) : current;
       return [...kept, { text, ...(key !== undefined ? { key } : {}) }].slice(-LOG_LINES);
     });
-  return [lines, add, () => setLines([])];
+  const run = async (stream: (addLine: AddLine) => Promise<void>) => {
+    setBusy(true);
+    setLines([]);
+    try {
+      await stream(addLine);
+    } catch (err) {
+      addLine(`Failed: ${errorText(err)}`);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { lines, busy, run };
 }
 
 function LogPanel({ lines, testId }: { lines: LogLine[]; testId: string }) {
@@ -128,24 +146,17 @@ function LogPanel({ lines, testId }: { lines: LogLine[]; testId: string }) {
 function BuildTemplate() {
   const [name, setName] = useState('');
   const [capsulefile, setCapsulefile] = useState(SAMPLE_CAPSULEFILE);
-  const [busy, setBusy] = useState(false);
-  const [lines, addLine, clearLog] = useLog();
+  const { lines, busy, run } = useStreamedLog();
   const submit = async (event: Event) => {
     event.preventDefault();
-    setBusy(true);
-    clearLog();
-    try {
-      await streamEvents<BuildEvent>('/v1/templates/build', { name: name.trim(), capsulefile }, (e) => {
+    await run((addLine) =>
+      streamEvents<BuildEvent>('/v1/templates/build', { name: name.trim(), capsulefile }, (e) => {
         if (e.type === 'step') addLine(`Step ${e.index + 1}: ${e.instruction}${e.cached ? ' (cached)' : ''}`);
         else if (e.type === 'log') addLine(e.text.replace(/\n$/, ''));
         else if (e.type === 'done') addLine(`Built template ${e.template.name}`);
         else addLine(`Failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
-      });
-    } catch (err) {
-      addLine(`Failed: ${errorText(err)}`);
-    } finally {
-      setBusy(false);
-    }
+      }),
+    );
   };
   return (
     <>
@@ -173,26 +184,19 @@ function BuildTemplate() {
 
 function PullImage() {
   const [ref, setRef] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [lines, addLine, clearLog] = useLog();
+  const { lines, busy, run } = useStreamedLog();
   const submit = async (event: Event) => {
     event.preventDefault();
-    setBusy(true);
-    clearLog();
-    try {
-      await streamEvents<ImageEvent>('/v1/images/pull', { ref: ref.trim() }, (e) => {
+    await run((addLine) =>
+      streamEvents<ImageEvent>('/v1/images/pull', { ref: ref.trim() }, (e) => {
         if (e.type === 'resolved') addLine(`Resolved ${e.digest}: ${e.layers.length} layers`);
         else if (e.type === 'progress')
           addLine(`${e.digest.slice(0, 19)}: ${(e.doneBytes / MIB).toFixed(1)} / ${(e.totalBytes / MIB).toFixed(1)} MiB`, e.digest);
         else if (e.type === 'unpacked') addLine(`Unpacked layer ${e.index + 1} of ${e.layers}`);
         else if (e.type === 'done') addLine(`Pulled ${e.image.refs.join(', ') || e.image.digest}`);
         else addLine(`Failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
-      });
-    } catch (err) {
-      addLine(`Failed: ${errorText(err)}`);
-    } finally {
-      setBusy(false);
-    }
+      }),
+    );
   };
   return (
     <>
