@@ -96,6 +96,12 @@ describe('capsule CLI against a real daemon (real QEMU microVM)', () => {
     const bad = capsule('logs', '--since', 'yesterday', id);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('is not a time');
+    // The daemon checks the time itself: a client other than the CLI gets 400 invalid_argument with a hint.
+    for (const since of ['yesterday', '9'.repeat(65), '99999999999999']) {
+      const refused = await daemon.request('GET', `/v1/sandboxes/${id}/logs?since=${since}`);
+      expect(refused.status, since).toBe(400);
+      expect(refused.body.error).toMatchObject({ code: 'invalid_argument', hint: expect.any(String) });
+    }
     expect(capsule('rm', id).status).toBe(0);
   });
 
